@@ -1,0 +1,90 @@
+"""Verilog, RTLIL and manifest emission, written atomically.
+
+A design is emitted as its top module plus the column module it instantiates ``cols`` times
+(see :class:`~mulfree.rtl.array.PEColumn`), in one file.
+"""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from amaranth.back import rtlil, verilog
+
+from .config import ArrayConfig
+from .manifest import manifest
+from ..rtl.array import PEArray, PEColumn
+
+
+__all__ = ["build_array", "convert_verilog", "convert_rtlil", "write_design", "write_atomic",
+           "OutputError"]
+
+
+class OutputError(ValueError):
+    """The output location cannot be used; ``param`` names the parameter."""
+
+    def __init__(self, param, message):
+        super().__init__(message)
+        self.param = param
+
+
+def build_array(cfg: ArrayConfig):
+    """The top component and the column component it instantiates by name."""
+    column_name = f"{cfg.top_name}_column"
+    return PEArray(cfg, column_module=column_name), PEColumn(cfg), column_name
+
+
+def convert_verilog(cfg: ArrayConfig):
+    """The design's Verilog source: the top module, then the column module."""
+    top, column, column_name = build_array(cfg)
+    return (verilog.convert(top, name=cfg.top_name, emit_src=False) +
+            verilog.convert(column, name=column_name, emit_src=False))
+
+
+def convert_rtlil(cfg: ArrayConfig):
+    """The design as RTLIL, for Yosys (its Verilog reader trips on some of Amaranth's output)."""
+    top, column, column_name = build_array(cfg)
+    return (rtlil.convert(top, name=cfg.top_name, emit_src=False) +
+            rtlil.convert(column, name=column_name, emit_src=False))
+
+
+def write_atomic(path, text):
+    """Write ``text`` to ``path`` through a temporary file and a rename: all or nothing."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def check_output_dir(out_dir, param="output"):
+    """Refuse an output location that exists and is not a folder, before any work is done."""
+    out_dir = Path(out_dir)
+    for parent in (out_dir, *out_dir.parents):
+        if parent.exists() and not parent.is_dir():
+            raise OutputError(param, f"{param} must be a folder (created if missing), "
+                                     f"not the existing file {str(parent)!r}")
+        if parent.exists():
+            break
+    return out_dir
+
+
+def write_design(cfg: ArrayConfig, out_dir):
+    """Write ``<top>.v`` and ``<top>.json`` into ``out_dir``; return both paths.
+
+    Everything is generated in memory first; the two files are then each replaced atomically,
+    the manifest last, so a manifest never describes a Verilog file that was not written.
+    """
+    out_dir = check_output_dir(out_dir)
+    text = convert_verilog(cfg)
+    doc = json.dumps(manifest(cfg), indent=2) + "\n"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    v_path = out_dir / f"{cfg.top_name}.v"
+    j_path = out_dir / f"{cfg.top_name}.json"
+    write_atomic(v_path, text)
+    write_atomic(j_path, doc)
+    return v_path, j_path

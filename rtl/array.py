@@ -1,0 +1,265 @@
+"""The 2-D PE array: a weight-stationary grid with double-buffered weight tiles.
+
+For a weight tile ``W[rows, cols]`` and a stream of input vectors ``x_m`` with partial sums
+``p_m``, the array produces ``y_m[c] = p_m[c] + sum_r term(x_m[r], W[r, c])``, one vector per
+cycle.
+
+Organisation (see ``docs/architecture.md``)::
+
+    x_m[0] ─┬──────┬──────┬─ ...     row r sees x_m[r] r cycles after the handshake
+          PE00   PE01   PE02         (input skew registers), broadcast along the row
+            │      │      │
+    x_m[1] ─┼PE10──┼PE11──┼PE12      partial sums flow down each column, one register
+            │      │      │          per row, each exactly as wide as its depth needs
+            ⋮      ⋮      ⋮
+            └─(+p_m[c])──┘           the incoming partial sum, delayed in a small memory,
+                 y_m                 is added once at the bottom at full accumulator width
+
+Weights: the weight stream carries one tile row per beat (row 0 first), shifted up a chain of
+shadow registers; after ``rows`` beats the tile is *pending*. An input beat that starts a tile
+(the first beat after reset or after a beat with ``last``) waits for a pending tile and sends a
+token down the rows with the data; each row copies its shadow row into its active row as the
+token arrives, so vectors of the old and new tile can be in flight together. The next tile may
+start loading as soon as the token has left the shadow chain.
+
+Backpressure stalls the whole pipeline: every register advances when the output is free.
+"""
+
+from amaranth.hdl import Signal, Module, Cat, Instance, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..gen.config import ArrayConfig
+from .pe import PE, pe_class
+
+
+__all__ = ["PEColumn", "PEArray", "input_layout", "output_layout"]
+
+
+def input_layout(cfg: ArrayConfig):
+    """Payload of the input stream: an input vector, its partial sums, and the tile's end."""
+    return data.StructLayout({
+        "data": unsigned(cfg.rows * cfg.act_bits),
+        "psum": unsigned(cfg.cols * cfg.acc_width),
+        "last": unsigned(1),
+    })
+
+
+def output_layout(cfg: ArrayConfig):
+    """Payload of the output stream: a result vector and the tile's end."""
+    return data.StructLayout({
+        "data": unsigned(cfg.cols * cfg.acc_width),
+        "last": unsigned(1),
+    })
+
+
+class PEColumn(wiring.Component):
+    """One column of the array: ``rows`` PEs, their weights, and the partial-sum chain.
+
+    Every column of an array is the same circuit, so the generator emits it as one module and
+    instantiates it ``cols`` times: elaboration then costs ``O(rows + cols)``, not
+    ``O(rows * cols)``.
+
+    Attributes
+    ----------
+    x : In(rows * act_bits)
+        Row ``r``'s activation, already skewed to the cycle row ``r`` computes it.
+    w_in : In(code_width)
+        The weight code entering the bottom of the shadow chain.
+    w_shift : In(1)
+        Shift the shadow chain up by one row.
+    load : In(rows)
+        Copy shadow row ``r`` into active row ``r``.
+    en : In(1)
+        Advance the partial-sum pipeline.
+    sum : Out(signed(...))
+        The column's sum of ``rows`` terms, ``rows`` advances after row 0 saw its input.
+    """
+
+    def __init__(self, cfg: ArrayConfig):
+        self._cfg = cfg
+        super().__init__({
+            "x": In(cfg.rows * cfg.act_bits),
+            "w_in": In(cfg.code_width),
+            "w_shift": In(1),
+            "load": In(cfg.rows),
+            "en": In(1),
+            "sum": Out(PE.sum_shape(cfg, cfg.rows)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        rows, a, cw = cfg.rows, cfg.act_bits, cfg.code_width
+        m = Module()
+        shadow = [Signal(cw, name=f"shadow_{r}", reset_less=True) for r in range(rows)]
+        active = [Signal(cw, name=f"weight_{r}", reset_less=True) for r in range(rows)]
+        # Beats enter at the bottom and move up: row 0, sent first, ends at the top.
+        with m.If(self.w_shift):
+            m.d.sync += shadow[rows - 1].eq(self.w_in)
+            m.d.sync += [shadow[r].eq(shadow[r + 1]) for r in range(rows - 1)]
+        for r in range(rows):
+            with m.If(self.load[r]):
+                m.d.sync += active[r].eq(shadow[r])
+
+        accumulate = pe_class(cfg.pe).accumulate
+        psum = 0
+        with m.If(self.en):
+            for r in range(rows):
+                out = Signal(PE.sum_shape(cfg, r + 1), name=f"psum_{r}", reset_less=True)
+                x = self.x[r * a:(r + 1) * a].as_signed()
+                m.d.sync += out.eq(accumulate(cfg, psum, x, active[r]))
+                psum = out
+        m.d.comb += self.sum.eq(psum)
+        return m
+
+
+class PEArray(wiring.Component):
+    """A ``rows x cols`` array of PEs of one kind.
+
+    Vectors are flat: element ``i`` of a vector of ``b``-bit values is bits ``[i*b, (i+1)*b)``.
+
+    Attributes
+    ----------
+    w : In(stream.Signature(unsigned(cols * code_width)))
+        Weight tile rows, row 0 first; ``rows`` beats make a tile.
+    x : In(stream.Signature(input_layout(cfg)))
+        Input vectors with their incoming partial sums; ``last`` ends a tile's vectors.
+    y : Out(stream.Signature(output_layout(cfg)))
+        Result vectors, in input order, ``last`` copied from the input.
+
+    Parameters
+    ----------
+    cfg : ArrayConfig
+    column_module : str, optional
+        Instantiate the columns as ``Instance(column_module)`` (emitted separately from a
+        :class:`PEColumn`) instead of as submodules; the generator does this for speed.
+    """
+
+    def __init__(self, cfg: ArrayConfig, *, column_module=None):
+        self._cfg = cfg
+        self._column_module = column_module
+        super().__init__({
+            "w": In(stream.Signature(unsigned(cfg.cols * cfg.code_width))),
+            "x": In(stream.Signature(input_layout(cfg))),
+            "y": Out(stream.Signature(output_layout(cfg))),
+        })
+
+    @property
+    def cfg(self):
+        return self._cfg
+
+    @property
+    def column_module(self):
+        """Name of the column module instantiated by name, or ``None`` for submodules."""
+        return self._column_module
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        rows, cols, a, cw, acc = cfg.rows, cfg.cols, cfg.act_bits, cfg.code_width, cfg.acc_width
+        m = Module()
+
+        # Pipeline control. Stage s holds what was accepted s advances ago; stage rows + 1 is
+        # the output register.
+        advance = Signal()
+        valid = [Signal(name=f"valid_{s}") for s in range(rows + 2)]
+        last = [Signal(name=f"last_{s}", reset_less=True) for s in range(rows + 2)]
+        token = [Signal(name=f"token_{s}") for s in range(rows)]
+        m.d.comb += advance.eq(self.y.ready | ~self.y.valid)
+
+        # Tile bookkeeping.
+        starts_tile = Signal(init=1)    # the next input beat is the first of a tile
+        pending = Signal()              # the shadow registers hold a complete tile
+        loaded = Signal(range(max(rows, 2)))
+        swap = Signal()                 # row 0 takes the pending tile now
+        take = Signal()
+        m.d.comb += [
+            self.x.ready.eq(advance & (~starts_tile | pending)),
+            take.eq(self.x.valid & self.x.ready),
+            swap.eq(take & starts_tile),
+        ]
+        with m.If(take):
+            m.d.sync += starts_tile.eq(self.x.payload.last)
+
+        # Loading a tile row: the shadow chains (in the columns) shift up by one. Loading waits
+        # while a token still needs the shadow rows below it.
+        w_shift = Signal()
+        token_in_flight = Cat(token[:rows - 1]).any() if rows > 1 else 0
+        m.d.comb += [
+            self.w.ready.eq(~pending & ~token_in_flight),
+            w_shift.eq(self.w.valid & self.w.ready),
+        ]
+        with m.If(w_shift):
+            with m.If(loaded == rows - 1):
+                m.d.sync += [loaded.eq(0), pending.eq(1)]
+            with m.Else():
+                m.d.sync += loaded.eq(loaded + 1)
+        with m.If(swap):
+            m.d.sync += pending.eq(0)
+
+        # Input skew: row r's activation reaches stage r through r + 1 registers.
+        x_rows = Signal(rows * a)
+        for r in range(rows):
+            chain = [Signal(signed(a), name=f"x_{r}_{s}", reset_less=True) for s in range(r + 1)]
+            with m.If(advance):
+                m.d.sync += chain[0].eq(self.x.payload.data[r * a:(r + 1) * a])
+                m.d.sync += [chain[s].eq(chain[s - 1]) for s in range(1, r + 1)]
+            m.d.comb += x_rows[r * a:(r + 1) * a].eq(chain[-1])
+
+        with m.If(advance):
+            m.d.sync += [valid[0].eq(take), last[0].eq(self.x.payload.last)]
+            m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, rows + 2)]
+            m.d.sync += [last[s].eq(last[s - 1]) for s in range(1, rows + 2)]
+            if rows:
+                m.d.sync += token[0].eq(swap)
+                m.d.sync += [token[s].eq(token[s - 1]) for s in range(1, rows)]
+
+        # Row r takes its shadow weights as the tile's first vector enters it.
+        load = Signal(rows)
+        m.d.comb += load[0].eq(swap)
+        for r in range(1, rows):
+            m.d.comb += load[r].eq(advance & token[r - 1])
+
+        # The columns: identical, so emitted once and instantiated cols times (see
+        # PEColumn) unless a flat netlist is asked for.
+        column_sums = []
+        for c in range(cols):
+            ports = dict(x=x_rows, w_in=self.w.payload[c * cw:(c + 1) * cw],
+                         w_shift=w_shift, load=load, en=advance)
+            total = Signal(PE.sum_shape(cfg, rows), name=f"column_sum_{c}")
+            if self._column_module is None:
+                column = m.submodules[f"column_{c}"] = PEColumn(cfg)
+                m.d.comb += [getattr(column, k).eq(v) for k, v in ports.items()]
+                m.d.comb += total.eq(column.sum)
+            else:
+                m.submodules[f"column_{c}"] = Instance(
+                    self._column_module, **{f"i_{k}": v for k, v in ports.items()},
+                    o_sum=total)
+            column_sums.append(total)
+
+        # Incoming partial sums wait in a memory until their vector reaches the bottom.
+        depth = 1 << rows.bit_length()          # a power of two > rows
+        m.submodules.psum_delay = delay = Memory(shape=unsigned(cols * acc), depth=depth, init=[])
+        wr = delay.write_port()
+        rd = delay.read_port()
+        wr_addr = Signal(range(depth))
+        rd_addr = Signal(range(depth), init=(-rows) % depth)
+        m.d.comb += [
+            wr.addr.eq(wr_addr), wr.data.eq(self.x.payload.psum), wr.en.eq(advance),
+            rd.addr.eq(rd_addr), rd.en.eq(advance),
+        ]
+        with m.If(advance):
+            m.d.sync += [wr_addr.eq(wr_addr + 1), rd_addr.eq(rd_addr + 1)]
+
+        result = Signal(cols * acc, reset_less=True)
+        with m.If(advance):
+            m.d.sync += result.eq(Cat(
+                (column_sums[c] + rd.data[c * acc:(c + 1) * acc].as_signed())[:acc]
+                for c in range(cols)))
+
+        m.d.comb += [
+            self.y.valid.eq(valid[rows + 1]),
+            self.y.payload.data.eq(result),
+            self.y.payload.last.eq(last[rows + 1]),
+        ]
+        return m

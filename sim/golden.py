@@ -1,0 +1,144 @@
+"""The NumPy golden model: the executable form of ``docs/numerics.md``.
+
+Written from the papers' arithmetic (DeepShift, AdderNet), not from the RTL. All values are
+``np.int64``; :class:`~mulfree.gen.config.ArrayConfig` refuses designs whose accumulator would
+not fit, and every function here checks that its inputs lie in their ranges and that no result
+leaves the accumulator's range, so nothing overflows silently.
+
+Weight codes are what the weight stream carries:
+
+* ``shift``: the unsigned ``weight_bits``-wide code ``{s, e}`` (sign bit on top); ``e = 0`` is
+  the zero weight, otherwise the weight is ``(-1)^s * 2^(e-1)``;
+* ``adder`` and ``mult``: the signed weight itself.
+"""
+
+import numpy as np
+
+from ..gen.config import ArrayConfig
+
+
+__all__ = [
+    "encode_shift", "decode_shift", "weight_values", "terms", "array_forward",
+    "check_range",
+]
+
+
+def check_range(name, values, lo, hi):
+    """Raise ``ValueError`` naming the first element of ``values`` outside ``[lo, hi]``."""
+    values = np.asarray(values)
+    bad = np.argwhere((values < lo) | (values > hi))
+    if bad.size:
+        index = tuple(int(i) for i in bad[0])
+        raise ValueError(f"{name}{list(index)} = {int(values[index])} is outside "
+                         f"[{lo}, {hi}] ({bad.shape[0]} element(s) out of range)")
+
+
+def _as_int64(name, values):
+    values = np.asarray(values)
+    if values.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, not {values.dtype}")
+    return values.astype(np.int64)
+
+
+def encode_shift(sign, shift, weight_bits):
+    """Codes for the shift weights ``sign * 2^shift``.
+
+    ``sign`` is in {-1, 0, +1}; ``shift`` in ``[0, 2^(weight_bits-1) - 2]`` (ignored where
+    ``sign`` is 0). Returns unsigned codes: ``s << (weight_bits-1) | e`` with ``e = shift + 1``,
+    and the canonical zero code 0.
+    """
+    sign = _as_int64("sign", sign)
+    shift = _as_int64("shift", np.broadcast_to(shift, sign.shape))
+    max_shift = (1 << (weight_bits - 1)) - 2
+    check_range("sign", sign, -1, 1)
+    check_range("shift", np.where(sign == 0, 0, shift), 0, max_shift)
+    e = np.where(sign == 0, 0, shift + 1)
+    s = (sign < 0).astype(np.int64)
+    return (s << (weight_bits - 1)) | e
+
+
+def decode_shift(codes, weight_bits):
+    """``(sign, shift)`` of shift codes; ``sign`` is 0 where the field ``e`` is 0."""
+    codes = _as_int64("codes", codes)
+    check_range("codes", codes, 0, (1 << weight_bits) - 1)
+    e = codes & ((1 << (weight_bits - 1)) - 1)
+    s = codes >> (weight_bits - 1)
+    sign = np.where(e == 0, 0, 1 - 2 * s)
+    shift = np.where(e == 0, 0, e - 1)
+    return sign, shift
+
+
+def weight_values(cfg: ArrayConfig, codes):
+    """The integers the weight codes stand for (shift: ``sign * 2^p``, on the array's scale)."""
+    if cfg.pe == "shift":
+        sign, shift = decode_shift(codes, cfg.weight_bits)
+        return sign * (np.int64(1) << shift)
+    codes = _as_int64("weights", codes)
+    check_range("weights", codes, *cfg.weight_range)
+    return codes
+
+
+def terms(cfg: ArrayConfig, x, codes):
+    """Element-wise contribution of activation ``x`` with weight code ``codes`` to a sum.
+
+    shift: ``sign * (x << p)`` (exact); adder: ``-|x - w|``; mult: ``x * w``.
+    """
+    x = _as_int64("x", x)
+    check_range("x", x, *cfg.act_range)
+    if cfg.pe == "shift":
+        sign, shift = decode_shift(codes, cfg.weight_bits)
+        return sign * np.left_shift(x, shift)
+    w = weight_values(cfg, codes)
+    if cfg.pe == "adder":
+        return -np.abs(x - w)
+    return x * w
+
+
+def array_forward(cfg: ArrayConfig, weights, inputs, psums=None):
+    """What the array computes for one weight tile and a stream of input vectors.
+
+    Parameters
+    ----------
+    weights : array of shape ``(rows, cols)``
+        Weight codes ``W[r, c]``.
+    inputs : array of shape ``(M, rows)``
+        Input vectors ``x_m``.
+    psums : array of shape ``(M, cols)``, optional
+        Incoming partial sums (0 if omitted).
+
+    Returns
+    -------
+    array of shape ``(M, cols)``, int64
+        ``y[m, c] = psums[m, c] + sum_r term(inputs[m, r], weights[r, c])``.
+
+    Raises
+    ------
+    ValueError
+        If a shape is wrong or a value lies outside its range.
+    OverflowError
+        If a result leaves ``cfg.acc_range``: the partial sum was not that of a reduction of at
+        most ``max_k - rows`` terms.
+    """
+    weights = _as_int64("weights", weights)
+    inputs = _as_int64("inputs", inputs)
+    if weights.shape != (cfg.rows, cfg.cols):
+        raise ValueError(f"weights must have shape ({cfg.rows}, {cfg.cols}), "
+                         f"not {weights.shape}")
+    if inputs.ndim != 2 or inputs.shape[1] != cfg.rows:
+        raise ValueError(f"inputs must have shape (M, {cfg.rows}), not {inputs.shape}")
+    if psums is None:
+        psums = np.zeros((inputs.shape[0], cfg.cols), dtype=np.int64)
+    psums = _as_int64("psums", psums)
+    if psums.shape != (inputs.shape[0], cfg.cols):
+        raise ValueError(f"psums must have shape ({inputs.shape[0]}, {cfg.cols}), "
+                         f"not {psums.shape}")
+    check_range("psums", psums, *cfg.acc_range)
+    # terms[m, r, c] summed over r: every partial sum lies within acc_range, which the config
+    # keeps within 64 bits, so int64 is exact.
+    result = psums + terms(cfg, inputs[:, :, None], weights[None, :, :]).sum(axis=1)
+    lo, hi = cfg.acc_range
+    if np.any((result < lo) | (result > hi)):
+        m, c = (int(i) for i in np.argwhere((result < lo) | (result > hi))[0])
+        raise OverflowError(f"y[{m}, {c}] = {int(result[m, c])} leaves the accumulator range "
+                            f"[{lo}, {hi}] of max_k={cfg.max_k}")
+    return result
