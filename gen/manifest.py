@@ -51,13 +51,13 @@ def _fields(port, shape):
             for name, f in shape]
 
 
-def port_list(component: wiring.Component):
+def port_list(signature: wiring.Signature):
     """Top-level ports as Amaranth names them in Verilog: ``clk``, ``rst``, then the signature."""
     ports = [
         {"name": "clk", "direction": "input", "width": 1, "meaning": _MEANING["clk"]},
         {"name": "rst", "direction": "input", "width": 1, "meaning": _MEANING["rst"]},
     ]
-    for path, member in component.signature.members.flatten():
+    for path, member in signature.members.flatten():
         if not member.is_port:
             continue
         name = "__".join(str(p) for p in path)
@@ -100,10 +100,9 @@ def _weight_encoding(cfg: ArrayConfig):
     }
 
 
-def manifest(cfg: ArrayConfig, component=None):
+def manifest(cfg: ArrayConfig):
     """The manifest of the array ``cfg`` as a JSON-ready dict."""
-    from ..rtl.array import PEArray
-    component = component or PEArray(cfg)
+    from ..rtl.array import array_signature
     term = {"shift": "sign * (x << p)", "adder": "-|x - w|", "mult": "x * w"}[cfg.pe]
     return {
         "mulfree_version": __version__,
@@ -125,7 +124,7 @@ def manifest(cfg: ArrayConfig, component=None):
             "pe_count": cfg.pe_count,
         },
         "weight_encoding": _weight_encoding(cfg),
-        "ports": port_list(component),
+        "ports": port_list(array_signature(cfg)),
         "streams": {
             "w": {"direction": "input", "beats_per_tile": cfg.rows},
             "x": {"direction": "input"},

@@ -34,7 +34,7 @@ from ..gen.config import ArrayConfig
 from .pe import PE, pe_class
 
 
-__all__ = ["PEColumn", "PEArray", "input_layout", "output_layout"]
+__all__ = ["PEColumn", "PEArray", "array_signature", "input_layout", "output_layout"]
 
 
 def input_layout(cfg: ArrayConfig):
@@ -51,6 +51,15 @@ def output_layout(cfg: ArrayConfig):
     return data.StructLayout({
         "data": unsigned(cfg.cols * cfg.acc_width),
         "last": unsigned(1),
+    })
+
+
+def array_signature(cfg: ArrayConfig):
+    """The signature of :class:`PEArray` for ``cfg``."""
+    return wiring.Signature({
+        "w": In(stream.Signature(unsigned(cfg.cols * cfg.code_width))),
+        "x": In(stream.Signature(input_layout(cfg))),
+        "y": Out(stream.Signature(output_layout(cfg))),
     })
 
 
@@ -139,11 +148,7 @@ class PEArray(wiring.Component):
     def __init__(self, cfg: ArrayConfig, *, column_module=None):
         self._cfg = cfg
         self._column_module = column_module
-        super().__init__({
-            "w": In(stream.Signature(unsigned(cfg.cols * cfg.code_width))),
-            "x": In(stream.Signature(input_layout(cfg))),
-            "y": Out(stream.Signature(output_layout(cfg))),
-        })
+        super().__init__(array_signature(cfg))
 
     @property
     def cfg(self):

