@@ -25,6 +25,13 @@ class UsageError(Exception):
     """A bad command line; the message is one line."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (argparse adds the usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _range(param):
     lo, hi = LIMITS[param]
     return f"{lo}..{hi}"
@@ -82,6 +89,9 @@ def cmd_gen(args):
         v_path, j_path = write_design(cfg, args.output)
     except OutputError as e:
         raise UsageError(_with_option(e.param, str(e))) from None
+    except OSError as e:
+        raise UsageError(f"{OPTION['output']} {str(args.output)!r} cannot be written: "
+                         f"{e.strerror or e}") from None
     print(f"wrote {v_path}")
     print(f"wrote {j_path}")
     print(f"{cfg.rows}x{cfg.cols} {cfg.pe} array, act {cfg.act_bits} bits, weights "
@@ -101,7 +111,8 @@ def cmd_demo(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    # Sub-parsers are built with the parent's class, so they share the one-line errors.
+    parser = _Parser(
         prog="mulfree",
         description="Generator of multiplication-free neural-network accelerators.")
     parser.add_argument("--version", action="version", version=f"mulfree {__version__}")
