@@ -133,6 +133,12 @@ def array_forward(cfg: ArrayConfig, weights, inputs, psums=None):
         raise ValueError(f"psums must have shape ({inputs.shape[0]}, {cfg.cols}), "
                          f"not {psums.shape}")
     check_range("psums", psums, *cfg.acc_range)
+    # Checked here too so that an error names the caller's element, not a broadcast one.
+    check_range("inputs", inputs, *cfg.act_range)
+    if cfg.pe == "shift":
+        check_range("weights", weights, 0, (1 << cfg.code_width) - 1)
+    else:
+        check_range("weights", weights, *cfg.weight_range)
     # terms[m, r, c] summed over r: every partial sum lies within acc_range, which the config
     # keeps within 64 bits, so int64 is exact.
     result = psums + terms(cfg, inputs[:, :, None], weights[None, :, :]).sum(axis=1)
