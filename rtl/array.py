@@ -25,7 +25,8 @@ start loading as soon as the token has left the shadow chain.
 Backpressure stalls the whole pipeline: every register advances when the output is free.
 """
 
-from amaranth.hdl import Signal, Module, Cat, Instance, signed, unsigned
+from amaranth.hdl import (Signal, Module, Cat, Instance, ClockSignal, ResetSignal, signed,
+                          unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -237,9 +238,11 @@ class PEArray(wiring.Component):
                 m.d.comb += [getattr(column, k).eq(v) for k, v in ports.items()]
                 m.d.comb += total.eq(column.sum)
             else:
+                # An Instance gets no implicit clock or reset: the column's sync domain must
+                # be wired by hand, or its registers have no clock.
                 m.submodules[f"column_{c}"] = Instance(
                     self._column_module, **{f"i_{k}": v for k, v in ports.items()},
-                    o_sum=total)
+                    i_clk=ClockSignal(), i_rst=ResetSignal(), o_sum=total)
             column_sums.append(total)
 
         # Incoming partial sums wait in a memory until their vector reaches the bottom.
