@@ -209,11 +209,11 @@ class ArrayConfig:
     def latency(self):
         """Cycles from an input beat's handshake to its output beat being valid, with no stall.
 
-        The handshake edge registers the input, one edge per row registers that row's partial
-        sums, one more registers their sum with the incoming partial sum: an input accepted in
-        cycle ``t`` is presented on the output in cycle ``t + rows + 1``.
+        The handshake edge (ending cycle ``t``) registers the input, the next ``rows`` edges
+        register each row's partial sums, one more registers their sum with the incoming
+        partial sum: an input accepted in cycle ``t`` is on the output in cycle ``t + rows + 2``.
         """
-        return self.rows + 1
+        return self.rows + 2
 
     @property
     def top_name(self):
