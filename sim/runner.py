@@ -85,7 +85,7 @@ class SimResult:
         return "\n".join(lines)
 
 
-def build_design(cfg: ArrayConfig, simulator, build_dir):
+def build_design(cfg: ArrayConfig, simulator, build_dir, *, log_file=None):
     """Generate ``cfg`` into ``build_dir`` and compile it; return ``(runner, manifest_path)``."""
     check_simulator(simulator)
     from cocotb_tools.runner import get_runner
@@ -95,7 +95,8 @@ def build_design(cfg: ArrayConfig, simulator, build_dir):
     runner = get_runner(simulator)
     build_args = _VERILATOR_ARGS if simulator == "verilator" else ["-g2005"]
     runner.build(sources=[v_path], hdl_toplevel=cfg.top_name, build_dir=build_dir / simulator,
-                 build_args=build_args, timescale=("1ns", "1ps"), always=True)
+                 build_args=build_args, timescale=("1ns", "1ps"), always=True,
+                 log_file=log_file)
     return runner, j_path
 
 
@@ -112,7 +113,8 @@ def _read_results(path):
     return tests
 
 
-def run_cocotb(runner, manifest_path, test_module, *, testcase=None, seed=None, extra_env=None):
+def run_cocotb(runner, manifest_path, test_module, *, testcase=None, seed=None, extra_env=None,
+               log_file=None):
     """Run the cocotb tests of ``test_module`` on a built design.
 
     Returns a :class:`SimResult`; does not raise on test failures (callers assert on it, so a
@@ -128,7 +130,7 @@ def run_cocotb(runner, manifest_path, test_module, *, testcase=None, seed=None, 
     try:
         runner.test(test_module=test_module, hdl_toplevel=manifest["top"], testcase=testcase,
                     seed=seed, extra_env=env, results_xml=str(results),
-                    timescale=("1ns", "1ps"))
+                    timescale=("1ns", "1ps"), log_file=log_file)
     except SystemExit as e:
         if not results.exists():
             raise RuntimeError(f"simulation of {manifest['top']} failed (exit {e.code}) "

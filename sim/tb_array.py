@@ -5,7 +5,9 @@ the configuration, port widths and field offsets from it, like the host runtime 
 patterns come from the environment:
 
 * ``MULFREE_TB_VECTORS``: random vectors per scenario (default 400);
-* ``MULFREE_TB_SEED``: seed of the data generator (default: cocotb's seed).
+* ``MULFREE_TB_SEED``: seed of the data generator (default: cocotb's seed);
+* ``MULFREE_TB_REPORT``: a file to which each scenario appends a JSON line with the number of
+  outputs it checked and the cycles it simulated.
 
 One coroutine drives all three streams cycle by cycle: after each rising edge it drives the
 next beats, then samples in the read-only phase which handshakes will happen at the next edge.
@@ -219,6 +221,13 @@ class TB:
         return outputs
 
 
+def _report(label, outputs, cycles):
+    path = os.environ.get("MULFREE_TB_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"scenario": label, "outputs": outputs, "cycles": cycles}) + "\n")
+
+
 def check(stim, outputs, label=""):
     """Compare outputs with the golden model; the message names vector, column, got, expected."""
     expected = stim.expected()
@@ -233,6 +242,7 @@ def check(stim, outputs, label=""):
                 f"got {int(got[c])}, expected {int(want[c])} ({bad.size} column(s) differ)")
         want_last = int(m == len(stim.tiles[tile][1]) - 1)
         assert last == want_last, f"{label}: output {i}: last={last}, expected {want_last}"
+    _report(label, len(outputs), outputs[-1][0] - outputs[0][0] + 1 if outputs else 0)
 
 
 def _rng():
