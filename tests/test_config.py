@@ -143,8 +143,8 @@ def test_pe_unknown(value):
     check_error(excinfo, "pe", value, ["shift", "adder", "mult"])
 
 
-@pytest.mark.parametrize("rows, value", [(8, 0), (8, 7), (8, -1), (1, 0), (16, 15), (8, 2 ** 31 + 1),
-                                         (8, 12.0), (8, True)])
+@pytest.mark.parametrize("rows, value", [(8, 0), (8, 7), (8, -1), (1, 0), (16, 15),
+                                         (8, 2 ** 31 + 1), (8, 12.0), (8, True)])
 def test_max_k_invalid(rows, value):
     with pytest.raises(ConfigError) as excinfo:
         ArrayConfig(rows=rows, max_k=value)
