@@ -14,7 +14,7 @@ array can inline thousands of PEs without a submodule each (Amaranth elaboration
 faster than linearly with the number of submodules).
 """
 
-from amaranth.hdl import Mux, Signal, Module, signed, unsigned
+from amaranth.hdl import Cat, Const, Mux, Module, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -90,11 +90,46 @@ class PE(wiring.Component):
         return m
 
 
+def _sign_extend(value, width):
+    """``value`` (signed) widened to ``width`` bits, as a bit vector for :func:`Cat`."""
+    value = Value.cast(value)
+    if len(value) >= width:
+        return value
+    return Cat(value, value[-1].replicate(width - len(value)))
+
+
+def _sub_with_borrow(a, b, borrow):
+    """``a - b - borrow`` (signed ``a``, ``b``; 1-bit ``borrow``) as one subtractor.
+
+    Why this form: Yosys (``alumacc``) maps a sum of three operands, even when one is a single
+    bit, to a carry-save row plus an adder; and for an addition it puts the narrower operand on
+    the carry chain's ``DI`` input, so the operator's term, not the registered partial sum,
+    must exist as a net of its own: a second LUT per bit. A subtraction keeps the minuend on
+    ``DI`` and inverts the subtrahend inside the carry LUT. The borrow is appended below both
+    operands: ``({a, 0} - {b, c}) >> 1 = a - b - c``, one carry chain.
+    """
+    a, b = Value.cast(a), Value.cast(b)
+    width = max(len(a), len(b)) + 1
+    total = (Cat(Const(0, 1), _sign_extend(a, width)).as_signed() -
+             Cat(borrow, _sign_extend(b, width)).as_signed())
+    return total[1:].as_signed()
+
+
+def _select(index, values):
+    """``values[index]`` as a balanced tree of two-way multiplexers, ``index[0]`` at the leaves."""
+    values = list(values)
+    for bit in range(len(index)):
+        values = [Mux(index[bit], values[i + 1], values[i]) for i in range(0, len(values), 2)]
+    return values[0]
+
+
 class ShiftPE(PE):
     """DeepShift: ``term = sign * (x << p)``; code ``{s, e}``, ``e = 0`` is zero, ``p = e - 1``.
 
-    The negation is folded into the accumulator's adder as ``psum + (t ^ s) + s``, so the PE
-    holds one barrel shifter and one adder, no separate negator.
+    The shift is split on ``e = 2h + l``: ``w = x << 2h`` (a 4-way multiplexer per bit for
+    3-bit ``e``), then ``t = l ? w : (h == 0 ? 0 : w >> 1)``. The sign is folded into the
+    accumulator as one subtractor, ``psum - (s ? t : ~t) - ~s`` (see :func:`_sub_with_borrow`):
+    one carry chain and no separate negator.
     """
 
     kind = "shift"
@@ -103,14 +138,22 @@ class ShiftPE(PE):
     def accumulate(cls, cfg, psum, x, code):
         s = code[-1]
         e = code[:-1]
-        # (x << e) drops its lowest bit: x << (e - 1) for e >= 1; e = 0 selects zero.
-        shifted = (x << e)[1:cfg.act_bits + cfg.max_shift + 1].as_signed()
-        magnitude = Mux(e == 0, 0, shifted)
-        return psum + Mux(s, ~magnitude, magnitude) + s
+        low, high = e[0], e[1:]
+        # x << 2h for every h; the widest one sets the common (signed) width.
+        wide = _select(high, [x << (2 * h) for h in range(1 << len(high))])
+        # e = 2h + 1 shifts by 2h; e = 2h (h > 0) by 2h - 1, which drops only a zero bit of
+        # x << 2h; e = 0 is the zero weight.
+        magnitude = Mux(low, wide, Mux(high == 0, 0, wide >> 1))
+        # psum + (s ? -t : t) = psum - (s ? t : ~t) - ~s, since -t = ~t + 1.
+        return _sub_with_borrow(psum, Mux(s, magnitude, ~magnitude), ~s)
 
 
 class AdderPE(PE):
-    """AdderNet: ``term = -|x - w|``, computed as ``psum + (d < 0 ? d : ~d + 1)``, ``d = x - w``."""
+    """AdderNet: ``term = -|x - w|``, with ``d = x - w``.
+
+    ``psum - |d|`` is one subtractor, ``psum - (d < 0 ? ~d : d) - (d < 0)`` (see
+    :func:`_sub_with_borrow`): the negation of ``d`` costs no adder of its own.
+    """
 
     kind = "adder"
 
@@ -118,7 +161,8 @@ class AdderPE(PE):
     def accumulate(cls, cfg, psum, x, code):
         d = x - code.as_signed()
         negative = d[-1]
-        return psum + Mux(negative, d, ~d) + ~negative
+        # psum - |d| = psum - (d < 0 ? ~d : d) - (d < 0), since -d = ~d + 1.
+        return _sub_with_borrow(psum, Mux(negative, ~d, d), negative)
 
 
 class MultPE(PE):
