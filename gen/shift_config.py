@@ -1,6 +1,7 @@
 """Configuration of the address-shift pointer unit: the single source of its numbers.
 
-One frozen :class:`ShiftUnitConfig` describes a generated :class:`~mulfree.rtl.shift_unit.ShiftUnit`:
+One frozen :class:`ShiftUnitConfig` describes a generated
+:class:`~mulfree.rtl.shift_unit.ShiftUnit`:
 the largest feature map it serves, the buffer's capacity, the activation width and the shift
 ranges. The geometry of the map actually read (``C x H x W``, at most the maxima), its base
 address and the shift mode are fields of each read command, so one unit serves layers of
@@ -136,7 +137,7 @@ class ShiftUnitConfig:
 
     @property
     def count_width(self):
-        """Width of a command's ``channels``, ``rotate`` and ``group`` fields (``0 .. channels``)."""
+        """Width of a command's ``channels``, ``rotate`` and ``group`` fields, ``0..channels``."""
         return unsigned_width(self.channels)
 
     @property

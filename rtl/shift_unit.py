@@ -11,12 +11,12 @@ cycle, shifted on the way by the address the generator computes, never by moving
 
 Organisation (see ``docs/shift_unit.md``)::
 
-    cmd ─▶ [prep: check, base + (r mod C)*H*W by serial shift-and-add] ─▶ [address generator]
+    cmd ─▶ [prep: check, base + (r mod C)*H*W, serial shift-add] ─▶ [address generator]
                                                                             │ c, y, x, q
     w0 ─┐                                                 src = q + dy*W + dx, zero flag
         ├─[round robin]─▶ write port ┐                                      │
     w1 ─┘                            ▼                                      ▼
-                               [ memory C*H*W words ] ◀──────────── read port (1 cycle)
+                               [ memory C*H*W words ] ◀───────── read port (1 cycle)
                                                                             │
     tab ─▶ [range check] ─▶ shift table (dy, dx per channel)          out (zero → 0)
 

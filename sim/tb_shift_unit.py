@@ -226,7 +226,8 @@ class TB:
         await ReadOnly()
         word = self.dut.status.value.to_unsigned()
         got = {k: self.status_fields.field(word, k) for k in self.expected_status}
-        assert got == self.expected_status, f"{label}: status {got}, expected {self.expected_status}"
+        assert got == self.expected_status, \
+            f"{label}: status {got}, expected {self.expected_status}"
         await RisingEdge(self.dut.clk)
         self.cycle += 1
 
