@@ -7,7 +7,7 @@ allowed, and exit status 2.
 import argparse
 import sys
 
-from .config import (ArrayConfig, ConfigError, LIMITS, PE_KINDS, WEIGHT_BITS_LIMITS,
+from .config import (ArrayConfig, ConfigError, ARCHS, LIMITS, PE_KINDS, WEIGHT_BITS_LIMITS,
                      DEFAULT_WEIGHT_BITS)
 from .. import __version__
 
@@ -18,6 +18,7 @@ __all__ = ["main", "build_parser", "config_from_args"]
 # Python parameter name -> command-line option, for error messages.
 OPTION = {"pe": "--pe", "rows": "--rows", "cols": "--cols", "act_bits": "--act-bits",
           "weight_bits": "--weight-bits", "max_k": "--max-k", "name": "--name",
+          "arch": "--arch", "tree_levels_per_stage": "--levels-per-stage",
           "output": "-o/--output"}
 
 
@@ -64,13 +65,21 @@ def add_array_options(parser):
                         "overflow; sets the accumulator width (>= rows, default: 1024)")
     g.add_argument("--name", default=None,
                    help="top module name (default: derived from the parameters)")
+    g.add_argument("--arch", default="array", metavar="ARCH",
+                   help=f"organisation: {', '.join(ARCHS)} (default: array). array = 2-D "
+                        "weight-stationary PE array; tree = one pipelined adder tree per "
+                        "output (rows = inputs per tree, cols = trees); same ports and protocol")
+    g.add_argument("--levels-per-stage", type=int, default=1, metavar="N",
+                   help=f"tree only: combinational levels between pipeline registers "
+                        f"({_range('tree_levels_per_stage')}, default: 1 = fully pipelined)")
 
 
 def config_from_args(args):
     """The :class:`ArrayConfig` of parsed options; raises :class:`UsageError`."""
     try:
         return ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols, act_bits=args.act_bits,
-                           weight_bits=args.weight_bits, max_k=args.max_k, name=args.name)
+                           weight_bits=args.weight_bits, max_k=args.max_k, name=args.name,
+                           arch=args.arch, tree_levels_per_stage=args.levels_per_stage)
     except ConfigError as e:
         raise UsageError(_with_option(e.param, str(e))) from None
 
@@ -94,7 +103,10 @@ def cmd_gen(args):
                          f"{e.strerror or e}") from None
     print(f"wrote {v_path}")
     print(f"wrote {j_path}")
-    print(f"{cfg.rows}x{cfg.cols} {cfg.pe} array, act {cfg.act_bits} bits, weights "
+    shape = (f"{cfg.rows}x{cfg.cols} {cfg.pe} array" if cfg.arch == "array" else
+             f"{cfg.cols} adder trees of {cfg.rows} {cfg.pe} terms "
+             f"({cfg.tree_levels_per_stage} level(s) per stage)")
+    print(f"{shape}, act {cfg.act_bits} bits, weights "
           f"{cfg.weight_bits} bits, accumulator {cfg.acc_width} bits (max_k={cfg.max_k}), "
           f"latency {cfg.latency} cycles")
     return 0
@@ -119,8 +131,9 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
-        "gen", help="generate the Verilog and manifest of a PE array",
-        description="Generate a rows x cols PE array as Verilog (<top>.v) and its manifest "
+        "gen", help="generate the Verilog and manifest of a PE array or adder-tree engine",
+        description="Generate a rows x cols PE array (or, with --arch tree, cols adder trees "
+                    "of rows inputs) as Verilog (<top>.v) and its manifest "
                     "(<top>.json). Files are written atomically: a failed run leaves nothing "
                     "half-written.")
     add_array_options(p)

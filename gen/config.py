@@ -11,12 +11,15 @@ from dataclasses import dataclass, field, asdict
 
 
 __all__ = [
-    "ConfigError", "PE_KINDS", "ArrayConfig", "signed_width", "unsigned_width", "int_range",
+    "ConfigError", "PE_KINDS", "ARCHS", "ArrayConfig", "signed_width", "unsigned_width",
+    "int_range", "tree_level_counts",
 ]
 
 
 #: The operators a processing element can compute.
 PE_KINDS = ("shift", "adder", "mult")
+#: The organisations of the terms: a 2-D weight-stationary array, or one adder tree per lane.
+ARCHS = ("array", "tree")
 
 #: Allowed ranges of the integer parameters, inclusive, shared with the CLI's help text.
 LIMITS = {
@@ -24,6 +27,7 @@ LIMITS = {
     "cols": (1, 1024),
     "act_bits": (2, 16),
     "max_k": (1, 2**31),
+    "tree_levels_per_stage": (1, 64),
 }
 WEIGHT_BITS_LIMITS = {"shift": (2, 6), "mult": (2, 16)}
 DEFAULT_WEIGHT_BITS = {"shift": 4, "mult": 8}
@@ -61,6 +65,24 @@ def int_range(bits):
     return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
 
 
+def tree_level_counts(k):
+    """Leaf counts of the nodes of each level of a ``k``-input adder tree.
+
+    Level 0 holds the ``k`` leaves (one term each). Each further level adds adjacent pairs of
+    the level below, ``(0, 1), (2, 3), ...``; an odd node at the end passes through unchanged.
+    The last level has one node holding all ``k`` terms; there are ``ceil(log2 k)`` adder
+    levels above the leaves.
+
+    >>> tree_level_counts(5)
+    [[1, 1, 1, 1, 1], [2, 2, 1], [4, 1], [5]]
+    """
+    levels = [[1] * k]
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        levels.append([sum(below[i:i + 2]) for i in range(0, len(below), 2)])
+    return levels
+
+
 def _check_int(param, value, lo, hi):
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(param, f"{param} must be an integer in [{lo}, {hi}], not {value!r}")
@@ -90,6 +112,14 @@ class ArrayConfig:
     max_k : int
         The longest reduction (over chained tiles with partial sums) the accumulator must hold
         without overflow; at least ``rows``.
+    arch : str
+        ``"array"`` (the 2-D weight-stationary array of PEs) or ``"tree"`` (the dot-product
+        engine: every lane reduces its ``rows`` terms in a pipelined adder tree). Both have the
+        same ports and protocol; ``rows`` is the input vector length and ``cols`` the number of
+        outputs either way.
+    tree_levels_per_stage : int
+        Tree only: how many combinational levels (term, adder levels, root) lie between two
+        pipeline registers; 1 registers every level. Must stay 1 for ``arch="array"``.
     """
 
     pe: str = "shift"
@@ -99,10 +129,23 @@ class ArrayConfig:
     weight_bits: int | None = None
     max_k: int = 1024
     name: str | None = field(default=None, compare=False)
+    arch: str = "array"
+    tree_levels_per_stage: int = 1
 
     def __post_init__(self):
         if self.pe not in PE_KINDS:
             raise ConfigError("pe", f"pe must be one of {', '.join(PE_KINDS)}, not {self.pe!r}")
+        if self.arch not in ARCHS:
+            raise ConfigError("arch", f"arch must be one of {', '.join(ARCHS)}, "
+                                      f"not {self.arch!r}")
+        if self.arch == "tree":
+            _check_int("tree_levels_per_stage", self.tree_levels_per_stage,
+                       *LIMITS["tree_levels_per_stage"])
+        elif self.tree_levels_per_stage != 1:
+            raise ConfigError(
+                "tree_levels_per_stage",
+                f"tree_levels_per_stage applies to arch='tree' only, so it must be 1 for "
+                f"arch={self.arch!r}, not {self.tree_levels_per_stage!r}")
         for param in ("rows", "cols", "act_bits"):
             _check_int(param, getattr(self, param), *LIMITS[param])
         if self.pe == "adder":
@@ -209,19 +252,106 @@ class ArrayConfig:
     def latency(self):
         """Cycles from an input beat's handshake to its output beat being valid, with no stall.
 
-        The handshake edge (ending cycle ``t``) registers the input, the next ``rows`` edges
-        register each row's partial sums, one more registers their sum with the incoming
+        Array: the handshake edge (ending cycle ``t``) registers the input, the next ``rows``
+        edges register each row's partial sums, one more registers their sum with the incoming
         partial sum: an input accepted in cycle ``t`` is on the output in cycle ``t + rows + 2``.
+
+        Tree: the handshake edge registers the input, then one edge per pipeline stage
+        (:attr:`tree_stages`), the last one being the output register: ``1 + tree_stages``.
         """
+        if self.arch == "tree":
+            return 1 + self.tree_stages
         return self.rows + 2
+
+    # Adder tree (arch="tree") ----------------------------------------------------------------
+
+    @property
+    def tree_level_counts(self):
+        """Leaf counts of the tree's nodes, level by level (see :func:`tree_level_counts`)."""
+        return tree_level_counts(self.rows)
+
+    @property
+    def tree_depth(self):
+        """Adder levels above the leaves: ``ceil(log2 rows)``."""
+        return len(self.tree_level_counts) - 1
+
+    @property
+    def tree_signed(self):
+        """Whether tree nodes are signed. Adder trees sum magnitudes ``|x - w|`` (unsigned)."""
+        return self.pe != "adder"
+
+    def tree_node_range(self, m):
+        """Inclusive range of the value a tree node over ``m`` leaves holds.
+
+        A node holds the sum of its ``m`` terms *minus one pending carry bit* (the identities
+        of ``docs/numerics.md``, section 9, fold each term's negation into a carry that a later
+        adder absorbs). Adder: the sum of ``m`` magnitudes ``|x - w|``, ``[0, m(2^a - 1)]``
+        (the tree works on magnitudes; the root subtracts). Shift: ``[m t_lo, m t_hi - 1]``
+        (``t XOR S`` reaches ``t_lo`` but not ``t_hi``). Mult: ``sum_range(m)``, no carries.
+        """
+        lo, hi = self.term_range
+        if self.pe == "adder":
+            return 0, -lo * m
+        if self.pe == "shift":
+            return m * lo, m * hi - 1
+        return m * lo, m * hi
+
+    def tree_node_width(self, m):
+        """Exact width of a tree node over ``m`` leaves (unsigned for adder trees)."""
+        lo, hi = self.tree_node_range(m)
+        return signed_width(lo, hi) if self.tree_signed else unsigned_width(hi)
+
+    @property
+    def tree_leaf_width(self):
+        """Bits a leaf computes before its value: what a level-0 register holds.
+
+        Adder: ``d = x - w`` (``a + 1`` bits; the value ``d XOR N`` is formed in the next
+        adder's LUTs). Shift: ``{s, x << p}`` (``1 + a + max_shift``). Mult: the product.
+        """
+        if self.pe == "adder":
+            return self.act_bits + 1
+        if self.pe == "shift":
+            return self.act_bits + self.max_shift + 1
+        return self.term_width
+
+    @property
+    def tree_level_widths(self):
+        """Widths of every node, level by level; level 0 are the leaves' values."""
+        return [[self.tree_node_width(m) for m in level] for level in self.tree_level_counts]
+
+    @property
+    def tree_registered_levels(self):
+        """Levels followed by a pipeline register.
+
+        Levels ``0 .. tree_depth + 1``: 0 computes the terms, ``1 .. tree_depth`` are adder
+        levels, ``tree_depth + 1`` is the root (the incoming partial sum is added). A register
+        follows every ``tree_levels_per_stage``-th level and always the root (the output
+        register).
+        """
+        g, root = self.tree_levels_per_stage, self.tree_depth + 1
+        return [lv for lv in range(root + 1) if (lv + 1) % g == 0 or lv == root]
+
+    @property
+    def tree_stages(self):
+        """Pipeline stages after the input register: ``ceil((tree_depth + 2) / levels)``."""
+        return len(self.tree_registered_levels)
 
     @property
     def top_name(self):
         if self.name is not None:
             return self.name
-        return (f"mulfree_array_{self.pe}_{self.rows}x{self.cols}"
-                f"_a{self.act_bits}w{self.weight_bits}k{self.max_k}")
+        stages = f"_l{self.tree_levels_per_stage}" if self.tree_levels_per_stage != 1 else ""
+        return (f"mulfree_{self.arch}_{self.pe}_{self.rows}x{self.cols}"
+                f"_a{self.act_bits}w{self.weight_bits}k{self.max_k}{stages}")
 
     def params(self):
-        """The user-set parameters, as a JSON-ready dict."""
-        return {k: v for k, v in asdict(self).items() if k != "name"}
+        """The user-set parameters, as a JSON-ready dict.
+
+        ``arch`` and ``tree_levels_per_stage`` appear only for trees, so an array's parameters
+        are what they were before trees existed; ``ArrayConfig(**params())`` rebuilds the design
+        either way.
+        """
+        params = {k: v for k, v in asdict(self).items() if k != "name"}
+        if self.arch == "array":
+            del params["arch"], params["tree_levels_per_stage"]
+        return params

@@ -1,7 +1,8 @@
 """Verilog, RTLIL and manifest emission, written atomically.
 
-A design is emitted as its top module plus the column module it instantiates ``cols`` times
-(see :class:`~mulfree.rtl.array.PEColumn`), in one file.
+An array is emitted as its top module plus the column module it instantiates ``cols`` times
+(see :class:`~mulfree.rtl.array.PEColumn`), in one file; a tree (``arch="tree"``,
+:class:`~mulfree.rtl.tree.TreeEngine`) is one module.
 """
 
 import json
@@ -14,10 +15,11 @@ from amaranth.back import rtlil, verilog
 from .config import ArrayConfig
 from .manifest import manifest
 from ..rtl.array import PEArray, PEColumn
+from ..rtl.tree import TreeEngine
 
 
-__all__ = ["build_array", "convert_verilog", "convert_rtlil", "write_design", "write_atomic",
-           "OutputError"]
+__all__ = ["build_array", "design_modules", "convert_verilog", "convert_rtlil", "write_design",
+           "write_atomic", "OutputError"]
 
 
 class OutputError(ValueError):
@@ -34,18 +36,24 @@ def build_array(cfg: ArrayConfig):
     return PEArray(cfg, column_module=column_name), PEColumn(cfg), column_name
 
 
-def convert_verilog(cfg: ArrayConfig):
-    """The design's Verilog source: the top module, then the column module."""
+def design_modules(cfg: ArrayConfig):
+    """The design's modules as ``[(component, module name), ...]``, the top first."""
+    if cfg.arch == "tree":
+        return [(TreeEngine(cfg), cfg.top_name)]
     top, column, column_name = build_array(cfg)
-    return (verilog.convert(top, name=cfg.top_name, emit_src=False) +
-            verilog.convert(column, name=column_name, emit_src=False))
+    return [(top, cfg.top_name), (column, column_name)]
+
+
+def convert_verilog(cfg: ArrayConfig):
+    """The design's Verilog source: the top module, then any module it instantiates."""
+    return "".join(verilog.convert(component, name=name, emit_src=False)
+                   for component, name in design_modules(cfg))
 
 
 def convert_rtlil(cfg: ArrayConfig):
     """The design as RTLIL, for Yosys (its Verilog reader trips on some of Amaranth's output)."""
-    top, column, column_name = build_array(cfg)
-    return (rtlil.convert(top, name=cfg.top_name, emit_src=False) +
-            rtlil.convert(column, name=column_name, emit_src=False))
+    return "".join(rtlil.convert(component, name=name, emit_src=False)
+                   for component, name in design_modules(cfg))
 
 
 def write_atomic(path, text):

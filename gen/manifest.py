@@ -101,13 +101,13 @@ def _weight_encoding(cfg: ArrayConfig):
 
 
 def manifest(cfg: ArrayConfig):
-    """The manifest of the array ``cfg`` as a JSON-ready dict."""
+    """The manifest of the design ``cfg`` (an array or a tree) as a JSON-ready dict."""
     from ..rtl.array import array_signature
     term = {"shift": "sign * (x << p)", "adder": "-|x - w|", "mult": "x * w"}[cfg.pe]
-    return {
+    doc = {
         "mulfree_version": __version__,
         "manifest_version": MANIFEST_VERSION,
-        "kind": "array",
+        "kind": cfg.arch,
         "top": cfg.top_name,
         "files": {"verilog": f"{cfg.top_name}.v"},
         "parameters": cfg.params(),
@@ -136,6 +136,35 @@ def manifest(cfg: ArrayConfig):
                                "cycle t + latency when nothing stalls",
             "throughput": "one input vector per cycle",
             "weight_load_cycles": cfg.rows,
-            "tile_swap_blocks_weight_load_cycles": max(cfg.rows - 1, 0),
+            # A tree swaps tiles at one edge; the array's swap travels down the rows.
+            "tile_swap_blocks_weight_load_cycles":
+                0 if cfg.arch == "tree" else max(cfg.rows - 1, 0),
         },
+    }
+    if cfg.arch == "tree":
+        doc["tree"] = _tree(cfg)
+    return doc
+
+
+def _tree(cfg: ArrayConfig):
+    return {
+        "inputs": cfg.rows,
+        "lanes": cfg.cols,
+        "depth": cfg.tree_depth,
+        "levels_per_stage": cfg.tree_levels_per_stage,
+        "stages": cfg.tree_stages,
+        "node_leaves": cfg.tree_level_counts,
+        "level_widths": cfg.tree_level_widths,
+        "leaf_register_width": cfg.tree_leaf_width,
+        "node_signed": cfg.tree_signed,
+        "node_meaning": ("sum of |x - w| over the node's leaves minus one pending carry bit "
+                         "(unsigned); the root computes psum - node - carry"
+                         if cfg.pe == "adder" else
+                         "sum of the node's terms minus one pending carry bit (signed)"
+                         if cfg.pe == "shift" else "sum of the node's terms (signed)"),
+        "registered_levels": cfg.tree_registered_levels,
+        "levels_meaning": "level 0 computes the terms, levels 1..depth add pairs (an odd "
+                          "node passes through), level depth+1 adds the incoming partial "
+                          "sum at acc_width; a register follows each listed level",
+        "root_width": cfg.acc_width,
     }
