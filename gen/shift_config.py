@@ -21,13 +21,19 @@ from .config import ConfigError, signed_width, unsigned_width
 
 
 __all__ = [
-    "ShiftUnitConfig", "MODES", "SHIFT_LIMITS", "MAX_OFFSET", "MAX_CAPACITY",
+    "ShiftUnitConfig", "MODES", "ORDERS", "SHIFT_LIMITS", "MAX_OFFSET", "MAX_CAPACITY",
     "command_layout", "write_layout", "table_layout", "output_layout", "status_layout",
 ]
 
 
 #: Read modes, by name, with their code in the command's ``mode`` field.
 MODES = {"plain": 0, "shift": 1, "address": 2, "channel": 3, "table": 4}
+
+#: Read orders, by name, with their code in the command's ``order`` field: ``channel_major``
+#: streams ``(c, y, x)``, x fastest (a whole channel after another); ``pixel_major`` streams
+#: ``(y, x, c)``, c fastest (every channel of a pixel, then the next pixel), which is what a
+#: 1x1 convolution on the PE array consumes.
+ORDERS = {"channel_major": 0, "pixel_major": 1}
 
 #: Allowed ranges of the integer parameters, inclusive, shared with the CLI's help text.
 SHIFT_LIMITS = {
@@ -227,6 +233,7 @@ def command_layout(cfg: ShiftUnitConfig):
         "rotate": unsigned(cfg.count_width),
         "radius": unsigned(cfg.radius_width),
         "group": unsigned(cfg.count_width),
+        "order": unsigned(1),
     })
 
 

@@ -19,8 +19,8 @@ from amaranth.hdl import Shape
 from .config import ConfigError
 from .emit import check_output_dir, write_atomic
 from .manifest import MANIFEST_VERSION, port_list
-from .shift_config import (ShiftUnitConfig, MODES, SHIFT_LIMITS, MAX_OFFSET, MAX_CAPACITY,
-                           command_layout)
+from .shift_config import (ShiftUnitConfig, MODES, ORDERS, SHIFT_LIMITS, MAX_OFFSET,
+                           MAX_CAPACITY, command_layout)
 from .. import __version__
 
 
@@ -84,6 +84,9 @@ _FIELD_MEANING = {
     ("cmd", "rotate"): "channel mode: out channel c = in channel (c + r) mod C; 0..C (checked "
                        "in every mode, used only in channel mode)",
     ("cmd", "radius"): "shift mode: h, kernel k = 2h + 1, 0..(kernel-1)/2",
+    ("cmd", "order"): "0 channel_major: (c, y, x) order, x fastest; 1 pixel_major: (y, x, c) "
+                      "order, every channel of a pixel, then the next pixel (the input "
+                      "vectors of a 1x1 convolution)",
     ("cmd", "group"): "shift and address modes: channels per direction group g (the papers' "
                       "equal split is C // k^2, resp. C // 4); channels from (number of "
                       "directions) * g on are not shifted; 0 shifts nothing",
@@ -133,6 +136,7 @@ def shift_unit_manifest(cfg: ShiftUnitConfig):
             "table_channel_width": cfg.table_channel_width,
         },
         "modes": dict(MODES),
+        "orders": dict(ORDERS),
         "command": {
             "fields": [{"name": n, "width": Shape.cast(f.shape).width, "offset": f.offset}
                        for n, f in command_layout(cfg)],
@@ -140,7 +144,9 @@ def shift_unit_manifest(cfg: ShiftUnitConfig):
                       "rotate <= channels, radius <= %d, mode <= 4; a failing command is "
                       "consumed, produces no output and sets status.cmd_error"
                       % (cfg.channels, cfg.height, cfg.width, cfg.max_radius),
-            "order": "elements leave in (c, y, x) order, x fastest, one per cycle",
+            "order": "order 0 (channel_major): elements leave in (c, y, x) order, x fastest; "
+                     "order 1 (pixel_major): in (y, x, c) order, c fastest; one per cycle "
+                     "either way",
         },
         "table": {
             "entries": cfg.channels,
@@ -258,7 +264,8 @@ def simulate_shift_unit(cfg, *, writes=(), table=(), commands=(), out_ready=None
     table : iterable of (channel, dy, dx)
         Shift-table writes, before any command.
     commands : iterable of dict
-        Command fields (``mode`` by name or code); issued back to back.
+        Command fields (``mode`` and ``order`` by name or code; ``order`` defaults to
+        channel-major); issued back to back.
     out_ready : callable or None
         ``out_ready(cycle) -> bool``; always ready when ``None``.
 
@@ -271,7 +278,9 @@ def simulate_shift_unit(cfg, *, writes=(), table=(), commands=(), out_ready=None
     from amaranth.sim import Simulator
 
     dut = build_shift_unit(cfg)
-    commands = [dict(c, mode=MODES.get(c["mode"], c["mode"])) for c in commands]
+    commands = [dict(c, mode=MODES.get(c["mode"], c["mode"]),
+                     order=ORDERS.get(c.get("order", 0), c.get("order", 0)))
+                for c in commands]
     expected = [c["channels"] * c["height"] * c["width"] for c in commands]
     max_cycles = max_cycles or 4 * sum(expected) + 50 * (len(commands) + 1) + len(writes)
     result = {"outputs": [[] for _ in commands], "accepted": [], "status": None}

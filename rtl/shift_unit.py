@@ -20,8 +20,12 @@ Organisation (see ``docs/shift_unit.md``)::
                                                                             │
     tab ─▶ [range check] ─▶ shift table (dy, dx per channel)          out (zero → 0)
 
-No multiplier: the generator keeps a running pointer ``q`` (``+1`` per element, back to ``base``
-when the rotation wraps); ``dy * W`` (``|dy| <= 15``) is a sum of at most four shifted ``W``;
+Two read orders: channel-major ``(c, y, x)`` and pixel-major ``(y, x, c)`` (every channel of a
+pixel, then the next pixel: the input vectors of a 1x1 convolution).
+
+No multiplier: the generator keeps a running pointer ``q`` (channel-major: ``+1`` per element,
+back to ``base`` when the rotation wraps; pixel-major: ``+H*W`` per channel, back to the
+pixel's pointer when the rotation wraps, and two pixel pointers step ``+1`` per pixel); ``dy * W`` (``|dy| <= 15``) is a sum of at most four shifted ``W``;
 the one real product of a command, ``(r mod C) * H * W``, is a fixed-length serial
 shift-and-add that runs while the previous command's map is being read. Every command, whatever
 its mode, spends the same cycles: a shifted read costs exactly what a plain read costs.
@@ -33,7 +37,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..gen.config import signed_width, unsigned_width
-from ..gen.shift_config import (ShiftUnitConfig, MODES, command_layout, write_layout,
+from ..gen.shift_config import (ShiftUnitConfig, MODES, ORDERS, command_layout, write_layout,
                                 table_layout, output_layout, status_layout)
 from ..sim.shift_golden import ADDRESS_DIRECTIONS
 
@@ -94,7 +98,8 @@ class ShiftUnit(wiring.Component):
         Shift-table writes, always ready. An entry out of range is refused (the table keeps
         its old entry) and sets ``status.table_error``.
     out : Out(stream.Signature(output_layout(cfg)))
-        The elements of each command's map in ``(c, y, x)`` order, ``last`` on the final one.
+        The elements of each command's map in ``(c, y, x)`` order (``order = channel_major``)
+        or ``(y, x, c)`` order (``pixel_major``), ``last`` on the final one.
     status : Out(status_layout())
         Sticky error flags.
     status_clear : In(1)
@@ -204,6 +209,7 @@ class ShiftUnit(wiring.Component):
         mcand = Signal(pw)
         mplier = Signal(max(cfg.width_width, cfg.rotate_width))
         acc = Signal(pw)
+        pend_hw = Signal(pw)            # H * W, the pixel-major channel stride
         take_pend = Signal()
         m.d.comb += self.cmd.ready.eq(~pend_valid)
         with m.If(self.cmd.valid & self.cmd.ready):
@@ -224,7 +230,8 @@ class ShiftUnit(wiring.Component):
             m.d.sync += [step.eq(step + 1), mcand.eq(mcand << 1), mplier.eq(mplier >> 1),
                          acc.eq(partial)]
             with m.If(step == cfg.width_width - 1):
-                m.d.sync += [mcand.eq(partial), mplier.eq(pend.rotate), acc.eq(pend.base)]
+                m.d.sync += [mcand.eq(partial), mplier.eq(pend.rotate), acc.eq(pend.base),
+                             pend_hw.eq(partial)]
             with m.If(step == cfg.prep_cycles - 1):
                 m.d.sync += pend_done.eq(1)
         with m.If(take_pend):
@@ -244,6 +251,13 @@ class ShiftUnit(wiring.Component):
         y = Signal(unsigned_width(cfg.height - 1))
         x = Signal(unsigned_width(cfg.width - 1))
         q = Signal(pw)                          # address of (src_ch, y, x), unshifted
+        # Pixel-major order: the channel stride H*W, the rotation, and two pixel pointers,
+        # base + y*W + x and that plus r*H*W (where the pixel's first source channel lies).
+        pixel_major = Signal()
+        hw = Signal(pw)
+        rot = Signal(cfg.rotate_width)
+        p0 = Signal(pw)
+        pr = Signal(pw)
         # Group walk of the shift and address modes.
         g_count = Signal(cfg.count_width)
         centre = Signal()
@@ -324,11 +338,56 @@ class ShiftUnit(wiring.Component):
 
         # The table entry of the channel that starts next.
         next_ch = Signal.like(ch)
-        m.d.comb += [next_ch.eq(Mux(take_pend, 0, ch + 1)), tab_rp.addr.eq(next_ch)]
+        m.d.comb += [next_ch.eq(Mux(take_pend | (pixel_major & end_c), 0, ch + 1)),
+                     tab_rp.addr.eq(next_ch)]
         entry_dy = tab_rp.data[:tw].as_signed()
         entry_dx = tab_rp.data[tw:].as_signed()
 
-        with m.If(issue):
+        def walk_next_channel():
+            """The group walk's step from one channel to the next."""
+            with m.If(~centre):
+                with m.If(g_count == group - 1):
+                    m.d.sync += g_count.eq(0)
+                    # Shift: next direction in row-major order; after (h, h) the centre.
+                    with m.If(s_dx == radius):
+                        m.d.sync += s_dx.eq(-radius)
+                        with m.If(s_dy == radius):
+                            m.d.sync += centre.eq(mode == MODES["shift"])
+                        with m.Else():
+                            m.d.sync += s_dy.eq(s_dy + 1)
+                    with m.Else():
+                        m.d.sync += s_dx.eq(s_dx + 1)
+                    # AddressNet: left, right, up, down, then the centre.
+                    m.d.sync += a_idx.eq(a_idx + 1)
+                    with m.If((mode == MODES["address"]) & (a_idx == 3)):
+                        m.d.sync += centre.eq(1)
+                with m.Else():
+                    m.d.sync += g_count.eq(g_count + 1)
+
+        def walk_start(h, g):
+            """The group walk at channel 0, for radius ``h`` and group size ``g``."""
+            return [g_count.eq(0), centre.eq(g == 0), s_dy.eq(-h), s_dx.eq(-h), a_idx.eq(0)]
+
+        with m.If(issue & pixel_major):
+            with m.If(~end_c):
+                # Next channel of the same pixel: one channel stride on, or back to the
+                # pixel's channel 0 when the rotation wraps.
+                m.d.sync += [ch.eq(ch + 1), tdy.eq(entry_dy), tdx.eq(entry_dx)]
+                with m.If(src_ch == n_c - 1):
+                    m.d.sync += [src_ch.eq(0), q.eq(p0)]
+                with m.Else():
+                    m.d.sync += [src_ch.eq(src_ch + 1), q.eq(q + hw)]
+                walk_next_channel()
+            with m.Else():
+                # Next pixel: channel 0 again, the pixel pointers one word on.
+                m.d.sync += [ch.eq(0), src_ch.eq(rot), tdy.eq(entry_dy), tdx.eq(entry_dx),
+                             p0.eq(p0 + 1), pr.eq(pr + 1), q.eq(pr + 1)]
+                m.d.sync += walk_start(radius, group)
+                with m.If(~end_x):
+                    m.d.sync += x.eq(x + 1)
+                with m.Else():
+                    m.d.sync += [x.eq(0), y.eq(y + 1)]
+        with m.Elif(issue):
             with m.If(~end_x):
                 m.d.sync += [x.eq(x + 1), q.eq(q + 1)]
             with m.Elif(~end_y):
@@ -341,26 +400,9 @@ class ShiftUnit(wiring.Component):
                     m.d.sync += [src_ch.eq(0), q.eq(base)]
                 with m.Else():
                     m.d.sync += [src_ch.eq(src_ch + 1), q.eq(q + 1)]
-                with m.If(~centre):
-                    with m.If(g_count == group - 1):
-                        m.d.sync += g_count.eq(0)
-                        # Shift: next direction in row-major order; after (h, h) the centre.
-                        with m.If(s_dx == radius):
-                            m.d.sync += s_dx.eq(-radius)
-                            with m.If(s_dy == radius):
-                                m.d.sync += centre.eq(mode == MODES["shift"])
-                            with m.Else():
-                                m.d.sync += s_dy.eq(s_dy + 1)
-                        with m.Else():
-                            m.d.sync += s_dx.eq(s_dx + 1)
-                        # AddressNet: left, right, up, down, then the centre.
-                        m.d.sync += a_idx.eq(a_idx + 1)
-                        with m.If((mode == MODES["address"]) & (a_idx == 3)):
-                            m.d.sync += centre.eq(1)
-                    with m.Else():
-                        m.d.sync += g_count.eq(g_count + 1)
-            with m.If(last):
-                m.d.sync += active.eq(0)
+                walk_next_channel()
+        with m.If(issue & last):
+            m.d.sync += active.eq(0)
 
         with m.If(take_pend):
             m.d.sync += [
@@ -368,8 +410,9 @@ class ShiftUnit(wiring.Component):
                 n_c.eq(pend.channels), n_h.eq(pend.height), n_w.eq(pend.width),
                 radius.eq(pend.radius), group.eq(pend.group),
                 ch.eq(0), src_ch.eq(pend.rotate), y.eq(0), x.eq(0), q.eq(acc),
-                g_count.eq(0), centre.eq(pend.group == 0),
-                s_dy.eq(-pend.radius), s_dx.eq(-pend.radius), a_idx.eq(0),
                 tdy.eq(entry_dy), tdx.eq(entry_dx),
+                pixel_major.eq(pend.order == ORDERS["pixel_major"]), hw.eq(pend_hw),
+                rot.eq(pend.rotate), p0.eq(pend.base), pr.eq(acc),
             ]
+            m.d.sync += walk_start(pend.radius, pend.group)
         return m

@@ -23,9 +23,14 @@ import numpy as np
 __all__ = [
     "ADDRESS_DIRECTIONS", "shift_directions", "group_offsets", "shift_groups",
     "address_groups", "shift_cvpr", "address_shift", "channel_shift", "shortcut_concat",
-    "table_shift", "read_map", "read_command",
+    "table_shift", "read_map", "read_command", "ORDERS", "element_order", "read_stream",
+    "shift_block_forward",
 ]
 
+
+#: Output orders of a read: ``channel_major`` is ``(c, y, x)`` with x fastest, ``pixel_major``
+#: is ``(y, x, c)`` with c fastest (all channels of a pixel, then the next pixel).
+ORDERS = ("channel_major", "pixel_major")
 
 #: AddressNet's four directions in group order, as sampling offsets ``(dy, dx)``: a map moved
 #: left reads its right neighbour (``+1``), up reads the next row (``+W``).
@@ -192,3 +197,49 @@ def read_command(memory, mode, base, shape, *, rotate=0, radius=0, group=None, t
         dy, dx = table
         return table_shift(fmap, np.asarray(dy)[:C], np.asarray(dx)[:C])
     raise ValueError(f"mode must be plain, shift, address, channel or table, not {mode!r}")
+
+
+def element_order(shape, order="channel_major"):
+    """The positions ``(c, y, x)`` of a ``[C, H, W]`` map in the order a read emits them.
+
+    Returns an int64 array of shape ``(C*H*W, 3)``. The order changes only the sequence, never
+    a value: element ``(c, y, x)`` is the same in both orders.
+    """
+    C, H, W = shape
+    c, y, x = np.meshgrid(np.arange(C), np.arange(H), np.arange(W), indexing="ij")
+    pos = np.stack([c, y, x], axis=-1)                   # [C, H, W, 3]
+    if order == "channel_major":
+        return pos.reshape(-1, 3)
+    if order == "pixel_major":
+        return pos.transpose(1, 2, 0, 3).reshape(-1, 3)  # [H, W, C, 3]
+    raise ValueError(f"order must be one of {', '.join(ORDERS)}, not {order!r}")
+
+
+def read_stream(memory, mode, base, shape, *, order="channel_major", **kwargs):
+    """The elements of :func:`read_command` as a 1-D int64 array, in the read's ``order``."""
+    fmap = read_command(memory, mode, base, shape, **kwargs)
+    c, y, x = element_order(shape, order).T
+    return fmap[c, y, x]
+
+
+def shift_block_forward(cfg, weights, memory, mode, base, shape, **kwargs):
+    """The ShiftNet / AddressNet block: a shifted read, then a 1x1 convolution on the array.
+
+    The map ``shape = (C, H, W)`` read with ``mode`` (see :func:`read_command`) is a sequence
+    of ``H*W`` pixel vectors of ``C = cfg.rows`` channels; the array (``cfg``, an
+    :class:`~mulfree.gen.config.ArrayConfig`) applies the weight tile ``weights[rows, cols]``
+    to each: ``y[y*W + x, j] = sum_c term(shifted[c, y, x], weights[c, j])``. Returns
+    ``[H*W, cols]`` int64 in pixel order (row-major).
+
+    Raises :class:`~mulfree.gen.config.ConfigError` (parameter ``channels``) when ``C`` is not
+    ``cfg.rows``: one pixel's channels are one input vector.
+    """
+    from ..gen.config import ConfigError
+    from .golden import array_forward
+
+    C, H, W = shape
+    if C != cfg.rows:
+        raise ConfigError("channels", f"channels must equal the array's rows = {cfg.rows} "
+                                      f"(one pixel's channels are one input vector), not {C}")
+    shifted = read_command(memory, mode, base, shape, **kwargs)
+    return array_forward(cfg, weights, shifted.reshape(C, H * W).T)

@@ -20,8 +20,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from ..gen.shift_config import ShiftUnitConfig, MODES
-from .shift_golden import read_command, shortcut_concat
+from ..gen.shift_config import ShiftUnitConfig, MODES, ORDERS
+from .shift_golden import element_order, read_command, shortcut_concat
 from .vectors import StructPacker
 
 
@@ -43,16 +43,18 @@ class Command(dict):
 
     def label(self):
         return (f"{self['mode']} C={self['channels']} H={self['height']} W={self['width']} "
-                f"base={self['base']} r={self['rotate']} h={self['radius']} g={self['group']}")
+                f"base={self['base']} r={self['rotate']} h={self['radius']} g={self['group']} "
+                f"{self['order']}")
 
 
-def command(mode, channels, height, width, base=0, rotate=0, radius=0, group=None):
+def command(mode, channels, height, width, base=0, rotate=0, radius=0, group=None,
+            order="channel_major"):
     """A command; ``group`` defaults to the papers' equal split for ``shift``/``address``."""
     if group is None:
         n = {"shift": (2 * radius + 1) ** 2, "address": 4}.get(mode)
         group = channels // n if n else 0
     return Command(mode=mode, channels=channels, height=height, width=width, base=base,
-                   rotate=rotate, radius=radius, group=group)
+                   rotate=rotate, radius=radius, group=group, order=order)
 
 
 class TB:
@@ -103,7 +105,8 @@ class TB:
             channel=channel, dy=dy & mask, dx=dx & mask)}
 
     def cmd_word(self, cmd):
-        return self.cmd_fields.pack(**{**cmd, "mode": MODES.get(cmd["mode"], cmd["mode"])})
+        return self.cmd_fields.pack(**{**cmd, "mode": MODES.get(cmd["mode"], cmd["mode"]),
+                                       "order": ORDERS[cmd["order"]]})
 
     def valid_command(self, cmd):
         cfg = self.cfg
@@ -250,8 +253,9 @@ def check(tb, cmds, outputs, label=""):
         C, H, W = want.shape
         assert len(out) == want.size, \
             f"{label}: {cmd.label()}: {len(out)} elements, expected {want.size}"
+        order = element_order(want.shape, cmd["order"])
         for i, (cycle, got, ch, y, x, last) in enumerate(out):
-            c, yy, xx = i // (H * W), (i // W) % H, i % W
+            c, yy, xx = (int(v) for v in order[i])
             where = f"{label}: {cmd.label()}: channel {c}, y {yy}, x {xx} (cycle {cycle})"
             assert (ch, y, x) == (c, yy, xx), f"{where}: position fields ({ch}, {y}, {x})"
             assert got == want[c, yy, xx], f"{where}: got {got}, expected {int(want[c, yy, xx])}"
@@ -294,7 +298,7 @@ def random_command(tb, rng, mode=None):
     h = int(rng.integers(0, cfg.max_radius + 1))
     group = None if rng.random() < 0.7 else int(rng.integers(0, C + 1))
     return command(str(mode), C, H, W, base=base, rotate=int(rng.integers(0, C + 1)),
-                   radius=h, group=group)
+                   radius=h, group=group, order=str(rng.choice(list(ORDERS))))
 
 
 async def fill(tb, rng, **kw):
@@ -311,7 +315,8 @@ async def random_reads(dut):
     await tb.reset()
     rng = _rng()
     await fill(tb, rng)
-    cmds = [random_command(tb, rng, mode) for mode in MODES]
+    cmds = [Command(random_command(tb, rng, mode), order=order)
+            for order in ORDERS for mode in MODES]
     cmds += [random_command(tb, rng) for _ in range(_reads())]
     check(tb, cmds, await tb.run(cmds=cmds), "random")
     await tb.check_status("random")
@@ -336,8 +341,15 @@ async def corner_cases(dut):
         cmds.append(command(mode, C, 1, 1, base=0, radius=h))               # shift > map
         cmds.append(command(mode, C, 1, W, base=0, radius=h))
         cmds.append(command(mode, C, H, 1, base=0, radius=h))
+    for mode in MODES:                                                      # pixel-major
+        p = dict(radius=h, order="pixel_major")
+        cmds.append(command(mode, 1, 1, 1, base=cfg.depth - 1, **p))
+        cmds.append(command(mode, C, H, W, base=end, **p))
+        cmds.append(command(mode, C, 1, 1, base=0, **p))
+        cmds.append(command(mode, C, H, 1, base=0, **p))
     for r in sorted({0, 1, C - 1, C}):                                      # r = 0 and r = C
-        cmds.append(command("channel", C, H, W, base=end // 2, rotate=r))
+        for order in ORDERS:
+            cmds.append(command("channel", C, H, W, base=end // 2, rotate=r, order=order))
     for c in sorted({1, 2, 3, 5, 7, 9, 10, 11, C}):
         if c > C:
             continue
@@ -485,7 +497,7 @@ async def refused_requests(dut):
 
 @cocotb.test()
 async def cycle_counts(dut):
-    """A shifted read takes as many cycles as a plain one; one element per cycle."""
+    """A shifted read takes as many cycles as a plain one, in either order; one per cycle."""
     tb = TB(dut)
     await tb.reset()
     rng = _rng()
@@ -494,18 +506,21 @@ async def cycle_counts(dut):
     C, H, W = cfg.channels, cfg.height, cfg.width
     latency = tb.manifest["timing"]["read_latency"]
     cycles = {}
-    for mode in MODES:
-        cmd = command(mode, C, H, W, rotate=C // 3, radius=cfg.max_radius)
-        out = await tb.run(cmds=[cmd])
-        check(tb, [cmd], out, f"cycles {mode}")
-        cycles[mode] = out[0][-1][0] - tb.accepted[0] + 1
-        first = out[0][0][0] - tb.accepted[0]
-        assert first == latency, f"{mode}: first element {first} cycles after the command, " \
-                                 f"manifest says {latency}"
-    assert all(v == cycles["plain"] for v in cycles.values()), f"read cycles by mode: {cycles}"
-    assert cycles["plain"] == latency + C * H * W, f"plain read took {cycles['plain']} cycles"
+    for order in ORDERS:
+        for mode in MODES:
+            cmd = command(mode, C, H, W, rotate=C // 3, radius=cfg.max_radius, order=order)
+            out = await tb.run(cmds=[cmd])
+            check(tb, [cmd], out, f"cycles {mode} {order}")
+            cycles[mode, order] = out[0][-1][0] - tb.accepted[0] + 1
+            first = out[0][0][0] - tb.accepted[0]
+            assert first == latency, f"{mode} {order}: first element {first} cycles after " \
+                                     f"the command, manifest says {latency}"
+    plain = cycles["plain", "channel_major"]
+    assert all(v == plain for v in cycles.values()), f"read cycles by mode and order: {cycles}"
+    assert plain == latency + C * H * W, f"plain read took {plain} cycles"
     # Back to back: the next command's preparation hides behind the current read.
-    cmds = [command(mode, C, H, W, rotate=1, radius=cfg.max_radius) for mode in MODES]
+    cmds = [command(mode, C, H, W, rotate=1, radius=cfg.max_radius, order=order)
+            for mode in MODES for order in ORDERS]
     out = await tb.run(cmds=cmds)
     check(tb, cmds, out, "back to back")
     if cfg.map_words > cfg.prep_cycles + 1:

@@ -14,11 +14,14 @@ import pytest
 
 from mulfree.gen.config import ConfigError
 from mulfree.gen.emit import OutputError
-from mulfree.gen.shift_config import ShiftUnitConfig, MODES
+from mulfree.gen.config import ArrayConfig
+from mulfree.gen.shift_config import ShiftUnitConfig, MODES, ORDERS
 from mulfree.gen.shift_emit import (add_shift_unit_options, bench_shift_unit,
                                     convert_shift_unit_verilog, shift_unit_config_from_args,
                                     shift_unit_manifest, simulate_shift_unit, write_shift_unit)
-from mulfree.sim.shift_golden import (address_shift, channel_shift, read_command, shift_cvpr,
+from mulfree.sim.golden import array_forward
+from mulfree.sim.shift_golden import (address_shift, channel_shift, element_order, read_command,
+                                      read_stream, shift_block_forward, shift_cvpr,
                                       shift_directions, shortcut_concat, table_shift)
 
 
@@ -168,6 +171,51 @@ def test_table_shift_against_loops():
     assert (table_shift(fmap, dy, dx) == ref_zero_fill(fmap, list(zip(dy, dx)))).all()
 
 
+def test_element_order_by_hand():
+    assert element_order((2, 1, 2)).tolist() == [[0, 0, 0], [0, 0, 1], [1, 0, 0], [1, 0, 1]]
+    assert element_order((2, 1, 2), "pixel_major").tolist() == [[0, 0, 0], [1, 0, 0],
+                                                                [0, 0, 1], [1, 0, 1]]
+    with pytest.raises(ValueError, match="order must be one of channel_major, pixel_major"):
+        element_order((1, 1, 1), "yxc")
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_read_stream_pixel_major_against_loops(mode):
+    # Pixel-major is the same map, visited pixel by pixel: element i is (c, y, x) with
+    # i = (y*W + x)*C + c.
+    rng = np.random.default_rng(3)
+    C, H, W = 5, 3, 4
+    memory = rng.integers(-8, 8, size=100)
+    kw = dict(rotate=2, radius=1, group=1, table=(rng.integers(-1, 2, 5), rng.integers(-1, 2, 5)))
+    fmap = read_command(memory, mode, 7, (C, H, W), **kw)
+    stream = read_stream(memory, mode, 7, (C, H, W), order="pixel_major", **kw)
+    for y in range(H):
+        for x in range(W):
+            for c in range(C):
+                assert stream[(y * W + x) * C + c] == fmap[c, y, x]
+    assert (read_stream(memory, mode, 7, (C, H, W), **kw) == fmap.ravel()).all()
+
+
+def test_shift_block_forward_by_hand():
+    cfg = ArrayConfig(pe="adder", rows=2, cols=1, act_bits=4, max_k=2)
+    # Map 2 x 1 x 2 = [[[1, 2]], [[3, 4]]]; plain read; weights [[1], [0]]: per pixel
+    # -|x0 - 1| - |x1 - 0| = (-0 - 3, -1 - 4).
+    memory = np.array([1, 2, 3, 4])
+    y = shift_block_forward(cfg, np.array([[1], [0]]), memory, "plain", 0, (2, 1, 2))
+    assert y.tolist() == [[-3], [-5]]
+    # Channel rotation by 1 swaps the channels: (-|3 - 1| - 1, -|4 - 1| - 2).
+    y = shift_block_forward(cfg, np.array([[1], [0]]), memory, "channel", 0, (2, 1, 2),
+                            rotate=1)
+    assert y.tolist() == [[-3], [-5]]
+    y = shift_block_forward(cfg, np.array([[0], [1]]), memory, "channel", 0, (2, 1, 2),
+                            rotate=1)
+    assert y.tolist() == [[-3 - 0], [-4 - 1]]
+    assert (y == array_forward(cfg, np.array([[0], [1]]), np.array([[3, 1], [4, 2]]))).all()
+    with pytest.raises(ConfigError, match=r"channels must equal the array's rows = 2") as e:
+        shift_block_forward(cfg, np.array([[1], [0]]), memory, "plain", 0, (1, 2, 2))
+    assert e.value.param == "channels"
+
+
 def test_golden_rejects_non_integers():
     with pytest.raises(TypeError, match="integer array"):
         shift_cvpr(np.zeros((1, 2, 2)), 3)
@@ -220,7 +268,7 @@ def test_manifest_ports_match_verilog():
     cfg = ShiftUnitConfig(channels=5, height=3, width=4, depth=100)
     text = convert_shift_unit_verilog(cfg)
     man = shift_unit_manifest(cfg)
-    assert man["kind"] == "shift_unit" and man["modes"] == MODES
+    assert man["kind"] == "shift_unit" and man["modes"] == MODES and man["orders"] == ORDERS
     declared = {}
     for direction, width, name in re.findall(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?"
                                              r"(?:\[(\d+):0\]\s+)?\\?(\w+)", text, re.M):
@@ -261,7 +309,8 @@ def test_options_defaults_and_errors():
 
 # RTL in amaranth.sim -------------------------------------------------------------------------
 
-def test_rtl_matches_golden_with_backpressure():
+@pytest.mark.parametrize("order", list(ORDERS))
+def test_rtl_matches_golden_with_backpressure(order):
     cfg = ShiftUnitConfig(channels=7, height=3, width=4, act_bits=5, depth=120, kernel=3,
                           max_shift=2)
     rng = np.random.default_rng(9)
@@ -275,7 +324,9 @@ def test_rtl_matches_golden_with_backpressure():
         dict(mode="channel", base=10, channels=7, height=1, width=4, rotate=7, radius=0, group=0),
         dict(mode="table", base=36, channels=7, height=3, width=4, rotate=0, radius=0, group=0),
         dict(mode="plain", base=119, channels=1, height=1, width=1, rotate=0, radius=0, group=0),
+        dict(mode="channel", base=5, channels=1, height=2, width=3, rotate=1, radius=0, group=0),
     ]
+    commands = [dict(c, order=order) for c in commands]
     res = simulate_shift_unit(cfg, writes=list(enumerate(memory.tolist())),
                               table=list(zip(range(7), dy.tolist(), dx.tolist())),
                               commands=commands, out_ready=lambda cycle: cycle % 3 != 1)
@@ -283,7 +334,10 @@ def test_rtl_matches_golden_with_backpressure():
         shape = (cmd["channels"], cmd["height"], cmd["width"])
         want = read_command(memory, cmd["mode"], cmd["base"], shape, rotate=cmd["rotate"],
                             radius=cmd["radius"], group=cmd["group"], table=(dy, dx))
-        got = np.array([o[1] for o in out]).reshape(shape)
+        positions = element_order(shape, order)
+        assert [tuple(o[2:5]) for o in out] == [tuple(p) for p in positions.tolist()], cmd
+        got = np.zeros(shape, dtype=np.int64)
+        got[tuple(positions.T)] = [o[1] for o in out]
         assert (got == want).all(), f"{cmd}: got {got.tolist()}, expected {want.tolist()}"
         assert [o[5] for o in out] == [0] * (len(out) - 1) + [1]
     assert res["status"] == {"table_error": 0, "cmd_error": 0, "write_error": 0}
