@@ -316,6 +316,7 @@ def test_rtl_matches_golden_with_backpressure(order):
     rng = np.random.default_rng(9)
     memory = rng.integers(-16, 16, size=cfg.depth)
     dy, dx = rng.integers(-2, 3, size=7), rng.integers(-2, 3, size=7)
+    dy[0], dx[0] = 1, -2
     commands = [
         dict(mode="shift", base=3, channels=7, height=3, width=4, rotate=0, radius=1, group=0),
         dict(mode="shift", base=3, channels=7, height=3, width=4, rotate=0, radius=1, group=1),
@@ -325,6 +326,8 @@ def test_rtl_matches_golden_with_backpressure(order):
         dict(mode="table", base=36, channels=7, height=3, width=4, rotate=0, radius=0, group=0),
         dict(mode="plain", base=119, channels=1, height=1, width=1, rotate=0, radius=0, group=0),
         dict(mode="channel", base=5, channels=1, height=2, width=3, rotate=1, radius=0, group=0),
+        # Fewer channels than the table has entries: each pixel must restart at entry 0.
+        dict(mode="table", base=40, channels=5, height=3, width=4, rotate=0, radius=0, group=0),
     ]
     commands = [dict(c, order=order) for c in commands]
     res = simulate_shift_unit(cfg, writes=list(enumerate(memory.tolist())),
