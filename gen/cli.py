@@ -93,6 +93,8 @@ def _with_option(param, message):
 
 def cmd_gen(args):
     from .emit import write_design, OutputError
+    if args.unit == "shift":
+        return cmd_gen_shift_unit(args)
     cfg = config_from_args(args)
     try:
         v_path, j_path = write_design(cfg, args.output)
@@ -109,6 +111,25 @@ def cmd_gen(args):
     print(f"{shape}, act {cfg.act_bits} bits, weights "
           f"{cfg.weight_bits} bits, accumulator {cfg.acc_width} bits (max_k={cfg.max_k}), "
           f"latency {cfg.latency} cycles")
+    return 0
+
+
+def cmd_gen_shift_unit(args):
+    from .emit import OutputError
+    from .shift_emit import shift_unit_config_from_args, write_shift_unit
+    try:
+        cfg = shift_unit_config_from_args(args)
+        v_path, j_path = write_shift_unit(cfg, args.output)
+    except (ConfigError, OutputError) as e:
+        raise UsageError(_with_option(e.param, str(e))) from None
+    except OSError as e:
+        raise UsageError(f"{OPTION['output']} {str(args.output)!r} cannot be written: "
+                         f"{e.strerror or e}") from None
+    print(f"wrote {v_path}")
+    print(f"wrote {j_path}")
+    print(f"address-shift unit: buffer of {cfg.depth} x {cfg.act_bits}-bit words for maps up "
+          f"to {cfg.channels}x{cfg.height}x{cfg.width}, Shift kernel up to {cfg.kernel}, "
+          f"table shifts within +-{cfg.max_shift}")
     return 0
 
 
@@ -136,7 +157,12 @@ def build_parser():
                     "of rows inputs) as Verilog (<top>.v) and its manifest "
                     "(<top>.json). Files are written atomically: a failed run leaves nothing "
                     "half-written.")
+    p.add_argument("--unit", default="engine", choices=["engine", "shift"],
+                   help="what to generate: the compute engine (--arch array or tree, the "
+                        "default) or the address-shift pointer unit (shift)")
     add_array_options(p)
+    from .shift_emit import add_shift_unit_options
+    add_shift_unit_options(p)
     p.add_argument("-o", "--output", default="out", metavar="DIR",
                    help="output folder, created if missing (default: out)")
     p.set_defaults(func=cmd_gen)

@@ -261,3 +261,32 @@ def test_failed_write_is_one_line_error(tmp_path, capsys, monkeypatch):
     check_error(status, stdout, stderr, "--output", repr(str(tmp_path)))
     assert "No space left on device" in stderr
     assert listing(tmp_path) == []
+
+
+# --- mulfree gen --unit shift --------------------------------------------------------------
+
+def test_gen_shift_unit_writes_design(tmp_path, capsys):
+    main = cli.main
+    from mulfree.gen.shift_config import ShiftUnitConfig
+    assert main(["gen", "--unit", "shift", "--channels", "6", "--height", "3", "--width", "5",
+                 "--act-bits", "4", "-o", str(tmp_path)]) == 0
+    cfg = ShiftUnitConfig(channels=6, height=3, width=5, act_bits=4)
+    doc = json.loads((tmp_path / f"{cfg.top_name}.json").read_text())
+    assert doc["parameters"]["channels"] == 6 and doc["parameters"]["act_bits"] == 4
+    verilog = (tmp_path / f"{cfg.top_name}.v").read_text()
+    assert f"module {cfg.top_name}(" in verilog
+
+
+@pytest.mark.parametrize(("argv", "option", "value"), [
+    (["--channels", "0"], "--channels", "0"),
+    (["--height", "-2"], "--height", "-2"),
+    (["--max-shift", "99"], "--max-shift", "99"),
+    (["--kernel", "4"], "--kernel", "4"),
+])
+def test_gen_shift_unit_bad_input(tmp_path, capsys, argv, option, value):
+    main = cli.main
+    out = tmp_path / "o"
+    assert main(["gen", "--unit", "shift", *argv, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and option in err[0] and value in err[0], err
+    assert not out.exists()
