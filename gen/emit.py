@@ -18,7 +18,8 @@ from ..rtl.array import PEArray, PEColumn
 from ..rtl.tree import TreeEngine
 
 
-__all__ = ["build_array", "design_modules", "convert_verilog", "convert_rtlil", "write_design",
+__all__ = ["build_array", "design_modules", "convert_verilog", "convert_rtlil", "write_outputs",
+           "write_design",
            "write_atomic", "OutputError"]
 
 
@@ -85,18 +86,25 @@ def check_output_dir(out_dir, param="output"):
     return out_dir
 
 
-def write_design(cfg: ArrayConfig, out_dir):
-    """Write ``<top>.v`` and ``<top>.json`` into ``out_dir``; return both paths.
+def write_outputs(out_dir, top_name, make_verilog, make_manifest):
+    """Write ``<top_name>.v`` and ``<top_name>.json`` into ``out_dir``; return both paths.
 
-    Everything is generated in memory first; the two files are then each replaced atomically,
-    the manifest last, so a manifest never describes a Verilog file that was not written.
+    ``make_verilog()`` and ``make_manifest()`` run first, in memory; the two files are then
+    each replaced atomically, the manifest last, so a manifest never describes a Verilog file
+    that was not written and a failure leaves the folder as it was.
     """
     out_dir = check_output_dir(out_dir)
-    text = convert_verilog(cfg)
-    doc = json.dumps(manifest(cfg), indent=2) + "\n"
+    text = make_verilog()
+    doc = json.dumps(make_manifest(), indent=2) + "\n"
     out_dir.mkdir(parents=True, exist_ok=True)
-    v_path = out_dir / f"{cfg.top_name}.v"
-    j_path = out_dir / f"{cfg.top_name}.json"
+    v_path = out_dir / f"{top_name}.v"
+    j_path = out_dir / f"{top_name}.json"
     write_atomic(v_path, text)
     write_atomic(j_path, doc)
     return v_path, j_path
+
+
+def write_design(cfg: ArrayConfig, out_dir):
+    """Write the engine ``cfg`` as ``<top>.v`` and ``<top>.json`` (see :func:`write_outputs`)."""
+    return write_outputs(out_dir, cfg.top_name, lambda: convert_verilog(cfg),
+                         lambda: manifest(cfg))

