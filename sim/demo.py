@@ -61,7 +61,9 @@ def run_demo(args):
     cycles = sum(s["cycles"] for s in scenarios)
     d = manifest["derived"]
     print(f"design      {cfg.top_name}  ({manifest['files']['verilog']} in {out})")
-    print(f"            {cfg.rows}x{cfg.cols} {cfg.pe} PEs, term {d['term']}, "
+    shape = (f"{cfg.rows}x{cfg.cols} {cfg.pe} PEs" if cfg.arch == "array" else
+             f"{cfg.cols} adder trees of {cfg.rows} {cfg.pe} terms")
+    print(f"            {shape}, term {d['term']}, "
           f"act {cfg.act_bits} b, weight code {d['code_width']} b, "
           f"accumulator {d['acc_width']} b for max_k={cfg.max_k}")
     print(f"            latency {manifest['timing']['latency']} cycles, "
