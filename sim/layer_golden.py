@@ -1,0 +1,240 @@
+"""The NumPy golden model of a whole layer: matrix products, convolutions, post-processing.
+
+Written from the definitions of ``docs/numerics.md`` (section "Post-processing and layers"),
+on top of :mod:`mulfree.sim.golden` (``terms``, ``array_forward``). All values are
+``np.int64``; every intermediate is bounded by the config (see
+:mod:`mulfree.gen.post_config`), so nothing overflows silently.
+
+A layer is ``out = postprocess(acc)`` with ``acc[m, n] = sum_k term(X[m, k], W[k, n])``:
+
+* the sum is exact for any ``K <= max_k`` (the accumulator is sized for ``max_k`` terms);
+* tiling ``K`` into chunks of ``rows`` with partial sums and ``N`` into chunks of ``cols``
+  (:func:`tiled_matmul`) gives the same ``acc``: edge tiles are padded with ``x = 0`` and weight
+  code 0, whose term is 0 for every PE kind (shift code 0 is the zero weight; adder
+  ``-|0 - 0| = 0``; mult ``0 * 0 = 0``);
+* a convolution is the matrix product of its patches (im2col, zero padding) and its flattened
+  kernels, the reduction index being ``k = (c*kh + ky)*kw + kx``. For AdderNet a padded pixel
+  is ``x = 0`` and contributes ``-|0 - w| = -|w|``, as the AdderNet code's ``unfold`` does.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..gen.config import ArrayConfig
+from ..gen.post_config import bias_range, shift_range, check_post_config
+from .golden import array_forward, check_range, terms
+
+
+__all__ = [
+    "PostParams", "postprocess", "round_shift", "matmul_acc", "matmul_layer", "tiled_matmul",
+    "conv_output_size", "im2col", "conv2d_acc", "conv2d_layer",
+]
+
+
+def _as_int64(name, values):
+    values = np.asarray(values)
+    if values.dtype.kind not in "iub":
+        raise TypeError(f"{name} must hold integers, not {values.dtype}")
+    return values.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class PostParams:
+    """Per-output-channel post-processing parameters of a layer with ``N`` channels.
+
+    Attributes
+    ----------
+    bias : array of shape ``(N,)``
+        Added to the accumulator; signed ``acc_width`` bits.
+    shift : array of shape ``(N,)``
+        Signed: ``> 0`` divides by ``2^shift`` rounding half up, ``< 0`` multiplies by
+        ``2^-shift`` (exact). A requantization is ``shift = r >= 0``; an AdderNet BatchNorm
+        with power-of-two scale ``2^e`` folds in as ``shift = r - e``.
+    relu : bool or array of shape ``(N,)``
+        Clamp negative results to 0, per channel.
+    """
+
+    bias: object
+    shift: object
+    relu: object = False
+
+
+def round_shift(y, shift):
+    """``y * 2^-shift`` rounded half up for ``shift > 0``; ``y << -shift`` for ``shift <= 0``.
+
+    ``floor((y + 2^(s-1)) / 2^s)`` is computed as ``(y >> s) + bit_(s-1)(y)``: the same value
+    (write ``y = q 2^s + r``), but it never adds to ``y``, so it cannot overflow int64. Left
+    shifts are the caller's to bound (:func:`postprocess` clamps ``y`` first).
+    """
+    y = _as_int64("y", y)
+    shift = np.broadcast_to(_as_int64("shift", shift), y.shape)
+    right = np.maximum(shift, 0)
+    # >> 63 already gives floor(y / 2^s) for every s >= 63 and int64 y; NumPy's shift by 64
+    # or more is not something to rely on.
+    q = y >> np.minimum(right, 63)
+    half = (y >> np.clip(right - 1, 0, 63)) & 1
+    rounded = np.where(right > 0, q + half, y)
+    return np.where(shift < 0, rounded << np.maximum(-shift, 0), rounded)
+
+
+def postprocess(cfg: ArrayConfig, acc, post: PostParams):
+    """The next layer's activations from accumulators ``acc[..., N]``.
+
+    ``out = sat(relu?(round_shift(acc + bias, shift)))``, saturating to ``cfg.act_range``.
+
+    Raises
+    ------
+    ValueError
+        If a value or a shape is outside its range.
+    """
+    check_post_config(cfg)
+    acc = _as_int64("acc", acc)
+    n = acc.shape[-1]
+    bias = _as_int64("bias", post.bias)
+    shift = _as_int64("shift", post.shift)
+    relu = np.broadcast_to(np.asarray(post.relu, dtype=bool), (n,))
+    for name, value in (("bias", bias), ("shift", shift)):
+        if value.shape != (n,):
+            raise ValueError(f"{name} must have shape ({n},), not {value.shape}")
+    check_range("acc", acc, *cfg.acc_range)
+    check_range("bias", bias, *bias_range(cfg))
+    check_range("shift", shift, *shift_range(cfg))
+    lo, hi = cfg.act_range
+    y = acc + bias          # at most acc_width + 1 <= 64 bits (check_post_config)
+    # A left shift only grows |y|: any |y| >= 2^a saturates whatever the amount, so clamping
+    # to [-2^a, 2^a] first changes no output and keeps y << (<= a) within 2a + 2 bits.
+    y = np.where(shift < 0, np.clip(y, -(1 << cfg.act_bits), 1 << cfg.act_bits), y)
+    v = round_shift(y, shift)
+    v = np.where(relu, np.maximum(v, 0), v)
+    return np.clip(v, lo, hi)
+
+
+def matmul_acc(cfg: ArrayConfig, x, w_codes):
+    """``acc[m, n] = sum_k term(x[m, k], w_codes[k, n])``, exact, for ``K <= max_k``."""
+    x = _as_int64("x", x)
+    w_codes = _as_int64("w_codes", w_codes)
+    if x.ndim != 2 or w_codes.ndim != 2 or x.shape[1] != w_codes.shape[0]:
+        raise ValueError(f"x [M, K] and w_codes [K, N] do not match: {x.shape}, "
+                         f"{w_codes.shape}")
+    k = x.shape[1]
+    if not 1 <= k <= cfg.max_k:
+        raise ValueError(f"K = {k} must be in [1, max_k = {cfg.max_k}]: the accumulator holds "
+                         f"at most max_k terms")
+    acc = np.zeros((x.shape[0], w_codes.shape[1]), dtype=np.int64)
+    # One k at a time: memory O(M N), and every partial sum is a sum of <= max_k terms.
+    for i in range(k):
+        acc += terms(cfg, x[:, i, None], w_codes[None, i, :])
+    return acc
+
+
+def matmul_layer(cfg: ArrayConfig, x, w_codes, post: PostParams | None = None):
+    """A fully connected layer ``[M, K] . [K, N]``: ``postprocess(matmul_acc(...))``.
+
+    With ``post=None`` the accumulators are returned unprocessed.
+    """
+    acc = matmul_acc(cfg, x, w_codes)
+    return acc if post is None else postprocess(cfg, acc, post)
+
+
+def tiled_matmul(cfg: ArrayConfig, x, w_codes):
+    """:func:`matmul_acc` computed as the engine does: tile by tile through ``array_forward``.
+
+    ``K`` is cut into chunks of ``rows`` (partial sums carried from chunk to chunk), ``N`` into
+    chunks of ``cols``; the edge tiles are padded with activation 0 and weight code 0, which
+    adds a zero term for every PE kind.
+    """
+    x = _as_int64("x", x)
+    w_codes = _as_int64("w_codes", w_codes)
+    if x.ndim != 2 or w_codes.ndim != 2 or x.shape[1] != w_codes.shape[0]:
+        raise ValueError(f"x [M, K] and w_codes [K, N] do not match: {x.shape}, "
+                         f"{w_codes.shape}")
+    (m, k), n = x.shape, w_codes.shape[1]
+    if not 1 <= k <= cfg.max_k:
+        raise ValueError(f"K = {k} must be in [1, max_k = {cfg.max_k}]")
+    kt, nt = -(-k // cfg.rows), -(-n // cfg.cols)
+    xp = np.zeros((m, kt * cfg.rows), dtype=np.int64)
+    xp[:, :k] = x
+    wp = np.zeros((kt * cfg.rows, nt * cfg.cols), dtype=np.int64)
+    wp[:k, :n] = w_codes
+    acc = np.zeros((m, nt * cfg.cols), dtype=np.int64)
+    for j in range(nt):
+        cs = slice(j * cfg.cols, (j + 1) * cfg.cols)
+        psum = np.zeros((m, cfg.cols), dtype=np.int64)
+        for i in range(kt):
+            rs = slice(i * cfg.rows, (i + 1) * cfg.rows)
+            psum = array_forward(cfg, wp[rs, cs], xp[:, rs], psum)
+        acc[:, cs] = psum
+    return acc[:, :n]
+
+
+def _pair(name, value):
+    if isinstance(value, (int, np.integer)):
+        value = (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ValueError(f"{name} must be an integer or a pair, not {value!r}")
+    return value
+
+
+def conv_output_size(size, kernel, stride, padding):
+    """``floor((size + 2*padding - kernel) / stride) + 1``, the output length along one axis."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def im2col(x, kh, kw, stride=1, padding=0):
+    """Patches of ``x[C, H, W]``: ``[OH*OW, C*kh*kw]``, zero padded.
+
+    Row ``oy*OW + ox`` is the patch of output pixel ``(oy, ox)``; column
+    ``(c*kh + ky)*kw + kx`` holds ``x[c, oy*sy - py + ky, ox*sx - px + kx]``, or 0 outside the
+    map. This column order is the reduction order of the hardware's address generation.
+    """
+    x = _as_int64("x", x)
+    if x.ndim != 3:
+        raise ValueError(f"x must have shape (C, H, W), not {x.shape}")
+    (sy, sx), (py, px) = _pair("stride", stride), _pair("padding", padding)
+    if sy < 1 or sx < 1 or py < 0 or px < 0:
+        raise ValueError(f"stride must be >= 1 and padding >= 0, not {stride!r}, {padding!r}")
+    c, h, w = x.shape
+    oh, ow = conv_output_size(h, kh, sy, py), conv_output_size(w, kw, sx, px)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"a {kh}x{kw} kernel does not fit a padded {h}x{w} map "
+                         f"(padding {padding!r})")
+    padded = np.zeros((c, h + 2 * py, w + 2 * px), dtype=np.int64)
+    padded[:, py:py + h, px:px + w] = x
+    cols = np.empty((oh, ow, c, kh, kw), dtype=np.int64)
+    for ky in range(kh):
+        for kx in range(kw):
+            cols[:, :, :, ky, kx] = padded[:, ky:ky + sy * oh:sy, kx:kx + sx * ow:sx] \
+                .transpose(1, 2, 0)
+    return cols.reshape(oh * ow, c * kh * kw)
+
+
+def conv2d_acc(cfg: ArrayConfig, x, w_codes, stride=1, padding=0):
+    """Accumulators ``[Kout, OH, OW]`` of a convolution of ``x[C, H, W]`` by ``w[Kout, C, kh, kw]``.
+
+    ``acc[o, oy, ox] = sum_{c, ky, kx} term(xpad[c, oy*sy + ky, ox*sx + kx], w[o, c, ky, kx])``
+    with ``xpad`` the map zero padded by ``padding`` (AdderNet: a padded pixel adds ``-|w|``).
+    """
+    x = _as_int64("x", x)
+    w_codes = _as_int64("w_codes", w_codes)
+    if w_codes.ndim != 4 or x.ndim != 3 or w_codes.shape[1] != x.shape[0]:
+        raise ValueError(f"w_codes [Kout, C, kh, kw] does not match x [C, H, W]: "
+                         f"{w_codes.shape}, {x.shape}")
+    kout, c, kh, kw = w_codes.shape
+    (sy, sx), (py, px) = _pair("stride", stride), _pair("padding", padding)
+    oh = conv_output_size(x.shape[1], kh, sy, py)
+    ow = conv_output_size(x.shape[2], kw, sx, px)
+    patches = im2col(x, kh, kw, (sy, sx), (py, px))
+    acc = matmul_acc(cfg, patches, w_codes.reshape(kout, c * kh * kw).T)
+    return acc.T.reshape(kout, oh, ow)
+
+
+def conv2d_layer(cfg: ArrayConfig, x, w_codes, stride=1, padding=0,
+                 post: PostParams | None = None):
+    """A convolution layer: ``[Kout, OH, OW]`` outputs (raw accumulators if ``post=None``)."""
+    acc = conv2d_acc(cfg, x, w_codes, stride, padding)
+    if post is None:
+        return acc
+    # postprocess works on the last axis: channels last, then back.
+    return np.moveaxis(postprocess(cfg, np.moveaxis(acc, 0, -1), post), -1, 0)
