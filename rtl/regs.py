@@ -407,13 +407,21 @@ class AxiLiteRegisters(wiring.Component):
         for c in rmap.counters:
             m.d.sync += counters[c.name].eq(counters[c.name] + getattr(self, c.port_name))
 
-        # W1C flags set by the hardware; written after the host's clear so that an event in
-        # the cycle of a clear is not lost.
+        # W1C flags: the host's clear and the hardware's set combine in one update, the set
+        # winning, so that an event in the cycle of a clear is not lost.
+        clears = {}
+        for (reg_name, f_name), sig in state.items():
+            if rmap[reg_name].field(f_name).access == "W1C":
+                clears[reg_name, f_name] = Signal(len(sig), name=f"{reg_name.lower()}_"
+                                                                 f"{f_name}_clear")
+
         def hw_set_w1c():
-            for (reg_name, f_name), sig in state.items():
-                f = rmap[reg_name].field(f_name)
-                if f.access == "W1C" and (reg_name, f_name) in ports:
-                    m.d.sync += sig.eq(sig | ports[reg_name, f_name])
+            for key, clear in clears.items():
+                sig = state[key]
+                hw_set = ports[key] if key in ports else 0
+                if key == ("STATUS", "reg_error"):
+                    hw_set = do_write & (werr != 0)
+                m.d.sync += sig.eq((sig & ~clear) | hw_set)
 
         # Write channel ---------------------------------------------------------------------
         aw_full = Signal()
@@ -456,7 +464,7 @@ class AxiLiteRegisters(wiring.Component):
                             m.d.comb += werr.eq(REG_ERRORS[code_name][0])
                     with m.Else():
                         with m.If(do_write):
-                            self._apply(m, reg, w_data, state, pulses, soft_reset)
+                            self._apply(m, reg, w_data, state, clears, pulses, soft_reset)
             with m.Default():
                 m.d.comb += werr.eq(REG_ERRORS["UNMAPPED"][0])
 
@@ -491,7 +499,7 @@ class AxiLiteRegisters(wiring.Component):
         if has("STATUS", "reg_error"):
             flag = state["STATUS", "reg_error"]
             with m.If(do_write & (werr != 0) & ~flag):
-                m.d.sync += [flag.eq(1), reg_error_code.eq(werr), reg_error_addr.eq(aw_addr)]
+                m.d.sync += [reg_error_code.eq(werr), reg_error_addr.eq(aw_addr)]
 
         hw_set_w1c()
 
@@ -504,7 +512,7 @@ class AxiLiteRegisters(wiring.Component):
                 m.d.sync += [counters[c.name].eq(0), shadows[c.name].eq(0)]
         return m
 
-    def _apply(self, m, reg, w_data, state, pulses, soft_reset):
+    def _apply(self, m, reg, w_data, state, clears, pulses, soft_reset):
         """The effect of an accepted write of ``w_data`` to ``reg`` (inside ``If(do_write)``)."""
         for f in reg.fields:
             v = w_data[f.offset:f.offset + f.width]
@@ -512,7 +520,7 @@ class AxiLiteRegisters(wiring.Component):
             if f.access == "RW":
                 m.d.sync += state[key].eq(v)
             elif f.access == "W1C":
-                m.d.sync += state[key].eq(state[key] & ~v)
+                m.d.comb += clears[key].eq(v)
             elif f.access == "W1S":
                 if key not in pulses:
                     pulses[key] = Signal(f.width, name=f"{reg.name.lower()}_{f.name}_pulse")
@@ -520,5 +528,4 @@ class AxiLiteRegisters(wiring.Component):
                 if key == ("CONTROL", "soft_reset"):
                     m.d.comb += soft_reset.eq(v)
                 if key == ("CONTROL", "start") and ("STATUS", "done") in state:
-                    with m.If(v):
-                        m.d.sync += state["STATUS", "done"].eq(0)
+                    m.d.comb += clears["STATUS", "done"].eq(v)
