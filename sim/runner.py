@@ -18,7 +18,7 @@ from ..gen.emit import write_design
 
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "SimResult", "simulator_env", "check_simulator",
-           "build_design", "run_cocotb"]
+           "build_verilog", "build_design", "run_cocotb"]
 
 SIMULATORS = ("verilator", "icarus")
 
@@ -85,19 +85,29 @@ class SimResult:
         return "\n".join(lines)
 
 
-def build_design(cfg: ArrayConfig, simulator, build_dir, *, log_file=None):
-    """Generate ``cfg`` into ``build_dir`` and compile it; return ``(runner, manifest_path)``."""
+def build_verilog(v_path, top, simulator, build_dir, *, verilator_args=(), log_file=None):
+    """Compile the Verilog file ``v_path`` with top module ``top`` into ``build_dir/simulator``.
+
+    ``verilator_args`` are added to Verilator's arguments (ignored by Icarus).
+    """
     check_simulator(simulator)
     from cocotb_tools.runner import get_runner
 
+    runner = get_runner(simulator)
+    build_args = ([*_VERILATOR_ARGS, *verilator_args] if simulator == "verilator"
+                  else ["-g2005"])
+    runner.build(sources=[Path(v_path).resolve()], hdl_toplevel=top,
+                 build_dir=Path(build_dir).resolve() / simulator, build_args=build_args,
+                 timescale=("1ns", "1ps"), always=True, log_file=log_file)
+    return runner
+
+
+def build_design(cfg: ArrayConfig, simulator, build_dir, *, log_file=None):
+    """Generate ``cfg`` into ``build_dir`` and compile it; return ``(runner, manifest_path)``."""
+    check_simulator(simulator)
     build_dir = Path(build_dir).resolve()
     v_path, j_path = write_design(cfg, build_dir)
-    runner = get_runner(simulator)
-    build_args = _VERILATOR_ARGS if simulator == "verilator" else ["-g2005"]
-    runner.build(sources=[v_path], hdl_toplevel=cfg.top_name, build_dir=build_dir / simulator,
-                 build_args=build_args, timescale=("1ns", "1ps"), always=True,
-                 log_file=log_file)
-    return runner, j_path
+    return build_verilog(v_path, cfg.top_name, simulator, build_dir, log_file=log_file), j_path
 
 
 def _read_results(path):
