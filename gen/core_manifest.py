@@ -4,7 +4,6 @@ Everything here reads the :class:`~mulfree.rtl.regs.RegisterMap` the RTL is buil
 host-facing descriptions cannot drift from the hardware.
 """
 
-
 from amaranth.back import verilog
 
 from .core_config import CoreConfig
