@@ -33,6 +33,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..gen.config import ArrayConfig
 from .pe import PE, pe_class
+from .tiles import tile_sequencer
 
 
 __all__ = ["PEColumn", "PEArray", "array_signature", "input_layout", "output_layout"]
@@ -173,35 +174,11 @@ class PEArray(wiring.Component):
         token = [Signal(name=f"token_{s}") for s in range(rows)]
         m.d.comb += advance.eq(self.y.ready | ~self.y.valid)
 
-        # Tile bookkeeping.
-        starts_tile = Signal(init=1)    # the next input beat is the first of a tile
-        pending = Signal()              # the shadow registers hold a complete tile
-        loaded = Signal(range(max(rows, 2)))
-        swap = Signal()                 # row 0 takes the pending tile now
-        take = Signal()
-        m.d.comb += [
-            self.x.ready.eq(advance & (~starts_tile | pending)),
-            take.eq(self.x.valid & self.x.ready),
-            swap.eq(take & starts_tile),
-        ]
-        with m.If(take):
-            m.d.sync += starts_tile.eq(self.x.payload.last)
-
-        # Loading a tile row: the shadow chains (in the columns) shift up by one. Loading waits
-        # while a token still needs the shadow rows below it.
-        w_shift = Signal()
+        # Tile bookkeeping; the shadow chains (in the columns) shift a row in on w_shift.
+        # Loading waits while a token still needs the shadow rows below it.
         token_in_flight = Cat(token[:rows - 1]).any() if rows > 1 else 0
-        m.d.comb += [
-            self.w.ready.eq(~pending & ~token_in_flight),
-            w_shift.eq(self.w.valid & self.w.ready),
-        ]
-        with m.If(w_shift):
-            with m.If(loaded == rows - 1):
-                m.d.sync += [loaded.eq(0), pending.eq(1)]
-            with m.Else():
-                m.d.sync += loaded.eq(loaded + 1)
-        with m.If(swap):
-            m.d.sync += pending.eq(0)
+        take, swap, w_shift = tile_sequencer(m, w=self.w, x=self.x, advance=advance, beats=rows,
+                                             load_blocked=token_in_flight)
 
         # Input skew: row r's activation reaches stage r through r + 1 registers.
         x_rows = Signal(rows * a)

@@ -39,6 +39,7 @@ from amaranth.lib import wiring
 from ..gen.config import ArrayConfig
 from .array import array_signature
 from .pe import _select
+from .tiles import tile_sequencer
 
 
 __all__ = ["TreeEngine"]
@@ -167,37 +168,16 @@ class TreeEngine(wiring.Component):
         last = [Signal(name=f"last_{s}", reset_less=True) for s in range(latency)]
         m.d.comb += advance.eq(self.y.ready | ~self.y.valid)
 
-        starts_tile = Signal(init=1)    # the next input beat is the first of a tile
-        pending = Signal()              # the shadow tile is complete
-        loaded = Signal(range(max(k, 2)))
-        take = Signal()
-        swap = Signal()                 # the active tile takes the shadow tile at this edge
-        m.d.comb += [
-            self.x.ready.eq(advance & (~starts_tile | pending)),
-            take.eq(self.x.valid & self.x.ready),
-            swap.eq(take & starts_tile),
-        ]
-        with m.If(take):
-            m.d.sync += starts_tile.eq(self.x.payload.last)
+        take, swap, w_shift = tile_sequencer(m, w=self.w, x=self.x, advance=advance, beats=k)
 
         # Weights: beats enter the shadow tile at the bottom and move up (row 0, sent first,
         # ends at the top). Every bit is a plain flip-flop with an enable: no LUTs.
         shadow = [Signal(n * cw, name=f"shadow_{i}", reset_less=True) for i in range(k)]
         active = [Signal(n * cw, name=f"weight_{i}", reset_less=True) for i in range(k)]
-        w_shift = Signal()
-        m.d.comb += [
-            self.w.ready.eq(~pending),
-            w_shift.eq(self.w.valid & self.w.ready),
-        ]
         with m.If(w_shift):
             m.d.sync += shadow[k - 1].eq(self.w.payload)
             m.d.sync += [shadow[i].eq(shadow[i + 1]) for i in range(k - 1)]
-            with m.If(loaded == k - 1):
-                m.d.sync += [loaded.eq(0), pending.eq(1)]
-            with m.Else():
-                m.d.sync += loaded.eq(loaded + 1)
         with m.If(swap):
-            m.d.sync += pending.eq(0)
             m.d.sync += [active[i].eq(shadow[i]) for i in range(k)]
 
         # Input register, valid and last.
