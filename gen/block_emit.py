@@ -10,6 +10,7 @@ from amaranth.back import verilog
 
 from .config import ArrayConfig
 from .shift_config import ShiftUnitConfig, MODES
+from .shift_emit import preload_shift_unit
 
 
 __all__ = ["build_shift_block", "shift_block_name", "convert_shift_block_verilog", "pack_tile",
@@ -79,18 +80,7 @@ def simulate_shift_block(shift_cfg, array_cfg, *, writes=(), table=(), commands=
         return v - (1 << acc) if v >> (acc - 1) else v
 
     async def bench(ctx):
-        for addr, value in writes:
-            ctx.set(dut.w0.payload, {"data": value & ((1 << shift_cfg.act_bits) - 1),
-                                     "addr": addr, "seek": 1})
-            ctx.set(dut.w0.valid, 1)
-            await ctx.tick()
-        ctx.set(dut.w0.valid, 0)
-        mask = (1 << shift_cfg.table_entry_width) - 1
-        for channel, dy, dx in table:
-            ctx.set(dut.tab.payload, {"channel": channel, "dy": dy & mask, "dx": dx & mask})
-            ctx.set(dut.tab.valid, 1)
-            await ctx.tick()
-        ctx.set(dut.tab.valid, 0)
+        await preload_shift_unit(ctx, dut, shift_cfg, writes, table)
         pending, weights, current = list(commands), list(beats), 0
         for cycle in range(max_cycles):
             if pending:

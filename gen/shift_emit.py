@@ -26,7 +26,8 @@ from .. import __version__
 __all__ = [
     "build_shift_unit", "convert_shift_unit_verilog", "convert_shift_unit_rtlil",
     "shift_unit_manifest", "write_shift_unit", "SHIFT_OPTION", "add_shift_unit_options",
-    "shift_unit_config_from_args", "simulate_shift_unit", "bench_shift_unit",
+    "shift_unit_config_from_args", "preload_shift_unit", "simulate_shift_unit",
+    "bench_shift_unit",
     "synth_shift_unit",
 ]
 
@@ -242,6 +243,25 @@ def shift_unit_config_from_args(args):
 
 # Simulation with amaranth.sim ------------------------------------------------------------------
 
+async def preload_shift_unit(ctx, dut, cfg: ShiftUnitConfig, writes=(), table=()):
+    """In an ``amaranth.sim`` testbench: write ``(addr, value)`` words into the buffer through
+    ``dut.w0``, then ``(channel, dy, dx)`` entries into the shift table through ``dut.tab``, one
+    per cycle (both are always ready). ``dut`` is a :class:`ShiftUnit` or anything exposing its
+    ``w0`` and ``tab`` streams (the ShiftBlock)."""
+    for addr, value in writes:
+        ctx.set(dut.w0.payload, {"data": value & ((1 << cfg.act_bits) - 1),
+                                 "addr": addr, "seek": 1})
+        ctx.set(dut.w0.valid, 1)
+        await ctx.tick()
+    ctx.set(dut.w0.valid, 0)
+    mask = (1 << cfg.table_entry_width) - 1
+    for channel, dy, dx in table:
+        ctx.set(dut.tab.payload, {"channel": channel, "dy": dy & mask, "dx": dx & mask})
+        ctx.set(dut.tab.valid, 1)
+        await ctx.tick()
+    ctx.set(dut.tab.valid, 0)
+
+
 def simulate_shift_unit(cfg, *, writes=(), table=(), commands=(), out_ready=None,
                         max_cycles=None):
     """Run the RTL in ``amaranth.sim``: write, fill the table, then issue ``commands``.
@@ -275,18 +295,7 @@ def simulate_shift_unit(cfg, *, writes=(), table=(), commands=(), out_ready=None
     result = {"outputs": [[] for _ in commands], "accepted": [], "status": None}
 
     async def bench(ctx):
-        for addr, value in writes:
-            ctx.set(dut.w0.payload, {"data": value & ((1 << cfg.act_bits) - 1),
-                                     "addr": addr, "seek": 1})
-            ctx.set(dut.w0.valid, 1)
-            await ctx.tick()
-        ctx.set(dut.w0.valid, 0)
-        mask = (1 << cfg.table_entry_width) - 1
-        for channel, dy, dx in table:
-            ctx.set(dut.tab.payload, {"channel": channel, "dy": dy & mask, "dx": dx & mask})
-            ctx.set(dut.tab.valid, 1)
-            await ctx.tick()
-        ctx.set(dut.tab.valid, 0)
+        await preload_shift_unit(ctx, dut, cfg, writes, table)
         pending = list(commands)
         current = 0
         for cycle in range(max_cycles):
