@@ -13,7 +13,8 @@ from ..rtl.regs import Field, Register, RegisterMap
 
 
 __all__ = ["CoreConfig", "CORE_MAGIC", "CORE_VERSION", "STREAM_WIDTHS", "CORE_LIMITS",
-           "core_register_map"]
+           "core_register_map", "PACKET_TYPES", "CORE_ERRORS", "DESC_FIELDS", "DESC_FLAGS",
+           "DESC_BITS", "SHIFT_ENTRY_BITS"]
 
 #: ``ID.magic``: ASCII "MULF", so a host can tell it is talking to a mulfree core at all.
 CORE_MAGIC = 0x4D55_4C46
@@ -23,11 +24,51 @@ CORE_VERSION = (0, 1)
 STREAM_WIDTHS = (32, 64, 128, 256, 512, 1024)
 #: Allowed ranges of the integer parameters, inclusive.
 CORE_LIMITS = {
-    "fmap_words": (16, 1 << 20),
-    "acc_entries": (1, 1 << 20),
-    "weight_words": (1, 1 << 20),
+    "fmap_vectors": (16, 1 << 20),
+    "acc_entries": (1, 1 << 16),
+    "weight_rows": (1, 1 << 20),
+    "max_channels": (1, 1 << 16),
+    "out_vectors": (2, 1 << 12),
     "axil_addr_width": (8, 32),
 }
+
+#: Packet types of the AXI4-Stream slave: bits [3:0] of a packet's header beat.
+PACKET_TYPES = {"DESC": 1, "PARAMS": 2, "SHIFT": 3, "WEIGHTS": 4, "ACTS": 5}
+
+#: ``ERROR.core_code``: why a run stopped. ``(code, name, meaning)``.
+CORE_ERRORS = (
+    (1, "PACKET", "a header with an unknown type or reserved bits set, a data packet before "
+                  "the descriptor, or a descriptor whose count is not 1"),
+    (2, "DESCRIPTOR", "the descriptor is inconsistent: a zero size, reserved bits set, "
+                      "padding >= kernel, or out_h/out_w not the convolution's output size"),
+    (3, "TOO_BIG", "the layer does not fit the core: K > max_k, in_c or out_c > "
+                   "max_channels, m_block > acc_entries, or a tensor larger than its buffer"),
+    (4, "SHORT", "tlast on a beat before the end of the packet its header announced"),
+    (5, "LONG", "no tlast on the last beat of the packet its header announced"),
+    (6, "OVERRUN", "a packet carries more vectors than the layer has left of its type"),
+    (7, "REUSE", "reuse_weights without weights, parameters and shift table of this layer's "
+                 "sizes loaded by the previous run"),
+    (8, "DESC_IN_RUN", "a descriptor packet in the middle of a run (one descriptor per "
+                       "start)"),
+    (9, "SHIFT_VALUE", "a shift-table entry of -2 (dy and dx must be -1, 0 or 1)"),
+)
+
+#: The descriptor: one vector of 32-bit words, ``(word, low bit, width, name)``.
+DESC_FIELDS = (
+    (0, 0, 16, "in_h"), (0, 16, 16, "in_w"),
+    (1, 0, 16, "in_c"), (1, 16, 16, "out_c"),
+    (2, 0, 16, "out_h"), (2, 16, 16, "out_w"),
+    (3, 0, 8, "kernel_h"), (3, 8, 8, "kernel_w"),
+    (3, 16, 4, "stride_h"), (3, 20, 4, "stride_w"),
+    (3, 24, 4, "pad_h"), (3, 28, 4, "pad_w"),
+    (4, 0, 16, "m_block"), (4, 16, 16, "flags"),
+)
+#: Bits of the descriptor's ``flags`` field; the other bits are reserved (0).
+DESC_FLAGS = {"shift": 0, "reuse_weights": 1}
+#: Bits of the descriptor vector.
+DESC_BITS = 5 * 32
+#: Bits per channel of a shift-table vector: dy in [1:0], dx in [3:2], both signed.
+SHIFT_ENTRY_BITS = 4
 
 
 @dataclass(frozen=True)
@@ -40,21 +81,31 @@ class CoreConfig:
         The compute engine (``arch="array"`` or ``"tree"``).
     stream_width : int
         ``tdata`` bits of the AXI4-Stream slave and master: 32, 64, 128, 256, 512 or 1024.
-    fmap_words : int
-        Depth of the feature-map buffer in ``stream_width``-bit words.
+    fmap_vectors : int
+        Depth of the feature-map buffer in vectors of ``rows`` activations: a layer's input
+        of ``in_h * in_w * ceil(in_c / rows)`` vectors must fit.
     acc_entries : int
-        Depth of the accumulator buffer in entries of ``cols`` partial sums.
-    weight_words : int
-        Depth of the weight buffer in ``stream_width``-bit words.
+        Depth of the accumulator buffer in entries of ``cols`` partial sums: the largest
+        ``m_block`` (output pixels per block) a layer may use.
+    weight_rows : int
+        Depth of the weight buffer in rows of ``cols`` codes: a layer's
+        ``ceil(out_c / cols) * kernel_h * kernel_w * ceil(in_c / rows) * rows`` rows must fit.
+    max_channels : int
+        Entries of the post-processing table (``out_c`` limit) and of the shift table
+        (``in_c`` limit of a layer with a shift).
+    out_vectors : int
+        Depth of the output buffer in result vectors of ``cols`` activations.
     axil_addr_width : int
         Byte-address width of the AXI4-Lite slave, at least what the register map needs.
     """
 
     engine: ArrayConfig = field(default_factory=ArrayConfig)
     stream_width: int = 64
-    fmap_words: int = 4096
-    acc_entries: int = 1024
-    weight_words: int = 4096
+    fmap_vectors: int = 4096
+    acc_entries: int = 256
+    weight_rows: int = 4096
+    max_channels: int = 512
+    out_vectors: int = 64
     axil_addr_width: int = 12
     name: str | None = field(default=None, compare=False)
 
@@ -88,8 +139,24 @@ class CoreConfig:
     def params(self):
         """The user-set parameters, as a JSON-ready dict (``engine`` nested)."""
         return {"engine": self.engine.params(), "stream_width": self.stream_width,
-                "fmap_words": self.fmap_words, "acc_entries": self.acc_entries,
-                "weight_words": self.weight_words, "axil_addr_width": self.axil_addr_width}
+                "fmap_vectors": self.fmap_vectors, "acc_entries": self.acc_entries,
+                "weight_rows": self.weight_rows, "max_channels": self.max_channels,
+                "out_vectors": self.out_vectors, "axil_addr_width": self.axil_addr_width}
+
+    # Stream formats (docs/interface.md, "Stream formats"): every vector occupies whole beats.
+
+    def beats(self, bits):
+        """Beats of ``stream_width`` bits that one vector of ``bits`` bits occupies."""
+        return -(-bits // self.stream_width)
+
+    @property
+    def vector_bits(self):
+        """Bits of one vector of each packet type, and of a result vector (``"OUT"``)."""
+        e = self.engine
+        from .post_config import shift_width
+        return {"DESC": DESC_BITS, "PARAMS": e.acc_width + shift_width(e) + 1,
+                "SHIFT": e.rows * SHIFT_ENTRY_BITS, "WEIGHTS": e.cols * e.code_width,
+                "ACTS": e.rows * e.act_bits, "OUT": e.cols * e.act_bits}
 
 
 def _ro(name, offset, width, value, meaning):
@@ -129,7 +196,7 @@ def core_register_map(cfg: CoreConfig, *, addr_width=None):
     ], "state of the core; readable at any time"))
     rmap.add(Register("ERROR", [
         Field("core_code", 0, 8, "RO", meaning="why the core stopped; 0: no error "
-                                               "(codes defined with the layer controller)"),
+                                               "(see CORE_ERRORS)"),
         Field("reg_code", 8, 8, "RO", meaning="first ignored register write since "
                                               "STATUS.reg_error was cleared; 0: none"),
     ], "error codes"))
@@ -164,18 +231,22 @@ def core_register_map(cfg: CoreConfig, *, addr_width=None):
     rmap.add(Register("STREAM_WIDTH", [
         _ro("value", 0, 16, k(cfg and cfg.stream_width), "AXI4-Stream tdata bits"),
     ], "stream width"))
-    rmap.add(Register("FMAP_WORDS", [
-        _ro("value", 0, 32, k(cfg and cfg.fmap_words), "feature-map buffer depth in "
-                                                       "stream words"),
+    rmap.add(Register("FMAP_VECTORS", [
+        _ro("value", 0, 32, k(cfg and cfg.fmap_vectors), "feature-map buffer depth in "
+                                                         "vectors of rows activations"),
     ], "feature-map buffer size"))
     rmap.add(Register("ACC_ENTRIES", [
         _ro("value", 0, 32, k(cfg and cfg.acc_entries), "accumulator buffer depth in "
-                                                        "entries of cols sums"),
+                                                        "entries of cols sums (m_block limit)"),
     ], "accumulator buffer size"))
-    rmap.add(Register("WEIGHT_WORDS", [
-        _ro("value", 0, 32, k(cfg and cfg.weight_words), "weight buffer depth in stream "
-                                                         "words"),
+    rmap.add(Register("WEIGHT_ROWS", [
+        _ro("value", 0, 32, k(cfg and cfg.weight_rows), "weight buffer depth in rows of "
+                                                        "cols codes"),
     ], "weight buffer size"))
+    rmap.add(Register("MAX_CHANNELS", [
+        _ro("value", 0, 32, k(cfg and cfg.max_channels), "largest out_c (and in_c of a "
+                                                         "layer with a shift)"),
+    ], "channel tables size"))
     # Performance counters: 0x080.
     terms = unsigned_width(e.pe_count) if e else 1
     rmap.add_counter("BUSY_CYCLES", 1, "cycles with STATUS.busy set", offset=0x80)

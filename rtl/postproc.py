@@ -45,10 +45,12 @@ def param_layout(cfg: ArrayConfig, lanes, groups):
 
 
 def acc_layout(cfg: ArrayConfig, lanes, groups):
-    """Input beat: ``lanes`` accumulators (flat), their channel group, and ``last``."""
+    """Input beat: ``lanes`` accumulators (flat), their channel group, lanes to output as 0
+    (``zero``: channels beyond a layer's last), and ``last``."""
     return data.StructLayout({
         "data": unsigned(lanes * cfg.acc_width),
         "group": unsigned(max(1, (groups - 1).bit_length())),
+        "zero": unsigned(lanes),
         "last": unsigned(1),
     })
 
@@ -79,7 +81,7 @@ class PostProcess(wiring.Component):
     i : In(stream.Signature(acc_layout(...)))
         Accumulator vectors, lane ``l`` in bits ``[l*acc_width, (l+1)*acc_width)``.
     o : Out(stream.Signature(act_layout(...)))
-        Activation vectors in input order, ``last`` copied.
+        Activation vectors in input order, ``last`` copied; lanes flagged ``zero`` are 0.
     """
 
     LATENCY = 3
@@ -153,6 +155,7 @@ class PostProcess(wiring.Component):
         advance = Signal()
         valid = [Signal(name=f"valid_{s}") for s in range(3)]
         last = [Signal(name=f"last_{s}", reset_less=True) for s in range(3)]
+        zero = [Signal(lanes, name=f"zero_{s}", reset_less=True) for s in range(2)]
         m.d.comb += [
             advance.eq(self.o.ready | ~self.o.valid),
             self.i.ready.eq(advance),
@@ -163,6 +166,7 @@ class PostProcess(wiring.Component):
             m.d.sync += [valid[0].eq(self.i.valid), last[0].eq(self.i.payload.last)]
             m.d.sync += [valid[s].eq(valid[s - 1]) for s in (1, 2)]
             m.d.sync += [last[s].eq(last[s - 1]) for s in (1, 2)]
+            m.d.sync += [zero[0].eq(self.i.payload.zero), zero[1].eq(zero[0])]
 
         # Stage 1: the accumulators, alongside the table word read for their group.
         acc1 = Signal(lanes * acc, reset_less=True)
@@ -195,7 +199,7 @@ class PostProcess(wiring.Component):
             left = clamped << amount
             v = Mux(shift2 < 0, left, right)
             v = Mux(relu2 & (v < 0), 0, v)
-            results.append(Mux(v > hi, hi, Mux(v < lo, lo, v))[:a])
+            results.append(Mux(zero[1][lane], 0, Mux(v > hi, hi, Mux(v < lo, lo, v)))[:a])
 
         out = Signal(lanes * a, reset_less=True)
         with m.If(advance):

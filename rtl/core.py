@@ -1,0 +1,351 @@
+"""The accelerator core: an AXI4-Lite / AXI4-Stream shell around the layer datapath.
+
+::
+
+    s_axil ──► AxiLiteRegisters ── start, soft reset, status, counters
+    s_axis ──► StreamLoader ──► feature-map buffer (a memory per lane) ─┐
+                            ──► weight buffer ──► WeightFeeder ──────┐  │
+                            ──► shift table ───────────────────────┐ │  │
+                            ──► PostProcess table                  ▼ ▼  ▼
+                                LayerSetup ──► IssueUnit ─► engine (array or tree)
+                                                   ▲  tags      │
+                                 accumulator buffer ◄───────────┤ partial sums
+                                                   PostProcess ◄┘ final sums
+    m_axis ◄── serializer ◄── output FIFO ◄────────────┘
+
+The datapath (:class:`LayerDatapath`) holds one run; the shell (:class:`Core`) resets it at
+every start, soft reset and error, so a bad run never leaks into the next one. AXI names
+appear only on the shell's ports. ``docs/interface.md`` is the normative description of the
+registers and the stream formats.
+"""
+
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, ResetInserter, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..gen.core_config import CoreConfig, DESC_FLAGS, SHIFT_ENTRY_BITS
+from .array import PEArray
+from .tree import TreeEngine
+from .layer_setup import LayerSetup, SIZE_BITS, desc_layout
+from .layer_issue import IssueUnit, WeightFeeder, tag_layout, hazard_window
+from .postproc import PostProcess
+from .regs import AxiLiteRegisters, AxiLiteSignature
+from .stream_loader import StreamLoader, beat_layout
+
+
+__all__ = ["Core", "LayerDatapath", "AxiStreamSignature"]
+
+
+def AxiStreamSignature(width):
+    """AXI4-Stream with ``tdata``, ``tvalid``, ``tready``, ``tlast``, seen from the master."""
+    return wiring.Signature({"tdata": Out(width), "tvalid": Out(1), "tready": In(1),
+                             "tlast": Out(1)})
+
+
+class LayerDatapath(wiring.Component):
+    """One run: packets in, results out; reset between runs by the shell.
+
+    Attributes
+    ----------
+    run : In(1)
+        A run is in progress (the shell's ``busy``).
+    s, m : the input and output beat streams.
+    reuse_valid, reuse_rows, reuse_channels, reuse_tiles : In
+        What the previous successful run loaded (for ``flags.reuse_weights``).
+    rows, channels, tiles : Out
+        What this run uses, for the shell to remember.
+    finished : Out(1)
+        Pulse: the run ended well.
+    error : Out(8)
+        An error's code, for one cycle.
+    stall_in, stall_out, terms : Out
+        Counter increments.
+    """
+
+    def __init__(self, cfg: CoreConfig, *, column_module=None):
+        self._cfg = cfg
+        self._column_module = column_module
+        e = cfg.engine
+        self._post = PostProcess(e, channels=cfg.max_channels)
+        super().__init__({
+            "run": In(1),
+            "s": In(stream.Signature(beat_layout(cfg))),
+            "m": Out(stream.Signature(beat_layout(cfg))),
+            "reuse_valid": In(1),
+            "reuse_rows": In(SIZE_BITS),
+            "reuse_channels": In(16),
+            "reuse_tiles": In(SIZE_BITS),
+            "rows": Out(SIZE_BITS),
+            "channels": Out(16),
+            "tiles": Out(SIZE_BITS),
+            "finished": Out(1),
+            "error": Out(8),
+            "stall_in": Out(1),
+            "stall_out": Out(1),
+            "terms": Out(max(1, e.pe_count.bit_length())),
+        })
+
+    def elaborate(self, platform):
+        cfg, e = self._cfg, self._cfg.engine
+        R, C, a, S = e.rows, e.cols, e.act_bits, cfg.stream_width
+        m = Module()
+        post = m.submodules.post = self._post
+        groups = post.groups
+        m.submodules.loader = loader = StreamLoader(cfg, groups)
+        m.submodules.setup = setup = LayerSetup(cfg)
+        m.submodules.issue = issue = IssueUnit(cfg, groups)
+        m.submodules.feeder = feeder = WeightFeeder(cfg)
+        if e.arch == "tree":
+            engine = TreeEngine(e)
+        else:
+            engine = PEArray(e, column_module=self._column_module)
+        m.submodules.engine = engine
+
+        desc = Signal(desc_layout())
+        sz = setup.sizes
+        shift = desc.flags[DESC_FLAGS["shift"]]
+        reuse = desc.flags[DESC_FLAGS["reuse_weights"]]
+
+        # ---- Phases of the run ---------------------------------------------------------------
+        running = Signal()          # setup passed: issue, feed, retire
+        wait_desc = Signal()
+        with m.FSM():
+            with m.State("DESC"):
+                m.d.comb += wait_desc.eq(self.run)
+                with m.If(loader.desc_valid):
+                    m.d.sync += desc.eq(loader.desc)
+                    m.next = "SETUP"
+            with m.State("SETUP"):
+                with m.If(setup.done & (setup.error == 0)):
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.comb += running.eq(1)
+        m.d.comb += [
+            setup.start.eq(loader.desc_valid),
+            setup.desc.eq(Mux(loader.desc_valid, loader.desc, desc)),
+            setup.reuse_valid.eq(self.reuse_valid), setup.reuse_rows.eq(self.reuse_rows),
+            setup.reuse_channels.eq(self.reuse_channels),
+            setup.reuse_tiles.eq(self.reuse_tiles),
+        ]
+        go = Signal()
+        m.d.comb += go.eq(setup.done & (setup.error == 0))
+
+        # Totals of each data type: set when setup passes, 0 before (nothing is accepted).
+        totals = {"params": Signal(SIZE_BITS), "shift": Signal(SIZE_BITS),
+                  "weights": Signal(SIZE_BITS), "acts": Signal(SIZE_BITS)}
+        with m.If(go):
+            m.d.sync += [
+                totals["params"].eq(Mux(reuse, 0, desc.out_c)),
+                totals["shift"].eq(Mux(reuse | ~shift, 0, sz.ct)),
+                totals["weights"].eq(Mux(reuse, 0, sz.wrows)),
+                totals["acts"].eq(sz.acts),
+            ]
+        for t, v in totals.items():
+            m.d.comb += getattr(loader, f"{t}_total").eq(v)
+        complete = {t: running & (getattr(loader, f"{t}_ptr") == v) for t, v in totals.items()}
+        m.d.comb += [
+            self.rows.eq(sz.wrows), self.channels.eq(desc.out_c),
+            self.tiles.eq(Mux(shift, sz.ct, 0)),
+        ]
+
+        # ---- Input ---------------------------------------------------------------------------
+        wiring.connect(m, wiring.flipped(self.s), loader.s)
+        m.d.comb += [loader.accept.eq(self.run & (wait_desc | running)),
+                     loader.expect_desc.eq(wait_desc)]
+
+        # Buffers. Reads never meet a write of the same address (the watermarks), so the read
+        # ports need not be transparent.
+        fmap = []
+        fa = len(issue.fmap_addr) // R
+        for j in range(R):
+            mem = Memory(shape=unsigned(a), depth=cfg.fmap_vectors, init=[])
+            m.submodules[f"fmap_{j}"] = mem
+            wr, rd = mem.write_port(), mem.read_port()
+            m.d.comb += [
+                wr.addr.eq(loader.acts_ptr), wr.en.eq(loader.act_we),
+                wr.data.eq(loader.act_data.word_select(j, a)),
+                rd.addr.eq(issue.fmap_addr.word_select(j, fa)), rd.en.eq(issue.fmap_en),
+            ]
+            fmap.append(rd.data)
+        m.d.comb += issue.fmap_data.eq(Cat(fmap))
+
+        m.submodules.weights = wmem = Memory(shape=unsigned(C * e.code_width),
+                                             depth=cfg.weight_rows, init=[])
+        wwr, wrd = wmem.write_port(), wmem.read_port()
+        m.d.comb += [wwr.addr.eq(loader.weights_ptr), wwr.en.eq(loader.w_we),
+                     wwr.data.eq(loader.w_data),
+                     wrd.addr.eq(feeder.rd_addr), feeder.rd_data.eq(wrd.data)]
+
+        m.submodules.shift_table = smem = Memory(shape=unsigned(R * SHIFT_ENTRY_BITS),
+                                                 depth=-(-cfg.max_channels // R), init=[])
+        swr, srd = smem.write_port(), smem.read_port()
+        m.d.comb += [swr.addr.eq(loader.shift_ptr), swr.en.eq(loader.sh_we),
+                     swr.data.eq(loader.sh_data),
+                     srd.addr.eq(issue.sh_addr), issue.sh_data.eq(srd.data)]
+
+        m.submodules.acc = amem = Memory(shape=unsigned(C * e.acc_width),
+                                         depth=cfg.acc_entries, init=[])
+        awr, ard = amem.write_port(), amem.read_port()
+        m.d.comb += [ard.addr.eq(issue.acc_addr), issue.acc_data.eq(ard.data)]
+
+        wiring.connect(m, loader.p, post.p)
+
+        # ---- Issue and weights ---------------------------------------------------------------
+        for unit in (issue, feeder):
+            m.d.comb += [unit.go.eq(go), unit.desc.eq(desc), unit.sizes.eq(sz)]
+        m.d.comb += [
+            issue.act_ptr.eq(loader.acts_ptr), issue.act_complete.eq(complete["acts"]),
+            issue.shift_ready.eq(reuse | ~shift | complete["shift"]),
+            feeder.w_ptr.eq(loader.weights_ptr),
+            feeder.w_complete.eq(reuse | complete["weights"]),
+        ]
+        wiring.connect(m, issue.x, engine.x)
+        wiring.connect(m, feeder.w, engine.w)
+
+        # ---- Retire: partial sums back to the accumulator, final sums to post-processing ----
+        window = hazard_window(cfg)
+        m.submodules.tags = tags = SyncFIFOBuffered(width=len(issue.tag.payload.as_value()),
+                                                    depth=window + 2)
+        m.d.comb += [tags.w_data.eq(issue.tag.payload), tags.w_en.eq(issue.tag.valid),
+                     issue.tag.ready.eq(tags.w_rdy)]
+        tag = Signal(tag_layout(cfg, groups))
+        m.d.comb += tag.eq(tags.r_data)
+        params_ready = reuse | complete["params"]
+        y = engine.y
+        retire = Signal()
+        m.d.comb += [
+            y.ready.eq(~tag.final | (post.i.ready & params_ready)),
+            retire.eq(y.valid & y.ready),
+            tags.r_en.eq(retire),
+            issue.retired.eq(retire),
+            awr.addr.eq(tag.index), awr.data.eq(y.payload.data),
+            awr.en.eq(retire & ~tag.final),
+            post.i.valid.eq(y.valid & tag.final & params_ready),
+            post.i.payload.data.eq(y.payload.data),
+            post.i.payload.group.eq(tag.group),
+            post.i.payload.zero.eq(tag.zero),
+            post.i.payload.last.eq(tag.last),
+        ]
+
+        # ---- Output: a FIFO of result vectors, each sent as whole beats ---------------------
+        out_bits = C * a
+        m.submodules.out = out = SyncFIFOBuffered(width=out_bits + 1, depth=cfg.out_vectors)
+        m.d.comb += [out.w_data.eq(Cat(post.o.payload.data, post.o.payload.last)),
+                     out.w_en.eq(post.o.valid), post.o.ready.eq(out.w_rdy)]
+        nbeats = cfg.beats(out_bits)
+        beat = Signal(range(max(nbeats, 2)))
+        padded = Signal(nbeats * S)
+        m.d.comb += padded.eq(out.r_data[:out_bits])
+        vec_last = out.r_data[out_bits]
+        sent_last = Signal()
+        m.d.comb += [
+            self.m.valid.eq(out.r_rdy),
+            self.m.payload.data.eq(padded.word_select(beat, S)),
+            self.m.payload.last.eq(vec_last & (beat == nbeats - 1)),
+        ]
+        with m.If(self.m.valid & self.m.ready):
+            with m.If(beat == nbeats - 1):
+                m.d.comb += out.r_en.eq(1)
+                m.d.sync += beat.eq(0)
+                with m.If(vec_last):
+                    m.d.sync += sent_last.eq(1)
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+
+        # ---- End of the run, errors, counters -----------------------------------------------
+        all_in = complete["params"] & complete["shift"] & complete["weights"] & complete["acts"]
+        with m.If(running & sent_last & all_in):
+            m.d.comb += self.finished.eq(1)     # the shell resets the datapath for the next run
+        m.d.comb += self.error.eq(Mux(loader.error != 0, loader.error,
+                                      Mux(setup.done, setup.error, 0)))
+        x_take = engine.x.valid & engine.x.ready
+        m.d.comb += [
+            self.terms.eq(Mux(x_take, e.pe_count, 0)),
+            self.stall_in.eq(self.run & ~x_take & (issue.waiting | feeder.waiting
+                                                   | (wait_desc & ~self.s.valid))),
+            self.stall_out.eq(self.run & self.m.valid & ~self.m.ready),
+        ]
+        return m
+
+
+class Core(wiring.Component):
+    """The core's top level: AXI4-Lite registers, AXI4-Stream slave and master.
+
+    Parameters
+    ----------
+    cfg : CoreConfig
+    column_module : str, optional
+        Name of the separately emitted PE column module (arrays; see
+        :class:`~mulfree.rtl.array.PEArray`).
+    """
+
+    def __init__(self, cfg: CoreConfig, *, column_module=None):
+        self._cfg = cfg
+        self._column_module = column_module
+        self._regs = AxiLiteRegisters(cfg.register_map)
+        super().__init__({
+            "s_axil": In(AxiLiteSignature(cfg.register_map.addr_width)),
+            "s_axis": In(AxiStreamSignature(cfg.stream_width)),
+            "m_axis": Out(AxiStreamSignature(cfg.stream_width)),
+            "irq": Out(1),
+        })
+
+    @property
+    def cfg(self):
+        return self._cfg
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        regs = m.submodules.regs = self._regs
+        wiring.connect(m, wiring.flipped(self.s_axil), regs.s_axil)
+        m.d.comb += self.irq.eq(regs.irq)
+
+        dp = LayerDatapath(cfg, column_module=self._column_module)
+        start, soft = regs.control_start, regs.control_soft_reset
+        busy = Signal()
+        discard = Signal()          # after an error: drop the rest of the bad layer's beats
+        code = Signal(8)
+        flush = Signal()
+        m.d.comb += flush.eq(start | soft | (dp.error != 0) | dp.finished)
+        m.submodules.datapath = ResetInserter({"sync": flush})(dp)
+
+        reuse_valid = Signal()
+        reuse_rows, reuse_tiles = Signal(SIZE_BITS), Signal(SIZE_BITS)
+        reuse_channels = Signal(16)
+        m.d.comb += [dp.reuse_valid.eq(reuse_valid), dp.reuse_rows.eq(reuse_rows),
+                     dp.reuse_channels.eq(reuse_channels), dp.reuse_tiles.eq(reuse_tiles)]
+
+        with m.If(soft):
+            m.d.sync += [busy.eq(0), discard.eq(0), code.eq(0), reuse_valid.eq(0)]
+        with m.Elif(start):
+            m.d.sync += [busy.eq(1), discard.eq(0), code.eq(0)]
+        with m.Elif(busy & (dp.error != 0)):
+            m.d.sync += [busy.eq(0), discard.eq(1), code.eq(dp.error), reuse_valid.eq(0)]
+        with m.Elif(busy & dp.finished):
+            m.d.sync += [busy.eq(0), reuse_valid.eq(1), reuse_rows.eq(dp.rows),
+                         reuse_channels.eq(dp.channels), reuse_tiles.eq(dp.tiles)]
+
+        m.d.comb += [
+            dp.run.eq(busy),
+            dp.s.valid.eq(self.s_axis.tvalid & busy),
+            dp.s.payload.data.eq(self.s_axis.tdata),
+            dp.s.payload.last.eq(self.s_axis.tlast),
+            self.s_axis.tready.eq(Mux(busy, dp.s.ready, discard)),
+            self.m_axis.tvalid.eq(dp.m.valid & busy),
+            self.m_axis.tdata.eq(dp.m.payload.data),
+            self.m_axis.tlast.eq(dp.m.payload.last),
+            dp.m.ready.eq(self.m_axis.tready & busy),
+
+            regs.status_idle.eq(~busy),
+            regs.status_busy.eq(busy),
+            regs.status_done.eq(busy & ((dp.error != 0) | dp.finished)),
+            regs.error_core_code.eq(code),
+            regs.busy_cycles_inc.eq(busy),
+            regs.stall_in_cycles_inc.eq(busy & dp.stall_in),
+            regs.stall_out_cycles_inc.eq(busy & dp.stall_out),
+            regs.terms_inc.eq(Mux(busy, dp.terms, 0)),
+        ]
+        return m

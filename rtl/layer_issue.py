@@ -1,0 +1,358 @@
+"""Address generation: the engine's input vectors and weight tiles, read from on-chip buffers.
+
+The walk (``docs/interface.md``, "Order of work")::
+
+    for each block of m_block output pixels (raster order, the last block shorter):
+        for nt in 0..NT-1:                       output tile: weight columns
+            for ky, kx, ct:                      reduction tile kt = (ky*kernel_w + kx)*CT + ct
+                for each pixel (oy, ox) of the block:
+                    lane j reads x[ct*R + j, oy*sh - ph + ky + dy_j, ox*sw - pw + kx + dx_j]
+
+is done with running pointers and no multiplier: the feature-map address of a pixel is
+``iy*row + ix*CT + ct`` (``row = in_w*CT``), kept as a register that steps by ``stride_w*CT``
+along an output row and restarts from a row pointer stepping by ``stride_h*row``; the kernel
+offset ``ky*row + kx*CT + ct`` steps by 1 through ``(kx, ct)`` and by ``row`` per ``ky``. Every
+pass restarts from a snapshot taken at the block's start, plus the kernel offset, so a block's
+activations are read ``NT*KT`` times from the buffer and sent once by the host.
+
+The feature-map buffer is one memory per lane, so lane ``j`` may read its own address: the
+shift table's ``(dy_j, dx_j)`` of ``{-1, 0, 1}`` adds ``±row`` and ``±CT`` (Shift and
+AddressNet shifts, done by moving read pointers). A lane outside the map reads 0.
+
+Pipeline: S0 walks and issues (checking the activation watermark and the credit), S1 computes
+the lanes' addresses from the shift table, S2 has the buffer data and enters a small FIFO in
+front of the engine. The credit counts FIFO entries and S1/S2, so a read is never lost when
+the engine stalls.
+"""
+
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
+
+from ..gen.core_config import CoreConfig, SHIFT_ENTRY_BITS
+from .array import input_layout
+from .layer_setup import SIZE_BITS, desc_layout, sizes_layout
+
+
+__all__ = ["IssueUnit", "WeightFeeder", "tag_layout", "X_FIFO_DEPTH", "hazard_window"]
+
+#: Entries of the FIFO between the buffers and the engine's input.
+X_FIFO_DEPTH = 4
+#: Address width of the walk (signed: padded pixels have negative addresses).
+ADDR_BITS = SIZE_BITS + 2
+
+
+def hazard_window(cfg: CoreConfig):
+    """Vectors in flight between the issue and the accumulator write, at most.
+
+    A block of at least this many pixels never reads a partial sum before it is written; a
+    shorter block waits at each pass for the previous one to drain.
+    """
+    return cfg.engine.latency + X_FIFO_DEPTH + 4
+
+
+def tag_layout(cfg: CoreConfig, post_groups):
+    """What the retire side needs of each vector, in issue order."""
+    return data.StructLayout({
+        "index": unsigned(max(1, (cfg.acc_entries - 1).bit_length())),
+        "final": unsigned(1),           # kt = KT - 1: the vector's results leave the core
+        "group": unsigned(max(1, (post_groups - 1).bit_length())),
+        "zero": unsigned(cfg.engine.cols),  # lanes beyond out_c
+        "last": unsigned(1),            # the layer's last result vector
+    })
+
+
+class IssueUnit(wiring.Component):
+    """The walk over blocks, tiles and pixels, feeding the engine's input stream.
+
+    Attributes
+    ----------
+    go : In(1)
+        Pulse: start a layer with ``desc`` and ``sizes`` (held for the run).
+    act_ptr, act_complete : In
+        Feature-map vectors loaded (the watermark), and all of them.
+    shift_ready : In(1)
+        The shift table is loaded (or not used).
+    fmap_addr, fmap_en, fmap_data : per-lane read ports of the feature-map buffer.
+    sh_addr, sh_data : read port of the shift table.
+    acc_addr, acc_data : read port of the accumulator buffer.
+    x : Out(stream.Signature(input_layout(engine)))
+        To the engine.
+    tag : Out(stream.Signature(tag_layout(...)))
+        One per vector, in the same order, to the retire side.
+    retired : In(1)
+        A vector left the engine (``in flight`` decreases).
+    issued : Out(1)
+        A vector was issued this cycle (for the counters).
+    waiting : Out(1)
+        S0 has a vector to issue but its activations have not arrived.
+    done : Out(1)
+        Every vector of the layer has been issued.
+    """
+
+    def __init__(self, cfg: CoreConfig, post_groups):
+        self._cfg = cfg
+        e = cfg.engine
+        fa = max(1, (cfg.fmap_vectors - 1).bit_length())
+        sa = max(1, (-(-cfg.max_channels // e.rows) - 1).bit_length())
+        self._post_groups = post_groups
+        super().__init__({
+            "go": In(1),
+            "desc": In(desc_layout()),
+            "sizes": In(sizes_layout()),
+            "act_ptr": In(SIZE_BITS),
+            "act_complete": In(1),
+            "shift_ready": In(1),
+            "fmap_addr": Out(e.rows * fa),
+            "fmap_en": Out(1),
+            "fmap_data": In(e.rows * e.act_bits),
+            "sh_addr": Out(sa),
+            "sh_data": In(e.rows * SHIFT_ENTRY_BITS),
+            "acc_addr": Out(max(1, (cfg.acc_entries - 1).bit_length())),
+            "acc_data": In(e.cols * e.acc_width),
+            "x": Out(stream.Signature(input_layout(e))),
+            "tag": Out(stream.Signature(tag_layout(cfg, post_groups))),
+            "retired": In(1),
+            "issued": Out(1),
+            "waiting": Out(1),
+            "done": Out(1),
+        })
+
+    def elaborate(self, platform):
+        cfg, e = self._cfg, self._cfg.engine
+        R, C, a = e.rows, e.cols, e.act_bits
+        m = Module()
+        d, sz = self.desc, self.sizes
+        A = signed(ADDR_BITS)
+
+        # ---- S0: the walk -------------------------------------------------------------------
+        active = Signal()
+        nt, ky, kx, ct = Signal(16), Signal(8), Signal(8), Signal(16)
+        koff, koff_row = Signal(A), Signal(A)       # ky*row + kx*CT + ct, ky*row
+        i = Signal(16)                              # pixel of the block
+        blen = Signal(17)                           # pixels in this block
+        rem = Signal(SIZE_BITS)                     # pixels from this block's start to the end
+        zero_from = Signal(range(C + 1))            # first lane beyond out_c in this tile
+        out_left = Signal(17)                       # out_c - nt*C
+        # The pixel walk, and its snapshot at the block's start (kernel offset 0).
+        ox, iy, ix, addr, rowaddr = (Signal(16), Signal(A), Signal(A), Signal(A), Signal(A))
+        b_ox, b_iy, b_ix, b_addr, b_rowaddr = (Signal(16), Signal(A), Signal(A), Signal(A),
+                                               Signal(A))
+
+        last_ct = ct == sz.ct - 1
+        last_kx = kx == d.kernel_w - 1
+        last_ky = ky == d.kernel_h - 1
+        first_kt = (ct == 0) & (kx == 0) & (ky == 0)
+        final_kt = last_ct & last_kx & last_ky
+        last_nt = nt == sz.nt - 1
+        end_pass = i == blen - 1
+        last_block = rem == blen
+
+        # Credit: FIFO entries plus S1 and S2 never exceed the FIFO's depth.
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=len(self.x.payload.as_value()),
+                                                     depth=X_FIFO_DEPTH)
+        valid1, valid2 = Signal(), Signal()
+        credit = fifo.level + valid1 + valid2 < X_FIFO_DEPTH
+        # In flight from issue to retire (bounds the tag FIFO and the accumulator hazard).
+        window = hazard_window(cfg)
+        inflight = Signal(range(window + 2))
+        room = inflight < window
+        # A short block waits for the previous pass to leave the engine before reading sums.
+        hazard = Signal()
+        m.d.comb += hazard.eq(~first_kt & (i == 0) & (blen < window) & (inflight != 0))
+        # The farthest vector this pixel's lanes may read must have arrived.
+        far = addr + Mux(d.flags[0], sz.row + sz.ct, 0)
+        arrived = self.act_complete | (far < self.act_ptr.as_signed())
+        can = active & credit & room & ~hazard & self.shift_ready & self.tag.ready
+        issue = Signal()
+        m.d.comb += [
+            issue.eq(can & arrived),
+            self.waiting.eq(can & ~arrived),
+            self.issued.eq(issue),
+        ]
+        with m.If(issue & ~self.retired):
+            m.d.sync += inflight.eq(inflight + 1)
+        with m.Elif(~issue & self.retired):
+            m.d.sync += inflight.eq(inflight - 1)
+
+        # Next pixel of the raster walk.
+        wrap = ox == d.out_w - 1
+        s_ox = Mux(wrap, 0, ox + 1)
+        s_iy = Mux(wrap, iy + d.stride_h, iy)
+        s_ix = Mux(wrap, kx - d.pad_w, ix + d.stride_w)
+        s_row = Mux(wrap, rowaddr + sz.srow, rowaddr)
+        s_addr = Mux(wrap, rowaddr + sz.srow, addr + sz.sct)
+
+        # The kernel offset of the next pass.
+        n_koff = Signal(A)
+        n_koff_row = Signal(A)
+        n_kx, n_ky = Signal(8), Signal(8)
+        with m.If(final_kt):
+            m.d.comb += [n_koff.eq(0), n_koff_row.eq(0), n_kx.eq(0), n_ky.eq(0)]
+        with m.Elif(last_ct & last_kx):
+            m.d.comb += [n_koff.eq(koff_row + sz.row), n_koff_row.eq(koff_row + sz.row),
+                         n_kx.eq(0), n_ky.eq(ky + 1)]
+        with m.Else():
+            m.d.comb += [n_koff.eq(koff + 1), n_koff_row.eq(koff_row),
+                         n_kx.eq(Mux(last_ct, kx + 1, kx)), n_ky.eq(ky)]
+
+        def start_pass(m, base_ox, base_iy, base_ix, base_addr, base_row, koff_v, kx_v, ky_v):
+            m.d.sync += [
+                i.eq(0), ox.eq(base_ox), iy.eq(base_iy + ky_v), ix.eq(base_ix + kx_v),
+                addr.eq(base_addr + koff_v), rowaddr.eq(base_row + koff_v),
+            ]
+
+        with m.If(self.go):
+            top = (-d.pad_h).as_signed()
+            left = (-d.pad_w).as_signed()
+            m.d.sync += [active.eq(1), nt.eq(0), ky.eq(0), kx.eq(0), ct.eq(0), koff.eq(0),
+                         koff_row.eq(0), i.eq(0), rem.eq(sz.m), out_left.eq(d.out_c)]
+            m.d.sync += [blen.eq(Mux(sz.m < d.m_block, sz.m, d.m_block))]
+            m.d.sync += [b_ox.eq(0), ox.eq(0), b_iy.eq(top), iy.eq(top), b_ix.eq(left),
+                         ix.eq(left)]
+            m.d.sync += [b_addr.eq(self._corner), addr.eq(self._corner),
+                         b_rowaddr.eq(self._corner), rowaddr.eq(self._corner)]
+        with m.Elif(issue):
+            with m.If(~end_pass):
+                m.d.sync += [i.eq(i + 1), ox.eq(s_ox), iy.eq(s_iy), ix.eq(s_ix),
+                             rowaddr.eq(s_row), addr.eq(s_addr)]
+            with m.Else():
+                m.d.sync += [ct.eq(Mux(last_ct, 0, ct + 1)), kx.eq(n_kx), ky.eq(n_ky),
+                             koff.eq(n_koff), koff_row.eq(n_koff_row)]
+                with m.If(~final_kt):
+                    start_pass(m, b_ox, b_iy, b_ix, b_addr, b_rowaddr, n_koff, n_kx, n_ky)
+                with m.Elif(~last_nt):
+                    m.d.sync += [nt.eq(nt + 1), out_left.eq(out_left - C)]
+                    start_pass(m, b_ox, b_iy, b_ix, b_addr, b_rowaddr, 0, 0, 0)
+                with m.Elif(~last_block):
+                    # The next block starts where this pass's walk stops, without its offset.
+                    nb = [s_ox, s_iy - ky, s_ix - kx, s_addr - koff, s_row - koff]
+                    m.d.sync += [nt.eq(0), out_left.eq(d.out_c), rem.eq(rem - blen)]
+                    m.d.sync += [b_ox.eq(nb[0]), b_iy.eq(nb[1]), b_ix.eq(nb[2]),
+                                 b_addr.eq(nb[3]), b_rowaddr.eq(nb[4])]
+                    nrem = rem - blen
+                    m.d.sync += blen.eq(Mux(nrem < d.m_block, nrem, d.m_block))
+                    start_pass(m, *nb, 0, 0, 0)
+                with m.Else():
+                    m.d.sync += active.eq(0)
+        m.d.comb += self.done.eq(~active)
+        m.d.comb += zero_from.eq(Mux(out_left < C, out_left, C))
+
+        # The tag of the issued vector.
+        t = self.tag.payload
+        m.d.comb += [
+            self.tag.valid.eq(issue),
+            t.index.eq(i), t.final.eq(final_kt), t.group.eq(nt),
+            t.zero.eq(Cat(Const(j, range(C + 1)) >= zero_from for j in range(C))),
+            t.last.eq(final_kt & last_nt & last_block & end_pass),
+        ]
+
+        # ---- S1: the lanes' addresses -------------------------------------------------------
+        m.d.comb += self.sh_addr.eq(ct)
+        iy1, ix1, addr1 = Signal(A), Signal(A), Signal(A)
+        index1, first1, last1 = Signal(16), Signal(), Signal()
+        m.d.sync += valid1.eq(issue)
+        with m.If(issue):
+            m.d.sync += [iy1.eq(iy), ix1.eq(ix), addr1.eq(addr), index1.eq(i),
+                         first1.eq(first_kt), last1.eq(end_pass)]
+        fa = len(self.fmap_addr) // R
+        lane_ok = []
+        for j in range(R):
+            entry = self.sh_data[SHIFT_ENTRY_BITS * j:SHIFT_ENTRY_BITS * (j + 1)]
+            dy = Mux(d.flags[0], entry[0:2].as_signed(), 0)
+            dx = Mux(d.flags[0], entry[2:4].as_signed(), 0)
+            ly, lx = iy1 + dy, ix1 + dx
+            lane_ok.append((ly >= 0) & (ly < d.in_h) & (lx >= 0) & (lx < d.in_w))
+            off_y = Mux(dy == 1, sz.row.as_signed(), Mux(dy == -1, -sz.row.as_signed(), 0))
+            off_x = Mux(dx == 1, sz.ct.as_signed(), Mux(dx == -1, -sz.ct.as_signed(), 0))
+            m.d.comb += self.fmap_addr.word_select(j, fa).eq(addr1 + off_y + off_x)
+        m.d.comb += [self.fmap_en.eq(1), self.acc_addr.eq(index1)]
+
+        # ---- S2: the data -------------------------------------------------------------------
+        ok2 = Signal(R)
+        first2, last2 = Signal(), Signal()
+        m.d.sync += valid2.eq(valid1)
+        m.d.sync += [ok2.eq(Cat(lane_ok)), first2.eq(first1), last2.eq(last1)]
+        x = Signal(input_layout(e))
+        m.d.comb += [
+            x.data.eq(Cat(Mux(ok2[j], self.fmap_data.word_select(j, a), 0) for j in range(R))),
+            x.psum.eq(Mux(first2, 0, self.acc_data)),
+            x.last.eq(last2),
+            fifo.w_data.eq(x.as_value()),
+            fifo.w_en.eq(valid2),
+            self.x.valid.eq(fifo.r_rdy),
+            self.x.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.x.ready),
+        ]
+        return m
+
+    @property
+    def _corner(self):
+        """Address of the padded map's corner pixel ``(-pad_h, -pad_w)``: no multiplier.
+
+        ``-(pad_h*row + pad_w*CT)`` with pad < 16: a sum of shifted copies selected by the
+        pads' bits.
+        """
+        d, sz = self.desc, self.sizes
+        total = 0
+        for b in range(4):
+            total = total + Mux(d.pad_h[b], sz.row << b, 0) + Mux(d.pad_w[b], sz.ct << b, 0)
+        return -total
+
+
+class WeightFeeder(wiring.Component):
+    """Sends the weight rows of every pass to the engine, in the order the walk uses them.
+
+    For each block the passes take the weight buffer's rows ``0 .. NT*KT*rows - 1`` in order,
+    so the feeder is a pointer that wraps once per block, ``blocks`` times, reading behind the
+    loader's weight watermark.
+    """
+
+    def __init__(self, cfg: CoreConfig):
+        self._cfg = cfg
+        e = cfg.engine
+        wa = max(1, (cfg.weight_rows - 1).bit_length())
+        super().__init__({
+            "go": In(1),
+            "desc": In(desc_layout()),
+            "sizes": In(sizes_layout()),
+            "w_ptr": In(SIZE_BITS),
+            "w_complete": In(1),
+            "rd_addr": Out(wa),
+            "rd_data": In(e.cols * e.code_width),
+            "w": Out(stream.Signature(unsigned(e.cols * e.code_width))),
+            "waiting": Out(1),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        m = Module()
+        d, sz = self.desc, self.sizes
+        active = Signal()
+        ptr = Signal(SIZE_BITS)
+        rem = Signal(SIZE_BITS)         # output pixels from this block's start to the end
+        valid1 = Signal()
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=len(self.w.payload), depth=4)
+        credit = fifo.level + valid1 < 4
+        arrived = self.w_complete | (ptr < self.w_ptr)
+        can = active & credit
+        read = Signal()
+        m.d.comb += [read.eq(can & arrived), self.waiting.eq(can & ~arrived),
+                     self.rd_addr.eq(ptr)]
+        with m.If(self.go):
+            m.d.sync += [active.eq(1), ptr.eq(0), rem.eq(sz.m)]
+        with m.Elif(read):
+            with m.If(ptr == sz.wrows - 1):
+                m.d.sync += [ptr.eq(0), rem.eq(rem - d.m_block)]
+                with m.If(rem <= d.m_block):
+                    m.d.sync += active.eq(0)
+            with m.Else():
+                m.d.sync += ptr.eq(ptr + 1)
+        m.d.sync += valid1.eq(read)
+        m.d.comb += [
+            fifo.w_data.eq(self.rd_data), fifo.w_en.eq(valid1),
+            self.w.valid.eq(fifo.r_rdy), self.w.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.w.ready),
+        ]
+        return m

@@ -1,0 +1,216 @@
+"""Layer setup: check a descriptor and derive the sizes the controller walks by.
+
+The descriptor (``docs/interface.md``, "The descriptor") gives the convolution's shape; the
+controller needs products and quotients of it (channel tiles, weight rows, buffer strides).
+They are computed once per layer by a small sequential unit — one adder, shift-add
+multiplication and restoring division, a bit per cycle — so the core holds no multiplier
+outside the engine (and none at all for shift and adder engines). A layer's setup takes
+``len(STEPS) * 17 + 2`` cycles, a few hundred, against tens of thousands for the layer.
+
+Every check of the descriptor lives here; the result is an error code from
+:data:`~mulfree.gen.core_config.CORE_ERRORS` or 0.
+"""
+
+from amaranth.hdl import Signal, Module, Const, Cat, Mux, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..gen.core_config import CoreConfig, DESC_FIELDS, DESC_FLAGS, DESC_BITS, CORE_ERRORS
+
+
+__all__ = ["LayerSetup", "desc_layout", "sizes_layout", "STEPS", "error_code"]
+
+
+def error_code(name):
+    """``ERROR.core_code`` of the error ``name``."""
+    return {n: c for c, n, _ in CORE_ERRORS}[name]
+
+
+def desc_layout():
+    """The descriptor vector as a struct; its fields are contiguous from bit 0."""
+    fields, pos = {}, 0
+    for word, lo, width, name in DESC_FIELDS:
+        assert word * 32 + lo == pos
+        fields[name] = unsigned(width)
+        pos += width
+    assert pos == DESC_BITS
+    return data.StructLayout(fields)
+
+
+#: Width of every derived size (products of a 32-bit and a 16-bit operand).
+SIZE_BITS = 48
+
+#: The derived sizes, as ``name: meaning``.
+SIZES = {
+    "kk": "kernel_h * kernel_w",
+    "k": "kernel_h * kernel_w * in_c, the reduction length",
+    "ct": "channel tiles, ceil(in_c / rows)",
+    "nt": "output tiles, ceil(out_c / cols)",
+    "kt": "reduction tiles, kk * ct",
+    "nkt": "weight tiles, nt * kt",
+    "wrows": "weight rows, nkt * rows",
+    "row": "feature-map vectors per input row, in_w * ct",
+    "acts": "feature-map vectors, in_h * row",
+    "sct": "address step per output column, stride_w * ct",
+    "srow": "address step per output row, stride_h * row",
+    "m": "output pixels, out_h * out_w",
+    "eh": "(out_h - 1) * stride_h",
+    "ew": "(out_w - 1) * stride_w",
+}
+
+
+def sizes_layout():
+    return data.StructLayout({name: unsigned(SIZE_BITS) for name in SIZES})
+
+
+#: The setup program: ``(result, op, a, b)`` with ``a`` up to 32 bits and ``b`` up to 16 bits
+#: (the multiplier iterates over ``b``). Operands name descriptor fields, earlier results, or
+#: the constants ``R``/``C`` (rows, cols); ``"x-1"`` is ``x - 1``, ``"x+R-1"`` is ``x + R - 1``.
+STEPS = (
+    ("kk", "mul", "kernel_h", "kernel_w"),
+    ("k", "mul", "in_c", "kk"),
+    ("ct", "div", "in_c+R-1", "R"),
+    ("nt", "div", "out_c+C-1", "C"),
+    ("kt", "mul", "kk", "ct"),
+    ("nkt", "mul", "kt", "nt"),
+    ("wrows", "mul", "nkt", "R"),
+    ("row", "mul", "in_w", "ct"),
+    ("acts", "mul", "row", "in_h"),
+    ("sct", "mul", "ct", "stride_w"),
+    ("srow", "mul", "row", "stride_h"),
+    ("m", "mul", "out_h", "out_w"),
+    ("eh", "mul", "out_h-1", "stride_h"),
+    ("ew", "mul", "out_w-1", "stride_w"),
+)
+_B_BITS = 16
+
+
+class LayerSetup(wiring.Component):
+    """Checks a descriptor and computes its :data:`SIZES`.
+
+    Attributes
+    ----------
+    start : In(1)
+        Pulse: ``desc`` holds a new descriptor.
+    desc : In(desc_layout())
+    reuse_rows, reuse_channels, reuse_tiles : In(...)
+        The weight rows, ``out_c`` and shift-table vectors (0 without shift) loaded by the
+        previous run; ``reuse_valid`` says they may be reused.
+    done : Out(1)
+        Pulse: ``sizes`` and ``error`` are valid (``error`` 0: the layer may run).
+    """
+
+    def __init__(self, cfg: CoreConfig):
+        self._cfg = cfg
+        super().__init__({
+            "start": In(1),
+            "desc": In(desc_layout()),
+            "reuse_valid": In(1),
+            "reuse_rows": In(SIZE_BITS),
+            "reuse_channels": In(16),
+            "reuse_tiles": In(SIZE_BITS),
+            "done": Out(1),
+            "error": Out(8),
+            "sizes": Out(sizes_layout()),
+        })
+
+    def elaborate(self, platform):
+        cfg, e = self._cfg, self._cfg.engine
+        m = Module()
+        d, sz = self.desc, self.sizes
+        flags = d.flags
+        shift, reuse = flags[DESC_FLAGS["shift"]], flags[DESC_FLAGS["reuse_weights"]]
+
+        def operand(name):
+            if name == "R":
+                return Const(e.rows, 16)
+            if name == "C":
+                return Const(e.cols, 16)
+            if name.endswith("+R-1"):
+                return operand(name[:-4]) + (e.rows - 1)
+            if name.endswith("+C-1"):
+                return operand(name[:-4]) + (e.cols - 1)
+            if name.endswith("-1"):
+                return operand(name[:-2]) - 1
+            if name in SIZES:
+                return getattr(sz, name)
+            return getattr(d, name)
+
+        # The sequential unit: mul accumulates a << i for every set bit i of b (LSB first);
+        # div is restoring division of a (< 2^17) by b, MSB first, quotient in acc.
+        step = Signal(range(len(STEPS) + 1))
+        bit = Signal(range(_B_BITS + 1))
+        acc = Signal(SIZE_BITS)
+        rem = Signal(18)
+        a_val, b_val = Signal(32), Signal(_B_BITS)
+        with m.Switch(step):
+            for i, (_, _, a, b) in enumerate(STEPS):
+                with m.Case(i):
+                    m.d.comb += [a_val.eq(operand(a)), b_val.eq(operand(b))]
+
+        errors = self._checks(m, d, sz, shift, reuse)
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [step.eq(0), bit.eq(0), acc.eq(0), rem.eq(0)]
+                    m.next = "RUN"
+            with m.State("RUN"):
+                with m.Switch(step):
+                    for i, (result, op, _, _) in enumerate(STEPS):
+                        with m.Case(i):
+                            if op == "mul":
+                                with m.If(b_val.bit_select(bit, 1)):
+                                    m.d.sync += acc.eq(acc + (a_val << bit))
+                            else:
+                                # Shift the next numerator bit (MSB first) into the remainder.
+                                nbits = 17
+                                r = Cat(a_val.bit_select((nbits - 1 - bit).as_unsigned(), 1), rem)
+                                with m.If(r >= b_val):
+                                    m.d.sync += [rem.eq(r - b_val), acc.eq((acc << 1) | 1)]
+                                with m.Else():
+                                    m.d.sync += [rem.eq(r), acc.eq(acc << 1)]
+                            last_bit = (_B_BITS if op == "mul" else 17) - 1
+                            with m.If(bit == last_bit):
+                                m.next = "STORE"
+                            with m.Else():
+                                m.d.sync += bit.eq(bit + 1)
+            with m.State("STORE"):
+                with m.Switch(step):
+                    for i, (result, _, _, _) in enumerate(STEPS):
+                        with m.Case(i):
+                            m.d.sync += getattr(sz, result).eq(acc)
+                m.d.sync += [step.eq(step + 1), bit.eq(0), acc.eq(0), rem.eq(0)]
+                with m.If(step == len(STEPS) - 1):
+                    m.next = "CHECK"
+                with m.Else():
+                    m.next = "RUN"
+            with m.State("CHECK"):
+                m.d.comb += self.done.eq(1)
+                first = Const(0, 8)
+                for name, cond in reversed(errors):     # the first failing check wins
+                    first = Mux(cond, error_code(name), first)
+                m.d.comb += self.error.eq(first)
+                m.next = "IDLE"
+        return m
+
+    def _checks(self, m, d, sz, shift, reuse):
+        """``[(error name, condition)]``, the first true one being reported."""
+        cfg = self._cfg
+        reserved_flags = d.flags & ~sum(1 << b for b in DESC_FLAGS.values())
+        zero = [d.in_h == 0, d.in_w == 0, d.in_c == 0, d.out_c == 0, d.out_h == 0,
+                d.out_w == 0, d.kernel_h == 0, d.kernel_w == 0, d.stride_h == 0,
+                d.stride_w == 0, d.m_block == 0]
+        span_h = d.in_h + 2 * d.pad_h           # the padded map
+        span_w = d.in_w + 2 * d.pad_w
+        bad = (Cat(*zero).any() | (reserved_flags != 0)
+               | (d.pad_h >= d.kernel_h) | (d.pad_w >= d.kernel_w)
+               # out = (span - kernel) div stride + 1  <=>  eh + kernel <= span < eh + s + k
+               | (sz.eh + d.kernel_h > span_h) | (sz.eh + d.stride_h + d.kernel_h <= span_h)
+               | (sz.ew + d.kernel_w > span_w) | (sz.ew + d.stride_w + d.kernel_w <= span_w))
+        too_big = ((sz.k > cfg.engine.max_k) | (d.out_c > cfg.max_channels)
+                   | (shift & (d.in_c > cfg.max_channels)) | (d.m_block > cfg.acc_entries)
+                   | (sz.acts > cfg.fmap_vectors) | (sz.wrows > cfg.weight_rows))
+        tiles = Mux(shift, sz.ct, 0)
+        bad_reuse = reuse & (~self.reuse_valid | (self.reuse_rows != sz.wrows)
+                             | (self.reuse_channels != d.out_c) | (self.reuse_tiles != tiles))
+        return [("DESCRIPTOR", bad), ("TOO_BIG", too_big), ("REUSE", bad_reuse)]
