@@ -91,10 +91,78 @@ def _with_option(param, message):
     return message
 
 
+CORE_OPTIONS = {"stream_width": "--stream-width", "fmap_vectors": "--fmap-vectors",
+                "acc_entries": "--acc-entries", "weight_rows": "--weight-rows",
+                "max_channels": "--max-channels", "out_vectors": "--out-vectors",
+                "axil_addr_width": "--axil-addr-width"}
+
+
+def add_core_options(parser):
+    """The options that make a :class:`~mulfree.gen.core_config.CoreConfig` (``--core``)."""
+    from .core_config import CoreConfig, CORE_LIMITS, STREAM_WIDTHS
+    d = CoreConfig()
+    g = parser.add_argument_group("accelerator core (--core)")
+    g.add_argument("--core", dest="unit", action="store_const", const="core",
+                   help="generate the whole accelerator core (same as --unit core): the engine "
+                        "behind AXI4-Lite registers and AXI4-Stream data ports")
+    helps = {
+        "stream_width": f"AXI4-Stream tdata bits: {', '.join(map(str, STREAM_WIDTHS))}",
+        "fmap_vectors": "feature-map buffer depth in vectors of rows activations",
+        "acc_entries": "accumulator buffer depth in entries of cols sums (largest m_block)",
+        "weight_rows": "weight buffer depth in rows of cols codes",
+        "max_channels": "largest out_c of a layer (and in_c of a layer with a shift)",
+        "out_vectors": "output buffer depth in result vectors",
+        "axil_addr_width": "AXI4-Lite byte-address bits",
+    }
+    for param, option in CORE_OPTIONS.items():
+        lo, hi = CORE_LIMITS.get(param, (None, None))
+        rng = f"{lo}..{hi}, " if lo is not None else ""
+        g.add_argument(option, dest=f"core_{param}", type=int, default=getattr(d, param),
+                       help=f"{helps[param]} ({rng}default: {getattr(d, param)})")
+
+
+def core_config_from_args(args):
+    from .core_config import CoreConfig
+    engine = config_from_args(args)
+    try:
+        return CoreConfig(engine=engine, name=args.name,
+                          **{p: getattr(args, f"core_{p}") for p in CORE_OPTIONS})
+    except ConfigError as e:
+        option = CORE_OPTIONS.get(e.param)
+        message = str(e)
+        if option and message.startswith(e.param):
+            message = option + message[len(e.param):]
+        raise UsageError(message) from None
+
+
+def cmd_gen_core(args):
+    from .emit import OutputError
+    from .core_manifest import write_core_design
+    cfg = core_config_from_args(args)
+    try:
+        v_path, j_path = write_core_design(cfg, args.output)
+    except OutputError as e:
+        raise UsageError(_with_option(e.param, str(e))) from None
+    except OSError as e:
+        raise UsageError(f"{OPTION['output']} {str(args.output)!r} cannot be written: "
+                         f"{e.strerror or e}") from None
+    e = cfg.engine
+    print(f"wrote {v_path}")
+    print(f"wrote {j_path}")
+    print(f"core: {e.rows}x{e.cols} {e.pe} {e.arch}, act {e.act_bits} bits, weights "
+          f"{e.weight_bits} bits, accumulator {e.acc_width} bits; AXI4-Stream "
+          f"{cfg.stream_width} bits; buffers: fmap {cfg.fmap_vectors} vectors, weights "
+          f"{cfg.weight_rows} rows, accumulator {cfg.acc_entries} entries, "
+          f"{cfg.max_channels} channels")
+    return 0
+
+
 def cmd_gen(args):
     from .emit import write_design, OutputError
     if args.unit == "shift":
         return cmd_gen_shift_unit(args)
+    if args.unit == "core":
+        return cmd_gen_core(args)
     cfg = config_from_args(args)
     try:
         v_path, j_path = write_design(cfg, args.output)
@@ -152,15 +220,17 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
-        "gen", help="generate the Verilog and manifest of a PE array or adder-tree engine",
+        "gen", help="generate the Verilog and manifest of an engine, a shift unit or a core",
         description="Generate a rows x cols PE array (or, with --arch tree, cols adder trees "
                     "of rows inputs) as Verilog (<top>.v) and its manifest "
                     "(<top>.json). Files are written atomically: a failed run leaves nothing "
                     "half-written.")
-    p.add_argument("--unit", default="engine", choices=["engine", "shift"],
+    p.add_argument("--unit", default="engine", choices=["engine", "shift", "core"],
                    help="what to generate: the compute engine (--arch array or tree, the "
-                        "default) or the address-shift pointer unit (shift)")
+                        "default), the address-shift pointer unit (shift), or the whole "
+                        "accelerator core (core, also --core)")
     add_array_options(p)
+    add_core_options(p)
     from .shift_emit import add_shift_unit_options
     add_shift_unit_options(p)
     p.add_argument("-o", "--output", default="out", metavar="DIR",

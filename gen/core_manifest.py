@@ -6,15 +6,24 @@ host-facing descriptions cannot drift from the hardware.
 
 from amaranth.back import verilog
 
-from .core_config import CoreConfig
+from amaranth.back import rtlil
+
+from .core_config import (CoreConfig, CORE_ERRORS, PACKET_TYPES, DESC_FIELDS, DESC_FLAGS,
+                          DESC_BITS, SHIFT_ENTRY_BITS)
 from .emit import write_outputs
-from .manifest import MANIFEST_VERSION, port_list
+from .manifest import MANIFEST_VERSION, port_list, manifest as engine_manifest
+from .post_config import shift_width
+from ..rtl.array import PEColumn
+from ..rtl.core import Core, core_signature
+from ..rtl.layer_issue import hazard_window, X_FIFO_DEPTH
+from ..rtl.layer_setup import STEPS
 from ..rtl.regs import REG_ERRORS, RESP_OKAY, RESP_SLVERR, AxiLiteRegisters
 from .. import __version__
 
 
 __all__ = ["registers_section", "c_header", "markdown_table", "regs_manifest",
-           "write_regs_design"]
+           "write_regs_design", "stream_section", "core_manifest", "core_modules",
+           "convert_core_verilog", "convert_core_rtlil", "write_core_design"]
 
 
 def _field_entry(f):
@@ -44,6 +53,8 @@ def registers_section(rmap):
         "resp": {"OKAY": RESP_OKAY, "SLVERR": RESP_SLVERR},
         "reg_errors": {name: {"code": code, "meaning": meaning}
                        for name, (code, meaning) in REG_ERRORS.items()},
+        "core_errors": {name: {"code": code, "meaning": meaning}
+                        for code, name, meaning in CORE_ERRORS},
         "counter_read_rule": "read <NAME>_LO, then <NAME>_HI: reading _LO latches the high half "
                              "that _HI returns, so the pair is one 64-bit snapshot",
         "registers": regs,
@@ -56,6 +67,8 @@ def c_header(rmap, guard="MULFREE_REGS_H"):
              f"#ifndef {guard}", f"#define {guard}", ""]
     for name, (code, meaning) in REG_ERRORS.items():
         lines.append(f"#define MULFREE_REG_ERROR_{name} {code}u  /* {meaning} */")
+    for code, name, meaning in CORE_ERRORS:
+        lines.append(f"#define MULFREE_CORE_ERROR_{name} {code}u  /* {meaning} */")
     lines.append("")
     for r in rmap:
         lines.append(f"#define MULFREE_REG_{r.name} 0x{r.offset:03X}u  /* {r.access}: "
@@ -106,3 +119,85 @@ def write_regs_design(cfg: CoreConfig, out_dir):
     return write_outputs(out_dir, top,
                          lambda: verilog.convert(comp, name=top, emit_src=False),
                          lambda: regs_manifest(cfg, comp))
+
+
+def stream_section(cfg: CoreConfig):
+    """The manifest's ``stream`` section: packet types, vector sizes, the descriptor's fields."""
+    e = cfg.engine
+    vb = cfg.vector_bits
+    return {
+        "width": cfg.stream_width,
+        "header": {"type_bits": [3, 0], "count_bits": [31, 8],
+                   "reserved": "bits [7:4] and above 31 are 0"},
+        "packet_types": dict(PACKET_TYPES),
+        "vector_bits": vb,
+        "vector_beats": {t: cfg.beats(b) for t, b in vb.items()},
+        "descriptor": {
+            "bits": DESC_BITS,
+            "fields": [{"name": n, "word": w, "bits": [lo + width - 1, lo]}
+                       for w, lo, width, n in DESC_FIELDS],
+            "flags": dict(DESC_FLAGS),
+        },
+        "params_vector": {"bias": [e.acc_width - 1, 0],
+                          "shift": [e.acc_width + shift_width(e) - 1, e.acc_width],
+                          "relu": e.acc_width + shift_width(e)},
+        "shift_entry_bits": SHIFT_ENTRY_BITS,
+        "order": "docs/interface.md, 'Stream formats'",
+    }
+
+
+def core_modules(cfg: CoreConfig):
+    """``[(component, module name)]``: the core, then the PE column module of an array."""
+    if cfg.engine.arch == "tree":
+        return [(Core(cfg), cfg.top_name)]
+    column = f"{cfg.top_name}_column"
+    return [(Core(cfg, column_module=column), cfg.top_name), (PEColumn(cfg.engine), column)]
+
+
+def convert_core_verilog(cfg: CoreConfig):
+    return "".join(verilog.convert(c, name=n, emit_src=False) for c, n in core_modules(cfg))
+
+
+def convert_core_rtlil(cfg: CoreConfig):
+    return "".join(rtlil.convert(c, name=n, emit_src=False) for c, n in core_modules(cfg))
+
+
+def core_manifest(cfg: CoreConfig):
+    """The manifest of a generated core: what a host needs to drive it."""
+    e = cfg.engine
+    eng = engine_manifest(e)
+    return {
+        "mulfree_version": __version__,
+        "manifest_version": MANIFEST_VERSION,
+        "kind": "core",
+        "top": cfg.top_name,
+        "files": {"verilog": f"{cfg.top_name}.v"},
+        "parameters": cfg.params(),
+        "engine": {k: eng[k] for k in ("parameters", "derived", "weights", "timing")
+                   if k in eng},
+        "ports": port_list(core_signature(cfg)),
+        "clock": "clk", "reset": "rst (synchronous, active high)",
+        "registers": registers_section(cfg.register_map),
+        "stream": stream_section(cfg),
+        "core": {
+            "hazard_window": hazard_window(cfg),
+            "x_fifo_depth": X_FIFO_DEPTH,
+            "setup_cycles": len(STEPS) * 18 + 2,
+            "buffers": {
+                "fmap": {"depth": cfg.fmap_vectors, "width": e.rows * e.act_bits,
+                         "banks": e.rows},
+                "weights": {"depth": cfg.weight_rows, "width": e.cols * e.code_width},
+                "acc": {"depth": cfg.acc_entries, "width": e.cols * e.acc_width},
+                "post_table": {"channels": cfg.max_channels},
+                "shift_table": {"depth": -(-cfg.max_channels // e.rows),
+                                "width": e.rows * SHIFT_ENTRY_BITS},
+                "out": {"depth": cfg.out_vectors, "width": e.cols * e.act_bits},
+            },
+        },
+    }
+
+
+def write_core_design(cfg: CoreConfig, out_dir):
+    """Write the core ``cfg`` as ``<top>.v`` and ``<top>.json`` (atomically)."""
+    return write_outputs(out_dir, cfg.top_name, lambda: convert_core_verilog(cfg),
+                         lambda: core_manifest(cfg))

@@ -35,13 +35,23 @@ from .regs import AxiLiteRegisters, AxiLiteSignature
 from .stream_loader import StreamLoader, beat_layout
 
 
-__all__ = ["Core", "LayerDatapath", "AxiStreamSignature"]
+__all__ = ["Core", "LayerDatapath", "AxiStreamSignature", "core_signature"]
 
 
 def AxiStreamSignature(width):
     """AXI4-Stream with ``tdata``, ``tvalid``, ``tready``, ``tlast``, seen from the master."""
     return wiring.Signature({"tdata": Out(width), "tvalid": Out(1), "tready": In(1),
                              "tlast": Out(1)})
+
+
+def core_signature(cfg: CoreConfig):
+    """The ports of :class:`Core`: ``s_axil``, ``s_axis``, ``m_axis`` and ``irq``."""
+    return wiring.Signature({
+        "s_axil": In(AxiLiteSignature(cfg.register_map.addr_width)),
+        "s_axis": In(AxiStreamSignature(cfg.stream_width)),
+        "m_axis": Out(AxiStreamSignature(cfg.stream_width)),
+        "irq": Out(1),
+    })
 
 
 class LayerDatapath(wiring.Component):
@@ -284,13 +294,7 @@ class Core(wiring.Component):
     def __init__(self, cfg: CoreConfig, *, column_module=None):
         self._cfg = cfg
         self._column_module = column_module
-        self._regs = AxiLiteRegisters(cfg.register_map)
-        super().__init__({
-            "s_axil": In(AxiLiteSignature(cfg.register_map.addr_width)),
-            "s_axis": In(AxiStreamSignature(cfg.stream_width)),
-            "m_axis": Out(AxiStreamSignature(cfg.stream_width)),
-            "irq": Out(1),
-        })
+        super().__init__(core_signature(cfg))
 
     @property
     def cfg(self):
@@ -299,7 +303,7 @@ class Core(wiring.Component):
     def elaborate(self, platform):
         cfg = self._cfg
         m = Module()
-        regs = m.submodules.regs = self._regs
+        regs = m.submodules.regs = AxiLiteRegisters(cfg.register_map)
         wiring.connect(m, wiring.flipped(self.s_axil), regs.s_axil)
         m.d.comb += self.irq.eq(regs.irq)
 

@@ -10,7 +10,7 @@ from mulfree.rtl.regs import (REG_ERRORS, RESP_OKAY, RESP_SLVERR, AxiLiteRegiste
 
 
 CFG = CoreConfig(engine=ArrayConfig(pe="adder", rows=5, cols=3, act_bits=6, max_k=100),
-                 stream_width=128, fmap_words=300, acc_entries=17, weight_words=99)
+                 stream_width=128, fmap_vectors=300, acc_entries=17, weight_rows=99)
 ERR = {name: code for name, (code, _) in REG_ERRORS.items()}
 
 
@@ -78,8 +78,8 @@ def test_identity_registers_equal_config():
     expect = {"ID": CORE_MAGIC, "VERSION": 1, "ENGINE": 1 | (0 << 4) | (1 << 8),
               "ARRAY": 5 | (3 << 16),
               "WIDTHS": e.act_bits | (e.weight_bits << 8) | (e.acc_width << 16),
-              "MAX_K": 100, "STREAM_WIDTH": 128, "FMAP_WORDS": 300, "ACC_ENTRIES": 17,
-              "WEIGHT_WORDS": 99}
+              "MAX_K": 100, "STREAM_WIDTH": 128, "FMAP_VECTORS": 300, "ACC_ENTRIES": 17,
+              "WEIGHT_ROWS": 99, "MAX_CHANNELS": 512}
 
     async def bench(ctx):
         for name, value in expect.items():
@@ -240,7 +240,7 @@ def test_counter_high_half():
 
 @pytest.mark.parametrize("kwargs, param", [
     ({"stream_width": 48}, "stream_width"),
-    ({"fmap_words": 8}, "fmap_words"),
+    ({"fmap_vectors": 8}, "fmap_vectors"),
     ({"axil_addr_width": 7}, "axil_addr_width"),
     ({"engine": "shift"}, "engine"),
 ])

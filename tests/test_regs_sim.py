@@ -16,7 +16,7 @@ from mulfree.sim.runner import build_verilog, run_cocotb
 DESIGNS = {
     "default": CoreConfig(),
     "wide": CoreConfig(engine=ArrayConfig(pe="adder", rows=1024, cols=1024, arch="tree"),
-                       stream_width=256, axil_addr_width=16, fmap_words=1 << 20),
+                       stream_width=256, axil_addr_width=16, fmap_vectors=1 << 20),
 }
 SCENARIOS = 6
 
