@@ -143,6 +143,12 @@ class CoreConfig:
                 "weight_rows": self.weight_rows, "max_channels": self.max_channels,
                 "out_vectors": self.out_vectors, "axil_addr_width": self.axil_addr_width}
 
+    @classmethod
+    def from_params(cls, params):
+        """The config whose :meth:`params` are ``params`` (a manifest's ``parameters``)."""
+        params = dict(params)
+        return cls(engine=ArrayConfig(**params.pop("engine")), **params)
+
     # Stream formats (docs/interface.md, "Stream formats"): every vector occupies whole beats.
 
     def beats(self, bits):

@@ -1,0 +1,399 @@
+"""cocotb testbench of the whole accelerator core on its generated Verilog.
+
+A host's view: cocotbext-axi's ``AxiLiteMaster`` on the registers, ``AxiStreamSource`` and
+``AxiStreamSink`` on the data streams, every address, code and size taken from the manifest
+(``MULFREE_MANIFEST``). Layers are packed by :mod:`mulfree.host.layer_stream` and every result
+beat is compared with the golden model of the whole layer (convolution or matrix product,
+shift, post-processing) — bit for bit, in order.
+
+Scenarios: random layers of every kind; the same under idle and backpressure inserters on
+both streams; a soft reset in the middle of a layer followed by a correct layer; malformed
+input (every documented core error, and ``start`` while busy) that sets the error status and
+never hangs the core or corrupts the next layer; the performance counters against
+independent counts. ``MULFREE_SEED`` varies the random layers.
+"""
+
+import itertools
+import json
+import os
+
+import numpy as np
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, SimTimeoutError, with_timeout
+from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
+                           AxiStreamSink, AxiStreamSource)
+
+from mulfree.gen.core_config import CoreConfig
+from mulfree.host.layer_stream import Layer, expected_beats, layer_geometry, pack_layer
+from mulfree.sim.layer_golden import PostParams
+
+
+__all__ = ["TB", "random_layer", "run_layer"]
+
+
+class TB:
+    """Clock, reset, the bus functional models and the manifest."""
+
+    def __init__(self, dut):
+        self.dut = dut
+        self.manifest = json.loads(open(os.environ["MULFREE_MANIFEST"]).read())
+        self.cfg = CoreConfig.from_params(self.manifest["parameters"])
+        section = self.manifest["registers"]
+        self.regs = {r["name"]: r for r in section["registers"]}
+        self.core_errors = {n: e["code"] for n, e in section["core_errors"].items()}
+        self.reg_errors = {n: e["code"] for n, e in section["reg_errors"].items()}
+        self.width = self.cfg.stream_width
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"),
+                                  dut.clk, dut.rst)
+        self.source = AxiStreamSource(AxiStreamBus.from_prefix(dut, "s_axis",
+                                                               bus_separator="__"),
+                                      dut.clk, dut.rst)
+        self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis", bus_separator="__"),
+                                  dut.clk, dut.rst)
+        self.seed = int(os.environ.get("MULFREE_SEED", "1"))
+        cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+
+    async def reset(self):
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, 3)
+        self.dut.rst.value = 0
+        await ClockCycles(self.dut.clk, 2)
+
+    def field(self, reg, name):
+        f = next(f for f in self.regs[reg]["fields"] if f["name"] == name)
+        hi, lo = f["bits"]
+        return lo, (1 << (hi - lo + 1)) - 1
+
+    async def write(self, reg, value):
+        resp = await self.axil.write(self.regs[reg]["offset"], int(value).to_bytes(4, "little"))
+        return int(resp.resp)
+
+    async def read(self, reg):
+        resp = await self.axil.read(self.regs[reg]["offset"], 4)
+        return int.from_bytes(resp.data, "little")
+
+    async def get(self, reg, name):
+        lo, mask = self.field(reg, name)
+        return (await self.read(reg)) >> lo & mask
+
+    async def counter(self, name):
+        lo = await self.read(f"{name}_LO")
+        return (await self.read(f"{name}_HI")) << 32 | lo
+
+    async def control(self, name):
+        lo, _ = self.field("CONTROL", name)
+        return await self.write("CONTROL", 1 << lo)
+
+    async def wait_done(self, timeout_cycles=200_000):
+        """Poll ``STATUS`` until ``done``; fail (no hang) after ``timeout_cycles``."""
+        for _ in range(timeout_cycles // 20):
+            if await self.get("STATUS", "done"):
+                return
+            await ClockCycles(self.dut.clk, 20)
+        raise AssertionError(f"the core did not finish within {timeout_cycles} cycles "
+                             f"(STATUS 0x{await self.read('STATUS'):x}, ERROR "
+                             f"0x{await self.read('ERROR'):x})")
+
+    def frame(self, beats, last_ok=True):
+        nbytes = self.width // 8
+        return AxiStreamFrame(b"".join(int(b).to_bytes(nbytes, "little") for b in beats))
+
+    def beats_of(self, frame):
+        nbytes = self.width // 8
+        data = bytes(frame.tdata)
+        assert len(data) % nbytes == 0, f"result frame of {len(data)} bytes"
+        return [int.from_bytes(data[i:i + nbytes], "little")
+                for i in range(0, len(data), nbytes)]
+
+    async def send_packets(self, packets):
+        for p in packets:
+            await self.source.send(self.frame(p.beats))
+
+    def pause_streams(self, source=None, sink=None):
+        for bfm, pattern in ((self.source, source), (self.sink, sink)):
+            bfm.set_pause_generator(None if pattern is None else itertools.cycle(pattern))
+            if pattern is None:
+                bfm.pause = False       # removing the generator keeps its last value
+
+
+def random_layer(cfg, rng, *, kind, **over):
+    """A random layer of ``kind``: matmul, conv (k x k, stride, padding) or shift1x1."""
+    e = cfg.engine
+    lo, hi = e.act_range
+    if kind == "matmul":
+        m, k, n = over.get("m", 7), over.get("k", 5), over.get("n", 4)
+        geom = dict(in_c=k, in_h=1, in_w=m, out_c=n, kh=1, kw=1)
+    else:
+        geom = dict(in_c=over.get("in_c", 3), in_h=over.get("h", 5), in_w=over.get("w", 6),
+                    out_c=over.get("out_c", 4), kh=over.get("kh", 3), kw=over.get("kw", 3))
+    x = rng.integers(lo, hi + 1, (geom["in_c"], geom["in_h"], geom["in_w"]))
+    if e.pe == "shift":
+        w = rng.integers(0, 1 << e.weight_bits, (geom["out_c"], geom["in_c"], geom["kh"],
+                                                 geom["kw"]))
+    else:
+        wb = e.weight_bits if e.pe == "mult" else e.act_bits
+        w = rng.integers(-(1 << (wb - 1)), 1 << (wb - 1),
+                         (geom["out_c"], geom["in_c"], geom["kh"], geom["kw"]))
+    n = geom["out_c"]
+    post = PostParams(bias=rng.integers(-200, 200, n), shift=rng.integers(-1, 7, n),
+                      relu=rng.integers(0, 2, n).astype(bool))
+    shifts = None
+    if kind == "shift1x1":
+        shifts = rng.integers(-1, 2, (geom["in_c"], 2))
+    return Layer(x=x, w_codes=w, post=post, stride=over.get("stride", (1, 1)),
+                 padding=over.get("padding", (0, 0)), shifts=shifts,
+                 m_block=over.get("m_block"), reuse_weights=over.get("reuse", False))
+
+
+async def run_layer(tb, layer, *, what=""):
+    """Start, send, receive and check one layer; return the counters' increments."""
+    cfg = tb.cfg
+    before = {n: await tb.counter(n) for n in ("BUSY_CYCLES", "TERMS")}
+    assert await tb.control("start") == 0, f"{what}: start refused"
+    packets = pack_layer(cfg, layer)
+    cocotb.start_soon(tb.send_packets(packets))
+    try:
+        frame = await with_timeout(tb.sink.recv(), 2_000_000, "ns")
+    except SimTimeoutError:
+        raise AssertionError(f"{what}: no result packet within 200000 cycles (STATUS "
+                             f"0x{await tb.read('STATUS'):x}, ERROR 0x{await tb.read('ERROR'):x}"
+                             f", {tb.source.count()} frames unsent, "
+                             f"{tb.sink.count()} received)") from None
+    got = tb.beats_of(frame)
+    await tb.wait_done()
+    code = await tb.get("ERROR", "core_code")
+    assert code == 0, f"{what}: the core stopped with error {code}"
+    want = expected_beats(cfg, layer)
+    assert len(got) == len(want), f"{what}: {len(got)} result beats, expected {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g == w, f"{what}: result beat {i} of {len(want)}: got 0x{g:x}, expected 0x{w:x}"
+    after = {n: await tb.counter(n) for n in ("BUSY_CYCLES", "TERMS")}
+    return {n: after[n] - before[n] for n in after}
+
+
+def _layers(cfg, rng):
+    """Random layers covering the layer kinds and odd sizes, for ``cfg``'s engine."""
+    R, C = cfg.engine.rows, cfg.engine.cols
+    yield "matmul odd", random_layer(cfg, rng, kind="matmul", m=2 * R + 3, k=2 * R + 1,
+                                     n=C + 2)
+    yield "matmul small", random_layer(cfg, rng, kind="matmul", m=1, k=1, n=1)
+    yield "conv 3x3 s2 p1", random_layer(cfg, rng, kind="conv", in_c=R + 1, h=7, w=6,
+                                         out_c=C + 1, stride=(2, 2), padding=(1, 1))
+    yield "conv 2x3 s(1,2) p(1,0)", random_layer(cfg, rng, kind="conv", in_c=2, h=5, w=7,
+                                                 out_c=3, kh=2, kw=3, stride=(1, 2),
+                                                 padding=(1, 0), m_block=3)
+    yield "shift + 1x1", random_layer(cfg, rng, kind="shift1x1", in_c=R + 2, h=4, w=5,
+                                      out_c=C, kh=1, kw=1)
+
+
+@cocotb.test()
+async def random_layers(dut):
+    """Random layers of every kind, bit-exact; then a run reusing the loaded weights."""
+    tb = TB(dut)
+    await tb.reset()
+    rng = np.random.default_rng(tb.seed)
+    layer = None
+    for what, layer in _layers(tb.cfg, rng):
+        await run_layer(tb, layer, what=what)
+    # Same weights, parameters and shifts; new activations.
+    lo, hi = tb.cfg.engine.act_range
+    again = Layer(x=rng.integers(lo, hi + 1, layer.x.shape), w_codes=layer.w_codes,
+                  post=layer.post, stride=layer.stride, padding=layer.padding,
+                  shifts=layer.shifts, m_block=layer.m_block, reuse_weights=True)
+    await run_layer(tb, again, what="reuse_weights")
+
+
+@cocotb.test()
+async def backpressure(dut):
+    """Idle cycles on the input and backpressure on the output, in four combinations."""
+    tb = TB(dut)
+    await tb.reset()
+    rng = np.random.default_rng(tb.seed + 1)
+    patterns = [([0, 1], None), (None, [1, 1, 0]), ([1, 0, 0], [0, 1]), ([0, 0, 1], [1, 0, 1])]
+    layers = list(_layers(tb.cfg, rng))
+    for (source, sink), (what, layer) in zip(patterns, itertools.cycle(layers)):
+        tb.pause_streams(source, sink)
+        await run_layer(tb, layer, what=f"{what}, pauses {source}/{sink}")
+    tb.pause_streams()
+
+
+@cocotb.test()
+async def soft_reset_mid_layer(dut):
+    """A soft reset while a layer is half sent, half computed; the next layer is correct."""
+    tb = TB(dut)
+    await tb.reset()
+    rng = np.random.default_rng(tb.seed + 2)
+    cfg = tb.cfg
+    for cut in (1, 3, -2):
+        layer = random_layer(cfg, rng, kind="conv", in_c=3, h=6, w=6, out_c=cfg.engine.cols + 1,
+                             padding=(1, 1))
+        await tb.control("start")
+        packets = pack_layer(cfg, layer)
+        # The output is held back, so the layer stops half computed with results pending.
+        tb.pause_streams(None, [1])
+        await tb.send_packets(packets[:cut])
+        await tb.source.wait()
+        await ClockCycles(dut.clk, 40)
+        assert await tb.get("STATUS", "busy") == 1
+        assert await tb.control("soft_reset") == 0
+        await ClockCycles(dut.clk, 2)
+        assert await tb.get("STATUS", "idle") == 1, "not idle after a soft reset"
+        assert await tb.get("STATUS", "busy") == 0
+        assert await tb.get("ERROR", "core_code") == 0
+        tb.pause_streams()
+        await ClockCycles(dut.clk, 20)
+        tb.sink.clear()
+        await run_layer(tb, random_layer(cfg, rng, kind="matmul", m=5, k=cfg.engine.rows + 1,
+                                         n=3), what=f"after a soft reset at packet {cut}")
+
+
+async def _expect_error(tb, packets, name, what, *, raw=None):
+    """Send ``packets`` (or ``raw`` frames); expect error ``name``, done, idle, no hang."""
+    assert await tb.control("start") == 0
+    if raw is not None:
+        for beats in raw:
+            await tb.source.send(tb.frame(beats))
+    else:
+        await tb.send_packets(packets)
+    await tb.wait_done(timeout_cycles=20_000)
+    code = await tb.get("ERROR", "core_code")
+    assert code == tb.core_errors[name], f"{what}: error {code}, expected {name} " \
+                                         f"({tb.core_errors[name]})"
+    assert await tb.get("STATUS", "error") == 1, f"{what}: STATUS.error not set"
+    assert await tb.get("STATUS", "idle") == 1, f"{what}: not idle after the error"
+    # Whatever the host still sends of the bad layer is dropped, never stuck.
+    await with_timeout(tb.source.wait(), 200_000, "ns")
+    await ClockCycles(tb.dut.clk, 10)
+    tb.sink.clear()
+
+
+@cocotb.test()
+async def malformed_input(dut):
+    """Every documented core error; each followed by a correct layer."""
+    tb = TB(dut)
+    await tb.reset()
+    cfg = tb.cfg
+    R, C = cfg.engine.rows, cfg.engine.cols
+    rng = np.random.default_rng(tb.seed + 3)
+
+    def good():
+        return random_layer(cfg, rng, kind="matmul", m=6, k=R + 1, n=C + 1)
+
+    async def then_good(what):
+        await run_layer(tb, good(), what=f"after {what}")
+
+    layer = good()
+    packets = pack_layer(cfg, layer)
+    desc, rest = packets[0], packets[1:]
+    hdr = desc.beats[0]
+
+    # A descriptor whose out_w is not the convolution's output size.
+    words = _desc_words(tb, desc)
+    bad = list(words)
+    bad[2] += 1 << 16
+    await _expect_error(tb, None, "DESCRIPTOR", "wrong out_w",
+                        raw=[[hdr] + _words_beats(tb, bad)])
+    await then_good("a wrong out_w")
+
+    # A layer larger than the feature-map buffer.
+    big = list(words)
+    big[0] = 0xFFFF | (0xFFFF << 16)
+    big[2] = 0xFFFF | (0xFFFF << 16)
+    await _expect_error(tb, None, "TOO_BIG", "huge map", raw=[[hdr] + _words_beats(tb, big)])
+    await then_good("a huge map")
+
+    # Unknown packet type; a data packet first.
+    await _expect_error(tb, None, "PACKET", "type 9", raw=[[9 | 1 << 8] + [0] * 4])
+    await then_good("a type-9 packet")
+    await _expect_error(tb, None, "PACKET", "ACTS first", raw=[rest[-1].beats])
+    await then_good("activations before the descriptor")
+
+    # A tensor shorter / longer than its header announced.
+    acts = next(p for p in rest if p.type == "ACTS")
+    others = [p for p in rest if p is not acts]
+    await _expect_error(tb, None, "SHORT", "short ACTS",
+                        raw=[desc.beats] + [p.beats for p in others] + [acts.beats[:-1]])
+    await then_good("a short tensor")
+    await _expect_error(tb, None, "LONG", "long ACTS",
+                        raw=[desc.beats] + [p.beats for p in others]
+                        + [acts.beats + acts.beats[1:]])
+    await then_good("a long tensor")
+
+    # More vectors of a type than the layer has.
+    await _expect_error(tb, None, "OVERRUN", "ACTS twice",
+                        raw=[desc.beats] + [p.beats for p in rest] + [acts.beats])
+    await then_good("an overrun")
+
+    # A second descriptor within a run.
+    await _expect_error(tb, None, "DESC_IN_RUN", "two descriptors",
+                        raw=[desc.beats, desc.beats])
+    await then_good("a descriptor in a run")
+
+    # reuse_weights of other sizes than the loaded ones, and after an error.
+    other = random_layer(cfg, rng, kind="matmul", m=6, k=R + 1, n=C + 3, reuse=True)
+    await _expect_error(tb, pack_layer(cfg, other), "REUSE", "reuse of other sizes")
+    await _expect_error(tb, pack_layer(cfg, Layer(x=layer.x, w_codes=layer.w_codes,
+                                                  post=layer.post, reuse_weights=True)),
+                        "REUSE", "reuse after an error")
+    await then_good("a refused reuse")
+
+    # A shift-table entry of -2.
+    sl = random_layer(cfg, rng, kind="shift1x1", in_c=R, h=3, w=3, out_c=2, kh=1, kw=1)
+    sp = pack_layer(cfg, sl)
+    sh = next(p for p in sp if p.type == "SHIFT")
+    sh.beats[1] |= 0b10
+    await _expect_error(tb, sp, "SHIFT_VALUE", "dy = -2")
+    await then_good("a bad shift entry")
+
+    # start while busy: refused with the register error BUSY, the run goes on.
+    assert await tb.control("start") == 0
+    resp = await tb.control("start")
+    assert resp == 2, f"start while busy answered {resp}, expected SLVERR"
+    assert await tb.get("ERROR", "reg_code") == tb.reg_errors["BUSY"]
+    lo, _ = tb.field("STATUS", "reg_error")
+    await tb.write("STATUS", 1 << lo)
+    l2 = good()
+    await tb.send_packets(pack_layer(cfg, l2))
+    got = tb.beats_of(await with_timeout(tb.sink.recv(), 1_000_000, "ns"))
+    await tb.wait_done()
+    assert got == expected_beats(cfg, l2), "the run disturbed by start-while-busy is wrong"
+
+
+def _desc_words(tb, desc):
+    bits = 0
+    for k, b in enumerate(desc.beats[1:]):
+        bits |= b << (k * tb.width)
+    return [(bits >> (32 * i)) & 0xFFFF_FFFF for i in range(5)]
+
+
+def _words_beats(tb, words):
+    bits = sum(w << (32 * i) for i, w in enumerate(words))
+    n = -(-160 // tb.width)
+    return [(bits >> (k * tb.width)) & ((1 << tb.width) - 1) for k in range(n)]
+
+
+@cocotb.test()
+async def counters(dut):
+    """TERMS = PEs x vectors of the walk; BUSY covers them; STALL_OUT counts backpressure."""
+    tb = TB(dut)
+    await tb.reset()
+    cfg = tb.cfg
+    e = cfg.engine
+    rng = np.random.default_rng(tb.seed + 4)
+    layer = random_layer(cfg, rng, kind="conv", in_c=e.rows + 1, h=5, w=5, out_c=e.cols + 1,
+                         padding=(1, 1))
+    await tb.control("soft_reset")
+    tb.pause_streams(None, [1, 0])
+    d = await run_layer(tb, layer, what="counters")
+    tb.pause_streams()
+    g = layer_geometry(cfg, layer)
+    vectors = g["M"] * g["NT"] * g["KT"]
+    assert d["TERMS"] == vectors * e.pe_count, f"TERMS {d['TERMS']}, expected " \
+                                               f"{vectors} vectors x {e.pe_count} PEs"
+    assert d["BUSY_CYCLES"] >= vectors, f"BUSY_CYCLES {d['BUSY_CYCLES']} < {vectors} vectors"
+    stall_out = await tb.counter("STALL_OUT_CYCLES")
+    assert stall_out > 0, "the output backpressure was not counted"
+    assert await tb.counter("STALL_IN_CYCLES") > 0, "waiting for the descriptor not counted"
+    assert stall_out + await tb.counter("STALL_IN_CYCLES") < d["BUSY_CYCLES"]
