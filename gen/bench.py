@@ -502,9 +502,9 @@ def _sizes(text):
 
 
 def _which(text):
-    if text not in ("gen", "synth", "tree", "shiftunit"):
-        raise argparse.ArgumentTypeError(f"a benchmark must be gen, synth, tree or shiftunit, "
-                                         f"not {text!r}")
+    if text not in ("gen", "synth", "tree", "shiftunit", "core"):
+        raise argparse.ArgumentTypeError(f"a benchmark must be gen, synth, tree, shiftunit or "
+                                         f"core, not {text!r}")
     return text
 
 
@@ -531,8 +531,8 @@ def add_bench_options(parser):
     # Validated by type, not choices: argparse checks a list default against choices.
     parser.add_argument("which", nargs="*", type=_which, default=["gen", "synth"],
                         metavar="WHICH",
-                        help="benchmarks to run: gen, synth, tree, shiftunit (default: gen "
-                             "synth)")
+                        help="benchmarks to run: gen, synth, tree, shiftunit, core (default: "
+                             "gen synth)")
     g = parser.add_argument_group("common")
     g.add_argument("--act-bits", type=int, default=8, help="activation width (default: 8)")
     g.add_argument("--max-k", type=int, default=1024,
@@ -690,6 +690,17 @@ def run_bench(args):
         print("== shiftunit: whole-map reads of the default address-shift unit "
               "(amaranth.sim), plain vs shifted ==")
         results["shiftunit"] = bench_shift_unit(synth=True, progress=_progress)
+        print()
+    if "core" in which:
+        from .core_bench import bench_core, format_core, plot_core
+        print("== core: whole layers on the generated core (Verilator), utilization from "
+              "its counters ==")
+        results["core"] = bench_core(args.rows, args.cols, act_bits=args.act_bits,
+                                     max_k=args.max_k, work_dir=args.work_dir,
+                                     progress=_progress)
+        print(format_core(results["core"]))
+        _print_checks(results["core"]["checks"])
+        print(f"wrote {plot_core(results['core'], 'out/bench/core.png')}")
         print()
     if args.json:
         print(f"wrote {_write_json(args.json, results)}")

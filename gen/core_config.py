@@ -37,17 +37,18 @@ PACKET_TYPES = {"DESC": 1, "PARAMS": 2, "SHIFT": 3, "WEIGHTS": 4, "ACTS": 5}
 
 #: ``ERROR.core_code``: why a run stopped. ``(code, name, meaning)``.
 CORE_ERRORS = (
-    (1, "PACKET", "a header with an unknown type or reserved bits set, a data packet before "
-                  "the descriptor, or a descriptor whose count is not 1"),
+    (1, "PACKET", "a header with an unknown type, reserved bits set or count 0, a data packet "
+                  "before the descriptor, or a descriptor whose count is not 1"),
     (2, "DESCRIPTOR", "the descriptor is inconsistent: a zero size, reserved bits set, "
                       "padding >= kernel, or out_h/out_w not the convolution's output size"),
-    (3, "TOO_BIG", "the layer does not fit the core: K > max_k, in_c or out_c > "
-                   "max_channels, m_block > acc_entries, or a tensor larger than its buffer"),
+    (3, "TOO_BIG", "the layer does not fit the core: K = in_c*kernel_h*kernel_w > max_k, "
+                   "out_c > max_channels, in_c > max_channels with a shift, m_block > "
+                   "acc_entries, or a tensor larger than its buffer"),
     (4, "SHORT", "tlast on a beat before the end of the packet its header announced"),
     (5, "LONG", "no tlast on the last beat of the packet its header announced"),
     (6, "OVERRUN", "a packet carries more vectors than the layer has left of its type"),
-    (7, "REUSE", "reuse_weights without weights, parameters and shift table of this layer's "
-                 "sizes loaded by the previous run"),
+    (7, "REUSE", "reuse_weights, but the previous run did not end well, or its weight rows, "
+                 "out_c or shift-table vectors differ from this layer's"),
     (8, "DESC_IN_RUN", "a descriptor packet in the middle of a run (one descriptor per "
                        "start)"),
     (9, "SHIFT_VALUE", "a shift-table entry of -2 (dy and dx must be -1, 0 or 1)"),

@@ -65,3 +65,41 @@ def test_regs_design_written(tmp_path):
     assert doc["top"] == f"{cfg.top_name}_regs" and v_path.exists()
     names = {p["name"] for p in doc["ports"]}
     assert {"s_axil__awaddr", "s_axil__rdata", "control_soft_reset", "irq"} <= names
+
+
+def test_interface_doc_core_errors_match():
+    from mulfree.gen.core_config import CORE_ERRORS
+    text = DOC.read_text()
+    start = text.index("<!-- core error table: generated from CORE_ERRORS -->")
+    table = text[start:].split("\n", 1)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert rows == [f"| {c} | {n} | {m} |" for c, n, m in CORE_ERRORS], \
+        "docs/interface.md's core error table differs from CORE_ERRORS"
+
+
+def test_core_manifest_sections(tmp_path):
+    from mulfree.gen.core_manifest import write_core_design
+    from mulfree.gen.core_config import PACKET_TYPES, CORE_ERRORS, DESC_FIELDS
+    cfg = CoreConfig(engine=ArrayConfig(pe="adder", rows=3, cols=5, act_bits=6, max_k=64),
+                     stream_width=32, fmap_vectors=64, weight_rows=32, acc_entries=8,
+                     max_channels=16, out_vectors=4)
+    v_path, j_path = write_core_design(cfg, tmp_path)
+    doc = json.loads(j_path.read_text())
+    assert doc["kind"] == "core" and doc["top"] == cfg.top_name
+    assert CoreConfig.from_params(doc["parameters"]) == cfg
+    st = doc["stream"]
+    assert st["width"] == 32 and st["packet_types"] == PACKET_TYPES
+    # Vector sizes from first principles: 3 activations of 6 bits, 5 codes of 6 bits.
+    assert st["vector_bits"]["ACTS"] == 18 and st["vector_beats"]["ACTS"] == 1
+    assert st["vector_bits"]["WEIGHTS"] == 30 and st["vector_bits"]["OUT"] == 30
+    assert st["vector_beats"]["DESC"] == 5
+    assert [f["name"] for f in st["descriptor"]["fields"]] == [f[3] for f in DESC_FIELDS]
+    assert {e["code"] for e in doc["registers"]["core_errors"].values()} == \
+        {c for c, _, _ in CORE_ERRORS}
+    ports = {p["name"] for p in doc["ports"]}
+    assert {"s_axis__tdata", "s_axis__tlast", "m_axis__tready", "s_axil__awaddr",
+            "irq"} <= ports, ports
+    assert doc["core"]["buffers"]["fmap"] == {"depth": 64, "width": 18, "banks": 3}
+    text = v_path.read_text()
+    assert f"module {cfg.top_name}(" in text
+    assert "MULFREE_CORE_ERROR_SHORT 4u" in c_header(cfg.register_map)
