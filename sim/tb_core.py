@@ -343,7 +343,7 @@ async def malformed_input(dut):
     sl = random_layer(cfg, rng, kind="shift1x1", in_c=R, h=3, w=3, out_c=2, kh=1, kw=1)
     sp = pack_layer(cfg, sl)
     sh = next(p for p in sp if p.type == "SHIFT")
-    sh.beats[1] |= 0b10
+    sh.beats[1] = (sh.beats[1] & ~0b11) | 0b10       # channel 0: dy = -2
     await _expect_error(tb, sp, "SHIFT_VALUE", "dy = -2")
     await then_good("a bad shift entry")
 
