@@ -179,7 +179,7 @@ def _layers(cfg, rng):
     yield "matmul odd", random_layer(cfg, rng, kind="matmul", m=2 * R + 3, k=2 * R + 1,
                                      n=C + 2)
     yield "matmul small", random_layer(cfg, rng, kind="matmul", m=1, k=1, n=1)
-    yield "conv 3x3 s2 p1", random_layer(cfg, rng, kind="conv", in_c=R + 1, h=7, w=6,
+    yield "conv 3x3 s2 p1", random_layer(cfg, rng, kind="conv", in_c=R + 1, h=7, w=9,
                                          out_c=C + 1, stride=(2, 2), padding=(1, 1))
     yield "conv 2x3 s(1,2) p(1,0)", random_layer(cfg, rng, kind="conv", in_c=2, h=5, w=7,
                                                  out_c=3, kh=2, kw=3, stride=(1, 2),
