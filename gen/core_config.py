@@ -14,7 +14,7 @@ from ..rtl.regs import Field, Register, RegisterMap
 
 __all__ = ["CoreConfig", "CORE_MAGIC", "CORE_VERSION", "STREAM_WIDTHS", "CORE_LIMITS",
            "core_register_map", "PACKET_TYPES", "CORE_ERRORS", "DESC_FIELDS", "DESC_FLAGS",
-           "DESC_BITS", "SHIFT_ENTRY_BITS"]
+           "DESC_BITS", "SHIFT_ENTRY_BITS", "ISSUE_FIFO_DEPTH"]
 
 #: ``ID.magic``: ASCII "MULF", so a host can tell it is talking to a mulfree core at all.
 CORE_MAGIC = 0x4D55_4C46
@@ -53,6 +53,11 @@ CORE_ERRORS = (
                        "start)"),
     (9, "SHIFT_VALUE", "a shift-table entry of -2 (dy and dx must be -1, 0 or 1)"),
 )
+
+#: Entries of the FIFO between the buffers and the engine's input: at least the issue
+#: pipeline's round trip (issue, address, read, FIFO write, FIFO output), so the credit never
+#: leaves a bubble.
+ISSUE_FIFO_DEPTH = 8
 
 #: The descriptor: one vector of 32-bit words, ``(word, low bit, width, name)``.
 DESC_FIELDS = (
@@ -143,6 +148,16 @@ class CoreConfig:
                 "fmap_vectors": self.fmap_vectors, "acc_entries": self.acc_entries,
                 "weight_rows": self.weight_rows, "max_channels": self.max_channels,
                 "out_vectors": self.out_vectors, "axil_addr_width": self.axil_addr_width}
+
+    @property
+    def hazard_window(self):
+        """Vectors in flight between the issue and the accumulator write, at most.
+
+        The engine's latency, the issue FIFO and four pipeline registers. A block of at least
+        this many output pixels never reads a partial sum before it is written; a shorter
+        block waits at each pass for the previous one to drain.
+        """
+        return self.engine.latency + ISSUE_FIFO_DEPTH + 4
 
     @classmethod
     def from_params(cls, params):

@@ -171,12 +171,12 @@ def hazard_window(cfg: CoreConfig):
 
     A pass's first pixel needs the partial sum the previous pass wrote for it; with a shorter
     block the core waits between passes (``docs/interface.md``, "Order of work"). The value is
-    ``engine.latency + 8``, the vectors in flight between the issue and the accumulator write:
+    ``CoreConfig.hazard_window``, the vectors in flight between the issue and the accumulator write:
     the engine's pipeline, the 4-entry input FIFO and 4 more. It repeats
     ``mulfree.rtl.layer_issue.hazard_window`` (the manifest's ``core.hazard_window``) so that
     host code needs no Amaranth; a test checks they agree.
     """
-    return cfg.engine.latency + 8
+    return cfg.hazard_window
 
 
 def _cdiv(a, b):

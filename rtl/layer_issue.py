@@ -30,26 +30,22 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..gen.core_config import CoreConfig, SHIFT_ENTRY_BITS
+from ..gen.core_config import CoreConfig, SHIFT_ENTRY_BITS, ISSUE_FIFO_DEPTH
 from .array import input_layout
 from .layer_setup import SIZE_BITS, desc_layout, sizes_layout
 
 
 __all__ = ["IssueUnit", "WeightFeeder", "tag_layout", "X_FIFO_DEPTH", "hazard_window"]
 
-#: Entries of the FIFO between the buffers and the engine's input.
-X_FIFO_DEPTH = 4
+#: Entries of the FIFO between the buffers and the engine's input (see ISSUE_FIFO_DEPTH).
+X_FIFO_DEPTH = ISSUE_FIFO_DEPTH
 #: Address width of the walk (signed: padded pixels have negative addresses).
 ADDR_BITS = SIZE_BITS + 2
 
 
 def hazard_window(cfg: CoreConfig):
-    """Vectors in flight between the issue and the accumulator write, at most.
-
-    A block of at least this many pixels never reads a partial sum before it is written; a
-    shorter block waits at each pass for the previous one to drain.
-    """
-    return cfg.engine.latency + X_FIFO_DEPTH + 4
+    """:attr:`CoreConfig.hazard_window`: vectors in flight from issue to accumulator write."""
+    return cfg.hazard_window
 
 
 def tag_layout(cfg: CoreConfig, post_groups):
@@ -333,8 +329,9 @@ class WeightFeeder(wiring.Component):
         ptr = Signal(SIZE_BITS)
         rem = Signal(SIZE_BITS)         # output pixels from this block's start to the end
         valid1 = Signal()
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=len(self.w.payload), depth=4)
-        credit = fifo.level + valid1 < 4
+        m.submodules.fifo = fifo = SyncFIFOBuffered(width=len(self.w.payload),
+                                                     depth=X_FIFO_DEPTH)
+        credit = fifo.level + valid1 < X_FIFO_DEPTH
         arrived = self.w_complete | (ptr < self.w_ptr)
         can = active & credit
         read = Signal()

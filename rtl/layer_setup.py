@@ -5,7 +5,9 @@ controller needs products and quotients of it (channel tiles, weight rows, buffe
 They are computed once per layer by a small sequential unit — one adder, shift-add
 multiplication and restoring division, a bit per cycle — so the core holds no multiplier
 outside the engine (and none at all for shift and adder engines). A layer's setup takes
-``len(STEPS) * 17 + 2`` cycles, a few hundred, against tens of thousands for the layer.
+at most ``len(STEPS) * 18 + 2`` cycles; a multiplication stops after its second operand's
+highest set bit and a division by a power of two is a shift, so a typical layer's setup takes
+under a hundred cycles.
 
 Every check of the descriptor lives here; the result is an error code from
 :data:`~mulfree.gen.core_config.CORE_ERRORS` or 0.
@@ -136,6 +138,9 @@ class LayerSetup(wiring.Component):
                 return getattr(sz, name)
             return getattr(d, name)
 
+        def divisor(i):
+            return {"R": e.rows, "C": e.cols}[STEPS[i][3]]
+
         # The sequential unit: mul accumulates a << i for every set bit i of b (LSB first);
         # div is restoring division of a (< 2^17) by b, MSB first, quotient in acc.
         step = Signal(range(len(STEPS) + 1))
@@ -159,8 +164,14 @@ class LayerSetup(wiring.Component):
                     for i, (result, op, _, _) in enumerate(STEPS):
                         with m.Case(i):
                             if op == "mul":
+                                # Done after b's highest set bit: most operands are small.
                                 with m.If(b_val.bit_select(bit, 1)):
                                     m.d.sync += acc.eq(acc + (a_val << bit))
+                                done = (bit == _B_BITS - 1) | ((b_val >> bit) <= 1)
+                            elif divisor(i) & (divisor(i) - 1) == 0:
+                                # A power-of-two divisor is a shift.
+                                m.d.sync += acc.eq(a_val >> (divisor(i).bit_length() - 1))
+                                done = 1
                             else:
                                 # Shift the next numerator bit (MSB first) into the remainder.
                                 nbits = 17
@@ -169,8 +180,8 @@ class LayerSetup(wiring.Component):
                                     m.d.sync += [rem.eq(r - b_val), acc.eq((acc << 1) | 1)]
                                 with m.Else():
                                     m.d.sync += [rem.eq(r), acc.eq(acc << 1)]
-                            last_bit = (_B_BITS if op == "mul" else 17) - 1
-                            with m.If(bit == last_bit):
+                                done = bit == nbits - 1
+                            with m.If(done):
                                 m.next = "STORE"
                             with m.Else():
                                 m.d.sync += bit.eq(bit + 1)

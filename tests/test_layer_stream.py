@@ -322,13 +322,14 @@ def test_hazard_window(engine):
     """The host's number (NumPy only) is the one the RTL's issue unit uses."""
     from mulfree.rtl.layer_issue import hazard_window as rtl_hazard_window
     cfg = CoreConfig(ENGINES[engine])
-    assert ls.hazard_window(cfg) == cfg.engine.latency + 8 == rtl_hazard_window(cfg)
-    assert ls.hazard_window(CoreConfig(ArrayConfig(rows=8))) == 8 + 2 + 8
+    assert ls.hazard_window(cfg) == cfg.engine.latency + 12 == rtl_hazard_window(cfg)
+    assert ls.hazard_window(CoreConfig(ArrayConfig(rows=8))) == 8 + 2 + 12
 
 
 @pytest.mark.parametrize("m, acc_entries, want", [
-    (1000, 256, 36),       # window 18: target 36, 28 blocks of 36 (the last 28)
-    (40, 256, 20),         # two even blocks of 20, not 36 + a short tail of 4
+    (1000, 256, 44),       # window 22: target 44, 23 blocks of 44 (the last 32)
+    (40, 256, 40),         # one block: shorter than the target
+    (90, 256, 30),         # three even blocks of 30, not 44 + 44 + a short tail of 2
     (50, 256, 25),
     (36, 256, 36),
     (10, 256, 10),         # one block: M
