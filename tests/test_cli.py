@@ -290,3 +290,38 @@ def test_gen_shift_unit_bad_input(tmp_path, capsys, argv, option, value):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and option in err[0] and value in err[0], err
     assert not out.exists()
+
+
+# --- mulfree gen --core ----------------------------------------------------------------------
+
+def test_gen_core_writes_design(tmp_path, capsys):
+    from mulfree.gen.core_config import CoreConfig
+    from mulfree.gen.config import ArrayConfig
+    assert cli.main(["gen", "--core", "--pe", "adder", "--rows", "3", "--cols", "2",
+                     "--stream-width", "32", "--fmap-vectors", "64", "--weight-rows", "16",
+                     "--acc-entries", "8", "--max-channels", "8", "--out-vectors", "4",
+                     "-o", str(tmp_path)]) == 0
+    cfg = CoreConfig(engine=ArrayConfig(pe="adder", rows=3, cols=2), stream_width=32,
+                     fmap_vectors=64, weight_rows=16, acc_entries=8, max_channels=8,
+                     out_vectors=4)
+    doc = json.loads((tmp_path / f"{cfg.top_name}.json").read_text())
+    assert CoreConfig.from_params(doc["parameters"]) == cfg
+    verilog = (tmp_path / f"{cfg.top_name}.v").read_text()
+    assert f"module {cfg.top_name}(" in verilog and f"module {cfg.top_name}_column(" in verilog
+    assert "s_axis__tdata" in verilog and "m_axis__tlast" in verilog
+    assert cli.main(["gen", "--unit", "core", "--arch", "tree", "-o", str(tmp_path / "t")]) == 0
+
+
+@pytest.mark.parametrize(("argv", "option", "value"), [
+    (["--stream-width", "48"], "--stream-width", "48"),
+    (["--fmap-vectors", "3"], "--fmap-vectors", "3"),
+    (["--acc-entries", "0"], "--acc-entries", "0"),
+    (["--max-channels", "-1"], "--max-channels", "-1"),
+    (["--rows", "0"], "--rows", "0"),
+])
+def test_gen_core_bad_input(tmp_path, capsys, argv, option, value):
+    out = tmp_path / "o"
+    assert cli.main(["gen", "--core", *argv, "-o", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and option in err[0] and value in err[0], err
+    assert not out.exists()
