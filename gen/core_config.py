@@ -272,8 +272,11 @@ def core_register_map(cfg: CoreConfig, *, addr_width=None):
     # Performance counters: 0x080.
     terms = unsigned_width(e.pe_count) if e else 1
     rmap.add_counter("BUSY_CYCLES", 1, "cycles with STATUS.busy set", offset=0x80)
-    rmap.add_counter("STALL_IN_CYCLES", 1, "busy cycles the core waited for input stream data")
-    rmap.add_counter("STALL_OUT_CYCLES", 1, "busy cycles the output stream was not ready")
+    rmap.add_counter("STALL_IN_CYCLES", 1, "busy cycles no vector entered the engine because "
+                                           "the descriptor, activations or weights it needed "
+                                           "had not arrived")
+    rmap.add_counter("STALL_OUT_CYCLES", 1, "busy cycles a result beat waited for "
+                                            "m_axis.tready")
     rmap.add_counter("TERMS", terms, "terms computed (one per PE operation)")
     return rmap
 
