@@ -65,7 +65,7 @@ def sizes_layout():
     return data.StructLayout({name: unsigned(SIZE_BITS) for name in SIZES})
 
 
-#: The setup program: ``(result, op, a, b)`` with ``a`` up to 32 bits and ``b`` up to 16 bits
+#: The setup program: ``(result, op, a, b)`` with ``a`` up to 48 bits and ``b`` up to 16 bits
 #: (the multiplier iterates over ``b``). Operands name descriptor fields, earlier results, or
 #: the constants ``R``/``C`` (rows, cols); ``"x-1"`` is ``x - 1``, ``"x+R-1"`` is ``x + R - 1``.
 STEPS = (
@@ -147,7 +147,7 @@ class LayerSetup(wiring.Component):
         bit = Signal(range(_B_BITS + 1))
         acc = Signal(SIZE_BITS)
         rem = Signal(18)
-        a_val, b_val = Signal(32), Signal(_B_BITS)
+        a_val, b_val = Signal(SIZE_BITS), Signal(_B_BITS)
         with m.Switch(step):
             for i, (_, _, a, b) in enumerate(STEPS):
                 with m.Case(i):

@@ -636,9 +636,6 @@ def test_extreme_fields():
             assert res.error == ref_error(cfg, x), (res.error, x)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="LayerSetup feeds nkt to the 32-bit multiplicand: weight rows wrap "
-                          "when NT*KT >= 2^32")
 def test_weight_rows_beyond_32_bits():
     """A 1x1 core with max_k >= 65538: kernel 1x2, in_c 32769, out_c 65535 gives
     NT*KT = 65535 * 65538 = 2^32 + 65534 weight tiles, far more than weight_rows = 2^20. The
