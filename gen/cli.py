@@ -136,19 +136,10 @@ def core_config_from_args(args):
 
 
 def cmd_gen_core(args):
-    from .emit import OutputError
     from .core_manifest import write_core_design
     cfg = core_config_from_args(args)
-    try:
-        v_path, j_path = write_core_design(cfg, args.output)
-    except OutputError as e:
-        raise UsageError(_with_option(e.param, str(e))) from None
-    except OSError as e:
-        raise UsageError(f"{OPTION['output']} {str(args.output)!r} cannot be written: "
-                         f"{e.strerror or e}") from None
+    _write(write_core_design, cfg, args.output)
     e = cfg.engine
-    print(f"wrote {v_path}")
-    print(f"wrote {j_path}")
     print(f"core: {e.rows}x{e.cols} {e.pe} {e.arch}, act {e.act_bits} bits, weights "
           f"{e.weight_bits} bits, accumulator {e.acc_width} bits; AXI4-Stream "
           f"{cfg.stream_width} bits; buffers: fmap {cfg.fmap_vectors} vectors, weights "
@@ -157,22 +148,28 @@ def cmd_gen_core(args):
     return 0
 
 
+def _write(write, cfg, output):
+    """``write(cfg, output)`` with its errors as one-line usage errors; print what it wrote."""
+    from .emit import OutputError
+    try:
+        paths = write(cfg, output)
+    except OutputError as e:
+        raise UsageError(_with_option(e.param, str(e))) from None
+    except OSError as e:
+        raise UsageError(f"{OPTION['output']} {str(output)!r} cannot be written: "
+                         f"{e.strerror or e}") from None
+    for path in paths:
+        print(f"wrote {path}")
+
+
 def cmd_gen(args):
-    from .emit import write_design, OutputError
+    from .emit import write_design
     if args.unit == "shift":
         return cmd_gen_shift_unit(args)
     if args.unit == "core":
         return cmd_gen_core(args)
     cfg = config_from_args(args)
-    try:
-        v_path, j_path = write_design(cfg, args.output)
-    except OutputError as e:
-        raise UsageError(_with_option(e.param, str(e))) from None
-    except OSError as e:
-        raise UsageError(f"{OPTION['output']} {str(args.output)!r} cannot be written: "
-                         f"{e.strerror or e}") from None
-    print(f"wrote {v_path}")
-    print(f"wrote {j_path}")
+    _write(write_design, cfg, args.output)
     shape = (f"{cfg.rows}x{cfg.cols} {cfg.pe} array" if cfg.arch == "array" else
              f"{cfg.cols} adder trees of {cfg.rows} {cfg.pe} terms "
              f"({cfg.tree_levels_per_stage} level(s) per stage)")
@@ -183,18 +180,12 @@ def cmd_gen(args):
 
 
 def cmd_gen_shift_unit(args):
-    from .emit import OutputError
     from .shift_emit import shift_unit_config_from_args, write_shift_unit
     try:
         cfg = shift_unit_config_from_args(args)
-        v_path, j_path = write_shift_unit(cfg, args.output)
-    except (ConfigError, OutputError) as e:
+    except ConfigError as e:
         raise UsageError(_with_option(e.param, str(e))) from None
-    except OSError as e:
-        raise UsageError(f"{OPTION['output']} {str(args.output)!r} cannot be written: "
-                         f"{e.strerror or e}") from None
-    print(f"wrote {v_path}")
-    print(f"wrote {j_path}")
+    _write(write_shift_unit, cfg, args.output)
     print(f"address-shift unit: buffer of {cfg.depth} x {cfg.act_bits}-bit words for maps up "
           f"to {cfg.channels}x{cfg.height}x{cfg.width}, Shift kernel up to {cfg.kernel}, "
           f"table shifts within +-{cfg.max_shift}")
