@@ -52,7 +52,7 @@ def bench_core(rows=16, cols=16, *, pe="shift", act_bits=8, max_k=1024, stream_w
     work.mkdir(parents=True, exist_ok=True)
     progress(f"generating {cfg.top_name} in {work}")
     v_path, j_path = write_core_design(cfg, work)
-    progress("compiling with Verilator (about a minute)")
+    progress("compiling with Verilator (a few minutes for a 16x16 core)")
     t0 = time.perf_counter()
     runner = build_verilog(v_path, cfg.top_name, "verilator", work,
                            verilator_args=["-Wno-CASEINCOMPLETE"], log_file=work / "build.log")
