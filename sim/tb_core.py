@@ -83,8 +83,11 @@ class TB:
         return (await self.read(f"{name}_HI")) << 32 | lo
 
     async def control(self, name):
+        """Pulse a CONTROL bit, keeping irq_enable (a RW field in the same register)."""
         lo, _ = self.field("CONTROL", name)
-        return await self.write("CONTROL", 1 << lo)
+        irq, _ = self.field("CONTROL", "irq_enable")
+        keep = await self.read("CONTROL") & (1 << irq)
+        return await self.write("CONTROL", keep | 1 << lo)
 
     async def wait_done(self, timeout_cycles=200_000):
         """Poll ``STATUS`` until ``done``; fail (no hang) after ``timeout_cycles``."""
@@ -397,3 +400,15 @@ async def counters(dut):
     assert stall_out > 0, "the output backpressure was not counted"
     assert await tb.counter("STALL_IN_CYCLES") > 0, "waiting for the descriptor not counted"
     assert stall_out + await tb.counter("STALL_IN_CYCLES") < d["BUSY_CYCLES"]
+
+    # The interrupt follows STATUS.done when enabled; writing 1 to done acknowledges it.
+    lo, _ = tb.field("CONTROL", "irq_enable")
+    await tb.write("CONTROL", 1 << lo)
+    assert dut.irq.value == 1, "irq low with done set and irq_enable"
+    done_bit, _ = tb.field("STATUS", "done")
+    await tb.write("STATUS", 1 << done_bit)
+    await ClockCycles(dut.clk, 1)
+    assert dut.irq.value == 0, "irq still high after acknowledging done"
+    await run_layer(tb, random_layer(cfg, rng, kind="matmul", m=3, k=2, n=2), what="irq run")
+    assert dut.irq.value == 1, "irq low after a run with irq_enable"
+    await tb.write("CONTROL", 0)
