@@ -1,0 +1,766 @@
+"""The integer model format: what a quantized network is exported to, and its safe file form.
+
+An integer model (:class:`IntModel`) is an input quantization followed by an ordered list of
+layers over a single tensor. Every number in it is an integer that the golden model
+(:mod:`mulfree.sim.model_golden`) and the engine consume as is; the real-number scales
+(``scale_exp``, ``out_scale_exp``) are informational, for dequantizing results.
+
+**Input quantization.** A real input ``x`` stands for ``q * 2^scale_exp``. The host computes
+
+    q = clamp(floor(x * 2^-scale_exp + 1/2), -2^(a-1), 2^(a-1) - 1)        a = input act_bits
+
+(round half up, ties towards +infinity: 2.5 -> 3, -2.5 -> -2, like the post-processing;
+``+-inf`` saturate; NaN is refused). See :func:`mulfree.sim.model_golden.quantize_input`.
+
+**Layers** (``docs/numerics.md``, "Post-processing and layers"):
+
+* :class:`IntLinear`: ``[features=K] -> [N]``, weight codes ``[K, N]`` in the engine encoding
+  of its ``pe`` (shift: unsigned ``{s, e}`` codes; adder, mult: the signed weight), then
+  post-processing (``bias``, ``shift``, ``relu`` per output).
+* :class:`IntConv2d`: ``[C, H, W] -> [O, OH, OW]``, codes ``[O, C, kh, kw]``, stride, zero
+  padding, an optional per-input-channel table shift ``(dy, dx)`` in ``{-1, 0, 1}`` applied to
+  the input map first (``out[c, y, x] = in[c, y + dy[c], x + dx[c]]``, zero fill), then
+  post-processing per output channel.
+* :class:`IntMaxPool2d`: kernel 2, stride 2, no padding, ``floor`` output size (a trailing odd
+  row or column is dropped, as PyTorch's default ``ceil_mode=False``). Exact on integers.
+* :class:`IntFlatten`: ``[C, H, W] -> [C*H*W]`` in C-major order (``(c*H + y)*W + x``).
+
+A layer with weights runs on the :class:`~mulfree.gen.config.ArrayConfig` of
+:func:`layer_config`: its ``pe``, ``act_bits``, ``weight_bits`` and ``max_k = K`` (its
+reduction length). Its bias and shift ranges (:mod:`mulfree.gen.post_config`) are those of
+that config, the narrowest an engine able to run the layer can have, so a valid model runs
+unchanged on any engine with ``max_k >= K``. A layer's input must fit its ``act_bits``: the
+incoming tensor's ``act_bits`` must be at most the layer's (widening is exact; narrowing would
+need a requantization that is not there).
+
+The model ends with ``output = "argmax"`` (the class is the index of the first largest final
+activation, which must be a vector) or ``"none"`` (the final activations are the result).
+
+**Files.** :func:`write_export` writes a directory holding ``model.safetensors`` (every
+integer array, named ``layers.<i>.<field>``) and ``model.json`` (the graph, the tensors'
+names, dtypes and shapes, and the sha256 of the safetensors file); :func:`load_export` reads
+it back and validates everything it reads. Nothing is pickled.
+"""
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from ..gen.config import ArrayConfig, ConfigError, DEFAULT_WEIGHT_BITS, PE_KINDS, int_range
+from ..gen.post_config import bias_range, check_post_config, shift_range
+
+
+__all__ = [
+    "ExportError", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_JSON", "MODEL_TENSORS", "OUTPUTS",
+    "IntInput", "IntLinear", "IntConv2d", "IntFlatten", "IntMaxPool2d", "IntModel",
+    "layer_config", "layer_shapes", "write_export", "load_export",
+]
+
+
+FORMAT_NAME = "mulfree-export"
+FORMAT_VERSION = "1.0"
+MODEL_JSON = "model.json"
+MODEL_TENSORS = "model.safetensors"
+#: What the model does with its final activations.
+OUTPUTS = ("argmax", "none")
+#: The dtypes a tensor may be stored in; the writer picks the narrowest holding its range.
+DTYPES = ("int8", "int16", "int32", "int64")
+#: The table shift of a convolution's input moves each channel by at most one pixel.
+SHIFT_OFFSETS = (-1, 1)
+
+
+class ExportError(ValueError):
+    """An invalid integer model or export directory.
+
+    The message names the layer and field, the rejected value and what is allowed, in one
+    line. ``param`` holds the field's path (``"layers.3.codes"``, ``"input.act_bits"``,
+    ``"model.json"``...).
+    """
+
+    def __init__(self, param, message):
+        super().__init__(message)
+        self.param = param
+
+
+# Dataclasses -------------------------------------------------------------------------------
+
+def _norm_array(value, dtype=np.int64):
+    """Integer (or bool) arrays become ``dtype``; anything else is kept for validate()."""
+    arr = np.asarray(value)
+    if arr.dtype.kind in "iub":
+        return arr.astype(dtype)
+    return arr
+
+
+def _norm_pair(value):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (int(value), int(value))
+    try:
+        return tuple(int(v) if isinstance(v, (int, np.integer)) else v for v in value)
+    except TypeError:
+        return value
+
+
+class _ArraysEq:
+    """Field-wise equality that compares arrays by shape and value."""
+
+    def __eq__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if a is None or b is None or not np.array_equal(a, b) \
+                        or np.shape(a) != np.shape(b):
+                    return False
+            elif a != b:
+                return False
+        return True
+
+    __hash__ = None
+
+
+@dataclass(eq=False)
+class IntInput(_ArraysEq):
+    """The model's input: ``shape`` ``(C, H, W)`` or ``(features,)``, ``act_bits`` and scale.
+
+    A real input ``x`` is quantized to ``q ≈ x * 2^-scale_exp`` (round half up, saturating to
+    signed ``act_bits``; see the module docstring).
+    """
+
+    shape: tuple
+    act_bits: int = 8
+    scale_exp: int = 0
+
+    def __post_init__(self):
+        self.shape = _norm_pair(self.shape) if not isinstance(self.shape, int) \
+            else (self.shape,)
+
+
+@dataclass(eq=False)
+class _PostLayer(_ArraysEq):
+    """Fields shared by the layers with weights (see :class:`IntLinear`)."""
+
+    def _normalize(self, n):
+        if self.weight_bits is None:
+            if self.pe == "adder":
+                self.weight_bits = self.act_bits
+            elif self.pe in DEFAULT_WEIGHT_BITS:
+                self.weight_bits = DEFAULT_WEIGHT_BITS[self.pe]
+        self.codes = _norm_array(self.codes)
+        self.bias = _norm_array(self.bias)
+        self.shift = _norm_array(self.shift)
+        relu = np.asarray(self.relu)
+        if relu.ndim == 0 and relu.dtype.kind in "iub" and n is not None:
+            relu = np.full(n, bool(relu))
+        self.relu = relu.astype(bool) if relu.dtype.kind in "iub" else relu
+
+
+@dataclass(eq=False)
+class IntLinear(_PostLayer):
+    """A fully connected layer ``[K] -> [N]``: ``postprocess(sum_k term(x[k], codes[k, n]))``.
+
+    Parameters
+    ----------
+    pe : str
+        ``"shift"``, ``"adder"`` or ``"mult"``.
+    codes : int array ``[K, N]``
+        Weight codes in the engine encoding (shift: unsigned ``weight_bits``-wide ``{s, e}``;
+        adder, mult: the signed weight).
+    bias, shift : int arrays ``[N]``
+        Post-processing (:class:`mulfree.sim.layer_golden.PostParams`).
+    relu : bool or bool array ``[N]``
+    act_bits : int
+        Width of the layer's input and output activations.
+    weight_bits : int or None
+        Width of a code; ``None`` picks the kind's default (adder: ``act_bits``).
+    out_scale_exp : int
+        Informational: an output ``q`` stands for the real ``q * 2^out_scale_exp``.
+    """
+
+    pe: str
+    codes: object
+    bias: object
+    shift: object
+    relu: object = False
+    act_bits: int = 8
+    weight_bits: int | None = None
+    out_scale_exp: int = 0
+
+    kind = "linear"
+
+    def __post_init__(self):
+        codes = np.asarray(self.codes)
+        self._normalize(codes.shape[1] if codes.ndim == 2 else None)
+
+
+@dataclass(eq=False)
+class IntConv2d(_PostLayer):
+    """A convolution ``[C, H, W] -> [O, OH, OW]``, optionally after a per-channel table shift.
+
+    ``codes`` is ``[O, C, kh, kw]``; ``stride`` and ``padding`` are integers or ``(y, x)``
+    pairs (zero padding; AdderNet: a padded pixel adds ``-|w|``). ``shifts``, if given, is an
+    int array ``[C, 2]`` of ``(dy, dx)`` in ``{-1, 0, 1}``: the input map is first read as
+    ``in[c, y + dy[c], x + dx[c]]`` with zero fill (``shift_golden.table_shift``). The other
+    fields are those of :class:`IntLinear`, per output channel ``O``.
+    """
+
+    pe: str
+    codes: object
+    bias: object
+    shift: object
+    relu: object = False
+    stride: object = 1
+    padding: object = 0
+    shifts: object = None
+    act_bits: int = 8
+    weight_bits: int | None = None
+    out_scale_exp: int = 0
+
+    kind = "conv2d"
+
+    def __post_init__(self):
+        codes = np.asarray(self.codes)
+        self._normalize(codes.shape[0] if codes.ndim == 4 else None)
+        self.stride = _norm_pair(self.stride)
+        self.padding = _norm_pair(self.padding)
+        if self.shifts is not None:
+            self.shifts = _norm_array(self.shifts)
+
+
+@dataclass(eq=False)
+class IntFlatten(_ArraysEq):
+    """``[C, H, W] -> [C*H*W]``, C-major: element ``(c, y, x)`` goes to ``(c*H + y)*W + x``."""
+
+    kind = "flatten"
+
+
+@dataclass(eq=False)
+class IntMaxPool2d(_ArraysEq):
+    """2x2 max pooling, stride 2, no padding: ``[C, H, W] -> [C, H // 2, W // 2]``."""
+
+    kind = "maxpool2d"
+
+
+LAYER_KINDS = {cls.kind: cls for cls in (IntLinear, IntConv2d, IntFlatten, IntMaxPool2d)}
+
+
+@dataclass(eq=False)
+class IntModel(_ArraysEq):
+    """An integer model: ``input``, then ``layers`` in order, then ``output``.
+
+    Call :meth:`validate` (``write_export`` and ``load_export`` do) before trusting it.
+    """
+
+    input: IntInput
+    layers: list = field(default_factory=list)
+    output: str = "argmax"
+    name: str | None = None
+
+    def validate(self):
+        """Check the whole model; return the list of ``(in_shape, out_shape, act_bits)``.
+
+        Raises
+        ------
+        ExportError
+            Naming the first wrong field (``layers.<i>.<field>``), its value, and what is
+            allowed.
+        """
+        return layer_shapes(self)
+
+
+# Validation --------------------------------------------------------------------------------
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_int(param, value, lo=None, hi=None):
+    if not _is_int(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+        lo_s = "-inf" if lo is None else lo
+        hi_s = "inf" if hi is None else hi
+        raise ExportError(param, f"{param} must be an integer in [{lo_s}, {hi_s}], "
+                                 f"not {value!r}")
+    return int(value)
+
+
+def _check_array(param, arr, shape, lo, hi):
+    arr = np.asarray(arr)
+    if arr.dtype.kind not in "iu":
+        raise ExportError(param, f"{param} must hold integers, not {arr.dtype}")
+    if arr.shape != tuple(shape):
+        raise ExportError(param, f"{param} must have shape {tuple(shape)}, not {arr.shape}")
+    bad = np.argwhere((arr < lo) | (arr > hi))
+    if bad.size:
+        index = tuple(int(i) for i in bad[0])
+        raise ExportError(param, f"{param}{list(index)} = {int(arr[index])} is outside the "
+                                 f"allowed [{lo}, {hi}] ({bad.shape[0]} element(s) out of "
+                                 f"range)")
+
+
+def _code_range(cfg: ArrayConfig):
+    """Allowed codes: shift codes are unsigned ``weight_bits`` wide (both zero codes)."""
+    if cfg.pe == "shift":
+        return 0, (1 << cfg.code_width) - 1
+    return cfg.weight_range
+
+
+def layer_config(layer, where="layer"):
+    """The :class:`ArrayConfig` a layer with weights runs on: ``max_k = K``, a 1x1 array.
+
+    ``K`` is the reduction length (linear: ``codes.shape[0]``; conv: ``C*kh*kw``). Raises
+    :class:`ExportError` (naming ``where``) when the config is invalid.
+    """
+    if layer.pe not in PE_KINDS:
+        raise ExportError(f"{where}.pe", f"{where}.pe must be one of {', '.join(PE_KINDS)}, "
+                                         f"not {layer.pe!r}")
+    codes = np.asarray(layer.codes)
+    k = int(codes.shape[0]) if layer.kind == "linear" else int(np.prod(codes.shape[1:]))
+    try:
+        cfg = ArrayConfig(pe=layer.pe, rows=1, cols=1, act_bits=layer.act_bits,
+                          weight_bits=layer.weight_bits, max_k=k)
+        check_post_config(cfg)
+    except ConfigError as exc:
+        raise ExportError(f"{where}.{exc.param}", f"{where}: {exc}") from None
+    return cfg
+
+
+def _check_post(where, layer, n):
+    cfg = layer_config(layer, where)
+    _check_array(f"{where}.bias", layer.bias, (n,), *bias_range(cfg))
+    _check_array(f"{where}.shift", layer.shift, (n,), *shift_range(cfg))
+    relu = np.asarray(layer.relu)
+    if relu.dtype != bool or relu.shape != (n,):
+        raise ExportError(f"{where}.relu", f"{where}.relu must be a bool or a bool array of "
+                                           f"shape ({n},), not {relu.dtype} {relu.shape}")
+    _check_int(f"{where}.out_scale_exp", layer.out_scale_exp)
+    return cfg
+
+
+def _check_pair(param, value, lo):
+    if not (isinstance(value, tuple) and len(value) == 2 and all(_is_int(v) and v >= lo
+                                                                for v in value)):
+        raise ExportError(param, f"{param} must be an integer >= {lo} or a pair of them, "
+                                 f"not {value!r}")
+
+
+def layer_shapes(model: IntModel):
+    """Validate ``model``; return ``[(in_shape, out_shape, act_bits), ...]`` per layer.
+
+    ``act_bits`` is the width of the layer's output (for flatten and max pooling, the width of
+    their input).
+    """
+    if not isinstance(model.input, IntInput):
+        raise ExportError("input", f"input must be an IntInput, not {model.input!r}")
+    shape = model.input.shape
+    if not (isinstance(shape, tuple) and len(shape) in (1, 3)
+            and all(_is_int(s) and s >= 1 for s in shape)):
+        raise ExportError("input.shape", f"input.shape must be (C, H, W) or (features,) of "
+                                         f"positive integers, not {shape!r}")
+    shape = tuple(int(s) for s in shape)
+    bits = _check_int("input.act_bits", model.input.act_bits, 2, 16)
+    _check_int("input.scale_exp", model.input.scale_exp)
+    if model.output not in OUTPUTS:
+        raise ExportError("output", f"output must be one of {', '.join(OUTPUTS)}, "
+                                    f"not {model.output!r}")
+    if model.name is not None and not isinstance(model.name, str):
+        raise ExportError("name", f"name must be a string or None, not {model.name!r}")
+    if not isinstance(model.layers, (list, tuple)) or not model.layers:
+        raise ExportError("layers", "layers must be a non-empty list of IntLinear, IntConv2d, "
+                                    "IntFlatten or IntMaxPool2d")
+    result = []
+    for i, layer in enumerate(model.layers):
+        where = f"layers.{i}"
+        kind = getattr(layer, "kind", None)
+        if LAYER_KINDS.get(kind) is not type(layer):
+            raise ExportError(where, f"{where} must be an IntLinear, IntConv2d, IntFlatten or "
+                                     f"IntMaxPool2d, not {type(layer).__name__}")
+        if kind in ("flatten", "maxpool2d") and len(shape) != 3:
+            raise ExportError(where, f"{where} ({kind}) needs a (C, H, W) input, "
+                                     f"not {shape}")
+        if kind == "flatten":
+            out = (shape[0] * shape[1] * shape[2],)
+        elif kind == "maxpool2d":
+            if shape[1] < 2 or shape[2] < 2:
+                raise ExportError(where, f"{where} (maxpool2d) needs H, W >= 2, not {shape}")
+            out = (shape[0], shape[1] // 2, shape[2] // 2)
+        else:
+            if layer.pe not in PE_KINDS:
+                raise ExportError(f"{where}.pe", f"{where}.pe must be one of "
+                                                 f"{', '.join(PE_KINDS)}, not {layer.pe!r}")
+            a = _check_int(f"{where}.act_bits", layer.act_bits, 2, 16)
+            if a < bits:
+                raise ExportError(f"{where}.act_bits",
+                                  f"{where}.act_bits = {a} is narrower than its input's "
+                                  f"{bits} bits; it must be in [{bits}, 16]")
+            codes = np.asarray(layer.codes)
+            if codes.dtype.kind not in "iu":
+                raise ExportError(f"{where}.codes", f"{where}.codes must hold integers, "
+                                                    f"not {codes.dtype}")
+            if kind == "linear":
+                if len(shape) != 1 or codes.ndim != 2 or codes.shape[0] != shape[0] \
+                        or codes.shape[1] < 1:
+                    raise ExportError(f"{where}.codes",
+                                      f"{where}.codes must have shape ({shape[0] if len(shape) == 1 else 'K'}, N) "
+                                      f"for the input {shape}, not {codes.shape}"
+                                      + ("" if len(shape) == 1 else
+                                         " (a linear layer needs a vector: flatten first)"))
+                n = codes.shape[1]
+                out = (n,)
+            else:
+                if len(shape) != 3 or codes.ndim != 4 or codes.shape[1] != shape[0] \
+                        or min(codes.shape) < 1:
+                    c_in = shape[0] if len(shape) == 3 else "C"
+                    raise ExportError(f"{where}.codes",
+                                      f"{where}.codes must have shape (O, {c_in}, kh, kw) for "
+                                      f"the input {shape}, not {codes.shape}")
+                _check_pair(f"{where}.stride", layer.stride, 1)
+                _check_pair(f"{where}.padding", layer.padding, 0)
+                n, _, kh, kw = codes.shape
+                (sy, sx), (py, px) = layer.stride, layer.padding
+                oh = (shape[1] + 2 * py - kh) // sy + 1
+                ow = (shape[2] + 2 * px - kw) // sx + 1
+                if oh < 1 or ow < 1:
+                    raise ExportError(f"{where}.codes",
+                                      f"{where}: a {kh}x{kw} kernel does not fit the "
+                                      f"{shape[1]}x{shape[2]} input padded by {(py, px)}")
+                if layer.shifts is not None:
+                    _check_array(f"{where}.shifts", layer.shifts, (shape[0], 2),
+                                 *SHIFT_OFFSETS)
+                out = (int(n), int(oh), int(ow))
+            if layer.pe != "adder":
+                from ..gen.config import WEIGHT_BITS_LIMITS
+                _check_int(f"{where}.weight_bits", layer.weight_bits,
+                           *WEIGHT_BITS_LIMITS[layer.pe])
+            elif layer.weight_bits != a:
+                raise ExportError(f"{where}.weight_bits",
+                                  f"{where}.weight_bits of an adder layer must equal its "
+                                  f"act_bits = {a} (or be None), not {layer.weight_bits!r}")
+            cfg = _check_post(where, layer, n)
+            _check_array(f"{where}.codes", codes, codes.shape, *_code_range(cfg))
+            bits = a
+        result.append((shape, out, bits))
+        shape = out
+    if model.output == "argmax" and len(shape) != 1:
+        raise ExportError("output", f"output = 'argmax' needs a vector at the end, "
+                                    f"not the shape {shape}; flatten first or use 'none'")
+    return result
+
+
+# Files -------------------------------------------------------------------------------------
+
+def _dtype_for(lo, hi):
+    """Narrowest dtype of :data:`DTYPES` holding ``[lo, hi]``."""
+    for name in DTYPES:
+        info = np.iinfo(name)
+        if info.min <= lo and hi <= info.max:
+            return name
+    raise AssertionError(f"[{lo}, {hi}] does not fit int64")
+
+
+def _tensor_ranges(layer, cfg):
+    """``{field: (lo, hi)}`` of the arrays a layer stores."""
+    ranges = {"codes": _code_range(cfg), "bias": bias_range(cfg), "shift": shift_range(cfg),
+              "relu": (0, 1)}
+    if getattr(layer, "shifts", None) is not None:
+        ranges["shifts"] = SHIFT_OFFSETS
+    return ranges
+
+
+def _layer_json(i, layer, in_shape, out_shape, bits, scale):
+    entry = {"index": i, "kind": layer.kind, "in_shape": list(in_shape),
+             "out_shape": list(out_shape)}
+    tensors = {}
+    if layer.kind in ("linear", "conv2d"):
+        cfg = layer_config(layer, f"layers.{i}")
+        entry.update(pe=layer.pe, act_bits=int(layer.act_bits),
+                     weight_bits=int(layer.weight_bits), max_k=cfg.max_k,
+                     acc_width=cfg.acc_width, out_scale_exp=int(layer.out_scale_exp))
+        entry["weight_encoding"] = {
+            "shift": {"kind": "shift_code", "layout": "s<<(weight_bits-1) | e; e=0 is zero; "
+                      "weight = (-1)^s * 2^(e-1)", "scale_log2": cfg.weight_scale_log2},
+            "adder": {"kind": "signed", "scale": "activation"},
+            "mult": {"kind": "signed", "scale_log2": 0},
+        }[layer.pe]
+        if layer.kind == "conv2d":
+            entry.update(stride=list(layer.stride), padding=list(layer.padding),
+                         padding_mode="zeros", input_shift=layer.shifts is not None)
+        for name, (lo, hi) in _tensor_ranges(layer, cfg).items():
+            arr = np.asarray(getattr(layer, name))
+            tensors[name] = {"name": f"layers.{i}.{name}", "dtype": _dtype_for(lo, hi),
+                             "shape": list(arr.shape)}
+    else:
+        entry.update(act_bits=bits, out_scale_exp=scale)
+        if layer.kind == "maxpool2d":
+            entry.update(kernel=[2, 2], stride=[2, 2], padding=[0, 0], ceil_mode=False)
+        else:
+            entry.update(order="c_major")
+    entry["tensors"] = tensors
+    return entry
+
+
+def _graph(model):
+    """The JSON graph (without the checksum) and the arrays to store, by tensor name."""
+    shapes = model.validate()
+    layers, arrays = [], {}
+    scale = int(model.input.scale_exp)
+    for i, (layer, (in_shape, out_shape, bits)) in enumerate(zip(model.layers, shapes)):
+        if layer.kind in ("linear", "conv2d"):
+            scale = int(layer.out_scale_exp)
+        entry = _layer_json(i, layer, in_shape, out_shape, bits, scale)
+        for name, spec in entry["tensors"].items():
+            arrays[spec["name"]] = np.ascontiguousarray(
+                np.asarray(getattr(layer, name)).astype(spec["dtype"]))
+        layers.append(entry)
+    graph = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "name": model.name,
+        "input": {"shape": list(model.input.shape), "act_bits": int(model.input.act_bits),
+                  "scale_exp": int(model.input.scale_exp),
+                  "quantization": "q = clamp(floor(x * 2^-scale_exp + 1/2), act_range)"},
+        "layers": layers,
+        "output": model.output,
+    }
+    return graph, arrays
+
+
+def _atomic_write(path, data):
+    """Write ``data`` to a temporary file next to ``path``, fsync it, then rename it over."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_export(model: IntModel, path):
+    """Validate ``model`` and write it to the directory ``path`` (created if missing).
+
+    Writes ``model.safetensors`` then ``model.json``, each to a temporary file renamed into
+    place, so a reader never sees half a file. ``model.json`` is written last and carries the
+    sha256 of the tensors: a crash between the two renames leaves at worst a stale or missing
+    ``model.json`` whose checksum no longer matches, which :func:`load_export` refuses. Any
+    error raises before ``model.json`` is replaced.
+
+    Raises
+    ------
+    ExportError
+        If the model is invalid (nothing is written).
+    """
+    from safetensors.numpy import save
+
+    graph, arrays = _graph(model)
+    data = save(arrays, metadata={"format": FORMAT_NAME, "version": FORMAT_VERSION})
+    graph["tensors_file"] = {"name": MODEL_TENSORS, "sha256": hashlib.sha256(data).hexdigest(),
+                             "size": len(data)}
+    text = json.dumps(graph, indent=1) + "\n"
+    path = os.fspath(path)
+    os.makedirs(path, exist_ok=True)
+    _atomic_write(os.path.join(path, MODEL_TENSORS), data)
+    _atomic_write(os.path.join(path, MODEL_JSON), text.encode())
+
+
+# Loading -----------------------------------------------------------------------------------
+
+def _get(obj, key, kind, where):
+    if not isinstance(obj, dict) or key not in obj:
+        raise ExportError(f"{where}.{key}", f"not a valid mulfree export: {MODEL_JSON} lacks "
+                                            f"{where}.{key}")
+    value = obj[key]
+    ok = {"int": _is_int(value), "str": isinstance(value, str),
+          "list": isinstance(value, list), "dict": isinstance(value, dict),
+          "bool": isinstance(value, bool)}[kind]
+    if not ok:
+        raise ExportError(f"{where}.{key}", f"{MODEL_JSON}: {where}.{key} must be a {kind}, "
+                                            f"not {value!r}")
+    return value
+
+
+def _int_list(obj, key, where, length=None):
+    value = _get(obj, key, "list", where)
+    if not all(_is_int(v) for v in value) or (length is not None and len(value) != length):
+        n = "" if length is None else f"{length} "
+        raise ExportError(f"{where}.{key}", f"{MODEL_JSON}: {where}.{key} must be a list of "
+                                            f"{n}integers, not {value!r}")
+    return tuple(value)
+
+
+def _read_graph(path):
+    if not os.path.isdir(path):
+        raise ExportError("path", f"not a mulfree export: {path!r} is not a directory")
+    for name in (MODEL_JSON, MODEL_TENSORS):
+        if not os.path.isfile(os.path.join(path, name)):
+            raise ExportError(name, f"not a mulfree export: {path!r} has no {name}")
+    try:
+        with open(os.path.join(path, MODEL_JSON), "rb") as f:
+            graph = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(MODEL_JSON, f"not a mulfree export: {MODEL_JSON} is not valid JSON "
+                                      f"({exc})") from None
+    if not isinstance(graph, dict) or graph.get("format") != FORMAT_NAME:
+        found = graph.get("format") if isinstance(graph, dict) else None
+        raise ExportError("format", f"not a mulfree export: {MODEL_JSON} has format "
+                                    f"{found!r}, expected {FORMAT_NAME!r}")
+    version = graph.get("version")
+    match = re.fullmatch(r"(\d+)\.(\d+)", version) if isinstance(version, str) else None
+    major = FORMAT_VERSION.split(".")[0]
+    if match is None:
+        raise ExportError("version", f"{MODEL_JSON}: version must be 'major.minor', "
+                                     f"not {version!r}")
+    if match.group(1) != major:
+        raise ExportError("version", f"version {version} is not supported (this mulfree "
+                                     f"reads {major}.x)")
+    return graph
+
+
+def _read_tensors(path, graph):
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    spec = _get(graph, "tensors_file", "dict", "graph")
+    sha = _get(spec, "sha256", "str", "tensors_file")
+    if _get(spec, "name", "str", "tensors_file") != MODEL_TENSORS:
+        raise ExportError("tensors_file.name", f"{MODEL_JSON}: tensors_file.name must be "
+                                               f"{MODEL_TENSORS!r}, not {spec['name']!r}")
+    with open(os.path.join(path, MODEL_TENSORS), "rb") as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() != sha.lower():
+        raise ExportError(MODEL_TENSORS, f"{MODEL_TENSORS} is truncated or modified (sha256 "
+                                         f"mismatch: {len(data)} bytes, {MODEL_JSON} expects "
+                                         f"{spec.get('size', '?')})")
+    try:
+        return load(data)
+    except (SafetensorError, ValueError) as exc:
+        raise ExportError(MODEL_TENSORS, f"{MODEL_TENSORS} is not a valid safetensors file "
+                                         f"({exc})") from None
+
+
+def _take(tensors, entry, name, where, used, required=True):
+    specs = _get(entry, "tensors", "dict", where)
+    if name not in specs:
+        if required:
+            raise ExportError(f"{where}.{name}", f"{MODEL_JSON}: {where} lists no tensor "
+                                                 f"{name!r}")
+        return None
+    spec = specs[name]
+    tname = _get(spec, "name", "str", f"{where}.tensors.{name}")
+    dtype = _get(spec, "dtype", "str", f"{where}.tensors.{name}")
+    shape = _int_list(spec, "shape", f"{where}.tensors.{name}")
+    if dtype not in DTYPES:
+        raise ExportError(tname, f"{tname}: dtype {dtype!r} in {MODEL_JSON} is not one of "
+                                 f"{', '.join(DTYPES)}")
+    if tname not in tensors:
+        raise ExportError(tname, f"{MODEL_TENSORS} has no tensor {tname} (listed in "
+                                 f"{MODEL_JSON})")
+    arr = tensors[tname]
+    if str(arr.dtype) != dtype:
+        raise ExportError(tname, f"{tname} has dtype {arr.dtype}, the graph says {dtype}")
+    if arr.shape != shape:
+        raise ExportError(tname, f"{tname} has shape {arr.shape}, the graph says {shape}")
+    used.add(tname)
+    return arr.astype(np.int64)
+
+
+def _load_layer(i, entry, tensors, used):
+    where = f"layers.{i}"
+    if not isinstance(entry, dict):
+        raise ExportError(where, f"{MODEL_JSON}: {where} must be an object, not {entry!r}")
+    kind = _get(entry, "kind", "str", where)
+    if kind not in LAYER_KINDS:
+        raise ExportError(f"{where}.kind", f"{where}.kind must be one of "
+                                           f"{', '.join(LAYER_KINDS)}, not {kind!r}")
+    if kind == "flatten":
+        return IntFlatten()
+    if kind == "maxpool2d":
+        for key, want in (("kernel", (2, 2)), ("stride", (2, 2)), ("padding", (0, 0))):
+            if key in entry and _int_list(entry, key, where, 2) != want:
+                raise ExportError(f"{where}.{key}", f"{where}.{key} must be {list(want)} "
+                                                    f"(only 2x2 stride-2 pooling), "
+                                                    f"not {entry[key]!r}")
+        return IntMaxPool2d()
+    args = dict(pe=_get(entry, "pe", "str", where),
+                act_bits=_get(entry, "act_bits", "int", where),
+                weight_bits=_get(entry, "weight_bits", "int", where),
+                out_scale_exp=_get(entry, "out_scale_exp", "int", where))
+    for name in ("codes", "bias", "shift", "relu"):
+        args[name] = _take(tensors, entry, name, where, used)
+    relu = args["relu"]
+    if np.any((relu != 0) & (relu != 1)):
+        raise ExportError(f"{where}.relu", f"{where}.relu must hold 0 or 1 only")
+    args["relu"] = relu.astype(bool)
+    if kind == "conv2d":
+        args["stride"] = _int_list(entry, "stride", where, 2)
+        args["padding"] = _int_list(entry, "padding", where, 2)
+        shifts = _take(tensors, entry, "shifts", where, used, required=False)
+        if _get(entry, "input_shift", "bool", where) != (shifts is not None):
+            raise ExportError(f"{where}.shifts", f"{where}: input_shift says "
+                                                 f"{entry['input_shift']} but shifts is "
+                                                 f"{'absent' if shifts is None else 'present'}")
+        args["shifts"] = shifts
+        return IntConv2d(**args)
+    return IntLinear(**args)
+
+
+def load_export(path) -> IntModel:
+    """Read and validate the export directory ``path`` written by :func:`write_export`.
+
+    Checks, in order: the directory and both files exist; ``model.json`` is JSON with format
+    :data:`FORMAT_NAME` and a ``1.x`` version; the sha256 of ``model.safetensors`` (a
+    truncated or modified file is refused); every tensor the graph lists is present with the
+    graph's dtype and shape, and no other tensor is; the model validates (shapes chain, code,
+    bias and shift ranges); the shapes, widths and scales the graph records agree with it.
+
+    Raises
+    ------
+    ExportError
+        With the reason, naming the file, layer or tensor.
+    """
+    path = os.fspath(path)
+    graph = _read_graph(path)
+    tensors = _read_tensors(path, graph)
+    inp = _get(graph, "input", "dict", "graph")
+    model_input = IntInput(shape=_int_list(inp, "shape", "input"),
+                           act_bits=_get(inp, "act_bits", "int", "input"),
+                           scale_exp=_get(inp, "scale_exp", "int", "input"))
+    entries = _get(graph, "layers", "list", "graph")
+    used = set()
+    layers = [_load_layer(i, entry, tensors, used) for i, entry in enumerate(entries)]
+    extra = sorted(set(tensors) - used)
+    if extra:
+        raise ExportError(extra[0], f"{MODEL_TENSORS} holds tensors the graph does not list: "
+                                    f"{', '.join(extra)}")
+    name = graph.get("name")
+    model = IntModel(input=model_input, layers=layers, output=_get(graph, "output", "str",
+                                                                   "graph"),
+                     name=name)
+    shapes = model.validate()
+    # The graph's derived fields must agree with what the arrays say.
+    scale = model_input.scale_exp
+    for i, (entry, layer, (in_shape, out_shape, bits)) in enumerate(zip(entries, layers,
+                                                                         shapes)):
+        if layer.kind in ("linear", "conv2d"):
+            scale = layer.out_scale_exp
+        for key, want in (("in_shape", in_shape), ("out_shape", out_shape)):
+            got = _int_list(entry, key, f"layers.{i}")
+            if got != tuple(want):
+                raise ExportError(f"layers.{i}.{key}", f"layers.{i}.{key} is {list(got)} in "
+                                                       f"{MODEL_JSON}, the tensors make it "
+                                                       f"{list(want)}")
+        for key, want in (("act_bits", bits), ("out_scale_exp", scale)):
+            if entry.get(key) != want:
+                raise ExportError(f"layers.{i}.{key}", f"layers.{i}.{key} is "
+                                                       f"{entry.get(key)!r} in {MODEL_JSON}, "
+                                                       f"expected {want}")
+    return model

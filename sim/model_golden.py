@@ -1,0 +1,129 @@
+"""The golden model of a whole integer model (:mod:`mulfree.host.export_format`).
+
+Only the golden functions compute: :func:`~mulfree.sim.layer_golden.matmul_layer` and
+:func:`~mulfree.sim.layer_golden.conv2d_layer` on each layer's
+:func:`~mulfree.host.export_format.layer_config` (``max_k = K``), and
+:func:`~mulfree.sim.shift_golden.table_shift` for a convolution's input shifts. Max pooling and
+flattening only move or select integers. Everything is ``np.int64``; a layer's outputs
+saturate to its ``act_bits`` (post-processing), and the golden functions refuse any input
+outside its range, so nothing overflows or wraps silently.
+"""
+
+import numpy as np
+
+from ..host.export_format import ExportError, IntModel, layer_config
+from .layer_golden import PostParams, conv2d_layer, matmul_layer
+from .shift_golden import table_shift
+
+
+__all__ = ["quantize_input", "run_int_model", "predict"]
+
+
+def quantize_input(model: IntModel, x_float):
+    """Quantize real inputs: ``q = clamp(floor(x * 2^-scale_exp + 1/2), act_range)``.
+
+    Round half up (ties towards +infinity), saturating to the input's signed ``act_bits``;
+    ``+-inf`` saturate. ``x * 2^-scale_exp`` is exact in float64 (a power-of-two scaling), and
+    the fraction ``v - floor(v)`` is exact too, so the rounding is exact for every float64
+    (``floor(v + 0.5)`` is not: it rounds 0.49999999999999994 up).
+
+    Parameters
+    ----------
+    x_float : float array of shape ``input.shape`` or ``(B, *input.shape)``
+
+    Returns
+    -------
+    int64 array of the same shape.
+
+    Raises
+    ------
+    ValueError
+        If ``x_float`` holds NaN or has the wrong shape.
+    """
+    inp = model.input
+    x = np.asarray(x_float, dtype=np.float64)
+    if x.shape[-len(inp.shape):] != tuple(inp.shape) or x.ndim > len(inp.shape) + 1:
+        raise ValueError(f"x must have shape {tuple(inp.shape)} or (B, "
+                         f"{', '.join(map(str, inp.shape))}), not {x.shape}")
+    if np.isnan(x).any():
+        raise ValueError("x holds NaN, which has no integer code")
+    lo, hi = -(1 << (inp.act_bits - 1)), (1 << (inp.act_bits - 1)) - 1
+    v = np.ldexp(x, -int(inp.scale_exp))
+    # Clamping first is the same as clamping after (the ends are integers), and keeps the
+    # values small and finite.
+    v = np.clip(v, lo, hi)
+    f = np.floor(v)
+    q = f + (v - f >= 0.5)
+    return q.astype(np.int64)
+
+
+def _batch(model, x_int):
+    shape = tuple(model.input.shape)
+    x = np.asarray(x_int)
+    if x.dtype.kind not in "iu":
+        raise TypeError(f"x_int must hold integers, not {x.dtype}")
+    if x.shape == shape:
+        return x.astype(np.int64)[None], False
+    if x.ndim == len(shape) + 1 and x.shape[1:] == shape:
+        return x.astype(np.int64), True
+    raise ValueError(f"x_int must have shape {shape} or (B, {', '.join(map(str, shape))}), "
+                     f"not {x.shape}")
+
+
+def _maxpool2x2(x):
+    b, c, h, w = x.shape
+    x = x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(b, c, h // 2, 2, w // 2, 2)
+    return x.max(axis=(3, 5))
+
+
+def run_int_model(model: IntModel, x_int):
+    """The final integer activations of ``model`` for integer inputs ``x_int``.
+
+    ``x_int`` has the input's shape or a batch ``(B, *shape)``; the result is batched the same
+    way. Inputs outside the input's ``act_bits`` are refused (quantize with
+    :func:`quantize_input`).
+
+    Raises
+    ------
+    ExportError
+        If the model is invalid.
+    ValueError
+        If an input lies outside its range or has the wrong shape.
+    """
+    model.validate()
+    x, batched = _batch(model, x_int)
+    lo, hi = -(1 << (model.input.act_bits - 1)), (1 << (model.input.act_bits - 1)) - 1
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ValueError(f"x_int must lie in [{lo}, {hi}] (input act_bits = "
+                         f"{model.input.act_bits}), not [{x.min()}, {x.max()}]")
+    for i, layer in enumerate(model.layers):
+        if layer.kind == "flatten":
+            x = x.reshape(x.shape[0], -1)
+        elif layer.kind == "maxpool2d":
+            x = _maxpool2x2(x)
+        else:
+            cfg = layer_config(layer, f"layers.{i}")
+            post = PostParams(layer.bias, layer.shift, layer.relu)
+            if layer.kind == "linear":
+                x = matmul_layer(cfg, x, layer.codes, post)
+            else:
+                outs = []
+                for sample in x:
+                    if layer.shifts is not None:
+                        sample = table_shift(sample, layer.shifts[:, 0], layer.shifts[:, 1])
+                    outs.append(conv2d_layer(cfg, sample, layer.codes, layer.stride,
+                                             layer.padding, post))
+                x = np.stack(outs)
+    return x if batched else x[0]
+
+
+def predict(model: IntModel, x_int):
+    """Classes: the index of the first largest final activation (``np.argmax``).
+
+    Needs ``model.output == "argmax"``. Returns an int64 array ``(B,)`` for a batch, an int64
+    scalar for a single input.
+    """
+    if model.output != "argmax":
+        raise ExportError("output", f"predict needs output = 'argmax', not {model.output!r}")
+    y = run_int_model(model, x_int)
+    return np.argmax(y, axis=-1).astype(np.int64)
