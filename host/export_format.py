@@ -51,7 +51,8 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from ..gen.config import ArrayConfig, ConfigError, DEFAULT_WEIGHT_BITS, PE_KINDS, int_range
+from ..gen.config import (ArrayConfig, ConfigError, DEFAULT_WEIGHT_BITS, PE_KINDS,
+                          WEIGHT_BITS_LIMITS)
 from ..gen.post_config import bias_range, check_post_config, shift_range
 
 
@@ -405,8 +406,9 @@ def layer_shapes(model: IntModel):
             if kind == "linear":
                 if len(shape) != 1 or codes.ndim != 2 or codes.shape[0] != shape[0] \
                         or codes.shape[1] < 1:
+                    k_in = shape[0] if len(shape) == 1 else "K"
                     raise ExportError(f"{where}.codes",
-                                      f"{where}.codes must have shape ({shape[0] if len(shape) == 1 else 'K'}, N) "
+                                      f"{where}.codes must have shape ({k_in}, N) "
                                       f"for the input {shape}, not {codes.shape}"
                                       + ("" if len(shape) == 1 else
                                          " (a linear layer needs a vector: flatten first)"))
@@ -434,7 +436,6 @@ def layer_shapes(model: IntModel):
                                  *SHIFT_OFFSETS)
                 out = (int(n), int(oh), int(ow))
             if layer.pe != "adder":
-                from ..gen.config import WEIGHT_BITS_LIMITS
                 _check_int(f"{where}.weight_bits", layer.weight_bits,
                            *WEIGHT_BITS_LIMITS[layer.pe])
             elif layer.weight_bits != a:

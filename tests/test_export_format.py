@@ -8,7 +8,6 @@ format's docstring; it shares no code with the golden model.
 
 import hashlib
 import json
-import math
 import os
 
 import numpy as np
@@ -32,9 +31,21 @@ def _codes(rng, pe, wb, ab, shape):
     return rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), shape)
 
 
-def _post(rng, n, lo=-40, hi=40):
-    return dict(bias=rng.integers(lo, hi, n), shift=rng.integers(-1, 6, n),
+#: Right shifts that bring each kind's sums back to a few activations' worth (so that the
+#: outputs vary rather than all saturate); -1 (a left shift) now and then.
+SHIFTS = {"shift": (5, 10), "adder": (0, 4), "mult": (3, 7)}
+
+
+def _post(rng, n, lo=-40, hi=40, center=0, pe="mult"):
+    shift = rng.integers(*SHIFTS[pe], n)
+    shift[rng.random(n) < 0.1] = -1
+    return dict(bias=center + rng.integers(lo, hi, n), shift=shift,
                 relu=rng.integers(0, 2, n).astype(bool))
+
+
+def _center(pe, k, ab):
+    """AdderNet sums are all <= 0, about -k * 2^a / 3: a bias that brings them back near 0."""
+    return k * (1 << ab) // 3 if pe == "adder" else 0
 
 
 WB = {"shift": 4, "adder": None, "mult": 5}
@@ -46,13 +57,14 @@ def conv_model(rng, pe, ab=6, shifts=True, output="argmax"):
     return IntModel(IntInput((3, 7, 6), ab, -3), [
         IntConv2d(pe, _codes(rng, pe, wb, ab, (4, 3, 3, 3)), padding=1, act_bits=ab,
                   weight_bits=wb, shifts=rng.integers(-1, 2, (3, 2)) if shifts else None,
-                  out_scale_exp=-2, **_post(rng, 4)),
+                  out_scale_exp=-2, **_post(rng, 4, center=_center(pe, 27, ab), pe=pe)),
         IntMaxPool2d(),
         IntConv2d(pe, _codes(rng, pe, wb, ab, (2, 4, 2, 1)), stride=(2, 1), padding=(1, 0),
-                  act_bits=ab, weight_bits=wb, out_scale_exp=-1, **_post(rng, 2)),
+                  act_bits=ab, weight_bits=wb, out_scale_exp=-1,
+                  **_post(rng, 2, center=_center(pe, 8, ab), pe=pe)),
         IntFlatten(),
         IntLinear(pe, _codes(rng, pe, wb, ab, (2 * 2 * 3, 5)), act_bits=ab, weight_bits=wb,
-                  out_scale_exp=0, **_post(rng, 5)),
+                  out_scale_exp=0, **_post(rng, 5, center=_center(pe, 12, ab), pe=pe)),
     ], output=output, name="tiny")
 
 
@@ -60,9 +72,9 @@ def mlp_model(rng, pe, ab=8):
     wb = WB[pe]
     return IntModel(IntInput((10,), ab, -5), [
         IntLinear(pe, _codes(rng, pe, wb, ab, (10, 7)), act_bits=ab, weight_bits=wb,
-                  **_post(rng, 7, -1000, 1000)),
+                  **_post(rng, 7, -1000, 1000, _center(pe, 10, ab), pe)),
         IntLinear(pe, _codes(rng, pe, wb, ab, (7, 3)), act_bits=ab, weight_bits=wb,
-                  **_post(rng, 3)),
+                  **_post(rng, 3, center=_center(pe, 7, ab), pe=pe)),
     ])
 
 
