@@ -48,7 +48,8 @@ from ..sim import golden, shift_golden
 
 __all__ = [
     "max_shift", "ShiftLinear", "ShiftConv2d", "AdderLinear", "AdderConv2d", "AdderLRScaler",
-    "Shift2d", "AddressShift2d", "ChannelShift", "ps_params_from_weight",
+    "Shift2d", "AddressShift2d", "ChannelShift", "ps_params_from_weight", "AdderFunction",
+    "adder_matmul",
 ]
 
 
