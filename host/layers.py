@@ -116,7 +116,8 @@ def _ste(value, like):
 
 
 def max_shift(weight_bits):
-    """The largest hardware shift ``2^(weight_bits-1) - 2``; DeepShift's ``p`` is in ``[-it, 0]``."""
+    """The largest hardware shift ``2^(weight_bits-1) - 2``; DeepShift's ``p`` lies in
+    ``[-max_shift, 0]``."""
     return (1 << (_check_weight_bits(weight_bits) - 1)) - 2
 
 
@@ -417,7 +418,7 @@ class AdderLinear(nn.Module):
 
 
 class AdderConv2d(nn.Module):
-    """AdderNet convolution: ``Y[o, m, n] = -sum_{c,i,j} |Xpad[c, m s + i, n s + j] - W[o, c, i, j]|``.
+    """AdderNet convolution, ``Y[o, m, n] = -sum |Xpad[c, m s + i, n s + j] - W[o, c, i, j]|``.
 
     Computed as AdderNet's code does, on the zero-padded ``unfold``: a padded pixel is
     ``x = 0`` and contributes ``-|w|`` (``docs/numerics.md``, Convolution).
@@ -512,8 +513,8 @@ class AdderLRScaler:
 class Shift2d(nn.Module):
     """The zero-FLOP, zero-parameter shift of Wu et al. (CVPR 2018), zero filled.
 
-    Channel ``c`` takes direction ``i = c // g`` of :func:`mulfree.sim.shift_golden.shift_directions`
-    (row-major over ``(dy, dx)`` in ``[-h, h]^2``, ``h = (kernel-1)/2``) when ``g > 0`` and
+    Channel ``c`` takes direction ``i = c // g`` of
+    :func:`mulfree.sim.shift_golden.shift_directions` (row-major over ``(dy, dx)`` in ``[-h, h]^2``, ``h = (kernel-1)/2``) when ``g > 0`` and
     ``i < kernel^2``, and is not shifted otherwise; ``g = group`` or the paper's equal split
     ``channels // kernel^2``. The shift is a sampling offset:
     ``out[c, y, x] = in[c, y + dy, x + dx]``, 0 outside the map — exactly
