@@ -515,7 +515,8 @@ class Shift2d(nn.Module):
 
     Channel ``c`` takes direction ``i = c // g`` of
     :func:`mulfree.sim.shift_golden.shift_directions` (row-major over ``(dy, dx)`` in
-    ``[-h, h]^2``, ``h = (kernel-1)/2``) when ``g > 0`` and ``i < kernel^2``, and is not shifted otherwise; ``g = group`` or the paper's equal split
+    ``[-h, h]^2``, ``h = (kernel-1)/2``) when ``g > 0`` and ``i < kernel^2``, and is not
+    shifted otherwise; ``g = group`` or the paper's equal split
     ``channels // kernel^2``. The shift is a sampling offset:
     ``out[c, y, x] = in[c, y + dy, x + dx]``, 0 outside the map — exactly
     :func:`mulfree.sim.shift_golden.shift_cvpr`.
