@@ -39,8 +39,21 @@ __all__ = ["IssueUnit", "WeightFeeder", "tag_layout", "X_FIFO_DEPTH", "hazard_wi
 
 #: Entries of the FIFO between the buffers and the engine's input (see ISSUE_FIFO_DEPTH).
 X_FIFO_DEPTH = ISSUE_FIFO_DEPTH
-#: Address width of the walk (signed: padded pixels have negative addresses).
-ADDR_BITS = SIZE_BITS + 2
+#: Bits of a pixel coordinate of the walk (signed: padding makes it negative; in_h, in_w
+#: < 2^16 plus the kernel's and the stride's overshoot past the map).
+COORD_BITS = 18
+
+
+def addr_bits(cfg: CoreConfig):
+    """Bits of a signed feature-map address of the walk.
+
+    Every address is ``iy*row + ix*CT + ct`` with ``-16 <= iy < in_h + 32`` and likewise ``ix``
+    (padding < 16; kernel and stride overshoot bounded by the descriptor's checks), so its
+    magnitude stays below ``37 * acts <= 37 * fmap_vectors``: 6 bits above the buffer's address
+    and a sign. (Padded pixels' addresses are never read; they only need not wrap onto a
+    real pixel in the watermark check.)
+    """
+    return max(1, (cfg.fmap_vectors - 1).bit_length()) + 7
 
 
 def hazard_window(cfg: CoreConfig):
@@ -120,7 +133,8 @@ class IssueUnit(wiring.Component):
         R, C, a = e.rows, e.cols, e.act_bits
         m = Module()
         d, sz = self.desc, self.sizes
-        A = signed(ADDR_BITS)
+        A = signed(addr_bits(cfg))
+        P = signed(COORD_BITS)
 
         # ---- S0: the walk -------------------------------------------------------------------
         active = Signal()
@@ -132,8 +146,8 @@ class IssueUnit(wiring.Component):
         zero_from = Signal(range(C + 1))            # first lane beyond out_c in this tile
         out_left = Signal(17)                       # out_c - nt*C
         # The pixel walk, and its snapshot at the block's start (kernel offset 0).
-        ox, iy, ix, addr, rowaddr = (Signal(16), Signal(A), Signal(A), Signal(A), Signal(A))
-        b_ox, b_iy, b_ix, b_addr, b_rowaddr = (Signal(16), Signal(A), Signal(A), Signal(A),
+        ox, iy, ix, addr, rowaddr = (Signal(16), Signal(P), Signal(P), Signal(A), Signal(A))
+        b_ox, b_iy, b_ix, b_addr, b_rowaddr = (Signal(16), Signal(P), Signal(P), Signal(A),
                                                Signal(A))
 
         last_ct = ct == sz.ct - 1
@@ -246,7 +260,7 @@ class IssueUnit(wiring.Component):
 
         # ---- S1: the lanes' addresses -------------------------------------------------------
         m.d.comb += self.sh_addr.eq(ct)
-        iy1, ix1, addr1 = Signal(A), Signal(A), Signal(A)
+        iy1, ix1, addr1 = Signal(P), Signal(P), Signal(A)
         index1, first1, last1 = Signal(16), Signal(), Signal()
         m.d.sync += valid1.eq(issue)
         with m.If(issue):
