@@ -334,7 +334,7 @@ def _parse(model):
             items.append(item)
         elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             prev = items[-1] if items else None
-            want = nn.BatchNorm2d if prev is not None and prev["conv"] else nn.BatchNorm1d
+            want = nn.BatchNorm2d if prev is not None and prev.get("conv") else nn.BatchNorm1d
             if prev is None or prev["kind"] != "weight" or prev["bn"] is not None \
                     or prev["relu"] or type(m) is not want:
                 raise _unsupported(path, m, "must directly follow a weight layer (BatchNorm1d "

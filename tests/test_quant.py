@@ -1,0 +1,419 @@
+"""Tests of :mod:`mulfree.host.quant`: integer-exact PyTorch inference against the NumPy golden
+model, post-training quantization of float models, its errors, and the export round trip."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from mulfree.gen.post_config import bias_range, shift_range
+from mulfree.host.export_format import (IntConv2d, IntFlatten, IntInput, IntLinear,
+                                        IntMaxPool2d, IntModel, layer_config, load_export,
+                                        write_export)
+from mulfree.host.layers import (AdderConv2d, AdderLinear, Shift2d, ShiftConv2d, ShiftLinear)
+from mulfree.host.quant import (QuantizeError, dequantize_output, int_forward,
+                                postprocess_torch, quantize, quantized_forward)
+from mulfree.sim.layer_golden import PostParams, postprocess
+from mulfree.sim.model_golden import predict, quantize_input, run_int_model
+
+
+PES = ("shift", "adder", "mult")
+
+
+# Random integer models ----------------------------------------------------------------------
+
+def _random_codes(rng, pe, wb, ab, shape):
+    if pe == "shift":
+        return rng.integers(0, 1 << wb, shape)          # both zero codes included
+    bits = ab if pe == "adder" else wb
+    return rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), shape)
+
+
+def _fit_post(rng, layer, x):
+    """Random bias, relu and shifts that keep the outputs spread over the range (not all 0
+    or saturated), from the layer's accumulators on its actual input ``x``."""
+    from mulfree.sim.layer_golden import conv2d_acc, matmul_acc
+    from mulfree.sim.shift_golden import table_shift
+    cfg = layer_config(layer)
+    if layer.kind == "linear":
+        acc = matmul_acc(cfg, x, layer.codes)
+    else:
+        accs = []
+        for s in x:
+            if layer.shifts is not None:
+                s = table_shift(s, layer.shifts[:, 0], layer.shifts[:, 1])
+            accs.append(np.moveaxis(conv2d_acc(cfg, s, layer.codes, layer.stride,
+                                               layer.padding), 0, -1))
+        acc = np.stack(accs)
+    n = acc.shape[-1]
+    flat = acc.reshape(-1, n)
+    spread = np.maximum(flat.max(0) - flat.min(0), 1)
+    blo, bhi = bias_range(cfg)
+    bias = np.clip(-np.round(flat.mean(0)).astype(np.int64)
+                   + rng.integers(-spread // 4, spread // 4 + 1), blo, bhi)
+    shift = np.ceil(np.log2(spread)).astype(np.int64) - (layer.act_bits - 1) \
+        + rng.integers(-1, 2, n)
+    slo, shi = shift_range(cfg)
+    # A few channels at the ends of the shift range, the rest spread.
+    if n > 3:
+        shift[0], shift[1] = slo, shi
+    layer.bias = bias
+    layer.shift = np.clip(shift, slo, shi)
+    layer.relu = rng.random(n) < 0.5
+
+
+def _random_model(rng, pe, kind, batch=8):
+    """A random valid IntModel of one PE kind and its random full-range inputs.
+
+    kind: "linear" (linear, linear), "conv" (conv with table shift and stride/padding, pool,
+    flatten, linear), "mixed" (conv, conv, flatten, linear with widening act_bits).
+    """
+    wb = {"shift": int(rng.integers(2, 7)), "adder": None, "mult": int(rng.integers(2, 9))}[pe]
+    a_in = int(rng.integers(4, 9))
+    a = int(rng.integers(a_in, 10))
+    if kind == "linear":
+        shape = (int(rng.integers(3, 20)),)
+    else:
+        shape = (int(rng.integers(1, 4)), int(rng.integers(5, 9)), int(rng.integers(5, 9)))
+    inp = IntInput(shape, a_in, -3)
+    x = rng.integers(-(1 << (a_in - 1)), 1 << (a_in - 1), (batch,) + shape)
+    layers = []
+    cur = x
+    plan = {"linear": ["linear", "linear"],
+            "conv": ["conv_shift", "pool", "flatten", "linear"],
+            "mixed": ["conv", "conv_stride", "flatten", "linear"]}[kind]
+    for step in plan:
+        if step == "pool":
+            layer = IntMaxPool2d()
+        elif step == "flatten":
+            layer = IntFlatten()
+        elif step == "linear":
+            k = cur.shape[1]
+            n = int(rng.integers(3, 8))
+            layer = IntLinear(pe, _random_codes(rng, pe, wb, a, (k, n)), np.zeros(n, int),
+                              np.zeros(n, int), False, a, wb, -2)
+        else:
+            c = cur.shape[1]
+            o = int(rng.integers(2, 5))
+            kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+            stride = (2, 1) if step == "conv_stride" else 1
+            padding = (int(rng.integers(0, 2)), int(rng.integers(0, 2)))
+            shifts = rng.integers(-1, 2, (c, 2)) if step == "conv_shift" else None
+            layer = IntConv2d(pe, _random_codes(rng, pe, wb, a, (o, c, kh, kw)),
+                              np.zeros(o, int), np.zeros(o, int), False, stride, padding,
+                              shifts, a, wb, -2)
+        if layer.kind in ("linear", "conv2d"):
+            _fit_post(rng, layer, cur)
+        layers.append(layer)
+        model = IntModel(inp, list(layers), output="none")
+        cur = run_int_model(model, x)
+    out = "argmax" if cur.ndim == 2 else "none"
+    return IntModel(inp, layers, output=out), x
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv", "mixed"])
+@pytest.mark.parametrize("pe", PES)
+def test_int_forward_equals_golden_random_models(pe, kind):
+    rng = np.random.default_rng([PES.index(pe), len(kind)])
+    for _ in range(3):
+        model, x = _random_model(rng, pe, kind)
+        want = run_int_model(model, x)
+        got = int_forward(model, torch.as_tensor(x))
+        assert got.dtype == torch.int64
+        np.testing.assert_array_equal(got.numpy(), want)
+        # Not trivially all zero or all saturated.
+        assert len(np.unique(want)) > 2
+        # Unbatched input, NumPy input.
+        np.testing.assert_array_equal(int_forward(model, x[0]).numpy(), want[0])
+
+
+def test_postprocess_matches_golden_on_ties_and_extremes():
+    rng = np.random.default_rng(1)
+    layer = IntLinear("shift", np.zeros((1024, 8), int), np.zeros(8, int), np.zeros(8, int),
+                      False, 8, 5)
+    cfg = layer_config(layer)
+    lo, hi = cfg.acc_range
+    blo, bhi = bias_range(cfg)
+    slo, shi = shift_range(cfg)
+    shift = np.array([slo, -1, 0, 1, 2, 5, shi - 1, shi])
+    # Exact ties (odd multiples of 2^(s-1)), extremes and random values.
+    ties = (2 * rng.integers(-50, 50, (64, 8)) + 1) << np.maximum(shift - 1, 0)
+    acc = np.concatenate([np.clip(ties, lo, hi), rng.integers(lo, hi + 1, (64, 8)),
+                          np.full((1, 8), lo), np.full((1, 8), hi)])
+    for bias in (np.zeros(8, int), np.full(8, blo), np.full(8, bhi),
+                 rng.integers(-1000, 1000, 8)):
+        for relu in (False, True):
+            want = postprocess(cfg, acc, PostParams(bias, shift, relu))
+            got = postprocess_torch(torch.as_tensor(acc), bias, shift, np.full(8, relu), 8)
+            np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_round_half_up_known_values():
+    # 5/2 = 2.5 -> 3, -5/2 = -2.5 -> -2, -1/2 -> 0, 3/4 -> 1, -3/4 -> -1
+    acc = torch.tensor([[5, -5, -1, 3, -3]])
+    got = postprocess_torch(acc, np.zeros(5, int), np.array([1, 1, 1, 2, 2]),
+                            np.zeros(5, bool), 8)
+    assert got.tolist() == [[3, -2, 0, 1, -1]]
+
+
+# Float models -------------------------------------------------------------------------------
+
+def _calibrate_bn(model, x):
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.3, 0.3)
+
+
+def _compare(model, x, int_model):
+    with torch.no_grad():
+        want = model(x).double()
+    xq = quantize_input(int_model, x.numpy())
+    y = int_forward(int_model, xq)
+    np.testing.assert_array_equal(y[:40].numpy(), run_int_model(int_model, xq[:40]))
+    got = dequantize_output(int_model, y)
+    np.testing.assert_array_equal(got.numpy(), quantized_forward(int_model, x).numpy())
+    err = (got - want).abs().max().item() / want.abs().max().item()
+    agree = (got.argmax(1) == want.argmax(1)).double().mean().item()
+    return err, agree
+
+
+def _mlp(pe):
+    torch.manual_seed(0)
+    lin = {"mult": nn.Linear, "adder": AdderLinear,
+           "shift": lambda i, o: ShiftLinear(i, o, mode="q", weight_bits=5)}[pe]
+    return nn.Sequential(lin(20, 32), nn.ReLU(), lin(32, 16), nn.ReLU(), lin(16, 6))
+
+
+def _cnn(pe, bn=True):
+    torch.manual_seed(1)
+    conv = {"mult": nn.Conv2d, "adder": AdderConv2d,
+            "shift": lambda i, o, k, padding: ShiftConv2d(i, o, k, padding=padding, mode="ps",
+                                                          weight_bits=5)}[pe]
+    lin = {"mult": nn.Linear, "adder": AdderLinear,
+           "shift": lambda i, o: ShiftLinear(i, o, mode="q", weight_bits=5)}[pe]
+    norm2 = nn.BatchNorm2d if bn else (lambda c: nn.Identity())
+    norm1 = nn.BatchNorm1d if bn else (lambda c: nn.Identity())
+    return nn.Sequential(
+        conv(3, 8, 3, padding=1), norm2(8), nn.ReLU(), nn.MaxPool2d(2),
+        conv(8, 8, 3, padding=1), norm2(8), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), lin(8 * 2 * 2, 16), norm1(16), nn.ReLU(), nn.Dropout(0.5),
+        lin(16, 5))
+
+
+@pytest.mark.parametrize("pe", PES)
+def test_quantize_mlp_close_to_float(pe):
+    model = _mlp(pe).eval()
+    torch.manual_seed(5)
+    x = torch.randn(400, 20)
+    im = quantize(model, x[:200])
+    assert im.output == "argmax" and im.input.act_bits == 8
+    err, agree = _compare(model, x[:200], im)
+    assert err < 0.05, err
+    assert agree > 0.85, agree
+    # Unseen data may exceed the calibration maxima and saturate; the classes still agree.
+    _, agree = _compare(model, x[200:], im)
+    assert agree > 0.85, agree
+
+
+def test_quantize_mult_cnn_with_bn_close_to_float():
+    # Multiplier layers fold BN exactly into the weights: only rounding errors remain.
+    model = _cnn("mult")
+    x = torch.randn(300, 3, 8, 8)
+    _calibrate_bn(model, x)
+    im = quantize(model, x)
+    err, agree = _compare(model, x, im)
+    assert err < 0.05, err
+    assert agree > 0.9, agree
+
+
+@pytest.mark.parametrize("pe", ["shift", "adder"])
+def test_quantize_cnn_without_bn_close_to_float(pe):
+    model = _cnn(pe, bn=False).eval()
+    x = torch.randn(300, 3, 8, 8)
+    im = quantize(model, x)
+    err, agree = _compare(model, x, im)
+    assert err < 0.08, err
+    assert agree > 0.85, agree
+
+
+def _pow2_bn(model):
+    """Set every BN's scale gamma/sigma to an exact power of two (times a sign)."""
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            with torch.no_grad():
+                sigma = torch.sqrt(m.running_var + m.eps)
+                p = torch.randint(-2, 3, sigma.shape).float()
+                m.weight.copy_(sigma * torch.exp2(p))
+
+
+@pytest.mark.parametrize("pe", ["shift", "adder"])
+def test_bn_power_of_two_folding(pe):
+    # With BN scales that are powers of two the folding is exact: the quantized model is as
+    # close as without BN. With arbitrary scales it is within the sqrt(2) approximation.
+    model = _cnn(pe)
+    x = torch.randn(300, 3, 8, 8)
+    _calibrate_bn(model, x)
+    _pow2_bn(model)
+    im = quantize(model, x)
+    err, agree = _compare(model, x, im)
+    assert err < 0.08, err
+    assert agree > 0.85, agree
+    # Per-channel shifts differ: the BN scales went into them.
+    assert len(set(im.layers[0].shift.tolist())) > 1
+
+
+def test_bn_negative_scale_negates_shift_codes():
+    torch.manual_seed(3)
+    lin = ShiftLinear(10, 6, mode="q", weight_bits=5)
+    bn = nn.BatchNorm1d(6)
+    model = nn.Sequential(lin, bn, nn.ReLU(), ShiftLinear(6, 4, mode="q", weight_bits=5))
+    x = torch.randn(300, 10)
+    _calibrate_bn(model, x)
+    with torch.no_grad():
+        sigma = torch.sqrt(bn.running_var + bn.eps)
+        bn.weight.copy_(sigma * torch.tensor([1., -1., 2., -0.5, 1., -4.]))
+    im = quantize(model, x)
+    codes = im.layers[0].codes                       # [K, N]
+    ref = lin.weight_codes().T
+    flip = 1 << 4
+    for n, neg in enumerate([0, 1, 0, 1, 0, 1]):
+        want = np.where((ref[:, n] & (flip - 1)) != 0, ref[:, n] ^ (flip * neg), ref[:, n])
+        np.testing.assert_array_equal(codes[:, n], want)
+    err, agree = _compare(model, x, im)
+    assert err < 0.05, err
+
+
+def test_adder_shared_scale_raises_input_exponent():
+    # Weights far larger than the inputs: the input exponent is raised to hold them, no
+    # weight saturates, and the codes are the weights on the input's scale.
+    torch.manual_seed(4)
+    layer = AdderLinear(12, 5)
+    with torch.no_grad():
+        layer.weight.mul_(40)
+    model = nn.Sequential(layer, nn.BatchNorm1d(5), nn.ReLU(), AdderLinear(5, 3))
+    x = torch.randn(200, 12) * 0.1
+    _calibrate_bn(model, x)
+    im = quantize(model, x)
+    wmax = layer.weight.abs().max().item()
+    e = im.input.scale_exp
+    assert wmax <= 127 * 2.0 ** e and wmax > 127 * 2.0 ** (e - 1)
+    assert e > math.ceil(math.log2(x.abs().max().item() / 127))
+    codes = im.layers[0].codes
+    assert codes.max() < 127 and codes.min() > -128
+    want = torch.floor(layer.weight.detach().double() * 2.0 ** -e + 0.5).T.numpy()
+    np.testing.assert_array_equal(codes, want)
+    # The second adder layer's weights share the first layer's output scale.
+    w2 = model[3].weight.abs().max().item()
+    assert w2 <= 127 * 2.0 ** im.layers[0].out_scale_exp
+    _compare(model, x, im)
+
+
+def test_adder_negative_bn_scale_is_an_error():
+    model = nn.Sequential(AdderLinear(4, 3), nn.BatchNorm1d(3))
+    model.eval()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([1.0, -1.0, 1.0]))
+    with pytest.raises(QuantizeError, match=r"model\.1 .*channels \[1\].*model\.0"):
+        quantize(model, torch.randn(10, 4))
+
+
+def test_whole_model_every_kind_nested_and_export_round_trip(tmp_path):
+    torch.manual_seed(7)
+    model = nn.Sequential(
+        nn.Sequential(Shift2d(3, 3, group=1), ShiftConv2d(3, 6, 3, padding=1, mode="q",
+                                                          weight_bits=4)),
+        nn.BatchNorm2d(6), nn.ReLU(), nn.Identity(),
+        nn.Sequential(AdderConv2d(6, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8)),
+        nn.ReLU(), nn.MaxPool2d(2),
+        Shift2d(8, 3), nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Flatten(), nn.Dropout(),
+        AdderLinear(8 * 2 * 2, 10), nn.BatchNorm1d(10), nn.ReLU(),
+        nn.Linear(10, 7), nn.ReLU(), ShiftLinear(7, 4))
+    x = torch.randn(120, 3, 10, 9)
+    _calibrate_bn(model, x)
+    im = quantize(model, x, act_bits=7)
+    kinds = [(l.kind, getattr(l, "pe", None)) for l in im.layers]
+    assert kinds == [("conv2d", "shift"), ("conv2d", "adder"), ("maxpool2d", None),
+                     ("conv2d", "mult"), ("flatten", None), ("linear", "adder"),
+                     ("linear", "mult"), ("linear", "shift")]
+    assert im.layers[0].shifts is not None and np.abs(im.layers[0].shifts).sum() > 0
+    np.testing.assert_array_equal(im.layers[0].shifts, np.array(model[0][0].offsets))
+    assert [bool(l.relu.all()) for l in im.layers if hasattr(l, "relu")] == \
+        [True, True, True, True, True, False]
+    xq = quantize_input(im, x.numpy())
+    y = int_forward(im, xq)
+    np.testing.assert_array_equal(y.numpy(), run_int_model(im, xq))
+    write_export(im, tmp_path / "m")
+    loaded = load_export(tmp_path / "m")
+    assert loaded == im
+    np.testing.assert_array_equal(run_int_model(loaded, xq), y.numpy())
+    np.testing.assert_array_equal(predict(loaded, xq), y.argmax(1).numpy())
+    # The float model and the integer one agree roughly (power-of-two BN approximations).
+    with torch.no_grad():
+        want = model(x).double()
+    got = dequantize_output(im, y)
+    assert torch.corrcoef(torch.stack([got.flatten(), want.flatten()]))[0, 1] > 0.8
+
+
+def test_input_scale_exp_and_act_bits():
+    model = _mlp("mult").eval()
+    x = torch.randn(50, 20)
+    im = quantize(model, x, act_bits=12, input_scale_exp=-5)
+    assert im.input.scale_exp == -5 and im.input.act_bits == 12
+    assert all(l.act_bits == 12 for l in im.layers)
+    err, _ = _compare(model, x, im)
+    assert err < 0.03
+    with pytest.raises(ValueError, match="act_bits"):
+        quantize(model, x, act_bits=1)
+
+
+def test_dequantize_output_scale():
+    im = IntModel(IntInput((2,), 8, -3), [IntLinear("mult", [[1], [1]], [0], [0], False, 8,
+                                                    8, -6)])
+    assert dequantize_output(im, torch.tensor([[64, -3]])).tolist() == [[1.0, -3 / 64]]
+
+
+# Errors -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model, path, words", [
+    (lambda: nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.Identity(), nn.Sigmoid())),
+     "model.1.1", "Sigmoid"),
+    (lambda: nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.BatchNorm1d(4)),
+     "model.2", "directly follow"),
+    (lambda: nn.Sequential(nn.Flatten(), nn.BatchNorm1d(4)), "model.1", "directly follow"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), nn.BatchNorm1d(2)), "model.1",
+     "BatchNorm2d a convolution"),
+    (lambda: nn.Sequential(Shift2d(1), nn.ReLU(), nn.Conv2d(1, 2, 1)), "model.0",
+     "directly followed by a convolution"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), Shift2d(2)), "model.1", "end of the model"),
+    (lambda: nn.Sequential(Shift2d(2, 5), nn.Conv2d(2, 2, 1)), "model.0", "kernel 5"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), nn.MaxPool2d(3)), "model.1", "MaxPool2d(2)"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), nn.AvgPool2d(2)), "model.1", "AvgPool2d"),
+    (lambda: nn.Sequential(nn.Conv2d(2, 2, 1, groups=2)), "model.0", "groups=1"),
+    (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), nn.Flatten(0)), "model.1", "dimension 1"),
+    (lambda: nn.Sequential(nn.ReLU(), nn.Linear(4, 4)), "model.0", "no weight layer"),
+    (lambda: nn.Sequential(nn.Linear(4, 4), nn.Sequential(nn.GELU())), "model.1.0", "GELU"),
+])
+def test_unsupported_modules_name_their_path(model, path, words):
+    with pytest.raises(QuantizeError) as info:
+        quantize(model(), torch.randn(3, 1, 4, 4) if "Conv" in repr(model()) or
+                 "Shift2d" in repr(model()) else torch.randn(3, 4))
+    msg = str(info.value)
+    assert msg.startswith(path + " ("), msg
+    assert words in msg, msg
+    assert "quantize supports: ShiftLinear" in msg
+
+
+def test_not_a_sequential_is_an_error():
+    with pytest.raises(QuantizeError, match="nn.Sequential, not Linear"):
+        quantize(nn.Linear(3, 3), torch.randn(2, 3))
+    with pytest.raises(QuantizeError, match="no weight layer"):
+        quantize(nn.Sequential(nn.Flatten()), torch.randn(2, 3, 2, 2))
