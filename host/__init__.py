@@ -1,7 +1,8 @@
 """Host side of mulfree.
 
-The PyTorch layers and converters (:mod:`mulfree.host.layers`, :mod:`mulfree.host.convert`)
-are exported lazily: importing :mod:`mulfree.host` does not import torch.
+The PyTorch layers, converters and quantizer (:mod:`mulfree.host.layers`,
+:mod:`mulfree.host.convert`, :mod:`mulfree.host.quant`) are exported lazily: importing
+:mod:`mulfree.host` does not import torch.
 """
 
 _LAZY = {
@@ -9,6 +10,8 @@ _LAZY = {
     "AdderConv2d": "layers", "AdderLRScaler": "layers", "Shift2d": "layers",
     "AddressShift2d": "layers", "ChannelShift": "layers",
     "convert_to_shift": "convert", "convert_to_adder": "convert",
+    "quantize": "quant", "int_forward": "quant", "dequantize_output": "quant",
+    "quantized_forward": "quant", "QuantizeError": "quant",
 }
 
 __all__ = list(_LAZY)
