@@ -13,7 +13,7 @@ from mulfree.host.export_format import (IntConv2d, IntFlatten, IntInput, IntLine
                                         IntMaxPool2d, IntModel, layer_config, load_export,
                                         write_export)
 from mulfree.host.layers import (AdderConv2d, AdderLinear, Shift2d, ShiftConv2d, ShiftLinear)
-from mulfree.host.quant import (QuantizeError, dequantize_output, int_forward,
+from mulfree.host.quant import (QATWrapper, QuantizeError, dequantize_output, int_forward,
                                 postprocess_torch, quantize, quantized_forward)
 from mulfree.sim.layer_golden import PostParams, postprocess
 from mulfree.sim.model_golden import predict, quantize_input, run_int_model
@@ -427,3 +427,66 @@ def test_not_a_sequential_is_an_error():
         quantize(nn.Linear(3, 3), torch.randn(2, 3))
     with pytest.raises(QuantizeError, match="no weight layer"):
         quantize(nn.Sequential(nn.Flatten()), torch.randn(2, 3, 2, 2))
+
+
+# Quantization-aware fine-tuning -------------------------------------------------------------
+
+@pytest.mark.parametrize("pe", PES)
+def test_qat_forward_matches_integer_model(pe):
+    model = _cnn(pe)
+    x = torch.randn(200, 3, 8, 8)
+    _calibrate_bn(model, x)
+    model.double()
+    x = x.double()
+    qat = QATWrapper(model, x)
+    with torch.no_grad():
+        got = qat(x)
+    want = quantized_forward(qat.int_model, x)
+    lsb = (got - want).abs() / 2.0 ** qat.out_exps[-1]
+    # Every rounding is simulated: equal up to float summation order (a rare LSB).
+    assert lsb.max().item() <= 1
+    assert (lsb == 0).double().mean().item() > 0.99
+
+
+def test_qat_fine_tuning_trains_and_exports():
+    torch.manual_seed(11)
+    model = nn.Sequential(ShiftLinear(8, 32, mode="q", weight_bits=5), nn.BatchNorm1d(32),
+                          nn.ReLU(), nn.Linear(32, 3))
+    x = torch.randn(256, 8)
+    labels = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    qat = QATWrapper(model, x)
+    opt = torch.optim.Adam(qat.parameters(), lr=0.05)
+    losses = []
+    for step in range(40):
+        if step % 10 == 9:
+            qat.recalibrate(x)                  # the ranges move while training
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(qat(x), labels)
+        loss.backward()
+        losses.append(loss.item())
+        opt.step()
+    assert losses[-1] < 0.3 * losses[0], losses
+    im = qat.to_int(x)
+    xq = quantize_input(im, x.numpy())
+    assert (predict(im, xq) == labels.numpy()).mean() > 0.9
+    with torch.no_grad():
+        assert (qat(x).argmax(1) == torch.as_tensor(predict(im, xq))).double().mean() > 0.95
+
+
+def test_qat_gradients_reach_every_parameter():
+    torch.manual_seed(12)
+    model = nn.Sequential(Shift2d(3), ShiftConv2d(3, 4, 3, padding=1, mode="ps"),
+                          nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                          AdderConv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Flatten(), AdderLinear(16, 5), nn.BatchNorm1d(5), nn.ReLU(),
+                          nn.Linear(5, 3))
+    x = torch.randn(32, 3, 4, 4)
+    _calibrate_bn(model, x)
+    qat = QATWrapper(model, x)
+    qat(x).square().sum().backward()
+    for name, p in qat.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
