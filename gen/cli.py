@@ -202,6 +202,26 @@ def cmd_demo(args):
     return run_demo(args)
 
 
+def cmd_train(args):
+    # Imported here: torch loads only for this command.
+    from ..host.train import run_train
+    try:
+        run_train(args.model, epochs=args.epochs, seed=args.seed, output=args.output)
+    except ValueError as e:
+        raise UsageError(_with_train_option(str(e))) from None
+    except OSError as e:
+        raise UsageError(f"-o/--output {str(args.output)!r} cannot be written: "
+                         f"{e.strerror or e}") from None
+    return 0
+
+
+def _with_train_option(message):
+    for param, option in (("model", "--model"), ("epochs", "--epochs"), ("seed", "--seed")):
+        if message.startswith(param + " "):
+            return option + message[len(param):]
+    return message
+
+
 def build_parser():
     # Sub-parsers are built with the parent's class, so they share the one-line errors.
     parser = _Parser(
@@ -251,6 +271,24 @@ def build_parser():
     p.add_argument("-o", "--output", default="out/demo", metavar="DIR",
                    help="folder for the generated design and simulation build")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "train", help="train the digits demo networks (float), quantize and export them",
+        description="Train the demo networks on scikit-learn's 8x8 digits and print their "
+                    "float test accuracy. When mulfree.host.quant is available, also quantize "
+                    "each (calibrated on the training images), export it to DIR/<model>/ and "
+                    "measure the integer and golden-model accuracies. DIR/<model>/metrics.json "
+                    "holds the numbers.")
+    p.add_argument("--model", default="all", metavar="NAME",
+                   help="deepshift_mlp, deepshift_cnn, adder_cnn, shiftadd_cnn or all "
+                        "(default: all)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help="training epochs (>= 1, default: per model, 15-20)")
+    p.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of initialisation and minibatch order (>= 0, default: 0)")
+    p.add_argument("-o", "--output", default="out/train", metavar="DIR",
+                   help="output folder, created if missing (default: out/train)")
+    p.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,0 +1,367 @@
+"""Float training of the four demo networks on scikit-learn's 8x8 digits.
+
+The models are small ``nn.Sequential`` stacks built only from modules the integer exporter
+understands (:mod:`mulfree.host.layers` shift and adder layers, BatchNorm directly after a
+weight layer, ReLU, Flatten, 2x2 max pooling, Dropout):
+
+* ``deepshift_mlp`` — DeepShift-Q multilayer perceptron.
+* ``deepshift_cnn`` — DeepShift-Q convolutional network. (Q rather than PS: trained from
+  scratch on digits, PS ended 2-3 points lower in our runs.)
+* ``adder_cnn`` — AdderNet: every weight layer an adder layer followed by BatchNorm (SEEDS.md
+  section 2: the authors say the BatchNorm is required), the classifier too.
+* ``shiftadd_cnn`` — ShiftAddNet: each convolution is a DeepShift-PS layer then an adder
+  layer, and a DeepShift-PS classifier.
+
+Training (:func:`train_model`) is seeded and reproducible: the whole run happens inside
+:func:`torch.random.fork_rng` (the caller's random state is left alone) with deterministic
+algorithms, and the minibatch order comes from its own generator. Optimizers: Adam for
+ordinary weights, RAdam for DeepShift-PS ``shift`` / ``sign`` (PS needs an RAdam-like
+optimizer, SEEDS.md section 1), and AdderNet's rule for adder weights: SGD with momentum on
+the gradient rescaled by :class:`~mulfree.host.layers.AdderLRScaler` (``eta = 0.2``); cosine
+learning-rate decay for all.
+
+:func:`run_train` is what ``mulfree train`` runs: train, and, once
+:mod:`mulfree.host.quant` provides ``quantize`` and ``int_forward``, quantize, export
+(:func:`~mulfree.host.export_format.write_export`) and measure the integer and golden-model
+accuracies.
+"""
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .layers import AdderConv2d, AdderLinear, AdderLRScaler, ShiftConv2d, ShiftLinear
+
+
+__all__ = ["MODELS", "DEFAULT_EPOCHS", "DIGITS_SCALE", "digits_split", "build_model",
+           "train_model", "evaluate", "run_train"]
+
+
+#: Pixels of the digits data are integers 0..16; ``x = pixel * DIGITS_SCALE`` lies in [0, 1].
+#: A power of two, so every input is exact on a fixed-point grid of 4 or more fraction bits
+#: (8-bit activations with scale 2^-6 hold all 17 values exactly).
+DIGITS_SCALE = 1 / 16
+
+#: Epochs ``mulfree train`` uses when ``--epochs`` is not given.
+DEFAULT_EPOCHS = {"deepshift_mlp": 20, "deepshift_cnn": 15, "adder_cnn": 15,
+                  "shiftadd_cnn": 15}
+
+_BATCH = 64
+
+
+def digits_split(seed=0, test_size=0.2):
+    """The digits data set, split into stratified training and test sets.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the split (``train_test_split(random_state=seed)``).
+    test_size : float
+        Fraction held out for testing; 0.2 gives 1437 training and 360 test images.
+
+    Returns
+    -------
+    dict
+        ``x_train``, ``x_test``: float32 arrays ``(N, 1, 8, 8)`` with values
+        ``pixel * DIGITS_SCALE`` in [0, 1] (flatten them for an MLP; the demo MLP starts with
+        ``nn.Flatten`` and takes the same images); ``y_train``, ``y_test``: int64 labels.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    digits = load_digits()
+    x = (digits.images * DIGITS_SCALE).astype(np.float32)[:, None]
+    y = digits.target.astype(np.int64)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=test_size, random_state=seed, stratify=y)
+    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+# Models --------------------------------------------------------------------------------------
+
+def _deepshift_mlp():
+    return nn.Sequential(
+        nn.Flatten(),
+        ShiftLinear(64, 64, bias=False, mode="q"), nn.BatchNorm1d(64), nn.ReLU(),
+        nn.Dropout(0.1),
+        ShiftLinear(64, 10, mode="q"),
+    )
+
+
+def _deepshift_cnn():
+    return nn.Sequential(
+        ShiftConv2d(1, 16, 3, padding=1, bias=False, mode="q"), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.MaxPool2d(2),                                                    # 16 x 4 x 4
+        ShiftConv2d(16, 32, 3, padding=1, bias=False, mode="q"), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.MaxPool2d(2),                                                    # 32 x 2 x 2
+        nn.Flatten(),
+        ShiftLinear(128, 10, mode="q"),
+    )
+
+
+# Adder layers cost an [rows, out, K] intermediate on the CPU: the adder models stay narrow.
+
+def _adder_cnn():
+    return nn.Sequential(
+        AdderConv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.MaxPool2d(2),                                                    # 8 x 4 x 4
+        AdderConv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.MaxPool2d(2),                                                    # 16 x 2 x 2
+        nn.Flatten(),
+        AdderLinear(64, 10, bias=False), nn.BatchNorm1d(10),
+    )
+
+
+def _shiftadd_cnn():
+    # ShiftAddNet: every convolution is a DeepShift-PS layer followed by an adder layer.
+    return nn.Sequential(
+        ShiftConv2d(1, 8, 3, padding=1, bias=False, mode="ps"), nn.BatchNorm2d(8), nn.ReLU(),
+        AdderConv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.MaxPool2d(2),                                                    # 8 x 4 x 4
+        ShiftConv2d(8, 16, 3, padding=1, bias=False, mode="ps"), nn.BatchNorm2d(16), nn.ReLU(),
+        AdderConv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.MaxPool2d(2),                                                    # 16 x 2 x 2
+        nn.Flatten(),
+        ShiftLinear(64, 10, mode="ps"),
+    )
+
+
+#: Model name -> builder of a fresh (randomly initialised) model.
+MODELS = {"deepshift_mlp": _deepshift_mlp, "deepshift_cnn": _deepshift_cnn,
+          "adder_cnn": _adder_cnn, "shiftadd_cnn": _shiftadd_cnn}
+
+
+def _check_name(name):
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, not {name!r}")
+    return name
+
+
+def _check_count(param, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{param} must be an integer >= {minimum}, not {value!r}")
+    return int(value)
+
+
+def build_model(name):
+    """A fresh ``nn.Sequential`` of the demo model ``name`` (one of :data:`MODELS`).
+
+    Initialised from torch's global random state; :func:`train_model` seeds it.
+    """
+    return MODELS[_check_name(name)]()
+
+
+# Training -----------------------------------------------------------------------------------
+
+def _optimizers(model, epochs, steps_per_epoch):
+    """The optimizers of ``model`` and their cosine learning-rate schedules.
+
+    Adam for ordinary weights (DeepShift-Q, BatchNorm, biases); RAdam with a large step for
+    DeepShift-PS ``shift`` and ``sign`` (they move in units of one power of two / one sign
+    step, and PS needs an RAdam-like optimizer, SEEDS.md section 1); SGD with momentum for
+    adder weights, whose gradients :class:`AdderLRScaler` rescales (AdderNet's rule).
+    """
+    adder = [m.weight for m in model.modules() if isinstance(m, (AdderLinear, AdderConv2d))]
+    ps = [p for m in model.modules()
+          if isinstance(m, (ShiftLinear, ShiftConv2d)) and m.mode == "ps"
+          for p in (m.shift, m.sign)]
+    special = {id(p) for p in adder + ps}
+    rest = [p for p in model.parameters() if id(p) not in special]
+    opts = [torch.optim.Adam(rest, lr=1e-2)]
+    if ps:
+        opts.append(torch.optim.RAdam(ps, lr=0.1))
+    if adder:
+        opts.append(torch.optim.SGD(adder, lr=0.05, momentum=0.9))
+    total = epochs * steps_per_epoch
+    scheds = [torch.optim.lr_scheduler.LambdaLR(
+        o, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+        for o in opts]
+    return opts, scheds
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch=512):
+    """Top-1 accuracy (a float in [0, 1]) of ``model`` in eval mode on arrays ``x``, ``y``."""
+    was_training = model.training
+    model.eval()
+    try:
+        correct = 0
+        for i in range(0, len(x), batch):
+            logits = model(torch.as_tensor(x[i:i + batch]))
+            correct += int((logits.argmax(1) == torch.as_tensor(y[i:i + batch])).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(x)
+
+
+def train_model(name, *, epochs=None, seed=0, progress=True, data=None):
+    """Train the demo model ``name`` on the digits training split; measure it on the test split.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`MODELS`.
+    epochs : int, optional
+        Passes over the training set (default :data:`DEFAULT_EPOCHS`).
+    seed : int
+        Seeds the initialisation, dropout and minibatch order (the data split is
+        ``digits_split(0)`` unless ``data`` is given). The same seed gives the same weights.
+    progress : bool
+        Show a tqdm progress bar (one step per epoch) on stderr.
+    data : dict, optional
+        A :func:`digits_split` result, to avoid reloading it.
+
+    Returns
+    -------
+    (torch.nn.Module, dict)
+        The trained model in eval mode, and metrics: ``model``, ``seed``, ``epochs``,
+        ``float_train_accuracy``, ``float_accuracy`` (test), ``seconds`` (training time).
+    """
+    from tqdm import tqdm
+    _check_name(name)
+    epochs = DEFAULT_EPOCHS[name] if epochs is None else _check_count("epochs", epochs, 1)
+    seed = _check_count("seed", seed, 0)
+    data = digits_split() if data is None else data
+    x_train = torch.as_tensor(data["x_train"])
+    y_train = torch.as_tensor(data["y_train"])
+    start = time.perf_counter()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    with torch.random.fork_rng(devices=[]):
+        torch.use_deterministic_algorithms(True)
+        try:
+            torch.manual_seed(seed)
+            model = build_model(name)
+            order = torch.Generator().manual_seed(seed)
+            steps = math.ceil(len(x_train) / _BATCH)
+            opts, scheds = _optimizers(model, epochs, steps)
+            scaler = AdderLRScaler(model, eta=0.2)
+            bar = tqdm(range(epochs), desc=name, disable=not progress, leave=True)
+            for _ in bar:
+                model.train()
+                perm = torch.randperm(len(x_train), generator=order)
+                total_loss = 0.0
+                for i in range(0, len(x_train), _BATCH):
+                    idx = perm[i:i + _BATCH]
+                    if len(idx) < 2:         # BatchNorm needs two samples
+                        continue
+                    loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+                    for o in opts:
+                        o.zero_grad(set_to_none=True)
+                    loss.backward()
+                    scaler.scale_grads()
+                    for o in opts:
+                        o.step()
+                    for s in scheds:
+                        s.step()
+                    total_loss += float(loss.detach()) * len(idx)
+                bar.set_postfix(loss=f"{total_loss / len(x_train):.4f}")
+        finally:
+            torch.use_deterministic_algorithms(deterministic)
+    seconds = time.perf_counter() - start
+    model.eval()
+    metrics = {
+        "model": name, "seed": seed, "epochs": epochs,
+        "float_train_accuracy": evaluate(model, data["x_train"], data["y_train"]),
+        "float_accuracy": evaluate(model, data["x_test"], data["y_test"]),
+        "seconds": round(seconds, 2),
+    }
+    return model, metrics
+
+
+# mulfree train -------------------------------------------------------------------------------
+
+def _quant_module():
+    """:mod:`mulfree.host.quant` if it provides ``quantize`` and ``int_forward``, else None."""
+    try:
+        from . import quant
+    except ImportError:
+        return None
+    if not (callable(getattr(quant, "quantize", None))
+            and callable(getattr(quant, "int_forward", None))):
+        return None
+    return quant
+
+
+def _classes(y):
+    y = np.asarray(y)
+    return y if y.ndim == 1 else np.argmax(y, axis=-1)
+
+
+def _integer_metrics(quant, model, data, out_dir):
+    """Quantize, export to ``out_dir``, and measure the integer and golden accuracies."""
+    from .export_format import load_export, write_export
+    from ..sim import model_golden
+    int_model = quant.quantize(model, torch.as_tensor(data["x_train"]), act_bits=8)
+    write_export(int_model, out_dir)
+    loaded = load_export(out_dir)
+    shape = tuple(loaded.input.shape)
+    x_test = data["x_test"].reshape(len(data["x_test"]), *shape)
+    x_int = model_golden.quantize_input(loaded, x_test)
+    y = data["y_test"]
+    int_pred = _classes(quant.int_forward(int_model, x_int))
+    golden_pred = model_golden.predict(loaded, x_int)
+    return {"int_accuracy": float(np.mean(int_pred == y)),
+            "golden_accuracy": float(np.mean(golden_pred == y)),
+            "int_golden_agreement": float(np.mean(int_pred == golden_pred))}
+
+
+def run_train(models="all", *, epochs=None, seed=0, output="out/train", progress=True,
+              echo=print):
+    """Train ``models`` (a name, a list of names or ``"all"``); export and measure each.
+
+    For every model: train (:func:`train_model`), print its float test accuracy and, if
+    :mod:`mulfree.host.quant` provides ``quantize`` and ``int_forward``, quantize with the
+    training images as calibration data, write the export to ``output/<model>/``, and measure
+    the integer (``int_forward``) and golden-model (:func:`mulfree.sim.model_golden.predict`
+    on the loaded export) accuracies on the whole test split. ``output/<model>/metrics.json``
+    holds the numbers; without the quantizer it holds the float ones only and says so.
+
+    Returns
+    -------
+    list of dict
+        The metrics of each model.
+
+    Raises
+    ------
+    ValueError
+        An unknown model name or a bad ``epochs`` / ``seed`` (before anything is trained).
+    """
+    names = list(MODELS) if models == "all" else \
+        [models] if isinstance(models, str) else list(models)
+    for name in names:
+        if name not in MODELS:
+            raise ValueError(f"model must be one of {', '.join(MODELS)} or all, not {name!r}")
+    if epochs is not None:
+        _check_count("epochs", epochs, 1)
+    _check_count("seed", seed, 0)
+    data = digits_split()
+    quant = _quant_module()
+    if quant is None:
+        echo("mulfree.host.quant (quantize, int_forward) is not available: float metrics only")
+    results = []
+    for name in names:
+        model, metrics = train_model(name, epochs=epochs, seed=seed, progress=progress,
+                                     data=data)
+        out_dir = os.path.join(output, name)
+        os.makedirs(out_dir, exist_ok=True)
+        line = (f"{name}: float accuracy {100 * metrics['float_accuracy']:.2f}% "
+                f"({metrics['epochs']} epochs, {metrics['seconds']:.1f} s)")
+        if quant is None:
+            metrics["quantized"] = "not run: mulfree.host.quant not available"
+        else:
+            metrics.update(_integer_metrics(quant, model, data, out_dir))
+            line += (f", integer {100 * metrics['int_accuracy']:.2f}%, "
+                     f"golden {100 * metrics['golden_accuracy']:.2f}%")
+        path = os.path.join(out_dir, "metrics.json")
+        with open(path, "w") as f:
+            json.dump(metrics, f, indent=2)
+            f.write("\n")
+        echo(line)
+        echo(f"wrote {path}")
+        results.append(metrics)
+    return results

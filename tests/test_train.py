@@ -1,0 +1,145 @@
+"""Tests of :mod:`mulfree.host.train` and ``mulfree train``: data, models, reproducibility, CLI.
+
+Fast only: one-epoch trainings. The real accuracies are measured by ``mulfree train``.
+"""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+pytest.importorskip("tqdm")
+
+from torch import nn
+
+from mulfree.gen import cli
+from mulfree.host import train
+from mulfree.host.layers import AdderConv2d, AdderLinear, Shift2d, ShiftConv2d, ShiftLinear
+
+
+WEIGHT_LAYERS = (ShiftLinear, ShiftConv2d, AdderLinear, AdderConv2d)
+ALLOWED = WEIGHT_LAYERS + (nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.Flatten, nn.MaxPool2d,
+                           Shift2d, nn.Dropout)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return train.digits_split()
+
+
+def test_split_shapes_and_values(data):
+    assert data["x_train"].shape == (1437, 1, 8, 8)
+    assert data["x_test"].shape == (360, 1, 8, 8)
+    assert data["y_train"].shape == (1437,) and data["y_test"].shape == (360,)
+    assert data["x_train"].dtype == np.float32 and data["y_train"].dtype == np.int64
+    for x in (data["x_train"], data["x_test"]):
+        assert x.min() == 0 and x.max() <= 1
+        # pixel * 1/16 with integer pixels 0..16: exact on the 2^-4 grid
+        assert np.array_equal(x * 16, np.round(x * 16))
+    # stratified: every class in the test split, in proportion
+    counts = np.bincount(data["y_test"], minlength=10)
+    assert counts.min() >= 35 and counts.max() <= 37
+
+
+def test_split_is_deterministic(data):
+    again = train.digits_split(seed=0)
+    for key in data:
+        assert np.array_equal(data[key], again[key]), key
+    other = train.digits_split(seed=1)
+    assert not np.array_equal(data["y_test"], other["y_test"])
+
+
+@pytest.mark.parametrize("name", list(train.MODELS))
+def test_model_builds_and_runs(name, data):
+    model = train.build_model(name)
+    assert isinstance(model, nn.Sequential)
+    previous = None
+    for i, m in enumerate(model):
+        assert isinstance(m, ALLOWED), f"{name}[{i}] is {type(m).__name__}"
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            assert isinstance(previous, WEIGHT_LAYERS), f"{name}[{i}]: BN not after a weight layer"
+        if isinstance(m, nn.MaxPool2d):
+            assert m.kernel_size in (2, (2, 2)) and m.stride in (2, (2, 2))
+        previous = m
+    assert any(isinstance(m, WEIGHT_LAYERS) for m in model)
+    model.eval()
+    with torch.no_grad():
+        y = model(torch.as_tensor(data["x_test"][:5]))
+    assert y.shape == (5, 10) and torch.isfinite(y).all()
+
+
+def test_adder_models_put_bn_after_every_adder_layer():
+    for name in ("adder_cnn", "shiftadd_cnn"):
+        model = train.build_model(name)
+        for i, m in enumerate(model):
+            if isinstance(m, (AdderLinear, AdderConv2d)):
+                assert isinstance(model[i + 1], (nn.BatchNorm1d, nn.BatchNorm2d)), (name, i)
+
+
+def test_shiftadd_is_shift_then_adder():
+    kinds = [type(m) for m in train.build_model("shiftadd_cnn")
+             if isinstance(m, (ShiftConv2d, AdderConv2d))]
+    assert kinds == [ShiftConv2d, AdderConv2d] * (len(kinds) // 2)
+
+
+def test_unknown_model_is_refused():
+    with pytest.raises(ValueError, match="model must be one of"):
+        train.build_model("resnet")
+    with pytest.raises(ValueError, match="epochs must be"):
+        train.train_model("deepshift_mlp", epochs=0)
+
+
+@pytest.mark.parametrize("name", ["deepshift_mlp", "shiftadd_cnn"])
+def test_training_is_reproducible(name, data):
+    small = {k: v[:200] if k.endswith("train") else v[:50] for k, v in data.items()}
+    state = torch.random.get_rng_state()
+    a, ma = train.train_model(name, epochs=1, seed=3, progress=False, data=small)
+    b, mb = train.train_model(name, epochs=1, seed=3, progress=False, data=small)
+    c, _ = train.train_model(name, epochs=1, seed=4, progress=False, data=small)
+    # the caller's random state is left alone
+    assert torch.equal(state, torch.random.get_rng_state())
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+    assert any(not torch.equal(sa[k], sc[k]) for k in sa if sa[k].is_floating_point())
+    assert ma["float_accuracy"] == mb["float_accuracy"]
+    assert {"model", "seed", "epochs", "float_accuracy", "seconds"} <= ma.keys()
+    assert not a.training
+
+
+def run_main(argv, capsys):
+    try:
+        status = cli.main(argv)
+    except SystemExit as e:
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "resnet"], "--model must be one of"),
+    (["--epochs", "0"], "--epochs must be an integer >= 1"),
+    (["--seed", "-1"], "--seed must be an integer >= 0"),
+    (["--epochs", "two"], "--epochs"),
+])
+def test_cli_bad_input(argv, message, tmp_path, capsys):
+    status, out, err = run_main(["train", *argv, "-o", str(tmp_path)], capsys)
+    assert status == 2
+    assert err.count("\n") == 1 and message in err, err
+    assert out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_train_writes_metrics(tmp_path, capsys, monkeypatch):
+    import json
+    monkeypatch.setattr(train, "_quant_module", lambda: None)
+    status, out, err = run_main(["train", "--model", "deepshift_mlp", "--epochs", "1",
+                                 "-o", str(tmp_path)], capsys)
+    assert status == 0, err
+    assert "not available: float metrics only" in out
+    assert "deepshift_mlp: float accuracy" in out
+    metrics = json.loads((tmp_path / "deepshift_mlp" / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["seed"] == 0
+    assert 0 <= metrics["float_accuracy"] <= 1
+    assert "int_accuracy" not in metrics and "not run" in metrics["quantized"]
