@@ -40,7 +40,7 @@ from .layers import AdderConv2d, AdderLinear, AdderLRScaler, ShiftConv2d, ShiftL
 
 
 __all__ = ["MODELS", "DEFAULT_EPOCHS", "DIGITS_SCALE", "digits_split", "build_model",
-           "train_model", "evaluate", "run_train"]
+           "train_model", "snap_bn_scales", "evaluate", "run_train"]
 
 
 #: Pixels of the digits data are integers 0..16; ``x = pixel * DIGITS_SCALE`` lies in [0, 1].
@@ -158,7 +158,7 @@ def build_model(name):
 
 # Training -----------------------------------------------------------------------------------
 
-def _optimizers(model, epochs, steps_per_epoch):
+def _optimizers(model, epochs, steps_per_epoch, lr_scale=1.0, skip=frozenset()):
     """The optimizers of ``model`` and their cosine learning-rate schedules.
 
     Adam for ordinary weights (DeepShift-Q, BatchNorm, biases); RAdam with a large step for
@@ -170,18 +170,30 @@ def _optimizers(model, epochs, steps_per_epoch):
     ps = [p for m in model.modules()
           if isinstance(m, (ShiftLinear, ShiftConv2d)) and m.mode == "ps"
           for p in (m.shift, m.sign)]
-    special = {id(p) for p in adder + ps}
+    special = {id(p) for p in adder + ps} | set(skip)
     rest = [p for p in model.parameters() if id(p) not in special]
-    opts = [torch.optim.Adam(rest, lr=1e-2)]
+    opts = [torch.optim.Adam(rest, lr=1e-2 * lr_scale)]
     if ps:
-        opts.append(torch.optim.RAdam(ps, lr=0.1))
+        opts.append(torch.optim.RAdam(ps, lr=0.1 * lr_scale))
     if adder:
-        opts.append(torch.optim.SGD(adder, lr=0.05, momentum=0.9))
+        opts.append(torch.optim.SGD(adder, lr=0.05 * lr_scale, momentum=0.9))
     total = epochs * steps_per_epoch
     scheds = [torch.optim.lr_scheduler.LambdaLR(
         o, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
         for o in opts]
     return opts, scheds
+
+
+def _adder_bns(model):
+    """The BatchNorms directly after an adder layer (``nn.Sequential`` order)."""
+    mods = list(model)
+    return [b for a, b in zip(mods, mods[1:])
+            if isinstance(a, (AdderLinear, AdderConv2d))
+            and isinstance(b, (nn.BatchNorm1d, nn.BatchNorm2d)) and b.affine]
+
+
+#: Smallest BatchNorm scale after an adder layer (see :func:`train_model`).
+_MIN_ADDER_BN_SCALE = 1e-3
 
 
 @torch.no_grad()
@@ -237,40 +249,97 @@ def train_model(name, *, epochs=None, seed=0, progress=True, data=None):
             torch.manual_seed(seed)
             model = build_model(name)
             order = torch.Generator().manual_seed(seed)
-            steps = math.ceil(len(x_train) / _BATCH)
-            opts, scheds = _optimizers(model, epochs, steps)
-            scaler = AdderLRScaler(model, eta=0.2)
-            bar = tqdm(range(epochs), desc=name, disable=not progress, leave=True)
-            for _ in bar:
-                model.train()
-                perm = torch.randperm(len(x_train), generator=order)
-                total_loss = 0.0
-                for i in range(0, len(x_train), _BATCH):
-                    idx = perm[i:i + _BATCH]
-                    if len(idx) < 2:         # BatchNorm needs two samples
-                        continue
-                    loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
-                    for o in opts:
-                        o.zero_grad(set_to_none=True)
-                    loss.backward()
-                    scaler.scale_grads()
-                    for o in opts:
-                        o.step()
-                    for s in scheds:
-                        s.step()
-                    total_loss += float(loss.detach()) * len(idx)
-                bar.set_postfix(loss=f"{total_loss / len(x_train):.4f}")
+            tune = epochs // 4
+            main = epochs - tune
+            bar = tqdm(total=epochs, desc=name, disable=not progress, leave=True)
+            _fit(model, x_train, y_train, main, order, bar, frozen=[], lr_scale=1.0)
+            if tune:
+                before = evaluate(model, data["x_test"], data["y_test"])
+                frozen = snap_bn_scales(model)
+                snapped = evaluate(model, data["x_test"], data["y_test"])
+                _fit(model, x_train, y_train, tune, order, bar, frozen=frozen,
+                     lr_scale=0.1)
+            bar.close()
         finally:
             torch.use_deterministic_algorithms(deterministic)
     seconds = time.perf_counter() - start
     model.eval()
     metrics = {
-        "model": name, "seed": seed, "epochs": epochs,
+        "model": name, "seed": seed, "epochs": epochs, "pow2_bn_epochs": tune,
         "float_train_accuracy": evaluate(model, data["x_train"], data["y_train"]),
         "float_accuracy": evaluate(model, data["x_test"], data["y_test"]),
         "seconds": round(seconds, 2),
     }
+    if tune:
+        metrics["float_accuracy_before_pow2_bn"] = before
+        metrics["float_accuracy_just_after_snap"] = snapped
     return model, metrics
+
+
+def _fit(model, x_train, y_train, epochs, order, bar, *, frozen, lr_scale):
+    """``epochs`` passes of minibatch training; the BatchNorms ``frozen`` stay in eval mode
+    with their scale fixed."""
+    steps = math.ceil(len(x_train) / _BATCH)
+    opts, scheds = _optimizers(model, max(epochs, 1), steps, lr_scale,
+                               skip={id(bn.weight) for bn in frozen})
+    scaler = AdderLRScaler(model, eta=0.2)
+    # The integer model cannot negate -sum|x - w| (mulfree.host.quant refuses a BN scale <= 0
+    # after an adder layer), so those BN scales are kept positive.
+    adder_bns = [bn for bn in _adder_bns(model) if bn not in frozen]
+    for _ in range(epochs):
+        model.train()
+        for bn in frozen:
+            bn.eval()
+        perm = torch.randperm(len(x_train), generator=order)
+        total_loss = 0.0
+        for i in range(0, len(x_train), _BATCH):
+            idx = perm[i:i + _BATCH]
+            if len(idx) < 2:         # BatchNorm needs two samples
+                continue
+            loss = F.cross_entropy(model(x_train[idx]), y_train[idx])
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            scaler.scale_grads()
+            for o in opts:
+                o.step()
+            for s in scheds:
+                s.step()
+            with torch.no_grad():
+                for bn in adder_bns:
+                    bn.weight.clamp_(min=_MIN_ADDER_BN_SCALE)
+            total_loss += float(loss.detach()) * len(idx)
+        bar.update()
+        bar.set_postfix(loss=f"{total_loss / len(x_train):.4f}")
+
+
+def snap_bn_scales(model):
+    """Round the scale of every BatchNorm after a shift or adder layer to a power of two.
+
+    The integer model folds such a BN as ``sign(s) 2^round(log2|s|)`` with
+    ``s = gamma / sqrt(running_var + eps)`` (:mod:`mulfree.host.quant`): a shift weight cannot
+    absorb another factor and ``|x - w|`` does not commute with one. Here ``gamma`` is set so
+    that ``s`` is exactly that power of two, keeping ``y = s (z - mean) + beta`` centred, so
+    the float model and the integer model agree; :func:`train_model` then fine-tunes the
+    other parameters with these BNs frozen. In place.
+
+    Returns
+    -------
+    list of BatchNorm modules
+        Those snapped.
+    """
+    mods = list(model)
+    snapped = []
+    with torch.no_grad():
+        for a, b in zip(mods, mods[1:]):
+            if (isinstance(a, (ShiftLinear, ShiftConv2d, AdderLinear, AdderConv2d))
+                    and isinstance(b, (nn.BatchNorm1d, nn.BatchNorm2d)) and b.affine):
+                sd = torch.sqrt(b.running_var + b.eps)
+                s = b.weight / sd
+                e = torch.round(torch.log2(s.abs().clamp(min=1e-30)))
+                b.weight.copy_(torch.where(s == 0, s, torch.sign(s) * torch.exp2(e)) * sd)
+                snapped.append(b)
+    return snapped
 
 
 # mulfree train -------------------------------------------------------------------------------

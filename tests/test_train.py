@@ -106,6 +106,8 @@ def test_training_is_reproducible(name, data):
     assert ma["float_accuracy"] == mb["float_accuracy"]
     assert {"model", "seed", "epochs", "float_accuracy", "seconds"} <= ma.keys()
     assert not a.training
+    for bn in train._adder_bns(a):
+        assert bn.weight.min() >= train._MIN_ADDER_BN_SCALE
 
 
 def run_main(argv, capsys):
@@ -143,3 +145,54 @@ def test_cli_train_writes_metrics(tmp_path, capsys, monkeypatch):
     assert metrics["epochs"] == 1 and metrics["seed"] == 0
     assert 0 <= metrics["float_accuracy"] <= 1
     assert "int_accuracy" not in metrics and "not run" in metrics["quantized"]
+
+
+def test_cli_train_exports_when_quant_is_there(tmp_path, capsys):
+    import json
+    quant = pytest.importorskip("mulfree.host.quant")
+    if not hasattr(quant, "quantize") or not hasattr(quant, "int_forward"):
+        pytest.skip("mulfree.host.quant has no quantize / int_forward yet")
+    from mulfree.host.export_format import load_export
+    status, out, err = run_main(["train", "--model", "deepshift_mlp", "--epochs", "1",
+                                 "--seed", "2", "-o", str(tmp_path)], capsys)
+    assert status == 0, err
+    assert "integer" in out and "golden" in out
+    folder = tmp_path / "deepshift_mlp"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["seed"] == 2
+    for key in ("float_accuracy", "int_accuracy", "golden_accuracy"):
+        assert 0 <= metrics[key] <= 1
+    # int_forward is bit-exact with the golden model
+    assert metrics["int_golden_agreement"] == 1.0
+    assert load_export(folder).output == "argmax"
+
+
+def test_snap_bn_scales_gives_powers_of_two():
+    torch.manual_seed(0)
+    model = train.build_model("adder_cnn")
+    for m in model:
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            m.running_mean.uniform_(-50, -5)
+            m.running_var.uniform_(1, 400)
+            m.weight.data.uniform_(0.3, 2)
+    means = [m.running_mean.clone() for m in model if isinstance(m, nn.BatchNorm2d)]
+    snapped = train.snap_bn_scales(model)
+    assert len(snapped) == 3
+    for bn in snapped:
+        s = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).detach().double()
+        assert torch.allclose(torch.exp2(torch.round(torch.log2(s))), s, rtol=1e-6)
+    # running statistics are untouched: the output stays centred on beta
+    assert all(torch.equal(a, m.running_mean)
+               for a, m in zip(means, [m for m in model if isinstance(m, nn.BatchNorm2d)]))
+
+
+def test_long_training_ends_with_power_of_two_bn(data):
+    small = {k: v[:128] if k.endswith("train") else v[:20] for k, v in data.items()}
+    model, metrics = train.train_model("deepshift_cnn", epochs=4, seed=0, progress=False,
+                                       data=small)
+    assert metrics["pow2_bn_epochs"] == 1
+    for m in model:
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            s = (m.weight / torch.sqrt(m.running_var + m.eps)).detach().double()
+            assert torch.allclose(torch.exp2(torch.round(torch.log2(s.abs()))), s.abs(),
+                                  rtol=1e-6)
