@@ -51,7 +51,8 @@ already give 0 / saturate every nonzero value); a bias beyond ``acc_width`` bits
 * shift and adder layers: a shift weight cannot absorb an arbitrary factor and ``|x - w|``
   does not commute with one, so ``s`` is approximated by ``sign(s) * 2^e``,
   ``e = round(log2|s|)`` (nearest in the log domain; relative error of the scale at most
-  ``2^(1/2)``). That is AdderNet's "BN as a per-channel power-of-two scale plus bias":
+  ``2^(1/2)``), and ``t`` recentred as ``beta - sign(s) 2^e mean`` so the rounding moves no
+  channel's centre. That is AdderNet's "BN as a per-channel power-of-two scale plus bias":
   ``bias = round_half_up((sign(s) b + t 2^-e) 2^-A)``, ``shift = O - A - e``. A negative
   ``s`` of a shift layer negates that channel's codes (exact: flip the sign bit); an adder
   layer cannot negate ``-sum|x - w|``, so a BN scale ``<= 0`` on an adder layer is an error.
@@ -452,6 +453,12 @@ def _weight_arrays(item, in_exp, act_bits):
             nonzero = s != 0
             e = torch.where(nonzero, torch.round(torch.log2(s.abs().clamp(min=1e-300))),
                             torch.zeros_like(s))
+            # BN(z) = s (z - mean) + beta: with s replaced by s_q = sign(s) 2^e the bias keeps
+            # the centre, t_q = beta - s_q mean (not beta - s mean, which after an adder
+            # layer's large negative mean would shift every output far off).
+            s_q = torch.where(nonzero, sigma * torch.exp2(e), torch.zeros_like(s))
+            mean = item["bn"][1].running_mean.detach().to(torch.float64)
+            t = t + (s - s_q) * mean
             bias_u = sigma * b + t * torch.exp2(-e)
             bias_u = torch.where(nonzero, bias_u, t)       # a zero scale: the output is t
         else:
@@ -710,6 +717,7 @@ class QATWrapper(nn.Module):
             e = torch.where(nonzero, torch.round(torch.log2(s.abs().clamp(min=1e-300))),
                             torch.zeros_like(s))
         s_q = _ste(torch.where(nonzero, sigma * torch.exp2(e), torch.zeros_like(s)), s)
+        t = t + (s - s_q.detach()) * bn.running_mean      # keep the centre (see quantize)
         bias_u = torch.where(nonzero, sigma * b + t * torch.exp2(-e), t)
         return z * s_q.reshape(view) + (torch.exp2(e) * _grid(bias_u, acc_exp)).reshape(view)
 
