@@ -215,6 +215,25 @@ def cmd_train(args):
     return 0
 
 
+def cmd_export(args):
+    # Imported here: torch loads only for this command.
+    from ..host.export import FloatWeightsError, run_export
+    try:
+        run_export(args.model, args.float_path, args.output, act_bits=args.act_bits)
+    except FloatWeightsError as e:
+        raise UsageError(f"--float {e.path!r}: {e.reason}") from None
+    except ValueError as e:
+        message = str(e)
+        for param, option in (("model", "--model"), ("act_bits", "--act-bits")):
+            if message.startswith(param + " "):
+                message = option + message[len(param):]
+        raise UsageError(message) from None
+    except OSError as e:
+        raise UsageError(f"-o/--output {str(args.output)!r} cannot be written: "
+                         f"{e.strerror or e}") from None
+    return 0
+
+
 def _with_train_option(message):
     for param, option in (("model", "--model"), ("epochs", "--epochs"), ("seed", "--seed")):
         if message.startswith(param + " "):
@@ -289,6 +308,24 @@ def build_parser():
     p.add_argument("-o", "--output", default="out/train", metavar="DIR",
                    help="output folder, created if missing (default: out/train)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "export", help="quantize saved float weights of a demo network and export them",
+        description="Load the float weights of a digits demo network (the float.safetensors "
+                    "'mulfree train' writes next to its metrics), quantize it calibrated on the "
+                    "training images, write the integer export (DIR/model.safetensors and "
+                    "DIR/model.json), and print the float, integer and golden-model accuracies "
+                    "on the test images. Nothing is written if an input is bad.")
+    p.add_argument("--model", required=True, metavar="NAME",
+                   help="deepshift_mlp, deepshift_cnn, adder_cnn or shiftadd_cnn")
+    p.add_argument("--float", required=True, dest="float_path", metavar="FILE",
+                   help="float weights of that model (safetensors, e.g. "
+                        "out/train/<model>/float.safetensors)")
+    p.add_argument("--act-bits", type=int, default=8, metavar="N",
+                   help="signed activation width (2..16, default: 8)")
+    p.add_argument("-o", "--output", required=True, metavar="DIR",
+                   help="export folder, created if missing")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -20,8 +20,9 @@ optimizer, SEEDS.md section 1), and AdderNet's rule for adder weights: SGD with 
 the gradient rescaled by :class:`~mulfree.host.layers.AdderLRScaler` (``eta = 0.2``); cosine
 learning-rate decay for all.
 
-:func:`run_train` is what ``mulfree train`` runs: train, and, once
-:mod:`mulfree.host.quant` provides ``quantize`` and ``int_forward``, quantize, export
+:func:`run_train` is what ``mulfree train`` runs: train, save the float weights
+(:func:`mulfree.host.export.save_float`), and, once :mod:`mulfree.host.quant` provides
+``quantize`` and ``int_forward``, quantize, export
 (:func:`~mulfree.host.export_format.write_export`) and measure the integer and golden-model
 accuracies.
 """
@@ -356,27 +357,11 @@ def _quant_module():
     return quant
 
 
-def _classes(y):
-    y = np.asarray(y)
-    return y if y.ndim == 1 else np.argmax(y, axis=-1)
-
-
-def _integer_metrics(quant, model, data, out_dir):
+def _integer_metrics(model, data, out_dir):
     """Quantize, export to ``out_dir``, and measure the integer and golden accuracies."""
-    from .export_format import load_export, write_export
-    from ..sim import model_golden
-    int_model = quant.quantize(model, torch.as_tensor(data["x_train"]), act_bits=8)
-    write_export(int_model, out_dir)
-    loaded = load_export(out_dir)
-    shape = tuple(loaded.input.shape)
-    x_test = data["x_test"].reshape(len(data["x_test"]), *shape)
-    x_int = model_golden.quantize_input(loaded, x_test)
-    y = data["y_test"]
-    int_pred = _classes(quant.int_forward(int_model, x_int))
-    golden_pred = model_golden.predict(loaded, x_int)
-    return {"int_accuracy": float(np.mean(int_pred == y)),
-            "golden_accuracy": float(np.mean(golden_pred == y)),
-            "int_golden_agreement": float(np.mean(int_pred == golden_pred))}
+    from .export import export, measure_accuracies
+    int_model = export(model, out_dir, torch.as_tensor(data["x_train"]), act_bits=8)
+    return measure_accuracies(int_model, out_dir, data["x_test"], data["y_test"])
 
 
 def run_train(models="all", *, epochs=None, seed=0, output="out/train", progress=True,
@@ -387,8 +372,12 @@ def run_train(models="all", *, epochs=None, seed=0, output="out/train", progress
     :mod:`mulfree.host.quant` provides ``quantize`` and ``int_forward``, quantize with the
     training images as calibration data, write the export to ``output/<model>/``, and measure
     the integer (``int_forward``) and golden-model (:func:`mulfree.sim.model_golden.predict`
-    on the loaded export) accuracies on the whole test split. ``output/<model>/metrics.json``
-    holds the numbers; without the quantizer it holds the float ones only and says so.
+    on the loaded export) accuracies on the whole test split. The trained float weights are
+    saved as ``output/<model>/float.safetensors`` (:func:`mulfree.host.export.save_float`;
+    ``mulfree export`` re-exports from them) whether or not the quantizer is there.
+    ``output/<model>/metrics.json`` holds the numbers and names the float-weights file
+    (``float_weights``, relative to its folder); without the quantizer it holds the float
+    metrics only and says so.
 
     Returns
     -------
@@ -408,6 +397,7 @@ def run_train(models="all", *, epochs=None, seed=0, output="out/train", progress
     if epochs is not None:
         _check_count("epochs", epochs, 1)
     _check_count("seed", seed, 0)
+    from .export import FLOAT_FILE, save_float
     data = digits_split()
     quant = _quant_module()
     if quant is None:
@@ -418,12 +408,14 @@ def run_train(models="all", *, epochs=None, seed=0, output="out/train", progress
                                      data=data)
         out_dir = os.path.join(output, name)
         os.makedirs(out_dir, exist_ok=True)
+        save_float(model, os.path.join(out_dir, FLOAT_FILE), name=name)
+        metrics["float_weights"] = FLOAT_FILE
         line = (f"{name}: float accuracy {100 * metrics['float_accuracy']:.2f}% "
                 f"({metrics['epochs']} epochs, {metrics['seconds']:.1f} s)")
         if quant is None:
             metrics["quantized"] = "not run: mulfree.host.quant not available"
         else:
-            metrics.update(_integer_metrics(quant, model, data, out_dir))
+            metrics.update(_integer_metrics(model, data, out_dir))
             line += (f", integer {100 * metrics['int_accuracy']:.2f}%, "
                      f"golden {100 * metrics['golden_accuracy']:.2f}%")
         path = os.path.join(out_dir, "metrics.json")
@@ -431,6 +423,7 @@ def run_train(models="all", *, epochs=None, seed=0, output="out/train", progress
             json.dump(metrics, f, indent=2)
             f.write("\n")
         echo(line)
+        echo(f"wrote {os.path.join(out_dir, FLOAT_FILE)}")
         echo(f"wrote {path}")
         results.append(metrics)
     return results
