@@ -23,16 +23,6 @@ PORT_RE = re.compile(r"^\s*(input|output)\s+(?:signed\s+)?(?:\[(\d+):(\d+)\]\s*)
                      re.MULTILINE)
 
 
-def run_main(argv, capsys):
-    """``(status, stdout, stderr)`` of ``mulfree`` run in-process."""
-    try:
-        status = cli.main(argv)
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
 def run_command(argv, cwd):
     proc = subprocess.run([str(MULFREE), *argv], cwd=cwd, capture_output=True, text=True,
                           timeout=120)
@@ -107,7 +97,7 @@ def check_design(cfg, folder):
 # Success ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.pe)
-def test_gen_in_process(cfg, tmp_path, capsys):
+def test_gen_in_process(cfg, tmp_path, capsys, run_main):
     out = tmp_path / "new" / "folder"
     status, stdout, stderr = run_main(gen_args(cfg, out), capsys)
     assert (status, stderr) == (0, "")
@@ -122,7 +112,7 @@ def test_gen_command(tmp_path):
     check_design(cfg, tmp_path / "out")
 
 
-def test_gen_name_and_default_output(tmp_path, capsys, monkeypatch):
+def test_gen_name_and_default_output(tmp_path, capsys, monkeypatch, run_main):
     monkeypatch.chdir(tmp_path)
     status, _, stderr = run_main(["gen", "--rows", "2", "--cols", "2", "--max-k", "4",
                                   "--name", "my_top"], capsys)
@@ -131,7 +121,7 @@ def test_gen_name_and_default_output(tmp_path, capsys, monkeypatch):
     assert check_design(cfg, tmp_path / "out")["top"] == "my_top"
 
 
-def test_gen_overwrites_previous(tmp_path, capsys):
+def test_gen_overwrites_previous(tmp_path, capsys, run_main):
     cfg = CONFIGS[0]
     (tmp_path / f"{cfg.top_name}.v").write_text("previous\n")
     (tmp_path / f"{cfg.top_name}.json").write_text("{}\n")
@@ -139,7 +129,7 @@ def test_gen_overwrites_previous(tmp_path, capsys):
     check_design(cfg, tmp_path)
 
 
-def test_help_mentions_every_option(capsys):
+def test_help_mentions_every_option(capsys, run_main):
     status, stdout, _ = run_main(["gen", "--help"], capsys)
     assert status == 0
     for option in ("--pe", "--rows", "--cols", "--act-bits", "--weight-bits", "--max-k",
@@ -176,7 +166,7 @@ def check_error(status, stdout, stderr, option, value):
 
 @pytest.mark.parametrize("args, option, value", BAD, ids=lambda a: " ".join(a)
                          if isinstance(a, list) else None)
-def test_bad_input_in_process(args, option, value, tmp_path, capsys):
+def test_bad_input_in_process(args, option, value, tmp_path, capsys, run_main):
     status, stdout, stderr = run_main(["gen", *args, "-o", str(tmp_path / "out")], capsys)
     check_error(status, stdout, stderr, option, value)
     assert listing(tmp_path) == []
@@ -191,7 +181,7 @@ def test_bad_input_command(args, option, value, tmp_path):
 
 
 @pytest.mark.parametrize("sub", [None, "below"])
-def test_output_is_a_file(sub, tmp_path, capsys):
+def test_output_is_a_file(sub, tmp_path, capsys, run_main):
     existing = tmp_path / "existing"
     existing.write_text("keep\n")
     target = existing if sub is None else existing / sub
@@ -252,7 +242,7 @@ def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
     assert listing(tmp_path) == [f"{cfg.top_name}.v"]
 
 
-def test_failed_write_is_one_line_error(tmp_path, capsys, monkeypatch):
+def test_failed_write_is_one_line_error(tmp_path, capsys, monkeypatch, run_main):
     def replace(src, dst):
         raise OSError(28, "No space left on device")
 

@@ -183,15 +183,6 @@ def test_load_float_checks_tensors(change, message, tmp_path, mlp_state):
 
 # mulfree export -----------------------------------------------------------------------------
 
-def run_main(argv, capsys):
-    try:
-        status = cli.main(argv)
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """``mulfree train`` of a one-epoch deepshift_mlp: its output folder."""
@@ -209,7 +200,7 @@ def test_train_saves_float_weights(trained):
     assert train.evaluate(model, data["x_test"], data["y_test"]) == metrics["float_accuracy"]
 
 
-def test_cli_export_end_to_end(trained, tmp_path, capsys):
+def test_cli_export_end_to_end(trained, tmp_path, capsys, run_main):
     out_dir = tmp_path / "export"
     status, out, err = run_main(["export", "--model", "deepshift_mlp", "--float",
                                  str(trained / FLOAT_FILE), "--act-bits", "6", "-o",
@@ -245,7 +236,7 @@ def test_cli_export_end_to_end(trained, tmp_path, capsys):
     (["--float", "MISSING"], "no such file"),
     (["--float", "CORRUPT"], "not a readable safetensors file"),
 ])
-def test_cli_export_bad_input(argv, message, trained, tmp_path, capsys):
+def test_cli_export_bad_input(argv, message, trained, tmp_path, capsys, run_main):
     good = str(trained / FLOAT_FILE)
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"{}")
@@ -262,7 +253,7 @@ def test_cli_export_bad_input(argv, message, trained, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_export_unwritable_output(trained, tmp_path, capsys):
+def test_cli_export_unwritable_output(trained, tmp_path, capsys, run_main):
     blocker = tmp_path / "file"
     blocker.write_text("")
     status, out, err = run_main(["export", "--model", "deepshift_mlp", "--float",

@@ -12,7 +12,6 @@ pytest.importorskip("tqdm")
 
 from torch import nn
 
-from mulfree.gen import cli
 from mulfree.host import train
 from mulfree.host.layers import AdderConv2d, AdderLinear, Shift2d, ShiftConv2d, ShiftLinear
 
@@ -110,22 +109,13 @@ def test_training_is_reproducible(name, data):
         assert bn.weight.min() >= train._MIN_ADDER_BN_SCALE
 
 
-def run_main(argv, capsys):
-    try:
-        status = cli.main(argv)
-    except SystemExit as e:
-        status = e.code
-    out, err = capsys.readouterr()
-    return status, out, err
-
-
 @pytest.mark.parametrize("argv, message", [
     (["--model", "resnet"], "--model must be one of"),
     (["--epochs", "0"], "--epochs must be an integer >= 1"),
     (["--seed", "-1"], "--seed must be an integer >= 0"),
     (["--epochs", "two"], "--epochs"),
 ])
-def test_cli_bad_input(argv, message, tmp_path, capsys):
+def test_cli_bad_input(argv, message, tmp_path, capsys, run_main):
     status, out, err = run_main(["train", *argv, "-o", str(tmp_path)], capsys)
     assert status == 2
     assert err.count("\n") == 1 and message in err, err
@@ -133,7 +123,7 @@ def test_cli_bad_input(argv, message, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_train_writes_metrics(tmp_path, capsys, monkeypatch):
+def test_cli_train_writes_metrics(tmp_path, capsys, monkeypatch, run_main):
     import json
     monkeypatch.setattr(train, "_quant_module", lambda: None)
     status, out, err = run_main(["train", "--model", "deepshift_mlp", "--epochs", "1",
@@ -147,7 +137,7 @@ def test_cli_train_writes_metrics(tmp_path, capsys, monkeypatch):
     assert "int_accuracy" not in metrics and "not run" in metrics["quantized"]
 
 
-def test_cli_train_exports_when_quant_is_there(tmp_path, capsys):
+def test_cli_train_exports_when_quant_is_there(tmp_path, capsys, run_main):
     import json
     quant = pytest.importorskip("mulfree.host.quant")
     if not hasattr(quant, "quantize") or not hasattr(quant, "int_forward"):
