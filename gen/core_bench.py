@@ -16,7 +16,6 @@ fill and drain, pass edges of short blocks).
 """
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -104,7 +103,7 @@ def bench_core(rows=16, cols=16, *, pe="shift", act_bits=8, max_k=1024, stream_w
 
 def format_core(result):
     """The runs as a table: utilization and where the lost cycles went."""
-    from .bench import _table, _fmt
+    from .bench import _table
     rows = []
     for name, r in result["runs"].items():
         lost = r["lost"]

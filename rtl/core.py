@@ -19,8 +19,8 @@ appear only on the shell's ports. ``docs/interface.md`` is the normative descrip
 registers and the stream formats.
 """
 
-from amaranth.hdl import Signal, Module, Cat, Const, Mux, ResetInserter, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.hdl import Signal, Module, Cat, Mux, ResetInserter, unsigned
+from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

@@ -336,7 +336,6 @@ class WeightFeeder(wiring.Component):
         })
 
     def elaborate(self, platform):
-        cfg = self._cfg
         m = Module()
         d, sz = self.desc, self.sizes
         active = Signal()

@@ -117,7 +117,7 @@ class LayerSetup(wiring.Component):
         })
 
     def elaborate(self, platform):
-        cfg, e = self._cfg, self._cfg.engine
+        e = self._cfg.engine
         m = Module()
         d, sz = self.desc, self.sizes
         flags = d.flags

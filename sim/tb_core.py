@@ -99,7 +99,7 @@ class TB:
                              f"(STATUS 0x{await self.read('STATUS'):x}, ERROR "
                              f"0x{await self.read('ERROR'):x})")
 
-    def frame(self, beats, last_ok=True):
+    def frame(self, beats):
         nbytes = self.width // 8
         return AxiStreamFrame(b"".join(int(b).to_bytes(nbytes, "little") for b in beats))
 
