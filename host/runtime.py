@@ -1,0 +1,613 @@
+"""The host runtime: open an accelerator, check it, load a program, run batches.
+
+One API for every backend::
+
+    from mulfree.host.runtime import open_device
+    from mulfree.host.compiler import compile_model
+
+    with open_device("sim", manifest) as dev:          # or "zynq" on the board
+        program = compile_model(model, dev.core, max_packet_bytes=dev.max_packet_bytes)
+        dev.load(program)
+        result = dev.run(x_int)                         # or dev.infer(x_float)
+        result.predictions, result.cycles_per_image, result.utilization
+
+A :class:`Device` talks to a *backend* that moves words and bytes:
+
+* ``"sim"`` (:mod:`mulfree.host.sim_backend`): the core's generated Verilog compiled by
+  Verilator with a C++ harness (:mod:`mulfree.sim.board`), the default when no board is there;
+* ``"zynq"`` (:mod:`mulfree.host.zynq`): Linux on a Zynq-7000, registers through UIO (or
+  ``/dev/mem`` restricted to the core's window), data through a Xilinx AXI DMA over a
+  contiguous buffer (udmabuf).
+
+A backend provides ``read32(offset)``, ``write32(offset, value)`` (the core's registers),
+``transfer(packets, out_nbytes, timeout)`` (send a run's packets, return its result bytes),
+``wait_done(timeout)``, ``abort()`` (reset its data movers), ``close()``, and the attributes
+``name``, ``lock_path`` (a file to lock for exclusive use, or ``None``), ``beat_bytes``,
+``max_packet_bytes`` and ``cycles`` (a simulator's clock count, or ``None``).
+
+The device reads every register's offset and field from the manifest (``registers``), checks
+the identity registers against it when it opens, refuses a program compiled for another core
+before sending anything, soft-resets the core and resets the data movers after a timeout or
+a core error (so a failed run leaves the device usable), and reads the performance counters
+around each step.
+"""
+
+import errno
+import fcntl
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..gen.core_config import CoreConfig
+from .compiler import CompileError, CoreStep, Program, core_from_manifest, decode_run, encode_run
+
+
+__all__ = ["DeviceError", "DeviceBusy", "DeviceMismatch", "DeviceTimeout", "CoreRunError",
+           "InputError", "DeviceLock", "Device", "RunResult", "open_device", "DEVICES",
+           "COUNTERS"]
+
+DEVICES = ("sim", "zynq")
+#: The 64-bit performance counters (``docs/interface.md``, "64-bit counters").
+COUNTERS = ("BUSY_CYCLES", "STALL_IN_CYCLES", "STALL_OUT_CYCLES", "TERMS")
+#: Identity registers checked when a device opens (their manifest values are constants).
+IDENTITY = ("ID", "ENGINE", "ARRAY", "WIDTHS", "MAX_K", "STREAM_WIDTH", "FMAP_VECTORS",
+            "ACC_ENTRIES", "WEIGHT_ROWS", "MAX_CHANNELS")
+
+
+class DeviceError(RuntimeError):
+    """Something went wrong talking to an accelerator."""
+
+
+class DeviceBusy(DeviceError):
+    """Another process holds the device."""
+
+
+class DeviceMismatch(DeviceError):
+    """The device is not the core the manifest or the program describes."""
+
+
+class DeviceTimeout(DeviceError, TimeoutError):
+    """A run did not finish in time. ``status`` holds the registers read before the reset."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
+class CoreRunError(DeviceError):
+    """The core stopped a run with an error code (``ERROR.core_code``)."""
+
+    def __init__(self, message, code, name, status):
+        super().__init__(message)
+        self.code, self.name, self.status = code, name, status
+
+
+class InputError(ValueError):
+    """Input arrays of the wrong shape, dtype or range."""
+
+    def __init__(self, param, message):
+        super().__init__(message)
+        self.param = param
+
+
+class DeviceLock:
+    """An exclusive, non-blocking ``flock`` on ``path``, released on :meth:`release`.
+
+    The file holds the owner's PID, so the error a second process gets names it.
+    """
+
+    def __init__(self, path, what="the device"):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            owner = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            self._fd = None
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise DeviceBusy(f"{what} is in use by another process (pid {owner}; lock "
+                                 f"{self.path}); wait for it to finish or stop it") from None
+            raise
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self):
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
+@dataclass
+class StepStats:
+    """Counters of one step over a batch (deltas of the core's 64-bit counters)."""
+
+    index: int
+    kind: str
+    runs: int = 0
+    busy_cycles: int = 0
+    stall_in_cycles: int = 0
+    stall_out_cycles: int = 0
+    terms: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RunResult:
+    """What :meth:`Device.run` returns.
+
+    Attributes
+    ----------
+    outputs : int64 array ``[B, ...]``
+        The model's final integer activations (the last layer's outputs).
+    predictions : int64 array ``[B]`` or None
+        ``argmax`` of ``outputs`` for a model whose output is ``argmax``.
+    images : int
+    steps : list of StepStats
+        Per core step: runs and counter deltas.
+    seconds : float
+        Wall time of the batch on this host (packing, transfers, waiting, the host's layers).
+    sim_cycles : int or None
+        Clock cycles a simulator ran (including idle cycles between runs), or None on a board.
+    pes : int
+        ``rows * cols`` of the core.
+    """
+
+    outputs: np.ndarray
+    predictions: np.ndarray | None
+    images: int
+    steps: list = field(default_factory=list)
+    seconds: float = 0.0
+    sim_cycles: int | None = None
+    pes: int = 1
+
+    def _total(self, name):
+        return sum(getattr(s, name) for s in self.steps)
+
+    @property
+    def busy_cycles(self):
+        return self._total("busy_cycles")
+
+    @property
+    def terms(self):
+        return self._total("terms")
+
+    @property
+    def cycles_per_image(self):
+        """Core busy cycles per image (``BUSY_CYCLES`` over the batch / images)."""
+        return self.busy_cycles / self.images if self.images else 0.0
+
+    @property
+    def images_per_second(self):
+        """Images per wall-clock second on this host (simulated or real)."""
+        return self.images / self.seconds if self.seconds else 0.0
+
+    @property
+    def utilization(self):
+        """``TERMS / (BUSY_CYCLES * rows * cols)``: the share of PE-cycles that computed."""
+        busy = self.busy_cycles
+        return self.terms / (busy * self.pes) if busy else 0.0
+
+    def images_per_second_at(self, clock_hz):
+        """Images per second of the core alone at ``clock_hz`` (busy cycles only)."""
+        return clock_hz / self.cycles_per_image if self.cycles_per_image else 0.0
+
+    def summary(self):
+        """A JSON-ready dict of the figures (no arrays)."""
+        doc = {"images": self.images, "seconds": round(self.seconds, 4),
+               "images_per_second": round(self.images_per_second, 2),
+               "busy_cycles": self.busy_cycles, "terms": self.terms,
+               "cycles_per_image": round(self.cycles_per_image, 1),
+               "pe_utilization": round(self.utilization, 4),
+               "images_per_second_at_100mhz": round(self.images_per_second_at(100e6), 1),
+               "steps": [vars(s) | {"seconds": round(s.seconds, 4)} for s in self.steps]}
+        if self.sim_cycles is not None:
+            doc["sim_cycles"] = self.sim_cycles
+            doc["sim_cycles_per_second"] = round(self.sim_cycles / self.seconds, 1) \
+                if self.seconds else 0.0
+        return doc
+
+
+def _registers(manifest):
+    regs = {}
+    for reg in manifest["registers"]["registers"]:
+        regs[reg["name"]] = (reg["offset"], {f["name"]: f for f in reg["fields"]}, reg)
+    return regs
+
+
+class Device:
+    """An open accelerator: a backend plus the core's manifest.
+
+    Parameters
+    ----------
+    backend
+        See the module docstring.
+    manifest : dict
+        The core's manifest (``mulfree gen --core``); every offset and field comes from it.
+    timeout : float
+        Seconds a run may take before it is aborted (:class:`DeviceTimeout`).
+    check_identity : bool
+        Compare the identity registers with the manifest when opening (default).
+
+    Raises
+    ------
+    DeviceBusy
+        If another process holds the device.
+    DeviceMismatch
+        If an identity register differs from the manifest.
+    """
+
+    def __init__(self, backend, manifest, *, timeout=10.0, check_identity=True):
+        self.backend = backend
+        self.manifest = manifest
+        self.core: CoreConfig = core_from_manifest(manifest)
+        self.timeout = float(timeout)
+        self._regs = _registers(manifest)
+        self._lock = None
+        self.program = None
+        self._loaded_step = None
+        lock_path = getattr(backend, "lock_path", None)
+        try:
+            if lock_path is not None:
+                self._lock = DeviceLock(lock_path, f"the {backend.name} device")
+            if check_identity:
+                self.check_identity()
+            self.soft_reset()
+            self.write_field("CONTROL", "irq_enable", 1)
+        except BaseException:
+            self.close()
+            raise
+
+    # Registers --------------------------------------------------------------------------------
+
+    def _reg(self, name):
+        if name not in self._regs:
+            raise KeyError(f"no register {name!r} in this core's manifest")
+        return self._regs[name]
+
+    def read(self, name):
+        """The 32-bit value of register ``name``."""
+        return self.backend.read32(self._reg(name)[0])
+
+    def write(self, name, value):
+        self.backend.write32(self._reg(name)[0], int(value) & 0xFFFF_FFFF)
+
+    def field(self, name, field_name, value=None):
+        """Field ``field_name`` of register ``name`` (from ``value``, or read now)."""
+        _, fields, _ = self._reg(name)
+        hi, lo = fields[field_name]["bits"]
+        value = self.read(name) if value is None else value
+        return (value >> lo) & ((1 << (hi - lo + 1)) - 1)
+
+    def _field_value(self, name, field_name, value):
+        _, fields, _ = self._reg(name)
+        hi, lo = fields[field_name]["bits"]
+        return (int(value) & ((1 << (hi - lo + 1)) - 1)) << lo
+
+    def write_field(self, name, field_name, value):
+        """Write a register with only ``field_name`` set (W1S/W1C registers, CONTROL)."""
+        base = 0
+        if name == "CONTROL" and field_name != "irq_enable":
+            base = self._field_value("CONTROL", "irq_enable", 1)
+        self.write(name, base | self._field_value(name, field_name, value))
+
+    def status(self):
+        """``STATUS`` and ``ERROR`` decoded, with the core error's name: a dict."""
+        status, error = self.read("STATUS"), self.read("ERROR")
+        doc = {f: self.field("STATUS", f, status) for f in self._reg("STATUS")[1]}
+        doc.update({f: self.field("ERROR", f, error) for f in self._reg("ERROR")[1]})
+        codes = {v["code"]: k for k, v in self.manifest["registers"]["core_errors"].items()}
+        doc["core_error"] = codes.get(doc.get("core_code", 0))
+        return doc
+
+    def counters(self):
+        """The 64-bit performance counters (``_LO`` then ``_HI``: one snapshot each)."""
+        out = {}
+        for name in COUNTERS:
+            lo = self.read(f"{name}_LO")
+            hi = self.read(f"{name}_HI")
+            out[name] = hi << 32 | lo
+        return out
+
+    def identity(self):
+        """The identity registers' values: a dict."""
+        return {name: self.read(name) for name in IDENTITY + ("VERSION",)}
+
+    def check_identity(self):
+        """Raise :class:`DeviceMismatch` unless the identity registers match the manifest."""
+        for name in IDENTITY:
+            expected = self._reg(name)[2]["reset"]
+            got = self.read(name)
+            if got != expected:
+                raise DeviceMismatch(
+                    f"register {name} of the {self.backend.name} device reads 0x{got:08x}, "
+                    f"the manifest of {self.manifest.get('top')} says 0x{expected:08x}: the "
+                    f"device holds another design (regenerate or redeploy)")
+        major = self.field("VERSION", "major")
+        want = self.field("VERSION", "major", self._reg("VERSION")[2]["reset"])
+        if major != want:
+            raise DeviceMismatch(f"the device's register interface is version {major}.x, this "
+                                 f"runtime's manifest {want}.x")
+
+    def soft_reset(self):
+        """Abort whatever runs, return the core to idle, and reset the data movers."""
+        self.write_field("CONTROL", "soft_reset", 1)
+        self.backend.abort()
+        self._loaded_step = None
+
+    @property
+    def max_packet_bytes(self):
+        return getattr(self.backend, "max_packet_bytes", None)
+
+    # Programs ---------------------------------------------------------------------------------
+
+    def load(self, program: Program):
+        """Make ``program`` the one :meth:`run` executes.
+
+        Raises
+        ------
+        DeviceMismatch
+            If it was compiled for another core (nothing is sent).
+        """
+        if not isinstance(program, Program):
+            raise TypeError(f"program must be a Program (compile_model), "
+                            f"not {type(program).__name__}")
+        if program.core.params() != self.core.params():
+            diff = _diff(program.core.params(), self.core.params())
+            raise DeviceMismatch(f"the program was compiled for another core ({diff}); "
+                                 f"compile it for this device's manifest")
+        limit = self.max_packet_bytes
+        if limit is not None and (program.max_packet_bytes is None
+                                  or program.max_packet_bytes > limit):
+            raise DeviceMismatch(f"the program was packed for packets of up to "
+                                 f"{program.max_packet_bytes} bytes; this device moves at most "
+                                 f"{limit}: compile_model(..., max_packet_bytes={limit})")
+        self.program = program
+        self._loaded_step = None
+
+    def _check_input(self, x):
+        program = self.program
+        shape = program.input_shape
+        x = np.asarray(x)
+        if x.dtype.kind not in "iu":
+            raise InputError("x", f"x must hold integers (quantized inputs; use infer() for "
+                                  f"real values), not {x.dtype}")
+        if x.shape == shape:
+            x = x[None]
+        if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
+            raise InputError("x", f"x must have shape {shape} or (B, "
+                                  f"{', '.join(map(str, shape))}), not {x.shape}")
+        lo, hi = self.core.engine.act_range
+        in_lo, in_hi = -(1 << (program.model.input.act_bits - 1)), \
+            (1 << (program.model.input.act_bits - 1)) - 1
+        if x.size and (x.min() < in_lo or x.max() > in_hi):
+            raise InputError("x", f"x must lie in [{in_lo}, {in_hi}] (the model's "
+                                  f"{program.model.input.act_bits}-bit input), not "
+                                  f"[{x.min()}, {x.max()}]")
+        assert lo <= in_lo and in_hi <= hi
+        return x.astype(np.int64)
+
+    def infer(self, x_float, **options):
+        """Quantize real inputs as the model's input says, then :meth:`run`."""
+        from ..sim.model_golden import quantize_input
+        if self.program is None:
+            raise DeviceError("no program loaded: call load(compile_model(...)) first")
+        try:
+            x = quantize_input(self.program.model, x_float)
+        except ValueError as exc:
+            raise InputError("x", str(exc)) from None
+        return self.run(x, **options)
+
+    def run(self, x, *, progress=None):
+        """Run the loaded program on a batch of quantized inputs.
+
+        Parameters
+        ----------
+        x : int array ``input_shape`` or ``[B, *input_shape]``
+        progress : callable or None
+            Called with the number of core runs done since the last call (a tqdm's
+            ``update``).
+
+        Returns
+        -------
+        RunResult
+
+        Raises
+        ------
+        InputError
+            If ``x`` has the wrong shape, dtype or range (nothing is sent).
+        DeviceTimeout, CoreRunError
+            If a run fails; the device has been reset and stays usable.
+        """
+        if self.program is None:
+            raise DeviceError("no program loaded: call load(compile_model(...)) first")
+        x = self._check_input(x)
+        program, images = self.program, x.shape[0]
+        start_cycles = getattr(self.backend, "cycles", None)
+        t0 = time.perf_counter()
+        stats = []
+        for step in program.steps:
+            if not isinstance(step, CoreStep):
+                x = step.apply(x)
+                continue
+            st = StepStats(step.index, step.kind)
+            before, t_step = self.counters(), time.perf_counter()
+            x = self._run_step(step, x, st, progress)
+            after = self.counters()
+            st.busy_cycles = (after["BUSY_CYCLES"] - before["BUSY_CYCLES"]) % (1 << 64)
+            st.stall_in_cycles = (after["STALL_IN_CYCLES"] - before["STALL_IN_CYCLES"]) % (1 << 64)
+            st.stall_out_cycles = (after["STALL_OUT_CYCLES"]
+                                   - before["STALL_OUT_CYCLES"]) % (1 << 64)
+            st.terms = (after["TERMS"] - before["TERMS"]) % (1 << 64)
+            st.seconds = time.perf_counter() - t_step
+            stats.append(st)
+        seconds = time.perf_counter() - t0
+        end_cycles = getattr(self.backend, "cycles", None)
+        predictions = np.argmax(x, axis=-1).astype(np.int64) if program.output == "argmax" \
+            else None
+        e = self.core.engine
+        return RunResult(x, predictions, images, stats, seconds,
+                         None if start_cycles is None else end_cycles - start_cycles,
+                         e.rows * e.cols)
+
+    def _run_step(self, step, x, stats, progress):
+        outputs = []
+        chunk = 1 if step.kind == "conv2d" else step.images_per_run
+        for start in range(0, x.shape[0], chunk):
+            part = x[start] if step.kind == "conv2d" else x[start:start + chunk]
+            reuse = self._loaded_step is step
+            out = self.run_layer(step, part, reuse=reuse)
+            self._loaded_step = step
+            outputs.append(out[None] if step.kind == "conv2d" else out[:, 0, :].T)
+            stats.runs += 1
+            if progress is not None:
+                progress(1)
+        return np.concatenate(outputs)
+
+    def run_layer(self, step: CoreStep, x, *, reuse=False):
+        """One run of ``step``: encode, send, receive, decode. Returns ``[out_c, oh, ow]``."""
+        packets, out_nbytes, layer = encode_run(self.program, step, x, reuse=reuse)
+        data = self.execute(packets, out_nbytes)
+        return decode_run(self.program, layer, data)
+
+    def execute(self, packets, out_nbytes, *, timeout=None):
+        """Start the core, send ``packets``, return the ``out_nbytes`` bytes of its result.
+
+        The low-level run every other call goes through: ``CONTROL.start``, the backend's
+        transfer, then ``STATUS.done``. On a timeout or a core error the core is soft-reset
+        and the backend's data movers are reset before the exception is raised.
+        """
+        timeout = self.timeout if timeout is None else float(timeout)
+        deadline = time.monotonic() + timeout
+        self.write_field("CONTROL", "start", 1)
+        try:
+            data = self.backend.transfer(packets, out_nbytes, timeout)
+            done = self.backend.wait_done(max(0.0, deadline - time.monotonic()))
+        except TimeoutError as exc:
+            self._fail_timeout(f"{exc}")
+        if not done:
+            self._fail_timeout("the core did not set STATUS.done")
+        status = self.status()
+        if status["error"] or status["core_code"]:
+            self._fail_core(status)
+        self.write_field("STATUS", "done", 1)
+        if data is None or len(data) != out_nbytes:
+            self.soft_reset()
+            got = 0 if data is None else len(data)
+            raise DeviceError(f"the core finished but sent {got} result bytes, not "
+                              f"{out_nbytes}; the device was reset")
+        return data
+
+    def _fail_timeout(self, why):
+        try:
+            status = self.status() | self.counters()
+        except Exception as exc:          # the bus itself may be what failed
+            status = {"unreadable": str(exc)}
+        if status.get("core_code"):
+            # The core stopped with an error and the data movers waited for results that
+            # never come: report the error, not the wait.
+            self._fail_core(status)
+        self.soft_reset()
+        raise DeviceTimeout(f"the run did not finish within {self.timeout:g} s ({why}); "
+                            f"status before the soft reset: {_fmt_status(status)}", status)
+
+    def _fail_core(self, status):
+        self.soft_reset()
+        code, name = status["core_code"], status["core_error"]
+        meaning = self.manifest["registers"]["core_errors"].get(name, {}).get("meaning", "")
+        raise CoreRunError(f"the core stopped the run with error {code} {name}: {meaning}; "
+                           f"the device was reset", code, name, status)
+
+    def close(self):
+        """Release the backend and the lock (idempotent)."""
+        if getattr(self, "backend", None) is not None:
+            try:
+                self.backend.close()
+            finally:
+                self.backend = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _fmt_status(status):
+    return ", ".join(f"{k}={v}" for k, v in status.items())
+
+
+def _diff(a, b, prefix=""):
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            out.append(_diff(a[key], b[key], f"{prefix}{key}."))
+        elif a.get(key) != b.get(key):
+            out.append(f"{prefix}{key} {a.get(key)} vs {b.get(key)}")
+    return ", ".join(o for o in out if o)
+
+
+def load_manifest(manifest):
+    """A core manifest from a dict, a ``.json`` path, or a design folder holding one."""
+    import json
+    if isinstance(manifest, dict):
+        return manifest
+    path = Path(manifest)
+    if path.is_dir():
+        found = [p for p in sorted(path.glob("*.json"))
+                 if json.loads(p.read_text()).get("kind") == "core"]
+        if len(found) != 1:
+            raise CompileError("config", f"{path} must hold exactly one core manifest "
+                                         f"(mulfree gen --core), found {len(found)}")
+        path = found[0]
+    if not path.is_file():
+        raise CompileError("config", f"no core manifest at {path}")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CompileError("config", f"{path} is not JSON: {exc}") from None
+    core_from_manifest(doc)
+    doc.setdefault("_path", str(path))
+    return doc
+
+
+def open_device(kind="sim", manifest=None, *, timeout=10.0, **options):
+    """Open a device.
+
+    Parameters
+    ----------
+    kind : str
+        ``"sim"`` (the simulated board, default) or ``"zynq"``.
+    manifest : dict, path or CoreConfig
+        The core: its manifest (dict, ``.json`` file or design folder). For ``"sim"`` a
+        :class:`CoreConfig` is generated and built too.
+    timeout : float
+        Seconds a run may take.
+    options
+        Backend options: ``"sim"``: ``build_dir``, ``progress`` (see
+        :func:`mulfree.host.sim_backend.open_sim`); ``"zynq"``: ``config`` (a
+        :class:`mulfree.host.zynq.ZynqConfig`), ``sysfs_root``, ``dev_root``.
+    """
+    if kind not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {kind!r}")
+    if kind == "sim":
+        from .sim_backend import open_sim
+        backend, manifest = open_sim(manifest, **options)
+    else:
+        from .zynq import open_zynq
+        manifest = load_manifest(manifest)
+        backend = open_zynq(manifest, **options)
+    try:
+        return Device(backend, manifest, timeout=timeout)
+    except BaseException:
+        backend.close()
+        raise

@@ -1,0 +1,107 @@
+"""The core's stream formats as bytes: fast NumPy packing for the runtime.
+
+:mod:`mulfree.host.layer_stream` packs a layer into Python-integer beats, one vector at a time:
+clear and exact, the reference the tests check this module against. A runtime sending thousands
+of layers needs the same bytes without a Python loop per vector. Here every vector is built
+with NumPy bit operations, and a beat is ``beat_bytes = stream_width / 8`` little-endian bytes:
+byte ``i`` of a beat is ``tdata[8i+7:8i]``, which is how an AXI DMA lays a stream out in memory.
+
+The formats (``docs/interface.md``, "Stream formats"): a packet is a header beat
+``{count[31:8], type[3:0]}`` and ``count`` vectors; a vector of ``V`` bits takes
+``ceil(V / S)`` whole beats, its elements packed from bit 0 up in two's complement.
+"""
+
+import numpy as np
+
+from ..gen.core_config import PACKET_TYPES, CoreConfig
+
+
+__all__ = ["pack_elements", "unpack_elements", "header_beat", "packet", "packets",
+           "MAX_PACKET_VECTORS"]
+
+#: Largest ``count`` of a header (24 bits).
+MAX_PACKET_VECTORS = (1 << 24) - 1
+
+
+def pack_elements(cfg: CoreConfig, values, elem_bits):
+    """Vectors of ``elem_bits``-bit elements as the beats that carry them.
+
+    Parameters
+    ----------
+    values : int array ``[n, elements]``
+        One vector per row; signed values are taken modulo ``2^elem_bits`` (two's complement).
+    elem_bits : int
+
+    Returns
+    -------
+    uint8 array ``[n * beats, beat_bytes]``
+        ``beats = ceil(elements * elem_bits / stream_width)``; the bits above the vector in its
+        last beat are 0.
+    """
+    values = np.asarray(values, dtype=np.int64)
+    n, elements = values.shape
+    bits = elements * elem_bits
+    beats = cfg.beats(bits)
+    beat_bytes = cfg.stream_width // 8
+    shifts = np.arange(elem_bits, dtype=np.int64)
+    flat = ((values[:, :, None] >> shifts) & 1).astype(np.uint8).reshape(n, bits)
+    padded = np.zeros((n, beats * cfg.stream_width), dtype=np.uint8)
+    padded[:, :bits] = flat
+    return np.packbits(padded, axis=1, bitorder="little").reshape(n * beats, beat_bytes)
+
+
+def unpack_elements(cfg: CoreConfig, data, elements, elem_bits, *, signed=True):
+    """The inverse of :func:`pack_elements`: ``[n, elements]`` int64 from whole-vector beats.
+
+    Returns ``(values, extra)`` where ``extra`` is a bool array ``[n]``: True where a bit above
+    the vector (in its last beat) is set, which the formats say must be 0.
+    """
+    bits = elements * elem_bits
+    beats = cfg.beats(bits)
+    data = np.asarray(data, dtype=np.uint8)
+    n = data.shape[0] // beats
+    flat = np.unpackbits(data.reshape(n, -1), axis=1, bitorder="little")
+    extra = flat[:, bits:].any(axis=1)
+    weights = np.int64(1) << np.arange(elem_bits, dtype=np.int64)
+    values = (flat[:, :bits].reshape(n, elements, elem_bits).astype(np.int64) * weights).sum(-1)
+    if signed:
+        values = np.where(values >= 1 << (elem_bits - 1), values - (1 << elem_bits), values)
+    return values, extra
+
+
+def header_beat(cfg: CoreConfig, type_name, count):
+    """The header beat of a packet of ``count`` vectors of ``type_name``: ``[1, beat_bytes]``."""
+    if not 1 <= count <= MAX_PACKET_VECTORS:
+        raise ValueError(f"count must be in [1, {MAX_PACKET_VECTORS}], not {count}")
+    word = (count << 8) | PACKET_TYPES[type_name]
+    beat = np.zeros((1, cfg.stream_width // 8), dtype=np.uint8)
+    beat[0, :4] = np.frombuffer(word.to_bytes(4, "little"), dtype=np.uint8)
+    return beat
+
+
+def packet(cfg: CoreConfig, type_name, vector_beats):
+    """One packet: the header and the beats of ``count`` vectors, as ``[beats, beat_bytes]``."""
+    per = cfg.beats(cfg.vector_bits[type_name])
+    count = len(vector_beats) // per
+    return np.concatenate([header_beat(cfg, type_name, count), vector_beats])
+
+
+def packets(cfg: CoreConfig, type_name, vector_beats, max_bytes=None):
+    """``vector_beats`` of one type cut into packets of whole vectors.
+
+    Each packet holds at most :data:`MAX_PACKET_VECTORS` vectors and, if ``max_bytes`` is given,
+    at most ``max_bytes`` bytes with its header (a DMA transfer's limit). Returns a list of
+    uint8 arrays ``[beats, beat_bytes]``; an empty list for no vectors.
+    """
+    per = cfg.beats(cfg.vector_bits[type_name])
+    beat_bytes = cfg.stream_width // 8
+    n = len(vector_beats) // per
+    limit = MAX_PACKET_VECTORS
+    if max_bytes is not None:
+        fit = (max_bytes // beat_bytes - 1) // per
+        if fit < 1:
+            raise ValueError(f"max_bytes = {max_bytes} cannot hold a header and one "
+                             f"{type_name} vector ({(per + 1) * beat_bytes} bytes)")
+        limit = min(limit, fit)
+    return [packet(cfg, type_name, vector_beats[start * per:min(n, start + limit) * per])
+            for start in range(0, n, limit)]
