@@ -36,7 +36,8 @@ from .layer_stream import (Layer, LayerError, _act_rows, _descriptor_words, _fir
 
 
 __all__ = ["CompileError", "CoreStep", "HostStep", "Program", "compile_model",
-           "core_for_model", "core_from_manifest", "encode_run", "decode_run", "step_layer"]
+           "core_for_model", "core_from_manifest", "encode_run", "decode_run", "step_layer",
+           "emulate_program"]
 
 
 class CompileError(ValueError):
@@ -525,3 +526,39 @@ def decode_run(program: Program, layer: Layer, data):
         raise ValueError(f"result lane of channel {g['out_c'] + c} >= out_c = {g['out_c']} "
                          f"(pixel {m}) is {lanes[g['out_c'] + c, m]}, not 0")
     return lanes[:g["out_c"]].reshape(g["out_c"], g["out_h"], g["out_w"])
+
+
+# The program on the NumPy core model ----------------------------------------------------------
+
+def emulate_program(program: Program, x):
+    """Run ``program`` on quantized inputs ``x`` ``[B, *input_shape]`` with the NumPy model of
+    the core (:func:`mulfree.host.layer_stream.emulate_core`), exactly as a device would: the
+    same runs, the same packets (weights sent by a step's first run, then reused), the same
+    result bytes. It shares no code with the golden model of the whole network
+    (:func:`mulfree.sim.model_golden.run_int_model`), so comparing the two checks the compiler
+    without a simulator. Returns the final int64 activations ``[B, ...]``.
+    """
+    from .layer_stream import CoreState, emulate_core
+    cfg, state, loaded = program.core, CoreState(), None
+    bb = cfg.stream_width // 8
+    x = np.asarray(x, dtype=np.int64)
+    for step in program.steps:
+        if not isinstance(step, CoreStep):
+            x = step.apply(x)
+            continue
+        outs = []
+        chunk = 1 if step.kind == "conv2d" else step.images_per_run
+        for start in range(0, len(x), chunk):
+            part = x[start] if step.kind == "conv2d" else x[start:start + chunk]
+            packets, nbytes, layer = encode_run(program, step, part, reuse=loaded is step)
+            pairs = [(int.from_bytes(beat.tobytes(), "little"), i == len(p) - 1)
+                     for p in packets for i, beat in enumerate(p)]
+            beats = emulate_core(cfg, pairs, state=state)
+            data = np.frombuffer(b"".join(b.to_bytes(bb, "little") for b in beats), np.uint8)
+            if data.size != nbytes:
+                raise ValueError(f"the emulated core sent {data.size} bytes, not {nbytes}")
+            out = decode_run(program, layer, data)
+            outs.append(out[None] if step.kind == "conv2d" else out[:, 0, :].T)
+            loaded = step
+        x = np.concatenate(outs)
+    return x

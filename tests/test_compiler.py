@@ -1,0 +1,273 @@
+"""Tests of the compiler (:mod:`mulfree.host.compiler`) and the byte packing
+(:mod:`mulfree.host.stream_pack`), without a simulator.
+
+A compiled program is run on the NumPy model of the core (``emulate_program``: the same runs,
+packets and result bytes a device sees) and compared with the golden model of the whole
+network (``run_int_model``), which shares no code with it. The byte packing is compared with
+``layer_stream``'s integer packer.
+"""
+
+import numpy as np
+import pytest
+
+from mulfree.gen.config import ArrayConfig
+from mulfree.gen.core_config import CoreConfig
+from mulfree.gen.core_manifest import core_manifest
+from mulfree.host import stream_pack
+from mulfree.host.compiler import (CompileError, CoreStep, HostStep, compile_model,
+                                   core_for_model, core_from_manifest, decode_run,
+                                   emulate_program, encode_run)
+from mulfree.host.export_format import (IntConv2d, IntFlatten, IntInput, IntLinear,
+                                        IntMaxPool2d, IntModel)
+from mulfree.host.layer_stream import Layer, expected_beats, pack_layer
+from mulfree.sim.layer_golden import PostParams
+from mulfree.sim.model_golden import run_int_model
+
+
+SHIFTS = {"shift": (4, 9), "adder": (0, 3), "mult": (3, 7)}
+
+
+def _codes(rng, pe, wb, ab, shape):
+    if pe == "shift":
+        return rng.integers(0, 1 << wb, shape)
+    bits = ab if pe == "adder" else wb
+    return rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), shape)
+
+
+def _post(rng, pe, n, k, ab):
+    center = k * (1 << ab) // 3 if pe == "adder" else 0
+    return dict(bias=center + rng.integers(-60, 60, n), shift=rng.integers(*SHIFTS[pe], n),
+                relu=rng.integers(0, 2, n).astype(bool))
+
+
+def conv_model(seed, pe, *, wb=None, ab=6):
+    """Every layer kind and tiling case: 7 input channels (several channel tiles on a 4-row
+    core), 6 output channels (several output tiles on 4 columns), per-channel shifts, padding,
+    a rectangular kernel with unequal strides, max pooling, flatten, two linear layers."""
+    rng = np.random.default_rng(seed)
+    wb = wb or {"shift": 4, "adder": None, "mult": 5}[pe]
+    return IntModel(IntInput((7, 6, 5), ab, -3), [
+        IntConv2d(pe, _codes(rng, pe, wb, ab, (6, 7, 3, 3)), padding=1, act_bits=ab,
+                  weight_bits=wb, shifts=rng.integers(-1, 2, (7, 2)),
+                  **_post(rng, pe, 6, 63, ab)),
+        IntMaxPool2d(),
+        IntConv2d(pe, _codes(rng, pe, wb, ab, (5, 6, 2, 1)), stride=(2, 1), padding=(1, 0),
+                  act_bits=ab, weight_bits=wb, **_post(rng, pe, 5, 12, ab)),
+        IntFlatten(),
+        IntLinear(pe, _codes(rng, pe, wb, ab, (5 * 2 * 2, 9)), act_bits=ab, weight_bits=wb,
+                  **_post(rng, pe, 9, 20, ab)),
+        IntLinear(pe, _codes(rng, pe, wb, ab, (9, 3)), act_bits=ab, weight_bits=wb,
+                  **_post(rng, pe, 3, 9, ab)),
+    ], name=f"conv_{pe}")
+
+
+def small_core(pe, **options):
+    wb = {"shift": 5, "adder": None, "mult": 6}[pe]
+    engine = ArrayConfig(pe=pe, rows=4, cols=4, act_bits=6, weight_bits=wb, max_k=64)
+    return CoreConfig(engine=engine, stream_width=options.pop("stream_width", 64), **options)
+
+
+def _inputs(model, b, seed=1):
+    lo, hi = -(1 << (model.input.act_bits - 1)), (1 << (model.input.act_bits - 1)) - 1
+    return np.random.default_rng(seed).integers(lo, hi + 1, (b, *model.input.shape))
+
+
+@pytest.mark.parametrize("pe", ["shift", "adder", "mult"])
+def test_program_equals_golden(pe):
+    """The whole program on the core's NumPy model equals the network's golden model."""
+    model = conv_model(3, pe)
+    program = compile_model(model, small_core(pe))
+    x = _inputs(model, 5)
+    y = emulate_program(program, x)
+    assert np.array_equal(y, run_int_model(model, x))
+    assert np.ptp(y) > 0                     # not all saturated or zero: the test can fail
+
+
+def test_linear_batches_are_chunked_and_packets_limited():
+    """A batch larger than the feature-map buffer takes several linear runs; packets obey a
+    transfer limit; results still equal the golden model."""
+    model = conv_model(4, "shift")
+    cfg = small_core("shift", fmap_vectors=64)         # linear: K = 20 -> 5 channel tiles
+    program = compile_model(model, cfg, max_packet_bytes=256)
+    linear = [s for s in program.steps if isinstance(s, CoreStep) and s.kind == "linear"]
+    assert linear[0].images_per_run == 64 // 5
+    assert linear[1].images_per_run == 64 // 3                  # K = 9 -> 3 tiles
+    assert program.runs_for(30) == 30 + 30 + 3 + 2
+    x = _inputs(model, 30)
+    assert np.array_equal(emulate_program(program, x), run_int_model(model, x))
+    step = program.core_steps[0]
+    packets, _, _ = encode_run(program, step, x[0], reuse=False)
+    assert max(p.nbytes for p in packets) <= 256
+    assert len(packets) > 5
+
+
+def test_narrower_shift_codes_are_reencoded():
+    """4-bit shift codes on a 6-bit core: the sign moves to the new top bit, values stay."""
+    model = conv_model(5, "shift", wb=4)
+    engine = ArrayConfig(pe="shift", rows=4, cols=4, act_bits=6, weight_bits=6, max_k=64)
+    program = compile_model(model, CoreConfig(engine=engine))
+    code = np.asarray(model.layers[0].codes)
+    step = program.core_steps[0]
+    assert np.array_equal(step.w_codes >> 5, code >> 3)
+    assert np.array_equal(step.w_codes & 31, code & 7)
+    x = _inputs(model, 2)
+    assert np.array_equal(emulate_program(program, x), run_int_model(model, x))
+
+
+def test_steps_and_describe():
+    program = compile_model(conv_model(1, "mult"), small_core("mult"))
+    kinds = [(type(s).__name__, s.kind) for s in program.steps]
+    assert kinds == [("CoreStep", "conv2d"), ("HostStep", "maxpool2d"),
+                     ("CoreStep", "conv2d"), ("HostStep", "flatten"),
+                     ("CoreStep", "linear"), ("CoreStep", "linear")]
+    text = program.describe()
+    assert "core  conv2d" in text and "host  maxpool2d" in text and "argmax" in text
+
+
+def test_core_from_manifest_round_trip():
+    cfg = small_core("adder", stream_width=128)
+    assert core_from_manifest(core_manifest(cfg)) == cfg
+    with pytest.raises(CompileError, match="kind 'array'"):
+        core_from_manifest({"kind": "array", "parameters": {}})
+
+
+def test_core_for_model_covers_the_model():
+    model = conv_model(2, "shift")
+    cfg = core_for_model(model, rows=4, cols=4)
+    assert cfg.engine.pe == "shift" and cfg.engine.act_bits == 6
+    assert cfg.engine.weight_bits == 4 and cfg.engine.max_k == 64      # K = 63 -> 64
+    x = _inputs(model, 3)
+    assert np.array_equal(emulate_program(compile_model(model, cfg), x), run_int_model(model, x))
+
+
+def test_core_for_model_refuses_mixed_kinds():
+    model = conv_model(2, "shift")
+    rng = np.random.default_rng(0)
+    model.layers[-1] = IntLinear("adder", _codes(rng, "adder", None, 6, (9, 3)), act_bits=6,
+                                 **_post(rng, "adder", 3, 9, 6))
+    with pytest.raises(CompileError, match="mixes PE kinds adder and shift"):
+        core_for_model(model)
+
+
+def _with(model, i, **changes):
+    layer = model.layers[i]
+    fields = {k: getattr(layer, k) for k in layer.__dataclass_fields__}
+    fields.update(changes)
+    model.layers[i] = type(layer)(**fields)
+    return model
+
+
+@pytest.mark.parametrize("case, param, message", [
+    ("pe", "layers.0.pe", "is a adder layer; this core's PEs are shift"),
+    ("act_bits", "layers.0.act_bits", "has 8-bit activations; this core's are 6 bits"),
+    ("weight_bits", "layers.0.weight_bits", "6-bit weight codes; this core takes at most 5"),
+    ("max_k", "layers.0.K", "must be at most max_k = 32"),
+    ("max_channels", "layers.0.in_c", "input channels of a layer with a shift must be at most "
+                                      "max_channels = 4"),
+    ("fmap", "layers.0.in_shape", "must be at most fmap_vectors = 32"),
+    ("weight_rows", "layers.0.codes", "must be at most weight_rows = 64"),
+    ("bias", "layers.0.bias", "is outside"),
+    ("input", "input.act_bits", "input has 8-bit activations"),
+])
+def test_misfits_are_named(case, param, message):
+    model = conv_model(7, "shift")
+    cfg = small_core("shift")
+    rng = np.random.default_rng(0)
+    if case == "pe":
+        model = IntModel(model.input, [IntConv2d("adder", _codes(rng, "adder", None, 6,
+                                                                 (6, 7, 3, 3)), padding=1,
+                                                 act_bits=6, **_post(rng, "adder", 6, 63, 6))])
+        model.output = "none"
+    elif case == "act_bits":
+        for i in (0, 2, 4, 5):
+            model = _with(model, i, act_bits=8)
+    elif case == "weight_bits":
+        model = _with(model, 0, weight_bits=6, codes=_codes(rng, "shift", 6, 6, (6, 7, 3, 3)))
+    elif case == "max_k":
+        cfg = CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=4, act_bits=6,
+                                            weight_bits=5, max_k=32))
+    elif case == "max_channels":
+        cfg = small_core("shift", max_channels=4)
+    elif case == "fmap":
+        cfg = small_core("shift", fmap_vectors=32)          # 6 x 5 pixels x 2 tiles = 60
+    elif case == "weight_rows":
+        cfg = small_core("shift", weight_rows=64)           # 2 x 9 x 2 x 4 = 144 rows
+    elif case == "bias":
+        bias = np.array(model.layers[0].bias)
+        bias[2] = 1 << 40
+        model = _with(model, 0, bias=bias)
+    elif case == "input":
+        model.input = IntInput(model.input.shape, 8, -3)
+        for i in (0, 2, 4, 5):
+            model = _with(model, i, act_bits=8)
+    with pytest.raises(CompileError, match=message) as info:
+        compile_model(model, cfg)
+    assert info.value.param == param
+
+
+def test_packet_limit_too_small():
+    with pytest.raises(CompileError, match="cannot hold a header and one"):
+        compile_model(conv_model(1, "shift"), small_core("shift"), max_packet_bytes=8)
+
+
+# Byte packing against layer_stream's integer packer -------------------------------------------
+
+@pytest.mark.parametrize("width", [32, 64, 128, 256])
+@pytest.mark.parametrize("pe", ["shift", "adder", "mult"])
+def test_packets_equal_layer_stream(pe, width):
+    """``encode_run`` sends the bytes of ``pack_layer``'s beats, whatever the stream width;
+    ``decode_run`` reads ``expected_beats`` back to the golden output."""
+    rng = np.random.default_rng(width)
+    cfg = small_core(pe, stream_width=width)
+    model = conv_model(width, pe)
+    program = compile_model(model, cfg)
+    step = program.core_steps[0]
+    x = _inputs(model, 1)[0]
+    for reuse in (False, True):
+        packets, nbytes, layer = encode_run(program, step, x, reuse=reuse)
+        ref = pack_layer(cfg, Layer(x, step.w_codes, step.post, padding=1, shifts=step.shifts,
+                                    reuse_weights=reuse))
+        assert [p.tobytes() for p in packets] == [
+            b"".join(int(b).to_bytes(width // 8, "little") for b in p.beats) for p in ref]
+        beats = expected_beats(cfg, layer)
+        data = np.frombuffer(b"".join(b.to_bytes(width // 8, "little") for b in beats),
+                             np.uint8)
+        assert data.size == nbytes
+        from mulfree.host.layer_stream import expected_output
+        assert np.array_equal(decode_run(program, layer, data), expected_output(cfg, layer))
+    assert rng is not None
+
+
+def test_decode_refuses_bad_results():
+    from mulfree.host.layer_stream import layer_geometry
+    program = compile_model(conv_model(2, "shift"), small_core("shift"))
+    step = program.core_steps[0]
+    _, nbytes, layer = encode_run(program, step, _inputs(program.model, 1)[0], reuse=False)
+    with pytest.raises(ValueError, match="not 7"):
+        decode_run(program, layer, np.zeros(7, np.uint8))
+    # out_c = 6 on 4 columns: lanes 2 and 3 of tile 1 must be 0. One vector is one 8-byte
+    # beat here (4 lanes x 6 bits); tile 1's first vector follows the block's m_block
+    # vectors of tile 0; lane 2 starts at bit 12.
+    mb = layer_geometry(program.core, layer)["m_block"]
+    bad = np.zeros(nbytes, np.uint8)
+    bad[mb * 8 + 1] = 0x10
+    with pytest.raises(ValueError, match="result lane of channel 6 >= out_c = 6"):
+        decode_run(program, layer, bad)
+    bad = np.zeros(nbytes, np.uint8)
+    bad[7] = 0x80                                   # bit 63, above the 24-bit vector
+    with pytest.raises(ValueError, match="bits set above"):
+        decode_run(program, layer, bad)
+
+
+def test_header_and_element_packing():
+    cfg = small_core("shift", stream_width=32)
+    beat = stream_pack.header_beat(cfg, "ACTS", 0x123456)
+    assert int.from_bytes(beat.tobytes(), "little") == (0x123456 << 8) | 5
+    with pytest.raises(ValueError, match="count must be in"):
+        stream_pack.header_beat(cfg, "ACTS", 0)
+    values = np.array([[-1, 2, -3], [7, -8, 0]])
+    data = stream_pack.pack_elements(cfg, values, 4)
+    assert data.shape == (2, 4)
+    back, extra = stream_pack.unpack_elements(cfg, data, 3, 4)
+    assert np.array_equal(back, values) and not extra.any()
+    assert int.from_bytes(data[0].tobytes(), "little") == 0xD2F
