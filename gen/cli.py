@@ -234,6 +234,23 @@ def cmd_export(args):
     return 0
 
 
+def cmd_run(args):
+    from ..host.run_cli import RunUsageError, run_command
+    from ..host.runtime import DeviceError
+    from ..host.compiler import CompileError
+    from ..sim.runner import SimulatorMissing
+    try:
+        return run_command(args)
+    except (RunUsageError, CompileError) as e:
+        raise UsageError(str(e)) from None
+    except (DeviceError, SimulatorMissing, OSError) as e:
+        print(f"mulfree run: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:           # a simulator build that failed (its log is named)
+        print(f"mulfree run: {e}", file=sys.stderr)
+        return 1
+
+
 def _with_train_option(message):
     for param, option in (("model", "--model"), ("epochs", "--epochs"), ("seed", "--seed")):
         if message.startswith(param + " "):
@@ -326,6 +343,18 @@ def build_parser():
     p.add_argument("-o", "--output", required=True, metavar="DIR",
                    help="export folder, created if missing")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "run", help="run an exported model on the simulated accelerator or a Zynq board",
+        description="Compile an exported model for a core, run inputs through it on the "
+                    "simulated accelerator (the core's Verilog under Verilator, the default) "
+                    "or on a Zynq board, and print the accuracy, the comparison with the "
+                    "golden model, cycles per image, images per second and PE utilization "
+                    "from the core's counters. Exit status 1 if an output differs from the "
+                    "golden model or the device fails.")
+    from ..host.run_cli import add_run_options
+    add_run_options(p)
+    p.set_defaults(func=cmd_run)
     return parser
 
 

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .datasets import DIGITS_SCALE, digits_split
 from .layers import AdderConv2d, AdderLinear, AdderLRScaler, ShiftConv2d, ShiftLinear
 
 
@@ -44,43 +45,11 @@ __all__ = ["MODELS", "DEFAULT_EPOCHS", "DIGITS_SCALE", "digits_split", "build_mo
            "train_model", "snap_bn_scales", "evaluate", "run_train"]
 
 
-#: Pixels of the digits data are integers 0..16; ``x = pixel * DIGITS_SCALE`` lies in [0, 1].
-#: A power of two, so every input is exact on a fixed-point grid of 4 or more fraction bits
-#: (8-bit activations with scale 2^-6 hold all 17 values exactly).
-DIGITS_SCALE = 1 / 16
-
 #: Epochs ``mulfree train`` uses when ``--epochs`` is not given.
 DEFAULT_EPOCHS = {"deepshift_mlp": 20, "deepshift_cnn": 15, "adder_cnn": 15,
                   "shiftadd_cnn": 15}
 
 _BATCH = 64
-
-
-def digits_split(seed=0, test_size=0.2):
-    """The digits data set, split into stratified training and test sets.
-
-    Parameters
-    ----------
-    seed : int
-        Seed of the split (``train_test_split(random_state=seed)``).
-    test_size : float
-        Fraction held out for testing; 0.2 gives 1437 training and 360 test images.
-
-    Returns
-    -------
-    dict
-        ``x_train``, ``x_test``: float32 arrays ``(N, 1, 8, 8)`` with values
-        ``pixel * DIGITS_SCALE`` in [0, 1] (flatten them for an MLP; the demo MLP starts with
-        ``nn.Flatten`` and takes the same images); ``y_train``, ``y_test``: int64 labels.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    digits = load_digits()
-    x = (digits.images * DIGITS_SCALE).astype(np.float32)[:, None]
-    y = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_size, random_state=seed, stratify=y)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
 # Models --------------------------------------------------------------------------------------

@@ -1,6 +1,12 @@
 """Fixtures shared by the test modules."""
 
+import sys
+from pathlib import Path
+
 import pytest
+
+# Helper modules of the tests (random_models.py) import as top-level modules.
+sys.path.insert(0, str(Path(__file__).parent))
 
 from mulfree.gen import cli
 
@@ -19,3 +25,4 @@ def _run_main(argv, capsys):
 def run_main():
     """The ``mulfree`` command run in-process: ``run_main(argv, capsys)``."""
     return _run_main
+

@@ -10,6 +10,8 @@ network (``run_int_model``), which shares no code with it. The byte packing is c
 import numpy as np
 import pytest
 
+from random_models import conv_model, random_codes as _codes, random_post as _post
+
 from mulfree.gen.config import ArrayConfig
 from mulfree.gen.core_config import CoreConfig
 from mulfree.gen.core_manifest import core_manifest
@@ -22,43 +24,6 @@ from mulfree.host.export_format import (IntConv2d, IntFlatten, IntInput, IntLine
 from mulfree.host.layer_stream import Layer, expected_beats, pack_layer
 from mulfree.sim.layer_golden import PostParams
 from mulfree.sim.model_golden import run_int_model
-
-
-SHIFTS = {"shift": (4, 9), "adder": (0, 3), "mult": (3, 7)}
-
-
-def _codes(rng, pe, wb, ab, shape):
-    if pe == "shift":
-        return rng.integers(0, 1 << wb, shape)
-    bits = ab if pe == "adder" else wb
-    return rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), shape)
-
-
-def _post(rng, pe, n, k, ab):
-    center = k * (1 << ab) // 3 if pe == "adder" else 0
-    return dict(bias=center + rng.integers(-60, 60, n), shift=rng.integers(*SHIFTS[pe], n),
-                relu=rng.integers(0, 2, n).astype(bool))
-
-
-def conv_model(seed, pe, *, wb=None, ab=6):
-    """Every layer kind and tiling case: 7 input channels (several channel tiles on a 4-row
-    core), 6 output channels (several output tiles on 4 columns), per-channel shifts, padding,
-    a rectangular kernel with unequal strides, max pooling, flatten, two linear layers."""
-    rng = np.random.default_rng(seed)
-    wb = wb or {"shift": 4, "adder": None, "mult": 5}[pe]
-    return IntModel(IntInput((7, 6, 5), ab, -3), [
-        IntConv2d(pe, _codes(rng, pe, wb, ab, (6, 7, 3, 3)), padding=1, act_bits=ab,
-                  weight_bits=wb, shifts=rng.integers(-1, 2, (7, 2)),
-                  **_post(rng, pe, 6, 63, ab)),
-        IntMaxPool2d(),
-        IntConv2d(pe, _codes(rng, pe, wb, ab, (5, 6, 2, 1)), stride=(2, 1), padding=(1, 0),
-                  act_bits=ab, weight_bits=wb, **_post(rng, pe, 5, 12, ab)),
-        IntFlatten(),
-        IntLinear(pe, _codes(rng, pe, wb, ab, (5 * 2 * 2, 9)), act_bits=ab, weight_bits=wb,
-                  **_post(rng, pe, 9, 20, ab)),
-        IntLinear(pe, _codes(rng, pe, wb, ab, (9, 3)), act_bits=ab, weight_bits=wb,
-                  **_post(rng, pe, 3, 9, ab)),
-    ], name=f"conv_{pe}")
 
 
 def small_core(pe, **options):

@@ -1,0 +1,329 @@
+"""``mulfree run``: an exported model on the simulated accelerator or a Zynq board.
+
+Loads the export, picks the core (``--config``: a core's manifest; without it, a 16x16 core
+that fits the model, generated and built once into the cache), compiles the model for it,
+opens the device, runs the inputs in batches with a progress bar, and prints the predictions'
+accuracy when labels are known, the comparison with the golden model, cycles per image,
+images per second and PE utilization from the core's counters. ``--json`` writes it all.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+__all__ = ["add_run_options", "run_model", "format_report"]
+
+
+class RunUsageError(ValueError):
+    """A bad option of ``mulfree run`` (the message names it)."""
+
+
+def add_run_options(p):
+    p.add_argument("model", metavar="MODEL",
+                   help="an exported model: the folder holding model.json and "
+                        "model.safetensors (mulfree train / mulfree export)")
+    p.add_argument("--device", default="sim", choices=["sim", "zynq"],
+                   help="sim: the core's Verilog under Verilator (default, no board needed); "
+                        "zynq: the accelerator on this Zynq board (UIO + AXI DMA)")
+    p.add_argument("--config", metavar="MANIFEST",
+                   help="the core: its manifest (<top>.json from mulfree gen --core or "
+                        "mulfree build) or the folder holding it. Default for sim: a "
+                        "--rows x --cols core that fits the model; required for zynq")
+    p.add_argument("--rows", type=int, default=16, metavar="N",
+                   help="rows of the default core (default: 16)")
+    p.add_argument("--cols", type=int, default=16, metavar="N",
+                   help="columns of the default core (default: 16)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", metavar="FILE",
+                     help=".npy array of inputs [B, *input_shape] (float: quantized as the "
+                          "model says; integer: already quantized), or .npz with x and "
+                          "optionally y (labels)")
+    src.add_argument("--dataset", choices=["digits"],
+                     help="the digits test split (360 images, with labels)")
+    p.add_argument("--labels", metavar="FILE", help=".npy int labels [B] for --input")
+    p.add_argument("--limit", type=int, metavar="N", help="use only the first N inputs")
+    p.add_argument("--batch", type=int, default=512, metavar="N",
+                   help="images per batch: each layer's weights are sent once per batch "
+                        "(default: 512)")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="seconds one core run may take before it is aborted (default: 30)")
+    p.add_argument("--no-check", action="store_true",
+                   help="do not compare the outputs with the golden model")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--build-dir", metavar="DIR",
+                   help="sim: where the simulator is compiled and cached "
+                        "(default: $MULFREE_CACHE/sim or ~/.cache/mulfree/sim)")
+    p.add_argument("--zynq-config", metavar="FILE",
+                   help="zynq: JSON with the board's addresses and device names "
+                        "(mulfree.host.zynq.ZynqConfig fields); default: the built design's")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def _positive(option, value):
+    if value is not None and (value < 1):
+        raise RunUsageError(f"{option} must be a positive integer, not {value}")
+
+
+def _load_inputs(args, model):
+    from .datasets import load_dataset
+    if args.dataset:
+        try:
+            x, y = load_dataset(args.dataset)
+        except ImportError as exc:
+            raise RunUsageError(f"--dataset {args.dataset}: {exc}") from None
+        source = f"{args.dataset} test split"
+    else:
+        path = Path(args.input)
+        if not path.is_file():
+            raise RunUsageError(f"--input {args.input!r}: no such file")
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise RunUsageError(f"--input {args.input!r} is not a .npy/.npz file: {exc}") \
+                from None
+        if isinstance(data, np.lib.npyio.NpzFile):
+            if "x" not in data.files:
+                raise RunUsageError(f"--input {args.input!r} must hold an array named x "
+                                    f"(found {', '.join(data.files) or 'nothing'})")
+            x, y = data["x"], data["y"] if "y" in data.files else None
+        else:
+            x, y = data, None
+        if args.labels:
+            try:
+                y = np.load(args.labels, allow_pickle=False)
+            except (ValueError, OSError) as exc:
+                raise RunUsageError(f"--labels {args.labels!r} is not a .npy file: {exc}") \
+                    from None
+        source = str(path)
+    shape = tuple(model.input.shape)
+    if x.ndim == len(shape):
+        x = x[None]
+    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+        raise RunUsageError(f"--input: the model takes inputs of shape {shape} (a batch "
+                            f"[B, {', '.join(map(str, shape))}]), not {tuple(x.shape)}")
+    if x.dtype.kind not in "iuf":
+        raise RunUsageError(f"--input: inputs must be integers or floats, not {x.dtype}")
+    if y is not None:
+        y = np.asarray(y)
+        if y.dtype.kind not in "iu" or y.shape != (x.shape[0],):
+            raise RunUsageError(f"labels must be {x.shape[0]} integers, not "
+                                f"{y.dtype} {tuple(y.shape)}")
+    if args.limit is not None:
+        x, y = x[:args.limit], None if y is None else y[:args.limit]
+    return x, y, source
+
+
+def _quantize(model, x):
+    from ..sim.model_golden import quantize_input
+    if x.dtype.kind == "f":
+        try:
+            return quantize_input(model, x)
+        except ValueError as exc:
+            raise RunUsageError(f"--input: {exc}") from None
+    bits = model.input.act_bits
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise RunUsageError(f"--input: integer inputs are taken as quantized and must lie in "
+                            f"[{lo}, {hi}] (the model's {bits}-bit input), not "
+                            f"[{x.min()}, {x.max()}]")
+    return x.astype(np.int64)
+
+
+def _open(args, model, say):
+    from .compiler import CompileError, core_for_model
+    from .runtime import load_manifest, open_device
+    if args.device == "zynq":
+        if not args.config:
+            raise RunUsageError("--device zynq needs --config: the manifest of the design "
+                                "the board runs (mulfree build writes it)")
+        options = {}
+        if args.zynq_config:
+            from .zynq import ZynqConfig
+            try:
+                options["config"] = ZynqConfig(**json.loads(Path(args.zynq_config)
+                                                            .read_text()))
+            except (OSError, ValueError, TypeError) as exc:
+                raise RunUsageError(f"--zynq-config {args.zynq_config!r}: {exc}") from None
+        return open_device("zynq", load_manifest(args.config), timeout=args.timeout,
+                           **options)
+    if args.config:
+        core = load_manifest(args.config)
+    else:
+        try:
+            core = core_for_model(model, rows=args.rows, cols=args.cols)
+        except CompileError as exc:
+            raise RunUsageError(f"the default core: {exc}") from None
+    return open_device("sim", core, timeout=args.timeout, build_dir=args.build_dir,
+                       progress=say)
+
+
+def run_model(args, *, say=None):
+    """Everything ``mulfree run`` does; returns the report dict (see :func:`format_report`)."""
+    from .compiler import CompileError, compile_model
+    from .export_format import ExportError, load_export
+    from ..sim.model_golden import run_int_model
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    _positive("--limit", args.limit)
+    _positive("--batch", args.batch)
+    _positive("--rows", args.rows)
+    _positive("--cols", args.cols)
+    if not args.timeout > 0:
+        raise RunUsageError(f"--timeout must be a positive number of seconds, "
+                            f"not {args.timeout}")
+    try:
+        model = load_export(args.model)
+    except ExportError as exc:
+        raise RunUsageError(f"MODEL {args.model!r}: {exc}") from None
+    x, y, source = _load_inputs(args, model)
+    xq = _quantize(model, x)
+    t0 = time.perf_counter()
+    device = _open(args, model, say)
+    open_seconds = time.perf_counter() - t0
+    with device:
+        try:
+            program = compile_model(model, device.core,
+                                    max_packet_bytes=device.max_packet_bytes)
+        except CompileError as exc:
+            raise RunUsageError(f"MODEL {args.model!r} does not fit the core "
+                                f"{device.manifest.get('top')}: {exc}") from None
+        device.load(program)
+        bar = _progress(program.runs_for(len(xq)), args.quiet)
+        results = []
+        try:
+            for start in range(0, len(xq), args.batch):
+                results.append(device.run(xq[start:start + args.batch],
+                                          progress=bar.update if bar else None))
+        finally:
+            if bar:
+                bar.close()
+        ident = device.identity()
+    outputs = np.concatenate([r.outputs for r in results])
+    report = _report(args, model, program, device, source, results, outputs, y,
+                     open_seconds)
+    report["identity"] = {k: f"0x{v:08x}" for k, v in ident.items()}
+    if not args.no_check:
+        golden = run_int_model(model, xq)
+        bad = np.argwhere((outputs != golden).reshape(len(xq), -1).any(axis=1)).ravel()
+        report["golden"] = {"images": int(len(xq)), "integers": int(golden.size),
+                            "mismatched_images": bad.tolist()[:20],
+                            "mismatches": int(len(bad)), "bit_exact": not len(bad)}
+        if model.output == "argmax":
+            report["golden"]["predictions_equal"] = bool(
+                np.array_equal(np.argmax(golden, axis=-1), report["_predictions"]))
+    return report
+
+
+def _progress(total, quiet):
+    if quiet:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, unit="run", desc="core runs", file=sys.stderr, leave=False,
+                dynamic_ncols=True)
+
+
+def _report(args, model, program, device, source, results, outputs, y, open_seconds):
+    e = program.core.engine
+    busy = sum(r.busy_cycles for r in results)
+    terms = sum(r.terms for r in results)
+    seconds = sum(r.seconds for r in results)
+    images = int(len(outputs))
+    sim = [r.sim_cycles for r in results if r.sim_cycles is not None]
+    preds = np.concatenate([r.predictions for r in results]) \
+        if model.output == "argmax" else None
+    steps = {}
+    for r in results:
+        for s in r.steps:
+            d = steps.setdefault(s.index, {"layer": s.index, "kind": s.kind, "runs": 0,
+                                           "busy_cycles": 0, "terms": 0,
+                                           "stall_in_cycles": 0, "stall_out_cycles": 0})
+            for k in ("runs", "busy_cycles", "terms", "stall_in_cycles", "stall_out_cycles"):
+                d[k] += getattr(s, k)
+    for d in steps.values():
+        d["cycles_per_image"] = round(d["busy_cycles"] / images, 1) if images else 0
+        d["pe_utilization"] = round(d["terms"] / (d["busy_cycles"] * e.rows * e.cols), 4) \
+            if d["busy_cycles"] else 0.0
+    report = {
+        "model": {"path": str(args.model), "name": model.name, "input": list(model.input.shape)},
+        "device": args.device,
+        "core": {"top": program.core.top_name, "pe": e.pe, "rows": e.rows, "cols": e.cols,
+                 "act_bits": e.act_bits, "weight_bits": e.code_width, "max_k": e.max_k,
+                 "stream_width": program.core.stream_width},
+        "inputs": source, "images": images, "open_seconds": round(open_seconds, 2),
+        "seconds": round(seconds, 3),
+        "images_per_second": round(images / seconds, 2) if seconds else 0.0,
+        "busy_cycles": busy, "cycles_per_image": round(busy / images, 1) if images else 0,
+        "images_per_second_at_100mhz": round(100e6 * images / busy, 1) if busy else 0.0,
+        "pe_utilization": round(terms / (busy * e.rows * e.cols), 4) if busy else 0.0,
+        "layers": list(steps.values()),
+        "_predictions": preds,
+    }
+    if sim:
+        report["sim_cycles"] = int(sum(sim))
+        report["sim_cycles_per_second"] = round(sum(sim) / seconds, 1) if seconds else 0.0
+    if preds is not None:
+        report["predictions"] = preds.tolist()
+        if y is not None:
+            correct = int((preds == y).sum())
+            report["accuracy"] = round(correct / images, 6) if images else 0.0
+            report["correct"] = correct
+    return report
+
+
+def format_report(report):
+    """The lines ``mulfree run`` prints."""
+    c = report["core"]
+    lines = [f"model       {report['model']['path']}  (input {tuple(report['model']['input'])})",
+             f"core        {c['top']} on {report['device']}: {c['rows']}x{c['cols']} "
+             f"{c['pe']} PEs, act {c['act_bits']} b, weight code {c['weight_bits']} b "
+             f"(opened in {report['open_seconds']:.1f} s)",
+             f"inputs      {report['images']} images ({report['inputs']})"]
+    if "accuracy" in report:
+        lines.append(f"accuracy    {100 * report['accuracy']:.2f} % "
+                     f"({report['correct']} / {report['images']})")
+    g = report.get("golden")
+    if g:
+        if g["bit_exact"]:
+            lines.append(f"golden      bit-exact: all {g['integers']} output integers of "
+                         f"{g['images']} images equal the golden model's"
+                         + (", and so do the predictions" if g.get("predictions_equal")
+                            else ""))
+        else:
+            lines.append(f"golden      MISMATCH: {g['mismatches']} of {g['images']} images "
+                         f"differ from the golden model (first: {g['mismatched_images']})")
+    speed = (f"speed       {report['cycles_per_image']:,.0f} core cycles per image; "
+             f"{report['images_per_second']:,.1f} images/s here")
+    if "sim_cycles_per_second" in report:
+        speed += f" (simulated at {report['sim_cycles_per_second']:,.0f} cycles/s)"
+    lines.append(speed)
+    lines.append(f"            {report['images_per_second_at_100mhz']:,.0f} images/s for the "
+                 f"core alone at 100 MHz")
+    lines.append(f"PE use      {100 * report['pe_utilization']:.1f} % of PE-cycles computed "
+                 f"a term (TERMS / (BUSY_CYCLES x {c['rows'] * c['cols']} PEs))")
+    for d in report["layers"]:
+        lines.append(f"  layer {d['layer']:>2} {d['kind']:<7} {d['runs']:>5} runs  "
+                     f"{d['cycles_per_image']:>9,.1f} cycles/image  "
+                     f"PE use {100 * d['pe_utilization']:5.1f} %  "
+                     f"stalls in {d['stall_in_cycles']:,} out {d['stall_out_cycles']:,}")
+    return "\n".join(lines)
+
+
+def run_command(args):
+    """``mulfree run``: returns the exit status (1 when the golden check fails)."""
+    report = run_model(args)
+    print(format_report(report))
+    report.pop("_predictions", None)
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+        tmp.replace(path)
+    g = report.get("golden")
+    return 1 if g and not g["bit_exact"] else 0
