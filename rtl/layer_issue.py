@@ -6,7 +6,8 @@ The walk (``docs/interface.md``, "Order of work")::
         for nt in 0..NT-1:                       output tile: weight columns
             for ky, kx, ct:                      reduction tile kt = (ky*kernel_w + kx)*CT + ct
                 for each pixel (oy, ox) of the block:
-                    lane j reads x[ct*R + j, oy*sh - ph + ky + dy_j, ox*sw - pw + kx + dx_j]
+                    lane j reads xs[ct*R + j, iy, ix],  iy = oy*sh - ph + ky, ix = ox*sw - pw + kx
+                    with xs[c, y, x] = x[c, y + dy_c, x + dx_c], 0 outside the map
 
 is done with running pointers and no multiplier: the feature-map address of a pixel is
 ``iy*row + ix*CT + ct`` (``row = in_w*CT``), kept as a register that steps by ``stride_w*CT``
@@ -17,7 +18,8 @@ activations are read ``NT*KT`` times from the buffer and sent once by the host.
 
 The feature-map buffer is one memory per lane, so lane ``j`` may read its own address: the
 shift table's ``(dy_j, dx_j)`` of ``{-1, 0, 1}`` adds ``±row`` and ``±CT`` (Shift and
-AddressNet shifts, done by moving read pointers). A lane outside the map reads 0.
+AddressNet shifts, done by moving read pointers). A lane reads 0 when the pixel ``(iy, ix)``
+is outside the map (padding) or its shifted read ``(iy + dy_j, ix + dx_j)`` is.
 
 Pipeline: S0 walks and issues (checking the activation watermark and the credit), S1 computes
 the lanes' addresses from the shift table, S2 has the buffer data and enters a small FIFO in
@@ -267,13 +269,17 @@ class IssueUnit(wiring.Component):
             m.d.sync += [iy1.eq(iy), ix1.eq(ix), addr1.eq(addr), index1.eq(i),
                          first1.eq(first_kt), last1.eq(end_pass)]
         fa = len(self.fmap_addr) // R
+        # The shifted map xs[c, y, x] = x[c, y + dy, x + dx] is itself zero-padded: a pixel
+        # outside the map reads 0 whatever the lane's shift, and so does a shifted read that
+        # leaves the map.
+        base_ok = (iy1 >= 0) & (iy1 < d.in_h) & (ix1 >= 0) & (ix1 < d.in_w)
         lane_ok = []
         for j in range(R):
             entry = self.sh_data[SHIFT_ENTRY_BITS * j:SHIFT_ENTRY_BITS * (j + 1)]
             dy = Mux(d.flags[0], entry[0:2].as_signed(), 0)
             dx = Mux(d.flags[0], entry[2:4].as_signed(), 0)
             ly, lx = iy1 + dy, ix1 + dx
-            lane_ok.append((ly >= 0) & (ly < d.in_h) & (lx >= 0) & (lx < d.in_w))
+            lane_ok.append(base_ok & (ly >= 0) & (ly < d.in_h) & (lx >= 0) & (lx < d.in_w))
             off_y = Mux(dy == 1, sz.row.as_signed(), Mux(dy == -1, -sz.row.as_signed(), 0))
             off_x = Mux(dx == 1, sz.ct.as_signed(), Mux(dx == -1, -sz.ct.as_signed(), 0))
             m.d.comb += self.fmap_addr.word_select(j, fa).eq(addr1 + off_y + off_x)

@@ -122,7 +122,8 @@ class TB:
 
 
 def random_layer(cfg, rng, *, kind, **over):
-    """A random layer of ``kind``: matmul, conv (k x k, stride, padding) or shift1x1."""
+    """A random layer of ``kind``: matmul, conv (k x k, stride, padding), or shift (a conv
+    after random per-channel shifts; 1x1 unless ``kh``/``kw`` say otherwise)."""
     e = cfg.engine
     lo, hi = e.act_range
     if kind == "matmul":
@@ -130,7 +131,8 @@ def random_layer(cfg, rng, *, kind, **over):
         geom = dict(in_c=k, in_h=1, in_w=m, out_c=n, kh=1, kw=1)
     else:
         geom = dict(in_c=over.get("in_c", 3), in_h=over.get("h", 5), in_w=over.get("w", 6),
-                    out_c=over.get("out_c", 4), kh=over.get("kh", 3), kw=over.get("kw", 3))
+                    out_c=over.get("out_c", 4), kh=over.get("kh", 1 if kind == "shift" else 3),
+                    kw=over.get("kw", 1 if kind == "shift" else 3))
     x = rng.integers(lo, hi + 1, (geom["in_c"], geom["in_h"], geom["in_w"]))
     if e.pe == "shift":
         w = rng.integers(0, 1 << e.weight_bits, (geom["out_c"], geom["in_c"], geom["kh"],
@@ -143,7 +145,7 @@ def random_layer(cfg, rng, *, kind, **over):
     post = PostParams(bias=rng.integers(-200, 200, n), shift=rng.integers(-1, 7, n),
                       relu=rng.integers(0, 2, n).astype(bool))
     shifts = None
-    if kind == "shift1x1":
+    if kind == "shift":
         shifts = rng.integers(-1, 2, (geom["in_c"], 2))
     return Layer(x=x, w_codes=w, post=post, stride=over.get("stride", (1, 1)),
                  padding=over.get("padding", (0, 0)), shifts=shifts,
@@ -187,8 +189,10 @@ def _layers(cfg, rng):
     yield "conv 2x3 s(1,2) p(1,0)", random_layer(cfg, rng, kind="conv", in_c=2, h=5, w=7,
                                                  out_c=3, kh=2, kw=3, stride=(1, 2),
                                                  padding=(1, 0), m_block=3)
-    yield "shift + 1x1", random_layer(cfg, rng, kind="shift1x1", in_c=R + 2, h=4, w=5,
-                                      out_c=C, kh=1, kw=1)
+    yield "shift + 1x1", random_layer(cfg, rng, kind="shift", in_c=R + 2, h=4, w=5, out_c=C)
+    # The shifted map is zero-padded like any map: padding reads 0 whatever the shift.
+    yield "shift + 3x3 p1", random_layer(cfg, rng, kind="shift", in_c=R + 1, h=4, w=5,
+                                         out_c=C + 1, kh=3, kw=3, padding=(1, 1))
 
 
 @cocotb.test()
@@ -343,7 +347,7 @@ async def malformed_input(dut):
     await then_good("a refused reuse")
 
     # A shift-table entry of -2.
-    sl = random_layer(cfg, rng, kind="shift1x1", in_c=R, h=3, w=3, out_c=2, kh=1, kw=1)
+    sl = random_layer(cfg, rng, kind="shift", in_c=R, h=3, w=3, out_c=2)
     sp = pack_layer(cfg, sl)
     sh = next(p for p in sp if p.type == "SHIFT")
     sh.beats[1] = (sh.beats[1] & ~0b11) | 0b10       # channel 0: dy = -2
