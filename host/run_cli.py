@@ -133,13 +133,35 @@ def _quantize(model, x):
     return x.astype(np.int64)
 
 
-def _open(args, model, say):
+def _core(args, model):
+    """The core to run on: the manifest of ``--config``, or a default that fits the model."""
     from .compiler import CompileError, core_for_model
-    from .runtime import load_manifest, open_device
+    from .runtime import load_manifest
+    if args.device == "zynq" and not args.config:
+        raise RunUsageError("--device zynq needs --config: the manifest of the design the "
+                            "board runs (mulfree build writes it)")
+    try:
+        if args.config:
+            return load_manifest(args.config)
+        return core_for_model(model, rows=args.rows, cols=args.cols)
+    except CompileError as exc:
+        option = "--config" if args.config else "the default core"
+        raise RunUsageError(f"{option}: {exc}") from None
+
+
+def _compile(args, model, core, max_packet_bytes):
+    from .compiler import CompileError, compile_model
+    try:
+        return compile_model(model, core, max_packet_bytes=max_packet_bytes)
+    except CompileError as exc:
+        top = core.get("top") if isinstance(core, dict) else core.top_name
+        raise RunUsageError(f"MODEL {args.model!r} does not fit the core {top}: {exc}") \
+            from None
+
+
+def _open(args, core, say):
+    from .runtime import open_device
     if args.device == "zynq":
-        if not args.config:
-            raise RunUsageError("--device zynq needs --config: the manifest of the design "
-                                "the board runs (mulfree build writes it)")
         options = {}
         if args.zynq_config:
             from .zynq import ZynqConfig
@@ -148,22 +170,13 @@ def _open(args, model, say):
                                                             .read_text()))
             except (OSError, ValueError, TypeError) as exc:
                 raise RunUsageError(f"--zynq-config {args.zynq_config!r}: {exc}") from None
-        return open_device("zynq", load_manifest(args.config), timeout=args.timeout,
-                           **options)
-    if args.config:
-        core = load_manifest(args.config)
-    else:
-        try:
-            core = core_for_model(model, rows=args.rows, cols=args.cols)
-        except CompileError as exc:
-            raise RunUsageError(f"the default core: {exc}") from None
+        return open_device("zynq", core, timeout=args.timeout, **options)
     return open_device("sim", core, timeout=args.timeout, build_dir=args.build_dir,
                        progress=say)
 
 
 def run_model(args, *, say=None):
     """Everything ``mulfree run`` does; returns the report dict (see :func:`format_report`)."""
-    from .compiler import CompileError, compile_model
     from .export_format import ExportError, load_export
     from ..sim.model_golden import run_int_model
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -180,16 +193,14 @@ def run_model(args, *, say=None):
         raise RunUsageError(f"MODEL {args.model!r}: {exc}") from None
     x, y, source = _load_inputs(args, model)
     xq = _quantize(model, x)
+    core = _core(args, model)
+    # Refused before anything is built, opened or sent.
+    _compile(args, model, core, None)
     t0 = time.perf_counter()
-    device = _open(args, model, say)
+    device = _open(args, core, say)
     open_seconds = time.perf_counter() - t0
     with device:
-        try:
-            program = compile_model(model, device.core,
-                                    max_packet_bytes=device.max_packet_bytes)
-        except CompileError as exc:
-            raise RunUsageError(f"MODEL {args.model!r} does not fit the core "
-                                f"{device.manifest.get('top')}: {exc}") from None
+        program = _compile(args, model, device.core, device.max_packet_bytes)
         device.load(program)
         bar = _progress(program.runs_for(len(xq)), args.quiet)
         results = []

@@ -490,9 +490,9 @@ class Device:
             data = self.backend.transfer(packets, out_nbytes, timeout)
             done = self.backend.wait_done(max(0.0, deadline - time.monotonic()))
         except TimeoutError as exc:
-            self._fail_timeout(f"{exc}")
+            self._fail_timeout(timeout, f"{exc}")
         if not done:
-            self._fail_timeout("the core did not set STATUS.done")
+            self._fail_timeout(timeout, "the core did not set STATUS.done")
         status = self.status()
         if status["error"] or status["core_code"]:
             self._fail_core(status)
@@ -504,7 +504,7 @@ class Device:
                               f"{out_nbytes}; the device was reset")
         return data
 
-    def _fail_timeout(self, why):
+    def _fail_timeout(self, timeout, why):
         try:
             status = self.status() | self.counters()
         except Exception as exc:          # the bus itself may be what failed
@@ -514,7 +514,7 @@ class Device:
             # never come: report the error, not the wait.
             self._fail_core(status)
         self.soft_reset()
-        raise DeviceTimeout(f"the run did not finish within {self.timeout:g} s ({why}); "
+        raise DeviceTimeout(f"the run did not finish within {timeout:g} s ({why}); "
                             f"status before the soft reset: {_fmt_status(status)}", status)
 
     def _fail_core(self, status):

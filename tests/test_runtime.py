@@ -1,0 +1,285 @@
+"""Tests of the runtime (:mod:`mulfree.host.runtime`) on the simulated board, and of
+``mulfree run``.
+
+The device is a 4x4 shift core's Verilog under Verilator (the C++ harness of
+:mod:`mulfree.sim.board`), built once per session into a cache shared by the xdist workers.
+Every output is compared with the golden model of the whole network (``run_int_model``). The
+tests need Verilator: without it they fail (``SimulatorMissing``), they never skip.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from random_models import conv_model
+
+from mulfree.gen.config import ArrayConfig
+from mulfree.gen.core_config import CoreConfig
+from mulfree.gen.core_manifest import core_manifest, write_core_design
+from mulfree.host.compiler import compile_model, encode_run
+from mulfree.host.export_format import write_export
+from mulfree.host.runtime import (CoreRunError, Device, DeviceBusy, DeviceLock, DeviceMismatch,
+                                  DeviceTimeout, InputError, open_device)
+from mulfree.host.sim_backend import SimBackend
+from mulfree.sim.board import SimCore, build_sim_core
+from mulfree.sim.model_golden import run_int_model
+
+
+_SMALL = dict(fmap_vectors=512, weight_rows=512, acc_entries=64, max_channels=64,
+              out_vectors=8)
+#: The same design as test_board's shift core, so the session builds it once.
+CORE = CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=4, act_bits=8, weight_bits=5,
+                                     max_k=256), **_SMALL)
+
+
+@pytest.fixture(scope="session")
+def design(tmp_path_factory):
+    """``(manifest path, library)`` of the 4x4 shift core, built on first use."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    cache = base / "board-cache"
+    cache.mkdir(exist_ok=True)
+    _, j_path = write_core_design(CORE, tmp_path_factory.mktemp("runtime-design"))
+    return j_path, build_sim_core(j_path, build_dir=cache)
+
+
+@pytest.fixture
+def device(design):
+    j_path, lib = design
+    core = SimCore(lib, core_manifest(CORE))
+    core.reset()
+    manifest = json.loads(j_path.read_text())
+    with Device(SimBackend(core, manifest), manifest, timeout=5.0) as dev:
+        yield dev
+
+
+def _model(seed=11):
+    return conv_model(seed, "shift", ab=8)
+
+
+def _inputs(model, b, seed=1):
+    return np.random.default_rng(seed).integers(-128, 128, (b, *model.input.shape))
+
+
+def _program(dev, model=None):
+    program = compile_model(model or _model(), dev.core, max_packet_bytes=dev.max_packet_bytes)
+    dev.load(program)
+    return program
+
+
+def test_identity_and_counters(device):
+    ident = device.identity()
+    assert ident["ID"] == 0x4D554C46
+    regs = {r["name"]: r for r in device.manifest["registers"]["registers"]}
+    for name in ("ARRAY", "WIDTHS", "MAX_K", "FMAP_VECTORS"):
+        assert ident[name] == regs[name]["reset"]
+    assert ident["ARRAY"] == 4 | 4 << 16
+    assert set(device.counters()) == {"BUSY_CYCLES", "STALL_IN_CYCLES", "STALL_OUT_CYCLES",
+                                      "TERMS"}
+    assert device.status()["idle"] == 1
+
+
+def test_batch_equals_golden(device):
+    """Every output integer of a batch equals the golden model; the counters add up."""
+    model = _model()
+    program = _program(device, model)
+    x = _inputs(model, 6)
+    done = []
+    result = device.run(x, progress=done.append)
+    golden = run_int_model(model, x)
+    assert np.array_equal(result.outputs, golden)
+    assert np.ptp(golden) > 0
+    assert np.array_equal(result.predictions, np.argmax(golden, axis=-1))
+    assert len(done) == program.runs_for(6) == 6 + 6 + 1 + 1
+    assert [s.runs for s in result.steps] == [6, 6, 1, 1]
+    assert 0 < result.utilization <= 1
+    assert result.busy_cycles > 0 and result.sim_cycles >= result.busy_cycles
+    # A second batch reuses nothing stale: the same inputs give the same outputs.
+    again = device.run(x[::-1])
+    assert np.array_equal(again.outputs, golden[::-1])
+
+
+def test_single_image_and_infer(device):
+    model = _model(12)
+    _program(device, model)
+    x = _inputs(model, 1)[0]
+    assert np.array_equal(device.run(x).outputs, run_int_model(model, x[None]))
+    real = np.random.default_rng(3).uniform(-1, 1, (2, *model.input.shape))
+    from mulfree.sim.model_golden import quantize_input
+    assert np.array_equal(device.infer(real).outputs,
+                          run_int_model(model, quantize_input(model, real)))
+
+
+@pytest.mark.parametrize("x, message", [
+    (np.zeros((2, 7, 6), np.int64), r"x must have shape \(7, 6, 5\) or \(B, 7, 6, 5\), "
+                                    r"not \(2, 7, 6\)"),
+    (np.zeros((2, 7, 6, 5), np.float32), "x must hold integers"),
+    (np.full((1, 7, 6, 5), 200), r"x must lie in \[-128, 127\]"),
+])
+def test_bad_inputs_are_refused_before_sending(device, x, message):
+    _program(device)
+    cycles = device.backend.cycles
+    with pytest.raises(InputError, match=message):
+        device.run(x)
+    assert device.backend.cycles == cycles
+
+
+def test_program_for_another_core_is_refused(device):
+    other = CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=4, act_bits=8,
+                                          weight_bits=5, max_k=512), **_SMALL)
+    program = compile_model(_model(), other)
+    cycles = device.backend.cycles
+    with pytest.raises(DeviceMismatch, match="engine.max_k 512 vs 256"):
+        device.load(program)
+    assert device.backend.cycles == cycles
+
+
+def test_identity_mismatch(design):
+    j_path, lib = design
+    other = CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=8, act_bits=8,
+                                          weight_bits=5, max_k=256), **_SMALL)
+    core = SimCore(lib, core_manifest(CORE))
+    core.reset()
+    with pytest.raises(DeviceMismatch, match="register ARRAY .* reads 0x00040004"):
+        Device(SimBackend(core, core_manifest(other)), core_manifest(other))
+
+
+def test_timeout_resets_and_device_stays_usable(device):
+    """A run whose activations never come times out with the status, then the device works."""
+    model = _model()
+    program = _program(device, model)
+    step = program.core_steps[0]
+    x = _inputs(model, 1)
+    packets, nbytes, _ = encode_run(program, step, x[0], reuse=False)
+    t0 = time.monotonic()
+    with pytest.raises(DeviceTimeout, match="did not finish within 0.5 s") as info:
+        device.execute(packets[:3], nbytes, timeout=0.5)
+    assert time.monotonic() - t0 < 5
+    assert info.value.status["busy"] == 1 and info.value.status["core_code"] == 0
+    assert info.value.status["BUSY_CYCLES"] > 0
+    assert device.status()["idle"] == 1
+    assert np.array_equal(device.run(x).outputs, run_int_model(model, x))
+
+
+def test_core_error_is_named_and_device_stays_usable(device):
+    model = _model()
+    program = _program(device, model)
+    x = _inputs(model, 2)
+    packets, nbytes, _ = encode_run(program, program.core_steps[0], x[0], reuse=False)
+    bad = [p.copy() for p in packets]
+    bad[1][0, 0] = (bad[1][0, 0] & 0xF0) | 9               # a header of unknown type 9
+    with pytest.raises(CoreRunError, match="error 1 PACKET") as info:
+        device.execute(bad, nbytes)
+    assert info.value.name == "PACKET"
+    # reuse_weights right after a failed run would be refused (REUSE): the device must
+    # have forgotten the loaded step and send the weights again.
+    assert np.array_equal(device.run(x).outputs, run_int_model(model, x))
+
+
+def test_lock_refuses_a_second_process(tmp_path):
+    """A device held by another process cannot be opened: DeviceBusy names the holder."""
+    lock = tmp_path / "dev.lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from mulfree.host.runtime import DeviceLock
+            DeviceLock({str(lock)!r})
+            print("locked", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+
+        class Backend:
+            name, lock_path = "zynq", lock
+            closed = False
+
+            def close(self):
+                self.closed = True
+        backend = Backend()
+        with pytest.raises(DeviceBusy, match=f"in use by another process \\(pid {holder.pid}"):
+            Device(backend, core_manifest(CORE))
+        assert backend.closed
+    finally:
+        holder.kill()
+        holder.wait()
+    DeviceLock(lock).release()                      # free again once the holder is gone
+
+
+def test_open_device_builds_from_a_config(design, tmp_path):
+    """``open_device("sim", CoreConfig)`` generates and builds (cached) the core itself."""
+    j_path, lib = design
+    with open_device("sim", CORE, build_dir=lib.parent.parent, cache_dir=tmp_path) as dev:
+        assert dev.core == CORE
+        assert dev.identity()["ID"] == 0x4D554C46
+    with pytest.raises(ValueError, match="device must be one of sim, zynq"):
+        open_device("fpga", CORE)
+
+
+# mulfree run ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def exported(tmp_path):
+    model = _model(21)
+    write_export(model, tmp_path / "model")
+    x = np.random.default_rng(5).uniform(-8, 8, (9, *model.input.shape)).astype(np.float32)
+    from mulfree.sim.model_golden import predict, quantize_input
+    y = predict(model, quantize_input(model, x))
+    y[0] = (y[0] + 1) % 3                          # one wrong label: accuracy 8/9
+    np.savez(tmp_path / "inputs.npz", x=x, y=y)
+    return model, tmp_path
+
+
+def test_run_cli(design, exported, run_main, capsys, monkeypatch):
+    j_path, lib = design
+    model, path = exported
+    monkeypatch.setenv("MULFREE_CACHE", str(lib.parent.parent.parent))
+    status, out, err = run_main(
+        ["run", str(path / "model"), "--config", str(j_path), "--input",
+         str(path / "inputs.npz"), "--build-dir", str(lib.parent.parent), "--batch", "4",
+         "--json", str(path / "report.json")], capsys)
+    assert status == 0, err
+    assert "accuracy    88.89 % (8 / 9)" in out
+    assert "golden      bit-exact: all 27 output integers of 9 images" in out
+    report = json.loads((path / "report.json").read_text())
+    assert report["golden"]["bit_exact"] and report["images"] == 9
+    assert report["busy_cycles"] > 0 and 0 < report["pe_utilization"] <= 1
+    assert [d["runs"] for d in report["layers"]] == [9, 9, 3, 3]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--input", "{path}/missing.npy"], "--input '.*missing.npy': no such file"),
+    (["--input", "{path}/wrong.npy"], r"the model takes inputs of shape \(7, 6, 5\)"),
+    (["--device", "zynq", "--input", "{path}/inputs.npz"], "--device zynq needs --config"),
+    (["--input", "{path}/inputs.npz", "--batch", "0"], "--batch must be a positive integer"),
+])
+def test_run_cli_refuses(exported, run_main, capsys, argv, message):
+    import re
+    model, path = exported
+    np.save(path / "wrong.npy", np.zeros((3, 7, 6), np.float32))
+    status, out, err = run_main(["run", str(path / "model")]
+                                + [a.format(path=path) for a in argv], capsys)
+    assert status == 2
+    assert re.search(message, err), err
+
+
+def test_run_cli_model_that_does_not_fit(exported, run_main, capsys, tmp_path):
+    """A model for another PE kind is refused before the core is built or opened."""
+    model, path = exported
+    other = CoreConfig(engine=ArrayConfig(pe="adder", rows=4, cols=4, act_bits=8,
+                                          max_k=256), **_SMALL)
+    _, other_json = write_core_design(other, path / "adder")
+    status, out, err = run_main(["run", str(path / "model"), "--config", str(other_json),
+                                 "--input", str(path / "inputs.npz"), "--build-dir",
+                                 str(tmp_path / "never")], capsys)
+    assert status == 2
+    assert "does not fit the core" in err
+    assert "layers.0 is a shift layer; this core's PEs are adder" in err
+    assert not (tmp_path / "never").exists()
