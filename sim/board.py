@@ -18,6 +18,7 @@ finished, so a killed build is never mistaken for a finished one.
 """
 
 import ctypes
+import fcntl
 import hashlib
 import importlib.metadata
 import json
@@ -253,6 +254,21 @@ def build_sim_core(design_dir_or_manifest_path, *, build_dir=None, jobs=2, progr
         return lib
 
     root.mkdir(parents=True, exist_ok=True)
+    # One builder per key at a time (pytest-xdist workers, two shells): the others wait, then
+    # find the finished build. The OS drops the lock of a killed builder.
+    with open(root / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / MARKER).is_file() and lib.is_file():
+            return lib
+        return _build(manifest, v_path, verilog_text, harness_text, config, version, key,
+                      exe, env, root, final, jobs, progress)
+
+
+def _build(manifest, v_path, verilog_text, harness_text, config, version, key, exe, env, root,
+           final, jobs, progress):
+    """Build into a temporary folder of ``root``, then rename it to ``final``."""
+    top = manifest["top"]
+    lib = final / _lib_name(top)
     tmp = Path(tempfile.mkdtemp(prefix=f".{top}-{key[:20]}.", suffix=".tmp", dir=root))
     try:
         (tmp / "harness.cpp").write_text(harness_text)
