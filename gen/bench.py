@@ -502,9 +502,9 @@ def _sizes(text):
 
 
 def _which(text):
-    if text not in ("gen", "synth", "tree", "shiftunit", "core", "coresynth"):
+    if text not in ("gen", "synth", "tree", "shiftunit", "core", "coresynth", "board"):
         raise argparse.ArgumentTypeError(f"a benchmark must be gen, synth, tree, shiftunit, "
-                                         f"core or coresynth, not {text!r}")
+                                         f"core, coresynth or board, not {text!r}")
     return text
 
 
@@ -531,8 +531,8 @@ def add_bench_options(parser):
     # Validated by type, not choices: argparse checks a list default against choices.
     parser.add_argument("which", nargs="*", type=_which, default=["gen", "synth"],
                         metavar="WHICH",
-                        help="benchmarks to run: gen, synth, tree, shiftunit, core, coresynth "
-                             "(default: gen synth)")
+                        help="benchmarks to run: gen, synth, tree, shiftunit, core, coresynth, "
+                             "board (default: gen synth)")
     g = parser.add_argument_group("common")
     g.add_argument("--act-bits", type=int, default=8, help="activation width (default: 8)")
     g.add_argument("--max-k", type=int, default=1024,
@@ -710,6 +710,16 @@ def run_bench(args):
                                                 progress=_progress)
         print(format_core_synth(results["coresynth"]))
         _print_checks(results["coresynth"]["checks"])
+        print()
+    if "board" in which:
+        from .board_bench import bench_board, format_board
+        print("== board: the core's Verilog under Verilator in the C++ harness, driven through "
+              "ctypes (mulfree.sim.board) ==")
+        results["board"] = bench_board(args.rows, args.cols, act_bits=args.act_bits,
+                                       jobs=args.jobs, work_dir=args.work_dir,
+                                       progress=_progress)
+        print(format_board(results["board"]))
+        _print_checks(results["board"]["checks"])
         print()
     if args.json:
         print(f"wrote {_write_json(args.json, results)}")
