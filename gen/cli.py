@@ -198,8 +198,27 @@ def cmd_bench(args):
 
 
 def cmd_demo(args):
-    from ..sim.demo import run_demo
-    return run_demo(args)
+    size = 8 if args.what == "engine" else 16
+    args.rows = size if args.rows is None else args.rows
+    args.cols = size if args.cols is None else args.cols
+    if args.what == "engine":
+        from ..sim.demo import run_demo
+        if args.output is None:
+            args.output = "out/demo-engine"
+        return run_demo(args)
+    from ..host.demo import run_network_demo
+    from ..host.run_cli import RunUsageError
+    from ..host.runtime import DeviceError
+    from ..sim.runner import SimulatorMissing
+    if args.output is None:
+        args.output = "out/demo"
+    try:
+        return run_network_demo(args)
+    except RunUsageError as e:
+        raise UsageError(str(e)) from None
+    except (DeviceError, SimulatorMissing, RuntimeError, OSError) as e:
+        print(f"mulfree demo: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 def cmd_train(args):
@@ -294,18 +313,29 @@ def build_parser():
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
-        "demo", help="generate an array and check it in simulation against the golden model",
-        description="Generate a PE array, simulate its Verilog with random and corner-case "
-                    "data on Verilator (or Icarus), compare every output with the golden "
-                    "model and print a short report.")
+        "demo", help="classify the digits on the simulated accelerator (or check an engine)",
+        description="network (the default): train (or reuse) the digits demo network, "
+                    "generate a core that fits it, compile its Verilog with Verilator, "
+                    "classify the 360 test images on it, compare every output with the "
+                    "golden model and print accuracy and speed. engine: generate a PE array, "
+                    "simulate it with random and corner-case data on Verilator (or Icarus) "
+                    "and compare every output with the golden model.")
+    p.add_argument("what", nargs="?", default="network", choices=["network", "engine"],
+                   help="network (default) or engine")
+    from ..host.demo import DEMO_MODELS
+    p.add_argument("--model", default=DEMO_MODELS[0], choices=DEMO_MODELS,
+                   help=f"network: the demo network (default: {DEMO_MODELS[0]})")
+    p.add_argument("--retrain", action="store_true",
+                   help="network: train the network again even if the output folder has it")
+    p.add_argument("-q", "--quiet", action="store_true", help="network: no progress bar")
     add_array_options(p)
-    p.set_defaults(rows=8, cols=8)
+    p.set_defaults(rows=None, cols=None)
     p.add_argument("--simulator", default="verilator", choices=["verilator", "icarus"],
-                   help="HDL simulator (default: verilator)")
+                   help="engine: HDL simulator (default: verilator)")
     p.add_argument("--vectors", type=int, default=2000,
-                   help="random input vectors per tile (default: 2000)")
-    p.add_argument("-o", "--output", default="out/demo", metavar="DIR",
-                   help="folder for the generated design and simulation build")
+                   help="engine: random input vectors per tile (default: 2000)")
+    p.add_argument("-o", "--output", default=None, metavar="DIR",
+                   help="output folder (default: out/demo, engine: out/demo-engine)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser(

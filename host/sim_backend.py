@@ -118,21 +118,35 @@ class SimBackend:
             self.core = None
 
 
-def design_for(cfg: CoreConfig, cache_dir=None):
+def _generator_digest():
+    """A digest of the generator's sources (``rtl/``, ``gen/``): a new generator, new designs."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for folder in ("rtl", "gen"):
+        for path in sorted((root / folder).glob("*.py")):
+            digest.update(path.name.encode() + path.read_bytes())
+    return digest.digest()
+
+
+def design_for(cfg: CoreConfig, cache_dir=None, progress=None):
     """The folder holding ``cfg``'s generated core (written on first use, then reused).
 
-    Keyed by the config's parameters; written to a temporary folder and renamed, so a half
+    Keyed by the config's parameters and the generator's sources; written to a temporary folder and renamed, so a half
     written design is never taken for a finished one.
     """
     from ..gen.core_manifest import write_core_design
     import shutil
     import tempfile
-    key = hashlib.sha256(json.dumps(cfg.params(), sort_keys=True).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(cfg.params(), sort_keys=True).encode())
+    digest.update(_generator_digest())
+    key = digest.hexdigest()[:16]
     root = Path(cache_dir or default_cache_dir()) / "designs"
     final = root / f"{cfg.top_name}-{key}"
     if (final / f"{cfg.top_name}.json").is_file():
         return final
     root.mkdir(parents=True, exist_ok=True)
+    if progress:
+        progress(f"generating {cfg.top_name} into {final}")
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         write_core_design(cfg, tmp)
@@ -163,9 +177,7 @@ def open_sim(manifest=None, *, build_dir=None, cache_dir=None, progress=None, jo
     cache = Path(cache_dir or default_cache_dir())
     if manifest is None or isinstance(manifest, CoreConfig):
         cfg = manifest or CoreConfig()
-        if progress:
-            progress(f"generating {cfg.top_name}")
-        design = design_for(cfg, cache)
+        design = design_for(cfg, cache, progress)
         path = design / f"{cfg.top_name}.json"
     else:
         doc = load_manifest(manifest)
@@ -173,7 +185,7 @@ def open_sim(manifest=None, *, build_dir=None, cache_dir=None, progress=None, jo
         if path is None or not (path.parent / doc["files"]["verilog"]).is_file():
             # A manifest without its Verilog: generate the same core again.
             cfg = core_from_manifest(doc)
-            path = design_for(cfg, cache) / f"{cfg.top_name}.json"
+            path = design_for(cfg, cache, progress) / f"{cfg.top_name}.json"
     doc = json.loads(path.read_text())
     doc["_path"] = str(path)
     lib = build_sim_core(path, build_dir=build_dir or cache / "sim", jobs=jobs,
