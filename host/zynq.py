@@ -925,7 +925,7 @@ class ZynqBackend:
             rounds.append(current)
         return rounds
 
-    def _timeout(self, stage, exc, timeout):
+    def _timeout(self, stage, timeout):
         dmasr = {}
         for channel in ("MM2S", "S2MM"):
             try:
@@ -943,6 +943,8 @@ class ZynqBackend:
         S2MM is armed for ``out_nbytes`` first; then each packet is copied into the input
         area and sent as one MM2S transfer (``tlast`` at its end), waiting for each; then the
         result is awaited and its length checked. The caller has written ``CONTROL.start``.
+        One deadline, ``timeout`` seconds from the call, covers every wait, and no packet is
+        started after it.
 
         Parameters
         ----------
@@ -988,15 +990,18 @@ class ZynqBackend:
             last_i, last_off = group[-1]
             self.buffer.sync_for_device(in_off, last_off + packets[last_i].size)
             for i, off in group:
+                stage = f"send packet {i + 1} of {n}"
+                if time.monotonic() >= deadline:
+                    raise self._timeout(stage, timeout)
                 self.dma.send(base + in_off + off, packets[i].size)
                 try:
                     self.dma.wait_send(max(0.0, deadline - time.monotonic()))
-                except TransferTimeout as exc:
-                    raise self._timeout(f"send packet {i + 1} of {n}", exc, timeout) from None
+                except TransferTimeout:
+                    raise self._timeout(stage, timeout) from None
         try:
             got = self.dma.wait_recv(max(0.0, deadline - time.monotonic()))
-        except TransferTimeout as exc:
-            raise self._timeout("receive", exc, timeout) from None
+        except TransferTimeout:
+            raise self._timeout("receive", timeout) from None
         if got != out_nbytes:
             raise DmaError(f"AXI DMA S2MM: the core's result packet had {got} bytes, "
                            f"{out_nbytes} expected (tlast came early); abort() before the "

@@ -638,6 +638,38 @@ def test_backend_timeout_abort_and_recovery(backend, board, design):
     assert board.bus_errors == []
 
 
+class SlowWindow:
+    """A DMA window whose MM2S_DMASR reads take ``delay`` seconds (a busy bus)."""
+
+    def __init__(self, window, delay):
+        self.window, self.delay = window, delay
+
+    def read32(self, offset):
+        if offset == R["MM2S_DMASR"]:
+            time.sleep(self.delay)
+        return self.window.read32(offset)
+
+    def write32(self, offset, value):
+        self.window.write32(offset, value)
+
+
+def test_backend_deadline_covers_the_whole_transfer(board, design):
+    """Each send is quick but slow to observe: the overall deadline stops the transfer."""
+    manifest = design[1]
+    backend = ZynqBackend(board.core_window, SlowWindow(board.dma_window, 0.05),
+                          board.buffer, manifest=manifest)
+    layer = random_matmul(np.random.default_rng(9), 40, 6, 5)
+    packets = [as_bytes(p.beats) for p in ls.pack_layer(CFG, layer)]
+    assert len(packets) >= 5
+    backend.write32(*control(manifest, "start"))
+    t0 = time.monotonic()
+    with pytest.raises(TransferTimeout, match=r"send packet \d of 5 did not complete within "
+                                              r"0.25 s") as info:
+        backend.transfer(packets, len(ls.expected_beats(CFG, layer)) * BB, 0.25)
+    assert time.monotonic() - t0 < 0.25 + 1.0
+    assert info.value.stage.startswith("send packet")
+
+
 def test_backend_result_length_mismatch(backend, board, design):
     manifest = design[1]
     layer = random_matmul(np.random.default_rng(8), 12, 5, 3)
