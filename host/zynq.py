@@ -880,12 +880,23 @@ class ZynqBackend:
         """The file the runtime locks (``fcntl.flock``) for exclusive use of this device.
 
         ``/run/lock/mulfree-<id>.lock`` (the temporary folder if ``/run/lock`` is not
-        writable), ``<id>`` naming the core's window: its UIO name, or ``mem-<base>``.
+        writable), ``<id>`` naming the core's window: its ``lock_id``, the UIO name or
+        ``mem-<base>``. ``None`` (nothing to lock) for a window without a ``lock_id``, such
+        as the emulated board's.
         """
-        ident = getattr(self.core, "lock_id", None) or f"window-{id(self.core):x}"
-        return str(_lock_dir() / f"mulfree-{ident}.lock")
+        ident = getattr(self.core, "lock_id", None)
+        return None if ident is None else str(_lock_dir() / f"mulfree-{ident}.lock")
 
     # Data
+
+    def _check_idle(self):
+        busy = {c: self.dma.pending(c) for c in ("MM2S", "S2MM")}
+        busy = {c: n for c, n in busy.items() if n is not None}
+        if busy:
+            what = ", ".join(f"{c} ({n} bytes)" for c, n in busy.items())
+            raise DmaError(f"transfer: the previous transfer did not finish ({what} still "
+                           f"pending after a timeout); abort() before the next transfer",
+                           next(iter(busy)))
 
     def _as_packets(self, packets):
         out = []
@@ -980,6 +991,7 @@ class ZynqBackend:
                              f"(whole beats) up to {self.max_out_bytes} (the output area and "
                              f"the DMA's length register), not {out_nbytes!r}")
         out_nbytes = int(out_nbytes)
+        self._check_idle()
         base, out_off, in_off = self.buffer.phys_addr, self.output_area[0], self.input_area[0]
         self.buffer.sync_for_device(out_off, out_nbytes)
         self.dma.recv(base + out_off, out_nbytes)

@@ -63,7 +63,7 @@ class EmulatedCoreWindow:
         self._board = board
         self.size = size
         self.label = "the emulated core window"
-        self.lock_id = f"emulated-{id(board):x}"
+        self.lock_id = None             # nothing to lock: the runtime takes no lock file
         self._status = status_offset
 
     def read32(self, offset):
