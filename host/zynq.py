@@ -52,8 +52,17 @@ PAGE_SIZE = mmap.PAGESIZE
 def _check_uint(param, value, lo, hi):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
             or not lo <= value <= hi:
-        raise ValueError(f"{param} must be an integer in [{lo:#x}, {hi:#x}], not {value!r}")
+        span = f"[{lo:#x}, {hi:#x}]" if hi > 0xFFFF else f"[{lo}, {hi}]"
+        raise ValueError(f"{param} must be an integer in {span}, not {value!r}")
     return int(value)
+
+
+def _close_map(mm):
+    """Unmap ``mm``; if a caller still holds a view of it, leave that to the garbage collector."""
+    try:
+        mm.close()
+    except BufferError:
+        pass
 
 
 @dataclass(frozen=True)
@@ -218,7 +227,7 @@ class _MappedWindow:
         """Unmap the window (idempotent)."""
         self._words = None
         if self._mm is not None:
-            self._mm.close()
+            _close_map(self._mm)
             self._mm = None
 
     def __enter__(self):
@@ -510,7 +519,7 @@ class UdmaBuf(DmaBuffer):
         """Unmap the buffer (idempotent)."""
         self.array = None
         if getattr(self, "_mm", None) is not None:
-            self._mm.close()
+            _close_map(self._mm)
             self._mm = None
 
 
