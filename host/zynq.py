@@ -41,7 +41,7 @@ __all__ = [
     "ZynqConfig", "ZYNQ_DEFAULTS", "PAGE_SIZE", "DmaError", "TransferTimeout",
     "UioWindow", "DevMemWindow", "find_uio", "DmaBuffer", "UdmaBuf", "AxiDma",
     "DMA_REGS", "DMACR_BITS", "DMASR_BITS", "DMASR_ERRORS", "decode_dmasr",
-    "ZynqBackend", "open_zynq",
+    "BUFFER_ALIGN", "ZynqBackend", "open_zynq",
 ]
 
 PAGE_SIZE = mmap.PAGESIZE
