@@ -484,6 +484,7 @@ class Device:
         and the backend's data movers are reset before the exception is raised.
         """
         timeout = self.timeout if timeout is None else float(timeout)
+        packets = [np.ascontiguousarray(p, dtype=np.uint8).reshape(-1) for p in packets]
         deadline = time.monotonic() + timeout
         self.write_field("CONTROL", "start", 1)
         try:
@@ -491,6 +492,8 @@ class Device:
             done = self.backend.wait_done(max(0.0, deadline - time.monotonic()))
         except TimeoutError as exc:
             self._fail_timeout(timeout, f"{exc}")
+        except Exception as exc:          # a data mover's error (DMA error bits, a bad length)
+            self._fail_transfer(exc)
         if not done:
             self._fail_timeout(timeout, "the core did not set STATUS.done")
         status = self.status()
@@ -516,6 +519,17 @@ class Device:
         self.soft_reset()
         raise DeviceTimeout(f"the run did not finish within {timeout:g} s ({why}); "
                             f"status before the soft reset: {_fmt_status(status)}", status)
+
+    def _fail_transfer(self, exc):
+        try:
+            status = self.status()
+        except Exception:
+            status = {}
+        if status.get("core_code"):
+            self._fail_core(status)
+        self.soft_reset()
+        raise DeviceError(f"the transfer failed ({type(exc).__name__}: {exc}); the core and "
+                          f"the data movers were reset") from exc
 
     def _fail_core(self, status):
         self.soft_reset()

@@ -856,6 +856,7 @@ class ZynqBackend:
                              "(mulfree gen --core writes <top>.json)") from None
         self.beat_bytes = width // 8
         self._status = _field(manifest, "STATUS", "done")[:2]
+        self._error = _field(manifest, "STATUS", "error")[:2]
         self._align = max(BUFFER_ALIGN, self.beat_bytes)
         if buffer.phys_addr % self._align:
             raise ValueError(f"buffer: phys_addr must be a multiple of {self._align}, not "
@@ -978,7 +979,9 @@ class ZynqBackend:
         Returns
         -------
         1-D uint8 array
-            The ``out_nbytes`` result bytes (a copy).
+            The ``out_nbytes`` result bytes (a copy); empty if the core stopped with an error
+            (``STATUS.error``) before sending them all — the caller reads the error code, and
+            resets the core and calls :meth:`abort`.
 
         Raises
         ------
@@ -1019,6 +1022,14 @@ class ZynqBackend:
                     self.dma.wait_send(max(0.0, deadline - time.monotonic()))
                 except TransferTimeout:
                     raise self._timeout(stage, timeout) from None
+        # Wait for the result, or for the core to stop with an error (it then sends no more
+        # result beats, and the caller reads the error and resets core and DMA).
+        offset, bit = self._error
+        idle = (1 << DMASR_BITS["Idle"]) | _ERROR_MASK
+        value, ok = _poll(lambda: (self.dma.status("S2MM"), self.core.read32(offset)),
+                          lambda v: v[0] & idle or v[1] >> bit & 1, deadline)
+        if ok and not value[0] & idle:
+            return np.zeros(0, dtype=np.uint8)
         try:
             got = self.dma.wait_recv(max(0.0, deadline - time.monotonic()))
         except TransferTimeout:
