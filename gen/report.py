@@ -25,14 +25,15 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .config import ArrayConfig, ConfigError, DEFAULT_WEIGHT_BITS, PE_KINDS
+from .config import PE_KINDS
 from .core_config import CoreConfig
 
 
 __all__ = [
     "Device", "DEVICES", "BOARD_DEVICES", "ReportError", "FitError", "RESOURCES",
     "FIT_LIMITS", "device_for", "resources_from_cells", "device_share", "check_fit",
-    "synth_cache_dir", "core_resources", "ENERGY_45NM", "ENERGY_SOURCE", "load_energy_table",
+    "synth_cache_dir", "index_key", "core_resources", "ENERGY_45NM", "ENERGY_SOURCE",
+    "load_energy_table",
     "width_class", "op_counts", "energy_estimate", "energy_per_terms", "compare_kinds",
     "fit_linear", "max_fit", "plot_compare", "plot_max_fit", "add_report_options",
     "run_report",
@@ -210,12 +211,12 @@ def check_fit(resources, device: Device, limits=None, what="the design"):
         allowed = limits.get(key, 1.0) * available
         used = resources[key]
         if used > allowed:
-            cap = "" if limits.get(key, 1.0) == 1.0 else f" ({limits[key]:.0%} limit)"
+            bound = (f"{_num(available)} available" if limits.get(key, 1.0) == 1.0 else
+                     f"{_num(allowed)} ({limits[key]:.0%} of {_num(available)})")
             over.append({"resource": key, "used": used, "allowed": allowed,
                          "available": available, "over": used - allowed,
-                         "text": f"{label} {_num(used)} > {_num(allowed)}{cap} of "
-                                 f"{_num(available)}: {_num(used - allowed)} over "
-                                 f"({used / available:.1%} of the device)"})
+                         "text": f"{label} {_num(used)} > {bound}: {_num(used - allowed)} "
+                                 f"over ({used / available:.1%} of the device)"})
     if over:
         raise FitError(f"{what} does not fit {device.name}: "
                        + "; ".join(o["text"] for o in over), over)
@@ -264,6 +265,13 @@ def _write_json_atomic(path, doc):
     write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
+def index_key(cfg: CoreConfig):
+    """The key of ``cfg`` in the cache's index: its parameters, top name, generator and flow."""
+    text = (json.dumps(cfg.params(), sort_keys=True) + cfg.top_name + _generator_digest()
+            + SYNTH_FLOW)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
 def core_resources(cfg: CoreConfig, *, cache_dir=None, progress=None, timeout=7200):
     """Synthesize the core ``cfg`` (or take the cached result); return its resources.
 
@@ -293,9 +301,7 @@ def core_resources(cfg: CoreConfig, *, cache_dir=None, progress=None, timeout=72
     progress = progress or (lambda message: None)
     root = synth_cache_dir(cache_dir)
     params = cfg.params()
-    index_key = hashlib.sha256((json.dumps(params, sort_keys=True) + cfg.top_name
-                                + _generator_digest() + SYNTH_FLOW).encode()).hexdigest()[:24]
-    index_path = root / "index" / f"{index_key}.json"
+    index_path = root / "index" / f"{index_key(cfg)}.json"
     if index_path.is_file():
         try:
             key = json.loads(index_path.read_text())["key"]
@@ -369,7 +375,7 @@ def load_energy_table(source=None):
     Parameters
     ----------
     source : path-like, dict or None
-        A JSON file (or its dict) of the same shape as :data:`ENERGY_45NM`, e.g.
+        A JSON file (or its decoded object) of the same shape as :data:`ENERGY_45NM`, e.g.
         ``{"add": {"FIX8": 0.05}}``; the entries it gives replace the default ones.
 
     Raises
@@ -381,14 +387,14 @@ def load_energy_table(source=None):
     if source is None:
         return table
     where = "energy_table"
-    if not isinstance(source, dict):
+    if isinstance(source, (str, os.PathLike)):
         try:
             source = json.loads(Path(source).read_text())
         except OSError as exc:
-            raise ReportError(where, f"energy table {str(source)!r} cannot be read: "
+            raise ReportError(where, f"{where} {str(source)!r} cannot be read: "
                                      f"{exc.strerror or exc}") from None
         except ValueError as exc:
-            raise ReportError(where, f"energy table {str(source)!r} is not JSON: {exc}") \
+            raise ReportError(where, f"{where} {str(source)!r} is not JSON: {exc}") \
                 from None
     if not isinstance(source, dict):
         raise ReportError(where, f"{where} must be a JSON object of operations "
@@ -736,6 +742,7 @@ def max_fit(cfg: CoreConfig, device: Device, *, kinds=PE_KINDS, sizes=FIT_SIZES,
             entry.setdefault("confirm", []).append(design)
         for pe in kinds:
             entry = result["kinds"][pe]
+            entry.get("confirm", []).sort(key=lambda d: d["rows"])
             ok = {d["rows"]: d["within_limits"] for d in entry.get("confirm", [])}
             n = entry["n"]
             if ok.get(n) and not ok.get(n + 1, True):
@@ -874,8 +881,8 @@ def format_energy(estimate, basis):
         lines.append(_table(("layer", "kind", "pe", "K", "out_c", "pixels", "terms", "format",
                              "pJ"), rows))
     ops = ", ".join(f"{n:,} {op}" for op, n in estimate["ops"].items())
-    lines.append(f"energy {basis}: {estimate['energy_pj']:,.1f} pJ = "
-                 f"{estimate['energy_uj']:.4f} µJ ({ops})")
+    lines.append(f"energy {basis}: {estimate['energy_pj']:,.2f} pJ = "
+                 f"{estimate['energy_uj']:.4g} µJ ({ops})")
     return "\n".join(lines)
 
 
@@ -892,7 +899,7 @@ def format_compare(result, device: Device):
     for pe, e in result["kinds"].items():
         r, s = e["resources"], e["share"]
         rows.append((pe, *(f"{_num(r[k])} ({s[k]:.1%})" for k, _, _ in RESOURCES),
-                     f"{e['energy']['energy_pj']:,.1f}", f"{e['energy']['energy_uj']:.4f}",
+                     f"{e['energy']['energy_pj']:,.2f}", f"{e['energy']['energy_uj']:.4g}",
                      "yes" if e["fits"] else "NO"))
     first = next(iter(result["kinds"].values()))
     return (f"{first['rows']}x{first['cols']} array per PE kind on {device.name}, "
@@ -1064,7 +1071,12 @@ def run_report(args, core_config_from_args=None):
     if args.holdout is not None and args.holdout < 0:
         raise ReportError("holdout", f"holdout must be a size >= 1 or 0 for none, "
                                      f"not {args.holdout}")
-    table = load_energy_table(args.energy_table)
+    try:
+        table = load_energy_table(args.energy_table)
+    except ReportError as exc:
+        message = str(exc).removeprefix("energy_table.").removeprefix("energy_table ")
+        where = "" if exc.param == "energy_table" else f" {args.energy_table}:"
+        raise ReportError(exc.param, f"--energy-table{where} {message}") from None
     model = _load_model(args.model) if args.model else None
     cfg = _load_config(args.config) if args.config else core_config_from_args(args)
     out = Path(args.output)
