@@ -668,14 +668,17 @@ HOLDOUT_SIZE = 12
 
 def max_fit(cfg: CoreConfig, device: Device, *, kinds=PE_KINDS, sizes=FIT_SIZES,
             holdout=HOLDOUT_SIZE, terms=("fixed", "per_pe"), limits=None, confirm=True,
-            jobs=2, cache_dir=None, progress=None, timeout=7200):
+            confirm_max_pes=None, jobs=2, cache_dir=None, progress=None, timeout=7200):
     """The largest square array of each PE kind that fits ``device`` within ``limits``.
 
     Each kind's core (``cfg`` with that kind, see :func:`kind_config`) is synthesized at the
     square ``sizes``; each resource is fitted as :func:`fit_linear` ``terms`` (fixed + per PE
     by default); the model is checked on the ``holdout`` size; the largest ``n x n`` that the
     model keeps within ``limits`` (:data:`FIT_LIMITS`) is found and, with ``confirm``, ``n x
-    n`` and ``(n + 1) x (n + 1)`` are synthesized to check it.
+    n`` and ``(n + 1) x (n + 1)`` are synthesized to check it, for the kinds whose ``(n + 1)
+    x (n + 1)`` has at most ``confirm_max_pes`` PEs (all if ``None``): a large core takes
+    long to synthesize, so a kind above the bound keeps the prediction and its held-out
+    error, and says so.
 
     Returns
     -------
@@ -722,8 +725,15 @@ def max_fit(cfg: CoreConfig, device: Device, *, kinds=PE_KINDS, sizes=FIT_SIZES,
         result["kinds"][pe] = entry
         result["kinds"][pe]["_models"] = models
     if confirm:
-        plan = [(pe, m) for pe in kinds for m in (result["kinds"][pe]["n"],
-                                                  result["kinds"][pe]["n"] + 1) if m >= 1]
+        plan = []
+        for pe in kinds:
+            n = result["kinds"][pe]["n"]
+            if confirm_max_pes is not None and (n + 1) ** 2 > confirm_max_pes:
+                result["kinds"][pe]["confirm_note"] = (
+                    f"not confirmed by synthesis: {n + 1}x{n + 1} = {(n + 1) ** 2:,} PEs is "
+                    f"above the {confirm_max_pes:,} PEs a confirming synthesis may have")
+                continue
+            plan += [(pe, m) for m in (n, n + 1) if m >= 1]
         plan.sort(key=lambda t: -t[1])
         progress("confirming the predicted sizes: "
                  + ", ".join(f"{pe} {m}x{m}" for pe, m in plan))
@@ -742,7 +752,9 @@ def max_fit(cfg: CoreConfig, device: Device, *, kinds=PE_KINDS, sizes=FIT_SIZES,
             entry.setdefault("confirm", []).append(design)
         for pe in kinds:
             entry = result["kinds"][pe]
-            entry.get("confirm", []).sort(key=lambda d: d["rows"])
+            if "confirm" not in entry:
+                continue
+            entry["confirm"].sort(key=lambda d: d["rows"])
             ok = {d["rows"]: d["within_limits"] for d in entry.get("confirm", [])}
             n = entry["n"]
             if ok.get(n) and not ok.get(n + 1, True):
@@ -1014,6 +1026,9 @@ def add_report_options(parser):
                         f"{HOLDOUT_SIZE})")
     g.add_argument("--no-confirm", dest="confirm", action="store_false",
                    help="max-fit: do not synthesize the predicted largest size and the next")
+    g.add_argument("--confirm-max-pes", type=int, default=None, metavar="N",
+                   help="max-fit: confirm only kinds whose (n+1)x(n+1) has at most N PEs "
+                        "(a large core takes long to synthesize; default: all)")
     g.add_argument("-j", "--jobs", type=int, default=2, help="Yosys runs at once (default: 2)")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="synthesis cache (default: $MULFREE_CACHE/synth or "
@@ -1140,7 +1155,7 @@ def run_report(args, core_config_from_args=None):
     if status == 0 and args.max_fit:
         print()
         fit = max_fit(cfg, device, sizes=args.fit_sizes, holdout=args.holdout or None,
-                      confirm=args.confirm, **kw)
+                      confirm=args.confirm, confirm_max_pes=args.confirm_max_pes, **kw)
         doc["max_fit"] = fit
         print(format_max_fit(fit))
         print(f"wrote {plot_max_fit(fit, out / 'max_fit.png', device)}")

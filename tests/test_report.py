@@ -229,6 +229,14 @@ def test_max_fit_pipeline_with_a_stand_in(monkeypatch, tmp_path):
     text = report.format_max_fit(result)
     assert "holds" in text and "60x60" in text and "30x30" in text
     assert report.plot_max_fit(result, tmp_path / "fit.png", dev).stat().st_size > 10_000
+    # Confirmation bounded by the PE count: 31x31 multipliers are synthesized, 61x61 shifts not.
+    bounded = report.max_fit(core("shift", 16), dev, kinds=("shift", "mult"), holdout=None,
+                             confirm_max_pes=1000, jobs=1)
+    assert "confirm" not in bounded["kinds"]["shift"]
+    assert "not confirmed by synthesis: 61x61 = 3,721 PEs" in \
+        bounded["kinds"]["shift"]["confirm_note"]
+    assert bounded["kinds"]["mult"]["n_confirmed"] == 30
+    assert "not confirmed by synthesis" in report.format_max_fit(bounded)
     comp = report.compare_kinds(core("shift", 16), dev, model=tiny_model(), jobs=1)
     assert comp["kinds"]["mult"]["energy"]["energy_pj"] == pytest.approx(90.21)
     assert comp["kinds"]["mult"]["share"]["dsp"] == pytest.approx(256 / 900)
