@@ -41,7 +41,7 @@ __all__ = [
     "ZynqConfig", "ZYNQ_DEFAULTS", "PAGE_SIZE", "DmaError", "TransferTimeout",
     "UioWindow", "DevMemWindow", "find_uio", "DmaBuffer", "UdmaBuf", "AxiDma",
     "DMA_REGS", "DMACR_BITS", "DMASR_BITS", "DMASR_ERRORS", "decode_dmasr",
-    "BUFFER_ALIGN", "ZynqBackend", "open_zynq",
+    "BUFFER_ALIGN", "ZynqBackend", "open_zynq", "check_main",
 ]
 
 PAGE_SIZE = mmap.PAGESIZE
@@ -1137,3 +1137,59 @@ def open_zynq(manifest, config=None, *, sysfs_root="/sys/class", dev_root="/dev"
 
 #: The defaults the block design and the device tree overlay are generated with.
 ZYNQ_DEFAULTS = ZynqConfig()
+
+
+def check_main(argv=None):
+    """``python3 -m mulfree.host.zynq --check``: is the core on this board the manifest's?
+
+    Opens the device (``open_device("zynq", manifest)``, which reads the identity registers and
+    compares them with the manifest) and prints what it found. ``mulfree deploy`` runs it on
+    the board after loading a build.
+
+    Returns
+    -------
+    int
+        0 if the identity registers match, 1 if they do not or a device is missing, 2 for bad
+        arguments.
+    """
+    import argparse
+    import json
+    import sys
+    # Imported by package name: run as __main__, this file is not the module the runtime
+    # knows, and open_zynq checks ``isinstance(config, ZynqConfig)`` against that one.
+    from mulfree.host.runtime import DeviceError, open_device
+    from mulfree.host.zynq import ZynqConfig as Config
+    parser = argparse.ArgumentParser(
+        prog="python3 -m mulfree.host.zynq",
+        description="Check that the core on this Zynq board is the one a manifest describes.")
+    parser.add_argument("--check", action="store_true", required=True,
+                        help="open the core and compare its identity registers with the manifest")
+    parser.add_argument("--manifest", required=True, metavar="FILE",
+                        help="the core's manifest (<top>.json of the build folder)")
+    parser.add_argument("--zynq-config", default=None, metavar="FILE",
+                        help="ZynqConfig fields as JSON (zynq.json of the build folder); default: "
+                             "the defaults for the manifest")
+    args = parser.parse_args(argv)
+    prog = parser.prog
+    options = {}
+    if args.zynq_config is not None:
+        try:
+            options["config"] = Config(**json.loads(Path(args.zynq_config).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            print(f"{prog}: error: --zynq-config {args.zynq_config!r}: {exc}", file=sys.stderr)
+            return 2
+    try:
+        with open_device("zynq", args.manifest, **options) as dev:
+            ident = dev.identity()
+            top = dev.manifest.get("top")
+    except (DeviceError, OSError, ValueError) as exc:
+        print(f"{prog}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    version = ident["VERSION"]
+    print(f"{prog}: the core is {top}: ID {ident['ID']:#010x}, version "
+          f"{version >> 16}.{version & 0xFFFF}, identity registers match the manifest")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(check_main())
