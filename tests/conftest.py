@@ -1,5 +1,6 @@
 """Fixtures shared by the test modules."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -26,3 +27,15 @@ def run_main():
     """The ``mulfree`` command run in-process: ``run_main(argv, capsys)``."""
     return _run_main
 
+
+
+@pytest.fixture(scope="session")
+def board_cache(tmp_path_factory):
+    """A Verilator build cache shared by the xdist workers of this session (builds lock per
+    key, so each simulated core is compiled once)."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    path = base / "board-cache"
+    path.mkdir(exist_ok=True)
+    return path

@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 
+from cores import SHIFT_4X4, SMALL_BUFFERS
 from random_models import conv_model
 
 from mulfree.gen.config import ArrayConfig
@@ -31,23 +32,15 @@ from mulfree.sim.board import SimCore, build_sim_core
 from mulfree.sim.model_golden import run_int_model
 
 
-_SMALL = dict(fmap_vectors=512, weight_rows=512, acc_entries=64, max_channels=64,
-              out_vectors=8)
-#: The same design as test_board's shift core, so the session builds it once.
-CORE = CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=4, act_bits=8, weight_bits=5,
-                                     max_k=256), **_SMALL)
+_SMALL = SMALL_BUFFERS
+CORE = SHIFT_4X4
 
 
 @pytest.fixture(scope="session")
-def design(tmp_path_factory):
+def design(tmp_path_factory, board_cache):
     """``(manifest path, library)`` of the 4x4 shift core, built on first use."""
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent
-    cache = base / "board-cache"
-    cache.mkdir(exist_ok=True)
     _, j_path = write_core_design(CORE, tmp_path_factory.mktemp("runtime-design"))
-    return j_path, build_sim_core(j_path, build_dir=cache)
+    return j_path, build_sim_core(j_path, build_dir=board_cache)
 
 
 @pytest.fixture

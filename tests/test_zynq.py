@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cores import SHIFT_4X4
 from mulfree.gen.config import ArrayConfig
 from mulfree.gen.core_config import CORE_MAGIC, CoreConfig
 from mulfree.gen.core_manifest import core_manifest, write_core_design
@@ -30,7 +31,7 @@ from mulfree.sim.emulated_board import DmaModelError, EmulatedBoard
 from mulfree.sim.layer_golden import PostParams, conv2d_acc
 
 
-CFG = CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=4, max_k=64), stream_width=64)
+CFG = SHIFT_4X4
 BB = CFG.stream_width // 8
 R = DMA_REGS
 IOC = 1 << 12
@@ -284,9 +285,9 @@ def design(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def sim_lib(design, tmp_path_factory):
+def sim_lib(design, board_cache):
     """The core under Verilator with the board harness (fails if Verilator is missing)."""
-    return build_sim_core(design[0], build_dir=tmp_path_factory.mktemp("zynq_sim"), jobs=2)
+    return build_sim_core(design[0], build_dir=board_cache, jobs=2)
 
 
 @pytest.fixture
