@@ -173,7 +173,7 @@ class Program:
             g = self._geometry(s)
             what = (f"K {s.k}, {g['CT']}x{g['NT']} tiles (in x out), weights "
                     f"{s.weight_bytes} B sent once per batch")
-            per = (f"one run per image" if s.kind == "conv2d"
+            per = ("one run per image" if s.kind == "conv2d"
                    else f"one run per {s.images_per_run} images (M = images)")
             lines.append(f"  {s.index:>2}  core  {s.kind:<9} {str(s.in_shape):<14} -> "
                          f"{str(s.out_shape):<12} {what}; {per}")

@@ -8,7 +8,6 @@ tests need Verilator: without it they fail (``SimulatorMissing``), they never sk
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from cores import SHIFT_4X4
-from mulfree.gen.config import ArrayConfig
 from mulfree.gen.core_config import CORE_MAGIC, CoreConfig
 from mulfree.gen.core_manifest import core_manifest, write_core_design
 from mulfree.host import layer_stream as ls
