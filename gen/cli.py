@@ -197,6 +197,25 @@ def cmd_bench(args):
     return run_bench(args)
 
 
+def cmd_build(args):
+    from .build_flow import BuildError, _option_message, run_build
+    try:
+        return run_build(args, args.build_parser, core_config_from_args)
+    except BuildError as e:
+        raise UsageError(_option_message(e)) from None
+    except OSError as e:
+        raise UsageError(f"-o/--output {str(args.output)!r} cannot be written: "
+                         f"{e.strerror or e}") from None
+
+
+def cmd_deploy(args):
+    from .deploy import DeployError, _option_message, run_deploy
+    try:
+        return run_deploy(args)
+    except DeployError as e:
+        raise UsageError(_option_message(e)) from None
+
+
 def cmd_demo(args):
     size = 8 if args.what == "engine" else 16
     args.rows = size if args.rows is None else args.rows
@@ -278,6 +297,14 @@ def cmd_report(args):
         raise UsageError(_option_message(e)) from None
 
 
+def cmd_compile(args):
+    from ..host.run_cli import RunUsageError, compile_command
+    try:
+        return compile_command(args)
+    except RunUsageError as e:
+        raise UsageError(str(e)) from None
+
+
 def _with_train_option(message):
     for param, option in (("model", "--model"), ("epochs", "--epochs"), ("seed", "--seed")):
         if message.startswith(param + " "):
@@ -319,6 +346,33 @@ def build_parser():
     from .bench import add_bench_options
     add_bench_options(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "build", help="write a Vivado project that puts a core on a Zynq board",
+        description="Write a self-contained Vivado batch project for a core on a Zynq-7000 "
+                    "board (zc706, arty_z7_20): the core's Verilog and manifest, a block "
+                    "design (PS7, AXI DMA, interconnects, interrupts, the addresses of "
+                    "mulfree.host.zynq.ZynqConfig), constraints, build.tcl (bitstream, XSA, "
+                    ".bit.bin), the device tree overlay, zynq.json for the runtime and a README; "
+                    "build.json, written last, marks a finished folder. A core that does not "
+                    "fit the board (DSPs, block RAM) is refused before anything is written. "
+                    "--run then runs Vivado if it is on PATH.")
+    from .build_flow import add_build_options
+    add_build_options(p)
+    add_array_options(p)
+    add_core_options(p)
+    p.set_defaults(func=cmd_build, rows=16, cols=16)
+    p.set_defaults(build_parser=p)
+
+    p = sub.add_parser(
+        "deploy", help="load a built bitstream on a Zynq board and check the core",
+        description="Copy a build's .bit.bin, compiled overlay and configs to the board (scp "
+                    "with --host, else locally), load them through the Linux FPGA manager "
+                    "(configfs device tree overlay, or fpgautil), and check the core's identity "
+                    "registers there. Every command is printed; --dry-run runs none.")
+    from .deploy import add_deploy_options
+    add_deploy_options(p)
+    p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser(
         "demo", help="classify the digits on the simulated accelerator (or check an engine)",
@@ -393,6 +447,17 @@ def build_parser():
     from ..host.run_cli import add_run_options
     add_run_options(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "compile", help="check that an exported model fits a core and list its program",
+        description="Compile an exported model for a core (its manifest, or a default core "
+                    "that fits) and print the program: which layers run on the core, which "
+                    "on the host, their shapes, tiles and the bytes of weights sent. A layer "
+                    "that does not fit is named with the parameter and the core's limit "
+                    "(exit status 2).")
+    from ..host.run_cli import add_compile_options
+    add_compile_options(p)
+    p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser(
         "report", help="FPGA resources, device share and arithmetic energy of a core",
