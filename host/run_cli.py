@@ -338,3 +338,33 @@ def run_command(args):
         tmp.replace(path)
     g = report.get("golden")
     return 1 if g and not g["bit_exact"] else 0
+
+
+def add_compile_options(p):
+    p.add_argument("model", metavar="MODEL", help="an exported model folder")
+    p.add_argument("--config", metavar="MANIFEST",
+                   help="the core's manifest (or its folder); default: a --rows x --cols core "
+                        "that fits the model")
+    p.add_argument("--rows", type=int, default=16, metavar="N",
+                   help="rows of the default core (default: 16)")
+    p.add_argument("--cols", type=int, default=16, metavar="N",
+                   help="columns of the default core (default: 16)")
+    p.add_argument("--max-packet-bytes", type=int, default=None, metavar="N",
+                   help="largest packet a transfer may carry (a DMA's limit; default: none)")
+
+
+def compile_command(args):
+    """``mulfree compile``: check that a model fits a core and list the program's steps."""
+    from .export_format import ExportError, load_export
+    _positive("--rows", args.rows)
+    _positive("--cols", args.cols)
+    _positive("--max-packet-bytes", args.max_packet_bytes)
+    try:
+        model = load_export(args.model)
+    except ExportError as exc:
+        raise RunUsageError(f"MODEL {args.model!r}: {exc}") from None
+    args.device = "sim"
+    core = _core(args, model)
+    program = _compile(args, model, core, args.max_packet_bytes)
+    print(program.describe())
+    return 0

@@ -236,3 +236,21 @@ def test_header_and_element_packing():
     back, extra = stream_pack.unpack_elements(cfg, data, 3, 4)
     assert np.array_equal(back, values) and not extra.any()
     assert int.from_bytes(data[0].tobytes(), "little") == 0xD2F
+
+
+def test_compile_cli(tmp_path, run_main, capsys):
+    from mulfree.host.export_format import write_export
+    write_export(conv_model(8, "adder", ab=8), tmp_path / "m")
+    status, out, err = run_main(["compile", str(tmp_path / "m"), "--rows", "4", "--cols",
+                                 "4"], capsys)
+    assert status == 0, err
+    assert "4x4 adder engine" in out and "core  linear" in out and "host  flatten" in out
+    model = conv_model(8, "shift", ab=8)
+    model.layers[-1] = IntLinear("adder", _codes(np.random.default_rng(0), "adder", None, 8,
+                                                 (9, 3)), act_bits=8,
+                                 **_post(np.random.default_rng(0), "adder", 3, 9, 8))
+    write_export(model, tmp_path / "mixed")
+    status, out, err = run_main(["compile", str(tmp_path / "mixed")], capsys)
+    assert status == 2 and "mixes PE kinds adder and shift" in err
+    status, out, err = run_main(["compile", str(tmp_path / "nothing")], capsys)
+    assert status == 2 and "MODEL" in err
