@@ -661,19 +661,25 @@ def largest_rectangles(models, device: Device, n, limits=None, spread=8):
     return sorted(found, key=lambda t: (-t[2], abs(t[0] - t[1])))[:5]
 
 
-#: Sizes synthesized to fit the model, and the held-out size that checks it.
-FIT_SIZES = (4, 8, 16)
-HOLDOUT_SIZE = 12
+#: Sizes synthesized to fit the model, and the held-out size that checks it: larger than
+#: every fitted size, so that it checks the extrapolation the search relies on.
+FIT_SIZES = (4, 8, 12, 16)
+HOLDOUT_SIZE = 24
+#: The default model of a resource: a fixed part (controller, AXI shell), a part per PE, and a
+#: part per row and column (buffer banks, accumulators, post-processing lanes). Without the
+#: last, the row and column logic of small arrays is taken for per-PE cost and the
+#: extrapolation to large arrays overestimates.
+FIT_TERMS = ("fixed", "per_pe", "per_edge")
 
 
 def max_fit(cfg: CoreConfig, device: Device, *, kinds=PE_KINDS, sizes=FIT_SIZES,
-            holdout=HOLDOUT_SIZE, terms=("fixed", "per_pe"), limits=None, confirm=True,
+            holdout=HOLDOUT_SIZE, terms=FIT_TERMS, limits=None, confirm=True,
             confirm_max_pes=None, jobs=2, cache_dir=None, progress=None, timeout=7200):
     """The largest square array of each PE kind that fits ``device`` within ``limits``.
 
     Each kind's core (``cfg`` with that kind, see :func:`kind_config`) is synthesized at the
     square ``sizes``; each resource is fitted as :func:`fit_linear` ``terms`` (fixed + per PE
-    by default); the model is checked on the ``holdout`` size; the largest ``n x n`` that the
+    + per row/column by default, :data:`FIT_TERMS`); the model is checked on the ``holdout`` size; the largest ``n x n`` that the
     model keeps within ``limits`` (:data:`FIT_LIMITS`) is found and, with ``confirm``, ``n x
     n`` and ``(n + 1) x (n + 1)`` are synthesized to check it, for the kinds whose ``(n + 1)
     x (n + 1)`` has at most ``confirm_max_pes`` PEs (all if ``None``): a large core takes
@@ -969,7 +975,8 @@ def format_max_fit(result):
 #: Report parameter -> command-line option, for error messages.
 OPTIONS = {"board": "--board", "device": "--device", "energy_table": "--energy-table",
            "model": "--model", "config": "--config", "fit_sizes": "--fit-sizes",
-           "holdout": "--holdout", "output": "-o/--output"}
+           "holdout": "--holdout", "confirm_max_pes": "--confirm-max-pes",
+           "output": "-o/--output"}
 
 
 def _option_message(exc):
@@ -991,6 +998,16 @@ def _sizes(text):
     if len(sizes) < 2 or sizes[0] < 1:
         raise argparse.ArgumentTypeError(f"must hold at least two sizes >= 1, not {text!r}")
     return sizes
+
+
+def _terms(text):
+    import argparse
+    terms = [part.strip() for part in text.split(",") if part.strip()]
+    allowed = ("fixed", "per_pe", "per_edge")
+    if not terms or any(t not in allowed for t in terms) or len(set(terms)) != len(terms):
+        raise argparse.ArgumentTypeError(f"must be distinct terms among {', '.join(allowed)}, "
+                                         f"not {text!r}")
+    return terms
 
 
 def add_report_options(parser):
@@ -1021,6 +1038,9 @@ def add_report_options(parser):
     g.add_argument("--fit-sizes", type=_sizes, default=list(FIT_SIZES), metavar="N,N,...",
                    help=f"max-fit: square sizes the model is fitted on (default: "
                         f"{','.join(map(str, FIT_SIZES))})")
+    g.add_argument("--fit-terms", type=_terms, default=list(FIT_TERMS), metavar="T,T,...",
+                   help=f"max-fit: terms of the model of each resource, among fixed, per_pe, "
+                        f"per_edge (rows + cols) (default: {','.join(FIT_TERMS)})")
     g.add_argument("--holdout", type=int, default=HOLDOUT_SIZE, metavar="N",
                    help=f"max-fit: size that checks the model, 0 for none (default: "
                         f"{HOLDOUT_SIZE})")
@@ -1086,6 +1106,13 @@ def run_report(args, core_config_from_args=None):
     if args.holdout is not None and args.holdout < 0:
         raise ReportError("holdout", f"holdout must be a size >= 1 or 0 for none, "
                                      f"not {args.holdout}")
+    if len(args.fit_sizes) < len(args.fit_terms):
+        raise ReportError("fit_sizes", f"fit_sizes must hold at least {len(args.fit_terms)} "
+                                       f"sizes for the {len(args.fit_terms)} terms of "
+                                       f"--fit-terms, not {len(args.fit_sizes)}")
+    if args.confirm_max_pes is not None and args.confirm_max_pes < 1:
+        raise ReportError("confirm_max_pes", f"confirm_max_pes must be a PE count >= 1, "
+                                             f"not {args.confirm_max_pes}")
     try:
         table = load_energy_table(args.energy_table)
     except ReportError as exc:
@@ -1155,6 +1182,7 @@ def run_report(args, core_config_from_args=None):
     if status == 0 and args.max_fit:
         print()
         fit = max_fit(cfg, device, sizes=args.fit_sizes, holdout=args.holdout or None,
+                      terms=args.fit_terms,
                       confirm=args.confirm, confirm_max_pes=args.confirm_max_pes, **kw)
         doc["max_fit"] = fit
         print(format_max_fit(fit))

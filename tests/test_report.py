@@ -306,6 +306,11 @@ def test_cli_energy_of_a_model(run_main, capsys, tmp_path):
     (["--rows", "0"], "--rows must be"),
     (["--pe", "div"], "--pe must be one of shift, adder, mult, not 'div'"),
     (["--holdout", "-1"], "--holdout must be a size >= 1 or 0 for none, not -1"),
+    (["--fit-sizes", "4,8"], "--fit-sizes must hold at least 3 sizes for the 3 terms of "
+                             "--fit-terms, not 2"),
+    (["--fit-terms", "fixed,per_row"], "--fit-terms: must be distinct terms among fixed, "
+                                       "per_pe, per_edge, not 'fixed,per_row'"),
+    (["--confirm-max-pes", "0"], "--confirm-max-pes must be a PE count >= 1, not 0"),
     (["--config", "/nonexistent/core.json"], "--config '/nonexistent/core.json'"),
     (["--model", "/nonexistent/model"], "--model '/nonexistent/model' cannot be loaded"),
     (["--energy-table", "/nonexistent/t.json"],
