@@ -30,7 +30,8 @@ from .core_config import CoreConfig
 
 
 __all__ = [
-    "Device", "DEVICES", "BOARD_DEVICES", "ReportError", "FitError", "RESOURCES",
+    "Device", "DEVICES", "REPORT_ONLY_BOARDS", "board_devices", "ReportError", "FitError",
+    "RESOURCES",
     "FIT_LIMITS", "device_for", "resources_from_cells", "device_share", "check_fit",
     "synth_cache_dir", "index_key", "core_resources", "ENERGY_45NM", "ENERGY_SOURCE",
     "load_energy_table",
@@ -87,31 +88,19 @@ DEVICES = {
     "xc7z020": Device("xc7z020", lut=53_200, ff=106_400, slices=13_300, bram36=140, dsp=220),
 }
 
-#: Board -> device, used while :mod:`mulfree.gen.board` (the board registry) is absent.
-BOARD_DEVICES = {
-    "zc706": "xc7z045",
-    "arty_z7_20": "xc7z020",
-    "pynq_z1": "xc7z020",
-    "zedboard": "xc7z020",
-}
+#: Boards the report knows besides :data:`mulfree.gen.board.BOARDS` (which can also build for
+#: its boards): boards with a device of :data:`DEVICES` but no build flow yet.
+REPORT_ONLY_BOARDS = {"pynq_z1": "xc7z020", "zedboard": "xc7z020"}
 
 
-def _board_devices():
-    """``{board: device name}``: the board registry's boards if it exists, else ours."""
-    try:
-        from . import board as board_module
-    except ImportError:
-        return dict(BOARD_DEVICES)
-    boards = getattr(board_module, "BOARDS", None)
-    if not isinstance(boards, dict):
-        return dict(BOARD_DEVICES)
-    found = {}
-    for name, entry in boards.items():
-        device = (getattr(entry, "device", None) if not isinstance(entry, dict)
-                  else entry.get("device"))
-        if isinstance(device, str):
-            found[name] = device.lower()
-    return {**BOARD_DEVICES, **found}
+def board_devices():
+    """``{board: device name}``: :data:`mulfree.gen.board.BOARDS`, then :data:`REPORT_ONLY_BOARDS`.
+
+    Imported here, not at the top: the board registry loads amaranth-boards' platforms.
+    """
+    from .board import BOARDS
+    return {**REPORT_ONLY_BOARDS,
+            **{name: board.device.lower() for name, board in BOARDS.items()}}
 
 
 def device_for(board=None, device=None):
@@ -120,7 +109,7 @@ def device_for(board=None, device=None):
     Parameters
     ----------
     board : str or None
-        A board of :data:`BOARD_DEVICES` (``"zc706"``, ``"arty_z7_20"``...).
+        A board of :func:`board_devices` (``"zc706"``, ``"arty_z7_20"``...).
     device : str or None
         A device of :data:`DEVICES`; wins over ``board``. A full part name
         (``xc7z045ffg900-2``) is accepted: its package and speed grade are ignored.
@@ -137,7 +126,7 @@ def device_for(board=None, device=None):
                 return DEVICES[name]
         raise ReportError("device", f"device must be one of {', '.join(DEVICES)}, "
                                     f"not {device!r}")
-    boards = _board_devices()
+    boards = board_devices()
     if board not in boards:
         raise ReportError("board", f"board must be one of {', '.join(sorted(boards))}, "
                                    f"not {board!r}")
@@ -679,12 +668,12 @@ def max_fit(cfg: CoreConfig, device: Device, *, kinds=PE_KINDS, sizes=FIT_SIZES,
 
     Each kind's core (``cfg`` with that kind, see :func:`kind_config`) is synthesized at the
     square ``sizes``; each resource is fitted as :func:`fit_linear` ``terms`` (fixed + per PE
-    + per row/column by default, :data:`FIT_TERMS`); the model is checked on the ``holdout`` size; the largest ``n x n`` that the
-    model keeps within ``limits`` (:data:`FIT_LIMITS`) is found and, with ``confirm``, ``n x
-    n`` and ``(n + 1) x (n + 1)`` are synthesized to check it, for the kinds whose ``(n + 1)
-    x (n + 1)`` has at most ``confirm_max_pes`` PEs (all if ``None``): a large core takes
-    long to synthesize, so a kind above the bound keeps the prediction and its held-out
-    error, and says so.
+    + per row/column by default, :data:`FIT_TERMS`); the model is checked on the ``holdout``
+    size; the largest ``n x n`` that the model keeps within ``limits`` (:data:`FIT_LIMITS`) is
+    found and, with ``confirm``, ``n x n`` and ``(n + 1) x (n + 1)`` are synthesized to check
+    it, for the kinds whose ``(n + 1) x (n + 1)`` has at most ``confirm_max_pes`` PEs (all if
+    ``None``): a large core takes long to synthesize, so a kind above the bound keeps the
+    prediction and its held-out error, and says so.
 
     Returns
     -------
@@ -1018,8 +1007,9 @@ def add_report_options(parser):
                    help="the core: its manifest (<top>.json from mulfree gen --core) or the "
                         "folder holding it; default: the core the design options below make")
     g.add_argument("--board", default="zc706", metavar="NAME",
-                   help="the board whose device the shares are of: "
-                        f"{', '.join(sorted(BOARD_DEVICES))} (default: zc706)")
+                   help="the board whose device the shares are of: a board of mulfree.gen."
+                        "board or pynq_z1, zedboard (default: zc706; an unknown name lists "
+                        "them)")
     g.add_argument("--device", default=None, metavar="PART",
                    help=f"the device instead of a board: {', '.join(DEVICES)}")
     g.add_argument("--model", metavar="EXPORT",
