@@ -216,20 +216,23 @@ def test_block_design_alone(small):
     assert status == 0 and calls_of(calls, "launch_runs") == []
 
 
-def test_wide_stream_and_clock(tmp_path):
-    cfg = CoreConfig(engine=ArrayConfig(rows=4, cols=4), stream_width=256)
+@pytest.mark.parametrize("stream_width, mm_width", [(32, 64), (256, 256)])
+def test_stream_width_and_clock(tmp_path, stream_width, mm_width):
+    cfg = CoreConfig(engine=ArrayConfig(rows=4, cols=4), stream_width=stream_width)
     folder, plan = write_build(cfg, "arty_z7_20", tmp_path / "b", clock_mhz=125)
     status, _, calls = run_tcl(folder)
     assert status == 0
     assert calls_of(calls, "create_project")[0][2] == "xc7z020clg400-1"
     dma = props(calls, "dma")
-    assert dma["CONFIG.c_m_axis_mm2s_tdata_width"] == dma["CONFIG.c_s_axis_s2mm_tdata_width"] \
-        == "256"
-    # PG021: the memory-mapped side is at least as wide as the stream.
-    assert dma["CONFIG.c_m_axi_mm2s_data_width"] == "256"
+    assert dma["CONFIG.c_m_axis_mm2s_tdata_width"] == str(stream_width)
+    assert dma["CONFIG.c_s_axis_s2mm_tdata_width"] == str(stream_width)
+    # The HP port is 64 bits; PG021: the memory-mapped side is at least as wide as the stream.
+    assert dma["CONFIG.c_m_axi_mm2s_data_width"] == str(mm_width)
+    assert dma["CONFIG.c_m_axi_s2mm_data_width"] == str(mm_width)
     assert float(props(calls, "ps7")["CONFIG.PCW_FPGA0_PERIPHERAL_FREQMHZ"]) == 125
     assert "assigned-clock-rates = <125000000>;" in (folder / OVERLAY_SOURCE).read_text()
-    assert "m_axis_tkeep = {32{1'b1}}" in (folder / f"{plan.wrapper}.v").read_text()
+    keep = stream_width // 8
+    assert f"m_axis_tkeep = {{{keep}{{1'b1}}}}" in (folder / f"{plan.wrapper}.v").read_text()
 
 
 # The wrapper, the overlay, zynq.json --------------------------------------------------------
