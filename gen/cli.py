@@ -362,6 +362,9 @@ def build_parser():
     add_array_options(p)
     add_core_options(p)
     p.set_defaults(func=cmd_build, rows=16, cols=16)
+    for action in p._actions:
+        if action.dest in ("rows", "cols"):
+            action.help = action.help.replace("default: 8", "default: 16")
     p.set_defaults(build_parser=p)
 
     p = sub.add_parser(
