@@ -914,23 +914,27 @@ def format_compare(result, device: Device):
             + _table(("PE", *(label for _, label, _ in RESOURCES), "pJ", "µJ", "fits"), rows))
 
 
+def _model_text(coef):
+    parts = {"fixed": "{:,.0f}", "per_pe": "{:.1f}/PE", "per_edge": "{:.0f}/(rows+cols)"}
+    return " + ".join(parts[t].format(v) for t, v in coef.items())
+
+
 def format_max_fit(result):
     from .bench import _table
     lines = []
     rows = []
     for pe, e in result["kinds"].items():
-        coef = e["models"]
         held = e.get("holdout")
-        err = "-"
+        lut_err = worst = "-"
         if held:
-            errs = [abs(v["error"]) for v in held["resources"].values() if v["error"] is not None]
-            worst = max(held["resources"].items(),
-                        key=lambda kv: abs(kv[1]["error"] or 0))
-            err = f"{max(errs):.1%} ({worst[0]})" if errs else "-"
+            errs = {k: v["error"] for k, v in held["resources"].items() if v["error"] is not None}
+            lut_err = f"{errs['lut']:+.1%}" if "lut" in errs else "-"
+            if errs:
+                key = max(errs, key=lambda k: abs(errs[k]))
+                worst = f"{errs[key]:+.1%} ({key})"
         confirmed = e.get("n_confirmed")
         rows.append((pe, f"{e['n']}x{e['n']}", f"{e['pes']:,}", e["binding"] or "-",
-                     f"{coef['lut']['coef'].get('per_pe', 0):.1f}",
-                     f"{coef['lut']['coef'].get('fixed', 0):,.0f}", err,
+                     _model_text(e["models"]["lut"]["coef"]), lut_err, worst,
                      "-" if "confirm" not in e else
                      (f"{confirmed}x{confirmed}" if confirmed else "NO"),
                      ", ".join(f"{r['rows']}x{r['cols']}" for r in e["rectangles"][:3])))
@@ -940,8 +944,9 @@ def format_max_fit(result):
                  f"{' + '.join(result['terms'])} fitted on "
                  f"{', '.join(f'{n}x{n}' for n in result['sizes'])}, held out "
                  f"{result['holdout_size']}x{result['holdout_size']}")
-    lines.append(_table(("PE", "largest n x n", "PEs", "stops at", "LUT/PE", "LUT fixed",
-                         "held-out error", "confirmed", "rectangles"), rows))
+    lines.append(_table(("PE", "largest n x n", "PEs", "stops at", "LUT model",
+                         "held-out LUT err", "worst held-out err", "confirmed",
+                         "rectangles that fit"), rows))
     for pe, e in result["kinds"].items():
         for d in e.get("confirm", []):
             pred = d["predicted"]
