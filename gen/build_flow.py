@@ -724,7 +724,7 @@ def makefile(plan):
 # Linux: the overlay and the runtime's config -------------------------------------------------
 
 def overlay_dts(plan):
-    """``mulfree.dtso``: FPGA region (bitstream, FCLK0 rate), two UIO devices, the DMA buffer.
+    """``mulfree.dtso``: FPGA region (bitstream), two UIO devices (FCLK0 rate), the DMA buffer.
 
     UIO names come from the node names (``uio_pdrv_genirq`` names a device after its node),
     so the nodes are named after :attr:`ZynqConfig.core_uio` and ``dma_uio``. ``generic-uio``
@@ -753,9 +753,6 @@ def overlay_dts(plan):
         "\t\t__overlay__ {",
         f"\t\t\t/* The FPGA manager loads /lib/firmware/{plan.products['bin']}. */",
         f"\t\t\tfirmware-name = \"{plan.products['bin']}\";",
-        "\t\t\t/* FCLK_CLK0, the core's clock, set before the region is programmed. */",
-        f"\t\t\tassigned-clocks = <&{lx.clkc} {lx.fclk0_clock}>;",
-        f"\t\t\tassigned-clock-rates = <{hz}>;",
         "\t\t};",
         "\t};",
         "",
@@ -771,6 +768,10 @@ def overlay_dts(plan):
         f"\t\t\t\treg = <0x{z.core_base:x} 0x{plan.core_range:x}>;",
         f"\t\t\t\tinterrupt-parent = <&{lx.intc}>;",
         f"\t\t\t\tinterrupts = <0 {spi['core']} 4>;",
+        "\t\t\t\t/* FCLK_CLK0, the core's clock: set when this device is probed (the",
+        "\t\t\t\t   platform bus applies assigned-clock-rates before a driver binds). */",
+        f"\t\t\t\tassigned-clocks = <&{lx.clkc} {lx.fclk0_clock}>;",
+        f"\t\t\t\tassigned-clock-rates = <{hz}>;",
         "\t\t\t};",
         "",
         "\t\t\t/* The AXI DMA's registers (simple mode); UIO uses the first interrupt. */",

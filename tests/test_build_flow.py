@@ -276,6 +276,8 @@ def test_overlay_matches_zynqconfig_and_compiles(small, tmp_path):
                      rf'device-name = "{cfg.udmabuf}";', text)
     assert f'firmware-name = "{plan.products["bin"]}";' in text
     assert f"interrupts = <0 {irq_f2p_spi(0)} 4>;" in _node(text, cfg.core_uio)[1]
+    assert "assigned-clocks = <&clkc 15>;" in _node(text, cfg.core_uio)[1]
+    assert "assigned-clock-rates = <100000000>;" in _node(text, cfg.core_uio)[1]
     dtbo = tmp_path / "o.dtbo"
     result = subprocess.run([_tool("dtc"), "-@", "-I", "dts", "-O", "dtb", "-o", str(dtbo),
                              str(folder / OVERLAY_SOURCE)], capture_output=True, text=True)
