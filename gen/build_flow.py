@@ -837,7 +837,7 @@ def readme(plan):
         "Steps",
         "  1. On a machine with Vivado 2020.2 or newer, in this folder:",
         f"       {_vivado_command()}",
-        "     (or ./run_vivado.sh, or make, or mulfree build ... --run). About an hour;",
+        "     (or ./run_vivado.sh, or make, or mulfree build ... --run); it",
         f"     writes {p['bit']}, {p['bin']} (for the FPGA manager) and {p['xsa']}.",
         "  2. The board runs Linux with the FPGA manager and configfs device tree overlays",
         "     (a Xilinx/PetaLinux kernel), a base device tree built with -@,",
