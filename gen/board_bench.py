@@ -74,8 +74,9 @@ def board_layer(cfg: CoreConfig, spec, rng):
 
 
 def bench_board(rows=16, cols=16, *, pe="shift", act_bits=8, weight_bits=5, max_k=256,
-                stream_width=64, workloads=None, target_cycles=1_500_000, clock_cycles=500_000,
-                build_dir=None, work_dir=None, jobs=2, seed=1, progress=print):
+                stream_width=64, core=None, workloads=None, target_cycles=1_500_000,
+                clock_cycles=500_000, build_dir=None, work_dir=None, jobs=2, seed=1,
+                progress=print):
     """Build the core, stream layers through the simulated board, return speeds and checks.
 
     Parameters
@@ -83,6 +84,8 @@ def bench_board(rows=16, cols=16, *, pe="shift", act_bits=8, weight_bits=5, max_
     rows, cols, pe, act_bits, weight_bits, max_k, stream_width
         The core (:class:`CoreConfig` with default buffers); ``weight_bits`` is ignored for
         the adder PE.
+    core : CoreConfig, optional
+        The whole core instead (the parameters above are then ignored).
     workloads : dict, optional
         ``{name: spec}`` as :data:`BOARD_WORKLOADS` (the default).
     target_cycles : int
@@ -106,10 +109,14 @@ def bench_board(rows=16, cols=16, *, pe="shift", act_bits=8, weight_bits=5, max_
     from ..sim.board import MARKER, SimCore, beats_to_bytes, build_sim_core, bytes_to_beats
     from .core_manifest import core_manifest, write_core_design
 
-    engine = dict(pe=pe, rows=rows, cols=cols, act_bits=act_bits, max_k=max_k)
-    if pe != "adder":
-        engine["weight_bits"] = weight_bits
-    cfg = CoreConfig(engine=ArrayConfig(**engine), stream_width=stream_width)
+    if core is None:
+        engine = dict(pe=pe, rows=rows, cols=cols, act_bits=act_bits, max_k=max_k)
+        if pe != "adder":
+            engine["weight_bits"] = weight_bits
+        cfg = CoreConfig(engine=ArrayConfig(**engine), stream_width=stream_width)
+    else:
+        cfg = core
+    e = cfg.engine
     workloads = dict(BOARD_WORKLOADS if workloads is None else workloads)
     work = Path(work_dir or tempfile.mkdtemp(prefix="mulfree-bench-board-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -119,10 +126,12 @@ def bench_board(rows=16, cols=16, *, pe="shift", act_bits=8, weight_bits=5, max_
     _, j_path = write_core_design(cfg, work)
     gen_s = time.perf_counter() - t0
     progress("building the simulated core (Verilator + harness; cached after the first time)")
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     lib = build_sim_core(j_path, build_dir=build_dir, jobs=jobs, progress=progress)
     build_s = time.perf_counter() - t0
     marker = json.loads((lib.parent / MARKER).read_text())
+    # Finished during this call (by this process, or by another one this call waited for).
+    fresh = (lib.parent / MARKER).stat().st_mtime >= started - 1
 
     rng = np.random.default_rng(seed)
     prepared = {}
@@ -130,7 +139,7 @@ def bench_board(rows=16, cols=16, *, pe="shift", act_bits=8, weight_bits=5, max_
         layer = board_layer(cfg, spec, rng)
         t0 = time.perf_counter()
         beats = stream_beats(pack_layer(cfg, layer))
-        data = beats_to_bytes([b for b, _ in beats], stream_width // 8)
+        data = beats_to_bytes([b for b, _ in beats], cfg.stream_width // 8)
         last = np.array([flag for _, flag in beats], dtype=bool)
         pack_s = time.perf_counter() - t0
         t0 = time.perf_counter()
@@ -143,8 +152,7 @@ def bench_board(rows=16, cols=16, *, pe="shift", act_bits=8, weight_bits=5, max_
                            "pack_seconds": pack_s, "golden_seconds": golden_s,
                            "runs": 0, "cycles": 0, "mismatched_runs": 0, "errors": 0}
 
-    core = SimCore(lib, core_manifest(cfg))
-    with core:
+    with SimCore(lib, core_manifest(cfg)) as core:
         ctrl, status, error = (core.register_offset(n) for n in ("CONTROL", "STATUS", "ERROR"))
         irq_enable_start, done_bit = 0b101, 0b100
         start_cycles = core.cycles
@@ -190,7 +198,7 @@ def bench_board(rows=16, cols=16, *, pe="shift", act_bits=8, weight_bits=5, max_
     checks = [
         {"name": "every result beat equals expected_beats", "value": f"{runs - bad}/{runs} runs",
          "limit": "all runs", "pass": bad == 0 and runs > 0},
-        {"name": f"{rows}x{cols} {pe} core: cycles/s while streaming (run)",
+        {"name": f"{e.rows}x{e.cols} {e.pe} core: cycles/s while streaming (run)",
          "value": round(speed["run"]), "limit": f">= {BOARD_SPEED_TARGET}",
          "pass": speed["run"] >= BOARD_SPEED_TARGET},
     ]
@@ -198,8 +206,8 @@ def bench_board(rows=16, cols=16, *, pe="shift", act_bits=8, weight_bits=5, max_
         "params": {"core": cfg.params(), "top": cfg.top_name, "target_cycles": target_cycles,
                    "seed": seed},
         "build": {"generate_seconds": gen_s, "seconds": build_s,
-                  "library_build_seconds": marker["seconds"], "cached": build_s < 0.5 * marker[
-                      "seconds"], "library": str(lib), "flags": marker["flags"],
+                  "library_build_seconds": marker["seconds"], "cached": not fresh,
+                  "library": str(lib), "flags": marker["flags"],
                   "verilator": marker["verilator"]},
         "layers": workloads,
         "cycles": {"total": total, "in_run": run_cycles, "runs": runs},
@@ -217,9 +225,12 @@ def format_board(result):
     e = p["core"]["engine"]
     lines = [f"{e['rows']}x{e['cols']} {e['pe']} core, stream {p['core']['stream_width']} bits "
              f"({p['top']})",
-             f"build: {b['seconds']:.1f} s this call"
-             + (f" (cached; the library took {b['library_build_seconds']:.1f} s to build)"
-                if b["cached"] else "") + f"; design generated in {b['generate_seconds']:.1f} s"]
+             f"build: {b['seconds']:.1f} s this call; "
+             + (f"cached, the library took {b['library_build_seconds']:.1f} s to build"
+                if b["cached"] else f"Verilator and the C++ compiler took "
+                                    f"{b['library_build_seconds']:.1f} s")
+             + f"; design generated in {b['generate_seconds']:.1f} s",
+             f"flags: {' '.join(b['flags'])}"]
     rows = [(name, w["input_beats"], w["result_beats"], f"{w['pack_seconds'] * 1e3:.1f}",
              f"{w['golden_seconds'] * 1e3:.1f}", w["runs"],
              round(w["cycles"] / max(w["runs"], 1)),

@@ -407,3 +407,27 @@ def test_design_argument(tmp_path):
         build_sim_core(tmp_path, build_dir=tmp_path / "cache")
     with pytest.raises(FileNotFoundError, match="design_dir_or_manifest_path"):
         build_sim_core(tmp_path / "nothing.json")
+
+
+# The benchmark --------------------------------------------------------------------------------
+
+def test_bench_board(built, cache_dir, tmp_path):
+    """``mulfree bench board`` on the small core: every run bit-exact, the report complete."""
+    from mulfree.gen.board_bench import bench_board, format_board
+    built("shift_4x4_s64")                  # the library is in the cache
+    workloads = {"conv": {"kind": "conv", "in_c": 5, "h": 6, "w": 6, "out_c": 6, "kernel": 3,
+                          "padding": 1},
+                 "matmul": {"kind": "matmul", "m": 20, "k": 9, "n": 7},
+                 "shift": {"kind": "conv", "in_c": 6, "h": 5, "w": 4, "out_c": 5, "kernel": 1,
+                           "shift": True}}
+    result = bench_board(core=DESIGNS["shift_4x4_s64"], workloads=workloads,
+                         target_cycles=20_000, clock_cycles=1_000, build_dir=cache_dir,
+                         work_dir=tmp_path, progress=lambda message: None)
+    assert result["build"]["cached"]
+    assert result["checks"][0]["pass"], result["checks"][0]
+    assert result["cycles"]["total"] >= 20_000
+    assert all(w["runs"] >= 1 and not w["mismatched_runs"] and not w["errors"]
+               for w in result["layers"].values())
+    assert set(result["speed"]) == {"run", "loop", "with_packing", "clock_only"}
+    text = format_board(result)
+    assert "cycles/s" in text and "shift" in text
