@@ -402,7 +402,9 @@ class SimCore:
     """One simulated core with its board: registers, an input queue and an output sink.
 
     Creating one resets the core (:meth:`reset`). Several instances, of the same library or of
-    different ones, are independent (each has its own Verilator context).
+    different ones, are independent (each has its own Verilator context). The harness calls
+    release the GIL, so distinct instances may run in distinct threads; one instance must not
+    be used by two threads at once.
 
     Parameters
     ----------
