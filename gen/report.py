@@ -610,6 +610,12 @@ def fit_linear(points, terms=("fixed", "per_pe")):
     return {"terms": list(terms), "coef": coef, "residual_max": residual, "predict": predict}
 
 
+def _bound(allowed):
+    # A least-squares fit of an exact count (one DSP per PE) is off by rounding errors:
+    # 900.0000000000001 DSPs are 900.
+    return allowed * (1 + 1e-9)
+
+
 def largest_square(models, device: Device, limits=None, n_max=1024):
     """The largest ``n`` with every model's prediction at ``n x n`` within its limit.
 
@@ -621,7 +627,7 @@ def largest_square(models, device: Device, limits=None, n_max=1024):
 
     def over(rows, cols):
         return [key for key, m in models.items()
-                if m["predict"](rows, cols) > limits[key] * getattr(device, fields[key])]
+                if m["predict"](rows, cols) > _bound(limits[key] * getattr(device, fields[key]))]
 
     n = 0
     while n < n_max and not over(n + 1, n + 1):
@@ -637,7 +643,7 @@ def largest_rectangles(models, device: Device, n, limits=None, spread=8):
     fields = {key: field for key, _, field in RESOURCES}
 
     def fits(rows, cols):
-        return all(m["predict"](rows, cols) <= limits[key] * getattr(device, fields[key])
+        return all(m["predict"](rows, cols) <= _bound(limits[key] * getattr(device, fields[key]))
                    for key, m in models.items())
 
     found = []

@@ -194,8 +194,8 @@ def test_largest_square_on_synthetic_models():
     lut = fit_linear([(n, n, 6000 + 40 * n * n) for n in (4, 8, 16)])
     models = {"lut": lut, "ff": const, "carry4": const, "bram36": const, "dsp": const}
     assert largest_square(models, dev) == (60, "lut")
-    # One DSP per PE: exactly 30x30 = 900 DSP48E1.
-    dsp = fit_linear([(n, n, n * n) for n in (4, 8, 16)])
+    # One DSP per PE: exactly 30x30 = 900 DSP48E1 (the fit predicts 900.0000000000001).
+    dsp = fit_linear([(n, n, n * n) for n in (8, 16, 24)], ("fixed", "per_pe", "per_edge"))
     models = {**models, "lut": const, "dsp": dsp}
     assert largest_square(models, dev) == (30, "dsp")
     assert {(r["rows"], r["cols"]) for r in
