@@ -674,7 +674,8 @@ FIT_TERMS = ("fixed", "per_pe", "per_edge")
 
 def max_fit(cfg: CoreConfig, device: Device, *, kinds=PE_KINDS, sizes=FIT_SIZES,
             holdout=HOLDOUT_SIZE, terms=FIT_TERMS, limits=None, confirm=True,
-            confirm_max_pes=None, jobs=2, cache_dir=None, progress=None, timeout=7200):
+            confirm_max_pes=None, confirm_kinds=None, jobs=2, cache_dir=None, progress=None,
+            timeout=7200):
     """The largest square array of each PE kind that fits ``device`` within ``limits``.
 
     Each kind's core (``cfg`` with that kind, see :func:`kind_config`) is synthesized at the
@@ -683,8 +684,9 @@ def max_fit(cfg: CoreConfig, device: Device, *, kinds=PE_KINDS, sizes=FIT_SIZES,
     size; the largest ``n x n`` that the model keeps within ``limits`` (:data:`FIT_LIMITS`) is
     found and, with ``confirm``, ``n x n`` and ``(n + 1) x (n + 1)`` are synthesized to check
     it, for the kinds whose ``(n + 1) x (n + 1)`` has at most ``confirm_max_pes`` PEs (all if
-    ``None``): a large core takes long to synthesize, so a kind above the bound keeps the
-    prediction and its held-out error, and says so.
+    ``None``) and that are among ``confirm_kinds`` (all if ``None``): a large core takes long
+    to synthesize, so a kind left out keeps the prediction and its held-out error, and says
+    so.
 
     Returns
     -------
@@ -734,6 +736,9 @@ def max_fit(cfg: CoreConfig, device: Device, *, kinds=PE_KINDS, sizes=FIT_SIZES,
         plan = []
         for pe in kinds:
             n = result["kinds"][pe]["n"]
+            if confirm_kinds is not None and pe not in confirm_kinds:
+                result["kinds"][pe]["confirm_note"] = "not confirmed by synthesis (not asked)"
+                continue
             if confirm_max_pes is not None and (n + 1) ** 2 > confirm_max_pes:
                 result["kinds"][pe]["confirm_note"] = (
                     f"not confirmed by synthesis: {n + 1}x{n + 1} = {(n + 1) ** 2:,} PEs is "
@@ -1020,6 +1025,15 @@ def _terms(text):
     return terms
 
 
+def _kinds(text):
+    import argparse
+    kinds = [part.strip() for part in text.split(",") if part.strip()]
+    if not kinds or any(k not in PE_KINDS for k in kinds):
+        raise argparse.ArgumentTypeError(f"must be PE kinds among {', '.join(PE_KINDS)}, "
+                                         f"not {text!r}")
+    return kinds
+
+
 def add_report_options(parser):
     """Add the ``mulfree report`` arguments to ``parser``."""
     from .cli import add_array_options, add_core_options
@@ -1060,6 +1074,8 @@ def add_report_options(parser):
     g.add_argument("--confirm-max-pes", type=int, default=None, metavar="N",
                    help="max-fit: confirm only kinds whose (n+1)x(n+1) has at most N PEs "
                         "(a large core takes long to synthesize; default: all)")
+    g.add_argument("--confirm-kinds", type=_kinds, default=None, metavar="KIND[,KIND]",
+                   help="max-fit: confirm only these PE kinds (default: all)")
     g.add_argument("-j", "--jobs", type=int, default=2, help="Yosys runs at once (default: 2)")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="synthesis cache (default: $MULFREE_CACHE/synth or "
@@ -1194,7 +1210,8 @@ def run_report(args, core_config_from_args=None):
         print()
         fit = max_fit(cfg, device, sizes=args.fit_sizes, holdout=args.holdout or None,
                       terms=args.fit_terms,
-                      confirm=args.confirm, confirm_max_pes=args.confirm_max_pes, **kw)
+                      confirm=args.confirm, confirm_max_pes=args.confirm_max_pes,
+                      confirm_kinds=args.confirm_kinds, **kw)
         doc["max_fit"] = fit
         print(format_max_fit(fit))
         print(f"wrote {plot_max_fit(fit, out / 'max_fit.png', device)}")

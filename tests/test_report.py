@@ -237,6 +237,10 @@ def test_max_fit_pipeline_with_a_stand_in(monkeypatch, tmp_path):
         bounded["kinds"]["shift"]["confirm_note"]
     assert bounded["kinds"]["mult"]["n_confirmed"] == 30
     assert "not confirmed by synthesis" in report.format_max_fit(bounded)
+    only = report.max_fit(core("shift", 16), dev, kinds=("shift", "mult"), holdout=None,
+                          confirm_kinds=["shift"], jobs=1)
+    assert only["kinds"]["shift"]["n_confirmed"] == 60 and "confirm" not in only["kinds"]["mult"]
+    assert only["kinds"]["mult"]["confirm_note"] == "not confirmed by synthesis (not asked)"
     comp = report.compare_kinds(core("shift", 16), dev, model=tiny_model(), jobs=1)
     assert comp["kinds"]["mult"]["energy"]["energy_pj"] == pytest.approx(90.21)
     assert comp["kinds"]["mult"]["share"]["dsp"] == pytest.approx(256 / 900)
@@ -312,6 +316,8 @@ def test_cli_energy_of_a_model(run_main, capsys, tmp_path):
     (["--fit-terms", "fixed,per_row"], "--fit-terms: must be distinct terms among fixed, "
                                        "per_pe, per_edge, not 'fixed,per_row'"),
     (["--confirm-max-pes", "0"], "--confirm-max-pes must be a PE count >= 1, not 0"),
+    (["--confirm-kinds", "shift,div"], "--confirm-kinds: must be PE kinds among shift, adder, "
+                                       "mult, not 'shift,div'"),
     (["--config", "/nonexistent/core.json"], "--config '/nonexistent/core.json'"),
     (["--model", "/nonexistent/model"], "--model '/nonexistent/model' cannot be loaded"),
     (["--energy-table", "/nonexistent/t.json"],
