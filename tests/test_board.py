@@ -428,6 +428,6 @@ def test_bench_board(built, cache_dir, tmp_path):
     assert result["cycles"]["total"] >= 20_000
     assert all(w["runs"] >= 1 and not w["mismatched_runs"] and not w["errors"]
                for w in result["layers"].values())
-    assert set(result["speed"]) == {"run", "loop", "with_packing", "clock_only"}
+    assert set(result["speed"]) == {"run", "run_cpu", "loop", "with_packing", "clock_only"}
     text = format_board(result)
     assert "cycles/s" in text and "shift" in text
