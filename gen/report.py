@@ -980,8 +980,11 @@ def format_max_fit(result):
             lines.append(f"  {pe}: {e['confirm_note']}")
     ratio = result.get("shift_over_mult")
     if ratio is not None:
+        how = ("confirmed by synthesis" if all(result["kinds"][pe].get("n_confirmed")
+                                               for pe in ("shift", "mult"))
+               else "by the model's prediction, not confirmed by synthesis")
         lines.append(f"largest shift array / largest multiplier array = {ratio:.2f}x PEs "
-                     f"(target >= 3x: {'holds' if ratio >= 3 else 'does NOT hold'})")
+                     f"(target >= 3x: {'holds' if ratio >= 3 else 'does NOT hold'}, {how})")
     return "\n".join(lines)
 
 

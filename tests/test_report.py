@@ -227,7 +227,8 @@ def test_max_fit_pipeline_with_a_stand_in(monkeypatch, tmp_path):
     assert abs(shift["holdout"]["resources"]["lut"]["error"]) < 1e-9
     assert [d["within_limits"] for d in shift["confirm"]] == [True, False]
     text = report.format_max_fit(result)
-    assert "holds" in text and "60x60" in text and "30x30" in text
+    assert "4.00x PEs (target >= 3x: holds, confirmed by synthesis)" in text
+    assert "60x60" in text and "30x30" in text
     assert report.plot_max_fit(result, tmp_path / "fit.png", dev).stat().st_size > 10_000
     # Confirmation bounded by the PE count: 31x31 multipliers are synthesized, 61x61 shifts not.
     bounded = report.max_fit(core("shift", 16), dev, kinds=("shift", "mult"), holdout=None,
@@ -236,7 +237,8 @@ def test_max_fit_pipeline_with_a_stand_in(monkeypatch, tmp_path):
     assert "not confirmed by synthesis: 61x61 = 3,721 PEs" in \
         bounded["kinds"]["shift"]["confirm_note"]
     assert bounded["kinds"]["mult"]["n_confirmed"] == 30
-    assert "not confirmed by synthesis" in report.format_max_fit(bounded)
+    assert "holds, by the model's prediction, not confirmed by synthesis" in \
+        report.format_max_fit(bounded)
     only = report.max_fit(core("shift", 16), dev, kinds=("shift", "mult"), holdout=None,
                           confirm_kinds=["shift"], jobs=1)
     assert only["kinds"]["shift"]["n_confirmed"] == 60 and "confirm" not in only["kinds"]["mult"]
