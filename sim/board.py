@@ -341,7 +341,7 @@ def beats_to_bytes(beats, beat_bytes):
         bad = next(b for b in beats if not 0 <= int(b) < 1 << (8 * beat_bytes))
         raise ValueError(f"beats must be integers in [0, 2**{8 * beat_bytes}), not "
                          f"{int(bad):#x}") from None
-    return np.frombuffer(raw, dtype=np.uint8).reshape(len(beats), beat_bytes)
+    return np.frombuffer(bytearray(raw), dtype=np.uint8).reshape(len(beats), beat_bytes)
 
 
 def bytes_to_beats(data):
