@@ -208,6 +208,18 @@ def bench_gen(sizes=GEN_SIZES, *, act_bits=8, weight_bits=4, max_k=1024, repeat=
     return result
 
 
+def save_figure(fig, path):
+    """Lay out ``fig``, write it to ``path`` (PNG, 120 dpi; folders created), close it, return
+    the path."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_gen(result, path):
     """Save elapsed time against PE count (log-log, with a linear-growth reference) as PNG."""
     import matplotlib
@@ -245,12 +257,7 @@ def plot_gen(result, path):
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # Synthesis -----------------------------------------------------------------------------------

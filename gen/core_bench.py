@@ -19,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+from .bench import save_figure
 from .config import ArrayConfig
 from .core_config import CoreConfig
 
@@ -144,12 +145,7 @@ def plot_core(result, path):
     ax.set_ylim(0, 1.05)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("core utilization per workload")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def bench_core_synth(rows=16, cols=16, *, pes=("shift", "adder", "mult"), act_bits=8,

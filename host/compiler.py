@@ -27,12 +27,13 @@ import numpy as np
 
 from ..gen.config import ArrayConfig, ConfigError
 from ..gen.core_config import CoreConfig
-from ..gen.post_config import shift_width
 from ..sim.layer_golden import PostParams
+from ..sim.model_golden import maxpool2x2
 from . import stream_pack
 from .export_format import ExportError, IntModel
 from .layer_stream import (Layer, LayerError, _act_rows, _descriptor_words, _first_block_acts,
-                           _shift_vectors, _weight_rows, check_layer, layer_geometry)
+                           _params_vectors, _shift_vectors, _weight_rows, check_layer,
+                           layer_geometry)
 
 
 __all__ = ["CompileError", "CoreStep", "HostStep", "Program", "compile_model",
@@ -65,9 +66,7 @@ class HostStep:
         """The layer on a batch ``[B, *in_shape]`` of integers."""
         if self.kind == "flatten":
             return x.reshape(x.shape[0], -1)
-        b, c, h, w = x.shape
-        x = x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(b, c, h // 2, 2, w // 2, 2)
-        return x.max(axis=(3, 5))
+        return maxpool2x2(x)
 
 
 @dataclass(frozen=True, eq=False)
@@ -345,12 +344,7 @@ def _weight_packets(cfg, step, max_bytes):
     e = cfg.engine
     layer = step_layer(step, np.zeros(_run_x_shape(step, 1), dtype=np.int64), reuse=False)
     g = layer_geometry(cfg, layer)
-    a, sw = e.acc_width, shift_width(e)
-    relu = np.broadcast_to(np.asarray(step.post.relu, dtype=np.int64), (step.out_c,))
-    fields = np.stack([np.asarray(step.post.bias, dtype=np.int64) & ((1 << a) - 1),
-                       np.asarray(step.post.shift, dtype=np.int64) & ((1 << sw) - 1),
-                       relu], axis=1)
-    params = _pack_fields(cfg, fields, (a, sw, 1))
+    params = _ints_to_beats(cfg, _params_vectors(cfg, layer, g), "PARAMS")
     out = stream_pack.packets(cfg, "PARAMS", params, max_bytes)
     if step.shifts is not None:
         vectors = _shift_vectors(cfg, layer, g)
@@ -361,13 +355,6 @@ def _weight_packets(cfg, step, max_bytes):
                                                                          e.code_width),
                                max_bytes)
     return out
-
-
-def _pack_fields(cfg, fields, widths):
-    """Vectors of unequal fields (already masked to their widths), one vector per row."""
-    bits = np.concatenate([(fields[:, i:i + 1] >> np.arange(w)) & 1
-                           for i, w in enumerate(widths)], axis=1)
-    return stream_pack.pack_elements(cfg, bits, 1)
 
 
 def _ints_to_beats(cfg, vectors, type_name):

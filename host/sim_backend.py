@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..gen.cache import cache_root, generator_digest
 from ..gen.core_config import CoreConfig
 from .compiler import core_from_manifest
 
@@ -33,8 +34,7 @@ class SimBusError(RuntimeError):
 
 def default_cache_dir():
     """``$MULFREE_CACHE`` or ``~/.cache/mulfree``: where designs and simulators are kept."""
-    import os
-    return Path(os.environ.get("MULFREE_CACHE") or Path.home() / ".cache" / "mulfree")
+    return cache_root()
 
 
 class SimBackend:
@@ -118,16 +118,6 @@ class SimBackend:
             self.core = None
 
 
-def _generator_digest():
-    """A digest of the generator's sources (``rtl/``, ``gen/``): a new generator, new designs."""
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for folder in ("rtl", "gen"):
-        for path in sorted((root / folder).glob("*.py")):
-            digest.update(path.name.encode() + path.read_bytes())
-    return digest.digest()
-
-
 def design_for(cfg: CoreConfig, cache_dir=None, progress=None):
     """The folder holding ``cfg``'s generated core (written on first use, then reused).
 
@@ -138,7 +128,7 @@ def design_for(cfg: CoreConfig, cache_dir=None, progress=None):
     import shutil
     import tempfile
     digest = hashlib.sha256(json.dumps(cfg.params(), sort_keys=True).encode())
-    digest.update(_generator_digest())
+    digest.update(generator_digest().encode())
     key = digest.hexdigest()[:16]
     root = Path(cache_dir or default_cache_dir()) / "designs"
     final = root / f"{cfg.top_name}-{key}"

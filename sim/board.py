@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..gen.cache import cache_root
 from .runner import SimulatorMissing, simulator_env
 
 
@@ -91,8 +92,7 @@ class BuildError(RuntimeError):
 def default_build_dir():
     """Where :func:`build_sim_core` caches libraries: ``$MULFREE_CACHE/sim``, else
     ``~/.cache/mulfree/sim``."""
-    root = os.environ.get("MULFREE_CACHE")
-    return Path(root) / "sim" if root else Path.home() / ".cache" / "mulfree" / "sim"
+    return cache_root() / "sim"
 
 
 def _verilator_env():

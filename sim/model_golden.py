@@ -16,7 +16,7 @@ from .layer_golden import PostParams, conv2d_layer, matmul_layer
 from .shift_golden import table_shift
 
 
-__all__ = ["quantize_input", "run_int_model", "predict"]
+__all__ = ["quantize_input", "run_int_model", "predict", "maxpool2x2"]
 
 
 def quantize_input(model: IntModel, x_float):
@@ -70,7 +70,9 @@ def _batch(model, x_int):
                      f"not {x.shape}")
 
 
-def _maxpool2x2(x):
+def maxpool2x2(x):
+    """2x2 max pooling, stride 2, of a batch ``[B, C, H, W]`` (an odd last row or column is
+    dropped)."""
     b, c, h, w = x.shape
     x = x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(b, c, h // 2, 2, w // 2, 2)
     return x.max(axis=(3, 5))
@@ -100,7 +102,7 @@ def run_int_model(model: IntModel, x_int):
         if layer.kind == "flatten":
             x = x.reshape(x.shape[0], -1)
         elif layer.kind == "maxpool2d":
-            x = _maxpool2x2(x)
+            x = maxpool2x2(x)
         else:
             cfg = layer_config(layer, f"layers.{i}")
             post = PostParams(layer.bias, layer.shift, layer.relu)

@@ -1,0 +1,37 @@
+"""Where mulfree keeps what it builds, and the key that says when a build is stale.
+
+Generated cores, simulator libraries and synthesis results are cached under one root,
+``$MULFREE_CACHE`` or ``~/.cache/mulfree`` (``designs/``, ``sim/``, ``synth/``). Caches keyed
+on a core's parameters also take :func:`generator_digest`, so a new generator makes new
+entries.
+"""
+
+import hashlib
+import os
+from pathlib import Path
+
+
+__all__ = ["cache_root", "generator_digest", "GENERATOR_FILES"]
+
+#: The ``gen/`` modules a core's RTL depends on (with every module of ``rtl/``).
+GENERATOR_FILES = ("config.py", "core_config.py", "core_manifest.py", "post_config.py",
+                   "emit.py", "manifest.py", "shift_config.py", "block_emit.py")
+
+
+def cache_root():
+    """``$MULFREE_CACHE``, else ``~/.cache/mulfree``."""
+    return Path(os.environ.get("MULFREE_CACHE") or Path.home() / ".cache" / "mulfree")
+
+
+def generator_digest():
+    """A hex digest of the sources the generated RTL comes from: ``rtl/*.py`` and
+    :data:`GENERATOR_FILES`."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted((root / "rtl").glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    for name in GENERATOR_FILES:
+        path = root / "gen" / name
+        if path.exists():
+            digest.update(name.encode() + path.read_bytes())
+    return digest.hexdigest()
