@@ -5,6 +5,7 @@ allowed, and exit status 2.
 """
 
 import argparse
+import os
 import sys
 
 from .config import (ArrayConfig, ConfigError, ARCHS, LIMITS, PE_KINDS, WEIGHT_BITS_LIMITS,
@@ -477,13 +478,43 @@ def build_parser():
 
 
 def main(argv=None):
+    """The ``mulfree`` command: exit status 0, 1 (a failed check or device), 2 (bad input).
+
+    Whatever happens, the user gets one line on stderr, never a traceback: bad input names the
+    option, Ctrl-C says it was interrupted (status 130), and an unexpected failure says so
+    with its type (``MULFREE_TRACEBACK=1`` shows the whole traceback).
+    """
+    from .safe_io import FileCheckError
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("mulfree: interrupted", file=sys.stderr)
+        return 130
+    command = f"mulfree {args.command}"
     try:
         return args.func(args)
-    except UsageError as e:
-        print(f"mulfree {args.command}: error: {e}", file=sys.stderr)
+    except (UsageError, FileCheckError) as e:
+        print(f"{command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # stdout closed by the reader (mulfree ... | head): not an error of ours.
+        sys.stderr.close()
+        return 1
+    except Exception as e:          # noqa: BLE001 -- the last line of defence, see docstring
+        if os.environ.get("MULFREE_TRACEBACK"):
+            raise
+        print(f"{command}: internal error: {type(e).__name__}: {_one_line(e)} (set "
+              f"MULFREE_TRACEBACK=1 to see where)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc):
+    text = " ".join(str(exc).split())
+    return text if len(text) <= 2000 else text[:2000] + " ..."
 
 
 if __name__ == "__main__":

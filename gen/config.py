@@ -9,10 +9,12 @@ The arithmetic it encodes is written down in ``docs/numerics.md``.
 
 from dataclasses import dataclass, field, asdict
 
+from .safe_io import FileCheckError, check_verilog_name
+
 
 __all__ = [
     "ConfigError", "PE_KINDS", "ARCHS", "ArrayConfig", "signed_width", "unsigned_width",
-    "int_range", "tree_level_counts",
+    "int_range", "tree_level_counts", "check_name",
 ]
 
 
@@ -45,6 +47,14 @@ class ConfigError(ValueError):
     def __init__(self, param, message):
         super().__init__(message)
         self.param = param
+
+
+def check_name(name):
+    """Raise :class:`ConfigError` unless ``name`` can name a Verilog module (no keyword)."""
+    try:
+        check_verilog_name(name, "name")
+    except FileCheckError as exc:
+        raise ConfigError("name", str(exc)) from None
 
 
 def signed_width(lo, hi):
@@ -166,8 +176,8 @@ class ArrayConfig:
                 f"max_k={self.max_k} needs a {self.acc_width}-bit accumulator with these "
                 f"widths; at most {MAX_ACC_WIDTH} bits are supported, so max_k must be in "
                 f"[{self.rows}, {self._max_k_for_width(MAX_ACC_WIDTH)}]")
-        if self.name is not None and not (self.name.isidentifier() and self.name.isascii()):
-            raise ConfigError("name", f"name must be a Verilog identifier, not {self.name!r}")
+        if self.name is not None:
+            check_name(self.name)
 
     # Operands -------------------------------------------------------------------------------
 

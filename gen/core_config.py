@@ -8,7 +8,7 @@ manifest's ``registers`` section, the C header and the table in ``docs/interface
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .config import ArrayConfig, ConfigError, PE_KINDS, ARCHS, unsigned_width, _check_int
+from .config import ArrayConfig, ConfigError, check_name, PE_KINDS, ARCHS, unsigned_width, _check_int
 from ..rtl.regs import Field, Register, RegisterMap
 
 
@@ -128,8 +128,8 @@ class CoreConfig:
             raise ConfigError("axil_addr_width", f"axil_addr_width must be an integer in "
                               f"[{need}, {CORE_LIMITS['axil_addr_width'][1]}] (the register "
                               f"map needs {need} bits), not {self.axil_addr_width!r}")
-        if self.name is not None and not (self.name.isidentifier() and self.name.isascii()):
-            raise ConfigError("name", f"name must be a Verilog identifier, not {self.name!r}")
+        if self.name is not None:
+            check_name(self.name)
 
     @property
     def top_name(self):

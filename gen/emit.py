@@ -14,6 +14,8 @@ from amaranth.back import rtlil, verilog
 
 from .config import ArrayConfig
 from .manifest import manifest
+from . import safe_io
+from .safe_io import write_atomic
 from ..rtl.array import PEArray, PEColumn
 from ..rtl.tree import TreeEngine
 
@@ -57,33 +59,12 @@ def convert_rtlil(cfg: ArrayConfig):
                    for component, name in design_modules(cfg))
 
 
-def write_atomic(path, text):
-    """Write ``text`` to ``path`` through a temporary file and a rename: all or nothing."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        # mkstemp creates the file 0600; give it the permissions an ordinary write would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def check_output_dir(out_dir, param="output"):
-    """Refuse an output location that exists and is not a folder, before any work is done."""
-    out_dir = Path(out_dir)
-    for parent in (out_dir, *out_dir.parents):
-        if parent.exists() and not parent.is_dir():
-            raise OutputError(param, f"{param} must be a folder (created if missing), "
-                                     f"not the existing file {str(parent)!r}")
-        if parent.exists():
-            break
-    return out_dir
+    """Refuse an output folder that cannot be created or written, before any work is done."""
+    try:
+        return safe_io.check_output_dir(out_dir, param)
+    except safe_io.FileCheckError as exc:
+        raise OutputError(param, str(exc)) from None
 
 
 def write_outputs(out_dir, top_name, make_verilog, make_manifest):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, asdict
 from amaranth.hdl import unsigned
 from amaranth.lib import data
 
-from .config import ConfigError, signed_width, unsigned_width
+from .config import ConfigError, check_name, signed_width, unsigned_width
 
 
 __all__ = [
@@ -110,8 +110,8 @@ class ShiftUnitConfig:
                                         f", not {self.kernel!r}")
         _check_int("max_shift", self.max_shift, 0, limit,
                    f"an integer (at most min({MAX_OFFSET}, max(height, width)) = {limit})")
-        if self.name is not None and not (self.name.isidentifier() and self.name.isascii()):
-            raise ConfigError("name", f"name must be a Verilog identifier, not {self.name!r}")
+        if self.name is not None:
+            check_name(self.name)
 
     # Geometry ----------------------------------------------------------------------------
 
