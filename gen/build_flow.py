@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -36,13 +37,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
+from .safe_io import (FileCheckError, check_output_dir, check_verilog_name, inside, read_json,
+                      write_atomic)
 
 
 __all__ = ["BuildError", "VivadoMissing", "VivadoFailed", "BuildPlan", "plan_build",
            "estimate_resources", "check_fit", "core_config_from_manifest", "wrapper_verilog",
            "constraints_xdc", "block_design_tcl", "build_tcl", "run_vivado_sh", "makefile",
            "overlay_dts", "zynq_json", "readme", "write_build", "read_build", "run_vivado",
-           "first_error", "BUILD_MARKER", "BUILD_KIND", "OVERLAY_SOURCE", "OVERLAY_BLOB",
+           "first_error", "check_build_doc", "check_build_file", "BUILD_MARKER", "BUILD_KIND", "OVERLAY_SOURCE", "OVERLAY_BLOB",
            "ZYNQ_JSON", "VIVADO_ARGS", "CLOCK_MHZ_RANGE", "IP_VLNV", "IRQ_LINES",
            "add_build_options", "run_build"]
 
@@ -77,6 +80,10 @@ DMA_MM_MIN_WIDTH = 64
 DMA_BRAM36_RESERVE = 4
 #: Memories shallower than this go to LUTs (Vivado's distributed RAM), not block RAM.
 LUTRAM_MAX_DEPTH = 64
+#: Largest ``build.json`` read (mulfree writes a few KiB).
+MAX_BUILD_JSON_BYTES = 1 << 20
+#: Largest file a build folder may name (a ZC706 ``.bit.bin`` is 13 MiB).
+MAX_BUILD_FILE_BYTES = 1 << 30
 #: RAMB18E1 shapes (depth, width), simple dual port (UG473).
 _RAMB18_SHAPES = ((16384, 1), (8192, 2), (4096, 4), (2048, 9), (1024, 18), (512, 36))
 
@@ -296,29 +303,49 @@ def plan_build(cfg, board, clock_mhz=None, manifest=None):
 
 
 def core_config_from_manifest(path):
-    """``(CoreConfig, manifest)`` of a core manifest file (``mulfree gen --core``)."""
-    path = Path(path)
+    """``(CoreConfig, manifest)`` of a core manifest file (``mulfree gen --core``).
+
+    The file is untrusted: it is read strictly (:func:`~mulfree.gen.safe_io.read_json`) and
+    only its ``top`` (a Verilog identifier, checked) and ``parameters`` (checked by
+    :class:`CoreConfig`) are used; everything generated comes from this generator.
+
+    Raises
+    ------
+    BuildError
+        ``param="config"``, one line, for a file that cannot be read or used.
+    """
     try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise BuildError("config", f"config {str(path)!r} cannot be read: "
-                                   f"{exc.strerror or exc}") from None
-    except json.JSONDecodeError as exc:
-        raise BuildError("config", f"config {str(path)!r} is not JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("kind") != "core":
-        kind = doc.get("kind") if isinstance(doc, dict) else None
+        doc = read_json(path, "config", what="core manifest")
+    except FileCheckError as exc:
+        raise BuildError("config", str(exc)) from None
+    if doc.get("kind") != "core":
         raise BuildError("config", f"config must be a core manifest (kind 'core', from mulfree "
-                                   f"gen --core), not {str(path)!r} of kind {kind!r}")
+                                   f"gen --core), not {str(path)!r} of kind "
+                                   f"{_short(doc.get('kind'))}")
     from .config import ConfigError
     from .core_config import CoreConfig
+    params, top = doc.get("parameters"), doc.get("top")
+    if not isinstance(params, dict) or not isinstance(params.get("engine"), dict):
+        raise BuildError("config", f"config {str(path)!r}: parameters must be an object with "
+                                   f"an engine object, not {_short(params)}")
     try:
-        cfg = CoreConfig.from_params(doc["parameters"])
+        check_verilog_name(top, "top")
+        cfg = CoreConfig.from_params(params)
         cfg = CoreConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__},
-                            "name": doc["top"]})
-    except (ConfigError, KeyError, TypeError) as exc:
+                            "name": top})
+    # TypeError: unknown or missing parameters; ValueError (ConfigError, FileCheckError): a
+    # value out of range or of the wrong type. Nothing else reaches the user as a traceback.
+    except (ConfigError, FileCheckError, KeyError, TypeError, ValueError, OverflowError) as exc:
+        first = " ".join(str(exc).split()) or type(exc).__name__
         raise BuildError("config", f"config {str(path)!r} has parameters this generator "
-                                   f"cannot build: {exc}") from None
+                                   f"cannot build: {first}") from None
     return cfg, doc
+
+
+def _short(value, limit=60):
+    """``repr(value)`` cut to ``limit`` characters, for one-line messages about file contents."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # Formatting helpers --------------------------------------------------------------------------
@@ -333,6 +360,10 @@ def _range(size):
         if size >= 1 << shift and size % (1 << shift) == 0:
             return f"{size >> shift}{unit}"
     return str(size)
+
+
+#: A device tree node name (the Devicetree Specification's characters, at most 31).
+_DT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9,._+-]{0,30}")
 
 
 def _tcl_word(value):
@@ -732,6 +763,14 @@ def overlay_dts(plan):
     module parameter); the buffer needs the u-dma-buf module.
     """
     b, z, lx = plan.board, plan.zynq, plan.board.linux
+    # Every name below lands in device tree source: a quote, brace or newline in one would
+    # change the overlay's structure, so each must be a plain device tree node name.
+    for field in ("core_uio", "dma_uio", "udmabuf"):
+        value = getattr(z, field)
+        if not isinstance(value, str) or not _DT_NAME.fullmatch(value):
+            raise BuildError("zynq", f"zynq {field} must be a device tree node name (1..31 of "
+                                     f"A-Z a-z 0-9 , . _ + -), not {_short(value)}")
+    check_verilog_name(plan.top, "top")
     spi = plan.irq_spi
     hz = round(plan.clock_mhz * 1e6)
     return "\n".join([
@@ -869,28 +908,272 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def read_build(folder):
-    """The ``build.json`` of a finished build folder, or ``None`` if it has none (or not ours)."""
-    path = Path(folder) / BUILD_MARKER
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
+#: A file name a build folder may name: flat (no folders), plain characters, not starting with
+#: ``-`` (an option to scp, cp or dtc) or ``.`` (hidden, ``..``).
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
+#: Upper bound of the resource estimate's counts (no Zynq-7000 has a million of anything).
+_MAX_COUNT = 1_000_000
+
+
+def read_build(folder, param="build_dir"):
+    """The checked ``build.json`` of a build folder, or ``None`` if the folder has none.
+
+    Parameters
+    ----------
+    folder : path
+    param : str
+        The parameter that named the folder, for messages (``"BUILD_DIR"``, ``"output"``).
+
+    Raises
+    ------
+    FileCheckError
+        One line, for a ``build.json`` that is not one :func:`write_build` writes: not strict
+        JSON, a missing field, a value of the wrong type or out of range, a file name that
+        leaves the folder (:func:`check_build_doc`).
+    """
+    folder = Path(folder)
+    if not os.path.lexists(folder / BUILD_MARKER):
         return None
-    return doc if isinstance(doc, dict) and doc.get("kind") == BUILD_KIND else None
+    path = inside(folder, BUILD_MARKER, param)
+    if os.path.islink(folder / BUILD_MARKER):
+        raise FileCheckError(param, f"{param} {str(folder / BUILD_MARKER)!r} is a symbolic "
+                                    f"link; a build folder's files are regular files")
+    doc = read_json(path, param, what=BUILD_MARKER, max_bytes=MAX_BUILD_JSON_BYTES)
+    check_build_doc(doc, folder, param)
+    return doc
+
+
+def check_build_doc(doc, folder, param="build_dir"):
+    """Refuse a ``build.json`` document that :func:`write_build` would not have written.
+
+    Every field is checked for presence, type and range; the fields derived from others
+    (products, manifest, overlay, Vivado command, interrupts, the board's part) must equal what
+    the generator derives; every file name is a flat name (:data:`_FILE_NAME`) that stays in
+    ``folder`` (:func:`~mulfree.gen.safe_io.inside`), with a SHA-256 and a size. Extra fields
+    are ignored. Nothing is read but ``doc`` and the folder's directory entries.
+
+    Raises
+    ------
+    FileCheckError
+        One line: ``<param> '<folder>/build.json': <field> must be <allowed>, not <value>``.
+    """
+    from ..host.zynq import ZynqConfig
+    where = f"{param} {str(Path(folder) / BUILD_MARKER)!r}"
+
+    def fail(field, allowed, value):
+        raise FileCheckError(param, f"{where}: {field} must be {allowed}, not {_short(value)}")
+
+    def get(parent, key, field):
+        if key not in parent:
+            raise FileCheckError(param, f"{where}: {field} is missing (not a build.json of "
+                                        f"mulfree build)")
+        return parent[key]
+
+    def obj(parent, key, field):
+        value = get(parent, key, field)
+        if not isinstance(value, dict):
+            fail(field, "a JSON object", value)
+        return value
+
+    def integer(parent, key, field, lo, hi):
+        value = get(parent, key, field)
+        if type(value) is not int or not lo <= value <= hi:
+            fail(field, f"an integer in [{lo}, {hi}]", value)
+        return value
+
+    def number(parent, key, field, lo, hi):
+        value = get(parent, key, field)
+        if type(value) not in (int, float) or not lo <= value <= hi:
+            fail(field, f"a number in [{lo:g}, {hi:g}]", value)
+        return value
+
+    def equal(parent, key, field, expected):
+        value = get(parent, key, field)
+        # json.dumps compares types too (True is not 1, 1.0 is not 1).
+        if json.dumps(value, sort_keys=True) != json.dumps(expected, sort_keys=True):
+            fail(field, _short(expected, 200), value)
+        return value
+
+    def digest(entry, field):
+        if not isinstance(entry, dict):
+            fail(field, "an object with sha256 and bytes", entry)
+        value = get(entry, "sha256", f"{field}.sha256")
+        if not isinstance(value, str) or not _SHA256.fullmatch(value):
+            fail(f"{field}.sha256", "64 lowercase hexadecimal digits", value)
+        integer(entry, "bytes", f"{field}.bytes", 0, MAX_BUILD_FILE_BYTES)
+
+    if not isinstance(doc, dict):
+        fail("the document", "a JSON object", doc)
+    equal(doc, "kind", "kind", BUILD_KIND)
+    version = get(doc, "mulfree_version", "mulfree_version")
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        fail("mulfree_version", "a version string", version)
+    top = get(doc, "top", "top")
+    try:
+        check_verilog_name(top, "top")
+    except FileCheckError:
+        fail("top", "a Verilog identifier (the core's module name)", top)
+    equal(doc, "manifest", "manifest", f"{top}.json")
+    products = {"bit": f"{top}.bit", "bin": f"{top}.bit.bin", "xsa": f"{top}.xsa"}
+    equal(doc, "products", "products", products)
+    equal(doc, "overlay", "overlay", {"source": OVERLAY_SOURCE, "blob": OVERLAY_BLOB})
+    equal(doc, "vivado_command", "vivado_command", ["vivado", *VIVADO_ARGS])
+
+    from .board import BOARDS
+    board = obj(doc, "board", "board")
+    name = get(board, "name", "board.name")
+    if not isinstance(name, str) or name not in BOARDS:
+        fail("board.name", f"one of {', '.join(sorted(BOARDS))}", name)
+    equal(board, "part", "board.part", BOARDS[name].part)
+    equal(doc, "part", "part", BOARDS[name].part)
+    number(doc, "clock_mhz", "clock_mhz", *CLOCK_MHZ_RANGE)
+    from .core_config import STREAM_WIDTHS
+    width = get(doc, "stream_width", "stream_width")
+    if type(width) is not int or width not in STREAM_WIDTHS:
+        fail("stream_width", f"one of {', '.join(map(str, STREAM_WIDTHS))}", width)
+
+    zynq = obj(doc, "zynq", "zynq")
+    try:
+        z = ZynqConfig(**zynq)
+    except (TypeError, ValueError) as exc:
+        raise FileCheckError(param, f"{where}: zynq is not a valid ZynqConfig: "
+                                    f"{' '.join(str(exc).split())}") from None
+    for field in ("core_uio", "dma_uio", "udmabuf"):
+        if not _DT_NAME.fullmatch(getattr(z, field)):
+            fail(f"zynq.{field}", "a device tree node name (A-Z a-z 0-9 , . _ + -)",
+                 getattr(z, field))
+    addresses = obj(doc, "addresses", "addresses")
+    for key in ("core_base", "dma_base"):
+        equal(addresses, key, f"addresses.{key}", getattr(z, key))
+    for key in ("core_range", "dma_range"):
+        integer(addresses, key, f"addresses.{key}", MIN_RANGE, 1 << 30)
+    dma = obj(doc, "dma", "dma")
+    equal(dma, "mode", "dma.mode", "simple")
+    equal(dma, "length_bits", "dma.length_bits", z.dma_length_bits)
+    equal(dma, "stream_width", "dma.stream_width", width)
+    equal(dma, "mm_width", "dma.mm_width", max(DMA_MM_MIN_WIDTH, width))
+    from .board import irq_f2p_spi
+    equal(doc, "interrupts", "interrupts", {line: {"irq_f2p": i, "gic_spi": irq_f2p_spi(i)}
+                                            for i, line in enumerate(IRQ_LINES)})
+    res = obj(doc, "resources_estimate", "resources_estimate")
+    integer(res, "dsp", "resources_estimate.dsp", 0, _MAX_COUNT)
+    integer(res, "ramb18", "resources_estimate.ramb18", 0, _MAX_COUNT)
+    number(res, "bram36", "resources_estimate.bram36", 0, _MAX_COUNT)
+
+    files = obj(doc, "files", "files")
+    if not 1 <= len(files) <= 64:
+        fail("files", "1 to 64 entries", f"{len(files)} entries")
+    for name, entry in files.items():
+        if not _FILE_NAME.fullmatch(name) or name == BUILD_MARKER:
+            fail("a name in files", "a plain file name in the folder (letters, digits, _ . -; "
+                 "not starting with . or -)", name)
+        inside(folder, name, param)
+        digest(entry, f"files[{name!r}]")
+    for need in (f"{top}.json", ZYNQ_JSON, OVERLAY_SOURCE):
+        if need not in files:
+            raise FileCheckError(param, f"{where}: files has no entry for {need} (not a "
+                                        f"build.json of mulfree build)")
+
+    vivado = get(doc, "vivado", "vivado")
+    if vivado is not None:
+        if not isinstance(vivado, dict):
+            fail("vivado", "null or a JSON object", vivado)
+        equal(vivado, "returncode", "vivado.returncode", 0)
+        equal(vivado, "log", "vivado.log", "vivado.log")
+        recorded = obj(vivado, "products", "vivado.products")
+        if set(recorded) != set(products.values()):
+            fail("vivado.products", f"entries for {', '.join(products.values())}",
+                 sorted(recorded))
+        for name, entry in recorded.items():
+            digest(entry, f"vivado.products[{name!r}]")
+    return doc
+
+
+def check_build_file(folder, name, param, *, entry=None, what="file"):
+    """``folder / name`` as a regular file in ``folder`` that matches its recorded digest.
+
+    Parameters
+    ----------
+    folder : path
+    name : str
+        A file name from ``build.json`` (already checked by :func:`check_build_doc`).
+    param : str
+        The parameter that named the folder, for the message.
+    entry : dict, optional
+        ``{"sha256", "bytes"}`` recorded for it; ``None``: only the file's kind is checked.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    FileCheckError
+        If it is missing, a symbolic link (one inside the folder could make a command write
+        through it), not a regular file (a FIFO would hang the digest), or differs from
+        ``entry``.
+    """
+    path = Path(folder) / name
+    inside(folder, name, param)
+    if os.path.islink(path):
+        raise FileCheckError(param, f"{param} {str(folder)!r}: {name} is a symbolic link; a "
+                                    f"build folder's files are regular files")
+    if not path.is_file():
+        raise FileCheckError(param, f"{param} {str(folder)!r}: {name} is "
+                                    + ("not a regular file" if os.path.lexists(path)
+                                       else "missing") + f" ({what})")
+    if entry is not None:
+        size = path.stat().st_size
+        if size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+            raise FileCheckError(param, f"{param} {str(folder)!r}: {name} does not match the "
+                                        f"SHA-256 and size build.json records for it (changed "
+                                        f"after it was written); run mulfree build again")
+    return path
 
 
 def _check_output(out_dir):
-    out_dir = Path(out_dir)
+    """``out_dir`` as an absolute path, refused (:class:`BuildError`) unless a build may go there.
+
+    Run before any long work: the folder (or its nearest existing ancestor) and the folder the
+    temporary sibling goes in are probed with a real file; an existing folder must be empty
+    or hold a valid earlier build (its ``build.json`` checked), which is replaced.
+    """
+    shown = str(out_dir)
+    if not shown or "\0" in shown:
+        raise BuildError("output", f"output must be a folder path, not {shown!r}")
+    out_dir = Path(os.path.abspath(out_dir))
     for parent in (out_dir, *out_dir.parents):
-        if parent.exists() and not parent.is_dir():
+        if os.path.lexists(parent) and not parent.is_dir():
             raise BuildError("output", f"output must be a folder, not the existing file "
                                        f"{str(parent)!r}")
         if parent.exists():
             break
-    if out_dir.is_dir() and any(out_dir.iterdir()) and read_build(out_dir) is None:
-        raise BuildError("output", f"output {str(out_dir)!r} exists and is not a mulfree build "
-                                   f"folder (no {BUILD_MARKER}); choose a new folder or empty "
-                                   f"this one")
+    if os.path.islink(out_dir):
+        # Replacing the folder renames the link, not the folder it points to.
+        raise BuildError("output", f"output {shown!r} is a symbolic link; name the folder "
+                                   f"itself ({os.path.realpath(out_dir)!r})")
+    if out_dir == out_dir.parent:
+        raise BuildError("output", f"output {shown!r} is the root folder; name a new folder")
+    try:
+        check_output_dir(out_dir, "output")
+        # The new folder is made next to out_dir and renamed into place.
+        check_output_dir(out_dir.parent, "output")
+    except FileCheckError as exc:
+        raise BuildError("output", str(exc).replace(f"output {str(out_dir)!r}",
+                                                    f"output {shown!r}", 1)) from None
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        try:
+            doc = read_build(out_dir, "output")
+        except FileCheckError as exc:
+            raise BuildError("output", f"output {shown!r} exists and its build.json is not "
+                                       f"one mulfree build wrote, so it is kept: "
+                                       f"{' '.join(str(exc).split())}") from None
+        if doc is None:
+            raise BuildError("output", f"output {shown!r} exists and is not a mulfree build "
+                                       f"folder (no {BUILD_MARKER}); choose a new folder or "
+                                       f"empty this one")
     return out_dir
 
 
@@ -934,9 +1217,13 @@ def write_build(cfg, board, out_dir, *, clock_mhz=None, manifest=None,
     if plan is None:
         plan = plan_build(cfg, board, clock_mhz, manifest)
     from .core_manifest import write_core_design
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
+    # Folders made for out_dir are removed again if the build does not finish.
+    made = [p for p in (out_dir.parent, *out_dir.parent.parents) if not os.path.lexists(p)]
+    tmp = None
     try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.",
+                                    suffix=".tmp"))
         v_path, j_path = write_core_design(plan.cfg, tmp)
         if json.loads(j_path.read_text())["top"] != plan.top:
             raise BuildError("config", f"the generated core is {j_path.stem}, the plan says "
@@ -982,14 +1269,21 @@ def write_build(cfg, board, out_dir, *, clock_mhz=None, manifest=None,
         os.chmod(tmp, 0o755)
         _install(tmp, out_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # Also on KeyboardInterrupt: neither the temporary sibling nor folders made for it stay.
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
         raise
     return out_dir, plan
 
 
 def _install(tmp, out_dir):
     """Put the finished ``tmp`` folder at ``out_dir``, replacing an earlier build there."""
-    if not out_dir.exists():
+    if not os.path.lexists(out_dir):
         os.rename(tmp, out_dir)
         return
     _check_output(out_dir)         # again: it may have changed while we generated
@@ -1001,7 +1295,16 @@ def _install(tmp, out_dir):
     except BaseException:
         os.rename(old, out_dir)
         raise
-    shutil.rmtree(old, ignore_errors=True)
+    # The new build is in place; an interrupt now must not leave the old one half-deleted.
+    interrupted = None
+    while os.path.lexists(old):
+        try:
+            shutil.rmtree(old, ignore_errors=True)
+            break
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
 
 
 # Running Vivado ------------------------------------------------------------------------------
@@ -1045,21 +1348,25 @@ def run_vivado(folder, *, vivado="vivado"):
         ``ERROR:`` line).
     """
     folder = Path(folder).resolve()
-    doc = read_build(folder)
+    doc = read_build(folder, "output")
     if doc is None:
-        raise BuildError("output", f"{str(folder)!r} is not a finished mulfree build folder "
-                                   f"(no {BUILD_MARKER})")
+        raise BuildError("output", f"output {str(folder)!r} is not a finished mulfree build "
+                                   f"folder (no {BUILD_MARKER})")
+    # Vivado runs the folder's Tcl: run it only as mulfree build wrote it.
+    for name, entry in doc["files"].items():
+        check_build_file(folder, name, "output", entry=entry)
     exe = shutil.which(vivado)
     command = " ".join([vivado, *VIVADO_ARGS])
     if exe is None:
         raise VivadoMissing(f"{vivado} is not on PATH. On a machine with Vivado 2020.2 or "
-                            f"newer, run in {folder}: {command}  (or: make, or "
-                            f"./run_vivado.sh); then mulfree deploy {folder}",
+                            f"newer, run in {shlex.quote(str(folder))}: {command}  (or: "
+                            f"make, or ./run_vivado.sh); then mulfree deploy "
+                            f"{shlex.quote(str(folder))}",
                             command, str(folder))
     log = folder / "vivado.log"
     result = subprocess.run([exe, *VIVADO_ARGS], cwd=folder)
     products = {kind: folder / name for kind, name in doc["products"].items()}
-    missing = [p.name for p in products.values() if not p.is_file()]
+    missing = [p.name for p in products.values() if os.path.islink(p) or not p.is_file()]
     if result.returncode != 0 or missing:
         error = first_error(log)
         what = (f"exit status {result.returncode}" if result.returncode != 0
@@ -1069,9 +1376,8 @@ def run_vivado(folder, *, vivado="vivado"):
     doc["vivado"] = {"returncode": 0, "log": log.name,
                      "products": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size}
                                   for p in products.values()}}
-    tmp = folder / f".{BUILD_MARKER}.tmp"
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, folder / BUILD_MARKER)
+    # A fresh temporary name (a fixed one could be a planted link to a file elsewhere).
+    write_atomic(folder / BUILD_MARKER, json.dumps(doc, indent=2) + "\n")
     return products
 
 
@@ -1113,6 +1419,13 @@ def run_build(args, parser, core_config_from_args):
     ``parser`` is the sub-command's parser (to tell options given from defaults) and
     ``core_config_from_args`` the CLI's maker of a :class:`CoreConfig` from core options.
     """
+    # The cheap checks of every option come first, so nothing is generated for a bad one.
+    from .board import BoardError, get_board
+    try:
+        board = get_board(args.board)
+    except BoardError as exc:
+        raise BuildError("board", str(exc)) from None
+    _check_output(args.output)
     if args.config is not None:
         changed = [a.option_strings[-1] for a in parser._actions
                    if a.dest.startswith("core_") or a.dest in (
@@ -1127,12 +1440,6 @@ def run_build(args, parser, core_config_from_args):
         cfg, _ = core_config_from_manifest(args.config)
     else:
         cfg = core_config_from_args(args)
-    from .board import BoardError, get_board
-    try:
-        board = get_board(args.board)
-    except BoardError as exc:
-        raise BuildError("board", str(exc)) from None
-    _check_output(args.output)
     plan = plan_build(cfg, board, args.clock_mhz)
     folder, plan = write_build(None, None, args.output, plan=plan)
     res = plan.resources
@@ -1141,9 +1448,11 @@ def run_build(args, parser, core_config_from_args):
           f"{-(-res['ramb18'] // 2)} BRAM36")
     print(f"core registers at {_hex(plan.zynq.core_base)} (+{_range(plan.core_range)}), "
           f"AXI DMA at {_hex(plan.zynq.dma_base)} (+{_range(plan.dma_range)})")
+    # Commands shown to be pasted into a shell: the folder quoted for it.
+    shown = shlex.quote(str(folder))
     if not args.run:
-        print(f"next: cd {folder} && {_vivado_command()}  (or mulfree build ... --run), then "
-              f"mulfree deploy {folder}")
+        print(f"next: cd {shown} && {_vivado_command()}  (or mulfree build ... --run), then "
+              f"mulfree deploy {shown}")
         return 0
     try:
         products = run_vivado(folder)
@@ -1152,5 +1461,5 @@ def run_build(args, parser, core_config_from_args):
         return 1
     for path in products.values():
         print(f"wrote {path}")
-    print(f"next: mulfree deploy {folder} --host root@BOARD")
+    print(f"next: mulfree deploy {shown} --host root@BOARD")
     return 0
