@@ -18,6 +18,7 @@ amaranth-boards 0.0.21 has no ZC706 file, so :class:`ZC706Platform` is written h
 Z7-20 reuses amaranth-boards' file through a thin subclass.
 """
 
+import re
 from dataclasses import dataclass, field
 
 from amaranth.build import Attrs, Clock, DiffPairs, Resource
@@ -122,6 +123,49 @@ class ZynqLinux:
     udmabuf_size: int = 16 << 20
     console: str = "the USB-UART (PS UART1), 115200 baud"
 
+    def __post_init__(self):
+        for name in ("fpga_region", "bus", "intc", "clkc"):
+            _match(name, _LABEL, getattr(self, name), "a device tree label (letters, digits, "
+                                                      "_; not starting with a digit)")
+        _int("fclk0_clock", self.fclk0_clock, 0, 63)
+        _int("udmabuf_size", self.udmabuf_size, 1 << 12, 1 << 30)
+        if self.udmabuf_size % (1 << 12):
+            raise BoardError("udmabuf_size", f"udmabuf_size must be a multiple of the page "
+                                             f"size 4096, not {self.udmabuf_size}")
+        _text("console", self.console)
+
+
+# Allow-lists for the registry's text. Board fields are written into Tcl (block_design.tcl),
+# a device tree source (mulfree.dtso), a Makefile and a README; a misspelt entry must fail
+# here, when the board is defined, instead of producing a script that means something else.
+_LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_BOARD_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,31}")
+_BOARD_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:*-]{0,127}")
+_PART_FIELD = re.compile(r"[a-z0-9]{1,16}")
+_PCW_KEY = re.compile(r"PCW_[A-Z0-9_]{1,60}")
+_PCW_VALUE = re.compile(r"[A-Za-z0-9_. -]{1,64}")
+_PORT = {"gp_port": re.compile(r"M_AXI_GP[01]"), "hp_port": re.compile(r"S_AXI_HP[0-3]"),
+         "hp_segment": re.compile(r"HP[0-3]_DDR_[A-Z]{1,16}")}
+
+
+def _text(param, value, limit=120):
+    """Refuse a free-text field with control characters (newlines would start new lines of
+    the generated files' comments) or longer than ``limit``."""
+    if not isinstance(value, str) or not value or len(value) > limit \
+            or not value.isprintable():
+        raise BoardError(param, f"{param} must be 1..{limit} printable characters, not "
+                                f"{value!r}")
+
+
+def _match(param, pattern, value, allowed):
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise BoardError(param, f"{param} must be {allowed}, not {value!r}")
+
+
+def _int(param, value, lo, hi):
+    if type(value) is not int or not lo <= value <= hi:
+        raise BoardError(param, f"{param} must be an integer in [{lo}, {hi}], not {value!r}")
+
 
 def irq_f2p_spi(index):
     """The GIC shared peripheral interrupt (device tree ``<0 N 4>``) of ``IRQ_F2P[index]``.
@@ -175,6 +219,31 @@ class Board:
     hp_port: str = "S_AXI_HP0"
     hp_segment: str = "HP0_DDR_LOWOCM"
     linux: ZynqLinux = field(default_factory=ZynqLinux)
+
+    def __post_init__(self):
+        _match("name", _BOARD_NAME, self.name, "lowercase letters, digits and _")
+        _text("title", self.title)
+        for attr in ("device", "package", "speed"):
+            _match(f"platform.{attr}", _PART_FIELD, getattr(self.platform, attr, None),
+                   "lowercase letters and digits")
+        _match("board_part", _BOARD_PART, self.board_part, "a Vivado board part pattern "
+                                                           "(letters, digits, _ . : * -)")
+        if not isinstance(self.ps7_preset, tuple):
+            raise BoardError("ps7_preset", f"ps7_preset must be a tuple of (key, value) pairs, "
+                                           f"not {self.ps7_preset!r}")
+        for pair in self.ps7_preset:
+            if not isinstance(pair, tuple) or len(pair) != 2:
+                raise BoardError("ps7_preset", f"ps7_preset entries must be (key, value) "
+                                               f"pairs, not {pair!r}")
+            _match("ps7_preset key", _PCW_KEY, pair[0], "PCW_ and capitals, digits, _")
+            _match("ps7_preset value", _PCW_VALUE, pair[1], "letters, digits, space, _ . -")
+        if type(self.fclk0_mhz) not in (int, float) or not 10 <= self.fclk0_mhz <= 250:
+            raise BoardError("fclk0_mhz", f"fclk0_mhz must be a number in [10, 250], not "
+                                          f"{self.fclk0_mhz!r}")
+        for attr, pattern in _PORT.items():
+            _match(attr, pattern, getattr(self, attr), f"like {pattern.pattern}")
+        if not isinstance(self.linux, ZynqLinux):
+            raise BoardError("linux", f"linux must be a ZynqLinux, not {self.linux!r}")
 
     @property
     def device(self):

@@ -17,6 +17,7 @@ From a build folder (:mod:`mulfree.gen.build_flow`) whose bitstream Vivado has m
 Every command is printed before it runs; ``--dry-run`` prints them and runs nothing.
 """
 
+import os
 import re
 import shlex
 import shutil
@@ -26,10 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .build_flow import (BUILD_MARKER, OVERLAY_BLOB, OVERLAY_SOURCE, VIVADO_ARGS, ZYNQ_JSON,
-                         _sha256, read_build)
+                         check_build_file, read_build)
+from .safe_io import FileCheckError, read_json
 
 
 __all__ = ["DeployError", "DeployFailed", "Step", "plan_deploy", "run_steps",
+           "check_host", "check_python", "check_remote_dir",
            "CONFIGFS_OVERLAYS", "OVERLAY_NAME", "FIRMWARE_DIR", "LOADERS",
            "add_deploy_options", "run_deploy"]
 
@@ -40,7 +43,20 @@ OVERLAY_NAME = "mulfree"
 #: Where the kernel's firmware loader looks, and so where the FPGA region finds the bitstream.
 FIRMWARE_DIR = "/lib/firmware"
 LOADERS = ("configfs", "fpgautil")
-_HOST = re.compile(r"[A-Za-z0-9_.@:\[\]%-]+")
+
+# Allow-lists. Whatever the user gives lands in an ssh/scp argv and in a command the board's
+# shell reads, so each value is refused unless it is made of characters that mean nothing to
+# ssh, scp (which also reads ':' and '@') or a shell, and cannot start with '-'.
+_USER = r"[A-Za-z_][A-Za-z0-9_.-]{0,31}"
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST = re.compile(rf"(?:(?P<user>{_USER})@)?(?:(?P<name>{_LABEL}(?:\.{_LABEL})*)"
+                   rf"|\[(?P<ipv6>[0-9A-Fa-f:.]{{2,45}}(?:%[A-Za-z0-9_.-]{{1,15}})?)\])")
+_MAX_HOST = 255
+#: A program on the board: a bare name looked up on its PATH, or an absolute path.
+_PYTHON = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}|(?:/[A-Za-z0-9_.+-]{1,255}){1,32}")
+#: An absolute folder on the board: '/'-separated names of plain characters.
+_REMOTE_DIR = re.compile(r"(?:/[A-Za-z0-9_.+-]{1,255}){1,32}/?")
+_MAX_PATH = 1024
 
 
 class DeployError(ValueError):
@@ -69,7 +85,7 @@ class Step:
     what : str
         What it does, for the printout.
     argv : tuple of str
-        The command as run here (``ssh HOST 'CMD'`` for a command on the board).
+        The command as run here (``ssh -- HOST 'CMD'`` for a command on the board).
     """
 
     what: str
@@ -79,14 +95,85 @@ class Step:
         return shlex.join(self.argv)
 
 
+def _short(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def check_host(host):
+    """``(ssh destination, scp destination prefix)`` of ``[user@]board``, or :class:`DeployError`.
+
+    The board is a host name or IPv4 address (letters, digits, ``_ - .``; no label starts or
+    ends with ``-``) or an IPv6 address in brackets; the user a POSIX user name. ssh takes an
+    IPv6 address bare, scp in brackets (``user@[fe80::1]:/dir/``).
+    """
+    match = _HOST.fullmatch(host) if isinstance(host, str) else None
+    if match is None or len(host) > _MAX_HOST:
+        raise DeployError("host", f"host must be [user@]hostname, [user@]IPv4 or "
+                                  f"[user@][IPv6] (letters, digits, _ . - and no leading -, at "
+                                  f"most {_MAX_HOST} characters), not {_short(host)}")
+    user = f"{match['user']}@" if match["user"] else ""
+    if match["ipv6"]:
+        return f"{user}{match['ipv6']}", f"{user}[{match['ipv6']}]"
+    return host, host
+
+
+def check_python(python):
+    """``python`` if it can name the board's Python (a bare name or an absolute path)."""
+    if not isinstance(python, str) or not _PYTHON.fullmatch(python) \
+            or len(python) > _MAX_PATH or any(p in (".", "..") for p in python.split("/")[1:]):
+        raise DeployError("python", f"python must be a program name (letters, digits, _ . + -, "
+                                    f"not starting with -) or an absolute path of such names, "
+                                    f"not {_short(python)}")
+    return python
+
+
+def check_remote_dir(remote_dir):
+    """``remote_dir`` without a trailing ``/`` if it is a plain absolute folder on the board.
+
+    Its names are letters, digits and ``_ . + -`` (no ``.`` or ``..``): scp's legacy protocol
+    hands the target path to the board's shell unquoted, so no quoting could make other
+    characters safe there.
+    """
+    if not isinstance(remote_dir, str) or not _REMOTE_DIR.fullmatch(remote_dir) \
+            or len(remote_dir) > _MAX_PATH \
+            or any(p in (".", "..") for p in remote_dir.strip("/").split("/")):
+        raise DeployError("remote_dir", f"remote_dir must be an absolute path on the board "
+                                        f"made of names of letters, digits and _ . + - (not . "
+                                        f"or ..), not {_short(remote_dir)}")
+    return remote_dir.rstrip("/")
+
+
 def _sh(command, host):
-    """A shell command on the board: through ``ssh`` to ``host``, or ``sh -c`` here."""
-    return ("ssh", host, command) if host else ("sh", "-c", command)
+    """A shell command on the board: through ``ssh`` to ``host``, or ``sh -c`` here.
+
+    ``--`` ends ssh's options, so the destination can never be read as one.
+    """
+    return ("ssh", "--", host, command) if host else ("sh", "-c", command)
+
+
+def _check_text(folder, name, param):
+    """Refuse a device tree source that pulls in other files when compiled.
+
+    ``dtc`` follows ``/include/`` and ``/incbin/`` (and cpp's ``#include`` if preprocessed):
+    a planted overlay could copy any file readable here into the blob sent to the board.
+    mulfree's overlay uses none of them.
+    """
+    text = (Path(folder) / name).read_bytes()
+    for word in (b"/include/", b"/incbin/", b"#include"):
+        if word in text:
+            raise FileCheckError(param, f"{param} {str(folder)!r}: {name} contains "
+                                        f"{word.decode()}, which mulfree's overlay never "
+                                        f"does; refusing to compile it")
 
 
 def plan_deploy(build_dir, *, host=None, remote_dir=FIRMWARE_DIR, loader="configfs",
                 python="python3", dtc=None, require_bitstream=True):
     """The steps that deploy ``build_dir``, and notes for the user.
+
+    Every option is checked against an allow-list and every file the folder names is checked
+    (inside the folder, a regular file, its SHA-256 as recorded in ``build.json``) before a
+    step is planned; values that reach a shell on the board are quoted for it as well.
 
     Parameters
     ----------
@@ -113,42 +200,66 @@ def plan_deploy(build_dir, *, host=None, remote_dir=FIRMWARE_DIR, loader="config
     Raises
     ------
     DeployError
-        For a folder that is not a finished build or has no bitstream yet, a bad host, folder
-        or loader, a missing ``dtc`` when deploying locally.
+        For a bad host, folder, loader or Python, a folder that is not a finished build or
+        has no bitstream yet, a missing ``dtc`` when deploying locally.
+    FileCheckError
+        For a ``build.json`` that is not valid, or a file it names that left the folder, is
+        not a regular file or does not match its recorded SHA-256.
     """
+    if host is not None:
+        ssh_host, scp_host = check_host(host)
+    else:
+        ssh_host = scp_host = None
+    remote_dir = check_remote_dir(remote_dir)
+    if loader not in LOADERS:
+        raise DeployError("loader", f"loader must be one of {', '.join(LOADERS)}, "
+                                    f"not {_short(loader)}")
+    python = check_python(python)
+    if not isinstance(build_dir, (str, os.PathLike)) or not str(build_dir) \
+            or "\0" in str(build_dir):
+        raise DeployError("build_dir", f"build_dir must be a folder path, not "
+                                       f"{_short(build_dir)}")
     folder = Path(build_dir).resolve()
-    doc = read_build(folder)
+    if not folder.is_dir():
+        raise DeployError("build_dir", f"build_dir {str(build_dir)!r} is not a folder")
+    param = "BUILD_DIR"
+    doc = read_build(folder, param)
     if doc is None:
         raise DeployError("build_dir", f"build_dir {str(build_dir)!r} is not a finished mulfree "
                                        f"build folder (no {BUILD_MARKER}; make one with "
                                        f"mulfree build)")
-    if host is not None and (not _HOST.fullmatch(host) or host.startswith("-")):
-        raise DeployError("host", f"host must be [user@]hostname, not {host!r}")
-    if not isinstance(remote_dir, str) or not remote_dir.startswith("/") \
-            or any(c in remote_dir for c in "\n\0"):
-        raise DeployError("remote_dir", f"remote_dir must be an absolute path on the board, "
-                                        f"not {remote_dir!r}")
-    remote_dir = remote_dir.rstrip("/") or "/"
-    if loader not in LOADERS:
-        raise DeployError("loader", f"loader must be one of {', '.join(LOADERS)}, "
-                                    f"not {loader!r}")
     notes = []
     bitbin = doc["products"]["bin"]
     manifest = doc["manifest"]
-    if not (folder / bitbin).is_file():
-        message = (f"{folder} has no {bitbin}: run Vivado first (cd {folder} && vivado "
-                   f"{' '.join(VIVADO_ARGS)}, or mulfree build ... --run)")
+    if not os.path.lexists(folder / bitbin):
+        message = (f"{folder} has no {bitbin}: run Vivado first (cd {shlex.quote(str(folder))} "
+                   f"&& vivado {' '.join(VIVADO_ARGS)}, or mulfree build ... --run)")
         if require_bitstream:
             raise DeployError("build_dir", f"build_dir {message}")
         notes.append(f"note: {message}; a real deploy stops here")
-    for name, entry in doc["files"].items():
-        path = folder / name
-        if name in (OVERLAY_SOURCE, ZYNQ_JSON, manifest) and path.is_file() \
-                and _sha256(path) != entry["sha256"]:
-            notes.append(f"note: {name} was changed after mulfree build; deploying it as it is")
+    else:
+        recorded = (doc["vivado"] or {}).get("products", {}).get(bitbin)
+        check_build_file(folder, bitbin, param, entry=recorded, what="the bitstream")
+        if recorded is None:
+            notes.append(f"note: build.json records no SHA-256 for {bitbin} (Vivado was run "
+                         f"outside mulfree build --run); copying it as it is")
+    # What is copied and read on the board must be what mulfree build wrote.
+    for name in (manifest, ZYNQ_JSON, OVERLAY_SOURCE):
+        check_build_file(folder, name, param, entry=doc["files"][name])
+    _check_text(folder, OVERLAY_SOURCE, param)
+    if read_json(folder / ZYNQ_JSON, param, what="ZynqConfig") != doc["zynq"]:
+        raise FileCheckError(param, f"{param} {str(folder)!r}: {ZYNQ_JSON} differs from the "
+                                    f"zynq field of {BUILD_MARKER}")
+    if read_json(folder / manifest, param, what="core manifest").get("top") != doc["top"]:
+        raise FileCheckError(param, f"{param} {str(folder)!r}: {manifest} is not the manifest "
+                                    f"of the core {doc['top']}")
     steps = []
     dtc = dtc if dtc is not None else shutil.which("dtc")
     dtbo, dtso = folder / OVERLAY_BLOB, folder / OVERLAY_SOURCE
+    # dtc writes the blob: a link there, even to a file in the folder, would be written through.
+    if os.path.lexists(dtbo) and (os.path.islink(dtbo) or not dtbo.is_file()):
+        raise FileCheckError(param, f"{param} {str(folder)!r}: {OVERLAY_BLOB} is not a regular "
+                                    f"file")
     compile_remote = False
     if dtc:
         steps.append(Step("compile the device tree overlay",
@@ -168,50 +279,51 @@ def plan_deploy(build_dir, *, host=None, remote_dir=FIRMWARE_DIR, loader="config
     q = shlex.quote
     rdir = q(remote_dir)
     remote = {name: f"{remote_dir}/{name}" for name in files + [OVERLAY_BLOB]}
+    # Local paths are absolute (they start with '/', so no tool reads them as an option, and
+    # scp never as host:path); '--' ends the options of every tool that takes it anyway.
     if host:
-        steps.append(Step("make the folder on the board", _sh(f"mkdir -p {rdir}", host)))
+        steps.append(Step("make the folder on the board", _sh(f"mkdir -p -- {rdir}", ssh_host)))
         steps.append(Step("copy the bitstream, overlay and configs to the board",
-                          ("scp", *(str(folder / f) for f in files),
-                           f"{host}:{remote_dir}/")))
-    elif Path(remote_dir) != folder:
-        steps.append(Step("make the firmware folder", ("mkdir", "-p", remote_dir)))
+                          ("scp", "--", *(str(folder / f) for f in files),
+                           f"{scp_host}:{remote_dir}/")))
+    elif Path(remote_dir).resolve() != folder:
+        steps.append(Step("make the firmware folder", ("mkdir", "-p", "--", remote_dir)))
         steps.append(Step("copy the bitstream, overlay and configs",
-                          ("cp", *(str(folder / f) for f in files), remote_dir + "/")))
+                          ("cp", "--", *(str(folder / f) for f in files), remote_dir + "/")))
     if compile_remote:
         steps.append(Step("compile the device tree overlay on the board",
                           _sh(f"dtc -@ -I dts -O dtb -o {q(remote[OVERLAY_BLOB])} "
-                              f"{q(remote[OVERLAY_SOURCE])}", host)))
+                              f"{q(remote[OVERLAY_SOURCE])}", ssh_host)))
     if remote_dir != FIRMWARE_DIR:
         steps.append(Step(f"let the firmware loader look in {remote_dir} (not {FIRMWARE_DIR})",
                           _sh(f"printf %s {rdir} > /sys/module/firmware_class/parameters/path",
-                              host)))
+                              ssh_host)))
     overlay = f"{CONFIGFS_OVERLAYS}/{OVERLAY_NAME}"
     if loader == "configfs":
         steps += [
             Step("mount configfs if needed",
                  _sh(f"test -d {CONFIGFS_OVERLAYS} || mount -t configfs configfs "
-                     f"/sys/kernel/config", host)),
+                     f"/sys/kernel/config", ssh_host)),
             Step("remove an earlier mulfree overlay (if any)",
-                 _sh(f"if [ -d {overlay} ]; then rmdir {overlay}; fi", host)),
-            Step("create the overlay", _sh(f"mkdir {overlay}", host)),
+                 _sh(f"if [ -d {overlay} ]; then rmdir {overlay}; fi", ssh_host)),
+            Step("create the overlay", _sh(f"mkdir {overlay}", ssh_host)),
             Step("apply it: the FPGA region loads the bitstream, then UIO and u-dma-buf appear",
-                 _sh(f"cat {q(remote[OVERLAY_BLOB])} > {overlay}/dtbo", host)),
+                 _sh(f"cat {q(remote[OVERLAY_BLOB])} > {overlay}/dtbo", ssh_host)),
             Step("check that the overlay is applied",
-                 _sh(f"test \"$(cat {overlay}/status)\" = applied", host)),
+                 _sh(f"test \"$(cat {overlay}/status)\" = applied", ssh_host)),
         ]
     else:
         steps.append(Step("load the bitstream and apply the overlay with fpgautil",
                           _sh(f"fpgautil -b {q(remote[bitbin])} -o {q(remote[OVERLAY_BLOB])}",
-                              host)))
-    check = (f"-m mulfree.host.zynq --check --manifest {q(remote[manifest])} "
-             f"--zynq-config {q(remote[ZYNQ_JSON])}")
+                              ssh_host)))
+    check = ("-m", "mulfree.host.zynq", "--check", "--manifest", remote[manifest],
+             "--zynq-config", remote[ZYNQ_JSON])
     if host:
         steps.append(Step("check the core's identity registers on the board",
-                          _sh(f"{python} {check}", host)))
+                          _sh(shlex.join((python, *check)), ssh_host)))
     else:
         steps.append(Step("check the core's identity registers",
-                          (python if python != "python3" else sys.executable,
-                           *shlex.split(check))))
+                          (python if python != "python3" else sys.executable, *check)))
     return steps, notes
 
 
@@ -260,7 +372,7 @@ def add_deploy_options(parser):
 
 
 _OPTION = {"build_dir": "BUILD_DIR", "host": "--host", "remote_dir": "--remote-dir",
-           "loader": "--loader"}
+           "loader": "--loader", "python": "--python", "dtc": "dtc"}
 
 
 def _option_message(exc):

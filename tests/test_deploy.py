@@ -82,12 +82,12 @@ def test_dry_run_prints_every_command_and_runs_none(run_main, capsys, build, fak
     bitbin = plan.products["bin"]
     assert commands[0].endswith(f"dtc -@ -I dts -O dtb -o {folder / OVERLAY_BLOB} "
                                 f"{folder / 'mulfree.dtso'}")
-    assert f"scp {folder / bitbin} {folder / OVERLAY_BLOB} {folder / ZYNQ_JSON} " \
+    assert f"scp -- {folder / bitbin} {folder / OVERLAY_BLOB} {folder / ZYNQ_JSON} " \
            f"{folder / (plan.top + '.json')} root@zc706:/lib/firmware/" in commands
     overlay = "/sys/kernel/config/device-tree/overlays/mulfree"
-    assert f"ssh root@zc706 'mkdir {overlay}'" in commands
-    assert f"ssh root@zc706 'cat /lib/firmware/mulfree.dtbo > {overlay}/dtbo'" in commands
-    assert commands[-1] == (f"ssh root@zc706 'python3 -m mulfree.host.zynq --check --manifest "
+    assert f"ssh -- root@zc706 'mkdir {overlay}'" in commands
+    assert f"ssh -- root@zc706 'cat /lib/firmware/mulfree.dtbo > {overlay}/dtbo'" in commands
+    assert commands[-1] == (f"ssh -- root@zc706 'python3 -m mulfree.host.zynq --check --manifest "
                             f"/lib/firmware/{plan.top}.json --zynq-config "
                             f"/lib/firmware/zynq.json'")
 
@@ -97,12 +97,13 @@ def test_deploy_over_ssh(run_main, capsys, build, fake_bin):
     status, out, err = run_main(["deploy", str(folder), "--host", "me@board"], capsys)
     assert status == 0, err
     calls = fake_bin.calls()
-    assert calls[0] == ["ssh", "me@board", "mkdir -p /lib/firmware"]
-    assert calls[1] == ["scp", str(folder / plan.products["bin"]), str(folder / OVERLAY_BLOB),
+    assert calls[0] == ["ssh", "--", "me@board", "mkdir -p -- /lib/firmware"]
+    assert calls[1] == ["scp", "--", str(folder / plan.products["bin"]),
+                        str(folder / OVERLAY_BLOB),
                         str(folder / ZYNQ_JSON), str(folder / f"{plan.top}.json"),
                         "me@board:/lib/firmware/"]
-    remote = [c[2] for c in calls[2:]]
-    assert all(c[:2] == ["ssh", "me@board"] and len(c) == 3 for c in calls[2:])
+    remote = [c[3] for c in calls[2:]]
+    assert all(c[:3] == ["ssh", "--", "me@board"] and len(c) == 4 for c in calls[2:])
     overlay = "/sys/kernel/config/device-tree/overlays/mulfree"
     assert remote == [
         "test -d /sys/kernel/config/device-tree/overlays || mount -t configfs configfs "
@@ -142,8 +143,9 @@ def test_without_dtc_the_board_compiles_the_overlay(run_main, capsys, build, fak
     assert "dtc is not installed here: the overlay is compiled on the board" in out
     calls = fake_bin.calls()
     assert str(folder / "mulfree.dtso") in calls[1] and str(folder / OVERLAY_BLOB) not in calls[1]
-    assert calls[2] == ["ssh", "me@board", "dtc -@ -I dts -O dtb -o /lib/firmware/mulfree.dtbo "
-                                           "/lib/firmware/mulfree.dtso"]
+    assert calls[2] == ["ssh", "--", "me@board", "dtc -@ -I dts -O dtb -o "
+                                                 "/lib/firmware/mulfree.dtbo "
+                                                 "/lib/firmware/mulfree.dtso"]
     # On the board itself, without dtc and without a compiled overlay: a clear error.
     status, _, err = run_main(["deploy", str(folder), "--dry-run"], capsys)
     assert status == 2 and "dtc (the device tree compiler) is not on PATH" in err
@@ -155,7 +157,7 @@ def test_fpgautil_and_another_folder(run_main, capsys, build, fake_bin):
     status, _, err = run_main(["deploy", str(folder), "--host", "me@board", "--loader",
                                "fpgautil", "--remote-dir", "/opt/mulfree"], capsys)
     assert status == 0, err
-    remote = [c[2] for c in fake_bin.calls() if c[0] == "ssh"]
+    remote = [c[3] for c in fake_bin.calls() if c[0] == "ssh"]
     assert "printf %s /opt/mulfree > /sys/module/firmware_class/parameters/path" in remote
     assert f"fpgautil -b /opt/mulfree/{plan.products['bin']} -o /opt/mulfree/mulfree.dtbo" \
         in remote
@@ -167,22 +169,12 @@ def test_on_the_board_itself(run_main, capsys, build):
     status, out, err = run_main(["deploy", str(folder), "--dry-run"], capsys)
     assert status == 0, err
     commands = [line[2:] for line in out.splitlines() if line.startswith("$ ")]
-    assert f"cp {folder / plan.products['bin']} {folder / OVERLAY_BLOB} " \
+    assert f"cp -- {folder / plan.products['bin']} {folder / OVERLAY_BLOB} " \
            f"{folder / ZYNQ_JSON} {folder / (plan.top + '.json')} /lib/firmware/" in commands
     assert "sh -c 'mkdir /sys/kernel/config/device-tree/overlays/mulfree'" in commands
     assert commands[-1] == shlex.join([sys.executable, "-m", "mulfree.host.zynq", "--check",
                                        "--manifest", f"/lib/firmware/{plan.top}.json",
                                        "--zynq-config", "/lib/firmware/zynq.json"])
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["--host=-oProxyCommand=evil"], "--host must be [user@]hostname, not '-oProxyCommand"),
-    (["--remote-dir", "lib/firmware"], "--remote-dir must be an absolute path"),
-    (["--loader", "jtag"], "--loader must be one of configfs, fpgautil, not 'jtag'"),
-])
-def test_bad_options(run_main, capsys, build, argv, message):
-    status, _, err = run_main(["deploy", str(build[0]), *argv, "--dry-run"], capsys)
-    assert status == 2 and message in err
 
 
 def test_refuses_a_folder_without_bitstream_or_build(run_main, capsys, build, tmp_path,
@@ -198,16 +190,6 @@ def test_refuses_a_folder_without_bitstream_or_build(run_main, capsys, build, tm
     (tmp_path / "empty").mkdir()
     status, _, err = run_main(["deploy", str(tmp_path / "empty")], capsys)
     assert status == 2 and "is not a finished mulfree build folder" in err
-
-
-def test_notes_files_changed_after_the_build(run_main, capsys, build):
-    folder, _ = build
-    doc = json.loads((folder / BUILD_MARKER).read_text())
-    assert ZYNQ_JSON in doc["files"]
-    (folder / ZYNQ_JSON).write_text((folder / ZYNQ_JSON).read_text().replace("udmabuf0",
-                                                                              "udmabuf1"))
-    status, out, _ = run_main(["deploy", str(folder), "--dry-run"], capsys)
-    assert status == 0 and "note: zynq.json was changed after mulfree build" in out
 
 
 # The identity check the board runs ----------------------------------------------------------
