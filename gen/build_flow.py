@@ -989,11 +989,20 @@ def check_build_doc(doc, folder, param="build_dir"):
             fail(field, f"a number in [{lo:g}, {hi:g}]", value)
         return value
 
+    def same(value, expected, field):
+        if isinstance(expected, dict) and isinstance(value, dict):
+            # Field by field, so the message shows the one that is wrong.
+            for key in expected:
+                same(get(value, key, f"{field}.{key}"), expected[key], f"{field}.{key}")
+            if set(value) != set(expected):
+                fail(f"the keys of {field}", ", ".join(expected), ", ".join(value))
+        # json.dumps compares types too (True is not 1, 1.0 is not 1).
+        elif json.dumps(value, sort_keys=True) != json.dumps(expected, sort_keys=True):
+            fail(field, _short(expected, 120), value)
+
     def equal(parent, key, field, expected):
         value = get(parent, key, field)
-        # json.dumps compares types too (True is not 1, 1.0 is not 1).
-        if json.dumps(value, sort_keys=True) != json.dumps(expected, sort_keys=True):
-            fail(field, _short(expected, 200), value)
+        same(value, expected, field)
         return value
 
     def digest(entry, field):
@@ -1167,9 +1176,10 @@ def _check_output(out_dir):
         try:
             doc = read_build(out_dir, "output")
         except FileCheckError as exc:
-            raise BuildError("output", f"output {shown!r} exists and its build.json is not "
-                                       f"one mulfree build wrote, so it is kept: "
-                                       f"{' '.join(str(exc).split())}") from None
+            detail = " ".join(str(exc).split(": ", 1)[-1].split())
+            raise BuildError("output", f"output {shown!r} exists and its {BUILD_MARKER} is not "
+                                       f"one mulfree build wrote, so it is kept ({detail}); "
+                                       f"choose a new folder or remove this one") from None
         if doc is None:
             raise BuildError("output", f"output {shown!r} exists and is not a mulfree build "
                                        f"folder (no {BUILD_MARKER}); choose a new folder or "
@@ -1456,6 +1466,8 @@ def run_build(args, parser, core_config_from_args):
         return 0
     try:
         products = run_vivado(folder)
+    except FileCheckError as exc:
+        raise BuildError("output", str(exc)) from None
     except (VivadoMissing, VivadoFailed) as exc:
         print(f"mulfree build: {exc}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ so the tests see exactly what would reach the board. ``python3 -m mulfree.host.z
 is tested with a stand-in device.
 """
 
+import hashlib
 import json
 import os
 import shlex
@@ -243,3 +244,427 @@ def test_steps_are_printed_before_they_run(tmp_path):
     assert marker.exists() and not (tmp_path / "x").exists()
     assert out.getvalue().splitlines() == ["# 1/3 touch", f"$ touch {marker}", "# 2/3 fail",
                                            "$ false"]
+
+
+# Bad input: one line, exit status 2, nothing run, nothing written ----------------------------
+
+def _snapshot(folder):
+    """``{relative path: (kind, bytes)}`` of everything under ``folder`` (links not followed)."""
+    snap = {}
+    for root, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            path = Path(root) / name
+            rel = str(path.relative_to(folder))
+            if path.is_symlink():
+                snap[rel] = ("link", os.readlink(path))
+            elif path.is_file():
+                snap[rel] = ("file", path.read_bytes())
+            else:
+                snap[rel] = ("other", None)
+    return snap
+
+
+def _refused(run_main, capsys, argv, fake_bin, folder, option):
+    """Run ``mulfree deploy argv``; assert one line naming ``option``, status 2, nothing run."""
+    before = _snapshot(folder)
+    status, out, err = run_main(["deploy", *argv], capsys)
+    lines = err.splitlines()
+    assert status == 2, (status, out, err)
+    assert len(lines) == 1 and lines[0].startswith("mulfree deploy: error: "), err
+    assert option in lines[0], lines[0]
+    assert "Traceback" not in err and "$ " not in out
+    assert fake_bin.calls() == []
+    assert _snapshot(folder) == before
+    return lines[0]
+
+
+LONG = "a" * 300
+
+BAD_OPTIONS = [
+    # --host: an ssh option in the host slot, shell and scp metacharacters, odd text.
+    ("--host=-oProxyCommand=touch /tmp/pwned", "--host"),
+    ("--host=-oProxyCommand=sh", "--host"),
+    ("--host=-l", "--host"),
+    ("--host=root@-oProxyCommand=x", "--host"),
+    ("--host=root@board;touch X", "--host"),
+    ("--host=root@board|id", "--host"),
+    ("--host=root@board&", "--host"),
+    ("--host=root@$(id)", "--host"),
+    ("--host=root@`id`", "--host"),
+    ("--host=board>x", "--host"),
+    ("--host=board<x", "--host"),
+    ("--host=root@board\nid", "--host"),
+    ("--host=root@board x", "--host"),
+    ("--host='board'", "--host"),
+    ('--host="board"', "--host"),
+    ("--host=bo\x00ard", "--host"),
+    ("--host=böard", "--host"),
+    ("--host=board:/tmp", "--host"),
+    ("--host=me@board@other", "--host"),
+    ("--host=board-", "--host"),
+    ("--host=[::1];id", "--host"),
+    ("--host=", "--host"),
+    (f"--host={LONG}.{LONG}", "--host"),
+    # --python: the issue's example and its relatives.
+    ("--python=python3; touch X", "--python"),
+    ("--python=-oProxyCommand=x", "--python"),
+    ("--python=-c", "--python"),
+    ("--python=python3 -c 'import os'", "--python"),
+    ("--python=$(id)", "--python"),
+    ("--python=`id`", "--python"),
+    ("--python=py|thon", "--python"),
+    ("--python=python3&", "--python"),
+    ("--python=python3>x", "--python"),
+    ("--python=python3\nid", "--python"),
+    ("--python=../bin/python3", "--python"),
+    ("--python=/usr/bin/../../tmp/x", "--python"),
+    ("--python=/usr/bin/python3 ", "--python"),
+    ("--python=pythön", "--python"),
+    ("--python=py\x00thon", "--python"),
+    ("--python=" + "p" * 200, "--python"),
+    ("--python=", "--python"),
+    # --remote-dir: quoted for ssh before, but not in scp's target (a shell reads it there).
+    ("--remote-dir=lib/firmware", "--remote-dir"),
+    ("--remote-dir=/lib/firmware; touch X", "--remote-dir"),
+    ("--remote-dir=/tmp/a b", "--remote-dir"),
+    ("--remote-dir=/tmp/$(id)", "--remote-dir"),
+    ("--remote-dir=/tmp/`id`", "--remote-dir"),
+    ("--remote-dir=/tmp/x'y", "--remote-dir"),
+    ('--remote-dir=/tmp/x"y', "--remote-dir"),
+    ("--remote-dir=/tmp/a|b", "--remote-dir"),
+    ("--remote-dir=/tmp/a&b", "--remote-dir"),
+    ("--remote-dir=/tmp/a>b", "--remote-dir"),
+    ("--remote-dir=/tmp/a\nb", "--remote-dir"),
+    ("--remote-dir=/tmp/a\x00b", "--remote-dir"),
+    ("--remote-dir=/tmp/a:b", "--remote-dir"),
+    ("--remote-dir=/tmp/../etc", "--remote-dir"),
+    ("--remote-dir=/tmp/./x", "--remote-dir"),
+    ("--remote-dir=//lib", "--remote-dir"),
+    ("--remote-dir=/", "--remote-dir"),
+    ("--remote-dir=~/fw", "--remote-dir"),
+    ("--remote-dir=-oProxyCommand=x", "--remote-dir"),
+    ("--remote-dir=/tmp/ü", "--remote-dir"),
+    ("--remote-dir=" + "/abcdefgh" * 130, "--remote-dir"),
+    ("--remote-dir=", "--remote-dir"),
+    # --loader
+    ("--loader=jtag", "--loader"),
+    ("--loader=configfs;id", "--loader"),
+    ("--loader=CONFIGFS", "--loader"),
+    ("--loader=", "--loader"),
+]
+
+
+@pytest.mark.parametrize("option, name", BAD_OPTIONS, ids=[repr(o)[:40] for o, _ in BAD_OPTIONS])
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry"])
+def test_bad_options_are_refused_before_anything_runs(run_main, capsys, build, fake_bin, option,
+                                                      name, dry_run):
+    folder, _ = build
+    host = [] if option.startswith("--host") else ["--host", "me@board"]
+    line = _refused(run_main, capsys, [str(folder), *host, option, *(["--dry-run"] * dry_run)],
+                    fake_bin, folder, name)
+    assert "must be" in line and " not " in line
+
+
+def test_bad_options_on_the_board_itself(run_main, capsys, build, fake_bin, tmp_path):
+    """Without --host the same values reach cp, sh -c and the local Python: refused too."""
+    folder, _ = build
+    for option, name in [("--python=python3; touch X", "--python"),
+                         ("--python=-c", "--python"),
+                         ("--remote-dir=/tmp/x; touch X", "--remote-dir"),
+                         ("--remote-dir=-x", "--remote-dir")]:
+        _refused(run_main, capsys, [str(folder), option], fake_bin, folder, name)
+    assert not list(Path("/tmp").glob("x; touch X"))
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["{missing}"], "is not a folder"),
+    (["{file}"], "is not a folder"),
+    (["{empty}"], "is not a finished mulfree build folder"),
+    ([""], "BUILD_DIR must be a folder path"),
+    (["bad\x00dir"], "BUILD_DIR must be a folder path"),
+])
+def test_bad_build_dir(run_main, capsys, fake_bin, tmp_path, argv, fragment):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    paths = {k: str(tmp_path / k) for k in ("missing", "file", "empty")}
+    argv = [a.format(**paths) for a in argv]
+    line = _refused(run_main, capsys, [*argv, "--host", "me@board"], fake_bin, tmp_path,
+                    "BUILD_DIR")
+    assert fragment in line
+
+
+# build.json and the files it names ----------------------------------------------------------
+
+def _set(path, value):
+    def edit(doc):
+        *parents, last = path
+        for key in parents:
+            doc = doc[key]
+        if value is _DELETE:
+            del doc[last]
+        else:
+            doc[last] = value
+    return edit
+
+
+_DELETE = object()
+SHA = "0" * 64
+
+BAD_DOCS = [
+    # The issue's example: a product name that leaves the folder, in every spelling.
+    (_set(["products", "bin"], "../../../../etc/shadow"), "products"),
+    (_set(["products", "bin"], "/etc/shadow"), "products"),
+    (_set(["products", "bin"], "-oProxyCommand=x"), "products"),
+    (_set(["manifest"], "../x.json"), "manifest"),
+    (_set(["manifest"], "/etc/passwd"), "manifest"),
+    (_set(["top"], "a;touch X"), "top"),
+    (_set(["top"], "module"), "top"),
+    (_set(["top"], "../x"), "top"),
+    (_set(["top"], 5), "top"),
+    (_set(["files", "../../etc/passwd"], {"sha256": SHA, "bytes": 1}), "files"),
+    (_set(["files", "/etc/passwd"], {"sha256": SHA, "bytes": 1}), "files"),
+    (_set(["files", "-rf"], {"sha256": SHA, "bytes": 1}), "files"),
+    (_set(["files", "a b"], {"sha256": SHA, "bytes": 1}), "files"),
+    (_set(["files", ZYNQ_JSON, "sha256"], "zz"), "sha256"),
+    (_set(["files", ZYNQ_JSON, "sha256"], None), "sha256"),
+    (_set(["files", ZYNQ_JSON, "sha256"], _DELETE), "sha256"),
+    (_set(["files", ZYNQ_JSON, "bytes"], -1), "bytes"),
+    (_set(["files", ZYNQ_JSON, "bytes"], 10 ** 30), "bytes"),
+    (_set(["files", ZYNQ_JSON, "bytes"], "12"), "bytes"),
+    (_set(["files", ZYNQ_JSON, "bytes"], 1.5), "bytes"),
+    (_set(["files", ZYNQ_JSON], "abc"), "files"),
+    (_set(["files", ZYNQ_JSON], _DELETE), "zynq.json"),
+    (_set(["files"], []), "files"),
+    (_set(["files"], {}), "files"),
+    (_set(["products"], _DELETE), "products is missing"),
+    (_set(["products"], "x"), "products"),
+    (_set(["kind"], _DELETE), "kind is missing"),
+    (_set(["kind"], "other"), "kind"),
+    (_set(["clock_mhz"], "fast"), "clock_mhz"),
+    (_set(["clock_mhz"], 1e308), "clock_mhz"),
+    (_set(["clock_mhz"], -5), "clock_mhz"),
+    (_set(["clock_mhz"], True), "clock_mhz"),
+    (_set(["clock_mhz"], _DELETE), "clock_mhz"),
+    (_set(["stream_width"], 7), "stream_width"),
+    (_set(["stream_width"], "64"), "stream_width"),
+    (_set(["board", "name"], "zc707"), "board.name"),
+    (_set(["board", "name"], ["zc706"]), "board.name"),
+    (_set(["board"], None), "board"),
+    (_set(["part"], "xc7z045ffg900-2; id"), "part"),
+    (_set(["zynq", "core_uio"], 'x"; }; evil {'), "zynq"),
+    (_set(["zynq", "udmabuf"], "a\nb"), "zynq"),
+    (_set(["zynq", "core_base"], "0x43c00000"), "zynq"),
+    (_set(["zynq", "surprise"], 1), "zynq"),
+    (_set(["addresses", "core_base"], -1), "addresses.core_base"),
+    (_set(["addresses", "dma_range"], 2 ** 70), "addresses.dma_range"),
+    (_set(["dma", "mode"], "sg"), "dma.mode"),
+    (_set(["interrupts", "core", "gic_spi"], 99), "interrupts"),
+    (_set(["resources_estimate", "dsp"], -3), "resources_estimate.dsp"),
+    (_set(["overlay", "blob"], "../../x.dtbo"), "overlay"),
+    (_set(["vivado_command"], ["sh", "-c", "id"]), "vivado_command"),
+    (_set(["vivado"], "done"), "vivado"),
+    (_set(["vivado"], {"returncode": 0, "log": "vivado.log", "products": {}}),
+     "vivado.products"),
+    (_set(["mulfree_version"], "1.0; id"), "mulfree_version"),
+]
+
+
+@pytest.mark.parametrize("edit, fragment", BAD_DOCS, ids=[f"{i}-{f}" for i, (_, f)
+                                                          in enumerate(BAD_DOCS)])
+def test_malformed_build_json_is_refused(run_main, capsys, build, fake_bin, edit, fragment):
+    folder, _ = build
+    doc = json.loads((folder / BUILD_MARKER).read_text())
+    edit(doc)
+    (folder / BUILD_MARKER).write_text(json.dumps(doc))
+    line = _refused(run_main, capsys, [str(folder), "--host", "me@board"], fake_bin, folder,
+                    "BUILD_DIR")
+    assert BUILD_MARKER in line and fragment in line, line
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("{", "not valid JSON"),
+    ("", "not valid JSON"),
+    ("[]", "must be a JSON object"),
+    ('"build"', "must be a JSON object"),
+    ('{"kind": NaN}', "not valid JSON"),
+    ('{"kind": 1e999}', "not valid JSON"),
+    ('{"kind": "a", "kind": "b"}', "appears twice"),
+    ("[" * 100 + "]" * 100, "nests deeper"),
+    (b"{\"kind\": \"\xff\"}", "not UTF-8"),
+    ('{"kind": "mulfree_vivado_build"}', "is missing"),
+    (" " * (2 << 20) + "{}", "larger than"),
+])
+def test_unreadable_build_json_is_refused(run_main, capsys, build, fake_bin, text, fragment):
+    folder, _ = build
+    path = folder / BUILD_MARKER
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    line = _refused(run_main, capsys, [str(folder), "--host", "me@board"], fake_bin, folder,
+                    "BUILD_DIR")
+    assert fragment in line, line
+
+
+def _record(folder, name):
+    """Record ``name``'s current digest in build.json, as if mulfree build had written it."""
+    doc = json.loads((folder / BUILD_MARKER).read_text())
+    data = (folder / name).read_bytes()
+    doc["files"][name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (folder / BUILD_MARKER).write_text(json.dumps(doc))
+
+
+def _bad_files():
+    def changed(name):
+        def edit(folder, plan):
+            with open(folder / name.format(top=plan.top), "a") as f:
+                f.write("\n")
+        return edit
+
+    def link(name, target):
+        def edit(folder, plan):
+            path = folder / name.format(top=plan.top, bin=plan.products["bin"])
+            path.unlink(missing_ok=True)
+            path.symlink_to(target.format(top=plan.top))
+        return edit
+
+    def fifo(name):
+        def edit(folder, plan):
+            (folder / name).unlink()
+            os.mkfifo(folder / name)
+        return edit
+
+    def include(folder, plan):
+        path = folder / "mulfree.dtso"
+        path.write_text(path.read_text() + '/include/ "/etc/passwd"\n')
+        _record(folder, "mulfree.dtso")
+
+    def incbin(folder, plan):
+        path = folder / "mulfree.dtso"
+        path.write_text(path.read_text().replace('compatible = "generic-uio";',
+                                                 'x = /incbin/("/etc/shadow");', 1))
+        _record(folder, "mulfree.dtso")
+
+    def other_zynq(folder, plan):
+        doc = json.loads((folder / ZYNQ_JSON).read_text())
+        doc["udmabuf"] = "udmabuf7"
+        (folder / ZYNQ_JSON).write_text(json.dumps(doc))
+        _record(folder, ZYNQ_JSON)
+
+    def other_manifest(folder, plan):
+        doc = json.loads((folder / f"{plan.top}.json").read_text())
+        doc["top"] = "someone_else"
+        (folder / f"{plan.top}.json").write_text(json.dumps(doc))
+        _record(folder, f"{plan.top}.json")
+
+    def bad_bit_digest(folder, plan):
+        doc = json.loads((folder / BUILD_MARKER).read_text())
+        doc["vivado"] = {"returncode": 0, "log": "vivado.log", "products": {
+            name: {"sha256": SHA, "bytes": 64} for name in plan.products.values()}}
+        (folder / BUILD_MARKER).write_text(json.dumps(doc))
+
+    def marker_link(folder, plan):
+        outside = folder.parent / "elsewhere.json"
+        outside.write_text((folder / BUILD_MARKER).read_text())
+        (folder / BUILD_MARKER).unlink()
+        (folder / BUILD_MARKER).symlink_to(outside)
+
+    return [
+        (changed(ZYNQ_JSON), "zynq.json does not match the SHA-256"),
+        (changed("{top}.json"), "does not match the SHA-256"),
+        (changed("mulfree.dtso"), "mulfree.dtso does not match the SHA-256"),
+        (include, "contains /include/"),
+        (incbin, "contains /incbin/"),
+        (other_zynq, "zynq.json differs from the zynq field"),
+        (other_manifest, "is not the manifest of the core"),
+        (bad_bit_digest, "does not match the SHA-256"),
+        (link("{bin}", "/etc/passwd"), "leads outside"),
+        (link("{bin}", "../../../../etc/shadow"), "leads outside"),
+        (link("{bin}", ZYNQ_JSON), "is a symbolic link"),
+        (link(ZYNQ_JSON, "/etc/hostname"), "leads outside"),
+        (link(OVERLAY_BLOB, "/tmp/mulfree-deploy-test-target"), "mulfree.dtbo is not a "
+                                                                 "regular file"),
+        (link(OVERLAY_BLOB, ZYNQ_JSON), "mulfree.dtbo is not a regular file"),
+        (fifo(ZYNQ_JSON), "zynq.json is not a regular file"),
+        (marker_link, "build.json"),
+    ]
+
+
+BAD_FILES = _bad_files()
+
+
+@pytest.mark.parametrize("edit, fragment", BAD_FILES, ids=[f"{i}-{f[:30]}" for i, (_, f)
+                                                           in enumerate(BAD_FILES)])
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry"])
+def test_files_are_checked_before_copying(run_main, capsys, build, fake_bin, edit, fragment,
+                                          dry_run):
+    folder, plan = build
+    edit(folder, plan)
+    line = _refused(run_main, capsys, [str(folder), "--host", "me@board",
+                                       *(["--dry-run"] * dry_run)], fake_bin, folder,
+                    "BUILD_DIR")
+    assert fragment in line, line
+    assert not Path("/tmp/mulfree-deploy-test-target").exists()
+
+
+def test_recorded_bitstream_digest_is_used(run_main, capsys, build, fake_bin):
+    folder, plan = build
+    status, out, err = run_main(["deploy", str(folder), "--host", "me@board", "--dry-run"],
+                                capsys)
+    assert status == 0 and "records no SHA-256 for" in out
+    doc = json.loads((folder / BUILD_MARKER).read_text())
+    doc["vivado"] = {"returncode": 0, "log": "vivado.log", "products": {}}
+    for name in plan.products.values():
+        (folder / name).write_bytes(name.encode()) if name != plan.products["bin"] else None
+        data = (folder / name).read_bytes()
+        doc["vivado"]["products"][name] = {"sha256": hashlib.sha256(data).hexdigest(),
+                                           "bytes": len(data)}
+    (folder / BUILD_MARKER).write_text(json.dumps(doc))
+    status, out, err = run_main(["deploy", str(folder), "--host", "me@board", "--dry-run"],
+                                capsys)
+    assert status == 0 and "records no SHA-256" not in out, err
+
+
+# Valid but unusual input: the exact argv, and no user value where an option could go ---------
+
+GOOD = [
+    ("root@192.168.1.10", "root@192.168.1.10", "root@192.168.1.10"),
+    ("board", "board", "board"),
+    ("me.x@zc706.lan", "me.x@zc706.lan", "me.x@zc706.lan"),
+    ("u@[fe80::1%eth0]", "u@fe80::1%eth0", "u@[fe80::1%eth0]"),
+    ("[::1]", "::1", "[::1]"),
+]
+
+
+@pytest.mark.parametrize("host, ssh_host, scp_host", GOOD)
+def test_argv_is_exact_for_valid_input(run_main, capsys, build, fake_bin, tmp_path, host,
+                                       ssh_host, scp_host):
+    folder, plan = build
+    # A local folder with shell metacharacters: it only ever is one argv element here.
+    odd = tmp_path / "my build; $(touch X) 'q'"
+    folder.rename(odd)
+    python, rdir = "/opt/py-3.11/bin/python3.11", "/opt/mul-free_1.0/fw/"
+    status, out, err = run_main(["deploy", str(odd), "--host", host, "--python", python,
+                                 "--remote-dir", rdir, "--loader", "fpgautil"], capsys)
+    assert status == 0, err
+    calls = fake_bin.calls()
+    rd = rdir.rstrip("/")
+    bitbin, manifest = plan.products["bin"], f"{plan.top}.json"
+    assert calls[0] == ["ssh", "--", ssh_host, f"mkdir -p -- {rd}"]
+    assert calls[1] == ["scp", "--", *(str(odd / n) for n in (bitbin, OVERLAY_BLOB, ZYNQ_JSON,
+                                                                manifest)),
+                        f"{scp_host}:{rd}/"]
+    for call in calls[2:]:
+        assert call[:3] == ["ssh", "--", ssh_host] and len(call) == 4
+    remote = [shlex.split(c[3]) for c in calls[2:]]
+    assert remote[-1] == [python, "-m", "mulfree.host.zynq", "--check", "--manifest",
+                          f"{rd}/{manifest}", "--zynq-config", f"{rd}/{ZYNQ_JSON}"]
+    assert ["fpgautil", "-b", f"{rd}/{bitbin}", "-o", f"{rd}/{OVERLAY_BLOB}"] in remote
+    # The slot after '--' (ssh's destination) and every scp source never start with '-'.
+    assert not any(c[2].startswith("-") for c in calls)
+    assert not any(a.startswith("-") for a in calls[1][2:])
+    assert not (tmp_path / "X").exists() and not Path("X").exists()
+
+
+def test_a_long_valid_name_still_fits_one_line(run_main, capsys, build, fake_bin):
+    folder, _ = build
+    host = "me@" + ".".join(["abcdefghij"] * 20)
+    status, _, err = run_main(["deploy", str(folder), "--host", host, "--dry-run"], capsys)
+    assert status == 0, err
