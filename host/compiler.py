@@ -209,21 +209,20 @@ def step_layer(step: CoreStep, x, *, reuse):
 def core_from_manifest(manifest):
     """The :class:`CoreConfig` of a core's manifest (a dict as ``mulfree gen --core`` writes).
 
+    The manifest is checked first (:func:`mulfree.host.manifest_check.check_manifest`): every
+    section must be what its ``parameters`` give, so the program is packed for the core the
+    device's identity registers describe.
+
     Raises
     ------
     CompileError
-        If the manifest is not a core's, or its parameters are invalid.
+        If the manifest is not a core's, or it disagrees with itself (``param`` ``"config"``).
     """
-    if not isinstance(manifest, dict) or manifest.get("kind") != "core" \
-            or "parameters" not in manifest:
-        kind = manifest.get("kind") if isinstance(manifest, dict) else type(manifest).__name__
-        raise CompileError("config", f"the manifest must be a core's (kind 'core', from "
-                                     f"mulfree gen --core), not kind {kind!r}")
+    from .manifest_check import ManifestError, check_manifest
     try:
-        return CoreConfig.from_params(manifest["parameters"])
-    except (ConfigError, TypeError, KeyError) as exc:
-        raise CompileError(f"core.{getattr(exc, 'param', 'parameters')}",
-                           f"the manifest's parameters are invalid: {exc}") from None
+        return check_manifest(manifest)[1]
+    except ManifestError as exc:
+        raise CompileError("config", str(exc)) from None
 
 
 def _pow2_at_least(n):

@@ -32,9 +32,7 @@ a core error (so a failed run leaves the device usable), and reads the performan
 around each step.
 """
 
-import errno
-import fcntl
-import os
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,12 +40,15 @@ from pathlib import Path
 import numpy as np
 
 from ..gen.core_config import CoreConfig
-from .compiler import CompileError, CoreStep, Program, core_from_manifest, decode_run, encode_run
+from .compiler import CoreStep, Program, decode_run, encode_run
+from .device_lock import DeviceLock
+from .manifest_check import ManifestError, check_manifest
+from .manifest_check import load_manifest as _load_manifest
 
 
 __all__ = ["DeviceError", "DeviceBusy", "DeviceMismatch", "DeviceTimeout", "CoreRunError",
            "InputError", "DeviceLock", "Device", "RunResult", "open_device", "DEVICES",
-           "COUNTERS"]
+           "COUNTERS", "load_manifest", "ManifestError"]
 
 DEVICES = ("sim", "zynq")
 #: The 64-bit performance counters (``docs/interface.md``, "64-bit counters").
@@ -91,37 +92,6 @@ class InputError(ValueError):
     def __init__(self, param, message):
         super().__init__(message)
         self.param = param
-
-
-class DeviceLock:
-    """An exclusive, non-blocking ``flock`` on ``path``, released on :meth:`release`.
-
-    The file holds the owner's PID, so the error a second process gets names it.
-    """
-
-    def __init__(self, path, what="the device"):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            owner = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(self._fd)
-            self._fd = None
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise DeviceBusy(f"{what} is in use by another process (pid {owner}; lock "
-                                 f"{self.path}); wait for it to finish or stop it") from None
-            raise
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
-
-    def release(self):
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
 
 
 @dataclass
@@ -221,6 +191,15 @@ def _registers(manifest):
     return regs
 
 
+def _check_timeout(param, value):
+    """``value`` as seconds: a finite number > 0, else :class:`InputError` naming ``param``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value <= 0:
+        raise InputError(param, f"{param} must be a finite number of seconds > 0, "
+                                f"not {value!r}")
+    return float(value)
+
+
 class Device:
     """An open accelerator: a backend plus the core's manifest.
 
@@ -237,23 +216,30 @@ class Device:
 
     Raises
     ------
+    ManifestError
+        If the manifest disagrees with its own parameters (nothing is read or written; the
+        backend is closed).
+    InputError
+        For a timeout that is not a finite number of seconds > 0.
     DeviceBusy
         If another process holds the device.
     DeviceMismatch
-        If an identity register differs from the manifest.
+        If an identity register differs from what the manifest's parameters give.
     """
 
     def __init__(self, backend, manifest, *, timeout=10.0, check_identity=True):
         self.backend = backend
-        self.manifest = manifest
-        self.core: CoreConfig = core_from_manifest(manifest)
-        self.timeout = float(timeout)
-        self._regs = _registers(manifest)
         self._lock = None
         self.program = None
         self._loaded_step = None
-        lock_path = getattr(backend, "lock_path", None)
         try:
+            # Checked before the first register access: every offset, field and expected
+            # identity value below comes from a manifest that equals its parameters' own.
+            self.manifest, self.core = check_manifest(manifest)
+            self.timeout = _check_timeout("timeout", timeout)
+            self._regs = _registers(self.manifest)
+            self._identity = {r.name: r.reset for r in self.core.register_map}
+            lock_path = getattr(backend, "lock_path", None)
             if lock_path is not None:
                 self._lock = DeviceLock(lock_path, f"the {backend.name} device")
             if check_identity:
@@ -267,27 +253,50 @@ class Device:
     # Registers --------------------------------------------------------------------------------
 
     def _reg(self, name):
-        if name not in self._regs:
-            raise KeyError(f"no register {name!r} in this core's manifest")
+        if not isinstance(name, str) or name not in self._regs:
+            raise InputError("name", f"name must be a register of this core's manifest "
+                                     f"(ID, STATUS, ...), not {name!r}")
         return self._regs[name]
+
+    def _check_open(self):
+        if self.backend is None:
+            raise DeviceError("the device is closed")
+
+    @property
+    def closed(self):
+        """Whether :meth:`close` was called."""
+        return self.backend is None
 
     def read(self, name):
         """The 32-bit value of register ``name``."""
+        self._check_open()
         return self.backend.read32(self._reg(name)[0])
 
     def write(self, name, value):
-        self.backend.write32(self._reg(name)[0], int(value) & 0xFFFF_FFFF)
+        """Write the 32-bit ``value`` to register ``name``."""
+        self._check_open()
+        offset = self._reg(name)[0]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                or not 0 <= value <= 0xFFFF_FFFF:
+            raise InputError("value", f"value must be an integer in [0, 0xffffffff], "
+                                      f"not {value!r}")
+        self.backend.write32(offset, int(value))
 
     def field(self, name, field_name, value=None):
         """Field ``field_name`` of register ``name`` (from ``value``, or read now)."""
-        _, fields, _ = self._reg(name)
-        hi, lo = fields[field_name]["bits"]
-        value = self.read(name) if value is None else value
+        hi, lo = self._bits(name, field_name)
+        value = self.read(name) if value is None else int(value)
         return (value >> lo) & ((1 << (hi - lo + 1)) - 1)
 
-    def _field_value(self, name, field_name, value):
+    def _bits(self, name, field_name):
         _, fields, _ = self._reg(name)
-        hi, lo = fields[field_name]["bits"]
+        if field_name not in fields:
+            raise InputError("field_name", f"field_name must be a field of {name} "
+                                           f"({', '.join(fields)}), not {field_name!r}")
+        return fields[field_name]["bits"]
+
+    def _field_value(self, name, field_name, value):
+        hi, lo = self._bits(name, field_name)
         return (int(value) & ((1 << (hi - lo + 1)) - 1)) << lo
 
     def write_field(self, name, field_name, value):
@@ -320,9 +329,10 @@ class Device:
         return {name: self.read(name) for name in IDENTITY + ("VERSION",)}
 
     def check_identity(self):
-        """Raise :class:`DeviceMismatch` unless the identity registers match the manifest."""
+        """Raise :class:`DeviceMismatch` unless the identity registers are what the manifest's
+        parameters give (the register map of ``CoreConfig.from_params(parameters)``)."""
         for name in IDENTITY:
-            expected = self._reg(name)[2]["reset"]
+            expected = self._identity[name]
             got = self.read(name)
             if got != expected:
                 raise DeviceMismatch(
@@ -330,7 +340,7 @@ class Device:
                     f"the manifest of {self.manifest.get('top')} says 0x{expected:08x}: the "
                     f"device holds another design (regenerate or redeploy)")
         major = self.field("VERSION", "major")
-        want = self.field("VERSION", "major", self._reg("VERSION")[2]["reset"])
+        want = self.field("VERSION", "major", self._identity["VERSION"])
         if major != want:
             raise DeviceMismatch(f"the device's register interface is version {major}.x, this "
                                  f"runtime's manifest {want}.x")
@@ -355,9 +365,10 @@ class Device:
         DeviceMismatch
             If it was compiled for another core (nothing is sent).
         """
+        self._check_open()
         if not isinstance(program, Program):
-            raise TypeError(f"program must be a Program (compile_model), "
-                            f"not {type(program).__name__}")
+            raise InputError("program", f"program must be a Program (compile_model), "
+                                        f"not {type(program).__name__}")
         if program.core.params() != self.core.params():
             diff = _diff(program.core.params(), self.core.params())
             raise DeviceMismatch(f"the program was compiled for another core ({diff}); "
@@ -374,7 +385,7 @@ class Device:
     def _check_input(self, x):
         program = self.program
         shape = program.input_shape
-        x = np.asarray(x)
+        x = _as_array(x)
         if x.dtype.kind not in "iu":
             raise InputError("x", f"x must hold integers (quantized inputs; use infer() for "
                                   f"real values), not {x.dtype}")
@@ -383,6 +394,9 @@ class Device:
         if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
             raise InputError("x", f"x must have shape {shape} or (B, "
                                   f"{', '.join(map(str, shape))}), not {x.shape}")
+        if not x.shape[0]:
+            raise InputError("x", f"x must hold at least one input (B >= 1), not an empty "
+                                  f"batch of shape {x.shape}")
         lo, hi = self.core.engine.act_range
         in_lo, in_hi = -(1 << (program.model.input.act_bits - 1)), \
             (1 << (program.model.input.act_bits - 1)) - 1
@@ -396,12 +410,25 @@ class Device:
     def infer(self, x_float, **options):
         """Quantize real inputs as the model's input says, then :meth:`run`."""
         from ..sim.model_golden import quantize_input
+        self._check_open()
         if self.program is None:
             raise DeviceError("no program loaded: call load(compile_model(...)) first")
+        x_float = _as_array(x_float)
+        if x_float.dtype.kind not in "iuf":
+            raise InputError("x_float", f"x_float must hold real numbers, not {x_float.dtype}")
+        if x_float.dtype.kind == "f" and not np.isfinite(x_float).all():
+            bad = np.flatnonzero(~np.isfinite(x_float.reshape(-1)))[0]
+            raise InputError("x_float", f"x_float must hold finite numbers, not "
+                                        f"{x_float.reshape(-1)[bad]} (flat index {bad})")
+        shape = self.program.input_shape
+        if x_float.ndim == len(shape) + 1 and x_float.shape[1:] == shape \
+                and not x_float.shape[0]:
+            raise InputError("x_float", f"x_float must hold at least one input (B >= 1), not "
+                                        f"an empty batch of shape {x_float.shape}")
         try:
             x = quantize_input(self.program.model, x_float)
         except ValueError as exc:
-            raise InputError("x", str(exc)) from None
+            raise InputError("x_float", str(exc).replace("x ", "x_float ", 1)) from None
         return self.run(x, **options)
 
     def run(self, x, *, progress=None):
@@ -425,8 +452,12 @@ class Device:
         DeviceTimeout, CoreRunError
             If a run fails; the device has been reset and stays usable.
         """
+        self._check_open()
         if self.program is None:
             raise DeviceError("no program loaded: call load(compile_model(...)) first")
+        if progress is not None and not callable(progress):
+            raise InputError("progress", f"progress must be callable or None, "
+                                         f"not {type(progress).__name__}")
         x = self._check_input(x)
         program, images = self.program, x.shape[0]
         start_cycles = getattr(self.backend, "cycles", None)
@@ -472,6 +503,9 @@ class Device:
 
     def run_layer(self, step: CoreStep, x, *, reuse=False):
         """One run of ``step``: encode, send, receive, decode. Returns ``[out_c, oh, ow]``."""
+        self._check_open()
+        if self.program is None:
+            raise DeviceError("no program loaded: call load(compile_model(...)) first")
         packets, out_nbytes, layer = encode_run(self.program, step, x, reuse=reuse)
         data = self.execute(packets, out_nbytes)
         return decode_run(self.program, layer, data)
@@ -483,8 +517,17 @@ class Device:
         transfer, then ``STATUS.done``. On a timeout or a core error the core is soft-reset
         and the backend's data movers are reset before the exception is raised.
         """
-        timeout = self.timeout if timeout is None else float(timeout)
-        packets = [np.ascontiguousarray(p, dtype=np.uint8).reshape(-1) for p in packets]
+        self._check_open()
+        timeout = self.timeout if timeout is None else _check_timeout("timeout", timeout)
+        if isinstance(out_nbytes, bool) or not isinstance(out_nbytes, (int, np.integer)) \
+                or out_nbytes < 0:
+            raise InputError("out_nbytes", f"out_nbytes must be an integer >= 0, "
+                                           f"not {out_nbytes!r}")
+        try:
+            packets = [np.ascontiguousarray(p, dtype=np.uint8).reshape(-1) for p in packets]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InputError("packets", f"packets must be a list of byte arrays: "
+                                        f"{' '.join(str(exc).split())}") from None
         deadline = time.monotonic() + timeout
         self.write_field("CONTROL", "start", 1)
         try:
@@ -539,7 +582,8 @@ class Device:
                            f"the device was reset", code, name, status)
 
     def close(self):
-        """Release the backend and the lock (idempotent)."""
+        """Release the backend and the lock (idempotent); any later use raises
+        :class:`DeviceError`."""
         if getattr(self, "backend", None) is not None:
             try:
                 self.backend.close()
@@ -556,6 +600,16 @@ class Device:
         self.close()
 
 
+def _as_array(x):
+    """``x`` as a NumPy array, or :class:`InputError` (ragged lists, objects)."""
+    try:
+        x = np.asarray(x)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InputError("x", f"x must be an array of numbers: "
+                              f"{' '.join(str(exc).split())}") from None
+    return x
+
+
 def _fmt_status(status):
     return ", ".join(f"{k}={v}" for k, v in status.items())
 
@@ -570,28 +624,19 @@ def _diff(a, b, prefix=""):
     return ", ".join(o for o in out if o)
 
 
-def load_manifest(manifest):
-    """A core manifest from a dict, a ``.json`` path, or a design folder holding one."""
-    import json
-    if isinstance(manifest, dict):
-        return manifest
-    path = Path(manifest)
-    if path.is_dir():
-        found = [p for p in sorted(path.glob("*.json"))
-                 if json.loads(p.read_text()).get("kind") == "core"]
-        if len(found) != 1:
-            raise CompileError("config", f"{path} must hold exactly one core manifest "
-                                         f"(mulfree gen --core), found {len(found)}")
-        path = found[0]
-    if not path.is_file():
-        raise CompileError("config", f"no core manifest at {path}")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CompileError("config", f"{path} is not JSON: {exc}") from None
-    core_from_manifest(doc)
-    doc.setdefault("_path", str(path))
-    return doc
+def load_manifest(manifest, *, param="--config"):
+    """A checked core manifest from a dict, a ``.json`` path, or a design folder holding one.
+
+    See :func:`mulfree.host.manifest_check.load_manifest`: the file is read strictly and every
+    section must be what its ``parameters`` give.
+
+    Raises
+    ------
+    ManifestError
+        A :class:`mulfree.gen.safe_io.FileCheckError` (a ``ValueError``) with a one-line
+        message naming ``param``, the file and the first field that is wrong.
+    """
+    return _load_manifest(manifest, param=param)
 
 
 def open_device(kind="sim", manifest=None, *, timeout=10.0, **options):
@@ -611,14 +656,16 @@ def open_device(kind="sim", manifest=None, *, timeout=10.0, **options):
         :func:`mulfree.host.sim_backend.open_sim`); ``"zynq"``: ``config`` (a
         :class:`mulfree.host.zynq.ZynqConfig`), ``sysfs_root``, ``dev_root``.
     """
-    if kind not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}, not {kind!r}")
+    if not isinstance(kind, str) or kind not in DEVICES:
+        raise InputError("kind", f"device must be one of {', '.join(DEVICES)}, not {kind!r}")
+    # Everything the caller gave is checked before a backend is built or opened.
+    _check_timeout("timeout", timeout)
     if kind == "sim":
         from .sim_backend import open_sim
         backend, manifest = open_sim(manifest, **options)
     else:
         from .zynq import open_zynq
-        manifest = load_manifest(manifest)
+        manifest = load_manifest(manifest, param="manifest")
         backend = open_zynq(manifest, **options)
     try:
         return Device(backend, manifest, timeout=timeout)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..gen.cache import cache_root, generator_digest
 from ..gen.core_config import CoreConfig
+from ..gen.safe_io import check_output_dir
 from .compiler import core_from_manifest
 
 
@@ -163,21 +164,26 @@ def open_sim(manifest=None, *, build_dir=None, cache_dir=None, progress=None, jo
         Called with a line of text when a long step (generation, compilation) starts.
     """
     from ..sim.board import SimCore, build_sim_core
-    from .runtime import load_manifest
+    from .manifest_check import load_manifest, verilog_path
+    if build_dir is not None:
+        check_output_dir(build_dir, "build_dir")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= 256:
+        raise ValueError(f"jobs must be an integer in [1, 256], not {jobs!r}")
     cache = Path(cache_dir or default_cache_dir())
     if manifest is None or isinstance(manifest, CoreConfig):
         cfg = manifest or CoreConfig()
         design = design_for(cfg, cache, progress)
         path = design / f"{cfg.top_name}.json"
     else:
-        doc = load_manifest(manifest)
+        # Checked before anything is generated or compiled: a manifest that disagrees with
+        # its parameters, or names a Verilog file outside its folder, is refused here.
+        doc = load_manifest(manifest, param="manifest")
         path = Path(doc["_path"]) if "_path" in doc else None
-        if path is None or not (path.parent / doc["files"]["verilog"]).is_file():
+        if path is None or not verilog_path(doc).is_file():
             # A manifest without its Verilog: generate the same core again.
             cfg = core_from_manifest(doc)
             path = design_for(cfg, cache, progress) / f"{cfg.top_name}.json"
-    doc = json.loads(path.read_text())
-    doc["_path"] = str(path)
+    doc = load_manifest(path, param="manifest")
     lib = build_sim_core(path, build_dir=build_dir or cache / "sim", jobs=jobs,
                          progress=progress)
     core = SimCore(lib, doc)

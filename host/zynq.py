@@ -29,6 +29,8 @@ NumPy and the standard library only: this module runs on the board.
 
 import mmap
 import os
+import re
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, fields, replace
@@ -38,7 +40,8 @@ import numpy as np
 
 
 __all__ = [
-    "ZynqConfig", "ZYNQ_DEFAULTS", "PAGE_SIZE", "DmaError", "TransferTimeout",
+    "ZynqConfig", "ZynqConfigError", "load_zynq_config", "check_device_name", "PL_WINDOWS",
+    "ZYNQ_DEFAULTS", "PAGE_SIZE", "DmaError", "TransferTimeout",
     "UioWindow", "DevMemWindow", "find_uio", "DmaBuffer", "UdmaBuf", "AxiDma",
     "DMA_REGS", "DMACR_BITS", "DMASR_BITS", "DMASR_ERRORS", "decode_dmasr",
     "BUFFER_ALIGN", "ZynqBackend", "open_zynq", "check_main",
@@ -49,12 +52,32 @@ PAGE_SIZE = mmap.PAGESIZE
 
 # Configuration --------------------------------------------------------------------------------
 
-def _check_uint(param, value, lo, hi):
+class ZynqConfigError(ValueError):
+    """A :class:`ZynqConfig` field that cannot be right; ``param`` names it."""
+
+    def __init__(self, param, message):
+        super().__init__(message)
+        self.param = param
+
+
+def _check_uint(param, value, lo, hi, error=ValueError):
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) \
             or not lo <= value <= hi:
         span = f"[{lo:#x}, {hi:#x}]" if hi > 0xFFFF else f"[{lo}, {hi}]"
-        raise ValueError(f"{param} must be an integer in {span}, not {value!r}")
+        message = f"{param} must be an integer in {span}, not {value!r}"
+        raise error(param, message) if error is not ValueError else ValueError(message)
     return int(value)
+
+
+#: Where a Zynq-7000's PS reaches the programmable logic (TRM UG585, "System Addresses"):
+#: the M_AXI_GP0 and M_AXI_GP1 ports. The core's and the DMA's register windows lie inside
+#: one of them; anything else (address 0, DDR, the PS's own registers) is refused.
+PL_WINDOWS = {"M_AXI_GP0": (0x4000_0000, 0x8000_0000), "M_AXI_GP1": (0x8000_0000, 0xC000_0000)}
+#: Largest register window: a GP port's whole range.
+MAX_WINDOW = 0x4000_0000
+#: A device name: letters, digits and ``_ . , @ : + -``, not starting with a dot (so neither
+#: ``.`` nor ``..``), at most 64 characters; never a path.
+_DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,@:+-]{0,63}")
 
 
 def _close_map(mm):
@@ -108,25 +131,42 @@ class ZynqConfig:
     use_devmem: bool = False
 
     def __post_init__(self):
+        # Every field is checked here, whoever builds the config (the build flow, a JSON file,
+        # a caller): with use_devmem these numbers become mappings of physical memory.
+        err = ZynqConfigError
+        windows = []
         for base, size in (("core_base", "core_size"), ("dma_base", "dma_size")):
-            s = _check_uint(size, getattr(self, size), 4, 1 << 31)
+            s = _check_uint(size, getattr(self, size), 4, MAX_WINDOW, err)
             if s & (s - 1):
-                raise ValueError(f"{size} must be a power of two, not {s:#x}")
-            b = _check_uint(base, getattr(self, base), 0, (1 << 32) - s)
+                raise err(size, f"{size} must be a power of two, not {s:#x}")
+            b = _check_uint(base, getattr(self, base), 0, (1 << 32) - 1, err)
             if b % s and b % PAGE_SIZE:
-                raise ValueError(f"{base} must be a multiple of {size} ({s:#x}) or of the page "
-                                 f"size ({PAGE_SIZE:#x}), not {b:#x}")
-        _check_uint("dma_length_bits", self.dma_length_bits, 8, 26)
+                raise err(base, f"{base} must be a multiple of {size} ({s:#x}) or of the page "
+                                f"size ({PAGE_SIZE:#x}), not {b:#x}")
+            if not any(lo <= b and b + s <= hi for lo, hi in PL_WINDOWS.values()):
+                ports = " or ".join(f"{n} [{lo:#x}, {hi:#x})" for n, (lo, hi)
+                                    in PL_WINDOWS.items())
+                raise err(base, f"{base} {b:#x} with {size} {s:#x} must lie inside the "
+                                f"programmable logic's address range, {ports}; not at "
+                                f"address 0, in DDR or in the PS's registers")
+            windows.append((base, b, s))
+        (n0, b0, s0), (n1, b1, s1) = windows
+        if b0 < b1 + s1 and b1 < b0 + s0:
+            raise err("dma_base", f"the core's window {b0:#x}+{s0:#x} overlaps the DMA's "
+                                  f"{b1:#x}+{s1:#x}; they must be disjoint")
+        _check_uint("dma_length_bits", self.dma_length_bits, 8, 26, err)
         if self.dma_size < _DMA_SPAN:
-            raise ValueError(f"dma_size must be at least {_DMA_SPAN:#x} (the last simple-mode "
-                             f"register, S2MM_LENGTH, is at 0x58), not {self.dma_size:#x}")
+            raise err("dma_size", f"dma_size must be at least {_DMA_SPAN:#x} (the last "
+                                  f"simple-mode register, S2MM_LENGTH, is at 0x58), not "
+                                  f"{self.dma_size:#x}")
         for name in ("core_uio", "dma_uio", "udmabuf"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value or "/" in value:
-                raise ValueError(f"{name} must be a non-empty device name without '/', "
-                                 f"not {value!r}")
+            check_device_name(name, getattr(self, name), err)
+        if self.core_uio == self.dma_uio and not self.use_devmem:
+            raise err("dma_uio", f"dma_uio must name another UIO device than core_uio, not "
+                                 f"{self.dma_uio!r} for both")
         if not isinstance(self.use_devmem, bool):
-            raise ValueError(f"use_devmem must be True or False, not {self.use_devmem!r}")
+            raise err("use_devmem", f"use_devmem must be True or False, "
+                                    f"not {self.use_devmem!r}")
 
     @property
     def max_transfer_bytes(self):
@@ -136,8 +176,19 @@ class ZynqConfig:
     @classmethod
     def for_manifest(cls, manifest, **overrides):
         """The defaults with ``core_size = 1 << axil_addr_width`` of ``manifest``'s core."""
-        size = 1 << int(_registers(manifest)["addr_width"])
-        return cls(**{"core_size": size, **overrides})
+        width = _registers(manifest).get("addr_width")
+        _check_uint("registers.addr_width", width, 2, 32)
+        return cls(**{"core_size": 1 << int(width), **overrides})
+
+    def check_manifest(self, manifest):
+        """Raise :class:`ZynqConfigError` unless the core's window covers ``manifest``'s
+        register map (``registers.size`` bytes)."""
+        need = _registers(manifest).get("size")
+        _check_uint("registers.size", need, 4, 1 << 32)
+        if self.core_size < need:
+            raise ZynqConfigError("core_size", f"core_size {self.core_size:#x} does not cover "
+                                               f"the core's register map of {need:#x} bytes "
+                                               f"(its manifest's registers.size)")
 
     def replace(self, **changes):
         """A copy with ``changes`` applied (validated)."""
@@ -146,6 +197,41 @@ class ZynqConfig:
     def as_dict(self):
         """The fields as a JSON-ready dict."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def check_device_name(param, value, error=ValueError):
+    """``value`` if it is a plain device name (see :data:`_DEVICE_NAME`), else ``error``."""
+    if not isinstance(value, str) or not _DEVICE_NAME.fullmatch(value):
+        message = (f"{param} must be a device name (letters, digits, _ . , @ : + -; not "
+                   f"starting with a dot; at most 64 characters; no '/'), not {value!r}")
+        raise error(param, message) if error is not ValueError else ValueError(message)
+    return value
+
+
+def load_zynq_config(path, param="--zynq-config"):
+    """The :class:`ZynqConfig` of a JSON file (``zynq.json`` of a build folder).
+
+    The file is read strictly (:func:`mulfree.gen.safe_io.read_json`: bounded size and
+    nesting, no NaN, no duplicate keys) and must be an object of :class:`ZynqConfig` fields
+    only; missing fields take the defaults.
+
+    Raises
+    ------
+    mulfree.gen.safe_io.FileCheckError
+        A ``ValueError`` whose one-line message names ``param``, the file, the field and
+        what is allowed.
+    """
+    from ..gen.safe_io import FileCheckError, read_json
+    doc = read_json(path, param, what="Zynq config")
+    known = [f.name for f in fields(ZynqConfig)]
+    for key in doc:
+        if key not in known:
+            raise FileCheckError(param, f"{param} {str(path)!r}: {str(key)[:40]!r} is not a "
+                                        f"ZynqConfig field (allowed: {', '.join(known)})")
+    try:
+        return ZynqConfig(**doc)
+    except ZynqConfigError as exc:
+        raise FileCheckError(param, f"{param} {str(path)!r}: {exc}") from None
 
 
 # Errors ---------------------------------------------------------------------------------------
@@ -782,10 +868,13 @@ class AxiDma:
 
 def _registers(manifest):
     try:
-        return manifest["registers"]
+        regs = manifest["registers"]
     except (TypeError, KeyError):
+        regs = None
+    if not isinstance(regs, dict):
         raise ValueError("manifest must be a core manifest with a 'registers' section "
-                         "(mulfree gen --core writes <top>.json)") from None
+                         "(mulfree gen --core writes <top>.json)")
+    return regs
 
 
 def _field(manifest, reg_name, field_name):
@@ -799,11 +888,28 @@ def _field(manifest, reg_name, field_name):
     raise ValueError(f"manifest: the registers section has no field {reg_name}.{field_name}")
 
 
+def _safe_shared_dir(folder):
+    """Whether ``folder`` is a folder we may write to that only trusted users can replace
+    files in: owned by root or us, and sticky if others may write to it."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid not in (0, os.geteuid()):
+        return False
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        return False
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
 def _lock_dir():
-    run_lock = Path("/run/lock")
-    if run_lock.is_dir() and os.access(run_lock, os.W_OK | os.X_OK):
-        return run_lock
-    return Path(tempfile.gettempdir())
+    """Where lock files go: ``/run/lock`` (shared by every user of the board, sticky) or the
+    temporary folder, whichever is safe (:func:`_safe_shared_dir`); else a folder of this
+    user's own."""
+    for folder in (Path("/run/lock"), Path(tempfile.gettempdir())):
+        if _safe_shared_dir(folder):
+            return folder
+    return Path.home() / ".cache" / "mulfree" / "lock"
 
 
 #: Alignment of every transfer inside the buffer (bytes; raised to the beat size if larger):
@@ -843,6 +949,10 @@ class ZynqBackend:
     cycles = None
 
     def __init__(self, core, dma, buffer, *, manifest, config=ZynqConfig()):
+        from .manifest_check import check_manifest
+        manifest, _ = check_manifest(manifest, param="manifest")
+        if not isinstance(config, ZynqConfig):
+            raise ValueError(f"config must be a ZynqConfig, not {type(config).__name__}")
         self.core = core
         self.dma = dma if isinstance(dma, AxiDma) else AxiDma(
             dma, length_bits=config.dma_length_bits)
@@ -1101,11 +1211,16 @@ def open_zynq(manifest, config=None, *, sysfs_root="/sys/class", dev_root="/dev"
     ValueError
         If the core's window is smaller than its register map.
     """
+    from .manifest_check import check_manifest
+    # Everything is checked before a device is opened or mapped: the manifest against its
+    # own parameters, the config against the manifest's register map.
+    manifest, _ = check_manifest(manifest, param="manifest")
     regs = _registers(manifest)
     if config is None:
         config = ZynqConfig.for_manifest(manifest)
     elif not isinstance(config, ZynqConfig):
-        raise ValueError(f"config must be a ZynqConfig, not {config!r}")
+        raise ValueError(f"config must be a ZynqConfig, not {type(config).__name__}")
+    config.check_manifest(manifest)
     opened = []
     try:
         if config.use_devmem:
@@ -1135,6 +1250,10 @@ def open_zynq(manifest, config=None, *, sysfs_root="/sys/class", dev_root="/dev"
         raise
 
 
+def _one_line(exc):
+    return " ".join(str(exc).split())
+
+
 #: The defaults the block design and the device tree overlay are generated with.
 ZYNQ_DEFAULTS = ZynqConfig()
 
@@ -1153,12 +1272,12 @@ def check_main(argv=None):
         arguments.
     """
     import argparse
-    import json
     import sys
     # Imported by package name: run as __main__, this file is not the module the runtime
     # knows, and open_zynq checks ``isinstance(config, ZynqConfig)`` against that one.
-    from mulfree.host.runtime import DeviceError, open_device
-    from mulfree.host.zynq import ZynqConfig as Config
+    from mulfree.gen.safe_io import FileCheckError
+    from mulfree.host import runtime
+    from mulfree.host.zynq import ZynqConfigError as ConfigError, load_zynq_config
     parser = argparse.ArgumentParser(
         prog="python3 -m mulfree.host.zynq",
         description="Check that the core on this Zynq board is the one a manifest describes.")
@@ -1174,16 +1293,19 @@ def check_main(argv=None):
     options = {}
     if args.zynq_config is not None:
         try:
-            options["config"] = Config(**json.loads(Path(args.zynq_config).read_text()))
-        except (OSError, ValueError, TypeError) as exc:
-            print(f"{prog}: error: --zynq-config {args.zynq_config!r}: {exc}", file=sys.stderr)
+            options["config"] = load_zynq_config(args.zynq_config, "--zynq-config")
+        except FileCheckError as exc:
+            print(f"{prog}: error: {_one_line(exc)}", file=sys.stderr)
             return 2
     try:
-        with open_device("zynq", args.manifest, **options) as dev:
+        with runtime.open_device("zynq", args.manifest, **options) as dev:
             ident = dev.identity()
             top = dev.manifest.get("top")
-    except (DeviceError, OSError, ValueError) as exc:
-        print(f"{prog}: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except (FileCheckError, ConfigError) as exc:        # a manifest or config refused
+        print(f"{prog}: error: --manifest: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except (runtime.DeviceError, OSError, ValueError) as exc:
+        print(f"{prog}: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
         return 1
     version = ident["VERSION"]
     print(f"{prog}: the core is {top}: ID {ident['ID']:#010x}, version "

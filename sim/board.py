@@ -25,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -135,40 +136,36 @@ def verilator_version(exe=None, env=None):
     return _VERSIONS[exe]
 
 
-def _load_design(design):
+#: Largest Verilog file compiled (a generated 32x32 core is a few MiB).
+MAX_VERILOG_BYTES = 256 << 20
+
+
+def _load_design(design, param="design_dir_or_manifest_path"):
     """``(manifest, verilog path)`` of a design folder or a manifest file.
+
+    The manifest is loaded and checked by :func:`mulfree.host.manifest_check.load_manifest`
+    (strict JSON, every section what its parameters give); the Verilog is its own
+    ``files.verilog``, resolved inside the manifest's folder (no ``..``, no absolute path, no
+    symbolic link out of it), and must be a regular file.
 
     Raises
     ------
-    FileNotFoundError, ValueError
-        If ``design`` holds no core manifest (or several), or the Verilog file is missing.
+    mulfree.host.manifest_check.ManifestError
+        A ``ValueError`` naming ``param``: no (or several) core manifests, a manifest that
+        cannot be trusted, a Verilog file outside the folder, missing or not a regular file.
     """
-    path = Path(design)
-    if path.is_dir():
-        found = []
-        for candidate in sorted(path.glob("*.json")):
-            try:
-                doc = json.loads(candidate.read_text())
-            except (OSError, ValueError):
-                continue
-            if isinstance(doc, dict) and doc.get("kind") == "core":
-                found.append(candidate)
-        if len(found) != 1:
-            what = "no core manifest" if not found else \
-                f"{len(found)} core manifests ({', '.join(p.name for p in found)})"
-            raise ValueError(f"design_dir_or_manifest_path: {path} holds {what}; pass the "
-                             f"manifest's path")
-        path = found[0]
-    if not path.is_file():
-        raise FileNotFoundError(f"design_dir_or_manifest_path: no such file or folder: {path}")
-    manifest = json.loads(path.read_text())
-    if not isinstance(manifest, dict) or manifest.get("kind") != "core":
-        raise ValueError(f"design_dir_or_manifest_path: {path} is not a core manifest "
-                         f"(kind {manifest.get('kind') if isinstance(manifest, dict) else None!r},"
-                         f" expected 'core')")
-    v_path = path.parent / manifest["files"]["verilog"]
-    if not v_path.is_file():
-        raise FileNotFoundError(f"the Verilog file {v_path} named by {path} does not exist")
+    from ..host.manifest_check import ManifestError, load_manifest, verilog_path
+    manifest = load_manifest(design, param=param)
+    v_path = verilog_path(manifest, param)
+    try:
+        st = os.stat(v_path)
+    except OSError as exc:
+        raise ManifestError(param, f"{param}: the Verilog file {str(v_path)!r} named by "
+                                   f"{manifest['_path']!r} cannot be read: "
+                                   f"{exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_VERILOG_BYTES:
+        raise ManifestError(param, f"{param}: the Verilog file {str(v_path)!r} must be a "
+                                   f"regular file of at most {MAX_VERILOG_BYTES >> 20} MiB")
     return manifest, v_path
 
 
@@ -252,7 +249,7 @@ def build_sim_core(design_dir_or_manifest_path, *, build_dir=None, jobs=2, progr
     env, exe = _verilator_env()
     top = manifest["top"]
     config = harness_config(manifest)
-    verilog_text = v_path.read_text()
+    verilog_text = v_path.read_text(errors="replace")
     harness_text = HARNESS_SOURCE.read_text()
     version = verilator_version(exe, env)
     key = build_key(verilog_text, harness_text + config, version, VERILATOR_FLAGS)
@@ -262,15 +259,29 @@ def build_sim_core(design_dir_or_manifest_path, *, build_dir=None, jobs=2, progr
     if (final / MARKER).is_file() and lib.is_file():
         return lib
 
-    root.mkdir(parents=True, exist_ok=True)
+    # Build folders and logs are the user's alone: a log holds the Verilog's paths and
+    # Verilator's messages about its text.
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     # One builder per key at a time (pytest-xdist workers, two shells): the others wait, then
-    # find the finished build. The OS drops the lock of a killed builder.
-    with open(root / f".{final.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # find the finished build. The OS drops the lock of a killed builder. Opened without
+    # following a planted link and without truncating anything.
+    fd = os.open(root / f".{final.name}.lock",
+                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         if (final / MARKER).is_file() and lib.is_file():
             return lib
         return _build(manifest, v_path, verilog_text, harness_text, config, version, key,
                       exe, env, root, final, jobs, progress)
+    finally:
+        os.close(fd)
+
+
+def _private_file(path):
+    """``path`` opened for writing, created ``0600`` (never through a symbolic link)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    return os.fdopen(fd, "w")
 
 
 def _build(manifest, v_path, verilog_text, harness_text, config, version, key, exe, env, root,
@@ -291,7 +302,7 @@ def _build(manifest, v_path, verilog_text, harness_text, config, version, key, e
         if progress:
             progress(f"building {_lib_name(top)} with Verilator in {root}")
         t0 = time.perf_counter()
-        with open(log_path, "w") as log:
+        with _private_file(log_path) as log:
             log.write(" ".join(cmd) + "\n\n")
             log.flush()
             proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -300,7 +311,10 @@ def _build(manifest, v_path, verilog_text, harness_text, config, version, key, e
         built = obj / _lib_name(top)
         if proc.returncode != 0 or not built.is_file():
             kept = root / f"{top}-{key[:20]}.failed.log"
-            shutil.copyfile(log_path, kept)
+            if os.path.lexists(kept):
+                os.unlink(kept)
+            with _private_file(kept) as out:
+                out.write(log_path.read_text(errors="replace"))
             errors = "\n  ".join(_first_errors(log_path.read_text()))
             raise BuildError(f"building the simulated core {top} failed (exit "
                              f"{proc.returncode}):\n  {errors}\nfull log: {kept}", kept)
@@ -420,9 +434,11 @@ class SimCore:
     """
 
     def __init__(self, lib_path, manifest: dict):
+        from ..host.manifest_check import check_manifest
         self._h = None
-        if not isinstance(manifest, dict) or "top" not in manifest:
-            raise ValueError(f"manifest must be a core manifest dict, not {type(manifest)}")
+        # The register offsets and the stream width below come from a manifest that equals
+        # what its parameters give (ManifestError, a ValueError, otherwise).
+        manifest, _ = check_manifest(manifest, param="manifest")
         self._lib = _load_library(lib_path)
         self.manifest = manifest
         top = self._lib.mf_top_name().decode()

@@ -6,7 +6,6 @@ mode, a timescale for Amaranth's output. A simulator that is missing raises
 :class:`SimulatorMissing`, never a silent skip.
 """
 
-import json
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -130,7 +129,11 @@ def run_cocotb(runner, manifest_path, test_module, *, testcase=None, seed=None, 
     Returns a :class:`SimResult`; does not raise on test failures (callers assert on it, so a
     pytest failure shows which scenario failed and why).
     """
-    manifest = json.loads(Path(manifest_path).read_text())
+    from ..gen.safe_io import check_verilog_name, read_json
+    # Strict JSON (bounded size and nesting); the top module name goes to the simulator's
+    # command line, so it must be a plain identifier.
+    manifest = read_json(manifest_path, "manifest_path", what="design manifest")
+    check_verilog_name(manifest.get("top"), "manifest_path: top")
     env = {"MULFREE_MANIFEST": str(Path(manifest_path).resolve())}
     env.update(extra_env or {})
     results = Path(runner.build_dir) / f"results_{os.getpid()}.xml"

@@ -399,14 +399,19 @@ def test_build_error(tmp_path):
         build_sim_core(tmp_path, build_dir=tmp_path / "cache")
     assert info.value.log_path.is_file()
     assert str(info.value.log_path) in str(info.value)
+    # The log quotes the Verilog: it is the user's alone, and so is the build folder.
+    assert info.value.log_path.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "cache").stat().st_mode & 0o077 == 0
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "cache").iterdir())
 
 
 def test_design_argument(tmp_path):
     with pytest.raises(ValueError, match="no core manifest"):
         build_sim_core(tmp_path, build_dir=tmp_path / "cache")
-    with pytest.raises(FileNotFoundError, match="design_dir_or_manifest_path"):
+    with pytest.raises(ValueError, match="design_dir_or_manifest_path .*nothing.json.*: no "
+                                         "such core manifest"):
         build_sim_core(tmp_path / "nothing.json")
+    assert not (tmp_path / "cache").exists()
 
 
 # The benchmark --------------------------------------------------------------------------------

@@ -1,0 +1,328 @@
+"""What a core manifest must be before the runtime, the compiler or the simulator trusts it.
+
+A core manifest (``mulfree gen --core`` or ``mulfree build`` writes ``<top>.json``) repeats,
+for the host's convenience, numbers that all follow from its ``parameters``: the register map
+with the identity registers' reset values, the stream formats, the buffer sizes, the ports. The
+compiler packs from the parameters and the device compares the identity registers with the
+register section, so a manifest whose sections disagree (one field edited by hand, a file
+from another generator) would make the two halves talk about different cores.
+
+:func:`check_manifest` therefore rebuilds the :class:`~mulfree.gen.core_config.CoreConfig`
+from ``parameters`` (every field type-checked), regenerates the whole manifest from it with
+:func:`mulfree.gen.core_manifest.core_manifest` and requires the document to equal it field
+for field (types included: ``true`` is not ``1``). Only ``mulfree_version`` (a short version
+string) and ``top`` (any Verilog identifier: ``mulfree build`` names cores) are free;
+``files.verilog`` must be ``<top>.v`` and resolve inside the manifest's folder.
+:func:`load_manifest` reads a file (or finds the one core manifest of a folder) with the
+strict JSON reader of :mod:`mulfree.gen.safe_io` and checks it. Every refusal is a
+:class:`ManifestError`: one line naming the file (or the parameter), the field, its value and
+what the parameters say.
+"""
+
+import json
+import os
+import re
+from pathlib import Path
+
+from ..gen.config import ConfigError
+from ..gen.core_config import CoreConfig
+from ..gen.safe_io import FileCheckError, check_verilog_name, inside, read_json
+
+
+__all__ = ["ManifestError", "check_manifest", "load_manifest", "config_from_parameters",
+           "REGENERATE"]
+
+#: The end of every message about a section that disagrees with the parameters.
+REGENERATE = "the manifest was edited or written by another generator; regenerate it with " \
+             "mulfree gen --core (or mulfree build)"
+
+#: Top-level fields compared with the regenerated manifest, in this order (the identity the
+#: device checks first, the informational sections last).
+_SECTIONS = ("manifest_version", "top", "files", "parameters", "registers", "engine", "stream",
+             "core", "ports", "clock", "reset")
+
+#: ``parameters``: name -> type of every field (``engine`` nested). Optional engine fields
+#: appear only for trees (``ArrayConfig.params``).
+_CORE_FIELDS = {"engine": dict, "stream_width": int, "fmap_vectors": int, "acc_entries": int,
+                "weight_rows": int, "max_channels": int, "out_vectors": int,
+                "axil_addr_width": int}
+_ENGINE_FIELDS = {"pe": str, "rows": int, "cols": int, "act_bits": int, "weight_bits": int,
+                  "max_k": int}
+_ENGINE_OPTIONAL = {"arch": str, "tree_levels_per_stage": int}
+
+_VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
+#: Files of a folder looked at when searching it for its core manifest.
+_MAX_FOLDER_FILES = 256
+
+
+class ManifestError(FileCheckError):
+    """A core manifest that cannot be trusted (one line: where, the field, value, allowed).
+
+    ``param`` names the parameter the manifest came from (``"--config"``, ``"manifest"``).
+    """
+
+
+def _show(value, limit=60):
+    """A value as the message shows it: JSON, integers of 16 bits and more in hex too."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1 << 16:
+        return f"{value} ({value:#x})"
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
+
+
+def _json_type(value):
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
+            int: "an integer", float: "a number", type(None): "null"}.get(type(value),
+                                                                          type(value).__name__)
+
+
+def _check_fields(doc, spec, optional, path, where, param):
+    if not isinstance(doc, dict):
+        raise ManifestError(param, f"{where}: {path} must be an object, not {_json_type(doc)}")
+    for name in doc:
+        if name not in spec and name not in optional:
+            raise ManifestError(param, f"{where}: {path}.{name} is not a core parameter "
+                                       f"(allowed: {', '.join([*spec, *optional])})")
+    for name, kind in spec.items():
+        if name not in doc:
+            raise ManifestError(param, f"{where}: {path}.{name} is missing; {REGENERATE}")
+    for name, kind in {**spec, **optional}.items():
+        if name in doc and type(doc[name]) is not kind:
+            what = {int: "an integer", str: "a string", dict: "an object"}[kind]
+            raise ManifestError(param, f"{where}: {path}.{name} must be {what}, not "
+                                       f"{_json_type(doc[name])} {_show(doc[name])}")
+
+
+def config_from_parameters(params, *, where="manifest", param="manifest", name=None):
+    """The :class:`CoreConfig` of a manifest's ``parameters`` (every field type-checked).
+
+    Raises
+    ------
+    ManifestError
+        Naming the field for a missing, unknown or mistyped field, or a value the generator
+        refuses (out of range, inconsistent).
+    """
+    _check_fields(params, _CORE_FIELDS, {}, "parameters", where, param)
+    _check_fields(params["engine"], _ENGINE_FIELDS, _ENGINE_OPTIONAL, "parameters.engine",
+                  where, param)
+    try:
+        cfg = CoreConfig.from_params(params)
+        if name is not None and name != cfg.top_name:
+            cfg = CoreConfig.from_params({**params, "name": name})
+    except ConfigError as exc:
+        field = exc.param if exc.param in params else f"engine.{exc.param}"
+        raise ManifestError(param, f"{where}: parameters.{field}: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ManifestError(param, f"{where}: parameters are invalid: "
+                                   f"{' '.join(str(exc).split())}") from None
+    return cfg
+
+
+def _label(entry, index):
+    """How a list entry is named in a message: its ``name`` if it has one, else its index."""
+    if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+        return entry["name"]
+    return str(index)
+
+
+def _first_difference(got, want, path):
+    """``(path, got, want)`` of the first field where ``got`` differs from ``want``, or None.
+
+    Walks ``want`` (the regenerated manifest, a few levels deep), so an edited file nested
+    arbitrarily deep costs no recursion. A missing field has ``got`` :data:`_MISSING`, an
+    extra one ``want`` :data:`_EXTRA`.
+    """
+    if isinstance(want, dict):
+        if not isinstance(got, dict):
+            return path, got, want
+        for key, value in want.items():
+            if key not in got:
+                return f"{path}.{key}", _MISSING, value
+            diff = _first_difference(got[key], value, f"{path}.{key}")
+            if diff:
+                return diff
+        for key in got:
+            if key not in want:
+                return f"{path}.{key}", got[key], _EXTRA
+        return None
+    if isinstance(want, list):
+        if not isinstance(got, list):
+            return path, got, want
+        if len(got) != len(want):
+            return f"{path} (entries)", len(got), len(want)
+        for i, (g, w) in enumerate(zip(got, want)):
+            diff = _first_difference(g, w, f"{path}[{_label(w, i)}]")
+            if diff:
+                return diff
+        return None
+    if type(got) is not type(want) or got != want:
+        return path, got, want
+    return None
+
+
+_MISSING, _EXTRA = object(), object()
+
+
+def _difference_message(where, diff):
+    path, got, want = diff
+    if got is _MISSING:
+        return f"{where}: {path} is missing (the parameters give {_show(want)}); {REGENERATE}"
+    if want is _EXTRA:
+        return f"{where}: {path} is not a field of a core manifest; {REGENERATE}"
+    if type(got) is not type(want) and not (isinstance(got, (int, float))
+                                            and isinstance(want, (int, float))
+                                            and not isinstance(got, bool)):
+        return (f"{where}: {path} is {_json_type(got)} {_show(got)}, but the parameters give "
+                f"{_json_type(want)} {_show(want)}; {REGENERATE}")
+    return f"{where}: {path} is {_show(got)} but the parameters give {_show(want)}; {REGENERATE}"
+
+
+def _regenerated(cfg):
+    from ..gen.core_manifest import core_manifest
+    # Through JSON, as the file went: tuples become lists, keys strings.
+    return json.loads(json.dumps(core_manifest(cfg)))
+
+
+def check_manifest(doc, *, param="manifest", source=None):
+    """Check a core manifest against its own parameters; return ``(doc, CoreConfig)``.
+
+    Parameters
+    ----------
+    doc : dict
+        The manifest (as read from JSON). A ``_path`` key (the file it was read from, set by
+        :func:`load_manifest`) is allowed and gives the folder ``files.verilog`` must stay in.
+    param : str
+        The parameter it came from, for the messages.
+    source : path or None
+        The file it was read from (named in the messages; its folder holds the Verilog).
+
+    Raises
+    ------
+    ManifestError
+        At the first field that is not what the parameters give, with a one-line message.
+    """
+    if source is None and isinstance(doc, dict) and isinstance(doc.get("_path"), str):
+        source = doc["_path"]
+    where = f"{param} {str(source)!r}" if source is not None else param
+    if not isinstance(doc, dict):
+        raise ManifestError(param, f"{where}: a core manifest must be a JSON object, not "
+                                   f"{_json_type(doc)}")
+    if doc.get("kind") != "core":
+        kind = doc.get("kind")
+        kind = repr(kind[:40]) if isinstance(kind, str) else _show(kind)
+        raise ManifestError(param, f"{where} is not a core manifest (kind 'core', from mulfree "
+                                   f"gen --core or mulfree build) but kind {kind}")
+    if "_path" in doc and not isinstance(doc["_path"], str):
+        raise ManifestError(param, f"{where}: _path must be a string, not "
+                                   f"{_json_type(doc['_path'])}")
+    version = doc.get("mulfree_version")
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise ManifestError(param, f"{where}: mulfree_version must be a version string (letters, "
+                                   f"digits, . + _ -; at most 64), not {_show(version)}")
+    for name in ("parameters", "top"):
+        if name not in doc:
+            raise ManifestError(param, f"{where}: {name} is missing; {REGENERATE}")
+    try:
+        top = check_verilog_name(doc["top"], "top")
+    except FileCheckError as exc:
+        raise ManifestError(param, f"{where}: {exc}") from None
+    cfg = config_from_parameters(doc["parameters"], where=where, param=param, name=top)
+    want = _regenerated(cfg)
+    for name in _SECTIONS:
+        diff = _first_difference(doc.get(name, _MISSING), want[name], name)
+        if diff:
+            raise ManifestError(param, _difference_message(where, diff))
+    for name in doc:
+        if name not in want and name != "_path":
+            raise ManifestError(param, f"{where}: {name} is not a field of a core manifest; "
+                                       f"{REGENERATE}")
+    if source is not None:
+        folder = Path(source).parent
+        try:
+            inside(folder, doc["files"]["verilog"], f"{where}: files.verilog")
+        except FileCheckError as exc:
+            raise ManifestError(param, str(exc)) from None
+    return doc, cfg
+
+
+def verilog_path(doc, param="manifest"):
+    """The manifest's Verilog file, resolved inside the manifest's folder (``_path``)."""
+    source = doc.get("_path")
+    if not isinstance(source, str):
+        raise ManifestError(param, f"{param}: the manifest was not read from a file, so it "
+                                   f"names no Verilog file")
+    try:
+        return inside(Path(source).parent, doc["files"]["verilog"],
+                      f"{param} {source!r}: files.verilog")
+    except FileCheckError as exc:
+        raise ManifestError(param, str(exc)) from None
+
+
+def _find_in_folder(folder, param):
+    """The one core manifest among the ``*.json`` files of ``folder``."""
+    found, skipped = [], []
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".json"))
+    for name in names[:_MAX_FOLDER_FILES]:
+        try:
+            path = inside(folder, name, param)
+            doc = read_json(folder / name, param, what="JSON file")
+        except FileCheckError as exc:
+            skipped.append(f"{name} ({str(exc).rsplit(': ', 1)[-1]})")
+            continue
+        if doc.get("kind") == "core":
+            found.append(path)
+        else:
+            skipped.append(f"{name} (kind {_show(doc.get('kind'), 20)})")
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise ManifestError(param, f"{param} {str(folder)!r} holds {len(found)} core manifests "
+                                   f"({', '.join(p.name for p in found[:5])}); name one")
+    seen = f"; skipped: {', '.join(skipped[:4])}" + (" ..." if len(skipped) > 4 else "") \
+        if skipped else ""
+    raise ManifestError(param, f"{param} {str(folder)!r} holds no core manifest (mulfree gen "
+                               f"--core writes <top>.json){seen}")
+
+
+def load_manifest(manifest, *, param="--config"):
+    """A checked core manifest from a dict, a ``.json`` file or a design folder holding one.
+
+    The document is read strictly (:func:`mulfree.gen.safe_io.read_json`) and checked by
+    :func:`check_manifest`; the returned dict has ``_path`` set to the file it came from.
+
+    Raises
+    ------
+    ManifestError
+        One line naming ``param``, the file and what is wrong.
+    """
+    if isinstance(manifest, dict):
+        return check_manifest(manifest, param="manifest" if param == "--config" else param)[0]
+    if not isinstance(manifest, (str, os.PathLike)):
+        raise ManifestError(param, f"{param} must be a core manifest: a dict, a .json file or "
+                                   f"its folder, not {type(manifest).__name__}")
+    text = os.fspath(manifest)
+    if not text or "\0" in str(text):
+        raise ManifestError(param, f"{param} must name a core manifest file or folder, not "
+                                   f"{text!r}")
+    path = Path(text)
+    try:
+        if path.is_dir():
+            path = _find_in_folder(path, param)
+        doc = read_json(path, param, what="core manifest")
+    except ManifestError:
+        raise
+    except FileCheckError as exc:
+        raise ManifestError(param, str(exc)) from None
+    except OSError as exc:
+        raise ManifestError(param, f"{param} {text!r} cannot be read: "
+                                   f"{exc.strerror or exc}") from None
+    if "_path" in doc:
+        # The runtime's own key (where the file was read from): a file must not set it.
+        raise ManifestError(param, f"{param} {str(path)!r}: _path is not a field of a core "
+                                   f"manifest; {REGENERATE}")
+    doc, _ = check_manifest(doc, param=param, source=path)
+    doc["_path"] = str(path)
+    return doc
