@@ -339,6 +339,13 @@ def core_config_from_manifest(path):
         first = " ".join(str(exc).split()) or type(exc).__name__
         raise BuildError("config", f"config {str(path)!r} has parameters this generator "
                                    f"cannot build: {first}") from None
+    # A key left out would silently take its default: a different core than the file's.
+    canonical = cfg.params()
+    missing = [k for k in canonical if k not in params] + \
+        [f"engine.{k}" for k in canonical["engine"] if k not in params["engine"]]
+    if missing:
+        raise BuildError("config", f"config {str(path)!r}: parameters must list every "
+                                   f"parameter, missing {', '.join(missing)}")
     return cfg, doc
 
 

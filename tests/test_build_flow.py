@@ -476,3 +476,281 @@ def test_cli_run_failure_prints_the_error_line(run_main, capsys, tmp_path, monke
     status, _, err = run_main(["build", "--board", "zc706", "--rows", "4", "--cols", "4",
                                "--run", "-o", str(tmp_path / "b")], capsys)
     assert status == 1 and "ERROR: [Place 30-640] too many DSPs" in err
+
+
+# Bad input: one line, exit status 2, nothing written -----------------------------------------
+
+def _snapshot(folder):
+    """``{relative path: bytes or link target}`` of everything under ``folder``."""
+    snap = {}
+    for root, dirs, names in os.walk(folder):
+        for name in dirs + names:
+            path = Path(root) / name
+            rel = str(path.relative_to(folder))
+            snap[rel] = (os.readlink(path) if path.is_symlink()
+                         else path.read_bytes() if path.is_file() else None)
+    return snap
+
+
+@pytest.fixture
+def inputs(tmp_path, small):
+    """Input files in ``tmp_path/in`` (a manifest, a plain folder, a file, a link to a build);
+    builds go to ``tmp_path/work``, which must stay empty when a build is refused."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (tmp_path / "work").mkdir()
+    folder, plan = small
+    shutil.copy(folder / f"{plan.top}.json", src / "core.json")
+    (src / "notes").mkdir()
+    (src / "notes" / "keep.txt").write_text("keep me")
+    (src / "file").write_text("x")
+    shutil.copytree(folder, src / "earlier")
+    (src / "link").symlink_to(src / "earlier")
+    return src
+
+
+def _manifest(edit):
+    def write(src):
+        doc = json.loads((src / "core.json").read_text())
+        edit(doc)
+        (src / "m.json").write_text(json.dumps(doc))
+        return str(src / "m.json")
+    return write
+
+
+def _raw(text):
+    def write(src):
+        (src / "m.json").write_bytes(text if isinstance(text, bytes) else text.encode())
+        return str(src / "m.json")
+    return write
+
+
+def _param(key, value, engine=True):
+    def edit(doc):
+        params = doc["parameters"]["engine"] if engine else doc["parameters"]
+        if value is None:
+            del params[key]
+        else:
+            params[key] = value
+    return edit
+
+
+def _doc(key, value):
+    def edit(doc):
+        doc[key] = value
+    return edit
+
+
+BAD_BUILD = [
+    # --board
+    (["--board", "zc706;id"], "--board", "must be one of"),
+    (["--board", ""], "--board", "must be one of"),
+    (["--board", "../zc706"], "--board", "must be one of"),
+    (["--board", "ZC706"], "--board", "must be one of"),
+    # --clock-mhz: argparse makes a float of anything float() takes.
+    (["--clock-mhz", "nan"], "--clock-mhz", "must be a number in [10, 250]"),
+    (["--clock-mhz", "inf"], "--clock-mhz", "must be a number in [10, 250]"),
+    (["--clock-mhz", "-100"], "--clock-mhz", "must be a number in [10, 250]"),
+    (["--clock-mhz", "1e400"], "--clock-mhz", "must be a number in [10, 250]"),
+    (["--clock-mhz", "250.001"], "--clock-mhz", "must be a number in [10, 250]"),
+    (["--clock-mhz", "fast"], "--clock-mhz", "invalid float value"),
+    (["--clock-mhz", "100;id"], "--clock-mhz", "invalid float value"),
+    # --name: lands in Verilog, Tcl, the Makefile, the overlay and file names.
+    (["--name", "a;b"], "--name", "Verilog identifier"),
+    (["--name", "a b"], "--name", "Verilog identifier"),
+    (["--name", "$(id)"], "--name", "Verilog identifier"),
+    (["--name", "../x"], "--name", "Verilog identifier"),
+    (["--name", 'x"y'], "--name", "Verilog identifier"),
+    (["--name", "x\ny"], "--name", "Verilog identifier"),
+    (["--name=-rf"], "--name", "Verilog identifier"),
+    (["--name", "ünï"], "--name", "Verilog identifier"),
+    (["--name", "module"], "--name", "keyword"),
+    (["--name", "x" * 200], "--name", "at most 128"),
+    # -o
+    (["-o", "{in}/file/sub"], "-o/--output", "must be a folder, not the existing file"),
+    (["-o", "{in}/file"], "-o/--output", "must be a folder, not the existing file"),
+    (["-o", "/proc/mulfree-test-out"], "-o/--output", "cannot be written"),
+    (["-o", ""], "-o/--output", "must be a folder path"),
+    (["-o", "a\x00b"], "-o/--output", "must be a folder path"),
+    (["-o", "{in}/notes"], "-o/--output", "is not a mulfree build folder"),
+    (["-o", "{in}/link"], "-o/--output", "is a symbolic link"),
+    (["-o", "/"], "-o/--output", "root folder"),
+    # --config: the file, then each kind of bad content.
+    (["--config", "{in}/missing.json"], "--config", "no such core manifest"),
+    (["--config", "{in}/notes"], "--config", "it is a folder"),
+    (["--config", _raw("{")], "--config", "not valid JSON"),
+    (["--config", _raw("[]")], "--config", "must be a JSON object"),
+    (["--config", _raw('{"kind": "core", "top": NaN}')], "--config", "not valid JSON"),
+    (["--config", _raw('{"kind": "core", "kind": "core"}')], "--config", "appears twice"),
+    (["--config", _raw("[" * 100 + "]" * 100)], "--config", "nests deeper"),
+    (["--config", _raw(b'{"kind": "\xff"}')], "--config", "not UTF-8"),
+    (["--config", _manifest(_doc("kind", "board"))], "--config", "must be a core manifest"),
+    (["--config", _manifest(_doc("kind", ["core"]))], "--config", "must be a core manifest"),
+    (["--config", _manifest(_doc("top", "a;touch X"))], "--config", "Verilog identifier"),
+    (["--config", _manifest(_doc("top", "module"))], "--config", "keyword"),
+    (["--config", _manifest(_doc("top", None))], "--config", "Verilog identifier"),
+    (["--config", _manifest(_doc("parameters", 5))], "--config", "parameters must be"),
+    (["--config", _manifest(_param("rows", "4"))], "--config", "rows must be an integer"),
+    (["--config", _manifest(_param("rows", -1))], "--config", "rows must be an integer"),
+    (["--config", _manifest(_param("rows", 10 ** 30))], "--config", "rows must be an integer"),
+    (["--config", _manifest(_param("rows", 4.0))], "--config", "rows must be an integer"),
+    (["--config", _manifest(_param("rows", True))], "--config", "rows must be an integer"),
+    (["--config", _manifest(_param("pe", None))], "--config", "missing engine.pe"),
+    (["--config", _manifest(_param("fmap_vectors", None, engine=False))], "--config",
+     "missing fmap_vectors"),
+    (["--config", _manifest(_param("bogus", 1, engine=False))], "--config", "bogus"),
+    (["--config", _manifest(_param("engine", [], engine=False))], "--config",
+     "parameters must be"),
+    (["--config", _manifest(_param("stream_width", "64", engine=False))], "--config",
+     "stream_width must be one of"),
+    (["--config", _manifest(_param("max_k", 1e300))], "--config", "max_k must be an integer"),
+]
+
+
+@pytest.mark.parametrize("argv, option, fragment", BAD_BUILD,
+                         ids=[f"{i}-{o}" for i, (_, o, _) in enumerate(BAD_BUILD)])
+def test_bad_build_input_writes_nothing(run_main, capsys, tmp_path, inputs, argv, option,
+                                        fragment):
+    argv = [a(inputs) if callable(a) else a.format(**{"in": inputs}) for a in argv]
+    if "--board" not in argv:
+        argv += ["--board", "zc706"]
+    if "-o" not in argv:
+        argv += ["-o", str(tmp_path / "work" / "b")]
+    if "--config" not in argv:
+        argv += ["--rows", "4", "--cols", "4"]
+    before = _snapshot(inputs)
+    status, out, err = run_main(["build", *argv], capsys)
+    lines = err.splitlines()
+    assert status == 2, (status, out, err)
+    assert len(lines) == 1 and lines[0].startswith("mulfree build: error: "), err
+    assert option in lines[0] and fragment in lines[0], lines[0]
+    assert "Traceback" not in err and out == ""
+    assert _entries(tmp_path / "work") == []
+    assert _snapshot(inputs) == before
+    assert not Path("/proc/mulfree-test-out").exists()
+
+
+def _bad_earlier(edit):
+    def apply(folder):
+        doc = json.loads((folder / BUILD_MARKER).read_text())
+        edit(doc)
+        (folder / BUILD_MARKER).write_text(json.dumps(doc))
+    return apply
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (_bad_earlier(lambda d: d["products"].update(bin="../../../../etc/shadow")),
+     "products.bin must be"),
+    (_bad_earlier(lambda d: d.pop("kind")), "kind is missing"),
+    (_bad_earlier(lambda d: d.update(files={"../../x": {"sha256": "0" * 64, "bytes": 1}})),
+     "a name in files"),
+    (_bad_earlier(lambda d: d.update(clock_mhz="fast")), "clock_mhz must be"),
+    (lambda folder: (folder / BUILD_MARKER).write_text("{"), "not valid JSON"),
+])
+def test_an_earlier_folder_with_a_bad_build_json_is_kept(run_main, capsys, small, tmp_path,
+                                                         edit, fragment):
+    folder = tmp_path / "b"
+    shutil.copytree(small[0], folder)
+    edit(folder)
+    before = _snapshot(tmp_path)
+    status, _, err = run_main(["build", "--board", "zc706", "--rows", "4", "--cols", "4",
+                               "-o", str(folder)], capsys)
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "-o/--output" in err and "so it is kept" in err and fragment in err, err
+    assert _snapshot(tmp_path) == before
+
+
+# Failed or interrupted builds leave nothing half-written -------------------------------------
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("where", ["write_core_design", "overlay_dts", "install"])
+def test_ctrl_c_during_a_build_leaves_nothing(run_main, capsys, small, tmp_path, monkeypatch,
+                                              where):
+    from mulfree.gen import core_manifest
+    earlier = tmp_path / "earlier"
+    shutil.copytree(small[0], earlier)
+    before = _snapshot(tmp_path)
+    if where == "write_core_design":
+        monkeypatch.setattr(core_manifest, "write_core_design", _interrupt)
+    elif where == "overlay_dts":
+        monkeypatch.setattr(build_flow, "overlay_dts", _interrupt)
+    else:
+        rename = os.rename
+
+        def swap(src, dst):
+            if str(src).endswith(".tmp"):       # the finished folder moving into place
+                raise KeyboardInterrupt
+            rename(src, dst)
+        monkeypatch.setattr(os, "rename", swap)
+    argv = ["build", "--board", "zc706", "--rows", "4", "--cols", "4"]
+    # A new folder under folders that do not exist yet: none of them may stay.
+    status, _, err = run_main([*argv, "-o", str(tmp_path / "x" / "y" / "new")], capsys)
+    assert status == 130 and "interrupted" in err
+    assert _snapshot(tmp_path) == before
+    # An earlier build at the same place is untouched.
+    status, _, err = run_main([*argv, "-o", str(earlier)], capsys)
+    assert status == 130
+    assert _snapshot(tmp_path) == before
+
+
+def test_printed_commands_quote_the_folder(run_main, capsys, tmp_path):
+    folder = tmp_path / "my build; $(touch X)"
+    status, out, err = run_main(["build", "--board", "zc706", "--rows", "4", "--cols", "4",
+                                 "-o", str(folder)], capsys)
+    assert status == 0, err
+    import shlex
+    assert f"next: cd {shlex.quote(str(folder))} && vivado" in out
+    assert f"mulfree deploy {shlex.quote(str(folder))}" in out
+
+
+# Vivado runs only what mulfree build wrote ---------------------------------------------------
+
+def test_run_refuses_a_changed_folder(build_copy, tmp_path, monkeypatch):
+    from mulfree.gen.safe_io import FileCheckError
+    marker = tmp_path / "vivado-ran"
+    _fake_vivado(tmp_path / "bin", f"open({str(marker)!r}, 'w').write('ran')\n")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    with open(build_copy / "build.tcl", "a") as f:
+        f.write("exec sh -c {touch /tmp/pwned}\n")
+    with pytest.raises(FileCheckError, match="build.tcl does not match the SHA-256"):
+        build_flow.run_vivado(build_copy)
+    assert not marker.exists()
+    (build_copy / "build.tcl").unlink()
+    (build_copy / "build.tcl").symlink_to("/etc/passwd")
+    with pytest.raises(FileCheckError, match="leads outside"):
+        build_flow.run_vivado(build_copy)
+    assert not marker.exists()
+
+
+def test_run_writes_build_json_through_a_fresh_temporary(build_copy, tmp_path, monkeypatch):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (build_copy / f".{BUILD_MARKER}.tmp").symlink_to(victim)
+    _fake_vivado(tmp_path / "bin", (
+        "import json\n"
+        "for name in json.load(open('build.json'))['products'].values():\n"
+        "    open(name, 'wb').write(name.encode())\n"))
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    build_flow.run_vivado(build_copy)
+    assert victim.read_text() == "precious"
+    assert build_flow.read_build(build_copy)["vivado"]["returncode"] == 0
+
+
+def test_generated_text_refuses_names_it_cannot_hold(small):
+    """The overlay checks the names it writes itself, whatever made the plan's ZynqConfig."""
+    import dataclasses
+    import types
+    from mulfree.gen.safe_io import FileCheckError
+    plan = small[1]
+    build_flow.overlay_dts(plan)
+    for bad in ('x"; }; evil {', "a\nb", "a/b", "a@1", "a:b", "n" * 40, "", "-x", "ü"):
+        for field in ("core_uio", "dma_uio", "udmabuf"):
+            zynq = types.SimpleNamespace(**{**plan.zynq.as_dict(), field: bad})
+            with pytest.raises(BuildError, match=f"zynq {field} must be a device tree node"):
+                build_flow.overlay_dts(dataclasses.replace(plan, zynq=zynq))
+    manifest = {**plan.manifest, "top": 'x";\n/ { evil'}
+    with pytest.raises(FileCheckError, match="Verilog identifier"):
+        build_flow.overlay_dts(dataclasses.replace(plan, manifest=manifest))
