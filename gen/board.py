@@ -233,7 +233,7 @@ class Board:
                                            f"not {self.ps7_preset!r}")
         for pair in self.ps7_preset:
             if not isinstance(pair, tuple) or len(pair) != 2:
-                raise BoardError("ps7_preset", f"ps7_preset entries must be (key, value) "
+                raise BoardError("ps7_preset", f"ps7_preset must hold (key, value) "
                                                f"pairs, not {pair!r}")
             _match("ps7_preset key", _PCW_KEY, pair[0], "PCW_ and capitals, digits, _")
             _match("ps7_preset value", _PCW_VALUE, pair[1], "letters, digits, space, _ . -")

@@ -86,3 +86,64 @@ def test_report_uses_the_registry():
     from mulfree.gen.report import device_for
     assert device_for(board="zc706").name == "xc7z045"
     assert device_for(board="arty_z7_20").dsp == 220
+
+
+# The registry's text is written into Tcl, a device tree source and a Makefile: allow-listed. --
+
+def _board(**changes):
+    import dataclasses
+    return dataclasses.replace(BOARDS["zc706"], **changes)
+
+
+def _linux(**changes):
+    import dataclasses
+    return dataclasses.replace(BOARDS["zc706"].linux, **changes)
+
+
+class _BadPlatform(ZC706Platform):
+    package = "ffg900; exit"
+
+
+@pytest.mark.parametrize("make, param", [
+    (lambda: _board(name="zc706; exec sh"), "name"),
+    (lambda: _board(name="ZC706"), "name"),
+    (lambda: _board(name=""), "name"),
+    (lambda: _board(title="ZC706\nexec rm -rf /"), "title"),
+    (lambda: _board(title="x" * 200), "title"),
+    (lambda: _board(board_part="xilinx.com:zc706:part0:*] ; exec sh ;#"), "board_part"),
+    (lambda: _board(board_part="-x"), "board_part"),
+    (lambda: _board(ps7_preset=(("PCW_X", "1} ; exec sh ; {"),)), "ps7_preset value"),
+    (lambda: _board(ps7_preset=(("PCW_X", "a\\"),)), "ps7_preset value"),
+    (lambda: _board(ps7_preset=(("X [exec sh]", "1"),)), "ps7_preset key"),
+    (lambda: _board(ps7_preset=(("PCW_X",),)), "ps7_preset"),
+    (lambda: _board(ps7_preset=[("PCW_X", "1")]), "ps7_preset"),
+    (lambda: _board(fclk0_mhz=float("nan")), "fclk0_mhz"),
+    (lambda: _board(fclk0_mhz="100"), "fclk0_mhz"),
+    (lambda: _board(fclk0_mhz=1000), "fclk0_mhz"),
+    (lambda: _board(gp_port="M_AXI_GP0 ; exec sh"), "gp_port"),
+    (lambda: _board(hp_port="S_AXI_HP9"), "hp_port"),
+    (lambda: _board(hp_segment="HP0_DDR_LOWOCM]"), "hp_segment"),
+    (lambda: _board(platform=_BadPlatform), "platform.package"),
+    (lambda: _board(linux="amba"), "linux"),
+    (lambda: _linux(fpga_region="fpga_full>; evil = <1"), "fpga_region"),
+    (lambda: _linux(bus="amba\n"), "bus"),
+    (lambda: _linux(intc="1intc"), "intc"),
+    (lambda: _linux(clkc='clkc"'), "clkc"),
+    (lambda: _linux(fclk0_clock=-1), "fclk0_clock"),
+    (lambda: _linux(fclk0_clock="15"), "fclk0_clock"),
+    (lambda: _linux(udmabuf_size=1 << 40), "udmabuf_size"),
+    (lambda: _linux(udmabuf_size=4097), "udmabuf_size"),
+    (lambda: _linux(udmabuf_size=True), "udmabuf_size"),
+    (lambda: _linux(console="uart\x1b[2J"), "console"),
+])
+def test_board_fields_are_allow_listed(make, param):
+    with pytest.raises(BoardError, match=re.escape(param) + " must") as info:
+        make()
+    assert info.value.param == param and "\n" not in str(info.value)
+
+
+def test_registry_boards_pass_their_own_checks():
+    import dataclasses
+    for board in BOARDS.values():
+        assert dataclasses.replace(board) == board
+        assert dataclasses.replace(board.linux) == board.linux
