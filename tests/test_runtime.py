@@ -24,8 +24,8 @@ from mulfree.gen.core_config import CoreConfig
 from mulfree.gen.core_manifest import core_manifest, write_core_design
 from mulfree.host.compiler import compile_model, encode_run
 from mulfree.host.export_format import write_export
-from mulfree.host.runtime import (CoreRunError, Device, DeviceBusy, DeviceLock, DeviceMismatch,
-                                  DeviceTimeout, InputError, open_device)
+from mulfree.host.runtime import (CoreRunError, Device, DeviceBusy, DeviceError, DeviceLock,
+                                  DeviceMismatch, DeviceTimeout, InputError, open_device)
 from mulfree.host.sim_backend import SimBackend
 from mulfree.sim.board import SimCore, build_sim_core
 from mulfree.sim.model_golden import run_int_model
@@ -114,13 +114,50 @@ def test_single_image_and_infer(device):
                                     r"not \(2, 7, 6\)"),
     (np.zeros((2, 7, 6, 5), np.float32), "x must hold integers"),
     (np.full((1, 7, 6, 5), 200), r"x must lie in \[-128, 127\]"),
+    (np.zeros((0, 7, 6, 5), np.int64), r"x must hold at least one input \(B >= 1\), not an "
+                                       r"empty batch"),
+    (np.zeros((1, 7, 6, 5), bool), "x must hold integers"),
+    ([[1, 2], [3]], "x must "),
+    ("seven", "x must hold integers"),
 ])
 def test_bad_inputs_are_refused_before_sending(device, x, message):
     _program(device)
     cycles = device.backend.cycles
-    with pytest.raises(InputError, match=message):
+    with pytest.raises(InputError, match=message) as info:
         device.run(x)
+    assert info.value.param == "x" and "\n" not in str(info.value)
     assert device.backend.cycles == cycles
+
+
+@pytest.mark.parametrize("x, message", [
+    (np.full((2, 7, 6, 5), np.nan), r"x_float must hold finite numbers, not nan"),
+    (np.full((1, 7, 6, 5), -np.inf), r"x_float must hold finite numbers, not -inf"),
+    (np.zeros((0, 7, 6, 5)), r"x_float must hold at least one input"),
+    (np.zeros((2, 7, 6)), r"x_float must have shape \(7, 6, 5\)"),
+    (np.zeros((1, 7, 6, 5), complex), r"x_float must hold real numbers"),
+])
+def test_bad_real_inputs_are_refused_before_sending(device, x, message):
+    _program(device)
+    cycles = device.backend.cycles
+    with pytest.raises(InputError, match=message) as info:
+        device.infer(x)
+    assert info.value.param == "x_float"
+    assert device.backend.cycles == cycles
+
+
+def test_closed_and_unloaded_device(device):
+    """Before a load the device says what is missing; once closed, that it is closed."""
+    cycles = device.backend.cycles
+    with pytest.raises(DeviceError, match="no program loaded"):
+        device.run(np.zeros((1, 7, 6, 5), np.int64))
+    assert device.backend.cycles == cycles
+    backend = device.backend
+    device.close()
+    for call in (device.identity, device.status, lambda: device.load(None),
+                 lambda: device.run(np.zeros((1, 7, 6, 5), np.int64))):
+        with pytest.raises(DeviceError, match="^the device is closed$"):
+            call()
+    assert backend.core is None                  # the simulator itself was released
 
 
 def test_program_for_another_core_is_refused(device):
