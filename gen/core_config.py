@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from .config import ArrayConfig, ConfigError, check_name, PE_KINDS, ARCHS, unsigned_width, _check_int
+from .post_config import check_post_config
 from ..rtl.regs import Field, Register, RegisterMap
 
 
@@ -123,6 +124,9 @@ class CoreConfig:
                               f"{', '.join(map(str, STREAM_WIDTHS))}, not {self.stream_width!r}")
         for param, (lo, hi) in CORE_LIMITS.items():
             _check_int(param, getattr(self, param), lo, hi)
+        # The core post-processes every result: refuse an accumulator too wide for it here,
+        # in one line, rather than deep in the elaboration.
+        check_post_config(self.engine)
         need = _map_bits()
         if self.axil_addr_width < need:
             raise ConfigError("axil_addr_width", f"axil_addr_width must be an integer in "

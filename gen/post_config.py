@@ -16,15 +16,33 @@ The golden model (:mod:`mulfree.sim.layer_golden`) and the RTL
 from .config import ArrayConfig, ConfigError, int_range, signed_width
 
 
-__all__ = ["bias_range", "shift_range", "sum_width", "shift_width", "check_post_config"]
+__all__ = ["bias_range", "shift_range", "sum_width", "shift_width", "check_post_config",
+           "max_post_k", "MAX_POST_ACC_WIDTH"]
+
+
+#: Widest accumulator post-processing supports: ``y = acc + bias`` (``acc_width + 1`` bits)
+#: must fit the golden model's int64 and the RTL's 64-bit datapath.
+MAX_POST_ACC_WIDTH = 63
+
+
+def max_post_k(cfg: ArrayConfig):
+    """The largest ``max_k`` whose accumulator post-processing supports, for ``cfg``'s widths."""
+    return cfg._max_k_for_width(MAX_POST_ACC_WIDTH)
 
 
 def check_post_config(cfg: ArrayConfig):
-    """Raise :class:`ConfigError` if ``acc + bias`` would not fit 64 bits (``acc_width = 64``)."""
-    if cfg.acc_width + 1 > 64:
+    """Raise :class:`ConfigError` if ``acc + bias`` would not fit 64 bits (``acc_width = 64``).
+
+    The message is one line naming ``max_k``, its value and the allowed range for these
+    widths (an engine alone may have a 64-bit accumulator; a layer or a core may not).
+    """
+    if cfg.acc_width > MAX_POST_ACC_WIDTH:
         raise ConfigError(
-            "max_k", f"post-processing needs acc_width <= 63 (acc + bias must fit 64 bits), "
-                     f"not {cfg.acc_width} (max_k={cfg.max_k}); lower max_k")
+            "max_k", f"max_k must be in [{cfg.rows}, {max_post_k(cfg)}] for post-processing "
+                     f"with {cfg.pe} PEs, act_bits={cfg.act_bits}, "
+                     f"weight_bits={cfg.weight_bits}, not {cfg.max_k}: it needs a "
+                     f"{cfg.acc_width}-bit accumulator, and acc + bias must fit 64 bits "
+                     f"(acc_width <= {MAX_POST_ACC_WIDTH})")
 
 
 def bias_range(cfg: ArrayConfig):

@@ -49,7 +49,7 @@ from ..sim import golden, shift_golden
 __all__ = [
     "max_shift", "ShiftLinear", "ShiftConv2d", "AdderLinear", "AdderConv2d", "AdderLRScaler",
     "Shift2d", "AddressShift2d", "ChannelShift", "ps_params_from_weight", "AdderFunction",
-    "adder_matmul",
+    "adder_matmul", "round_log2", "SQRT_HALF_ABOVE",
 ]
 
 
@@ -121,26 +121,72 @@ def max_shift(weight_bits):
     return (1 << (_check_weight_bits(weight_bits) - 1)) - 2
 
 
+#: The smallest float64 above ``sqrt(1/2)``: ``m / 2^53`` with ``m`` the smallest integer whose
+#: square exceeds ``2^105``, computed with integers (``isqrt``), not with a floating ``sqrt``.
+#: ``sqrt(1/2)`` is irrational, so no float equals it, and a float mantissa ``f`` in
+#: ``[1/2, 1)`` is ``>= sqrt(1/2)`` exactly when ``f >= SQRT_HALF_ABOVE``.
+SQRT_HALF_ABOVE = math.ldexp(math.isqrt(1 << 105) + 1, -53)
+
+
+def round_log2(x):
+    """``round(log2|x|)`` for ``x != 0``, exactly: the exponent of the power of two nearest
+    ``|x|`` in the log domain.
+
+    The boundary between ``2^(p-1)`` and ``2^p`` is the midpoint ``2^(p-1/2)`` (SEEDS.md,
+    DeepShift-Q). It is irrational, so no float lies on it and the rule "ties to even" of
+    ``torch.round`` never applies; what matters is on which side a float falls, and a
+    floating-point ``log2`` gets that wrong for floats a few ulps from it. Here ``|x| = f 2^e``
+    with ``f`` in ``[1/2, 1)`` (``frexp``, exact) and ``p = e`` if ``f > 2^-1/2`` else ``e - 1``,
+    compared against :data:`SQRT_HALF_ABOVE` in float64 (every float16/32/64 converts to
+    float64 exactly). Subnormals are exact too.
+
+    Parameters
+    ----------
+    x : tensor of floats
+        Zero, infinities and NaN have no nearest power; their entries are meaningless (callers
+        mask or clamp them first).
+
+    Returns
+    -------
+    int64 tensor of ``x``'s shape.
+    """
+    mantissa, exponent = torch.frexp(x.detach().abs().to(torch.float64))
+    exponent = exponent.to(torch.int64)
+    return exponent - (mantissa < SQRT_HALF_ABOVE).to(torch.int64)
+
+
+def _q_sign_and_p(weight, weight_bits):
+    """DeepShift-Q's ``(sign, p)`` of float weights: ``sign(w)`` and
+    ``round(log2 clamp(|w|, 2^-max_shift, 1))`` (exact, :func:`round_log2`), float tensors of
+    ``weight``'s dtype; ``p = -max_shift`` where the sign is 0 (an exact 0 stays 0)."""
+    m = max_shift(weight_bits)
+    w = weight.detach()
+    # Clamp in float64: 2^-30 is not a float16, and the comparison must see the exact weight.
+    magnitude = w.abs().to(torch.float64).clamp(min=math.ldexp(1.0, -m), max=1.0)
+    p = round_log2(magnitude).clamp(-m, 0).to(w.dtype)
+    return torch.sign(w), p
+
+
 def _q_quantize(weight, weight_bits):
     """DeepShift-Q: ``sign(w) * 2^round(log2 clamp(|w|, 2^-max_shift, 1))``, exact 0 stays 0."""
-    m = max_shift(weight_bits)
-    magnitude = weight.detach().abs().clamp(min=2.0 ** -m, max=1.0)
-    # torch.round rounds ties to even, the rule SEEDS.md states; the clamp keeps p in range.
-    p = torch.round(torch.log2(magnitude)).clamp(-m, 0)
-    return torch.sign(weight.detach()) * torch.exp2(p)
+    sign, p = _q_sign_and_p(weight, weight_bits)
+    return sign * torch.exp2(p)
 
 
 def ps_params_from_weight(weight, weight_bits):
     """DeepShift-PS parameters ``(shift, sign)`` nearest to the float weights ``weight``.
 
-    ``shift = clamp(round(log2|w|), -max_shift, 0)`` and ``sign = sign(w)`` (0 for an exact 0,
-    whose shift is then ``-max_shift``). Both are float tensors like ``weight``.
+    ``shift = clamp(round(log2|w|), -max_shift, 0)`` (exact, :func:`round_log2`) and
+    ``sign = sign(w)`` (0 for an exact 0, whose shift is then ``-max_shift``). Both are float
+    tensors like ``weight``.
     """
     m = max_shift(weight_bits)
     weight = weight.detach()
     with torch.no_grad():
-        # log2(0) = -inf, which the clamp turns into -max_shift.
-        shift = torch.round(torch.log2(weight.abs())).clamp(-m, 0)
+        p = round_log2(weight).clamp(-m, 0)
+        # A zero weight (and NaN, which has no power) gets the smallest shift.
+        p = torch.where(weight.abs() > 0, p, torch.full_like(p, -m))
+        shift = p.to(weight.dtype)
         sign = torch.sign(weight)
     return shift.clone(), sign.clone()
 
@@ -203,10 +249,10 @@ class _ShiftWeight(nn.Module):
     def _sign_and_p(self):
         m = self.max_shift
         if self.mode == "q":
-            w = _q_quantize(self.weight, self.weight_bits)
-            sign = torch.sign(w)
-            p = torch.where(sign == 0, torch.full_like(w, -m), torch.log2(w.abs()))
-            return sign, torch.round(p)
+            sign, p = _q_sign_and_p(self.weight, self.weight_bits)
+            return sign, torch.where(sign == 0, torch.full_like(p, -m), p)
+        # DeepShift-PS rounds the real-valued shift parameter with torch.round (half to
+        # even), which is exact.
         shift = torch.round(self.shift.detach().clamp(-m, 0))
         return torch.sign(torch.round(self.sign.detach())), shift
 

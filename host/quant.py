@@ -65,6 +65,7 @@ channel by at most one pixel). ``nn.Identity`` and dropout are skipped.
 """
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -74,12 +75,12 @@ from torch.nn import functional as F
 from ..gen.post_config import bias_range, shift_range
 from .export_format import (IntConv2d, IntFlatten, IntInput, IntLinear, IntMaxPool2d,
                             IntModel, layer_config)
-from .layers import AdderConv2d, AdderLinear, Shift2d, ShiftConv2d, ShiftLinear
+from .layers import AdderConv2d, AdderLinear, Shift2d, ShiftConv2d, ShiftLinear, round_log2
 
 
 __all__ = ["QuantizeError", "SUPPORTED", "quantize", "int_forward", "dequantize_output",
            "quantized_forward", "output_scale_exp", "layer_acc", "postprocess_torch",
-           "QATWrapper", "fake_quant"]
+           "QATWrapper", "fake_quant", "round_half_up"]
 
 
 #: What :func:`quantize` accepts, for error messages.
@@ -178,17 +179,23 @@ def postprocess_torch(acc, bias, shift, relu, act_bits):
 
     ``shift > 0``: ``(y >> s) + bit_(s-1)(y)`` = ``floor((y + 2^(s-1)) / 2^s)`` (round half
     up); ``shift < 0``: ``y << -shift`` after clamping ``y`` to ``[-2^a, 2^a]`` (every larger
-    value saturates anyway).
+    value saturates anyway). Exact for every shift amount (``acc + bias`` must fit int64, which
+    a validated model guarantees: ``acc_width <= 63``).
     """
     bias = torch.as_tensor(np.asarray(bias), dtype=torch.int64)
     shift = torch.as_tensor(np.asarray(shift), dtype=torch.int64)
     relu = torch.as_tensor(np.asarray(relu, dtype=bool))
     y = acc + bias
-    s = shift.clamp(0, 63)
-    down = (y >> s) + ((y >> (s - 1).clamp(min=0)) & 1)
+    s = shift.clamp(min=0)
+    # Both amounts clamp at 63, not s itself: for s >= 64, y >> 63 is already floor(y / 2^s)
+    # (0 or -1), and bit s-1 >= 63 of the sign-extended y is bit 63 (the sign). Clamping s to
+    # 63 first would round a shift of 64 on bit 62.
+    down = (y >> s.clamp(max=63)) + ((y >> (s - 1).clamp(0, 63)) & 1)
     down = torch.where(s > 0, down, y)
     bound = 1 << act_bits
-    up = y.clamp(-bound, bound) << (-shift).clamp(min=0)
+    # |y| <= 2^a after the clamp: any left amount >= a saturates every nonzero y, so amounts
+    # beyond a need not (and, beyond 63 - a, must not) be applied.
+    up = y.clamp(-bound, bound) << (-shift).clamp(0, act_bits)
     v = torch.where(shift < 0, up, down)
     v = torch.where(relu, v.clamp(min=0), v)
     return v.clamp(-(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1)
@@ -383,22 +390,40 @@ def _parse(model):
 # Quantization -------------------------------------------------------------------------------
 
 def _exp_for(maxabs, qmax):
-    """Smallest integer ``e`` with ``maxabs <= qmax * 2^e`` (``None`` for ``maxabs == 0``)."""
+    """Smallest integer ``e`` with ``maxabs <= qmax * 2^e`` (``None`` for ``maxabs == 0``).
+
+    Compared in exact rationals (``Fraction``): ``qmax * 2^e`` is not a float for every ``e``
+    (it underflows for tiny ``maxabs``), and a float ``log2`` only gives a first guess.
+    """
     maxabs = float(maxabs)
     if not math.isfinite(maxabs):
         raise QuantizeError(f"calibration produced a non-finite value ({maxabs})")
     if maxabs <= 0:
         return None
-    e = math.ceil(math.log2(maxabs / qmax))
-    while maxabs > math.ldexp(qmax, e):
+    exact = Fraction(maxabs)
+    e = math.frexp(maxabs)[1] - math.frexp(qmax)[1]
+    while exact > qmax * Fraction(2) ** e:
         e += 1
-    while maxabs <= math.ldexp(qmax, e - 1):
+    while exact <= qmax * Fraction(2) ** (e - 1):
         e -= 1
     return e
 
 
-def _round_half_up(v):
-    return torch.floor(v + 0.5)
+def round_half_up(v):
+    """``floor(v + 1/2)`` exactly, element-wise, in ``v``'s floating dtype.
+
+    ``v + 0.5`` itself rounds: it turns 0.49999999999999994 into 1.0 (and, in float32,
+    0.49999997 into 1.0). ``f = floor(v)`` and the fraction ``v - f`` are exact for every
+    finite float (the fraction's bits are a subset of ``v``'s), so ``f + (v - f >= 1/2)`` is
+    the exact round half up (ties towards +infinity) of :func:`mulfree.sim.model_golden.
+    quantize_input`. Infinities stay infinite, NaN stays NaN.
+    """
+    f = torch.floor(v)
+    # For an infinite v, v - f is NaN and the comparison False: f = v stays.
+    return f + (v - f >= 0.5).to(f.dtype)
+
+
+_round_half_up = round_half_up
 
 
 def _bn_affine(bn):
@@ -451,8 +476,8 @@ def _weight_arrays(item, in_exp, act_bits):
                     f"by the shift-only post-processing")
             sigma = torch.where(s < 0, -1.0, 1.0).to(torch.float64)
             nonzero = s != 0
-            e = torch.where(nonzero, torch.round(torch.log2(s.abs().clamp(min=1e-300))),
-                            torch.zeros_like(s))
+            # round(log2|s|) exactly (a float log2 picks the wrong power near 2^(k+1/2)).
+            e = torch.where(nonzero, round_log2(s).to(s.dtype), torch.zeros_like(s))
             # BN(z) = s (z - mean) + beta: with s replaced by s_q = sign(s) 2^e the bias keeps
             # the centre, t_q = beta - s_q mean (not beta - s mean, which after an adder
             # layer's large negative mean would shift every output far off).
@@ -563,8 +588,7 @@ def quantize(model, calib_x, *, act_bits=8, input_scale_exp=None) -> IntModel:
             codes, wb, w_exp, sigma, e, bias_u = _weight_arrays(it, exp, act_bits)
             acc_exp = exp + w_exp
             n = codes.shape[0] if it["conv"] else codes.shape[1]
-            bias = _round_half_up(torch.ldexp(bias_u, torch.tensor(-acc_exp))) \
-                .to(torch.int64)
+            bias = _round_half_up(torch.ldexp(bias_u, torch.tensor(-acc_exp)))
             common = dict(pe=it["pe"], codes=codes, bias=np.zeros(n, np.int64),
                           shift=np.zeros(n, np.int64), relu=it["relu"], act_bits=act_bits,
                           weight_bits=wb)
@@ -578,7 +602,12 @@ def quantize(model, calib_x, *, act_bits=8, input_scale_exp=None) -> IntModel:
                 layer = IntLinear(**common)
             cfg = layer_config(layer, it["path"])
             blo, bhi = bias_range(cfg)
-            bias = bias.clamp(blo, bhi)
+            if not bool(torch.isfinite(bias).all()):
+                raise QuantizeError(f"{it['path']} has a bias (with its BatchNorm) that is not "
+                                    f"finite: {bias_u.tolist()[:8]}")
+            # Saturate while still a float: a float beyond int64 has no defined int64
+            # conversion (it wraps to -2^63 in practice, saturating to the wrong end).
+            bias = bias.clamp(blo, bhi).to(torch.int64).clamp(blo, bhi)
             acc = layer_acc(layer, xq)                     # channels last
             real = torch.ldexp((acc + bias).to(torch.float64),
                                (acc_exp + e).to(torch.int64))
@@ -609,7 +638,7 @@ def _ste(value, like):
 def fake_quant(x, exp, act_bits):
     """``clamp(round_half_up(x 2^-exp), act_range) * 2^exp`` with a straight-through gradient."""
     lo, hi = -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
-    q = torch.ldexp(torch.floor(torch.ldexp(x, torch.tensor(-exp)) + 0.5).clamp(lo, hi),
+    q = torch.ldexp(round_half_up(torch.ldexp(x.detach(), torch.tensor(-exp))).clamp(lo, hi),
                     torch.tensor(exp))
     return _ste(q, x)
 
@@ -714,8 +743,7 @@ class QATWrapper(nn.Module):
         with torch.no_grad():
             nonzero = s != 0
             sigma = torch.where(s < 0, -1.0, 1.0).to(s.dtype)
-            e = torch.where(nonzero, torch.round(torch.log2(s.abs().clamp(min=1e-300))),
-                            torch.zeros_like(s))
+            e = torch.where(nonzero, round_log2(s).to(s.dtype), torch.zeros_like(s))
         s_q = _ste(torch.where(nonzero, sigma * torch.exp2(e), torch.zeros_like(s)), s)
         t = t + (s - s_q.detach()) * bn.running_mean      # keep the centre (see quantize)
         bias_u = torch.where(nonzero, sigma * b + t * torch.exp2(-e), t)
@@ -724,7 +752,7 @@ class QATWrapper(nn.Module):
 def _grid(v, exp, lo=None, hi=None):
     """``v`` rounded half up onto the grid ``2^exp`` (optionally clamped to ``[lo, hi]``
     steps), straight-through."""
-    q = torch.floor(torch.ldexp(v, torch.tensor(-exp)) + 0.5)
+    q = round_half_up(torch.ldexp(v.detach(), torch.tensor(-exp)))
     if lo is not None:
         q = q.clamp(lo, hi)
     return _ste(torch.ldexp(q, torch.tensor(exp)), v)

@@ -38,7 +38,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .datasets import DIGITS_SCALE, digits_split
-from .layers import AdderConv2d, AdderLinear, AdderLRScaler, ShiftConv2d, ShiftLinear
+from .layers import (AdderConv2d, AdderLinear, AdderLRScaler, ShiftConv2d, ShiftLinear,
+                     round_log2)
 
 
 __all__ = ["MODELS", "DEFAULT_EPOCHS", "DIGITS_SCALE", "digits_split", "build_model",
@@ -306,7 +307,10 @@ def snap_bn_scales(model):
                     and isinstance(b, (nn.BatchNorm1d, nn.BatchNorm2d)) and b.affine):
                 sd = torch.sqrt(b.running_var + b.eps)
                 s = b.weight / sd
-                e = torch.round(torch.log2(s.abs().clamp(min=1e-30)))
+                # Exactly quant's power (round_log2): a float log2 would pick the other
+                # power for a scale a few ulps from 2^(k+1/2), and the snapped model would
+                # then disagree with its integer model.
+                e = round_log2(torch.where(s == 0, torch.ones_like(s), s)).to(s.dtype)
                 b.weight.copy_(torch.where(s == 0, s, torch.sign(s) * torch.exp2(e)) * sd)
                 snapped.append(b)
     return snapped

@@ -2,8 +2,10 @@
 
 Written from the papers' arithmetic (DeepShift, AdderNet), not from the RTL. All values are
 ``np.int64``; :class:`~mulfree.gen.config.ArrayConfig` refuses designs whose accumulator would
-not fit, and every function here checks that its inputs lie in their ranges and that no result
-leaves the accumulator's range, so nothing overflows silently.
+not fit 64 bits, and every function here checks that its inputs lie in their ranges and that no
+result leaves the accumulator's range, so nothing overflows silently. The one addition whose
+true result can exceed int64 (a partial sum of a 64-bit accumulator plus a tile's terms) goes
+through :func:`exact_add`, which detects the wrap instead of returning it.
 
 Weight codes are what the weight stream carries:
 
@@ -19,7 +21,7 @@ from ..gen.config import ArrayConfig
 
 __all__ = [
     "encode_shift", "decode_shift", "weight_values", "terms", "array_forward",
-    "check_range",
+    "check_range", "exact_add", "as_int64",
 ]
 
 
@@ -33,11 +35,53 @@ def check_range(name, values, lo, hi):
                          f"[{lo}, {hi}] ({bad.shape[0]} element(s) out of range)")
 
 
-def _as_int64(name, values):
+def exact_add(a, b):
+    """``a + b`` on int64 arrays and a mask of the elements whose true sum leaves int64.
+
+    Two's complement addition wraps only when both operands have the same sign and the sum's
+    sign differs; that test is exact, so the returned sum is the true one wherever the mask is
+    False (and meaningless where it is True).
+    """
+    a = np.asarray(a, dtype=np.int64)
+    b = np.asarray(b, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        total = a + b
+    wrapped = ((a < 0) == (b < 0)) & ((total < 0) != (a < 0))
+    return total, wrapped
+
+
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def as_int64(name, values, *, bools=False):
+    """``values`` as an int64 array, refusing anything that would change on the way.
+
+    Integer dtypes (and ``bool`` if ``bools``) are accepted; so are object arrays of Python
+    integers (what ``np.asarray`` makes of integers beyond 64 bits). A value outside int64 (a
+    ``uint64`` of ``2^63`` or more, a Python integer beyond 64 bits) raises ``ValueError``
+    naming it: ``astype`` would wrap it silently into a different, possibly in-range, number.
+    """
     values = np.asarray(values)
-    if values.dtype.kind not in "iu":
+    kinds = "iub" if bools else "iu"
+    if values.dtype.kind == "O" and all(isinstance(v, (int, np.integer))
+                                        and not isinstance(v, (bool, np.bool_))
+                                        for v in values.flat):
+        ints = [int(v) for v in values.flat]
+    elif values.dtype.kind not in kinds:
         raise TypeError(f"{name} must hold integers, not {values.dtype}")
-    return values.astype(np.int64)
+    elif values.dtype == np.uint64:
+        ints = values.ravel()
+    else:
+        return values.astype(np.int64)
+    for i, v in enumerate(ints):
+        if not _INT64_MIN <= int(v) <= _INT64_MAX:
+            index = list(np.unravel_index(i, values.shape)) if values.shape else []
+            raise ValueError(f"{name}{[int(j) for j in index]} = {int(v)} is outside int64 "
+                             f"[{_INT64_MIN}, {_INT64_MAX}]")
+    return np.array(ints, dtype=np.int64).reshape(values.shape)
+
+
+_as_int64 = as_int64
 
 
 def encode_shift(sign, shift, weight_bits):
@@ -139,12 +183,18 @@ def array_forward(cfg: ArrayConfig, weights, inputs, psums=None):
         check_range("weights", weights, 0, (1 << cfg.code_width) - 1)
     else:
         check_range("weights", weights, *cfg.weight_range)
-    # terms[m, r, c] summed over r: every partial sum lies within acc_range, which the config
-    # keeps within 64 bits, so int64 is exact.
-    result = psums + terms(cfg, inputs[:, :, None], weights[None, :, :]).sum(axis=1)
+    # The tile's own sum is exact in int64: a sum of rows <= max_k terms lies in
+    # sum_range(rows), inside acc_range, which the config keeps within 64 bits.
+    tile = terms(cfg, inputs[:, :, None], weights[None, :, :]).sum(axis=1)
+    # psums + tile is not: with a 64-bit accumulator psums may lie anywhere in acc_range, and
+    # the true sum may leave int64. exact_add reports that wrap; a wrapped element lies outside
+    # acc_range by definition.
+    result, wrapped = exact_add(psums, tile)
     lo, hi = cfg.acc_range
-    if np.any((result < lo) | (result > hi)):
-        m, c = (int(i) for i in np.argwhere((result < lo) | (result > hi))[0])
-        raise OverflowError(f"y[{m}, {c}] = {int(result[m, c])} leaves the accumulator range "
+    bad = wrapped | (result < lo) | (result > hi)
+    if np.any(bad):
+        m, c = (int(i) for i in np.argwhere(bad)[0])
+        true = int(psums[m, c]) + int(tile[m, c])          # Python integers: never wraps
+        raise OverflowError(f"y[{m}, {c}] = {true} leaves the accumulator range "
                             f"[{lo}, {hi}] of max_k={cfg.max_k}")
     return result

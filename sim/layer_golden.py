@@ -23,7 +23,7 @@ import numpy as np
 
 from ..gen.config import ArrayConfig
 from ..gen.post_config import bias_range, shift_range, check_post_config
-from .golden import array_forward, check_range, terms
+from .golden import array_forward, as_int64, check_range, exact_add, terms
 
 
 __all__ = [
@@ -33,10 +33,7 @@ __all__ = [
 
 
 def _as_int64(name, values):
-    values = np.asarray(values)
-    if values.dtype.kind not in "iub":
-        raise TypeError(f"{name} must hold integers, not {values.dtype}")
-    return values.astype(np.int64)
+    return as_int64(name, values, bools=True)
 
 
 @dataclass(frozen=True)
@@ -63,19 +60,29 @@ class PostParams:
 def round_shift(y, shift):
     """``y * 2^-shift`` rounded half up for ``shift > 0``; ``y << -shift`` for ``shift <= 0``.
 
-    ``floor((y + 2^(s-1)) / 2^s)`` is computed as ``(y >> s) + bit_(s-1)(y)``: the same value
-    (write ``y = q 2^s + r``), but it never adds to ``y``, so it cannot overflow int64. Left
-    shifts are the caller's to bound (:func:`postprocess` clamps ``y`` first).
+    Exact for every int64 ``y`` and every shift amount. ``floor((y + 2^(s-1)) / 2^s)`` is
+    computed as ``(y >> s) + bit_(s-1)(y)``: the same value (write ``y = q 2^s + r``), but it
+    never adds to ``y``, so it cannot overflow int64. A left shift whose result leaves int64
+    raises ``OverflowError`` (:func:`postprocess` clamps ``y`` first, so it never does).
     """
     y = _as_int64("y", y)
     shift = np.broadcast_to(_as_int64("shift", shift), y.shape)
     right = np.maximum(shift, 0)
-    # >> 63 already gives floor(y / 2^s) for every s >= 63 and int64 y; NumPy's shift by 64
-    # or more is not something to rely on.
+    # For s >= 64 an int64 shifted right by 63 is already floor(y / 2^s) (0 or -1), and bit
+    # s-1 >= 63 of the sign-extended y is its sign bit, bit 63: clamping both amounts to 63 is
+    # exact. (NumPy's own result for amounts of 64 or more is not something to rely on.)
     q = y >> np.minimum(right, 63)
     half = (y >> np.clip(right - 1, 0, 63)) & 1
     rounded = np.where(right > 0, q + half, y)
-    return np.where(shift < 0, rounded << np.maximum(-shift, 0), rounded)
+    left = np.maximum(-shift, 0)
+    # y << n is exact iff n <= 63 and shifting back gives y again; 0 stays 0 for any n.
+    n = np.minimum(left, 63)
+    up = rounded << n
+    lost = (left > 0) & (rounded != 0) & ((left > 63) | ((up >> n) != rounded))
+    if np.any(lost):
+        i = tuple(int(j) for j in np.argwhere(lost)[0])
+        raise OverflowError(f"y{list(i)} = {int(rounded[i])} << {int(left[i])} leaves int64")
+    return np.where(shift < 0, up, rounded)
 
 
 def postprocess(cfg: ArrayConfig, acc, post: PostParams):
@@ -101,7 +108,12 @@ def postprocess(cfg: ArrayConfig, acc, post: PostParams):
     check_range("bias", bias, *bias_range(cfg))
     check_range("shift", shift, *shift_range(cfg))
     lo, hi = cfg.act_range
-    y = acc + bias          # at most acc_width + 1 <= 64 bits (check_post_config)
+    # At most acc_width + 1 <= 64 bits (check_post_config), so int64 holds it; exact_add
+    # checks it all the same, since a wrap here would silently change an output.
+    y, wrapped = exact_add(acc, bias)
+    if np.any(wrapped):
+        i = tuple(int(j) for j in np.argwhere(wrapped)[0])
+        raise OverflowError(f"acc + bias at {list(i)} leaves int64")
     # A left shift only grows |y|: any |y| >= 2^a saturates whatever the amount, so clamping
     # to [-2^a, 2^a] first changes no output and keeps y << (<= a) within 2a + 2 bits.
     y = np.where(shift < 0, np.clip(y, -(1 << cfg.act_bits), 1 << cfg.act_bits), y)

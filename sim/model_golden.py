@@ -12,6 +12,7 @@ outside its range, so nothing overflows or wraps silently.
 import numpy as np
 
 from ..host.export_format import ExportError, IntModel, layer_config
+from .golden import as_int64
 from .layer_golden import PostParams, conv2d_layer, matmul_layer
 from .shift_golden import table_shift
 
@@ -59,13 +60,12 @@ def quantize_input(model: IntModel, x_float):
 
 def _batch(model, x_int):
     shape = tuple(model.input.shape)
-    x = np.asarray(x_int)
-    if x.dtype.kind not in "iu":
-        raise TypeError(f"x_int must hold integers, not {x.dtype}")
+    # as_int64 refuses a uint64 >= 2^63 instead of wrapping it into the input range.
+    x = as_int64("x_int", x_int)
     if x.shape == shape:
-        return x.astype(np.int64)[None], False
+        return x[None], False
     if x.ndim == len(shape) + 1 and x.shape[1:] == shape:
-        return x.astype(np.int64), True
+        return x, True
     raise ValueError(f"x_int must have shape {shape} or (B, {', '.join(map(str, shape))}), "
                      f"not {x.shape}")
 

@@ -73,9 +73,12 @@ def test_q_rounding_rules():
     values = [0.0, 0.75, -0.3, 3.0, 1e-9, -1e-9, 2 ** -1.5, 2 ** -2.5, 2 ** -6.4]
     with torch.no_grad():
         layer.weight.copy_(torch.tensor(values)[:, None])
+    # 2^-1.5 and 2^-2.5 are irrational: their float32 values both lie just below the
+    # midpoints (a float log2 returns exactly -1.5 / -2.5 and torch.round's ties to even would
+    # give 2^-2 twice); the exact rule rounds both down.
     expected = [0.0, 1.0, -0.25, 1.0, 2 ** -6, -2 ** -6,
-                2 ** -2,            # log2 = -1.5: ties to even
-                2 ** -2,            # log2 = -2.5: ties to even
+                2 ** -2,            # float32(2^-1.5) < 2^-1.5: down to 2^-2
+                2 ** -3,            # float32(2^-2.5) < 2^-2.5: down to 2^-3
                 2 ** -6]
     assert layer.effective_weight()[:, 0].tolist() == expected
     assert torch.equal(layer._weight().detach(), layer.effective_weight())
