@@ -25,11 +25,14 @@ A backend provides ``read32(offset)``, ``write32(offset, value)`` (the core's re
 ``name``, ``lock_path`` (a file to lock for exclusive use, or ``None``), ``beat_bytes``,
 ``max_packet_bytes`` and ``cycles`` (a simulator's clock count, or ``None``).
 
-The device reads every register's offset and field from the manifest (``registers``), checks
-the identity registers against it when it opens, refuses a program compiled for another core
-before sending anything, soft-resets the core and resets the data movers after a timeout or
-a core error (so a failed run leaves the device usable), and reads the performance counters
-around each step.
+The device checks the manifest against its own parameters first
+(:mod:`mulfree.host.manifest_check`: every section must be what ``parameters`` give), reads
+every register's offset and field from it, checks the identity registers against the register
+map of those parameters when it opens, refuses a program compiled for another core and bad
+inputs (shape, dtype, range, empty batches, non-finite reals) before sending anything,
+soft-resets the core and resets the data movers after a timeout or a core error (so a failed
+run leaves the device usable), reads the performance counters around each step, and raises
+:class:`DeviceError` ("the device is closed") for any use after :meth:`Device.close`.
 """
 
 import math
