@@ -7,6 +7,7 @@ allowed, and exit status 2.
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from .config import (ArrayConfig, ConfigError, ARCHS, LIMITS, PE_KINDS, WEIGHT_BITS_LIMITS,
                      DEFAULT_WEIGHT_BITS)
@@ -25,6 +26,68 @@ OPTION = {"pe": "--pe", "rows": "--rows", "cols": "--cols", "act_bits": "--act-b
 
 class UsageError(Exception):
     """A bad command line; the message is one line."""
+
+
+#: Longest time any ``--timeout`` / ``--time-limit`` may ask for: ten days. Larger numbers
+#: (1e300, inf) overflow the clocks and ``poll`` calls they end up in.
+MAX_SECONDS = 864_000.0
+
+
+def check_int(option, value, lo, hi=None):
+    """``value`` if it is an integer in ``lo..hi`` (``hi`` None: no upper bound), else
+    :class:`UsageError` ("--rows must be in 1..1024, not 0")."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int) \
+            or value < lo or (hi is not None and value > hi):
+        allowed = f"in {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
+        raise UsageError(f"{option} must be {allowed}, not {value}")
+    return value
+
+
+def check_seconds(option, value, hi=MAX_SECONDS):
+    """``value`` if it is a finite number of seconds in (0, ``hi``], else :class:`UsageError`."""
+    import math
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or not 0 < value <= hi:
+        raise UsageError(f"{option} must be a number of seconds in (0, {hi:g}], not {value}")
+    return float(value)
+
+
+def check_output_file(path, option):
+    """Refuse, before any work, a file ``path`` that cannot be written (one line naming
+    ``option``); see :func:`mulfree.gen.safe_io.check_output_file`."""
+    from .safe_io import check_output_file as check
+    return check(path, option)
+
+
+def check_output_dir(path, option):
+    """Refuse, before any work, a folder ``path`` that cannot be created or written into."""
+    from .safe_io import check_output_dir as check
+    return check(path, option)
+
+
+def check_input_file(path, option, what="file"):
+    """Refuse a file to read that is missing, a folder, empty-named or unreadable."""
+    shown = str(path)
+    if not shown or "\0" in shown:
+        raise UsageError(f"{option} must name a {what}, not {shown!r}")
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{option} {shown!r} is a folder; name a {what}")
+    if not p.is_file():
+        raise UsageError(f"{option} {shown!r}: no such {what}")
+    if not os.access(p, os.R_OK):
+        raise UsageError(f"{option} {shown!r} cannot be read: permission denied")
+    return p
+
+
+def core_error_message(exc, prefix=""):
+    """A :class:`ConfigError` of a core built from options, with its parameter spelt as the
+    option (``rows must be an integer in [1, 1024], not 0`` -> ``--rows must be ...``)."""
+    option = OPTION.get(exc.param) or CORE_OPTIONS.get(exc.param)
+    message = str(exc)
+    if option and message.startswith(exc.param):
+        return option + message[len(exc.param):]
+    return prefix + message
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,6 +228,8 @@ def _write(write, cfg, output):
 
 def cmd_gen(args):
     from .emit import write_design
+    # The folder first: a design can take minutes to elaborate, and is then not written.
+    check_output_dir(args.output, "-o/--output")
     if args.unit == "shift":
         return cmd_gen_shift_unit(args)
     if args.unit == "core":
@@ -217,35 +282,68 @@ def cmd_deploy(args):
         raise UsageError(_option_message(e)) from None
 
 
+#: Most random vectors ``mulfree demo engine`` simulates per tile (about an hour at 16x16).
+MAX_VECTORS = 1_000_000
+
+
 def cmd_demo(args):
     size = 8 if args.what == "engine" else 16
     args.rows = size if args.rows is None else args.rows
     args.cols = size if args.cols is None else args.cols
+    if args.output is None:
+        args.output = "out/demo-engine" if args.what == "engine" else "out/demo"
+    # Everything is checked before a network is trained or a simulator compiled.
+    check_int("--rows", args.rows, *LIMITS["rows"])
+    check_int("--cols", args.cols, *LIMITS["cols"])
+    check_int("--vectors", args.vectors, 1, MAX_VECTORS)
+    config_from_args(args)
+    check_output_dir(args.output, "-o/--output")
     if args.what == "engine":
         from ..sim.demo import run_demo
-        if args.output is None:
-            args.output = "out/demo-engine"
         return run_demo(args)
     from ..host.demo import run_network_demo
     from ..host.run_cli import RunUsageError
     from ..host.runtime import DeviceError
     from ..sim.runner import SimulatorMissing
-    if args.output is None:
-        args.output = "out/demo"
     try:
         return run_network_demo(args)
     except RunUsageError as e:
         raise UsageError(str(e)) from None
+    except ConfigError as e:
+        raise UsageError(core_error_message(e, "the core: ")) from None
     except (DeviceError, SimulatorMissing, RuntimeError, OSError) as e:
         print(f"mulfree demo: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
 
 
+#: The networks ``mulfree train`` and ``mulfree export`` know (``mulfree.host.train.MODELS``;
+#: named here so that a bad name is refused before torch is imported).
+TRAIN_MODELS = ("deepshift_mlp", "deepshift_cnn", "adder_cnn", "shiftadd_cnn")
+#: Most training epochs accepted (the demo networks converge in 15-20).
+MAX_EPOCHS = 10_000
+#: Largest seed: torch and NumPy both take 32-bit seeds.
+MAX_SEED = 2**32 - 1
+
+
+def _check_train_model(option, name, allow_all=False):
+    names = TRAIN_MODELS + (("all",) if allow_all else ())
+    if name not in names:
+        raise UsageError(f"{option} must be one of {', '.join(names)}, not {name!r}")
+
+
 def cmd_train(args):
+    _check_train_model("--model", args.model, allow_all=True)
+    if args.epochs is not None:
+        check_int("--epochs", args.epochs, 1, MAX_EPOCHS)
+    check_int("--seed", args.seed, 0, MAX_SEED)
+    check_output_dir(args.output, "-o/--output")
     # Imported here: torch loads only for this command.
     from ..host.train import run_train
     try:
-        run_train(args.model, epochs=args.epochs, seed=args.seed, output=args.output)
+        # The progress bar only on a terminal: in a log it is noise around the one line an
+        # interruption or an error leaves.
+        run_train(args.model, epochs=args.epochs, seed=args.seed, output=args.output,
+                  progress=sys.stderr.isatty())
     except ValueError as e:
         raise UsageError(_with_train_option(str(e))) from None
     except OSError as e:
@@ -255,6 +353,10 @@ def cmd_train(args):
 
 
 def cmd_export(args):
+    _check_train_model("--model", args.model)
+    check_input_file(args.float_path, "--float", "safetensors file")
+    check_int("--act-bits", args.act_bits, 2, 16)
+    check_output_dir(args.output, "-o/--output")
     # Imported here: torch loads only for this command.
     from ..host.export import FloatWeightsError, run_export
     try:
@@ -282,6 +384,8 @@ def cmd_run(args):
         return run_command(args)
     except (RunUsageError, CompileError) as e:
         raise UsageError(str(e)) from None
+    except ConfigError as e:
+        raise UsageError(core_error_message(e, "the core: ")) from None
     except (DeviceError, SimulatorMissing, OSError) as e:
         print(f"mulfree run: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
@@ -300,10 +404,13 @@ def cmd_report(args):
 
 def cmd_compile(args):
     from ..host.run_cli import RunUsageError, compile_command
+    from ..host.compiler import CompileError
     try:
         return compile_command(args)
-    except RunUsageError as e:
+    except (RunUsageError, CompileError) as e:
         raise UsageError(str(e)) from None
+    except ConfigError as e:
+        raise UsageError(core_error_message(e, "the core: ")) from None
 
 
 def _with_train_option(message):

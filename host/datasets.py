@@ -1,9 +1,14 @@
 """Data sets the demo and ``mulfree run --dataset`` use (NumPy and scikit-learn, no torch)."""
 
+import math
+import os
+from pathlib import Path
+
 import numpy as np
 
 
-__all__ = ["DIGITS_SCALE", "DATASETS", "digits_split", "load_dataset"]
+__all__ = ["DIGITS_SCALE", "DATASETS", "digits_split", "load_dataset", "MAX_ARRAY_BYTES",
+           "InputFileError", "read_array", "open_inputs"]
 
 
 #: Pixels of the digits data are integers 0..16; ``x = pixel * DIGITS_SCALE`` lies in [0, 1].
@@ -54,3 +59,252 @@ def load_dataset(name, split="test"):
         raise ValueError(f"split must be train or test, not {split!r}")
     data = digits_split()
     return data[f"x_{split}"], data[f"y_{split}"]
+
+
+# Input files of ``mulfree run`` ---------------------------------------------------------------
+
+#: Largest array read from an input file (a ``.npy`` file or one member of a ``.npz``); the
+#: digits test split is 180 KiB as float64. ``--limit`` reads only the images it keeps.
+MAX_ARRAY_BYTES = 1 << 30
+
+#: Array kinds an input file may hold: signed and unsigned integers and real floats.
+_NUMBER_KINDS = {"i": "integer", "u": "integer", "f": "float"}
+
+
+class InputFileError(ValueError):
+    """An input file that cannot be used; the message is one line naming the option.
+
+    ``param`` is the option (``"--input"``, ``"--labels"``).
+    """
+
+    def __init__(self, param, message):
+        super().__init__(message)
+        self.param = param
+
+
+def _header(stream, param, shown):
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` stream, positioned after the header.
+
+    The header is parsed by NumPy's own reader but nothing it says is trusted yet: the caller
+    checks the shape against the bytes really there before any array is allocated.
+    """
+    try:
+        version = np.lib.format.read_magic(stream)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputFileError(param, f"{param} {shown}: not a .npy array (no NumPy magic "
+                                    f"string: {_first_line(exc)})") from None
+    if version not in ((1, 0), (2, 0)):
+        # Version 3.0 only exists for structured dtypes with non-Latin-1 names: refused anyway.
+        raise InputFileError(param, f"{param} {shown}: not a .npy file NumPy writes (format "
+                                    f"version {version[0]}.{version[1]}; 1.0 or 2.0 are read)")
+    reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+        np.lib.format.read_array_header_2_0
+    try:
+        return reader(stream)
+    except Exception as exc:        # noqa: BLE001 -- NumPy parses the header with ast/tokenize:
+        # ValueError, SyntaxError, TokenError, MemoryError... all mean "a broken header".
+        raise InputFileError(param, f"{param} {shown}: the .npy header is not valid "
+                                    f"({type(exc).__name__}: {_first_line(exc)})") from None
+
+
+def _first_line(exc):
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
+
+
+def _check_dtype(dtype, param, shown, kinds):
+    if dtype.hasobject:
+        raise InputFileError(param, f"{param} {shown}: holds Python objects (dtype "
+                                    f"{dtype.str}); only {_kinds(kinds)} arrays are read, "
+                                    f"never pickles")
+    if dtype.names is not None or dtype.subdtype is not None:
+        raise InputFileError(param, f"{param} {shown}: holds a structured array (dtype "
+                                    f"{_dtype_text(dtype)}); it must be a plain "
+                                    f"{_kinds(kinds)} array")
+    if dtype.kind not in kinds:
+        raise InputFileError(param, f"{param} {shown}: must hold {_kinds(kinds)} numbers, not "
+                                    f"{_dtype_text(dtype)}")
+
+
+def _dtype_text(dtype):
+    text = " ".join(str(dtype).split())[:80]
+    return text if text == dtype.str.lstrip("<>|=") else f"{text} ({dtype.str})"
+
+
+def _kinds(kinds):
+    names = dict.fromkeys("integer" if k in "iu" else _NUMBER_KINDS[k] for k in kinds)
+    return " or ".join(names)
+
+
+def read_array(stream, size, param, shown, *, kinds="iuf", limit=None, item_shape=None,
+               max_bytes=MAX_ARRAY_BYTES):
+    """The array of a ``.npy`` stream of ``size`` bytes, checked before it is allocated.
+
+    Parameters
+    ----------
+    stream : binary file
+        Positioned at the start of the ``.npy`` data (a file, or a member of a ``.npz``).
+    size : int
+        Bytes the stream holds (the file's size, or the member's uncompressed size).
+    param, shown : str
+        The option and the file, for messages.
+    kinds : str
+        NumPy dtype kinds allowed (default integers and floats).
+    limit : int or None
+        Read only the first ``limit`` entries along the first axis.
+    item_shape : tuple or None
+        The shape of one entry: the array must be ``(B, *item_shape)`` or ``item_shape`` (one
+        entry, returned as a batch of one). ``None``: any shape of at least one axis.
+    max_bytes : int
+        Most bytes read into memory.
+
+    Returns
+    -------
+    array : numpy.ndarray
+        A fresh array (not a memory map) in native byte order, ``shape[0]`` cut to ``limit``.
+    count : int
+        Entries in the file (before ``limit``).
+
+    Raises
+    ------
+    InputFileError
+        For a broken or lying header, a refused dtype, a 0-d array, a file shorter than its
+        header says, or an array larger than ``max_bytes``.
+    """
+    shape, fortran, dtype = _header(stream, param, shown)
+    _check_dtype(dtype, param, shown, kinds)
+    shape = tuple(int(n) for n in shape)
+    if item_shape is not None:
+        item_shape = tuple(item_shape)
+        if shape == item_shape:
+            shape_b = (1, *shape)
+        elif len(shape) == len(item_shape) + 1 and shape[1:] == item_shape:
+            shape_b = shape
+        else:
+            raise InputFileError(param, f"{param} {shown}: the model takes inputs of shape "
+                                        f"{item_shape} (a batch [B, "
+                                        f"{', '.join(map(str, item_shape))}]), not "
+                                        f"{_shape_text(shape)}")
+    elif not shape:
+        raise InputFileError(param, f"{param} {shown}: holds a single number (a 0-d array); "
+                                    f"it must be an array of at least one axis")
+    else:
+        shape_b = shape
+    # Python integers: the product of a lying shape cannot overflow.
+    need = math.prod(shape) * dtype.itemsize
+    have = size - stream.tell()
+    if need > have:
+        raise InputFileError(param, f"{param} {shown}: the .npy header promises shape "
+                                    f"{_shape_text(shape)} of {dtype.name} ({need:,} bytes) but the "
+                                    f"file holds {max(have, 0):,}: truncated or corrupt")
+    keep = shape_b[0] if limit is None else min(shape_b[0], limit)
+    rows_shape = (keep, *shape_b[1:])
+    read = math.prod(rows_shape) * dtype.itemsize if not fortran else need
+    if read > max_bytes:
+        raise InputFileError(param, f"{param} {shown}: {_shape_text(rows_shape)} of {dtype.name} is "
+                                    f"{read:,} bytes, more than the {max_bytes >> 20} MiB read "
+                                    f"at once (--limit reads fewer images)")
+    try:
+        data = stream.read(read)
+        if read == need:
+            # A member of a .npz has its CRC checked when its end is read.
+            stream.read(1)
+    except OSError as exc:
+        raise InputFileError(param, f"{param} {shown} cannot be read: "
+                                    f"{exc.strerror or _first_line(exc)}") from None
+    if len(data) != read:
+        raise InputFileError(param, f"{param} {shown}: ended after {len(data):,} of the "
+                                    f"{read:,} bytes its header promises")
+    if fortran:
+        array = np.frombuffer(data, dtype).reshape(shape[::-1]).transpose()
+        array = array.reshape(shape_b)[:keep]
+    else:
+        array = np.frombuffer(data, dtype).reshape(rows_shape)
+    # Native byte order and our own writable copy: nothing downstream sees the file's layout.
+    return np.array(array, dtype=dtype.newbyteorder("="), order="C"), shape_b[0]
+
+
+def _shape_text(shape):
+    text = str(tuple(shape))
+    return text if len(text) <= 80 else text[:76] + " ...)"
+
+
+def open_inputs(path, param, *, limit=None, kinds="iuf", item_shape=None, labels=True):
+    """``(x, y, count)`` from a ``.npy`` (``y`` None) or ``.npz`` file (members ``x``, ``y``).
+
+    Everything is checked before it is loaded (see :func:`read_array`, which ``limit``,
+    ``kinds`` and ``item_shape`` go to); ``count`` is the number of entries in the file
+    before ``limit``. A ``.npz`` with a bad CRC, a broken zip directory, a ``y`` of another
+    length than ``x`` or a member other than a plain array is refused. ``labels=False``
+    reads a ``.npy`` only (the ``--labels`` file).
+
+    Raises
+    ------
+    InputFileError
+        With one line naming ``param``, the file and what is wrong.
+    """
+    import zipfile
+    import zlib
+    shown = repr(str(path))
+    p = Path(path)
+    if not str(path):
+        raise InputFileError(param, f"{param} must name a file, not ''")
+    try:
+        if p.is_dir():
+            raise InputFileError(param, f"{param} {shown} is a folder; name a .npy or .npz "
+                                        f"file")
+        if not p.is_file():
+            raise InputFileError(param, f"{param} {shown}: no such file")
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                raise InputFileError(param, f"{param} {shown} is empty; it must be a .npy "
+                                            + ("or .npz " if labels else "") + "file")
+            magic = f.read(6)
+            f.seek(0)
+            if magic.startswith(b"PK") and labels:
+                return _open_npz(f, param, shown, limit, kinds, item_shape)
+            if magic != b"\x93NUMPY":
+                raise InputFileError(param, f"{param} {shown} is not a .npy "
+                                            + ("or .npz " if labels else "") + "file (it "
+                                            "starts with neither NumPy's magic string"
+                                            + (" nor a zip header)" if labels else ")"))
+            x, count = read_array(f, size, param, shown, kinds=kinds, limit=limit,
+                                  item_shape=item_shape)
+            return x, None, count
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
+            NotImplementedError, RuntimeError) as exc:
+        # zipfile's ways of saying corrupt (bad CRC, truncated), unsupported or encrypted.
+        raise InputFileError(param, f"{param} {shown}: not a readable .npz file "
+                                    f"({type(exc).__name__}: {_first_line(exc)})") from None
+    except OSError as exc:
+        raise InputFileError(param, f"{param} {shown} cannot be read: "
+                                    f"{exc.strerror or _first_line(exc)}") from None
+
+
+def _open_npz(f, param, shown, limit, kinds, item_shape):
+    import zipfile
+    with zipfile.ZipFile(f) as zf:
+        members = {info.filename: info for info in zf.infolist()}
+        names = [n[:-4] if n.endswith(".npy") else n for n in members]
+        if "x.npy" not in members:
+            found = ", ".join(repr(n[:40]) for n in names[:8]) + (", ..." if len(names) > 8
+                                                                     else "")
+            raise InputFileError(param, f"{param} {shown}: a .npz input must hold an array "
+                                        f"named x (and optionally y, the labels); found "
+                                        f"{found or 'nothing'}")
+        info = members["x.npy"]
+        with zf.open(info) as member:
+            x, count = read_array(member, info.file_size, param, f"{shown} member x",
+                                  kinds=kinds, limit=limit, item_shape=item_shape)
+        y = None
+        info = members.get("y.npy")
+        if info is not None:
+            with zf.open(info) as member:
+                y, n = read_array(member, info.file_size, param, f"{shown} member y",
+                                  kinds="iu", limit=limit)
+            if y.ndim != 1 or n != count:
+                raise InputFileError(param, f"{param} {shown} member y: the labels must be "
+                                            f"{count} integers (one per image of x), not "
+                                            f"shape {_shape_text((n, *y.shape[1:]))}")
+    return x, y, count

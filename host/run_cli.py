@@ -15,11 +15,16 @@ from pathlib import Path
 import numpy as np
 
 
-__all__ = ["add_run_options", "run_model", "format_report"]
+__all__ = ["add_run_options", "run_model", "format_report", "check_run_options",
+           "check_compile_options"]
 
 
 class RunUsageError(ValueError):
     """A bad option of ``mulfree run`` (the message names it)."""
+
+
+#: Largest ``--max-packet-bytes``: a DMA transfer length register holds at most 32 bits.
+MAX_PACKET_BYTES = 2**32 - 1
 
 
 def add_run_options(p):
@@ -63,63 +68,114 @@ def add_run_options(p):
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-def _positive(option, value):
-    if value is not None and (value < 1):
-        raise RunUsageError(f"{option} must be a positive integer, not {value}")
+def _usage(call):
+    """``call()`` with a :class:`~mulfree.gen.cli.UsageError` turned into a
+    :class:`RunUsageError` (the message is the same one line)."""
+    from ..gen.cli import UsageError
+    try:
+        return call()
+    except UsageError as exc:
+        raise RunUsageError(str(exc)) from None
+
+
+def _check_core_options(args):
+    from ..gen.cli import check_int
+    from ..gen.config import LIMITS
+    for option, value, param in (("--rows", args.rows, "rows"), ("--cols", args.cols, "cols")):
+        _usage(lambda: check_int(option, value, *LIMITS[param]))
+
+
+def check_run_options(args):
+    """Refuse a bad option of ``mulfree run`` before anything is loaded, built or run.
+
+    Numbers in range, ``--labels`` only with ``--input``, the output file (``--json``) and
+    the simulator's folder (``--build-dir``) writable, ``--zynq-config`` a valid
+    :class:`~mulfree.host.zynq.ZynqConfig` file.
+
+    Raises
+    ------
+    RunUsageError, mulfree.gen.safe_io.FileCheckError
+        One line naming the option, the value and what is allowed.
+    """
+    from ..gen.cli import check_int, check_output_dir, check_output_file, check_seconds
+    _check_core_options(args)
+    if args.limit is not None:
+        _usage(lambda: check_int("--limit", args.limit, 1))
+    _usage(lambda: check_int("--batch", args.batch, 1))
+    _usage(lambda: check_seconds("--timeout", args.timeout))
+    if args.labels is not None and args.input is None:
+        raise RunUsageError("--labels goes with --input (the --dataset has its own labels)")
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    if args.build_dir is not None:
+        check_output_dir(args.build_dir, "--build-dir")
+    if args.zynq_config is not None:
+        args.zynq_config_loaded = _zynq_config(args.zynq_config)
+
+
+def _zynq_config(path):
+    from .zynq import load_zynq_config
+    # Strict JSON, known fields only, every value checked: one line naming --zynq-config.
+    return load_zynq_config(path, param="--zynq-config")
 
 
 def _load_inputs(args, model):
-    from .datasets import load_dataset
+    from .datasets import InputFileError, load_dataset, open_inputs
+    shape = tuple(model.input.shape)
     if args.dataset:
         try:
             x, y = load_dataset(args.dataset)
         except ImportError as exc:
             raise RunUsageError(f"--dataset {args.dataset}: {exc}") from None
+        if tuple(x.shape[1:]) != shape:
+            raise RunUsageError(f"--dataset {args.dataset}: its images have shape "
+                                f"{tuple(x.shape[1:])}, MODEL {args.model!r} takes {shape}")
+        count = len(x)
+        if args.limit is not None:
+            x, y = x[:args.limit], y[:args.limit]
         source = f"{args.dataset} test split"
     else:
-        path = Path(args.input)
-        if not path.is_file():
-            raise RunUsageError(f"--input {args.input!r}: no such file")
         try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise RunUsageError(f"--input {args.input!r} is not a .npy/.npz file: {exc}") \
-                from None
-        if isinstance(data, np.lib.npyio.NpzFile):
-            if "x" not in data.files:
-                raise RunUsageError(f"--input {args.input!r} must hold an array named x "
-                                    f"(found {', '.join(data.files) or 'nothing'})")
-            x, y = data["x"], data["y"] if "y" in data.files else None
-        else:
-            x, y = data, None
-        if args.labels:
-            try:
-                y = np.load(args.labels, allow_pickle=False)
-            except (ValueError, OSError) as exc:
-                raise RunUsageError(f"--labels {args.labels!r} is not a .npy file: {exc}") \
-                    from None
-        source = str(path)
-    shape = tuple(model.input.shape)
-    if x.ndim == len(shape):
-        x = x[None]
-    if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-        raise RunUsageError(f"--input: the model takes inputs of shape {shape} (a batch "
-                            f"[B, {', '.join(map(str, shape))}]), not {tuple(x.shape)}")
-    if x.dtype.kind not in "iuf":
-        raise RunUsageError(f"--input: inputs must be integers or floats, not {x.dtype}")
+            x, y, count = open_inputs(args.input, "--input", limit=args.limit,
+                                      item_shape=shape)
+            if args.labels is not None:
+                y, n, _ = open_inputs(args.labels, "--labels", limit=args.limit, kinds="iu",
+                                      labels=False)
+                if y.ndim != 1 or n != count:
+                    raise RunUsageError(f"--labels {args.labels!r}: must be {count} integers "
+                                        f"(one per image of --input), not shape "
+                                        f"{(n, *y.shape[1:])}")
+        except InputFileError as exc:
+            raise RunUsageError(str(exc)) from None
+        source = str(args.input)
+        if count == 0:
+            raise RunUsageError(f"--input {args.input!r} holds 0 images; there is nothing to "
+                                f"run")
     if y is not None:
-        y = np.asarray(y)
-        if y.dtype.kind not in "iu" or y.shape != (x.shape[0],):
-            raise RunUsageError(f"labels must be {x.shape[0]} integers, not "
-                                f"{y.dtype} {tuple(y.shape)}")
-    if args.limit is not None:
-        x, y = x[:args.limit], None if y is None else y[:args.limit]
+        _check_labels(args, model, y)
     return x, y, source
+
+
+def _check_labels(args, model, y):
+    option = "--labels" if args.labels is not None else "--input"
+    if model.output != "argmax":
+        raise RunUsageError(f"{option}: labels need a model whose output is an argmax; "
+                            f"MODEL {args.model!r} outputs {model.output!r}")
+    classes = int(model.validate()[-1][1][-1])
+    if y.size and (y.min() < 0 or y.max() >= classes):
+        bad = int(np.argmax((y < 0) | (y >= classes)))
+        raise RunUsageError(f"{option}: labels must be classes in 0..{classes - 1} (the "
+                            f"model's {classes} outputs), not {y[bad]} (image {bad})")
 
 
 def _quantize(model, x):
     from ..sim.model_golden import quantize_input
     if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = int(np.argmax(bad.reshape(len(x), -1).any(axis=1)))
+            raise RunUsageError(f"--input: float inputs must be finite numbers; image "
+                                f"{first} holds {'NaN' if np.isnan(x[first]).any() else 'inf'}")
         try:
             return quantize_input(model, x)
         except ValueError as exc:
@@ -135,6 +191,8 @@ def _quantize(model, x):
 
 def _core(args, model):
     """The core to run on: the manifest of ``--config``, or a default that fits the model."""
+    from ..gen.cli import core_error_message
+    from ..gen.config import ConfigError
     from .compiler import CompileError, core_for_model
     from .runtime import load_manifest
     if args.device == "zynq" and not args.config:
@@ -147,6 +205,10 @@ def _core(args, model):
     except CompileError as exc:
         option = "--config" if args.config else "the default core"
         raise RunUsageError(f"{option}: {exc}") from None
+    except ConfigError as exc:
+        # The model asks for a core the generator cannot make (or --rows/--cols do).
+        raise RunUsageError(core_error_message(exc, f"the default core for MODEL "
+                                                    f"{args.model!r}: ")) from None
 
 
 def _compile(args, model, core, max_packet_bytes):
@@ -164,12 +226,9 @@ def _open(args, core, say):
     if args.device == "zynq":
         options = {}
         if args.zynq_config:
-            from .zynq import ZynqConfig
-            try:
-                options["config"] = ZynqConfig(**json.loads(Path(args.zynq_config)
-                                                            .read_text()))
-            except (OSError, ValueError, TypeError) as exc:
-                raise RunUsageError(f"--zynq-config {args.zynq_config!r}: {exc}") from None
+            config = getattr(args, "zynq_config_loaded", None)
+            options["config"] = config if config is not None else \
+                _zynq_config(args.zynq_config)
         return open_device("zynq", core, timeout=args.timeout, **options)
     return open_device("sim", core, timeout=args.timeout, build_dir=args.build_dir,
                        progress=say)
@@ -177,20 +236,10 @@ def _open(args, core, say):
 
 def run_model(args, *, say=None):
     """Everything ``mulfree run`` does; returns the report dict (see :func:`format_report`)."""
-    from .export_format import ExportError, load_export
     from ..sim.model_golden import run_int_model
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
-    _positive("--limit", args.limit)
-    _positive("--batch", args.batch)
-    _positive("--rows", args.rows)
-    _positive("--cols", args.cols)
-    if not args.timeout > 0:
-        raise RunUsageError(f"--timeout must be a positive number of seconds, "
-                            f"not {args.timeout}")
-    try:
-        model = load_export(args.model)
-    except ExportError as exc:
-        raise RunUsageError(f"MODEL {args.model!r}: {exc}") from None
+    check_run_options(args)
+    model = _load_model(args.model)
     x, y, source = _load_inputs(args, model)
     xq = _quantize(model, x)
     core = _core(args, model)
@@ -325,17 +374,39 @@ def format_report(report):
     return "\n".join(lines)
 
 
+def _load_model(path):
+    from ..gen.safe_io import FileCheckError
+    from .export_format import ExportError, load_export
+    if not str(path):
+        raise RunUsageError("MODEL must name an exported model's folder, not ''")
+    try:
+        return load_export(path)
+    except ExportError as exc:
+        raise RunUsageError(f"MODEL {str(path)!r}: {exc}") from None
+    except FileCheckError:
+        raise
+    except OSError as exc:
+        raise RunUsageError(f"MODEL {str(path)!r} cannot be read: "
+                            f"{exc.strerror or exc}") from None
+
+
+def write_json(path, doc):
+    """Write ``doc`` as JSON to ``path`` atomically (folders created): an interrupted run
+    leaves the old file or none, never half of one."""
+    from ..gen.safe_io import write_atomic
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(doc, indent=2) + "\n")
+    return path
+
+
 def run_command(args):
     """``mulfree run``: returns the exit status (1 when the golden check fails)."""
     report = run_model(args)
     print(format_report(report))
     report.pop("_predictions", None)
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-        tmp.replace(path)
+        write_json(args.json, report)
     g = report.get("golden")
     return 1 if g and not g["bit_exact"] else 0
 
@@ -353,16 +424,19 @@ def add_compile_options(p):
                    help="largest packet a transfer may carry (a DMA's limit; default: none)")
 
 
+def check_compile_options(args):
+    """Refuse a bad option of ``mulfree compile`` before the model is read."""
+    from ..gen.cli import check_int
+    _check_core_options(args)
+    if args.max_packet_bytes is not None:
+        _usage(lambda: check_int("--max-packet-bytes", args.max_packet_bytes, 1,
+                                 MAX_PACKET_BYTES))
+
+
 def compile_command(args):
     """``mulfree compile``: check that a model fits a core and list the program's steps."""
-    from .export_format import ExportError, load_export
-    _positive("--rows", args.rows)
-    _positive("--cols", args.cols)
-    _positive("--max-packet-bytes", args.max_packet_bytes)
-    try:
-        model = load_export(args.model)
-    except ExportError as exc:
-        raise RunUsageError(f"MODEL {args.model!r}: {exc}") from None
+    check_compile_options(args)
+    model = _load_model(args.model)
     args.device = "sim"
     core = _core(args, model)
     program = _compile(args, model, core, args.max_packet_bytes)
