@@ -279,16 +279,12 @@ class Device:
         """Write the 32-bit ``value`` to register ``name``."""
         self._check_open()
         offset = self._reg(name)[0]
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-                or not 0 <= value <= 0xFFFF_FFFF:
-            raise InputError("value", f"value must be an integer in [0, 0xffffffff], "
-                                      f"not {value!r}")
-        self.backend.write32(offset, int(value))
+        self.backend.write32(offset, _word("value", value))
 
     def field(self, name, field_name, value=None):
         """Field ``field_name`` of register ``name`` (from ``value``, or read now)."""
         hi, lo = self._bits(name, field_name)
-        value = self.read(name) if value is None else int(value)
+        value = self.read(name) if value is None else _word("value", value)
         return (value >> lo) & ((1 << (hi - lo + 1)) - 1)
 
     def _bits(self, name, field_name):
@@ -300,7 +296,7 @@ class Device:
 
     def _field_value(self, name, field_name, value):
         hi, lo = self._bits(name, field_name)
-        return (int(value) & ((1 << (hi - lo + 1)) - 1)) << lo
+        return (_word("value", value) & ((1 << (hi - lo + 1)) - 1)) << lo
 
     def write_field(self, name, field_name, value):
         """Write a register with only ``field_name`` set (W1S/W1C registers, CONTROL)."""
@@ -601,6 +597,14 @@ class Device:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _word(param, value):
+    """``value`` as a 32-bit register word, or :class:`InputError` naming ``param``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+            or not 0 <= value <= 0xFFFF_FFFF:
+        raise InputError(param, f"{param} must be an integer in [0, 0xffffffff], not {value!r}")
+    return int(value)
 
 
 def _as_array(x):

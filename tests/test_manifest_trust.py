@@ -501,6 +501,8 @@ def test_bad_timeouts_are_refused(fake_device, timeout):
     (lambda d: d.write("SCRATCH", 1 << 32), "value", "value must be an integer"),
     (lambda d: d.write("SCRATCH", 1.5), "value", "value must be an integer"),
     (lambda d: d.field("STATUS", "nope"), "field_name", "field_name must be a field of STATUS"),
+    (lambda d: d.field("STATUS", "idle", "3"), "value", "value must be an integer"),
+    (lambda d: d.write_field("CONTROL", "start", None), "value", "value must be an integer"),
     (lambda d: d.load("program"), "program", "program must be a Program"),
     (lambda d: d.execute([], -1), "out_nbytes", "out_nbytes must be an integer >= 0"),
     (lambda d: d.execute([["a"]], 8), "packets", "packets must be a list of byte arrays"),

@@ -287,7 +287,7 @@ def test_run_cli(design, exported, run_main, capsys, monkeypatch):
     (["--input", "{path}/missing.npy"], "--input '.*missing.npy': no such file"),
     (["--input", "{path}/wrong.npy"], r"the model takes inputs of shape \(7, 6, 5\)"),
     (["--device", "zynq", "--input", "{path}/inputs.npz"], "--device zynq needs --config"),
-    (["--input", "{path}/inputs.npz", "--batch", "0"], "--batch must be a positive integer"),
+    (["--input", "{path}/inputs.npz", "--batch", "0"], "--batch must be an integer >= 1, not 0"),
 ])
 def test_run_cli_refuses(exported, run_main, capsys, argv, message):
     import re
