@@ -135,7 +135,7 @@ def design_for(cfg: CoreConfig, cache_dir=None, progress=None):
     final = root / f"{cfg.top_name}-{key}"
     if (final / f"{cfg.top_name}.json").is_file():
         return final
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
     if progress:
         progress(f"generating {cfg.top_name} into {final}")
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))

@@ -553,8 +553,8 @@ class UdmaBuf(DmaBuffer):
 
     def __init__(self, name="udmabuf0", *, sysfs_root="/sys/class", dev_root="/dev",
                  o_sync=True):
-        if not isinstance(name, str) or not name or "/" in name:
-            raise ValueError(f"name must be a device name without '/', not {name!r}")
+        # The name becomes a path under dev_root and sysfs_root: a plain name only.
+        check_device_name("name", name)
         self.name = name
         self.o_sync = bool(o_sync)
         tried = [Path(sysfs_root) / cls / name for cls in _UDMABUF_CLASSES]

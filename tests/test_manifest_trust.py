@@ -734,3 +734,10 @@ def test_deep_copy_is_not_needed_for_a_valid_manifest():
     before = copy.deepcopy(doc)
     check_manifest(doc)
     assert doc == before
+
+
+@pytest.mark.parametrize("name", ["../mem", "..", "", "a/b", "x" * 65, None])
+def test_udmabuf_name_is_a_plain_device_name(tmp_path, name):
+    from mulfree.host.zynq import UdmaBuf
+    with pytest.raises(ValueError, match="name must be a device name"):
+        UdmaBuf(name, sysfs_root=tmp_path, dev_root=tmp_path)
