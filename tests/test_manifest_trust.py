@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -561,20 +562,28 @@ def test_lock_refuses_hard_links_and_other_files(tmp_path):
 
 def test_lock_refuses_a_file_of_another_user(tmp_path, monkeypatch):
     """A lock file owned by someone else is neither truncated nor used."""
+    import tempfile
     from mulfree.host import device_lock
-    locks = tmp_path / "locks"
-    locks.mkdir(mode=0o700)
-    path = locks / "dev.lock"
-    path.write_text("4242\n")
     if os.geteuid() == 0:
+        locks = tmp_path / "locks"
+        locks.mkdir(mode=0o700)
+        path = locks / "dev.lock"
+        path.write_text("4242\n")
         os.chown(path, 4242, 4242)
-    else:                                          # the same branch, seen as another user
-        locks = device_lock.Path(os.environ.get("TMPDIR", "/tmp"))
+    else:
+        # The same branch seen as another user: our file in the shared sticky folder (owned
+        # by root, so the folder check passes whatever the user).
+        path = Path(tempfile.gettempdir()) / f"mulfree-test-{os.getpid()}.lock"
+        path.write_text("4242\n")
         monkeypatch.setattr(device_lock.os, "geteuid", lambda: os.getuid() + 1)
-    with pytest.raises(DeviceError, match=r"belongs to uid \d+, not to this user, and nobody "
-                                          r"holds it"):
-        DeviceLock(path)
-    assert path.read_text() == "4242\n"
+    try:
+        with pytest.raises(DeviceError, match=r"belongs to uid \d+, not to this user, and "
+                                              r"nobody holds it"):
+            DeviceLock(path)
+        assert path.read_text() == "4242\n"
+    finally:
+        if path.parent != tmp_path / "locks":
+            path.unlink()
 
 
 def test_lock_folder_is_checked(tmp_path):
