@@ -729,12 +729,18 @@ def test_check_main_refuses_an_edited_manifest(pristine, tmp_path, capsys):
     assert "registers.registers[WIDTHS].reset" in err
 
 
-def test_lock_path_of_the_zynq_backend_is_in_a_safe_folder():
-    folder = zynq._lock_dir()
-    st = folder.stat() if folder.exists() else None
-    if st is not None:
-        assert st.st_uid in (0, os.geteuid())
-        assert not st.st_mode & 0o022 or st.st_mode & stat.S_ISVTX
+def test_lock_folder_of_the_zynq_backend_is_safe(tmp_path, monkeypatch):
+    """The backend's lock folder is a shared one only if others cannot replace files in it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    assert not zynq._safe_shared_dir(shared)
+    shared.chmod(0o1777)
+    assert zynq._safe_shared_dir(shared)
+    assert not zynq._safe_shared_dir(tmp_path / "missing")
+    monkeypatch.setattr(zynq.tempfile, "gettempdir", lambda: str(tmp_path / "missing"))
+    monkeypatch.setattr(zynq, "_safe_shared_dir", lambda folder: False)
+    assert zynq._lock_dir() == Path.home() / ".cache" / "mulfree" / "lock"
 
 
 def test_deep_copy_is_not_needed_for_a_valid_manifest():
