@@ -122,8 +122,9 @@ class SimBackend:
 def design_for(cfg: CoreConfig, cache_dir=None, progress=None):
     """The folder holding ``cfg``'s generated core (written on first use, then reused).
 
-    Keyed by the config's parameters and the generator's sources; written to a temporary folder and renamed, so a half
-    written design is never taken for a finished one.
+    Keyed by the config's parameters and the generator's sources; written to a temporary
+    folder and renamed, so a half written design is never taken for a finished one. Its
+    manifest is checked again whenever it is loaded (a cache can be edited too).
     """
     from ..gen.core_manifest import write_core_design
     import shutil

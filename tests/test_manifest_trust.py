@@ -743,7 +743,7 @@ def test_lock_folder_of_the_zynq_backend_is_safe(tmp_path, monkeypatch):
     assert zynq._lock_dir() == Path.home() / ".cache" / "mulfree" / "lock"
 
 
-def test_deep_copy_is_not_needed_for_a_valid_manifest():
+def test_checking_leaves_the_dict_unchanged():
     """Checking leaves the caller's dict as it was (no keys added or removed)."""
     doc = core_manifest(CORE)
     before = copy.deepcopy(doc)
