@@ -75,6 +75,13 @@ def _replace(model, path, new):
     setattr(parent, name, new)
 
 
+def _like(new, old):
+    """Give ``new`` the device and dtype of ``old`` *before* any weight is copied: copying a
+    float64 weight into a fresh float32 parameter would round it (and DeepShift-Q would then
+    round the rounded weight, possibly to the other power of two)."""
+    new.to(device=old.weight.device, dtype=old.weight.dtype)
+
+
 def _convert(model, depth, make):
     targets = convertible_layers(model, depth)
     for path, m in targets:
@@ -129,6 +136,7 @@ def convert_to_shift(model, mode="ps", weight_bits=5, depth=None):
                               mode=mode, weight_bits=weight_bits)
         else:
             new = ShiftConv2d(**_conv_kwargs(old), mode=mode, weight_bits=weight_bits)
+        _like(new, old)
         with torch.no_grad():
             if mode == "q":
                 new.weight.copy_(old.weight)
@@ -170,6 +178,7 @@ def convert_to_adder(model, depth=None):
             new = AdderLinear(old.in_features, old.out_features, old.bias is not None)
         else:
             new = AdderConv2d(**_conv_kwargs(old))
+        _like(new, old)
         with torch.no_grad():
             new.weight.copy_(old.weight)
         return new

@@ -303,11 +303,11 @@ class ShiftLinear(_ShiftWeight):
         Whether to add a (float) bias.
     mode : ``"q"`` or ``"ps"``
         ``"q"``: a float parameter ``weight``, rounded to ``±2^p`` in the forward pass
-        (``p = round(log2 |w|)`` after clamping ``|w|`` into ``[2^-max_shift, 1]``, an exact 0
-        stays 0), straight-through gradient. ``"ps"``: parameters ``shift`` (clamped in place
-        to ``[-max_shift, 0]`` at every forward) and ``sign``; the forward pass uses
-        ``p = round(shift)`` and ``s = sign(round(sign))`` in {-1, 0, +1}, straight-through
-        for the roundings.
+        (``p = round(log2 |w|)``, exactly (:func:`round_log2`), after clamping ``|w|`` into
+        ``[2^-max_shift, 1]``, an exact 0 stays 0), straight-through gradient. ``"ps"``:
+        parameters ``shift`` (clamped in place to ``[-max_shift, 0]`` at every forward) and
+        ``sign``; the forward pass uses ``p = round(shift)`` and ``s = sign(round(sign))`` in
+        {-1, 0, +1}, straight-through for the roundings.
     weight_bits : int
         2..6: 1 sign bit and ``weight_bits - 1`` shift bits, ``max_shift = 2^(b-1) - 2``.
     """

@@ -50,7 +50,8 @@ already give 0 / saturate every nonzero value); a bias beyond ``acc_width`` bits
   ``b' = s b + t``) before weight quantization, the usual BN folding;
 * shift and adder layers: a shift weight cannot absorb an arbitrary factor and ``|x - w|``
   does not commute with one, so ``s`` is approximated by ``sign(s) * 2^e``,
-  ``e = round(log2|s|)`` (nearest in the log domain; relative error of the scale at most
+  ``e = round(log2|s|)`` (nearest in the log domain, decided exactly by
+  :func:`~mulfree.host.layers.round_log2`; relative error of the scale at most
   ``2^(1/2)``), and ``t`` recentred as ``beta - sign(s) 2^e mean`` so the rounding moves no
   channel's centre. That is AdderNet's "BN as a per-channel power-of-two scale plus bias":
   ``bias = round_half_up((sign(s) b + t 2^-e) 2^-A)``, ``shift = O - A - e``. A negative

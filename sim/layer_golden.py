@@ -32,6 +32,10 @@ __all__ = [
 ]
 
 
+#: Largest number of terms :func:`matmul_acc` computes at once.
+_CHUNK_ELEMENTS = 1 << 20
+
+
 def _as_int64(name, values):
     return as_int64(name, values, bools=True)
 
@@ -133,10 +137,14 @@ def matmul_acc(cfg: ArrayConfig, x, w_codes):
     if not 1 <= k <= cfg.max_k:
         raise ValueError(f"K = {k} must be in [1, max_k = {cfg.max_k}]: the accumulator holds "
                          f"at most max_k terms")
-    acc = np.zeros((x.shape[0], w_codes.shape[1]), dtype=np.int64)
-    # One k at a time: memory O(M N), and every partial sum is a sum of <= max_k terms.
-    for i in range(k):
-        acc += terms(cfg, x[:, i, None], w_codes[None, i, :])
+    m, n = x.shape[0], w_codes.shape[1]
+    acc = np.zeros((m, n), dtype=np.int64)
+    # Chunks of k (memory O(M N chunk)). Integer addition is exact in any order, and every
+    # partial sum is a sum of <= K <= max_k terms, inside acc_range, which the config keeps
+    # within 64 bits: int64 never wraps here.
+    step = max(1, _CHUNK_ELEMENTS // max(1, m * n))
+    for i in range(0, k, step):
+        acc += terms(cfg, x[:, i:i + step, None], w_codes[None, i:i + step, :]).sum(axis=1)
     return acc
 
 

@@ -109,7 +109,8 @@ def _random_model(rng, pe, kind, batch=8):
             o = int(rng.integers(2, 5))
             kh, kw = int(rng.integers(1, 4)), int(rng.integers(1, 4))
             stride = (2, 1) if step == "conv_stride" else 1
-            padding = (int(rng.integers(0, 2)), int(rng.integers(0, 2)))
+            # Padding below the kernel size: a window of nothing but padding is refused.
+            padding = (int(rng.integers(0, min(2, kh))), int(rng.integers(0, min(2, kw))))
             shifts = rng.integers(-1, 2, (c, 2)) if step == "conv_shift" else None
             layer = IntConv2d(pe, _random_codes(rng, pe, wb, a, (o, c, kh, kw)),
                               np.zeros(o, int), np.zeros(o, int), False, stride, padding,
