@@ -603,11 +603,11 @@ def quantize(model, calib_x, *, act_bits=8, input_scale_exp=None) -> IntModel:
                 layer = IntLinear(**common)
             cfg = layer_config(layer, it["path"])
             blo, bhi = bias_range(cfg)
-            if not bool(torch.isfinite(bias).all()):
-                raise QuantizeError(f"{it['path']} has a bias (with its BatchNorm) that is not "
-                                    f"finite: {bias_u.tolist()[:8]}")
-            # Saturate while still a float: a float beyond int64 has no defined int64
-            # conversion (it wraps to -2^63 in practice, saturating to the wrong end).
+            if bool(torch.isnan(bias).any()):
+                raise QuantizeError(f"{it['path']} has a bias (with its BatchNorm) that is "
+                                    f"NaN: {bias_u.tolist()[:8]}")
+            # Saturate while still a float (+-inf included): a float beyond int64 has no
+            # defined int64 conversion (it wraps to -2^63 in practice, the wrong end).
             bias = bias.clamp(blo, bhi).to(torch.int64).clamp(blo, bhi)
             acc = layer_acc(layer, xq)                     # channels last
             real = torch.ldexp((acc + bias).to(torch.float64),

@@ -572,3 +572,20 @@ def test_qat_bn_power_of_two_matches_the_integer_model():
     shift = qat.int_model.layers[0].shift
     e = [ref_round_log2(v) for v in scales]
     assert (shift + np.array(e)).tolist() == [shift[0] + e[0]] * len(scales)
+
+
+def test_quantize_bias_infinite_saturates_nan_refused():
+    """A BN scale of 2^-1000 after a shift layer makes the bias t 2^1000 2^-A: +inf, which
+    saturates to the right end; a NaN bias has no integer and is refused."""
+    model = _bn_after_shift([2.0 ** -1000, 2.0 ** -1000])
+    with torch.no_grad():
+        model[1].bias.copy_(torch.tensor([1e300, -1e300], dtype=torch.float64))
+    calib = torch.tensor([[1.0, -1.0]], dtype=torch.float64)
+    int_model = quant.quantize(model, calib, act_bits=8, input_scale_exp=0)
+    from mulfree.host.export_format import layer_config
+    blo, bhi = bias_range(layer_config(int_model.layers[0]))
+    assert int_model.layers[0].bias.tolist() == [bhi, blo]
+    with torch.no_grad():
+        model[1].bias.fill_(math.nan)
+    with pytest.raises(quant.QuantizeError, match="NaN"):
+        quant.quantize(model, calib, act_bits=8, input_scale_exp=0)
