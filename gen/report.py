@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -237,6 +238,28 @@ def _write_json_atomic(path, doc):
     write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
+#: The names of the cache's entries: the first 32 hex digits of a sha256.
+_CACHE_KEY = re.compile(r"[0-9a-f]{32}")
+
+
+def _read_cache_json(path):
+    """A cache file's object, or None if it is unreadable, not strict JSON or (an entry with
+    ``cells``) holds cell counts that are not counts: a broken cache entry is a miss, never
+    an error of the command that finds it."""
+    from .safe_io import FileCheckError, read_json
+    try:
+        doc = read_json(path, "cache entry", what="synthesis cache entry")
+    except FileCheckError:
+        return None
+    if "cells" in doc:
+        cells = doc["cells"]
+        if not isinstance(cells, dict) or not all(
+                isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                for k, v in cells.items()):
+            return None
+    return doc
+
+
 def index_key(cfg: CoreConfig):
     """The key of ``cfg`` in the cache's index: its parameters, top name, generator and flow."""
     text = (json.dumps(cfg.params(), sort_keys=True) + cfg.top_name + generator_digest()
@@ -275,12 +298,14 @@ def core_resources(cfg: CoreConfig, *, cache_dir=None, progress=None, timeout=72
     params = cfg.params()
     index_path = root / "index" / f"{index_key(cfg)}.json"
     if index_path.is_file():
-        try:
-            key = json.loads(index_path.read_text())["key"]
-            entry = json.loads((root / f"{key}.json").read_text())
+        index = _read_cache_json(index_path)
+        key = index.get("key") if index else None
+        # The key names a file: only the hex digests this function writes are followed.
+        entry = _read_cache_json(root / f"{key}.json") \
+            if isinstance(key, str) and _CACHE_KEY.fullmatch(key) else None
+        if entry is not None:
             return {**entry, "resources": resources_from_cells(entry["cells"]), "cached": True}
-        except (OSError, KeyError, ValueError):
-            pass                        # a stale or broken index entry: elaborate again
+        # A stale or broken index entry: elaborate again (and replace it below).
     from .core_manifest import convert_core_rtlil
     t0 = time.perf_counter()
     text = convert_core_rtlil(cfg)
@@ -288,8 +313,8 @@ def core_resources(cfg: CoreConfig, *, cache_dir=None, progress=None, timeout=72
     digest = hashlib.sha256((SYNTH_FLOW + "\n" + cfg.top_name + "\n" + text).encode())
     key = digest.hexdigest()[:32]
     path = root / f"{key}.json"
-    if path.is_file():
-        entry = json.loads(path.read_text())
+    entry = _read_cache_json(path) if path.is_file() else None
+    if entry is not None:
         cached = True
     else:
         e = cfg.engine
@@ -360,14 +385,14 @@ def load_energy_table(source=None):
         return table
     where = "energy_table"
     if isinstance(source, (str, os.PathLike)):
+        from .safe_io import FileCheckError, read_json
+        if not str(source):
+            raise ReportError(where, f"{where} must name a JSON file, not ''")
         try:
-            source = json.loads(Path(source).read_text())
-        except OSError as exc:
-            raise ReportError(where, f"{where} {str(source)!r} cannot be read: "
-                                     f"{exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise ReportError(where, f"{where} {str(source)!r} is not JSON: {exc}") \
-                from None
+            # Strict and bounded (size, nesting, no NaN); any top level, refused below.
+            source = read_json(source, where, what="energy table", kind=None)
+        except FileCheckError as exc:
+            raise ReportError(where, str(exc)) from None
     if not isinstance(source, dict):
         raise ReportError(where, f"{where} must be a JSON object of operations "
                                  f"({', '.join(ENERGY_45NM)}), not {type(source).__name__}")
@@ -506,11 +531,9 @@ def kind_config(cfg: CoreConfig, pe, rows=None, cols=None):
 
 def _run_all(configs, *, jobs, cache_dir, progress, timeout):
     """:func:`core_resources` of every config, ``jobs`` at once, in the given order."""
-    from concurrent.futures import ThreadPoolExecutor
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(lambda c: core_resources(c, cache_dir=cache_dir,
-                                                      progress=progress, timeout=timeout),
-                             configs))
+    from .synth import run_parallel
+    return run_parallel(lambda c: core_resources(c, cache_dir=cache_dir, progress=progress,
+                                                 timeout=timeout), configs, jobs)
 
 
 def _design_entry(cfg, run, device):
@@ -969,7 +992,7 @@ def format_max_fit(result):
 OPTIONS = {"board": "--board", "device": "--device", "energy_table": "--energy-table",
            "model": "--model", "config": "--config", "fit_sizes": "--fit-sizes",
            "holdout": "--holdout", "confirm_max_pes": "--confirm-max-pes",
-           "output": "-o/--output"}
+           "output": "-o/--output", "cache_dir": "--cache-dir"}
 
 
 def _option_message(exc):
@@ -984,12 +1007,16 @@ def _option_message(exc):
 
 def _sizes(text):
     import argparse
+    from .config import LIMITS
+    lo, hi = LIMITS["rows"]
     try:
         sizes = sorted({int(part) for part in text.split(",") if part.strip()})
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be comma-separated integers, not {text!r}")
-    if len(sizes) < 2 or sizes[0] < 1:
-        raise argparse.ArgumentTypeError(f"must hold at least two sizes >= 1, not {text!r}")
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers, not "
+                                         f"{text[:40]!r}") from None
+    if len(sizes) < 2 or sizes[0] < lo or sizes[-1] > hi:
+        raise argparse.ArgumentTypeError(f"must hold at least two sizes in {lo}..{hi}, not "
+                                         f"{text[:40]!r}")
     return sizes
 
 
@@ -1084,10 +1111,34 @@ def _load_model(path):
 def _load_config(path):
     from ..host.compiler import CompileError, core_from_manifest
     from ..host.runtime import load_manifest
+    from .safe_io import FileCheckError
     try:
-        return core_from_manifest(load_manifest(path))
+        return core_from_manifest(load_manifest(path, param="--config"))
+    except FileCheckError:
+        raise                       # its one line names --config and the file already
     except (CompileError, OSError, ValueError) as exc:
         raise ReportError("config", f"config {str(path)!r}: {exc}") from None
+
+
+def _check_designs(args, cfg):
+    """Refuse, before any synthesis, a --compare or --max-fit design the generator cannot
+    make (a fit size too large for the core's buffers, a kind's widths...)."""
+    from .config import ConfigError
+    sizes = []
+    if args.compare:
+        sizes += [("--compare", pe, None) for pe in PE_KINDS]
+    if args.max_fit:
+        sizes += [("--fit-sizes", pe, n) for pe in PE_KINDS for n in args.fit_sizes]
+        if args.holdout:
+            sizes += [("--holdout", pe, args.holdout) for pe in PE_KINDS]
+    for option, pe, n in sizes:
+        try:
+            kind_config(cfg, pe, n, n)
+        except ConfigError as exc:
+            what = f"{option} {n}" if n is not None else option
+            raise ReportError(option.lstrip("-").replace("-", "_"),
+                              f"{what}: the {pe} core of that size cannot be made: "
+                              f"{exc}") from None
 
 
 def _plain(obj):
@@ -1106,11 +1157,15 @@ def run_report(args, core_config_from_args=None):
     that overflow and by how much). Raises :class:`ReportError` for a bad option.
     """
     from .emit import OutputError, check_output_dir
-    from .bench import _write_json
+    from .bench import MAX_JOBS, _write_json
+    from .cli import check_int, check_seconds
+    from .config import LIMITS
     device = device_for(args.board, args.device)
-    if args.holdout is not None and args.holdout < 0:
-        raise ReportError("holdout", f"holdout must be a size >= 1 or 0 for none, "
-                                     f"not {args.holdout}")
+    check_int("-j/--jobs", args.jobs, 1, MAX_JOBS)
+    check_seconds("--timeout", args.timeout)
+    if args.holdout is not None and not 0 <= args.holdout <= LIMITS["rows"][1]:
+        raise ReportError("holdout", f"holdout must be a size in 1..{LIMITS['rows'][1]} or 0 "
+                                     f"for none, not {args.holdout}")
     if len(args.fit_sizes) < len(args.fit_terms):
         raise ReportError("fit_sizes", f"fit_sizes must hold at least {len(args.fit_terms)} "
                                        f"sizes for the {len(args.fit_terms)} terms of "
@@ -1124,13 +1179,21 @@ def run_report(args, core_config_from_args=None):
         message = str(exc).removeprefix("energy_table.").removeprefix("energy_table ")
         where = "" if exc.param == "energy_table" else f" {args.energy_table}:"
         raise ReportError(exc.param, f"--energy-table{where} {message}") from None
-    model = _load_model(args.model) if args.model else None
-    cfg = _load_config(args.config) if args.config else core_config_from_args(args)
     out = Path(args.output)
     try:
-        check_output_dir(out, "output")
+        check_output_dir(args.output, "output")     # the text: Path("") would be "."
     except OutputError as exc:
         raise ReportError("output", str(exc)) from None
+    cache = synth_cache_dir(args.cache_dir)
+    try:
+        check_output_dir(args.cache_dir if args.cache_dir is not None else cache, "cache_dir")
+    except OutputError as exc:
+        raise ReportError("cache_dir", str(exc)
+                          + ("" if args.cache_dir is not None else
+                             " (the default; set --cache-dir or $MULFREE_CACHE)")) from None
+    model = _load_model(args.model) if args.model is not None else None
+    cfg = _load_config(args.config) if args.config is not None else core_config_from_args(args)
+    _check_designs(args, cfg)
     board = f"{args.board} ({device.name})" if args.device is None else device.name
     e = cfg.engine
     doc = {"board": None if args.device else args.board, "device": device.name,

@@ -11,10 +11,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
-__all__ = ["RESOURCE_KEYS", "synthesize", "parse_stat", "classify_cells"]
+__all__ = ["RESOURCE_KEYS", "synthesize", "parse_stat", "classify_cells", "run_parallel",
+           "stop_running"]
 
 
 # Resource classes of Xilinx 7-series cells, in report order. INV is counted with the LUTs:
@@ -132,15 +135,70 @@ def synthesize(rtlil_text, top, *, nodsp=False, work_dir=None, timeout=3600):
         f"synth_xilinx -family xc7 -flatten -top {top}{' -nodsp' if nodsp else ''}\n"
         "tee -q -o stat.txt stat\n")
     # Relative names only, from inside the folder: the WASI build cannot open absolute paths.
-    proc = subprocess.run([*_yosys_command(), "-q", "-l", "synth.log", "synth.ys"],
-                          cwd=work_dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, timeout=timeout)
+    returncode, stderr = _run([*_yosys_command(), "-q", "-l", "synth.log", "synth.ys"],
+                              work_dir, timeout)
     stat = work_dir / "stat.txt"
-    if proc.returncode != 0 or not stat.exists():
+    if returncode != 0 or not stat.exists():
         log = work_dir / "synth.log"
         tail = log.read_text()[-3000:] if log.exists() else ""
-        raise RuntimeError(f"yosys failed on {top} (exit {proc.returncode}):\n"
-                           f"{proc.stderr[-2000:]}{tail}")
+        raise RuntimeError(f"yosys failed on {top} (exit {returncode}):\n"
+                           f"{stderr[-2000:]}{tail}")
     return parse_stat(stat.read_text(), top)
+
+
+# Yosys processes running now, so that an interruption can stop them all: the worker
+# threads that started them cannot be interrupted, only their processes can.
+_RUNNING = set()
+_RUNNING_LOCK = threading.Lock()
+
+
+def _run(command, cwd, timeout):
+    """``(returncode, stderr)`` of ``command``, killed on timeout or any interruption."""
+    proc = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    with _RUNNING_LOCK:
+        _RUNNING.add(proc)
+    try:
+        _, stderr = proc.communicate(timeout=timeout)
+    except BaseException:           # TimeoutExpired, KeyboardInterrupt: no orphan Yosys
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.discard(proc)
+    return proc.returncode, stderr or ""
+
+
+def stop_running():
+    """Kill every Yosys process :func:`synthesize` is waiting for (in any thread)."""
+    with _RUNNING_LOCK:
+        procs = list(_RUNNING)
+    for proc in procs:
+        try:
+            proc.kill()
+        except OSError:
+            pass
+
+
+def run_parallel(function, items, jobs):
+    """``[function(item) for item in items]``, ``jobs`` at a time in threads, in order.
+
+    On Ctrl-C (or the first failure) the runs not started are dropped and the running Yosys
+    processes killed, so the command ends at once and every run's temporary folder is
+    removed by its own thread before this returns.
+    """
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+    futures = []
+    try:
+        futures = [pool.submit(function, item) for item in items]
+        return [future.result() for future in futures]
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        stop_running()
+        raise
+    finally:
+        pool.shutdown(wait=True)
 
 

@@ -10,7 +10,6 @@
 """
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ def _model_dir(name, out, retrain):
             load_export(folder)
             _say(f"using the trained {name} in {folder} (--retrain trains it again)")
             return folder
-        except ExportError as exc:
+        except (ExportError, ValueError, OSError) as exc:
             _say(f"{folder} holds no usable export ({exc}); training again")
     try:
         from .train import run_train
@@ -47,10 +46,29 @@ def _model_dir(name, out, retrain):
     return folder
 
 
+def _float_accuracy(path):
+    """The float accuracy ``metrics.json`` records, or None if it is missing or unusable
+    (it is a figure to print, not an input anything depends on)."""
+    import math
+    from ..gen.safe_io import FileCheckError, read_json
+    if not path.is_file():
+        return None
+    try:
+        value = read_json(path, "metrics.json", what="metrics file").get("float_accuracy")
+    except FileCheckError as exc:
+        _say(f"ignoring {path}: {exc}")
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value) and 0 <= value <= 1
+    return float(value) if ok else None
+
+
 def run_network_demo(args):
     """Train or load, generate, build, classify; print the report. Returns the exit status."""
-    from .run_cli import format_report, run_model
-    out = Path(args.output)
+    from ..gen.safe_io import check_output_dir
+    from .run_cli import format_report, run_model, write_json
+    # Before the training: a folder that cannot be written is refused now, not after it.
+    out = check_output_dir(args.output, "-o/--output")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     folder = _model_dir(args.model, out, args.retrain)
@@ -62,11 +80,9 @@ def run_network_demo(args):
          f"Verilator (once; about a minute for 16x16, then cached)")
     report = run_model(run_args, say=_say)
     report.pop("_predictions", None)
-    metrics = folder / "metrics.json"
-    if metrics.is_file():
-        report["float_accuracy"] = json.loads(metrics.read_text()).get("float_accuracy")
+    report["float_accuracy"] = _float_accuracy(folder / "metrics.json")
     report["demo_seconds"] = round(time.perf_counter() - t0, 1)
-    (out / "run.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / "run.json", report)
     print(format_report(report))
     if report.get("float_accuracy") is not None:
         print(f"float       {100 * report['float_accuracy']:.2f} % for the float network "

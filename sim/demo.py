@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..gen.cli import UsageError, config_from_args
+from ..gen.cli import MAX_VECTORS, UsageError, check_int, config_from_args
 from ..gen.emit import check_output_dir, OutputError
 from .runner import build_design, run_cocotb, SimulatorMissing
 
@@ -24,8 +24,7 @@ def _step(message):
 
 def run_demo(args):
     cfg = config_from_args(args)
-    if args.vectors < 1:
-        raise UsageError(f"--vectors must be an integer >= 1, not {args.vectors}")
+    check_int("--vectors", args.vectors, 1, MAX_VECTORS)
     try:
         out = check_output_dir(args.output).resolve()
     except OutputError as e:
