@@ -238,8 +238,9 @@ def _write_json_atomic(path, doc):
     write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
 
-#: The names of the cache's entries: the first 32 hex digits of a sha256.
-_CACHE_KEY = re.compile(r"[0-9a-f]{32}")
+#: What an index may name as its entry: a plain file name in the cache folder (the digests
+#: this module writes are 32 hex digits), never a path out of it.
+_CACHE_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _read_cache_json(path):

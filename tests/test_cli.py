@@ -206,6 +206,8 @@ def _boom(*args, **kwargs):
 
 @pytest.mark.parametrize("step", ["convert_verilog", "manifest"])
 def test_failed_generation_keeps_previous(step, tmp_path, capsys, monkeypatch):
+    # The failure itself, not main's one-line report of it (see test_cli_hardening).
+    monkeypatch.setenv("MULFREE_TRACEBACK", "1")
     cfg = CONFIGS[0]
     previous = tmp_path / f"{cfg.top_name}.v"
     previous.write_text("// previous design\n")
@@ -217,6 +219,7 @@ def test_failed_generation_keeps_previous(step, tmp_path, capsys, monkeypatch):
 
 
 def test_failed_generation_creates_no_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("MULFREE_TRACEBACK", "1")
     monkeypatch.setattr(emit, "convert_verilog", _boom)
     with pytest.raises(RuntimeError):
         cli.main(gen_args(CONFIGS[1], tmp_path / "new"))
