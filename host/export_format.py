@@ -38,14 +38,22 @@ activation, which must be a vector) or ``"none"`` (the final activations are the
 
 **Files.** :func:`write_export` writes a directory holding ``model.safetensors`` (every
 integer array, named ``layers.<i>.<field>``) and ``model.json`` (the graph, the tensors'
-names, dtypes and shapes, and the sha256 of the safetensors file); :func:`load_export` reads
-it back and validates everything it reads. Nothing is pickled.
+names, dtypes and shapes, the sha256 of the safetensors file, and a digest of the graph and
+the tensors together); :func:`load_export` (:mod:`mulfree.host.export_check`) reads it back
+and checks every field it reads. Nothing is pickled.
+
+**Limits.** Besides the arithmetic's own ranges, the format holds what every engine's layer
+descriptor can carry (``mulfree.gen.core_config.DESC_FIELDS``): every dimension of every
+activation tensor at most :data:`MAX_DIM`, kernels at most :data:`MAX_KERNEL`, strides in
+``[1, MAX_STRIDE]``, padding in ``[0, min(MAX_PADDING, kernel - 1)]``; and scale exponents in
+:data:`SCALE_EXP_LIMITS`, where ``q * 2^exp`` is an exact, finite float64 for every 16-bit
+``q``. A valid model so computes the same in the golden model, the compiler and the core, or
+is refused by the compiler for a core too small for it.
 """
 
 import hashlib
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass, field, fields
 
@@ -59,12 +67,14 @@ from ..gen.post_config import bias_range, check_post_config, shift_range
 __all__ = [
     "ExportError", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_JSON", "MODEL_TENSORS", "OUTPUTS",
     "IntInput", "IntLinear", "IntConv2d", "IntFlatten", "IntMaxPool2d", "IntModel",
-    "layer_config", "layer_shapes", "write_export", "load_export",
+    "layer_config", "layer_shapes", "write_export", "load_export", "graph_digest",
+    "SCALE_EXP_LIMITS", "MAX_DIM", "MAX_KERNEL", "MAX_STRIDE", "MAX_PADDING", "MAX_NAME_LENGTH",
 ]
 
 
 FORMAT_NAME = "mulfree-export"
-FORMAT_VERSION = "1.0"
+#: 2.0: model.json carries ``integrity.sha256`` and is read strictly (1.x files are refused).
+FORMAT_VERSION = "2.0"
 MODEL_JSON = "model.json"
 MODEL_TENSORS = "model.safetensors"
 #: What the model does with its final activations.
@@ -73,6 +83,15 @@ OUTPUTS = ("argmax", "none")
 DTYPES = ("int8", "int16", "int32", "int64")
 #: The table shift of a convolution's input moves each channel by at most one pixel.
 SHIFT_OFFSETS = (-1, 1)
+#: ``input.scale_exp`` and ``out_scale_exp``: ``q * 2^exp`` is an exact finite float64 for
+#: every ``|q| <= 2^15`` (``2^-1074`` is the smallest subnormal, ``2^15 * 2^1008 = 2^1023``).
+SCALE_EXP_LIMITS = (-1074, 1008)
+#: Largest dimension of an activation tensor (the descriptor's ``in_h``... fields are 16 bits).
+MAX_DIM = (1 << 16) - 1
+#: Largest kernel side (``kernel_h``/``kernel_w``: 8 bits), stride (4 bits), padding (4 bits).
+MAX_KERNEL, MAX_STRIDE, MAX_PADDING = (1 << 8) - 1, (1 << 4) - 1, (1 << 4) - 1
+#: Longest model name (it ends up in reports and log lines).
+MAX_NAME_LENGTH = 128
 
 
 class ExportError(ValueError):
@@ -339,15 +358,30 @@ def _check_post(where, layer, n):
     if relu.dtype != bool or relu.shape != (n,):
         raise ExportError(f"{where}.relu", f"{where}.relu must be a bool or a bool array of "
                                            f"shape ({n},), not {relu.dtype} {relu.shape}")
-    _check_int(f"{where}.out_scale_exp", layer.out_scale_exp)
+    _check_int(f"{where}.out_scale_exp", layer.out_scale_exp, *SCALE_EXP_LIMITS)
     return cfg
 
 
-def _check_pair(param, value, lo):
-    if not (isinstance(value, tuple) and len(value) == 2 and all(_is_int(v) and v >= lo
-                                                                for v in value)):
-        raise ExportError(param, f"{param} must be an integer >= {lo} or a pair of them, "
-                                 f"not {value!r}")
+def _check_pair(param, value, lo, hi):
+    if not (isinstance(value, tuple) and len(value) == 2
+            and all(_is_int(v) and lo <= v <= hi for v in value)):
+        raise ExportError(param, f"{param} must be an integer in [{lo}, {hi}] or a pair of "
+                                 f"them, not {value!r}")
+
+
+def _check_shape(param, shape, what):
+    """Every dimension of an activation tensor fits the descriptor's 16-bit fields."""
+    if max(shape) > MAX_DIM:
+        raise ExportError(param, f"{param}: the {what} {tuple(shape)} has a dimension larger "
+                                 f"than {MAX_DIM} (what a layer descriptor can carry)")
+
+
+def _check_name(name):
+    if name is None:
+        return
+    if not isinstance(name, str) or not name.isprintable() or len(name) > MAX_NAME_LENGTH:
+        raise ExportError("name", f"name must be None or a printable string of at most "
+                                  f"{MAX_NAME_LENGTH} characters, not {name!r:.{2 * MAX_NAME_LENGTH}}")
 
 
 def layer_shapes(model: IntModel):
@@ -364,13 +398,13 @@ def layer_shapes(model: IntModel):
         raise ExportError("input.shape", f"input.shape must be (C, H, W) or (features,) of "
                                          f"positive integers, not {shape!r}")
     shape = tuple(int(s) for s in shape)
+    _check_shape("input.shape", shape, "input")
     bits = _check_int("input.act_bits", model.input.act_bits, 2, 16)
-    _check_int("input.scale_exp", model.input.scale_exp)
-    if model.output not in OUTPUTS:
+    _check_int("input.scale_exp", model.input.scale_exp, *SCALE_EXP_LIMITS)
+    if not isinstance(model.output, str) or model.output not in OUTPUTS:
         raise ExportError("output", f"output must be one of {', '.join(OUTPUTS)}, "
                                     f"not {model.output!r}")
-    if model.name is not None and not isinstance(model.name, str):
-        raise ExportError("name", f"name must be a string or None, not {model.name!r}")
+    _check_name(model.name)
     if not isinstance(model.layers, (list, tuple)) or not model.layers:
         raise ExportError("layers", "layers must be a non-empty list of IntLinear, IntConv2d, "
                                     "IntFlatten or IntMaxPool2d")
@@ -421,10 +455,19 @@ def layer_shapes(model: IntModel):
                     raise ExportError(f"{where}.codes",
                                       f"{where}.codes must have shape (O, {c_in}, kh, kw) for "
                                       f"the input {shape}, not {codes.shape}")
-                _check_pair(f"{where}.stride", layer.stride, 1)
-                _check_pair(f"{where}.padding", layer.padding, 0)
                 n, _, kh, kw = codes.shape
+                if max(kh, kw) > MAX_KERNEL:
+                    raise ExportError(f"{where}.codes", f"{where}: a {kh}x{kw} kernel is larger "
+                                                        f"than {MAX_KERNEL} (what a layer "
+                                                        f"descriptor can carry)")
+                _check_pair(f"{where}.stride", layer.stride, 1, MAX_STRIDE)
+                _check_pair(f"{where}.padding", layer.padding, 0, MAX_PADDING)
                 (sy, sx), (py, px) = layer.stride, layer.padding
+                if py >= kh or px >= kw:
+                    # A pixel of nothing but padding: the engine's descriptor refuses it.
+                    raise ExportError(f"{where}.padding", f"{where}.padding = {[py, px]} must "
+                                                          f"be smaller than the {kh}x{kw} "
+                                                          f"kernel")
                 oh = (shape[1] + 2 * py - kh) // sy + 1
                 ow = (shape[2] + 2 * px - kw) // sx + 1
                 if oh < 1 or ow < 1:
@@ -445,6 +488,7 @@ def layer_shapes(model: IntModel):
             cfg = _check_post(where, layer, n)
             _check_array(f"{where}.codes", codes, codes.shape, *_code_range(cfg))
             bits = a
+        _check_shape(where, out, f"output of {kind}")
         result.append((shape, out, bits))
         shape = out
     if model.output == "argmax" and len(shape) != 1:
@@ -546,14 +590,28 @@ def _atomic_write(path, data):
         raise
 
 
+def graph_digest(graph):
+    """The ``integrity.sha256`` of a ``model.json`` graph: sha256 of its canonical JSON.
+
+    Canonical: every field but ``integrity`` itself, keys sorted, no whitespace, ASCII only;
+    ``tensors_file.sha256`` is among the fields, so the digest covers the tensors too. Layout
+    and key order of the file do not change it; any value does.
+    """
+    body = {k: v for k, v in graph.items() if k != "integrity"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
 def write_export(model: IntModel, path):
     """Validate ``model`` and write it to the directory ``path`` (created if missing).
 
     Writes ``model.safetensors`` then ``model.json``, each to a temporary file renamed into
     place, so a reader never sees half a file. ``model.json`` is written last and carries the
-    sha256 of the tensors: a crash between the two renames leaves at worst a stale or missing
-    ``model.json`` whose checksum no longer matches, which :func:`load_export` refuses. Any
-    error raises before ``model.json`` is replaced.
+    sha256 of the tensors and the digest of itself with them (:func:`graph_digest`): a crash
+    between the two renames leaves at worst a stale or missing ``model.json`` whose checksum
+    no longer matches, which :func:`load_export` refuses, as it refuses a graph edited after
+    the export. Any error raises before ``model.json`` is replaced.
 
     Raises
     ------
@@ -566,6 +624,7 @@ def write_export(model: IntModel, path):
     data = save(arrays, metadata={"format": FORMAT_NAME, "version": FORMAT_VERSION})
     graph["tensors_file"] = {"name": MODEL_TENSORS, "sha256": hashlib.sha256(data).hexdigest(),
                              "size": len(data)}
+    graph["integrity"] = {"sha256": graph_digest(graph)}
     text = json.dumps(graph, indent=1) + "\n"
     path = os.fspath(path)
     os.makedirs(path, exist_ok=True)
@@ -573,195 +632,18 @@ def write_export(model: IntModel, path):
     _atomic_write(os.path.join(path, MODEL_JSON), text.encode())
 
 
-# Loading -----------------------------------------------------------------------------------
-
-def _get(obj, key, kind, where):
-    if not isinstance(obj, dict) or key not in obj:
-        raise ExportError(f"{where}.{key}", f"not a valid mulfree export: {MODEL_JSON} lacks "
-                                            f"{where}.{key}")
-    value = obj[key]
-    ok = {"int": _is_int(value), "str": isinstance(value, str),
-          "list": isinstance(value, list), "dict": isinstance(value, dict),
-          "bool": isinstance(value, bool)}[kind]
-    if not ok:
-        raise ExportError(f"{where}.{key}", f"{MODEL_JSON}: {where}.{key} must be a {kind}, "
-                                            f"not {value!r}")
-    return value
-
-
-def _int_list(obj, key, where, length=None):
-    value = _get(obj, key, "list", where)
-    if not all(_is_int(v) for v in value) or (length is not None and len(value) != length):
-        n = "" if length is None else f"{length} "
-        raise ExportError(f"{where}.{key}", f"{MODEL_JSON}: {where}.{key} must be a list of "
-                                            f"{n}integers, not {value!r}")
-    return tuple(value)
-
-
-def _read_graph(path):
-    if not os.path.isdir(path):
-        raise ExportError("path", f"not a mulfree export: {path!r} is not a directory")
-    for name in (MODEL_JSON, MODEL_TENSORS):
-        if not os.path.isfile(os.path.join(path, name)):
-            raise ExportError(name, f"not a mulfree export: {path!r} has no {name}")
-    try:
-        with open(os.path.join(path, MODEL_JSON), "rb") as f:
-            graph = json.loads(f.read().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ExportError(MODEL_JSON, f"not a mulfree export: {MODEL_JSON} is not valid JSON "
-                                      f"({exc})") from None
-    if not isinstance(graph, dict) or graph.get("format") != FORMAT_NAME:
-        found = graph.get("format") if isinstance(graph, dict) else None
-        raise ExportError("format", f"not a mulfree export: {MODEL_JSON} has format "
-                                    f"{found!r}, expected {FORMAT_NAME!r}")
-    version = graph.get("version")
-    match = re.fullmatch(r"(\d+)\.(\d+)", version) if isinstance(version, str) else None
-    major = FORMAT_VERSION.split(".")[0]
-    if match is None:
-        raise ExportError("version", f"{MODEL_JSON}: version must be 'major.minor', "
-                                     f"not {version!r}")
-    if match.group(1) != major:
-        raise ExportError("version", f"version {version} is not supported (this mulfree "
-                                     f"reads {major}.x)")
-    return graph
-
-
-def _read_tensors(path, graph):
-    from safetensors import SafetensorError
-    from safetensors.numpy import load
-
-    spec = _get(graph, "tensors_file", "dict", "graph")
-    sha = _get(spec, "sha256", "str", "tensors_file")
-    if _get(spec, "name", "str", "tensors_file") != MODEL_TENSORS:
-        raise ExportError("tensors_file.name", f"{MODEL_JSON}: tensors_file.name must be "
-                                               f"{MODEL_TENSORS!r}, not {spec['name']!r}")
-    with open(os.path.join(path, MODEL_TENSORS), "rb") as f:
-        data = f.read()
-    if hashlib.sha256(data).hexdigest() != sha.lower():
-        raise ExportError(MODEL_TENSORS, f"{MODEL_TENSORS} is truncated or modified (sha256 "
-                                         f"mismatch: {len(data)} bytes, {MODEL_JSON} expects "
-                                         f"{spec.get('size', '?')})")
-    try:
-        return load(data)
-    except (SafetensorError, ValueError) as exc:
-        raise ExportError(MODEL_TENSORS, f"{MODEL_TENSORS} is not a valid safetensors file "
-                                         f"({exc})") from None
-
-
-def _take(tensors, entry, name, where, used, required=True):
-    specs = _get(entry, "tensors", "dict", where)
-    if name not in specs:
-        if required:
-            raise ExportError(f"{where}.{name}", f"{MODEL_JSON}: {where} lists no tensor "
-                                                 f"{name!r}")
-        return None
-    spec = specs[name]
-    tname = _get(spec, "name", "str", f"{where}.tensors.{name}")
-    dtype = _get(spec, "dtype", "str", f"{where}.tensors.{name}")
-    shape = _int_list(spec, "shape", f"{where}.tensors.{name}")
-    if dtype not in DTYPES:
-        raise ExportError(tname, f"{tname}: dtype {dtype!r} in {MODEL_JSON} is not one of "
-                                 f"{', '.join(DTYPES)}")
-    if tname not in tensors:
-        raise ExportError(tname, f"{MODEL_TENSORS} has no tensor {tname} (listed in "
-                                 f"{MODEL_JSON})")
-    arr = tensors[tname]
-    if str(arr.dtype) != dtype:
-        raise ExportError(tname, f"{tname} has dtype {arr.dtype}, the graph says {dtype}")
-    if arr.shape != shape:
-        raise ExportError(tname, f"{tname} has shape {arr.shape}, the graph says {shape}")
-    used.add(tname)
-    return arr.astype(np.int64)
-
-
-def _load_layer(i, entry, tensors, used):
-    where = f"layers.{i}"
-    if not isinstance(entry, dict):
-        raise ExportError(where, f"{MODEL_JSON}: {where} must be an object, not {entry!r}")
-    kind = _get(entry, "kind", "str", where)
-    if kind not in LAYER_KINDS:
-        raise ExportError(f"{where}.kind", f"{where}.kind must be one of "
-                                           f"{', '.join(LAYER_KINDS)}, not {kind!r}")
-    if kind == "flatten":
-        return IntFlatten()
-    if kind == "maxpool2d":
-        for key, want in (("kernel", (2, 2)), ("stride", (2, 2)), ("padding", (0, 0))):
-            if key in entry and _int_list(entry, key, where, 2) != want:
-                raise ExportError(f"{where}.{key}", f"{where}.{key} must be {list(want)} "
-                                                    f"(only 2x2 stride-2 pooling), "
-                                                    f"not {entry[key]!r}")
-        return IntMaxPool2d()
-    args = dict(pe=_get(entry, "pe", "str", where),
-                act_bits=_get(entry, "act_bits", "int", where),
-                weight_bits=_get(entry, "weight_bits", "int", where),
-                out_scale_exp=_get(entry, "out_scale_exp", "int", where))
-    for name in ("codes", "bias", "shift", "relu"):
-        args[name] = _take(tensors, entry, name, where, used)
-    relu = args["relu"]
-    if np.any((relu != 0) & (relu != 1)):
-        raise ExportError(f"{where}.relu", f"{where}.relu must hold 0 or 1 only")
-    args["relu"] = relu.astype(bool)
-    if kind == "conv2d":
-        args["stride"] = _int_list(entry, "stride", where, 2)
-        args["padding"] = _int_list(entry, "padding", where, 2)
-        shifts = _take(tensors, entry, "shifts", where, used, required=False)
-        if _get(entry, "input_shift", "bool", where) != (shifts is not None):
-            raise ExportError(f"{where}.shifts", f"{where}: input_shift says "
-                                                 f"{entry['input_shift']} but shifts is "
-                                                 f"{'absent' if shifts is None else 'present'}")
-        args["shifts"] = shifts
-        return IntConv2d(**args)
-    return IntLinear(**args)
-
-
 def load_export(path) -> IntModel:
-    """Read and validate the export directory ``path`` written by :func:`write_export`.
+    """Read and check the export directory ``path`` written by :func:`write_export`.
 
-    Checks, in order: the directory and both files exist; ``model.json`` is JSON with format
-    :data:`FORMAT_NAME` and a ``1.x`` version; the sha256 of ``model.safetensors`` (a
-    truncated or modified file is refused); every tensor the graph lists is present with the
-    graph's dtype and shape, and no other tensor is; the model validates (shapes chain, code,
-    bias and shift ranges); the shapes, widths and scales the graph records agree with it.
+    Every field of ``model.json`` is checked (type, range, no unknown or missing key), the
+    tensors against it (sha256, dtypes, shapes, value ranges), the layer chain, the fields the
+    writer derives, and last the digest of the whole: see
+    :func:`mulfree.host.export_check.load_export`.
 
     Raises
     ------
     ExportError
-        With the reason, naming the file, layer or tensor.
+        One line naming the file, the field, the value and what is allowed.
     """
-    path = os.fspath(path)
-    graph = _read_graph(path)
-    tensors = _read_tensors(path, graph)
-    inp = _get(graph, "input", "dict", "graph")
-    model_input = IntInput(shape=_int_list(inp, "shape", "input"),
-                           act_bits=_get(inp, "act_bits", "int", "input"),
-                           scale_exp=_get(inp, "scale_exp", "int", "input"))
-    entries = _get(graph, "layers", "list", "graph")
-    used = set()
-    layers = [_load_layer(i, entry, tensors, used) for i, entry in enumerate(entries)]
-    extra = sorted(set(tensors) - used)
-    if extra:
-        raise ExportError(extra[0], f"{MODEL_TENSORS} holds tensors the graph does not list: "
-                                    f"{', '.join(extra)}")
-    name = graph.get("name")
-    model = IntModel(input=model_input, layers=layers, output=_get(graph, "output", "str",
-                                                                   "graph"),
-                     name=name)
-    shapes = model.validate()
-    # The graph's derived fields must agree with what the arrays say.
-    scale = model_input.scale_exp
-    for i, (entry, layer, (in_shape, out_shape, bits)) in enumerate(zip(entries, layers,
-                                                                         shapes)):
-        if layer.kind in ("linear", "conv2d"):
-            scale = layer.out_scale_exp
-        for key, want in (("in_shape", in_shape), ("out_shape", out_shape)):
-            got = _int_list(entry, key, f"layers.{i}")
-            if got != tuple(want):
-                raise ExportError(f"layers.{i}.{key}", f"layers.{i}.{key} is {list(got)} in "
-                                                       f"{MODEL_JSON}, the tensors make it "
-                                                       f"{list(want)}")
-        for key, want in (("act_bits", bits), ("out_scale_exp", scale)):
-            if entry.get(key) != want:
-                raise ExportError(f"layers.{i}.{key}", f"layers.{i}.{key} is "
-                                                       f"{entry.get(key)!r} in {MODEL_JSON}, "
-                                                       f"expected {want}")
-    return model
+    from .export_check import load_export as load
+    return load(path)
