@@ -150,13 +150,21 @@ def synthesize(rtlil_text, top, *, nodsp=False, work_dir=None, timeout=3600):
 # threads that started them cannot be interrupted, only their processes can.
 _RUNNING = set()
 _RUNNING_LOCK = threading.Lock()
+# Set while run_parallel winds down: a worker still elaborating must not start Yosys after.
+_STOPPING = threading.Event()
+
+
+class Stopped(RuntimeError):
+    """A synthesis not started because the command is being interrupted."""
 
 
 def _run(command, cwd, timeout):
     """``(returncode, stderr)`` of ``command``, killed on timeout or any interruption."""
-    proc = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     with _RUNNING_LOCK:
+        if _STOPPING.is_set():
+            raise Stopped("interrupted before Yosys started")
+        proc = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _RUNNING.add(proc)
     try:
         _, stderr = proc.communicate(timeout=timeout)
@@ -194,11 +202,13 @@ def run_parallel(function, items, jobs):
         futures = [pool.submit(function, item) for item in items]
         return [future.result() for future in futures]
     except BaseException:
+        _STOPPING.set()
         for future in futures:
             future.cancel()
         stop_running()
         raise
     finally:
         pool.shutdown(wait=True)
+        _STOPPING.clear()
 
 

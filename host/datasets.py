@@ -128,7 +128,7 @@ def _check_dtype(dtype, param, shown, kinds):
 
 def _dtype_text(dtype):
     text = " ".join(str(dtype).split())[:80]
-    return text if text == dtype.str.lstrip("<>|=") else f"{text} ({dtype.str})"
+    return text if text in (dtype.str, dtype.str[1:]) else f"{text} ({dtype.str})"
 
 
 def _kinds(kinds):
@@ -229,7 +229,8 @@ def _shape_text(shape):
     return text if len(text) <= 80 else text[:76] + " ...)"
 
 
-def open_inputs(path, param, *, limit=None, kinds="iuf", item_shape=None, labels=True):
+def open_inputs(path, param, *, limit=None, kinds="iuf", item_shape=None, labels=True,
+                max_bytes=MAX_ARRAY_BYTES):
     """``(x, y, count)`` from a ``.npy`` (``y`` None) or ``.npz`` file (members ``x``, ``y``).
 
     Everything is checked before it is loaded (see :func:`read_array`, which ``limit``,
@@ -251,8 +252,8 @@ def open_inputs(path, param, *, limit=None, kinds="iuf", item_shape=None, labels
         raise InputFileError(param, f"{param} must name a file, not ''")
     try:
         if p.is_dir():
-            raise InputFileError(param, f"{param} {shown} is a folder; name a .npy or .npz "
-                                        f"file")
+            raise InputFileError(param, f"{param} {shown} is a folder; name a .npy "
+                                        + ("or .npz " if labels else "") + "file")
         if not p.is_file():
             raise InputFileError(param, f"{param} {shown}: no such file")
         with open(p, "rb") as f:
@@ -263,14 +264,14 @@ def open_inputs(path, param, *, limit=None, kinds="iuf", item_shape=None, labels
             magic = f.read(6)
             f.seek(0)
             if magic.startswith(b"PK") and labels:
-                return _open_npz(f, param, shown, limit, kinds, item_shape)
+                return _open_npz(f, param, shown, limit, kinds, item_shape, max_bytes)
             if magic != b"\x93NUMPY":
                 raise InputFileError(param, f"{param} {shown} is not a .npy "
                                             + ("or .npz " if labels else "") + "file (it "
                                             "starts with neither NumPy's magic string"
                                             + (" nor a zip header)" if labels else ")"))
             x, count = read_array(f, size, param, shown, kinds=kinds, limit=limit,
-                                  item_shape=item_shape)
+                                  item_shape=item_shape, max_bytes=max_bytes)
             return x, None, count
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError,
             NotImplementedError, RuntimeError) as exc:
@@ -282,7 +283,7 @@ def open_inputs(path, param, *, limit=None, kinds="iuf", item_shape=None, labels
                                     f"{exc.strerror or _first_line(exc)}") from None
 
 
-def _open_npz(f, param, shown, limit, kinds, item_shape):
+def _open_npz(f, param, shown, limit, kinds, item_shape, max_bytes):
     import zipfile
     with zipfile.ZipFile(f) as zf:
         members = {info.filename: info for info in zf.infolist()}
@@ -296,13 +297,14 @@ def _open_npz(f, param, shown, limit, kinds, item_shape):
         info = members["x.npy"]
         with zf.open(info) as member:
             x, count = read_array(member, info.file_size, param, f"{shown} member x",
-                                  kinds=kinds, limit=limit, item_shape=item_shape)
+                                  kinds=kinds, limit=limit, item_shape=item_shape,
+                                  max_bytes=max_bytes)
         y = None
         info = members.get("y.npy")
         if info is not None:
             with zf.open(info) as member:
                 y, n = read_array(member, info.file_size, param, f"{shown} member y",
-                                  kinds="iu", limit=limit)
+                                  kinds="iu", limit=limit, max_bytes=max_bytes)
             if y.ndim != 1 or n != count:
                 raise InputFileError(param, f"{param} {shown} member y: the labels must be "
                                             f"{count} integers (one per image of x), not "

@@ -103,6 +103,10 @@ def check_run_options(args):
         _usage(lambda: check_int("--limit", args.limit, 1))
     _usage(lambda: check_int("--batch", args.batch, 1))
     _usage(lambda: check_seconds("--timeout", args.timeout))
+    for option, value in (("--config", args.config), ("--labels", args.labels),
+                          ("--zynq-config", args.zynq_config)):
+        if value is not None and not str(value):
+            raise RunUsageError(f"{option} must name a file, not ''")
     if args.labels is not None and args.input is None:
         raise RunUsageError("--labels goes with --input (the --dataset has its own labels)")
     if args.json is not None:
@@ -139,7 +143,7 @@ def _load_inputs(args, model):
             x, y, count = open_inputs(args.input, "--input", limit=args.limit,
                                       item_shape=shape)
             if args.labels is not None:
-                y, n, _ = open_inputs(args.labels, "--labels", limit=args.limit, kinds="iu",
+                y, _, n = open_inputs(args.labels, "--labels", limit=args.limit, kinds="iu",
                                       labels=False)
                 if y.ndim != 1 or n != count:
                     raise RunUsageError(f"--labels {args.labels!r}: must be {count} integers "
@@ -195,15 +199,15 @@ def _core(args, model):
     from ..gen.config import ConfigError
     from .compiler import CompileError, core_for_model
     from .runtime import load_manifest
-    if args.device == "zynq" and not args.config:
+    if args.device == "zynq" and args.config is None:
         raise RunUsageError("--device zynq needs --config: the manifest of the design the "
                             "board runs (mulfree build writes it)")
     try:
-        if args.config:
+        if args.config is not None:
             return load_manifest(args.config)
         return core_for_model(model, rows=args.rows, cols=args.cols)
     except CompileError as exc:
-        option = "--config" if args.config else "the default core"
+        option = "--config" if args.config is not None else "the default core"
         raise RunUsageError(f"{option}: {exc}") from None
     except ConfigError as exc:
         # The model asks for a core the generator cannot make (or --rows/--cols do).
@@ -225,7 +229,7 @@ def _open(args, core, say):
     from .runtime import open_device
     if args.device == "zynq":
         options = {}
-        if args.zynq_config:
+        if args.zynq_config is not None:
             config = getattr(args, "zynq_config_loaded", None)
             options["config"] = config if config is not None else \
                 _zynq_config(args.zynq_config)
