@@ -270,7 +270,8 @@ def _check_header(data):
     except RecursionError:
         bad(f"the header nests deeper than {MAX_JSON_DEPTH} levels")
     except (UnicodeDecodeError, ValueError) as exc:
-        bad(f"the header is not valid JSON: {_show(str(exc).splitlines()[0] if str(exc) else '')}")
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        bad(f"the header is not valid JSON: {first[:100]}")
     if json_depth(header) > MAX_JSON_DEPTH:
         bad(f"the header nests deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(header, dict):
@@ -387,7 +388,9 @@ def _first_difference(want, got, path):
         for key in want:
             if not _same(want[key], got[key]):
                 return _first_difference(want[key], got[key], _path(path, key))
-    if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
+    # Into lists of objects (layers), not of numbers: "in_shape is [7, 7, 5]" reads better.
+    if isinstance(want, list) and isinstance(got, list) and len(want) == len(got) \
+            and all(isinstance(w, dict) for w in want):
         for i, (w, g) in enumerate(zip(want, got)):
             if not _same(w, g):
                 # layers.2 as in the tensors' names; other lists index with brackets.

@@ -225,15 +225,52 @@ def test_cli_export_end_to_end(trained, tmp_path, capsys, run_main):
     assert load_export(tmp_path / "e8") == load_export(trained)
 
 
+def _weight_bits_6(graph):
+    """weight_bits 5 -> 6 with the JSON fields it derives (the biases would need int64)."""
+    for layer in graph["layers"]:
+        if layer["kind"] == "linear":
+            layer.update(weight_bits=6, acc_width=layer["acc_width"] + 16)
+            layer["weight_encoding"]["scale_log2"] = -30
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda g: g["layers"][1].update(weight_bits=6),
+     "model.json: layers.1.acc_width is 29, but the rest of the export makes it 45"),
+    (_weight_bits_6, "model.json: layers.1.tensors.bias.dtype is \"int32\", but the rest of "
+                     "the export makes it \"int64\""),
+    (lambda g: g["layers"][2].update(out_scale_exp=g["layers"][2]["out_scale_exp"] + 1),
+     "model.json was edited after export (digest mismatch); re-export it"),
+    (lambda g: g["input"].update(scale_exp=5000),
+     "model.json: input.scale_exp must be an integer in [-1074, 1008], not 5000"),
+    (lambda g: g["input"].update(scale_exp=1e30),
+     "model.json: input.scale_exp must be an integer in [-1074, 1008], not 1e+30"),
+])
+def test_cli_refuses_an_edited_export(edit, message, trained, tmp_path, capsys, run_main):
+    """What ``mulfree train`` exported, edited by hand: ``mulfree compile`` says why in one
+    line and exits 2 (the export's JSON is checked and digested like its tensors)."""
+    folder = tmp_path / "edited"
+    folder.mkdir()
+    for name in (MODEL_JSON, MODEL_TENSORS):
+        (folder / name).write_bytes((trained / name).read_bytes())
+    status, out, err = run_main(["compile", str(folder)], capsys)
+    assert status == 0, err
+    graph = json.loads((folder / MODEL_JSON).read_text())
+    edit(graph)
+    (folder / MODEL_JSON).write_text(json.dumps(graph, indent=1))
+    status, out, err = run_main(["compile", str(folder)], capsys)
+    assert status == 2 and out == ""
+    assert err.count("\n") == 1 and message in err, err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--model", "resnet"], "--model must be one of deepshift_mlp, deepshift_cnn, "
                             "adder_cnn, shiftadd_cnn, not 'resnet'"),
     (["--model", "deepshift_cnn"], "holds the weights of 'deepshift_mlp', not "
                                    "'deepshift_cnn'"),
-    (["--act-bits", "1"], "--act-bits must be an integer in 2..16, not 1"),
-    (["--act-bits", "17"], "--act-bits must be an integer in 2..16, not 17"),
+    (["--act-bits", "1"], "--act-bits must be in 2..16, not 1"),
+    (["--act-bits", "17"], "--act-bits must be in 2..16, not 17"),
     (["--act-bits", "eight"], "--act-bits"),
-    (["--float", "MISSING"], "no such file"),
+    (["--float", "MISSING"], "no such safetensors file"),
     (["--float", "CORRUPT"], "not a readable safetensors file"),
 ])
 def test_cli_export_bad_input(argv, message, trained, tmp_path, capsys, run_main):
@@ -259,4 +296,4 @@ def test_cli_export_unwritable_output(trained, tmp_path, capsys, run_main):
     status, out, err = run_main(["export", "--model", "deepshift_mlp", "--float",
                                  str(trained / FLOAT_FILE), "-o", str(blocker / "x")], capsys)
     assert status == 2
-    assert err.count("\n") == 1 and "-o/--output" in err and "cannot be written" in err, err
+    assert err.count("\n") == 1 and "-o/--output" in err and "cannot be created" in err, err

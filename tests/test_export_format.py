@@ -17,7 +17,7 @@ from safetensors.numpy import load, save
 from mulfree.host import export_format as ef
 from mulfree.host.export_format import (
     ExportError, IntConv2d, IntFlatten, IntInput, IntLinear, IntMaxPool2d, IntModel,
-    load_export, write_export,
+    graph_digest, load_export, write_export,
 )
 from mulfree.sim.model_golden import predict, quantize_input, run_int_model
 
@@ -176,7 +176,8 @@ def test_round_trip_every_kind_and_the_json(tmp_path):
     write_export(model, tmp_path)
     assert load_export(tmp_path) == model
     graph = json.loads((tmp_path / "model.json").read_text())
-    assert (graph["format"], graph["version"]) == ("mulfree-export", "1.0")
+    assert (graph["format"], graph["version"]) == ("mulfree-export", "2.0")
+    assert graph["integrity"] == {"sha256": graph_digest(graph)}
     assert [e["kind"] for e in graph["layers"]] == \
         ["conv2d", "maxpool2d", "conv2d", "conv2d", "flatten", "linear"]
     conv = graph["layers"][0]
@@ -247,7 +248,22 @@ def _bad(model, mutate):
      "layers.4.shift[1] = 99 is outside"),
     (lambda m: m.layers.pop(3), "layers.3.codes", "a linear layer needs a vector"),
     (lambda m: m.layers.__delitem__(slice(3, None)), "output", "'argmax' needs a vector"),
-    (lambda m: setattr(m.layers[2], "stride", (0, 1)), "layers.2.stride", "integer >= 1"),
+    (lambda m: setattr(m.layers[2], "stride", (0, 1)), "layers.2.stride",
+     "must be an integer in [1, 15] or a pair of them, not (0, 1)"),
+    (lambda m: setattr(m.layers[2], "stride", (1, 16)), "layers.2.stride", "[1, 15]"),
+    (lambda m: setattr(m.layers[2], "padding", (0, 1)), "layers.2.padding",
+     "layers.2.padding = [0, 1] must be smaller than the 2x1 kernel"),
+    (lambda m: setattr(m.layers[0], "padding", 16), "layers.0.padding", "[0, 15]"),
+    (lambda m: setattr(m.input, "scale_exp", 5000), "input.scale_exp",
+     "input.scale_exp must be an integer in [-1074, 1008], not 5000"),
+    (lambda m: setattr(m.input, "scale_exp", 1e30), "input.scale_exp", "not 1e+30"),
+    (lambda m: setattr(m.layers[4], "out_scale_exp", -1075), "layers.4.out_scale_exp",
+     "[-1074, 1008], not -1075"),
+    (lambda m: setattr(m.input, "shape", (3, 70000, 6)), "input.shape",
+     "input.shape: the input (3, 70000, 6) has a dimension larger than 65535"),
+    (lambda m: setattr(m, "name", "a\tb"), "name", "name must be None or a printable string"),
+    (lambda m: setattr(m, "name", 3), "name", "not 3"),
+    (lambda m: setattr(m, "output", ["argmax"]), "output", "not ['argmax']"),
     (lambda m: setattr(m.layers[0], "pe", "xor"), "layers.0.pe", "one of shift, adder, mult"),
     (lambda m: setattr(m.input, "act_bits", 17), "input.act_bits", "[2, 16], not 17"),
     (lambda m: m.layers.insert(0, IntLinear("mult", [[1]], [0], [0])), "layers.0.codes",
@@ -288,8 +304,11 @@ def export(tmp_path):
 
 
 def _edit_json(path, edit):
+    """Edit the graph and recompute its digest: the field checks alone must refuse the edit."""
     graph = json.loads((path / "model.json").read_text())
     edit(graph)
+    if isinstance(graph.get("integrity"), dict):
+        graph["integrity"]["sha256"] = graph_digest(graph)
     (path / "model.json").write_text(json.dumps(graph))
 
 
@@ -297,9 +316,8 @@ def _edit_tensors(path, edit):
     """Rewrite the tensors and put their true sha256 in the JSON: only the content is wrong."""
     tensors = load((path / "model.safetensors").read_bytes())
     edit(tensors)
-    data = save(tensors)
-    (path / "model.safetensors").write_bytes(data)
-    _edit_json(path, lambda g: g["tensors_file"].update(sha256=hashlib.sha256(data).hexdigest()))
+    _edit_tensors_raw(path, save(tensors, metadata={"format": ef.FORMAT_NAME,
+                                                    "version": ef.FORMAT_VERSION}))
 
 
 def _flip_byte(path):
@@ -327,55 +345,66 @@ REFUSALS = [
     ("no tensors", lambda p: (p / "model.safetensors").unlink(), "model.safetensors",
      "has no model.safetensors"),
     ("bad json", lambda p: (p / "model.json").write_text("{\"format\": "), "model.json",
-     "not a mulfree export: model.json is not valid JSON"),
-    ("json list", lambda p: (p / "model.json").write_text("[]"), "format",
-     "not a mulfree export: model.json has format None"),
+     "model.json '{p}/model.json': the export graph is not valid JSON"),
+    ("json list", lambda p: (p / "model.json").write_text("[]"), "model.json",
+     "the export graph must be a JSON object, not a list"),
     ("format", lambda p: _edit_json(p, _set("format", "onnx")), "format",
-     "not a mulfree export: model.json has format 'onnx', expected 'mulfree-export'"),
-    ("version 2", lambda p: _edit_json(p, _set("version", "2.0")), "version",
-     "version 2.0 is not supported (this mulfree reads 1.x)"),
+     "model.json: not a mulfree export: format is \"onnx\", expected 'mulfree-export'"),
+    ("version 3", lambda p: _edit_json(p, _set("version", "3.0")), "version",
+     "format version \"3.0\" is not supported (this mulfree reads 2.0)"),
+    ("version 1", lambda p: _edit_json(p, _set("version", "1.0")), "version",
+     "format version \"1.0\" was written before exports carried a digest of their graph"),
     ("version junk", lambda p: _edit_json(p, _set("version", 1)), "version",
-     "version must be 'major.minor', not 1"),
+     "format version 1 is not supported"),
     ("truncated", _truncate, "model.safetensors",
      "model.safetensors is truncated or modified (sha256 mismatch"),
     ("flipped byte", _flip_byte, "model.safetensors",
      "model.safetensors is truncated or modified (sha256 mismatch"),
     ("garbage with right sha", lambda p: _edit_tensors_raw(p, b"\x01" * 20), "model.safetensors",
-     "model.safetensors is not a valid safetensors file"),
+     "model.safetensors: not a valid safetensors file"),
     ("shape lie", lambda p: _edit_json(p, _tensor_spec(4, "codes", "shape", [5, 12])),
-     "layers.4.codes", "layers.4.codes has shape (12, 5), the graph says (5, 12)"),
+     "layers.4.codes", "model.safetensors: layers.4.codes has shape [12, 5], model.json says "
+                       "[5, 12]"),
     ("dtype lie", lambda p: _edit_json(p, _tensor_spec(0, "bias", "dtype", "int16")),
-     "layers.0.bias", "layers.0.bias has dtype int32, the graph says int16"),
+     "layers.0.bias", "layers.0.bias has dtype int32, model.json says int16"),
     ("dtype float", lambda p: _edit_json(p, _tensor_spec(0, "bias", "dtype", "float32")),
-     "layers.0.bias", "dtype 'float32' in model.json is not one of int8, int16, int32, int64"),
+     "layers.0.tensors.bias.dtype", "layers.0.tensors.bias.dtype must be one of 'int8', "
+                                    "'int16', 'int32', 'int64', not \"float32\""),
     ("code out of range",
      lambda p: _edit_tensors(p, lambda t: t["layers.2.codes"].__setitem__((1, 3, 1, 0), 16)),
      "layers.2.codes", "layers.2.codes[1, 3, 1, 0] = 16 is outside the allowed [0, 15]"),
     ("extra tensor",
      lambda p: _edit_tensors(p, lambda t: t.__setitem__("layers.9.codes", np.zeros(2, "i1"))),
-     "layers.9.codes", "holds tensors the graph does not list: layers.9.codes"),
+     "layers.9.codes", "holds tensors model.json does not list: \"layers.9.codes\""),
     ("missing tensor", lambda p: _edit_tensors(p, lambda t: t.pop("layers.0.shifts")),
-     "layers.0.shifts", "model.safetensors has no tensor layers.0.shifts"),
+     "layers.0.shifts", "model.safetensors: has no tensor layers.0.shifts"),
     ("unlisted shifts", lambda p: _edit_json(p, lambda g: g["layers"][0]["tensors"].pop("shifts")),
-     "layers.0.shifts", "layers.0: input_shift says True but shifts is absent"),
+     "layers.0.tensors.shifts", "layers.0.tensors lacks the field 'shifts'"),
     ("relu not 0/1",
      lambda p: _edit_tensors(p, lambda t: t["layers.0.relu"].__setitem__(0, 2)),
      "layers.0.relu", "layers.0.relu must hold 0 or 1 only"),
     ("out_shape lie", lambda p: _edit_json(p, lambda g: g["layers"][3].update(out_shape=[13])),
-     "layers.3.out_shape", "layers.3.out_shape is [13] in model.json, the tensors make it [12]"),
+     "layers.3.out_shape", "layers.3.out_shape is [13], but the rest of the export makes it "
+                           "[12]"),
     ("unknown kind", lambda p: _edit_json(p, lambda g: g["layers"][1].update(kind="avgpool")),
-     "layers.1.kind", "layers.1.kind must be one of linear, conv2d, flatten, maxpool2d, "
-     "not 'avgpool'"),
+     "layers.1.kind", "layers.1.kind must be one of 'linear', 'conv2d', 'flatten', "
+                      "'maxpool2d', not \"avgpool\""),
     ("pool 3x3", lambda p: _edit_json(p, lambda g: g["layers"][1].update(kernel=[3, 3])),
-     "layers.1.kernel", "layers.1.kernel must be [2, 2]"),
+     "layers.1.kernel", "layers.1.kernel is [3, 3]"),
     ("missing key", lambda p: _edit_json(p, lambda g: g["layers"][0].pop("pe")),
-     "layers.0.pe", "not a valid mulfree export: model.json lacks layers.0.pe"),
+     "layers.0.pe", "model.json: layers.0 lacks the field 'pe'"),
+    ("unknown key", lambda p: _edit_json(p, lambda g: g.update(future_field={"x": 1})),
+     "future_field", "the graph has the unknown field \"future_field\""),
+    ("edited after export", lambda p: (p / "model.json").write_text(
+        (p / "model.json").read_text().replace('"scale_exp": -3', '"scale_exp": -4')),
+     "integrity.sha256", "model.json was edited after export (digest mismatch); re-export it"),
 ]
 
 
 def _edit_tensors_raw(path, data):
     (path / "model.safetensors").write_bytes(data)
-    _edit_json(path, lambda g: g["tensors_file"].update(sha256=hashlib.sha256(data).hexdigest()))
+    _edit_json(path, lambda g: g["tensors_file"].update(sha256=hashlib.sha256(data).hexdigest(),
+                                                        size=len(data)))
 
 
 @pytest.mark.parametrize("case, tamper, param, message", REFUSALS, ids=[r[0] for r in REFUSALS])
@@ -392,11 +421,6 @@ def test_load_refuses_a_file(tmp_path):
     for path in (tmp_path / "f", tmp_path / "missing"):
         with pytest.raises(ExportError, match="not a mulfree export: .* is not a directory"):
             load_export(path)
-
-
-def test_minor_version_is_read(export):
-    _edit_json(export, lambda g: g.update(version="1.7", future_field={"x": 1}))
-    load_export(export)
 
 
 # Atomicity ----------------------------------------------------------------------------------
