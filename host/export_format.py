@@ -3,7 +3,7 @@
 An integer model (:class:`IntModel`) is an input quantization followed by an ordered list of
 layers over a single tensor. Every number in it is an integer that the golden model
 (:mod:`mulfree.sim.model_golden`) and the engine consume as is; the real-number scales
-(``scale_exp``, ``out_scale_exp``) are informational, for dequantizing results.
+(``scale_exp``, ``out_scale_exp``) say how the host quantizes inputs and dequantizes results.
 
 **Input quantization.** A real input ``x`` stands for ``q * 2^scale_exp``. The host computes
 
@@ -200,7 +200,7 @@ class IntLinear(_PostLayer):
     weight_bits : int or None
         Width of a code; ``None`` picks the kind's default (adder: ``act_bits``).
     out_scale_exp : int
-        Informational: an output ``q`` stands for the real ``q * 2^out_scale_exp``.
+        The outputs' scale: an output ``q`` stands for the real ``q * 2^out_scale_exp``.
     """
 
     pe: str
