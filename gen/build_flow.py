@@ -1141,8 +1141,12 @@ def check_build_file(folder, name, param, *, entry=None, what="file"):
                                     + ("not a regular file" if os.path.lexists(path)
                                        else "missing") + f" ({what})")
     if entry is not None:
-        size = path.stat().st_size
-        if size != entry["bytes"] or _sha256(path) != entry["sha256"]:
+        try:
+            same = path.stat().st_size == entry["bytes"] and _sha256(path) == entry["sha256"]
+        except OSError as exc:
+            raise FileCheckError(param, f"{param} {str(folder)!r}: {name} cannot be read: "
+                                        f"{exc.strerror or exc}") from None
+        if not same:
             raise FileCheckError(param, f"{param} {str(folder)!r}: {name} does not match the "
                                         f"SHA-256 and size build.json records for it (changed "
                                         f"after it was written); run mulfree build again")

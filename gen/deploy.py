@@ -159,7 +159,11 @@ def _check_text(folder, name, param):
     a planted overlay could copy any file readable here into the blob sent to the board.
     mulfree's overlay uses none of them.
     """
-    text = (Path(folder) / name).read_bytes()
+    try:
+        text = (Path(folder) / name).read_bytes()
+    except OSError as exc:
+        raise FileCheckError(param, f"{param} {str(folder)!r}: {name} cannot be read: "
+                                    f"{exc.strerror or exc}") from None
     for word in (b"/include/", b"/incbin/", b"#include"):
         if word in text:
             raise FileCheckError(param, f"{param} {str(folder)!r}: {name} contains "

@@ -609,8 +609,15 @@ BAD_BUILD = [
 
 @pytest.mark.parametrize("argv, option, fragment", BAD_BUILD,
                          ids=[f"{i}-{o}" for i, (_, o, _) in enumerate(BAD_BUILD)])
-def test_bad_build_input_writes_nothing(run_main, capsys, tmp_path, inputs, argv, option,
-                                        fragment):
+def test_bad_build_input_writes_nothing(run_main, capsys, tmp_path, inputs, monkeypatch, argv,
+                                        option, fragment):
+    def long_work(*args, **kwargs):
+        raise AssertionError("the core was generated before the options were checked")
+    from mulfree.gen import core_manifest
+    monkeypatch.setattr(core_manifest, "write_core_design", long_work)
+    if option == "-o/--output":
+        # The output is checked before the core is even planned.
+        monkeypatch.setattr(build_flow, "plan_build", long_work)
     argv = [a(inputs) if callable(a) else a.format(**{"in": inputs}) for a in argv]
     if "--board" not in argv:
         argv += ["--board", "zc706"]
@@ -628,6 +635,31 @@ def test_bad_build_input_writes_nothing(run_main, capsys, tmp_path, inputs, argv
     assert _entries(tmp_path / "work") == []
     assert _snapshot(inputs) == before
     assert not Path("/proc/mulfree-test-out").exists()
+
+
+def test_an_unwritable_output_is_refused_before_any_work(run_main, capsys, tmp_path,
+                                                          monkeypatch):
+    """As root every folder is writable, so the probe's temporary file is made to fail."""
+    import tempfile
+    from mulfree.gen import safe_io
+    locked = tmp_path / "locked"
+    (locked / "b").mkdir(parents=True)
+    mkstemp = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kwargs):
+        if Path(dir) in (locked, locked / "b"):
+            raise PermissionError(13, "Permission denied")
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    def long_work(*args, **kwargs):
+        raise AssertionError("work started before the output was checked")
+    monkeypatch.setattr(safe_io.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(build_flow, "plan_build", long_work)
+    for out in (locked / "b", locked / "new" / "b"):
+        status, _, err = run_main(["build", "--board", "zc706", "-o", str(out)], capsys)
+        assert status == 2 and len(err.splitlines()) == 1, err
+        assert "-o/--output" in err and "cannot be written: Permission denied" in err
+    assert _snapshot(tmp_path) == {"locked": None, "locked/b": None}
 
 
 def _bad_earlier(edit):

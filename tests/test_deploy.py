@@ -368,12 +368,15 @@ def test_bad_options_are_refused_before_anything_runs(run_main, capsys, build, f
 def test_bad_options_on_the_board_itself(run_main, capsys, build, fake_bin, tmp_path):
     """Without --host the same values reach cp, sh -c and the local Python: refused too."""
     folder, _ = build
+    target = tmp_path / "fw; touch X"
     for option, name in [("--python=python3; touch X", "--python"),
                          ("--python=-c", "--python"),
-                         ("--remote-dir=/tmp/x; touch X", "--remote-dir"),
+                         (f"--remote-dir={target}", "--remote-dir"),
+                         (f"--remote-dir={tmp_path}/a b", "--remote-dir"),
                          ("--remote-dir=-x", "--remote-dir")]:
         _refused(run_main, capsys, [str(folder), option], fake_bin, folder, name)
-    assert not list(Path("/tmp").glob("x; touch X"))
+    # The local mkdir and cp never ran.
+    assert not target.exists() and not (tmp_path / "a b").exists()
 
 
 @pytest.mark.parametrize("argv, fragment", [
