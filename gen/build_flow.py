@@ -45,8 +45,8 @@ __all__ = ["BuildError", "VivadoMissing", "VivadoFailed", "BuildPlan", "plan_bui
            "estimate_resources", "check_fit", "core_config_from_manifest", "wrapper_verilog",
            "constraints_xdc", "block_design_tcl", "build_tcl", "run_vivado_sh", "makefile",
            "overlay_dts", "zynq_json", "readme", "write_build", "read_build", "run_vivado",
-           "first_error", "check_build_doc", "check_build_file", "BUILD_MARKER", "BUILD_KIND", "OVERLAY_SOURCE", "OVERLAY_BLOB",
-           "ZYNQ_JSON", "VIVADO_ARGS", "CLOCK_MHZ_RANGE", "IP_VLNV", "IRQ_LINES",
+           "first_error", "check_build_doc", "check_build_file", "BUILD_MARKER", "BUILD_KIND",
+           "OVERLAY_SOURCE", "OVERLAY_BLOB", "ZYNQ_JSON", "VIVADO_ARGS", "CLOCK_MHZ_RANGE", "IP_VLNV", "IRQ_LINES",
            "add_build_options", "run_build"]
 
 BUILD_MARKER = "build.json"
