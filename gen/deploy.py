@@ -14,7 +14,10 @@ From a build folder (:mod:`mulfree.gen.build_flow`) whose bitstream Vivado has m
 4. checks the core's identity registers against the manifest on the board
    (``python3 -m mulfree.host.zynq --check``, i.e. ``open_device("zynq", manifest)``).
 
-Every command is printed before it runs; ``--dry-run`` prints them and runs nothing.
+Every command is printed before it runs; ``--dry-run`` prints them and runs nothing. Before
+any step is planned, the options are checked against allow-lists and ``build.json`` and every
+file it names that is copied are checked (inside the folder, regular files, their SHA-256);
+docs/security.md says what is trusted and why.
 """
 
 import os
