@@ -208,15 +208,54 @@ def bench_gen(sizes=GEN_SIZES, *, act_bits=8, weight_bits=4, max_k=1024, repeat=
 
 
 def save_figure(fig, path):
-    """Lay out ``fig``, write it to ``path`` (PNG, 120 dpi; folders created), close it, return
-    the path."""
+    """Lay out ``fig``, write it to ``path`` (120 dpi, the format of its suffix, PNG without
+    one; folders created), close it, return the path.
+
+    Written to a temporary file renamed over ``path``: an interrupted run leaves the old
+    figure or none, never half of one.
+    """
+    import os
+    import tempfile
     import matplotlib.pyplot as plt
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fmt = path.suffix.lstrip(".").lower() or "png"
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, dpi=120, format=fmt)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)     # mkstemp's 0600 is for the temporary only
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    finally:
+        plt.close(fig)
     return path
+
+
+def check_plot_path(path, option):
+    """Refuse, before the work whose figure it is, a plot ``path`` that cannot be written:
+    matplotlib missing, a suffix it does not write, or a place that is not writable."""
+    from .cli import UsageError, check_output_file
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UsageError(f"{option} needs matplotlib: pip install 'mulfree[bench]'"
+                         + (", or --plot '' for no plot" if option == "--plot" else "")) \
+            from None
+    fmt = Path(path).suffix.lstrip(".").lower() or "png"
+    formats = Figure().canvas.get_supported_filetypes()
+    if fmt not in formats:
+        raise UsageError(f"{option} {str(path)!r}: matplotlib writes "
+                         f"{', '.join(sorted(formats))}, not {fmt[:20]!r}")
+    check_output_file(path, option)
 
 
 def plot_gen(result, path):
@@ -734,7 +773,9 @@ def check_bench_options(args, which):
     if args.json is None or {"core"} & set(which):
         check_output_dir("out/bench", "--json" if args.json is None else "out/bench")
     if "gen" in which and args.plot:
-        check_output_file(args.plot, "--plot")
+        check_plot_path(args.plot, "--plot")
+    if "core" in which:
+        check_plot_path("out/bench/core.png", "out/bench/core.png")
     if args.work_dir is not None:
         check_output_dir(args.work_dir, "--work-dir")
 

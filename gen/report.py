@@ -1192,6 +1192,14 @@ def run_report(args, core_config_from_args=None):
         raise ReportError("cache_dir", str(exc)
                           + ("" if args.cache_dir is not None else
                              " (the default; set --cache-dir or $MULFREE_CACHE)")) from None
+    if args.compare or args.max_fit:
+        from .bench import check_plot_path
+        from .cli import UsageError
+        try:
+            check_plot_path(out / "report.png", "--compare" if args.compare else "--max-fit")
+        except UsageError as exc:
+            option = "compare" if args.compare else "max_fit"
+            raise ReportError(option, str(exc)) from None
     model = _load_model(args.model) if args.model is not None else None
     cfg = _load_config(args.config) if args.config is not None else core_config_from_args(args)
     _check_designs(args, cfg)

@@ -206,7 +206,8 @@ CASES = [
     R(["bench", "bogus"], "bogus"),
     *[R(["bench", "gen", "--json", path], "--json") for path in (
         "/proc/x.json", "/dev/null/x.json", "{t}/folder", "")],
-    R(["bench", "gen", "--plot", "/dev/null/x.png"], "--plot"),
+    *[R(["bench", "gen", "--plot", path], "--plot") for path in (
+        "/dev/null/x.png", "{t}/plot.foo", "{t}/folder")],
     R(["bench", "gen", "--work-dir", "{t}/afile"], "--work-dir"),
     # report
     *[R(["report", "--timeout", value], "--timeout") for value in ("0", "-1", "nan", "inf")],
