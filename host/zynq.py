@@ -75,9 +75,11 @@ def _check_uint(param, value, lo, hi, error=ValueError):
 PL_WINDOWS = {"M_AXI_GP0": (0x4000_0000, 0x8000_0000), "M_AXI_GP1": (0x8000_0000, 0xC000_0000)}
 #: Largest register window: a GP port's whole range.
 MAX_WINDOW = 0x4000_0000
-#: A device name: letters, digits and ``_ . , @ : + -``, not starting with a dot (so neither
-#: ``.`` nor ``..``), at most 64 characters; never a path.
-_DEVICE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.,@:+-]{0,63}")
+#: A device name: a device tree node name (UIO names its devices after their nodes, and the
+#: build flow's overlay writes them as nodes): a letter or digit, then letters, digits and
+#: ``_ . , + -``, at most 31 characters; never a path, never ``.``/``..``, no ``@`` (it would
+#: start the node's unit address).
+_DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.,+-]{0,30}")
 
 
 def _close_map(mm):
@@ -202,8 +204,8 @@ class ZynqConfig:
 def check_device_name(param, value, error=ValueError):
     """``value`` if it is a plain device name (see :data:`_DEVICE_NAME`), else ``error``."""
     if not isinstance(value, str) or not _DEVICE_NAME.fullmatch(value):
-        message = (f"{param} must be a device name (letters, digits, _ . , @ : + -; not "
-                   f"starting with a dot; at most 64 characters; no '/'), not {value!r}")
+        message = (f"{param} must be a device name (a letter or digit, then letters, digits "
+                   f"and _ . , + -; at most 31 characters), not {value!r}")
         raise error(param, message) if error is not ValueError else ValueError(message)
     return value
 
