@@ -74,6 +74,8 @@ def check_input_file(path, option, what="file"):
     if p.is_dir():
         raise UsageError(f"{option} {shown!r} is a folder; name a {what}")
     if not p.is_file():
+        if os.path.lexists(p):
+            raise UsageError(f"{option} {shown!r} is not a regular file; name a {what}")
         raise UsageError(f"{option} {shown!r}: no such {what}")
     if not os.access(p, os.R_OK):
         raise UsageError(f"{option} {shown!r} cannot be read: permission denied")

@@ -255,7 +255,8 @@ def open_inputs(path, param, *, limit=None, kinds="iuf", item_shape=None, labels
             raise InputFileError(param, f"{param} {shown} is a folder; name a .npy "
                                         + ("or .npz " if labels else "") + "file")
         if not p.is_file():
-            raise InputFileError(param, f"{param} {shown}: no such file")
+            what = "is not a regular file" if os.path.lexists(p) else ": no such file"
+            raise InputFileError(param, f"{param} {shown}{'' if what[0] == ':' else ' '}{what}")
         with open(p, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:

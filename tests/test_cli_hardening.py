@@ -138,6 +138,7 @@ CASES = [
         "garbage.npy", "text.npy", "truncated.npy", "keys.npz", "ylen.npz", "yfloat.npz",
         "yrange.npz", "yneg.npz", "y2d.npz", "crc.npz", "badzip.npz", "lie.npz", "folder",
         "missing.npy", "deep.json")],
+    R(run_("--input", "/dev/zero"), "--input"),
     R(run_("--input", ""), "--input"),
     R(run_(*GOOD, "--limit", "2", "--input", "{t}/lie.npy"), "--input"),
     # run --labels
@@ -185,7 +186,7 @@ CASES = [
     *[R(["export", "--model", "deepshift_mlp", "--float", "{t}/weights.safetensors",
          "-o", "{t}/export", "--act-bits", value], "--act-bits") for value in ("0", "17", HUGE)],
     *[R(["export", "--model", "deepshift_mlp", "--float", path, "-o", "{t}/export"], "--float")
-      for path in ("{t}/missing", "{t}/folder", "")],
+      for path in ("{t}/missing", "{t}/folder", "", "/dev/zero")],
     R(["export", "--model", "lenet", "--float", "{t}/weights.safetensors", "-o", "{t}/export"],
       "--model"),
     *[R(["export", "--model", "deepshift_mlp", "--float", "{t}/weights.safetensors", "-o",
