@@ -1,4 +1,8 @@
-"""Reading an export back: every field of ``model.json`` and every tensor checked before use.
+"""The file form of an export: the graph the writer writes, its digest, and the loader.
+
+:func:`model_graph` is the ``model.json`` graph of a model and :func:`graph_digest` its
+``integrity.sha256``; :func:`~mulfree.host.export_format.write_export` writes them, and the
+loader compares what it reads with them.
 
 :func:`load_export` trusts nothing in the export folder. In this order it checks, and refuses
 with an :class:`~mulfree.host.export_format.ExportError` whose message is one line naming the
@@ -19,8 +23,8 @@ file, the field (``layers.2.weight_bits``), the value and what is allowed:
 6. every field the writer derives (shapes, ``max_k``, ``acc_width``, encodings, tensor dtypes,
    the fields of flatten and pooling...) equal to what the writer writes for that model;
 7. last, ``integrity.sha256``, the digest of the whole graph with the tensors' sha256
-   (:func:`~mulfree.host.export_format.graph_digest`): a graph that passes every check but was
-   edited after the export (``weight_bits`` 5 -> 6 with its derived fields) is refused.
+   (:func:`graph_digest`): a graph that passes every check but was edited after the export
+   (``input.scale_exp`` -6 -> -5, a weight code) is refused.
 
 The digest does not replace the checks (anyone can recompute it): whatever passes steps 1-6
 computes the same in the golden model, the compiler and the core.
@@ -34,15 +38,16 @@ import re
 import numpy as np
 
 from ..gen.config import PE_KINDS, WEIGHT_BITS_LIMITS
+from ..gen.post_config import bias_range, shift_range
 from ..gen.safe_io import MAX_JSON_DEPTH, FileCheckError, inside, json_depth, read_json
 from .export_format import (DTYPES, FORMAT_NAME, FORMAT_VERSION, LAYER_KINDS, MAX_DIM,
                             MAX_NAME_LENGTH, MAX_PADDING, MAX_STRIDE, MODEL_JSON,
-                            MODEL_TENSORS, OUTPUTS, SCALE_EXP_LIMITS, ExportError, IntConv2d,
-                            IntFlatten, IntInput, IntLinear, IntMaxPool2d, IntModel, _graph,
-                            graph_digest, layer_shapes)
+                            MODEL_TENSORS, OUTPUTS, SCALE_EXP_LIMITS, SHIFT_OFFSETS,
+                            ExportError, IntConv2d, IntInput, IntLinear, IntModel, _code_range,
+                            layer_config, layer_shapes)
 
 
-__all__ = ["load_export", "MAX_TENSOR_BYTES", "LAYER_FIELDS"]
+__all__ = ["load_export", "model_graph", "graph_digest", "MAX_TENSOR_BYTES", "LAYER_FIELDS"]
 
 
 #: Largest ``model.safetensors`` read (the demo models' tensors are a few hundred KiB).
@@ -84,6 +89,101 @@ def _fail(param, message, file=MODEL_JSON):
 
 def _path(where, key):
     return f"{where}.{key}" if where else str(key)
+
+
+# The graph the writer writes -----------------------------------------------------------------
+
+def _dtype_for(lo, hi):
+    """Narrowest dtype of :data:`DTYPES` holding ``[lo, hi]``."""
+    for name in DTYPES:
+        info = np.iinfo(name)
+        if info.min <= lo and hi <= info.max:
+            return name
+    raise AssertionError(f"[{lo}, {hi}] does not fit int64")
+
+
+def _tensor_ranges(layer, cfg):
+    """``{field: (lo, hi)}`` of the arrays a layer stores."""
+    ranges = {"codes": _code_range(cfg), "bias": bias_range(cfg), "shift": shift_range(cfg),
+              "relu": (0, 1)}
+    if getattr(layer, "shifts", None) is not None:
+        ranges["shifts"] = SHIFT_OFFSETS
+    return ranges
+
+
+def _layer_json(i, layer, in_shape, out_shape, bits, scale):
+    entry = {"index": i, "kind": layer.kind, "in_shape": list(in_shape),
+             "out_shape": list(out_shape)}
+    tensors = {}
+    if layer.kind in ("linear", "conv2d"):
+        cfg = layer_config(layer, f"layers.{i}")
+        entry.update(pe=layer.pe, act_bits=int(layer.act_bits),
+                     weight_bits=int(layer.weight_bits), max_k=cfg.max_k,
+                     acc_width=cfg.acc_width, out_scale_exp=int(layer.out_scale_exp))
+        entry["weight_encoding"] = {
+            "shift": {"kind": "shift_code", "layout": "s<<(weight_bits-1) | e; e=0 is zero; "
+                      "weight = (-1)^s * 2^(e-1)", "scale_log2": cfg.weight_scale_log2},
+            "adder": {"kind": "signed", "scale": "activation"},
+            "mult": {"kind": "signed", "scale_log2": 0},
+        }[layer.pe]
+        if layer.kind == "conv2d":
+            entry.update(stride=list(layer.stride), padding=list(layer.padding),
+                         padding_mode="zeros", input_shift=layer.shifts is not None)
+        for name, (lo, hi) in _tensor_ranges(layer, cfg).items():
+            arr = np.asarray(getattr(layer, name))
+            tensors[name] = {"name": f"layers.{i}.{name}", "dtype": _dtype_for(lo, hi),
+                             "shape": list(arr.shape)}
+    else:
+        entry.update(act_bits=bits, out_scale_exp=scale)
+        if layer.kind == "maxpool2d":
+            entry.update(kernel=[2, 2], stride=[2, 2], padding=[0, 0], ceil_mode=False)
+        else:
+            entry.update(order="c_major")
+    entry["tensors"] = tensors
+    return entry
+
+
+def model_graph(model):
+    """The JSON graph :func:`~mulfree.host.export_format.write_export` writes for ``model``
+    (without ``tensors_file`` and ``integrity``), and the arrays to store, by tensor name.
+
+    The loader compares every field of a graph it reads with this one.
+    """
+    shapes = model.validate()
+    layers, arrays = [], {}
+    scale = int(model.input.scale_exp)
+    for i, (layer, (in_shape, out_shape, bits)) in enumerate(zip(model.layers, shapes)):
+        if layer.kind in ("linear", "conv2d"):
+            scale = int(layer.out_scale_exp)
+        entry = _layer_json(i, layer, in_shape, out_shape, bits, scale)
+        for name, spec in entry["tensors"].items():
+            arrays[spec["name"]] = np.ascontiguousarray(
+                np.asarray(getattr(layer, name)).astype(spec["dtype"]))
+        layers.append(entry)
+    graph = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "name": model.name,
+        "input": {"shape": list(model.input.shape), "act_bits": int(model.input.act_bits),
+                  "scale_exp": int(model.input.scale_exp),
+                  "quantization": "q = clamp(floor(x * 2^-scale_exp + 1/2), act_range)"},
+        "layers": layers,
+        "output": model.output,
+    }
+    return graph, arrays
+
+
+def graph_digest(graph):
+    """The ``integrity.sha256`` of a ``model.json`` graph: sha256 of its canonical JSON.
+
+    Canonical: every field but ``integrity`` itself, keys sorted, no whitespace, ASCII only;
+    ``tensors_file.sha256`` is among the fields, so the digest covers the tensors too. Layout
+    and key order of the file do not change it; any value does.
+    """
+    body = {k: v for k, v in graph.items() if k != "integrity"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 # Fields of model.json -----------------------------------------------------------------------
@@ -401,7 +501,7 @@ def _first_difference(want, got, path):
 
 def _check_derived(graph, model):
     """Every field of the graph equals what the writer writes for ``model``."""
-    want, _ = _graph(model)
+    want, _ = model_graph(model)
     want = json.loads(json.dumps(want))             # tuples -> lists, as read back
     got = {key: graph[key] for key in want}
     if not _same(want, got):

@@ -67,7 +67,7 @@ from ..gen.post_config import bias_range, check_post_config, shift_range
 __all__ = [
     "ExportError", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_JSON", "MODEL_TENSORS", "OUTPUTS",
     "IntInput", "IntLinear", "IntConv2d", "IntFlatten", "IntMaxPool2d", "IntModel",
-    "layer_config", "layer_shapes", "write_export", "load_export", "graph_digest",
+    "layer_config", "layer_shapes", "write_export", "load_export",
     "SCALE_EXP_LIMITS", "MAX_DIM", "MAX_KERNEL", "MAX_STRIDE", "MAX_PADDING", "MAX_NAME_LENGTH",
 ]
 
@@ -380,8 +380,9 @@ def _check_name(name):
     if name is None:
         return
     if not isinstance(name, str) or not name.isprintable() or len(name) > MAX_NAME_LENGTH:
+        shown = repr(name)[:2 * MAX_NAME_LENGTH]
         raise ExportError("name", f"name must be None or a printable string of at most "
-                                  f"{MAX_NAME_LENGTH} characters, not {name!r:.{2 * MAX_NAME_LENGTH}}")
+                                  f"{MAX_NAME_LENGTH} characters, not {shown}")
 
 
 def layer_shapes(model: IntModel):
@@ -499,82 +500,6 @@ def layer_shapes(model: IntModel):
 
 # Files -------------------------------------------------------------------------------------
 
-def _dtype_for(lo, hi):
-    """Narrowest dtype of :data:`DTYPES` holding ``[lo, hi]``."""
-    for name in DTYPES:
-        info = np.iinfo(name)
-        if info.min <= lo and hi <= info.max:
-            return name
-    raise AssertionError(f"[{lo}, {hi}] does not fit int64")
-
-
-def _tensor_ranges(layer, cfg):
-    """``{field: (lo, hi)}`` of the arrays a layer stores."""
-    ranges = {"codes": _code_range(cfg), "bias": bias_range(cfg), "shift": shift_range(cfg),
-              "relu": (0, 1)}
-    if getattr(layer, "shifts", None) is not None:
-        ranges["shifts"] = SHIFT_OFFSETS
-    return ranges
-
-
-def _layer_json(i, layer, in_shape, out_shape, bits, scale):
-    entry = {"index": i, "kind": layer.kind, "in_shape": list(in_shape),
-             "out_shape": list(out_shape)}
-    tensors = {}
-    if layer.kind in ("linear", "conv2d"):
-        cfg = layer_config(layer, f"layers.{i}")
-        entry.update(pe=layer.pe, act_bits=int(layer.act_bits),
-                     weight_bits=int(layer.weight_bits), max_k=cfg.max_k,
-                     acc_width=cfg.acc_width, out_scale_exp=int(layer.out_scale_exp))
-        entry["weight_encoding"] = {
-            "shift": {"kind": "shift_code", "layout": "s<<(weight_bits-1) | e; e=0 is zero; "
-                      "weight = (-1)^s * 2^(e-1)", "scale_log2": cfg.weight_scale_log2},
-            "adder": {"kind": "signed", "scale": "activation"},
-            "mult": {"kind": "signed", "scale_log2": 0},
-        }[layer.pe]
-        if layer.kind == "conv2d":
-            entry.update(stride=list(layer.stride), padding=list(layer.padding),
-                         padding_mode="zeros", input_shift=layer.shifts is not None)
-        for name, (lo, hi) in _tensor_ranges(layer, cfg).items():
-            arr = np.asarray(getattr(layer, name))
-            tensors[name] = {"name": f"layers.{i}.{name}", "dtype": _dtype_for(lo, hi),
-                             "shape": list(arr.shape)}
-    else:
-        entry.update(act_bits=bits, out_scale_exp=scale)
-        if layer.kind == "maxpool2d":
-            entry.update(kernel=[2, 2], stride=[2, 2], padding=[0, 0], ceil_mode=False)
-        else:
-            entry.update(order="c_major")
-    entry["tensors"] = tensors
-    return entry
-
-
-def _graph(model):
-    """The JSON graph (without the checksum) and the arrays to store, by tensor name."""
-    shapes = model.validate()
-    layers, arrays = [], {}
-    scale = int(model.input.scale_exp)
-    for i, (layer, (in_shape, out_shape, bits)) in enumerate(zip(model.layers, shapes)):
-        if layer.kind in ("linear", "conv2d"):
-            scale = int(layer.out_scale_exp)
-        entry = _layer_json(i, layer, in_shape, out_shape, bits, scale)
-        for name, spec in entry["tensors"].items():
-            arrays[spec["name"]] = np.ascontiguousarray(
-                np.asarray(getattr(layer, name)).astype(spec["dtype"]))
-        layers.append(entry)
-    graph = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "name": model.name,
-        "input": {"shape": list(model.input.shape), "act_bits": int(model.input.act_bits),
-                  "scale_exp": int(model.input.scale_exp),
-                  "quantization": "q = clamp(floor(x * 2^-scale_exp + 1/2), act_range)"},
-        "layers": layers,
-        "output": model.output,
-    }
-    return graph, arrays
-
-
 def _atomic_write(path, data):
     """Write ``data`` to a temporary file next to ``path``, fsync it, then rename it over."""
     directory = os.path.dirname(path)
@@ -590,25 +515,13 @@ def _atomic_write(path, data):
         raise
 
 
-def graph_digest(graph):
-    """The ``integrity.sha256`` of a ``model.json`` graph: sha256 of its canonical JSON.
-
-    Canonical: every field but ``integrity`` itself, keys sorted, no whitespace, ASCII only;
-    ``tensors_file.sha256`` is among the fields, so the digest covers the tensors too. Layout
-    and key order of the file do not change it; any value does.
-    """
-    body = {k: v for k, v in graph.items() if k != "integrity"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False)
-    return hashlib.sha256(text.encode("ascii")).hexdigest()
-
-
 def write_export(model: IntModel, path):
     """Validate ``model`` and write it to the directory ``path`` (created if missing).
 
     Writes ``model.safetensors`` then ``model.json``, each to a temporary file renamed into
     place, so a reader never sees half a file. ``model.json`` is written last and carries the
-    sha256 of the tensors and the digest of itself with them (:func:`graph_digest`): a crash
+    sha256 of the tensors and the digest of itself with them
+    (:func:`~mulfree.host.export_check.graph_digest`): a crash
     between the two renames leaves at worst a stale or missing ``model.json`` whose checksum
     no longer matches, which :func:`load_export` refuses, as it refuses a graph edited after
     the export. Any error raises before ``model.json`` is replaced.
@@ -620,7 +533,8 @@ def write_export(model: IntModel, path):
     """
     from safetensors.numpy import save
 
-    graph, arrays = _graph(model)
+    from .export_check import graph_digest, model_graph
+    graph, arrays = model_graph(model)
     data = save(arrays, metadata={"format": FORMAT_NAME, "version": FORMAT_VERSION})
     graph["tensors_file"] = {"name": MODEL_TENSORS, "sha256": hashlib.sha256(data).hexdigest(),
                              "size": len(data)}

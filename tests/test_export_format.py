@@ -17,8 +17,9 @@ from safetensors.numpy import load, save
 from mulfree.host import export_format as ef
 from mulfree.host.export_format import (
     ExportError, IntConv2d, IntFlatten, IntInput, IntLinear, IntMaxPool2d, IntModel,
-    graph_digest, load_export, write_export,
+    load_export, write_export,
 )
+from mulfree.host.export_check import graph_digest
 from mulfree.sim.model_golden import predict, quantize_input, run_int_model
 
 

@@ -21,7 +21,8 @@ from random_models import conv_model
 
 from mulfree.gen.core_config import DESC_FIELDS
 from mulfree.host import export_format as ef
-from mulfree.host.export_format import ExportError, graph_digest, load_export, write_export
+from mulfree.host.export_check import graph_digest
+from mulfree.host.export_format import ExportError, load_export, write_export
 
 
 # Editing an export ----------------------------------------------------------------------------
@@ -136,6 +137,10 @@ TYPES_AND_RANGES = [
      "layers.4.weight_bits must be an integer in [2, 6], not 7"),
     ("act_bits bool", put("layers", 0, "act_bits", True), "layers.0.act_bits",
      "layers.0.act_bits must be an integer in [2, 16], not true"),
+    ("stride bool", put("layers", 0, "stride", [True, 1]), "layers.0.stride",
+     "layers.0.stride must be a list of 2 integers in [1, 15], not [true, 1]"),
+    ("index bool", put("layers", 1, "index", True), "layers.1.index",
+     "layers.1.index must be 1, not true"),
     ("act_bits string", put("input", "act_bits", "6"), "input.act_bits",
      'input.act_bits must be an integer in [2, 16], not "6"'),
     ("act_bits 1", put("input", "act_bits", 1), "input.act_bits", "[2, 16], not 1"),
