@@ -195,15 +195,16 @@ def read_array(stream, size, param, shown, *, kinds="iuf", limit=None, item_shap
     have = size - stream.tell()
     if need > have:
         raise InputFileError(param, f"{param} {shown}: the .npy header promises shape "
-                                    f"{_shape_text(shape)} of {dtype.name} ({need:,} bytes) but the "
-                                    f"file holds {max(have, 0):,}: truncated or corrupt")
+                                    f"{_shape_text(shape)} of {dtype.name} ({need:,} bytes) but "
+                                    f"the file holds {max(have, 0):,}: truncated or corrupt")
     keep = shape_b[0] if limit is None else min(shape_b[0], limit)
     rows_shape = (keep, *shape_b[1:])
     read = math.prod(rows_shape) * dtype.itemsize if not fortran else need
     if read > max_bytes:
-        raise InputFileError(param, f"{param} {shown}: {_shape_text(rows_shape)} of {dtype.name} is "
-                                    f"{read:,} bytes, more than the {max_bytes >> 20} MiB read "
-                                    f"at once (--limit reads fewer images)")
+        raise InputFileError(param, f"{param} {shown}: {_shape_text(rows_shape)} of "
+                                    f"{dtype.name} is {read:,} bytes, more than the "
+                                    f"{max_bytes >> 20} MiB read at once (--limit reads fewer "
+                                    f"images)")
     try:
         data = stream.read(read)
         if read == need:
@@ -255,8 +256,9 @@ def open_inputs(path, param, *, limit=None, kinds="iuf", item_shape=None, labels
             raise InputFileError(param, f"{param} {shown} is a folder; name a .npy "
                                         + ("or .npz " if labels else "") + "file")
         if not p.is_file():
-            what = "is not a regular file" if os.path.lexists(p) else ": no such file"
-            raise InputFileError(param, f"{param} {shown}{'' if what[0] == ':' else ' '}{what}")
+            if os.path.lexists(p):      # a device, FIFO or socket: its "size" means nothing
+                raise InputFileError(param, f"{param} {shown} is not a regular file")
+            raise InputFileError(param, f"{param} {shown}: no such file")
         with open(p, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size == 0:

@@ -12,7 +12,6 @@
 import argparse
 import sys
 import time
-from pathlib import Path
 
 
 __all__ = ["run_network_demo", "DEMO_MODELS"]

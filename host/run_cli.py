@@ -161,7 +161,8 @@ def _load_inputs(args, model):
 
 
 def _check_labels(args, model, y):
-    option = "--labels" if args.labels is not None else "--input"
+    option = "--labels" if args.labels is not None else \
+        f"--dataset {args.dataset}" if args.dataset else "--input"
     if model.output != "argmax":
         raise RunUsageError(f"{option}: labels need a model whose output is an argmax; "
                             f"MODEL {args.model!r} outputs {model.output!r}")
