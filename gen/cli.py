@@ -607,7 +607,7 @@ def main(argv=None):
         print(f"{command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{command}: interrupted; nothing half-written was kept", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # stdout closed by the reader (mulfree ... | head): not an error of ours.

@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .datasets import DIGITS_SCALE, digits_split
+from ..gen.safe_io import write_atomic
 from .layers import (AdderConv2d, AdderLinear, AdderLRScaler, ShiftConv2d, ShiftLinear,
                      round_log2)
 
@@ -392,9 +393,7 @@ def run_train(models="all", *, epochs=None, seed=0, output="out/train", progress
             line += (f", integer {100 * metrics['int_accuracy']:.2f}%, "
                      f"golden {100 * metrics['golden_accuracy']:.2f}%")
         path = os.path.join(out_dir, "metrics.json")
-        with open(path, "w") as f:
-            json.dump(metrics, f, indent=2)
-            f.write("\n")
+        write_atomic(path, json.dumps(metrics, indent=2) + "\n")
         echo(line)
         echo(f"wrote {os.path.join(out_dir, FLOAT_FILE)}")
         echo(f"wrote {path}")
