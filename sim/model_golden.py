@@ -49,7 +49,9 @@ def quantize_input(model: IntModel, x_float):
     if np.isnan(x).any():
         raise ValueError("x holds NaN, which has no integer code")
     lo, hi = -(1 << (inp.act_bits - 1)), (1 << (inp.act_bits - 1)) - 1
-    v = np.ldexp(x, -int(inp.scale_exp))
+    # A scaling that overflows to +-inf (or underflows to 0) is exact here: it saturates.
+    with np.errstate(over="ignore", under="ignore"):
+        v = np.ldexp(x, -int(inp.scale_exp))
     # Clamping first is the same as clamping after (the ends are integers), and keeps the
     # values small and finite.
     v = np.clip(v, lo, hi)
