@@ -19,8 +19,19 @@ GENERATOR_FILES = ("config.py", "core_config.py", "core_manifest.py", "post_conf
 
 
 def cache_root():
-    """``$MULFREE_CACHE``, else ``~/.cache/mulfree``."""
-    return Path(os.environ.get("MULFREE_CACHE") or Path.home() / ".cache" / "mulfree")
+    """``$MULFREE_CACHE``, else ``~/.cache/mulfree``: a folder that can be written.
+
+    Raises
+    ------
+    mulfree.gen.safe_io.FileCheckError
+        If the folder exists and is not one, or cannot be created or written (one line naming
+        ``MULFREE_CACHE``); checked here, before anything is generated or built into it.
+    """
+    from .safe_io import check_output_dir
+    if os.environ.get("MULFREE_CACHE"):
+        return check_output_dir(os.environ["MULFREE_CACHE"], "MULFREE_CACHE")
+    return check_output_dir(Path.home() / ".cache" / "mulfree",
+                            "the cache folder (set MULFREE_CACHE to choose another)")
 
 
 def generator_digest():

@@ -64,10 +64,12 @@ def _float_accuracy(path):
 
 def run_network_demo(args):
     """Train or load, generate, build, classify; print the report. Returns the exit status."""
+    from ..gen.cache import cache_root
     from ..gen.safe_io import check_output_dir
     from .run_cli import format_report, run_model, write_json
     # Before the training: a folder that cannot be written is refused now, not after it.
     out = check_output_dir(args.output, "-o/--output")
+    cache_root()            # the simulator is built there: refused now if it cannot be
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     folder = _model_dir(args.model, out, args.retrain)

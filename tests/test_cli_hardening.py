@@ -441,3 +441,28 @@ def test_ctrl_c_during_synthesis_stops_yosys(tmp_path):
     assert seconds < 10                 # a 16x16 array's synthesis takes minutes
     assert _ours(tmp_path / "tmp") == []
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("cache", ["file", "under_file", "proc"])
+@pytest.mark.parametrize("argv", [
+    ["run", "{m}", "--input", "{t}/good.npy"],
+    ["demo", "-o", "{t}/demo"],
+    ["report", "--rows", "2", "--cols", "2", "-o", "{t}/report"],
+])
+def test_unusable_cache_folder_is_refused_before_work(argv, cache, tmp_path, model_dir,
+                                                      monkeypatch, capsys, run_main):
+    """$MULFREE_CACHE that is a file, lies under one or cannot be made: one line naming it."""
+    t = tmp_path / "t"
+    t.mkdir()
+    prepare(t)
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.chdir(t)
+    monkeypatch.setenv("MULFREE_CACHE", {"file": str(tmp_path / "afile"),
+                                         "under_file": str(tmp_path / "afile" / "c"),
+                                         "proc": "/proc/mulfree-cache"}[cache])
+    monkeypatch.delenv("MULFREE_TRACEBACK", raising=False)
+    before = _snapshot(tmp_path)
+    status, out, err = run_main([a.format(t=t, m=model_dir) for a in argv], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1 and "MULFREE_CACHE" in lines[0], err
+    assert _snapshot(tmp_path) == before
