@@ -524,7 +524,15 @@ def load_export(path) -> IntModel:
         One line naming the file, the field, the value and what is allowed; ``param`` is the
         field's path (``layers.2.weight_bits``, ``input.scale_exp``, ``integrity.sha256``).
     """
-    folder = os.fspath(path)
+    try:
+        folder = os.fspath(path)
+    except TypeError:
+        raise ExportError("path", f"path must name an export folder (a str or path), not "
+                                  f"{type(path).__name__}") from None
+    if isinstance(folder, bytes):
+        folder = os.fsdecode(folder)
+    if not folder or "\0" in folder:
+        raise ExportError("path", f"path must name an export folder, not {folder!r}")
     if not os.path.isdir(folder):
         raise ExportError("path", f"not a mulfree export: {folder!r} is not a directory")
     for name in (MODEL_JSON, MODEL_TENSORS):

@@ -67,6 +67,8 @@ def _batch(model, x_int):
     if x.shape == shape:
         return x[None], False
     if x.ndim == len(shape) + 1 and x.shape[1:] == shape:
+        if not len(x):
+            raise ValueError("x_int holds no images (a batch of 0)")
         return x, True
     raise ValueError(f"x_int must have shape {shape} or (B, {', '.join(map(str, shape))}), "
                      f"not {x.shape}")

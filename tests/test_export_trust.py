@@ -556,3 +556,11 @@ def test_format_limits_are_the_descriptor_fields():
     assert ef.MAX_KERNEL == (1 << widths["kernel_h"]) - 1
     assert ef.MAX_STRIDE == (1 << widths["stride_w"]) - 1
     assert ef.MAX_PADDING == (1 << widths["pad_h"]) - 1
+
+
+@pytest.mark.parametrize("path", [None, 3, "", "a\0b", b"/nonexistent"])
+def test_load_export_refuses_a_path_that_is_no_folder(path):
+    from mulfree.host.export_format import ExportError, load_export
+    with pytest.raises(ExportError) as exc:
+        load_export(path)
+    assert "\n" not in str(exc.value) and exc.value.param == "path"

@@ -329,3 +329,13 @@ def test_extreme_shift_positive_weight_reaches_lower_bound():
     # +2^6 (code 0b0111) times -128: every term is -2^13.
     got = golden.array_forward(cfg, [[7]] * 4, [[-128] * 4])
     assert got.tolist() == [[-4 * 2 ** 13]] == [[cfg.acc_range[0]]]
+
+
+def test_model_golden_refuses_an_empty_batch():
+    """A batch of 0 images is named, not a NumPy reshape error."""
+    from types import SimpleNamespace
+    from mulfree.sim.model_golden import _batch
+    model = SimpleNamespace(input=SimpleNamespace(shape=(1, 2, 2)))
+    with pytest.raises(ValueError, match="holds no images"):
+        _batch(model, np.zeros((0, 1, 2, 2), np.int64))
+    assert _batch(model, np.zeros((3, 1, 2, 2), np.int64))[0].shape == (3, 1, 2, 2)
