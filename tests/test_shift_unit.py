@@ -252,7 +252,8 @@ def test_defaults_and_derived():
     (dict(max_shift=9), "max_shift", "max_shift must be an integer (at most min(15, max(height, "
                                      "width)) = 8) in [0, 8], not 9"),
     (dict(max_shift=-1), "max_shift", "in [0, 8], not -1"),
-    (dict(name="1x"), "name", "name must be a Verilog identifier, not '1x'"),
+    (dict(name="1x"), "name", "name must be a Verilog identifier (letters, digits and _, not "
+                              "starting with a digit), not '1x'"),
 ])
 def test_config_errors(kwargs, param, message):
     with pytest.raises(ConfigError) as e:
@@ -289,7 +290,7 @@ def test_write_shift_unit(tmp_path):
     assert v.name == f"{cfg.top_name}.v" and f"module {cfg.top_name}" in v.read_text()
     assert json.loads(j.read_text())["parameters"] == cfg.params()
     (tmp_path / "file").write_text("")
-    with pytest.raises(OutputError, match="must be a folder"):
+    with pytest.raises(OutputError, match="is not a folder"):
         write_shift_unit(cfg, tmp_path / "file" / "sub")
 
 
