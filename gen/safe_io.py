@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 
-__all__ = ["FileCheckError", "read_json", "json_depth", "inside", "check_output_file",
+__all__ = ["FileCheckError", "read_json", "strict_loads", "json_depth", "inside", "check_output_file",
            "check_output_dir", "check_verilog_name", "VERILOG_KEYWORDS", "write_atomic",
            "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
 
@@ -68,6 +68,16 @@ def _unique_keys(pairs):
             raise ValueError(f"key {key!r} appears twice in one object")
         doc[key] = value
     return doc
+
+
+def strict_loads(text):
+    """``json.loads`` without NaN/Infinity, float overflow or duplicate keys.
+
+    Raises ``ValueError`` for any of them (and for invalid JSON), ``RecursionError`` for
+    nesting deeper than the interpreter's stack: callers turn both into one-line errors.
+    """
+    return json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                      parse_float=_finite_float)
 
 
 def json_depth(doc, limit=MAX_JSON_DEPTH):
@@ -113,8 +123,7 @@ def read_json(path, param, *, what="file", kind=dict, max_bytes=MAX_JSON_BYTES,
         raise FileCheckError(param, f"{param} {str(path)!r}: the {what} is larger than "
                                     f"{max_bytes >> 20} MiB")
     try:
-        doc = json.loads(data.decode("utf-8"), object_pairs_hook=_unique_keys,
-                         parse_constant=_no_constant, parse_float=_finite_float)
+        doc = strict_loads(data.decode("utf-8"))
     except RecursionError:
         raise FileCheckError(param, f"{param} {str(path)!r}: the {what} nests deeper than "
                                     f"{max_depth} levels") from None

@@ -39,7 +39,8 @@ import numpy as np
 
 from ..gen.config import PE_KINDS, WEIGHT_BITS_LIMITS
 from ..gen.post_config import bias_range, shift_range
-from ..gen.safe_io import MAX_JSON_DEPTH, FileCheckError, inside, json_depth, read_json
+from ..gen.safe_io import (MAX_JSON_DEPTH, FileCheckError, inside, json_depth, read_json,
+                           strict_loads)
 from .export_format import (DTYPES, FORMAT_NAME, FORMAT_VERSION, LAYER_KINDS, MAX_DIM,
                             MAX_NAME_LENGTH, MAX_PADDING, MAX_STRIDE, MODEL_JSON,
                             MODEL_TENSORS, OUTPUTS, SCALE_EXP_LIMITS, SHIFT_OFFSETS,
@@ -341,19 +342,6 @@ def _read_graph(folder):
 
 # model.safetensors --------------------------------------------------------------------------
 
-def _unique(pairs):
-    obj = {}
-    for key, value in pairs:
-        if key in obj:
-            raise ValueError(f"key {key!r} appears twice in one object")
-        obj[key] = value
-    return obj
-
-
-def _no_constant(name):
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
 def _check_header(data):
     """The safetensors header: strict JSON, our metadata, signed integer tensors only."""
     def bad(why):
@@ -365,8 +353,7 @@ def _check_header(data):
     if n > len(data) - 8:
         bad(f"the header length {n} runs past the end of the file")
     try:
-        header = json.loads(data[8:8 + n].decode("utf-8"), object_pairs_hook=_unique,
-                            parse_constant=_no_constant)
+        header = strict_loads(data[8:8 + n].decode("utf-8"))
     except RecursionError:
         bad(f"the header nests deeper than {MAX_JSON_DEPTH} levels")
     except (UnicodeDecodeError, ValueError) as exc:
