@@ -112,8 +112,9 @@ def read_json(path, param, *, what="file", kind=dict, max_bytes=MAX_JSON_BYTES,
     path = Path(path)
     try:
         if not path.is_file():
-            raise FileCheckError(param, f"{param} {str(path)!r}: no such {what}"
-                                 + (" (it is a folder)" if path.is_dir() else ""))
+            why = ("is a folder, not a" if path.is_dir() else
+                   "is not a regular file, so no" if path.exists() else "no such")
+            raise FileCheckError(param, f"{param} {str(path)!r}: {why} {what}")
         with open(path, "rb") as f:
             data = f.read(max_bytes + 1)
     except OSError as exc:

@@ -577,7 +577,7 @@ BAD_BUILD = [
     (["-o", "/"], "-o/--output", "root folder"),
     # --config: the file, then each kind of bad content.
     (["--config", "{in}/missing.json"], "--config", "no such core manifest"),
-    (["--config", "{in}/notes"], "--config", "it is a folder"),
+    (["--config", "{in}/notes"], "--config", "is a folder, not a core manifest"),
     (["--config", _raw("{")], "--config", "not valid JSON"),
     (["--config", _raw("[]")], "--config", "must be a JSON object"),
     (["--config", _raw('{"kind": "core", "top": NaN}')], "--config", "not valid JSON"),

@@ -55,8 +55,11 @@ def test_read_json_accepts_strict_json(tmp_path):
 def test_read_json_missing_folder_and_size(tmp_path):
     with pytest.raises(FileCheckError, match="no such file"):
         read_json(tmp_path / "nope.json", "p")
-    with pytest.raises(FileCheckError, match="it is a folder"):
+    with pytest.raises(FileCheckError, match="is a folder, not a file"):
         read_json(tmp_path, "p")
+    os.mkfifo(tmp_path / "fifo.json")       # reading it would block for ever
+    with pytest.raises(FileCheckError, match="is not a regular file, so no file"):
+        read_json(tmp_path / "fifo.json", "p")
     big = _write(tmp_path, '{"a": "' + "x" * 2000 + '"}')
     with pytest.raises(FileCheckError, match="larger than"):
         read_json(big, "p", max_bytes=1000)
