@@ -224,14 +224,18 @@ def train_model(name, *, epochs=None, seed=0, progress=True, data=None):
             tune = epochs // 4
             main = epochs - tune
             bar = tqdm(total=epochs, desc=name, disable=not progress, leave=True)
-            _fit(model, x_train, y_train, main, order, bar, frozen=[], lr_scale=1.0)
-            if tune:
-                before = evaluate(model, data["x_test"], data["y_test"])
-                frozen = snap_bn_scales(model)
-                snapped = evaluate(model, data["x_test"], data["y_test"])
-                _fit(model, x_train, y_train, tune, order, bar, frozen=frozen,
-                     lr_scale=0.1)
-            bar.close()
+            # Closed on the way out too: an interrupted run's bar is drawn before the
+            # command's last line ("interrupted"), not after it.
+            try:
+                _fit(model, x_train, y_train, main, order, bar, frozen=[], lr_scale=1.0)
+                if tune:
+                    before = evaluate(model, data["x_test"], data["y_test"])
+                    frozen = snap_bn_scales(model)
+                    snapped = evaluate(model, data["x_test"], data["y_test"])
+                    _fit(model, x_train, y_train, tune, order, bar, frozen=frozen,
+                         lr_scale=0.1)
+            finally:
+                bar.close()
         finally:
             torch.use_deterministic_algorithms(deterministic)
     seconds = time.perf_counter() - start
