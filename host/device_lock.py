@@ -19,17 +19,13 @@ import os
 import stat
 from pathlib import Path
 
+from .device_errors import DeviceBusy, DeviceError
+
 
 __all__ = ["DeviceLock", "check_lock_dir"]
 
 #: Attempts to lock when the file is replaced between our open and our flock.
 _ATTEMPTS = 5
-
-
-def _errors():
-    # Imported late: runtime imports this module.
-    from .runtime import DeviceBusy, DeviceError
-    return DeviceBusy, DeviceError
 
 
 def check_lock_dir(folder):
@@ -41,7 +37,6 @@ def check_lock_dir(folder):
         If it is not a folder, is owned by another user (not root), or is group- or
         world-writable without the sticky bit.
     """
-    _, DeviceError = _errors()
     folder = Path(folder)
     try:
         folder.mkdir(mode=0o700, parents=True)
@@ -81,7 +76,6 @@ class DeviceLock:
     """
 
     def __init__(self, path, what="the device"):
-        DeviceBusy, DeviceError = _errors()
         self._fd = None
         self.path = Path(path)
         if not str(path) or "\0" in str(path):
@@ -111,7 +105,6 @@ class DeviceLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
     def _open(self, what):
-        DeviceBusy, DeviceError = _errors()
         flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
             fd = os.open(self.path, flags, 0o644)
@@ -133,7 +126,6 @@ class DeviceLock:
         return fd
 
     def _check_file(self, fd, what):
-        _, DeviceError = _errors()
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise DeviceError(f"the lock file {self.path} is not a regular file; refusing to "
@@ -146,7 +138,6 @@ class DeviceLock:
 
     def _foreign(self, what, fd=None):
         """Raise for a lock file owned by another user: busy if it is held, else stale."""
-        DeviceBusy, DeviceError = _errors()
         own = fd is None
         if own:
             try:

@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 
 import numpy as np
 
@@ -41,14 +42,14 @@ from ..gen.config import PE_KINDS, WEIGHT_BITS_LIMITS
 from ..gen.post_config import bias_range, shift_range
 from ..gen.safe_io import (MAX_JSON_DEPTH, FileCheckError, inside, json_depth, read_json,
                            strict_loads)
-from .export_format import (DTYPES, FORMAT_NAME, FORMAT_VERSION, LAYER_KINDS, MAX_DIM,
+from .int_model import (DTYPES, FORMAT_NAME, FORMAT_VERSION, LAYER_KINDS, MAX_DIM,
                             MAX_NAME_LENGTH, MAX_PADDING, MAX_STRIDE, MODEL_JSON,
                             MODEL_TENSORS, OUTPUTS, SCALE_EXP_LIMITS, SHIFT_OFFSETS,
                             ExportError, IntConv2d, IntInput, IntLinear, IntModel, _code_range,
                             layer_config, layer_shapes)
 
 
-__all__ = ["load_export", "model_graph", "graph_digest", "MAX_TENSOR_BYTES", "LAYER_FIELDS"]
+__all__ = ["load_export", "write_export", "model_graph", "graph_digest", "MAX_TENSOR_BYTES", "LAYER_FIELDS"]
 
 
 #: Largest ``model.safetensors`` read (the demo models' tensors are a few hundred KiB).
@@ -540,3 +541,50 @@ def load_export(path) -> IntModel:
         raise ExportError("integrity.sha256", f"{MODEL_JSON} was edited after export (digest "
                                               f"mismatch); re-export it (mulfree export)")
     return model
+
+
+# Files -------------------------------------------------------------------------------------
+
+def _atomic_write(path, data):
+    """Write ``data`` to a temporary file next to ``path``, fsync it, then rename it over."""
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_export(model: IntModel, path):
+    """Validate ``model`` and write it to the directory ``path`` (created if missing).
+
+    Writes ``model.safetensors`` then ``model.json``, each to a temporary file renamed into
+    place, so a reader never sees half a file. ``model.json`` is written last and carries the
+    sha256 of the tensors and the digest of itself with them
+    (:func:`graph_digest`): a crash
+    between the two renames leaves at worst a stale or missing ``model.json`` whose checksum
+    no longer matches, which :func:`load_export` refuses, as it refuses a graph edited after
+    the export. Any error raises before ``model.json`` is replaced.
+
+    Raises
+    ------
+    ExportError
+        If the model is invalid (nothing is written).
+    """
+    from safetensors.numpy import save
+
+    graph, arrays = model_graph(model)
+    data = save(arrays, metadata={"format": FORMAT_NAME, "version": FORMAT_VERSION})
+    graph["tensors_file"] = {"name": MODEL_TENSORS, "sha256": hashlib.sha256(data).hexdigest(),
+                             "size": len(data)}
+    graph["integrity"] = {"sha256": graph_digest(graph)}
+    text = json.dumps(graph, indent=1) + "\n"
+    path = os.fspath(path)
+    os.makedirs(path, exist_ok=True)
+    _atomic_write(os.path.join(path, MODEL_TENSORS), data)
+    _atomic_write(os.path.join(path, MODEL_JSON), text.encode())

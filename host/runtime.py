@@ -38,12 +38,12 @@ run leaves the device usable), reads the performance counters around each step, 
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from ..gen.core_config import CoreConfig
 from .compiler import CoreStep, Program, decode_run, encode_run
+from .device_errors import (CoreRunError, DeviceBusy, DeviceError, DeviceMismatch,  # noqa: F401
+                            DeviceTimeout, InputError)
 from .device_lock import DeviceLock
 from .manifest_check import ManifestError, check_manifest
 from .manifest_check import load_manifest as _load_manifest
@@ -59,42 +59,6 @@ COUNTERS = ("BUSY_CYCLES", "STALL_IN_CYCLES", "STALL_OUT_CYCLES", "TERMS")
 #: Identity registers checked when a device opens (their manifest values are constants).
 IDENTITY = ("ID", "ENGINE", "ARRAY", "WIDTHS", "MAX_K", "STREAM_WIDTH", "FMAP_VECTORS",
             "ACC_ENTRIES", "WEIGHT_ROWS", "MAX_CHANNELS")
-
-
-class DeviceError(RuntimeError):
-    """Something went wrong talking to an accelerator."""
-
-
-class DeviceBusy(DeviceError):
-    """Another process holds the device."""
-
-
-class DeviceMismatch(DeviceError):
-    """The device is not the core the manifest or the program describes."""
-
-
-class DeviceTimeout(DeviceError, TimeoutError):
-    """A run did not finish in time. ``status`` holds the registers read before the reset."""
-
-    def __init__(self, message, status):
-        super().__init__(message)
-        self.status = status
-
-
-class CoreRunError(DeviceError):
-    """The core stopped a run with an error code (``ERROR.core_code``)."""
-
-    def __init__(self, message, code, name, status):
-        super().__init__(message)
-        self.code, self.name, self.status = code, name, status
-
-
-class InputError(ValueError):
-    """Input arrays of the wrong shape, dtype or range."""
-
-    def __init__(self, param, message):
-        super().__init__(message)
-        self.param = param
 
 
 @dataclass

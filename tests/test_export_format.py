@@ -440,7 +440,7 @@ def test_failure_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):
             raise OSError("disk full")
         real_fsync(fd)
 
-    monkeypatch.setattr(ef.os, "fsync", failing_fsync)
+    monkeypatch.setattr(os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="disk full"):
         write_export(model, path)
     assert sorted(os.listdir(path)) == ["model.safetensors"]     # no model.json, no temp file
@@ -461,7 +461,7 @@ def test_failure_mid_write_leaves_no_partial_file(tmp_path, monkeypatch):
             raise OSError("crash")
         os.rename(src, dst)
 
-    monkeypatch.setattr(ef.os, "replace", failing_replace)
+    monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="crash"):
         write_export(other, path)
     assert (path / "model.json").read_bytes() == old_json

@@ -1,0 +1,41 @@
+"""The errors of a device and of its inputs, below the runtime and the device lock."""
+
+
+__all__ = ["DeviceError", "DeviceBusy", "DeviceMismatch", "DeviceTimeout", "CoreRunError",
+           "InputError"]
+
+
+class DeviceError(RuntimeError):
+    """Something went wrong talking to an accelerator."""
+
+
+class DeviceBusy(DeviceError):
+    """Another process holds the device."""
+
+
+class DeviceMismatch(DeviceError):
+    """The device is not the core the manifest or the program describes."""
+
+
+class DeviceTimeout(DeviceError, TimeoutError):
+    """A run did not finish in time. ``status`` holds the registers read before the reset."""
+
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.status = status
+
+
+class CoreRunError(DeviceError):
+    """The core stopped a run with an error code (``ERROR.core_code``)."""
+
+    def __init__(self, message, code, name, status):
+        super().__init__(message)
+        self.code, self.name, self.status = code, name, status
+
+
+class InputError(ValueError):
+    """Input arrays of the wrong shape, dtype or range."""
+
+    def __init__(self, param, message):
+        super().__init__(message)
+        self.param = param
