@@ -241,7 +241,8 @@ def save_figure(fig, path):
 def check_plot_path(path, option):
     """Refuse, before the work whose figure it is, a plot ``path`` that cannot be written:
     matplotlib missing, a suffix it does not write, or a place that is not writable."""
-    from .cli import UsageError, check_output_file
+    from .cli import UsageError
+    from .safe_io import check_output_file
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -729,8 +730,8 @@ def check_bench_options(args, which):
     mulfree.gen.cli.UsageError, mulfree.gen.safe_io.FileCheckError
         One line naming the option, the value and what is allowed.
     """
-    from .cli import (UsageError, check_int, check_output_dir, check_output_file,
-                      check_seconds, core_error_message)
+    from .cli import UsageError, check_int, check_seconds, core_error_message
+    from .safe_io import check_output_dir, check_output_file
     from .config import ConfigError, LIMITS
     check_int("--repeat", args.repeat, 1, MAX_REPEAT)
     check_seconds("--time-limit", args.time_limit)

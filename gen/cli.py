@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .config import (ArrayConfig, ConfigError, ARCHS, LIMITS, PE_KINDS, WEIGHT_BITS_LIMITS,
                      DEFAULT_WEIGHT_BITS)
+from .safe_io import check_output_dir
 from .. import __version__
 
 
@@ -50,19 +51,6 @@ def check_seconds(option, value, hi=MAX_SECONDS):
             or not math.isfinite(value) or not 0 < value <= hi:
         raise UsageError(f"{option} must be a number of seconds in (0, {hi:g}], not {value}")
     return float(value)
-
-
-def check_output_file(path, option):
-    """Refuse, before any work, a file ``path`` that cannot be written (one line naming
-    ``option``); see :func:`mulfree.gen.safe_io.check_output_file`."""
-    from .safe_io import check_output_file as check
-    return check(path, option)
-
-
-def check_output_dir(path, option):
-    """Refuse, before any work, a folder ``path`` that cannot be created or written into."""
-    from .safe_io import check_output_dir as check
-    return check(path, option)
 
 
 def check_input_file(path, option, what="file"):

@@ -97,7 +97,8 @@ def check_run_options(args):
     RunUsageError, mulfree.gen.safe_io.FileCheckError
         One line naming the option, the value and what is allowed.
     """
-    from ..gen.cli import check_int, check_output_dir, check_output_file, check_seconds
+    from ..gen.cli import check_int, check_seconds
+    from ..gen.safe_io import check_output_dir, check_output_file
     _check_core_options(args)
     if args.limit is not None:
         _usage(lambda: check_int("--limit", args.limit, 1))
