@@ -8,8 +8,8 @@
 
 from amaranth.back import verilog
 
-from .config import ArrayConfig
-from .shift_config import ShiftUnitConfig, MODES
+from ..spec.config import ArrayConfig
+from ..spec.shift_config import ShiftUnitConfig, MODES
 from .shift_emit import preload_shift_unit
 
 

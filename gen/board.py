@@ -3,7 +3,7 @@
 Each board is an Amaranth :class:`~amaranth.vendor.XilinxPlatform` in the style of
 amaranth-boards (``device``, ``package``, ``speed``, ``default_clk``, ``resources``), so a plain
 PL design can be built for it with ``platform.build(top)``, plus the facts
-:mod:`mulfree.gen.build_flow` needs for a processing-system design: the Vivado part and board
+:mod:`mulfree.flows.build` needs for a processing-system design: the Vivado part and board
 part, the PS7 preset, which PS ports the accelerator uses, and the Linux side (device tree
 labels, interrupt numbers, DMA buffer size). :data:`BOARDS` is the registry; :func:`get_board`
 looks a board up by name.
@@ -12,7 +12,7 @@ The mulfree core is not clocked from a board pin: its clock and reset are the pr
 system's ``FCLK_CLK0`` and ``FCLK_RESET0_N``, which exist only inside the Vivado block design
 (the PS7 has no pins in the PL's package-pin sense). The platforms therefore describe the PL
 pins (oscillator, LEDs, buttons, switches) for standalone PL designs, and the block design
-(:mod:`mulfree.gen.build_flow`) is what provides ``FCLK_CLK0`` / ``FCLK_RESET0_N`` to the core.
+(:mod:`mulfree.flows.build`) is what provides ``FCLK_CLK0`` / ``FCLK_RESET0_N`` to the core.
 
 amaranth-boards 0.0.21 has no ZC706 file, so :class:`ZC706Platform` is written here; the Arty
 Z7-20 reuses amaranth-boards' file through a thin subclass.

@@ -13,9 +13,8 @@ from pathlib import Path
 
 __all__ = ["cache_root", "generator_digest", "GENERATOR_FILES"]
 
-#: The ``gen/`` modules a core's RTL depends on (with every module of ``rtl/``).
-GENERATOR_FILES = ("config.py", "core_config.py", "core_manifest.py", "post_config.py",
-                   "emit.py", "manifest.py", "shift_config.py", "block_emit.py")
+#: The ``gen/`` modules a core's RTL depends on (with every module of ``spec/`` and ``rtl/``).
+GENERATOR_FILES = ("core_manifest.py", "emit.py", "manifest.py", "block_emit.py")
 
 
 def cache_root():
@@ -23,11 +22,11 @@ def cache_root():
 
     Raises
     ------
-    mulfree.gen.safe_io.FileCheckError
+    mulfree.spec.safe_io.FileCheckError
         If the folder exists and is not one, or cannot be created or written (one line naming
         ``MULFREE_CACHE``); checked here, before anything is generated or built into it.
     """
-    from .safe_io import check_output_dir
+    from ..spec.safe_io import check_output_dir
     if os.environ.get("MULFREE_CACHE"):
         return check_output_dir(os.environ["MULFREE_CACHE"], "MULFREE_CACHE")
     return check_output_dir(Path.home() / ".cache" / "mulfree",
@@ -35,12 +34,13 @@ def cache_root():
 
 
 def generator_digest():
-    """A hex digest of the sources the generated RTL comes from: ``rtl/*.py`` and
-    :data:`GENERATOR_FILES`."""
+    """A hex digest of the sources the generated RTL comes from: ``spec/*.py``, ``rtl/*.py``
+    and :data:`GENERATOR_FILES`."""
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for path in sorted((root / "rtl").glob("*.py")):
-        digest.update(path.name.encode() + path.read_bytes())
+    for folder in ("spec", "rtl"):
+        for path in sorted((root / folder).glob("*.py")):
+            digest.update(f"{folder}/{path.name}".encode() + path.read_bytes())
     for name in GENERATOR_FILES:
         path = root / "gen" / name
         if path.exists():

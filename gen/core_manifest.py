@@ -8,11 +8,11 @@ from amaranth.back import verilog
 
 from amaranth.back import rtlil
 
-from .core_config import (CoreConfig, CORE_ERRORS, PACKET_TYPES, DESC_FIELDS, DESC_FLAGS,
+from ..spec.core_config import (CoreConfig, CORE_ERRORS, PACKET_TYPES, DESC_FIELDS, DESC_FLAGS,
                           DESC_BITS, SHIFT_ENTRY_BITS)
 from .emit import write_outputs
 from .manifest import MANIFEST_VERSION, port_list, manifest as engine_manifest
-from .post_config import shift_width
+from ..spec.post_config import shift_width
 from ..rtl.array import PEColumn
 from ..rtl.core import Core, core_signature
 from ..rtl.layer_issue import hazard_window, X_FIFO_DEPTH

@@ -8,7 +8,7 @@ runtime and the tests never restate a width, an offset or a latency. The format 
 from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
-from .config import ArrayConfig
+from ..spec.config import ArrayConfig
 from .. import __version__
 
 

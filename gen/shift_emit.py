@@ -15,10 +15,10 @@ import sys
 from amaranth.back import rtlil, verilog
 from amaranth.hdl import Shape
 
-from .config import ConfigError
+from ..spec.config import ConfigError
 from .emit import write_outputs
 from .manifest import MANIFEST_VERSION, port_list
-from .shift_config import (ShiftUnitConfig, MODES, ORDERS, SHIFT_LIMITS, MAX_OFFSET,
+from ..spec.shift_config import (ShiftUnitConfig, MODES, ORDERS, SHIFT_LIMITS, MAX_OFFSET,
                            MAX_CAPACITY, command_layout)
 from .. import __version__
 
@@ -226,7 +226,7 @@ def add_shift_unit_options(parser):
 def shift_unit_config_from_args(args):
     """The :class:`ShiftUnitConfig` of parsed options.
 
-    Raises :class:`~mulfree.gen.config.ConfigError` with the message rewritten to name the
+    Raises :class:`~mulfree.spec.config.ConfigError` with the message rewritten to name the
     command-line option (``--max-shift must be ...``) instead of the parameter.
     """
     try:
@@ -365,7 +365,7 @@ def bench_shift_unit(cfg=None, *, seed=1, synth=False, progress=None, file=sys.s
         ``resources`` (or ``None``) and ``checks``.
     """
     import numpy as np
-    from ..sim.shift_golden import read_command
+    from ..spec.shift_golden import read_command
 
     cfg = cfg or ShiftUnitConfig()
     rng = np.random.default_rng(seed)

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..gen.config import ArrayConfig, ConfigError
-from ..gen.core_config import CoreConfig
-from ..sim.layer_golden import PostParams
-from ..sim.model_golden import maxpool2x2
+from ..spec.config import ArrayConfig, ConfigError
+from ..spec.core_config import CoreConfig
+from ..spec.layer_golden import PostParams
+from ..spec.model_golden import maxpool2x2
 from . import stream_pack
 from .export_format import ExportError, IntModel
 from .layer_stream import (Layer, LayerError, _act_rows, _descriptor_words, _first_block_acts,
@@ -521,7 +521,7 @@ def emulate_program(program: Program, x):
     the core (:func:`mulfree.host.layer_stream.emulate_core`), exactly as a device would: the
     same runs, the same packets (weights sent by a step's first run, then reused), the same
     result bytes. It shares no code with the golden model of the whole network
-    (:func:`mulfree.sim.model_golden.run_int_model`), so comparing the two checks the compiler
+    (:func:`mulfree.spec.model_golden.run_int_model`), so comparing the two checks the compiler
     without a simulator. Returns the final int64 activations ``[B, ...]``.
     """
     from .layer_stream import CoreState, emulate_core

@@ -1,19 +1,19 @@
 """Host side of the core's AXI4-Stream formats: packing a layer, unpacking its results.
 
 Everything follows ``docs/interface.md``, section "Stream formats"; the numbers come from
-:class:`~mulfree.gen.core_config.CoreConfig` (``PACKET_TYPES``, ``DESC_FIELDS``,
+:class:`~mulfree.spec.core_config.CoreConfig` (``PACKET_TYPES``, ``DESC_FIELDS``,
 ``DESC_FLAGS``, ``CoreConfig.vector_bits``). Three views of one layer live here:
 
 * the **packer** (:func:`pack_layer`, :func:`descriptor_words`, :func:`stream_beats`): what a
   host sends on ``s_axis``;
 * the **golden output** (:func:`expected_output`, :func:`expected_beats`,
   :func:`unpack_results`): what the core must answer on ``m_axis``, computed with the layer
-  golden model (:func:`mulfree.sim.shift_golden.table_shift`, then
-  :func:`mulfree.sim.layer_golden.conv2d_layer`);
+  golden model (:func:`mulfree.spec.shift_golden.table_shift`, then
+  :func:`mulfree.spec.layer_golden.conv2d_layer`);
 * the **emulator** (:func:`emulate_core`): a NumPy model of the core's dataflow that parses a
   packed stream beat by beat like the hardware (headers, ``tlast``, the descriptor's fields),
   fills the feature-map and weight buffers, and runs the "Order of work" block by block and
-  tile by tile through :func:`mulfree.sim.golden.array_forward`. It shares no code with the
+  tile by tile through :func:`mulfree.spec.golden.array_forward`. It shares no code with the
   golden output path, so a test comparing the two checks the formats and the tiling.
 
 NumPy only: a host script needs nothing else.
@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..gen.core_config import (CoreConfig, CORE_ERRORS, DESC_FIELDS, DESC_FLAGS,
+from ..spec.core_config import (CoreConfig, CORE_ERRORS, DESC_FIELDS, DESC_FLAGS,
                                PACKET_TYPES, SHIFT_ENTRY_BITS)
-from ..gen.post_config import bias_range, shift_range, shift_width
-from ..sim.golden import array_forward, check_range
-from ..sim.layer_golden import PostParams, conv2d_layer, postprocess
-from ..sim.shift_golden import table_shift
+from ..spec.post_config import bias_range, shift_range, shift_width
+from ..spec.golden import array_forward, check_range
+from ..spec.layer_golden import PostParams, conv2d_layer, postprocess
+from ..spec.shift_golden import table_shift
 
 
 __all__ = [
@@ -119,7 +119,7 @@ class Layer:
     x : array of shape ``(in_c, in_h, in_w)``
         Input activations, signed ``act_bits``.
     w_codes : array of shape ``(out_c, in_c, kernel_h, kernel_w)``
-        Weight codes as the engine takes them (``mulfree.sim.golden``).
+        Weight codes as the engine takes them (``mulfree.spec.golden``).
     post : PostParams
         Per-output-channel bias, shift and relu.
     stride, padding : int or pair of int
@@ -545,8 +545,8 @@ def expected_output(cfg: CoreConfig, layer: Layer):
     """What the core computes: ``[out_c, out_h, out_w]`` int64 activations.
 
     The golden model of ``docs/interface.md`` ("The layer the core computes"): the map shifted
-    per channel (:func:`~mulfree.sim.shift_golden.table_shift`, zero fill) if ``layer.shifts``,
-    then :func:`~mulfree.sim.layer_golden.conv2d_layer` with ``layer.post``.
+    per channel (:func:`~mulfree.spec.shift_golden.table_shift`, zero fill) if ``layer.shifts``,
+    then :func:`~mulfree.spec.layer_golden.conv2d_layer` with ``layer.post``.
     """
     check_layer(cfg, layer)
     x = np.asarray(layer.x, dtype=np.int64)
@@ -883,7 +883,7 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
     each block of ``m_block`` pixels, each output tile ``nt``, each reduction tile
     ``kt = (ky*kernel_w + kx)*CT + ct``, it gathers every pixel's ``rows`` activations by
     address (0 outside the map, per-lane ``dy, dx`` with ``flags.shift``) and calls
-    :func:`~mulfree.sim.golden.array_forward` with the block's partial sums; after
+    :func:`~mulfree.spec.golden.array_forward` with the block's partial sums; after
     ``kt = KT-1`` it post-processes the ``cols`` lanes and emits the result vectors.
 
     Parameters

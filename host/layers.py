@@ -12,7 +12,7 @@ The arithmetic is the papers' (``../shared/SEEDS.md``) and the hardware's
   ``HardTanh(w - x)``; :class:`AdderLRScaler` applies the adaptive per-layer learning rate.
 * :class:`Shift2d`, :class:`AddressShift2d`, :class:`ChannelShift` — the zero-FLOP,
   zero-parameter shifts of Shift (CVPR 2018) and AddressNet (WACV 2019), with exactly the
-  conventions of :mod:`mulfree.sim.shift_golden` (sampling offset
+  conventions of :mod:`mulfree.spec.shift_golden` (sampling offset
   ``out[c, y, x] = in[c, y + dy, x + dx]``).
 
 Shift codes and the hardware scale
@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..sim import golden, shift_golden
+from ..spec import golden, shift_golden
 
 
 __all__ = [
@@ -264,7 +264,7 @@ class _ShiftWeight(nn.Module):
         ndarray of int64, shape of the weight
             ``s << (weight_bits-1) | e`` with ``e = p + max_shift + 1`` for a nonzero weight
             ``s * 2^p`` and the canonical zero code 0 for a zero weight, encoded by
-            :func:`mulfree.sim.golden.encode_shift`. Decoded, a code is the integer
+            :func:`mulfree.spec.golden.encode_shift`. Decoded, a code is the integer
             ``effective_weight() * 2^max_shift`` (the array's scale is ``2^-max_shift``).
         """
         with torch.no_grad():
@@ -560,12 +560,12 @@ class Shift2d(nn.Module):
     """The zero-FLOP, zero-parameter shift of Wu et al. (CVPR 2018), zero filled.
 
     Channel ``c`` takes direction ``i = c // g`` of
-    :func:`mulfree.sim.shift_golden.shift_directions` (row-major over ``(dy, dx)`` in
+    :func:`mulfree.spec.shift_golden.shift_directions` (row-major over ``(dy, dx)`` in
     ``[-h, h]^2``, ``h = (kernel-1)/2``) when ``g > 0`` and ``i < kernel^2``, and is not
     shifted otherwise; ``g = group`` or the paper's equal split
     ``channels // kernel^2``. The shift is a sampling offset:
     ``out[c, y, x] = in[c, y + dy, x + dx]``, 0 outside the map — exactly
-    :func:`mulfree.sim.shift_golden.shift_cvpr`.
+    :func:`mulfree.spec.shift_golden.shift_cvpr`.
 
     Parameters
     ----------
@@ -622,14 +622,14 @@ class AddressShift2d(nn.Module):
     """AddressNet's address shift (He et al., WACV 2019): the map read from a moved address.
 
     Channels are split into the four groups left ``(0, +1)``, right ``(0, -1)``, up ``(+1, 0)``,
-    down ``(-1, 0)`` (:data:`mulfree.sim.shift_golden.ADDRESS_DIRECTIONS`; ``g = group`` or
+    down ``(-1, 0)`` (:data:`mulfree.spec.shift_golden.ADDRESS_DIRECTIONS`; ``g = group`` or
     ``channels // 4``, leftover channels unshifted). Each sample's map ``[C, H, W]`` is one
     channel-major buffer and channel ``c`` reads
 
         out[c, y, x] = buf[(c*H + y)*W + x + dy*W + dx]
 
     whatever lies there (the neighbouring row's or channel's element); only an address outside
-    the sample's buffer reads 0 — :func:`mulfree.sim.shift_golden.address_shift` with the map
+    the sample's buffer reads 0 — :func:`mulfree.spec.shift_golden.address_shift` with the map
     alone in memory at base 0.
     """
 
@@ -664,7 +664,7 @@ class ChannelShift(nn.Module):
     """AddressNet's channel shift: ``out[:, c] = in[:, (c + r) mod C]``, ``0 <= r <= C``.
 
     Output channel 0 is input channel ``r`` (the channel base pointer moved forward by ``r``):
-    :func:`mulfree.sim.shift_golden.channel_shift`. A replacement for ShuffleNet's shuffle.
+    :func:`mulfree.spec.shift_golden.channel_shift`. A replacement for ShuffleNet's shuffle.
     """
 
     def __init__(self, channels, r):

@@ -7,14 +7,14 @@ compiler packs from the parameters and the device compares the identity register
 register section, so a manifest whose sections disagree (one field edited by hand, a file
 from another generator) would make the two halves talk about different cores.
 
-:func:`check_manifest` therefore rebuilds the :class:`~mulfree.gen.core_config.CoreConfig`
+:func:`check_manifest` therefore rebuilds the :class:`~mulfree.spec.core_config.CoreConfig`
 from ``parameters`` (every field type-checked), regenerates the whole manifest from it with
 :func:`mulfree.gen.core_manifest.core_manifest` and requires the document to equal it field
 for field (types included: ``true`` is not ``1``). Only ``mulfree_version`` (a short version
 string) and ``top`` (any Verilog identifier: ``mulfree build`` names cores) are free;
 ``files.verilog`` must be ``<top>.v`` and resolve inside the manifest's folder.
 :func:`load_manifest` reads a file (or finds the one core manifest of a folder) with the
-strict JSON reader of :mod:`mulfree.gen.safe_io` and checks it. Every refusal is a
+strict JSON reader of :mod:`mulfree.spec.safe_io` and checks it. Every refusal is a
 :class:`ManifestError`: one line naming the file (or the parameter), the field, its value and
 what the parameters say.
 """
@@ -24,9 +24,9 @@ import os
 import re
 from pathlib import Path
 
-from ..gen.config import ConfigError
-from ..gen.core_config import CoreConfig
-from ..gen.safe_io import FileCheckError, check_verilog_name, inside, read_json
+from ..spec.config import ConfigError
+from ..spec.core_config import CoreConfig
+from ..spec.safe_io import FileCheckError, check_verilog_name, inside, read_json
 
 
 __all__ = ["ManifestError", "check_manifest", "load_manifest", "config_from_parameters",
@@ -290,7 +290,7 @@ def _find_in_folder(folder, param):
 def load_manifest(manifest, *, param="--config"):
     """A checked core manifest from a dict, a ``.json`` file or a design folder holding one.
 
-    The document is read strictly (:func:`mulfree.gen.safe_io.read_json`) and checked by
+    The document is read strictly (:func:`mulfree.spec.safe_io.read_json`) and checked by
     :func:`check_manifest`; the returned dict has ``_path`` set to the file it came from.
 
     Raises

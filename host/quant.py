@@ -5,7 +5,7 @@ integer-exact PyTorch inference of that format.
   :class:`~mulfree.host.export_format.IntModel` (``docs/export_format.md``), choosing every
   scale from calibration data.
 * :func:`int_forward` runs an ``IntModel`` in PyTorch on ``int64`` tensors. It is written
-  independently of the NumPy golden model (:func:`mulfree.sim.model_golden.run_int_model`)
+  independently of the NumPy golden model (:func:`mulfree.spec.model_golden.run_int_model`)
   and equals it bit for bit.
 * :func:`dequantize_output` maps final integer activations back to reals;
   :func:`quantized_forward` is quantize-input, :func:`int_forward`, dequantize in one call.
@@ -38,7 +38,7 @@ accumulator counts units of ``2^A``, ``A = E + w_exp``:
   ``input_scale_exp`` pins the input's exponent: then weights saturate).
 
 **Post-processing.** ``out = sat(relu?(round_half_up(acc + bias) >> shift))`` per output
-channel (:func:`mulfree.sim.layer_golden.postprocess`). The float bias ``b`` becomes
+channel (:func:`mulfree.spec.layer_golden.postprocess`). The float bias ``b`` becomes
 ``round_half_up(b * 2^-A)`` on the accumulator grid and ``shift = O - A``. Shifts beyond the
 format's range ``[-act_bits, acc_width + 1]`` are clamped (which changes nothing: those ends
 already give 0 / saturate every nonzero value); a bias beyond ``acc_width`` bits saturates.
@@ -73,7 +73,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..gen.post_config import bias_range, shift_range
+from ..spec.post_config import bias_range, shift_range
 from .export_format import (IntConv2d, IntFlatten, IntInput, IntLinear, IntMaxPool2d,
                             IntModel, layer_config)
 from .layers import AdderConv2d, AdderLinear, Shift2d, ShiftConv2d, ShiftLinear, round_log2
@@ -221,7 +221,7 @@ def _maxpool(x):
 def int_forward(int_model: IntModel, x_int):
     """Final integer activations of ``int_model`` for integer inputs, in PyTorch (int64).
 
-    Bit for bit :func:`mulfree.sim.model_golden.run_int_model`. ``x_int`` (tensor or array)
+    Bit for bit :func:`mulfree.spec.model_golden.run_int_model`. ``x_int`` (tensor or array)
     has the input's shape or a batch ``(B, *shape)``; the result (an int64 tensor) is batched
     the same way.
 
@@ -271,7 +271,7 @@ def dequantize_output(int_model: IntModel, y_int):
 
 def quantized_forward(int_model: IntModel, x_float):
     """Quantize real inputs (the format's rule), :func:`int_forward`, dequantize."""
-    from ..sim.model_golden import quantize_input
+    from ..spec.model_golden import quantize_input
     x = x_float.detach().cpu().numpy() if torch.is_tensor(x_float) else x_float
     return dequantize_output(int_model, int_forward(int_model, quantize_input(int_model, x)))
 
@@ -416,7 +416,7 @@ def round_half_up(v):
     ``v + 0.5`` itself rounds: it turns 0.49999999999999994 into 1.0 (and, in float32,
     0.49999997 into 1.0). ``f = floor(v)`` and the fraction ``v - f`` are exact for every
     finite float (the fraction's bits are a subset of ``v``'s), so ``f + (v - f >= 1/2)`` is
-    the exact round half up (ties towards +infinity) of :func:`mulfree.sim.model_golden.
+    the exact round half up (ties towards +infinity) of :func:`mulfree.spec.model_golden.
     quantize_input`. Infinities stay infinite, NaN stays NaN.
     """
     f = torch.floor(v)
@@ -575,7 +575,7 @@ def quantize(model, calib_x, *, act_bits=8, input_scale_exp=None) -> IntModel:
     else:
         in_exp = int(input_scale_exp)
     model_input = IntInput(tuple(x.shape[1:]), act_bits, in_exp)
-    from ..sim.model_golden import quantize_input
+    from ..spec.model_golden import quantize_input
     probe = IntModel(model_input, [IntFlatten()])       # only its input is used
     xq = torch.as_tensor(quantize_input(probe, x.numpy()))
 

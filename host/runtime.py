@@ -13,7 +13,7 @@ One API for every backend::
 
 A :class:`Device` talks to a *backend* that moves words and bytes:
 
-* ``"sim"`` (:mod:`mulfree.host.sim_backend`): the core's generated Verilog compiled by
+* ``"sim"`` (:mod:`mulfree.sim.backend`): the core's generated Verilog compiled by
   Verilator with a C++ harness (:mod:`mulfree.sim.board`), the default when no board is there;
 * ``"zynq"`` (:mod:`mulfree.host.zynq`): Linux on a Zynq-7000, registers through UIO (or
   ``/dev/mem`` restricted to the core's window), data through a Xilinx AXI DMA over a
@@ -372,7 +372,7 @@ class Device:
 
     def infer(self, x_float, **options):
         """Quantize real inputs as the model's input says, then :meth:`run`."""
-        from ..sim.model_golden import quantize_input
+        from ..spec.model_golden import quantize_input
         self._check_open()
         if self.program is None:
             raise DeviceError("no program loaded: call load(compile_model(...)) first")
@@ -604,7 +604,7 @@ def load_manifest(manifest, *, param="--config"):
     Raises
     ------
     ManifestError
-        A :class:`mulfree.gen.safe_io.FileCheckError` (a ``ValueError``) with a one-line
+        A :class:`mulfree.spec.safe_io.FileCheckError` (a ``ValueError``) with a one-line
         message naming ``param``, the file and the first field that is wrong.
     """
     return _load_manifest(manifest, param=param)
@@ -624,7 +624,7 @@ def open_device(kind="sim", manifest=None, *, timeout=10.0, **options):
         Seconds a run may take.
     options
         Backend options: ``"sim"``: ``build_dir``, ``progress`` (see
-        :func:`mulfree.host.sim_backend.open_sim`); ``"zynq"``: ``config`` (a
+        :func:`mulfree.sim.backend.open_sim`); ``"zynq"``: ``config`` (a
         :class:`mulfree.host.zynq.ZynqConfig`), ``sysfs_root``, ``dev_root``.
     """
     if not isinstance(kind, str) or kind not in DEVICES:
@@ -632,7 +632,7 @@ def open_device(kind="sim", manifest=None, *, timeout=10.0, **options):
     # Everything the caller gave is checked before a backend is built or opened.
     _check_timeout("timeout", timeout)
     if kind == "sim":
-        from .sim_backend import open_sim
+        from ..sim.backend import open_sim
         backend, manifest = open_sim(manifest, **options)
     else:
         from .zynq import open_zynq

@@ -13,7 +13,7 @@ The formats (``docs/interface.md``, "Stream formats"): a packet is a header beat
 
 import numpy as np
 
-from ..gen.core_config import PACKET_TYPES, CoreConfig
+from ..spec.core_config import PACKET_TYPES, CoreConfig
 
 
 __all__ = ["pack_elements", "unpack_elements", "header_beat", "packet", "packets",

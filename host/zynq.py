@@ -213,17 +213,17 @@ def check_device_name(param, value, error=ValueError):
 def load_zynq_config(path, param="--zynq-config"):
     """The :class:`ZynqConfig` of a JSON file (``zynq.json`` of a build folder).
 
-    The file is read strictly (:func:`mulfree.gen.safe_io.read_json`: bounded size and
+    The file is read strictly (:func:`mulfree.spec.safe_io.read_json`: bounded size and
     nesting, no NaN, no duplicate keys) and must be an object of :class:`ZynqConfig` fields
     only; missing fields take the defaults.
 
     Raises
     ------
-    mulfree.gen.safe_io.FileCheckError
+    mulfree.spec.safe_io.FileCheckError
         A ``ValueError`` whose one-line message names ``param``, the file, the field and
         what is allowed.
     """
-    from ..gen.safe_io import FileCheckError, read_json
+    from ..spec.safe_io import FileCheckError, read_json
     doc = read_json(path, param, what="Zynq config")
     known = [f.name for f in fields(ZynqConfig)]
     for key in doc:
@@ -1277,7 +1277,7 @@ def check_main(argv=None):
     import sys
     # Imported by package name: run as __main__, this file is not the module the runtime
     # knows, and open_zynq checks ``isinstance(config, ZynqConfig)`` against that one.
-    from mulfree.gen.safe_io import FileCheckError
+    from mulfree.spec.safe_io import FileCheckError
     from mulfree.host import runtime
     from mulfree.host.zynq import ZynqConfigError as ConfigError, load_zynq_config
     parser = argparse.ArgumentParser(

@@ -16,8 +16,8 @@ from amaranth.hdl import Module
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..gen.config import ArrayConfig, ConfigError
-from ..gen.shift_config import (ShiftUnitConfig, ORDERS, command_layout, output_layout,
+from ..spec.config import ArrayConfig, ConfigError
+from ..spec.shift_config import (ShiftUnitConfig, ORDERS, command_layout, output_layout,
                                 status_layout)
 from .array import PEArray, array_signature
 from .shift_unit import ShiftUnit, shift_unit_signature

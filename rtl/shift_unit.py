@@ -36,10 +36,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..gen.config import signed_width, unsigned_width
-from ..gen.shift_config import (ShiftUnitConfig, MODES, ORDERS, command_layout, write_layout,
+from ..spec.config import signed_width, unsigned_width
+from ..spec.shift_config import (ShiftUnitConfig, MODES, ORDERS, command_layout, write_layout,
                                 table_layout, output_layout, status_layout)
-from ..sim.shift_golden import ADDRESS_DIRECTIONS
+from ..spec.shift_golden import ADDRESS_DIRECTIONS
 
 
 __all__ = ["ShiftUnit", "shift_unit_signature", "times_by_shift_add"]

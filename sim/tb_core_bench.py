@@ -1,7 +1,7 @@
 """cocotb benchmark of the core: whole layers through the generated Verilog, cycle counts read
 from the core's own performance counters.
 
-Driven by :func:`mulfree.gen.core_bench.bench_core`: ``MULFREE_BENCH_SPEC`` names a JSON file
+Driven by :func:`mulfree.flows.core_bench.bench_core`: ``MULFREE_BENCH_SPEC`` names a JSON file
 with the workloads, ``MULFREE_BENCH_OUT`` the JSON file this writes. Every workload's results
 are also checked bit for bit against the golden model, so a fast wrong core scores nothing.
 """
@@ -16,7 +16,7 @@ import cocotb
 from cocotb.triggers import ClockCycles, with_timeout
 
 from mulfree.host.layer_stream import Layer, layer_geometry, pack_layer, expected_beats
-from mulfree.sim.layer_golden import PostParams
+from mulfree.spec.layer_golden import PostParams
 from mulfree.sim.tb_core import TB
 
 

@@ -9,7 +9,7 @@ import pytest
 # Helper modules of the tests (random_models.py) import as top-level modules.
 sys.path.insert(0, str(Path(__file__).parent))
 
-from mulfree.gen import cli
+from mulfree.flows import cli
 
 
 def _run_main(argv, capsys):

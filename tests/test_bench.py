@@ -5,7 +5,7 @@ No timing assertions: only that the flow runs and that the parsed numbers are sa
 
 import pytest
 
-from mulfree.gen.bench import (bench_synth, classify_cells, parse_stat, growth_exponent,
+from mulfree.flows.bench import (bench_synth, classify_cells, parse_stat, growth_exponent,
                                format_synth)
 
 

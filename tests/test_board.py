@@ -14,14 +14,14 @@ import time
 import numpy as np
 import pytest
 
-from mulfree.gen.config import ArrayConfig
-from mulfree.gen.core_config import CORE_MAGIC, CoreConfig
+from mulfree.spec.config import ArrayConfig
+from mulfree.spec.core_config import CORE_MAGIC, CoreConfig
 from mulfree.gen.core_manifest import core_manifest, write_core_design
 from mulfree.host.layer_stream import Layer, expected_beats, pack_layer, stream_beats
 from mulfree.sim import board
 from mulfree.sim.board import (MARKER, BuildError, SimCore, beats_to_bytes, build_sim_core,
                                bytes_to_beats)
-from mulfree.sim.layer_golden import PostParams
+from mulfree.spec.layer_golden import PostParams
 from mulfree.sim.runner import SimulatorMissing
 
 
@@ -418,7 +418,7 @@ def test_design_argument(tmp_path):
 
 def test_bench_board(built, cache_dir, tmp_path):
     """``mulfree bench board`` on the small core: every run bit-exact, the report complete."""
-    from mulfree.gen.board_bench import bench_board, format_board
+    from mulfree.flows.board_bench import bench_board, format_board
     built("shift_4x4_s64")                  # the library is in the cache
     workloads = {"conv": {"kind": "conv", "in_c": 5, "h": 6, "w": 6, "out_c": 6, "kernel": 3,
                           "padding": 1},

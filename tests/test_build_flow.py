@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from mulfree.gen import build_flow
+from mulfree.flows import build as build_flow
 from mulfree.gen.board import BOARDS, irq_f2p_spi
-from mulfree.gen.build_flow import (BUILD_MARKER, OVERLAY_SOURCE, ZYNQ_JSON, BuildError,
+from mulfree.flows.build import (BUILD_MARKER, OVERLAY_SOURCE, ZYNQ_JSON, BuildError,
                                     estimate_resources, plan_build, write_build)
-from mulfree.gen.config import ArrayConfig
-from mulfree.gen.core_config import CoreConfig
+from mulfree.spec.config import ArrayConfig
+from mulfree.spec.core_config import CoreConfig
 from mulfree.host.zynq import ZYNQ_DEFAULTS, ZynqConfig
 
 
@@ -641,7 +641,7 @@ def test_an_unwritable_output_is_refused_before_any_work(run_main, capsys, tmp_p
                                                           monkeypatch):
     """As root every folder is writable, so the probe's temporary file is made to fail."""
     import tempfile
-    from mulfree.gen import safe_io
+    from mulfree.spec import safe_io
     locked = tmp_path / "locked"
     (locked / "b").mkdir(parents=True)
     mkstemp = tempfile.mkstemp
@@ -741,7 +741,7 @@ def test_printed_commands_quote_the_folder(run_main, capsys, tmp_path):
 # Vivado runs only what mulfree build wrote ---------------------------------------------------
 
 def test_run_refuses_a_changed_folder(build_copy, tmp_path, monkeypatch):
-    from mulfree.gen.safe_io import FileCheckError
+    from mulfree.spec.safe_io import FileCheckError
     marker = tmp_path / "vivado-ran"
     _fake_vivado(tmp_path / "bin", f"open({str(marker)!r}, 'w').write('ran')\n")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
@@ -775,7 +775,7 @@ def test_generated_text_refuses_names_it_cannot_hold(small):
     """The overlay checks the names it writes itself, whatever made the plan's ZynqConfig."""
     import dataclasses
     import types
-    from mulfree.gen.safe_io import FileCheckError
+    from mulfree.spec.safe_io import FileCheckError
     plan = small[1]
     build_flow.overlay_dts(plan)
     for bad in ('x"; }; evil {', "a\nb", "a/b", "a@1", "a:b", "n" * 40, "", "-x", "ü"):

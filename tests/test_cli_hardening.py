@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mulfree.gen import cli
+from mulfree.flows import cli
 from mulfree.host.export_format import write_export
 
 from random_models import conv_model
@@ -333,7 +333,7 @@ def test_good_inputs_and_labels_load(tmp_path, model_dir):
     """The checks refuse only what is wrong: the same loader takes good files whole."""
     import argparse
     from mulfree.host.export_format import load_export
-    from mulfree.host.run_cli import _load_inputs, _quantize
+    from mulfree.flows.run import _load_inputs, _quantize
     t = tmp_path / "t"
     t.mkdir()
     prepare(t)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mulfree.gen import deploy
-from mulfree.gen.build_flow import BUILD_MARKER, OVERLAY_BLOB, ZYNQ_JSON, write_build
-from mulfree.gen.config import ArrayConfig
-from mulfree.gen.core_config import CoreConfig
+from mulfree.flows import deploy
+from mulfree.flows.build import BUILD_MARKER, OVERLAY_BLOB, ZYNQ_JSON, write_build
+from mulfree.spec.config import ArrayConfig
+from mulfree.spec.core_config import CoreConfig
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,14 @@ import tqdm  # noqa: F401 -- a dev dependency: missing, the suite fails
 from safetensors.torch import save_file
 from torch import nn
 
-from mulfree.gen import cli
+from mulfree.flows import cli
 from mulfree.host import train
 from mulfree.host.export import (FLOAT_FILE, FLOAT_FORMAT, FloatWeightsError, export,
                                  identify_model, load_float, save_float)
 from mulfree.host.export_format import MODEL_JSON, MODEL_TENSORS, load_export
 from mulfree.host.layers import ShiftLinear
 from mulfree.host.quant import QuantizeError, int_forward
-from mulfree.sim.model_golden import predict, quantize_input
+from mulfree.spec.model_golden import predict, quantize_input
 
 
 @pytest.fixture(autouse=True)

@@ -9,12 +9,12 @@ are also checked against values worked out by hand from ``docs/interface.md``.
 import numpy as np
 import pytest
 
-from mulfree.gen.config import ArrayConfig
-from mulfree.gen.core_config import CORE_ERRORS, PACKET_TYPES, CoreConfig
-from mulfree.gen.post_config import shift_width
+from mulfree.spec.config import ArrayConfig
+from mulfree.spec.core_config import CORE_ERRORS, PACKET_TYPES, CoreConfig
+from mulfree.spec.post_config import shift_width
 from mulfree.host import layer_stream as ls
-from mulfree.sim.layer_golden import PostParams, conv2d_acc, matmul_layer
-from mulfree.sim.shift_golden import table_shift
+from mulfree.spec.layer_golden import PostParams, conv2d_acc, matmul_layer
+from mulfree.spec.shift_golden import table_shift
 
 
 ENGINES = {

@@ -13,9 +13,9 @@ import pytest
 from amaranth.hdl import signed
 from amaranth.sim import Simulator
 
-from mulfree.gen.config import ArrayConfig, int_range, signed_width
+from mulfree.spec.config import ArrayConfig, int_range, signed_width
 from mulfree.rtl.pe import pe_class
-from mulfree.sim.golden import terms
+from mulfree.spec.golden import terms
 
 
 CONFIGS = [

@@ -10,10 +10,10 @@ import math
 import numpy as np
 import pytest
 
-from mulfree.gen import report
-from mulfree.gen.config import ArrayConfig
-from mulfree.gen.core_config import CoreConfig
-from mulfree.gen.report import (DEVICES, ENERGY_45NM, FitError, ReportError, check_fit,
+from mulfree.flows import report
+from mulfree.spec.config import ArrayConfig
+from mulfree.spec.core_config import CoreConfig
+from mulfree.flows.report import (DEVICES, ENERGY_45NM, FitError, ReportError, check_fit,
                                 device_for, device_share, energy_estimate, energy_per_terms,
                                 fit_linear, largest_square, load_energy_table, op_counts,
                                 resources_from_cells)

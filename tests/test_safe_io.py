@@ -1,13 +1,13 @@
-"""The checks on files we read and places we write (gen/safe_io.py)."""
+"""The checks on files we read and places we write (spec/safe_io.py)."""
 
 import json
 import os
 
 import pytest
 
-from mulfree.gen.config import ArrayConfig, ConfigError
-from mulfree.gen.core_config import CoreConfig
-from mulfree.gen.safe_io import (FileCheckError, MAX_JSON_DEPTH, VERILOG_KEYWORDS,
+from mulfree.spec.config import ArrayConfig, ConfigError
+from mulfree.spec.core_config import CoreConfig
+from mulfree.spec.safe_io import (FileCheckError, MAX_JSON_DEPTH, VERILOG_KEYWORDS,
                                  check_output_dir, check_output_file, check_verilog_name,
                                  inside, read_json, write_atomic)
 
@@ -141,7 +141,7 @@ def test_gen_refuses_keyword_name(run_main, tmp_path, capsys):
 
 
 def test_main_turns_an_unexpected_failure_into_one_line(run_main, monkeypatch, capsys):
-    from mulfree.gen import cli
+    from mulfree.flows import cli
 
     def boom(args):
         raise RecursionError("maximum recursion depth exceeded")
@@ -155,7 +155,7 @@ def test_main_turns_an_unexpected_failure_into_one_line(run_main, monkeypatch, c
 
 
 def test_main_ctrl_c_is_one_line(run_main, monkeypatch, capsys):
-    from mulfree.gen import cli
+    from mulfree.flows import cli
 
     def interrupted(args):
         raise KeyboardInterrupt

@@ -11,12 +11,12 @@ import pytest
 from amaranth.sim import Simulator
 
 from mulfree.gen.block_emit import convert_shift_block_verilog, simulate_shift_block
-from mulfree.gen.config import ArrayConfig, ConfigError
-from mulfree.gen.shift_config import ShiftUnitConfig, MODES
+from mulfree.spec.config import ArrayConfig, ConfigError
+from mulfree.spec.shift_config import ShiftUnitConfig, MODES
 from mulfree.rtl.block import ShiftBlock
 from mulfree.rtl.vectorize import Vectorizer
-from mulfree.sim.golden import array_forward, encode_shift
-from mulfree.sim.shift_golden import read_command
+from mulfree.spec.golden import array_forward, encode_shift
+from mulfree.spec.shift_golden import read_command
 
 
 # Vectorizer ------------------------------------------------------------------------------
@@ -104,7 +104,7 @@ def test_vectorizer_errors():
         Vectorizer(cfg, psum=hi + 1)
     assert e.value.param == "psum"
     shift_out = ShiftUnitConfig(channels=2, height=2, width=2, act_bits=8)
-    from mulfree.gen.shift_config import output_layout, write_layout
+    from mulfree.spec.shift_config import output_layout, write_layout
     with pytest.raises(ConfigError, match=r"act_bits of the elements \(8\) must equal the "
                                           r"array's act_bits = 6") as e:
         Vectorizer(cfg, output_layout(shift_out))

@@ -12,15 +12,15 @@ import re
 import numpy as np
 import pytest
 
-from mulfree.gen.config import ConfigError
+from mulfree.spec.config import ConfigError
 from mulfree.gen.emit import OutputError
-from mulfree.gen.config import ArrayConfig
-from mulfree.gen.shift_config import ShiftUnitConfig, MODES, ORDERS
+from mulfree.spec.config import ArrayConfig
+from mulfree.spec.shift_config import ShiftUnitConfig, MODES, ORDERS
 from mulfree.gen.shift_emit import (add_shift_unit_options, bench_shift_unit,
                                     convert_shift_unit_verilog, shift_unit_config_from_args,
                                     shift_unit_manifest, simulate_shift_unit, write_shift_unit)
-from mulfree.sim.golden import array_forward
-from mulfree.sim.shift_golden import (address_shift, channel_shift, element_order, read_command,
+from mulfree.spec.golden import array_forward
+from mulfree.spec.shift_golden import (address_shift, channel_shift, element_order, read_command,
                                       read_stream, shift_block_forward, shift_cvpr,
                                       shift_directions, shortcut_concat, table_shift)
 

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from mulfree.gen.cli import main
-from mulfree.gen.config import ArrayConfig, ConfigError, tree_level_counts
+from mulfree.flows.cli import main
+from mulfree.spec.config import ArrayConfig, ConfigError, tree_level_counts
 from mulfree.gen.emit import convert_verilog
 from mulfree.gen.manifest import manifest
 
@@ -194,7 +194,7 @@ def test_cli_bad_input(args, option, value, tmp_path, capsys):
 # Benchmark -----------------------------------------------------------------------------------
 
 def test_bench_tree_tiny(tmp_path):
-    from mulfree.gen.bench import bench_tree, format_tree
+    from mulfree.flows.bench import bench_tree, format_tree
     result = bench_tree(2, 3, act_bits=2, max_k=4, variants=["adder", "mult"], jobs=2,
                         work_dir=tmp_path, progress=None)
     adder = result["variants"]["adder"]

@@ -35,8 +35,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import ArrayConfig
-from .synth import RESOURCE_KEYS, classify_cells, parse_stat, run_parallel, synthesize
+from ..spec.config import ArrayConfig
+from ..gen.synth import RESOURCE_KEYS, classify_cells, parse_stat, run_parallel, synthesize
 
 
 __all__ = [
@@ -113,7 +113,7 @@ def _gen_child(params):
 
 
 def _run_gen_child(params, timeout):
-    code = ("import json, sys; from mulfree.gen.bench import _gen_child; "
+    code = ("import json, sys; from mulfree.flows.bench import _gen_child; "
             "_gen_child(json.loads(sys.argv[1]))")
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(params)],
                           capture_output=True, text=True, timeout=timeout)
@@ -242,7 +242,7 @@ def check_plot_path(path, option):
     """Refuse, before the work whose figure it is, a plot ``path`` that cannot be written:
     matplotlib missing, a suffix it does not write, or a place that is not writable."""
     from .cli import UsageError
-    from .safe_io import check_output_file
+    from ..spec.safe_io import check_output_file
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -303,7 +303,7 @@ def plot_gen(result, path):
 
 def _synth_job(variant, cfg, column, work_dir, timeout):
     from amaranth.back import rtlil
-    from .emit import convert_rtlil
+    from ..gen.emit import convert_rtlil
     from ..rtl.array import PEColumn
     if column:
         name = f"{cfg.top_name}_column"
@@ -472,7 +472,7 @@ def bench_tree(rows=16, cols=16, *, act_bits=8, max_k=1024, levels_per_stage=1,
     terms = rows * cols
 
     def run(task):
-        from .emit import convert_rtlil
+        from ..gen.emit import convert_rtlil
         variant, cfg = task
         progress(f"[tree] start {variant.name} {rows}x{cols}")
         sub = Path(work_dir) / f"tree-{variant.name}" if work_dir is not None else None
@@ -534,7 +534,7 @@ def format_tree(result):
 # Command line -------------------------------------------------------------------------------
 
 def _size(text):
-    from .config import LIMITS
+    from ..spec.config import LIMITS
     m = re.fullmatch(r"(\d+)(?:x(\d+))?", text.strip())
     if not m:
         raise argparse.ArgumentTypeError(f"a size must be N or RxC, not {text[:40]!r}")
@@ -700,7 +700,7 @@ def format_synth(result):
 
 
 def _write_json(path, doc):
-    from .emit import write_atomic
+    from ..gen.emit import write_atomic
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(doc, indent=2) + "\n")
@@ -722,17 +722,17 @@ def check_bench_options(args, which):
     """Refuse a bad option of ``mulfree bench`` before any benchmark runs.
 
     Every number in range, every design the named benchmarks make valid (its
-    :class:`~mulfree.gen.config.ConfigError` named by the option), and every place written
+    :class:`~mulfree.spec.config.ConfigError` named by the option), and every place written
     (``--json``, ``--plot``, ``--work-dir``, ``out/bench``) writable.
 
     Raises
     ------
-    mulfree.gen.cli.UsageError, mulfree.gen.safe_io.FileCheckError
+    mulfree.flows.cli.UsageError, mulfree.spec.safe_io.FileCheckError
         One line naming the option, the value and what is allowed.
     """
     from .cli import UsageError, check_int, check_seconds, core_error_message
-    from .safe_io import check_output_dir, check_output_file
-    from .config import ConfigError, LIMITS
+    from ..spec.safe_io import check_output_dir, check_output_file
+    from ..spec.config import ConfigError, LIMITS
     check_int("--repeat", args.repeat, 1, MAX_REPEAT)
     check_seconds("--time-limit", args.time_limit)
     check_int("-j/--jobs", args.jobs, 1, MAX_JOBS)
@@ -756,12 +756,12 @@ def check_bench_options(args, which):
                 tree_config(TREE_VARIANTS[name], args.rows, args.cols, args.act_bits,
                             args.max_k, args.levels_per_stage)
         if {"core", "coresynth"} & set(which):
-            from .core_config import CoreConfig
+            from ..spec.core_config import CoreConfig
             for pe in ("shift", "adder", "mult"):
                 CoreConfig(engine=ArrayConfig(pe=pe, rows=args.rows, cols=args.cols,
                                               act_bits=args.act_bits, max_k=args.max_k))
         if "board" in which:
-            from .core_config import CoreConfig
+            from ..spec.core_config import CoreConfig
             CoreConfig(engine=ArrayConfig(pe="shift", rows=args.rows, cols=args.cols,
                                           act_bits=args.act_bits, weight_bits=5,
                                           max_k=_board_max_k(args.rows)))
@@ -818,7 +818,7 @@ def run_bench(args):
         _print_checks(results["tree"]["checks"])
         print()
     if "shiftunit" in which:
-        from .shift_emit import bench_shift_unit
+        from ..gen.shift_emit import bench_shift_unit
         print("== shiftunit: whole-map reads of the default address-shift unit "
               "(amaranth.sim), plain vs shifted ==")
         results["shiftunit"] = bench_shift_unit(synth=True, progress=_progress)

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from .bench import save_figure
-from .config import ArrayConfig
-from .core_config import CoreConfig
+from ..spec.config import ArrayConfig
+from ..spec.core_config import CoreConfig
 
 
 __all__ = ["WORKLOADS", "bench_core", "format_core", "plot_core", "UTILIZATION_TARGET"]
@@ -67,7 +67,7 @@ def bench_core(rows=16, cols=16, *, pe="shift", act_bits=8, max_k=1024, stream_w
 
 def _bench_core(cfg, workloads, work, progress):
     from ..sim.runner import build_verilog, run_cocotb
-    from .core_manifest import write_core_design
+    from ..gen.core_manifest import write_core_design
     rows, cols = cfg.engine.rows, cfg.engine.cols
     work.mkdir(parents=True, exist_ok=True)
     progress(f"generating {cfg.top_name} in {work}")
@@ -176,8 +176,8 @@ def bench_core_synth(rows=16, cols=16, *, pes=("shift", "adder", "mult"), act_bi
     arithmetic and setup are multiplier-free too), and the multiplier baseline exactly one per
     PE.
     """
-    from .core_manifest import convert_core_rtlil
-    from .synth import synthesize, classify_cells
+    from ..gen.core_manifest import convert_core_rtlil
+    from ..gen.synth import synthesize, classify_cells
     runs, checks = {}, []
     for pe in pes:
         cfg = CoreConfig(engine=ArrayConfig(pe=pe, rows=rows, cols=cols, act_bits=act_bits,

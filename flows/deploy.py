@@ -1,6 +1,6 @@
 """``mulfree deploy``: put a finished build on a Zynq board, load it, check the core.
 
-From a build folder (:mod:`mulfree.gen.build_flow`) whose bitstream Vivado has made, deploy
+From a build folder (:mod:`mulfree.flows.build`) whose bitstream Vivado has made, deploy
 
 1. compiles the overlay ``mulfree.dtso`` to ``mulfree.dtbo`` with ``dtc -@`` (here if ``dtc``
    is installed, else on the board);
@@ -29,9 +29,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build_flow import (BUILD_MARKER, OVERLAY_BLOB, OVERLAY_SOURCE, VIVADO_ARGS, ZYNQ_JSON,
+from .build import (BUILD_MARKER, OVERLAY_BLOB, OVERLAY_SOURCE, VIVADO_ARGS, ZYNQ_JSON,
                          check_build_file, read_build)
-from .safe_io import FileCheckError, read_json
+from ..spec.safe_io import FileCheckError, read_json
 
 
 __all__ = ["DeployError", "DeployFailed", "Step", "plan_deploy", "run_steps",

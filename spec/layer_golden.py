@@ -1,9 +1,9 @@
 """The NumPy golden model of a whole layer: matrix products, convolutions, post-processing.
 
 Written from the definitions of ``docs/numerics.md`` (section "Post-processing and layers"),
-on top of :mod:`mulfree.sim.golden` (``terms``, ``array_forward``). All values are
+on top of :mod:`mulfree.spec.golden` (``terms``, ``array_forward``). All values are
 ``np.int64``; every intermediate is bounded by the config (see
-:mod:`mulfree.gen.post_config`), so nothing overflows silently.
+:mod:`mulfree.spec.post_config`), so nothing overflows silently.
 
 A layer is ``out = postprocess(acc)`` with ``acc[m, n] = sum_k term(X[m, k], W[k, n])``:
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..gen.config import ArrayConfig
-from ..gen.post_config import bias_range, shift_range, check_post_config
+from .config import ArrayConfig
+from .post_config import bias_range, shift_range, check_post_config
 from .golden import array_forward, as_int64, check_range, exact_add, terms
 
 

@@ -10,9 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..gen.cli import MAX_VECTORS, UsageError, check_int, config_from_args
+from .cli import MAX_VECTORS, UsageError, check_int, config_from_args
 from ..gen.emit import check_output_dir, OutputError
-from .runner import build_design, run_cocotb, SimulatorMissing
+from ..sim.runner import build_design, run_cocotb, SimulatorMissing
 
 
 __all__ = ["run_demo"]

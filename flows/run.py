@@ -69,9 +69,9 @@ def add_run_options(p):
 
 
 def _usage(call):
-    """``call()`` with a :class:`~mulfree.gen.cli.UsageError` turned into a
+    """``call()`` with a :class:`~mulfree.flows.cli.UsageError` turned into a
     :class:`RunUsageError` (the message is the same one line)."""
-    from ..gen.cli import UsageError
+    from .cli import UsageError
     try:
         return call()
     except UsageError as exc:
@@ -79,8 +79,8 @@ def _usage(call):
 
 
 def _check_core_options(args):
-    from ..gen.cli import check_int
-    from ..gen.config import LIMITS
+    from .cli import check_int
+    from ..spec.config import LIMITS
     for option, value, param in (("--rows", args.rows, "rows"), ("--cols", args.cols, "cols")):
         _usage(lambda: check_int(option, value, *LIMITS[param]))
 
@@ -94,11 +94,11 @@ def check_run_options(args):
 
     Raises
     ------
-    RunUsageError, mulfree.gen.safe_io.FileCheckError
+    RunUsageError, mulfree.spec.safe_io.FileCheckError
         One line naming the option, the value and what is allowed.
     """
-    from ..gen.cli import check_int, check_seconds
-    from ..gen.safe_io import check_output_dir, check_output_file
+    from .cli import check_int, check_seconds
+    from ..spec.safe_io import check_output_dir, check_output_file
     _check_core_options(args)
     if args.limit is not None:
         _usage(lambda: check_int("--limit", args.limit, 1))
@@ -119,13 +119,13 @@ def check_run_options(args):
 
 
 def _zynq_config(path):
-    from .zynq import load_zynq_config
+    from ..host.zynq import load_zynq_config
     # Strict JSON, known fields only, every value checked: one line naming --zynq-config.
     return load_zynq_config(path, param="--zynq-config")
 
 
 def _load_inputs(args, model):
-    from .datasets import InputFileError, load_dataset, open_inputs
+    from ..host.datasets import InputFileError, load_dataset, open_inputs
     shape = tuple(model.input.shape)
     if args.dataset:
         try:
@@ -175,7 +175,7 @@ def _check_labels(args, model, y):
 
 
 def _quantize(model, x):
-    from ..sim.model_golden import quantize_input
+    from ..spec.model_golden import quantize_input
     if x.dtype.kind == "f":
         bad = ~np.isfinite(x)
         if bad.any():
@@ -197,10 +197,10 @@ def _quantize(model, x):
 
 def _core(args, model):
     """The core to run on: the manifest of ``--config``, or a default that fits the model."""
-    from ..gen.cli import core_error_message
-    from ..gen.config import ConfigError
-    from .compiler import CompileError, core_for_model
-    from .runtime import load_manifest
+    from .cli import core_error_message
+    from ..spec.config import ConfigError
+    from ..host.compiler import CompileError, core_for_model
+    from ..host.runtime import load_manifest
     if args.device == "zynq" and args.config is None:
         raise RunUsageError("--device zynq needs --config: the manifest of the design the "
                             "board runs (mulfree build writes it)")
@@ -218,7 +218,7 @@ def _core(args, model):
 
 
 def _compile(args, model, core, max_packet_bytes):
-    from .compiler import CompileError, compile_model
+    from ..host.compiler import CompileError, compile_model
     try:
         return compile_model(model, core, max_packet_bytes=max_packet_bytes)
     except CompileError as exc:
@@ -228,7 +228,7 @@ def _compile(args, model, core, max_packet_bytes):
 
 
 def _open(args, core, say):
-    from .runtime import open_device
+    from ..host.runtime import open_device
     if args.device == "zynq":
         options = {}
         if args.zynq_config is not None:
@@ -242,7 +242,7 @@ def _open(args, core, say):
 
 def run_model(args, *, say=None):
     """Everything ``mulfree run`` does; returns the report dict (see :func:`format_report`)."""
-    from ..sim.model_golden import run_int_model
+    from ..spec.model_golden import run_int_model
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     check_run_options(args)
     model = _load_model(args.model)
@@ -381,8 +381,8 @@ def format_report(report):
 
 
 def _load_model(path):
-    from ..gen.safe_io import FileCheckError
-    from .export_format import ExportError, load_export
+    from ..spec.safe_io import FileCheckError
+    from ..host.export_format import ExportError, load_export
     if not str(path):
         raise RunUsageError("MODEL must name an exported model's folder, not ''")
     try:
@@ -399,7 +399,7 @@ def _load_model(path):
 def write_json(path, doc):
     """Write ``doc`` as JSON to ``path`` atomically (folders created): an interrupted run
     leaves the old file or none, never half of one."""
-    from ..gen.safe_io import write_atomic
+    from ..spec.safe_io import write_atomic
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(doc, indent=2) + "\n")
@@ -432,7 +432,7 @@ def add_compile_options(p):
 
 def check_compile_options(args):
     """Refuse a bad option of ``mulfree compile`` before the model is read."""
-    from ..gen.cli import check_int
+    from .cli import check_int
     _check_core_options(args)
     if args.max_packet_bytes is not None:
         _usage(lambda: check_int("--max-packet-bytes", args.max_packet_bytes, 1,

@@ -26,7 +26,7 @@ def _say(message):
 
 def _model_dir(name, out, retrain):
     """The export folder of the demo model ``name``: reused, or trained now."""
-    from .export_format import ExportError, load_export
+    from ..host.export_format import ExportError, load_export
     folder = out / name
     if not retrain and (folder / "model.json").is_file():
         try:
@@ -36,7 +36,7 @@ def _model_dir(name, out, retrain):
         except (ExportError, ValueError, OSError) as exc:
             _say(f"{folder} holds no usable export ({exc}); training again")
     try:
-        from .train import run_train
+        from ..host.train import run_train
     except ImportError as exc:
         raise RuntimeError(f"training the demo model needs torch ({exc}): "
                            f"pip install 'mulfree[torch]', or make demo") from None
@@ -49,7 +49,7 @@ def _float_accuracy(path):
     """The float accuracy ``metrics.json`` records, or None if it is missing or unusable
     (it is a figure to print, not an input anything depends on)."""
     import math
-    from ..gen.safe_io import FileCheckError, read_json
+    from ..spec.safe_io import FileCheckError, read_json
     if not path.is_file():
         return None
     try:
@@ -65,8 +65,8 @@ def _float_accuracy(path):
 def run_network_demo(args):
     """Train or load, generate, build, classify; print the report. Returns the exit status."""
     from ..gen.cache import cache_root
-    from ..gen.safe_io import check_output_dir
-    from .run_cli import format_report, run_model, write_json
+    from ..spec.safe_io import check_output_dir
+    from .run import format_report, run_model, write_json
     # Before the training: a folder that cannot be written is refused now, not after it.
     out = check_output_dir(args.output, "-o/--output")
     cache_root()            # the simulator is built there: refused now if it cannot be

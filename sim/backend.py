@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ..gen.cache import cache_root, generator_digest
-from ..gen.core_config import CoreConfig
-from ..gen.safe_io import check_output_dir
-from .compiler import core_from_manifest
+from ..spec.core_config import CoreConfig
+from ..spec.safe_io import check_output_dir
+from ..host.compiler import core_from_manifest
 
 
 __all__ = ["SimBackend", "SimBusError", "open_sim", "design_for", "default_cache_dir"]
@@ -164,8 +164,8 @@ def open_sim(manifest=None, *, build_dir=None, cache_dir=None, progress=None, jo
     progress : callable or None
         Called with a line of text when a long step (generation, compilation) starts.
     """
-    from ..sim.board import SimCore, build_sim_core
-    from .manifest_check import load_manifest, verilog_path
+    from .board import SimCore, build_sim_core
+    from ..host.manifest_check import load_manifest, verilog_path
     if build_dir is not None:
         check_output_dir(build_dir, "build_dir")
     if not isinstance(jobs, int) or isinstance(jobs, bool) or not 1 <= jobs <= 256:

@@ -1,9 +1,9 @@
 """The golden model of a whole integer model (:mod:`mulfree.host.export_format`).
 
-Only the golden functions compute: :func:`~mulfree.sim.layer_golden.matmul_layer` and
-:func:`~mulfree.sim.layer_golden.conv2d_layer` on each layer's
+Only the golden functions compute: :func:`~mulfree.spec.layer_golden.matmul_layer` and
+:func:`~mulfree.spec.layer_golden.conv2d_layer` on each layer's
 :func:`~mulfree.host.export_format.layer_config` (``max_k = K``), and
-:func:`~mulfree.sim.shift_golden.table_shift` for a convolution's input shifts. Max pooling and
+:func:`~mulfree.spec.shift_golden.table_shift` for a convolution's input shifts. Max pooling and
 flattening only move or select integers. Everything is ``np.int64``; a layer's outputs
 saturate to its ``act_bits`` (post-processing), and the golden functions refuse any input
 outside its range, so nothing overflows or wraps silently.
@@ -11,7 +11,7 @@ outside its range, so nothing overflows or wraps silently.
 
 import numpy as np
 
-from ..host.export_format import ExportError, IntModel, layer_config
+from .int_model import ExportError, IntModel, layer_config
 from .golden import as_int64
 from .layer_golden import PostParams, conv2d_layer, matmul_layer
 from .shift_golden import table_shift

@@ -10,7 +10,7 @@ from functools import cached_property
 
 from .config import ArrayConfig, ConfigError, check_name, PE_KINDS, ARCHS, unsigned_width, _check_int
 from .post_config import check_post_config
-from ..rtl.regs import Field, Register, RegisterMap
+from .regmap import Field, Register, RegisterMap
 
 
 __all__ = ["CoreConfig", "CORE_MAGIC", "CORE_VERSION", "STREAM_WIDTHS", "CORE_LIMITS",

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
-from .safe_io import (FileCheckError, check_output_dir, check_verilog_name, inside, read_json,
+from ..spec.safe_io import (FileCheckError, check_output_dir, check_verilog_name, inside, read_json,
                       write_atomic)
 
 
@@ -123,7 +123,7 @@ class BuildPlan:
     Attributes
     ----------
     board : mulfree.gen.board.Board
-    cfg : mulfree.gen.core_config.CoreConfig
+    cfg : mulfree.spec.core_config.CoreConfig
     manifest : dict
         The core's manifest.
     clock_mhz : float
@@ -169,7 +169,7 @@ class BuildPlan:
     @property
     def irq_spi(self):
         """``{line: GIC SPI number}`` for :data:`IRQ_LINES` (IRQ_F2P[0], [1], ...)."""
-        from .board import irq_f2p_spi
+        from ..gen.board import irq_f2p_spi
         return {name: irq_f2p_spi(i) for i, name in enumerate(IRQ_LINES)}
 
 
@@ -216,7 +216,7 @@ def check_fit(manifest, board, resources=None):
     """Raise :class:`BuildError` (``param="board"``) if the core cannot fit ``board``'s device.
 
     Checks DSP48E1 (multiplier cores) and block RAM (the core's buffers plus
-    :data:`DMA_BRAM36_RESERVE`) against the device table of :mod:`mulfree.gen.report`.
+    :data:`DMA_BRAM36_RESERVE`) against the device table of :mod:`mulfree.flows.report`.
     """
     from .report import device_for
     device = device_for(board=None, device=board.device)
@@ -264,8 +264,8 @@ def plan_build(cfg, board, clock_mhz=None, manifest=None):
     ------
     BuildError
     """
-    from .board import BoardError, get_board
-    from .core_manifest import core_manifest
+    from ..gen.board import BoardError, get_board
+    from ..gen.core_manifest import core_manifest
     if isinstance(board, str):
         try:
             board = get_board(board)
@@ -305,7 +305,7 @@ def plan_build(cfg, board, clock_mhz=None, manifest=None):
 def core_config_from_manifest(path):
     """``(CoreConfig, manifest)`` of a core manifest file (``mulfree gen --core``).
 
-    The file is untrusted: it is read strictly (:func:`~mulfree.gen.safe_io.read_json`) and
+    The file is untrusted: it is read strictly (:func:`~mulfree.spec.safe_io.read_json`) and
     only its ``top`` (a Verilog identifier, checked) and ``parameters`` (checked by
     :class:`CoreConfig`) are used; everything generated comes from this generator.
 
@@ -322,8 +322,8 @@ def core_config_from_manifest(path):
         raise BuildError("config", f"config must be a core manifest (kind 'core', from mulfree "
                                    f"gen --core), not {str(path)!r} of kind "
                                    f"{_short(doc.get('kind'))}")
-    from .config import ConfigError
-    from .core_config import CoreConfig
+    from ..spec.config import ConfigError
+    from ..spec.core_config import CoreConfig
     params, top = doc.get("parameters"), doc.get("top")
     if not isinstance(params, dict) or not isinstance(params.get("engine"), dict):
         raise BuildError("config", f"config {str(path)!r}: parameters must be an object with "
@@ -493,7 +493,7 @@ def wrapper_verilog(plan):
 
 def constraints_xdc(plan):
     """``constraints.xdc``: none are needed; the file says why, for the next reader."""
-    from .board import PL_CLOCK
+    from ..gen.board import PL_CLOCK
     lines = _header(plan, "#", "PL constraints")
     lines += [
         "#",
@@ -516,7 +516,7 @@ def constraints_xdc(plan):
 
 def block_design_tcl(plan):
     """``block_design.tcl``: the Vivado project and the block design (see module docstring)."""
-    from .board import PL_CLOCK, PL_RESET
+    from ..gen.board import PL_CLOCK, PL_RESET
     b, z = plan.board, plan.zynq
     gp, hp = b.gp_port, b.hp_port
     clocks = [f"ps7/{gp}_ACLK", f"ps7/{hp}_ACLK", "rst_fclk0/slowest_sync_clk", "core/clk",
@@ -958,7 +958,7 @@ def check_build_doc(doc, folder, param="build_dir"):
     Every field is checked for presence, type and range; the fields derived from others
     (products, manifest, overlay, Vivado command, interrupts, the board's part) must equal what
     the generator derives; every file name is a flat name (:data:`_FILE_NAME`) that stays in
-    ``folder`` (:func:`~mulfree.gen.safe_io.inside`), with a SHA-256 and a size. Extra fields
+    ``folder`` (:func:`~mulfree.spec.safe_io.inside`), with a SHA-256 and a size. Extra fields
     are ignored. Nothing is read but ``doc`` and the folder's directory entries.
 
     Raises
@@ -1037,7 +1037,7 @@ def check_build_doc(doc, folder, param="build_dir"):
     equal(doc, "overlay", "overlay", {"source": OVERLAY_SOURCE, "blob": OVERLAY_BLOB})
     equal(doc, "vivado_command", "vivado_command", ["vivado", *VIVADO_ARGS])
 
-    from .board import BOARDS
+    from ..gen.board import BOARDS
     board = obj(doc, "board", "board")
     name = get(board, "name", "board.name")
     if not isinstance(name, str) or name not in BOARDS:
@@ -1045,7 +1045,7 @@ def check_build_doc(doc, folder, param="build_dir"):
     equal(board, "part", "board.part", BOARDS[name].part)
     equal(doc, "part", "part", BOARDS[name].part)
     number(doc, "clock_mhz", "clock_mhz", *CLOCK_MHZ_RANGE)
-    from .core_config import STREAM_WIDTHS
+    from ..spec.core_config import STREAM_WIDTHS
     width = get(doc, "stream_width", "stream_width")
     if type(width) is not int or width not in STREAM_WIDTHS:
         fail("stream_width", f"one of {', '.join(map(str, STREAM_WIDTHS))}", width)
@@ -1070,7 +1070,7 @@ def check_build_doc(doc, folder, param="build_dir"):
     equal(dma, "length_bits", "dma.length_bits", z.dma_length_bits)
     equal(dma, "stream_width", "dma.stream_width", width)
     equal(dma, "mm_width", "dma.mm_width", max(DMA_MM_MIN_WIDTH, width))
-    from .board import irq_f2p_spi
+    from ..gen.board import irq_f2p_spi
     equal(doc, "interrupts", "interrupts", {line: {"irq_f2p": i, "gic_spi": irq_f2p_spi(i)}
                                             for i, line in enumerate(IRQ_LINES)})
     res = obj(doc, "resources_estimate", "resources_estimate")
@@ -1237,7 +1237,7 @@ def write_build(cfg, board, out_dir, *, clock_mhz=None, manifest=None,
     out_dir = _check_output(out_dir)
     if plan is None:
         plan = plan_build(cfg, board, clock_mhz, manifest)
-    from .core_manifest import write_core_design
+    from ..gen.core_manifest import write_core_design
     # Folders made for out_dir are removed again if the build does not finish.
     made = [p for p in (out_dir.parent, *out_dir.parent.parents) if not os.path.lexists(p)]
     tmp = None
@@ -1405,7 +1405,7 @@ def run_vivado(folder, *, vivado="vivado"):
 # Command line --------------------------------------------------------------------------------
 
 def add_build_options(parser):
-    """Options of ``mulfree build`` (the core options come from :mod:`mulfree.gen.cli`)."""
+    """Options of ``mulfree build`` (the core options come from :mod:`mulfree.flows.cli`)."""
     parser.add_argument("--board", required=True, metavar="NAME",
                         help="target board: zc706 or arty_z7_20")
     parser.add_argument("--config", default=None, metavar="MANIFEST",
@@ -1441,7 +1441,7 @@ def run_build(args, parser, core_config_from_args):
     ``core_config_from_args`` the CLI's maker of a :class:`CoreConfig` from core options.
     """
     # The cheap checks of every option come first, so nothing is generated for a bad one.
-    from .board import BoardError, get_board
+    from ..gen.board import BoardError, get_board
     try:
         board = get_board(args.board)
     except BoardError as exc:

@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ArrayConfig
-from .core_config import CoreConfig
+from ..spec.config import ArrayConfig
+from ..spec.core_config import CoreConfig
 
 
 __all__ = ["BOARD_WORKLOADS", "BOARD_SPEED_TARGET", "board_layer", "bench_board",
@@ -55,7 +55,7 @@ BOARD_WORKLOADS = {
 def board_layer(cfg: CoreConfig, spec, rng):
     """A random :class:`~mulfree.host.layer_stream.Layer` of ``spec`` for ``cfg``'s engine."""
     from ..host.layer_stream import Layer
-    from ..sim.layer_golden import PostParams
+    from ..spec.layer_golden import PostParams
     e = cfg.engine
     if spec["kind"] == "matmul":
         in_c, h, w, out_c, k, pad = spec["k"], 1, spec["m"], spec["n"], 1, 0
@@ -111,7 +111,7 @@ def bench_board(rows=16, cols=16, *, pe="shift", act_bits=8, weight_bits=5, max_
     """
     from ..host.layer_stream import expected_beats, pack_layer, stream_beats
     from ..sim.board import MARKER, SimCore, beats_to_bytes, build_sim_core, bytes_to_beats
-    from .core_manifest import core_manifest, write_core_design
+    from ..gen.core_manifest import core_manifest, write_core_design
 
     if core is None:
         engine = dict(pe=pe, rows=rows, cols=cols, act_bits=act_bits, max_k=max_k)

@@ -27,9 +27,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .bench import save_figure
-from .cache import cache_root, generator_digest
-from .config import PE_KINDS
-from .core_config import CoreConfig
+from ..gen.cache import cache_root, generator_digest
+from ..spec.config import PE_KINDS
+from ..spec.core_config import CoreConfig
 
 
 __all__ = [
@@ -101,7 +101,7 @@ def board_devices():
 
     Imported here, not at the top: the board registry loads amaranth-boards' platforms.
     """
-    from .board import BOARDS
+    from ..gen.board import BOARDS
     return {**REPORT_ONLY_BOARDS,
             **{name: board.device.lower() for name, board in BOARDS.items()}}
 
@@ -167,7 +167,7 @@ def resources_from_cells(cells):
         its parts; ``ff``; ``carry4``; ``bram36``: RAMB36E1 + RAMB18E1 / 2; ``ramb36``,
         ``ramb18``; ``dsp``: DSP48E1.
     """
-    from .synth import classify_cells
+    from ..gen.synth import classify_cells
     totals = classify_cells(cells)
     lut_ram = sum(count * _LUTRAM_SITES.get(name, 1) for name, count in cells.items()
                   if name.startswith("RAM") and not name.startswith("RAMB"))
@@ -233,7 +233,7 @@ def synth_cache_dir(cache_dir=None):
 
 
 def _write_json_atomic(path, doc):
-    from .emit import write_atomic
+    from ..gen.emit import write_atomic
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
 
@@ -247,7 +247,7 @@ def _read_cache_json(path):
     """A cache file's object, or None if it is unreadable, not strict JSON or (an entry with
     ``cells``) holds cell counts that are not counts: a broken cache entry is a miss, never
     an error of the command that finds it."""
-    from .safe_io import FileCheckError, read_json
+    from ..spec.safe_io import FileCheckError, read_json
     try:
         doc = read_json(path, "cache entry", what="synthesis cache entry")
     except FileCheckError:
@@ -293,7 +293,7 @@ def core_resources(cfg: CoreConfig, *, cache_dir=None, progress=None, timeout=72
         (:func:`resources_from_cells`), ``pes``, ``rtlil_sha256``, ``elab_seconds``,
         ``synth_seconds`` (of the run that made the entry) and ``cached`` (bool).
     """
-    from .synth import synthesize
+    from ..gen.synth import synthesize
     progress = progress or (lambda message: None)
     root = synth_cache_dir(cache_dir)
     params = cfg.params()
@@ -307,7 +307,7 @@ def core_resources(cfg: CoreConfig, *, cache_dir=None, progress=None, timeout=72
         if entry is not None:
             return {**entry, "resources": resources_from_cells(entry["cells"]), "cached": True}
         # A stale or broken index entry: elaborate again (and replace it below).
-    from .core_manifest import convert_core_rtlil
+    from ..gen.core_manifest import convert_core_rtlil
     t0 = time.perf_counter()
     text = convert_core_rtlil(cfg)
     elab = time.perf_counter() - t0
@@ -386,7 +386,7 @@ def load_energy_table(source=None):
         return table
     where = "energy_table"
     if isinstance(source, (str, os.PathLike)):
-        from .safe_io import FileCheckError, read_json
+        from ..spec.safe_io import FileCheckError, read_json
         if not str(source):
             raise ReportError(where, f"{where} must name a JSON file, not ''")
         try:
@@ -532,7 +532,7 @@ def kind_config(cfg: CoreConfig, pe, rows=None, cols=None):
 
 def _run_all(configs, *, jobs, cache_dir, progress, timeout):
     """:func:`core_resources` of every config, ``jobs`` at once, in the given order."""
-    from .synth import run_parallel
+    from ..gen.synth import run_parallel
     return run_parallel(lambda c: core_resources(c, cache_dir=cache_dir, progress=progress,
                                                  timeout=timeout), configs, jobs)
 
@@ -1008,7 +1008,7 @@ def _option_message(exc):
 
 def _sizes(text):
     import argparse
-    from .config import LIMITS
+    from ..spec.config import LIMITS
     lo, hi = LIMITS["rows"]
     try:
         sizes = sorted({int(part) for part in text.split(",") if part.strip()})
@@ -1112,7 +1112,7 @@ def _load_model(path):
 def _load_config(path):
     from ..host.compiler import CompileError, core_from_manifest
     from ..host.runtime import load_manifest
-    from .safe_io import FileCheckError
+    from ..spec.safe_io import FileCheckError
     try:
         return core_from_manifest(load_manifest(path, param="--config"))
     except FileCheckError:
@@ -1124,7 +1124,7 @@ def _load_config(path):
 def _check_designs(args, cfg):
     """Refuse, before any synthesis, a --compare or --max-fit design the generator cannot
     make (a fit size too large for the core's buffers, a kind's widths...)."""
-    from .config import ConfigError
+    from ..spec.config import ConfigError
     sizes = []
     if args.compare:
         sizes += [("--compare", pe, None) for pe in PE_KINDS]
@@ -1157,10 +1157,10 @@ def run_report(args, core_config_from_args=None):
     Returns 0, or 1 if the design does not fit the device (the message names the resources
     that overflow and by how much). Raises :class:`ReportError` for a bad option.
     """
-    from .emit import OutputError, check_output_dir
+    from ..gen.emit import OutputError, check_output_dir
     from .bench import MAX_JOBS, _write_json
     from .cli import check_int, check_seconds
-    from .config import LIMITS
+    from ..spec.config import LIMITS
     device = device_for(args.board, args.device)
     check_int("-j/--jobs", args.jobs, 1, MAX_JOBS)
     check_seconds("--timeout", args.timeout)

@@ -9,9 +9,9 @@ import os
 import sys
 from pathlib import Path
 
-from .config import (ArrayConfig, ConfigError, ARCHS, LIMITS, PE_KINDS, WEIGHT_BITS_LIMITS,
+from ..spec.config import (ArrayConfig, ConfigError, ARCHS, LIMITS, PE_KINDS, WEIGHT_BITS_LIMITS,
                      DEFAULT_WEIGHT_BITS)
-from .safe_io import check_output_dir
+from ..spec.safe_io import check_output_dir
 from .. import __version__
 
 
@@ -152,8 +152,8 @@ CORE_OPTIONS = {"stream_width": "--stream-width", "fmap_vectors": "--fmap-vector
 
 
 def add_core_options(parser):
-    """The options that make a :class:`~mulfree.gen.core_config.CoreConfig` (``--core``)."""
-    from .core_config import CoreConfig, CORE_LIMITS, STREAM_WIDTHS
+    """The options that make a :class:`~mulfree.spec.core_config.CoreConfig` (``--core``)."""
+    from ..spec.core_config import CoreConfig, CORE_LIMITS, STREAM_WIDTHS
     d = CoreConfig()
     g = parser.add_argument_group("accelerator core (--core)")
     g.add_argument("--core", dest="unit", action="store_const", const="core",
@@ -176,7 +176,7 @@ def add_core_options(parser):
 
 
 def core_config_from_args(args):
-    from .core_config import CoreConfig
+    from ..spec.core_config import CoreConfig
     engine = config_from_args(args)
     try:
         return CoreConfig(engine=engine, name=args.name,
@@ -190,7 +190,7 @@ def core_config_from_args(args):
 
 
 def cmd_gen_core(args):
-    from .core_manifest import write_core_design
+    from ..gen.core_manifest import write_core_design
     cfg = core_config_from_args(args)
     _write(write_core_design, cfg, args.output)
     e = cfg.engine
@@ -204,7 +204,7 @@ def cmd_gen_core(args):
 
 def _write(write, cfg, output):
     """``write(cfg, output)`` with its errors as one-line usage errors; print what it wrote."""
-    from .emit import OutputError
+    from ..gen.emit import OutputError
     try:
         paths = write(cfg, output)
     except OutputError as e:
@@ -217,7 +217,7 @@ def _write(write, cfg, output):
 
 
 def cmd_gen(args):
-    from .emit import write_design
+    from ..gen.emit import write_design
     # The folder first: a design can take minutes to elaborate, and is then not written.
     check_output_dir(args.output, "-o/--output")
     if args.unit == "shift":
@@ -236,7 +236,7 @@ def cmd_gen(args):
 
 
 def cmd_gen_shift_unit(args):
-    from .shift_emit import shift_unit_config_from_args, write_shift_unit
+    from ..gen.shift_emit import shift_unit_config_from_args, write_shift_unit
     try:
         cfg = shift_unit_config_from_args(args)
     except ConfigError as e:
@@ -254,7 +254,7 @@ def cmd_bench(args):
 
 
 def cmd_build(args):
-    from .build_flow import BuildError, _option_message, run_build
+    from .build import BuildError, _option_message, run_build
     try:
         return run_build(args, args.build_parser, core_config_from_args)
     except BuildError as e:
@@ -289,10 +289,10 @@ def cmd_demo(args):
     config_from_args(args)
     check_output_dir(args.output, "-o/--output")
     if args.what == "engine":
-        from ..sim.demo import run_demo
+        from .engine_demo import run_demo
         return run_demo(args)
-    from ..host.demo import run_network_demo
-    from ..host.run_cli import RunUsageError
+    from .demo import run_network_demo
+    from .run import RunUsageError
     from ..host.runtime import DeviceError
     from ..sim.runner import SimulatorMissing
     try:
@@ -366,7 +366,7 @@ def cmd_export(args):
 
 
 def cmd_run(args):
-    from ..host.run_cli import RunUsageError, run_command
+    from .run import RunUsageError, run_command
     from ..host.runtime import DeviceError
     from ..host.compiler import CompileError
     from ..sim.runner import SimulatorMissing
@@ -393,7 +393,7 @@ def cmd_report(args):
 
 
 def cmd_compile(args):
-    from ..host.run_cli import RunUsageError, compile_command
+    from .run import RunUsageError, compile_command
     from ..host.compiler import CompileError
     try:
         return compile_command(args)
@@ -430,7 +430,7 @@ def build_parser():
                         "accelerator core (core, also --core)")
     add_array_options(p)
     add_core_options(p)
-    from .shift_emit import add_shift_unit_options
+    from ..gen.shift_emit import add_shift_unit_options
     add_shift_unit_options(p)
     p.add_argument("-o", "--output", default="out", metavar="DIR",
                    help="output folder, created if missing (default: out)")
@@ -455,7 +455,7 @@ def build_parser():
                     "build.json, written last, marks a finished folder. A core that does not "
                     "fit the board (DSPs, block RAM) is refused before anything is written. "
                     "--run then runs Vivado if it is on PATH.")
-    from .build_flow import add_build_options
+    from .build import add_build_options
     add_build_options(p)
     add_array_options(p)
     add_core_options(p)
@@ -485,7 +485,7 @@ def build_parser():
                     "and compare every output with the golden model.")
     p.add_argument("what", nargs="?", default="network", choices=["network", "engine"],
                    help="network (default) or engine")
-    from ..host.demo import DEMO_MODELS
+    from .demo import DEMO_MODELS
     p.add_argument("--model", default=DEMO_MODELS[0], choices=DEMO_MODELS,
                    help=f"network: the demo network (default: {DEMO_MODELS[0]})")
     p.add_argument("--retrain", action="store_true",
@@ -545,7 +545,7 @@ def build_parser():
                     "golden model, cycles per image, images per second and PE utilization "
                     "from the core's counters. Exit status 1 if an output differs from the "
                     "golden model or the device fails.")
-    from ..host.run_cli import add_run_options
+    from .run import add_run_options
     add_run_options(p)
     p.set_defaults(func=cmd_run)
 
@@ -556,7 +556,7 @@ def build_parser():
                     "on the host, their shapes, tiles and the bytes of weights sent. A layer "
                     "that does not fit is named with the parameter and the core's limit "
                     "(exit status 2).")
-    from ..host.run_cli import add_compile_options
+    from .run import add_compile_options
     add_compile_options(p)
     p.set_defaults(func=cmd_compile)
 
@@ -581,7 +581,7 @@ def main(argv=None):
     option, Ctrl-C says it was interrupted (status 130), and an unexpected failure says so
     with its type (``MULFREE_TRACEBACK=1`` shows the whole traceback).
     """
-    from .safe_io import FileCheckError
+    from ..spec.safe_io import FileCheckError
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
