@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..spec.config import ArrayConfig
+from .options import save_figure, table, write_json
 from ..gen.synth import RESOURCE_KEYS, classify_cells, parse_stat, run_parallel, synthesize
 
 
@@ -207,41 +208,10 @@ def bench_gen(sizes=GEN_SIZES, *, act_bits=8, weight_bits=4, max_k=1024, repeat=
     return result
 
 
-def save_figure(fig, path):
-    """Lay out ``fig``, write it to ``path`` (120 dpi, the format of its suffix, PNG without
-    one; folders created), close it, return the path.
-
-    Written to a temporary file renamed over ``path``: an interrupted run leaves the old
-    figure or none, never half of one.
-    """
-    import os
-    import tempfile
-    import matplotlib.pyplot as plt
-    try:
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fmt = path.suffix.lstrip(".").lower() or "png"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=120, format=fmt)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)     # mkstemp's 0600 is for the temporary only
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    finally:
-        plt.close(fig)
-    return path
-
-
 def check_plot_path(path, option):
     """Refuse, before the work whose figure it is, a plot ``path`` that cannot be written:
     matplotlib missing, a suffix it does not write, or a place that is not writable."""
-    from .cli import UsageError
+    from .options import UsageError
     from ..spec.safe_io import check_output_file
     try:
         import matplotlib
@@ -525,9 +495,9 @@ def format_tree(result):
     title = (f"{p['cols']} adder trees of {p['rows']} terms, act {p['act_bits']} b, "
              f"max_k {p['max_k']}, {p['levels_per_stage']} level(s) per stage; per term = "
              f"total / {p['terms']}")
-    table = _table(("term", "DSP", *(f"{k}/term" for k in keys), "LUT sites/term", "LUT",
-                    "FF", "latency", "synth s"), rows)
-    return (f"{title}\n{table}\nLUT sites = LUT + SRL16E/SRLC32E + LUT RAM sites; reference: "
+    text = table(("term", "DSP", *(f"{k}/term" for k in keys), "LUT sites/term", "LUT",
+                   "FF", "latency", "synth s"), rows)
+    return (f"{title}\n{text}\nLUT sites = LUT + SRL16E/SRLC32E + LUT RAM sites; reference: "
             f"AdderNet FPGA design {ADDERNET_FPGA_LUT_PER_TERM} LUT/term")
 
 
@@ -640,15 +610,6 @@ def _fmt(value, digits=1):
     return str(value)
 
 
-def _table(header, rows):
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(c).rjust(w) if i else str(c).ljust(w)
-                       for i, (c, w) in enumerate(zip(line, widths)))
-             for line in (header, *rows)]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
 def _print_checks(checks):
     for check in checks:
         value = check["value"]
@@ -662,7 +623,7 @@ def format_gen(result):
              _fmt(r["seconds_per_pe"] * 1e3, 3), _fmt(r["verilog_bytes"] / 1e6, 2),
              _fmt(r["peak_rss_mb"], 0))
             for r in result["runs"]]
-    text = _table(("array", "PEs", "seconds", "ms/PE", "Verilog MB", "peak MB"), rows)
+    text = table(("array", "PEs", "seconds", "ms/PE", "Verilog MB", "peak MB"), rows)
     text += (f"\ngrowth exponent (smallest -> largest): {_fmt(result['exponent'], 3)}; "
              f"least-squares fit: {_fmt(result['fit_exponent'], 3)}")
     return text
@@ -687,7 +648,7 @@ def format_synth(result):
                          _fmt(run["seconds"], 0)))
         if rows:
             out.append(title)
-            out.append(_table(("PE", *(f"{k}/PE" for k in keys),
+            out.append(table(("PE", *(f"{k}/PE" for k in keys),
                                "LUT", "FF", "DSP", "synth s"), rows))
     out.append("lut = LUT1..LUT6 + INV (Vivado makes an INV a LUT1); ff = FD*; srl = "
                "SRL16E/SRLC32E; lutram = RAM32M/RAM64M/RAM*X*; bram = RAMB18E1/RAMB36E1; "
@@ -697,14 +658,6 @@ def format_synth(result):
     if others:
         out.append(f"unclassified cells: {others}")
     return "\n\n".join(out)
-
-
-def _write_json(path, doc):
-    from ..gen.emit import write_atomic
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, json.dumps(doc, indent=2) + "\n")
-    return path
 
 
 #: Most fresh processes per size ``--repeat`` may ask for.
@@ -730,7 +683,8 @@ def check_bench_options(args, which):
     mulfree.flows.cli.UsageError, mulfree.spec.safe_io.FileCheckError
         One line naming the option, the value and what is allowed.
     """
-    from .cli import UsageError, check_int, check_seconds, core_error_message
+    from .core_options import core_error_message
+    from .options import UsageError, check_int, check_seconds
     from ..spec.safe_io import check_output_dir, check_output_file
     from ..spec.config import ConfigError, LIMITS
     check_int("--repeat", args.repeat, 1, MAX_REPEAT)
@@ -855,10 +809,10 @@ def run_bench(args):
         _print_checks(results["board"]["checks"])
         print()
     if args.json:
-        print(f"wrote {_write_json(args.json, results)}")
+        print(f"wrote {write_json(args.json, results)}")
     else:
         for name, doc in results.items():
-            print(f"wrote {_write_json(Path('out/bench') / f'{name}.json', doc)}")
+            print(f"wrote {write_json(Path('out/bench') / f'{name}.json', doc)}")
     ok = all(c["pass"] for r in results.values() for c in r["checks"])
     print("all checks pass" if ok else "some checks FAIL")
     return 0 if ok else 1

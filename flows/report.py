@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .bench import save_figure
+from .options import save_figure, table
 from ..gen.cache import cache_root, generator_digest
 from ..spec.config import PE_KINDS
 from ..spec.core_config import CoreConfig
@@ -458,8 +458,8 @@ def op_counts(model, pe=None):
         terms = out_pixels * out_c * k
         outputs = out_pixels * out_c
         ops = {}
-        for table, n in ((TERM_OPS[kind], terms), (OUTPUT_OPS, outputs)):
-            for op, per in table.items():
+        for per_op, n in ((TERM_OPS[kind], terms), (OUTPUT_OPS, outputs)):
+            for op, per in per_op.items():
                 ops[op] = ops.get(op, 0) + per * n
         counts.append({"layer": i, "kind": layer.kind, "pe": kind, "k": int(k),
                        "out_c": int(out_c), "out_pixels": int(out_pixels), "terms": int(terms),
@@ -881,7 +881,6 @@ def plot_max_fit(result, path, device: Device):
 
 def format_resources(resources, device: Device, title):
     """A table of the resources, the device's amount and the share."""
-    from .bench import _table
     share = device_share(resources, device)
     rows = []
     for key, label, field in RESOURCES:
@@ -891,19 +890,18 @@ def format_resources(resources, device: Device, title):
             f"{resources['lut_ram']:,} LUT-RAM sites; BRAM36 = {resources['ramb36']} RAMB36E1 "
             f"+ {resources['ramb18']} RAMB18E1 / 2; CARRY4 against the device's slices; IO "
             f"buffers not counted (the core's ports join the PS, not pins)")
-    return (title + "\n" + _table(("resource", "used", device.name, "share", "max-fit limit"),
+    return (title + "\n" + table(("resource", "used", device.name, "share", "max-fit limit"),
                                   rows) + "\n" + note)
 
 
 def format_energy(estimate, basis):
     """The energy estimate, per layer when it is a model's."""
-    from .bench import _table
     lines = []
     if "layers" in estimate:
         rows = [(e["layer"], e["kind"], e["pe"], e["k"], e["out_c"], e["out_pixels"],
                  f"{e['terms']:,}", e["format"], f"{e['energy_pj']:,.1f}")
                 for e in estimate["layers"]]
-        lines.append(_table(("layer", "kind", "pe", "K", "out_c", "pixels", "terms", "format",
+        lines.append(table(("layer", "kind", "pe", "K", "out_c", "pixels", "terms", "format",
                              "pJ"), rows))
     ops = ", ".join(f"{n:,} {op}" for op, n in estimate["ops"].items())
     lines.append(f"energy {basis}: {estimate['energy_pj']:,.2f} pJ = "
@@ -919,7 +917,6 @@ ENERGY_NOTE = ("estimate of the arithmetic energy only (no memory access or data
 
 
 def format_compare(result, device: Device):
-    from .bench import _table
     rows = []
     for pe, e in result["kinds"].items():
         r, s = e["resources"], e["share"]
@@ -929,7 +926,7 @@ def format_compare(result, device: Device):
     first = next(iter(result["kinds"].values()))
     return (f"{first['rows']}x{first['cols']} array per PE kind on {device.name}, "
             f"energy {first['energy_basis']}\n"
-            + _table(("PE", *(label for _, label, _ in RESOURCES), "pJ", "µJ", "fits"), rows))
+            + table(("PE", *(label for _, label, _ in RESOURCES), "pJ", "µJ", "fits"), rows))
 
 
 def _model_text(coef):
@@ -938,7 +935,6 @@ def _model_text(coef):
 
 
 def format_max_fit(result):
-    from .bench import _table
     lines = []
     rows = []
     for pe, e in result["kinds"].items():
@@ -962,7 +958,7 @@ def format_max_fit(result):
                  f"{' + '.join(result['terms'])} fitted on "
                  f"{', '.join(f'{n}x{n}' for n in result['sizes'])}, held out "
                  f"{result['holdout_size']}x{result['holdout_size']}")
-    lines.append(_table(("PE", "largest n x n", "PEs", "stops at", "LUT model",
+    lines.append(table(("PE", "largest n x n", "PEs", "stops at", "LUT model",
                          "held-out LUT err", "worst held-out err", "confirmed",
                          "rectangles that fit"), rows))
     for pe, e in result["kinds"].items():
@@ -1042,7 +1038,7 @@ def _kinds(text):
 
 def add_report_options(parser):
     """Add the ``mulfree report`` arguments to ``parser``."""
-    from .cli import add_array_options, add_core_options
+    from .core_options import add_array_options, add_core_options
     g = parser.add_argument_group("report")
     g.add_argument("--config", metavar="MANIFEST",
                    help="the core: its manifest (<top>.json from mulfree gen --core) or the "
@@ -1158,8 +1154,9 @@ def run_report(args, core_config_from_args=None):
     that overflow and by how much). Raises :class:`ReportError` for a bad option.
     """
     from ..gen.emit import OutputError, check_output_dir
-    from .bench import MAX_JOBS, _write_json
-    from .cli import check_int, check_seconds
+    from .bench import MAX_JOBS
+    from .options import write_json
+    from .options import check_int, check_seconds
     from ..spec.config import LIMITS
     device = device_for(args.board, args.device)
     check_int("-j/--jobs", args.jobs, 1, MAX_JOBS)
@@ -1194,7 +1191,7 @@ def run_report(args, core_config_from_args=None):
                              " (the default; set --cache-dir or $MULFREE_CACHE)")) from None
     if args.compare or args.max_fit:
         from .bench import check_plot_path
-        from .cli import UsageError
+        from .options import UsageError
         try:
             check_plot_path(out / "report.png", "--compare" if args.compare else "--max-fit")
         except UsageError as exc:
@@ -1255,7 +1252,7 @@ def run_report(args, core_config_from_args=None):
         doc["compare"] = comp
         print(format_compare(comp, device))
         print(f"wrote {plot_compare(comp, out / 'compare.png')}")
-        print(f"wrote {_write_json(out / 'compare.json', _plain(comp))}")
+        print(f"wrote {write_json(out / 'compare.json', _plain(comp))}")
     if status == 0 and args.max_fit:
         print()
         fit = max_fit(cfg, device, sizes=args.fit_sizes, holdout=args.holdout or None,
@@ -1265,6 +1262,6 @@ def run_report(args, core_config_from_args=None):
         doc["max_fit"] = fit
         print(format_max_fit(fit))
         print(f"wrote {plot_max_fit(fit, out / 'max_fit.png', device)}")
-        print(f"wrote {_write_json(out / 'max_fit.json', _plain(fit))}")
-    print(f"wrote {_write_json(out / 'report.json', _plain(doc))}")
+        print(f"wrote {write_json(out / 'max_fit.json', _plain(fit))}")
+    print(f"wrote {write_json(out / 'report.json', _plain(doc))}")
     return status

@@ -71,7 +71,7 @@ def add_run_options(p):
 def _usage(call):
     """``call()`` with a :class:`~mulfree.flows.cli.UsageError` turned into a
     :class:`RunUsageError` (the message is the same one line)."""
-    from .cli import UsageError
+    from .options import UsageError
     try:
         return call()
     except UsageError as exc:
@@ -79,7 +79,7 @@ def _usage(call):
 
 
 def _check_core_options(args):
-    from .cli import check_int
+    from .options import check_int
     from ..spec.config import LIMITS
     for option, value, param in (("--rows", args.rows, "rows"), ("--cols", args.cols, "cols")):
         _usage(lambda: check_int(option, value, *LIMITS[param]))
@@ -97,7 +97,7 @@ def check_run_options(args):
     RunUsageError, mulfree.spec.safe_io.FileCheckError
         One line naming the option, the value and what is allowed.
     """
-    from .cli import check_int, check_seconds
+    from .options import check_int, check_seconds
     from ..spec.safe_io import check_output_dir, check_output_file
     _check_core_options(args)
     if args.limit is not None:
@@ -197,7 +197,7 @@ def _quantize(model, x):
 
 def _core(args, model):
     """The core to run on: the manifest of ``--config``, or a default that fits the model."""
-    from .cli import core_error_message
+    from .core_options import core_error_message
     from ..spec.config import ConfigError
     from ..host.compiler import CompileError, core_for_model
     from ..host.runtime import load_manifest
@@ -432,7 +432,7 @@ def add_compile_options(p):
 
 def check_compile_options(args):
     """Refuse a bad option of ``mulfree compile`` before the model is read."""
-    from .cli import check_int
+    from .options import check_int
     _check_core_options(args)
     if args.max_packet_bytes is not None:
         _usage(lambda: check_int("--max-packet-bytes", args.max_packet_bytes, 1,
