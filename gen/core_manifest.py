@@ -1,64 +1,26 @@
-"""The register block's manifest sections, C header, documentation table and Verilog.
+"""The core's Verilog and manifest, the register block's C header and documentation table.
 
-Everything here reads the :class:`~mulfree.rtl.regs.RegisterMap` the RTL is built from, so the
-host-facing descriptions cannot drift from the hardware.
+Everything here reads the :class:`~mulfree.spec.regmap.RegisterMap` the RTL is built from, so
+the host-facing descriptions cannot drift from the hardware. The manifest's contents come from
+:mod:`mulfree.spec.manifest`; its ports are checked against the elaborated core's signature
+before anything is written.
 """
 
-from amaranth.back import verilog
+from amaranth.back import rtlil, verilog
 
-from amaranth.back import rtlil
-
-from ..spec.core_config import (CoreConfig, CORE_ERRORS, PACKET_TYPES, DESC_FIELDS, DESC_FLAGS,
-                          DESC_BITS, SHIFT_ENTRY_BITS)
-from .emit import write_outputs
-from .manifest import MANIFEST_VERSION, port_list, manifest as engine_manifest
-from ..spec.post_config import shift_width
+from ..spec.core_config import CoreConfig, CORE_ERRORS
+from ..spec.manifest import MANIFEST_VERSION, core_manifest as spec_core_manifest, registers_section
+from ..spec.regmap import REG_ERRORS
 from ..rtl.array import PEColumn
 from ..rtl.core import Core, core_signature
-from ..rtl.layer_issue import hazard_window, X_FIFO_DEPTH
-from ..rtl.layer_setup import STEPS
-from ..rtl.regs import REG_ERRORS, RESP_OKAY, RESP_SLVERR, AxiLiteRegisters
+from ..rtl.regs import AxiLiteRegisters
+from .emit import write_outputs
+from .manifest import check_ports, port_list
 from .. import __version__
 
 
-__all__ = ["registers_section", "c_header", "markdown_table", "regs_manifest",
-           "write_regs_design", "stream_section", "core_manifest", "core_modules",
-           "convert_core_verilog", "convert_core_rtlil", "write_core_design"]
-
-
-def _field_entry(f):
-    entry = {"name": f.name, "bits": [f.offset + f.width - 1, f.offset], "width": f.width,
-             "access": f.access, "reset": f.reset, "meaning": f.meaning}
-    if f.const is not None:
-        entry["value"] = f.const
-    if f.access == "RW":
-        entry["allowed"] = list(f.allowed_range)
-    return entry
-
-
-def registers_section(rmap):
-    """The manifest's ``registers`` section: every register, its fields and the access rules."""
-    regs = []
-    for r in rmap:
-        entry = {"name": r.name, "offset": r.offset, "access": r.access, "reset": r.reset,
-                 "reserved_mask": r.reserved_mask, "meaning": r.meaning,
-                 "fields": [_field_entry(f) for f in r.fields]}
-        if r.counter is not None:
-            entry["counter"] = {"name": r.counter[0].name, "half": r.counter[1]}
-        regs.append(entry)
-    return {
-        "bus": "AXI4-Lite, 32-bit data, byte addresses, 4-byte aligned registers",
-        "addr_width": rmap.addr_width,
-        "size": rmap.size,
-        "resp": {"OKAY": RESP_OKAY, "SLVERR": RESP_SLVERR},
-        "reg_errors": {name: {"code": code, "meaning": meaning}
-                       for name, (code, meaning) in REG_ERRORS.items()},
-        "core_errors": {name: {"code": code, "meaning": meaning}
-                        for code, name, meaning in CORE_ERRORS},
-        "counter_read_rule": "read <NAME>_LO, then <NAME>_HI: reading _LO latches the high half "
-                             "that _HI returns, so the pair is one 64-bit snapshot",
-        "registers": regs,
-    }
+__all__ = ["c_header", "markdown_table", "regs_manifest", "write_regs_design", "core_manifest",
+           "core_modules", "convert_core_verilog", "convert_core_rtlil", "write_core_design"]
 
 
 def c_header(rmap, guard="MULFREE_REGS_H"):
@@ -121,31 +83,6 @@ def write_regs_design(cfg: CoreConfig, out_dir):
                          lambda: regs_manifest(cfg, comp))
 
 
-def stream_section(cfg: CoreConfig):
-    """The manifest's ``stream`` section: packet types, vector sizes, the descriptor's fields."""
-    e = cfg.engine
-    vb = cfg.vector_bits
-    return {
-        "width": cfg.stream_width,
-        "header": {"type_bits": [3, 0], "count_bits": [31, 8],
-                   "reserved": "bits [7:4] and above 31 are 0"},
-        "packet_types": dict(PACKET_TYPES),
-        "vector_bits": vb,
-        "vector_beats": {t: cfg.beats(b) for t, b in vb.items()},
-        "descriptor": {
-            "bits": DESC_BITS,
-            "fields": [{"name": n, "word": w, "bits": [lo + width - 1, lo]}
-                       for w, lo, width, n in DESC_FIELDS],
-            "flags": dict(DESC_FLAGS),
-        },
-        "params_vector": {"bias": [e.acc_width - 1, 0],
-                          "shift": [e.acc_width + shift_width(e) - 1, e.acc_width],
-                          "relu": e.acc_width + shift_width(e)},
-        "shift_entry_bits": SHIFT_ENTRY_BITS,
-        "order": "docs/interface.md, 'Stream formats'",
-    }
-
-
 def core_modules(cfg: CoreConfig):
     """``[(component, module name)]``: the core, then the PE column module of an array."""
     if cfg.engine.arch == "tree":
@@ -163,38 +100,11 @@ def convert_core_rtlil(cfg: CoreConfig):
 
 
 def core_manifest(cfg: CoreConfig):
-    """The manifest of a generated core: what a host needs to drive it."""
-    e = cfg.engine
-    eng = engine_manifest(e)
-    return {
-        "mulfree_version": __version__,
-        "manifest_version": MANIFEST_VERSION,
-        "kind": "core",
-        "top": cfg.top_name,
-        "files": {"verilog": f"{cfg.top_name}.v"},
-        "parameters": cfg.params(),
-        "engine": {k: eng[k] for k in ("parameters", "derived", "weights", "timing")
-                   if k in eng},
-        "ports": port_list(core_signature(cfg)),
-        "clock": "clk", "reset": "rst (synchronous, active high)",
-        "registers": registers_section(cfg.register_map),
-        "stream": stream_section(cfg),
-        "core": {
-            "hazard_window": hazard_window(cfg),
-            "x_fifo_depth": X_FIFO_DEPTH,
-            "setup_cycles": len(STEPS) * 18 + 2,
-            "buffers": {
-                "fmap": {"depth": cfg.fmap_vectors, "width": e.rows * e.act_bits,
-                         "banks": e.rows},
-                "weights": {"depth": cfg.weight_rows, "width": e.cols * e.code_width},
-                "acc": {"depth": cfg.acc_entries, "width": e.cols * e.acc_width},
-                "post_table": {"channels": cfg.max_channels},
-                "shift_table": {"depth": -(-cfg.max_channels // e.rows),
-                                "width": e.rows * SHIFT_ENTRY_BITS},
-                "out": {"depth": cfg.out_vectors, "width": e.cols * e.act_bits},
-            },
-        },
-    }
+    """The manifest of the core ``cfg`` (:func:`mulfree.spec.manifest.core_manifest`), its ports
+    checked against :func:`mulfree.rtl.core.core_signature`."""
+    doc = spec_core_manifest(cfg)
+    check_ports(doc["ports"], core_signature(cfg), cfg.top_name)
+    return doc
 
 
 def write_core_design(cfg: CoreConfig, out_dir):

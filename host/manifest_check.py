@@ -9,7 +9,7 @@ from another generator) would make the two halves talk about different cores.
 
 :func:`check_manifest` therefore rebuilds the :class:`~mulfree.spec.core_config.CoreConfig`
 from ``parameters`` (every field type-checked), regenerates the whole manifest from it with
-:func:`mulfree.gen.core_manifest.core_manifest` and requires the document to equal it field
+:func:`mulfree.spec.manifest.core_manifest` (NumPy-free, no Amaranth) and requires the document to equal it field
 for field (types included: ``true`` is not ``1``). Only ``mulfree_version`` (a short version
 string) and ``top`` (any Verilog identifier: ``mulfree build`` names cores) are free;
 ``files.verilog`` must be ``<top>.v`` and resolve inside the manifest's folder.
@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..spec.config import ConfigError
 from ..spec.core_config import CoreConfig
+from ..spec.manifest import core_manifest
 from ..spec.safe_io import FileCheckError, check_verilog_name, inside, read_json
 
 
@@ -181,7 +182,6 @@ def _difference_message(where, diff):
 
 
 def _regenerated(cfg):
-    from ..gen.core_manifest import core_manifest
     # Through JSON, as the file went: tuples become lists, keys strings.
     return json.loads(json.dumps(core_manifest(cfg)))
 

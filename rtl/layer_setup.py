@@ -17,7 +17,8 @@ from amaranth.hdl import Signal, Module, Const, Cat, Mux, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..spec.core_config import CoreConfig, DESC_FIELDS, DESC_FLAGS, DESC_BITS, CORE_ERRORS
+from ..spec.core_config import (CoreConfig, DESC_FIELDS, DESC_FLAGS, DESC_BITS, CORE_ERRORS,
+                                SETUP_STEPS as STEPS)
 
 
 __all__ = ["LayerSetup", "desc_layout", "sizes_layout", "STEPS", "error_code"]
@@ -65,25 +66,6 @@ def sizes_layout():
     return data.StructLayout({name: unsigned(SIZE_BITS) for name in SIZES})
 
 
-#: The setup program: ``(result, op, a, b)`` with ``a`` up to 48 bits and ``b`` up to 16 bits
-#: (the multiplier iterates over ``b``). Operands name descriptor fields, earlier results, or
-#: the constants ``R``/``C`` (rows, cols); ``"x-1"`` is ``x - 1``, ``"x+R-1"`` is ``x + R - 1``.
-STEPS = (
-    ("kk", "mul", "kernel_h", "kernel_w"),
-    ("k", "mul", "in_c", "kk"),
-    ("ct", "div", "in_c+R-1", "R"),
-    ("nt", "div", "out_c+C-1", "C"),
-    ("kt", "mul", "kk", "ct"),
-    ("nkt", "mul", "kt", "nt"),
-    ("wrows", "mul", "nkt", "R"),
-    ("row", "mul", "in_w", "ct"),
-    ("acts", "mul", "row", "in_h"),
-    ("sct", "mul", "ct", "stride_w"),
-    ("srow", "mul", "row", "stride_h"),
-    ("m", "mul", "out_h", "out_w"),
-    ("eh", "mul", "out_h-1", "stride_h"),
-    ("ew", "mul", "out_w-1", "stride_w"),
-)
 _B_BITS = 16
 
 

@@ -13,7 +13,7 @@ from .post_config import check_post_config
 from .regmap import Field, Register, RegisterMap
 
 
-__all__ = ["CoreConfig", "CORE_MAGIC", "CORE_VERSION", "STREAM_WIDTHS", "CORE_LIMITS",
+__all__ = ["SETUP_STEPS", "CoreConfig", "CORE_MAGIC", "CORE_VERSION", "STREAM_WIDTHS", "CORE_LIMITS",
            "core_register_map", "PACKET_TYPES", "CORE_ERRORS", "DESC_FIELDS", "DESC_FLAGS",
            "DESC_BITS", "SHIFT_ENTRY_BITS", "ISSUE_FIFO_DEPTH"]
 
@@ -76,6 +76,26 @@ DESC_FLAGS = {"shift": 0, "reuse_weights": 1}
 DESC_BITS = 5 * 32
 #: Bits per channel of a shift-table vector: dy in [1:0], dx in [3:2], both signed.
 SHIFT_ENTRY_BITS = 4
+
+#: The layer setup program (:class:`~mulfree.rtl.layer_setup.LayerSetup`): ``(result, op, a, b)`` with ``a`` up to 48 bits and ``b`` up to 16 bits
+#: (the multiplier iterates over ``b``). Operands name descriptor fields, earlier results, or
+#: the constants ``R``/``C`` (rows, cols); ``"x-1"`` is ``x - 1``, ``"x+R-1"`` is ``x + R - 1``.
+SETUP_STEPS = (
+    ("kk", "mul", "kernel_h", "kernel_w"),
+    ("k", "mul", "in_c", "kk"),
+    ("ct", "div", "in_c+R-1", "R"),
+    ("nt", "div", "out_c+C-1", "C"),
+    ("kt", "mul", "kk", "ct"),
+    ("nkt", "mul", "kt", "nt"),
+    ("wrows", "mul", "nkt", "R"),
+    ("row", "mul", "in_w", "ct"),
+    ("acts", "mul", "row", "in_h"),
+    ("sct", "mul", "ct", "stride_w"),
+    ("srow", "mul", "row", "stride_h"),
+    ("m", "mul", "out_h", "out_w"),
+    ("eh", "mul", "out_h-1", "stride_h"),
+    ("ew", "mul", "out_w-1", "stride_w"),
+)
 
 
 @dataclass(frozen=True)

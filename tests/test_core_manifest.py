@@ -6,8 +6,14 @@ from pathlib import Path
 
 from mulfree.spec.config import ArrayConfig
 from mulfree.spec.core_config import CoreConfig
-from mulfree.gen.core_manifest import (c_header, markdown_table, registers_section,
-                                       write_regs_design)
+import pytest
+
+from mulfree.gen.core_manifest import c_header, markdown_table, write_regs_design
+from mulfree.gen.manifest import check_ports, port_list
+from mulfree.rtl.array import array_signature
+from mulfree.rtl.core import core_signature
+from mulfree.spec import ports
+from mulfree.spec.manifest import registers_section
 from mulfree.spec.regmap import REG_ERRORS
 
 
@@ -103,3 +109,28 @@ def test_core_manifest_sections(tmp_path):
     text = v_path.read_text()
     assert f"module {cfg.top_name}(" in text
     assert "MULFREE_CORE_ERROR_SHORT 4u" in c_header(cfg.register_map)
+
+
+@pytest.mark.parametrize("pe", ["shift", "adder", "mult"])
+@pytest.mark.parametrize("arch", ["array", "tree"])
+@pytest.mark.parametrize("rows,cols,act_bits", [(1, 1, 2), (3, 2, 8), (16, 16, 8), (5, 7, 12)])
+def test_spec_ports_are_the_engine_signature(pe, arch, rows, cols, act_bits):
+    """The manifest's ports (computed without Amaranth) equal the elaborated signature's."""
+    cfg = ArrayConfig(pe=pe, arch=arch, rows=rows, cols=cols, act_bits=act_bits)
+    assert ports.array_ports(cfg) == port_list(array_signature(cfg))
+
+
+@pytest.mark.parametrize("stream_width", [32, 64, 128, 256])
+@pytest.mark.parametrize("addr_width", [10, 12, 16])
+def test_spec_ports_are_the_core_signature(stream_width, addr_width):
+    cfg = CoreConfig(stream_width=stream_width, axil_addr_width=addr_width)
+    assert ports.core_ports(cfg) == port_list(core_signature(cfg))
+
+
+def test_generator_refuses_ports_that_differ_from_the_rtl():
+    cfg = CoreConfig()
+    wrong = ports.core_ports(cfg)
+    wrong[-1] = dict(wrong[-1], width=2)
+    with pytest.raises(RuntimeError, match="irq"):
+        check_ports(wrong, core_signature(cfg), cfg.top_name)
+    check_ports(ports.core_ports(cfg), core_signature(cfg), cfg.top_name)
