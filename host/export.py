@@ -4,7 +4,7 @@
   integer export directory (:func:`mulfree.host.export_format.write_export`:
   ``model.safetensors`` + ``model.json``).
 * :func:`save_float` / :func:`load_float` keep the *float* weights of a demo model
-  (:data:`mulfree.host.train.MODELS`) as one safetensors file (``state_dict`` tensors plus
+  (:data:`mulfree.host.models.MODELS`) as one safetensors file (``state_dict`` tensors plus
   the metadata ``format = "mulfree-float"``, ``model = <name>``), so a model trained once can
   be exported again later, e.g. with another ``act_bits``. Nothing is pickled: the file is
   read with :func:`safetensors.safe_open`, never ``torch.load``.
@@ -86,15 +86,15 @@ def _signature(model):
 
 def _fresh(name):
     """``build_model(name)`` without touching the caller's random state."""
-    from .train import build_model
+    from .models import build_model
     with torch.random.fork_rng(devices=[]):
         return build_model(name)
 
 
 def identify_model(model):
-    """The name of the demo model (:data:`~mulfree.host.train.MODELS`) ``model`` is an
+    """The name of the demo model (:data:`~mulfree.host.models.MODELS`) ``model`` is an
     instance of (same modules, tensor names and shapes), or None."""
-    from .train import MODELS
+    from .models import MODELS
     sig = _signature(model)
     for name in MODELS:
         if _signature(_fresh(name)) == sig:
@@ -108,11 +108,11 @@ def save_float(model, path, *, name=None):
     Parameters
     ----------
     model : torch.nn.Module
-        One of the demo models (:func:`mulfree.host.train.build_model`), trained or not.
+        One of the demo models (:func:`mulfree.host.models.build_model`), trained or not.
     path : str or path
         The file, replaced atomically (a temporary file renamed over it).
     name : str, optional
-        The model's name in :data:`~mulfree.host.train.MODELS`; default: recognised from the
+        The model's name in :data:`~mulfree.host.models.MODELS`; default: recognised from the
         model's modules and tensors (:func:`identify_model`). If given it must match.
 
     Raises
@@ -121,15 +121,15 @@ def save_float(model, path, *, name=None):
         If ``model`` is not a demo model (or not the ``name`` one).
     """
     from safetensors.torch import save_file
-    from .train import _check_name
+    from .models import check_model_name
     found = identify_model(model)
     if name is not None:
-        _check_name(name)
+        check_model_name(name)
         if found != name:
             raise ValueError(f"model is not a {name} (its modules or tensors differ from "
                              f"build_model({name!r}))")
     elif found is None:
-        raise ValueError("model is not one of the demo models of mulfree.host.train.MODELS "
+        raise ValueError("model is not one of the demo models of mulfree.host.models.MODELS "
                          "(its modules or tensors differ from each)")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = os.fspath(path)
@@ -181,8 +181,8 @@ def load_float(name, path):
     FloatWeightsError
         Naming the file and the first mismatch.
     """
-    from .train import _check_name
-    _check_name(name)
+    from .models import check_model_name
+    check_model_name(name)
     path = os.fspath(path)
     metadata, tensors = _read_float(path)
     if metadata.get("format") != FLOAT_FORMAT:
@@ -271,8 +271,9 @@ def run_export(name, float_path, output, *, act_bits=8, echo=print):
     OSError
         If ``output`` cannot be written.
     """
-    from .train import _check_name, digits_split, evaluate
-    _check_name(name)
+    from .datasets import digits_split
+    from .models import check_model_name, evaluate
+    check_model_name(name)
     if isinstance(act_bits, bool) or not isinstance(act_bits, (int, np.integer)) \
             or not 2 <= act_bits <= 16:
         raise ValueError(f"act_bits must be an integer in 2..16, not {act_bits!r}")

@@ -41,6 +41,7 @@ from .datasets import DIGITS_SCALE, digits_split
 from ..spec.safe_io import write_atomic
 from .layers import (AdderConv2d, AdderLinear, AdderLRScaler, ShiftConv2d, ShiftLinear,
                      round_log2)
+from .models import MODELS, build_model, check_model_name, evaluate
 
 
 __all__ = ["MODELS", "DEFAULT_EPOCHS", "DIGITS_SCALE", "digits_split", "build_model",
@@ -54,78 +55,10 @@ DEFAULT_EPOCHS = {"deepshift_mlp": 20, "deepshift_cnn": 15, "adder_cnn": 15,
 _BATCH = 64
 
 
-# Models --------------------------------------------------------------------------------------
-
-def _deepshift_mlp():
-    return nn.Sequential(
-        nn.Flatten(),
-        ShiftLinear(64, 64, bias=False, mode="q"), nn.BatchNorm1d(64), nn.ReLU(),
-        nn.Dropout(0.1),
-        ShiftLinear(64, 10, mode="q"),
-    )
-
-
-def _deepshift_cnn():
-    return nn.Sequential(
-        ShiftConv2d(1, 16, 3, padding=1, bias=False, mode="q"), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.MaxPool2d(2),                                                    # 16 x 4 x 4
-        ShiftConv2d(16, 32, 3, padding=1, bias=False, mode="q"), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.MaxPool2d(2),                                                    # 32 x 2 x 2
-        nn.Flatten(),
-        ShiftLinear(128, 10, mode="q"),
-    )
-
-
-# Adder layers cost an [rows, out, K] intermediate on the CPU: the adder models stay narrow.
-
-def _adder_cnn():
-    return nn.Sequential(
-        AdderConv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.MaxPool2d(2),                                                    # 8 x 4 x 4
-        AdderConv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.MaxPool2d(2),                                                    # 16 x 2 x 2
-        nn.Flatten(),
-        AdderLinear(64, 10, bias=False), nn.BatchNorm1d(10),
-    )
-
-
-def _shiftadd_cnn():
-    # ShiftAddNet: every convolution is a DeepShift-PS layer followed by an adder layer.
-    return nn.Sequential(
-        ShiftConv2d(1, 8, 3, padding=1, bias=False, mode="ps"), nn.BatchNorm2d(8), nn.ReLU(),
-        AdderConv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.MaxPool2d(2),                                                    # 8 x 4 x 4
-        ShiftConv2d(8, 16, 3, padding=1, bias=False, mode="ps"), nn.BatchNorm2d(16), nn.ReLU(),
-        AdderConv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        nn.MaxPool2d(2),                                                    # 16 x 2 x 2
-        nn.Flatten(),
-        ShiftLinear(64, 10, mode="ps"),
-    )
-
-
-#: Model name -> builder of a fresh (randomly initialised) model.
-MODELS = {"deepshift_mlp": _deepshift_mlp, "deepshift_cnn": _deepshift_cnn,
-          "adder_cnn": _adder_cnn, "shiftadd_cnn": _shiftadd_cnn}
-
-
-def _check_name(name):
-    if name not in MODELS:
-        raise ValueError(f"model must be one of {', '.join(MODELS)}, not {name!r}")
-    return name
-
-
 def _check_count(param, value, minimum):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{param} must be an integer >= {minimum}, not {value!r}")
     return int(value)
-
-
-def build_model(name):
-    """A fresh ``nn.Sequential`` of the demo model ``name`` (one of :data:`MODELS`).
-
-    Initialised from torch's global random state; :func:`train_model` seeds it.
-    """
-    return MODELS[_check_name(name)]()
 
 
 # Training -----------------------------------------------------------------------------------
@@ -168,21 +101,6 @@ def _adder_bns(model):
 _MIN_ADDER_BN_SCALE = 1e-3
 
 
-@torch.no_grad()
-def evaluate(model, x, y, batch=512):
-    """Top-1 accuracy (a float in [0, 1]) of ``model`` in eval mode on arrays ``x``, ``y``."""
-    was_training = model.training
-    model.eval()
-    try:
-        correct = 0
-        for i in range(0, len(x), batch):
-            logits = model(torch.as_tensor(x[i:i + batch]))
-            correct += int((logits.argmax(1) == torch.as_tensor(y[i:i + batch])).sum())
-    finally:
-        model.train(was_training)
-    return correct / len(x)
-
-
 def train_model(name, *, epochs=None, seed=0, progress=True, data=None):
     """Train the demo model ``name`` on the digits training split; measure it on the test split.
 
@@ -207,7 +125,7 @@ def train_model(name, *, epochs=None, seed=0, progress=True, data=None):
         ``float_train_accuracy``, ``float_accuracy`` (test), ``seconds`` (training time).
     """
     from tqdm import tqdm
-    _check_name(name)
+    check_model_name(name)
     epochs = DEFAULT_EPOCHS[name] if epochs is None else _check_count("epochs", epochs, 1)
     seed = _check_count("seed", seed, 0)
     data = digits_split() if data is None else data

@@ -1,0 +1,97 @@
+"""The four demo networks on scikit-learn's 8x8 digits, and their top-1 accuracy.
+
+The models are small ``nn.Sequential`` stacks built only from modules the integer exporter
+understands (:mod:`mulfree.host.layers` shift and adder layers, BatchNorm directly after a
+weight layer, ReLU, Flatten, 2x2 max pooling, Dropout); :mod:`mulfree.host.train` trains them
+and :mod:`mulfree.host.export` saves and exports them.
+"""
+
+import torch
+from torch import nn
+
+from .layers import AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinear
+
+
+__all__ = ["MODELS", "check_model_name", "build_model", "evaluate"]
+
+
+def _deepshift_mlp():
+    return nn.Sequential(
+        nn.Flatten(),
+        ShiftLinear(64, 64, bias=False, mode="q"), nn.BatchNorm1d(64), nn.ReLU(),
+        nn.Dropout(0.1),
+        ShiftLinear(64, 10, mode="q"),
+    )
+
+
+def _deepshift_cnn():
+    return nn.Sequential(
+        ShiftConv2d(1, 16, 3, padding=1, bias=False, mode="q"), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.MaxPool2d(2),                                                    # 16 x 4 x 4
+        ShiftConv2d(16, 32, 3, padding=1, bias=False, mode="q"), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.MaxPool2d(2),                                                    # 32 x 2 x 2
+        nn.Flatten(),
+        ShiftLinear(128, 10, mode="q"),
+    )
+
+
+# Adder layers cost an [rows, out, K] intermediate on the CPU: the adder models stay narrow.
+
+def _adder_cnn():
+    return nn.Sequential(
+        AdderConv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.MaxPool2d(2),                                                    # 8 x 4 x 4
+        AdderConv2d(8, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.MaxPool2d(2),                                                    # 16 x 2 x 2
+        nn.Flatten(),
+        AdderLinear(64, 10, bias=False), nn.BatchNorm1d(10),
+    )
+
+
+def _shiftadd_cnn():
+    # ShiftAddNet: every convolution is a DeepShift-PS layer followed by an adder layer.
+    return nn.Sequential(
+        ShiftConv2d(1, 8, 3, padding=1, bias=False, mode="ps"), nn.BatchNorm2d(8), nn.ReLU(),
+        AdderConv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.MaxPool2d(2),                                                    # 8 x 4 x 4
+        ShiftConv2d(8, 16, 3, padding=1, bias=False, mode="ps"), nn.BatchNorm2d(16), nn.ReLU(),
+        AdderConv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.MaxPool2d(2),                                                    # 16 x 2 x 2
+        nn.Flatten(),
+        ShiftLinear(64, 10, mode="ps"),
+    )
+
+
+#: Model name -> builder of a fresh (randomly initialised) model.
+MODELS = {"deepshift_mlp": _deepshift_mlp, "deepshift_cnn": _deepshift_cnn,
+          "adder_cnn": _adder_cnn, "shiftadd_cnn": _shiftadd_cnn}
+
+
+def check_model_name(name):
+    """``name`` if it is one of :data:`MODELS`, else :class:`ValueError` naming them."""
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, not {name!r}")
+    return name
+
+
+def build_model(name):
+    """A fresh ``nn.Sequential`` of the demo model ``name`` (one of :data:`MODELS`).
+
+    Initialised from torch's global random state; :func:`train_model` seeds it.
+    """
+    return MODELS[check_model_name(name)]()
+
+
+@torch.no_grad()
+def evaluate(model, x, y, batch=512):
+    """Top-1 accuracy (a float in [0, 1]) of ``model`` in eval mode on arrays ``x``, ``y``."""
+    was_training = model.training
+    model.eval()
+    try:
+        correct = 0
+        for i in range(0, len(x), batch):
+            logits = model(torch.as_tensor(x[i:i + batch]))
+            correct += int((logits.argmax(1) == torch.as_tensor(y[i:i + batch])).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(x)
