@@ -45,7 +45,7 @@ from ..spec.safe_io import (MAX_JSON_DEPTH, FileCheckError, inside, json_depth, 
 from ..spec.int_model import (DTYPES, FORMAT_NAME, FORMAT_VERSION, LAYER_KINDS, MAX_DIM,
                             MAX_NAME_LENGTH, MAX_PADDING, MAX_STRIDE, MODEL_JSON,
                             MODEL_TENSORS, OUTPUTS, SCALE_EXP_LIMITS, SHIFT_OFFSETS,
-                            ExportError, IntConv2d, IntInput, IntLinear, IntModel, _code_range,
+                            ExportError, IntConv2d, IntInput, IntLinear, IntModel, code_range,
                             layer_config, layer_shapes)
 
 
@@ -106,7 +106,7 @@ def _dtype_for(lo, hi):
 
 def _tensor_ranges(layer, cfg):
     """``{field: (lo, hi)}`` of the arrays a layer stores."""
-    ranges = {"codes": _code_range(cfg), "bias": bias_range(cfg), "shift": shift_range(cfg),
+    ranges = {"codes": code_range(cfg), "bias": bias_range(cfg), "shift": shift_range(cfg),
               "relu": (0, 1)}
     if getattr(layer, "shifts", None) is not None:
         ranges["shifts"] = SHIFT_OFFSETS

@@ -21,7 +21,7 @@ from amaranth.lib.wiring import In, Out
 from ..spec.config import ArrayConfig, signed_width
 
 
-__all__ = ["PE", "ShiftPE", "AdderPE", "MultPE", "pe_class"]
+__all__ = ["PE", "ShiftPE", "AdderPE", "MultPE", "pe_class", "mux_tree"]
 
 
 class PE(wiring.Component):
@@ -115,7 +115,7 @@ def _sub_with_borrow(a, b, borrow):
     return total[1:].as_signed()
 
 
-def _select(index, values):
+def mux_tree(index, values):
     """``values[index]`` as a balanced tree of two-way multiplexers, ``index[0]`` at the leaves."""
     values = list(values)
     for bit in range(len(index)):
@@ -140,7 +140,7 @@ class ShiftPE(PE):
         e = code[:-1]
         low, high = e[0], e[1:]
         # x << 2h for every h; the widest one sets the common (signed) width.
-        wide = _select(high, [x << (2 * h) for h in range(1 << len(high))])
+        wide = mux_tree(high, [x << (2 * h) for h in range(1 << len(high))])
         # e = 2h + 1 shifts by 2h; e = 2h (h > 0) by 2h - 1, which drops only a zero bit of
         # x << 2h; e = 0 is the zero weight.
         magnitude = Mux(low, wide, Mux(high == 0, 0, wide >> 1))

@@ -38,7 +38,7 @@ from amaranth.lib import wiring
 
 from ..spec.config import ArrayConfig
 from .array import array_signature
-from .pe import _select
+from .pe import mux_tree
 from .tiles import tile_sequencer
 
 
@@ -130,7 +130,7 @@ class TreeEngine(wiring.Component):
             s, e = code[-1], code[:-1]
             low, high = e[0], e[1:]
             # x << p as in ShiftPE: x << 2h for every h, then one more halving step.
-            wide = _select(high, [x << (2 * h) for h in range(1 << len(high))])
+            wide = mux_tree(high, [x << (2 * h) for h in range(1 << len(high))])
             magnitude = Mux(low, wide, Mux(high == 0, 0, wide >> 1))
             return Cat(magnitude[:cfg.act_bits + cfg.max_shift], s)   # {s, t}
         return (x * code.as_signed())[:cfg.tree_leaf_width]

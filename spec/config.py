@@ -14,7 +14,7 @@ from .safe_io import FileCheckError, check_verilog_name
 
 __all__ = [
     "ConfigError", "PE_KINDS", "ARCHS", "ArrayConfig", "signed_width", "unsigned_width",
-    "int_range", "tree_level_counts", "check_name",
+    "int_range", "tree_level_counts", "check_name", "check_int_range",
 ]
 
 
@@ -93,7 +93,8 @@ def tree_level_counts(k):
     return levels
 
 
-def _check_int(param, value, lo, hi):
+def check_int_range(param, value, lo, hi):
+    """Raise :class:`ConfigError` unless ``value`` is an integer (not a bool) in ``lo..hi``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(param, f"{param} must be an integer in [{lo}, {hi}], not {value!r}")
     if not lo <= value <= hi:
@@ -149,7 +150,7 @@ class ArrayConfig:
             raise ConfigError("arch", f"arch must be one of {', '.join(ARCHS)}, "
                                       f"not {self.arch!r}")
         if self.arch == "tree":
-            _check_int("tree_levels_per_stage", self.tree_levels_per_stage,
+            check_int_range("tree_levels_per_stage", self.tree_levels_per_stage,
                        *LIMITS["tree_levels_per_stage"])
         elif self.tree_levels_per_stage != 1:
             raise ConfigError(
@@ -157,7 +158,7 @@ class ArrayConfig:
                 f"tree_levels_per_stage applies to arch='tree' only, so it must be 1 for "
                 f"arch={self.arch!r}, not {self.tree_levels_per_stage!r}")
         for param in ("rows", "cols", "act_bits"):
-            _check_int(param, getattr(self, param), *LIMITS[param])
+            check_int_range(param, getattr(self, param), *LIMITS[param])
         if self.pe == "adder":
             if self.weight_bits is not None and self.weight_bits != self.act_bits:
                 raise ConfigError(
@@ -168,8 +169,8 @@ class ArrayConfig:
         else:
             if self.weight_bits is None:
                 object.__setattr__(self, "weight_bits", DEFAULT_WEIGHT_BITS[self.pe])
-            _check_int("weight_bits", self.weight_bits, *WEIGHT_BITS_LIMITS[self.pe])
-        _check_int("max_k", self.max_k, self.rows, LIMITS["max_k"][1])
+            check_int_range("weight_bits", self.weight_bits, *WEIGHT_BITS_LIMITS[self.pe])
+        check_int_range("max_k", self.max_k, self.rows, LIMITS["max_k"][1])
         if self.acc_width > MAX_ACC_WIDTH:
             raise ConfigError(
                 "max_k",

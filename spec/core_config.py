@@ -8,7 +8,7 @@ manifest's ``registers`` section, the C header and the table in ``docs/interface
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from .config import ArrayConfig, ConfigError, check_name, PE_KINDS, ARCHS, unsigned_width, _check_int
+from .config import ArrayConfig, ConfigError, check_name, PE_KINDS, ARCHS, unsigned_width, check_int_range
 from .post_config import check_post_config
 from .regmap import Field, Register, RegisterMap
 
@@ -143,7 +143,7 @@ class CoreConfig:
             raise ConfigError("stream_width", f"stream_width must be one of "
                               f"{', '.join(map(str, STREAM_WIDTHS))}, not {self.stream_width!r}")
         for param, (lo, hi) in CORE_LIMITS.items():
-            _check_int(param, getattr(self, param), lo, hi)
+            check_int_range(param, getattr(self, param), lo, hi)
         # The core post-processes every result: refuse an accumulator too wide for it here,
         # in one line, rather than deep in the elaboration.
         check_post_config(self.engine)

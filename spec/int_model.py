@@ -59,7 +59,7 @@ from .post_config import bias_range, check_post_config, shift_range
 __all__ = [
     "ExportError", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_JSON", "MODEL_TENSORS", "OUTPUTS",
     "IntInput", "IntLinear", "IntConv2d", "IntFlatten", "IntMaxPool2d", "IntModel",
-    "layer_config", "layer_shapes",
+    "layer_config", "layer_shapes", "code_range",
     "SCALE_EXP_LIMITS", "MAX_DIM", "MAX_KERNEL", "MAX_STRIDE", "MAX_PADDING", "MAX_NAME_LENGTH",
 ]
 
@@ -315,7 +315,7 @@ def _check_array(param, arr, shape, lo, hi):
                                  f"range)")
 
 
-def _code_range(cfg: ArrayConfig):
+def code_range(cfg: ArrayConfig):
     """Allowed codes: shift codes are unsigned ``weight_bits`` wide (both zero codes)."""
     if cfg.pe == "shift":
         return 0, (1 << cfg.code_width) - 1
@@ -479,7 +479,7 @@ def layer_shapes(model: IntModel):
                                   f"{where}.weight_bits of an adder layer must equal its "
                                   f"act_bits = {a} (or be None), not {layer.weight_bits!r}")
             cfg = _check_post(where, layer, n)
-            _check_array(f"{where}.codes", codes, codes.shape, *_code_range(cfg))
+            _check_array(f"{where}.codes", codes, codes.shape, *code_range(cfg))
             bits = a
         _check_shape(where, out, f"output of {kind}")
         result.append((shape, out, bits))
