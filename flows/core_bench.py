@@ -1,4 +1,5 @@
-"""``mulfree bench core``: PE utilization of whole layers on the generated core.
+"""``mulfree bench core`` and ``coresynth``: PE utilization of whole layers on the generated
+core, and the whole core's FPGA resources per PE kind.
 
 Utilization = terms computed / (PEs x busy cycles), both read from the core's performance
 counters after a run of the generated Verilog on Verilator — the cycle count includes the
@@ -24,10 +25,14 @@ from ..spec.config import ArrayConfig
 from ..spec.core_config import CoreConfig
 
 
-__all__ = ["WORKLOADS", "bench_core", "format_core", "plot_core", "UTILIZATION_TARGET"]
+__all__ = ["WORKLOADS", "bench_core", "format_core", "plot_core", "UTILIZATION_TARGET",
+           "bench_core_synth", "format_core_synth"]
 
+#: Share of busy cycles the engine must compute on the ``matmul`` workload.
 UTILIZATION_TARGET = 0.95
 
+#: The workloads by name: ``kind`` ``matmul`` (m, k, n) or ``conv`` (in_c, h, w, out_c,
+#: kernel, padding, shift).
 WORKLOADS = {
     "matmul": {"kind": "matmul", "m": 256, "k": 256, "n": 256},
     "conv3x3": {"kind": "conv", "in_c": 32, "h": 32, "w": 32, "out_c": 32, "kernel": 3,
@@ -66,6 +71,7 @@ def bench_core(rows=16, cols=16, *, pe="shift", act_bits=8, max_k=1024, stream_w
 
 
 def _bench_core(cfg, workloads, work, progress):
+    """:func:`bench_core` in the folder ``work``: generate, compile, simulate, read counters."""
     from ..sim.runner import build_verilog, run_cocotb
     from ..gen.core_manifest import write_core_design
     rows, cols = cfg.engine.rows, cfg.engine.cols
@@ -196,6 +202,17 @@ def bench_core_synth(rows=16, cols=16, *, pes=("shift", "adder", "mult"), act_bi
 
 
 def format_core_synth(result):
+    """The coresynth result as a text table, one row per PE kind.
+
+    Parameters
+    ----------
+    result : dict
+        What :func:`bench_core_synth` returned.
+
+    Returns
+    -------
+    str
+    """
     keys = ["lut", "ff", "carry4", "dsp", "bram", "lutram", "srl"]
     rows = [(pe, *(r["totals"][k] for k in keys), f"{r['seconds']:.0f}")
             for pe, r in result["runs"].items()]

@@ -194,7 +194,7 @@ def test_cli_bad_input(args, option, value, tmp_path, capsys):
 # Benchmark -----------------------------------------------------------------------------------
 
 def test_bench_tree_tiny(tmp_path):
-    from mulfree.flows.bench import bench_tree, format_tree
+    from mulfree.flows.bench_tree import bench_tree, format_tree
     result = bench_tree(2, 3, act_bits=2, max_k=4, variants=["adder", "mult"], jobs=2,
                         work_dir=tmp_path, progress=None)
     adder = result["variants"]["adder"]
