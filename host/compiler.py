@@ -31,9 +31,9 @@ from ..spec.layer_golden import PostParams
 from ..spec.model_golden import maxpool2x2
 from . import stream_pack
 from .export_format import ExportError, IntModel
-from .layer_stream import (Layer, LayerError, _act_rows, _descriptor_words, _first_block_acts,
-                           _params_vectors, _shift_vectors, _weight_rows, check_layer,
-                           layer_geometry)
+from .core_layer import Layer, LayerError, check_layer, layer_geometry
+from .stream_format import (act_rows, descriptor_words_unchecked, first_block_acts,
+                            params_vectors, shift_vectors, weight_rows)
 
 
 __all__ = ["CompileError", "CoreStep", "HostStep", "Program", "compile_model",
@@ -192,7 +192,7 @@ def _run_x_shape(step, images):
 
 
 def step_layer(step: CoreStep, x, *, reuse):
-    """The :class:`~mulfree.host.layer_stream.Layer` of one run of ``step``.
+    """The :class:`~mulfree.host.core_layer.Layer` of one run of ``step``.
 
     ``x`` is one image ``[C, H, W]`` for a convolution, or the run's ``[B, K]`` images for a
     linear layer (or already the ``[K, 1, B]`` map).
@@ -343,13 +343,13 @@ def _weight_packets(cfg, step, max_bytes):
     e = cfg.engine
     layer = step_layer(step, np.zeros(_run_x_shape(step, 1), dtype=np.int64), reuse=False)
     g = layer_geometry(cfg, layer)
-    params = _ints_to_beats(cfg, _params_vectors(cfg, layer, g), "PARAMS")
+    params = _ints_to_beats(cfg, params_vectors(cfg, layer, g), "PARAMS")
     out = stream_pack.packets(cfg, "PARAMS", params, max_bytes)
     if step.shifts is not None:
-        vectors = _shift_vectors(cfg, layer, g)
+        vectors = shift_vectors(cfg, layer, g)
         out += stream_pack.packets(cfg, "SHIFT", _ints_to_beats(cfg, vectors, "SHIFT"),
                                    max_bytes)
-    rows = _weight_rows(cfg, step.w_codes, g)
+    rows = weight_rows(cfg, step.w_codes, g)
     out += stream_pack.packets(cfg, "WEIGHTS", stream_pack.pack_elements(cfg, rows,
                                                                          e.code_width),
                                max_bytes)
@@ -357,7 +357,7 @@ def _weight_packets(cfg, step, max_bytes):
 
 
 def _ints_to_beats(cfg, vectors, type_name):
-    """Python-integer vectors as beats (the few vectors packed by ``layer_stream``)."""
+    """Python-integer vectors as beats (the few vectors packed by ``stream_format``)."""
     beats = cfg.beats(cfg.vector_bits[type_name])
     nbytes = beats * cfg.stream_width // 8
     data = b"".join(int(v).to_bytes(nbytes, "little") for v in vectors)
@@ -448,20 +448,20 @@ def encode_run(program: Program, step: CoreStep, x, *, reuse):
     -------
     (list of uint8 arrays, int, Layer)
         The packets (``[beats, beat_bytes]`` each), the result's size in bytes, and the run's
-        :class:`~mulfree.host.layer_stream.Layer` (for :func:`decode_run`).
+        :class:`~mulfree.host.core_layer.Layer` (for :func:`decode_run`).
     """
     cfg = program.core
     layer = step_layer(step, x, reuse=reuse)
     g = layer_geometry(cfg, layer)
     limit = program.max_packet_bytes
-    desc = stream_pack.pack_elements(cfg, np.array([_descriptor_words(layer, g)]), 32)
-    acts = stream_pack.pack_elements(cfg, _act_rows(cfg, layer.x, g), cfg.engine.act_bits)
+    desc = stream_pack.pack_elements(cfg, np.array([descriptor_words_unchecked(layer, g)]), 32)
+    acts = stream_pack.pack_elements(cfg, act_rows(cfg, layer.x, g), cfg.engine.act_bits)
     packets = stream_pack.packets(cfg, "DESC", desc)
     if reuse:
         packets += stream_pack.packets(cfg, "ACTS", acts, limit)
     else:
         per = cfg.beats(cfg.vector_bits["ACTS"])
-        first = _first_block_acts(layer, g) * per
+        first = first_block_acts(layer, g) * per
         packets += [p for p in step.weight_packets if _type_of(p) in (2, 3)]
         packets += stream_pack.packets(cfg, "ACTS", acts[:first], limit)
         packets += [p for p in step.weight_packets if _type_of(p) == 4]
@@ -518,13 +518,13 @@ def decode_run(program: Program, layer: Layer, data):
 
 def emulate_program(program: Program, x):
     """Run ``program`` on quantized inputs ``x`` ``[B, *input_shape]`` with the NumPy model of
-    the core (:func:`mulfree.host.layer_stream.emulate_core`), exactly as a device would: the
+    the core (:func:`mulfree.host.core_emulator.emulate_core`), exactly as a device would: the
     same runs, the same packets (weights sent by a step's first run, then reused), the same
     result bytes. It shares no code with the golden model of the whole network
     (:func:`mulfree.spec.model_golden.run_int_model`), so comparing the two checks the compiler
     without a simulator. Returns the final int64 activations ``[B, ...]``.
     """
-    from .layer_stream import CoreState, emulate_core
+    from .core_emulator import CoreState, emulate_core
     cfg, state, loaded = program.core, CoreState(), None
     bb = cfg.stream_width // 8
     x = np.asarray(x, dtype=np.int64)

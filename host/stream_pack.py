@@ -1,10 +1,11 @@
 """The core's stream formats as bytes: fast NumPy packing for the runtime.
 
-:mod:`mulfree.host.layer_stream` packs a layer into Python-integer beats, one vector at a time:
-clear and exact, the reference the tests check this module against. A runtime sending thousands
-of layers needs the same bytes without a Python loop per vector. Here every vector is built
-with NumPy bit operations, and a beat is ``beat_bytes = stream_width / 8`` little-endian bytes:
-byte ``i`` of a beat is ``tdata[8i+7:8i]``, which is how an AXI DMA lays a stream out in memory.
+:mod:`mulfree.host.stream_format` packs a layer into Python-integer beats, one vector at a
+time: clear and exact, the reference the tests check this module against. A runtime sending
+thousands of layers needs the same bytes without a Python loop per vector. Here every vector is
+built with NumPy bit operations, and a beat is ``beat_bytes = stream_width / 8`` little-endian
+bytes: byte ``i`` of a beat is ``tdata[8i+7:8i]``, which is how an AXI DMA lays a stream out in
+memory.
 
 The formats (``docs/interface.md``, "Stream formats"): a packet is a header beat
 ``{count[31:8], type[3:0]}`` and ``count`` vectors; a vector of ``V`` bits takes

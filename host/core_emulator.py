@@ -1,0 +1,352 @@
+"""A NumPy model of the core's dataflow: one layer's input stream in, the result beats out.
+
+:func:`emulate_core` parses a packed stream beat by beat like the hardware (headers, ``tlast``,
+the descriptor's fields), fills the feature-map and weight buffers, and runs the "Order of
+work" (``docs/interface.md``) block by block and tile by tile through
+:func:`mulfree.spec.golden.array_forward`. Where the core would stop it raises
+:class:`CoreError`; :class:`CoreState` carries the loaded weights from one run to the next.
+It shares no code with the golden output (:mod:`mulfree.host.stream_results`), so a test
+comparing the two checks the formats and the tiling. NumPy only.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..spec.core_config import (CoreConfig, CORE_ERRORS, DESC_FIELDS, DESC_FLAGS,
+                               PACKET_TYPES, SHIFT_ENTRY_BITS)
+from ..spec.post_config import shift_width
+from ..spec.golden import array_forward
+from ..spec.layer_golden import PostParams, postprocess
+from .core_layer import ceil_div
+from .stream_format import (Packet, beats_vector, bit_mask, pack_vector, stream_beats,
+                            unpack_vector, vector_beats)
+
+
+__all__ = ["CoreError", "CoreState", "emulate_core"]
+
+
+#: Packet types in the order :func:`~mulfree.host.stream_format.pack_layer` first sends
+#: them.
+_DATA_TYPES = ("PARAMS", "SHIFT", "WEIGHTS", "ACTS")
+_ERROR_CODES = {name: code for code, name, _ in CORE_ERRORS}
+#: Descriptor fields that are sizes: 0 is error DESCRIPTOR.
+_SIZE_FIELDS = ("in_h", "in_w", "in_c", "out_c", "out_h", "out_w", "kernel_h", "kernel_w",
+                "stride_h", "stride_w", "m_block")
+
+
+class CoreError(ValueError):
+    """A malformed stream: the run would stop with ``ERROR.core_code = code``.
+
+    ``name`` is the code's name in ``CORE_ERRORS`` (``"PACKET"``, ``"SHORT"``, ...); the
+    message starts with it.
+    """
+
+    def __init__(self, name, detail):
+        self.name = name
+        self.code = _ERROR_CODES[name]
+        super().__init__(f"{name} (core error {self.code}): {detail}")
+
+
+
+@dataclass
+class CoreState:
+    """What the core keeps from one run to the next: the loaded PARAMS, SHIFT and WEIGHTS.
+
+    Pass one object to successive :func:`emulate_core` calls to emulate
+    ``flags.reuse_weights``. ``loaded`` is ``None`` after reset and after a run that stopped
+    with an error. Like the core, a reusing run is refused (error REUSE) unless its weight
+    rows, ``out_c`` and shift-table tiles (``CT`` with ``flags.shift``, else 0) equal the
+    loaded ones.
+    """
+
+    loaded: dict | None = field(default=None)
+
+
+def _as_beats(stream):
+    """``(tdata, tlast)`` pairs from a list of :class:`Packet` or of pairs."""
+    stream = list(stream)
+    if all(isinstance(item, Packet) for item in stream):
+        return stream_beats(stream)
+    return [(int(tdata), bool(tlast)) for tdata, tlast in stream]
+
+
+def _parse_header(beat):
+    type_code, count = beat & 0xF, (beat >> 8) & bit_mask(24)
+    names = {code: name for name, code in PACKET_TYPES.items()}
+    if type_code not in names:
+        raise CoreError("PACKET", f"header 0x{beat:x} has the unknown type {type_code}")
+    if (beat >> 4) & 0xF or beat >> 32:
+        raise CoreError("PACKET", f"header 0x{beat:x} has reserved bits set")
+    if count == 0:
+        raise CoreError("PACKET", f"header 0x{beat:x} announces 0 vectors")
+    return names[type_code], count
+
+
+def _read_packet(cfg, beats, start, type_name, count, first_index):
+    """The vectors of the packet whose header is ``beats[start]``, and the next beat's index.
+
+    Beat by beat, as the core: SHORT (``tlast`` before the end, the header included), LONG
+    (none on the last beat), then at each vector's last beat SHIFT_VALUE for a SHIFT vector
+    (``first_index``: the index of the packet's first vector in its type).
+    """
+    bits = cfg.vector_bits[type_name]
+    per = cfg.beats(bits)
+    end = start + count * per
+    vectors = []
+    for i in range(start, end + 1):
+        if i >= len(beats):
+            raise ValueError(f"the stream ends inside a {type_name} packet (beat {i}): the "
+                             f"core would wait for the rest")
+        if beats[i][1] and i < end:
+            raise CoreError("SHORT", f"tlast on beat {i}, but the {type_name} packet of "
+                                     f"{count} vectors started at beat {start} ends at {end}")
+        if i == end and not beats[i][1]:
+            raise CoreError("LONG", f"no tlast on beat {end}, the last of the {type_name} "
+                                    f"packet of {count} vectors that started at beat {start}")
+        if i > start and (i - start) % per == 0:
+            vector = beats_vector(cfg, [b for b, _ in beats[i - per + 1:i + 1]], bits)
+            if type_name == "SHIFT":
+                _check_shift_vector(cfg, vector, first_index + len(vectors))
+            vectors.append(vector)
+    return vectors, end + 1
+
+
+def _parse_descriptor(cfg, vector):
+    words = [(vector >> (32 * w)) & bit_mask(32) for w in range(5)]
+    d = {name: (words[word] >> lo) & bit_mask(width) for word, lo, width, name in DESC_FIELDS}
+    flags = d.pop("flags")
+    known = sum(1 << bit for bit in DESC_FLAGS.values())
+    if flags & ~known:
+        raise CoreError("DESCRIPTOR", f"reserved flag bits set: flags = 0x{flags:x}")
+    d["shift"] = bool(flags >> DESC_FLAGS["shift"] & 1)
+    d["reuse"] = bool(flags >> DESC_FLAGS["reuse_weights"] & 1)
+    return d
+
+
+def _check_desc(cfg, d):
+    """The core's descriptor checks: DESCRIPTOR, then TOO_BIG. Adds the tile counts to ``d``."""
+    e = cfg.engine
+    zero = [name for name in _SIZE_FIELDS if d[name] == 0]
+    if zero:
+        raise CoreError("DESCRIPTOR", f"zero size: {', '.join(zero)}")
+    for pad, kernel in (("pad_h", "kernel_h"), ("pad_w", "kernel_w")):
+        if d[pad] >= d[kernel]:
+            raise CoreError("DESCRIPTOR", f"{pad} = {d[pad]} >= {kernel} = {d[kernel]}")
+    for out, size, k, s, p in (("out_h", "in_h", "kernel_h", "stride_h", "pad_h"),
+                               ("out_w", "in_w", "kernel_w", "stride_w", "pad_w")):
+        want = (d[size] + 2 * d[p] - d[k]) // d[s] + 1
+        if d[out] != want:
+            raise CoreError("DESCRIPTOR", f"{out} = {d[out]} is not the convolution's "
+                                          f"{want}")
+    d["CT"], d["NT"] = ceil_div(d["in_c"], e.rows), ceil_div(d["out_c"], e.cols)
+    d["KT"] = d["kernel_h"] * d["kernel_w"] * d["CT"]
+    too_big = (("K", d["in_c"] * d["kernel_h"] * d["kernel_w"], e.max_k),
+               ("in_c (flags.shift)", d["in_c"] if d["shift"] else 0, cfg.max_channels),
+               ("out_c", d["out_c"], cfg.max_channels),
+               ("m_block", d["m_block"], cfg.acc_entries),
+               ("ACTS", d["in_h"] * d["in_w"] * d["CT"], cfg.fmap_vectors),
+               ("WEIGHTS", d["NT"] * d["KT"] * e.rows, cfg.weight_rows))
+    for what, value, limit in too_big:
+        if value > limit:
+            raise CoreError("TOO_BIG", f"{what} = {value} > {limit}")
+
+
+def _layer_sizes(cfg, d):
+    """What the core compares for ``reuse_weights``: weight rows, ``out_c``, shift tiles."""
+    return {"weight rows": d["NT"] * d["KT"] * cfg.engine.rows, "out_c": d["out_c"],
+            "shift tiles": d["CT"] if d["shift"] else 0}
+
+
+def _check_reuse(cfg, d, state):
+    if not d["reuse"]:
+        return
+    loaded = state.loaded if state is not None else None
+    if loaded is None:
+        raise CoreError("REUSE", "reuse_weights, but no weights are loaded")
+    if loaded["sizes"] != _layer_sizes(cfg, d):
+        raise CoreError("REUSE", f"reuse_weights with {_layer_sizes(cfg, d)}, but the loaded "
+                                 f"ones are {loaded['sizes']}")
+
+
+def _left_counts(cfg, d):
+    sent = not d["reuse"]
+    return {"PARAMS": d["out_c"] if sent else 0,
+            "SHIFT": d["CT"] if sent and d["shift"] else 0,
+            "WEIGHTS": d["NT"] * d["KT"] * cfg.engine.rows if sent else 0,
+            "ACTS": d["in_h"] * d["in_w"] * d["CT"]}
+
+
+def _check_shift_vector(cfg, vector, index):
+    for j in range(cfg.engine.rows):
+        entry = vector >> (SHIFT_ENTRY_BITS * j) & bit_mask(SHIFT_ENTRY_BITS)
+        for name, value in (("dy", entry & 3), ("dx", entry >> 2)):
+            if value == 2:
+                raise CoreError("SHIFT_VALUE", f"SHIFT vector {index}, channel "
+                                               f"{index * cfg.engine.rows + j}: {name} = -2")
+
+
+def _parse_run(cfg, beats, state):
+    """Walk the beats like the core: the descriptor, then data packets of any type and order.
+
+    Returns the descriptor (with tile counts) and the vectors of each data type.
+    """
+    d, left, data, i = None, None, {t: [] for t in _DATA_TYPES}, 0
+    while i < len(beats):
+        type_name, count = _parse_header(beats[i][0])
+        if type_name == "DESC" and count != 1:
+            raise CoreError("PACKET", f"a descriptor of {count} vectors at beat {i}")
+        if type_name != "DESC" and d is None:
+            raise CoreError("PACKET", f"a {type_name} packet at beat {i} before the descriptor")
+        if type_name == "DESC" and d is not None:
+            raise CoreError("DESC_IN_RUN", f"a descriptor at beat {i}")
+        if type_name != "DESC" and count > left[type_name]:
+            raise CoreError("OVERRUN", f"a {type_name} packet of {count} vectors at beat {i}, "
+                                       f"{left[type_name]} left")
+        first = len(data[type_name]) if type_name != "DESC" else 0
+        vectors, i = _read_packet(cfg, beats, i, type_name, count, first)
+        if type_name == "DESC":
+            d = _parse_descriptor(cfg, vectors[0])
+            _check_desc(cfg, d)
+            _check_reuse(cfg, d, state)
+            left = _left_counts(cfg, d)
+            continue
+        data[type_name] += vectors
+        left[type_name] -= count
+    if d is None:
+        raise ValueError("the stream has no descriptor: the core would wait for one")
+    missing = {t: n for t, n in left.items() if n}
+    if missing:
+        raise ValueError(f"the stream ends before the layer's last vector: the core would wait "
+                         f"for {missing} more")
+    return d, data
+
+
+def _decode_buffers(cfg, d, data, state):
+    """The buffers the vectors fill: fmap ``[vectors, R]``, weight rows, params, shift table."""
+    e = cfg.engine
+    fmap = np.array([unpack_vector(v, e.rows, e.act_bits, True) for v in data["ACTS"]])
+    if d["reuse"]:
+        return fmap, state.loaded
+    a, sw = e.acc_width, shift_width(e)
+    p = data["PARAMS"]
+    loaded = {
+        "sizes": _layer_sizes(cfg, d),
+        "weights": np.array([unpack_vector(v, e.cols, e.code_width, e.pe != "shift")
+                             for v in data["WEIGHTS"]]),
+        "bias": np.array([unpack_vector(v, 1, a, True)[0] for v in p]),
+        "post_shift": np.array([unpack_vector(v >> a, 1, sw, True)[0] for v in p]),
+        "relu": np.array([bool(v >> (a + sw) & 1) for v in p]),
+        "shift": None,
+    }
+    if d["shift"]:
+        entries = np.concatenate([unpack_vector(v, e.rows, SHIFT_ENTRY_BITS, False)
+                                  for v in data["SHIFT"]])
+        dy = np.where(entries & 2, (entries & 3) - 4, entries & 3)
+        dx = np.where(entries & 8, (entries >> 2) - 4, entries >> 2)
+        loaded["shift"] = (dy, dx)
+    return fmap, loaded
+
+
+def _gather(cfg, d, fmap, iy, ix, ct, dy, dx):
+    """Input vectors ``[pixels, R]`` of channel tile ``ct`` at map positions ``(iy, ix)``.
+
+    Lane ``j`` reads the buffer at ``(iy + dy[j], ix + dx[j])``; 0 where ``(iy, ix)`` is
+    padding or the shifted source lies outside the map.
+    """
+    h, w = d["in_h"], d["in_w"]
+    sy, sx = iy[:, None] + dy[None, :], ix[:, None] + dx[None, :]
+    inside = (((iy >= 0) & (iy < h) & (ix >= 0) & (ix < w))[:, None]
+              & (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w))
+    addr = (np.clip(sy, 0, h - 1) * w + np.clip(sx, 0, w - 1)) * d["CT"] + ct
+    return np.where(inside, fmap[addr, np.arange(cfg.engine.rows)[None, :]], 0)
+
+
+def _post_lanes(cfg, d, loaded, psum, nt):
+    """Post-processed results ``[pixels, C]`` of tile ``nt``; 0 in lanes beyond ``out_c``."""
+    c = cfg.engine.cols
+    valid = slice(nt * c, min((nt + 1) * c, d["out_c"]))
+    n = valid.stop - valid.start
+    out = np.zeros_like(psum)
+    post = PostParams(loaded["bias"][valid], loaded["post_shift"][valid], loaded["relu"][valid])
+    out[:, :n] = postprocess(cfg.engine, psum[:, :n], post)
+    return out
+
+
+def _run_blocks(cfg, d, fmap, loaded):
+    """The "Order of work": blocks, output tiles, reduction tiles; the result beats."""
+    e = cfg.engine
+    r, kw, ct_n = e.rows, d["kernel_w"], d["CT"]
+    m_all = d["out_h"] * d["out_w"]
+    dy, dx = loaded["shift"] if d["shift"] else (np.zeros(ct_n * r, np.int64),) * 2
+    beats = []
+    for start in range(0, m_all, d["m_block"]):
+        m = np.arange(start, min(start + d["m_block"], m_all))
+        oy, ox = m // d["out_w"], m % d["out_w"]
+        for nt in range(d["NT"]):
+            psum = np.zeros((len(m), e.cols), dtype=np.int64)
+            for kt in range(d["KT"]):
+                ky, rest = divmod(kt, kw * ct_n)
+                kx, ct = divmod(rest, ct_n)
+                lanes = slice(ct * r, (ct + 1) * r)
+                x = _gather(cfg, d, fmap, oy * d["stride_h"] - d["pad_h"] + ky,
+                            ox * d["stride_w"] - d["pad_w"] + kx, ct, dy[lanes], dx[lanes])
+                row = (nt * d["KT"] + kt) * r
+                psum = array_forward(e, loaded["weights"][row:row + r], x, psum)
+            for values in _post_lanes(cfg, d, loaded, psum, nt):
+                beats += vector_beats(cfg, pack_vector(values, e.act_bits),
+                                       cfg.vector_bits["OUT"])
+    return beats
+
+
+def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
+    """Run one layer's input stream through a NumPy model of the core; return the result beats.
+
+    The model parses the stream beat by beat as the hardware does: headers (type, count,
+    reserved bits), ``tlast`` on each packet's last beat only, the descriptor's fields and
+    checks; data packets of any type in any order and number of chunks, each continuing its
+    type. Errors are found in stream order, and at one beat in the core's order: at a header
+    PACKET, DESC_IN_RUN, OVERRUN, SHORT; at a data beat SHORT, LONG, SHIFT_VALUE; after the
+    descriptor DESCRIPTOR, TOO_BIG, REUSE. It fills the buffers as the vector contents say
+    (feature map at ``(iy*in_w + ix)*CT + ct``, weight rows, PARAMS, SHIFT) and runs the order
+    of work: for each block of ``m_block`` pixels, each output tile ``nt``, each reduction
+    tile ``kt = (ky*kernel_w + kx)*CT + ct``, it gathers every pixel's ``rows`` activations by
+    address (0 outside the map, per-lane ``dy, dx`` with ``flags.shift``) and calls
+    :func:`~mulfree.spec.golden.array_forward` with the block's partial sums; after
+    ``kt = KT-1`` it post-processes the ``cols`` lanes and emits the result vectors.
+
+    Parameters
+    ----------
+    stream : list of Packet, or list of (tdata, tlast)
+        One run's input: a :func:`~mulfree.host.stream_format.pack_layer` result or
+        :func:`~mulfree.host.stream_format.stream_beats`-style pairs (needed to model a
+        misplaced ``tlast``).
+    state : CoreState, optional
+        The weights kept from the previous run, for ``flags.reuse_weights``; updated after a
+        successful run and cleared by an error. ``None``: a core fresh out of reset.
+
+    Returns
+    -------
+    list of int
+        ``tdata`` of the result beats (``tlast`` belongs on the last one), as
+        :func:`~mulfree.host.stream_results.expected_beats`.
+
+    Raises
+    ------
+    CoreError
+        Where the core would stop with an error; ``exc.name`` is the ``CORE_ERRORS`` name.
+    ValueError
+        If the stream ends before the layer is complete (the core would wait), or a
+        PARAMS vector holds a shift outside ``shift_range``.
+    """
+    try:
+        d, data = _parse_run(cfg, _as_beats(stream), state)
+    except CoreError:
+        if state is not None:
+            state.loaded = None
+        raise
+    fmap, loaded = _decode_buffers(cfg, d, data, state)
+    beats = _run_blocks(cfg, d, fmap, loaded)
+    if state is not None:
+        state.loaded = loaded
+    return beats

@@ -1,0 +1,316 @@
+"""One layer the core runs: its description, its geometry, and the core's checks.
+
+:class:`Layer` describes one run of the core (``docs/interface.md``, "The layer the
+core computes"): the activations, the weight codes, the post-processing, the stride, padding
+and per-channel shifts, the block size and whether the previous run's weights are reused.
+:func:`layer_geometry` derives its sizes and tile counts, :func:`choose_m_block` its block
+size, and :func:`check_layer` refuses (:class:`LayerError`) what the core would stop on (errors
+``DESCRIPTOR`` and ``TOO_BIG``) or the stream formats cannot carry. The numbers come from
+:class:`~mulfree.spec.core_config.CoreConfig` and ``DESC_FIELDS``.
+
+The stream packer (:mod:`mulfree.host.stream_format`), the golden results
+(:mod:`mulfree.host.stream_results`) and the compiler build on these;
+:mod:`mulfree.host.layer_stream` is their public face. NumPy only.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..spec.core_config import CoreConfig, DESC_FIELDS
+from ..spec.post_config import bias_range, shift_range
+from ..spec.golden import check_range
+from ..spec.layer_golden import PostParams
+
+
+__all__ = [
+    "Layer", "LayerError", "TARGET_BLOCK_PIXELS", "hazard_window", "layer_geometry",
+    "check_layer", "choose_m_block", "ceil_div",
+]
+
+
+#: :func:`choose_m_block` aims at blocks of at least this many output pixels.
+TARGET_BLOCK_PIXELS = 32
+_FIELD_WIDTHS = {name: width for _, _, width, name in DESC_FIELDS}
+
+
+class LayerError(ValueError):
+    """A layer the core would refuse, or one the stream formats cannot carry.
+
+    The message names the parameter, the value and what is allowed. ``param`` holds the
+    parameter's name; ``core_error`` the name of the ``CORE_ERRORS`` code the core would stop
+    with (``"DESCRIPTOR"``, ``"TOO_BIG"``), or ``None`` for a value the host cannot encode.
+    """
+
+    def __init__(self, param, message, core_error=None):
+        super().__init__(message)
+        self.param = param
+        self.core_error = core_error
+
+
+def _pair(name, value):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value), int(value)
+    value = tuple(value)
+    if len(value) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                  for v in value):
+        raise LayerError(name, f"{name} must be an integer or a pair of integers, "
+                               f"not {value!r}")
+    return int(value[0]), int(value[1])
+
+
+@dataclass(frozen=True, eq=False)
+class Layer:
+    """One layer the core runs: a convolution (or matrix product) with post-processing.
+
+    Attributes
+    ----------
+    x : array of shape ``(in_c, in_h, in_w)``
+        Input activations, signed ``act_bits``.
+    w_codes : array of shape ``(out_c, in_c, kernel_h, kernel_w)``
+        Weight codes as the engine takes them (``mulfree.spec.golden``).
+    post : PostParams
+        Per-output-channel bias, shift and relu.
+    stride, padding : int or pair of int
+        ``(vertical, horizontal)``; an integer means both.
+    shifts : array of shape ``(in_c, 2)`` or None
+        Per-input-channel ``(dy, dx)``, each in {-1, 0, 1}: the map is shifted
+        (``xs[c, y, x] = x[c, y + dy, x + dx]``, 0 outside) before the convolution. ``None``
+        leaves ``flags.shift`` clear.
+    m_block : int or None
+        Output pixels per block; ``None`` lets :func:`choose_m_block` pick.
+    reuse_weights : bool
+        Set ``flags.reuse_weights``: send no PARAMS, SHIFT or WEIGHTS, the previous run's stay
+        in use (``w_codes``, ``post`` and ``shifts`` must still be those of that run: the
+        golden output is computed from them).
+    """
+
+    x: np.ndarray
+    w_codes: np.ndarray
+    post: PostParams
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+    shifts: np.ndarray | None = None
+    m_block: int | None = None
+    reuse_weights: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "stride", _pair("stride", self.stride))
+        object.__setattr__(self, "padding", _pair("padding", self.padding))
+
+    @classmethod
+    def matmul(cls, x, w_codes, post, *, m_block=None, reuse_weights=False):
+        """The matrix product ``[M, K] . [K, N]`` as the core runs it.
+
+        It is the 1x1 convolution of a ``1 x M`` image with ``K`` channels: ``in_h = 1``,
+        ``in_w = M``, ``in_c = K``, ``out_c = N``. The result
+        (:func:`~mulfree.host.stream_results.expected_output`) has shape ``(N, 1, M)``.
+        """
+        x, w_codes = np.asarray(x), np.asarray(w_codes)
+        if x.ndim != 2 or w_codes.ndim != 2:
+            raise LayerError("x", f"x must be [M, K] and w_codes [K, N], not {x.shape} and "
+                                  f"{w_codes.shape}")
+        return cls(np.ascontiguousarray(x.T[:, None, :]),
+                   np.ascontiguousarray(w_codes.T[:, :, None, None]), post,
+                   m_block=m_block, reuse_weights=reuse_weights)
+
+
+def hazard_window(cfg: CoreConfig):
+    """Shortest block (pixels) whose passes follow each other without waiting.
+
+    A pass's first pixel needs the partial sum the previous pass wrote for it; with a shorter
+    block the core waits between passes (``docs/interface.md``, "Order of work"). The value is
+    ``CoreConfig.hazard_window``, the vectors in flight between the issue and the accumulator write:
+    the engine's pipeline, the 4-entry input FIFO and 4 more. It repeats
+    ``mulfree.rtl.layer_issue.hazard_window`` (the manifest's ``core.hazard_window``) so that
+    host code needs no Amaranth; a test checks they agree.
+    """
+    return cfg.hazard_window
+
+
+def ceil_div(a, b):
+    """``ceil(a / b)`` for integers, ``b > 0``: the tiles of ``b`` lanes that ``a`` fill."""
+    return -(-a // b)
+
+
+def _conv_size(size, kernel, stride, pad):
+    return (size + 2 * pad - kernel) // stride + 1 if stride > 0 else 0
+
+
+def layer_geometry(cfg: CoreConfig, layer: Layer):
+    """Sizes, tile counts and vectors per packet type of ``layer`` on ``cfg``.
+
+    Returns
+    -------
+    dict
+        ``in_c, in_h, in_w, out_c, out_h, out_w, kernel_h, kernel_w, stride_h, stride_w,
+        pad_h, pad_w``; the tile counts ``CT, NT, KT``; ``K = in_c * kernel_h * kernel_w``
+        (terms per sum); ``M = out_h * out_w``; ``m_block`` (the layer's, or
+        :func:`choose_m_block`'s); ``counts``: the vectors of each data type this run's stream
+        carries (``PARAMS``, ``SHIFT``, ``WEIGHTS`` are 0 with ``reuse_weights``).
+
+    Raises
+    ------
+    LayerError
+        If ``x`` or ``w_codes`` do not have the shapes of a layer (nothing else is checked:
+        see :func:`check_layer`).
+    """
+    x, w = np.asarray(layer.x), np.asarray(layer.w_codes)
+    if x.ndim != 3:
+        raise LayerError("x", f"x must have shape (in_c, in_h, in_w), not {x.shape}")
+    if w.ndim != 4 or w.shape[1] != x.shape[0]:
+        raise LayerError("w_codes", f"w_codes must have shape (out_c, in_c={x.shape[0]}, "
+                                    f"kernel_h, kernel_w), not {w.shape}")
+    e = cfg.engine
+    (in_c, in_h, in_w), (out_c, _, kh, kw) = x.shape, w.shape
+    (sh, sw), (ph, pw) = layer.stride, layer.padding
+    g = {"in_c": in_c, "in_h": in_h, "in_w": in_w, "out_c": out_c,
+         "out_h": _conv_size(in_h, kh, sh, ph), "out_w": _conv_size(in_w, kw, sw, pw),
+         "kernel_h": kh, "kernel_w": kw, "stride_h": sh, "stride_w": sw,
+         "pad_h": ph, "pad_w": pw, "CT": ceil_div(in_c, e.rows), "NT": ceil_div(out_c, e.cols),
+         "K": in_c * kh * kw}
+    g["KT"] = kh * kw * g["CT"]
+    g["M"] = max(g["out_h"], 0) * max(g["out_w"], 0)
+    g["m_block"] = layer.m_block if layer.m_block is not None else choose_m_block(cfg, g)
+    sent = not layer.reuse_weights
+    g["counts"] = {"PARAMS": out_c if sent else 0,
+                   "SHIFT": g["CT"] if sent and layer.shifts is not None else 0,
+                   "WEIGHTS": g["NT"] * g["KT"] * e.rows if sent else 0,
+                   "ACTS": in_h * in_w * g["CT"]}
+    return g
+
+
+def choose_m_block(cfg: CoreConfig, geometry):
+    """A block size: long enough to keep the engine busy, short enough to start early.
+
+    The rule: take ``target``, the smallest multiple of :func:`hazard_window` that is at least
+    :data:`TARGET_BLOCK_PIXELS` (32) pixels; cut the ``M`` output pixels into
+    ``ceil(M / target)`` blocks of equal length (rounded up), so the last block is not a short
+    tail that would stall; never go below the hazard window; cap at ``acc_entries`` and at
+    ``M``. So a small layer is one block, and the first results of a large one come after one
+    block's worth of activations (about ``target`` pixels' rows) rather than the whole map.
+
+    Parameters
+    ----------
+    geometry : dict
+        At least ``M`` (see :func:`layer_geometry`).
+    """
+    window = hazard_window(cfg)
+    target = window * ceil_div(TARGET_BLOCK_PIXELS, window)
+    m = max(int(geometry["M"]), 1)
+    even = ceil_div(m, ceil_div(m, target))
+    cap = min(cfg.acc_entries, (1 << _FIELD_WIDTHS["m_block"]) - 1, m)
+    return max(1, min(max(even, window), cap))
+
+
+# Checks ---------------------------------------------------------------------------------------
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_field(g, name, lo, hi, core_error="DESCRIPTOR", why=""):
+    value = g[name]
+    if not _is_int(value) or not lo <= value <= hi:
+        raise LayerError(name, f"{name} must be in [{lo}, {hi}]{why}, not {value!r}",
+                         core_error)
+
+
+def _check_descriptor(cfg, g):
+    """The conditions of error DESCRIPTOR, and the field widths of the descriptor."""
+    for name in ("in_h", "in_w", "in_c", "out_c", "kernel_h", "kernel_w", "stride_h",
+                 "stride_w"):
+        _check_field(g, name, 1, (1 << _FIELD_WIDTHS[name]) - 1)
+    for pad, kernel in (("pad_h", "kernel_h"), ("pad_w", "kernel_w")):
+        hi = min(g[kernel] - 1, (1 << _FIELD_WIDTHS[pad]) - 1)
+        _check_field(g, pad, 0, hi, why=f" (< {kernel} = {g[kernel]})")
+    for out, size, kernel, pad in (("out_h", "in_h", "kernel_h", "pad_h"),
+                                   ("out_w", "in_w", "kernel_w", "pad_w")):
+        if g[out] < 1:
+            raise LayerError(kernel, f"{kernel} must be at most {size} + 2 {pad} = "
+                                     f"{g[size] + 2 * g[pad]} (the kernel must fit the padded "
+                                     f"map), not {g[kernel]}", "DESCRIPTOR")
+        _check_field(g, out, 1, (1 << _FIELD_WIDTHS[out]) - 1)
+    m_block = g["m_block"]
+    if _is_int(m_block) and m_block > cfg.acc_entries:
+        raise LayerError("m_block", f"m_block must be in [1, acc_entries = {cfg.acc_entries}],"
+                                    f" not {m_block!r}", "TOO_BIG")
+    _check_field(g, "m_block", 1, min(cfg.acc_entries, (1 << _FIELD_WIDTHS["m_block"]) - 1))
+
+
+def _check_fits(cfg, layer, g):
+    """The conditions of error TOO_BIG (m_block is checked with the descriptor).
+
+    ``max_channels`` bounds ``in_c`` only for a layer with a shift (the shift table's size).
+    """
+    shift_c = g["in_c"] if layer.shifts is not None else 0
+    limits = (
+        ("K", g["K"], cfg.engine.max_k, "max_k", "terms per sum, in_c * kernel_h * kernel_w"),
+        ("in_c", shift_c, cfg.max_channels, "max_channels", "input channels of a layer with "
+                                                            "a shift"),
+        ("out_c", g["out_c"], cfg.max_channels, "max_channels", "output channels"),
+        ("x", g["in_h"] * g["in_w"] * g["CT"], cfg.fmap_vectors, "fmap_vectors",
+         "ACTS vectors, in_h * in_w * ceil(in_c / rows)"),
+        ("w_codes", g["NT"] * g["KT"] * cfg.engine.rows, cfg.weight_rows, "weight_rows",
+         "WEIGHTS rows, ceil(out_c / cols) * kernel_h * kernel_w * ceil(in_c / rows) * rows"),
+    )
+    for param, value, limit, limit_name, what in limits:
+        if value > limit:
+            raise LayerError(param, f"{param}: {what} must be at most {limit_name} = {limit}, "
+                                    f"not {value}", "TOO_BIG")
+
+
+def _check_values(param, values, lo, hi, shape):
+    values = np.asarray(values)
+    if values.dtype.kind not in "iu":
+        raise LayerError(param, f"{param} must hold integers, not {values.dtype}")
+    if values.shape != shape:
+        raise LayerError(param, f"{param} must have shape {shape}, not {values.shape}")
+    try:
+        check_range(param, values, lo, hi)
+    except ValueError as error:
+        raise LayerError(param, str(error)) from None
+
+
+def _check_contents(cfg, layer, g):
+    """Value ranges of the activations, weight codes, post-processing and shifts."""
+    e = cfg.engine
+    _check_values("x", layer.x, *e.act_range, (g["in_c"], g["in_h"], g["in_w"]))
+    codes = (0, (1 << e.code_width) - 1) if e.pe == "shift" else e.weight_range
+    _check_values("w_codes", layer.w_codes, *codes, np.shape(layer.w_codes))
+    if not isinstance(layer.post, PostParams):
+        raise LayerError("post", f"post must be a PostParams, not {layer.post!r}")
+    n = (g["out_c"],)
+    _check_values("post.bias", layer.post.bias, *bias_range(e), n)
+    _check_values("post.shift", layer.post.shift, *shift_range(e), n)
+    relu = np.asarray(layer.post.relu)
+    if relu.dtype.kind not in "biu" or relu.shape not in ((), n) or np.any((relu != 0)
+                                                                            & (relu != 1)):
+        raise LayerError("post.relu", f"post.relu must be a bool or {n[0]} bools, "
+                                      f"not {layer.post.relu!r}")
+    if layer.shifts is not None:
+        _check_values("shifts", layer.shifts, -1, 1, (g["in_c"], 2))
+    if not isinstance(layer.reuse_weights, (bool, np.bool_)):
+        raise LayerError("reuse_weights", f"reuse_weights must be a bool, "
+                                          f"not {layer.reuse_weights!r}")
+
+
+def check_layer(cfg: CoreConfig, layer: Layer):
+    """Raise :class:`LayerError` if the core would refuse ``layer`` or the stream cannot carry it.
+
+    Checked: the descriptor's conditions (error ``DESCRIPTOR``: a zero size, padding >= kernel,
+    a kernel larger than the padded map, a field too wide for the descriptor), the core's sizes
+    (error ``TOO_BIG``: ``K > max_k``, ``in_c`` or ``out_c > max_channels``,
+    ``m_block > acc_entries``, a tensor larger than its buffer), and the ranges of every value
+    (activations, weight codes, bias, shift, relu, the per-channel shifts). The message names
+    the parameter (``exc.param``), the value and what is allowed. Whether weights can be
+    reused (error ``REUSE``) depends on the previous run and is not checked.
+
+    ``in_c > max_channels`` is refused only with ``shifts`` (the shift table has
+    ``max_channels`` entries), as ``CoreConfig.max_channels`` and the RTL's check say.
+    """
+    g = layer_geometry(cfg, layer)
+    _check_descriptor(cfg, g)
+    _check_fits(cfg, layer, g)
+    _check_contents(cfg, layer, g)
+

@@ -1,0 +1,98 @@
+"""The core's output stream for one layer: the golden results, and reading result beats.
+
+What the core must answer on ``m_axis`` (``docs/interface.md``, "Stream formats"):
+:func:`expected_output` computes the layer with the layer golden model
+(:func:`mulfree.spec.shift_golden.table_shift`, then
+:func:`mulfree.spec.layer_golden.conv2d_layer`), :func:`expected_beats` lays the result out in
+beats in the order the core sends them, and :func:`unpack_results` reads result beats back,
+checking the bits the format says are 0. NumPy only.
+"""
+
+import numpy as np
+
+from ..spec.core_config import CoreConfig
+from ..spec.layer_golden import conv2d_layer
+from ..spec.shift_golden import table_shift
+from .core_layer import Layer, check_layer, layer_geometry
+from .stream_format import beats_vector, pack_vector, unpack_vector, vector_beats
+
+
+__all__ = ["expected_output", "expected_beats", "unpack_results"]
+
+
+def expected_output(cfg: CoreConfig, layer: Layer):
+    """What the core computes: ``[out_c, out_h, out_w]`` int64 activations.
+
+    The golden model of ``docs/interface.md`` ("The layer the core computes"): the map shifted
+    per channel (:func:`~mulfree.spec.shift_golden.table_shift`, zero fill) if ``layer.shifts``,
+    then :func:`~mulfree.spec.layer_golden.conv2d_layer` with ``layer.post``.
+    """
+    check_layer(cfg, layer)
+    x = np.asarray(layer.x, dtype=np.int64)
+    if layer.shifts is not None:
+        shifts = np.asarray(layer.shifts, dtype=np.int64)
+        x = table_shift(x, shifts[:, 0], shifts[:, 1])
+    return conv2d_layer(cfg.engine, x, layer.w_codes, layer.stride, layer.padding,
+                        post=layer.post)
+
+
+def _result_order(g):
+    """``(m, nt)`` of the result vectors in the order ``m_axis`` sends them."""
+    order = []
+    for start in range(0, g["M"], g["m_block"]):
+        block = range(start, min(start + g["m_block"], g["M"]))
+        order += [(m, nt) for nt in range(g["NT"]) for m in block]
+    return order
+
+
+def expected_beats(cfg: CoreConfig, layer: Layer):
+    """``tdata`` of the result beats exactly as ``m_axis`` sends them (``tlast`` on the last).
+
+    ``M * NT`` vectors of ``cols * act_bits`` bits: for each block, for each output tile
+    ``nt``, for each pixel ``m`` of the block, the activations of channels
+    ``nt*cols .. nt*cols + cols - 1`` (0 beyond ``out_c``).
+    """
+    e = cfg.engine
+    out = expected_output(cfg, layer)
+    g = layer_geometry(cfg, layer)
+    lanes = np.zeros((g["NT"] * e.cols, g["M"]), dtype=np.int64)
+    lanes[:g["out_c"]] = out.reshape(g["out_c"], g["M"])
+    beats = []
+    for m, nt in _result_order(g):
+        vector = pack_vector(lanes[nt * e.cols:(nt + 1) * e.cols, m], e.act_bits)
+        beats += vector_beats(cfg, vector, cfg.vector_bits["OUT"])
+    return beats
+
+
+def unpack_results(cfg: CoreConfig, layer: Layer, beats):
+    """The activations ``[out_c, out_h, out_w]`` carried by the result ``beats`` (``tdata``).
+
+    Raises
+    ------
+    ValueError
+        If the number of beats is not ``M * NT * ceil(cols * act_bits / S)``, or a bit the
+        format says is 0 on output is not (above the vector in its last beat, or a lane of a
+        channel at or beyond ``out_c``).
+    """
+    e = cfg.engine
+    g = layer_geometry(cfg, layer)
+    bits = cfg.vector_bits["OUT"]
+    per = cfg.beats(bits)
+    order = _result_order(g)
+    if len(beats) != len(order) * per:
+        raise ValueError(f"the results of this layer are {len(order)} vectors of {per} beats "
+                         f"= {len(order) * per} beats, not {len(beats)}")
+    lanes = np.zeros((g["NT"] * e.cols, g["M"]), dtype=np.int64)
+    for i, (m, nt) in enumerate(order):
+        chunk = beats[i * per:(i + 1) * per]
+        if beats_vector(cfg, chunk, per * cfg.stream_width) >> bits:
+            raise ValueError(f"result vector {i} (pixel {m}, tile {nt}) has bits set above "
+                             f"bit {bits - 1}: {[hex(b) for b in chunk]}")
+        lanes[nt * e.cols:(nt + 1) * e.cols, m] = unpack_vector(
+            beats_vector(cfg, chunk, bits), e.cols, e.act_bits, signed=True)
+    if np.any(lanes[g["out_c"]:]):
+        c, m = np.argwhere(lanes[g["out_c"]:])[0]
+        raise ValueError(f"result lane of channel {g['out_c'] + c} >= out_c = {g['out_c']} "
+                         f"(pixel {m}) is {lanes[g['out_c'] + c, m]}, not 0")
+    return lanes[:g["out_c"]].reshape(g["out_c"], g["out_h"], g["out_w"])
+
