@@ -19,7 +19,8 @@ from ..spec.config import ConfigError
 from .emit import write_outputs
 from .manifest import MANIFEST_VERSION, port_list
 from ..spec.shift_config import (ShiftUnitConfig, MODES, ORDERS, SHIFT_LIMITS, MAX_OFFSET,
-                           MAX_CAPACITY, command_layout)
+                                 MAX_CAPACITY)
+from ..rtl.shift_layouts import command_layout
 from .. import __version__
 
 

@@ -17,8 +17,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..spec.config import ArrayConfig, ConfigError
-from ..spec.shift_config import (ShiftUnitConfig, ORDERS, command_layout, output_layout,
-                                status_layout)
+from ..spec.shift_config import ShiftUnitConfig, ORDERS
+from .shift_layouts import command_layout, output_layout, status_layout
 from .array import PEArray, array_signature
 from .shift_unit import ShiftUnit, shift_unit_signature
 from .vectorize import Vectorizer

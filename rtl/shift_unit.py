@@ -37,8 +37,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..spec.config import signed_width, unsigned_width
-from ..spec.shift_config import (ShiftUnitConfig, MODES, ORDERS, command_layout, write_layout,
-                                table_layout, output_layout, status_layout)
+from ..spec.shift_config import ShiftUnitConfig, MODES, ORDERS
+from .shift_layouts import (command_layout, write_layout, table_layout, output_layout,
+                            status_layout)
 from ..spec.shift_golden import ADDRESS_DIRECTIONS
 
 

@@ -14,15 +14,12 @@ interface in ``docs/shift_unit.md``.
 
 from dataclasses import dataclass, field, asdict
 
-from amaranth.hdl import unsigned
-from amaranth.lib import data
 
 from .config import ConfigError, check_name, signed_width, unsigned_width
 
 
 __all__ = [
     "ShiftUnitConfig", "MODES", "ORDERS", "SHIFT_LIMITS", "MAX_OFFSET", "MAX_CAPACITY",
-    "command_layout", "write_layout", "table_layout", "output_layout", "status_layout",
 ]
 
 
@@ -218,58 +215,3 @@ class ShiftUnitConfig:
     def params(self):
         """The user-set parameters (``depth`` resolved), as a JSON-ready dict."""
         return {k: v for k, v in asdict(self).items() if k != "name"}
-
-
-# Stream payloads: the single definition of every field's offset and width -------------------
-
-def command_layout(cfg: ShiftUnitConfig):
-    """A read command: which map to read, and how to shift it (see ``docs/shift_unit.md``)."""
-    return data.StructLayout({
-        "mode": unsigned(3),
-        "base": unsigned(cfg.addr_width),
-        "channels": unsigned(cfg.count_width),
-        "height": unsigned(cfg.height_width),
-        "width": unsigned(cfg.width_width),
-        "rotate": unsigned(cfg.count_width),
-        "radius": unsigned(cfg.radius_width),
-        "group": unsigned(cfg.count_width),
-        "order": unsigned(1),
-    })
-
-
-def write_layout(cfg: ShiftUnitConfig):
-    """A write beat: one element, to ``addr`` if ``seek`` else to the port's next address."""
-    return data.StructLayout({
-        "data": unsigned(cfg.act_bits),
-        "addr": unsigned(cfg.addr_width),
-        "seek": unsigned(1),
-    })
-
-
-def table_layout(cfg: ShiftUnitConfig):
-    """A shift-table write: channel ``channel`` reads at ``(y + dy, x + dx)`` in table mode."""
-    return data.StructLayout({
-        "channel": unsigned(cfg.table_channel_width),
-        "dy": unsigned(cfg.table_entry_width),
-        "dx": unsigned(cfg.table_entry_width),
-    })
-
-
-def output_layout(cfg: ShiftUnitConfig):
-    """An output element with its position in the output map and the map's end."""
-    return data.StructLayout({
-        "data": unsigned(cfg.act_bits),
-        "last": unsigned(1),
-        "channel": unsigned(cfg.rotate_width),
-        "y": unsigned(unsigned_width(cfg.height - 1)),
-        "x": unsigned(unsigned_width(cfg.width - 1)),
-    })
-
-
-def status_layout():
-    """Sticky error flags; each is set by a refused request and cleared by ``status_clear``."""
-    return data.StructLayout({
-        "table_error": unsigned(1),
-        "cmd_error": unsigned(1),
-        "write_error": unsigned(1),
-    })

@@ -104,7 +104,7 @@ def test_vectorizer_errors():
         Vectorizer(cfg, psum=hi + 1)
     assert e.value.param == "psum"
     shift_out = ShiftUnitConfig(channels=2, height=2, width=2, act_bits=8)
-    from mulfree.spec.shift_config import output_layout, write_layout
+    from mulfree.rtl.shift_layouts import output_layout, write_layout
     with pytest.raises(ConfigError, match=r"act_bits of the elements \(8\) must equal the "
                                           r"array's act_bits = 6") as e:
         Vectorizer(cfg, output_layout(shift_out))

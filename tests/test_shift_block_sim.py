@@ -12,7 +12,7 @@ from mulfree.spec.config import ArrayConfig
 from mulfree.spec.shift_config import ShiftUnitConfig, MODES
 from mulfree.rtl.array import output_layout
 from mulfree.rtl.block import block_command_layout
-from mulfree.spec.shift_config import table_layout, write_layout
+from mulfree.rtl.shift_layouts import table_layout, write_layout
 from mulfree.sim.runner import check_simulator, run_cocotb
 from mulfree.spec.golden import encode_shift
 from mulfree.spec.shift_golden import shift_block_forward
