@@ -13,11 +13,107 @@ import argparse
 import sys
 import time
 
+from ..spec.config import ConfigError, LIMITS
+from ..spec.safe_io import check_output_dir
+from .core_options import add_array_options, config_from_args, core_error_message
+from .options import UsageError, check_int
 
-__all__ = ["run_network_demo", "DEMO_MODELS"]
+
+__all__ = ["add_parser", "command", "run_network_demo", "DEMO_MODELS"]
 
 #: The demo networks a single core runs (shiftadd_cnn mixes shift and adder layers).
 DEMO_MODELS = ("deepshift_cnn", "deepshift_mlp", "adder_cnn")
+
+
+def add_parser(subparsers):
+    """Add the ``demo`` command to the ``mulfree`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        What ``add_subparsers`` of the ``mulfree`` parser returned.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The ``demo`` parser; its ``func`` default is :func:`command`.
+    """
+    p = subparsers.add_parser(
+        "demo", help="classify the digits on the simulated accelerator (or check an engine)",
+        description="network (the default): train (or reuse) the digits demo network, "
+                    "generate a core that fits it, compile its Verilog with Verilator, "
+                    "classify the 360 test images on it, compare every output with the "
+                    "golden model and print accuracy and speed. engine: generate a PE array, "
+                    "simulate it with random and corner-case data on Verilator (or Icarus) "
+                    "and compare every output with the golden model.")
+    p.add_argument("what", nargs="?", default="network", choices=["network", "engine"],
+                   help="network (default) or engine")
+    p.add_argument("--model", default=DEMO_MODELS[0], choices=DEMO_MODELS,
+                   help=f"network: the demo network (default: {DEMO_MODELS[0]})")
+    p.add_argument("--retrain", action="store_true",
+                   help="network: train the network again even if the output folder has it")
+    p.add_argument("-q", "--quiet", action="store_true", help="network: no progress bar")
+    add_array_options(p)
+    p.set_defaults(rows=None, cols=None)
+    p.add_argument("--simulator", default="verilator", choices=["verilator", "icarus"],
+                   help="engine: HDL simulator (default: verilator)")
+    p.add_argument("--vectors", type=int, default=2000,
+                   help="engine: random input vectors per tile (default: 2000)")
+    p.add_argument("-o", "--output", default=None, metavar="DIR",
+                   help="output folder (default: out/demo, engine: out/demo-engine)")
+    p.set_defaults(func=command)
+    return p
+
+
+def command(args):
+    """``mulfree demo``: the network demo (:func:`run_network_demo`) or, with ``engine``, the
+    engine check (:func:`mulfree.flows.engine_demo.run_demo`).
+
+    Every option is checked before a network is trained or a simulator compiled.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options :func:`add_parser` defines; ``rows``, ``cols`` and ``output`` get their
+        defaults (16, 16, ``out/demo``; for the engine 8, 8, ``out/demo-engine``) here.
+
+    Returns
+    -------
+    int
+        Exit status: 0 if every output is bit-exact, 1 if one differs or the simulator or
+        device fails.
+
+    Raises
+    ------
+    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+        A bad option; one line naming it.
+    """
+    size = 8 if args.what == "engine" else 16
+    args.rows = size if args.rows is None else args.rows
+    args.cols = size if args.cols is None else args.cols
+    if args.output is None:
+        args.output = "out/demo-engine" if args.what == "engine" else "out/demo"
+    check_int("--rows", args.rows, *LIMITS["rows"])
+    check_int("--cols", args.cols, *LIMITS["cols"])
+    from .engine_demo import MAX_VECTORS
+    check_int("--vectors", args.vectors, 1, MAX_VECTORS)
+    config_from_args(args)
+    check_output_dir(args.output, "-o/--output")
+    if args.what == "engine":
+        from .engine_demo import run_demo
+        return run_demo(args)
+    from .run import RunUsageError
+    from ..host.runtime import DeviceError
+    from ..sim.runner import SimulatorMissing
+    try:
+        return run_network_demo(args)
+    except RunUsageError as e:
+        raise UsageError(str(e)) from None
+    except ConfigError as e:
+        raise UsageError(core_error_message(e, "the core: ")) from None
+    except (DeviceError, SimulatorMissing, RuntimeError, OSError) as e:
+        print(f"mulfree demo: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
 
 
 def _say(message):
@@ -65,7 +161,6 @@ def _float_accuracy(path):
 def run_network_demo(args):
     """Train or load, generate, build, classify; print the report. Returns the exit status."""
     from ..gen.cache import cache_root
-    from ..spec.safe_io import check_output_dir
     from .run import format_report, run_model, write_json
     # Before the training: a folder that cannot be written is refused now, not after it.
     out = check_output_dir(args.output, "-o/--output")

@@ -27,6 +27,25 @@ def _step(message):
 
 
 def run_demo(args):
+    """``mulfree demo engine``: generate the array, simulate it, print the report.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options of ``mulfree demo`` (:func:`mulfree.flows.demo.add_parser`), with
+        ``rows``, ``cols`` and ``output`` set.
+
+    Returns
+    -------
+    int
+        Exit status: 0 if every scenario is bit-exact, 1 if one fails or the simulator is
+        missing.
+
+    Raises
+    ------
+    mulfree.flows.options.UsageError
+        A bad option or output folder.
+    """
     cfg = config_from_args(args)
     check_int("--vectors", args.vectors, 1, MAX_VECTORS)
     try:

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 
-__all__ = ["add_run_options", "run_model", "format_report", "check_run_options",
-           "check_compile_options"]
+__all__ = ["add_parser", "command", "add_run_options", "add_compile_options", "run_model",
+           "format_report", "check_run_options", "check_compile_options", "run_command",
+           "compile_command", "RunUsageError", "MAX_PACKET_BYTES"]
 
 
 class RunUsageError(ValueError):
@@ -27,7 +28,91 @@ class RunUsageError(ValueError):
 MAX_PACKET_BYTES = 2**32 - 1
 
 
+def add_parser(subparsers):
+    """Add the ``run`` and ``compile`` commands to the ``mulfree`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        What ``add_subparsers`` of the ``mulfree`` parser returned.
+
+    Returns
+    -------
+    tuple of argparse.ArgumentParser
+        The ``run`` and the ``compile`` parser; the ``func`` default of both is
+        :func:`command`.
+    """
+    run = subparsers.add_parser(
+        "run", help="run an exported model on the simulated accelerator or a Zynq board",
+        description="Compile an exported model for a core, run inputs through it on the "
+                    "simulated accelerator (the core's Verilog under Verilator, the default) "
+                    "or on a Zynq board, and print the accuracy, the comparison with the "
+                    "golden model, cycles per image, images per second and PE utilization "
+                    "from the core's counters. Exit status 1 if an output differs from the "
+                    "golden model or the device fails.")
+    add_run_options(run)
+    run.set_defaults(func=command)
+    compile_ = subparsers.add_parser(
+        "compile", help="check that an exported model fits a core and list its program",
+        description="Compile an exported model for a core (its manifest, or a default core "
+                    "that fits) and print the program: which layers run on the core, which "
+                    "on the host, their shapes, tiles and the bytes of weights sent. A layer "
+                    "that does not fit is named with the parameter and the core's limit "
+                    "(exit status 2).")
+    add_compile_options(compile_)
+    compile_.set_defaults(func=command)
+    return run, compile_
+
+
+def command(args):
+    """``mulfree run`` or ``mulfree compile``, as ``args.command`` names, with their errors
+    as one-line usage errors.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options of the command :func:`add_parser` defines.
+
+    Returns
+    -------
+    int
+        Exit status: 0; for ``run`` 1 if an output differs from the golden model or the
+        device or simulator fails.
+
+    Raises
+    ------
+    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+        A bad option, model or input, or a model that does not fit the core.
+    """
+    from .core_options import core_error_message
+    from .options import UsageError
+    from ..spec.config import ConfigError
+    from ..host.compiler import CompileError
+    if args.command == "compile":
+        try:
+            return compile_command(args)
+        except (RunUsageError, CompileError) as e:
+            raise UsageError(str(e)) from None
+        except ConfigError as e:
+            raise UsageError(core_error_message(e, "the core: ")) from None
+    from ..host.runtime import DeviceError
+    from ..sim.runner import SimulatorMissing
+    try:
+        return run_command(args)
+    except (RunUsageError, CompileError) as e:
+        raise UsageError(str(e)) from None
+    except ConfigError as e:
+        raise UsageError(core_error_message(e, "the core: ")) from None
+    except (DeviceError, SimulatorMissing, OSError) as e:
+        print(f"mulfree run: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:           # a simulator build that failed (its log is named)
+        print(f"mulfree run: {e}", file=sys.stderr)
+        return 1
+
+
 def add_run_options(p):
+    """The options of ``mulfree run`` (MODEL, the core, the inputs, the device)."""
     p.add_argument("model", metavar="MODEL",
                    help="an exported model: the folder holding model.json and "
                         "model.safetensors (mulfree train / mulfree export)")
@@ -69,7 +154,7 @@ def add_run_options(p):
 
 
 def _usage(call):
-    """``call()`` with a :class:`~mulfree.flows.cli.UsageError` turned into a
+    """``call()`` with a :class:`~mulfree.flows.options.UsageError` turned into a
     :class:`RunUsageError` (the message is the same one line)."""
     from .options import UsageError
     try:
@@ -418,6 +503,7 @@ def run_command(args):
 
 
 def add_compile_options(p):
+    """The options of ``mulfree compile`` (MODEL and the core)."""
     p.add_argument("model", metavar="MODEL", help="an exported model folder")
     p.add_argument("--config", metavar="MANIFEST",
                    help="the core's manifest (or its folder); default: a --rows x --cols core "

@@ -1,11 +1,11 @@
-"""Emission, command line options and benchmark of the address-shift unit (``--unit shift``).
+"""Emission and benchmark of the address-shift unit (``--unit shift``).
 
-The functions the ``mulfree`` command wires in:
+The functions the ``mulfree`` command wires in (its options and the config they make are
+:func:`~mulfree.flows.generate.add_shift_unit_options` and
+:func:`~mulfree.flows.generate.shift_unit_config_from_args`):
 
 * :func:`shift_unit_manifest` and :func:`write_shift_unit` — ``<top>.v`` and ``<top>.json``,
   written atomically like the array's (:func:`~mulfree.gen.emit.write_atomic`);
-* :func:`add_shift_unit_options` and :func:`shift_unit_config_from_args` — argparse options
-  with their defaults and allowed ranges, and the config they make;
 * :func:`bench_shift_unit` — cycles of a whole-map read, plain against every shifted mode,
   measured on the RTL with ``amaranth.sim`` (the same netlist that is emitted as Verilog).
 """
@@ -15,19 +15,16 @@ import sys
 from amaranth.back import rtlil, verilog
 from amaranth.hdl import Shape
 
-from ..spec.config import ConfigError
 from .emit import write_outputs
 from .manifest import MANIFEST_VERSION, port_list
-from ..spec.shift_config import (ShiftUnitConfig, MODES, ORDERS, SHIFT_LIMITS, MAX_OFFSET,
-                                 MAX_CAPACITY)
+from ..spec.shift_config import ShiftUnitConfig, MODES, ORDERS
 from ..rtl.shift_layouts import command_layout
 from .. import __version__
 
 
 __all__ = [
     "build_shift_unit", "convert_shift_unit_verilog", "convert_shift_unit_rtlil",
-    "shift_unit_manifest", "write_shift_unit", "SHIFT_OPTION", "add_shift_unit_options",
-    "shift_unit_config_from_args", "preload_shift_unit", "simulate_shift_unit",
+    "shift_unit_manifest", "write_shift_unit", "preload_shift_unit", "simulate_shift_unit",
     "bench_shift_unit",
     "synth_shift_unit",
 ]
@@ -178,68 +175,6 @@ def write_shift_unit(cfg: ShiftUnitConfig, out_dir):
     """Write the unit ``cfg`` as ``<top>.v`` and ``<top>.json`` (see ``emit.write_outputs``)."""
     return write_outputs(out_dir, cfg.top_name, lambda: convert_shift_unit_verilog(cfg),
                          lambda: shift_unit_manifest(cfg))
-
-
-# Command line ----------------------------------------------------------------------------------
-
-#: Python parameter name -> command-line option, for error messages.
-SHIFT_OPTION = {"channels": "--channels", "height": "--height", "width": "--width",
-                "act_bits": "--act-bits", "depth": "--depth", "kernel": "--kernel",
-                "max_shift": "--max-shift", "name": "--name"}
-
-
-def add_shift_unit_options(parser):
-    """The options that make a :class:`ShiftUnitConfig` (``mulfree gen --unit shift``).
-
-    ``--act-bits`` and ``--name`` are left out when ``parser`` already has them (the array's
-    options); :func:`shift_unit_config_from_args` reads them from the same attributes.
-    """
-    def r(param):
-        lo, hi = SHIFT_LIMITS[param]
-        return f"{lo}..{hi}"
-
-    existing = {a for action in parser._actions for a in action.option_strings}
-    g = parser.add_argument_group("shift unit (--unit shift)")
-    g.add_argument("--channels", type=int, default=16,
-                   help=f"largest number of channels C of a map ({r('channels')}, default: 16)")
-    g.add_argument("--height", type=int, default=8,
-                   help=f"largest map height H ({r('height')}, default: 8)")
-    g.add_argument("--width", type=int, default=8,
-                   help=f"largest map width W ({r('width')}, default: 8)")
-    if "--act-bits" not in existing:
-        g.add_argument("--act-bits", type=int, default=8,
-                       help=f"signed activation width ({r('act_bits')}, default: 8)")
-    g.add_argument("--depth", type=int, default=None,
-                   help=f"buffer words, channels*height*width..{MAX_CAPACITY} (default: "
-                        "channels*height*width; more lets several maps, e.g. both halves of a "
-                        "shortcut concatenation plus the next map, live in the buffer)")
-    g.add_argument("--kernel", type=int, default=3,
-                   help=f"largest Shift kernel k, odd, radius (k-1)/2 at most "
-                        f"min({MAX_OFFSET}, max(height, width)) (default: 3)")
-    g.add_argument("--max-shift", type=int, default=1,
-                   help=f"shift-table range R: entries (dy, dx) in [-R, R], 0..min({MAX_OFFSET}, "
-                        "max(height, width)) (default: 1)")
-    if "--name" not in existing:
-        g.add_argument("--name", default=None,
-                       help="top module name (default: derived from the parameters)")
-
-
-def shift_unit_config_from_args(args):
-    """The :class:`ShiftUnitConfig` of parsed options.
-
-    Raises :class:`~mulfree.spec.config.ConfigError` with the message rewritten to name the
-    command-line option (``--max-shift must be ...``) instead of the parameter.
-    """
-    try:
-        return ShiftUnitConfig(channels=args.channels, height=args.height, width=args.width,
-                               act_bits=args.act_bits, depth=args.depth, kernel=args.kernel,
-                               max_shift=args.max_shift, name=getattr(args, "name", None))
-    except ConfigError as e:
-        message = str(e)
-        option = SHIFT_OPTION.get(e.param)
-        if option and message.startswith(e.param):
-            message = option + message[len(e.param):]
-        raise ConfigError(e.param, message) from None
 
 
 # Simulation with amaranth.sim ------------------------------------------------------------------

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mulfree.flows import cli
+from mulfree.flows.train import TRAIN_MODELS
 from mulfree.host.export_format import write_export
 
 from random_models import conv_model
@@ -306,7 +306,7 @@ def test_train_models_are_the_trainers():
     """The names the CLI checks before torch loads are those mulfree.host.train knows."""
     import torch  # noqa: F401 -- the dev install has it; missing, this must fail
     from mulfree.host.train import MODELS
-    assert cli.TRAIN_MODELS == tuple(MODELS)
+    assert TRAIN_MODELS == tuple(MODELS)
 
 
 def test_limit_reads_only_the_kept_images(tmp_path):
