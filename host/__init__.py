@@ -10,12 +10,12 @@ same object whether or not the module was imported before.
 """
 
 _LAZY = {
-    "ShiftLinear": "layers", "ShiftConv2d": "layers", "AdderLinear": "layers",
-    "AdderConv2d": "layers", "AdderLRScaler": "layers", "Shift2d": "layers",
-    "AddressShift2d": "layers", "ChannelShift": "layers",
+    "ShiftLinear": "shift_layers", "ShiftConv2d": "shift_layers", "AdderLinear": "adder_layers",
+    "AdderConv2d": "adder_layers", "AdderLRScaler": "adder_layers", "Shift2d": "zero_flop_layers",
+    "AddressShift2d": "zero_flop_layers", "ChannelShift": "zero_flop_layers",
     "convert_to_shift": "convert", "convert_to_adder": "convert",
-    "quantize": "quant", "int_forward": "quant", "dequantize_output": "quant",
-    "quantized_forward": "quant", "QuantizeError": "quant",
+    "quantize": "ptq", "int_forward": "int_inference", "dequantize_output": "int_inference",
+    "quantized_forward": "int_inference", "QuantizeError": "quant_parse",
     "export": "export", "save_float": "export", "load_float": "export",
     "FloatWeightsError": "export",
 }

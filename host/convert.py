@@ -16,8 +16,9 @@ Every selected layer is checked before any is replaced: an unsupported one raise
 import torch
 from torch import nn
 
-from .layers import (AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinear,
-                     ps_params_from_weight, _check_mode, _check_weight_bits)
+from .adder_layers import AdderConv2d, AdderLinear
+from .layer_args import check_mode, check_weight_bits
+from .shift_layers import ShiftConv2d, ShiftLinear, ps_params_from_weight
 
 
 __all__ = ["convert_to_shift", "convert_to_adder", "convertible_layers"]
@@ -127,8 +128,8 @@ def convert_to_shift(model, mode="ps", weight_bits=5, depth=None):
         A bad argument, or a ``Conv2d`` with groups, dilation or a padding mode the shift
         layers do not support (the message names its path).
     """
-    _check_mode(mode)
-    _check_weight_bits(weight_bits)
+    check_mode(mode)
+    check_weight_bits(weight_bits)
 
     def make(old):
         if isinstance(old, nn.Linear):

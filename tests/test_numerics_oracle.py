@@ -25,10 +25,11 @@ from torch import nn
 from mulfree.spec.config import ArrayConfig, ConfigError
 from mulfree.spec.core_config import CoreConfig
 from mulfree.spec.post_config import bias_range, check_post_config, max_post_k, shift_range
-from mulfree.host import quant
+from mulfree.host import ptq, qat, quant, quant_parse
 from mulfree.host.convert import convert_to_shift
 from mulfree.host.export_format import IntConv2d, IntFlatten, IntInput, IntModel
-from mulfree.host.layers import ShiftLinear, _q_quantize, ps_params_from_weight, round_log2
+from mulfree.host.layers import ShiftLinear, ps_params_from_weight, round_log2
+from mulfree.host.shift_layers import _q_quantize
 from mulfree.host.train import snap_bn_scales
 from mulfree.spec import golden
 from mulfree.spec import layer_golden as lg
@@ -466,8 +467,8 @@ def test_bn_power_of_two_midpoints():
         scales += below + above
     want = [ref_round_log2(s) for s in scales]
     model = _bn_after_shift(scales)
-    items = quant._parse(model)
-    *_, e, _ = quant._weight_arrays(items[0], 0, 8)
+    items = quant_parse.parse_model(model)
+    *_, e, _ = ptq._weight_arrays(items[0], 0, 8)
     assert e.tolist() == [float(p) for p in want]
     snap_bn_scales(model)
     assert model[1].weight.tolist() == [2.0 ** p for p in want]
@@ -539,7 +540,7 @@ def test_exp_for_is_exact():
     for maxabs, qmax in ((5e-324, 127), (1e-310, 7), (127 * 2.0 ** -20, 127),
                          (np.nextafter(127 * 2.0 ** -20, 1.0), 127), (1.7e308, 1),
                          (0.1, 127), (3.0, 1)):
-        e = quant._exp_for(maxabs, qmax)
+        e = ptq.exp_for(maxabs, qmax)
         exact = Fraction(float(maxabs))
         assert exact <= qmax * Fraction(2) ** e
         assert not exact <= qmax * Fraction(2) ** (e - 1)
@@ -549,7 +550,7 @@ def test_qat_grid_half_edges():
     for exp in (-4, 0, 3):
         v = torch.tensor([math.ldexp(x, exp) for x in HALF_EDGES], dtype=torch.float64)
         want = [math.ldexp(ref_round_half_up(x), exp) for x in HALF_EDGES]
-        assert quant._grid(v, exp).tolist() == want
+        assert qat._grid(v, exp).tolist() == want
 
 
 def test_qat_bn_power_of_two_matches_the_integer_model():
