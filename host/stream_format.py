@@ -118,6 +118,8 @@ def descriptor_words(cfg: CoreConfig, layer: Layer):
 
 
 def descriptor_words_unchecked(layer, g):
+    """:func:`descriptor_words` without the checks, from ``layer``'s geometry ``g``
+    (:func:`~mulfree.host.core_layer.layer_geometry`): for a layer already checked."""
     values = dict(g, flags=(int(layer.shifts is not None) << DESC_FLAGS["shift"]
                             | int(bool(layer.reuse_weights)) << DESC_FLAGS["reuse_weights"]))
     words = [0] * 5
@@ -127,6 +129,8 @@ def descriptor_words_unchecked(layer, g):
 
 
 def params_vectors(cfg, layer, g):
+    """PARAMS vectors, one per output channel: ``bias`` in bits ``[0, acc_width)``, ``shift``
+    in the next ``shift_width`` bits, ``relu`` in the bit above."""
     e = cfg.engine
     a, sw = e.acc_width, shift_width(e)
     bias = np.asarray(layer.post.bias, dtype=np.int64)
@@ -137,6 +141,8 @@ def params_vectors(cfg, layer, g):
 
 
 def shift_vectors(cfg, layer, g):
+    """SHIFT vectors, one per channel tile: ``rows`` entries of ``SHIFT_ENTRY_BITS`` bits,
+    channels beyond ``in_c`` not shifted."""
     r = cfg.engine.rows
     table = np.zeros((g["CT"] * r, 2), dtype=np.int64)
     table[:g["in_c"]] = layer.shifts
