@@ -35,7 +35,7 @@ from .options import write_json
 
 
 __all__ = ["MAX_REPEAT", "MAX_JOBS", "check_plot_path", "add_bench_options",
-           "check_bench_options", "add_parser", "command", "run_bench"]
+           "check_bench_options", "add_parser", "command"]
 
 
 #: Most fresh processes per size ``--repeat`` may ask for.
@@ -392,7 +392,3 @@ def command(args):
     ok = all(c["pass"] for r in results.values() for c in r["checks"])
     print("all checks pass" if ok else "some checks FAIL")
     return 0 if ok else 1
-
-
-#: The name ``flows/cli.py`` called :func:`command` by before the flows had ``add_parser``.
-run_bench = command
