@@ -27,7 +27,7 @@ from random_models import conv_model
 
 from mulfree.gen.core_manifest import core_manifest, write_core_design
 from mulfree.spec.safe_io import FileCheckError
-from mulfree.host import zynq
+from mulfree.host import zynq, zynq_backend
 from mulfree.host.compiler import CompileError, compile_model
 from mulfree.host.device_lock import DeviceLock, check_lock_dir
 from mulfree.host.manifest_check import ManifestError, check_manifest
@@ -734,13 +734,13 @@ def test_lock_folder_of_the_zynq_backend_is_safe(tmp_path, monkeypatch):
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
-    assert not zynq._safe_shared_dir(shared)
+    assert not zynq_backend._safe_shared_dir(shared)
     shared.chmod(0o1777)
-    assert zynq._safe_shared_dir(shared)
-    assert not zynq._safe_shared_dir(tmp_path / "missing")
-    monkeypatch.setattr(zynq.tempfile, "gettempdir", lambda: str(tmp_path / "missing"))
-    monkeypatch.setattr(zynq, "_safe_shared_dir", lambda folder: False)
-    assert zynq._lock_dir() == Path.home() / ".cache" / "mulfree" / "lock"
+    assert zynq_backend._safe_shared_dir(shared)
+    assert not zynq_backend._safe_shared_dir(tmp_path / "missing")
+    monkeypatch.setattr(zynq_backend.tempfile, "gettempdir", lambda: str(tmp_path / "missing"))
+    monkeypatch.setattr(zynq_backend, "_safe_shared_dir", lambda folder: False)
+    assert zynq_backend._lock_dir() == Path.home() / ".cache" / "mulfree" / "lock"
 
 
 def test_checking_leaves_the_dict_unchanged():

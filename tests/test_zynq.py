@@ -21,7 +21,7 @@ from cores import SHIFT_4X4
 from mulfree.spec.core_config import CORE_MAGIC, CoreConfig
 from mulfree.gen.core_manifest import core_manifest, write_core_design
 from mulfree.host import layer_stream as ls
-from mulfree.host import zynq
+from mulfree.host import zynq, zynq_backend
 from mulfree.host.zynq import (DMA_REGS, AxiDma, DevMemWindow, DmaBuffer, DmaError,
                                TransferTimeout, UdmaBuf, UioWindow, ZynqBackend, ZynqConfig,
                                decode_dmasr, open_zynq)
@@ -249,7 +249,7 @@ def test_open_zynq_over_uio(tmp_path, quiet_dma):
         assert be.max_packet_bytes == (1 << 15)
         assert Path(be.lock_path).name == "mulfree-mulfree-core.lock"
         assert Path(be.lock_path).parent in (Path("/run/lock"),
-                                             Path(zynq.tempfile.gettempdir()))
+                                             Path(zynq_backend.tempfile.gettempdir()))
 
 
 def test_open_zynq_over_devmem(tmp_path, quiet_dma):
