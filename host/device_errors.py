@@ -2,7 +2,7 @@
 
 
 __all__ = ["DeviceError", "DeviceBusy", "DeviceMismatch", "DeviceTimeout", "CoreRunError",
-           "InputError"]
+           "BackendMissing", "InputError"]
 
 
 class DeviceError(RuntimeError):
@@ -31,6 +31,15 @@ class CoreRunError(DeviceError):
     def __init__(self, message, code, name, status):
         super().__init__(message)
         self.code, self.name, self.status = code, name, status
+
+
+class BackendMissing(DeviceError, ImportError):
+    """A device kind's backend, or a package it needs, is not installed.
+
+    The message is one line naming the extra to install (``pip install 'mulfree[sim]'``). A
+    :class:`DeviceError` for the callers of :func:`mulfree.host.runtime.open_device`, and an
+    ``ImportError`` for those that caught the missing module before.
+    """
 
 
 class InputError(ValueError):

@@ -11,7 +11,7 @@ One API for every backend::
         result = dev.run(x_int)                         # or dev.infer(x_float)
         result.predictions, result.cycles_per_image, result.utilization
 
-A :class:`Device` talks to a *backend* that moves words and bytes:
+A :class:`~mulfree.host.device.Device` talks to a *backend* that moves words and bytes:
 
 * ``"sim"`` (:mod:`mulfree.sim.backend`): the core's generated Verilog compiled by
   Verilator with a C++ harness (:mod:`mulfree.sim.board`), the default when no board is there;
@@ -25,574 +25,85 @@ A backend provides ``read32(offset)``, ``write32(offset, value)`` (the core's re
 ``name``, ``lock_path`` (a file to lock for exclusive use, or ``None``), ``beat_bytes``,
 ``max_packet_bytes`` and ``cycles`` (a simulator's clock count, or ``None``).
 
-The device checks the manifest against its own parameters first
-(:mod:`mulfree.host.manifest_check`: every section must be what ``parameters`` give), reads
-every register's offset and field from it, checks the identity registers against the register
-map of those parameters when it opens, refuses a program compiled for another core and bad
-inputs (shape, dtype, range, empty batches, non-finite reals) before sending anything,
-soft-resets the core and resets the data movers after a timeout or a core error (so a failed
-run leaves the device usable), reads the performance counters around each step, and raises
-:class:`DeviceError` ("the device is closed") for any use after :meth:`Device.close`.
+The backend table
+-----------------
+:data:`BACKENDS` maps each device kind to a :class:`BackendEntry`: the dotted name of the
+module holding its backend, the name of the function there that opens it, the one-line
+message for a missing install, the optional packages whose absence that message covers, and
+whether the function reads the ``manifest`` argument itself. The module is imported with
+:mod:`importlib` only when :func:`open_device` opens that kind (the way fsspec finds its
+implementations), so importing the runtime never imports a backend: the board's runtime never
+imports the simulator, and this module imports nothing above its own floor. When the module,
+or one of the entry's packages while it opens, cannot be imported, :func:`open_device` raises
+:class:`BackendMissing` (a :class:`DeviceError`) with the entry's message::
+
+    the simulated board needs the [sim] extra: pip install 'mulfree[sim]' (missing: amaranth)
+
+The device itself (:mod:`mulfree.host.device`) checks the manifest, the identity registers,
+the program and the inputs before anything is sent, and stays usable after a failed run; what
+a batch reports is in :mod:`mulfree.host.run_result`, the errors in
+:mod:`mulfree.host.device_errors`.
 """
 
-import math
-import time
-from dataclasses import dataclass, field
+import importlib
+from typing import NamedTuple
 
-import numpy as np
-
-from .compiler import CoreStep, Program, decode_run, encode_run
-from .device_errors import (CoreRunError, DeviceBusy, DeviceError, DeviceMismatch,  # noqa: F401
-                            DeviceTimeout, InputError)
+from .device import COUNTERS, IDENTITY, Device
+from .device_checks import check_timeout
+from .device_errors import (BackendMissing, CoreRunError, DeviceBusy, DeviceError,
+                            DeviceMismatch, DeviceTimeout, InputError)
 from .device_lock import DeviceLock
-from .manifest_check import ManifestError, check_manifest
-from .manifest_check import load_manifest as _load_manifest
+from . import manifest_check
+from .manifest_check import ManifestError
+from .run_result import RunResult, StepStats
 
 
 __all__ = ["DeviceError", "DeviceBusy", "DeviceMismatch", "DeviceTimeout", "CoreRunError",
-           "InputError", "DeviceLock", "Device", "RunResult", "open_device", "DEVICES",
-           "COUNTERS", "load_manifest", "ManifestError"]
-
-DEVICES = ("sim", "zynq")
-#: The 64-bit performance counters (``docs/interface.md``, "64-bit counters").
-COUNTERS = ("BUSY_CYCLES", "STALL_IN_CYCLES", "STALL_OUT_CYCLES", "TERMS")
-#: Identity registers checked when a device opens (their manifest values are constants).
-IDENTITY = ("ID", "ENGINE", "ARRAY", "WIDTHS", "MAX_K", "STREAM_WIDTH", "FMAP_VECTORS",
-            "ACC_ENTRIES", "WEIGHT_ROWS", "MAX_CHANNELS")
+           "InputError", "BackendMissing", "DeviceLock", "Device", "RunResult", "StepStats",
+           "open_device", "DEVICES", "BACKENDS", "BackendEntry", "COUNTERS", "IDENTITY",
+           "load_manifest", "ManifestError"]
 
 
-@dataclass
-class StepStats:
-    """Counters of one step over a batch (deltas of the core's 64-bit counters)."""
-
-    index: int
-    kind: str
-    runs: int = 0
-    busy_cycles: int = 0
-    stall_in_cycles: int = 0
-    stall_out_cycles: int = 0
-    terms: int = 0
-    seconds: float = 0.0
-
-
-@dataclass
-class RunResult:
-    """What :meth:`Device.run` returns.
+class BackendEntry(NamedTuple):
+    """Where the backend of one device kind lives, and what a missing install says.
 
     Attributes
     ----------
-    outputs : int64 array ``[B, ...]``
-        The model's final integer activations (the last layer's outputs).
-    predictions : int64 array ``[B]`` or None
-        ``argmax`` of ``outputs`` for a model whose output is ``argmax``.
-    images : int
-    steps : list of StepStats
-        Per core step: runs and counter deltas.
-    seconds : float
-        Wall time of the batch on this host (packing, transfers, waiting, the host's layers).
-    sim_cycles : int or None
-        Clock cycles a simulator ran (including idle cycles between runs), or None on a board.
-    pes : int
-        ``rows * cols`` of the core.
+    module : str
+        The dotted name of the module, imported when the kind is opened.
+    opener : str
+        The function of ``module`` that opens the backend: ``opener(manifest, **options)``.
+    missing : str
+        The one-line message when ``module`` or one of ``packages`` is not installed; it names
+        the extra to install.
+    packages : tuple of str
+        Optional packages the opener imports while it opens (top-level names): their absence
+        is reported with ``missing`` too.
+    reads_manifest : bool
+        True: the opener takes the caller's ``manifest`` as given (a ``CoreConfig`` too) and
+        returns ``(backend, manifest dict)``. False: the runtime loads and checks the manifest
+        first (:func:`load_manifest`) and the opener returns the backend.
     """
 
-    outputs: np.ndarray
-    predictions: np.ndarray | None
-    images: int
-    steps: list = field(default_factory=list)
-    seconds: float = 0.0
-    sim_cycles: int | None = None
-    pes: int = 1
-
-    def _total(self, name):
-        return sum(getattr(s, name) for s in self.steps)
-
-    @property
-    def busy_cycles(self):
-        return self._total("busy_cycles")
-
-    @property
-    def terms(self):
-        return self._total("terms")
-
-    @property
-    def cycles_per_image(self):
-        """Core busy cycles per image (``BUSY_CYCLES`` over the batch / images)."""
-        return self.busy_cycles / self.images if self.images else 0.0
-
-    @property
-    def images_per_second(self):
-        """Images per wall-clock second on this host (simulated or real)."""
-        return self.images / self.seconds if self.seconds else 0.0
-
-    @property
-    def utilization(self):
-        """``TERMS / (BUSY_CYCLES * rows * cols)``: the share of PE-cycles that computed."""
-        busy = self.busy_cycles
-        return self.terms / (busy * self.pes) if busy else 0.0
-
-    def images_per_second_at(self, clock_hz):
-        """Images per second of the core alone at ``clock_hz`` (busy cycles only)."""
-        return clock_hz / self.cycles_per_image if self.cycles_per_image else 0.0
-
-    def summary(self):
-        """A JSON-ready dict of the figures (no arrays)."""
-        doc = {"images": self.images, "seconds": round(self.seconds, 4),
-               "images_per_second": round(self.images_per_second, 2),
-               "busy_cycles": self.busy_cycles, "terms": self.terms,
-               "cycles_per_image": round(self.cycles_per_image, 1),
-               "pe_utilization": round(self.utilization, 4),
-               "images_per_second_at_100mhz": round(self.images_per_second_at(100e6), 1),
-               "steps": [vars(s) | {"seconds": round(s.seconds, 4)} for s in self.steps]}
-        if self.sim_cycles is not None:
-            doc["sim_cycles"] = self.sim_cycles
-            doc["sim_cycles_per_second"] = round(self.sim_cycles / self.seconds, 1) \
-                if self.seconds else 0.0
-        return doc
+    module: str
+    opener: str
+    missing: str
+    packages: tuple = ()
+    reads_manifest: bool = False
 
 
-def _registers(manifest):
-    regs = {}
-    for reg in manifest["registers"]["registers"]:
-        regs[reg["name"]] = (reg["offset"], {f["name"]: f for f in reg["fields"]}, reg)
-    return regs
+#: The backend of each device kind (see the module docstring, "The backend table").
+BACKENDS = {
+    "sim": BackendEntry("mulfree.sim.backend", "open_sim",
+                        "the simulated board needs the [sim] extra: pip install 'mulfree[sim]'",
+                        packages=("amaranth",), reads_manifest=True),
+    "zynq": BackendEntry("mulfree.host.zynq", "open_zynq",
+                         "the Zynq board's backend needs the core install (NumPy, "
+                         "safetensors): pip install mulfree"),
+}
 
-
-def _check_timeout(param, value):
-    """``value`` as seconds: a finite number > 0, else :class:`InputError` naming ``param``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(value) or value <= 0:
-        raise InputError(param, f"{param} must be a finite number of seconds > 0, "
-                                f"not {value!r}")
-    return float(value)
-
-
-class Device:
-    """An open accelerator: a backend plus the core's manifest.
-
-    Parameters
-    ----------
-    backend
-        See the module docstring.
-    manifest : dict
-        The core's manifest (``mulfree gen --core``); every offset and field comes from it.
-    timeout : float
-        Seconds a run may take before it is aborted (:class:`DeviceTimeout`).
-    check_identity : bool
-        Compare the identity registers with the manifest when opening (default).
-
-    Raises
-    ------
-    ManifestError
-        If the manifest disagrees with its own parameters (nothing is read or written; the
-        backend is closed).
-    InputError
-        For a timeout that is not a finite number of seconds > 0.
-    DeviceBusy
-        If another process holds the device.
-    DeviceMismatch
-        If an identity register differs from what the manifest's parameters give.
-    """
-
-    def __init__(self, backend, manifest, *, timeout=10.0, check_identity=True):
-        self.backend = backend
-        self._lock = None
-        self.program = None
-        self._loaded_step = None
-        try:
-            # Checked before the first register access: every offset, field and expected
-            # identity value below comes from a manifest that equals its parameters' own.
-            self.manifest, self.core = check_manifest(manifest)
-            self.timeout = _check_timeout("timeout", timeout)
-            self._regs = _registers(self.manifest)
-            self._identity = {r.name: r.reset for r in self.core.register_map}
-            lock_path = getattr(backend, "lock_path", None)
-            if lock_path is not None:
-                self._lock = DeviceLock(lock_path, f"the {backend.name} device")
-            if check_identity:
-                self.check_identity()
-            self.soft_reset()
-            self.write_field("CONTROL", "irq_enable", 1)
-        except BaseException:
-            self.close()
-            raise
-
-    # Registers --------------------------------------------------------------------------------
-
-    def _reg(self, name):
-        if not isinstance(name, str) or name not in self._regs:
-            raise InputError("name", f"name must be a register of this core's manifest "
-                                     f"(ID, STATUS, ...), not {name!r}")
-        return self._regs[name]
-
-    def _check_open(self):
-        if self.backend is None:
-            raise DeviceError("the device is closed")
-
-    @property
-    def closed(self):
-        """Whether :meth:`close` was called."""
-        return self.backend is None
-
-    def read(self, name):
-        """The 32-bit value of register ``name``."""
-        self._check_open()
-        return self.backend.read32(self._reg(name)[0])
-
-    def write(self, name, value):
-        """Write the 32-bit ``value`` to register ``name``."""
-        self._check_open()
-        offset = self._reg(name)[0]
-        self.backend.write32(offset, _word("value", value))
-
-    def field(self, name, field_name, value=None):
-        """Field ``field_name`` of register ``name`` (from ``value``, or read now)."""
-        hi, lo = self._bits(name, field_name)
-        value = self.read(name) if value is None else _word("value", value)
-        return (value >> lo) & ((1 << (hi - lo + 1)) - 1)
-
-    def _bits(self, name, field_name):
-        _, fields, _ = self._reg(name)
-        if field_name not in fields:
-            raise InputError("field_name", f"field_name must be a field of {name} "
-                                           f"({', '.join(fields)}), not {field_name!r}")
-        return fields[field_name]["bits"]
-
-    def _field_value(self, name, field_name, value):
-        hi, lo = self._bits(name, field_name)
-        return (_word("value", value) & ((1 << (hi - lo + 1)) - 1)) << lo
-
-    def write_field(self, name, field_name, value):
-        """Write a register with only ``field_name`` set (W1S/W1C registers, CONTROL)."""
-        base = 0
-        if name == "CONTROL" and field_name != "irq_enable":
-            base = self._field_value("CONTROL", "irq_enable", 1)
-        self.write(name, base | self._field_value(name, field_name, value))
-
-    def status(self):
-        """``STATUS`` and ``ERROR`` decoded, with the core error's name: a dict."""
-        status, error = self.read("STATUS"), self.read("ERROR")
-        doc = {f: self.field("STATUS", f, status) for f in self._reg("STATUS")[1]}
-        doc.update({f: self.field("ERROR", f, error) for f in self._reg("ERROR")[1]})
-        codes = {v["code"]: k for k, v in self.manifest["registers"]["core_errors"].items()}
-        doc["core_error"] = codes.get(doc.get("core_code", 0))
-        return doc
-
-    def counters(self):
-        """The 64-bit performance counters (``_LO`` then ``_HI``: one snapshot each)."""
-        out = {}
-        for name in COUNTERS:
-            lo = self.read(f"{name}_LO")
-            hi = self.read(f"{name}_HI")
-            out[name] = hi << 32 | lo
-        return out
-
-    def identity(self):
-        """The identity registers' values: a dict."""
-        return {name: self.read(name) for name in IDENTITY + ("VERSION",)}
-
-    def check_identity(self):
-        """Raise :class:`DeviceMismatch` unless the identity registers are what the manifest's
-        parameters give (the register map of ``CoreConfig.from_params(parameters)``)."""
-        for name in IDENTITY:
-            expected = self._identity[name]
-            got = self.read(name)
-            if got != expected:
-                raise DeviceMismatch(
-                    f"register {name} of the {self.backend.name} device reads 0x{got:08x}, "
-                    f"the manifest of {self.manifest.get('top')} says 0x{expected:08x}: the "
-                    f"device holds another design (regenerate or redeploy)")
-        major = self.field("VERSION", "major")
-        want = self.field("VERSION", "major", self._identity["VERSION"])
-        if major != want:
-            raise DeviceMismatch(f"the device's register interface is version {major}.x, this "
-                                 f"runtime's manifest {want}.x")
-
-    def soft_reset(self):
-        """Abort whatever runs, return the core to idle, and reset the data movers."""
-        self.write_field("CONTROL", "soft_reset", 1)
-        self.backend.abort()
-        self._loaded_step = None
-
-    @property
-    def max_packet_bytes(self):
-        return getattr(self.backend, "max_packet_bytes", None)
-
-    # Programs ---------------------------------------------------------------------------------
-
-    def load(self, program: Program):
-        """Make ``program`` the one :meth:`run` executes.
-
-        Raises
-        ------
-        DeviceMismatch
-            If it was compiled for another core (nothing is sent).
-        """
-        self._check_open()
-        if not isinstance(program, Program):
-            raise InputError("program", f"program must be a Program (compile_model), "
-                                        f"not {type(program).__name__}")
-        if program.core.params() != self.core.params():
-            diff = _diff(program.core.params(), self.core.params())
-            raise DeviceMismatch(f"the program was compiled for another core ({diff}); "
-                                 f"compile it for this device's manifest")
-        limit = self.max_packet_bytes
-        if limit is not None and (program.max_packet_bytes is None
-                                  or program.max_packet_bytes > limit):
-            raise DeviceMismatch(f"the program was packed for packets of up to "
-                                 f"{program.max_packet_bytes} bytes; this device moves at most "
-                                 f"{limit}: compile_model(..., max_packet_bytes={limit})")
-        self.program = program
-        self._loaded_step = None
-
-    def _check_input(self, x):
-        program = self.program
-        shape = program.input_shape
-        x = _as_array(x)
-        if x.dtype.kind not in "iu":
-            raise InputError("x", f"x must hold integers (quantized inputs; use infer() for "
-                                  f"real values), not {x.dtype}")
-        if x.shape == shape:
-            x = x[None]
-        if x.ndim != len(shape) + 1 or x.shape[1:] != shape:
-            raise InputError("x", f"x must have shape {shape} or (B, "
-                                  f"{', '.join(map(str, shape))}), not {x.shape}")
-        if not x.shape[0]:
-            raise InputError("x", f"x must hold at least one input (B >= 1), not an empty "
-                                  f"batch of shape {x.shape}")
-        lo, hi = self.core.engine.act_range
-        in_lo, in_hi = -(1 << (program.model.input.act_bits - 1)), \
-            (1 << (program.model.input.act_bits - 1)) - 1
-        if x.size and (x.min() < in_lo or x.max() > in_hi):
-            raise InputError("x", f"x must lie in [{in_lo}, {in_hi}] (the model's "
-                                  f"{program.model.input.act_bits}-bit input), not "
-                                  f"[{x.min()}, {x.max()}]")
-        assert lo <= in_lo and in_hi <= hi
-        return x.astype(np.int64)
-
-    def infer(self, x_float, **options):
-        """Quantize real inputs as the model's input says, then :meth:`run`."""
-        from ..spec.model_golden import quantize_input
-        self._check_open()
-        if self.program is None:
-            raise DeviceError("no program loaded: call load(compile_model(...)) first")
-        x_float = _as_array(x_float)
-        if x_float.dtype.kind not in "iuf":
-            raise InputError("x_float", f"x_float must hold real numbers, not {x_float.dtype}")
-        if x_float.dtype.kind == "f" and not np.isfinite(x_float).all():
-            bad = np.flatnonzero(~np.isfinite(x_float.reshape(-1)))[0]
-            raise InputError("x_float", f"x_float must hold finite numbers, not "
-                                        f"{x_float.reshape(-1)[bad]} (flat index {bad})")
-        shape = self.program.input_shape
-        if x_float.ndim == len(shape) + 1 and x_float.shape[1:] == shape \
-                and not x_float.shape[0]:
-            raise InputError("x_float", f"x_float must hold at least one input (B >= 1), not "
-                                        f"an empty batch of shape {x_float.shape}")
-        try:
-            x = quantize_input(self.program.model, x_float)
-        except ValueError as exc:
-            raise InputError("x_float", str(exc).replace("x ", "x_float ", 1)) from None
-        return self.run(x, **options)
-
-    def run(self, x, *, progress=None):
-        """Run the loaded program on a batch of quantized inputs.
-
-        Parameters
-        ----------
-        x : int array ``input_shape`` or ``[B, *input_shape]``
-        progress : callable or None
-            Called with the number of core runs done since the last call (a tqdm's
-            ``update``).
-
-        Returns
-        -------
-        RunResult
-
-        Raises
-        ------
-        InputError
-            If ``x`` has the wrong shape, dtype or range (nothing is sent).
-        DeviceTimeout, CoreRunError
-            If a run fails; the device has been reset and stays usable.
-        """
-        self._check_open()
-        if self.program is None:
-            raise DeviceError("no program loaded: call load(compile_model(...)) first")
-        if progress is not None and not callable(progress):
-            raise InputError("progress", f"progress must be callable or None, "
-                                         f"not {type(progress).__name__}")
-        x = self._check_input(x)
-        program, images = self.program, x.shape[0]
-        start_cycles = getattr(self.backend, "cycles", None)
-        t0 = time.perf_counter()
-        stats = []
-        for step in program.steps:
-            if not isinstance(step, CoreStep):
-                x = step.apply(x)
-                continue
-            st = StepStats(step.index, step.kind)
-            before, t_step = self.counters(), time.perf_counter()
-            x = self._run_step(step, x, st, progress)
-            after = self.counters()
-            st.busy_cycles = (after["BUSY_CYCLES"] - before["BUSY_CYCLES"]) % (1 << 64)
-            st.stall_in_cycles = (after["STALL_IN_CYCLES"] - before["STALL_IN_CYCLES"]) % (1 << 64)
-            st.stall_out_cycles = (after["STALL_OUT_CYCLES"]
-                                   - before["STALL_OUT_CYCLES"]) % (1 << 64)
-            st.terms = (after["TERMS"] - before["TERMS"]) % (1 << 64)
-            st.seconds = time.perf_counter() - t_step
-            stats.append(st)
-        seconds = time.perf_counter() - t0
-        end_cycles = getattr(self.backend, "cycles", None)
-        predictions = np.argmax(x, axis=-1).astype(np.int64) if program.output == "argmax" \
-            else None
-        e = self.core.engine
-        return RunResult(x, predictions, images, stats, seconds,
-                         None if start_cycles is None else end_cycles - start_cycles,
-                         e.rows * e.cols)
-
-    def _run_step(self, step, x, stats, progress):
-        outputs = []
-        chunk = 1 if step.kind == "conv2d" else step.images_per_run
-        for start in range(0, x.shape[0], chunk):
-            part = x[start] if step.kind == "conv2d" else x[start:start + chunk]
-            reuse = self._loaded_step is step
-            out = self.run_layer(step, part, reuse=reuse)
-            self._loaded_step = step
-            outputs.append(out[None] if step.kind == "conv2d" else out[:, 0, :].T)
-            stats.runs += 1
-            if progress is not None:
-                progress(1)
-        return np.concatenate(outputs)
-
-    def run_layer(self, step: CoreStep, x, *, reuse=False):
-        """One run of ``step``: encode, send, receive, decode. Returns ``[out_c, oh, ow]``."""
-        self._check_open()
-        if self.program is None:
-            raise DeviceError("no program loaded: call load(compile_model(...)) first")
-        packets, out_nbytes, layer = encode_run(self.program, step, x, reuse=reuse)
-        data = self.execute(packets, out_nbytes)
-        return decode_run(self.program, layer, data)
-
-    def execute(self, packets, out_nbytes, *, timeout=None):
-        """Start the core, send ``packets``, return the ``out_nbytes`` bytes of its result.
-
-        The low-level run every other call goes through: ``CONTROL.start``, the backend's
-        transfer, then ``STATUS.done``. On a timeout or a core error the core is soft-reset
-        and the backend's data movers are reset before the exception is raised.
-        """
-        self._check_open()
-        timeout = self.timeout if timeout is None else _check_timeout("timeout", timeout)
-        if isinstance(out_nbytes, bool) or not isinstance(out_nbytes, (int, np.integer)) \
-                or out_nbytes < 0:
-            raise InputError("out_nbytes", f"out_nbytes must be an integer >= 0, "
-                                           f"not {out_nbytes!r}")
-        try:
-            packets = [np.ascontiguousarray(p, dtype=np.uint8).reshape(-1) for p in packets]
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InputError("packets", f"packets must be a list of byte arrays: "
-                                        f"{' '.join(str(exc).split())}") from None
-        deadline = time.monotonic() + timeout
-        self.write_field("CONTROL", "start", 1)
-        try:
-            data = self.backend.transfer(packets, out_nbytes, timeout)
-            done = self.backend.wait_done(max(0.0, deadline - time.monotonic()))
-        except TimeoutError as exc:
-            self._fail_timeout(timeout, f"{exc}")
-        except Exception as exc:          # a data mover's error (DMA error bits, a bad length)
-            self._fail_transfer(exc)
-        if not done:
-            self._fail_timeout(timeout, "the core did not set STATUS.done")
-        status = self.status()
-        if status["error"] or status["core_code"]:
-            self._fail_core(status)
-        self.write_field("STATUS", "done", 1)
-        if data is None or len(data) != out_nbytes:
-            self.soft_reset()
-            got = 0 if data is None else len(data)
-            raise DeviceError(f"the core finished but sent {got} result bytes, not "
-                              f"{out_nbytes}; the device was reset")
-        return data
-
-    def _fail_timeout(self, timeout, why):
-        try:
-            status = self.status() | self.counters()
-        except Exception as exc:          # the bus itself may be what failed
-            status = {"unreadable": str(exc)}
-        if status.get("core_code"):
-            # The core stopped with an error and the data movers waited for results that
-            # never come: report the error, not the wait.
-            self._fail_core(status)
-        self.soft_reset()
-        raise DeviceTimeout(f"the run did not finish within {timeout:g} s ({why}); "
-                            f"status before the soft reset: {_fmt_status(status)}", status)
-
-    def _fail_transfer(self, exc):
-        try:
-            status = self.status()
-        except Exception:
-            status = {}
-        if status.get("core_code"):
-            self._fail_core(status)
-        self.soft_reset()
-        raise DeviceError(f"the transfer failed ({type(exc).__name__}: {exc}); the core and "
-                          f"the data movers were reset") from exc
-
-    def _fail_core(self, status):
-        self.soft_reset()
-        code, name = status["core_code"], status["core_error"]
-        meaning = self.manifest["registers"]["core_errors"].get(name, {}).get("meaning", "")
-        raise CoreRunError(f"the core stopped the run with error {code} {name}: {meaning}; "
-                           f"the device was reset", code, name, status)
-
-    def close(self):
-        """Release the backend and the lock (idempotent); any later use raises
-        :class:`DeviceError`."""
-        if getattr(self, "backend", None) is not None:
-            try:
-                self.backend.close()
-            finally:
-                self.backend = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def _word(param, value):
-    """``value`` as a 32-bit register word, or :class:`InputError` naming ``param``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
-            or not 0 <= value <= 0xFFFF_FFFF:
-        raise InputError(param, f"{param} must be an integer in [0, 0xffffffff], not {value!r}")
-    return int(value)
-
-
-def _as_array(x):
-    """``x`` as a NumPy array, or :class:`InputError` (ragged lists, objects)."""
-    try:
-        x = np.asarray(x)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise InputError("x", f"x must be an array of numbers: "
-                              f"{' '.join(str(exc).split())}") from None
-    return x
-
-
-def _fmt_status(status):
-    return ", ".join(f"{k}={v}" for k, v in status.items())
-
-
-def _diff(a, b, prefix=""):
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
-            out.append(_diff(a[key], b[key], f"{prefix}{key}."))
-        elif a.get(key) != b.get(key):
-            out.append(f"{prefix}{key} {a.get(key)} vs {b.get(key)}")
-    return ", ".join(o for o in out if o)
+#: The device kinds :func:`open_device` knows.
+DEVICES = tuple(BACKENDS)
 
 
 def load_manifest(manifest, *, param="--config"):
@@ -601,13 +112,39 @@ def load_manifest(manifest, *, param="--config"):
     See :func:`mulfree.host.manifest_check.load_manifest`: the file is read strictly and every
     section must be what its ``parameters`` give.
 
+    Parameters
+    ----------
+    manifest : dict, str or Path
+        The manifest, its ``.json`` file, or the design folder holding it.
+    param : str
+        The argument's name in messages.
+
+    Returns
+    -------
+    dict
+
     Raises
     ------
     ManifestError
         A :class:`mulfree.spec.safe_io.FileCheckError` (a ``ValueError``) with a one-line
         message naming ``param``, the file and the first field that is wrong.
     """
-    return _load_manifest(manifest, param=param)
+    return manifest_check.load_manifest(manifest, param=param)
+
+
+def _missing(entry, exc):
+    """The :class:`BackendMissing` of ``entry`` for the ``ImportError`` ``exc``."""
+    what = exc.name or " ".join(str(exc).split())
+    return BackendMissing(f"{entry.missing} (missing: {what})")
+
+
+def _opener(entry):
+    """The opening function of ``entry``, its module imported now."""
+    try:
+        module = importlib.import_module(entry.module)
+    except ImportError as exc:
+        raise _missing(entry, exc) from exc
+    return getattr(module, entry.opener)
 
 
 def open_device(kind="sim", manifest=None, *, timeout=10.0, **options):
@@ -616,7 +153,7 @@ def open_device(kind="sim", manifest=None, *, timeout=10.0, **options):
     Parameters
     ----------
     kind : str
-        ``"sim"`` (the simulated board, default) or ``"zynq"``.
+        ``"sim"`` (the simulated board, default) or ``"zynq"``: a key of :data:`BACKENDS`.
     manifest : dict, path or CoreConfig
         The core: its manifest (dict, ``.json`` file or design folder). For ``"sim"`` a
         :class:`CoreConfig` is generated and built too.
@@ -626,18 +163,38 @@ def open_device(kind="sim", manifest=None, *, timeout=10.0, **options):
         Backend options: ``"sim"``: ``build_dir``, ``progress`` (see
         :func:`mulfree.sim.backend.open_sim`); ``"zynq"``: ``config`` (a
         :class:`mulfree.host.zynq.ZynqConfig`), ``sysfs_root``, ``dev_root``.
+
+    Returns
+    -------
+    Device
+        The open device; a context manager that closes it.
+
+    Raises
+    ------
+    InputError
+        For an unknown ``kind`` or a bad ``timeout`` (nothing is built or opened).
+    BackendMissing
+        If the kind's backend, or a package it needs, is not installed: the message names the
+        extra to install.
+    ManifestError, DeviceError
+        See :class:`Device`; the backend is closed again.
     """
-    if not isinstance(kind, str) or kind not in DEVICES:
-        raise InputError("kind", f"device must be one of {', '.join(DEVICES)}, not {kind!r}")
+    if not isinstance(kind, str) or kind not in BACKENDS:
+        raise InputError("kind", f"device must be one of {', '.join(BACKENDS)}, not {kind!r}")
     # Everything the caller gave is checked before a backend is built or opened.
-    _check_timeout("timeout", timeout)
-    if kind == "sim":
-        from ..sim.backend import open_sim
-        backend, manifest = open_sim(manifest, **options)
-    else:
-        from .zynq import open_zynq
-        manifest = load_manifest(manifest, param="manifest")
-        backend = open_zynq(manifest, **options)
+    check_timeout("timeout", timeout)
+    entry = BACKENDS[kind]
+    opener = _opener(entry)
+    try:
+        if entry.reads_manifest:
+            backend, manifest = opener(manifest, **options)
+        else:
+            manifest = load_manifest(manifest, param="manifest")
+            backend = opener(manifest, **options)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] not in entry.packages:
+            raise
+        raise _missing(entry, exc) from exc
     try:
         return Device(backend, manifest, timeout=timeout)
     except BaseException:

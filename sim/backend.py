@@ -1,11 +1,12 @@
 """The simulated board: the runtime's backend on the core's Verilog under Verilator.
 
-:class:`SimBackend` drives a :class:`mulfree.sim.board.SimCore` (the generated Verilog
+:class:`SimBackend` drives a :class:`mulfree.sim.sim_core.SimCore` (the generated Verilog
 compiled by Verilator with a small C++ harness, loaded with ctypes) at the register and stream
 level: a register access is one AXI4-Lite transaction, a run's packets go into the harness's
 ``s_axis`` queue at once, and the clock runs in C++ until the core raises ``irq`` — no Python
 per cycle. It is what ``open_device("sim", …)`` and ``mulfree run --device sim`` use when no
-board is attached.
+board is attached: the runtime finds :func:`open_sim` through its backend table
+(:data:`mulfree.host.runtime.BACKENDS`) and imports this module only then.
 
 A simulated device belongs to the process that opened it, so it takes no lock.
 """
@@ -39,7 +40,7 @@ def default_cache_dir():
 
 
 class SimBackend:
-    """The runtime's backend on a :class:`~mulfree.sim.board.SimCore`."""
+    """The runtime's backend on a :class:`~mulfree.sim.sim_core.SimCore`."""
 
     name = "sim"
     lock_path = None
@@ -56,6 +57,7 @@ class SimBackend:
         return self.core.cycles
 
     def read32(self, offset):
+        """The register word at byte ``offset``; :class:`SimBusError` on SLVERR."""
         data, resp = self.core.axil_read(offset)
         if resp:
             raise SimBusError(f"reading offset 0x{offset:03x} answered SLVERR (no register "
@@ -63,6 +65,7 @@ class SimBackend:
         return data
 
     def write32(self, offset, value):
+        """Write ``value`` to the register at byte ``offset``; :class:`SimBusError` on SLVERR."""
         resp = self.core.axil_write(offset, value)
         if resp:
             raise SimBusError(f"writing 0x{value:08x} to offset 0x{offset:03x} answered SLVERR "
@@ -100,6 +103,7 @@ class SimBackend:
         return np.concatenate(chunks).reshape(-1) if chunks else np.zeros(0, np.uint8)
 
     def wait_done(self, timeout):
+        """Run the clock until ``irq`` rises: True, or False after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         while not self.core.irq:
             if time.monotonic() > deadline:
@@ -114,6 +118,7 @@ class SimBackend:
         self.core.pop()
 
     def close(self):
+        """Free the simulated core (idempotent)."""
         if self.core is not None:
             self.core.close()
             self.core = None
@@ -164,7 +169,8 @@ def open_sim(manifest=None, *, build_dir=None, cache_dir=None, progress=None, jo
     progress : callable or None
         Called with a line of text when a long step (generation, compilation) starts.
     """
-    from .board import SimCore, build_sim_core
+    from .board_build import build_sim_core
+    from .sim_core import SimCore
     from ..host.manifest_check import load_manifest, verilog_path
     if build_dir is not None:
         check_output_dir(build_dir, "build_dir")

@@ -18,7 +18,7 @@ from mulfree.spec.config import ArrayConfig
 from mulfree.spec.core_config import CORE_MAGIC, CoreConfig
 from mulfree.gen.core_manifest import core_manifest, write_core_design
 from mulfree.host.layer_stream import Layer, expected_beats, pack_layer, stream_beats
-from mulfree.sim import board
+from mulfree.sim import board_build
 from mulfree.sim.board import (MARKER, BuildError, SimCore, beats_to_bytes, build_sim_core,
                                bytes_to_beats)
 from mulfree.spec.layer_golden import PostParams
@@ -374,7 +374,7 @@ def test_build_cache(built, cache_dir, tmp_path, monkeypatch):
 
     def no_build(*args, **kwargs):
         raise AssertionError("rebuilt")
-    monkeypatch.setattr(board, "_build", no_build)
+    monkeypatch.setattr(board_build, "_build", no_build)
     assert build_sim_core(j_path, build_dir=tmp_path / "cache") == copy / lib.name
     # ... but not without its marker (a build killed before it finished).
     (copy / MARKER).unlink()

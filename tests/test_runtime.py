@@ -24,8 +24,10 @@ from mulfree.spec.core_config import CoreConfig
 from mulfree.gen.core_manifest import core_manifest, write_core_design
 from mulfree.host.compiler import compile_model, encode_run
 from mulfree.host.export_format import write_export
-from mulfree.host.runtime import (CoreRunError, Device, DeviceBusy, DeviceError, DeviceLock,
-                                  DeviceMismatch, DeviceTimeout, InputError, open_device)
+from mulfree.host import runtime
+from mulfree.host.runtime import (BackendMissing, CoreRunError, Device, DeviceBusy, DeviceError,
+                                  DeviceLock, DeviceMismatch, DeviceTimeout, InputError,
+                                  open_device)
 from mulfree.sim.backend import SimBackend
 from mulfree.sim.board import SimCore, build_sim_core
 from mulfree.spec.model_golden import run_int_model
@@ -252,6 +254,41 @@ def test_open_device_builds_from_a_config(design, tmp_path):
         open_device("fpga", CORE)
 
 
+def test_a_missing_backend_names_its_extra(monkeypatch):
+    """A backend module that is not installed is a one-line DeviceError naming the extra."""
+    entry = runtime.BACKENDS["sim"]
+    monkeypatch.setitem(runtime.BACKENDS, "sim",
+                        entry._replace(module="mulfree.sim.no_such_backend"))
+    with pytest.raises(BackendMissing) as info:
+        open_device("sim", CORE)
+    assert str(info.value) == ("the simulated board needs the [sim] extra: pip install "
+                               "'mulfree[sim]' (missing: mulfree.sim.no_such_backend)")
+    assert isinstance(info.value, DeviceError) and isinstance(info.value, ImportError)
+    # Bad arguments are still refused first.
+    with pytest.raises(InputError, match="timeout must be"):
+        open_device("sim", CORE, timeout=0)
+
+
+def test_a_missing_package_while_opening_names_the_extra(monkeypatch):
+    """An optional package of the entry missing while the backend opens (Amaranth, to
+    generate the core) is the same one-line error; any other missing module is not."""
+    from mulfree.sim import backend
+
+    def no_package(name):
+        def open_sim(manifest, **options):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return open_sim
+    monkeypatch.setattr(backend, "open_sim", no_package("amaranth.back"))
+    with pytest.raises(BackendMissing, match=r"^the simulated board needs the \[sim\] extra: "
+                                             r"pip install 'mulfree\[sim\]' \(missing: "
+                                             r"amaranth.back\)$"):
+        open_device("sim", CORE)
+    monkeypatch.setattr(backend, "open_sim", no_package("elsewhere"))
+    with pytest.raises(ModuleNotFoundError) as info:
+        open_device("sim", CORE)
+    assert not isinstance(info.value, BackendMissing)
+
+
 # mulfree run ---------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -281,6 +318,19 @@ def test_run_cli(design, exported, run_main, capsys, monkeypatch):
     assert report["golden"]["bit_exact"] and report["images"] == 9
     assert report["busy_cycles"] > 0 and 0 < report["pe_utilization"] <= 1
     assert [d["runs"] for d in report["layers"]] == [9, 9, 3, 3]
+
+
+def test_run_cli_without_the_backend(exported, run_main, capsys, monkeypatch):
+    """``mulfree run`` reports a missing backend in one line and exits 1."""
+    model, path = exported
+    entry = runtime.BACKENDS["sim"]
+    monkeypatch.setitem(runtime.BACKENDS, "sim", entry._replace(module="mulfree.sim.nowhere"))
+    status, out, err = run_main(["run", str(path / "model"), "--input",
+                                 str(path / "inputs.npz")], capsys)
+    assert status == 1
+    assert err.strip().splitlines()[-1] == (
+        "mulfree run: BackendMissing: the simulated board needs the [sim] extra: pip install "
+        "'mulfree[sim]' (missing: mulfree.sim.nowhere)")
 
 
 @pytest.mark.parametrize("argv, message", [
