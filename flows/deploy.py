@@ -1,6 +1,7 @@
 """``mulfree deploy``: put a finished build on a Zynq board, load it, check the core.
 
-From a build folder (:mod:`mulfree.flows.build`) whose bitstream Vivado has made, deploy
+From a build folder (:mod:`mulfree.gen.build_folder`, written by ``mulfree build``) whose
+bitstream Vivado has made, deploy
 
 1. compiles the overlay ``mulfree.dtso`` to ``mulfree.dtbo`` with ``dtc -@`` (here if ``dtc``
    is installed, else on the board);
@@ -29,15 +30,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import (BUILD_MARKER, OVERLAY_BLOB, OVERLAY_SOURCE, VIVADO_ARGS, ZYNQ_JSON,
-                         check_build_file, read_build)
+from ..gen.build_record import BUILD_MARKER, check_build_file, read_build
+from ..gen.overlay import OVERLAY_BLOB, OVERLAY_SOURCE, ZYNQ_JSON
+from ..gen.vivado_project import VIVADO_ARGS
 from ..spec.safe_io import FileCheckError, read_json
+from .options import UsageError, option_message
 
 
-__all__ = ["DeployError", "DeployFailed", "Step", "plan_deploy", "run_steps",
+__all__ = ["add_parser", "command", "DeployError", "DeployFailed", "Step", "plan_deploy",
+           "run_steps",
            "check_host", "check_python", "check_remote_dir",
            "CONFIGFS_OVERLAYS", "OVERLAY_NAME", "FIRMWARE_DIR", "LOADERS",
-           "add_deploy_options", "run_deploy"]
+           "add_deploy_options", "run_deploy", "DEPLOY_OPTIONS"]
 
 #: Where configfs device tree overlays live (Xilinx and Raspberry Pi kernels).
 CONFIGFS_OVERLAYS = "/sys/kernel/config/device-tree/overlays"
@@ -378,16 +382,59 @@ def add_deploy_options(parser):
                         help="print every command, run none")
 
 
-_OPTION = {"build_dir": "BUILD_DIR", "host": "--host", "remote_dir": "--remote-dir",
-           "loader": "--loader", "python": "--python", "dtc": "dtc"}
+#: Parameter of a :class:`DeployError` -> the option (or program) it names.
+DEPLOY_OPTIONS = {"build_dir": "BUILD_DIR", "host": "--host", "remote_dir": "--remote-dir",
+                  "loader": "--loader", "python": "--python", "dtc": "dtc"}
 
 
-def _option_message(exc):
-    message = str(exc)
-    option = _OPTION.get(exc.param)
-    if option and message.startswith(exc.param + " "):
-        return option + message[len(exc.param):]
-    return message
+def add_parser(subparsers):
+    """Add the ``deploy`` command to the ``mulfree`` parser.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        What ``add_subparsers`` of the ``mulfree`` parser returned.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The ``deploy`` parser; its ``func`` default is :func:`command`.
+    """
+    p = subparsers.add_parser(
+        "deploy", help="load a built bitstream on a Zynq board and check the core",
+        description="Copy a build's .bit.bin, compiled overlay and configs to the board (scp "
+                    "with --host, else locally), load them through the Linux FPGA manager "
+                    "(configfs device tree overlay, or fpgautil), and check the core's identity "
+                    "registers there. Every command is printed; --dry-run runs none.")
+    add_deploy_options(p)
+    p.set_defaults(func=command)
+    return p
+
+
+def command(args):
+    """``mulfree deploy`` with its errors as one-line usage errors.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        The options of the command :func:`add_parser` defines.
+
+    Returns
+    -------
+    int
+        Exit status: 0, or 1 if a step on the board fails.
+
+    Raises
+    ------
+    mulfree.flows.options.UsageError
+        A bad option or a folder that is not a finished build.
+    mulfree.spec.safe_io.FileCheckError
+        A ``build.json`` or a file it names that is not what ``mulfree build`` wrote.
+    """
+    try:
+        return run_deploy(args)
+    except DeployError as e:
+        raise UsageError(option_message(e, DEPLOY_OPTIONS)) from None
 
 
 def run_deploy(args):

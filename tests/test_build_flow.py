@@ -19,9 +19,12 @@ from pathlib import Path
 import pytest
 
 from mulfree.flows import build as build_flow
+from mulfree.gen import build_folder, build_record, overlay, vivado_plan, vivado_project, vivado_run
 from mulfree.gen.board import BOARDS, irq_f2p_spi
-from mulfree.flows.build import (BUILD_MARKER, OVERLAY_SOURCE, ZYNQ_JSON, BuildError,
-                                    estimate_resources, plan_build, write_build)
+from mulfree.gen.build_folder import write_build
+from mulfree.gen.build_record import BUILD_MARKER
+from mulfree.gen.overlay import OVERLAY_SOURCE, ZYNQ_JSON
+from mulfree.gen.vivado_plan import BuildError, estimate_resources, plan_build
 from mulfree.spec.config import ArrayConfig
 from mulfree.spec.core_config import CoreConfig
 from mulfree.host.zynq import ZYNQ_DEFAULTS, ZynqConfig
@@ -99,11 +102,11 @@ def test_folder_holds_every_file_with_its_digest(small):
 
 def test_scripts_name_the_vivado_command(small):
     folder, plan = small
-    command = "vivado " + " ".join(build_flow.VIVADO_ARGS)
+    command = "vivado " + " ".join(vivado_project.VIVADO_ARGS)
     assert command == "vivado -mode batch -nojournal -log vivado.log -source build.tcl"
-    assert f'"${{VIVADO:-vivado}}" {" ".join(build_flow.VIVADO_ARGS)}' in \
+    assert f'"${{VIVADO:-vivado}}" {" ".join(vivado_project.VIVADO_ARGS)}' in \
         (folder / "run_vivado.sh").read_text()
-    assert f"$(VIVADO) {' '.join(build_flow.VIVADO_ARGS)}" in (folder / "Makefile").read_text()
+    assert f"$(VIVADO) {' '.join(vivado_project.VIVADO_ARGS)}" in (folder / "Makefile").read_text()
     assert command in (folder / "README.txt").read_text()
 
 
@@ -166,7 +169,7 @@ def test_tcl_dma_and_ps7(small, small_calls):
     assert nets["rst_fclk0/peripheral_reset"] == ["core/rst"]
     # Interrupts in the order the overlay numbers them.
     for i, (pin, line) in enumerate(zip(("core/irq", "dma/mm2s_introut", "dma/s2mm_introut"),
-                                        build_flow.IRQ_LINES)):
+                                        vivado_plan.IRQ_LINES)):
         assert nets[pin] == [f"irq_concat/In{i}"], line
     assert nets["irq_concat/dout"] == ["ps7/IRQ_F2P"]
 
@@ -358,7 +361,7 @@ def test_cli_refuses_a_folder_that_is_not_a_build(run_main, capsys, tmp_path):
 def test_a_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
     def broken(plan):
         raise RuntimeError("disk full")
-    monkeypatch.setattr(build_flow, "overlay_dts", broken)
+    monkeypatch.setattr(build_folder, "overlay_dts", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         write_build(SMALL, "zc706", tmp_path / "b")
     assert _entries(tmp_path) == []
@@ -437,8 +440,8 @@ def test_run_shows_vivados_first_error(build_copy, tmp_path, monkeypatch, capsys
         "ERROR: [Synth 8-439] module \\'foo\\' not found\\nERROR: [Common 17-69] failed\\n')\n"
         "sys.exit(1)\n"))
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    with pytest.raises(build_flow.VivadoFailed) as info:
-        build_flow.run_vivado(build_copy)
+    with pytest.raises(vivado_run.VivadoFailed) as info:
+        vivado_run.run_vivado(build_copy)
     assert info.value.error == "ERROR: [Synth 8-439] module 'foo' not found"
     assert "exit status 1" in str(info.value) and str(info.value).count("ERROR:") == 1
     assert json.loads((build_copy / BUILD_MARKER).read_text())["vivado"] is None
@@ -447,12 +450,12 @@ def test_run_shows_vivados_first_error(build_copy, tmp_path, monkeypatch, capsys
 def test_run_collects_the_products(build_copy, tmp_path, monkeypatch):
     _fake_vivado(tmp_path / "bin", (
         "import json, sys\n"
-        "assert sys.argv[1:] == " + repr(list(build_flow.VIVADO_ARGS)) + "\n"
+        "assert sys.argv[1:] == " + repr(list(vivado_project.VIVADO_ARGS)) + "\n"
         "open('vivado.log', 'w').write('INFO: done\\n')\n"
         "for name in json.load(open('build.json'))['products'].values():\n"
         "    open(name, 'wb').write(name.encode())\n"))
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    products = build_flow.run_vivado(build_copy)
+    products = vivado_run.run_vivado(build_copy)
     doc = json.loads((build_copy / BUILD_MARKER).read_text())
     assert set(products) == {"bit", "bin", "xsa"}
     for path in products.values():
@@ -463,9 +466,9 @@ def test_run_collects_the_products(build_copy, tmp_path, monkeypatch):
 def test_run_without_products_fails(build_copy, tmp_path, monkeypatch):
     _fake_vivado(tmp_path / "bin", "open('vivado.log', 'w').write('INFO: nothing\\n')\n")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    with pytest.raises(build_flow.VivadoFailed, match=r"it did not write .*\.bit.*no ERROR: "
+    with pytest.raises(vivado_run.VivadoFailed, match=r"it did not write .*\.bit.*no ERROR: "
                                                       r"line"):
-        build_flow.run_vivado(build_copy)
+        vivado_run.run_vivado(build_copy)
 
 
 def test_cli_run_failure_prints_the_error_line(run_main, capsys, tmp_path, monkeypatch):
@@ -708,7 +711,7 @@ def test_ctrl_c_during_a_build_leaves_nothing(run_main, capsys, small, tmp_path,
     if where == "write_core_design":
         monkeypatch.setattr(core_manifest, "write_core_design", _interrupt)
     elif where == "overlay_dts":
-        monkeypatch.setattr(build_flow, "overlay_dts", _interrupt)
+        monkeypatch.setattr(build_folder, "overlay_dts", _interrupt)
     else:
         rename = os.rename
 
@@ -748,12 +751,12 @@ def test_run_refuses_a_changed_folder(build_copy, tmp_path, monkeypatch):
     with open(build_copy / "build.tcl", "a") as f:
         f.write("exec sh -c {touch /tmp/pwned}\n")
     with pytest.raises(FileCheckError, match="build.tcl does not match the SHA-256"):
-        build_flow.run_vivado(build_copy)
+        vivado_run.run_vivado(build_copy)
     assert not marker.exists()
     (build_copy / "build.tcl").unlink()
     (build_copy / "build.tcl").symlink_to("/etc/passwd")
     with pytest.raises(FileCheckError, match="leads outside"):
-        build_flow.run_vivado(build_copy)
+        vivado_run.run_vivado(build_copy)
     assert not marker.exists()
 
 
@@ -766,9 +769,9 @@ def test_run_writes_build_json_through_a_fresh_temporary(build_copy, tmp_path, m
         "for name in json.load(open('build.json'))['products'].values():\n"
         "    open(name, 'wb').write(name.encode())\n"))
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
-    build_flow.run_vivado(build_copy)
+    vivado_run.run_vivado(build_copy)
     assert victim.read_text() == "precious"
-    assert build_flow.read_build(build_copy)["vivado"]["returncode"] == 0
+    assert build_record.read_build(build_copy)["vivado"]["returncode"] == 0
 
 
 def test_generated_text_refuses_names_it_cannot_hold(small):
@@ -777,12 +780,12 @@ def test_generated_text_refuses_names_it_cannot_hold(small):
     import types
     from mulfree.spec.safe_io import FileCheckError
     plan = small[1]
-    build_flow.overlay_dts(plan)
+    overlay.overlay_dts(plan)
     for bad in ('x"; }; evil {', "a\nb", "a/b", "a@1", "a:b", "n" * 40, "", "-x", "ü"):
         for field in ("core_uio", "dma_uio", "udmabuf"):
             zynq = types.SimpleNamespace(**{**plan.zynq.as_dict(), field: bad})
             with pytest.raises(BuildError, match=f"zynq {field} must be a device tree node"):
-                build_flow.overlay_dts(dataclasses.replace(plan, zynq=zynq))
+                overlay.overlay_dts(dataclasses.replace(plan, zynq=zynq))
     manifest = {**plan.manifest, "top": 'x";\n/ { evil'}
     with pytest.raises(FileCheckError, match="Verilog identifier"):
-        build_flow.overlay_dts(dataclasses.replace(plan, manifest=manifest))
+        overlay.overlay_dts(dataclasses.replace(plan, manifest=manifest))

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from mulfree.flows import deploy
-from mulfree.flows.build import BUILD_MARKER, OVERLAY_BLOB, ZYNQ_JSON, write_build
+from mulfree.gen.build_folder import write_build
+from mulfree.gen.build_record import BUILD_MARKER
+from mulfree.gen.overlay import OVERLAY_BLOB, ZYNQ_JSON
 from mulfree.spec.config import ArrayConfig
 from mulfree.spec.core_config import CoreConfig
 
