@@ -83,7 +83,7 @@ def test_irq_f2p_to_gic_spi():
 
 
 def test_report_uses_the_registry():
-    from mulfree.flows.report import device_for
+    from mulfree.gen.devices import device_for
     assert device_for(board="zc706").name == "xc7z045"
     assert device_for(board="arty_z7_20").dsp == 220
 

