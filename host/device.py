@@ -96,12 +96,14 @@ class Device:
     # Registers --------------------------------------------------------------------------------
 
     def _reg(self, name):
+        """Register ``name``'s ``(offset, fields, entry)``, or :class:`InputError`."""
         if not isinstance(name, str) or name not in self._regs:
             raise InputError("name", f"name must be a register of this core's manifest "
                                      f"(ID, STATUS, ...), not {name!r}")
         return self._regs[name]
 
     def _check_open(self):
+        """Raise :class:`DeviceError` after :meth:`close`."""
         if self.backend is None:
             raise DeviceError("the device is closed")
 
@@ -128,6 +130,7 @@ class Device:
         return (value >> lo) & ((1 << (hi - lo + 1)) - 1)
 
     def _bits(self, name, field_name):
+        """``[hi, lo]`` of field ``field_name`` of register ``name``."""
         _, fields, _ = self._reg(name)
         if field_name not in fields:
             raise InputError("field_name", f"field_name must be a field of {name} "
@@ -135,6 +138,7 @@ class Device:
         return fields[field_name]["bits"]
 
     def _field_value(self, name, field_name, value):
+        """``value`` placed in field ``field_name`` of register ``name``."""
         hi, lo = self._bits(name, field_name)
         return (check_word("value", value) & ((1 << (hi - lo + 1)) - 1)) << lo
 
@@ -223,6 +227,7 @@ class Device:
         self._loaded_step = None
 
     def _check_input(self, x):
+        """``x`` as an int64 batch of the loaded program's input, or :class:`InputError`."""
         program = self.program
         shape = program.input_shape
         x = as_array(x)
@@ -328,6 +333,7 @@ class Device:
                          e.rows * e.cols)
 
     def _run_step(self, step, x, stats, progress):
+        """Run core step ``step`` over the batch ``x``, counting runs into ``stats``."""
         outputs = []
         chunk = 1 if step.kind == "conv2d" else step.images_per_run
         for start in range(0, x.shape[0], chunk):
@@ -391,6 +397,7 @@ class Device:
         return data
 
     def _fail_timeout(self, timeout, why):
+        """Reset after a run that did not finish; raise :class:`DeviceTimeout`."""
         try:
             status = self.status() | self.counters()
         except Exception as exc:          # the bus itself may be what failed
@@ -404,6 +411,7 @@ class Device:
                             f"status before the soft reset: {_fmt_status(status)}", status)
 
     def _fail_transfer(self, exc):
+        """Reset after a data mover's error; raise :class:`DeviceError`."""
         try:
             status = self.status()
         except Exception:
@@ -415,6 +423,7 @@ class Device:
                           f"the data movers were reset") from exc
 
     def _fail_core(self, status):
+        """Reset after a core error; raise :class:`CoreRunError` naming it."""
         self.soft_reset()
         code, name = status["core_code"], status["core_error"]
         meaning = self.manifest["registers"]["core_errors"].get(name, {}).get("meaning", "")
