@@ -141,12 +141,12 @@ def test_gen_refuses_keyword_name(run_main, tmp_path, capsys):
 
 
 def test_main_turns_an_unexpected_failure_into_one_line(run_main, monkeypatch, capsys):
-    from mulfree.flows import cli
+    from mulfree.flows import generate
 
     def boom(args):
         raise RecursionError("maximum recursion depth exceeded")
 
-    monkeypatch.setattr(cli, "cmd_gen", boom)
+    monkeypatch.setattr(generate, "command", boom)
     monkeypatch.delenv("MULFREE_TRACEBACK", raising=False)
     code, out, err = run_main(["gen"], capsys)
     assert code == 1
@@ -155,12 +155,12 @@ def test_main_turns_an_unexpected_failure_into_one_line(run_main, monkeypatch, c
 
 
 def test_main_ctrl_c_is_one_line(run_main, monkeypatch, capsys):
-    from mulfree.flows import cli
+    from mulfree.flows import generate
 
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "cmd_gen", interrupted)
+    monkeypatch.setattr(generate, "command", interrupted)
     code, out, err = run_main(["gen"], capsys)
     assert code == 130
     assert err.strip().count("\n") == 0 and "interrupted" in err

@@ -16,8 +16,8 @@ from mulfree.spec.config import ConfigError
 from mulfree.gen.emit import OutputError
 from mulfree.spec.config import ArrayConfig
 from mulfree.spec.shift_config import ShiftUnitConfig, MODES, ORDERS
-from mulfree.gen.shift_emit import (add_shift_unit_options, bench_shift_unit,
-                                    convert_shift_unit_verilog, shift_unit_config_from_args,
+from mulfree.flows.generate import add_shift_unit_options, shift_unit_config_from_args
+from mulfree.gen.shift_emit import (bench_shift_unit, convert_shift_unit_verilog,
                                     shift_unit_manifest, simulate_shift_unit, write_shift_unit)
 from mulfree.spec.golden import array_forward
 from mulfree.spec.shift_golden import (address_shift, channel_shift, element_order, read_command,
