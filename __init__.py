@@ -23,31 +23,31 @@ untrusted files            :class:`FileCheckError`
 =========================  ===========================================================
 
 The folders are floors, imports running down only (``docs/architecture.md``):
-:mod:`mulfree.spec` (parameters and the numeric specification, NumPy only) under
+:mod:`mulfree.params` (parameters and the numeric specification, NumPy only) under
 :mod:`mulfree.rtl` (Amaranth components) and :mod:`mulfree.host` (PyTorch, export, compiler,
 runtime), under :mod:`mulfree.gen` (Verilog, manifests, synthesis, the Vivado plan), under
 :mod:`mulfree.sim` (testbenches, simulated boards), under :mod:`mulfree.flows` (the
 ``mulfree`` command).
 """
 
-__version__ = "0.1.0"
+from .params.version import __version__
 
 #: Public name -> ``(module, attribute)``; the module is imported on first use.
 _API = {
-    "ArrayConfig": ("mulfree.spec.config", "ArrayConfig"),
-    "ConfigError": ("mulfree.spec.config", "ConfigError"),
-    "CoreConfig": ("mulfree.spec.core_config", "CoreConfig"),
-    "ShiftUnitConfig": ("mulfree.spec.shift_config", "ShiftUnitConfig"),
-    "engine_manifest": ("mulfree.spec.manifest", "engine_manifest"),
-    "core_manifest": ("mulfree.spec.manifest", "core_manifest"),
+    "ArrayConfig": ("mulfree.params.config", "ArrayConfig"),
+    "ConfigError": ("mulfree.params.config", "ConfigError"),
+    "CoreConfig": ("mulfree.params.core_config", "CoreConfig"),
+    "ShiftUnitConfig": ("mulfree.params.shift_config", "ShiftUnitConfig"),
+    "engine_manifest": ("mulfree.params.manifest", "engine_manifest"),
+    "core_manifest": ("mulfree.params.manifest", "core_manifest"),
     "write_design": ("mulfree.gen.emit", "write_design"),
     "write_core_design": ("mulfree.gen.core_manifest", "write_core_design"),
     "write_shift_unit": ("mulfree.gen.shift_emit", "write_shift_unit"),
-    "IntModel": ("mulfree.spec.int_model", "IntModel"),
-    "ExportError": ("mulfree.spec.int_model", "ExportError"),
-    "run_int_model": ("mulfree.spec.model_golden", "run_int_model"),
-    "quantize_input": ("mulfree.spec.model_golden", "quantize_input"),
-    "predict": ("mulfree.spec.model_golden", "predict"),
+    "IntModel": ("mulfree.params.int_model", "IntModel"),
+    "ExportError": ("mulfree.params.int_model", "ExportError"),
+    "run_int_model": ("mulfree.params.model_golden", "run_int_model"),
+    "quantize_input": ("mulfree.params.model_golden", "quantize_input"),
+    "predict": ("mulfree.params.model_golden", "predict"),
     "ShiftLinear": ("mulfree.host", "ShiftLinear"),
     "ShiftConv2d": ("mulfree.host", "ShiftConv2d"),
     "AdderLinear": ("mulfree.host", "AdderLinear"),
@@ -65,7 +65,7 @@ _API = {
     "open_device": ("mulfree.host.runtime", "open_device"),
     "Device": ("mulfree.host.runtime", "Device"),
     "DeviceError": ("mulfree.host.device_errors", "DeviceError"),
-    "FileCheckError": ("mulfree.spec.safe_io", "FileCheckError"),
+    "FileCheckError": ("mulfree.params.safe_io", "FileCheckError"),
 }
 
 __all__ = ["__version__", *_API]

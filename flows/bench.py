@@ -26,7 +26,7 @@ import argparse
 import re
 from pathlib import Path
 
-from ..spec.config import ArrayConfig
+from ..params.config import ArrayConfig
 from .bench_gen import GEN_SIZES, GEN_TIME_LIMIT, bench_gen, format_gen, plot_gen
 from .bench_synth import SYNTH_VARIANTS, bench_synth, format_synth
 from .bench_text import fmt_number, stderr_progress
@@ -57,11 +57,11 @@ def check_plot_path(path, option):
 
     Raises
     ------
-    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+    mulfree.flows.options.UsageError, mulfree.params.safe_io.FileCheckError
         One line naming ``option``.
     """
     from .options import UsageError
-    from ..spec.safe_io import check_output_file
+    from ..params.safe_io import check_output_file
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -82,7 +82,7 @@ def check_plot_path(path, option):
 
 def _size(text):
     """``--sizes`` item ``N`` or ``RxC`` as ``(rows, cols)``, each within its limits."""
-    from ..spec.config import LIMITS
+    from ..params.config import LIMITS
     m = re.fullmatch(r"(\d+)(?:x(\d+))?", text.strip())
     if not m:
         raise argparse.ArgumentTypeError(f"a size must be N or RxC, not {text[:40]!r}")
@@ -207,7 +207,7 @@ def check_bench_options(args, which):
     """Refuse a bad option of ``mulfree bench`` before any benchmark runs.
 
     Every number in range, every design the named benchmarks make valid (its
-    :class:`~mulfree.spec.config.ConfigError` named by the option), and every place written
+    :class:`~mulfree.params.config.ConfigError` named by the option), and every place written
     (``--json``, ``--plot``, ``--work-dir``, ``out/bench``) writable.
 
     Parameters
@@ -219,13 +219,13 @@ def check_bench_options(args, which):
 
     Raises
     ------
-    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+    mulfree.flows.options.UsageError, mulfree.params.safe_io.FileCheckError
         One line naming the option, the value and what is allowed.
     """
     from .core_options import core_error_message
     from .options import UsageError, check_int, check_seconds
-    from ..spec.safe_io import check_output_dir, check_output_file
-    from ..spec.config import ConfigError, LIMITS
+    from ..params.safe_io import check_output_dir, check_output_file
+    from ..params.config import ConfigError, LIMITS
     check_int("--repeat", args.repeat, 1, MAX_REPEAT)
     check_seconds("--time-limit", args.time_limit)
     check_int("-j/--jobs", args.jobs, 1, MAX_JOBS)
@@ -249,12 +249,12 @@ def check_bench_options(args, which):
                 tree_config(TREE_VARIANTS[name], args.rows, args.cols, args.act_bits,
                             args.max_k, args.levels_per_stage)
         if {"core", "coresynth"} & set(which):
-            from ..spec.core_config import CoreConfig
+            from ..params.core_config import CoreConfig
             for pe in ("shift", "adder", "mult"):
                 CoreConfig(engine=ArrayConfig(pe=pe, rows=args.rows, cols=args.cols,
                                               act_bits=args.act_bits, max_k=args.max_k))
         if "board" in which:
-            from ..spec.core_config import CoreConfig
+            from ..params.core_config import CoreConfig
             CoreConfig(engine=ArrayConfig(pe="shift", rows=args.rows, cols=args.cols,
                                           act_bits=args.act_bits, weight_bits=5,
                                           max_k=_board_max_k(args.rows)))
@@ -313,7 +313,7 @@ def command(args):
 
     Raises
     ------
-    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+    mulfree.flows.options.UsageError, mulfree.params.safe_io.FileCheckError
         A bad option (:func:`check_bench_options`), before any benchmark runs.
     """
     which = list(dict.fromkeys(args.which or ["gen", "synth"]))

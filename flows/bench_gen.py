@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from ..spec.config import ArrayConfig
+from ..params.config import ArrayConfig
 from .bench_text import fmt_number, stderr_progress
 from .options import save_figure, table
 
@@ -37,7 +37,7 @@ def gen_child(params):
     Parameters
     ----------
     params : dict
-        Keyword arguments of the :class:`~mulfree.spec.config.ArrayConfig` to convert.
+        Keyword arguments of the :class:`~mulfree.params.config.ArrayConfig` to convert.
     """
     t0 = time.perf_counter()
     from mulfree.gen.emit import convert_verilog

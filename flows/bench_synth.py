@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..spec.config import ArrayConfig
+from ..params.config import ArrayConfig
 from ..gen.synth import RESOURCE_KEYS, classify_cells, run_parallel, synthesize
 from .bench_text import fmt_number, stderr_progress
 from .options import table

@@ -13,7 +13,7 @@ import re
 import time
 from pathlib import Path
 
-from ..spec.config import ArrayConfig
+from ..params.config import ArrayConfig
 from ..gen.synth import classify_cells, run_parallel, synthesize
 from .bench_synth import SynthVariant, resources_per
 from .bench_text import fmt_number, stderr_progress

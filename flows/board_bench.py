@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..spec.config import ArrayConfig
-from ..spec.core_config import CoreConfig
+from ..params.config import ArrayConfig
+from ..params.core_config import CoreConfig
 from .options import table
 
 
@@ -54,9 +54,9 @@ BOARD_WORKLOADS = {
 
 
 def board_layer(cfg: CoreConfig, spec, rng):
-    """A random :class:`~mulfree.host.layer_stream.Layer` of ``spec`` for ``cfg``'s engine."""
+    """A random :class:`~mulfree.host.layer_stream.Layer` of ``params`` for ``cfg``'s engine."""
     from ..host.layer_stream import Layer
-    from ..spec.layer_golden import PostParams
+    from ..params.layer_golden import PostParams
     e = cfg.engine
     if spec["kind"] == "matmul":
         in_c, h, w, out_c, k, pad = spec["k"], 1, spec["m"], spec["n"], 1, 0

@@ -12,7 +12,7 @@ module says what it holds) and, with ``--run``, runs Vivado on it
 import shlex
 import sys
 
-from ..spec.safe_io import FileCheckError
+from ..params.safe_io import FileCheckError
 from ..gen.build_folder import check_build_output, write_build
 from ..gen.vivado_plan import CLOCK_MHZ_RANGE, BuildError, core_config_from_manifest, plan_build
 from ..gen.vivado_project import format_mhz, hex_address, vivado_command, vivado_range

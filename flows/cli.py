@@ -11,7 +11,7 @@ allowed, and exit status 2.
 import os
 import sys
 
-from .. import __version__
+from ..params.version import __version__
 from . import bench, build, demo, deploy, generate, report, run, train
 from .options import UsageError, Parser
 
@@ -60,7 +60,7 @@ def main(argv=None):
     int
         The exit status.
     """
-    from ..spec.safe_io import FileCheckError
+    from ..params.safe_io import FileCheckError
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

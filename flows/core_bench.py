@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 from .options import save_figure, table
-from ..spec.config import ArrayConfig
-from ..spec.core_config import CoreConfig
+from ..params.config import ArrayConfig
+from ..params.core_config import CoreConfig
 
 
 __all__ = ["WORKLOADS", "bench_core", "format_core", "plot_core", "UTILIZATION_TARGET",

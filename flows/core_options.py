@@ -3,7 +3,7 @@
 options.
 """
 
-from ..spec.config import (ArrayConfig, ConfigError, ARCHS, LIMITS, PE_KINDS, WEIGHT_BITS_LIMITS,
+from ..params.config import (ArrayConfig, ConfigError, ARCHS, LIMITS, PE_KINDS, WEIGHT_BITS_LIMITS,
                            DEFAULT_WEIGHT_BITS)
 from .options import UsageError, option_message
 
@@ -77,8 +77,8 @@ CORE_OPTIONS = {"stream_width": "--stream-width", "fmap_vectors": "--fmap-vector
 
 
 def add_core_options(parser):
-    """The options that make a :class:`~mulfree.spec.core_config.CoreConfig` (``--core``)."""
-    from ..spec.core_config import CoreConfig, CORE_LIMITS, STREAM_WIDTHS
+    """The options that make a :class:`~mulfree.params.core_config.CoreConfig` (``--core``)."""
+    from ..params.core_config import CoreConfig, CORE_LIMITS, STREAM_WIDTHS
     d = CoreConfig()
     g = parser.add_argument_group("accelerator core (--core)")
     g.add_argument("--core", dest="unit", action="store_const", const="core",
@@ -101,7 +101,7 @@ def add_core_options(parser):
 
 
 def core_config_from_args(args):
-    from ..spec.core_config import CoreConfig
+    from ..params.core_config import CoreConfig
     engine = config_from_args(args)
     try:
         return CoreConfig(engine=engine, name=args.name,

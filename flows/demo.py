@@ -13,8 +13,8 @@ import argparse
 import sys
 import time
 
-from ..spec.config import ConfigError, LIMITS
-from ..spec.safe_io import check_output_dir
+from ..params.config import ConfigError, LIMITS
+from ..params.safe_io import check_output_dir
 from .core_options import add_array_options, config_from_args, core_error_message
 from .options import UsageError, check_int
 
@@ -85,7 +85,7 @@ def command(args):
 
     Raises
     ------
-    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+    mulfree.flows.options.UsageError, mulfree.params.safe_io.FileCheckError
         A bad option; one line naming it.
     """
     size = 8 if args.what == "engine" else 16
@@ -145,7 +145,7 @@ def _float_accuracy(path):
     """The float accuracy ``metrics.json`` records, or None if it is missing or unusable
     (it is a figure to print, not an input anything depends on)."""
     import math
-    from ..spec.safe_io import FileCheckError, read_json
+    from ..params.safe_io import FileCheckError, read_json
     if not path.is_file():
         return None
     try:

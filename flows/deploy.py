@@ -33,7 +33,7 @@ from pathlib import Path
 from ..gen.build_record import BUILD_MARKER, check_build_file, read_build
 from ..gen.overlay import OVERLAY_BLOB, OVERLAY_SOURCE, ZYNQ_JSON
 from ..gen.vivado_project import VIVADO_ARGS
-from ..spec.safe_io import FileCheckError, read_json
+from ..params.safe_io import FileCheckError, read_json
 from .options import UsageError, option_message
 
 
@@ -428,7 +428,7 @@ def command(args):
     ------
     mulfree.flows.options.UsageError
         A bad option or a folder that is not a finished build.
-    mulfree.spec.safe_io.FileCheckError
+    mulfree.params.safe_io.FileCheckError
         A ``build.json`` or a file it names that is not what ``mulfree build`` wrote.
     """
     try:

@@ -6,9 +6,9 @@ their errors spelt as options. Nothing is elaborated before every option and the
 folder are checked.
 """
 
-from ..spec.config import ConfigError
-from ..spec.safe_io import check_output_dir
-from ..spec.shift_config import MAX_CAPACITY, MAX_OFFSET, SHIFT_LIMITS, ShiftUnitConfig
+from ..params.config import ConfigError
+from ..params.safe_io import check_output_dir
+from ..params.shift_config import MAX_CAPACITY, MAX_OFFSET, SHIFT_LIMITS, ShiftUnitConfig
 from .core_options import (OPTION, add_array_options, add_core_options, config_from_args,
                            core_config_from_args)
 from .options import UsageError, option_message
@@ -25,7 +25,7 @@ SHIFT_OPTION = {"channels": "--channels", "height": "--height", "width": "--widt
 
 
 def add_shift_unit_options(parser):
-    """The options that make a :class:`~mulfree.spec.shift_config.ShiftUnitConfig`
+    """The options that make a :class:`~mulfree.params.shift_config.ShiftUnitConfig`
     (``mulfree gen --unit shift``).
 
     ``--act-bits`` and ``--name`` are left out when ``parser`` already has them (the array's
@@ -67,7 +67,7 @@ def add_shift_unit_options(parser):
 
 
 def shift_unit_config_from_args(args):
-    """The :class:`~mulfree.spec.shift_config.ShiftUnitConfig` of parsed options.
+    """The :class:`~mulfree.params.shift_config.ShiftUnitConfig` of parsed options.
 
     Parameters
     ----------
@@ -76,11 +76,11 @@ def shift_unit_config_from_args(args):
 
     Returns
     -------
-    mulfree.spec.shift_config.ShiftUnitConfig
+    mulfree.params.shift_config.ShiftUnitConfig
 
     Raises
     ------
-    mulfree.spec.config.ConfigError
+    mulfree.params.config.ConfigError
         With the message rewritten to name the command-line option (``--max-shift must be
         ...``) instead of the parameter.
     """
@@ -143,7 +143,7 @@ def command(args):
 
     Raises
     ------
-    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+    mulfree.flows.options.UsageError, mulfree.params.safe_io.FileCheckError
         A bad option or an output folder that cannot be written; one line naming the option.
     """
     from ..gen.emit import write_design

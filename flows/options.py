@@ -9,7 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from ..spec.safe_io import write_atomic
+from ..params.safe_io import write_atomic
 
 
 __all__ = ["UsageError", "MAX_SECONDS", "check_int", "check_seconds", "check_input_file",

@@ -25,7 +25,7 @@ from ..gen.core_resources import core_resources, synth_cache_dir
 from ..gen.devices import (DEVICES, FIT_LIMITS, FitError, ReportError, check_fit,
                            device_for, device_share)
 from ..gen.energy import ENERGY_SOURCE, energy_estimate, energy_per_terms, load_energy_table
-from ..spec.config import PE_KINDS
+from ..params.config import PE_KINDS
 from .options import UsageError, option_message, write_json
 from .report_compare import compare_kinds, kind_config
 from .report_max_fit import FIT_SIZES, FIT_TERMS, HOLDOUT_SIZE, max_fit
@@ -46,7 +46,7 @@ OPTIONS = {"board": "--board", "device": "--device", "energy_table": "--energy-t
 
 def _sizes(text):
     import argparse
-    from ..spec.config import LIMITS
+    from ..params.config import LIMITS
     lo, hi = LIMITS["rows"]
     try:
         sizes = sorted({int(part) for part in text.split(",") if part.strip()})
@@ -202,7 +202,7 @@ def _load_model(path):
 def _load_config(path):
     from ..host.compiler import CompileError, core_from_manifest
     from ..host.runtime import load_manifest
-    from ..spec.safe_io import FileCheckError
+    from ..params.safe_io import FileCheckError
     try:
         return core_from_manifest(load_manifest(path, param="--config"))
     except FileCheckError:
@@ -214,7 +214,7 @@ def _load_config(path):
 def _check_designs(args, cfg):
     """Refuse, before any synthesis, a --compare or --max-fit design the generator cannot
     make (a fit size too large for the core's buffers, a kind's widths...)."""
-    from ..spec.config import ConfigError
+    from ..params.config import ConfigError
     sizes = []
     if args.compare:
         sizes += [("--compare", pe, None) for pe in PE_KINDS]
@@ -259,14 +259,14 @@ def run_report(args):
     ------
     mulfree.gen.devices.ReportError
         A bad option (its ``param`` names it).
-    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+    mulfree.flows.options.UsageError, mulfree.params.safe_io.FileCheckError
         A bad option checked by the shared helpers (one line naming it).
     """
     from ..gen.emit import OutputError, check_output_dir
     from .bench import MAX_JOBS
     from .core_options import core_config_from_args
     from .options import check_int, check_seconds
-    from ..spec.config import LIMITS
+    from ..params.config import LIMITS
     device = device_for(args.board, args.device)
     check_int("-j/--jobs", args.jobs, 1, MAX_JOBS)
     check_seconds("--timeout", args.timeout)

@@ -11,8 +11,8 @@ from dataclasses import replace
 from ..gen.core_resources import core_resources
 from ..gen.devices import Device, FitError, check_fit, device_share
 from ..gen.energy import energy_estimate, energy_per_terms
-from ..spec.config import PE_KINDS
-from ..spec.core_config import CoreConfig
+from ..params.config import PE_KINDS
+from ..params.core_config import CoreConfig
 
 
 __all__ = ["kind_config", "run_all", "design_entry", "compare_kinds"]

@@ -7,8 +7,8 @@ synthesis (:func:`max_fit`).
 """
 
 from ..gen.devices import FIT_LIMITS, RESOURCES, Device, FitError, ReportError, check_fit
-from ..spec.config import PE_KINDS
-from ..spec.core_config import CoreConfig
+from ..params.config import PE_KINDS
+from ..params.core_config import CoreConfig
 from .report_compare import design_entry, kind_config, run_all
 
 

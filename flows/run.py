@@ -81,12 +81,12 @@ def command(args):
 
     Raises
     ------
-    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+    mulfree.flows.options.UsageError, mulfree.params.safe_io.FileCheckError
         A bad option, model or input, or a model that does not fit the core.
     """
     from .core_options import core_error_message
     from .options import UsageError
-    from ..spec.config import ConfigError
+    from ..params.config import ConfigError
     from ..host.compiler import CompileError
     if args.command == "compile":
         try:
@@ -165,7 +165,7 @@ def _usage(call):
 
 def _check_core_options(args):
     from .options import check_int
-    from ..spec.config import LIMITS
+    from ..params.config import LIMITS
     for option, value, param in (("--rows", args.rows, "rows"), ("--cols", args.cols, "cols")):
         _usage(lambda: check_int(option, value, *LIMITS[param]))
 
@@ -179,11 +179,11 @@ def check_run_options(args):
 
     Raises
     ------
-    RunUsageError, mulfree.spec.safe_io.FileCheckError
+    RunUsageError, mulfree.params.safe_io.FileCheckError
         One line naming the option, the value and what is allowed.
     """
     from .options import check_int, check_seconds
-    from ..spec.safe_io import check_output_dir, check_output_file
+    from ..params.safe_io import check_output_dir, check_output_file
     _check_core_options(args)
     if args.limit is not None:
         _usage(lambda: check_int("--limit", args.limit, 1))
@@ -260,7 +260,7 @@ def _check_labels(args, model, y):
 
 
 def _quantize(model, x):
-    from ..spec.model_golden import quantize_input
+    from ..params.model_golden import quantize_input
     if x.dtype.kind == "f":
         bad = ~np.isfinite(x)
         if bad.any():
@@ -283,7 +283,7 @@ def _quantize(model, x):
 def _core(args, model):
     """The core to run on: the manifest of ``--config``, or a default that fits the model."""
     from .core_options import core_error_message
-    from ..spec.config import ConfigError
+    from ..params.config import ConfigError
     from ..host.compiler import CompileError, core_for_model
     from ..host.runtime import load_manifest
     if args.device == "zynq" and args.config is None:
@@ -327,7 +327,7 @@ def _open(args, core, say):
 
 def run_model(args, *, say=None):
     """Everything ``mulfree run`` does; returns the report dict (see :func:`format_report`)."""
-    from ..spec.model_golden import run_int_model
+    from ..params.model_golden import run_int_model
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     check_run_options(args)
     model = _load_model(args.model)
@@ -466,7 +466,7 @@ def format_report(report):
 
 
 def _load_model(path):
-    from ..spec.safe_io import FileCheckError
+    from ..params.safe_io import FileCheckError
     from ..host.export_format import ExportError, load_export
     if not str(path):
         raise RunUsageError("MODEL must name an exported model's folder, not ''")
@@ -484,7 +484,7 @@ def _load_model(path):
 def write_json(path, doc):
     """Write ``doc`` as JSON to ``path`` atomically (folders created): an interrupted run
     leaves the old file or none, never half of one."""
-    from ..spec.safe_io import write_atomic
+    from ..params.safe_io import write_atomic
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(doc, indent=2) + "\n")

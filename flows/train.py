@@ -8,7 +8,7 @@ their errors as options.
 
 import sys
 
-from ..spec.safe_io import check_output_dir
+from ..params.safe_io import check_output_dir
 from .options import UsageError, check_input_file, check_int
 
 
@@ -92,7 +92,7 @@ def command(args):
 
     Raises
     ------
-    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+    mulfree.flows.options.UsageError, mulfree.params.safe_io.FileCheckError
         A bad option, or an output folder that cannot be written.
     """
     return export_command(args) if args.command == "export" else train_command(args)
@@ -113,7 +113,7 @@ def train_command(args):
 
     Raises
     ------
-    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+    mulfree.flows.options.UsageError, mulfree.params.safe_io.FileCheckError
         A bad option (refused before torch is imported), or an output that cannot be written.
     """
     _check_train_model("--model", args.model, allow_all=True)
@@ -151,7 +151,7 @@ def export_command(args):
 
     Raises
     ------
-    mulfree.flows.options.UsageError, mulfree.spec.safe_io.FileCheckError
+    mulfree.flows.options.UsageError, mulfree.params.safe_io.FileCheckError
         A bad option (refused before torch is imported), unusable float weights, or an
         output that cannot be written.
     """

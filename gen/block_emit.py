@@ -8,8 +8,8 @@
 
 from amaranth.back import verilog
 
-from ..spec.config import ArrayConfig
-from ..spec.shift_config import ShiftUnitConfig, MODES
+from ..params.config import ArrayConfig
+from ..params.shift_config import ShiftUnitConfig, MODES
 from .shift_emit import preload_shift_unit
 
 

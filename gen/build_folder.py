@@ -34,8 +34,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .. import __version__
-from ..spec.safe_io import FileCheckError, check_output_dir
+from ..params.version import __version__
+from ..params.safe_io import FileCheckError, check_output_dir
 from .build_record import BUILD_KIND, BUILD_MARKER, read_build, sha256_file
 from .overlay import OVERLAY_BLOB, OVERLAY_SOURCE, ZYNQ_JSON, overlay_dts, zynq_json
 from .vivado_plan import IRQ_LINES, BuildError, plan_build

@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from ..spec.safe_io import FileCheckError, check_verilog_name, inside, read_json
+from ..params.safe_io import FileCheckError, check_verilog_name, inside, read_json
 from .overlay import DT_NAME, OVERLAY_BLOB, OVERLAY_SOURCE, ZYNQ_JSON
 from .vivado_plan import (CLOCK_MHZ_RANGE, DMA_MM_MIN_WIDTH, IRQ_LINES, MIN_RANGE,
                           short_repr)
@@ -86,7 +86,7 @@ def check_build_doc(doc, folder, param="build_dir"):
     Every field is checked for presence, type and range; the fields derived from others
     (products, manifest, overlay, Vivado command, interrupts, the board's part) must equal what
     the generator derives; every file name is a flat name (:data:`_FILE_NAME`) that stays in
-    ``folder`` (:func:`~mulfree.spec.safe_io.inside`), with a SHA-256 and a size. Extra fields
+    ``folder`` (:func:`~mulfree.params.safe_io.inside`), with a SHA-256 and a size. Extra fields
     are ignored. Nothing is read but ``doc`` and the folder's directory entries.
 
     Raises
@@ -174,7 +174,7 @@ def check_build_doc(doc, folder, param="build_dir"):
     equal(board, "part", "board.part", BOARDS[name].part)
     equal(doc, "part", "part", BOARDS[name].part)
     number(doc, "clock_mhz", "clock_mhz", *CLOCK_MHZ_RANGE)
-    from ..spec.core_config import STREAM_WIDTHS
+    from ..params.core_config import STREAM_WIDTHS
     width = get(doc, "stream_width", "stream_width")
     if type(width) is not int or width not in STREAM_WIDTHS:
         fail("stream_width", f"one of {', '.join(map(str, STREAM_WIDTHS))}", width)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 __all__ = ["cache_root", "generator_digest", "GENERATOR_FILES"]
 
-#: The ``gen/`` modules a core's RTL depends on (with every module of ``spec/`` and ``rtl/``).
+#: The ``gen/`` modules a core's RTL depends on (with every module of ``params/`` and ``rtl/``).
 GENERATOR_FILES = ("core_manifest.py", "emit.py", "manifest.py", "block_emit.py")
 
 
@@ -22,11 +22,11 @@ def cache_root():
 
     Raises
     ------
-    mulfree.spec.safe_io.FileCheckError
+    mulfree.params.safe_io.FileCheckError
         If the folder exists and is not one, or cannot be created or written (one line naming
         ``MULFREE_CACHE``); checked here, before anything is generated or built into it.
     """
-    from ..spec.safe_io import check_output_dir
+    from ..params.safe_io import check_output_dir
     if os.environ.get("MULFREE_CACHE"):
         return check_output_dir(os.environ["MULFREE_CACHE"], "MULFREE_CACHE")
     return check_output_dir(Path.home() / ".cache" / "mulfree",
@@ -34,11 +34,11 @@ def cache_root():
 
 
 def generator_digest():
-    """A hex digest of the sources the generated RTL comes from: ``spec/*.py``, ``rtl/*.py``
+    """A hex digest of the sources the generated RTL comes from: ``params/*.py``, ``rtl/*.py``
     and :data:`GENERATOR_FILES`."""
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for folder in ("spec", "rtl"):
+    for folder in ("params", "rtl"):
         for path in sorted((root / folder).glob("*.py")):
             digest.update(f"{folder}/{path.name}".encode() + path.read_bytes())
     for name in GENERATOR_FILES:

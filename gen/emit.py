@@ -12,10 +12,10 @@ from pathlib import Path
 
 from amaranth.back import rtlil, verilog
 
-from ..spec.config import ArrayConfig
+from ..params.config import ArrayConfig
 from .manifest import manifest
-from ..spec import safe_io
-from ..spec.safe_io import write_atomic
+from ..params import safe_io
+from ..params.safe_io import write_atomic
 from ..rtl.array import PEArray, PEColumn
 from ..rtl.tree import TreeEngine
 

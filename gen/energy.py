@@ -70,7 +70,7 @@ def load_energy_table(source=None):
         return table
     where = "energy_table"
     if isinstance(source, (str, os.PathLike)):
-        from ..spec.safe_io import FileCheckError, read_json
+        from ..params.safe_io import FileCheckError, read_json
         if not str(source):
             raise ReportError(where, f"{where} must name a JSON file, not ''")
         try:

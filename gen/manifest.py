@@ -1,6 +1,6 @@
 """The manifest of a generated engine, with its ports checked against the elaborated RTL.
 
-The manifest itself is computed from the config alone (:mod:`mulfree.spec.manifest`, no
+The manifest itself is computed from the config alone (:mod:`mulfree.params.manifest`, no
 Amaranth), so a host can check one on a board. Before the generator writes it next to the
 Verilog, the ports it lists are compared with the component's Amaranth signature
 (:func:`port_list`): a difference is a bug of the generator, never written out.
@@ -9,9 +9,9 @@ Verilog, the ports it lists are compared with the component's Amaranth signature
 from amaranth.hdl import Shape
 from amaranth.lib import data, wiring
 
-from ..spec.config import ArrayConfig
-from ..spec.manifest import MANIFEST_VERSION, engine_manifest
-from ..spec.ports import FIELD_MEANING, PORT_MEANING
+from ..params.config import ArrayConfig
+from ..params.manifest import MANIFEST_VERSION, engine_manifest
+from ..params.ports import FIELD_MEANING, PORT_MEANING
 
 
 __all__ = ["MANIFEST_VERSION", "manifest", "port_list", "check_ports"]
@@ -57,7 +57,7 @@ def check_ports(ports, signature, top):
         diff = ", ".join(sorted(names)) or next(
             p["name"] for p, q in zip(ports, rtl) if p != q)
         raise RuntimeError(f"{top}: the manifest's ports differ from the RTL's signature "
-                           f"({diff}); mulfree.spec.ports and mulfree.rtl disagree")
+                           f"({diff}); mulfree.params.ports and mulfree.rtl disagree")
 
 
 def manifest(cfg: ArrayConfig):

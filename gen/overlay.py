@@ -11,8 +11,8 @@ so the hardware, the overlay and the runtime cannot disagree.
 import json
 import re
 
-from .. import __version__
-from ..spec.safe_io import check_verilog_name
+from ..params.version import __version__
+from ..params.safe_io import check_verilog_name
 from .vivado_plan import BuildError, short_repr
 
 

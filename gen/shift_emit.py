@@ -17,9 +17,9 @@ from amaranth.hdl import Shape
 
 from .emit import write_outputs
 from .manifest import MANIFEST_VERSION, port_list
-from ..spec.shift_config import ShiftUnitConfig, MODES, ORDERS
+from ..params.shift_config import ShiftUnitConfig, MODES, ORDERS
 from ..rtl.shift_layouts import command_layout
-from .. import __version__
+from ..params.version import __version__
 
 
 __all__ = [
@@ -301,7 +301,7 @@ def bench_shift_unit(cfg=None, *, seed=1, synth=False, progress=None, file=sys.s
         ``resources`` (or ``None``) and ``checks``.
     """
     import numpy as np
-    from ..spec.shift_golden import read_command
+    from ..params.shift_golden import read_command
 
     cfg = cfg or ShiftUnitConfig()
     rng = np.random.default_rng(seed)

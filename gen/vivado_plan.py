@@ -11,7 +11,7 @@ of a build from a manifest file (``mulfree build --config``).
 
 from dataclasses import dataclass
 
-from ..spec.safe_io import FileCheckError, check_verilog_name, read_json
+from ..params.safe_io import FileCheckError, check_verilog_name, read_json
 
 
 __all__ = ["BuildError", "BuildPlan", "plan_build", "estimate_resources", "check_fit",
@@ -56,7 +56,7 @@ class BuildPlan:
     Attributes
     ----------
     board : mulfree.gen.board.Board
-    cfg : mulfree.spec.core_config.CoreConfig
+    cfg : mulfree.params.core_config.CoreConfig
     manifest : dict
         The core's manifest.
     clock_mhz : float
@@ -238,7 +238,7 @@ def plan_build(cfg, board, clock_mhz=None, manifest=None):
 def core_config_from_manifest(path):
     """``(CoreConfig, manifest)`` of a core manifest file (``mulfree gen --core``).
 
-    The file is untrusted: it is read strictly (:func:`~mulfree.spec.safe_io.read_json`) and
+    The file is untrusted: it is read strictly (:func:`~mulfree.params.safe_io.read_json`) and
     only its ``top`` (a Verilog identifier, checked) and ``parameters`` (checked by
     :class:`CoreConfig`) are used; everything generated comes from this generator.
 
@@ -255,8 +255,8 @@ def core_config_from_manifest(path):
         raise BuildError("config", f"config must be a core manifest (kind 'core', from mulfree "
                                    f"gen --core), not {str(path)!r} of kind "
                                    f"{short_repr(doc.get('kind'))}")
-    from ..spec.config import ConfigError
-    from ..spec.core_config import CoreConfig
+    from ..params.config import ConfigError
+    from ..params.core_config import CoreConfig
     params, top = doc.get("parameters"), doc.get("top")
     if not isinstance(params, dict) or not isinstance(params.get("engine"), dict):
         raise BuildError("config", f"config {str(path)!r}: parameters must be an object with "

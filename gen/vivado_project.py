@@ -17,7 +17,7 @@ The small formatters the generated files share (:func:`hex_address`, :func:`viva
 
 import re
 
-from .. import __version__
+from ..params.version import __version__
 from .overlay import OVERLAY_BLOB, OVERLAY_SOURCE
 from .vivado_plan import IRQ_LINES, BuildError
 

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..spec.safe_io import write_atomic
+from ..params.safe_io import write_atomic
 from .build_record import BUILD_MARKER, check_build_file, read_build, sha256_file
 from .vivado_plan import BuildError
 from .vivado_project import VIVADO_ARGS

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..spec.config import ArrayConfig, ConfigError
-from ..spec.core_config import CoreConfig
-from ..spec.layer_golden import PostParams
-from ..spec.model_golden import maxpool2x2
+from ..params.config import ArrayConfig, ConfigError
+from ..params.core_config import CoreConfig
+from ..params.layer_golden import PostParams
+from ..params.model_golden import maxpool2x2
 from . import stream_pack
 from .export_format import ExportError, IntModel
 from .core_layer import Layer, LayerError, check_layer, layer_geometry
@@ -521,7 +521,7 @@ def emulate_program(program: Program, x):
     the core (:func:`mulfree.host.core_emulator.emulate_core`), exactly as a device would: the
     same runs, the same packets (weights sent by a step's first run, then reused), the same
     result bytes. It shares no code with the golden model of the whole network
-    (:func:`mulfree.spec.model_golden.run_int_model`), so comparing the two checks the compiler
+    (:func:`mulfree.params.model_golden.run_int_model`), so comparing the two checks the compiler
     without a simulator. Returns the final int64 activations ``[B, ...]``.
     """
     from .core_emulator import CoreState, emulate_core

@@ -3,7 +3,7 @@
 :func:`emulate_core` parses a packed stream beat by beat like the hardware (headers, ``tlast``,
 the descriptor's fields), fills the feature-map and weight buffers, and runs the "Order of
 work" (``docs/interface.md``) block by block and tile by tile through
-:func:`mulfree.spec.golden.array_forward`. Where the core would stop it raises
+:func:`mulfree.params.golden.array_forward`. Where the core would stop it raises
 :class:`CoreError`; :class:`CoreState` carries the loaded weights from one run to the next.
 It shares no code with the golden output (:mod:`mulfree.host.stream_results`), so a test
 comparing the two checks the formats and the tiling. NumPy only.
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..spec.core_config import (CoreConfig, CORE_ERRORS, DESC_FIELDS, DESC_FLAGS,
+from ..params.core_config import (CoreConfig, CORE_ERRORS, DESC_FIELDS, DESC_FLAGS,
                                PACKET_TYPES, SHIFT_ENTRY_BITS)
-from ..spec.post_config import shift_width
-from ..spec.golden import array_forward
-from ..spec.layer_golden import PostParams, postprocess
+from ..params.post_config import shift_width
+from ..params.golden import array_forward
+from ..params.layer_golden import PostParams, postprocess
 from .core_layer import ceil_div
 from .stream_format import (Packet, beats_vector, bit_mask, pack_vector, stream_beats,
                             unpack_vector, vector_beats)
@@ -312,7 +312,7 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
     of work: for each block of ``m_block`` pixels, each output tile ``nt``, each reduction
     tile ``kt = (ky*kernel_w + kx)*CT + ct``, it gathers every pixel's ``rows`` activations by
     address (0 outside the map, per-lane ``dy, dx`` with ``flags.shift``) and calls
-    :func:`~mulfree.spec.golden.array_forward` with the block's partial sums; after
+    :func:`~mulfree.params.golden.array_forward` with the block's partial sums; after
     ``kt = KT-1`` it post-processes the ``cols`` lanes and emits the result vectors.
 
     Parameters

@@ -6,7 +6,7 @@ and per-channel shifts, the block size and whether the previous run's weights ar
 :func:`layer_geometry` derives its sizes and tile counts, :func:`choose_m_block` its block
 size, and :func:`check_layer` refuses (:class:`LayerError`) what the core would stop on (errors
 ``DESCRIPTOR`` and ``TOO_BIG``) or the stream formats cannot carry. The numbers come from
-:class:`~mulfree.spec.core_config.CoreConfig` and ``DESC_FIELDS``.
+:class:`~mulfree.params.core_config.CoreConfig` and ``DESC_FIELDS``.
 
 The stream packer (:mod:`mulfree.host.stream_format`), the golden results
 (:mod:`mulfree.host.stream_results`) and the compiler build on these;
@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..spec.core_config import CoreConfig, DESC_FIELDS
-from ..spec.post_config import bias_range, shift_range
-from ..spec.golden import check_range
-from ..spec.layer_golden import PostParams
+from ..params.core_config import CoreConfig, DESC_FIELDS
+from ..params.post_config import bias_range, shift_range
+from ..params.golden import check_range
+from ..params.layer_golden import PostParams
 
 
 __all__ = [
@@ -68,7 +68,7 @@ class Layer:
     x : array of shape ``(in_c, in_h, in_w)``
         Input activations, signed ``act_bits``.
     w_codes : array of shape ``(out_c, in_c, kernel_h, kernel_w)``
-        Weight codes as the engine takes them (``mulfree.spec.golden``).
+        Weight codes as the engine takes them (``mulfree.params.golden``).
     post : PostParams
         Per-output-channel bias, shift and relu.
     stride, padding : int or pair of int

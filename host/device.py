@@ -254,7 +254,7 @@ class Device:
 
     def infer(self, x_float, **options):
         """Quantize real inputs as the model's input says, then :meth:`run`."""
-        from ..spec.model_golden import quantize_input
+        from ..params.model_golden import quantize_input
         self._check_open()
         if self.program is None:
             raise DeviceError("no program loaded: call load(compile_model(...)) first")

@@ -227,14 +227,14 @@ def measure_accuracies(int_model, path, x, y):
 
     ``int_model`` runs in :func:`~mulfree.host.quant.int_forward`; the export directory
     ``path`` is loaded back (:func:`~mulfree.host.export_format.load_export`) and run by the
-    golden model (:func:`mulfree.spec.model_golden.predict`).
+    golden model (:func:`mulfree.params.model_golden.predict`).
 
     Returns
     -------
     dict
         ``int_accuracy``, ``golden_accuracy`` and ``int_golden_agreement`` (fractions).
     """
-    from ..spec import model_golden
+    from ..params import model_golden
     from .quant import int_forward
     loaded = load_export(path)
     shape = tuple(loaded.input.shape)

@@ -9,7 +9,7 @@ with an :class:`~mulfree.host.export_format.ExportError` whose message is one li
 file, the field (``layers.2.weight_bits``), the value and what is allowed:
 
 1. the folder and both files, each inside the folder (no symbolic link out of it);
-2. ``model.json`` as strict JSON (:func:`mulfree.spec.safe_io.read_json`: no NaN or Infinity,
+2. ``model.json`` as strict JSON (:func:`mulfree.params.safe_io.read_json`: no NaN or Infinity,
    no duplicate keys, bounded size and nesting), its format name and version (``2.0``; a 1.x
    export predates the digest and must be exported again);
 3. every field of the graph: no unknown and no missing key, each value's JSON type (a boolean
@@ -38,11 +38,11 @@ import tempfile
 
 import numpy as np
 
-from ..spec.config import PE_KINDS, WEIGHT_BITS_LIMITS
-from ..spec.post_config import bias_range, shift_range
-from ..spec.safe_io import (MAX_JSON_DEPTH, FileCheckError, inside, json_depth, read_json,
+from ..params.config import PE_KINDS, WEIGHT_BITS_LIMITS
+from ..params.post_config import bias_range, shift_range
+from ..params.safe_io import (MAX_JSON_DEPTH, FileCheckError, inside, json_depth, read_json,
                            strict_loads)
-from ..spec.int_model import (DTYPES, FORMAT_NAME, FORMAT_VERSION, LAYER_KINDS, MAX_DIM,
+from ..params.int_model import (DTYPES, FORMAT_NAME, FORMAT_VERSION, LAYER_KINDS, MAX_DIM,
                             MAX_NAME_LENGTH, MAX_PADDING, MAX_STRIDE, MODEL_JSON,
                             MODEL_TENSORS, OUTPUTS, SCALE_EXP_LIMITS, SHIFT_OFFSETS,
                             ExportError, IntConv2d, IntInput, IntLinear, IntModel, code_range,

@@ -1,7 +1,7 @@
 """The export format: an integer model in ``model.safetensors`` + ``model.json``.
 
 The public face of exports. The model itself (:class:`IntModel`, its layers, constants and
-validation) is :mod:`mulfree.spec.int_model`'s; the files are :mod:`mulfree.host.export_check`'s.
+validation) is :mod:`mulfree.params.int_model`'s; the files are :mod:`mulfree.host.export_check`'s.
 Both are re-exported here, so ``mulfree.host.export_format`` is the one module a user imports.
 
 **Files.** :func:`write_export` writes a directory holding ``model.safetensors`` (every
@@ -11,7 +11,7 @@ the tensors together); :func:`load_export` (:mod:`mulfree.host.export_check`) re
 and checks every field it reads. Nothing is pickled.
 """
 
-from ..spec.int_model import (DTYPES, FORMAT_NAME, FORMAT_VERSION, LAYER_KINDS, MAX_DIM, MAX_KERNEL,
+from ..params.int_model import (DTYPES, FORMAT_NAME, FORMAT_VERSION, LAYER_KINDS, MAX_DIM, MAX_KERNEL,
                         MAX_NAME_LENGTH, MAX_PADDING, MAX_STRIDE, MODEL_JSON, MODEL_TENSORS,
                         OUTPUTS, SCALE_EXP_LIMITS, ExportError, IntConv2d, IntFlatten, IntInput,
                         IntLinear, IntMaxPool2d, IntModel, layer_config, layer_shapes)

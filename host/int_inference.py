@@ -2,7 +2,7 @@
 
 :func:`int_forward` runs an :class:`~mulfree.host.export_format.IntModel` in PyTorch on
 ``int64`` tensors. It is written independently of the NumPy golden model
-(:func:`mulfree.spec.model_golden.run_int_model`) and equals it bit for bit.
+(:func:`mulfree.params.model_golden.run_int_model`) and equals it bit for bit.
 :func:`dequantize_output` maps final integer activations back to reals;
 :func:`quantized_forward` is quantize-input, :func:`int_forward`, dequantize in one call.
 :func:`layer_acc`, :func:`postprocess_torch` and :func:`run_layer` are the steps of one layer,
@@ -142,7 +142,7 @@ def _maxpool(x):
 def int_forward(int_model: IntModel, x_int):
     """Final integer activations of ``int_model`` for integer inputs, in PyTorch (int64).
 
-    Bit for bit :func:`mulfree.spec.model_golden.run_int_model`. ``x_int`` (tensor or array)
+    Bit for bit :func:`mulfree.params.model_golden.run_int_model`. ``x_int`` (tensor or array)
     has the input's shape or a batch ``(B, *shape)``; the result (an int64 tensor) is batched
     the same way.
 
@@ -192,6 +192,6 @@ def dequantize_output(int_model: IntModel, y_int):
 
 def quantized_forward(int_model: IntModel, x_float):
     """Quantize real inputs (the format's rule), :func:`int_forward`, dequantize."""
-    from ..spec.model_golden import quantize_input
+    from ..params.model_golden import quantize_input
     x = x_float.detach().cpu().numpy() if torch.is_tensor(x_float) else x_float
     return dequantize_output(int_model, int_forward(int_model, quantize_input(int_model, x)))

@@ -9,21 +9,21 @@ one module a host script imports. Four modules hold the code, each re-exported h
   :func:`descriptor_words`, :func:`stream_beats`): what a host sends on ``s_axis``;
 * the **golden output** (:mod:`mulfree.host.stream_results`: :func:`expected_output`,
   :func:`expected_beats`, :func:`unpack_results`): what the core must answer on ``m_axis``,
-  computed with the layer golden model (:func:`mulfree.spec.shift_golden.table_shift`, then
-  :func:`mulfree.spec.layer_golden.conv2d_layer`);
+  computed with the layer golden model (:func:`mulfree.params.shift_golden.table_shift`, then
+  :func:`mulfree.params.layer_golden.conv2d_layer`);
 * the **emulator** (:mod:`mulfree.host.core_emulator`: :func:`emulate_core`): a NumPy model of
   the core's dataflow that parses a packed stream beat by beat like the hardware (headers,
   ``tlast``, the descriptor's fields), fills the feature-map and weight buffers, and runs the
   "Order of work" block by block and tile by tile through
-  :func:`mulfree.spec.golden.array_forward`. It shares no code with the golden output path,
+  :func:`mulfree.params.golden.array_forward`. It shares no code with the golden output path,
   so a test comparing the two checks the formats and the tiling.
 
-``PACKET_TYPES`` (:mod:`mulfree.spec.core_config`) is re-exported too: the header's type codes.
+``PACKET_TYPES`` (:mod:`mulfree.params.core_config`) is re-exported too: the header's type codes.
 
 NumPy only: a host script needs nothing else.
 """
 
-from ..spec.core_config import PACKET_TYPES
+from ..params.core_config import PACKET_TYPES
 from .core_emulator import CoreError, CoreState, emulate_core
 from .core_layer import (TARGET_BLOCK_PIXELS, Layer, LayerError, check_layer, choose_m_block,
                          hazard_window, layer_geometry)

@@ -16,7 +16,7 @@ code, each re-exported here:
 * :class:`Shift2d`, :class:`AddressShift2d`, :class:`ChannelShift` — the zero-FLOP,
   zero-parameter shifts of Shift (CVPR 2018) and AddressNet (WACV 2019)
   (:mod:`mulfree.host.zero_flop_layers`), with exactly the conventions of
-  :mod:`mulfree.spec.shift_golden` (sampling offset ``out[c, y, x] = in[c, y + dy, x + dx]``).
+  :mod:`mulfree.params.shift_golden` (sampling offset ``out[c, y, x] = in[c, y + dy, x + dx]``).
 
 Torch is imported by these modules only; :mod:`mulfree.host` stays importable without it.
 """

@@ -7,14 +7,14 @@ compiler packs from the parameters and the device compares the identity register
 register section, so a manifest whose sections disagree (one field edited by hand, a file
 from another generator) would make the two halves talk about different cores.
 
-:func:`check_manifest` therefore rebuilds the :class:`~mulfree.spec.core_config.CoreConfig`
+:func:`check_manifest` therefore rebuilds the :class:`~mulfree.params.core_config.CoreConfig`
 from ``parameters`` (every field type-checked), regenerates the whole manifest from it with
-:func:`mulfree.spec.manifest.core_manifest` (NumPy-free, no Amaranth) and requires the document to equal it field
+:func:`mulfree.params.manifest.core_manifest` (NumPy-free, no Amaranth) and requires the document to equal it field
 for field (types included: ``true`` is not ``1``). Only ``mulfree_version`` (a short version
 string) and ``top`` (any Verilog identifier: ``mulfree build`` names cores) are free;
 ``files.verilog`` must be ``<top>.v`` and resolve inside the manifest's folder.
 :func:`load_manifest` reads a file (or finds the one core manifest of a folder) with the
-strict JSON reader of :mod:`mulfree.spec.safe_io` and checks it. Every refusal is a
+strict JSON reader of :mod:`mulfree.params.safe_io` and checks it. Every refusal is a
 :class:`ManifestError`: one line naming the file (or the parameter), the field, its value and
 what the parameters say.
 """
@@ -24,10 +24,10 @@ import os
 import re
 from pathlib import Path
 
-from ..spec.config import ConfigError
-from ..spec.core_config import CoreConfig
-from ..spec.manifest import core_manifest
-from ..spec.safe_io import FileCheckError, check_verilog_name, inside, read_json
+from ..params.config import ConfigError
+from ..params.core_config import CoreConfig
+from ..params.manifest import core_manifest
+from ..params.safe_io import FileCheckError, check_verilog_name, inside, read_json
 
 
 __all__ = ["ManifestError", "check_manifest", "load_manifest", "config_from_parameters",
@@ -290,7 +290,7 @@ def _find_in_folder(folder, param):
 def load_manifest(manifest, *, param="--config"):
     """A checked core manifest from a dict, a ``.json`` file or a design folder holding one.
 
-    The document is read strictly (:func:`mulfree.spec.safe_io.read_json`) and checked by
+    The document is read strictly (:func:`mulfree.params.safe_io.read_json`) and checked by
     :func:`check_manifest`; the returned dict has ``_path`` set to the file it came from.
 
     Raises

@@ -34,7 +34,7 @@ accumulator counts units of ``2^A``, ``A = E + w_exp``:
   ``input_scale_exp`` pins the input's exponent: then weights saturate).
 
 **Post-processing.** ``out = sat(relu?(round_half_up(acc + bias) >> shift))`` per output
-channel (:func:`mulfree.spec.layer_golden.postprocess`). The float bias ``b`` becomes
+channel (:func:`mulfree.params.layer_golden.postprocess`). The float bias ``b`` becomes
 ``round_half_up(b * 2^-A)`` on the accumulator grid and ``shift = O - A``. Shifts beyond the
 format's range ``[-act_bits, acc_width + 1]`` are clamped (which changes nothing: those ends
 already give 0 / saturate every nonzero value); a bias beyond ``acc_width`` bits saturates.
@@ -67,7 +67,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from ..spec.post_config import bias_range, shift_range
+from ..params.post_config import bias_range, shift_range
 from .export_format import (IntConv2d, IntFlatten, IntInput, IntLinear, IntMaxPool2d,
                             IntModel, layer_config)
 from .int_inference import layer_acc, run_layer
@@ -104,7 +104,7 @@ def round_half_up(v):
     ``v + 0.5`` itself rounds: it turns 0.49999999999999994 into 1.0 (and, in float32,
     0.49999997 into 1.0). ``f = floor(v)`` and the fraction ``v - f`` are exact for every
     finite float (the fraction's bits are a subset of ``v``'s), so ``f + (v - f >= 1/2)`` is
-    the exact round half up (ties towards +infinity) of :func:`mulfree.spec.model_golden.
+    the exact round half up (ties towards +infinity) of :func:`mulfree.params.model_golden.
     quantize_input`. Infinities stay infinite, NaN stays NaN.
     """
     f = torch.floor(v)
@@ -264,7 +264,7 @@ def quantize(model, calib_x, *, act_bits=8, input_scale_exp=None) -> IntModel:
     else:
         in_exp = int(input_scale_exp)
     model_input = IntInput(tuple(x.shape[1:]), act_bits, in_exp)
-    from ..spec.model_golden import quantize_input
+    from ..params.model_golden import quantize_input
     probe = IntModel(model_input, [IntFlatten()])       # only its input is used
     xq = torch.as_tensor(quantize_input(probe, x.numpy()))
 

@@ -11,7 +11,7 @@ each re-exported here:
   :mod:`mulfree.host.quant_parse`'s.
 * :func:`int_forward` (:mod:`mulfree.host.int_inference`) runs an ``IntModel`` in PyTorch on
   ``int64`` tensors. It is written independently of the NumPy golden model
-  (:func:`mulfree.spec.model_golden.run_int_model`) and equals it bit for bit.
+  (:func:`mulfree.params.model_golden.run_int_model`) and equals it bit for bit.
   :func:`dequantize_output` maps final integer activations back to reals;
   :func:`quantized_forward` is quantize-input, :func:`int_forward`, dequantize in one call.
 * :class:`QATWrapper` and :func:`fake_quant` (:mod:`mulfree.host.qat`): quantization-aware

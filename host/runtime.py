@@ -126,7 +126,7 @@ def load_manifest(manifest, *, param="--config"):
     Raises
     ------
     ManifestError
-        A :class:`mulfree.spec.safe_io.FileCheckError` (a ``ValueError``) with a one-line
+        A :class:`mulfree.params.safe_io.FileCheckError` (a ``ValueError``) with a one-line
         message naming ``param``, the file and the first field that is wrong.
     """
     return manifest_check.load_manifest(manifest, param=param)

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..spec import golden
+from ..params import golden
 from .layer_args import check_mode, check_positive_int, check_weight_bits, conv_args
 
 
@@ -199,7 +199,7 @@ class _ShiftWeight(nn.Module):
         ndarray of int64, shape of the weight
             ``s << (weight_bits-1) | e`` with ``e = p + max_shift + 1`` for a nonzero weight
             ``s * 2^p`` and the canonical zero code 0 for a zero weight, encoded by
-            :func:`mulfree.spec.golden.encode_shift`. Decoded, a code is the integer
+            :func:`mulfree.params.golden.encode_shift`. Decoded, a code is the integer
             ``effective_weight() * 2^max_shift`` (the array's scale is ``2^-max_shift``).
         """
         with torch.no_grad():

@@ -1,7 +1,7 @@
 """The core's input stream as Python integers: vectors, beats and the packets of one layer.
 
 Everything follows ``docs/interface.md``, section "Stream formats"; the numbers come from
-:class:`~mulfree.spec.core_config.CoreConfig` (``PACKET_TYPES``, ``DESC_FIELDS``,
+:class:`~mulfree.params.core_config.CoreConfig` (``PACKET_TYPES``, ``DESC_FIELDS``,
 ``DESC_FLAGS``, ``CoreConfig.vector_bits``).
 
 * bits, beats and vectors (:func:`pack_vector`, :func:`unpack_vector`, :func:`vector_beats`,
@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..spec.core_config import (CoreConfig, DESC_FIELDS, DESC_FLAGS, PACKET_TYPES,
+from ..params.core_config import (CoreConfig, DESC_FIELDS, DESC_FLAGS, PACKET_TYPES,
                                SHIFT_ENTRY_BITS)
-from ..spec.post_config import shift_width
+from ..params.post_config import shift_width
 from .core_layer import Layer, check_layer, layer_geometry
 
 

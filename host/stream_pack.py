@@ -14,7 +14,7 @@ The formats (``docs/interface.md``, "Stream formats"): a packet is a header beat
 
 import numpy as np
 
-from ..spec.core_config import PACKET_TYPES, CoreConfig
+from ..params.core_config import PACKET_TYPES, CoreConfig
 
 
 __all__ = ["pack_elements", "unpack_elements", "header_beat", "packet", "packets",

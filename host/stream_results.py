@@ -2,17 +2,17 @@
 
 What the core must answer on ``m_axis`` (``docs/interface.md``, "Stream formats"):
 :func:`expected_output` computes the layer with the layer golden model
-(:func:`mulfree.spec.shift_golden.table_shift`, then
-:func:`mulfree.spec.layer_golden.conv2d_layer`), :func:`expected_beats` lays the result out in
+(:func:`mulfree.params.shift_golden.table_shift`, then
+:func:`mulfree.params.layer_golden.conv2d_layer`), :func:`expected_beats` lays the result out in
 beats in the order the core sends them, and :func:`unpack_results` reads result beats back,
 checking the bits the format says are 0. NumPy only.
 """
 
 import numpy as np
 
-from ..spec.core_config import CoreConfig
-from ..spec.layer_golden import conv2d_layer
-from ..spec.shift_golden import table_shift
+from ..params.core_config import CoreConfig
+from ..params.layer_golden import conv2d_layer
+from ..params.shift_golden import table_shift
 from .core_layer import Layer, check_layer, layer_geometry
 from .stream_format import beats_vector, pack_vector, unpack_vector, vector_beats
 
@@ -24,8 +24,8 @@ def expected_output(cfg: CoreConfig, layer: Layer):
     """What the core computes: ``[out_c, out_h, out_w]`` int64 activations.
 
     The golden model of ``docs/interface.md`` ("The layer the core computes"): the map shifted
-    per channel (:func:`~mulfree.spec.shift_golden.table_shift`, zero fill) if ``layer.shifts``,
-    then :func:`~mulfree.spec.layer_golden.conv2d_layer` with ``layer.post``.
+    per channel (:func:`~mulfree.params.shift_golden.table_shift`, zero fill) if ``layer.shifts``,
+    then :func:`~mulfree.params.layer_golden.conv2d_layer` with ``layer.post``.
     """
     check_layer(cfg, layer)
     x = np.asarray(layer.x, dtype=np.int64)

@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .datasets import DIGITS_SCALE, digits_split
-from ..spec.safe_io import write_atomic
+from ..params.safe_io import write_atomic
 from .layers import (AdderConv2d, AdderLinear, AdderLRScaler, ShiftConv2d, ShiftLinear,
                      round_log2)
 from .models import MODELS, build_model, check_model_name, evaluate
@@ -267,7 +267,7 @@ def run_train(models="all", *, epochs=None, seed=0, output="out/train", progress
     For every model: train (:func:`train_model`), print its float test accuracy and, if
     :mod:`mulfree.host.quant` provides ``quantize`` and ``int_forward``, quantize with the
     training images as calibration data, write the export to ``output/<model>/``, and measure
-    the integer (``int_forward``) and golden-model (:func:`mulfree.spec.model_golden.predict`
+    the integer (``int_forward``) and golden-model (:func:`mulfree.params.model_golden.predict`
     on the loaded export) accuracies on the whole test split. The trained float weights are
     saved as ``output/<model>/float.safetensors`` (:func:`mulfree.host.export.save_float`;
     ``mulfree export`` re-exports from them) whether or not the quantizer is there.

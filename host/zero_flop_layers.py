@@ -1,7 +1,7 @@
 """The zero-FLOP, zero-parameter shifts as PyTorch layers: :class:`Shift2d` (Shift, CVPR 2018),
 :class:`AddressShift2d` and :class:`ChannelShift` (AddressNet, WACV 2019).
 
-Exactly the conventions of :mod:`mulfree.spec.shift_golden` (sampling offset
+Exactly the conventions of :mod:`mulfree.params.shift_golden` (sampling offset
 ``out[c, y, x] = in[c, y + dy, x + dx]``). Part of :mod:`mulfree.host.layers`, which
 re-exports it.
 """
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..spec import shift_golden
+from ..params import shift_golden
 from .layer_args import check_positive_int
 
 
@@ -22,12 +22,12 @@ class Shift2d(nn.Module):
     """The zero-FLOP, zero-parameter shift of Wu et al. (CVPR 2018), zero filled.
 
     Channel ``c`` takes direction ``i = c // g`` of
-    :func:`mulfree.spec.shift_golden.shift_directions` (row-major over ``(dy, dx)`` in
+    :func:`mulfree.params.shift_golden.shift_directions` (row-major over ``(dy, dx)`` in
     ``[-h, h]^2``, ``h = (kernel-1)/2``) when ``g > 0`` and ``i < kernel^2``, and is not
     shifted otherwise; ``g = group`` or the paper's equal split
     ``channels // kernel^2``. The shift is a sampling offset:
     ``out[c, y, x] = in[c, y + dy, x + dx]``, 0 outside the map — exactly
-    :func:`mulfree.spec.shift_golden.shift_cvpr`.
+    :func:`mulfree.params.shift_golden.shift_cvpr`.
 
     Parameters
     ----------
@@ -84,14 +84,14 @@ class AddressShift2d(nn.Module):
     """AddressNet's address shift (He et al., WACV 2019): the map read from a moved address.
 
     Channels are split into the four groups left ``(0, +1)``, right ``(0, -1)``, up ``(+1, 0)``,
-    down ``(-1, 0)`` (:data:`mulfree.spec.shift_golden.ADDRESS_DIRECTIONS`; ``g = group`` or
+    down ``(-1, 0)`` (:data:`mulfree.params.shift_golden.ADDRESS_DIRECTIONS`; ``g = group`` or
     ``channels // 4``, leftover channels unshifted). Each sample's map ``[C, H, W]`` is one
     channel-major buffer and channel ``c`` reads
 
         out[c, y, x] = buf[(c*H + y)*W + x + dy*W + dx]
 
     whatever lies there (the neighbouring row's or channel's element); only an address outside
-    the sample's buffer reads 0 — :func:`mulfree.spec.shift_golden.address_shift` with the map
+    the sample's buffer reads 0 — :func:`mulfree.params.shift_golden.address_shift` with the map
     alone in memory at base 0.
     """
 
@@ -126,7 +126,7 @@ class ChannelShift(nn.Module):
     """AddressNet's channel shift: ``out[:, c] = in[:, (c + r) mod C]``, ``0 <= r <= C``.
 
     Output channel 0 is input channel ``r`` (the channel base pointer moved forward by ``r``):
-    :func:`mulfree.spec.shift_golden.channel_shift`. A replacement for ShuffleNet's shuffle.
+    :func:`mulfree.params.shift_golden.channel_shift`. A replacement for ShuffleNet's shuffle.
     """
 
     def __init__(self, channels, r):

@@ -39,7 +39,7 @@ def check_main(argv=None):
         0 if the identity registers match, 1 if they do not or a device is missing, 2 for bad
         arguments.
     """
-    from ..spec.safe_io import FileCheckError
+    from ..params.safe_io import FileCheckError
     from . import runtime
     parser = argparse.ArgumentParser(
         prog="python3 -m mulfree.host.zynq",

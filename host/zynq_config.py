@@ -240,7 +240,7 @@ def check_device_name(param, value, error=ValueError):
 def load_zynq_config(path, param="--zynq-config"):
     """The :class:`ZynqConfig` of a JSON file (``zynq.json`` of a build folder).
 
-    The file is read strictly (:func:`mulfree.spec.safe_io.read_json`: bounded size and
+    The file is read strictly (:func:`mulfree.params.safe_io.read_json`: bounded size and
     nesting, no NaN, no duplicate keys) and must be an object of :class:`ZynqConfig` fields
     only; missing fields take the defaults.
 
@@ -257,11 +257,11 @@ def load_zynq_config(path, param="--zynq-config"):
 
     Raises
     ------
-    mulfree.spec.safe_io.FileCheckError
+    mulfree.params.safe_io.FileCheckError
         A ``ValueError`` whose one-line message names ``param``, the file, the field and
         what is allowed.
     """
-    from ..spec.safe_io import FileCheckError, read_json
+    from ..params.safe_io import FileCheckError, read_json
     doc = read_json(path, param, what="Zynq config")
     known = [f.name for f in fields(ZynqConfig)]
     for key in doc:

@@ -31,7 +31,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..spec.config import ArrayConfig
+from ..params.config import ArrayConfig
 from .pe import PE, pe_class
 from .tiles import tile_sequencer
 

@@ -16,8 +16,8 @@ from amaranth.hdl import Module
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..spec.config import ArrayConfig, ConfigError
-from ..spec.shift_config import ShiftUnitConfig, ORDERS
+from ..params.config import ArrayConfig, ConfigError
+from ..params.shift_config import ShiftUnitConfig, ORDERS
 from .shift_layouts import command_layout, output_layout, status_layout
 from .array import PEArray, array_signature
 from .shift_unit import ShiftUnit, shift_unit_signature

@@ -25,7 +25,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..spec.core_config import CoreConfig, DESC_FLAGS, SHIFT_ENTRY_BITS
+from ..params.core_config import CoreConfig, DESC_FLAGS, SHIFT_ENTRY_BITS
 from .array import PEArray
 from .tree import TreeEngine
 from .layer_setup import LayerSetup, SIZE_BITS, desc_layout

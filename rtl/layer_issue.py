@@ -32,7 +32,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..spec.core_config import CoreConfig, SHIFT_ENTRY_BITS, ISSUE_FIFO_DEPTH
+from ..params.core_config import CoreConfig, SHIFT_ENTRY_BITS, ISSUE_FIFO_DEPTH
 from .array import input_layout
 from .layer_setup import SIZE_BITS, desc_layout, sizes_layout
 

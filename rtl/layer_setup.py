@@ -10,14 +10,14 @@ highest set bit and a division by a power of two is a shift, so a typical layer'
 under a hundred cycles.
 
 Every check of the descriptor lives here; the result is an error code from
-:data:`~mulfree.spec.core_config.CORE_ERRORS` or 0.
+:data:`~mulfree.params.core_config.CORE_ERRORS` or 0.
 """
 
 from amaranth.hdl import Signal, Module, Const, Cat, Mux, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..spec.core_config import (CoreConfig, DESC_FIELDS, DESC_FLAGS, DESC_BITS, CORE_ERRORS,
+from ..params.core_config import (CoreConfig, DESC_FIELDS, DESC_FLAGS, DESC_BITS, CORE_ERRORS,
                                 SETUP_STEPS as STEPS)
 
 

@@ -18,7 +18,7 @@ from amaranth.hdl import Cat, Const, Mux, Module, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..spec.config import ArrayConfig, signed_width
+from ..params.config import ArrayConfig, signed_width
 
 
 __all__ = ["PE", "ShiftPE", "AdderPE", "MultPE", "pe_class", "mux_tree"]

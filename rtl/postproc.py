@@ -8,7 +8,7 @@ parameters ``bias, shift, relu`` of channel ``c = group*lanes + l``::
                      : clamp(y, -2^a, 2^a) << -shift    exact; the clamp changes no output
     out = clamp(relu ? max(v, 0) : v, act_range)
 
-exactly :func:`mulfree.spec.layer_golden.postprocess` (``docs/numerics.md``, "Post-processing
+exactly :func:`mulfree.params.layer_golden.postprocess` (``docs/numerics.md``, "Post-processing
 and layers"). No multiplier: an adder for the bias, a barrel shifter whose one extra bit below
 ``y`` yields the rounding bit, one incrementer, comparators and multiplexers.
 
@@ -26,8 +26,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..spec.config import ArrayConfig, ConfigError
-from ..spec.post_config import check_post_config, shift_width, sum_width
+from ..params.config import ArrayConfig, ConfigError
+from ..params.post_config import check_post_config, shift_width, sum_width
 
 
 __all__ = ["PostProcess", "param_layout", "acc_layout", "act_layout"]

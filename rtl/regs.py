@@ -1,6 +1,6 @@
 """The AXI4-Lite slave of the core's control and status registers.
 
-The registers themselves are described by :mod:`mulfree.spec.regmap`; this is the RTL that
+The registers themselves are described by :mod:`mulfree.params.regmap`; this is the RTL that
 implements such a map.
 """
 
@@ -8,7 +8,7 @@ from amaranth.hdl import Const, Module, Mux, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..spec.regmap import RESP_OKAY, RESP_SLVERR, REG_ERRORS
+from ..params.regmap import RESP_OKAY, RESP_SLVERR, REG_ERRORS
 
 
 __all__ = ["AxiLiteSignature", "AxiLiteRegisters"]

@@ -1,12 +1,12 @@
 """The stream payloads of the address-shift unit: the single definition of every field's
 offset and width (``docs/shift_unit.md``), as Amaranth layouts of a
-:class:`~mulfree.spec.shift_config.ShiftUnitConfig`."""
+:class:`~mulfree.params.shift_config.ShiftUnitConfig`."""
 
 from amaranth.hdl import unsigned
 from amaranth.lib import data
 
-from ..spec.config import unsigned_width
-from ..spec.shift_config import ShiftUnitConfig
+from ..params.config import unsigned_width
+from ..params.shift_config import ShiftUnitConfig
 
 
 __all__ = ["command_layout", "write_layout", "table_layout", "output_layout", "status_layout"]

@@ -36,11 +36,11 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..spec.config import signed_width, unsigned_width
-from ..spec.shift_config import ShiftUnitConfig, MODES, ORDERS
+from ..params.config import signed_width, unsigned_width
+from ..params.shift_config import ShiftUnitConfig, MODES, ORDERS
 from .shift_layouts import (command_layout, write_layout, table_layout, output_layout,
                             status_layout)
-from ..spec.shift_golden import ADDRESS_DIRECTIONS
+from ..params.shift_golden import ADDRESS_DIRECTIONS
 
 
 __all__ = ["ShiftUnit", "shift_unit_signature", "times_by_shift_add"]

@@ -12,7 +12,7 @@ from amaranth.hdl import Signal, Module, Cat, Const, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..spec.core_config import CoreConfig, PACKET_TYPES, SHIFT_ENTRY_BITS
+from ..params.core_config import CoreConfig, PACKET_TYPES, SHIFT_ENTRY_BITS
 from .layer_setup import SIZE_BITS, error_code, desc_layout
 from .postproc import param_layout
 

@@ -14,10 +14,10 @@ the incoming partial sum at the root::
 The component has exactly the signature and protocol of :class:`~mulfree.rtl.array.PEArray`
 (:func:`~mulfree.rtl.array.array_signature`): weight tiles of ``rows`` beats, input vectors with
 partial sums and ``last``, one result vector per input vector, a global stall on backpressure.
-The golden model :func:`~mulfree.spec.golden.array_forward` is its specification too.
+The golden model :func:`~mulfree.params.golden.array_forward` is its specification too.
 
 Exact widths: a node over ``m`` leaves is :meth:`ArrayConfig.tree_node_width(m)
-<mulfree.spec.config.ArrayConfig.tree_node_width>` bits wide; only the root is ``acc_width``.
+<mulfree.params.config.ArrayConfig.tree_node_width>` bits wide; only the root is ``acc_width``.
 
 Negations become carries (``docs/numerics.md``, section 9). Each leaf yields a value ``v`` and a
 carry bit ``c`` with ``term = v + c`` (shift: ``v = t XOR S``, ``c = s``) or
@@ -36,7 +36,7 @@ their terms by then. The next tile may start loading in the following cycle.
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 
-from ..spec.config import ArrayConfig
+from ..params.config import ArrayConfig
 from .array import array_signature
 from .pe import mux_tree
 from .tiles import tile_sequencer

@@ -26,7 +26,7 @@ from amaranth.hdl import Signal, Module, Cat, Const, Mux, Shape, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..spec.config import ArrayConfig, ConfigError
+from ..params.config import ArrayConfig, ConfigError
 from .array import input_layout
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..gen.cache import cache_root, generator_digest
-from ..spec.core_config import CoreConfig
-from ..spec.safe_io import check_output_dir
+from ..params.core_config import CoreConfig
+from ..params.safe_io import check_output_dir
 from ..host.compiler import core_from_manifest
 
 

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..spec.config import ArrayConfig
+from ..params.config import ArrayConfig
 from ..gen.emit import write_design
 
 
@@ -129,7 +129,7 @@ def run_cocotb(runner, manifest_path, test_module, *, testcase=None, seed=None, 
     Returns a :class:`SimResult`; does not raise on test failures (callers assert on it, so a
     pytest failure shows which scenario failed and why).
     """
-    from ..spec.safe_io import check_verilog_name, read_json
+    from ..params.safe_io import check_verilog_name, read_json
     # Strict JSON (bounded size and nesting); the top module name goes to the simulator's
     # command line, so it must be a plain identifier.
     manifest = read_json(manifest_path, "manifest_path", what="design manifest")

@@ -23,8 +23,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from ..spec.config import ArrayConfig
-from ..spec.golden import array_forward, encode_shift
+from ..params.config import ArrayConfig
+from ..params.golden import array_forward, encode_shift
 from .vectors import StructPacker, pack, unpack
 
 

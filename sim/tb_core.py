@@ -25,9 +25,9 @@ from cocotb.triggers import ClockCycles, SimTimeoutError, with_timeout
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
                            AxiStreamSink, AxiStreamSource)
 
-from mulfree.spec.core_config import CoreConfig
+from mulfree.params.core_config import CoreConfig
 from mulfree.host.layer_stream import Layer, expected_beats, layer_geometry, pack_layer
-from mulfree.spec.layer_golden import PostParams
+from mulfree.params.layer_golden import PostParams
 
 
 __all__ = ["TB", "random_layer", "run_layer"]

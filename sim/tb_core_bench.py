@@ -16,7 +16,7 @@ import cocotb
 from cocotb.triggers import ClockCycles, with_timeout
 
 from mulfree.host.layer_stream import Layer, layer_geometry, pack_layer, expected_beats
-from mulfree.spec.layer_golden import PostParams
+from mulfree.params.layer_golden import PostParams
 from mulfree.sim.tb_core import TB
 
 
@@ -24,7 +24,7 @@ __all__ = ["make_layer"]
 
 
 def make_layer(cfg, spec, rng):
-    """The random layer of a workload ``spec`` (``kind``, sizes) for ``cfg``'s engine."""
+    """The random layer of a workload ``params`` (``kind``, sizes) for ``cfg``'s engine."""
     e = cfg.engine
     lo, hi = e.act_range
     if spec["kind"] == "matmul":

@@ -6,7 +6,7 @@ cocotb's), ``MULFREE_TB_READS`` the number of random read commands (default 40).
 
 The testbench keeps its own model of the buffer, the write pointers and the shift table,
 updated from the handshakes it sees and written from ``docs/shift_unit.md``, and computes every
-expected map with :mod:`mulfree.spec.shift_golden`. One coroutine drives all streams cycle by
+expected map with :mod:`mulfree.params.shift_golden`. One coroutine drives all streams cycle by
 cycle: after each rising edge it drives the next beats, then samples in the read-only phase
 which handshakes happen at the next edge.
 """
@@ -20,8 +20,8 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from ..spec.shift_config import ShiftUnitConfig, MODES, ORDERS
-from ..spec.shift_golden import element_order, read_command, shortcut_concat
+from ..params.shift_config import ShiftUnitConfig, MODES, ORDERS
+from ..params.shift_golden import element_order, read_command, shortcut_concat
 from .vectors import StructPacker
 
 

@@ -1,7 +1,7 @@
 """Cores the simulated-board tests share, so that a session compiles each one once."""
 
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.core_config import CoreConfig
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CoreConfig
 
 
 __all__ = ["SMALL_BUFFERS", "SHIFT_4X4", "ADDER_3X5_S128"]

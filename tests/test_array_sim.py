@@ -7,7 +7,7 @@ each output checked bit-exactly against the golden model. A missing simulator fa
 
 import pytest
 
-from mulfree.spec.config import ArrayConfig
+from mulfree.params.config import ArrayConfig
 from mulfree.sim.runner import build_design, run_cocotb
 
 

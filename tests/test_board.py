@@ -14,14 +14,14 @@ import time
 import numpy as np
 import pytest
 
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.core_config import CORE_MAGIC, CoreConfig
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CORE_MAGIC, CoreConfig
 from mulfree.gen.core_manifest import core_manifest, write_core_design
 from mulfree.host.layer_stream import Layer, expected_beats, pack_layer, stream_beats
 from mulfree.sim import board_build
 from mulfree.sim.board import (MARKER, BuildError, SimCore, beats_to_bytes, build_sim_core,
                                bytes_to_beats)
-from mulfree.spec.layer_golden import PostParams
+from mulfree.params.layer_golden import PostParams
 from mulfree.sim.runner import SimulatorMissing
 
 

@@ -25,8 +25,8 @@ from mulfree.gen.build_folder import write_build
 from mulfree.gen.build_record import BUILD_MARKER
 from mulfree.gen.overlay import OVERLAY_SOURCE, ZYNQ_JSON
 from mulfree.gen.vivado_plan import BuildError, estimate_resources, plan_build
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.core_config import CoreConfig
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CoreConfig
 from mulfree.host.zynq import ZYNQ_DEFAULTS, ZynqConfig
 
 
@@ -644,7 +644,7 @@ def test_an_unwritable_output_is_refused_before_any_work(run_main, capsys, tmp_p
                                                           monkeypatch):
     """As root every folder is writable, so the probe's temporary file is made to fail."""
     import tempfile
-    from mulfree.spec import safe_io
+    from mulfree.params import safe_io
     locked = tmp_path / "locked"
     (locked / "b").mkdir(parents=True)
     mkstemp = tempfile.mkstemp
@@ -744,7 +744,7 @@ def test_printed_commands_quote_the_folder(run_main, capsys, tmp_path):
 # Vivado runs only what mulfree build wrote ---------------------------------------------------
 
 def test_run_refuses_a_changed_folder(build_copy, tmp_path, monkeypatch):
-    from mulfree.spec.safe_io import FileCheckError
+    from mulfree.params.safe_io import FileCheckError
     marker = tmp_path / "vivado-ran"
     _fake_vivado(tmp_path / "bin", f"open({str(marker)!r}, 'w').write('ran')\n")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
@@ -778,7 +778,7 @@ def test_generated_text_refuses_names_it_cannot_hold(small):
     """The overlay checks the names it writes itself, whatever made the plan's ZynqConfig."""
     import dataclasses
     import types
-    from mulfree.spec.safe_io import FileCheckError
+    from mulfree.params.safe_io import FileCheckError
     plan = small[1]
     overlay.overlay_dts(plan)
     for bad in ('x"; }; evil {', "a\nb", "a/b", "a@1", "a:b", "n" * 40, "", "-x", "ü"):

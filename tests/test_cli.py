@@ -16,7 +16,7 @@ import pytest
 from mulfree.gen import emit
 
 from mulfree.flows import cli
-from mulfree.spec.config import ArrayConfig
+from mulfree.params.config import ArrayConfig
 
 
 MULFREE = Path(sys.executable).parent / "mulfree"
@@ -262,7 +262,7 @@ def test_failed_write_is_one_line_error(tmp_path, capsys, monkeypatch, run_main)
 
 def test_gen_shift_unit_writes_design(tmp_path, capsys):
     main = cli.main
-    from mulfree.spec.shift_config import ShiftUnitConfig
+    from mulfree.params.shift_config import ShiftUnitConfig
     assert main(["gen", "--unit", "shift", "--channels", "6", "--height", "3", "--width", "5",
                  "--act-bits", "4", "-o", str(tmp_path)]) == 0
     cfg = ShiftUnitConfig(channels=6, height=3, width=5, act_bits=4)
@@ -290,8 +290,8 @@ def test_gen_shift_unit_bad_input(tmp_path, capsys, argv, option, value):
 # --- mulfree gen --core ----------------------------------------------------------------------
 
 def test_gen_core_writes_design(tmp_path, capsys):
-    from mulfree.spec.core_config import CoreConfig
-    from mulfree.spec.config import ArrayConfig
+    from mulfree.params.core_config import CoreConfig
+    from mulfree.params.config import ArrayConfig
     assert cli.main(["gen", "--core", "--pe", "adder", "--rows", "3", "--cols", "2",
                      "--stream-width", "32", "--fmap-vectors", "64", "--weight-rows", "16",
                      "--acc-entries", "8", "--max-channels", "8", "--out-vectors", "4",

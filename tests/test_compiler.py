@@ -12,8 +12,8 @@ import pytest
 
 from random_models import conv_model, random_codes as _codes, random_post as _post
 
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.core_config import CoreConfig
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CoreConfig
 from mulfree.gen.core_manifest import core_manifest
 from mulfree.host import stream_pack
 from mulfree.host.compiler import (CompileError, CoreStep, HostStep, compile_model,
@@ -22,8 +22,8 @@ from mulfree.host.compiler import (CompileError, CoreStep, HostStep, compile_mod
 from mulfree.host.export_format import (IntConv2d, IntFlatten, IntInput, IntLinear,
                                         IntMaxPool2d, IntModel)
 from mulfree.host.layer_stream import Layer, expected_beats, pack_layer
-from mulfree.spec.layer_golden import PostParams
-from mulfree.spec.model_golden import run_int_model
+from mulfree.params.layer_golden import PostParams
+from mulfree.params.model_golden import run_int_model
 
 
 def small_core(pe, **options):

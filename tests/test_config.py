@@ -1,4 +1,4 @@
-"""Tests of :class:`mulfree.spec.config.ArrayConfig`: validation and derived widths.
+"""Tests of :class:`mulfree.params.config.ArrayConfig`: validation and derived widths.
 
 Derived widths are checked against brute force: every activation with every weight code, in
 plain Python integers, written from ``docs/numerics.md`` and not from the config's formulas.
@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from mulfree.spec.config import ArrayConfig, ConfigError
+from mulfree.params.config import ArrayConfig, ConfigError
 
 
 # Independent reference ----------------------------------------------------------------------

@@ -4,17 +4,17 @@ import json
 import re
 from pathlib import Path
 
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.core_config import CoreConfig
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CoreConfig
 import pytest
 
 from mulfree.gen.core_manifest import c_header, markdown_table, write_regs_design
 from mulfree.gen.manifest import check_ports, port_list
 from mulfree.rtl.array import array_signature
 from mulfree.rtl.core import core_signature
-from mulfree.spec import ports
-from mulfree.spec.manifest import registers_section
-from mulfree.spec.regmap import REG_ERRORS
+from mulfree.params import ports
+from mulfree.params.manifest import registers_section
+from mulfree.params.regmap import REG_ERRORS
 
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "interface.md"
@@ -74,7 +74,7 @@ def test_regs_design_written(tmp_path):
 
 
 def test_interface_doc_core_errors_match():
-    from mulfree.spec.core_config import CORE_ERRORS
+    from mulfree.params.core_config import CORE_ERRORS
     text = DOC.read_text()
     start = text.index("<!-- core error table: generated from CORE_ERRORS -->")
     table = text[start:].split("\n", 1)[1]
@@ -85,7 +85,7 @@ def test_interface_doc_core_errors_match():
 
 def test_core_manifest_sections(tmp_path):
     from mulfree.gen.core_manifest import write_core_design
-    from mulfree.spec.core_config import PACKET_TYPES, CORE_ERRORS, DESC_FIELDS
+    from mulfree.params.core_config import PACKET_TYPES, CORE_ERRORS, DESC_FIELDS
     cfg = CoreConfig(engine=ArrayConfig(pe="adder", rows=3, cols=5, act_bits=6, max_k=64),
                      stream_width=32, fmap_vectors=64, weight_rows=32, acc_entries=8,
                      max_channels=16, out_vectors=4)

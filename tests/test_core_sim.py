@@ -7,8 +7,8 @@ runs every scenario of :mod:`mulfree.sim.tb_core`. A missing simulator fails the
 
 import pytest
 
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.core_config import CoreConfig
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CoreConfig
 from mulfree.gen.core_manifest import write_core_design
 from mulfree.sim.runner import build_verilog, run_cocotb
 

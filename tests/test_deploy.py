@@ -19,8 +19,8 @@ from mulfree.flows import deploy
 from mulfree.gen.build_folder import write_build
 from mulfree.gen.build_record import BUILD_MARKER
 from mulfree.gen.overlay import OVERLAY_BLOB, ZYNQ_JSON
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.core_config import CoreConfig
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CoreConfig
 
 
 @pytest.fixture(scope="module")

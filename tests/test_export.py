@@ -25,7 +25,7 @@ from mulfree.host.export import (FLOAT_FILE, FLOAT_FORMAT, FloatWeightsError, ex
 from mulfree.host.export_format import MODEL_JSON, MODEL_TENSORS, load_export
 from mulfree.host.layers import ShiftLinear
 from mulfree.host.quant import QuantizeError, int_forward
-from mulfree.spec.model_golden import predict, quantize_input
+from mulfree.params.model_golden import predict, quantize_input
 
 
 @pytest.fixture(autouse=True)

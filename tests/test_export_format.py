@@ -1,5 +1,5 @@
 """Tests of the integer model format (:mod:`mulfree.host.export_format`) and its golden model
-(:mod:`mulfree.spec.model_golden`).
+(:mod:`mulfree.params.model_golden`).
 
 The inference reference below is plain Python on Python integers, written from
 ``docs/numerics.md`` (shift codes, AdderNet, "Post-processing and layers", table shift) and the
@@ -20,7 +20,7 @@ from mulfree.host.export_format import (
     load_export, write_export,
 )
 from mulfree.host.export_check import graph_digest
-from mulfree.spec.model_golden import predict, quantize_input, run_int_model
+from mulfree.params.model_golden import predict, quantize_input, run_int_model
 
 
 # Random models ------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from safetensors.numpy import load, save
 
 from random_models import conv_model
 
-from mulfree.spec.core_config import DESC_FIELDS
+from mulfree.params.core_config import DESC_FIELDS
 from mulfree.host import export_format as ef
 from mulfree.host.export_check import graph_digest
 from mulfree.host.export_format import ExportError, load_export, write_export
@@ -526,7 +526,7 @@ def test_valid_extremes_compute_the_same_in_golden_and_compiler(export):
     """Forged edits to the ends of the allowed ranges load, and the golden model and the
     compiled program (run on the core's NumPy emulation) agree on them."""
     from mulfree.host.compiler import compile_model, core_for_model, emulate_program
-    from mulfree.spec.model_golden import quantize_input, run_int_model
+    from mulfree.params.model_golden import quantize_input, run_int_model
     graph = _graph(export)
     ends = {"bias": lambda e: (-(1 << (e["acc_width"] - 1)), (1 << (e["acc_width"] - 1)) - 1),
             "shift": lambda e: (-e["act_bits"], e["acc_width"] + 1),

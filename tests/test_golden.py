@@ -1,7 +1,7 @@
 """Tests of the NumPy golden model against a pure-Python reference.
 
 The reference is written from ``SEEDS.md`` and ``docs/numerics.md`` with loops over Python
-integers (which never overflow); it calls nothing from :mod:`mulfree.spec.golden`.
+integers (which never overflow); it calls nothing from :mod:`mulfree.params.golden`.
 """
 
 import random
@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec import golden
+from mulfree.params.config import ArrayConfig
+from mulfree.params import golden
 
 
 # Independent reference ----------------------------------------------------------------------
@@ -334,7 +334,7 @@ def test_extreme_shift_positive_weight_reaches_lower_bound():
 def test_model_golden_refuses_an_empty_batch():
     """A batch of 0 images is named, not a NumPy reshape error."""
     from types import SimpleNamespace
-    from mulfree.spec.model_golden import _batch
+    from mulfree.params.model_golden import _batch
     model = SimpleNamespace(input=SimpleNamespace(shape=(1, 2, 2)))
     with pytest.raises(ValueError, match="holds no images"):
         _batch(model, np.zeros((0, 1, 2, 2), np.int64))

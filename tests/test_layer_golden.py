@@ -1,4 +1,4 @@
-"""Tests of the layer golden model (:mod:`mulfree.spec.layer_golden`) against pure Python.
+"""Tests of the layer golden model (:mod:`mulfree.params.layer_golden`) against pure Python.
 
 The references below use Python integers and loops, written from ``docs/numerics.md``
 ("Post-processing and layers"); the rounding reference uses :class:`fractions.Fraction`, so
@@ -13,10 +13,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from mulfree.spec.config import ArrayConfig, ConfigError
-from mulfree.spec.post_config import bias_range, shift_range
-from mulfree.spec import layer_golden as lg
-from mulfree.spec.golden import encode_shift
+from mulfree.params.config import ArrayConfig, ConfigError
+from mulfree.params.post_config import bias_range, shift_range
+from mulfree.params import layer_golden as lg
+from mulfree.params.golden import encode_shift
 
 
 # Independent reference ----------------------------------------------------------------------

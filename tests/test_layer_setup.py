@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.core_config import CORE_ERRORS, DESC_FIELDS, DESC_FLAGS, CoreConfig
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CORE_ERRORS, DESC_FIELDS, DESC_FLAGS, CoreConfig
 from mulfree.gen.core_manifest import core_manifest
 from mulfree.host import layer_stream as ls
 from mulfree.rtl.layer_setup import SIZES, STEPS, LayerSetup, desc_layout
-from mulfree.spec.layer_golden import PostParams
+from mulfree.params.layer_golden import PostParams
 
 
 CODES = {name: code for code, name, _ in CORE_ERRORS}

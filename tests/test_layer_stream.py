@@ -9,12 +9,12 @@ are also checked against values worked out by hand from ``docs/interface.md``.
 import numpy as np
 import pytest
 
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.core_config import CORE_ERRORS, PACKET_TYPES, CoreConfig
-from mulfree.spec.post_config import shift_width
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CORE_ERRORS, PACKET_TYPES, CoreConfig
+from mulfree.params.post_config import shift_width
 from mulfree.host import layer_stream as ls
-from mulfree.spec.layer_golden import PostParams, conv2d_acc, matmul_layer
-from mulfree.spec.shift_golden import table_shift
+from mulfree.params.layer_golden import PostParams, conv2d_acc, matmul_layer
+from mulfree.params.shift_golden import table_shift
 
 
 ENGINES = {

@@ -1,8 +1,8 @@
 """Tests of the PyTorch layers in :mod:`mulfree.host.layers` against NumPy references.
 
 The references are written from ``SEEDS.md`` and ``docs/numerics.md``; the shift primitives
-are compared with the golden model :mod:`mulfree.spec.shift_golden`, the weight codes with
-:func:`mulfree.spec.golden.decode_shift`.
+are compared with the golden model :mod:`mulfree.params.shift_golden`, the weight codes with
+:func:`mulfree.params.golden.decode_shift`.
 """
 
 import math
@@ -14,7 +14,7 @@ import torch
 
 from mulfree.host.layers import (AdderConv2d, AdderLinear, AdderLRScaler, AddressShift2d,
                                  ChannelShift, Shift2d, ShiftConv2d, ShiftLinear, max_shift)
-from mulfree.spec import golden, shift_golden
+from mulfree.params import golden, shift_golden
 
 
 torch.set_default_dtype(torch.float32)

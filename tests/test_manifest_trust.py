@@ -26,7 +26,7 @@ from cores import SHIFT_4X4
 from random_models import conv_model
 
 from mulfree.gen.core_manifest import core_manifest, write_core_design
-from mulfree.spec.safe_io import FileCheckError
+from mulfree.params.safe_io import FileCheckError
 from mulfree.host import zynq, zynq_backend
 from mulfree.host.compiler import CompileError, compile_model
 from mulfree.host.device_lock import DeviceLock, check_lock_dir

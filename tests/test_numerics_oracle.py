@@ -22,18 +22,18 @@ import pytest
 import torch
 from torch import nn
 
-from mulfree.spec.config import ArrayConfig, ConfigError
-from mulfree.spec.core_config import CoreConfig
-from mulfree.spec.post_config import bias_range, check_post_config, max_post_k, shift_range
+from mulfree.params.config import ArrayConfig, ConfigError
+from mulfree.params.core_config import CoreConfig
+from mulfree.params.post_config import bias_range, check_post_config, max_post_k, shift_range
 from mulfree.host import ptq, qat, quant, quant_parse
 from mulfree.host.convert import convert_to_shift
 from mulfree.host.export_format import IntConv2d, IntFlatten, IntInput, IntModel
 from mulfree.host.layers import ShiftLinear, ps_params_from_weight, round_log2
 from mulfree.host.shift_layers import _q_quantize
 from mulfree.host.train import snap_bn_scales
-from mulfree.spec import golden
-from mulfree.spec import layer_golden as lg
-from mulfree.spec.model_golden import run_int_model
+from mulfree.params import golden
+from mulfree.params import layer_golden as lg
+from mulfree.params.model_golden import run_int_model
 
 
 INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1

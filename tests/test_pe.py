@@ -13,9 +13,9 @@ import pytest
 from amaranth.hdl import signed
 from amaranth.sim import Simulator
 
-from mulfree.spec.config import ArrayConfig, int_range, signed_width
+from mulfree.params.config import ArrayConfig, int_range, signed_width
 from mulfree.rtl.pe import pe_class
-from mulfree.spec.golden import terms
+from mulfree.params.golden import terms
 
 
 CONFIGS = [

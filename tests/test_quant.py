@@ -8,15 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from mulfree.spec.post_config import bias_range, shift_range
+from mulfree.params.post_config import bias_range, shift_range
 from mulfree.host.export_format import (IntConv2d, IntFlatten, IntInput, IntLinear,
                                         IntMaxPool2d, IntModel, layer_config, load_export,
                                         write_export)
 from mulfree.host.layers import (AdderConv2d, AdderLinear, Shift2d, ShiftConv2d, ShiftLinear)
 from mulfree.host.quant import (QATWrapper, QuantizeError, dequantize_output, int_forward,
                                 postprocess_torch, quantize, quantized_forward)
-from mulfree.spec.layer_golden import PostParams, postprocess
-from mulfree.spec.model_golden import predict, quantize_input, run_int_model
+from mulfree.params.layer_golden import PostParams, postprocess
+from mulfree.params.model_golden import predict, quantize_input, run_int_model
 
 
 PES = ("shift", "adder", "mult")
@@ -44,8 +44,8 @@ def _random_codes(rng, pe, wb, ab, shape):
 def _fit_post(rng, layer, x):
     """Random bias, relu and shifts that keep the outputs spread over the range (not all 0
     or saturated), from the layer's accumulators on its actual input ``x``."""
-    from mulfree.spec.layer_golden import conv2d_acc, matmul_acc
-    from mulfree.spec.shift_golden import table_shift
+    from mulfree.params.layer_golden import conv2d_acc, matmul_acc
+    from mulfree.params.shift_golden import table_shift
     cfg = layer_config(layer)
     if layer.kind == "linear":
         acc = matmul_acc(cfg, x, layer.codes)

@@ -3,10 +3,10 @@
 import pytest
 from amaranth.sim import Simulator
 
-from mulfree.spec.config import ArrayConfig, ConfigError
-from mulfree.spec.core_config import CORE_MAGIC, CoreConfig
+from mulfree.params.config import ArrayConfig, ConfigError
+from mulfree.params.core_config import CORE_MAGIC, CoreConfig
 from mulfree.rtl.regs import AxiLiteRegisters
-from mulfree.spec.regmap import REG_ERRORS, RESP_OKAY, RESP_SLVERR, Field, Register, RegisterMap
+from mulfree.params.regmap import REG_ERRORS, RESP_OKAY, RESP_SLVERR, Field, Register, RegisterMap
 
 
 CFG = CoreConfig(engine=ArrayConfig(pe="adder", rows=5, cols=3, act_bits=6, max_k=100),

@@ -5,8 +5,8 @@ A missing simulator fails the test (``SimulatorMissing``), never skips it.
 
 import pytest
 
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.core_config import CoreConfig
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CoreConfig
 from mulfree.gen.core_manifest import write_regs_design
 from mulfree.sim.runner import build_verilog, run_cocotb
 

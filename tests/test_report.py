@@ -12,8 +12,8 @@ import pytest
 
 from mulfree.flows import report_compare, report_max_fit, report_plots, report_text
 from mulfree.gen import core_resources, devices, energy
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.core_config import CoreConfig
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CoreConfig
 from mulfree.gen.devices import (DEVICES, FitError, ReportError, check_fit, device_for,
                                  device_share, resources_from_cells)
 from mulfree.gen.energy import (ENERGY_45NM, energy_estimate, energy_per_terms,

@@ -19,8 +19,8 @@ import pytest
 from cores import SHIFT_4X4, SMALL_BUFFERS
 from random_models import conv_model
 
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.core_config import CoreConfig
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CoreConfig
 from mulfree.gen.core_manifest import core_manifest, write_core_design
 from mulfree.host.compiler import compile_model, encode_run
 from mulfree.host.export_format import write_export
@@ -30,7 +30,7 @@ from mulfree.host.runtime import (BackendMissing, CoreRunError, Device, DeviceBu
                                   open_device)
 from mulfree.sim.backend import SimBackend
 from mulfree.sim.board import SimCore, build_sim_core
-from mulfree.spec.model_golden import run_int_model
+from mulfree.params.model_golden import run_int_model
 
 
 _SMALL = SMALL_BUFFERS
@@ -106,7 +106,7 @@ def test_single_image_and_infer(device):
     x = _inputs(model, 1)[0]
     assert np.array_equal(device.run(x).outputs, run_int_model(model, x[None]))
     real = np.random.default_rng(3).uniform(-1, 1, (2, *model.input.shape))
-    from mulfree.spec.model_golden import quantize_input
+    from mulfree.params.model_golden import quantize_input
     assert np.array_equal(device.infer(real).outputs,
                           run_int_model(model, quantize_input(model, real)))
 
@@ -296,7 +296,7 @@ def exported(tmp_path):
     model = _model(21)
     write_export(model, tmp_path / "model")
     x = np.random.default_rng(5).uniform(-8, 8, (9, *model.input.shape)).astype(np.float32)
-    from mulfree.spec.model_golden import predict, quantize_input
+    from mulfree.params.model_golden import predict, quantize_input
     y = predict(model, quantize_input(model, x))
     y[0] = (y[0] + 1) % 3                          # one wrong label: accuracy 8/9
     np.savez(tmp_path / "inputs.npz", x=x, y=y)

@@ -1,13 +1,13 @@
-"""The checks on files we read and places we write (spec/safe_io.py)."""
+"""The checks on files we read and places we write (params/safe_io.py)."""
 
 import json
 import os
 
 import pytest
 
-from mulfree.spec.config import ArrayConfig, ConfigError
-from mulfree.spec.core_config import CoreConfig
-from mulfree.spec.safe_io import (FileCheckError, MAX_JSON_DEPTH, VERILOG_KEYWORDS,
+from mulfree.params.config import ArrayConfig, ConfigError
+from mulfree.params.core_config import CoreConfig
+from mulfree.params.safe_io import (FileCheckError, MAX_JSON_DEPTH, VERILOG_KEYWORDS,
                                  check_output_dir, check_output_file, check_verilog_name,
                                  inside, read_json, write_atomic)
 

@@ -11,12 +11,12 @@ import pytest
 from amaranth.sim import Simulator
 
 from mulfree.gen.block_emit import convert_shift_block_verilog, simulate_shift_block
-from mulfree.spec.config import ArrayConfig, ConfigError
-from mulfree.spec.shift_config import ShiftUnitConfig, MODES
+from mulfree.params.config import ArrayConfig, ConfigError
+from mulfree.params.shift_config import ShiftUnitConfig, MODES
 from mulfree.rtl.block import ShiftBlock
 from mulfree.rtl.vectorize import Vectorizer
-from mulfree.spec.golden import array_forward, encode_shift
-from mulfree.spec.shift_golden import read_command
+from mulfree.params.golden import array_forward, encode_shift
+from mulfree.params.shift_golden import read_command
 
 
 # Vectorizer ------------------------------------------------------------------------------

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 
 from mulfree.gen.block_emit import convert_shift_block_verilog, pack_tile
-from mulfree.spec.config import ArrayConfig
-from mulfree.spec.shift_config import ShiftUnitConfig, MODES
+from mulfree.params.config import ArrayConfig
+from mulfree.params.shift_config import ShiftUnitConfig, MODES
 from mulfree.rtl.array import output_layout
 from mulfree.rtl.block import block_command_layout
 from mulfree.rtl.shift_layouts import table_layout, write_layout
 from mulfree.sim.runner import check_simulator, run_cocotb
-from mulfree.spec.golden import encode_shift
-from mulfree.spec.shift_golden import shift_block_forward
+from mulfree.params.golden import encode_shift
+from mulfree.params.shift_golden import shift_block_forward
 
 
 def random_tile(cfg, rng):

@@ -8,7 +8,7 @@ element checked bit-exactly against the golden model. A missing simulator fails 
 
 import pytest
 
-from mulfree.spec.shift_config import ShiftUnitConfig
+from mulfree.params.shift_config import ShiftUnitConfig
 from mulfree.gen.shift_emit import write_shift_unit
 from mulfree.sim.runner import _VERILATOR_ARGS, check_simulator, run_cocotb
 

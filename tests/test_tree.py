@@ -10,7 +10,7 @@ import re
 import pytest
 
 from mulfree.flows.cli import main
-from mulfree.spec.config import ArrayConfig, ConfigError, tree_level_counts
+from mulfree.params.config import ArrayConfig, ConfigError, tree_level_counts
 from mulfree.gen.emit import convert_verilog
 from mulfree.gen.manifest import manifest
 

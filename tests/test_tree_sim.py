@@ -12,7 +12,7 @@ builds cost 15-30 s each, so the larger designs run there and the small ones on 
 
 import pytest
 
-from mulfree.spec.config import ArrayConfig
+from mulfree.params.config import ArrayConfig
 from mulfree.sim.runner import build_design, run_cocotb
 
 

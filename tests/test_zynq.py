@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from cores import SHIFT_4X4
-from mulfree.spec.core_config import CORE_MAGIC, CoreConfig
+from mulfree.params.core_config import CORE_MAGIC, CoreConfig
 from mulfree.gen.core_manifest import core_manifest, write_core_design
 from mulfree.host import layer_stream as ls
 from mulfree.host import zynq, zynq_backend
@@ -27,7 +27,7 @@ from mulfree.host.zynq import (DMA_REGS, AxiDma, DevMemWindow, DmaBuffer, DmaErr
                                decode_dmasr, open_zynq)
 from mulfree.sim.board import SimCore, build_sim_core
 from mulfree.sim.emulated_board import DmaModelError, EmulatedBoard
-from mulfree.spec.layer_golden import PostParams, conv2d_acc
+from mulfree.params.layer_golden import PostParams, conv2d_acc
 
 
 CFG = SHIFT_4X4

@@ -2,7 +2,7 @@
 
 An integer model (:class:`IntModel`) is an input quantization followed by an ordered list of
 layers over a single tensor. Every number in it is an integer that the golden model
-(:mod:`mulfree.spec.model_golden`) and the engine consume as is; the real-number scales
+(:mod:`mulfree.params.model_golden`) and the engine consume as is; the real-number scales
 (``scale_exp``, ``out_scale_exp``) say how the host quantizes inputs and dequantizes results.
 
 **Input quantization.** A real input ``x`` stands for ``q * 2^scale_exp``. The host computes
@@ -10,7 +10,7 @@ layers over a single tensor. Every number in it is an integer that the golden mo
     q = clamp(floor(x * 2^-scale_exp + 1/2), -2^(a-1), 2^(a-1) - 1)        a = input act_bits
 
 (round half up, ties towards +infinity: 2.5 -> 3, -2.5 -> -2, like the post-processing;
-``+-inf`` saturate; NaN is refused). See :func:`mulfree.spec.model_golden.quantize_input`.
+``+-inf`` saturate; NaN is refused). See :func:`mulfree.params.model_golden.quantize_input`.
 
 **Layers** (``docs/numerics.md``, "Post-processing and layers"):
 
@@ -25,9 +25,9 @@ layers over a single tensor. Every number in it is an integer that the golden mo
   row or column is dropped, as PyTorch's default ``ceil_mode=False``). Exact on integers.
 * :class:`IntFlatten`: ``[C, H, W] -> [C*H*W]`` in C-major order (``(c*H + y)*W + x``).
 
-A layer with weights runs on the :class:`~mulfree.spec.config.ArrayConfig` of
+A layer with weights runs on the :class:`~mulfree.params.config.ArrayConfig` of
 :func:`layer_config`: its ``pe``, ``act_bits``, ``weight_bits`` and ``max_k = K`` (its
-reduction length). Its bias and shift ranges (:mod:`mulfree.spec.post_config`) are those of
+reduction length). Its bias and shift ranges (:mod:`mulfree.params.post_config`) are those of
 that config, the narrowest an engine able to run the layer can have, so a valid model runs
 unchanged on any engine with ``max_k >= K``. A layer's input must fit its ``act_bits``: the
 incoming tensor's ``act_bits`` must be at most the layer's (widening is exact; narrowing would
@@ -37,7 +37,7 @@ The model ends with ``output = "argmax"`` (the class is the index of the first l
 activation, which must be a vector) or ``"none"`` (the final activations are the result).
 
 **Limits.** Besides the arithmetic's own ranges, the format holds what every engine's layer
-descriptor can carry (``mulfree.spec.core_config.DESC_FIELDS``): every dimension of every
+descriptor can carry (``mulfree.params.core_config.DESC_FIELDS``): every dimension of every
 activation tensor at most :data:`MAX_DIM`, kernels at most :data:`MAX_KERNEL`, strides in
 ``[1, MAX_STRIDE]``, padding in ``[0, min(MAX_PADDING, kernel - 1)]``; and scale exponents in
 :data:`SCALE_EXP_LIMITS`, where ``q * 2^exp`` is an exact, finite float64 for every 16-bit
@@ -185,7 +185,7 @@ class IntLinear(_PostLayer):
         Weight codes in the engine encoding (shift: unsigned ``weight_bits``-wide ``{s, e}``;
         adder, mult: the signed weight).
     bias, shift : int arrays ``[N]``
-        Post-processing (:class:`mulfree.spec.layer_golden.PostParams`).
+        Post-processing (:class:`mulfree.params.layer_golden.PostParams`).
     relu : bool or bool array ``[N]``
     act_bits : int
         Width of the layer's input and output activations.

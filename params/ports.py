@@ -121,7 +121,7 @@ def axi_stream_ports(name, inward, width):
 
 
 def core_ports(cfg):
-    """The ports of the accelerator core ``cfg`` (a :class:`~mulfree.spec.core_config.CoreConfig`):
+    """The ports of the accelerator core ``cfg`` (a :class:`~mulfree.params.core_config.CoreConfig`):
     ``s_axil``, ``s_axis``, ``m_axis`` and ``irq``."""
     return (clock_ports()
             + axi_lite_ports("s_axil", cfg.register_map.addr_width)

@@ -1,9 +1,9 @@
 """The golden model of a whole integer model (:mod:`mulfree.host.export_format`).
 
-Only the golden functions compute: :func:`~mulfree.spec.layer_golden.matmul_layer` and
-:func:`~mulfree.spec.layer_golden.conv2d_layer` on each layer's
+Only the golden functions compute: :func:`~mulfree.params.layer_golden.matmul_layer` and
+:func:`~mulfree.params.layer_golden.conv2d_layer` on each layer's
 :func:`~mulfree.host.export_format.layer_config` (``max_k = K``), and
-:func:`~mulfree.spec.shift_golden.table_shift` for a convolution's input shifts. Max pooling and
+:func:`~mulfree.params.shift_golden.table_shift` for a convolution's input shifts. Max pooling and
 flattening only move or select integers. Everything is ``np.int64``; a layer's outputs
 saturate to its ``act_bits`` (post-processing), and the golden functions refuse any input
 outside its range, so nothing overflows or wraps silently.

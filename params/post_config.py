@@ -9,7 +9,7 @@ section "Post-processing and layers")::
     v = max(v, 0) if relu[c]
     out = clamp(v, act_range)               saturation to signed act_bits
 
-The golden model (:mod:`mulfree.spec.layer_golden`) and the RTL
+The golden model (:mod:`mulfree.params.layer_golden`) and the RTL
 (:class:`mulfree.rtl.postproc.PostProcess`) both read their numbers from here.
 """
 

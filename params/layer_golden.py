@@ -1,9 +1,9 @@
 """The NumPy golden model of a whole layer: matrix products, convolutions, post-processing.
 
 Written from the definitions of ``docs/numerics.md`` (section "Post-processing and layers"),
-on top of :mod:`mulfree.spec.golden` (``terms``, ``array_forward``). All values are
+on top of :mod:`mulfree.params.golden` (``terms``, ``array_forward``). All values are
 ``np.int64``; every intermediate is bounded by the config (see
-:mod:`mulfree.spec.post_config`), so nothing overflows silently.
+:mod:`mulfree.params.post_config`), so nothing overflows silently.
 
 A layer is ``out = postprocess(acc)`` with ``acc[m, n] = sum_k term(X[m, k], W[k, n])``:
 

@@ -14,7 +14,7 @@ from .core_config import (CoreConfig, CORE_ERRORS, PACKET_TYPES, DESC_FIELDS, DE
 from .ports import array_ports, core_ports
 from .post_config import shift_width
 from .regmap import REG_ERRORS, RESP_OKAY, RESP_SLVERR
-from .. import __version__
+from .version import __version__
 
 
 __all__ = ["MANIFEST_VERSION", "engine_manifest", "registers_section", "stream_section",

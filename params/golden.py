@@ -1,7 +1,7 @@
 """The NumPy golden model: the executable form of ``docs/numerics.md``.
 
 Written from the papers' arithmetic (DeepShift, AdderNet), not from the RTL. All values are
-``np.int64``; :class:`~mulfree.spec.config.ArrayConfig` refuses designs whose accumulator would
+``np.int64``; :class:`~mulfree.params.config.ArrayConfig` refuses designs whose accumulator would
 not fit 64 bits, and every function here checks that its inputs lie in their ranges and that no
 result leaves the accumulator's range, so nothing overflows silently. The one addition whose
 true result can exceed int64 (a partial sum of a 64-bit accumulator plus a tile's terms) goes

@@ -227,11 +227,11 @@ def shift_block_forward(cfg, weights, memory, mode, base, shape, **kwargs):
 
     The map ``shape = (C, H, W)`` read with ``mode`` (see :func:`read_command`) is a sequence
     of ``H*W`` pixel vectors of ``C = cfg.rows`` channels; the array (``cfg``, an
-    :class:`~mulfree.spec.config.ArrayConfig`) applies the weight tile ``weights[rows, cols]``
+    :class:`~mulfree.params.config.ArrayConfig`) applies the weight tile ``weights[rows, cols]``
     to each: ``y[y*W + x, j] = sum_c term(shifted[c, y, x], weights[c, j])``. Returns
     ``[H*W, cols]`` int64 in pixel order (row-major).
 
-    Raises :class:`~mulfree.spec.config.ConfigError` (parameter ``channels``) when ``C`` is not
+    Raises :class:`~mulfree.params.config.ConfigError` (parameter ``channels``) when ``C`` is not
     ``cfg.rows``: one pixel's channels are one input vector.
     """
     from .config import ConfigError
