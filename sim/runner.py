@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..params.config import ArrayConfig
-from ..gen.emit import write_design
 
 
 __all__ = ["SIMULATORS", "SimulatorMissing", "SimResult", "simulator_env", "check_simulator",
@@ -105,6 +104,7 @@ def build_design(cfg: ArrayConfig, simulator, build_dir, *, log_file=None):
     """Generate ``cfg`` into ``build_dir`` and compile it; return ``(runner, manifest_path)``."""
     check_simulator(simulator)
     build_dir = Path(build_dir).resolve()
+    from ..gen.emit import write_design      # Amaranth: only when a design is built
     v_path, j_path = write_design(cfg, build_dir)
     return build_verilog(v_path, cfg.top_name, simulator, build_dir, log_file=log_file), j_path
 

@@ -111,3 +111,55 @@ assert np.array_equal(got, want) and np.ptp(got) > 0, (got, want)
 print("ok", got.shape)
 """
     assert _run(code).startswith("ok")
+
+
+def _mulfree_on_a_board(tmp_path, *argv):
+    """``mulfree ARGV`` in a fresh interpreter under the board's import hook."""
+    code = HOOK + "from mulfree.flows.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    return subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def board_files(tmp_path_factory):
+    from random_models import conv_model
+    from mulfree.host.compiler import core_for_model
+    from mulfree.host.export_format import write_export
+    from mulfree.params.manifest import core_manifest
+    folder = tmp_path_factory.mktemp("board")
+    model = conv_model(5, "shift")
+    write_export(model, folder / "export")
+    (folder / "core.json").write_text(json.dumps(core_manifest(core_for_model(model, rows=4,
+                                                                              cols=4))))
+    return folder
+
+
+def test_mulfree_compile_on_a_board_prints_the_same_program(tmp_path, board_files, capsys):
+    from mulfree.flows.cli import main
+    argv = ["compile", board_files / "export", "--config", board_files / "core.json"]
+    assert main([str(a) for a in argv]) == 0
+    here = capsys.readouterr().out
+    board = _mulfree_on_a_board(tmp_path, *argv)
+    assert board.returncode == 0, board.stderr
+    assert board.stdout == here and "core" in here
+
+
+def test_mulfree_run_on_a_board_checks_its_input_first(tmp_path, board_files):
+    board = _mulfree_on_a_board(tmp_path, "run", board_files / "export", "--config",
+                                board_files / "core.json", "--device", "zynq", "--input",
+                                tmp_path / "missing.npy")
+    assert board.returncode == 2
+    assert board.stderr.strip().startswith("mulfree run: error: --input")
+    assert board.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv,needs", [
+    (["gen", "-o", "out"], "needs Amaranth, which is not installed: pip install 'mulfree[gen]'"),
+    (["train", "--model", "deepshift_mlp", "-o", "out"],
+     "needs PyTorch, which is not installed: pip install 'mulfree[torch]'"),
+])
+def test_a_command_that_needs_an_extra_says_which(tmp_path, argv, needs):
+    board = _mulfree_on_a_board(tmp_path, *argv)
+    assert board.returncode == 1
+    assert board.stderr == f"mulfree {argv[0]}: {needs}\n"
+    assert not (tmp_path / "out").exists()
