@@ -34,7 +34,7 @@ def synth_cache_dir(cache_dir=None):
 
 
 def _write_json_atomic(path, doc):
-    from .emit import write_atomic
+    from ..params.safe_io import write_atomic
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
 

@@ -6,9 +6,6 @@ An array is emitted as its top module plus the column module it instantiates ``c
 """
 
 import json
-import os
-import tempfile
-from pathlib import Path
 
 from amaranth.back import rtlil, verilog
 
@@ -21,8 +18,7 @@ from ..rtl.tree import TreeEngine
 
 
 __all__ = ["build_array", "design_modules", "convert_verilog", "convert_rtlil", "write_outputs",
-           "write_design",
-           "write_atomic", "OutputError"]
+           "write_design", "check_output_dir", "OutputError"]
 
 
 class OutputError(ValueError):
