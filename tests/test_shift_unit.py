@@ -17,8 +17,9 @@ from mulfree.gen.emit import OutputError
 from mulfree.params.config import ArrayConfig
 from mulfree.params.shift_config import ShiftUnitConfig, MODES, ORDERS
 from mulfree.flows.generate import add_shift_unit_options, shift_unit_config_from_args
-from mulfree.gen.shift_emit import (bench_shift_unit, convert_shift_unit_verilog,
-                                    shift_unit_manifest, simulate_shift_unit, write_shift_unit)
+from mulfree.flows.bench_shift_unit import bench_shift_unit
+from mulfree.gen.shift_emit import convert_shift_unit_verilog, shift_unit_manifest, write_shift_unit
+from mulfree.sim.shift_sim import simulate_shift_unit
 from mulfree.params.golden import array_forward
 from mulfree.params.shift_golden import (address_shift, channel_shift, element_order, read_command,
                                       read_stream, shift_block_forward, shift_cvpr,
