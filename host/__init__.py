@@ -15,7 +15,7 @@ _LAZY = {
     "AddressShift2d": "zero_flop_layers", "ChannelShift": "zero_flop_layers",
     "convert_to_shift": "convert", "convert_to_adder": "convert",
     "quantize": "ptq", "int_forward": "int_inference", "dequantize_output": "int_inference",
-    "quantized_forward": "int_inference", "QuantizeError": "quant_parse",
+    "quantized_forward": "int_inference", "QuantizeError": "quant_parse", "QATWrapper": "qat",
     "export": "export", "save_float": "export", "load_float": "export",
     "FloatWeightsError": "export",
 }
