@@ -16,6 +16,7 @@ import pytest
 from mulfree.gen import emit
 
 from mulfree.flows import cli
+from mulfree.params import safe_io
 from mulfree.params.config import ArrayConfig
 
 
@@ -240,7 +241,7 @@ def test_failed_write_leaves_no_temporary(tmp_path, monkeypatch):
             raise OSError(28, "No space left on device")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(emit.os, "replace", replace)
+    monkeypatch.setattr(safe_io.os, "replace", replace)
     with pytest.raises(OSError):
         emit.write_design(cfg, tmp_path)
     assert len(calls) == 2
@@ -251,7 +252,7 @@ def test_failed_write_is_one_line_error(tmp_path, capsys, monkeypatch, run_main)
     def replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(emit.os, "replace", replace)
+    monkeypatch.setattr(safe_io.os, "replace", replace)
     status, stdout, stderr = run_main(gen_args(CONFIGS[1], tmp_path), capsys)
     check_error(status, stdout, stderr, "--output", repr(str(tmp_path)))
     assert "No space left on device" in stderr
