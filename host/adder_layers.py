@@ -4,6 +4,11 @@ quantized), and :class:`AdderLRScaler`, the adaptive learning rate.
 ``y = -sum |x - w|`` with the full-precision weight gradient ``x - w`` and the
 HardTanh-clipped input gradient ``HardTanh(w - x)`` (``../shared/SEEDS.md`` section 2,
 ``docs/numerics.md``). Part of :mod:`mulfree.host.layers`, which re-exports it.
+
+:class:`AdderConv2d` is dense (``groups=1``) or depthwise (``groups == in_channels``): a
+depthwise output channel ``o`` sums ``|x - w|`` over its own input channel ``o // m``'s
+``kh*kw`` window only (``m = out_channels // in_channels``), computed on the same zero-padded
+``unfold`` by :func:`adder_bmm`, the L1 layer batched over groups, with the same gradients.
 """
 
 import math
@@ -15,7 +20,8 @@ from torch.nn import functional as F
 from .layer_args import check_positive_int, conv_args
 
 
-__all__ = ["AdderFunction", "adder_matmul", "AdderLinear", "AdderConv2d", "AdderLRScaler"]
+__all__ = ["AdderFunction", "adder_matmul", "AdderBatchFunction", "adder_bmm", "AdderLinear",
+           "AdderConv2d", "AdderLRScaler"]
 
 
 #: Largest number of elements of the ``[rows, out, K]`` intermediate of one chunk.
@@ -67,6 +73,60 @@ def adder_matmul(x, weight):
     return AdderFunction.apply(x, weight)
 
 
+class AdderBatchFunction(torch.autograd.Function):
+    """:class:`AdderFunction` batched over groups: ``Y[g, n, o] = -sum_k |X[g, n, k] - W[g, o, k]|``.
+
+    Group ``g`` of ``X`` (``[G, N, K]``) meets only group ``g`` of ``W`` (``[G, O, K]``); the
+    gradients are AdderNet's, group by group: ``dY/dW = X - W``, ``dY/dX = HardTanh(W - X)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight):
+        ctx.save_for_backward(x, weight)
+        groups, rows, k = x.shape
+        y = x.new_empty(groups, rows, weight.shape[1])
+        for lo, hi in _row_chunks(rows, groups * weight.shape[1], k):
+            y[:, lo:hi] = -(x[:, lo:hi, None, :] - weight[:, None]).abs().sum(-1)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        groups, rows, k = x.shape
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.empty_like(x)
+        if ctx.needs_input_grad[1]:
+            grad_w = torch.zeros_like(weight)
+        for lo, hi in _row_chunks(rows, groups * weight.shape[1], k):
+            diff = x[:, lo:hi, None, :] - weight[:, None]       # [G, n, out, K]: x - w
+            g = grad[:, lo:hi, :, None]
+            if grad_w is not None:
+                grad_w += (diff * g).sum(1)
+            if grad_x is not None:
+                grad_x[:, lo:hi] = ((-diff).clamp(-1, 1) * g).sum(2)
+        return grad_x, grad_w
+
+
+def adder_bmm(x, weight):
+    """``-sum_k |x[g, n, k] - weight[g, o, k]|`` with AdderNet's gradients, per group ``g``.
+
+    Parameters
+    ----------
+    x : tensor ``[G, N, K]``
+    weight : tensor ``[G, O, K]``
+
+    Returns
+    -------
+    tensor ``[G, N, O]`` (:class:`AdderBatchFunction`).
+    """
+    if x.dim() != 3 or weight.dim() != 3 or x.shape[0] != weight.shape[0] \
+            or x.shape[2] != weight.shape[2]:
+        raise ValueError(f"x and weight must have shapes [G, N, K] and [G, O, K], not "
+                         f"{tuple(x.shape)} and {tuple(weight.shape)}")
+    return AdderBatchFunction.apply(x, weight)
+
+
 class AdderLinear(nn.Module):
     """AdderNet fully connected layer: ``y[o] = -sum_i |x[i] - w[o, i]| + b[o]``.
 
@@ -113,8 +173,13 @@ class AdderConv2d(nn.Module):
     ----------
     in_channels, out_channels, kernel_size, stride, padding, bias
         As :class:`torch.nn.Conv2d`.
-    dilation, groups, padding_mode
-        Only 1, 1 and ``"zeros"`` are supported; anything else raises ``ValueError``.
+    groups
+        1 (dense) or ``in_channels`` (depthwise, ``out_channels`` a multiple of
+        ``in_channels``, weight ``[O, 1, kh, kw]`` as PyTorch's): output channel ``o`` is
+        ``-sum |Xpad[o // m, m s + i, n s + j] - W[o, 0, i, j]|`` over that channel's window
+        only, ``m = out_channels // in_channels``. Anything else raises ``ValueError``.
+    dilation, padding_mode
+        Only 1 and ``"zeros"`` are supported; anything else raises ``ValueError``.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -123,9 +188,12 @@ class AdderConv2d(nn.Module):
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.out_channels = check_positive_int("out_channels", out_channels)
         self.kernel_size, self.stride, self.padding = conv_args(
-            kernel_size, stride, padding, dilation, groups, padding_mode)
+            kernel_size, stride, padding, dilation, groups, padding_mode,
+            in_channels=self.in_channels, out_channels=self.out_channels)
+        self.groups = int(groups)
         kh, kw = self.kernel_size
-        self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels, kh, kw))
+        self.weight = nn.Parameter(torch.empty(self.out_channels,
+                                               self.in_channels // self.groups, kh, kw))
         self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
         self.reset_parameters()
 
@@ -147,14 +215,26 @@ class AdderConv2d(nn.Module):
         ow = (w + 2 * px - kw) // sx + 1
         # Columns in im2col order k = (c*kh + ky)*kw + kx, the order of the weight's flatten.
         cols = F.unfold(x, self.kernel_size, padding=self.padding, stride=self.stride)
-        cols = cols.transpose(1, 2).reshape(n * oh * ow, -1)
-        y = adder_matmul(cols, self.weight.reshape(self.out_channels, -1))
-        y = y.reshape(n, oh, ow, self.out_channels).permute(0, 3, 1, 2)
+        if self.groups == 1:
+            cols = cols.transpose(1, 2).reshape(n * oh * ow, -1)
+            y = adder_matmul(cols, self.weight.reshape(self.out_channels, -1))
+            y = y.reshape(n, oh, ow, self.out_channels).permute(0, 3, 1, 2)
+        else:
+            # Depthwise: the unfold's rows of channel c are its own kh*kw window; group c
+            # meets its m filters (output channels c*m .. c*m + m - 1) only.
+            c, m = self.in_channels, self.out_channels // self.in_channels
+            cols = cols.reshape(n, c, kh * kw, oh * ow).permute(1, 0, 3, 2)
+            y = adder_bmm(cols.reshape(c, n * oh * ow, kh * kw),
+                          self.weight.reshape(c, m, kh * kw))          # [c, n*oh*ow, m]
+            y = y.reshape(c, n, oh, ow, m).permute(1, 0, 4, 2, 3)
+            y = y.reshape(n, self.out_channels, oh, ow)
         return y if self.bias is None else y + self.bias[:, None, None]
 
     def extra_repr(self):
+        groups = f", groups={self.groups}" if self.groups != 1 else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}")
+                f"stride={self.stride}, padding={self.padding}{groups}, "
+                f"bias={self.bias is not None}")
 
 
 class AdderLRScaler:

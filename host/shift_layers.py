@@ -1,5 +1,5 @@
 """DeepShift's PyTorch layers: :class:`ShiftLinear`, :class:`ShiftConv2d` (float, not yet
-quantized).
+quantized; the convolution is dense or depthwise, ``groups`` 1 or ``in_channels``).
 
 The arithmetic is the paper's (``../shared/SEEDS.md``) and the hardware's
 (``docs/numerics.md``): every weight is ``s * 2^p`` with ``s`` in {-1, 0, +1} and an integer
@@ -196,7 +196,7 @@ class _ShiftWeight(nn.Module):
 
         Returns
         -------
-        ndarray of int64, shape of the weight
+        ndarray of int64, shape of the weight (``[O, C/groups, kh, kw]`` for a convolution)
             ``s << (weight_bits-1) | e`` with ``e = p + max_shift + 1`` for a nonzero weight
             ``s * 2^p`` and the canonical zero code 0 for a zero weight, encoded by
             :func:`mulfree.params.golden.encode_shift`. Decoded, a code is the integer
@@ -277,8 +277,13 @@ class ShiftConv2d(_ShiftWeight):
     in_channels, out_channels, kernel_size, stride, padding, bias
         As :class:`torch.nn.Conv2d` (``padding`` may be ``"valid"``, or ``"same"`` for stride 1
         and odd kernels).
-    dilation, groups, padding_mode
-        Accepted for signature compatibility; only 1, 1 and ``"zeros"`` are supported (what
+    groups
+        1 (dense) or ``in_channels`` (depthwise, ``out_channels`` a multiple of
+        ``in_channels``); the weight has PyTorch's shape ``[O, C/groups, kh, kw]`` and the
+        forward pass is ``F.conv2d(..., groups=groups)`` with the shift weights. Anything else
+        raises ``ValueError``.
+    dilation, padding_mode
+        Accepted for signature compatibility; only 1 and ``"zeros"`` are supported (what
         the hardware's im2col computes), anything else raises ``ValueError``.
     mode, weight_bits
         See :class:`ShiftLinear`.
@@ -291,10 +296,13 @@ class ShiftConv2d(_ShiftWeight):
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.out_channels = check_positive_int("out_channels", out_channels)
         self.kernel_size, self.stride, self.padding = conv_args(
-            kernel_size, stride, padding, dilation, groups, padding_mode)
+            kernel_size, stride, padding, dilation, groups, padding_mode,
+            in_channels=self.in_channels, out_channels=self.out_channels)
+        self.groups = int(groups)
         kh, kw = self.kernel_size
-        self._init_shift_weight((self.out_channels, self.in_channels, kh, kw), mode,
-                                weight_bits, self.in_channels * kh * kw)
+        per_group = self.in_channels // self.groups
+        self._init_shift_weight((self.out_channels, per_group, kh, kw), mode,
+                                weight_bits, per_group * kh * kw)
         self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
         self.reset_parameters()
 
@@ -303,9 +311,12 @@ class ShiftConv2d(_ShiftWeight):
         self._reset_shift_weight()
 
     def forward(self, x):
-        return F.conv2d(x, self._weight(), self.bias, self.stride, self.padding)
+        return F.conv2d(x, self._weight(), self.bias, self.stride, self.padding,
+                        groups=self.groups)
 
     def extra_repr(self):
+        groups = f", groups={self.groups}" if self.groups != 1 else ""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}, "
-                f"mode={self.mode!r}, weight_bits={self.weight_bits}")
+                f"stride={self.stride}, padding={self.padding}{groups}, "
+                f"bias={self.bias is not None}, mode={self.mode!r}, "
+                f"weight_bits={self.weight_bits}")
