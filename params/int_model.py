@@ -1,9 +1,12 @@
 """The integer model: what a quantized network is exported to, and its validation.
 
-An integer model (:class:`IntModel`) is an input quantization followed by an ordered list of
-layers over a single tensor. Every number in it is an integer that the golden model
-(:mod:`mulfree.params.model_golden`) and the engine consume as is; the real-number scales
-(``scale_exp``, ``out_scale_exp``) say how the host quantizes inputs and dequantizes results.
+An integer model (:class:`IntModel`) is an input quantization followed by a directed acyclic
+graph of nodes (:mod:`mulfree.params.int_layers`), listed so that every node comes after the
+nodes it reads; the last node's output is the model's. A node without ``inputs`` reads the
+previous node (the first: the input), so a plain chain is written as a list. Every number in
+it is an integer that the golden model (:mod:`mulfree.params.graph_golden`) and the engine
+consume as is; the real-number scales say how the host quantizes inputs and dequantizes
+results.
 
 **Input quantization.** A real input ``x`` stands for ``q * 2^scale_exp``. The host computes
 
@@ -12,26 +15,19 @@ layers over a single tensor. Every number in it is an integer that the golden mo
 (round half up, ties towards +infinity: 2.5 -> 3, -2.5 -> -2, like the post-processing;
 ``+-inf`` saturate; NaN is refused). See :func:`mulfree.params.model_golden.quantize_input`.
 
-**Layers** (``docs/numerics.md``, "Post-processing and layers"):
+**Edges.** Every tensor has a shape, a width (``act_bits``) and a power-of-two scale
+``2^exp``: the input's are the input's; a weight node, an add, a concat and an average
+pooling set their output's width and scale (``out_scale_exp``; average pooling: the input's
+exponent plus its ``shift``); every other node keeps its input's. An add's ``in_shifts`` and
+a concat's ``shifts`` must align its inputs' scales exactly (:func:`graph_nodes` checks).
 
-* :class:`IntLinear`: ``[features=K] -> [N]``, weight codes ``[K, N]`` in the engine encoding
-  of its ``pe`` (shift: unsigned ``{s, e}`` codes; adder, mult: the signed weight), then
-  post-processing (``bias``, ``shift``, ``relu`` per output).
-* :class:`IntConv2d`: ``[C, H, W] -> [O, OH, OW]``, codes ``[O, C, kh, kw]``, stride, zero
-  padding, an optional per-input-channel table shift ``(dy, dx)`` in ``{-1, 0, 1}`` applied to
-  the input map first (``out[c, y, x] = in[c, y + dy[c], x + dx[c]]``, zero fill), then
-  post-processing per output channel.
-* :class:`IntMaxPool2d`: kernel 2, stride 2, no padding, ``floor`` output size (a trailing odd
-  row or column is dropped, as PyTorch's default ``ceil_mode=False``). Exact on integers.
-* :class:`IntFlatten`: ``[C, H, W] -> [C*H*W]`` in C-major order (``(c*H + y)*W + x``).
-
-A layer with weights runs on the :class:`~mulfree.params.config.ArrayConfig` of
-:func:`layer_config`: its ``pe``, ``act_bits``, ``weight_bits`` and ``max_k = K`` (its
-reduction length). Its bias and shift ranges (:mod:`mulfree.params.post_config`) are those of
-that config, the narrowest an engine able to run the layer can have, so a valid model runs
-unchanged on any engine with ``max_k >= K``. A layer's input must fit its ``act_bits``: the
-incoming tensor's ``act_bits`` must be at most the layer's (widening is exact; narrowing would
-need a requantization that is not there).
+**Layers with weights** (``docs/numerics.md``, "Post-processing and layers") run on the
+:class:`~mulfree.params.config.ArrayConfig` of :func:`layer_config`: their ``pe``,
+``act_bits``, ``weight_bits`` and ``max_k = K`` (the reduction length). Their bias and shift
+ranges (:mod:`mulfree.params.post_config`) are those of that config, the narrowest an engine
+able to run the layer can have, so a valid model runs unchanged on any engine with
+``max_k >= K``. A layer's input must fit its ``act_bits`` (the incoming width at most the
+layer's: widening is exact, narrowing would need a requantization that is not there).
 
 The model ends with ``output = "argmax"`` (the class is the index of the first largest final
 activation, which must be a vector) or ``"none"`` (the final activations are the result).
@@ -47,98 +43,59 @@ is refused by the compiler for a core too small for it.
 The files an export is written to and read back from are :mod:`mulfree.host.export_format`'s.
 """
 
-from dataclasses import dataclass, field, fields
+import re
+from dataclasses import dataclass, field
 
-import numpy as np
-
-from .config import (ArrayConfig, ConfigError, DEFAULT_WEIGHT_BITS, PE_KINDS,
-                          WEIGHT_BITS_LIMITS)
-from .post_config import bias_range, check_post_config, shift_range
+from .int_layers import (ADD_SHIFT_LIMITS, ALIGN_SHIFT_LIMITS, DTYPES, INPUT_NAME, LAYER_KINDS,
+                         MAX_DIM, MAX_INPUTS, MAX_KERNEL, MAX_NAME_LENGTH, MAX_PADDING,
+                         MAX_POOL_KERNEL, MAX_POOL_WINDOW, MAX_SHIFT2D, MAX_STRIDE,
+                         MULTI_INPUT_KINDS, POOL_SHIFT_LIMITS, SCALE_EXP_LIMITS, SHIFT_OFFSETS,
+                         WEIGHT_KINDS, ExportError, IntAdd, IntAddressShift, IntAvgPool2d,
+                         IntChannelShift, IntClamp, IntConcat, IntConv2d, IntFlatten,
+                         IntGlobalAvgPool, IntLinear, IntMaxPool2d, IntPad, IntShift2d,
+                         norm_pair)
+from .node_check import check_int, check_node, check_shape, code_range, is_int, layer_config
 
 
 __all__ = [
-    "ExportError", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_JSON", "MODEL_TENSORS", "OUTPUTS",
-    "IntInput", "IntLinear", "IntConv2d", "IntFlatten", "IntMaxPool2d", "IntModel",
-    "layer_config", "layer_shapes", "code_range",
+    "ExportError", "FORMAT_NAME", "FORMAT_VERSION", "FORMAT_VERSIONS", "MODEL_JSON",
+    "MODEL_TENSORS", "OUTPUTS", "IntInput", "IntModel", "NodeInfo", "INPUT_NAME",
+    "IntLinear", "IntConv2d", "IntFlatten", "IntMaxPool2d", "IntAvgPool2d", "IntGlobalAvgPool",
+    "IntAdd", "IntConcat", "IntClamp", "IntPad", "IntShift2d", "IntAddressShift",
+    "IntChannelShift", "LAYER_KINDS", "WEIGHT_KINDS",
+    "layer_config", "layer_shapes", "graph_nodes", "node_name", "code_range",
     "SCALE_EXP_LIMITS", "MAX_DIM", "MAX_KERNEL", "MAX_STRIDE", "MAX_PADDING", "MAX_NAME_LENGTH",
+    "MAX_INPUTS", "MAX_SHIFT2D", "ADD_SHIFT_LIMITS", "ALIGN_SHIFT_LIMITS", "POOL_SHIFT_LIMITS",
+    "MAX_POOL_WINDOW", "MAX_POOL_KERNEL", "DTYPES", "SHIFT_OFFSETS",
 ]
 
 
 FORMAT_NAME = "mulfree-export"
-#: 2.0: model.json carries ``integrity.sha256`` and is read strictly (1.x files are refused).
-FORMAT_VERSION = "2.0"
+#: 3.0: a graph (named nodes with named inputs, mixed PE kinds, the graph kinds).
+#: 2.0 (a chain of linear / conv2d / flatten / maxpool2d) still loads; 1.x is refused.
+FORMAT_VERSION = "3.0"
+FORMAT_VERSIONS = ("2.0", "3.0")
 MODEL_JSON = "model.json"
 MODEL_TENSORS = "model.safetensors"
 #: What the model does with its final activations.
 OUTPUTS = ("argmax", "none")
-#: The dtypes a tensor may be stored in; the writer picks the narrowest holding its range.
-DTYPES = ("int8", "int16", "int32", "int64")
-#: The table shift of a convolution's input moves each channel by at most one pixel.
-SHIFT_OFFSETS = (-1, 1)
-#: ``input.scale_exp`` and ``out_scale_exp``: ``q * 2^exp`` is an exact finite float64 for
-#: every ``|q| <= 2^15`` (``2^-1074`` is the smallest subnormal, ``2^15 * 2^1008 = 2^1023``).
-SCALE_EXP_LIMITS = (-1074, 1008)
-#: Largest dimension of an activation tensor (the descriptor's ``in_h``... fields are 16 bits).
-MAX_DIM = (1 << 16) - 1
-#: Largest kernel side (``kernel_h``/``kernel_w``: 8 bits), stride (4 bits), padding (4 bits).
-MAX_KERNEL, MAX_STRIDE, MAX_PADDING = (1 << 8) - 1, (1 << 4) - 1, (1 << 4) - 1
-#: Longest model name (it ends up in reports and log lines).
-MAX_NAME_LENGTH = 128
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+_AUTO_NAME = re.compile(r"layers\.(\d+)\Z")
 
 
-class ExportError(ValueError):
-    """An invalid integer model or export directory.
+# The model ------------------------------------------------------------------------------
 
-    The message names the layer and field, the rejected value and what is allowed, in one
-    line. ``param`` holds the field's path (``"layers.3.codes"``, ``"input.act_bits"``,
-    ``"model.json"``...).
-    """
-
-    def __init__(self, param, message):
-        super().__init__(message)
-        self.param = param
-
-
-# Dataclasses -------------------------------------------------------------------------------
-
-def _norm_array(value, dtype=np.int64):
-    """Integer (or bool) arrays become ``dtype``; anything else is kept for validate()."""
-    arr = np.asarray(value)
-    if arr.dtype.kind in "iub":
-        return arr.astype(dtype)
-    return arr
-
-
-def _norm_pair(value):
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return (int(value), int(value))
-    try:
-        return tuple(int(v) if isinstance(v, (int, np.integer)) else v for v in value)
-    except TypeError:
-        return value
-
-
-class _ArraysEq:
-    """Field-wise equality that compares arrays by shape and value."""
-
+class _Eq:
     def __eq__(self, other):
         if type(other) is not type(self):
             return NotImplemented
-        for f in fields(self):
-            a, b = getattr(self, f.name), getattr(other, f.name)
-            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-                if a is None or b is None or not np.array_equal(a, b) \
-                        or np.shape(a) != np.shape(b):
-                    return False
-            elif a != b:
-                return False
-        return True
+        return vars(self) == vars(other)
 
     __hash__ = None
 
 
 @dataclass(eq=False)
-class IntInput(_ArraysEq):
+class IntInput(_Eq):
     """The model's input: ``shape`` ``(C, H, W)`` or ``(features,)``, ``act_bits`` and scale.
 
     A real input ``x`` is quantized to ``q ≈ x * 2^-scale_exp`` (round half up, saturating to
@@ -150,121 +107,13 @@ class IntInput(_ArraysEq):
     scale_exp: int = 0
 
     def __post_init__(self):
-        self.shape = _norm_pair(self.shape) if not isinstance(self.shape, int) \
+        self.shape = norm_pair(self.shape) if not isinstance(self.shape, int) \
             else (self.shape,)
 
 
 @dataclass(eq=False)
-class _PostLayer(_ArraysEq):
-    """Fields shared by the layers with weights (see :class:`IntLinear`)."""
-
-    def _normalize(self, n):
-        if self.weight_bits is None:
-            if self.pe == "adder":
-                self.weight_bits = self.act_bits
-            elif self.pe in DEFAULT_WEIGHT_BITS:
-                self.weight_bits = DEFAULT_WEIGHT_BITS[self.pe]
-        self.codes = _norm_array(self.codes)
-        self.bias = _norm_array(self.bias)
-        self.shift = _norm_array(self.shift)
-        relu = np.asarray(self.relu)
-        if relu.ndim == 0 and relu.dtype.kind in "iub" and n is not None:
-            relu = np.full(n, bool(relu))
-        self.relu = relu.astype(bool) if relu.dtype.kind in "iub" else relu
-
-
-@dataclass(eq=False)
-class IntLinear(_PostLayer):
-    """A fully connected layer ``[K] -> [N]``: ``postprocess(sum_k term(x[k], codes[k, n]))``.
-
-    Parameters
-    ----------
-    pe : str
-        ``"shift"``, ``"adder"`` or ``"mult"``.
-    codes : int array ``[K, N]``
-        Weight codes in the engine encoding (shift: unsigned ``weight_bits``-wide ``{s, e}``;
-        adder, mult: the signed weight).
-    bias, shift : int arrays ``[N]``
-        Post-processing (:class:`mulfree.params.layer_golden.PostParams`).
-    relu : bool or bool array ``[N]``
-    act_bits : int
-        Width of the layer's input and output activations.
-    weight_bits : int or None
-        Width of a code; ``None`` picks the kind's default (adder: ``act_bits``).
-    out_scale_exp : int
-        The outputs' scale: an output ``q`` stands for the real ``q * 2^out_scale_exp``.
-    """
-
-    pe: str
-    codes: object
-    bias: object
-    shift: object
-    relu: object = False
-    act_bits: int = 8
-    weight_bits: int | None = None
-    out_scale_exp: int = 0
-
-    kind = "linear"
-
-    def __post_init__(self):
-        codes = np.asarray(self.codes)
-        self._normalize(codes.shape[1] if codes.ndim == 2 else None)
-
-
-@dataclass(eq=False)
-class IntConv2d(_PostLayer):
-    """A convolution ``[C, H, W] -> [O, OH, OW]``, optionally after a per-channel table shift.
-
-    ``codes`` is ``[O, C, kh, kw]``; ``stride`` and ``padding`` are integers or ``(y, x)``
-    pairs (zero padding; AdderNet: a padded pixel adds ``-|w|``). ``shifts``, if given, is an
-    int array ``[C, 2]`` of ``(dy, dx)`` in ``{-1, 0, 1}``: the input map is first read as
-    ``in[c, y + dy[c], x + dx[c]]`` with zero fill (``shift_golden.table_shift``). The other
-    fields are those of :class:`IntLinear`, per output channel ``O``.
-    """
-
-    pe: str
-    codes: object
-    bias: object
-    shift: object
-    relu: object = False
-    stride: object = 1
-    padding: object = 0
-    shifts: object = None
-    act_bits: int = 8
-    weight_bits: int | None = None
-    out_scale_exp: int = 0
-
-    kind = "conv2d"
-
-    def __post_init__(self):
-        codes = np.asarray(self.codes)
-        self._normalize(codes.shape[0] if codes.ndim == 4 else None)
-        self.stride = _norm_pair(self.stride)
-        self.padding = _norm_pair(self.padding)
-        if self.shifts is not None:
-            self.shifts = _norm_array(self.shifts)
-
-
-@dataclass(eq=False)
-class IntFlatten(_ArraysEq):
-    """``[C, H, W] -> [C*H*W]``, C-major: element ``(c, y, x)`` goes to ``(c*H + y)*W + x``."""
-
-    kind = "flatten"
-
-
-@dataclass(eq=False)
-class IntMaxPool2d(_ArraysEq):
-    """2x2 max pooling, stride 2, no padding: ``[C, H, W] -> [C, H // 2, W // 2]``."""
-
-    kind = "maxpool2d"
-
-
-LAYER_KINDS = {cls.kind: cls for cls in (IntLinear, IntConv2d, IntFlatten, IntMaxPool2d)}
-
-
-@dataclass(eq=False)
-class IntModel(_ArraysEq):
-    """An integer model: ``input``, then ``layers`` in order, then ``output``.
+class IntModel:
+    """An integer model: ``input``, then the nodes ``layers`` in order, then ``output``.
 
     Call :meth:`validate` (``write_export`` and ``load_export`` do) before trusting it.
     """
@@ -274,8 +123,20 @@ class IntModel(_ArraysEq):
     output: str = "argmax"
     name: str | None = None
 
+    def __eq__(self, other):
+        if type(other) is not IntModel:
+            return NotImplemented
+        return (self.input == other.input and self.output == other.output
+                and self.name == other.name and len(self.layers) == len(other.layers)
+                and all(a == b for a, b in zip(self.layers, other.layers)))
+
+    __hash__ = None
+
     def validate(self):
         """Check the whole model; return the list of ``(in_shape, out_shape, act_bits)``.
+
+        ``in_shape`` is the shape of the node's first input. :func:`graph_nodes` gives all of
+        each node's facts.
 
         Raises
         ------
@@ -285,88 +146,60 @@ class IntModel(_ArraysEq):
         """
         return layer_shapes(self)
 
+    def graph(self):
+        """The validated graph: one :class:`NodeInfo` per node (:func:`graph_nodes`)."""
+        return graph_nodes(self)
+
+    @property
+    def is_chain(self):
+        """True if every node reads the previous one and only kinds of format 2.0 occur."""
+        return all(l.inputs is None and l.name is None for l in self.layers) and all(
+            l.kind in ("linear", "conv2d", "flatten") or
+            (l.kind == "maxpool2d" and l.kernel == (2, 2) and l.stride == (2, 2)
+             and l.padding == (0, 0)) for l in self.layers) and all(
+            l.kind != "conv2d" or l.groups == 1 for l in self.layers) and \
+            len({l.pe for l in self.layers if l.kind in WEIGHT_KINDS}) <= 1
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What validation knows about one node.
+
+    Attributes
+    ----------
+    index : int
+    name : str
+        Its name (``layers.<index>`` when it has none).
+    kind : str
+    inputs : tuple of str
+        The names it reads (``"input"``: the model's input).
+    sources : tuple of int
+        Their indices (``-1``: the model's input).
+    in_shapes : tuple of tuple
+    out_shape : tuple
+    in_bits, in_exps : tuple of int
+        Width and scale exponent of each input.
+    act_bits, scale_exp : int
+        Width and scale exponent of its output.
+    consumers : tuple of int
+        The nodes that read its output (empty for the last node, the model's output).
+    """
+
+    index: int
+    name: str
+    kind: str
+    inputs: tuple
+    sources: tuple
+    in_shapes: tuple
+    out_shape: tuple
+    in_bits: tuple
+    in_exps: tuple
+    act_bits: int
+    scale_exp: int
+    consumers: tuple = ()
+
 
 # Validation --------------------------------------------------------------------------------
-
-def _is_int(value):
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_int(param, value, lo=None, hi=None):
-    if not _is_int(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
-        lo_s = "-inf" if lo is None else lo
-        hi_s = "inf" if hi is None else hi
-        raise ExportError(param, f"{param} must be an integer in [{lo_s}, {hi_s}], "
-                                 f"not {value!r}")
-    return int(value)
-
-
-def _check_array(param, arr, shape, lo, hi):
-    arr = np.asarray(arr)
-    if arr.dtype.kind not in "iu":
-        raise ExportError(param, f"{param} must hold integers, not {arr.dtype}")
-    if arr.shape != tuple(shape):
-        raise ExportError(param, f"{param} must have shape {tuple(shape)}, not {arr.shape}")
-    bad = np.argwhere((arr < lo) | (arr > hi))
-    if bad.size:
-        index = tuple(int(i) for i in bad[0])
-        raise ExportError(param, f"{param}{list(index)} = {int(arr[index])} is outside the "
-                                 f"allowed [{lo}, {hi}] ({bad.shape[0]} element(s) out of "
-                                 f"range)")
-
-
-def code_range(cfg: ArrayConfig):
-    """Allowed codes: shift codes are unsigned ``weight_bits`` wide (both zero codes)."""
-    if cfg.pe == "shift":
-        return 0, (1 << cfg.code_width) - 1
-    return cfg.weight_range
-
-
-def layer_config(layer, where="layer"):
-    """The :class:`ArrayConfig` a layer with weights runs on: ``max_k = K``, a 1x1 array.
-
-    ``K`` is the reduction length (linear: ``codes.shape[0]``; conv: ``C*kh*kw``). Raises
-    :class:`ExportError` (naming ``where``) when the config is invalid.
-    """
-    if layer.pe not in PE_KINDS:
-        raise ExportError(f"{where}.pe", f"{where}.pe must be one of {', '.join(PE_KINDS)}, "
-                                         f"not {layer.pe!r}")
-    codes = np.asarray(layer.codes)
-    k = int(codes.shape[0]) if layer.kind == "linear" else int(np.prod(codes.shape[1:]))
-    try:
-        cfg = ArrayConfig(pe=layer.pe, rows=1, cols=1, act_bits=layer.act_bits,
-                          weight_bits=layer.weight_bits, max_k=k)
-        check_post_config(cfg)
-    except ConfigError as exc:
-        raise ExportError(f"{where}.{exc.param}", f"{where}: {exc}") from None
-    return cfg
-
-
-def _check_post(where, layer, n):
-    cfg = layer_config(layer, where)
-    _check_array(f"{where}.bias", layer.bias, (n,), *bias_range(cfg))
-    _check_array(f"{where}.shift", layer.shift, (n,), *shift_range(cfg))
-    relu = np.asarray(layer.relu)
-    if relu.dtype != bool or relu.shape != (n,):
-        raise ExportError(f"{where}.relu", f"{where}.relu must be a bool or a bool array of "
-                                           f"shape ({n},), not {relu.dtype} {relu.shape}")
-    _check_int(f"{where}.out_scale_exp", layer.out_scale_exp, *SCALE_EXP_LIMITS)
-    return cfg
-
-
-def _check_pair(param, value, lo, hi):
-    if not (isinstance(value, tuple) and len(value) == 2
-            and all(_is_int(v) and lo <= v <= hi for v in value)):
-        raise ExportError(param, f"{param} must be an integer in [{lo}, {hi}] or a pair of "
-                                 f"them, not {value!r}")
-
-
-def _check_shape(param, shape, what):
-    """Every dimension of an activation tensor fits the descriptor's 16-bit fields."""
-    if max(shape) > MAX_DIM:
-        raise ExportError(param, f"{param}: the {what} {tuple(shape)} has a dimension larger "
-                                 f"than {MAX_DIM} (what a layer descriptor can carry)")
-
 
 def _check_name(name):
     if name is None:
@@ -377,114 +210,139 @@ def _check_name(name):
                                   f"{MAX_NAME_LENGTH} characters, not {shown}")
 
 
-def layer_shapes(model: IntModel):
-    """Validate ``model``; return ``[(in_shape, out_shape, act_bits), ...]`` per layer.
+def node_name(model, i):
+    """The name node ``i`` goes by: its ``name``, or ``layers.<i>``."""
+    name = getattr(model.layers[i], "name", None)
+    return f"layers.{i}" if name is None else name
 
-    ``act_bits`` is the width of the layer's output (for flatten and max pooling, the width of
-    their input).
+
+def _node_names(model):
+    names = {}
+    for i, layer in enumerate(model.layers):
+        where = f"layers.{i}"
+        name = getattr(layer, "name", None)
+        if name is not None:
+            auto = _AUTO_NAME.match(name) if isinstance(name, str) else None
+            if not isinstance(name, str) or not _NAME.match(name) \
+                    or len(name) > MAX_NAME_LENGTH or name == INPUT_NAME \
+                    or (auto and int(auto.group(1)) != i):
+                raise ExportError(f"{where}.name",
+                                  f"{where}.name must be None or a name of letters, digits, "
+                                  f"'_', '.', '-' (not starting with a digit, at most "
+                                  f"{MAX_NAME_LENGTH} characters, not {INPUT_NAME!r} nor "
+                                  f"another node's layers.<i>), not {name!r:.160}")
+        name = node_name(model, i)
+        if name in names:
+            raise ExportError(f"{where}.name", f"{where}.name {name!r} is also the name of "
+                                               f"layers.{names[name]}; names must be unique")
+        names[name] = i
+    return names
+
+
+def _sources(model, i, names):
+    """``(input names, source indices)`` of node ``i``: only earlier nodes (so no cycle)."""
+    layer, where = model.layers[i], f"layers.{i}"
+    kind = layer.kind
+    inputs = layer.inputs
+    if inputs is None:
+        inputs = (INPUT_NAME if i == 0 else node_name(model, i - 1),)
+    if not isinstance(inputs, tuple) or not all(isinstance(n, str) for n in inputs):
+        raise ExportError(f"{where}.inputs", f"{where}.inputs must be None or a list of node "
+                                             f"names, not {inputs!r:.160}")
+    lo, hi = (2, MAX_INPUTS) if kind in MULTI_INPUT_KINDS else (1, 1)
+    if not lo <= len(inputs) <= hi:
+        want = f"{lo}..{hi} inputs" if hi > 1 else "exactly one input"
+        raise ExportError(f"{where}.inputs", f"{where} ({kind}) takes {want}, not "
+                                             f"{len(inputs)} ({list(inputs)})")
+    sources = []
+    for name in inputs:
+        if name == INPUT_NAME:
+            sources.append(-1)
+            continue
+        j = names.get(name)
+        if j is None:
+            raise ExportError(f"{where}.inputs", f"{where} reads {name!r:.160}, which is no "
+                                                 f"node's name (a dangling input)")
+        if j >= i:
+            raise ExportError(f"{where}.inputs", f"{where} reads {name!r}, which is "
+                                                 f"layers.{j}: a node may only read nodes "
+                                                 f"before it (a cycle, or nodes out of order)")
+        sources.append(j)
+    return tuple(inputs), tuple(sources)
+
+
+def graph_nodes(model: "IntModel"):
+    """Validate ``model``; return one :class:`NodeInfo` per node, in order.
+
+    Raises
+    ------
+    ExportError
+        Naming the first wrong field (``layers.<i>.<field>``), its value, and what is
+        allowed: a dangling input, a cycle, an unused node, shapes, widths, value ranges,
+        scales that do not align.
     """
+    if not isinstance(model, IntModel):
+        raise ExportError("model", f"model must be an IntModel, not {type(model).__name__}")
     if not isinstance(model.input, IntInput):
         raise ExportError("input", f"input must be an IntInput, not {model.input!r}")
     shape = model.input.shape
     if not (isinstance(shape, tuple) and len(shape) in (1, 3)
-            and all(_is_int(s) and s >= 1 for s in shape)):
+            and all(is_int(s) and s >= 1 for s in shape)):
         raise ExportError("input.shape", f"input.shape must be (C, H, W) or (features,) of "
                                          f"positive integers, not {shape!r}")
     shape = tuple(int(s) for s in shape)
-    _check_shape("input.shape", shape, "input")
-    bits = _check_int("input.act_bits", model.input.act_bits, 2, 16)
-    _check_int("input.scale_exp", model.input.scale_exp, *SCALE_EXP_LIMITS)
+    check_shape("input.shape", shape, "input")
+    bits = check_int("input.act_bits", model.input.act_bits, 2, 16)
+    exp = check_int("input.scale_exp", model.input.scale_exp, *SCALE_EXP_LIMITS)
     if not isinstance(model.output, str) or model.output not in OUTPUTS:
         raise ExportError("output", f"output must be one of {', '.join(OUTPUTS)}, "
                                     f"not {model.output!r}")
     _check_name(model.name)
     if not isinstance(model.layers, (list, tuple)) or not model.layers:
-        raise ExportError("layers", "layers must be a non-empty list of IntLinear, IntConv2d, "
-                                    "IntFlatten or IntMaxPool2d")
-    result = []
+        raise ExportError("layers", f"layers must be a non-empty list of nodes "
+                                    f"({', '.join(LAYER_KINDS)})")
     for i, layer in enumerate(model.layers):
-        where = f"layers.{i}"
         kind = getattr(layer, "kind", None)
         if LAYER_KINDS.get(kind) is not type(layer):
-            raise ExportError(where, f"{where} must be an IntLinear, IntConv2d, IntFlatten or "
-                                     f"IntMaxPool2d, not {type(layer).__name__}")
-        if kind in ("flatten", "maxpool2d") and len(shape) != 3:
-            raise ExportError(where, f"{where} ({kind}) needs a (C, H, W) input, "
-                                     f"not {shape}")
-        if kind == "flatten":
-            out = (shape[0] * shape[1] * shape[2],)
-        elif kind == "maxpool2d":
-            if shape[1] < 2 or shape[2] < 2:
-                raise ExportError(where, f"{where} (maxpool2d) needs H, W >= 2, not {shape}")
-            out = (shape[0], shape[1] // 2, shape[2] // 2)
-        else:
-            if layer.pe not in PE_KINDS:
-                raise ExportError(f"{where}.pe", f"{where}.pe must be one of "
-                                                 f"{', '.join(PE_KINDS)}, not {layer.pe!r}")
-            a = _check_int(f"{where}.act_bits", layer.act_bits, 2, 16)
-            if a < bits:
-                raise ExportError(f"{where}.act_bits",
-                                  f"{where}.act_bits = {a} is narrower than its input's "
-                                  f"{bits} bits; it must be in [{bits}, 16]")
-            codes = np.asarray(layer.codes)
-            if codes.dtype.kind not in "iu":
-                raise ExportError(f"{where}.codes", f"{where}.codes must hold integers, "
-                                                    f"not {codes.dtype}")
-            if kind == "linear":
-                if len(shape) != 1 or codes.ndim != 2 or codes.shape[0] != shape[0] \
-                        or codes.shape[1] < 1:
-                    k_in = shape[0] if len(shape) == 1 else "K"
-                    raise ExportError(f"{where}.codes",
-                                      f"{where}.codes must have shape ({k_in}, N) "
-                                      f"for the input {shape}, not {codes.shape}"
-                                      + ("" if len(shape) == 1 else
-                                         " (a linear layer needs a vector: flatten first)"))
-                n = codes.shape[1]
-                out = (n,)
-            else:
-                if len(shape) != 3 or codes.ndim != 4 or codes.shape[1] != shape[0] \
-                        or min(codes.shape) < 1:
-                    c_in = shape[0] if len(shape) == 3 else "C"
-                    raise ExportError(f"{where}.codes",
-                                      f"{where}.codes must have shape (O, {c_in}, kh, kw) for "
-                                      f"the input {shape}, not {codes.shape}")
-                n, _, kh, kw = codes.shape
-                if max(kh, kw) > MAX_KERNEL:
-                    raise ExportError(f"{where}.codes", f"{where}: a {kh}x{kw} kernel is larger "
-                                                        f"than {MAX_KERNEL} (what a layer "
-                                                        f"descriptor can carry)")
-                _check_pair(f"{where}.stride", layer.stride, 1, MAX_STRIDE)
-                _check_pair(f"{where}.padding", layer.padding, 0, MAX_PADDING)
-                (sy, sx), (py, px) = layer.stride, layer.padding
-                if py >= kh or px >= kw:
-                    # A pixel of nothing but padding: the engine's descriptor refuses it.
-                    raise ExportError(f"{where}.padding", f"{where}.padding = {[py, px]} must "
-                                                          f"be smaller than the {kh}x{kw} "
-                                                          f"kernel")
-                oh = (shape[1] + 2 * py - kh) // sy + 1
-                ow = (shape[2] + 2 * px - kw) // sx + 1
-                if oh < 1 or ow < 1:
-                    raise ExportError(f"{where}.codes",
-                                      f"{where}: a {kh}x{kw} kernel does not fit the "
-                                      f"{shape[1]}x{shape[2]} input padded by {(py, px)}")
-                if layer.shifts is not None:
-                    _check_array(f"{where}.shifts", layer.shifts, (shape[0], 2),
-                                 *SHIFT_OFFSETS)
-                out = (int(n), int(oh), int(ow))
-            if layer.pe != "adder":
-                _check_int(f"{where}.weight_bits", layer.weight_bits,
-                           *WEIGHT_BITS_LIMITS[layer.pe])
-            elif layer.weight_bits != a:
-                raise ExportError(f"{where}.weight_bits",
-                                  f"{where}.weight_bits of an adder layer must equal its "
-                                  f"act_bits = {a} (or be None), not {layer.weight_bits!r}")
-            cfg = _check_post(where, layer, n)
-            _check_array(f"{where}.codes", codes, codes.shape, *code_range(cfg))
-            bits = a
-        _check_shape(where, out, f"output of {kind}")
-        result.append((shape, out, bits))
-        shape = out
-    if model.output == "argmax" and len(shape) != 1:
+            raise ExportError(f"layers.{i}", f"layers.{i} must be a node of a kind in "
+                                             f"{', '.join(LAYER_KINDS)}, not "
+                                             f"{type(layer).__name__}")
+    names = _node_names(model)
+    facts = {-1: (shape, bits, exp)}
+    infos = []
+    for i, layer in enumerate(model.layers):
+        where = f"layers.{i}"
+        inputs, sources = _sources(model, i, names)
+        in_shapes = tuple(facts[j][0] for j in sources)
+        in_bits = tuple(facts[j][1] for j in sources)
+        in_exps = tuple(facts[j][2] for j in sources)
+        out, out_bits, out_exp = check_node(where, layer, in_shapes, in_bits, in_exps)
+        check_shape(where, out, f"output of {layer.kind}")
+        facts[i] = (out, out_bits, out_exp)
+        infos.append(NodeInfo(i, node_name(model, i), layer.kind, inputs, sources, in_shapes,
+                              tuple(out), in_bits, in_exps, out_bits, out_exp))
+    consumers = {i: [] for i in range(len(infos))}
+    for info in infos:
+        for j in info.sources:
+            if j >= 0 and info.index not in consumers[j]:
+                consumers[j].append(info.index)
+    for info in infos[:-1]:
+        if not consumers[info.index]:
+            raise ExportError(f"layers.{info.index}",
+                              f"layers.{info.index} ({info.name}, {info.kind}): its output is "
+                              f"never read; only the last node's output is the model's")
+    infos = [NodeInfo(**{**vars(info), "consumers": tuple(consumers[info.index])})
+             for info in infos]
+    if model.output == "argmax" and len(infos[-1].out_shape) != 1:
         raise ExportError("output", f"output = 'argmax' needs a vector at the end, "
-                                    f"not the shape {shape}; flatten first or use 'none'")
-    return result
+                                    f"not the shape {infos[-1].out_shape}; flatten first or "
+                                    f"use 'none'")
+    return infos
+
+
+def layer_shapes(model: "IntModel"):
+    """Validate ``model``; return ``[(in_shape, out_shape, act_bits), ...]`` per node.
+
+    ``in_shape`` is the shape of the node's first input, ``act_bits`` the width of its output.
+    """
+    return [(info.in_shapes[0], info.out_shape, info.act_bits) for info in graph_nodes(model)]

@@ -1,20 +1,16 @@
 """The golden model of a whole integer model (:mod:`mulfree.host.export_format`).
 
-Only the golden functions compute: :func:`~mulfree.params.layer_golden.matmul_layer` and
-:func:`~mulfree.params.layer_golden.conv2d_layer` on each layer's
-:func:`~mulfree.host.export_format.layer_config` (``max_k = K``), and
-:func:`~mulfree.params.shift_golden.table_shift` for a convolution's input shifts. Max pooling and
-flattening only move or select integers. Everything is ``np.int64``; a layer's outputs
-saturate to its ``act_bits`` (post-processing), and the golden functions refuse any input
-outside its range, so nothing overflows or wraps silently.
+Input quantization, and the model's graph run node by node by
+:func:`mulfree.params.graph_golden.run_graph` (each node kind's golden function). Everything
+is ``np.int64``; every node saturates to its ``act_bits``, and the golden functions refuse any
+input outside its range, so nothing overflows or wraps silently.
 """
 
 import numpy as np
 
-from .int_model import ExportError, IntModel, layer_config
+from .int_model import ExportError, IntModel
 from .golden import as_int64
-from .layer_golden import PostParams, conv2d_layer, matmul_layer
-from .shift_golden import table_shift
+from .graph_golden import run_graph
 
 
 __all__ = ["quantize_input", "run_int_model", "predict", "maxpool2x2"]
@@ -96,30 +92,13 @@ def run_int_model(model: IntModel, x_int):
     ValueError
         If an input lies outside its range or has the wrong shape.
     """
-    model.validate()
+    infos = model.graph()
     x, batched = _batch(model, x_int)
     lo, hi = -(1 << (model.input.act_bits - 1)), (1 << (model.input.act_bits - 1)) - 1
     if x.size and (x.min() < lo or x.max() > hi):
         raise ValueError(f"x_int must lie in [{lo}, {hi}] (input act_bits = "
                          f"{model.input.act_bits}), not [{x.min()}, {x.max()}]")
-    for i, layer in enumerate(model.layers):
-        if layer.kind == "flatten":
-            x = x.reshape(x.shape[0], -1)
-        elif layer.kind == "maxpool2d":
-            x = maxpool2x2(x)
-        else:
-            cfg = layer_config(layer, f"layers.{i}")
-            post = PostParams(layer.bias, layer.shift, layer.relu)
-            if layer.kind == "linear":
-                x = matmul_layer(cfg, x, layer.codes, post)
-            else:
-                outs = []
-                for sample in x:
-                    if layer.shifts is not None:
-                        sample = table_shift(sample, layer.shifts[:, 0], layer.shifts[:, 1])
-                    outs.append(conv2d_layer(cfg, sample, layer.codes, layer.stride,
-                                             layer.padding, post))
-                x = np.stack(outs)
+    x = run_graph(model, x, infos=infos)
     return x if batched else x[0]
 
 
