@@ -1,27 +1,33 @@
-"""The file form of an export: the graph the writer writes, its digest, and the loader.
+"""The file form of an export: writing it, its digest, and the strict loader.
 
-:func:`model_graph` is the ``model.json`` graph of a model and :func:`graph_digest` its
-``integrity.sha256``; :func:`~mulfree.host.export_format.write_export` writes them, and the
-loader compares what it reads with them.
+:func:`~mulfree.host.export_nodes.model_graph` is the ``model.json`` graph of a model (each
+node kind's fields are :mod:`mulfree.host.export_nodes`'s) and :func:`graph_digest` its
+``integrity.sha256``; :func:`write_export` writes them, and the loader compares what it reads
+with them.
 
-:func:`load_export` trusts nothing in the export folder. In this order it checks, and refuses
-with an :class:`~mulfree.host.export_format.ExportError` whose message is one line naming the
-file, the field (``layers.2.weight_bits``), the value and what is allowed:
+:func:`load_export` reads format 3.0 (a graph of named nodes) and 2.0 (a chain) and trusts
+nothing in the export folder. In this order it checks, and refuses with an
+:class:`~mulfree.host.export_format.ExportError` whose message is one line naming the file,
+the field (``layers.2.weight_bits``), the value and what is allowed:
 
 1. the folder and both files, each inside the folder (no symbolic link out of it);
 2. ``model.json`` as strict JSON (:func:`mulfree.params.safe_io.read_json`: no NaN or Infinity,
-   no duplicate keys, bounded size and nesting), its format name and version (``2.0``; a 1.x
-   export predates the digest and must be exported again);
+   no duplicate keys, bounded size and nesting), its format name and version (``3.0`` or
+   ``2.0``; a 1.x export predates the digest and must be exported again);
 3. every field of the graph: no unknown and no missing key, each value's JSON type (a boolean
-   is not an integer, ``8.0`` is not ``8``) and range;
+   is not an integer, ``8.0`` is not ``8``, a name is a string) and range; a node of a kind
+   the version does not have is refused naming the kinds it has;
 4. ``model.safetensors``: the file ``tensors_file`` names (the format has exactly one), its
    size and sha256, its header (strict JSON, metadata, signed integer dtypes only), then each
    tensor against the graph (present, dtype, shape, nothing unlisted);
-5. the model those fields and tensors make (:func:`~mulfree.host.export_format.layer_shapes`):
-   the layer chain, value ranges of codes, biases, shifts and table shifts for the declared
-   widths;
-6. every field the writer derives (shapes, ``max_k``, ``acc_width``, encodings, tensor dtypes,
-   the fields of flatten and pooling...) equal to what the writer writes for that model;
+5. the model those fields and tensors make (:func:`~mulfree.params.int_model.graph_nodes`):
+   names unique, every input an earlier node or the model's input (no dangling input, no
+   cycle), every node but the last read, each kind's arity, shapes, widths and scales (an
+   add's ``in_shifts`` and a concat's ``shifts`` align its inputs), value ranges of codes,
+   biases, shifts, table shifts and offsets for the declared widths;
+6. every field the writer derives (shapes, ``act_bits`` and ``out_scale_exp`` of the nodes
+   that keep their input's, ``max_k``, ``acc_width``, encodings, tensor dtypes, constant
+   fields...) equal to what the writer writes for that model;
 7. last, ``integrity.sha256``, the digest of the whole graph with the tensors' sha256
    (:func:`graph_digest`): a graph that passes every check but was edited after the export
    (``input.scale_exp`` -6 -> -5, a weight code) is refused.
@@ -38,141 +44,30 @@ import tempfile
 
 import numpy as np
 
-from ..params.config import PE_KINDS, WEIGHT_BITS_LIMITS
-from ..params.post_config import bias_range, shift_range
+from ..params.int_model import (FORMAT_NAME, FORMAT_VERSION, FORMAT_VERSIONS, MAX_DIM,
+                                MAX_NAME_LENGTH, MODEL_JSON, MODEL_TENSORS, OUTPUTS,
+                                SCALE_EXP_LIMITS, ExportError, IntInput, IntModel, graph_nodes)
 from ..params.safe_io import (MAX_JSON_DEPTH, FileCheckError, inside, json_depth, read_json,
-                           strict_loads)
-from ..params.int_model import (DTYPES, FORMAT_NAME, FORMAT_VERSION, LAYER_KINDS, MAX_DIM,
-                            MAX_NAME_LENGTH, MAX_PADDING, MAX_STRIDE, MODEL_JSON,
-                            MODEL_TENSORS, OUTPUTS, SCALE_EXP_LIMITS, SHIFT_OFFSETS,
-                            ExportError, IntConv2d, IntInput, IntLinear, IntModel, code_range,
-                            layer_config, layer_shapes)
+                              strict_loads)
+from .export_nodes import (CHAIN_FIELDS, TENSOR_FIELDS, build_node, check_keys,
+                           check_node_fields, default_inputs, fail, field_path, json_choice,
+                           json_int, json_int_list, model_graph, show)
 
 
-__all__ = ["load_export", "write_export", "model_graph", "graph_digest", "MAX_TENSOR_BYTES", "LAYER_FIELDS"]
+__all__ = ["load_export", "write_export", "model_graph", "graph_digest", "MAX_TENSOR_BYTES",
+           "LAYER_FIELDS"]
 
 
 #: Largest ``model.safetensors`` read (the demo models' tensors are a few hundred KiB).
 MAX_TENSOR_BYTES = 1 << 31
+#: The fields of a layer of format 2.0, by kind (those of 3.0: ``export_nodes.NODE_FIELDS``).
+LAYER_FIELDS = CHAIN_FIELDS
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 #: safetensors' names of the dtypes an export may hold.
 _ST_DTYPES = {"I8": "int8", "I16": "int16", "I32": "int32", "I64": "int64"}
-#: The tensors of a layer with weights; ``shifts`` only for a conv2d with ``input_shift``.
-_TENSOR_FIELDS = ("codes", "bias", "shift", "relu", "shifts")
-
 _TOP = ("format", "version", "name", "input", "layers", "output", "tensors_file", "integrity")
 _INPUT = ("shape", "act_bits", "scale_exp", "quantization")
-_COMMON = ("index", "kind", "in_shape", "out_shape", "act_bits", "out_scale_exp", "tensors")
-_WEIGHTED = ("pe", "weight_bits", "max_k", "acc_width", "weight_encoding")
-#: The fields of a layer's JSON object, by kind (exactly these: no more, no fewer).
-LAYER_FIELDS = {
-    "linear": _COMMON + _WEIGHTED,
-    "conv2d": _COMMON + _WEIGHTED + ("stride", "padding", "padding_mode", "input_shift"),
-    "maxpool2d": _COMMON + ("kernel", "stride", "padding", "ceil_mode"),
-    "flatten": _COMMON + ("order",),
-}
-
-
-# Messages -----------------------------------------------------------------------------------
-
-def _show(value, limit=60):
-    """``value`` as JSON on one line, shortened (a planted value may be long or multi-line)."""
-    try:
-        text = json.dumps(value, ensure_ascii=True)
-    except (TypeError, ValueError):
-        text = repr(value).replace("\n", "\\n")
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _fail(param, message, file=MODEL_JSON):
-    raise ExportError(param, f"{file}: {message}")
-
-
-def _path(where, key):
-    return f"{where}.{key}" if where else str(key)
-
-
-# The graph the writer writes -----------------------------------------------------------------
-
-def _dtype_for(lo, hi):
-    """Narrowest dtype of :data:`DTYPES` holding ``[lo, hi]``."""
-    for name in DTYPES:
-        info = np.iinfo(name)
-        if info.min <= lo and hi <= info.max:
-            return name
-    raise AssertionError(f"[{lo}, {hi}] does not fit int64")
-
-
-def _tensor_ranges(layer, cfg):
-    """``{field: (lo, hi)}`` of the arrays a layer stores."""
-    ranges = {"codes": code_range(cfg), "bias": bias_range(cfg), "shift": shift_range(cfg),
-              "relu": (0, 1)}
-    if getattr(layer, "shifts", None) is not None:
-        ranges["shifts"] = SHIFT_OFFSETS
-    return ranges
-
-
-def _layer_json(i, layer, in_shape, out_shape, bits, scale):
-    entry = {"index": i, "kind": layer.kind, "in_shape": list(in_shape),
-             "out_shape": list(out_shape)}
-    tensors = {}
-    if layer.kind in ("linear", "conv2d"):
-        cfg = layer_config(layer, f"layers.{i}")
-        entry.update(pe=layer.pe, act_bits=int(layer.act_bits),
-                     weight_bits=int(layer.weight_bits), max_k=cfg.max_k,
-                     acc_width=cfg.acc_width, out_scale_exp=int(layer.out_scale_exp))
-        entry["weight_encoding"] = {
-            "shift": {"kind": "shift_code", "layout": "s<<(weight_bits-1) | e; e=0 is zero; "
-                      "weight = (-1)^s * 2^(e-1)", "scale_log2": cfg.weight_scale_log2},
-            "adder": {"kind": "signed", "scale": "activation"},
-            "mult": {"kind": "signed", "scale_log2": 0},
-        }[layer.pe]
-        if layer.kind == "conv2d":
-            entry.update(stride=list(layer.stride), padding=list(layer.padding),
-                         padding_mode="zeros", input_shift=layer.shifts is not None)
-        for name, (lo, hi) in _tensor_ranges(layer, cfg).items():
-            arr = np.asarray(getattr(layer, name))
-            tensors[name] = {"name": f"layers.{i}.{name}", "dtype": _dtype_for(lo, hi),
-                             "shape": list(arr.shape)}
-    else:
-        entry.update(act_bits=bits, out_scale_exp=scale)
-        if layer.kind == "maxpool2d":
-            entry.update(kernel=[2, 2], stride=[2, 2], padding=[0, 0], ceil_mode=False)
-        else:
-            entry.update(order="c_major")
-    entry["tensors"] = tensors
-    return entry
-
-
-def model_graph(model):
-    """The JSON graph :func:`~mulfree.host.export_format.write_export` writes for ``model``
-    (without ``tensors_file`` and ``integrity``), and the arrays to store, by tensor name.
-
-    The loader compares every field of a graph it reads with this one.
-    """
-    shapes = model.validate()
-    layers, arrays = [], {}
-    scale = int(model.input.scale_exp)
-    for i, (layer, (in_shape, out_shape, bits)) in enumerate(zip(model.layers, shapes)):
-        if layer.kind in ("linear", "conv2d"):
-            scale = int(layer.out_scale_exp)
-        entry = _layer_json(i, layer, in_shape, out_shape, bits, scale)
-        for name, spec in entry["tensors"].items():
-            arrays[spec["name"]] = np.ascontiguousarray(
-                np.asarray(getattr(layer, name)).astype(spec["dtype"]))
-        layers.append(entry)
-    graph = {
-        "format": FORMAT_NAME,
-        "version": FORMAT_VERSION,
-        "name": model.name,
-        "input": {"shape": list(model.input.shape), "act_bits": int(model.input.act_bits),
-                  "scale_exp": int(model.input.scale_exp),
-                  "quantization": "q = clamp(floor(x * 2^-scale_exp + 1/2), act_range)"},
-        "layers": layers,
-        "output": model.output,
-    }
-    return graph, arrays
 
 
 def graph_digest(graph):
@@ -190,138 +85,44 @@ def graph_digest(graph):
 
 # Fields of model.json -----------------------------------------------------------------------
 
-def _keys(obj, where, keys):
-    """``obj`` is an object with exactly the fields ``keys``."""
-    if not isinstance(obj, dict):
-        _fail(where, f"{where} must be an object, not {_show(obj)}")
-    for key in obj:
-        if key not in keys:
-            _fail(_path(where, key), f"{where or 'the graph'} has the unknown field "
-                                     f"{_show(key)} (the format has {', '.join(keys)})")
-    for key in keys:
-        if key not in obj:
-            _fail(_path(where, key), f"{where or 'the graph'} lacks the field {key!r}")
-    return obj
-
-
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int(obj, key, where, lo, hi):
-    value = obj[key]
-    if not _is_int(value) or not lo <= value <= hi:
-        p = _path(where, key)
-        allowed = f"{lo}" if lo == hi else f"an integer in [{lo}, {hi}]"
-        _fail(p, f"{p} must be {allowed}, not {_show(value)}")
-    return value
-
-
-def _choice(obj, key, where, allowed):
-    value = obj[key]
-    if not isinstance(value, str) or value not in allowed:
-        p = _path(where, key)
-        _fail(p, f"{p} must be one of {', '.join(map(repr, allowed))}, not {_show(value)}")
-    return value
-
-
-def _int_list(obj, key, where, lengths, lo, hi):
-    value = obj[key]
-    if not (isinstance(value, list) and len(value) in lengths
-            and all(_is_int(v) and lo <= v <= hi for v in value)):
-        p = _path(where, key)
-        n = " or ".join(map(str, lengths)) if len(lengths) < 3 else \
-            f"{lengths[0]} to {lengths[-1]}"
-        _fail(p, f"{p} must be a list of {n} integers in [{lo}, {hi}], not {_show(value)}")
-    return value
-
-
 def _hex(obj, key, where):
     value = obj[key]
     if not isinstance(value, str) or not _HEX64.fullmatch(value):
-        p = _path(where, key)
-        _fail(p, f"{p} must be 64 lowercase hexadecimal digits (a sha256), not {_show(value)}")
+        p = field_path(where, key)
+        fail(p, f"{p} must be 64 lowercase hexadecimal digits (a sha256), not {show(value)}")
     return value
 
 
-def _check_layer(i, entry):
-    """The fields of ``layers[i]``: keys, types and ranges (the chain is checked later)."""
-    where = f"layers.{i}"
-    if not isinstance(entry, dict):
-        _fail(where, f"{where} must be an object, not {_show(entry)}")
-    if "kind" not in entry:
-        _fail(f"{where}.kind", f"{where} lacks the field 'kind'")
-    kind = _choice(entry, "kind", where, tuple(LAYER_KINDS))
-    _keys(entry, where, LAYER_FIELDS[kind])
-    _int(entry, "index", where, i, i)
-    for key in ("in_shape", "out_shape"):
-        _int_list(entry, key, where, (1, 3), 1, MAX_DIM)
-    _int(entry, "act_bits", where, 2, 16)
-    _int(entry, "out_scale_exp", where, *SCALE_EXP_LIMITS)
-    fields = ()
-    if kind in ("linear", "conv2d"):
-        pe = _choice(entry, "pe", where, PE_KINDS)
-        if pe == "adder":
-            # AdderNet: weights share the activations' scale and width.
-            if entry["weight_bits"] != entry["act_bits"] or not _is_int(entry["weight_bits"]):
-                _fail(f"{where}.weight_bits", f"{where}.weight_bits of an adder layer must "
-                                              f"equal its act_bits = {entry['act_bits']}, not "
-                                              f"{_show(entry['weight_bits'])}")
-        else:
-            _int(entry, "weight_bits", where, *WEIGHT_BITS_LIMITS[pe])
-        _int(entry, "max_k", where, 1, 1 << 31)
-        _int(entry, "acc_width", where, 1, 63)
-        fields = _TENSOR_FIELDS[:4]
-        if kind == "conv2d":
-            _int_list(entry, "stride", where, (2,), 1, MAX_STRIDE)
-            _int_list(entry, "padding", where, (2,), 0, MAX_PADDING)
-            if not isinstance(entry["input_shift"], bool):
-                _fail(f"{where}.input_shift", f"{where}.input_shift must be true or false, "
-                                              f"not {_show(entry['input_shift'])}")
-            if entry["input_shift"]:
-                fields = _TENSOR_FIELDS
-    specs = _keys(entry["tensors"], f"{where}.tensors", fields)
-    for name in fields:
-        at = f"{where}.tensors.{name}"
-        spec = _keys(specs[name], at, ("name", "dtype", "shape"))
-        if spec["name"] != f"layers.{i}.{name}":
-            _fail(f"{at}.name", f"{at}.name must be 'layers.{i}.{name}', "
-                                f"not {_show(spec['name'])}")
-        _choice(spec, "dtype", at, DTYPES)
-        _int_list(spec, "shape", at, range(1, 5), 1, MAX_DIM)
-    return kind
-
-
-def _check_fields(graph):
+def _check_fields(graph, version):
     """Every field of the graph: keys, JSON types, ranges."""
-    _keys(graph, "", _TOP)
+    check_keys(graph, "", _TOP)
     name = graph["name"]
     if name is not None and (not isinstance(name, str) or len(name) > MAX_NAME_LENGTH
                              or not name.isprintable()):
-        _fail("name", f"name must be null or a printable string of at most "
-                      f"{MAX_NAME_LENGTH} characters, not {_show(name)}")
-    inp = _keys(graph["input"], "input", _INPUT)
-    _int_list(inp, "shape", "input", (1, 3), 1, MAX_DIM)
-    _int(inp, "act_bits", "input", 2, 16)
-    _int(inp, "scale_exp", "input", *SCALE_EXP_LIMITS)
-    _choice(graph, "output", "", OUTPUTS)
+        fail("name", f"name must be null or a printable string of at most "
+                     f"{MAX_NAME_LENGTH} characters, not {show(name)}")
+    inp = check_keys(graph["input"], "input", _INPUT)
+    json_int_list(inp, "shape", "input", (1, 3), 1, MAX_DIM)
+    json_int(inp, "act_bits", "input", 2, 16)
+    json_int(inp, "scale_exp", "input", *SCALE_EXP_LIMITS)
+    json_choice(graph, "output", "", OUTPUTS)
     layers = graph["layers"]
     if not isinstance(layers, list) or not layers:
-        _fail("layers", f"layers must be a non-empty list of layers, not {_show(layers)}")
+        fail("layers", f"layers must be a non-empty list of layers, not {show(layers)}")
     for i, entry in enumerate(layers):
-        _check_layer(i, entry)
-    spec = _keys(graph["tensors_file"], "tensors_file", ("name", "sha256", "size"))
+        check_node_fields(i, entry, version)
+    spec = check_keys(graph["tensors_file"], "tensors_file", ("name", "sha256", "size"))
     if spec["name"] != MODEL_TENSORS:
-        _fail("tensors_file.name", f"tensors_file.name must be {MODEL_TENSORS!r} (an export "
-                                   f"has one tensor file, next to {MODEL_JSON}), not "
-                                   f"{_show(spec['name'])}")
+        fail("tensors_file.name", f"tensors_file.name must be {MODEL_TENSORS!r} (an export "
+                                  f"has one tensor file, next to {MODEL_JSON}), not "
+                                  f"{show(spec['name'])}")
     _hex(spec, "sha256", "tensors_file")
-    _int(spec, "size", "tensors_file", 8, MAX_TENSOR_BYTES)
-    _hex(_keys(graph["integrity"], "integrity", ("sha256",)), "sha256", "integrity")
+    json_int(spec, "size", "tensors_file", 8, MAX_TENSOR_BYTES)
+    _hex(check_keys(graph["integrity"], "integrity", ("sha256",)), "sha256", "integrity")
 
 
 def _read_graph(folder):
-    """``model.json``: strict JSON, this format and version."""
+    """``model.json``: strict JSON, this format and one of its versions."""
     try:
         path = inside(folder, MODEL_JSON, MODEL_JSON)
         graph = read_json(path, MODEL_JSON, what="export graph")
@@ -329,24 +130,25 @@ def _read_graph(folder):
         raise ExportError(MODEL_JSON, f"not a usable mulfree export: {exc}") from None
     found = graph.get("format")
     if found != FORMAT_NAME:
-        _fail("format", f"not a mulfree export: format is {_show(found)}, "
-                        f"expected {FORMAT_NAME!r}")
+        fail("format", f"not a mulfree export: format is {show(found)}, "
+                       f"expected {FORMAT_NAME!r}")
     version = graph.get("version")
-    if version != FORMAT_VERSION:
+    if not isinstance(version, str) or version not in FORMAT_VERSIONS:
         old = isinstance(version, str) and re.fullmatch(r"1\.\d+", version)
         why = ("was written before exports carried a digest of their graph" if old
                else "is not supported")
-        _fail("version", f"format version {_show(version)} {why} (this mulfree reads "
-                         f"{FORMAT_VERSION}); export the model again (mulfree export)")
+        fail("version", f"format version {show(version)} {why} (this mulfree reads "
+                        f"{' and '.join(FORMAT_VERSIONS)}); export the model again "
+                        f"(mulfree export)")
     return graph
 
 
 # model.safetensors --------------------------------------------------------------------------
 
-def _check_header(data):
+def _check_header(data, version):
     """The safetensors header: strict JSON, our metadata, signed integer tensors only."""
     def bad(why):
-        _fail(MODEL_TENSORS, f"not a valid safetensors file ({why})", MODEL_TENSORS)
+        fail(MODEL_TENSORS, f"not a valid safetensors file ({why})", MODEL_TENSORS)
 
     if len(data) < 8:
         bad(f"{len(data)} bytes, shorter than the 8-byte header length")
@@ -365,17 +167,17 @@ def _check_header(data):
     if not isinstance(header, dict):
         bad("the header is not an object")
     meta = header.get("__metadata__")
-    want = {"format": FORMAT_NAME, "version": FORMAT_VERSION}
+    want = {"format": FORMAT_NAME, "version": version}
     if meta != want:
-        _fail(f"{MODEL_TENSORS}.__metadata__", f"the metadata is {_show(meta)}, an export's is "
-                                               f"{_show(want)}", MODEL_TENSORS)
+        fail(f"{MODEL_TENSORS}.__metadata__", f"the metadata is {show(meta)}, this export's "
+                                              f"is {show(want)}", MODEL_TENSORS)
     for name, entry in header.items():
         if name == "__metadata__":
             continue
         dtype = entry.get("dtype") if isinstance(entry, dict) else None
         if dtype not in _ST_DTYPES:
-            _fail(name, f"tensor {_show(name)} has dtype {_show(dtype)}; an export holds "
-                        f"signed integers only ({', '.join(_ST_DTYPES)})", MODEL_TENSORS)
+            fail(name, f"tensor {show(name)} has dtype {show(dtype)}; an export holds "
+                       f"signed integers only ({', '.join(_ST_DTYPES)})", MODEL_TENSORS)
 
 
 def _read_tensors(folder, graph):
@@ -389,72 +191,83 @@ def _read_tensors(folder, graph):
     except FileCheckError as exc:
         raise ExportError("tensors_file.name", f"{MODEL_JSON}: {exc}") from None
     if not path.is_file():
-        _fail(MODEL_TENSORS, f"not a mulfree export: {str(folder)!r} has no {MODEL_TENSORS}",
-              MODEL_TENSORS)
+        fail(MODEL_TENSORS, f"not a mulfree export: {str(folder)!r} has no {MODEL_TENSORS}",
+             MODEL_TENSORS)
     try:
         with open(path, "rb") as f:
             data = f.read(spec["size"] + 1)
             actual = os.fstat(f.fileno()).st_size
     except OSError as exc:
-        _fail(MODEL_TENSORS, f"cannot be read: {exc.strerror or exc}", MODEL_TENSORS)
+        fail(MODEL_TENSORS, f"cannot be read: {exc.strerror or exc}", MODEL_TENSORS)
     if len(data) != spec["size"] or hashlib.sha256(data).hexdigest() != spec["sha256"]:
         raise ExportError(MODEL_TENSORS, f"{MODEL_TENSORS} is truncated or modified (sha256 "
                                          f"mismatch: {actual} bytes, {MODEL_JSON} expects "
                                          f"{spec['size']})")
-    _check_header(data)
+    _check_header(data, graph["version"])
     try:
         return load(data)
     except (SafetensorError, ValueError, TypeError, OverflowError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        _fail(MODEL_TENSORS, f"not a valid safetensors file ({first})", MODEL_TENSORS)
+        fail(MODEL_TENSORS, f"not a valid safetensors file ({first})", MODEL_TENSORS)
 
 
 def _take(arrays, spec, used):
     """The array a tensor spec names, with the spec's dtype and shape, as int64."""
     name = spec["name"]
     if name not in arrays:
-        _fail(name, f"has no tensor {name} (listed in {MODEL_JSON})", MODEL_TENSORS)
+        fail(name, f"has no tensor {name} (listed in {MODEL_JSON})", MODEL_TENSORS)
     arr = arrays[name]
     if str(arr.dtype) != spec["dtype"]:
-        _fail(name, f"{name} has dtype {arr.dtype}, {MODEL_JSON} says {spec['dtype']}",
-              MODEL_TENSORS)
+        fail(name, f"{name} has dtype {arr.dtype}, {MODEL_JSON} says {spec['dtype']}",
+             MODEL_TENSORS)
     if list(arr.shape) != spec["shape"]:
-        _fail(name, f"{name} has shape {list(arr.shape)}, {MODEL_JSON} says {spec['shape']}",
-              MODEL_TENSORS)
+        fail(name, f"{name} has shape {list(arr.shape)}, {MODEL_JSON} says {spec['shape']}",
+             MODEL_TENSORS)
     used.add(name)
     return arr.astype(np.int64)
 
 
 def _build(graph, arrays):
-    """The :class:`IntModel` the checked fields and arrays make (not validated yet)."""
+    """The :class:`IntModel` the checked fields and arrays make (not validated yet).
+
+    A 3.0 node named ``layers.<i>`` (its own index) gets ``name=None``, and one reading the
+    previous node (the first: the input) ``inputs=None``: what those defaults mean, so a chain
+    reads back as the chain it was written from.
+    """
+    version = graph["version"]
+    entries = graph["layers"]
+    names = [f"layers.{i}" if version == "2.0" else e["name"] for i, e in enumerate(entries)]
     used, layers = set(), []
-    for i, entry in enumerate(graph["layers"]):
-        kind = entry["kind"]
-        if kind in ("flatten", "maxpool2d"):
-            layers.append(LAYER_KINDS[kind]())
-            continue
-        got = {name: _take(arrays, spec, used) for name, spec in entry["tensors"].items()}
-        relu = got["relu"]
-        if np.any((relu != 0) & (relu != 1)):
-            _fail(f"layers.{i}.relu", f"layers.{i}.relu must hold 0 or 1 only, not "
-                                      f"{int(relu[(relu != 0) & (relu != 1)][0])}",
-                  MODEL_TENSORS)
-        args = dict(pe=entry["pe"], codes=got["codes"], bias=got["bias"], shift=got["shift"],
-                    relu=relu.astype(bool), act_bits=entry["act_bits"],
-                    weight_bits=entry["weight_bits"], out_scale_exp=entry["out_scale_exp"])
-        if kind == "conv2d":
-            layers.append(IntConv2d(stride=tuple(entry["stride"]),
-                                    padding=tuple(entry["padding"]),
-                                    shifts=got.get("shifts"), **args))
-        else:
-            layers.append(IntLinear(**args))
+    for i, entry in enumerate(entries):
+        got = {field: _take(arrays, spec, used) for field, spec in entry["tensors"].items()}
+        name = inputs = None
+        if version != "2.0":
+            name = None if names[i] == f"layers.{i}" else names[i]
+            inputs = tuple(entry["inputs"])
+            inputs = None if inputs == default_inputs(names, i) else inputs
+        layers.append(build_node(entry, got, name, inputs, version))
     extra = sorted(set(arrays) - used)
     if extra:
-        _fail(extra[0], f"holds tensors {MODEL_JSON} does not list: "
-                        f"{_show(', '.join(extra))}", MODEL_TENSORS)
+        fail(extra[0], f"holds tensors {MODEL_JSON} does not list: {show(', '.join(extra))}",
+             MODEL_TENSORS)
     inp = graph["input"]
     return IntModel(IntInput(tuple(inp["shape"]), inp["act_bits"], inp["scale_exp"]), layers,
                     output=graph["output"], name=graph["name"])
+
+
+def _validate(graph, model):
+    """:func:`graph_nodes` of the model, its error naming the file the field came from."""
+    try:
+        graph_nodes(model)
+    except ExportError as exc:
+        # layers.<i>.<field>: from the tensor file if the node stores that field there.
+        parts = exc.param.split(".")
+        file = MODEL_JSON
+        if len(parts) == 3 and parts[0] == "layers" and parts[1].isdigit() \
+                and parts[2] in TENSOR_FIELDS \
+                and parts[2] in graph["layers"][int(parts[1])]["tensors"]:
+            file = MODEL_TENSORS
+        raise ExportError(exc.param, f"{file}: {exc}") from None
 
 
 # Derived fields and the digest --------------------------------------------------------------
@@ -475,7 +288,7 @@ def _first_difference(want, got, path):
     if isinstance(want, dict) and isinstance(got, dict) and want.keys() == got.keys():
         for key in want:
             if not _same(want[key], got[key]):
-                return _first_difference(want[key], got[key], _path(path, key))
+                return _first_difference(want[key], got[key], field_path(path, key))
     # Into lists of objects (layers), not of numbers: "in_shape is [7, 7, 5]" reads better.
     if isinstance(want, list) and isinstance(got, list) and len(want) == len(got) \
             and all(isinstance(w, dict) for w in want):
@@ -489,22 +302,25 @@ def _first_difference(want, got, path):
 
 def _check_derived(graph, model):
     """Every field of the graph equals what the writer writes for ``model``."""
-    want, _ = model_graph(model)
+    want, _ = model_graph(model, graph["version"])
     want = json.loads(json.dumps(want))             # tuples -> lists, as read back
     got = {key: graph[key] for key in want}
     if not _same(want, got):
         path, value, expected = _first_difference(want, got, "")
-        _fail(path, f"{path} is {_show(value)}, but the rest of the export makes it "
-                    f"{_show(expected)}")
+        fail(path, f"{path} is {show(value)}, but the rest of the export makes it "
+                   f"{show(expected)}")
 
 
 def load_export(path) -> IntModel:
-    """Read the export folder ``path`` and check every byte of it (see the module docstring).
+    """Read the export folder ``path`` (format 3.0 or 2.0) and check every byte of it (see
+    the module docstring).
 
     Returns
     -------
     IntModel
-        The model, valid (:meth:`~mulfree.host.export_format.IntModel.validate`).
+        The model, valid (:func:`~mulfree.params.int_model.graph_nodes`). Nodes named
+        ``layers.<i>`` and reading the previous node come back with ``name`` and ``inputs``
+        ``None`` (what those defaults mean).
 
     Raises
     ------
@@ -527,15 +343,10 @@ def load_export(path) -> IntModel:
         if not os.path.lexists(os.path.join(folder, name)):
             raise ExportError(name, f"not a mulfree export: {folder!r} has no {name}")
     graph = _read_graph(folder)
-    _check_fields(graph)
+    _check_fields(graph, graph["version"])
     arrays = _read_tensors(folder, graph)
     model = _build(graph, arrays)
-    try:
-        layer_shapes(model)
-    except ExportError as exc:
-        # Fields named after a tensor hold the tensor's values; the others come from the JSON.
-        file = MODEL_TENSORS if exc.param.rsplit(".", 1)[-1] in _TENSOR_FIELDS else MODEL_JSON
-        raise ExportError(exc.param, f"{file}: {exc}") from None
+    _validate(graph, model)
     _check_derived(graph, model)
     if graph_digest(graph) != graph["integrity"]["sha256"]:
         raise ExportError("integrity.sha256", f"{MODEL_JSON} was edited after export (digest "
@@ -560,26 +371,45 @@ def _atomic_write(path, data):
         raise
 
 
-def write_export(model: IntModel, path):
+def write_export(model: IntModel, path, *, version=FORMAT_VERSION):
     """Validate ``model`` and write it to the directory ``path`` (created if missing).
 
     Writes ``model.safetensors`` then ``model.json``, each to a temporary file renamed into
     place, so a reader never sees half a file. ``model.json`` is written last and carries the
-    sha256 of the tensors and the digest of itself with them
-    (:func:`graph_digest`): a crash
+    sha256 of the tensors and the digest of itself with them (:func:`graph_digest`): a crash
     between the two renames leaves at worst a stale or missing ``model.json`` whose checksum
     no longer matches, which :func:`load_export` refuses, as it refuses a graph edited after
-    the export. Any error raises before ``model.json`` is replaced.
+    the export. Any error raises before anything is written.
+
+    Parameters
+    ----------
+    model : IntModel
+    path : str or path
+    version : str
+        ``"3.0"`` (the default, any model) or ``"2.0"``: the previous format, for a model
+        whose :attr:`~mulfree.params.int_model.IntModel.is_chain` is true (so that tests can
+        write 2.0 files and prove they still load).
 
     Raises
     ------
     ExportError
-        If the model is invalid (nothing is written).
+        If the model is invalid, or ``version`` is unknown or cannot hold the model (nothing
+        is written).
     """
     from safetensors.numpy import save
 
-    graph, arrays = model_graph(model)
-    data = save(arrays, metadata={"format": FORMAT_NAME, "version": FORMAT_VERSION})
+    if not isinstance(version, str) or version not in FORMAT_VERSIONS:
+        raise ExportError("version", f"version must be one of "
+                                     f"{', '.join(map(repr, FORMAT_VERSIONS))}, "
+                                     f"not {version!r:.80}")
+    graph_nodes(model)
+    if version == "2.0" and not model.is_chain:
+        raise ExportError("version", "version '2.0' holds only chains (linear, conv2d with "
+                                     "groups 1, flatten, 2x2 maxpool2d; one PE kind; no names "
+                                     "or inputs); this model is not one: write version "
+                                     f"{FORMAT_VERSION!r}")
+    graph, arrays = model_graph(model, version)
+    data = save(arrays, metadata={"format": FORMAT_NAME, "version": version})
     graph["tensors_file"] = {"name": MODEL_TENSORS, "sha256": hashlib.sha256(data).hexdigest(),
                              "size": len(data)}
     graph["integrity"] = {"sha256": graph_digest(graph)}
@@ -588,3 +418,4 @@ def write_export(model: IntModel, path):
     os.makedirs(path, exist_ok=True)
     _atomic_write(os.path.join(path, MODEL_TENSORS), data)
     _atomic_write(os.path.join(path, MODEL_JSON), text.encode())
+
