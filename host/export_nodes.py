@@ -49,9 +49,10 @@ _COMMON2 = ("index", "kind", "in_shape", "out_shape", "act_bits", "out_scale_exp
 CHAIN_FIELDS = {
     "linear": _COMMON2 + _WEIGHTED,
     "conv2d": _COMMON2 + _WEIGHTED + _CONV,
-    "maxpool2d": _COMMON2 + ("kernel", "stride", "padding", "ceil_mode"),
     "flatten": _COMMON2 + ("order",),
+    "maxpool2d": _COMMON2 + ("kernel", "stride", "padding", "ceil_mode"),
 }
+assert tuple(CHAIN_FIELDS) == CHAIN_KINDS
 #: The fields every node of format 3.0 has.
 COMMON_FIELDS = ("index", "kind", "name", "inputs", "in_shapes", "out_shape", "act_bits",
                  "out_scale_exp", "tensors")

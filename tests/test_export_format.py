@@ -177,11 +177,19 @@ def test_round_trip_every_kind_and_the_json(tmp_path):
     write_export(model, tmp_path)
     assert load_export(tmp_path) == model
     graph = json.loads((tmp_path / "model.json").read_text())
-    assert (graph["format"], graph["version"]) == ("mulfree-export", "2.0")
+    assert (graph["format"], graph["version"]) == ("mulfree-export", "3.0")
     assert graph["integrity"] == {"sha256": graph_digest(graph)}
     assert [e["kind"] for e in graph["layers"]] == \
         ["conv2d", "maxpool2d", "conv2d", "conv2d", "flatten", "linear"]
+    # Names and inputs are explicit in 3.0, and each node states its inputs' shapes.
+    assert [(e["name"], e["inputs"]) for e in graph["layers"]] == \
+        [("layers.0", ["input"])] + [(f"layers.{i}", [f"layers.{i - 1}"]) for i in range(1, 6)]
+    assert [e["in_shapes"] for e in graph["layers"][:2]] == [[[3, 7, 6]], [[4, 7, 6]]]
+    assert graph["layers"][1]["kernel"] == graph["layers"][1]["stride"] == [2, 2]
+    assert [graph["layers"][i]["pe"] for i in (0, 2, 3, 5)] == ["shift", "shift", "adder",
+                                                                  "mult"]
     conv = graph["layers"][0]
+    assert conv["groups"] == 1 and conv["padding"] == [1, 1]
     assert conv["tensors"]["codes"] == {"name": "layers.0.codes", "dtype": "int8",
                                         "shape": [4, 3, 3, 3]}
     assert conv["weight_encoding"]["scale_log2"] == -6
@@ -351,8 +359,8 @@ REFUSALS = [
      "the export graph must be a JSON object, not a list"),
     ("format", lambda p: _edit_json(p, _set("format", "onnx")), "format",
      "model.json: not a mulfree export: format is \"onnx\", expected 'mulfree-export'"),
-    ("version 3", lambda p: _edit_json(p, _set("version", "3.0")), "version",
-     "format version \"3.0\" is not supported (this mulfree reads 2.0)"),
+    ("version 4", lambda p: _edit_json(p, _set("version", "4.0")), "version",
+     "format version \"4.0\" is not supported (this mulfree reads 2.0 and 3.0)"),
     ("version 1", lambda p: _edit_json(p, _set("version", "1.0")), "version",
      "format version \"1.0\" was written before exports carried a digest of their graph"),
     ("version junk", lambda p: _edit_json(p, _set("version", 1)), "version",
@@ -389,9 +397,12 @@ REFUSALS = [
                            "[12]"),
     ("unknown kind", lambda p: _edit_json(p, lambda g: g["layers"][1].update(kind="avgpool")),
      "layers.1.kind", "layers.1.kind must be one of 'linear', 'conv2d', 'flatten', "
-                      "'maxpool2d', not \"avgpool\""),
+                      "'maxpool2d', 'avgpool2d', 'global_avgpool', 'add', 'concat', 'clamp', "
+                      "'pad', 'shift2d', 'address_shift', 'channel_shift', not \"avgpool\""),
+    # A 3x3 window: the pooled map is 3x2, no longer 3x3, and the chain after it breaks.
     ("pool 3x3", lambda p: _edit_json(p, lambda g: g["layers"][1].update(kernel=[3, 3])),
-     "layers.1.kernel", "layers.1.kernel is [3, 3]"),
+     "layers.4.codes", "model.safetensors: layers.4.codes must have shape (8, N) for the "
+                       "input (8,)"),
     ("missing key", lambda p: _edit_json(p, lambda g: g["layers"][0].pop("pe")),
      "layers.0.pe", "model.json: layers.0 lacks the field 'pe'"),
     ("unknown key", lambda p: _edit_json(p, lambda g: g.update(future_field={"x": 1})),

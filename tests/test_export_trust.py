@@ -1,7 +1,8 @@
 """Trust in an export's files (:mod:`mulfree.host.export_check`): every edit of ``model.json`` or
 ``model.safetensors`` that changes what the model computes is refused in one line.
 
-Each row edits one thing in a real export written to ``tmp_path`` (``random_models.conv_model``:
+Each row edits one thing in a real export (format 3.0; the rows of ``V2``: 2.0) written to
+``tmp_path`` (``random_models.conv_model``:
 a convolution with a table shift, max pooling, a strided convolution, flatten, two linear
 layers). Unless a row says otherwise the edit is *forged*: the tensors' sha256 and the graph's
 digest are recomputed afterwards, as anyone who reads the format can do, so the refusal must
@@ -172,8 +173,12 @@ TYPES_AND_RANGES = [
      "layers.0.input_shift must be true or false, not 1"),
     ("pe unknown", put("layers", 0, "pe", "xor"), "layers.0.pe",
      "layers.0.pe must be one of 'shift', 'adder', 'mult', not \"xor\""),
-    ("kind unknown", put("layers", 1, "kind", "avgpool2d"), "layers.1.kind",
-     "layers.1.kind must be one of 'linear', 'conv2d', 'flatten', 'maxpool2d'"),
+    ("kind unknown", put("layers", 1, "kind", "upsample"), "layers.1.kind",
+     "layers.1.kind must be one of 'linear', 'conv2d', 'flatten', 'maxpool2d', 'avgpool2d', "
+     "'global_avgpool', 'add', 'concat', 'clamp', 'pad', 'shift2d', 'address_shift', "
+     "'channel_shift', not \"upsample\""),
+    ("kind another", put("layers", 1, "kind", "avgpool2d"), "layers.1.count_include_pad",
+     "layers.1 lacks the field 'count_include_pad'"),
     ("output", put("output", "softmax"), "output",
      "output must be one of 'argmax', 'none', not \"softmax\""),
     ("index", put("layers", 3, "index", 4), "layers.3.index", "layers.3.index must be 3, not 4"),
@@ -214,8 +219,8 @@ KEYS = [
      "layers.0.tensors.bias.dtype", "layers.0.tensors.bias lacks the field 'dtype'"),
     ("missing integrity", put("integrity", DELETE), "integrity",
      "the graph lacks the field 'integrity'"),
-    ("linear made conv2d", put("layers", 4, "kind", "conv2d"), "layers.4.stride",
-     "layers.4 lacks the field 'stride'"),
+    ("linear made conv2d", put("layers", 4, "kind", "conv2d"), "layers.4.groups",
+     "layers.4 lacks the field 'groups'"),
     ("shifts unlisted", js(lambda g: g["layers"][0]["tensors"].pop("shifts")),
      "layers.0.tensors.shifts", "layers.0.tensors lacks the field 'shifts'"),
     ("input_shift false", put("layers", 0, "input_shift", False), "layers.0.tensors.shifts",
@@ -242,10 +247,13 @@ DERIVED = [
      'input.quantization is "q = round(x)", but'),
     ("padding_mode", put("layers", 0, "padding_mode", "reflect"), "layers.0.padding_mode",
      'is "reflect", but the rest of the export makes it "zeros"'),
-    ("pool kernel", put("layers", 1, "kernel", [3, 3]), "layers.1.kernel",
-     "layers.1.kernel is [3, 3], but the rest of the export makes it [2, 2]"),
+    ("pool kernel", put("layers", 1, "kernel", [3, 3]), "layers.1.out_shape",
+     "layers.1.out_shape is [6, 3, 2], but the rest of the export makes it [6, 2, 2]"),
     ("pool ceil_mode", put("layers", 1, "ceil_mode", True), "layers.1.ceil_mode", "is true"),
-    ("pool stride", put("layers", 1, "stride", [1, 1]), "layers.1.stride", "is [1, 1]"),
+    ("pool ceil_mode 1", put("layers", 1, "ceil_mode", 1), "layers.1.ceil_mode",
+     "layers.1.ceil_mode must be true or false, not 1"),
+    ("pool stride", put("layers", 1, "stride", [1, 1]), "layers.4.codes",
+     "model.safetensors: layers.4.codes must have shape (60, N) for the input (60,)"),
     ("flatten order", put("layers", 3, "order", "hw_major"), "layers.3.order", "is \"hw_major\""),
     ("flatten act_bits", put("layers", 3, "act_bits", 8), "layers.3.act_bits",
      "layers.3.act_bits is 8, but the rest of the export makes it 6"),
@@ -253,8 +261,8 @@ DERIVED = [
      "is 3, but the rest of the export makes it 0"),
     ("out_shape", put("layers", 3, "out_shape", [21]), "layers.3.out_shape",
      "layers.3.out_shape is [21], but the rest of the export makes it [20]"),
-    ("in_shape element", put("layers", 0, "in_shape", 1, 7), "layers.0.in_shape",
-     "layers.0.in_shape is [7, 7, 5], but the rest of the export makes it [7, 6, 5]"),
+    ("in_shapes element", put("layers", 0, "in_shapes", 0, 1, 7), "layers.0.in_shapes",
+     "layers.0.in_shapes is [[7, 7, 5]], but the rest of the export makes it [[7, 6, 5]]"),
     ("tensor dtype widened", js(lambda g: g["layers"][4]["tensors"]["relu"].update(
         dtype="int16")), "layers.4.relu", "layers.4.relu has dtype int8, model.json says int16"),
 ]
@@ -385,8 +393,8 @@ JSON_TEXT = [
     ("trailing data", text(lambda s: (s + "{}").encode()), "Extra data"),
     ("1.0 export", js(lambda g: (g.update(version="1.0"), g.pop("integrity")), forge=False),
      'model.json: format version "1.0" was written before exports carried a digest of their '
-     "graph (this mulfree reads 2.0); export the model again (mulfree export)"),
-    ("version 3.0", put("version", "3.0"), 'format version "3.0" is not supported'),
+     "graph (this mulfree reads 2.0 and 3.0); export the model again (mulfree export)"),
+    ("version 4.0", put("version", "4.0"), 'format version "4.0" is not supported'),
     ("version a number", put("version", 2), "format version 2 is not supported"),
     ("format", put("format", "onnx"), "not a mulfree export: format is \"onnx\", expected "
                                       "'mulfree-export'"),
@@ -490,6 +498,47 @@ def test_every_row_fails_through_the_cli(export, capsys, run_main):
         status, out, err = run_main(["compile", str(export)], capsys)
         assert status == 2 and out == "" and err.count("\n") == 1, err
         assert "model.json" in err or "model.safetensors" in err, err
+
+
+# Format 2.0 (a chain, written with version="2.0"): read exactly as before 3.0.
+V2 = [
+    ("kind of 3.0", put("layers", 1, "kind", "avgpool2d"), "layers.1.kind",
+     "model.json: layers.1.kind must be one of 'linear', 'conv2d', 'flatten', 'maxpool2d', "
+     "not \"avgpool2d\""),
+    ("pool kernel", put("layers", 1, "kernel", [3, 3]), "layers.1.kernel",
+     "layers.1.kernel is [3, 3], but the rest of the export makes it [2, 2]"),
+    ("pool stride", put("layers", 1, "stride", [1, 1]), "layers.1.stride", "is [1, 1]"),
+    ("in_shape element", put("layers", 0, "in_shape", 1, 7), "layers.0.in_shape",
+     "layers.0.in_shape is [7, 7, 5], but the rest of the export makes it [7, 6, 5]"),
+    ("groups", put("layers", 0, "groups", 1), "layers.0.groups",
+     "layers.0 has the unknown field \"groups\""),
+    ("name", put("layers", 2, "name", "conv2"), "layers.2.name",
+     "layers.2 has the unknown field \"name\""),
+    ("inputs", put("layers", 2, "inputs", ["layers.1"]), "layers.2.inputs",
+     "layers.2 has the unknown field \"inputs\""),
+    ("read as 3.0", put("version", "3.0"), "layers.0.in_shape",
+     "layers.0 has the unknown field \"in_shape\""),
+    ("metadata of 3.0", ts(lambda a, g: None), "model.safetensors.__metadata__",
+     "this export's is {\"format\": \"mulfree-export\", \"version\": \"2.0\"}"),
+    ("edited after export", put("input", "scale_exp", 7, forge=False), "integrity.sha256",
+     "model.json was edited after export (digest mismatch)"),
+]
+
+
+@pytest.mark.parametrize("case, tamper, param, message", V2, ids=[r[0] for r in V2])
+def test_format_2_edit_is_refused(tmp_path, case, tamper, param, message):
+    path = tmp_path / "m"
+    model = conv_model(3, "shift")
+    write_export(model, path, version="2.0")
+    assert _graph(path)["version"] == "2.0" and "in_shape" in _graph(path)["layers"][0]
+    assert load_export(path) == model
+    tamper(path)
+    _refused(path, param, message)
+
+
+def test_format_3_read_as_2_is_refused(export):
+    put("version", "2.0")(export)
+    _refused(export, "layers.0.name", "model.json: layers.0 has the unknown field \"name\"")
 
 
 OTHER_KINDS = [
