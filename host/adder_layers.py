@@ -74,7 +74,8 @@ def adder_matmul(x, weight):
 
 
 class AdderBatchFunction(torch.autograd.Function):
-    """:class:`AdderFunction` batched over groups: ``Y[g, n, o] = -sum_k |X[g, n, k] - W[g, o, k]|``.
+    """:class:`AdderFunction` batched over groups:
+    ``Y[g, n, o] = -sum_k |X[g, n, k] - W[g, o, k]|``.
 
     Group ``g`` of ``X`` (``[G, N, K]``) meets only group ``g`` of ``W`` (``[G, O, K]``); the
     gradients are AdderNet's, group by group: ``dY/dW = X - W``, ``dY/dX = HardTanh(W - X)``.
