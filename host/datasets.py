@@ -1,4 +1,17 @@
-"""Data sets the demo and ``mulfree run --dataset`` use (NumPy and scikit-learn, no torch)."""
+"""Data sets the demo and ``mulfree run --dataset`` use (NumPy and scikit-learn, no torch).
+
+* ``"digits"``: scikit-learn's 8x8 digits, ``[N, 1, 8, 8]``, ``x = pixel / 16``.
+* ``"digits16"``, ``"digits32x3"``: the same images enlarged for residual networks, ``[N, 1,
+  16, 16]`` and ``[N, 3, 32, 32]`` (:func:`digits_split` ``size`` and ``channels``): each pixel
+  repeated (nearest neighbour, exact: the values stay ``k/16``), the plane repeated on three
+  channels.
+* ``"cifar10"``: CIFAR-10's binary distribution in a folder the caller names
+  (:func:`mulfree.host.cifar.load_cifar10`: ``[N, 3, 32, 32]``, ``x = pixel / 256``, every file
+  checked as untrusted).
+
+The second half reads the input files of ``mulfree run`` (``.npy`` / ``.npz``), checked before
+anything is allocated.
+"""
 
 import math
 import os
@@ -7,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 
-__all__ = ["DIGITS_SCALE", "DATASETS", "digits_split", "load_dataset", "MAX_ARRAY_BYTES",
-           "InputFileError", "read_array", "open_inputs"]
+__all__ = ["DIGITS_SCALE", "DIGITS_SIZES", "DATASETS", "digits_split", "load_dataset",
+           "MAX_ARRAY_BYTES", "InputFileError", "read_array", "open_inputs"]
 
 
 #: Pixels of the digits data are integers 0..16; ``x = pixel * DIGITS_SCALE`` lies in [0, 1].
@@ -16,11 +29,17 @@ __all__ = ["DIGITS_SCALE", "DATASETS", "digits_split", "load_dataset", "MAX_ARRA
 #: (8-bit activations with scale 2^-6 hold all 17 values exactly).
 DIGITS_SCALE = 1 / 16
 
+#: Sides :func:`digits_split` makes of the 8x8 digits (by repeating each pixel).
+DIGITS_SIZES = (8, 16, 32)
+
 #: Names ``load_dataset`` knows.
-DATASETS = ("digits",)
+DATASETS = ("digits", "digits16", "digits32x3", "cifar10")
+
+#: ``load_dataset``'s digits variants: ``(size, channels)`` of :func:`digits_split`.
+_DIGITS_FORMS = {"digits": (8, 1), "digits16": (16, 1), "digits32x3": (32, 3)}
 
 
-def digits_split(seed=0, test_size=0.2):
+def digits_split(seed=0, test_size=0.2, size=8, channels=1):
     """The digits data set, split into stratified training and test sets.
 
     Parameters
@@ -29,14 +48,26 @@ def digits_split(seed=0, test_size=0.2):
         Seed of the split (``train_test_split(random_state=seed)``).
     test_size : float
         Fraction held out for testing; 0.2 gives 1437 training and 360 test images.
+    size : 8, 16 or 32
+        The images' side: each 8x8 pixel becomes a ``size/8`` square of copies (nearest
+        neighbour by ``np.repeat``, exact: every value stays a multiple of ``DIGITS_SCALE``).
+        The split does not depend on it.
+    channels : 1 or 3
+        The plane repeated on ``channels`` channels (3 for networks built for RGB).
 
     Returns
     -------
     dict
-        ``x_train``, ``x_test``: float32 arrays ``(N, 1, 8, 8)`` with values
+        ``x_train``, ``x_test``: float32 arrays ``(N, channels, size, size)`` with values
         ``pixel * DIGITS_SCALE`` in [0, 1] (flatten them for an MLP; the demo MLP starts with
         ``nn.Flatten`` and takes the same images); ``y_train``, ``y_test``: int64 labels.
     """
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) \
+            or size not in DIGITS_SIZES:
+        raise ValueError(f"size must be 8, 16 or 32, not {size!r}")
+    if isinstance(channels, bool) or not isinstance(channels, (int, np.integer)) \
+            or channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, not {channels!r}")
     try:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -48,17 +79,58 @@ def digits_split(seed=0, test_size=0.2):
     y = digits.target.astype(np.int64)
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=test_size, random_state=seed, stratify=y)
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
+    return {"x_train": _enlarge(x_train, size, channels), "y_train": y_train,
+            "x_test": _enlarge(x_test, size, channels), "y_test": y_test}
 
 
-def load_dataset(name, split="test"):
-    """``(x, y)`` of a named data set's split: float images and int64 labels."""
+def _enlarge(x, size, channels):
+    """``[N, 1, 8, 8]`` to ``[N, channels, size, size]`` by repeating pixels and the plane."""
+    factor = int(size) // 8
+    if factor > 1:
+        x = np.repeat(np.repeat(x, factor, axis=2), factor, axis=3)
+    if channels > 1:
+        x = np.repeat(x, int(channels), axis=1)
+    return np.ascontiguousarray(x)
+
+
+def load_dataset(name, split="test", folder=None, *, limit=None):
+    """``(x, y)`` of a named data set's split: float32 images and int64 labels.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`DATASETS`.
+    split : ``"test"`` or ``"train"``
+    folder : str or path, optional
+        ``"cifar10"`` only, and required for it: the folder of CIFAR-10's binary files
+        (``cifar-10-batches-bin``), read by :func:`mulfree.host.cifar.load_cifar10`.
+    limit : int, optional
+        Only the first ``limit`` images (CIFAR-10 then reads no more).
+
+    Returns
+    -------
+    x : ndarray of float32 ``[N, C, H, W]``
+    y : ndarray of int64 ``[N]``
+    """
     if name not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, not {name!r}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be train or test, not {split!r}")
-    data = digits_split()
-    return data[f"x_{split}"], data[f"y_{split}"]
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                              or limit < 1):
+        raise ValueError(f"limit must be None or a positive integer, not {limit!r}")
+    if name == "cifar10":
+        if folder is None:
+            raise ValueError("folder must name the folder of CIFAR-10's binary files "
+                             "(cifar-10-batches-bin) for dataset 'cifar10', not None")
+        from .cifar import load_cifar10
+        return load_cifar10(folder, split, limit)
+    if folder is not None:
+        raise ValueError(f"folder is for dataset 'cifar10' only, not for {name!r} "
+                         f"(given {str(folder)!r})")
+    data = digits_split(size=_DIGITS_FORMS[name][0], channels=_DIGITS_FORMS[name][1])
+    x, y = data[f"x_{split}"], data[f"y_{split}"]
+    return (x, y) if limit is None else (x[:limit], y[:limit])
 
 
 # Input files of ``mulfree run`` ---------------------------------------------------------------
