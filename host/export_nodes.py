@@ -93,7 +93,9 @@ def fail(param, message, file=MODEL_JSON):
 
 
 def field_path(where, key):
-    """``where.key`` (``key`` alone at the top)."""
+    """``where.key`` (``key`` alone at the top), ``where[key]`` for an index into a list."""
+    if isinstance(key, int):
+        return f"{where}[{key}]"
     return f"{where}.{key}" if where else str(key)
 
 
