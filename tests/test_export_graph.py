@@ -455,3 +455,55 @@ def test_explicit_default_inputs_read_back_as_none(export):
     model = load_export(export)
     assert model.layers[3].inputs is None and model.layers[1].name is None
     assert model.layers[2].inputs == ("stem", "layers.1") and model.layers[0].name == "stem"
+
+
+def _paths(obj, prefix=()):
+    if prefix:
+        yield prefix
+    items = obj.items() if isinstance(obj, dict) else \
+        enumerate(obj) if isinstance(obj, list) else ()
+    for key, value in items:
+        yield from _paths(value, prefix + (key,))
+
+
+#: Values planted at random places of a graph: every JSON type, names, lists, ends of ranges.
+PLANTS = [None, True, False, 0, 1, -1, 2, 7, 65536, 1 << 40, -(1 << 70), 0.5, 8.0, "", "x",
+          "input", "stem", "layers.3", [], [1], [1, 2], [[1]], {}, {"a": 1}, [True, 0],
+          ["stem"], ["input"], ["stem", "stem"], [0] * 6, [1, 1], [3, 3], [[4, 8, 8]]]
+
+
+@pytest.mark.parametrize("version", ["3.0", "2.0"])
+def test_random_forged_edits_fail_in_one_line(tmp_path, version):
+    """Random values planted anywhere in the graph (digest forged): the loader refuses with an
+    ExportError of one line, or loads a valid model; it never fails otherwise."""
+    model = every_kind() if version == "3.0" else demo_chain()
+    write_export(model, tmp_path, version=version)
+    original = (tmp_path / "model.json").read_text()
+    rng = np.random.default_rng(7)
+    graph = json.loads(original)
+    places = [p for p in _paths(graph) if p[0] not in ("format", "version", "tensors_file",
+                                                       "integrity")]
+    refused = 0
+    for _ in range(300):
+        graph = json.loads(original)
+        for _ in range(rng.integers(1, 3)):
+            *keys, last = places[rng.integers(len(places))]
+            node = graph
+            try:
+                for key in keys:
+                    node = node[key]
+                if rng.random() < 0.1 and isinstance(node, dict):
+                    del node[last]
+                else:
+                    node[last] = PLANTS[rng.integers(len(PLANTS))]
+            except (KeyError, IndexError, TypeError):
+                pass                # an earlier plant removed the place
+        _put_graph(tmp_path, graph)
+        try:
+            loaded = load_export(tmp_path)
+        except ExportError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith("model."), str(exc)
+            refused += 1
+        else:
+            loaded.validate()
+    assert refused > 250
