@@ -18,7 +18,8 @@ __all__ = ["add_parser", "command", "train_command", "export_command", "TRAIN_MO
 
 #: The networks ``mulfree train`` and ``mulfree export`` know (``mulfree.host.train.MODELS``;
 #: named here so that a bad name is refused before torch is imported).
-TRAIN_MODELS = ("deepshift_mlp", "deepshift_cnn", "adder_cnn", "shiftadd_cnn")
+TRAIN_MODELS = ("deepshift_mlp", "deepshift_cnn", "adder_cnn", "shiftadd_cnn",
+                "resnet8_shift", "resnet8_adder", "resnet8_shiftadd")
 #: Most training epochs accepted (the demo networks converge in 15-20).
 MAX_EPOCHS = 10_000
 #: Largest seed: torch and NumPy both take 32-bit seeds.
@@ -41,13 +42,15 @@ def add_parser(subparsers):
     """
     train = subparsers.add_parser(
         "train", help="train the digits demo networks (float), quantize and export them",
-        description="Train the demo networks on scikit-learn's 8x8 digits and print their "
+        description="Train the demo networks on scikit-learn's digits (8x8; the ResNet-8 "
+                    "models on the digits upsampled to 16x16) and print their "
                     "float test accuracy. When mulfree.host.quant is available, also quantize "
                     "each (calibrated on the training images), export it to DIR/<model>/ and "
                     "measure the integer and golden-model accuracies. DIR/<model>/metrics.json "
                     "holds the numbers.")
     train.add_argument("--model", default="all", metavar="NAME",
-                       help="deepshift_mlp, deepshift_cnn, adder_cnn, shiftadd_cnn or all "
+                       help="deepshift_mlp, deepshift_cnn, adder_cnn, shiftadd_cnn, "
+                            "resnet8_shift, resnet8_adder, resnet8_shiftadd or all "
                             "(default: all)")
     train.add_argument("--epochs", type=int, default=None, metavar="N",
                        help="training epochs (>= 1, default: per model, 15-20)")
@@ -65,7 +68,7 @@ def add_parser(subparsers):
                     "DIR/model.json), and print the float, integer and golden-model accuracies "
                     "on the test images. Nothing is written if an input is bad.")
     export.add_argument("--model", required=True, metavar="NAME",
-                        help="deepshift_mlp, deepshift_cnn, adder_cnn or shiftadd_cnn")
+                        help="one of " + ", ".join(TRAIN_MODELS))
     export.add_argument("--float", required=True, dest="float_path", metavar="FILE",
                         help="float weights of that model (safetensors, e.g. "
                              "out/train/<model>/float.safetensors)")

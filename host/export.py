@@ -251,7 +251,8 @@ def measure_accuracies(int_model, path, x, y):
 def run_export(name, float_path, output, *, act_bits=8, echo=print):
     """Load the float weights of demo model ``name``, export it to ``output``, measure it.
 
-    Calibrates on the digits training split (:func:`~mulfree.host.train.digits_split`),
+    Calibrates on the training split of the model's data set
+    (:func:`~mulfree.host.models.model_data`),
     writes ``output/model.safetensors`` and ``output/model.json``, and reports the float,
     integer and golden accuracies on the test split through ``echo``.
 
@@ -271,21 +272,21 @@ def run_export(name, float_path, output, *, act_bits=8, echo=print):
     OSError
         If ``output`` cannot be written.
     """
-    from .datasets import digits_split
-    from .models import check_model_name, evaluate
+    from .models import check_model_name, evaluate, model_data
     check_model_name(name)
     if isinstance(act_bits, bool) or not isinstance(act_bits, (int, np.integer)) \
             or not 2 <= act_bits <= 16:
         raise ValueError(f"act_bits must be an integer in 2..16, not {act_bits!r}")
     model = load_float(name, float_path)
-    data = digits_split()
+    data = model_data(name)
     int_model = export(model, output, torch.as_tensor(data["x_train"]), act_bits=int(act_bits))
     result = {"model": name, "act_bits": int(act_bits),
               "float_accuracy": evaluate(model, data["x_test"], data["y_test"])}
     result.update(measure_accuracies(int_model, output, data["x_test"], data["y_test"]))
     result["paths"] = [os.path.join(os.fspath(output), f) for f in (MODEL_TENSORS, MODEL_JSON)]
     n = len(data["y_test"])
-    echo(f"{name} ({act_bits}-bit activations), digits test split ({n} images): float "
+    from .models import MODEL_DATASETS
+    echo(f"{name} ({act_bits}-bit activations), {MODEL_DATASETS[name]} test split ({n} images): float "
          f"{100 * result['float_accuracy']:.2f}%, integer {100 * result['int_accuracy']:.2f}%, "
          f"golden {100 * result['golden_accuracy']:.2f}%")
     for p in result["paths"]:

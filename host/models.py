@@ -1,9 +1,16 @@
-"""The four demo networks on scikit-learn's 8x8 digits, and their top-1 accuracy.
+"""The demo networks ``mulfree train`` knows, the data each trains on, and top-1 accuracy.
 
-The models are small ``nn.Sequential`` stacks built only from modules the integer exporter
-understands (:mod:`mulfree.host.layers` shift and adder layers, BatchNorm directly after a
-weight layer, ReLU, Flatten, 2x2 max pooling, Dropout); :mod:`mulfree.host.train` trains them
-and :mod:`mulfree.host.export` saves and exports them.
+* Four small ``nn.Sequential`` stacks on scikit-learn's 8x8 digits (``digits``):
+  ``deepshift_mlp``, ``deepshift_cnn``, ``adder_cnn``, ``shiftadd_cnn``.
+* Three residual networks on the digits upsampled to 16x16 (``digits16``): ResNet-8
+  (:func:`mulfree.host.zoo.resnet8`, CIFAR-style, option-A shortcuts, global average pooling)
+  in DeepShift form (``resnet8_shift``: every convolution and the classifier DeepShift-Q),
+  AdderNet form (``resnet8_adder``: adder convolutions, the first convolution and the
+  classifier kept as multiplications, as the AdderNet paper does) and ShiftAddNet form
+  (``resnet8_shiftadd``: each inner convolution a DeepShift-PS convolution then an adder
+  convolution, the ends kept as multiplications).
+
+:mod:`mulfree.host.train` trains them and :mod:`mulfree.host.export` saves and exports them.
 """
 
 import torch
@@ -12,7 +19,8 @@ from torch import nn
 from .layers import AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinear
 
 
-__all__ = ["MODELS", "check_model_name", "build_model", "evaluate"]
+__all__ = ["MODELS", "MODEL_DATASETS", "check_model_name", "build_model", "model_data",
+           "evaluate"]
 
 
 def _deepshift_mlp():
@@ -62,9 +70,29 @@ def _shiftadd_cnn():
     )
 
 
+#: Channels of the three stages of the digits ResNet-8 models: half of CIFAR's 16/32/64 (the
+#: 16x16 digits need no more, and AdderNet layers train slowly on a CPU).
+RESNET8_WIDTHS = (8, 16, 32)
+
+
+def _resnet8(form, **options):
+    def build():
+        from .zoo import resnet8, to_form
+        return to_form(resnet8(num_classes=10, in_channels=1, widths=RESNET8_WIDTHS), form,
+                       **options)
+    return build
+
+
 #: Model name -> builder of a fresh (randomly initialised) model.
 MODELS = {"deepshift_mlp": _deepshift_mlp, "deepshift_cnn": _deepshift_cnn,
-          "adder_cnn": _adder_cnn, "shiftadd_cnn": _shiftadd_cnn}
+          "adder_cnn": _adder_cnn, "shiftadd_cnn": _shiftadd_cnn,
+          "resnet8_shift": _resnet8("shift", mode="q"),
+          "resnet8_adder": _resnet8("adder"),
+          "resnet8_shiftadd": _resnet8("shiftadd")}
+
+#: Model name -> the data set it trains on (:data:`mulfree.host.datasets.DATASETS`).
+MODEL_DATASETS = {name: "digits16" if name.startswith("resnet") else "digits"
+                  for name in MODELS}
 
 
 def check_model_name(name):
@@ -80,6 +108,14 @@ def build_model(name):
     Initialised from torch's global random state; :func:`train_model` seeds it.
     """
     return MODELS[check_model_name(name)]()
+
+
+def model_data(name, seed=0):
+    """The training and test split model ``name`` uses (a :func:`~mulfree.host.datasets.
+    digits_split` dict: ``x_train``, ``y_train``, ``x_test``, ``y_test``)."""
+    from .datasets import digits_split
+    size = 16 if MODEL_DATASETS[check_model_name(name)] == "digits16" else 8
+    return digits_split(seed, size=size)
 
 
 @torch.no_grad()

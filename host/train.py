@@ -1,8 +1,6 @@
-"""Float training of the four demo networks on scikit-learn's 8x8 digits.
+"""Float training of the demo networks on scikit-learn's digits (:mod:`mulfree.host.models`).
 
-The models are small ``nn.Sequential`` stacks built only from modules the integer exporter
-understands (:mod:`mulfree.host.layers` shift and adder layers, BatchNorm directly after a
-weight layer, ReLU, Flatten, 2x2 max pooling, Dropout):
+Four small ``nn.Sequential`` stacks on the 8x8 digits:
 
 * ``deepshift_mlp`` — DeepShift-Q multilayer perceptron.
 * ``deepshift_cnn`` — DeepShift-Q convolutional network. (Q rather than PS: trained from
@@ -12,9 +10,15 @@ weight layer, ReLU, Flatten, 2x2 max pooling, Dropout):
 * ``shiftadd_cnn`` — ShiftAddNet: each convolution is a DeepShift-PS layer then an adder
   layer, and a DeepShift-PS classifier.
 
-Training (:func:`train_model`) is seeded and reproducible: the whole run happens inside
-:func:`torch.random.fork_rng` (the caller's random state is left alone) with deterministic
-algorithms, and the minibatch order comes from its own generator. Optimizers: Adam for
+and three residual networks (ResNet-8) on the digits upsampled to 16x16: ``resnet8_shift``,
+``resnet8_adder`` and ``resnet8_shiftadd`` (DeepShift, AdderNet and ShiftAddNet forms; the
+AdderNet and ShiftAddNet forms keep the first convolution and the classifier as
+multiplications, as the papers do).
+
+Training (:func:`train_model`) is seeded and reproducible at any thread count: the whole run
+happens inside :func:`torch.random.fork_rng` (the caller's random state is left alone) with
+deterministic algorithms on :data:`TRAIN_THREADS` threads (so no float reduction's order
+depends on the machine), and the minibatch order comes from its own generator. Optimizers: Adam for
 ordinary weights, RAdam for DeepShift-PS ``shift`` / ``sign`` (PS needs an RAdam-like
 optimizer, SEEDS.md section 1), and AdderNet's rule for adder weights: SGD with momentum on
 the gradient rescaled by :class:`~mulfree.host.layers.AdderLRScaler` (``eta = 0.2``); cosine
@@ -41,16 +45,20 @@ from .datasets import DIGITS_SCALE, digits_split
 from ..params.safe_io import write_atomic
 from .layers import (AdderConv2d, AdderLinear, AdderLRScaler, ShiftConv2d, ShiftLinear,
                      round_log2)
-from .models import MODELS, build_model, check_model_name, evaluate
+from .models import MODELS, build_model, check_model_name, evaluate, model_data
 
 
 __all__ = ["MODELS", "DEFAULT_EPOCHS", "DIGITS_SCALE", "digits_split", "build_model",
-           "train_model", "snap_bn_scales", "evaluate", "run_train"]
+           "train_model", "snap_bn_scales", "weight_bn_pairs", "evaluate", "run_train",
+           "TRAIN_THREADS"]
 
 
 #: Epochs ``mulfree train`` uses when ``--epochs`` is not given.
 DEFAULT_EPOCHS = {"deepshift_mlp": 20, "deepshift_cnn": 15, "adder_cnn": 15,
-                  "shiftadd_cnn": 15}
+                  "shiftadd_cnn": 15, "resnet8_shift": 12, "resnet8_adder": 12,
+                  "resnet8_shiftadd": 12}
+#: Threads training uses, whatever the machine has (the figures must not depend on it).
+TRAIN_THREADS = 1
 
 _BATCH = 64
 
@@ -89,12 +97,67 @@ def _optimizers(model, epochs, steps_per_epoch, lr_scale=1.0, skip=frozenset()):
     return opts, scheds
 
 
-def _adder_bns(model):
-    """The BatchNorms directly after an adder layer (``nn.Sequential`` order)."""
-    mods = list(model)
-    return [b for a, b in zip(mods, mods[1:])
-            if isinstance(a, (AdderLinear, AdderConv2d))
-            and isinstance(b, (nn.BatchNorm1d, nn.BatchNorm2d)) and b.affine]
+_WEIGHT_LAYERS = (ShiftLinear, ShiftConv2d, AdderLinear, AdderConv2d)
+
+
+def weight_bn_pairs(model, example=None):
+    """The ``(weight layer, BatchNorm)`` pairs where the BatchNorm reads the shift or adder
+    layer's output directly, in execution order.
+
+    With ``example`` (a small input batch) the pairs are found by running the model once in
+    eval mode (no BatchNorm statistic changes; every module's mode is restored) and matching
+    each BatchNorm's input tensor with the output of the layer that produced it, so residual
+    networks and nested blocks work. Without it, ``model`` must be an ``nn.Sequential`` (nested
+    ones are flattened) and the pairs are its adjacent modules.
+    """
+    if example is None:
+        def flat(module):
+            for child in module.children():
+                if isinstance(child, nn.Sequential):
+                    yield from flat(child)
+                else:
+                    yield child
+        if not isinstance(model, nn.Sequential):
+            raise ValueError(f"weight_bn_pairs needs an example input for a "
+                             f"{type(model).__name__}, which is not an nn.Sequential")
+        mods = list(flat(model))
+        return [(a, b) for a, b in zip(mods, mods[1:])
+                if isinstance(a, _WEIGHT_LAYERS)
+                and isinstance(b, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    produced, keep, pairs = {}, [], []
+
+    def after_weight(module, inputs, output):
+        produced[id(output)] = module
+        keep.append(output)
+
+    def before_bn(module, inputs):
+        source = produced.get(id(inputs[0]))
+        if source is not None and all(b is not module for _, b in pairs):
+            pairs.append((source, module))
+
+    modes = {m: m.training for m in model.modules()}
+    handles = []
+    for m in model.modules():
+        if isinstance(m, _WEIGHT_LAYERS):
+            handles.append(m.register_forward_hook(after_weight))
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            handles.append(m.register_forward_pre_hook(before_bn))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.as_tensor(example))
+    finally:
+        for h in handles:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    return pairs
+
+
+def _adder_bns(model, example=None):
+    """The affine BatchNorms directly after an adder layer."""
+    return [b for a, b in weight_bn_pairs(model, example)
+            if isinstance(a, (AdderLinear, AdderConv2d)) and b.affine]
 
 
 #: Smallest BatchNorm scale after an adder layer (see :func:`train_model`).
@@ -128,12 +191,17 @@ def train_model(name, *, epochs=None, seed=0, progress=True, data=None):
     check_model_name(name)
     epochs = DEFAULT_EPOCHS[name] if epochs is None else _check_count("epochs", epochs, 1)
     seed = _check_count("seed", seed, 0)
-    data = digits_split() if data is None else data
+    data = model_data(name) if data is None else data
     x_train = torch.as_tensor(data["x_train"])
+    example = x_train[:2]
     y_train = torch.as_tensor(data["y_train"])
     start = time.perf_counter()
     deterministic = torch.are_deterministic_algorithms_enabled()
+    threads = torch.get_num_threads()
     with torch.random.fork_rng(devices=[]):
+        # One thread: a float reduction's order (and so the trained weights) must not depend
+        # on how many cores the machine has.
+        torch.set_num_threads(TRAIN_THREADS)
         torch.use_deterministic_algorithms(True)
         try:
             torch.manual_seed(seed)
@@ -145,17 +213,19 @@ def train_model(name, *, epochs=None, seed=0, progress=True, data=None):
             # Closed on the way out too: an interrupted run's bar is drawn before the
             # command's last line ("interrupted"), not after it.
             try:
-                _fit(model, x_train, y_train, main, order, bar, frozen=[], lr_scale=1.0)
+                _fit(model, x_train, y_train, main, order, bar, frozen=[], lr_scale=1.0,
+                     example=example)
                 if tune:
                     before = evaluate(model, data["x_test"], data["y_test"])
-                    frozen = snap_bn_scales(model)
+                    frozen = snap_bn_scales(model, example)
                     snapped = evaluate(model, data["x_test"], data["y_test"])
                     _fit(model, x_train, y_train, tune, order, bar, frozen=frozen,
-                         lr_scale=0.1)
+                         lr_scale=0.1, example=example)
             finally:
                 bar.close()
         finally:
             torch.use_deterministic_algorithms(deterministic)
+            torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
     model.eval()
     metrics = {
@@ -170,7 +240,7 @@ def train_model(name, *, epochs=None, seed=0, progress=True, data=None):
     return model, metrics
 
 
-def _fit(model, x_train, y_train, epochs, order, bar, *, frozen, lr_scale):
+def _fit(model, x_train, y_train, epochs, order, bar, *, frozen, lr_scale, example=None):
     """``epochs`` passes of minibatch training; the BatchNorms ``frozen`` stay in eval mode
     with their scale fixed."""
     steps = math.ceil(len(x_train) / _BATCH)
@@ -179,7 +249,7 @@ def _fit(model, x_train, y_train, epochs, order, bar, *, frozen, lr_scale):
     scaler = AdderLRScaler(model, eta=0.2)
     # The integer model cannot negate -sum|x - w| (mulfree.host.quant refuses a BN scale <= 0
     # after an adder layer), so those BN scales are kept positive.
-    adder_bns = [bn for bn in _adder_bns(model) if bn not in frozen]
+    adder_bns = [bn for bn in _adder_bns(model, example) if bn not in frozen]
     for _ in range(epochs):
         model.train()
         for bn in frozen:
@@ -207,7 +277,7 @@ def _fit(model, x_train, y_train, epochs, order, bar, *, frozen, lr_scale):
         bar.set_postfix(loss=f"{total_loss / len(x_train):.4f}")
 
 
-def snap_bn_scales(model):
+def snap_bn_scales(model, example=None):
     """Round the scale of every BatchNorm after a shift or adder layer to a power of two.
 
     The integer model folds such a BN as ``sign(s) 2^round(log2|s|)`` with
@@ -217,17 +287,19 @@ def snap_bn_scales(model):
     the float model and the integer model agree; :func:`train_model` then fine-tunes the
     other parameters with these BNs frozen. In place.
 
+    ``example`` is a small input batch, needed unless ``model`` is an ``nn.Sequential``
+    (:func:`weight_bn_pairs`).
+
     Returns
     -------
     list of BatchNorm modules
         Those snapped.
     """
-    mods = list(model)
     snapped = []
+    pairs = weight_bn_pairs(model, example)
     with torch.no_grad():
-        for a, b in zip(mods, mods[1:]):
-            if (isinstance(a, (ShiftLinear, ShiftConv2d, AdderLinear, AdderConv2d))
-                    and isinstance(b, (nn.BatchNorm1d, nn.BatchNorm2d)) and b.affine):
+        for a, b in pairs:
+            if b.affine:
                 sd = torch.sqrt(b.running_var + b.eps)
                 s = b.weight / sd
                 # Exactly quant's power (round_log2): a float log2 would pick the other
@@ -294,12 +366,12 @@ def run_train(models="all", *, epochs=None, seed=0, output="out/train", progress
         _check_count("epochs", epochs, 1)
     _check_count("seed", seed, 0)
     from .export import FLOAT_FILE, save_float
-    data = digits_split()
     quant = _quant_module()
     if quant is None:
         echo("mulfree.host.quant (quantize, int_forward) is not available: float metrics only")
     results = []
     for name in names:
+        data = model_data(name)
         model, metrics = train_model(name, epochs=epochs, seed=seed, progress=progress,
                                      data=data)
         out_dir = os.path.join(output, name)

@@ -48,7 +48,10 @@ def test_split_is_deterministic(data):
     assert not np.array_equal(data["y_test"], other["y_test"])
 
 
-@pytest.mark.parametrize("name", list(train.MODELS))
+SEQUENTIAL_MODELS = [n for n in train.MODELS if not n.startswith("resnet8")]
+
+
+@pytest.mark.parametrize("name", SEQUENTIAL_MODELS)
 def test_model_builds_and_runs(name, data):
     model = train.build_model(name)
     assert isinstance(model, nn.Sequential)
@@ -65,6 +68,32 @@ def test_model_builds_and_runs(name, data):
     with torch.no_grad():
         y = model(torch.as_tensor(data["x_test"][:5]))
     assert y.shape == (5, 10) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name,kinds", [
+    ("resnet8_shift", {"ShiftConv2d", "ShiftLinear"}),
+    ("resnet8_adder", {"Conv2d", "AdderConv2d", "Linear"}),
+    ("resnet8_shiftadd", {"Conv2d", "ShiftConv2d", "AdderConv2d", "Linear"})])
+def test_residual_models_are_resnet8_in_each_form(name, kinds):
+    from mulfree.host.models import RESNET8_WIDTHS, model_data
+    model = train.build_model(name)
+    weights = [m for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear, ShiftConv2d, AdderConv2d, ShiftLinear))]
+    assert {type(m).__name__ for m in weights} == kinds
+    # The AdderNet and ShiftAddNet forms keep the first convolution and the classifier.
+    if name != "resnet8_shift":
+        assert type(model.conv1) is nn.Conv2d and type(model.fc) is nn.Linear
+    x = torch.as_tensor(model_data(name)["x_test"][:3])
+    assert x.shape == (3, 1, 16, 16)
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (3, 10)
+    convs = [m for m in model.modules() if isinstance(m, (nn.Conv2d, ShiftConv2d, AdderConv2d))]
+    assert max(m.out_channels for m in convs) == RESNET8_WIDTHS[-1]
+    # Every BatchNorm after an adder layer is found through the residual graph.
+    pairs = train.weight_bn_pairs(model, x[:2])
+    adders = [m for m in model.modules() if isinstance(m, AdderConv2d)]
+    assert {id(a) for a, _ in pairs} >= {id(a) for a in adders}
 
 
 def test_adder_models_put_bn_after_every_adder_layer():
