@@ -258,7 +258,7 @@ def _build(graph, arrays):
 def _validate(graph, model):
     """:func:`graph_nodes` of the model, its error naming the file the field came from."""
     try:
-        graph_nodes(model)
+        return graph_nodes(model)
     except ExportError as exc:
         # layers.<i>.<field>: from the tensor file if the node stores that field there.
         parts = exc.param.split(".")
@@ -300,9 +300,9 @@ def _first_difference(want, got, path):
     return path, got, want
 
 
-def _check_derived(graph, model):
+def _check_derived(graph, model, infos):
     """Every field of the graph equals what the writer writes for ``model``."""
-    want, _ = model_graph(model, graph["version"])
+    want, _ = model_graph(model, graph["version"], infos)
     want = json.loads(json.dumps(want))             # tuples -> lists, as read back
     got = {key: graph[key] for key in want}
     if not _same(want, got):
@@ -346,8 +346,7 @@ def load_export(path) -> IntModel:
     _check_fields(graph, graph["version"])
     arrays = _read_tensors(folder, graph)
     model = _build(graph, arrays)
-    _validate(graph, model)
-    _check_derived(graph, model)
+    _check_derived(graph, model, _validate(graph, model))
     if graph_digest(graph) != graph["integrity"]["sha256"]:
         raise ExportError("integrity.sha256", f"{MODEL_JSON} was edited after export (digest "
                                               f"mismatch); re-export it (mulfree export)")
@@ -402,13 +401,13 @@ def write_export(model: IntModel, path, *, version=FORMAT_VERSION):
         raise ExportError("version", f"version must be one of "
                                      f"{', '.join(map(repr, FORMAT_VERSIONS))}, "
                                      f"not {version!r:.80}")
-    graph_nodes(model)
+    infos = graph_nodes(model)
     if version == "2.0" and not model.is_chain:
         raise ExportError("version", "version '2.0' holds only chains (linear, conv2d with "
                                      "groups 1, flatten, 2x2 maxpool2d; one PE kind; no names "
                                      "or inputs); this model is not one: write version "
                                      f"{FORMAT_VERSION!r}")
-    graph, arrays = model_graph(model, version)
+    graph, arrays = model_graph(model, version, infos)
     data = save(arrays, metadata={"format": FORMAT_NAME, "version": version})
     graph["tensors_file"] = {"name": MODEL_TENSORS, "sha256": hashlib.sha256(data).hexdigest(),
                              "size": len(data)}

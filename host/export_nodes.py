@@ -282,7 +282,7 @@ def _node_json(layer, info):
     return entry
 
 
-def model_graph(model, version=FORMAT_VERSION):
+def model_graph(model, version=FORMAT_VERSION, infos=None):
     """The JSON graph :func:`~mulfree.host.export_format.write_export` writes for ``model``
     (without ``tensors_file`` and ``integrity``), and the arrays to store, by tensor name.
 
@@ -293,6 +293,8 @@ def model_graph(model, version=FORMAT_VERSION):
     version : str
         ``"3.0"`` (a graph) or ``"2.0"`` (the layout of a chain; the caller makes sure the
         model is one: the loader of a 2.0 file rebuilds it as written).
+    infos : list of NodeInfo, optional
+        :func:`~mulfree.params.int_model.graph_nodes` of the model, if the caller has it.
 
     Returns
     -------
@@ -300,7 +302,7 @@ def model_graph(model, version=FORMAT_VERSION):
         The graph, and ``{tensor name: array}`` in the dtypes the graph names. The loader
         compares every field of a graph it reads with this one.
     """
-    infos = graph_nodes(model)
+    infos = graph_nodes(model) if infos is None else infos
     layers, arrays = [], {}
     for info, layer in zip(infos, model.layers):
         if version == "2.0":
