@@ -507,3 +507,67 @@ def test_random_forged_edits_fail_in_one_line(tmp_path, version):
         else:
             loaded.validate()
     assert refused > 250
+
+
+# Format 2.0: a chain, read exactly as before 3.0 ------------------------------------------------
+
+def _metadata(version):
+    """Rewrite the tensor file with another version in its metadata (sha256 forged)."""
+    def tamper(path):
+        data = save(load((path / "model.safetensors").read_bytes()),
+                    metadata={"format": "mulfree-export", "version": version})
+        (path / "model.safetensors").write_bytes(data)
+        graph = _graph(path)
+        graph["tensors_file"].update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+        _put_graph(path, graph)
+    return tamper
+
+
+def _json(edit, forge=True):
+    def tamper(path):
+        graph = _graph(path)
+        edit(graph)
+        _put_graph(path, graph, forge)
+    return tamper
+
+
+V2 = [
+    ("kind of 3.0", _json(node(1, kind="avgpool2d")), "layers.1.kind",
+     "model.json: layers.1.kind must be one of 'linear', 'conv2d', 'flatten', 'maxpool2d', "
+     "not \"avgpool2d\""),
+    ("pool kernel", _json(node(1, kernel=[3, 3])), "layers.1.kernel",
+     "layers.1.kernel is [3, 3], but the rest of the export makes it [2, 2]"),
+    ("pool stride", _json(node(3, stride=[1, 1])), "layers.3.stride", "is [1, 1], but"),
+    ("in_shape", _json(node(0, in_shape=[1, 7, 8])), "layers.0.in_shape",
+     "layers.0.in_shape is [1, 7, 8], but the rest of the export makes it [1, 8, 8]"),
+    ("groups", _json(node(0, groups=1)), "layers.0.groups",
+     "layers.0 has the unknown field \"groups\""),
+    ("name", _json(node(2, name="conv2")), "layers.2.name",
+     "layers.2 has the unknown field \"name\""),
+    ("inputs", _json(node(2, inputs=["layers.1"])), "layers.2.inputs",
+     "layers.2 has the unknown field \"inputs\""),
+    ("read as 3.0", _json(lambda g: g.update(version="3.0")), "layers.0.in_shape",
+     "layers.0 has the unknown field \"in_shape\""),
+    ("metadata of 3.0", _metadata("3.0"), "model.safetensors.__metadata__",
+     "this export's is {\"format\": \"mulfree-export\", \"version\": \"2.0\"}"),
+    ("edited after export", _json(lambda g: g["input"].update(scale_exp=7), forge=False),
+     "integrity.sha256", "model.json was edited after export (digest mismatch)"),
+]
+
+
+@pytest.mark.parametrize("case, tamper, param, message", V2, ids=[r[0] for r in V2])
+def test_format_2_edit_is_refused(tmp_path, case, tamper, param, message):
+    model = demo_chain()
+    write_export(model, tmp_path, version="2.0")
+    assert load_export(tmp_path) == model
+    tamper(tmp_path)
+    _refused(tmp_path, param, message)
+
+
+def test_format_3_read_as_2_is_refused(export):
+    _json(lambda g: g.update(version="2.0"))(export)
+    _refused(export, "layers.0.name", "model.json: layers.0 has the unknown field \"name\"")
+    _json(lambda g: g.update(version="3.0"))(export)
+    _metadata("2.0")(export)
+    _refused(export, "model.safetensors.__metadata__", "this export's is {\"format\": "
+                                                       "\"mulfree-export\", \"version\": \"3.0\"}")

@@ -1,8 +1,8 @@
 """Trust in an export's files (:mod:`mulfree.host.export_check`): every edit of ``model.json`` or
 ``model.safetensors`` that changes what the model computes is refused in one line.
 
-Each row edits one thing in a real export (format 3.0; the rows of ``V2``: 2.0) written to
-``tmp_path`` (``random_models.conv_model``:
+Each row edits one thing in a real export (format 3.0; ``test_export_graph.py`` has the rows
+of 2.0) written to ``tmp_path`` (``random_models.conv_model``:
 a convolution with a table shift, max pooling, a strided convolution, flatten, two linear
 layers). Unless a row says otherwise the edit is *forged*: the tensors' sha256 and the graph's
 digest are recomputed afterwards, as anyone who reads the format can do, so the refusal must
@@ -498,47 +498,6 @@ def test_every_row_fails_through_the_cli(export, capsys, run_main):
         status, out, err = run_main(["compile", str(export)], capsys)
         assert status == 2 and out == "" and err.count("\n") == 1, err
         assert "model.json" in err or "model.safetensors" in err, err
-
-
-# Format 2.0 (a chain, written with version="2.0"): read exactly as before 3.0.
-V2 = [
-    ("kind of 3.0", put("layers", 1, "kind", "avgpool2d"), "layers.1.kind",
-     "model.json: layers.1.kind must be one of 'linear', 'conv2d', 'flatten', 'maxpool2d', "
-     "not \"avgpool2d\""),
-    ("pool kernel", put("layers", 1, "kernel", [3, 3]), "layers.1.kernel",
-     "layers.1.kernel is [3, 3], but the rest of the export makes it [2, 2]"),
-    ("pool stride", put("layers", 1, "stride", [1, 1]), "layers.1.stride", "is [1, 1]"),
-    ("in_shape element", put("layers", 0, "in_shape", 1, 7), "layers.0.in_shape",
-     "layers.0.in_shape is [7, 7, 5], but the rest of the export makes it [7, 6, 5]"),
-    ("groups", put("layers", 0, "groups", 1), "layers.0.groups",
-     "layers.0 has the unknown field \"groups\""),
-    ("name", put("layers", 2, "name", "conv2"), "layers.2.name",
-     "layers.2 has the unknown field \"name\""),
-    ("inputs", put("layers", 2, "inputs", ["layers.1"]), "layers.2.inputs",
-     "layers.2 has the unknown field \"inputs\""),
-    ("read as 3.0", put("version", "3.0"), "layers.0.in_shape",
-     "layers.0 has the unknown field \"in_shape\""),
-    ("metadata of 3.0", ts(lambda a, g: None), "model.safetensors.__metadata__",
-     "this export's is {\"format\": \"mulfree-export\", \"version\": \"2.0\"}"),
-    ("edited after export", put("input", "scale_exp", 7, forge=False), "integrity.sha256",
-     "model.json was edited after export (digest mismatch)"),
-]
-
-
-@pytest.mark.parametrize("case, tamper, param, message", V2, ids=[r[0] for r in V2])
-def test_format_2_edit_is_refused(tmp_path, case, tamper, param, message):
-    path = tmp_path / "m"
-    model = conv_model(3, "shift")
-    write_export(model, path, version="2.0")
-    assert _graph(path)["version"] == "2.0" and "in_shape" in _graph(path)["layers"][0]
-    assert load_export(path) == model
-    tamper(path)
-    _refused(path, param, message)
-
-
-def test_format_3_read_as_2_is_refused(export):
-    put("version", "2.0")(export)
-    _refused(export, "layers.0.name", "model.json: layers.0 has the unknown field \"name\"")
 
 
 OTHER_KINDS = [
