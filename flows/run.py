@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..host.datasets import DATASETS
+from .run_report import format_report
+
 
 __all__ = ["add_parser", "command", "add_run_options", "add_compile_options", "run_model",
            "format_report", "check_run_options", "check_compile_options", "run_command",
-           "compile_command", "RunUsageError", "MAX_PACKET_BYTES"]
+           "compile_command", "RunUsageError", "MAX_PACKET_BYTES", "write_json"]
 
 
 class RunUsageError(ValueError):
@@ -132,8 +135,16 @@ def add_run_options(p):
                      help=".npy array of inputs [B, *input_shape] (float: quantized as the "
                           "model says; integer: already quantized), or .npz with x and "
                           "optionally y (labels)")
-    src.add_argument("--dataset", choices=["digits"],
-                     help="the digits test split (360 images, with labels)")
+    src.add_argument("--dataset", choices=DATASETS,
+                     help="a test split with labels: digits (360 8x8 images), digits16 and "
+                          "digits32x3 (the same enlarged to 1x16x16 and 3x32x32), cifar10 "
+                          "(10,000 3x32x32 images, from --data-dir)")
+    p.add_argument("--data-dir", metavar="DIR",
+                   help="--dataset cifar10: the folder of CIFAR-10's binary files "
+                        "(cifar-10-batches-bin, or the folder holding it)")
+    p.add_argument("--host-fallback", action="store_true",
+                   help="run the layers whose PE kind is not the core's on the host (exact "
+                        "integers, NumPy); without it a model that mixes PE kinds is refused")
     p.add_argument("--labels", metavar="FILE", help=".npy int labels [B] for --input")
     p.add_argument("--limit", type=int, metavar="N", help="use only the first N inputs")
     p.add_argument("--batch", type=int, default=512, metavar="N",
@@ -195,12 +206,41 @@ def check_run_options(args):
             raise RunUsageError(f"{option} must name a file, not ''")
     if args.labels is not None and args.input is None:
         raise RunUsageError("--labels goes with --input (the --dataset has its own labels)")
+    check_data_dir(args)
     if args.json is not None:
         check_output_file(args.json, "--json")
     if args.build_dir is not None:
         check_output_dir(args.build_dir, "--build-dir")
     if args.zynq_config is not None:
         args.zynq_config_loaded = _zynq_config(args.zynq_config)
+
+
+#: The data sets read from a folder the user names (``--data-dir``).
+DATA_DIR_DATASETS = ("cifar10",)
+
+
+def check_data_dir(args):
+    """``--data-dir``: a folder, given with a ``--dataset`` that reads one, and only then.
+
+    Raises
+    ------
+    RunUsageError
+        One line naming the option, the value and what is allowed.
+    """
+    data_dir = getattr(args, "data_dir", None)
+    dataset = getattr(args, "dataset", None)
+    if dataset in DATA_DIR_DATASETS and data_dir is None:
+        raise RunUsageError(f"--dataset {dataset} needs --data-dir DIR: the folder of its "
+                            f"files (CIFAR-10's binary version, cifar-10-batches-bin)")
+    if data_dir is None:
+        return
+    if dataset not in DATA_DIR_DATASETS:
+        raise RunUsageError(f"--data-dir goes with --dataset "
+                            f"{' or '.join(DATA_DIR_DATASETS)}, not with "
+                            f"{'--dataset ' + dataset if dataset else '--input'}")
+    if not str(data_dir) or not Path(data_dir).is_dir():
+        raise RunUsageError(f"--data-dir must be a folder (holding CIFAR-10's binary files), "
+                            f"not {str(data_dir)!r}")
 
 
 def _zynq_config(path):
@@ -210,19 +250,13 @@ def _zynq_config(path):
 
 
 def _load_inputs(args, model):
-    from ..host.datasets import InputFileError, load_dataset, open_inputs
+    from ..host.datasets import InputFileError, open_inputs
     shape = tuple(model.input.shape)
     if args.dataset:
-        try:
-            x, y = load_dataset(args.dataset)
-        except ImportError as exc:
-            raise RunUsageError(f"--dataset {args.dataset}: {exc}") from None
+        x, y = _load_dataset(args)
         if tuple(x.shape[1:]) != shape:
             raise RunUsageError(f"--dataset {args.dataset}: its images have shape "
                                 f"{tuple(x.shape[1:])}, MODEL {args.model!r} takes {shape}")
-        count = len(x)
-        if args.limit is not None:
-            x, y = x[:args.limit], y[:args.limit]
         source = f"{args.dataset} test split"
     else:
         try:
@@ -244,6 +278,22 @@ def _load_inputs(args, model):
     if y is not None:
         _check_labels(args, model, y)
     return x, y, source
+
+
+def _load_dataset(args):
+    """``(x, y)`` of ``--dataset``'s test split (the first ``--limit`` images)."""
+    from ..params.safe_io import FileCheckError
+    from ..host.datasets import load_dataset
+    data_dir = getattr(args, "data_dir", None)
+    try:
+        if args.dataset in DATA_DIR_DATASETS:
+            from ..host.cifar import load_cifar10
+            return load_cifar10(data_dir, "test", args.limit, param="--data-dir")
+        return load_dataset(args.dataset, limit=args.limit)
+    except FileCheckError as exc:
+        raise RunUsageError(str(exc)) from None
+    except (ImportError, ValueError, OSError) as exc:
+        raise RunUsageError(f"--dataset {args.dataset}: {exc}") from None
 
 
 def _check_labels(args, model, y):
@@ -305,7 +355,8 @@ def _core(args, model):
 def _compile(args, model, core, max_packet_bytes):
     from ..host.compiler import CompileError, compile_model
     try:
-        return compile_model(model, core, max_packet_bytes=max_packet_bytes)
+        return compile_model(model, core, max_packet_bytes=max_packet_bytes,
+                             host_fallback=getattr(args, "host_fallback", False))
     except CompileError as exc:
         top = core.get("top") if isinstance(core, dict) else core.top_name
         raise RunUsageError(f"MODEL {args.model!r} does not fit the core {top}: {exc}") \
@@ -328,6 +379,7 @@ def _open(args, core, say):
 def run_model(args, *, say=None):
     """Everything ``mulfree run`` does; returns the report dict (see :func:`format_report`)."""
     from ..params.model_golden import run_int_model
+    from .run_report import build_report
     say = say or (lambda line: print(line, file=sys.stderr, flush=True))
     check_run_options(args)
     model = _load_model(args.model)
@@ -353,8 +405,7 @@ def run_model(args, *, say=None):
                 bar.close()
         ident = device.identity()
     outputs = np.concatenate([r.outputs for r in results])
-    report = _report(args, model, program, device, source, results, outputs, y,
-                     open_seconds)
+    report = build_report(args, model, program, source, results, outputs, y, open_seconds)
     report["identity"] = {k: f"0x{v:08x}" for k, v in ident.items()}
     if not args.no_check:
         golden = run_int_model(model, xq)
@@ -377,92 +428,6 @@ def _progress(total, quiet):
         return None
     return tqdm(total=total, unit="run", desc="core runs", file=sys.stderr, leave=False,
                 dynamic_ncols=True)
-
-
-def _report(args, model, program, device, source, results, outputs, y, open_seconds):
-    e = program.core.engine
-    busy = sum(r.busy_cycles for r in results)
-    terms = sum(r.terms for r in results)
-    seconds = sum(r.seconds for r in results)
-    images = int(len(outputs))
-    sim = [r.sim_cycles for r in results if r.sim_cycles is not None]
-    preds = np.concatenate([r.predictions for r in results]) \
-        if model.output == "argmax" else None
-    steps = {}
-    for r in results:
-        for s in r.steps:
-            d = steps.setdefault(s.index, {"layer": s.index, "kind": s.kind, "runs": 0,
-                                           "busy_cycles": 0, "terms": 0,
-                                           "stall_in_cycles": 0, "stall_out_cycles": 0})
-            for k in ("runs", "busy_cycles", "terms", "stall_in_cycles", "stall_out_cycles"):
-                d[k] += getattr(s, k)
-    for d in steps.values():
-        d["cycles_per_image"] = round(d["busy_cycles"] / images, 1) if images else 0
-        d["pe_utilization"] = round(d["terms"] / (d["busy_cycles"] * e.rows * e.cols), 4) \
-            if d["busy_cycles"] else 0.0
-    report = {
-        "model": {"path": str(args.model), "name": model.name, "input": list(model.input.shape)},
-        "device": args.device,
-        "core": {"top": program.core.top_name, "pe": e.pe, "rows": e.rows, "cols": e.cols,
-                 "act_bits": e.act_bits, "weight_bits": e.code_width, "max_k": e.max_k,
-                 "stream_width": program.core.stream_width},
-        "inputs": source, "images": images, "open_seconds": round(open_seconds, 2),
-        "seconds": round(seconds, 3),
-        "images_per_second": round(images / seconds, 2) if seconds else 0.0,
-        "busy_cycles": busy, "cycles_per_image": round(busy / images, 1) if images else 0,
-        "images_per_second_at_100mhz": round(100e6 * images / busy, 1) if busy else 0.0,
-        "pe_utilization": round(terms / (busy * e.rows * e.cols), 4) if busy else 0.0,
-        "layers": list(steps.values()),
-        "_predictions": preds,
-    }
-    if sim:
-        report["sim_cycles"] = int(sum(sim))
-        report["sim_cycles_per_second"] = round(sum(sim) / seconds, 1) if seconds else 0.0
-    if preds is not None:
-        report["predictions"] = preds.tolist()
-        if y is not None:
-            correct = int((preds == y).sum())
-            report["accuracy"] = round(correct / images, 6) if images else 0.0
-            report["correct"] = correct
-    return report
-
-
-def format_report(report):
-    """The lines ``mulfree run`` prints."""
-    c = report["core"]
-    lines = [f"model       {report['model']['path']}  (input {tuple(report['model']['input'])})",
-             f"core        {c['top']} on {report['device']}: {c['rows']}x{c['cols']} "
-             f"{c['pe']} PEs, act {c['act_bits']} b, weight code {c['weight_bits']} b "
-             f"(opened in {report['open_seconds']:.1f} s)",
-             f"inputs      {report['images']} images ({report['inputs']})"]
-    if "accuracy" in report:
-        lines.append(f"accuracy    {100 * report['accuracy']:.2f} % "
-                     f"({report['correct']} / {report['images']})")
-    g = report.get("golden")
-    if g:
-        if g["bit_exact"]:
-            lines.append(f"golden      bit-exact: all {g['integers']} output integers of "
-                         f"{g['images']} images equal the golden model's"
-                         + (", and so do the predictions" if g.get("predictions_equal")
-                            else ""))
-        else:
-            lines.append(f"golden      MISMATCH: {g['mismatches']} of {g['images']} images "
-                         f"differ from the golden model (first: {g['mismatched_images']})")
-    speed = (f"speed       {report['cycles_per_image']:,.0f} core cycles per image; "
-             f"{report['images_per_second']:,.1f} images/s here")
-    if "sim_cycles_per_second" in report:
-        speed += f" (simulated at {report['sim_cycles_per_second']:,.0f} cycles/s)"
-    lines.append(speed)
-    lines.append(f"            {report['images_per_second_at_100mhz']:,.0f} images/s for the "
-                 f"core alone at 100 MHz")
-    lines.append(f"PE use      {100 * report['pe_utilization']:.1f} % of PE-cycles computed "
-                 f"a term (TERMS / (BUSY_CYCLES x {c['rows'] * c['cols']} PEs))")
-    for d in report["layers"]:
-        lines.append(f"  layer {d['layer']:>2} {d['kind']:<7} {d['runs']:>5} runs  "
-                     f"{d['cycles_per_image']:>9,.1f} cycles/image  "
-                     f"PE use {100 * d['pe_utilization']:5.1f} %  "
-                     f"stalls in {d['stall_in_cycles']:,} out {d['stall_out_cycles']:,}")
-    return "\n".join(lines)
 
 
 def _load_model(path):
@@ -514,12 +479,18 @@ def add_compile_options(p):
                    help="columns of the default core (default: 16)")
     p.add_argument("--max-packet-bytes", type=int, default=None, metavar="N",
                    help="largest packet a transfer may carry (a DMA's limit; default: none)")
+    p.add_argument("--host-fallback", action="store_true",
+                   help="run the layers whose PE kind is not the core's on the host; without "
+                        "it a model that mixes PE kinds is refused")
+    p.add_argument("--batch", type=int, default=1, metavar="N",
+                   help="list the costs of a batch of N images (default: 1)")
 
 
 def check_compile_options(args):
     """Refuse a bad option of ``mulfree compile`` before the model is read."""
     from .options import check_int
     _check_core_options(args)
+    _usage(lambda: check_int("--batch", args.batch, 1))
     if args.max_packet_bytes is not None:
         _usage(lambda: check_int("--max-packet-bytes", args.max_packet_bytes, 1,
                                  MAX_PACKET_BYTES))
@@ -532,5 +503,5 @@ def compile_command(args):
     args.device = "sim"
     core = _core(args, model)
     program = _compile(args, model, core, args.max_packet_bytes)
-    print(program.describe())
+    print(program.describe(args.batch))
     return 0

@@ -23,7 +23,8 @@ from .device_checks import as_array, check_timeout, check_word
 from .device_errors import CoreRunError, DeviceError, DeviceMismatch, DeviceTimeout, InputError
 from .device_lock import DeviceLock
 from .manifest_check import check_manifest
-from .run_result import RunResult, StepStats
+from .program import run_steps
+from .run_result import RunResult
 
 
 __all__ = ["Device", "COUNTERS", "IDENTITY"]
@@ -31,6 +32,9 @@ __all__ = ["Device", "COUNTERS", "IDENTITY"]
 #: The 64-bit performance counters (``docs/interface.md``, "64-bit counters").
 COUNTERS = ("BUSY_CYCLES", "STALL_IN_CYCLES", "STALL_OUT_CYCLES", "TERMS")
 #: Identity registers checked when a device opens (their manifest values are constants).
+#: The :class:`~mulfree.host.run_result.StepStats` field of each counter's delta.
+_STAT = {"BUSY_CYCLES": "busy_cycles", "STALL_IN_CYCLES": "stall_in_cycles",
+         "STALL_OUT_CYCLES": "stall_out_cycles", "TERMS": "terms"}
 IDENTITY = ("ID", "ENGINE", "ARRAY", "WIDTHS", "MAX_K", "STREAM_WIDTH", "FMAP_VECTORS",
             "ACC_ENTRIES", "WEIGHT_ROWS", "MAX_CHANNELS")
 
@@ -307,30 +311,24 @@ class Device:
         program, images = self.program, x.shape[0]
         start_cycles = getattr(self.backend, "cycles", None)
         t0 = time.perf_counter()
-        stats = []
-        for step in program.steps:
-            if not isinstance(step, CoreStep):
-                x = step.apply(x)
-                continue
-            st = StepStats(step.index, step.kind)
-            before, t_step = self.counters(), time.perf_counter()
-            x = self._run_step(step, x, st, progress)
+
+        def run_core(step, x, stats):
+            before = self.counters()
+            out = self._run_step(step, x, stats, progress)
             after = self.counters()
-            st.busy_cycles = (after["BUSY_CYCLES"] - before["BUSY_CYCLES"]) % (1 << 64)
-            st.stall_in_cycles = (after["STALL_IN_CYCLES"] - before["STALL_IN_CYCLES"]) % (1 << 64)
-            st.stall_out_cycles = (after["STALL_OUT_CYCLES"]
-                                   - before["STALL_OUT_CYCLES"]) % (1 << 64)
-            st.terms = (after["TERMS"] - before["TERMS"]) % (1 << 64)
-            st.seconds = time.perf_counter() - t_step
-            stats.append(st)
+            for name in COUNTERS:
+                setattr(stats, _STAT[name], (after[name] - before[name]) % (1 << 64))
+            return out
+
+        x, nodes = run_steps(program, x, run_core)
         seconds = time.perf_counter() - t0
         end_cycles = getattr(self.backend, "cycles", None)
         predictions = np.argmax(x, axis=-1).astype(np.int64) if program.output == "argmax" \
             else None
         e = self.core.engine
-        return RunResult(x, predictions, images, stats, seconds,
-                         None if start_cycles is None else end_cycles - start_cycles,
-                         e.rows * e.cols)
+        return RunResult(x, predictions, images, [n for n in nodes if n.placement == "core"],
+                         seconds, None if start_cycles is None else end_cycles - start_cycles,
+                         e.rows * e.cols, nodes)
 
     def _run_step(self, step, x, stats, progress):
         """Run core step ``step`` over the batch ``x``, counting runs into ``stats``."""

@@ -16,13 +16,11 @@ from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CoreConfig
 from mulfree.gen.core_manifest import core_manifest
 from mulfree.host import stream_pack
-from mulfree.host.compiler import (CompileError, CoreStep, HostStep, compile_model,
-                                   core_for_model, core_from_manifest, decode_run,
-                                   emulate_program, encode_run)
-from mulfree.host.export_format import (IntConv2d, IntFlatten, IntInput, IntLinear,
-                                        IntMaxPool2d, IntModel)
+from mulfree.host.compiler import (CompileError, CoreStep, compile_model, core_for_model,
+                                   core_from_manifest, decode_run, emulate_program,
+                                   encode_run)
+from mulfree.host.export_format import IntConv2d, IntInput, IntLinear, IntModel
 from mulfree.host.layer_stream import Layer, expected_beats, pack_layer
-from mulfree.params.layer_golden import PostParams
 from mulfree.params.model_golden import run_int_model
 
 
@@ -86,7 +84,12 @@ def test_steps_and_describe():
                      ("CoreStep", "conv2d"), ("HostStep", "flatten"),
                      ("CoreStep", "linear"), ("CoreStep", "linear")]
     text = program.describe()
-    assert "core  conv2d" in text and "host  maxpool2d" in text and "argmax" in text
+    import re
+    assert re.search(r"\n +0  layers\.0 +conv2d +core +\(7, 6, 5\) -> \(6, 6, 5\) +[0-9,]+ +11,340 ",
+                     text), text
+    assert re.search(r"\n +1  layers\.1 +maxpool2d +host +\(6, 6, 5\) -> \(6, 3, 2\) +- +- +36 ",
+                     text), text
+    assert "argmax" in text and "total: 4 nodes on the core" in text
 
 
 def test_core_from_manifest_round_trip():
@@ -105,13 +108,25 @@ def test_core_for_model_covers_the_model():
     assert np.array_equal(emulate_program(compile_model(model, cfg), x), run_int_model(model, x))
 
 
-def test_core_for_model_refuses_mixed_kinds():
+def test_core_for_model_picks_the_kind_with_most_terms():
+    """A mixed model's default core has the PE kind with the most weight terms; its widths
+    come from that kind's nodes alone; the other kind's nodes need host_fallback."""
     model = conv_model(2, "shift")
     rng = np.random.default_rng(0)
-    model.layers[-1] = IntLinear("adder", _codes(rng, "adder", None, 6, (9, 3)), act_bits=6,
-                                 **_post(rng, "adder", 3, 9, 6))
-    with pytest.raises(CompileError, match="mixes PE kinds adder and shift"):
-        core_for_model(model)
+    model.layers[-1] = IntLinear("adder", _codes(rng, "adder", None, 8, (9, 3)), act_bits=8,
+                                 **_post(rng, "adder", 3, 9, 8))
+    cfg = core_for_model(model, rows=4, cols=4)
+    assert cfg.engine.pe == "shift" and cfg.engine.act_bits == 6 and cfg.engine.max_k == 64
+    with pytest.raises(CompileError) as info:
+        compile_model(model, cfg)
+    assert str(info.value) == ("layers.5 (adder linear) has weights of another PE kind than "
+                               "this core's shift PEs; --host-fallback (host_fallback=True) "
+                               "runs it on the host")
+    assert info.value.param == "layers.5.pe"
+    # The adder layer alone has more terms than the rest: then the core is an adder core.
+    model.layers[-1] = IntLinear("adder", _codes(rng, "adder", None, 8, (9, 2000)),
+                                 act_bits=8, **_post(rng, "adder", 2000, 9, 8))
+    assert core_for_model(model, rows=4, cols=4).engine.pe == "adder"
 
 
 def _with(model, i, **changes):
@@ -123,7 +138,8 @@ def _with(model, i, **changes):
 
 
 @pytest.mark.parametrize("case, param, message", [
-    ("pe", "layers.0.pe", "is a adder layer; this core's PEs are shift"),
+    ("pe", "layers.0.pe", r"^layers.0 \(adder conv2d\) has weights of another PE kind than "
+                          r"this core's shift PEs; --host-fallback"),
     ("act_bits", "layers.0.act_bits", "has 8-bit activations; this core's are 6 bits"),
     ("weight_bits", "layers.0.weight_bits", "6-bit weight codes; this core takes at most 5"),
     ("max_k", "layers.0.K", "must be at most max_k = 32"),
@@ -244,13 +260,15 @@ def test_compile_cli(tmp_path, run_main, capsys):
     status, out, err = run_main(["compile", str(tmp_path / "m"), "--rows", "4", "--cols",
                                  "4"], capsys)
     assert status == 0, err
-    assert "4x4 adder engine" in out and "core  linear" in out and "host  flatten" in out
+    assert "4x4 adder engine" in out and " linear " in out and " flatten " in out
     model = conv_model(8, "shift", ab=8)
     model.layers[-1] = IntLinear("adder", _codes(np.random.default_rng(0), "adder", None, 8,
                                                  (9, 3)), act_bits=8,
                                  **_post(np.random.default_rng(0), "adder", 3, 9, 8))
     write_export(model, tmp_path / "mixed")
     status, out, err = run_main(["compile", str(tmp_path / "mixed")], capsys)
-    assert status == 2 and "mixes PE kinds adder and shift" in err
+    assert status == 2 and err.count("\n") == 1
+    assert "layers.5 (adder linear) has weights of another PE kind than this core's shift PEs; "\
+           "--host-fallback" in err
     status, out, err = run_main(["compile", str(tmp_path / "nothing")], capsys)
     assert status == 2 and "MODEL" in err

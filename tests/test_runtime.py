@@ -360,7 +360,9 @@ def test_run_cli_model_that_does_not_fit(exported, run_main, capsys, tmp_path):
                                  str(tmp_path / "never")], capsys)
     assert status == 2
     assert "does not fit the core" in err
-    assert "layers.0 is a shift layer; this core's PEs are adder" in err
+    assert ("layers.0 (shift conv2d), layers.2 (shift conv2d), layers.4 (shift linear), "
+            "layers.5 (shift linear) have weights of another PE kind than this core's adder "
+            "PEs; --host-fallback") in err and err.count("\n") == 1
     assert not (tmp_path / "never").exists()
 
 

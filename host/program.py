@@ -1,0 +1,131 @@
+"""A compiled model (:class:`Program`) and the walk that runs it (:func:`run_steps`).
+
+A :class:`Program` (made by :func:`mulfree.host.compiler.compile_model`) holds one step per node
+of the model's graph, in the graph's order (:mod:`mulfree.host.steps`): a
+:class:`~mulfree.host.steps.CoreStep` for a node the core computes, a
+:class:`~mulfree.host.steps.HostStep` for one the host computes exactly.
+
+:func:`run_steps` walks the steps for a batch, keeping each tensor until its last reader has
+run (a residual's input stays alive across its branch), and records per node what it did
+(:class:`~mulfree.host.run_result.NodeStats`). The device (:meth:`mulfree.host.device.Device.run`)
+and the NumPy model of the core (:func:`mulfree.host.compiler.emulate_program`) both run
+programs through it; they differ only in how a core step's runs are executed.
+
+NumPy only.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+from ..params.core_config import CoreConfig
+from .export_format import IntModel
+from .run_result import NodeStats
+from .schedule import describe_program, node_costs
+from .steps import CoreStep, HostStep
+
+
+__all__ = ["Program", "run_steps"]
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    """A compiled model: what the runtime sends, computes and returns.
+
+    Attributes
+    ----------
+    core : CoreConfig
+        The core the program was compiled for; a device refuses a program for another core.
+    model : IntModel
+    steps : list of CoreStep and HostStep
+        One per node, in the graph's order.
+    max_packet_bytes : int or None
+        The packet size limit the program was packed for (a DMA's transfer limit).
+    last_use : dict
+        ``{tensor: index of its last reader}``; tensors are node indices, ``-1`` the input.
+    host_fallback : bool
+        Whether weight nodes of another PE kind were allowed on the host.
+    """
+
+    core: CoreConfig
+    model: IntModel
+    steps: list
+    max_packet_bytes: int | None = None
+    last_use: dict = field(default_factory=dict)
+    host_fallback: bool = False
+
+    @property
+    def input_shape(self):
+        """Shape of one input image."""
+        return tuple(self.model.input.shape)
+
+    @property
+    def output(self):
+        """What the model does with its final activations (``"argmax"`` or ``"none"``)."""
+        return self.model.output
+
+    @property
+    def core_steps(self):
+        """The :class:`CoreStep` of the program, in order."""
+        return [s for s in self.steps if isinstance(s, CoreStep)]
+
+    @property
+    def host_steps(self):
+        """The :class:`HostStep` of the program, in order."""
+        return [s for s in self.steps if isinstance(s, HostStep)]
+
+    def runs_for(self, images):
+        """Core runs a batch of ``images`` images takes."""
+        return sum(images if s.kind == "conv2d" else -(-images // s.images_per_run)
+                   for s in self.core_steps)
+
+    def costs(self, images=1):
+        """One :class:`NodeCost` per node for a batch of ``images`` images."""
+        return node_costs(self, images)
+
+    def describe(self, images=1):
+        """A table of the nodes: where each runs, its shapes and its costs for a batch of
+        ``images`` images, with totals."""
+        return describe_program(self, images)
+
+
+def run_steps(program: Program, x, run_core):
+    """Run ``program``'s steps on the batch ``x`` ``[B, *input_shape]`` (int64).
+
+    Parameters
+    ----------
+    program : Program
+    x : int64 array
+    run_core : callable
+        ``run_core(step, x, stats)`` runs a :class:`CoreStep` on its input batch and returns
+        its output batch, counting its runs and counters into ``stats`` (a
+        :class:`~mulfree.host.run_result.NodeStats`).
+
+    Returns
+    -------
+    (int64 array, list of NodeStats)
+        The last node's output batch, and one record per node: where it ran, its runs and
+        counters (core), the elements and terms the host computed, its useful terms, the
+        estimated cycles and the wall time.
+    """
+    images = int(x.shape[0])
+    costs = {c.index: c for c in program.costs(images)}
+    values = {-1: x}
+    records = []
+    for step in program.steps:
+        cost = costs[step.index]
+        stats = NodeStats(step.index, step.kind, name=step.name, placement=step.placement,
+                          useful_terms=cost.useful_terms, host_elements=cost.host_elements,
+                          host_terms=cost.host_terms, estimated_cycles=cost.cycles)
+        inputs = [values[j] for j in step.sources]
+        t0 = time.perf_counter()
+        if isinstance(step, CoreStep):
+            out = run_core(step, inputs[0], stats)
+        else:
+            out = step.apply(*inputs)
+        stats.seconds = time.perf_counter() - t0
+        for j in set(step.sources):
+            if program.last_use.get(j) == step.index:
+                del values[j]
+        values[step.index] = out
+        records.append(stats)
+    return values[program.steps[-1].index], records

@@ -1,0 +1,243 @@
+"""Where each node of a graph runs, how long tensors live, and what every node costs.
+
+* **Placement** (:func:`place_nodes`): a ``linear`` node, or a ``conv2d`` with ``groups == 1``,
+  whose PE kind is the core's runs on the core; every other node runs on the host as an exact
+  integer step (:class:`~mulfree.host.steps.HostStep`). A weight node of another PE kind
+  runs on the host only when the caller allows it (``host_fallback``): otherwise one
+  :class:`~mulfree.host.steps.CompileError` names every such node.
+* **Lifetimes** (:func:`last_uses`): a tensor is kept until its last reader has run.
+* **Costs** (:func:`node_costs`): per node, the core's estimated busy cycles
+  (:func:`mulfree.host.cycle_model.run_cycles`, per run, summed over the runs of a batch: the
+  first sends the weights, the others reuse them), the useful terms of a weight node (``B x
+  output elements x K``: real channels and pixels), the output elements the host computes,
+  and the terms it computes for a weight node on the host. :func:`describe_program` prints
+  them, one line per node, with totals.
+
+NumPy only.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..params.int_layers import WEIGHT_KINDS
+from .core_layer import layer_geometry
+from .cycle_model import run_cycles
+from .steps import CompileError, CoreStep, run_x_shape, step_geometry, step_layer
+from .stream_format import first_block_acts
+
+
+__all__ = ["NodeCost", "place_nodes", "node_label", "last_uses", "weight_terms", "core_step_cycles",
+           "node_costs", "describe_program"]
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    """What one node costs over a batch (:meth:`~mulfree.host.program.Program.costs`).
+
+    Attributes
+    ----------
+    index : int
+    name, kind, placement : str
+    runs : int
+        Core runs (0 on the host).
+    cycles : int
+        Estimated core busy cycles (:func:`mulfree.host.cycle_model.run_cycles`, summed over
+        the runs: the first sends the weights, the others reuse them); 0 on the host.
+    useful_terms : int
+        For a weight node, ``B x output elements x K`` (real channels and pixels, ``K`` the
+        terms of one output); 0 for the others.
+    host_elements : int
+        Output elements the host computes (``B x`` the output's size); 0 on the core.
+    host_terms : int
+        Terms the host computes (a weight node on the host: its useful terms); else 0.
+    """
+
+    index: int
+    name: str
+    kind: str
+    placement: str
+    runs: int = 0
+    cycles: int = 0
+    useful_terms: int = 0
+    host_elements: int = 0
+    host_terms: int = 0
+
+
+def node_label(info, layer):
+    """``layers.3 (conv1, mult conv2d)``: a node's path, name, PE kind and kind (the name is
+    left out when it is the path)."""
+    what = f"{layer.pe} {info.kind}" if info.kind in WEIGHT_KINDS else info.kind
+    if info.name == f"layers.{info.index}":
+        return f"layers.{info.index} ({what})"
+    return f"layers.{info.index} ({info.name}, {what})"
+
+
+def place_nodes(model, infos, pe, *, host_fallback=False):
+    """Where each node runs: ``{index: (placement, reason)}``.
+
+    Parameters
+    ----------
+    model : IntModel
+    infos : list of NodeInfo
+        ``graph_nodes(model)``.
+    pe : str
+        The core's PE kind.
+    host_fallback : bool
+        Run weight nodes of another PE kind on the host.
+
+    Raises
+    ------
+    CompileError
+        Without ``host_fallback``, if a weight node has another PE kind: one line naming every
+        such node (``param`` is the first one's ``layers.<i>.pe``).
+    """
+    places, foreign = {}, []
+    for info in infos:
+        layer = model.layers[info.index]
+        if info.kind not in WEIGHT_KINDS:
+            places[info.index] = ("host", "no weights")
+        elif layer.pe != pe:
+            foreign.append(info)
+            places[info.index] = ("host", f"{layer.pe} PEs, host fallback")
+        elif info.kind == "conv2d" and layer.groups != 1:
+            places[info.index] = ("host", "depthwise")
+        else:
+            places[info.index] = ("core", "")
+    if foreign and not host_fallback:
+        names = ", ".join(node_label(info, model.layers[info.index]) for info in foreign)
+        verb = "has" if len(foreign) == 1 else "have"
+        raise CompileError(f"layers.{foreign[0].index}.pe",
+                           f"{names} {verb} weights of another PE kind than this core's {pe} "
+                           f"PEs; --host-fallback (host_fallback=True) runs "
+                           f"{'it' if len(foreign) == 1 else 'them'} on the host")
+    return places
+
+
+def last_uses(infos):
+    """``{tensor: index of the last node reading it}`` (tensors: node indices, ``-1`` the
+    model's input); the last node's output, the model's, is read by none."""
+    last = {}
+    for info in infos:
+        for j in info.sources:
+            last[j] = info.index
+    return last
+
+
+def weight_terms(node, out_shape):
+    """Terms of one image of a weight node: output elements x ``K`` (the terms of one output:
+    ``K`` of a linear node, ``C / groups x kh x kw`` of a convolution); 0 for other kinds."""
+    if node is None or node.kind not in WEIGHT_KINDS:
+        return 0
+    codes = np.shape(node.codes)
+    k = codes[0] if node.kind == "linear" else int(np.prod(codes[1:]))
+    return int(np.prod(out_shape)) * int(k)
+
+
+def _run_estimate(cfg, step, images, reuse):
+    layer = step_layer(step, np.zeros(run_x_shape(step, images), dtype=np.int64), reuse=reuse)
+    g = layer_geometry(cfg, layer)
+    return run_cycles(cfg, g, reuse=reuse, shift=step.shifts is not None,
+                      first_acts=first_block_acts(layer, g))
+
+
+def core_step_cycles(cfg, step: CoreStep, images):
+    """``(runs, estimated busy cycles)`` of ``step`` over a batch of ``images`` images.
+
+    The first run sends the weights, the others reuse them (as the runtime runs a batch);
+    a linear node runs on chunks of ``images_per_run`` images, the last one shorter.
+    """
+    if images < 1:
+        return 0, 0
+    if step.kind == "conv2d":
+        chunks = [1] * images
+    else:
+        full, rest = divmod(images, step.images_per_run)
+        chunks = [step.images_per_run] * full + ([rest] if rest else [])
+    cache = {}
+
+    def est(n, reuse):
+        if (n, reuse) not in cache:
+            cache[n, reuse] = _run_estimate(cfg, step, n, reuse)
+        return cache[n, reuse]
+    cycles = est(chunks[0], False) + sum(est(n, True) for n in chunks[1:])
+    return len(chunks), int(cycles)
+
+
+def node_costs(program, images=1):
+    """One :class:`NodeCost` per node of ``program`` for a batch of
+    ``images`` images (module docstring)."""
+    out = []
+    cfg = program.core
+    for step in program.steps:
+        elements = images * int(np.prod(step.out_shape))
+        if isinstance(step, CoreStep):
+            runs, cycles = core_step_cycles(cfg, step, images)
+            out.append(NodeCost(step.index, step.name, step.kind, "core", runs, cycles,
+                                useful_terms=images * step.k * int(np.prod(step.out_shape))))
+        else:
+            terms = images * weight_terms(step.node, step.out_shape)
+            out.append(NodeCost(step.index, step.name, step.kind, "host",
+                                useful_terms=terms, host_elements=elements, host_terms=terms))
+    return out
+
+
+def _num(value):
+    return f"{value:,}" if value else "-"
+
+
+def _shapes(step):
+    ins = " + ".join(str(tuple(s)) for s in step.in_shapes)
+    return f"{ins} -> {tuple(step.out_shape)}"
+
+
+def _core_note(program, step):
+    g = step_geometry(program.core, step)
+    per = ("one run per image" if step.kind == "conv2d"
+           else f"one run per {step.images_per_run} images (M = images)")
+    return (f"K {step.k}, {g['CT']}x{g['NT']} tiles (in x out), weights {step.weight_bytes} B "
+            f"sent once per batch; {per}")
+
+
+def describe_program(program, images=1):
+    """The lines :meth:`~mulfree.host.program.Program.describe` returns: the core, then one
+    line per node (index, name, kind, placement, shapes, estimated core cycles, useful terms,
+    host elements, how it runs), then the totals."""
+    e = program.core.engine
+    model = program.model
+    costs = node_costs(program, images)
+    lines = [f"program for {program.core.top_name}: {e.rows}x{e.cols} {e.pe} engine, "
+             f"act {e.act_bits} b, weight code {e.code_width} b, max_k {e.max_k}, "
+             f"stream {program.core.stream_width} b",
+             f"  input {program.input_shape}: quantized on the host "
+             f"(x * 2^{-model.input.scale_exp}, round half up, {model.input.act_bits} b)",
+             f"  costs for a batch of {images} image{'s' if images != 1 else ''}; core cycles "
+             f"are the cycle model's estimate (mulfree.host.cycle_model)"]
+    name_w = max([4] + [len(s.name) for s in program.steps])
+    kind_w = max(len(s.kind) for s in program.steps)
+    shape_w = max(len(_shapes(s)) for s in program.steps)
+    head = (f"  {'#':>3}  {'name':<{name_w}}  {'kind':<{kind_w}}  where  "
+            f"{'in -> out':<{shape_w}}  {'core cycles':>11}  {'useful terms':>13}  "
+            f"{'host elements':>13}  notes")
+    lines.append(head)
+    for step, cost in zip(program.steps, costs):
+        note = _core_note(program, step) if isinstance(step, CoreStep) else \
+            f"host: {step.reason}"
+        lines.append(f"  {step.index:>3}  {step.name:<{name_w}}  {step.kind:<{kind_w}}  "
+                     f"{step.placement:<5}  {_shapes(step):<{shape_w}}  "
+                     f"{_num(cost.cycles):>11}  {_num(cost.useful_terms):>13}  "
+                     f"{_num(cost.host_elements):>13}  {note}")
+    core = [c for c in costs if c.placement == "core"]
+    host = [c for c in costs if c.placement == "host"]
+    cycles = sum(c.cycles for c in core)
+    useful = sum(c.useful_terms for c in core)
+    share = useful / (cycles * e.rows * e.cols) if cycles else 0.0
+    lines.append(f"  total: {len(core)} node{'s' if len(core) != 1 else ''} on the core, "
+                 f"{cycles:,} cycles, {useful:,} useful terms ({100 * share:.1f} % of the "
+                 f"{e.rows * e.cols} PEs' cycles); {len(host)} node"
+                 f"{'s' if len(host) != 1 else ''} on the host, "
+                 f"{sum(c.host_elements for c in host):,} elements, "
+                 f"{sum(c.host_terms for c in host):,} terms")
+    if program.output == "argmax":
+        lines.append("  output: argmax on the host")
+    return "\n".join(lines)

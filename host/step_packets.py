@@ -1,0 +1,128 @@
+"""A core step's runs as bytes: the packets ``s_axis`` takes and the results ``m_axis`` gives.
+
+:func:`weight_packets` packs a step's PARAMS, SHIFT and WEIGHTS once, when the program is
+compiled; :func:`encode_run` and :func:`decode_run` turn one run into the packets the core
+takes and the result bytes it gives back (``docs/interface.md``, "Stream formats"), with the
+fast byte packing of :mod:`mulfree.host.stream_pack`. NumPy only.
+"""
+
+import numpy as np
+
+from . import stream_pack
+from .core_layer import Layer, layer_geometry
+from .program import Program
+from .steps import CoreStep, run_x_shape, step_layer
+from .stream_format import (act_rows, descriptor_words_unchecked, first_block_acts,
+                            params_vectors, shift_vectors, weight_rows)
+
+
+__all__ = ["weight_packets", "encode_run", "decode_run"]
+
+
+def weight_packets(cfg, step: CoreStep, max_bytes):
+    """PARAMS, SHIFT and WEIGHTS packets of ``step`` (sent by its first run of a batch).
+
+    Raises
+    ------
+    ValueError
+        If ``max_bytes`` cannot hold a header and one vector.
+    """
+    e = cfg.engine
+    layer = step_layer(step, np.zeros(run_x_shape(step, 1), dtype=np.int64), reuse=False)
+    g = layer_geometry(cfg, layer)
+    params = _ints_to_beats(cfg, params_vectors(cfg, layer, g), "PARAMS")
+    out = stream_pack.packets(cfg, "PARAMS", params, max_bytes)
+    if step.shifts is not None:
+        vectors = shift_vectors(cfg, layer, g)
+        out += stream_pack.packets(cfg, "SHIFT", _ints_to_beats(cfg, vectors, "SHIFT"),
+                                   max_bytes)
+    rows = weight_rows(cfg, step.w_codes, g)
+    out += stream_pack.packets(cfg, "WEIGHTS", stream_pack.pack_elements(cfg, rows,
+                                                                         e.code_width),
+                               max_bytes)
+    return out
+
+
+def _ints_to_beats(cfg, vectors, type_name):
+    """Python-integer vectors as beats (the few vectors packed by ``stream_format``)."""
+    beats = cfg.beats(cfg.vector_bits[type_name])
+    nbytes = beats * cfg.stream_width // 8
+    data = b"".join(int(v).to_bytes(nbytes, "little") for v in vectors)
+    return np.frombuffer(data, dtype=np.uint8).reshape(len(vectors) * beats, -1).copy()
+
+
+def encode_run(program: Program, step: CoreStep, x, *, reuse):
+    """The packets of one run of ``step`` on ``x``, and the bytes of its result.
+
+    The order overlaps loading and computing (``docs/interface.md``): DESC; then, for the
+    first run, PARAMS and SHIFT, the ACTS the first block reads, WEIGHTS, the other ACTS;
+    with ``reuse`` (weights kept from the previous run of the same step), DESC and ACTS.
+
+    Returns
+    -------
+    (list of uint8 arrays, int, Layer)
+        The packets (``[beats, beat_bytes]`` each), the result's size in bytes, and the run's
+        :class:`~mulfree.host.core_layer.Layer` (for :func:`decode_run`).
+    """
+    cfg = program.core
+    layer = step_layer(step, x, reuse=reuse)
+    g = layer_geometry(cfg, layer)
+    limit = program.max_packet_bytes
+    desc = stream_pack.pack_elements(cfg, np.array([descriptor_words_unchecked(layer, g)]), 32)
+    acts = stream_pack.pack_elements(cfg, act_rows(cfg, layer.x, g), cfg.engine.act_bits)
+    packets = stream_pack.packets(cfg, "DESC", desc)
+    if reuse:
+        packets += stream_pack.packets(cfg, "ACTS", acts, limit)
+    else:
+        per = cfg.beats(cfg.vector_bits["ACTS"])
+        first = first_block_acts(layer, g) * per
+        packets += [p for p in step.weight_packets if _type_of(p) in (2, 3)]
+        packets += stream_pack.packets(cfg, "ACTS", acts[:first], limit)
+        packets += [p for p in step.weight_packets if _type_of(p) == 4]
+        packets += stream_pack.packets(cfg, "ACTS", acts[first:], limit)
+    out_beats = g["M"] * g["NT"] * cfg.beats(cfg.vector_bits["OUT"])
+    return packets, out_beats * cfg.stream_width // 8, layer
+
+
+def _type_of(packet):
+    return int(packet[0, 0]) & 0xF
+
+
+def decode_run(program: Program, layer: Layer, data):
+    """The run's outputs ``[out_c, out_h, out_w]`` (int64) from its result bytes.
+
+    Raises
+    ------
+    ValueError
+        If ``data`` has the wrong size, or a bit the format says is 0 (above a vector, or a
+        lane of a channel at or beyond ``out_c``) is set.
+    """
+    cfg = program.core
+    e = cfg.engine
+    g = layer_geometry(cfg, layer)
+    per = cfg.beats(cfg.vector_bits["OUT"])
+    beat_bytes = cfg.stream_width // 8
+    n = g["M"] * g["NT"]
+    data = np.asarray(data, dtype=np.uint8).reshape(-1)
+    if data.size != n * per * beat_bytes:
+        raise ValueError(f"the results of this run are {n} vectors of {per * beat_bytes} "
+                         f"bytes = {n * per * beat_bytes} bytes, not {data.size}")
+    values, extra = stream_pack.unpack_elements(cfg, data.reshape(n * per, beat_bytes),
+                                                e.cols, e.act_bits)
+    if extra.any():
+        raise ValueError(f"result vector {int(np.argmax(extra))} has bits set above its "
+                         f"{cfg.vector_bits['OUT']} bits")
+    # Result order: for each block, for nt, for each pixel of the block.
+    lanes = np.zeros((g["NT"], e.cols, g["M"]), dtype=np.int64)
+    i = 0
+    for start in range(0, g["M"], g["m_block"]):
+        stop = min(start + g["m_block"], g["M"])
+        block = values[i:i + g["NT"] * (stop - start)].reshape(g["NT"], stop - start, e.cols)
+        lanes[:, :, start:stop] = block.transpose(0, 2, 1)
+        i += g["NT"] * (stop - start)
+    lanes = lanes.reshape(g["NT"] * e.cols, g["M"])
+    if np.any(lanes[g["out_c"]:]):
+        c, m = np.argwhere(lanes[g["out_c"]:])[0]
+        raise ValueError(f"result lane of channel {g['out_c'] + c} >= out_c = {g['out_c']} "
+                         f"(pixel {m}) is {lanes[g['out_c'] + c, m]}, not 0")
+    return lanes[:g["out_c"]].reshape(g["out_c"], g["out_h"], g["out_w"])

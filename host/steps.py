@@ -1,0 +1,174 @@
+"""The steps of a compiled program: a node the core computes, or one the host computes.
+
+* :class:`CoreStep`: a ``linear`` node, or a ``conv2d`` with ``groups == 1``, of the core's PE
+  kind. A convolution runs once per image; a linear node once per chunk of up to
+  ``images_per_run`` images (the matrix product ``[B, K] . [K, N]``, the images being its
+  ``M`` pixels). The first run of a batch sends the weights, the following runs reuse them.
+* :class:`HostStep`: every other node. The host computes the node's specification exactly,
+  in NumPy integers (:func:`mulfree.params.graph_golden.node_forward`): nodes without
+  weights, depthwise convolutions, and (with ``host_fallback``) weight nodes of another PE
+  kind.
+
+:class:`mulfree.host.program.Program` holds one step per node. NumPy only.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..params.graph_golden import node_forward
+from ..params.layer_golden import PostParams
+from .core_layer import Layer, layer_geometry
+
+
+__all__ = ["CompileError", "CoreStep", "HostStep", "step_layer", "run_x_shape",
+           "step_geometry", "PLACEMENTS"]
+
+#: Where a node runs.
+PLACEMENTS = ("core", "host")
+
+
+class CompileError(ValueError):
+    """A model that the core cannot run, or a model or core that is invalid.
+
+    ``param`` names what is wrong, as a path into the model (``layers.2.out_c``) or the core
+    (``core.max_k``); the message gives the value and what the core allows.
+    """
+
+    def __init__(self, param, message):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(frozen=True, eq=False)
+class HostStep:
+    """A node the host computes exactly: its golden function on NumPy integers.
+
+    Attributes
+    ----------
+    index : int
+        The node's position in the model.
+    kind : str
+        The node's kind (``"maxpool2d"``, ``"add"``, ``"conv2d"``...).
+    in_shape, out_shape : tuple
+        Shapes per image of its first input and of its output.
+    node : a node of :mod:`mulfree.params.int_layers`
+    name : str
+        The node's name (``layers.<index>`` when it has none).
+    sources : tuple of int
+        The nodes it reads (``-1``: the model's input).
+    in_shapes : tuple of tuple
+        Shapes per image of all its inputs.
+    reason : str
+        Why the host runs it (``"no weights"``, ``"depthwise"``, ``"mult PEs (host
+        fallback)"``).
+    """
+
+    index: int
+    kind: str
+    in_shape: tuple
+    out_shape: tuple
+    node: object = None
+    name: str = ""
+    sources: tuple = ()
+    in_shapes: tuple = ()
+    reason: str = "no weights"
+
+    placement = "host"
+
+    def apply(self, *inputs):
+        """The node on its input batches ``[B, *shape]`` (int64): its exact integer output."""
+        return node_forward(self.node, [np.asarray(x, dtype=np.int64) for x in inputs],
+                            f"layers.{self.index}")
+
+
+@dataclass(frozen=True, eq=False)
+class CoreStep:
+    """A node the core computes: a convolution, or a linear node as a matrix product.
+
+    Attributes
+    ----------
+    index : int
+        The node's position in the model.
+    kind : str
+        ``"conv2d"`` or ``"linear"``.
+    w_codes : int64 array ``[out_c, in_c, kernel_h, kernel_w]``
+        Weight codes in the core's encoding (a linear node's ``[K, N]`` codes as ``N x K``
+        1x1 kernels; shift codes re-encoded for a wider ``weight_bits``).
+    post : PostParams
+    stride, padding : pair of int
+    shifts : int64 array ``[in_c, 2]`` or None
+    in_shape, out_shape : tuple
+        Per image: ``(C, H, W)`` for a convolution, ``(K,)`` and ``(N,)`` for a linear node.
+    images_per_run : int
+        Images one run takes: 1 for a convolution; for a linear node as many as the
+        feature-map buffer and the descriptor's 16-bit ``in_w`` allow.
+    weight_packets : list of uint8 arrays
+        PARAMS, SHIFT and WEIGHTS packets, ``[beats, beat_bytes]`` each: what the first run of
+        a batch sends.
+    weight_bytes : int
+        Their size.
+    name : str
+        The node's name.
+    sources : tuple of int
+        The one node it reads (``-1``: the model's input).
+    """
+
+    index: int
+    kind: str
+    w_codes: np.ndarray
+    post: PostParams
+    stride: tuple
+    padding: tuple
+    shifts: np.ndarray | None
+    in_shape: tuple
+    out_shape: tuple
+    images_per_run: int
+    weight_packets: list = field(default_factory=list)
+    weight_bytes: int = 0
+    name: str = ""
+    sources: tuple = ()
+
+    placement = "core"
+
+    @property
+    def k(self):
+        """Terms per sum: ``in_c * kernel_h * kernel_w``."""
+        return int(np.prod(self.w_codes.shape[1:]))
+
+    @property
+    def out_c(self):
+        """Output channels (a linear node's ``N``)."""
+        return int(self.w_codes.shape[0])
+
+    @property
+    def in_shapes(self):
+        """Shapes per image of its inputs (one)."""
+        return (self.in_shape,)
+
+
+def run_x_shape(step, images):
+    """Shape of the input of one run of ``step`` taking ``images`` images, as the core sees
+    it: ``(C, H, W)`` for a convolution, ``(K, 1, images)`` for a linear node."""
+    if step.kind == "linear":
+        return (step.in_shape[0], 1, images)
+    return step.in_shape
+
+
+def step_layer(step: CoreStep, x, *, reuse):
+    """The :class:`~mulfree.host.core_layer.Layer` of one run of ``step``.
+
+    ``x`` is one image ``[C, H, W]`` for a convolution, or the run's ``[B, K]`` images for a
+    linear node (or already the ``[K, 1, B]`` map).
+    """
+    x = np.asarray(x, dtype=np.int64)
+    if step.kind == "linear" and x.ndim == 2:
+        x = np.ascontiguousarray(x.T[:, None, :])
+    return Layer(x, step.w_codes, step.post, stride=step.stride, padding=step.padding,
+                 shifts=step.shifts, reuse_weights=reuse)
+
+
+def step_geometry(cfg, step, images=1, *, reuse=False):
+    """:func:`~mulfree.host.core_layer.layer_geometry` of a run of ``step`` on ``images``."""
+    x = np.zeros(run_x_shape(step, images), dtype=np.int64)
+    return layer_geometry(cfg, step_layer(step, x, reuse=reuse))
