@@ -124,11 +124,21 @@ class IntModel:
     name: str | None = None
 
     def __eq__(self, other):
+        """Equal inputs, outputs, names and nodes; a node's name and inputs compare by what
+        they mean (``None`` equals the ``layers.<i>`` name and the previous-node input it
+        stands for)."""
         if type(other) is not IntModel:
             return NotImplemented
-        return (self.input == other.input and self.output == other.output
-                and self.name == other.name and len(self.layers) == len(other.layers)
-                and all(a == b for a, b in zip(self.layers, other.layers)))
+        if not (self.input == other.input and self.output == other.output
+                and self.name == other.name and len(self.layers) == len(other.layers)):
+            return False
+        for i, (a, b) in enumerate(zip(self.layers, other.layers)):
+            if type(a) is not type(b):
+                return False
+            if (_effective(self, i) != _effective(other, i)
+                    or _strip(a) != _strip(b)):
+                return False
+        return True
 
     __hash__ = None
 
@@ -159,6 +169,23 @@ class IntModel:
              and l.padding == (0, 0)) for l in self.layers) and all(
             l.kind != "conv2d" or l.groups == 1 for l in self.layers) and \
             len({l.pe for l in self.layers if l.kind in WEIGHT_KINDS}) <= 1
+
+
+def _effective(model, i):
+    """``(name, inputs)`` of node ``i`` with the defaults spelled out."""
+    layer = model.layers[i]
+    inputs = getattr(layer, "inputs", None)
+    if inputs is None:
+        inputs = (INPUT_NAME if i == 0 else node_name(model, i - 1),)
+    return node_name(model, i), tuple(inputs) if isinstance(inputs, (tuple, list)) else inputs
+
+
+def _strip(layer):
+    """A copy of ``layer`` without its name and inputs (for comparing the rest)."""
+    import copy
+    other = copy.copy(layer)
+    other.name = other.inputs = None
+    return other
 
 
 @dataclass(frozen=True)
