@@ -55,7 +55,7 @@ __all__ = ["MODELS", "DEFAULT_EPOCHS", "DIGITS_SCALE", "digits_split", "build_mo
 
 #: Epochs ``mulfree train`` uses when ``--epochs`` is not given.
 DEFAULT_EPOCHS = {"deepshift_mlp": 20, "deepshift_cnn": 15, "adder_cnn": 15,
-                  "shiftadd_cnn": 15, "resnet8_shift": 12, "resnet8_adder": 12,
+                  "shiftadd_cnn": 15, "resnet8_shift": 15, "resnet8_adder": 24,
                   "resnet8_shiftadd": 12}
 #: Threads training uses, whatever the machine has (the figures must not depend on it).
 TRAIN_THREADS = 1
