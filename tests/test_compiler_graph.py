@@ -25,7 +25,7 @@ from mulfree.host.steps import CoreStep, HostStep
 from mulfree.params.model_golden import run_int_model
 
 
-WB = {"shift": 5, "adder": None, "mult": 6}
+WB = {"shift": 4, "adder": None, "mult": 6}
 
 
 def _conv(rng, pe, o, c, k, ab, *, groups=1, padding=0, relu=False, exp=-3, **fields):
