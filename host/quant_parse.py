@@ -1,4 +1,9 @@
-"""What the quantizer accepts: reading an ``nn.Sequential`` into the layers it quantizes.
+"""What the quantizer accepts (:data:`SUPPORTED`), and reading an ``nn.Sequential`` chain
+into the layers it quantizes.
+
+Any other model (and a ``Sequential`` :func:`parse_model` refuses) is captured with
+:mod:`torch.fx` by :mod:`mulfree.host.capture`, which shares :class:`QuantizeError`,
+:func:`unsupported`, :func:`conv_geometry` and :func:`weight_pe` with this module.
 
 :func:`parse_model` flattens nested ``nn.Sequential``, skips identities and dropout, and folds
 what follows a weight layer into it (BatchNorm, ReLU; ``Shift2d`` before a convolution);
@@ -15,19 +20,33 @@ from .shift_layers import ShiftConv2d, ShiftLinear
 from .zero_flop_layers import Shift2d
 
 
-__all__ = ["QuantizeError", "SUPPORTED", "parse_model"]
+__all__ = ["QuantizeError", "SUPPORTED", "parse_model", "unsupported", "conv_geometry",
+           "weight_pe", "SKIPPED", "LINEAR_TYPES", "CONV_TYPES"]
 
 
-#: What :func:`~mulfree.host.ptq.quantize` accepts, for error messages.
+#: What :func:`~mulfree.host.ptq.quantize` accepts, for error messages: an ``nn.Sequential``
+#: of these modules, or any model :mod:`torch.fx` traces (:mod:`mulfree.host.capture`) made of
+#: these modules and functions.
 SUPPORTED = ("ShiftLinear", "ShiftConv2d", "AdderLinear", "AdderConv2d", "nn.Linear",
-             "nn.Conv2d", "nn.BatchNorm1d/2d (directly after a weight layer)", "nn.ReLU",
-             "nn.Flatten", "nn.MaxPool2d(2)", "Shift2d (kernel 1 or 3, directly before a "
-             "convolution)", "nn.Identity", "nn.Dropout", "nested nn.Sequential")
+             "nn.Conv2d (groups 1 or depthwise, dilation 1, zeros padding)",
+             "nn.BatchNorm1d/2d (directly after a weight layer)",
+             "ReLU (nn.ReLU, F.relu, torch.relu, x.relu())",
+             "ReLU6 and clamps (nn.ReLU6, F.relu6, nn.Hardtanh, F.hardtanh, torch.clamp, "
+             "x.clamp)",
+             "residual + of two tensors (operator.add, torch.add, x.add)",
+             "torch.cat(dim=1)", "nn.MaxPool2d / F.max_pool2d",
+             "nn.AvgPool2d / F.avg_pool2d (count_include_pad=True)",
+             "nn.AdaptiveAvgPool2d(1) / F.adaptive_avg_pool2d(x, 1) / x.mean((2, 3))",
+             "flatten to [B, -1] (nn.Flatten, torch.flatten(x, 1), x.flatten(1), x.view, "
+             "x.reshape)", "x[:, :, ::s, ::s]", "F.pad / nn.ZeroPad2d (zeros)",
+             "Shift2d", "AddressShift2d", "ChannelShift", "nn.Identity", "nn.Dropout",
+             "nested nn.Sequential")
 
-_SKIPPED = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+#: Modules the quantizer skips (identities at inference).
+SKIPPED = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
             nn.AlphaDropout, nn.FeatureAlphaDropout)
-_LINEAR = (ShiftLinear, AdderLinear, nn.Linear)
-_CONV = (ShiftConv2d, AdderConv2d, nn.Conv2d)
+LINEAR_TYPES = (ShiftLinear, AdderLinear, nn.Linear)
+CONV_TYPES = (ShiftConv2d, AdderConv2d, nn.Conv2d)
 
 
 class QuantizeError(ValueError):
@@ -44,18 +63,35 @@ def _flatten_modules(module, prefix):
             yield path, child
 
 
-def _unsupported(path, module, why=None):
-    what = f"{path} ({type(module).__name__})"
+def unsupported(path, module, why=None, node=None):
+    """The :class:`QuantizeError` for ``module`` at ``path`` (and fx ``node``, a name):
+    ``why`` (default: "is not supported") and :data:`SUPPORTED`."""
+    fx = "" if node is None else f", fx node {node}"
+    what = f"{path} ({type(module).__name__}{fx})"
     reason = why or "is not supported"
     return QuantizeError(f"{what} {reason}; quantize supports: {', '.join(SUPPORTED)}")
 
 
-def _conv_geometry(path, m):
-    """``(kh, kw), stride, padding`` of a convolution, checked against what the format holds."""
+def weight_pe(m):
+    """The PE kind of a weight module: ``"shift"``, ``"adder"`` or ``"mult"``."""
+    return ("shift" if isinstance(m, (ShiftLinear, ShiftConv2d)) else
+            "adder" if isinstance(m, (AdderLinear, AdderConv2d)) else "mult")
+
+
+def conv_geometry(path, m, depthwise=False, node=None):
+    """``(kh, kw), stride, padding`` of a convolution, checked against what the format holds.
+
+    ``groups`` must be 1, or with ``depthwise=True`` also the input's channels (``path`` and
+    the fx ``node`` name the module in the :class:`QuantizeError`).
+    """
     if isinstance(m, nn.Conv2d):
-        if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.padding_mode != "zeros":
-            raise _unsupported(path, m, "must have groups=1, dilation=1 and padding_mode "
-                                        "'zeros'")
+        ok_groups = m.groups == 1 or (depthwise and m.groups == m.in_channels)
+        if not ok_groups or tuple(m.dilation) != (1, 1) or m.padding_mode != "zeros":
+            what = "groups 1 or in_channels (depthwise)" if depthwise else "groups=1"
+            raise unsupported(path, m, f"has groups={m.groups}, dilation="
+                                       f"{tuple(m.dilation)}, padding_mode="
+                                       f"{m.padding_mode!r}; it must have {what}, "
+                                       f"dilation=1 and padding_mode 'zeros'", node)
         kh, kw = m.kernel_size
         stride = tuple(m.stride)
         padding = m.padding
@@ -63,9 +99,12 @@ def _conv_geometry(path, m):
             padding = (0, 0)
         elif padding == "same":
             if stride != (1, 1) or kh % 2 == 0 or kw % 2 == 0:
-                raise _unsupported(path, m, "has padding 'same' with an even kernel or stride")
+                raise unsupported(path, m, "has padding 'same' with an even kernel or "
+                                           "stride", node)
             padding = (kh // 2, kw // 2)
         return (kh, kw), stride, tuple(padding)
+    if m.groups != 1 and not depthwise:
+        raise unsupported(path, m, f"has groups={m.groups}; it must have groups=1", node)
     return tuple(m.kernel_size), tuple(m.stride), tuple(m.padding)
 
 
@@ -88,26 +127,25 @@ def parse_model(model):
                             f"quantize supports: {', '.join(SUPPORTED)}")
     items, pending = [], None
     for path, m in _flatten_modules(model, "model"):
-        if isinstance(m, _SKIPPED):
+        if isinstance(m, SKIPPED):
             continue
-        if pending is not None and not isinstance(m, _CONV):
-            raise _unsupported(pending[0], pending[1], f"must be directly followed by a "
+        if pending is not None and not isinstance(m, CONV_TYPES):
+            raise unsupported(pending[0], pending[1], f"must be directly followed by a "
                                                        f"convolution, not {type(m).__name__} "
                                                        f"({path})")
         if isinstance(m, Shift2d):
             if m.kernel not in (1, 3):
-                raise _unsupported(path, m, f"has kernel {m.kernel}; the format shifts a "
+                raise unsupported(path, m, f"has kernel {m.kernel}; the format shifts a "
                                             f"channel by at most one pixel (kernel 1 or 3)")
             pending = (path, m)
-        elif isinstance(m, _LINEAR + _CONV):
-            pe = ("shift" if isinstance(m, (ShiftLinear, ShiftConv2d)) else
-                  "adder" if isinstance(m, (AdderLinear, AdderConv2d)) else "mult")
+        elif isinstance(m, LINEAR_TYPES + CONV_TYPES):
+            pe = weight_pe(m)
             item = dict(kind="weight", path=path, module=m, pe=pe,
-                        conv=isinstance(m, _CONV), bn=None, relu=False, shift2d=pending)
+                        conv=isinstance(m, CONV_TYPES), bn=None, relu=False, shift2d=pending)
             if item["conv"]:
-                item["geometry"] = _conv_geometry(path, m)
+                item["geometry"] = conv_geometry(path, m)
             if pending is not None and pending[1].channels != m.in_channels:
-                raise _unsupported(pending[0], pending[1], f"has {pending[1].channels} "
+                raise unsupported(pending[0], pending[1], f"has {pending[1].channels} "
                                                            f"channels, {path} takes "
                                                            f"{m.in_channels}")
             pending = None
@@ -117,21 +155,21 @@ def parse_model(model):
             want = nn.BatchNorm2d if prev is not None and prev.get("conv") else nn.BatchNorm1d
             if prev is None or prev["kind"] != "weight" or prev["bn"] is not None \
                     or prev["relu"] or type(m) is not want:
-                raise _unsupported(path, m, "must directly follow a weight layer (BatchNorm1d "
+                raise unsupported(path, m, "must directly follow a weight layer (BatchNorm1d "
                                             "a linear one, BatchNorm2d a convolution)")
             if m.running_mean is None or m.running_var is None:
-                raise _unsupported(path, m, "has no running statistics "
+                raise unsupported(path, m, "has no running statistics "
                                             "(track_running_stats=False)")
             n = m.num_features
             out = prev["module"].out_features if not prev["conv"] \
                 else prev["module"].out_channels
             if n != out:
-                raise _unsupported(path, m, f"has {n} features, {prev['path']} gives {out}")
+                raise unsupported(path, m, f"has {n} features, {prev['path']} gives {out}")
             prev["bn"] = (path, m)
         elif isinstance(m, nn.ReLU):
             target = next((it for it in reversed(items) if it["kind"] == "weight"), None)
             if target is None:
-                raise _unsupported(path, m, "has no weight layer before it to fold into")
+                raise unsupported(path, m, "has no weight layer before it to fold into")
             target["relu"] = True
         elif isinstance(m, nn.MaxPool2d):
             def two(v):
@@ -140,17 +178,17 @@ def parse_model(model):
             if two(m.kernel_size) != (2, 2) or two(stride) != (2, 2) \
                     or two(m.padding) != (0, 0) or two(m.dilation) != (1, 1) \
                     or m.ceil_mode or m.return_indices:
-                raise _unsupported(path, m, "must be MaxPool2d(2) (kernel 2, stride 2, no "
+                raise unsupported(path, m, "must be MaxPool2d(2) (kernel 2, stride 2, no "
                                             "padding, dilation 1, ceil_mode False)")
             items.append(dict(kind="maxpool2d", path=path))
         elif isinstance(m, nn.Flatten):
             if m.start_dim != 1 or m.end_dim != -1:
-                raise _unsupported(path, m, "must flatten from dimension 1 to the end")
+                raise unsupported(path, m, "must flatten from dimension 1 to the end")
             items.append(dict(kind="flatten", path=path))
         else:
-            raise _unsupported(path, m)
+            raise unsupported(path, m)
     if pending is not None:
-        raise _unsupported(pending[0], pending[1], "must be directly followed by a "
+        raise unsupported(pending[0], pending[1], "must be directly followed by a "
                                                    "convolution, not the end of the model")
     if not any(it["kind"] == "weight" for it in items):
         raise QuantizeError("model has no weight layer; quantize supports: "

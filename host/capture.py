@@ -1,0 +1,500 @@
+"""Capture any PyTorch model as a graph of quantizable ops, with :mod:`torch.fx`.
+
+:func:`capture` traces the model with :class:`CaptureTracer` (the mulfree layers and the
+standard ``torch.nn`` modules stay whole: ``call_module`` nodes), runs
+:class:`torch.fx.passes.shape_prop.ShapeProp` on a sample of the calibration input, and maps
+every fx node to an *op* of the integer graph (:class:`CapturedGraph`), the nodes of
+:mod:`mulfree.params.int_layers` before their scales are chosen. What maps to what is in
+:data:`~mulfree.host.quant_parse.SUPPORTED`; the propagated shapes recognise flattening
+(``nn.Flatten``, ``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``, ``x.reshape(B, -1)``),
+``x[:, :, ::s, ::s]`` (a subsample: max pooling with kernel 1, stride ``s``) and identities.
+
+Folding (a node merged into the op it reads, when that op has no other reader):
+
+* BatchNorm1d/2d directly after a linear / convolution (folded as ``ptq`` says);
+* ReLU into the weight op or add it follows, also through ops that only move or select values
+  with zero fill (:data:`MOVES`: pooling by max, flattening, padding, the shifts), which
+  commute with it; otherwise a ``clamp`` op with ``lo = 0``;
+* a clamp (ReLU6, Hardtanh, ``torch.clamp``) stays a ``clamp`` op, and the op that sets its
+  input's scale (found the same way) calibrates on the clamped values (``clip``) and, for a
+  lower bound ``>= 0``, takes the ReLU;
+* ``Shift2d`` with offsets in {-1, 0, 1} into the convolution that is its only reader (the
+  convolution's ``shifts`` table).
+
+Identities, dropout, ``contiguous`` and shape arithmetic (``x.size(0)``, ``x.shape``) are
+skipped. Anything else raises :class:`~mulfree.host.quant_parse.QuantizeError` naming the fx
+node, its target and what is supported. Part of :mod:`mulfree.host.quant`.
+"""
+
+import contextlib
+import io
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp, TensorMetadata
+from torch.nn import functional as F
+
+from ..params.int_layers import INPUT_NAME
+from .adder_layers import AdderConv2d, AdderLinear
+from .capture_ops import MOVES, RESCALING, OpBuilder, supported
+from .quant_parse import CONV_TYPES, LINEAR_TYPES, SKIPPED, QuantizeError
+from .shift_layers import ShiftConv2d, ShiftLinear
+from .zero_flop_layers import AddressShift2d, ChannelShift, Shift2d
+
+
+__all__ = ["LEAF_TYPES", "MOVES", "RESCALING", "CaptureTracer", "CapturedGraph",
+           "trace_model", "capture"]
+
+
+#: The mulfree layers :class:`CaptureTracer` keeps whole (with the standard ``torch.nn`` ones).
+LEAF_TYPES = (ShiftConv2d, ShiftLinear, AdderConv2d, AdderLinear, Shift2d, AddressShift2d,
+              ChannelShift)
+
+_DROPOUT_FNS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
+                F.feature_alpha_dropout)
+_ALIAS_METHODS = ("contiguous", "clone", "detach")
+_SHAPE_METHODS = ("size", "dim", "numel", "ndimension")
+_SHAPE_ATTRS = ("shape", "ndim", "dtype", "device")
+_RESHAPE_FNS = (torch.flatten, torch.reshape, torch.squeeze)
+_RESHAPE_METHODS = ("view", "reshape", "flatten", "squeeze")
+_CAT_FNS = (torch.cat, torch.concat, torch.concatenate)
+_POOL = ("input", "kernel_size", "stride", "padding")
+#: Parameter names of the functions and methods the capture reads (``input`` first).
+_FN_PARAMS = {
+    F.relu: ("input", "inplace"), torch.relu: ("input",), torch.relu_: ("input",),
+    F.relu_: ("input",), F.relu6: ("input", "inplace"),
+    F.hardtanh: ("input", "min_val", "max_val", "inplace"),
+    torch.clamp: ("input", "min", "max"), torch.clip: ("input", "min", "max"),
+    operator.add: ("input", "other"), operator.iadd: ("input", "other"),
+    torch.add: ("input", "other"),
+    F.max_pool2d: _POOL + ("dilation", "ceil_mode", "return_indices"),
+    torch.max_pool2d: _POOL + ("dilation", "ceil_mode"),
+    F.avg_pool2d: _POOL + ("ceil_mode", "count_include_pad", "divisor_override"),
+    F.adaptive_avg_pool2d: ("input", "output_size"), torch.mean: ("input", "dim", "keepdim"),
+    F.pad: ("input", "pad", "mode", "value"), operator.getitem: ("input", "index"),
+}
+_FN_PARAMS.update({f: ("tensors", "dim") for f in _CAT_FNS})
+_FN_PARAMS.update({f: ("input",) for f in _RESHAPE_FNS})
+_METHOD_PARAMS = {"relu": ("input",), "relu_": ("input",), "add": ("input", "other"),
+                  "add_": ("input", "other"), "mean": ("input", "dim", "keepdim")}
+_METHOD_PARAMS.update({m: ("input", "min", "max") for m in ("clamp", "clamp_", "clip",
+                                                             "clip_")})
+_METHOD_PARAMS.update({m: ("input",) for m in _RESHAPE_METHODS})
+_FN_NAMES = {F.max_pool2d: "F.max_pool2d", F.avg_pool2d: "F.avg_pool2d", F.pad: "F.pad",
+             getattr: "getattr"}
+
+
+class CaptureTracer(torch.fx.Tracer):
+    """A :class:`torch.fx.Tracer` that keeps the mulfree layers (:data:`LEAF_TYPES`) whole.
+
+    They appear as ``call_module`` nodes, as do the standard ``torch.nn`` leaves (everything
+    in ``torch.nn`` but ``nn.Sequential``); the shifts' Python loops are never traced.
+    """
+
+    def is_leaf_module(self, m, module_qualified_name):
+        """True for :data:`LEAF_TYPES` and the tracer's standard leaves."""
+        return isinstance(m, LEAF_TYPES) or super().is_leaf_module(m, module_qualified_name)
+
+
+@dataclass
+class CapturedGraph:
+    """A model captured for quantization.
+
+    Attributes
+    ----------
+    input_shape : tuple
+        One sample's shape (``(C, H, W)`` or ``(features,)``).
+    ops : list of dict
+        In topological order. Every op has ``kind`` (``"weight"``, :data:`RESCALING`,
+        :data:`MOVES`, ``"clamp"``), ``name``, ``inputs`` (op names; ``"input"`` is the
+        model's input), ``where`` (the fx node for messages), ``relu`` and ``clip`` (real
+        bounds to calibrate on, or None), and its kind's fields: a weight op is a
+        :func:`~mulfree.host.quant_parse.parse_model` item (``module``, ``pe``, ``conv``,
+        ``geometry``, ``bn``, ``shift2d``, ``path``); pooling ``kernel``, ``stride``,
+        ``padding``; clamp ``lo_real``, ``hi_real`` (None: unbounded); pad ``pads``
+        (the format's order); shift2d / address_shift ``offsets``; channel_shift ``r``.
+    output : str
+        The op whose output is the model's (the last one).
+    """
+
+    input_shape: tuple
+    ops: list
+    output: str
+
+
+def _first_line(exc):
+    cause = exc.__cause__ or exc
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}"
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    """Inference mode (BatchNorm's running statistics, no dropout) while capturing; the
+    modules' own modes are restored afterwards, so the model is not modified."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def trace_model(model):
+    """``model`` traced by :class:`CaptureTracer`, as a :class:`torch.fx.GraphModule`.
+
+    Raises
+    ------
+    QuantizeError
+        One line, if ``model`` is not an ``nn.Module`` or cannot be traced (data-dependent
+        control flow, ``len`` of a tensor...).
+    """
+    if not isinstance(model, nn.Module):
+        raise QuantizeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    try:
+        graph = CaptureTracer().trace(model)
+    except Exception as exc:          # what fx raises varies: TraceError, TypeError...
+        raise QuantizeError(f"model ({type(model).__name__}) cannot be traced by torch.fx "
+                            f"({_first_line(exc)}); quantize needs a model without "
+                            f"data-dependent control flow") from None
+    return torch.fx.GraphModule(model, graph, type(model).__name__)
+
+
+class _Shapes(ShapeProp):
+    """ShapeProp that also keeps the Python values of non-tensor nodes (sizes) and remembers
+    the node that failed (ShapeProp prints a traceback; the capture says one line)."""
+
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.values = {}
+        self.failed = None
+
+    def run_node(self, n):
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):
+                result = super().run_node(n)
+        except Exception as exc:
+            self.failed = (n, exc)
+            raise
+        if not isinstance(result, torch.Tensor):
+            self.values[n] = result
+        return result
+
+
+def _fn_name(f):
+    if f in _FN_NAMES:
+        return _FN_NAMES[f]
+    mod = getattr(f, "__module__", None) or ""
+    name = getattr(f, "__name__", repr(f))
+    if mod in ("_operator", "operator"):
+        return f"operator.{name}"
+    if mod.startswith("torch.nn.functional") or mod.startswith("torch._C._nn"):
+        return f"F.{name}"
+    if mod.startswith("torch"):
+        return f"torch.{name}"
+    return f"{mod}.{name}" if mod else name
+
+
+class _Capture(OpBuilder):
+    """The walk over the fx graph that builds the ops (see the module docstring)."""
+
+    def __init__(self, gm):
+        super().__init__()
+        self.gm = gm
+        self.modules = dict(gm.named_modules())
+        self.values = {}
+        self.roles = {}
+        self.reader_counts = {}
+
+    # Facts about fx nodes --------------------------------------------------------------
+
+    def where(self, n):
+        """The fx node in a message: module path, type and fx name, or name and target."""
+        if n.op == "call_module":
+            return f"model.{n.target} ({type(self.modules[n.target]).__name__}, fx node " \
+                   f"{n.name})"
+        if n.op == "call_method":
+            return f"{n.name} (Tensor.{n.target})"
+        if n.op == "call_function":
+            return f"{n.name} ({_fn_name(n.target)})"
+        return f"{n.name} ({n.op} {n.target})"
+
+    def shape(self, n):
+        meta = n.meta.get("tensor_meta") if isinstance(n, torch.fx.Node) else None
+        return tuple(meta.shape) if isinstance(meta, TensorMetadata) else None
+
+    def module(self, n):
+        return self.modules[n.target] if n.op == "call_module" else None
+
+    def bound(self, n):
+        """``n``'s arguments by parameter name, sizes replaced by their values."""
+        if n.op == "call_function":
+            names = _FN_PARAMS.get(n.target, ("input",))
+        else:
+            names = _METHOD_PARAMS.get(n.target, ("input",))
+        args = torch.fx.node.map_arg(n.args, lambda a: self.values.get(a, a))
+        kwargs = torch.fx.node.map_arg(n.kwargs, lambda a: self.values.get(a, a))
+        out = dict(zip(names, args))
+        if len(args) > len(names):
+            out["*rest"] = tuple(args[len(names):])
+        out.update(kwargs)
+        return out
+
+    def role(self, n):
+        """``"meta"`` (shape arithmetic), ``"skip"`` (an identity) or ``"op"``."""
+        if n not in self.roles:
+            self.roles[n] = self._role(n)
+        return self.roles[n]
+
+    def _role(self, n):
+        if n.op == "output":
+            return "op"
+        if self.shape(n) is None:
+            return "meta"
+        m = self.module(n)
+        if m is not None and isinstance(m, SKIPPED):
+            return "skip"
+        if n.op == "call_function" and n.target in _DROPOUT_FNS:
+            return "skip"
+        if n.op == "call_method" and n.target in _ALIAS_METHODS:
+            return "skip"
+        src = n.args[0] if n.args else None
+        same = isinstance(src, torch.fx.Node) and self.shape(src) == self.shape(n)
+        reshape = (isinstance(m, nn.Flatten) or
+                   (n.op == "call_function" and n.target in _RESHAPE_FNS) or
+                   (n.op == "call_method" and n.target in _RESHAPE_METHODS))
+        if reshape and same:
+            return "skip"
+        if n.op == "call_function" and n.target is operator.getitem and same and \
+                self.subsample_steps(n) == (1, 1):
+            return "skip"
+        if n.op == "call_function" and n.target in _CAT_FNS:
+            tensors = self.bound(n).get("tensors")
+            if isinstance(tensors, (list, tuple)) and len(tensors) == 1:
+                return "skip"
+        return "op"
+
+    def readers(self, n):
+        """How many ops read ``n``'s value (through identities; shape arithmetic does not
+        count; the model's output does)."""
+        if n not in self.reader_counts:
+            count = 0
+            for u in n.users:
+                role = self.role(u)
+                if role == "skip":
+                    count += self.readers(u)
+                elif role == "op":
+                    count += 1
+            self.reader_counts[n] = count
+        return self.reader_counts[n]
+
+    def is_inplace(self, n):
+        m = self.module(n)
+        if m is not None:
+            return bool(getattr(m, "inplace", False)) and not isinstance(m, SKIPPED)
+        if n.op == "call_function":
+            return n.kwargs.get("inplace") is True or n.target in (torch.relu_, F.relu_,
+                                                                   operator.iadd)
+        return n.op == "call_method" and n.target.endswith("_") \
+            and not n.target.startswith("_")
+
+    def check_inplace(self):
+        """An in-place op must be the only reader of what it overwrites: the graph's values
+        are immutable, so another reader would see the wrong one."""
+        for n in self.gm.graph.nodes:
+            if self.role(n) != "op" or n.op == "output" or not self.is_inplace(n) \
+                    or not n.args or not isinstance(n.args[0], torch.fx.Node):
+                continue
+            src = n.args[0]
+            while self.role(src) == "skip" and src.args and isinstance(src.args[0],
+                                                                       torch.fx.Node):
+                src = src.args[0]
+            if self.readers(src) > 1:
+                raise self.fail(n, f"works in place on {src.name}, which other nodes also "
+                                   f"read (write it out of place)")
+
+    # Ops ---------------------------------------------------------------------------------
+
+    # The walk ----------------------------------------------------------------------------
+
+    def run(self):
+        self.check_inplace()
+        self.gm.graph.eliminate_dead_code()
+        self.roles.clear()
+        self.reader_counts.clear()
+        input_shape, output = None, None
+        for n in self.gm.graph.nodes:
+            if n.op == "placeholder":
+                if input_shape is None and self.shape(n) is not None:
+                    input_shape = self.shape(n)[1:]
+                    self.handle[n] = INPUT_NAME
+                elif n.users:
+                    raise self.fail(n, "is a second input; the model must take one tensor")
+            elif n.op == "output":
+                out = n.args[0]
+                if not isinstance(out, torch.fx.Node) or out not in self.handle:
+                    raise QuantizeError(f"the model must return one tensor computed from its "
+                                        f"input, not {out!r:.80}")
+                output = self.handle[out]
+            elif self.role(n) == "meta":
+                self.meta(n)
+            elif self.role(n) == "skip":
+                bound = self.bound(n)
+                src = bound.get("tensors", [bound.get("input")])[0] \
+                    if "tensors" in bound else bound.get("input")
+                self.alias(n, self.tensor_in(n, src))
+            else:
+                self.visit(n)
+        if output == INPUT_NAME or not any(op["kind"] == "weight" for op in self.ops.values()):
+            raise QuantizeError(f"model has no weight layer; {supported()}")
+        keep, todo = set(), [output]
+        while todo:
+            name = todo.pop()
+            if name in self.ops and name not in keep:
+                keep.add(name)
+                todo.extend(self.ops[name]["inputs"])
+        ops = [op for op in self.ops.values() if op["name"] in keep]
+        return CapturedGraph(tuple(input_shape), ops, output)
+
+    def meta(self, n):
+        """Shape arithmetic may read a tensor's shape, never its values."""
+        reads_tensor = any(self.shape(a) is not None for a in n.all_input_nodes)
+        shape_only = (n.op == "call_method" and n.target in _SHAPE_METHODS) or (
+            n.op == "call_function" and n.target is getattr and len(n.args) > 1
+            and n.args[1] in _SHAPE_ATTRS)
+        if reads_tensor and not shape_only:
+            raise self.fail(n, "turns a tensor's values into a Python value")
+
+    def visit(self, n):
+        if n.op == "get_attr":
+            raise self.fail(n, "is a parameter or buffer computed with directly (F.linear, "
+                               "F.conv2d...); use the layer modules")
+        m = self.module(n)
+        if m is not None:
+            return self.visit_module(n, m)
+        target = n.target
+        b = self.bound(n)
+        if n.op == "call_function":
+            if target in (F.relu, torch.relu, torch.relu_, F.relu_):
+                return self.relu(n, b["input"])
+            if target is F.relu6:
+                return self.clamp(n, b["input"], 0.0, 6.0)
+            if target is F.hardtanh:
+                return self.clamp(n, b["input"], b.get("min_val", -1.0), b.get("max_val", 1.0))
+            if target in (torch.clamp, torch.clip):
+                return self.clamp(n, b["input"], b.get("min"), b.get("max"))
+            if target in (operator.add, operator.iadd, torch.add):
+                return self.add(n, b)
+            if target in _CAT_FNS:
+                return self.concat(n, b)
+            if target in (F.max_pool2d, torch.max_pool2d):
+                return self.maxpool(n, b["input"], b.get("kernel_size"), b.get("stride"),
+                                    b.get("padding", 0), b.get("dilation", 1),
+                                    b.get("ceil_mode", False), b.get("return_indices", False))
+            if target is F.avg_pool2d:
+                return self.avgpool(n, b["input"], b.get("kernel_size"), b.get("stride"),
+                                    b.get("padding", 0), b.get("ceil_mode", False),
+                                    b.get("count_include_pad", True),
+                                    b.get("divisor_override"))
+            if target is F.adaptive_avg_pool2d:
+                return self.adaptive(n, b["input"], b.get("output_size"))
+            if target is torch.mean:
+                return self.mean(n, b)
+            if target in _RESHAPE_FNS:
+                return self.reshape(n, b["input"])
+            if target is F.pad:
+                return self.pad(n, b["input"], b.get("pad"), b.get("mode", "constant"),
+                                b.get("value"))
+            if target is operator.getitem and self.shape(b["input"]) is not None:
+                return self.subsample(n, b["input"])
+        elif n.op == "call_method":
+            if target in ("relu", "relu_"):
+                return self.relu(n, b["input"])
+            if target in ("clamp", "clamp_", "clip", "clip_"):
+                return self.clamp(n, b["input"], b.get("min"), b.get("max"))
+            if target in ("add", "add_"):
+                return self.add(n, b)
+            if target == "mean":
+                return self.mean(n, b)
+            if target in _RESHAPE_METHODS:
+                return self.reshape(n, b["input"])
+        raise self.fail(n)
+
+    def visit_module(self, n, m):
+        x = n.args[0] if n.args else n.kwargs.get("input")
+        if isinstance(m, LINEAR_TYPES + CONV_TYPES):
+            return self.weight(n, m, x)
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            return self.batchnorm(n, m, x)
+        if type(m) is nn.ReLU:
+            return self.relu(n, x)
+        if isinstance(m, nn.Hardtanh):                     # nn.ReLU6 is one
+            return self.clamp(n, x, m.min_val, m.max_val)
+        if type(m) is nn.MaxPool2d:
+            return self.maxpool(n, x, m.kernel_size, m.stride, m.padding, m.dilation,
+                                m.ceil_mode, m.return_indices)
+        if type(m) is nn.AvgPool2d:
+            return self.avgpool(n, x, m.kernel_size, m.stride, m.padding, m.ceil_mode,
+                                m.count_include_pad, m.divisor_override)
+        if type(m) is nn.AdaptiveAvgPool2d:
+            return self.adaptive(n, x, m.output_size)
+        if isinstance(m, nn.Flatten):
+            return self.reshape(n, x)
+        if isinstance(m, nn.ConstantPad2d):                # nn.ZeroPad2d is one
+            return self.pad(n, x, m.padding, "constant", m.value)
+        if isinstance(m, (Shift2d, AddressShift2d, ChannelShift)):
+            return self.shift_op(n, m, x)
+        raise self.fail(n)
+
+    # One handler per kind ------------------------------------------------------------------
+
+def _model_dtype(model):
+    for t in list(model.parameters()) + list(model.buffers()):
+        if t.is_floating_point():
+            return t.dtype
+    return torch.get_default_dtype()
+
+
+def capture(model, sample):
+    """Trace ``model`` with :mod:`torch.fx` and map it to quantizable ops.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Not modified (it runs in eval mode during the capture, its modes are restored).
+    sample : float tensor ``[B, C, H, W]`` or ``[B, features]``
+        A few calibration inputs for :class:`~torch.fx.passes.shape_prop.ShapeProp` (the
+        shapes recognise flattening and subsampling).
+
+    Returns
+    -------
+    CapturedGraph
+
+    Raises
+    ------
+    QuantizeError
+        One line naming the fx node (module path and type, or name and function), what is
+        wrong and :data:`~mulfree.host.quant_parse.SUPPORTED`; or that the model cannot be
+        traced.
+    """
+    if isinstance(model, nn.Module) and CaptureTracer().is_leaf_module(model, ""):
+        model = nn.Sequential(model)        # fx traces the root's own forward: keep it whole
+    with _eval_mode(model), torch.no_grad():
+        gm = trace_model(model)
+        walk = _Capture(gm)
+        shapes = _Shapes(gm)
+        try:
+            shapes.propagate(torch.as_tensor(sample).to(_model_dtype(model)))
+        except Exception as exc:
+            if shapes.failed is None:
+                raise QuantizeError(f"model ({type(model).__name__}) fails on the "
+                                    f"calibration sample ({_first_line(exc)})") from None
+            n, cause = shapes.failed
+            raise QuantizeError(f"{walk.where(n)} fails on the calibration sample "
+                                f"({_first_line(cause)}); {supported()}") from None
+        walk.values = shapes.values
+        return walk.run()
