@@ -1,10 +1,13 @@
 """``mulfree run``: an exported model on the simulated accelerator or a Zynq board.
 
-Loads the export, picks the core (``--config``: a core's manifest; without it, a 16x16 core
-that fits the model, generated and built once into the cache), compiles the model for it,
+Loads the export (a graph), picks the core (``--config``: a core's manifest; without it, a
+16x16 core of the model's dominant PE kind that fits it, generated and built once into the
+cache), compiles the model for it (``--host-fallback``: nodes of another PE kind on the host),
 opens the device, runs the inputs in batches with a progress bar, and prints the predictions'
 accuracy when labels are known, the comparison with the golden model, cycles per image,
-images per second and PE utilization from the core's counters. ``--json`` writes it all.
+images per second and PE utilization from the core's counters, and per node where it ran and
+what it cost (:mod:`mulfree.flows.run_report`). ``--json`` writes it all. ``mulfree compile``
+prints the placement table (:meth:`mulfree.host.program.Program.describe`).
 """
 
 import json
@@ -51,17 +54,20 @@ def add_parser(subparsers):
                     "simulated accelerator (the core's Verilog under Verilator, the default) "
                     "or on a Zynq board, and print the accuracy, the comparison with the "
                     "golden model, cycles per image, images per second and PE utilization "
-                    "from the core's counters. Exit status 1 if an output differs from the "
-                    "golden model or the device fails.")
+                    "from the core's counters, and per node where it ran and what it cost. "
+                    "Layers of another PE kind than the core's run on the host with "
+                    "--host-fallback. Exit status 1 if an output differs from the golden "
+                    "model or the device fails.")
     add_run_options(run)
     run.set_defaults(func=command)
     compile_ = subparsers.add_parser(
         "compile", help="check that an exported model fits a core and list its program",
         description="Compile an exported model for a core (its manifest, or a default core "
-                    "that fits) and print the program: which layers run on the core, which "
-                    "on the host, their shapes, tiles and the bytes of weights sent. A layer "
-                    "that does not fit is named with the parameter and the core's limit "
-                    "(exit status 2).")
+                    "that fits) and print the program: every node, where it runs (core or "
+                    "host), its shapes, the core cycles the cycle model expects, its useful "
+                    "terms and the elements the host computes, with totals. A layer that "
+                    "does not fit is named with the parameter and the core's limit, and a "
+                    "model mixing PE kinds needs --host-fallback (exit status 2).")
     add_compile_options(compile_)
     compile_.set_defaults(func=command)
     return run, compile_

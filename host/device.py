@@ -6,8 +6,10 @@ every register's offset and field from it, checks the identity registers against
 map of those parameters when it opens, refuses a program compiled for another core and bad
 inputs (shape, dtype, range, empty batches, non-finite reals) before sending anything,
 soft-resets the core and resets the data movers after a timeout or a core error (so a failed
-run leaves the device usable), reads the performance counters around each step, and raises
-:class:`DeviceError` ("the device is closed") for any use after :meth:`Device.close`.
+run leaves the device usable), runs a program node by node (:func:`mulfree.host.program.run_steps`:
+the core's nodes on the device, the host's in NumPy, each tensor freed after its last reader),
+reads the performance counters around each core node, and raises :class:`DeviceError` ("the
+device is closed") for any use after :meth:`Device.close`.
 
 The backend protocol (what a backend provides) is described in :mod:`mulfree.host.runtime`,
 whose :func:`~mulfree.host.runtime.open_device` builds the backend of a device kind and wraps
@@ -293,6 +295,9 @@ class Device:
         Returns
         -------
         RunResult
+            The outputs, and one :class:`~mulfree.host.run_result.NodeStats` per node: for a
+            core node its runs and counter deltas, for every node its placement, useful
+            terms, host elements and terms, estimated cycles and wall time.
 
         Raises
         ------
