@@ -36,7 +36,7 @@ from ..params.layer_golden import PostParams
 from .core_layer import LayerError, check_layer
 from .export_format import ExportError, IntModel
 from .program import Program, run_steps
-from .schedule import last_uses, node_label, place_nodes, weight_terms
+from .schedule import core_step_cycles, last_uses, node_label, place_nodes, weight_terms
 from .step_packets import decode_run, encode_run, weight_packets
 from .steps import CompileError, CoreStep, HostStep, run_x_shape, step_layer
 
@@ -296,6 +296,8 @@ def emulate_program(program: Program, x, *, records=False):
     loaded = [None]
 
     def run_core(step, x, stats):
+        if loaded[0] is step:                   # the core holds this step's weights already
+            stats.estimated_cycles = core_step_cycles(cfg, step, len(x), loaded=True)[1]
         outs = []
         chunk = 1 if step.kind == "conv2d" else step.images_per_run
         for start in range(0, len(x), chunk):

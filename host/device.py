@@ -26,6 +26,7 @@ from .device_errors import CoreRunError, DeviceError, DeviceMismatch, DeviceTime
 from .device_lock import DeviceLock
 from .manifest_check import check_manifest
 from .program import run_steps
+from .schedule import core_step_cycles
 from .run_result import RunResult
 
 
@@ -318,6 +319,9 @@ class Device:
         t0 = time.perf_counter()
 
         def run_core(step, x, stats):
+            if self._loaded_step is step:       # the core holds this step's weights already
+                stats.estimated_cycles = core_step_cycles(self.core, step, len(x),
+                                                          loaded=True)[1]
             before = self.counters()
             out = self._run_step(step, x, stats, progress)
             after = self.counters()

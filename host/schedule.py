@@ -141,11 +141,13 @@ def _run_estimate(cfg, step, images, reuse):
                       first_acts=first_block_acts(layer, g))
 
 
-def core_step_cycles(cfg, step: CoreStep, images):
+def core_step_cycles(cfg, step: CoreStep, images, *, loaded=False):
     """``(runs, estimated busy cycles)`` of ``step`` over a batch of ``images`` images.
 
     The first run sends the weights, the others reuse them (as the runtime runs a batch);
-    a linear node runs on chunks of ``images_per_run`` images, the last one shorter.
+    ``loaded``: the core holds the step's weights already (the previous run was this step's),
+    so the first run reuses them too. A linear node runs on chunks of ``images_per_run``
+    images, the last one shorter.
     """
     if images < 1:
         return 0, 0
@@ -160,7 +162,7 @@ def core_step_cycles(cfg, step: CoreStep, images):
         if (n, reuse) not in cache:
             cache[n, reuse] = _run_estimate(cfg, step, n, reuse)
         return cache[n, reuse]
-    cycles = est(chunks[0], False) + sum(est(n, True) for n in chunks[1:])
+    cycles = est(chunks[0], bool(loaded)) + sum(est(n, True) for n in chunks[1:])
     return len(chunks), int(cycles)
 
 
