@@ -102,14 +102,15 @@ def _node_line(d, images):
     head = f"  {d['index']:>3} {d['name']:<14} {d['kind']:<14} {d['placement']:<4}"
     if d["placement"] == "core":
         est = d["estimated_cycles"] / images if images else 0
-        return (f"{head} {d['runs']:>6} runs {d['cycles_per_image']:>11,.1f} cycles/image "
+        runs = f"{d['runs']} run{'s' if d['runs'] != 1 else ''}"
+        return (f"{head} {runs:>10} {d['cycles_per_image']:>11,.1f} cycles/image "
                 f"(model {est:,.1f})  PE use {100 * d['pe_utilization']:5.1f} %, useful "
                 f"{100 * d['useful_utilization']:5.1f} %  stalls in {d['stall_in_cycles']:,} "
                 f"out {d['stall_out_cycles']:,}")
     per = d["host_elements"] / images if images else 0
     line = f"{head} {per:>13,.0f} elements/image"
     if d["host_terms"]:
-        line += f", {d['host_terms'] / images:,.0f} terms/image (host fallback)"
+        line += f", {d['host_terms'] / images:,.0f} terms/image"
     return line
 
 
@@ -151,9 +152,10 @@ def format_report(report):
     if host:
         lines.append(f"host        {len(host)} node{'s' if len(host) != 1 else ''}: "
                      f"{report['host_elements']:,} elements"
-                     + (f", {report['host_terms']:,} terms (host fallback)"
+                     + (f", {report['host_terms']:,} terms of weight nodes"
                         if report.get("host_terms") else ""))
-    lines.append(f"nodes       {'#':>3} {'name':<14} {'kind':<14} where")
+    lines.append("nodes")
+    lines.append(f"  {'#':>3} {'name':<14} {'kind':<14} where")
     for d in nodes:
         lines.append(_node_line(d, report["images"]))
     return "\n".join(lines)
