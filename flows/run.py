@@ -190,7 +190,8 @@ def _check_core_options(args):
 def check_run_options(args):
     """Refuse a bad option of ``mulfree run`` before anything is loaded, built or run.
 
-    Numbers in range, ``--labels`` only with ``--input``, the output file (``--json``) and
+    Numbers in range, ``--labels`` only with ``--input``, ``--data-dir`` a folder and only
+    with (and always with) ``--dataset cifar10``, the output file (``--json``) and
     the simulator's folder (``--build-dir``) writable, ``--zynq-config`` a valid
     :class:`~mulfree.host.zynq.ZynqConfig` file.
 

@@ -264,6 +264,9 @@ def test_compile_cli_lists_the_placement(mixed_export, run_main, capsys):
         where = "host" if info.name in ("pw", "fc") else PLACES[info.name]
         assert re.search(rf"\n +{info.index}  {re.escape(info.name)} +{info.kind} +{where} ",
                          out), (info.name, out)
+    status, out, err = run_main(["compile", str(path), "--batch", "0"], capsys)
+    assert status == 2 and err.count("\n") == 1 and "--batch must be an integer >= 1, not 0" \
+        in err
 
 
 @pytest.mark.parametrize("argv, message", [
