@@ -302,3 +302,22 @@ def test_run_takes_every_dataset_name():
         args = parser.parse_args(["run", "m", "--dataset", name])
         assert args.dataset == name and args.data_dir is None and not args.host_fallback
     assert parser.parse_args(["compile", "m", "--host-fallback"]).host_fallback
+
+
+def test_run_reads_cifar10_from_data_dir(mixed_export, tmp_path, run_main, capsys):
+    """``--dataset cifar10 --data-dir DIR`` reads the binary files there (here: three records;
+    the model takes other images, so the run stops there, before any core is built)."""
+    model, path = mixed_export
+    data = tmp_path / "cifar" / "cifar-10-batches-bin"
+    data.mkdir(parents=True)
+    records = np.zeros((3, 1 + 3 * 32 * 32), np.uint8)
+    records[:, 0] = [3, 7, 9]
+    (data / "test_batch.bin").write_bytes(records.tobytes())
+    never = tmp_path / "never"
+    status, out, err = run_main(["run", str(path), "--dataset", "cifar10", "--data-dir",
+                                 str(tmp_path / "cifar"), "--limit", "2", "--build-dir",
+                                 str(never)], capsys)
+    assert status == 2 and err.count("\n") == 1
+    assert re.search(r"--dataset cifar10: its images have shape \(3, 32, 32\), MODEL '.*' "
+                     r"takes \(4, 8, 8\)", err), err
+    assert not never.exists()
