@@ -302,6 +302,13 @@ class _Capture(OpBuilder):
         return n.op == "call_method" and n.target.endswith("_") \
             and not n.target.startswith("_")
 
+    def check_inputs(self):
+        """One input tensor: a further placeholder must be unused (a default argument)."""
+        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
+        for n in placeholders[1:]:
+            if n.users:
+                raise self.fail(n, "is a second input; the model must take one tensor")
+
     def check_inplace(self):
         """An in-place op must be the only reader of what it overwrites: the graph's values
         are immutable, so another reader would see the wrong one."""
@@ -486,6 +493,7 @@ def capture(model, sample):
     with _eval_mode(model), torch.no_grad():
         gm = trace_model(model)
         walk = _Capture(gm)
+        walk.check_inputs()
         shapes = _Shapes(gm)
         try:
             shapes.propagate(torch.as_tensor(sample).to(_model_dtype(model)))

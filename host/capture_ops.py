@@ -19,7 +19,7 @@ from .quant_parse import CONV_TYPES, SUPPORTED, QuantizeError, conv_geometry, we
 from .zero_flop_layers import AddressShift2d, Shift2d
 
 
-__all__ = ["MOVES", "RESCALING", "OpBuilder", "pair", "supported"]
+__all__ = ["MOVES", "RESCALING", "OpBuilder", "pair", "supported", "shape_text"]
 
 
 #: Op kinds that keep their input's scale and only move or select values (zero fill): a ReLU
@@ -40,6 +40,12 @@ def pair(v):
         return int(v[0]), int(v[1])
     return None
 
+
+
+def shape_text(shape):
+    """A batch's shape in a message, ``[B, 4, 8, 8]`` (the sample's batch size is no fact of
+    the model)."""
+    return "[" + ", ".join(["B"] + [str(d) for d in shape[1:]]) + "]"
 
 
 def supported():
@@ -125,7 +131,7 @@ class OpBuilder:
         shape = self.shape(x)
         if shape is None or len(shape) != want:
             need = "[B, C, H, W]" if want == 4 else "[B, features]"
-            raise self.fail(n, f"reads a tensor of shape {list(shape or ())}; it needs "
+            raise self.fail(n, f"reads a tensor of shape {shape_text(shape or (0,))}; it needs "
                                f"{need}")
         return shape
 
@@ -205,8 +211,9 @@ class OpBuilder:
                                f"tensors (a residual) is supported")
         names = [self.tensor_in(n, a), self.tensor_in(n, other)]
         if self.shape(a) != self.shape(n) or self.shape(other) != self.shape(n):
-            raise self.fail(n, f"adds tensors of shapes {list(self.shape(a))} and "
-                               f"{list(self.shape(other))} (broadcasting); they must agree")
+            raise self.fail(n, f"adds tensors of shapes {shape_text(self.shape(a))} and "
+                               f"{shape_text(self.shape(other))} (broadcasting); they must "
+                               f"agree")
         return self.new_op(n, "add", names)
 
     def concat(self, n, b):
@@ -281,8 +288,8 @@ class OpBuilder:
         name = self.tensor_in(n, x)
         shape, out = self.shape(x), self.shape(n)
         if len(shape) != 4 or out != (shape[0], int(np.prod(shape[1:]))):
-            raise self.fail(n, f"reshapes {list(shape)} to {list(out)}; only a flatten of "
-                               f"[B, C, H, W] to [B, -1] is supported")
+            raise self.fail(n, f"reshapes a batch of shape {list(shape)} to {list(out)}; only "
+                               f"a flatten of [B, C, H, W] to [B, -1] is supported")
         return self.new_op(n, "flatten", [name])
 
     def pad(self, n, x, pad, mode, value):

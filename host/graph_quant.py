@@ -96,7 +96,7 @@ class _Quantizer:
         e = exp_for(maxabs, self.qmax)
         need = self.required.get(name)
         if e is None:
-            e = fallback if need is None else max(fallback, need)
+            e = fallback if need is None else need
         return e if need is None else max(e, need)
 
     def node(self, op, xs):

@@ -1,10 +1,12 @@
 """Post-training integer quantization of PyTorch models into the export format.
 
-:func:`quantize` turns an ``nn.Sequential`` of mulfree / PyTorch layers
-(:func:`~mulfree.host.quant_parse.parse_model` says which) into an
-:class:`~mulfree.host.export_format.IntModel` (``docs/export_format.md``), choosing every
-scale from calibration data run through the integer network
-(:mod:`mulfree.host.int_inference`). Part of :mod:`mulfree.host.quant`, which re-exports it.
+:func:`quantize` turns a PyTorch model into an :class:`~mulfree.host.export_format.IntModel`
+(``docs/export_format.md``), choosing every scale from calibration data run through the
+integer network (:mod:`mulfree.host.int_inference`). An ``nn.Sequential`` that
+:func:`~mulfree.host.quant_parse.parse_model` reads becomes a chain of unnamed nodes, exactly
+as it always did; any other model (or ``Sequential``) is captured with :mod:`torch.fx`
+(:mod:`mulfree.host.capture`) and quantized as a graph (:mod:`mulfree.host.graph_quant`).
+Part of :mod:`mulfree.host.quant`, which re-exports it.
 
 Quantization rules
 ------------------
@@ -59,6 +61,44 @@ ReLU sets the ``relu`` flag of the preceding weight layer (through max pooling a
 flattening, which commute with it). ``Shift2d`` directly before a convolution becomes the
 convolution's per-input-channel table ``shifts`` (kernel 1 or 3 only: the format moves a
 channel by at most one pixel). ``nn.Identity`` and dropout are skipped.
+
+Graphs
+------
+A captured graph (:class:`~mulfree.host.capture.CapturedGraph`) is quantized op by op in
+topological order, each op calibrated on the outputs of the already-quantized integer graph.
+Every op that *rescales* (a weight layer, an add, a concat, an average pooling) picks its
+output exponent ``O`` from the real values it produces, as above; every other op (max pooling,
+flattening, padding, clamps, the shifts) keeps its input's exponent and width.
+
+* **Weight layers** follow the rules above, each with its own PE kind (mult first conv and
+  classifier with an adder or shift body, shift + adder pairs...); a depthwise convolution
+  (``groups = C``) is quantized like a dense one (one weight exponent per layer).
+* **Add** of inputs on ``2^e_i``: the common grid is ``g = min e_i`` (the finest input is not
+  shifted, nothing is lost before the one rounding), ``in_shifts[i] = e_i - g``, the exact
+  sum ``y = sum x_i 2^in_shifts[i]`` stands for ``y 2^g``; ``O`` from ``max|y 2^g|``
+  (after the ReLU when the add's only reader is a ReLU, folded as ``relu``), ``shift = O - g``
+  (clamped to the format's ``[-16, 62]``, ``O = g + shift``).
+* **Concat**: ``O`` from the largest real magnitude of all inputs, ``shifts[i] = O - e_i``.
+* **Average pooling** (and global): ``O`` from the real averages ``S 2^E / N`` (exact
+  rationals), ``shift = O - E`` (clamped to ``[-16, 32]``).
+* **Clamp** (ReLU6, Hardtanh, ``torch.clamp``; a ReLU that cannot be folded is ``lo = 0``):
+  each real bound ``b`` becomes ``round_half_up(b 2^-E)`` on the input's grid ``2^E``,
+  saturated to the input's range (an absent bound is the range's end). The op that sets the
+  clamp's input scale (reached through max pooling, flattening, padding and the shifts, each
+  with no other reader) calibrates on the clamped values, since what it saturates beyond them
+  is clamped anyway, and takes the ReLU when the lower bound is ``>= 0``.
+* **Adder layers' weights** (``max|w| <= (2^(a-1) - 1) 2^E``) raise the exponent of the op that
+  sets their input's scale: the requirement goes back through the ops that keep the scale
+  (max pooling, flattening, padding, clamps, the shifts) to the weight layer, add, concat,
+  pooling or model input that sets it, which then picks at least that exponent. An add or a
+  concat raises its *own* output exponent (that is where the scale of its output is set; its
+  inputs keep theirs, the add's ``in_shifts`` and ``shift`` align them). Several adder
+  readers: the largest requirement.
+* An op whose calibration outputs are all 0 takes its input's grid (weight layers: 0).
+
+No node multiplies: every rescaling is a shift, averaging a sum and an exact rounded division.
+A graph that is a chain (every op reads the one before) gets unnamed nodes without
+``inputs``; otherwise every node is named after its fx node.
 """
 
 import numpy as np
