@@ -321,3 +321,28 @@ def test_run_reads_cifar10_from_data_dir(mixed_export, tmp_path, run_main, capsy
     assert re.search(r"--dataset cifar10: its images have shape \(3, 32, 32\), MODEL '.*' "
                      r"takes \(4, 8, 8\)", err), err
     assert not never.exists()
+
+
+@pytest.mark.parametrize("form", ["shift", "adder"])
+def test_zoo_resnet8_captured_and_quantized(form):
+    """A captured, quantized ResNet-8 of the zoo (option-A shortcuts; the adder form keeps mult
+    ends, which run on the host with host_fallback) on the NumPy core model equals the golden
+    model."""
+    import torch
+    from mulfree.host.quant import quantize
+    from mulfree.host.zoo import build_zoo_model
+    from mulfree.params.model_golden import quantize_input
+    torch.manual_seed(0)
+    net = build_zoo_model("resnet8", form, widths=(4, 8, 8)).eval()
+    x = torch.rand(8, 3, 16, 16)
+    model = quantize(net, x)
+    cfg = core_for_model(model, rows=4, cols=4)
+    assert cfg.engine.pe == form
+    if form == "adder":
+        with pytest.raises(CompileError, match=r"mult conv2d\).*mult linear\) have weights"):
+            compile_model(model, cfg)
+    program = compile_model(model, cfg, host_fallback=form == "adder")
+    assert {s.kind for s in program.host_steps} >= {"add", "global_avgpool"}
+    xq = quantize_input(model, x[:2].numpy())
+    y = emulate_program(program, xq)
+    assert np.array_equal(y, run_int_model(model, xq))
