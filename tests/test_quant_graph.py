@@ -3,6 +3,8 @@ post-training quantization of captured models (residuals, depthwise, ReLU6, pool
 the shift kinds, mixed PE kinds): bit-exact integer inference, closeness to the float model,
 and the scale rules of ``mulfree.host.ptq`` ("Graphs") checked on the quantized nodes."""
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -228,3 +230,341 @@ def test_output_scale_is_the_last_nodes():
     assert output_scale_exp(model) == -2
     y = torch.tensor([[4, -1]])
     assert dequantize_output(model, y).tolist() == [[1.0, -0.25]]
+
+
+# Captured models ---------------------------------------------------------------------------
+
+def _calibrate(model, x, seed=0):
+    """BatchNorm statistics of ``x`` exactly (one cumulative batch) and power-of-two BN scales
+    ``gamma / sigma`` (``1 / sigma`` rounded to a power of two, times ``2^-1 .. 2^1``), so that
+    shift and adder layers fold their BN exactly and the float model is what the integer model
+    approximates with rounding only."""
+    bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    for m in bns:
+        m.momentum = None
+        m.reset_running_stats()
+    model.train()
+    with torch.no_grad():
+        model(x)
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in bns:
+            sd = torch.sqrt(m.running_var + m.eps)
+            p = torch.round(-torch.log2(sd)) + torch.randint(-1, 2, sd.shape, generator=g)
+            m.weight.copy_(sd * torch.exp2(p))
+            m.bias.copy_(torch.rand(sd.shape, generator=g) * 0.4 - 0.1)
+    return model
+
+
+def _check(model, x, im, err_max, agree_min, golden=8):
+    """Integer forward equals the golden model; the dequantized outputs are close to the float
+    model (a wrong scale anywhere doubles or halves a tensor: far beyond ``err_max``)."""
+    xq = quantize_input(im, x.numpy())
+    y = int_forward(im, xq)
+    np.testing.assert_array_equal(y[:golden].numpy(), run_int_model(im, xq[:golden]))
+    got = dequantize_output(im, y)
+    np.testing.assert_array_equal(got.numpy(), quantized_forward(im, x).numpy())
+    with torch.no_grad():
+        want = model(x).double()
+    err = ((got - want).abs().max() / want.abs().max()).item()
+    agree = (got.argmax(1) == want.argmax(1)).double().mean().item()
+    assert err < err_max and agree >= agree_min, (err, agree)
+    return err, agree
+
+
+CONV = {"mult": nn.Conv2d, "adder": AdderConv2d,
+        "shift": lambda *a, **k: ShiftConv2d(*a, mode="q", weight_bits=5, **k)}
+
+
+class _Block(nn.Module):
+    def __init__(self, cin, cout, stride, shortcut, conv):
+        super().__init__()
+        self.conv1, self.bn1 = conv(cin, cout, 3, stride=stride, padding=1), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = conv(cout, cout, 3, padding=1), nn.BatchNorm2d(cout)
+        self.pad, self.short = (cout - cin) // 2, None
+        if shortcut == "B" and (stride != 1 or cin != cout):
+            self.short = nn.Sequential(conv(cin, cout, 1, stride=stride), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.short is not None:
+            sc = self.short(x)
+        elif self.pad:
+            sc = F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+        else:
+            sc = x
+        return F.relu(out + sc)
+
+
+class _ResNet(nn.Module):
+    """A CIFAR ResNet in miniature: multiplier stem and classifier, a body of ``body``."""
+
+    def __init__(self, shortcut, body="mult"):
+        super().__init__()
+        torch.manual_seed(5)
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.layers = nn.Sequential(_Block(8, 8, 1, shortcut, CONV[body]),
+                                    _Block(8, 16, 2, shortcut, CONV[body]))
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = self.layers(F.relu(self.bn(self.conv(x))))
+        x = F.adaptive_avg_pool2d(x, 1)
+        return self.fc(x.view(x.size(0), -1))
+
+
+@pytest.mark.parametrize("shortcut, body", [("A", "mult"), ("B", "mult"), ("A", "shift"),
+                                            ("B", "adder"), ("A", "adder")])
+def test_resnet_blocks(shortcut, body):
+    torch.manual_seed(11)
+    x = torch.randn(80, 3, 12, 12)
+    model = _calibrate(_ResNet(shortcut, body), x)
+    im = quantize(model, x)
+    kinds = [layer.kind for layer in im.layers]
+    assert kinds.count("add") == 2 and "global_avgpool" in kinds
+    assert ("pad" in kinds) == (shortcut == "A")
+    pes = {layer.pe for layer in im.layers if layer.kind in ("conv2d", "linear")}
+    assert pes == {"mult", body}
+    _check(model, x, im, 0.15, 0.85)
+    # The scale rules of an add, on the integer tensors the quantizer calibrated on.
+    xq = quantize_input(im, x.numpy())
+    _, kept = run_graph(im, xq, keep=True)
+    for info in im.graph():
+        layer = im.layers[info.index]
+        if layer.kind != "add":
+            continue
+        g = min(info.in_exps)
+        assert layer.in_shifts == tuple(e - g for e in info.in_exps)
+        assert layer.out_scale_exp == g + layer.shift
+        real = sum(kept[name].astype(object) * Fraction(2) ** e
+                   for name, e in zip(info.inputs, info.in_exps))
+        top = max(max(v, 0) if layer.relu else abs(v) for v in real.flatten())
+        assert top <= 127 * Fraction(2) ** info.scale_exp < 2 * top, (top, info.scale_exp)
+
+
+class _DWS(nn.Module):
+    """Depthwise-separable blocks with ReLU6, MaxPool2d(3, 2, 1), AvgPool2d(3, 1, 1) and a
+    ``torch.cat`` of a pooled and a convolved branch; ``pe`` for the depthwise and pointwise
+    convolutions (``"shiftadd"``: a shift then an adder pointwise convolution)."""
+
+    def __init__(self, pe):
+        super().__init__()
+        torch.manual_seed(6)
+        dw = CONV["adder" if pe == "shiftadd" else pe]
+        self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(3, 2, 1)
+        self.dw, self.bn1 = dw(8, 8, 3, padding=1, groups=8, bias=False), nn.BatchNorm2d(8)
+        if pe == "shiftadd":
+            self.pw = nn.Sequential(CONV["shift"](8, 8, 1), nn.BatchNorm2d(8), nn.ReLU(),
+                                    CONV["adder"](8, 8, 1))
+        else:
+            self.pw = dw(8, 8, 1, bias=False)
+        self.bn2, self.avg = nn.BatchNorm2d(8), nn.AvgPool2d(3, 1, 1)
+        self.fc = nn.Linear(16, 5)
+
+    def forward(self, x):
+        x = self.pool(F.relu6(self.bn(self.conv(x))))
+        y = nn.functional.hardtanh(self.bn1(self.dw(x)), 0.0, 6.0)
+        y = torch.clamp(self.bn2(self.pw(y)), 0, 6)
+        return self.fc(torch.cat([self.avg(x), y], 1).mean((2, 3)))
+
+
+@pytest.mark.parametrize("pe", ["mult", "shift", "adder", "shiftadd"])
+def test_depthwise_separable_relu6_pools_and_concat(pe):
+    torch.manual_seed(12)
+    x = torch.randn(80, 3, 12, 12)
+    model = _calibrate(_DWS(pe), x)
+    im = quantize(model, x)
+    by_kind = {}
+    for layer in im.layers:
+        by_kind.setdefault(layer.kind, []).append(layer)
+    assert by_kind["maxpool2d"][0].kernel == (3, 3) and by_kind["maxpool2d"][0].padding == (1, 1)
+    assert by_kind["avgpool2d"][0].kernel == (3, 3) and len(by_kind["concat"]) == 1
+    assert by_kind["conv2d"][1].groups == 8
+    assert len(by_kind["clamp"]) == 3
+    _check(model, x, im, 0.15, 0.85)
+    infos = {i.name: i for i in im.graph()}
+    _, kept = run_graph(im, quantize_input(im, x.numpy()), keep=True)
+    for layer in im.layers:
+        info = infos[layer.name]
+        if layer.kind == "clamp":                      # ReLU6 on the input's grid
+            hi = int(np.floor(6 * 2.0 ** -info.in_exps[0] + 0.5))
+            assert (layer.lo, layer.hi) == (0, min(hi, (1 << (info.in_bits[0] - 1)) - 1))
+        if layer.kind == "concat":
+            assert layer.shifts == tuple(info.scale_exp - e for e in info.in_exps)
+            top = max(int(np.abs(kept[name]).max()) * Fraction(2) ** e
+                      for name, e in zip(info.inputs, info.in_exps))
+            assert top <= 127 * Fraction(2) ** info.scale_exp < 2 * top
+        if layer.kind in ("avgpool2d", "global_avgpool"):
+            assert info.scale_exp == info.in_exps[0] + layer.shift
+            # The smallest exponent holding the largest real average S 2^E / N.
+            src = torch.as_tensor(kept[info.inputs[0]], dtype=torch.float64)
+            if layer.kind == "avgpool2d":
+                sums = F.avg_pool2d(src, layer.kernel, layer.stride, layer.padding,
+                                    divisor_override=1)
+                n = layer.kernel[0] * layer.kernel[1]
+            else:
+                sums, n = src.sum((2, 3)), src.shape[2] * src.shape[3]
+            top = Fraction(int(sums.abs().max()), n) * Fraction(2) ** info.in_exps[0]
+            assert top <= 127 * Fraction(2) ** info.scale_exp < 2 * top
+
+
+class _Clamp(nn.Module):
+    def __init__(self, lo, hi):
+        super().__init__()
+        torch.manual_seed(15)
+        self.conv, self.lo, self.hi = nn.Conv2d(2, 3, 3, padding=1), lo, hi
+
+    def forward(self, x):
+        y = self.conv(x)
+        return torch.clamp(y, self.lo, self.hi) + y        # the conv has a second reader
+
+
+@pytest.mark.parametrize("lo, hi", [(-0.3, 0.71), (-100.0, 0.05), (0.2, 1e6), (-0.5, None)])
+def test_clamp_bounds_round_half_up_on_the_grid_and_saturate(lo, hi):
+    torch.manual_seed(16)
+    x = torch.randn(30, 2, 5, 5)
+    model = _Clamp(lo, hi).eval()
+    im = quantize(model, x)
+    info, layer = im.graph()[1], im.layers[1]
+    assert layer.kind == "clamp" and info.in_exps[0] == im.layers[0].out_scale_exp
+    e = info.in_exps[0]
+
+    def bound(v, default):
+        if v is None:
+            return default
+        return max(-128, min(127, (Fraction(v) * Fraction(2) ** -e + Fraction(1, 2)).__floor__()))
+    assert (layer.lo, layer.hi) == (bound(lo, -128), bound(hi, 127))
+    _check(model, x, im, 0.05, 0.9)
+
+
+class _Shifts(nn.Module):
+    """Shift2d(5) as a node, Shift2d(3) folded into the 1x1 convolution after it, the address
+    and channel shifts, a residual add; ``pe`` for the 1x1 convolutions."""
+
+    def __init__(self, pe):
+        super().__init__()
+        torch.manual_seed(7)
+        conv = CONV[pe]
+        self.conv, self.bn = nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12)
+        self.s5, self.c1, self.bn1 = Shift2d(12, 5, 1), conv(12, 12, 1), nn.BatchNorm2d(12)
+        self.s3, self.c2, self.bn2 = Shift2d(12, 3), conv(12, 12, 1), nn.BatchNorm2d(12)
+        self.addr, self.chan = AddressShift2d(12), ChannelShift(12, 5)
+        self.fc = ShiftLinear(12, 4, mode="q", weight_bits=5)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        y = F.relu(self.bn1(self.c1(self.s5(x))))
+        y = self.bn2(self.c2(self.s3(y)))
+        y = self.chan(self.addr(F.relu(y + x)))
+        return self.fc(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("pe", ["mult", "shift", "adder"])
+def test_shift_address_and_channel_shift_blocks(pe):
+    torch.manual_seed(13)
+    x = torch.randn(80, 3, 10, 10)
+    model = _calibrate(_Shifts(pe), x)
+    im = quantize(model, x)
+    kinds = [layer.kind for layer in im.layers]
+    assert {"shift2d", "address_shift", "channel_shift", "add"} <= set(kinds)
+    folded = [layer for layer in im.layers if layer.kind == "conv2d" and layer.shifts is not None]
+    assert len(folded) == 1
+    np.testing.assert_array_equal(folded[0].shifts, np.array(model.s3.offsets))
+    _check(model, x, im, 0.15, 0.85)
+
+
+class _Wrap(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+@pytest.mark.parametrize("pe", PES)
+def test_a_chain_captured_by_fx_is_the_sequential_chain(pe):
+    torch.manual_seed(8)
+    lin = {"mult": nn.Linear, "adder": AdderLinear,
+           "shift": lambda i, o: ShiftLinear(i, o, mode="q", weight_bits=5)}[pe]
+    seq = nn.Sequential(
+        nn.Sequential(Shift2d(3, 3, group=1), CONV[pe](3, 6, 3, padding=1)),
+        nn.BatchNorm2d(6), nn.ReLU(), nn.Identity(), CONV[pe](6, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8), nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Dropout(),
+        lin(8 * 2 * 2, 10), nn.BatchNorm1d(10), nn.ReLU(), nn.Linear(10, 7))
+    x = torch.randn(60, 3, 9, 9)
+    _calibrate(seq, x)
+    chain = quantize(seq, x)
+    graph = quantize(_Wrap(seq), x)
+    assert graph == chain
+    assert all(layer.name is None and layer.inputs is None for layer in graph.layers)
+
+
+def test_adder_layers_raise_the_exponent_that_sets_their_input():
+    torch.manual_seed(9)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.conv2 = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(2, 4, 3, padding=1)
+            self.a1 = AdderConv2d(4, 4, 3, padding=1)          # through max pooling and pad
+            self.a2 = AdderConv2d(4, 4, 1)                     # after an add
+            self.a0 = AdderConv2d(2, 4, 1)                     # on the model's input
+            with torch.no_grad():
+                for m, k in ((self.a1, 40), (self.a2, 60), (self.a0, 30)):
+                    m.weight.mul_(k)
+
+        def forward(self, x):
+            y = F.pad(F.max_pool2d(self.conv(x), 2), (1, 1, 1, 1))
+            z = self.a2(self.conv(x) + self.conv2(x))
+            return self.a1(y).mean((2, 3)) + self.a0(x).mean((2, 3)) + z.mean((2, 3))
+
+    model = Net().eval()
+    x = torch.randn(40, 2, 6, 6) * 0.1
+    im = quantize(model, x)
+    infos = {i.name: i for i in im.graph()}
+    for name, src in (("a1", "conv"), ("a2", "add"), ("a0", "input")):
+        w = getattr(model, name).weight.detach().double()
+        e = infos[name].in_exps[0]
+        top = w.abs().max().item()
+        assert top <= 127 * 2.0 ** e < 2 * top, (name, e)       # the smallest holding them
+        codes = im.layers[infos[name].index].codes
+        np.testing.assert_array_equal(codes, torch.floor(w * 2.0 ** -e + 0.5).numpy())
+        exp = im.input.scale_exp if src == "input" else infos[src].scale_exp
+        assert exp == e
+    add = im.layers[infos["add"].index]                 # the add's inputs keep their scales
+    assert add.in_shifts == tuple(e - min(infos["add"].in_exps) for e in infos["add"].in_exps)
+    assert infos["conv"].scale_exp < infos["add"].scale_exp
+    _check(model, x, im, 0.05, 0.9)
+
+
+def test_graph_export_round_trip(tmp_path):
+    torch.manual_seed(14)
+    x = torch.randn(40, 3, 12, 12)
+    model = _calibrate(_ResNet("A", "shift"), x)
+    im = quantize(model, x)
+    write_export(im, tmp_path / "m")
+    loaded = load_export(tmp_path / "m")
+    assert loaded == im
+    xq = quantize_input(im, x[:4].numpy())
+    np.testing.assert_array_equal(run_int_model(loaded, xq), int_forward(im, xq).numpy())
+
+
+@pytest.mark.parametrize("name, form, kw", [
+    ("resnet8", "adder", {}), ("resnet8", "shift", dict(shortcut="B")),
+    ("shiftnet", "mult", dict(kernel=5, blocks=1)), ("addressnet", "shiftadd", dict(blocks=1)),
+    ("mobilenet_dws", "shift", {})])
+def test_zoo_models(name, form, kw):
+    from mulfree.host import zoo
+    torch.manual_seed(10)
+    model = zoo.build_zoo_model(name, form, widths=(8, 16, 32), **kw)
+    x = torch.randn(48, 3, 16, 16)
+    _calibrate(model, x)
+    im = quantize(model, x)
+    xq = quantize_input(im, x[:4].numpy())
+    np.testing.assert_array_equal(int_forward(im, xq).numpy(), run_int_model(im, xq))
+    pes = {layer.pe for layer in im.layers if layer.kind in ("conv2d", "linear")}
+    assert form in pes or (form == "shiftadd" and pes >= {"shift", "adder"})
