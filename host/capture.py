@@ -251,8 +251,8 @@ class _Capture(OpBuilder):
         return self.roles[n]
 
     def _role(self, n):
-        if n.op == "output":
-            return "op"
+        if n.op == "output" or (self.shape(n) is None and "tensor_meta" in n.meta):
+            return "op"                    # the output, or tensors in a tuple (torch.chunk...)
         if self.shape(n) is None:
             return "meta"
         m = self.module(n)
@@ -323,8 +323,6 @@ class _Capture(OpBuilder):
             if self.readers(src) > 1:
                 raise self.fail(n, f"works in place on {src.name}, which other nodes also "
                                    f"read (write it out of place)")
-
-    # Ops ---------------------------------------------------------------------------------
 
     # The walk ----------------------------------------------------------------------------
 

@@ -58,7 +58,8 @@ class OpBuilder:
     op name holding its value) and one builder per kind.
 
     A subclass provides the facts about fx nodes: ``where(n)`` (the node in a message),
-    ``shape(n)`` (its tensor's shape, or None) and ``readers(n)`` (how many ops read it).
+    ``shape(n)`` (its tensor's shape, or None), ``readers(n)`` (how many ops read it) and
+    ``bound(n)`` (its arguments by name, shape arithmetic replaced by its values).
     """
 
     def __init__(self):
@@ -70,6 +71,7 @@ class OpBuilder:
         return QuantizeError(f"{self.where(n)} {why}; {supported()}")
 
     def new_op(self, n, kind, inputs, name=None, **fields):
+        """Add an op of ``kind`` for fx node ``n`` reading the ops ``inputs``; returns it."""
         name = self.unique(name or n.name)
         op = dict(kind=kind, name=name, inputs=list(inputs), where=self.where(n),
                   readers=self.readers(n), relu=False, clip=None)
@@ -79,6 +81,7 @@ class OpBuilder:
         return op
 
     def unique(self, name):
+        """``name``, made a valid node name no op has yet (not ``input``, not too long)."""
         if name == INPUT_NAME or len(name) > MAX_NAME_LENGTH - 8:
             name = f"n{len(self.ops)}_{name[-(MAX_NAME_LENGTH - 24):]}"
         base, i = name, 1
@@ -93,6 +96,7 @@ class OpBuilder:
             self.ops[name]["readers"] = self.readers(n)
 
     def tensor_in(self, n, arg):
+        """The op name holding tensor ``arg`` that ``n`` reads; an error for a constant."""
         if isinstance(arg, torch.fx.Node) and arg in self.handle:
             return self.handle[arg]
         raise self.fail(n, f"reads {arg!r:.60}, which is not a tensor computed from the "
@@ -109,7 +113,6 @@ class OpBuilder:
                 return None
             op = self.ops.get(op["inputs"][0])
         return None
-
 
     def shift_op(self, n, m, x):
         """A ``Shift2d``, ``AddressShift2d`` or ``ChannelShift`` module's op."""
@@ -128,6 +131,7 @@ class OpBuilder:
         return self.new_op(n, "channel_shift", [self.tensor_in(n, x)], r=int(m.r))
 
     def rank(self, n, x, want):
+        """``x``'s shape, which must have ``want`` dimensions (with the batch)."""
         shape = self.shape(x)
         if shape is None or len(shape) != want:
             need = "[B, C, H, W]" if want == 4 else "[B, features]"
@@ -136,6 +140,7 @@ class OpBuilder:
         return shape
 
     def weight(self, n, m, x):
+        """A linear or convolution module: a weight op (a ``Shift2d`` op before it folded)."""
         conv = isinstance(m, CONV_TYPES)
         path = f"model.{n.target}"
         name = self.tensor_in(n, x)
@@ -159,6 +164,7 @@ class OpBuilder:
         return self.new_op(n, "weight", [name], **item)
 
     def batchnorm(self, n, m, x):
+        """BatchNorm folded into the weight op it directly follows."""
         name = self.tensor_in(n, x)
         op = self.ops.get(name)
         want = nn.BatchNorm2d if op is not None and op.get("conv") else nn.BatchNorm1d
@@ -172,6 +178,7 @@ class OpBuilder:
         self.alias(n, name)
 
     def relu(self, n, x):
+        """ReLU folded into the weight op or add setting its input's scale, else a clamp."""
         name = self.tensor_in(n, x)
         target = self.fold_target(name)
         if target is not None and target["kind"] in ("weight", "add"):
@@ -180,6 +187,7 @@ class OpBuilder:
         return self.new_op(n, "clamp", [name], lo_real=0.0, hi_real=None)
 
     def clamp(self, n, x, lo, hi):
+        """A clamp op to real bounds ``[lo, hi]`` (None: unbounded); calibrates its producer."""
         for v in (lo, hi):
             if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool)
                                       and np.isfinite(v)):
@@ -202,13 +210,15 @@ class OpBuilder:
         return self.new_op(n, "clamp", [name], lo_real=lo, hi_real=hi)
 
     def add(self, n, b):
+        """The residual sum of two tensors of one shape (``b``: the bound arguments)."""
         a, other = b.get("input"), b.get("other")
         if b.get("alpha", 1) != 1 or b.get("out") is not None:
             raise self.fail(n, "scales or writes its result (alpha, out); only x + y is "
                                "supported")
-        if not isinstance(other, torch.fx.Node) or self.shape(other) is None:
-            raise self.fail(n, f"adds the constant {other!r:.40}; only the sum of two "
-                               f"tensors (a residual) is supported")
+        for v in (a, other):
+            if not isinstance(v, torch.fx.Node) or self.shape(v) is None:
+                raise self.fail(n, f"adds the constant {v!r:.40}; only the sum of two "
+                                   f"tensors (a residual) is supported")
         names = [self.tensor_in(n, a), self.tensor_in(n, other)]
         if self.shape(a) != self.shape(n) or self.shape(other) != self.shape(n):
             raise self.fail(n, f"adds tensors of shapes {shape_text(self.shape(a))} and "
@@ -217,6 +227,7 @@ class OpBuilder:
         return self.new_op(n, "add", names)
 
     def concat(self, n, b):
+        """``torch.cat`` of 2..8 tensors along the channels."""
         tensors, dim = b.get("tensors"), b.get("dim", 0)
         if not isinstance(tensors, (list, tuple)) or not 2 <= len(tensors) <= MAX_INPUTS:
             count = len(tensors) if isinstance(tensors, (list, tuple)) else repr(tensors)[:40]
@@ -229,7 +240,9 @@ class OpBuilder:
         return self.new_op(n, "concat", names)
 
     def window(self, n, kernel, stride, padding, kmax):
-        k, s = pair(kernel), pair(kernel if stride is None or stride == () else stride)
+        """A pooling window as pairs ``(kernel, stride, padding)``, checked."""
+        default = stride is None or (isinstance(stride, (tuple, list)) and not stride)
+        k, s = pair(kernel), pair(kernel if default else stride)
         p = pair(padding)
         if k is None or s is None or p is None or not (1 <= min(k) and max(k) <= kmax) \
                 or not 1 <= min(s) <= max(s) <= MAX_STRIDE or min(p) < 0 \
@@ -240,6 +253,7 @@ class OpBuilder:
         return k, s, p
 
     def maxpool(self, n, x, kernel, stride, padding, dilation, ceil_mode, return_indices):
+        """Max pooling (dilation 1, floor mode)."""
         name = self.tensor_in(n, x)
         self.rank(n, x, 4)
         if pair(dilation) != (1, 1) or ceil_mode or return_indices:
@@ -248,6 +262,7 @@ class OpBuilder:
         return self.new_op(n, "maxpool2d", [name], kernel=k, stride=s, padding=p)
 
     def avgpool(self, n, x, kernel, stride, padding, ceil_mode, count_include_pad, divisor):
+        """Average pooling counting padded zeros; a window of the whole map is global."""
         name = self.tensor_in(n, x)
         _, _, h, w = self.rank(n, x, 4)
         if ceil_mode or not count_include_pad or divisor is not None:
@@ -259,18 +274,21 @@ class OpBuilder:
         return self.new_op(n, "avgpool2d", [name], kernel=k, stride=s, padding=p)
 
     def global_pool(self, n, x, name=None):
+        """Global average pooling ``[C, H, W] -> [C, 1, 1]``."""
         _, _, h, w = self.rank(n, x, 4)
         if h * w > MAX_POOL_WINDOW:
             raise self.fail(n, f"averages a {h}x{w} map; at most {MAX_POOL_WINDOW} pixels")
         return self.new_op(n, "global_avgpool", [self.tensor_in(n, x)], name=name)
 
     def adaptive(self, n, x, size):
+        """Adaptive average pooling to 1x1: global average pooling."""
         if pair(size) != (1, 1):
             raise self.fail(n, f"pools to {size!r}; only output size 1 (global average "
                                f"pooling) is supported")
         return self.global_pool(n, x)
 
     def mean(self, n, b):
+        """The spatial mean: global average pooling, then a flatten unless ``keepdim``."""
         x, dim = b.get("input"), b.get("dim")
         dims = dim if isinstance(dim, (tuple, list)) else (dim,)
         if self.shape(x) is None or len(self.shape(x)) != 4 or b.get("dtype") is not None \
@@ -285,6 +303,7 @@ class OpBuilder:
         return self.new_op(n, "flatten", [pool["name"]])
 
     def reshape(self, n, x):
+        """A flatten of ``[B, C, H, W]`` to ``[B, C*H*W]``, recognised by the shapes."""
         name = self.tensor_in(n, x)
         shape, out = self.shape(x), self.shape(n)
         if len(shape) != 4 or out != (shape[0], int(np.prod(shape[1:]))):
@@ -293,6 +312,7 @@ class OpBuilder:
         return self.new_op(n, "flatten", [name])
 
     def pad(self, n, x, pad, mode, value):
+        """Zero padding, ``F.pad``'s ``(left, right, top, bottom, front, back)``."""
         name = self.tensor_in(n, x)
         self.rank(n, x, 4)
         pads = tuple(pad) if isinstance(pad, (tuple, list)) else None
@@ -309,8 +329,9 @@ class OpBuilder:
 
     def subsample_steps(self, n):
         """``(sy, sx)`` of ``x[:, :, ::sy, ::sx]`` (full ranges), or None."""
-        x, index = n.args[0], n.args[1] if len(n.args) > 1 else None
-        shape = self.shape(x)
+        b = self.bound(n)
+        shape = self.shape(b.get("input"))
+        index = b.get("index")
         items = index if isinstance(index, tuple) else (index,)
         if shape is None or len(shape) != 4 or sum(i is Ellipsis for i in items) > 1:
             return None
@@ -331,10 +352,12 @@ class OpBuilder:
         return steps[2], steps[3]
 
     def subsample(self, n, x):
+        """``x[:, :, ::sy, ::sx]``: max pooling with kernel 1 and stride ``(sy, sx)``."""
         name = self.tensor_in(n, x)
         steps = self.subsample_steps(n)
         if steps is None or max(steps) > MAX_STRIDE:
-            raise self.fail(n, f"indexes {n.args[1]!r:.80}; only x[:, :, ::s, ::s] (every "
+            index = self.bound(n).get("index")
+            raise self.fail(n, f"indexes {index!r:.80}; only x[:, :, ::s, ::s] (every "
                                f"channel, whole rows and columns, steps up to {MAX_STRIDE}) "
                                f"is supported")
         return self.new_op(n, "maxpool2d", [name], kernel=(1, 1), stride=steps, padding=(0, 0))

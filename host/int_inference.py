@@ -33,6 +33,10 @@ __all__ = ["int_forward", "dequantize_output", "quantized_forward", "output_scal
            "run_layer"]
 
 
+#: Most elements of one im2col tensor (128 MiB of int64); larger batches go in pieces.
+_CHUNK = 1 << 24
+
+
 def _decode(layer):
     """The integer weights of a layer as int64 (shift codes decoded: ``sign * 2^(e-1)``)."""
     codes = torch.as_tensor(np.asarray(layer.codes), dtype=torch.int64)
@@ -96,9 +100,15 @@ def layer_acc(layer, x):
     w = _decode(layer)
     if layer.kind == "linear":
         return _reduce(layer.pe, x, w)
+    o, per, kh, kw = w.shape
+    (sy, sx), (py, px) = tuple(layer.stride), tuple(layer.padding)
+    c, h, wd = x.shape[1:]
+    per_sample = c * kh * kw * ((h + 2 * py - kh) // sy + 1) * ((wd + 2 * px - kw) // sx + 1)
+    step = max(1, _CHUNK // per_sample)
+    if x.shape[0] > step:                 # im2col of a large batch: a piece at a time
+        return torch.cat([layer_acc(layer, x[i:i + step]) for i in range(0, x.shape[0], step)])
     if layer.shifts is not None:
         x = _table_shift(x, layer.shifts)
-    o, per, kh, kw = w.shape
     cols = _patches(x, (kh, kw), tuple(layer.stride), tuple(layer.padding))
     b, c, oh, ow, kk = cols.shape
     if int(layer.groups) == 1:

@@ -229,7 +229,8 @@ def quantize(model, calib_x, *, act_bits=8, input_scale_exp=None) -> IntModel:
             items = None                  # maybe a graph the chain reader does not know
     if items is not None:
         return _quantize_chain(items, x, act_bits, input_scale_exp)
-    graph = capture(model, x[:2])
+    # Two samples tell the batch dimension from the others in the propagated shapes.
+    graph = capture(model, x[:2] if len(x) > 1 else torch.cat([x, x]))
     if tuple(graph.input_shape) != tuple(x.shape[1:]):
         raise QuantizeError(f"the model's input has shape {list(graph.input_shape)}, "
                             f"calib_x's samples {list(x.shape[1:])}")

@@ -155,6 +155,14 @@ def test_int_forward_equals_golden_on_random_graphs_of_every_kind(pes):
         np.testing.assert_array_equal(int_forward(model, x[0]).numpy(), want[0])
 
 
+def test_large_batches_go_through_im2col_in_pieces(monkeypatch):
+    from mulfree.host import int_inference
+    model, x = _random_graph(7, ("adder", "mult", "shift"), batch=9)
+    want = run_int_model(model, x)
+    monkeypatch.setattr(int_inference, "_CHUNK", 700)         # a few samples per piece
+    np.testing.assert_array_equal(int_forward(model, x).numpy(), want)
+
+
 def _xs(rng, shape, bits, n=1, batch=3):
     return [rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), (batch,) + shape)
             for _ in range(n)]
