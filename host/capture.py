@@ -27,6 +27,7 @@ node, its target and what is supported. Part of :mod:`mulfree.host.quant`.
 """
 
 import contextlib
+import inspect
 import io
 import operator
 from dataclasses import dataclass
@@ -155,8 +156,16 @@ def trace_model(model):
     """
     if not isinstance(model, nn.Module):
         raise QuantizeError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    # Arguments after the input that have defaults keep them (``forward(x, mask=None)``).
     try:
-        graph = CaptureTracer().trace(model)
+        params = list(inspect.signature(model.forward).parameters.values())[1:]
+    except (TypeError, ValueError):
+        params = []
+    concrete = {p.name: p.default for p in params
+                if p.default is not inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    try:
+        graph = CaptureTracer().trace(model, concrete_args=concrete or None)
     except Exception as exc:          # what fx raises varies: TraceError, TypeError...
         raise QuantizeError(f"model ({type(model).__name__}) cannot be traced by torch.fx "
                             f"({_first_line(exc)}); quantize needs a model without "
@@ -303,10 +312,10 @@ class _Capture(OpBuilder):
             and not n.target.startswith("_")
 
     def check_inputs(self):
-        """One input tensor: a further placeholder must be unused (a default argument)."""
+        """One input tensor: a further placeholder must be unused or hold its default."""
         placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
         for n in placeholders[1:]:
-            if n.users:
+            if n.users and not n.args:          # n.args: a default the trace kept
                 raise self.fail(n, "is a second input; the model must take one tensor")
 
     def check_inplace(self):
@@ -337,7 +346,7 @@ class _Capture(OpBuilder):
                 if input_shape is None and self.shape(n) is not None:
                     input_shape = self.shape(n)[1:]
                     self.handle[n] = INPUT_NAME
-                elif n.users:
+                elif n.users and not n.args:
                     raise self.fail(n, "is a second input; the model must take one tensor")
             elif n.op == "output":
                 out = n.args[0]

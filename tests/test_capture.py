@@ -86,6 +86,33 @@ def test_relu_of_a_tensor_read_twice_is_a_clamp():
     assert (clamp.lo, clamp.hi) == (0, 127)
 
 
+def test_readers_are_counted_through_identities_and_dead_code_is_dropped():
+    # The conv's output reaches two readers through a dropout: the ReLU cannot fold.
+    model = Fn(lambda s, x: (lambda y: F.relu(y) + y)(s.drop(s.conv(x))), conv=_conv(),
+               drop=nn.Dropout())
+    ops = _ops(model, X)
+    assert [op["kind"] for op in ops] == ["weight", "clamp", "add"] and not ops[0]["relu"]
+    # A dead branch (even one of an unsupported op) reads nothing: the ReLU folds.
+    model = Fn(lambda s, x: (lambda y: (torch.sigmoid(y), F.relu(y))[1])(s.conv(x)),
+               conv=_conv())
+    (op,) = _ops(model, X)
+    assert op["relu"]
+
+
+class _Optional(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = _conv()
+
+    def forward(self, x, mask=None):
+        y = self.conv(x)
+        return y if mask is None else y * mask
+
+
+def test_an_unused_optional_argument_is_no_second_input():
+    assert _kinds(_Optional(), X) == ["weight"]
+
+
 def test_relu_folds_through_ops_that_only_move_values():
     model = Fn(lambda s, x: F.relu(F.pad(s.pool(s.conv(x)), (1, 1, 1, 1))),
                conv=_conv(), pool=nn.MaxPool2d(3, 2, 1))
