@@ -82,7 +82,9 @@ def _bound(v, exp, lo, hi, default):
 
 
 class _Quantizer:
-    def __init__(self, graph, act_bits, required):
+    """The exponents and widths chosen so far, and one node quantized at a time."""
+
+    def __init__(self, act_bits, required):
         self.act_bits = act_bits
         self.qmax = (1 << (act_bits - 1)) - 1
         self.required = required
@@ -199,7 +201,7 @@ def quantize_graph(graph, x, *, act_bits=8, input_scale_exp=None):
     """
     ops = graph.ops
     required = adder_requirements(ops, act_bits)
-    q = _Quantizer(graph, act_bits, required)
+    q = _Quantizer(act_bits, required)
     if input_scale_exp is None:
         in_exp = q.pick(x.abs().max(), INPUT_NAME, 0)
     else:

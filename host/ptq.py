@@ -94,7 +94,8 @@ flattening, padding, clamps, the shifts) keeps its input's exponent and width.
   concat raises its *own* output exponent (that is where the scale of its output is set; its
   inputs keep theirs, the add's ``in_shifts`` and ``shift`` align them). Several adder
   readers: the largest requirement.
-* An op whose calibration outputs are all 0 takes its input's grid (weight layers: 0).
+* An op whose calibration outputs are all 0 keeps its input's grid (an add: ``g``; a concat:
+  its coarsest input's; a weight layer: 0, as in a chain).
 
 No node multiplies: every rescaling is a shift, averaging a sum and an exact rounded division.
 A graph that is a chain (every op reads the one before) gets unnamed nodes without
