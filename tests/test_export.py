@@ -264,7 +264,8 @@ def test_cli_refuses_an_edited_export(edit, message, trained, tmp_path, capsys, 
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "resnet"], "--model must be one of deepshift_mlp, deepshift_cnn, "
-                            "adder_cnn, shiftadd_cnn, not 'resnet'"),
+                            "adder_cnn, shiftadd_cnn, resnet8_shift, resnet8_adder, "
+                            "resnet8_shiftadd, not 'resnet'"),
     (["--model", "deepshift_cnn"], "holds the weights of 'deepshift_mlp', not "
                                    "'deepshift_cnn'"),
     (["--act-bits", "1"], "--act-bits must be in 2..16, not 1"),
