@@ -17,6 +17,10 @@ The benchmarks, each a function returning a JSON-ready dict with its ``checks``:
     PE kind (:mod:`~mulfree.flows.core_bench`).
 ``board``
     Speed of the simulated board (:mod:`~mulfree.flows.board_bench`).
+``networks``
+    ResNet-20 and the other networks users bring, in DeepShift, AdderNet and ShiftAddNet
+    form: export + compile time, and a run on the simulated board bit-exact against the
+    golden model and the PyTorch integer forward (:mod:`~mulfree.flows.bench_networks`).
 
 This module is the command: its options and their checks (all before any benchmark runs),
 the dispatch to the benchmarks, the printing, and the JSON (and plots) written.
@@ -30,6 +34,7 @@ from ..params.config import ArrayConfig
 from .bench_gen import GEN_SIZES, GEN_TIME_LIMIT, bench_gen, format_gen, plot_gen
 from .bench_synth import SYNTH_VARIANTS, bench_synth, format_synth
 from .bench_text import fmt_number, stderr_progress
+from .bench_networks import FORMS, NETWORKS
 from .bench_tree import TREE_VARIANTS, bench_tree, format_tree, tree_config
 from .options import write_json
 
@@ -105,9 +110,10 @@ def _sizes(text):
 
 def _which(text):
     """One benchmark name of ``WHICH``."""
-    if text not in ("gen", "synth", "tree", "shiftunit", "core", "coresynth", "board"):
+    if text not in ("gen", "synth", "tree", "shiftunit", "core", "coresynth", "board",
+                    "networks"):
         raise argparse.ArgumentTypeError(f"a benchmark must be gen, synth, tree, shiftunit, "
-                                         f"core, coresynth or board, not {text!r}")
+                                         f"core, coresynth, board or networks, not {text!r}")
     return text
 
 
@@ -121,6 +127,17 @@ def _variants(text):
             raise argparse.ArgumentTypeError(
                 f"variants must be among {', '.join(SYNTH_VARIANTS)}, not {name!r}")
     return names
+
+
+def _names(allowed, what):
+    def parse(text):
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        bad = [n for n in names if n not in allowed]
+        if not names or bad:
+            raise argparse.ArgumentTypeError(f"{what} must be among {', '.join(allowed)}, "
+                                             f"not {text[:80]!r}")
+        return names
+    return parse
 
 
 def _tree_variants(text):
@@ -188,6 +205,16 @@ def add_bench_options(parser):
                    help=f"tree synthesis runs (default: {','.join(TREE_VARIANTS)})")
     g.add_argument("--levels-per-stage", type=int, default=1,
                    help="tree levels between pipeline registers (default: 1, fully pipelined)")
+    g = parser.add_argument_group("networks (also uses --rows, --cols)")
+    g.add_argument("--networks", type=_names(tuple(NETWORKS), "networks"),
+                   default=["resnet20"], metavar="LIST",
+                   help=f"comma-separated, of {', '.join(NETWORKS)} (default: resnet20)")
+    g.add_argument("--forms", type=_names(FORMS, "forms"), default=list(FORMS), metavar="LIST",
+                   help=f"comma-separated, of {', '.join(FORMS)} (default: all)")
+    g.add_argument("--images", type=int, default=8, metavar="N",
+                   help="images run on the simulated board per network and form (default: 8)")
+    g.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of weights, calibration and images (default: 0)")
 
 
 def _print_checks(checks):
@@ -229,6 +256,8 @@ def check_bench_options(args, which):
     check_int("--repeat", args.repeat, 1, MAX_REPEAT)
     check_seconds("--time-limit", args.time_limit)
     check_int("-j/--jobs", args.jobs, 1, MAX_JOBS)
+    check_int("--images", args.images, 1, 10_000)
+    check_int("--seed", args.seed, 0, 2**32 - 1)
     for option, value, param in (("--act-bits", args.act_bits, "act_bits"),
                                  ("--max-k", args.max_k, "max_k"),
                                  ("--rows", args.rows, "rows"), ("--cols", args.cols, "cols"),
@@ -383,6 +412,16 @@ def command(args):
                                        progress=stderr_progress)
         print(format_board(results["board"]))
         _print_checks(results["board"]["checks"])
+        print()
+    if "networks" in which:
+        from .bench_networks import bench_networks, format_networks
+        print("== networks: exported, compiled, run on the simulated board (Verilator), "
+              "bit-exact ==")
+        results["networks"] = bench_networks(args.networks, args.forms, images=args.images,
+                                             rows=args.rows, cols=args.cols, seed=args.seed,
+                                             say=stderr_progress)
+        print(format_networks(results["networks"]))
+        _print_checks(results["networks"]["checks"])
         print()
     if args.json:
         print(f"wrote {write_json(args.json, results)}")
