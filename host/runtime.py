@@ -55,11 +55,12 @@ from .device_errors import (BackendMissing, CoreRunError, DeviceBusy, DeviceErro
 from .device_lock import DeviceLock
 from . import manifest_check
 from .manifest_check import ManifestError
-from .run_result import RunResult, StepStats
+from .run_result import NodeStats, RunResult, StepStats
 
 
 __all__ = ["DeviceError", "DeviceBusy", "DeviceMismatch", "DeviceTimeout", "CoreRunError",
            "InputError", "BackendMissing", "DeviceLock", "Device", "RunResult", "StepStats",
+           "NodeStats",
            "open_device", "DEVICES", "BACKENDS", "BackendEntry", "COUNTERS", "IDENTITY",
            "load_manifest", "ManifestError"]
 
