@@ -122,6 +122,11 @@ class QATWrapper(nn.Module):
             qmax = (1 << (self.act_bits - 1)) - 1
             z = _adder_forward(m, x, _grid(m.weight, in_exp, -qmax - 1, qmax), item["conv"])
             acc_exp = in_exp
+            # Weights beyond the activations' range are clipped and the constant they lose
+            # goes into the bias, as quantize() does.
+            v = torch.ldexp(m.weight, torch.tensor(-in_exp))
+            excess = F.relu(v - qmax) + F.relu(-qmax - 1 - v)
+            b = b - torch.ldexp(excess.reshape(excess.shape[0], -1).sum(1), torch.tensor(in_exp))
         view = (1, -1) + (1,) * (z.dim() - 2)
         if bn is None:
             return z + _grid(b, acc_exp).reshape(view)

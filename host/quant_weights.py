@@ -14,6 +14,7 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from ..params.config import ArrayConfig
 from ..params.post_config import bias_range, shift_range
 from .export_format import IntConv2d, IntLinear, layer_config
 from .int_inference import layer_acc, postprocess_torch
@@ -21,8 +22,8 @@ from .quant_parse import QuantizeError
 from .shift_layers import round_log2
 
 
-__all__ = ["exp_for", "round_half_up", "bn_affine", "weight_arrays", "adder_weight_exp",
-           "weight_node"]
+__all__ = ["exp_for", "round_half_up", "bn_affine", "weight_arrays",
+           "adder_weight_exp", "weight_node"]
 
 
 def exp_for(maxabs, qmax):
@@ -139,10 +140,16 @@ def weight_arrays(item, in_exp, act_bits):
             codes = np.where(nonzero.numpy().reshape(view), codes, 0)
             w_exp = -m.max_shift
         else:                                               # adder: the input's scale
-            qmax = (1 << (act_bits - 1)) - 1
-            w = m.weight.detach().to(torch.float64)
-            codes = round_half_up(torch.ldexp(w, torch.tensor(-in_exp))) \
-                .clamp(-qmax - 1, qmax).to(torch.int64).numpy()
+            lo, hi = -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1
+            v = torch.ldexp(m.weight.detach().to(torch.float64), torch.tensor(-in_exp))
+            codes = round_half_up(v).clamp(lo, hi).to(torch.int64).numpy()
+            # A weight beyond the activations' range is clipped to its end, and what it loses
+            # is a constant: every x lies in [lo, hi], so -|x - v| = -|x - hi| - (v - hi) for
+            # v > hi and -|x - lo| - (lo - v) for v < lo (a padded x = 0 too). The sum of
+            # those constants per output channel goes into the bias, exactly.
+            excess = (v - hi).clamp(min=0) + (lo - v).clamp(min=0)
+            corr = -excess.reshape(n, -1).sum(dim=1)
+            bias_u = bias_u + torch.ldexp(corr, torch.tensor(in_exp))
             weight_bits = act_bits
             w_exp = 0
     if not item["conv"]:
@@ -151,9 +158,31 @@ def weight_arrays(item, in_exp, act_bits):
 
 
 def adder_weight_exp(item, act_bits):
-    """The smallest input exponent holding an adder layer's largest weight (None: all 0)."""
+    """The smallest input exponent at which an adder layer's clipped weights leave biases that
+    fit (``None``: all weights 0).
+
+    At the exponent holding the largest weight (``max|w| <= (2^(a-1) - 1) 2^E``) nothing is
+    clipped; each exponent below clips more weights and folds more into the bias
+    (:func:`weight_arrays`). The answer is the lowest exponent, going down from the holding
+    one, at which every channel's bias still lies in the layer's bias range (signed
+    ``acc_width`` bits): there the folding is exact.
+    """
     w = item["module"].weight.detach().to(torch.float64)
-    return exp_for(w.abs().max(), (1 << (act_bits - 1)) - 1)
+    hold = exp_for(w.abs().max(), (1 << (act_bits - 1)) - 1)
+    if hold is None:
+        return None
+    k = int(np.prod(w.shape[1:]))
+    blo, bhi = bias_range(ArrayConfig(pe="adder", rows=1, cols=1, act_bits=act_bits, max_k=k))
+
+    def fits(exp):
+        bias_u = weight_arrays(item, exp, act_bits)[5]
+        bias = round_half_up(torch.ldexp(bias_u, torch.tensor(-exp)))
+        return bool(((bias >= blo) & (bias <= bhi)).all())
+
+    exp = hold
+    while exp > hold - 64 and fits(exp - 1):
+        exp -= 1
+    return exp
 
 
 def weight_node(item, xq, in_exp, act_bits, pick, clip=None):

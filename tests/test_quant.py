@@ -14,7 +14,7 @@ from mulfree.host.export_format import (IntConv2d, IntFlatten, IntInput, IntLine
                                         write_export)
 from mulfree.host.layers import (AdderConv2d, AdderLinear, Shift2d, ShiftConv2d, ShiftLinear)
 from mulfree.host.quant import (QATWrapper, QuantizeError, dequantize_output, int_forward,
-                                postprocess_torch, quantize, quantized_forward)
+                                layer_acc, postprocess_torch, quantize, quantized_forward)
 from mulfree.params.layer_golden import PostParams, postprocess
 from mulfree.params.model_golden import predict, quantize_input, run_int_model
 
@@ -277,8 +277,9 @@ def test_bn_power_of_two_folding(pe):
     err, agree = _compare(model, x, im)
     assert err < 0.08, err
     assert agree > 0.85, agree
-    # Per-channel shifts differ: the BN scales went into them.
-    assert len(set(im.layers[0].shift.tolist())) > 1
+    # Per-channel shifts differ: the BN scales went into them (a layer whose outputs need a
+    # left shift beyond act_bits has them all clamped there).
+    assert any(len(set(l.shift.tolist())) > 1 for l in im.layers if hasattr(l, "shift"))
 
 
 def test_bn_negative_scale_negates_shift_codes():
@@ -302,29 +303,59 @@ def test_bn_negative_scale_negates_shift_codes():
     assert err < 0.05, err
 
 
-def test_adder_shared_scale_raises_input_exponent():
-    # Weights far larger than the inputs: the input exponent is raised to hold them, no
-    # weight saturates, and the codes are the weights on the input's scale.
+def test_adder_weights_beyond_the_range_are_clipped_exactly():
+    # Weights on the grid 2^-3, some far beyond the activations' range [-128, 127] * 2^-3:
+    # they are clipped to its ends and the constant they lose is in the bias, so the layer
+    # computes -sum|x - w| + b exactly (Python integers on the grid).
+    layer = AdderLinear(6, 3)
+    w = torch.tensor([[1, 30, -2, 5, 0, -40], [3, 3, 3, 3, 3, 3], [100, -100, 7, 0, 1, 2]],
+                     dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(w)
+        layer.bias.copy_(torch.tensor([0.5, -1.25, 2.0]))
+    model = nn.Sequential(layer).double()
+    x = torch.tensor([[1.0, -2.5, 15.875, -16.0, 0.125, 3.0],
+                      [0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], dtype=torch.float64)
+    im = quantize(model, x, input_scale_exp=-3)
+    codes = im.layers[0].codes
+    assert codes.max() == 127 and codes.min() == -128          # clipped
+    xq = torch.round(x * 8).to(torch.int64)
+    acc = layer_acc(im.layers[0], xq) + torch.as_tensor(im.layers[0].bias)
+    want = [[-sum(abs(int(xi) - int(wi) * 8) for xi, wi in zip(row, wrow)) + int(bi * 8)
+             for wrow, bi in zip(w.tolist(), [0.5, -1.25, 2.0])] for row in xq.tolist()]
+    assert acc.tolist() == want
+
+
+def test_adder_exponent_is_raised_until_the_folded_bias_fits():
+    # Weights 10^4 times the inputs: clipped at the inputs' grid their excess would not fit
+    # the bias register, so the input exponent rises to adder_weight_exp's: the lowest at
+    # which every folded bias fits.
     torch.manual_seed(4)
     layer = AdderLinear(12, 5)
     with torch.no_grad():
-        layer.weight.mul_(40)
+        layer.weight.mul_(1e4)
     model = nn.Sequential(layer, nn.BatchNorm1d(5), nn.ReLU(), AdderLinear(5, 3))
     x = torch.randn(200, 12) * 0.1
     _calibrate_bn(model, x)
     im = quantize(model, x)
-    wmax = layer.weight.abs().max().item()
-    e = im.input.scale_exp
-    assert wmax <= 127 * 2.0 ** e and wmax > 127 * 2.0 ** (e - 1)
-    assert e > math.ceil(math.log2(x.abs().max().item() / 127))
-    codes = im.layers[0].codes
-    assert codes.max() < 127 and codes.min() > -128
-    want = torch.floor(layer.weight.detach().double() * 2.0 ** -e + 0.5).T.numpy()
-    np.testing.assert_array_equal(codes, want)
-    # The second adder layer's weights share the first layer's output scale.
-    w2 = model[3].weight.abs().max().item()
-    assert w2 <= 127 * 2.0 ** im.layers[0].out_scale_exp
+    from mulfree.host.quant_weights import adder_weight_exp
+    item = {"module": layer, "pe": "adder", "conv": False, "bn": ("model.1", model[1]),
+            "path": "model.0"}
+    need = adder_weight_exp(item, 8)
+    assert im.input.scale_exp == need
+    assert need > math.ceil(math.log2(x.abs().max().item() / 127))
+    cfg = quant_parse_cfg(im.layers[0])
+    lo, hi = bias_range(cfg)
+    assert lo < im.layers[0].bias.min() and im.layers[0].bias.max() < hi
+    want = torch.floor(layer.weight.detach().double() * 2.0 ** -need + 0.5) \
+        .clamp(-128, 127).T.numpy()
+    np.testing.assert_array_equal(im.layers[0].codes, want)
     _compare(model, x, im)
+
+
+def quant_parse_cfg(layer):
+    from mulfree.params.int_model import layer_config
+    return layer_config(layer)
 
 
 def test_adder_negative_bn_scale_is_an_error():

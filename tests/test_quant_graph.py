@@ -512,6 +512,7 @@ def test_a_chain_captured_by_fx_is_the_sequential_chain(pe):
 
 
 def test_adder_layers_raise_the_exponent_that_sets_their_input():
+    from mulfree.host.quant_weights import adder_weight_exp
     torch.manual_seed(9)
 
     class Net(nn.Module):
@@ -522,7 +523,7 @@ def test_adder_layers_raise_the_exponent_that_sets_their_input():
             self.a2 = AdderConv2d(4, 4, 1)                     # after an add
             self.a0 = AdderConv2d(2, 4, 1)                     # on the model's input
             with torch.no_grad():
-                for m, k in ((self.a1, 40), (self.a2, 60), (self.a0, 30)):
+                for m, k in ((self.a1, 4e4), (self.a2, 6e4), (self.a0, 3e4)):
                     m.weight.mul_(k)
 
         def forward(self, x):
@@ -537,10 +538,13 @@ def test_adder_layers_raise_the_exponent_that_sets_their_input():
     for name, src in (("a1", "conv"), ("a2", "add"), ("a0", "input")):
         w = getattr(model, name).weight.detach().double()
         e = infos[name].in_exps[0]
-        top = w.abs().max().item()
-        assert top <= 127 * 2.0 ** e < 2 * top, (name, e)       # the smallest holding them
+        # The lowest exponent at which the clipped weights' folded biases fit.
+        item = {"module": getattr(model, name), "pe": "adder", "conv": True, "bn": None,
+                "path": name}
+        assert e == adder_weight_exp(item, 8), (name, e)
         codes = im.layers[infos[name].index].codes
-        np.testing.assert_array_equal(codes, torch.floor(w * 2.0 ** -e + 0.5).numpy())
+        np.testing.assert_array_equal(
+            codes, torch.floor(w * 2.0 ** -e + 0.5).clamp(-128, 127).numpy())
         exp = im.input.scale_exp if src == "input" else infos[src].scale_exp
         assert exp == e
     add = im.layers[infos["add"].index]                 # the add's inputs keep their scales
