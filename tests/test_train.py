@@ -121,8 +121,15 @@ def test_unknown_model_is_refused():
 def test_training_is_reproducible(name, data):
     small = {k: v[:200] if k.endswith("train") else v[:50] for k, v in data.items()}
     state = torch.random.get_rng_state()
+    threads = torch.get_num_threads()
     a, ma = train.train_model(name, epochs=1, seed=3, progress=False, data=small)
-    b, mb = train.train_model(name, epochs=1, seed=3, progress=False, data=small)
+    # The caller's thread count does not reach the weights (training uses TRAIN_THREADS).
+    torch.set_num_threads(2 if threads == 1 else 1)
+    try:
+        b, mb = train.train_model(name, epochs=1, seed=3, progress=False, data=small)
+        assert torch.get_num_threads() == (2 if threads == 1 else 1)    # restored
+    finally:
+        torch.set_num_threads(threads)
     c, _ = train.train_model(name, epochs=1, seed=4, progress=False, data=small)
     # the caller's random state is left alone
     assert torch.equal(state, torch.random.get_rng_state())
