@@ -31,10 +31,10 @@ import torch.fx
 from torch import nn
 from torch.nn import functional as F
 
+from .capture import LEAF_TYPES, CaptureTracer
 from .convert import convert_to_adder, convert_to_shift, convert_to_shiftadd
 from .layer_args import check_mode, check_positive_int, check_weight_bits
-from .layers import (AdderConv2d, AdderLinear, AddressShift2d, ChannelShift, Shift2d,
-                     ShiftConv2d, ShiftLinear)
+from .layers import AddressShift2d, ChannelShift, Shift2d
 
 
 __all__ = ["FORMS", "ZOO", "LEAF_TYPES", "LeafTracer", "trace", "resnet_cifar", "resnet20",
@@ -47,20 +47,9 @@ __all__ = ["FORMS", "ZOO", "LEAF_TYPES", "LeafTracer", "trace", "resnet_cifar", 
 FORMS = ("float", "mult", "shift", "adder", "shiftadd")
 
 #: The mulfree layers :class:`LeafTracer` keeps whole.
-LEAF_TYPES = (ShiftConv2d, ShiftLinear, AdderConv2d, AdderLinear, Shift2d, AddressShift2d,
-              ChannelShift)
-
-
-class LeafTracer(torch.fx.Tracer):
-    """A :class:`torch.fx.Tracer` that keeps the mulfree layers (:data:`LEAF_TYPES`) whole.
-
-    They appear as ``call_module`` nodes, as do the standard ``torch.nn`` leaves (everything
-    in ``torch.nn`` but ``nn.Sequential``); the shifts' Python loops are never traced.
-    """
-
-    def is_leaf_module(self, m, module_qualified_name):
-        """True for :data:`LEAF_TYPES` and the tracer's standard leaves."""
-        return isinstance(m, LEAF_TYPES) or super().is_leaf_module(m, module_qualified_name)
+#: The tracer of :mod:`mulfree.host.capture` (the quantizer's), which keeps mulfree's layers
+#: (:data:`LEAF_TYPES`) whole; the zoo's models are written so that it traces them.
+LeafTracer = CaptureTracer
 
 
 def trace(model):
