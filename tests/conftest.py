@@ -39,3 +39,14 @@ def board_cache(tmp_path_factory):
     path = base / "board-cache"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module of small-tensor tests: intra-op threads only cost
+    time there (seconds per unfold on a busy machine). Restored afterwards."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

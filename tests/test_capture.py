@@ -17,12 +17,7 @@ from mulfree.params.graph_golden import run_graph
 from mulfree.params.model_golden import quantize_input, run_int_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Fn(nn.Module):

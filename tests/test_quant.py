@@ -22,14 +22,7 @@ from mulfree.params.model_golden import predict, quantize_input, run_int_model
 PES = ("shift", "adder", "mult")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Small tensors: torch's intra-op threads only cost time (seconds per unfold when the
-    # machine is busy). Restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Random integer models ----------------------------------------------------------------------

@@ -29,12 +29,7 @@ from mulfree.params.post_config import bias_range, shift_range
 PES = ("shift", "adder", "mult")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Random integer graphs of every kind -----------------------------------------------------------
