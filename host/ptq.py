@@ -121,14 +121,12 @@ from .export_format import IntFlatten, IntInput, IntMaxPool2d, IntModel
 from .graph_quant import quantize_graph
 from .int_inference import run_node
 from .quant_parse import QuantizeError, parse_model
-from .quant_weights import adder_weight_exp, exp_for, round_half_up, weight_arrays, weight_node
+from .quant_weights import adder_weight_exp, exp_for, round_half_up, weight_node
 
 
 __all__ = ["quantize", "round_half_up", "exp_for"]
 
 
-# The weight arrays of one item, under the name the numerics tests know.
-_weight_arrays = weight_arrays
 
 
 def _quantize_chain(items, x, act_bits, input_scale_exp):

@@ -13,7 +13,7 @@ from .golden import as_int64
 from .graph_golden import run_graph
 
 
-__all__ = ["quantize_input", "run_int_model", "predict", "maxpool2x2"]
+__all__ = ["quantize_input", "run_int_model", "predict"]
 
 
 def quantize_input(model: IntModel, x_float):
@@ -68,14 +68,6 @@ def _batch(model, x_int):
         return x, True
     raise ValueError(f"x_int must have shape {shape} or (B, {', '.join(map(str, shape))}), "
                      f"not {x.shape}")
-
-
-def maxpool2x2(x):
-    """2x2 max pooling, stride 2, of a batch ``[B, C, H, W]`` (an odd last row or column is
-    dropped)."""
-    b, c, h, w = x.shape
-    x = x[:, :, :h // 2 * 2, :w // 2 * 2].reshape(b, c, h // 2, 2, w // 2, 2)
-    return x.max(axis=(3, 5))
 
 
 def run_int_model(model: IntModel, x_int):

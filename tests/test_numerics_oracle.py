@@ -25,7 +25,7 @@ from torch import nn
 from mulfree.params.config import ArrayConfig, ConfigError
 from mulfree.params.core_config import CoreConfig
 from mulfree.params.post_config import bias_range, check_post_config, max_post_k, shift_range
-from mulfree.host import ptq, qat, quant, quant_parse
+from mulfree.host import ptq, qat, quant, quant_parse, quant_weights
 from mulfree.host.convert import convert_to_shift
 from mulfree.host.export_format import IntConv2d, IntFlatten, IntInput, IntModel
 from mulfree.host.layers import ShiftLinear, ps_params_from_weight, round_log2
@@ -468,7 +468,7 @@ def test_bn_power_of_two_midpoints():
     want = [ref_round_log2(s) for s in scales]
     model = _bn_after_shift(scales)
     items = quant_parse.parse_model(model)
-    *_, e, _ = ptq._weight_arrays(items[0], 0, 8)
+    *_, e, _ = quant_weights.weight_arrays(items[0], 0, 8)
     assert e.tolist() == [float(p) for p in want]
     snap_bn_scales(model)
     assert model[1].weight.tolist() == [2.0 ** p for p in want]
