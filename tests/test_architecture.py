@@ -6,6 +6,7 @@ The floors, bottom to top (``docs/architecture.md``, "The map"):
 2. ``rtl/``   Amaranth components             ``host/``  PyTorch, export, compiler, runtime
 3. ``gen/``   Verilog, manifests, synthesis, board platforms
 4. ``sim/``   testbenches, simulators, the simulated and emulated boards
+   ``verify/`` formal proofs (yowasp-sby) and mutation testing of ``rtl/``
 5. ``flows/`` the ``mulfree`` command, one module per flow
 
 A module may import its own folder and any folder on a lower floor; two folders on one floor
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FLOORS = {"params": 1, "rtl": 2, "host": 2, "gen": 3, "sim": 4, "flows": 5}
+FLOORS = {"params": 1, "rtl": 2, "host": 2, "gen": 3, "sim": 4, "verify": 4, "flows": 5}
 MAX_LINES = 600
 
 
