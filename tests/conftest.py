@@ -9,7 +9,20 @@ import pytest
 # Helper modules of the tests (random_models.py) import as top-level modules.
 sys.path.insert(0, str(Path(__file__).parent))
 
+from hypothesis import settings
+
 from mulfree.flows import cli
+
+
+# Property-based tests (tests/test_prop_*.py): one profile for CI and local runs alike.
+# derandomize draws the same examples on every run (a failure reproduces, no example
+# database is written); deadline=None because two busy cores make timings meaningless;
+# print_blob prints the @reproduce_failure line of a failing example.
+# MULFREE_HYPOTHESIS_EXAMPLES=1000 runs a deeper local search (docs/verification.md).
+settings.register_profile(
+    "mulfree", derandomize=True, deadline=None, print_blob=True, database=None,
+    max_examples=int(os.environ.get("MULFREE_HYPOTHESIS_EXAMPLES", "40")))
+settings.load_profile("mulfree")
 
 
 def _run_main(argv, capsys):
