@@ -76,7 +76,9 @@ def round_shift(y, shift):
     # s-1 >= 63 of the sign-extended y is its sign bit, bit 63: clamping both amounts to 63 is
     # exact. (NumPy's own result for amounts of 64 or more is not something to rely on.)
     q = y >> np.minimum(right, 63)
-    half = (y >> np.clip(right - 1, 0, 63)) & 1
+    # No half bit without a right shift: q + half would then be y + 1, which wraps (and warns)
+    # for y = 2^63 - 1 even though np.where discards it.
+    half = np.where(right > 0, (y >> np.clip(right - 1, 0, 63)) & 1, 0)
     rounded = np.where(right > 0, q + half, y)
     left = np.maximum(-shift, 0)
     # y << n is exact iff n <= 63 and shifting back gives y again; 0 stays 0 for any n.
