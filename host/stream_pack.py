@@ -61,7 +61,9 @@ def unpack_elements(cfg: CoreConfig, data, elements, elem_bits, *, signed=True):
     beats = cfg.beats(bits)
     data = np.asarray(data, dtype=np.uint8)
     n = data.shape[0] // beats
-    flat = np.unpackbits(data.reshape(n, -1), axis=1, bitorder="little")
+    # The row length spelled out: reshape(0, -1) cannot infer it for zero vectors.
+    flat = np.unpackbits(data.reshape(n, beats * cfg.stream_width // 8), axis=1,
+                         bitorder="little")
     extra = flat[:, bits:].any(axis=1)
     weights = np.int64(1) << np.arange(elem_bits, dtype=np.int64)
     values = (flat[:, :bits].reshape(n, elements, elem_bits).astype(np.int64) * weights).sum(-1)
