@@ -5,16 +5,23 @@ its AXI4-Lite slave driven by cocotbext-axi's ``AxiLiteMaster`` (ports ``s_axil_
 with ``bus_separator="__"``), its core-side signals as top-level ports the testbench drives.
 Every address, reset value, constant and error code comes from the manifest
 (``MULFREE_MANIFEST``), as a host driver would take them.
+
+An :class:`~mulfree.sim.checkers.AxiLiteChecker` watches the bus on every cycle of every
+scenario (built in the constructor): channel stability, one response per transaction and
+only after it; each scenario ends with :meth:`TB.check_protocol`.
 """
 
 import itertools
 import json
 import os
+import random
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, SimTimeoutError, with_timeout
 from cocotbext.axi import AxiLiteBus, AxiLiteMaster
+
+from .checkers import AxiLiteChecker
 
 
 __all__ = ["TB"]
@@ -34,7 +41,13 @@ class TB:
         # Without the master, the scenario drives the AXI ports itself.
         self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil", bus_separator="__"),
                                   dut.clk, dut.rst) if master else None
+        self.axil_check = AxiLiteChecker(dut.clk, dut.rst, dut, "s_axil")
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+
+    def check_protocol(self):
+        """Raise the first bus-rule violation; fail if a transaction is left unanswered."""
+        idle = self.axil is None or (self.axil.write_if.idle() and self.axil.read_if.idle())
+        self.axil_check.check(idle=idle)
 
     def addr(self, name):
         return self.regs[name]["offset"]
@@ -88,6 +101,7 @@ async def identity(dut):
     assert (arr & 0xFFFF, arr >> 16) == (p["engine"]["rows"], p["engine"]["cols"])
     assert (await tb.read("STREAM_WIDTH"))[0] == p["stream_width"]
     assert (await tb.read("ID"))[0] == 0x4D554C46
+    tb.check_protocol()
 
 
 @cocotb.test()
@@ -118,6 +132,7 @@ async def write_read_orders(dut):
         assert (await tb.read("SCRATCH"))[0] == v
     for ch in (wif.aw_channel, wif.w_channel, wif.b_channel, rif.ar_channel, rif.r_channel):
         ch.clear_pause_generator()
+    tb.check_protocol()
 
 
 @cocotb.test()
@@ -159,6 +174,7 @@ async def manual_backpressure(dut):
     dut.s_axil__rready.value = 0
     await RisingEdge(dut.clk)
     assert int(dut.s_axil__rvalid.value) == 0
+    tb.check_protocol()
 
 
 @cocotb.test()
@@ -187,6 +203,7 @@ async def bad_writes(dut):
     # An unmapped read answers SLVERR with 0; status stays readable afterwards.
     assert await tb.read(size) == (0, SLVERR)
     assert (await tb.read("STATUS"))[1] == OKAY
+    tb.check_protocol()
 
 
 @cocotb.test()
@@ -230,6 +247,7 @@ async def soft_reset_and_start(dut):
     assert status & ((1 << tb.bit("STATUS", "done")) | (1 << tb.bit("STATUS", "reg_error"))) \
         == 0, f"STATUS {status:#x} after soft reset"
     assert await tb.read_counter("TERMS") <= 3
+    tb.check_protocol()
 
 
 @cocotb.test()
@@ -262,3 +280,72 @@ async def counters(dut):
     await ClockCycles(dut.clk, 2)
     final = await tb.read_counter("TERMS")
     assert final == await tb.read_counter("TERMS") and final % inc == 0
+    tb.check_protocol()
+
+
+async def _all(dut, coros, what):
+    tasks = [c if hasattr(c, "done") else cocotb.start_soon(c) for c in coros]
+    try:
+        return [await with_timeout(t, 20_000, "ns") for t in tasks]
+    except SimTimeoutError:
+        raise AssertionError(f"{what}: a transaction got no response within 2000 cycles") \
+            from None
+
+
+@cocotb.test()
+async def transactions_in_flight(dut):
+    """Writes issued while a B waits (bready held low): none takes effect before the B ahead
+    of it is accepted; reads issued while an R waits; then random stalls on all channels."""
+    tb = TB(dut)
+    await tb.reset()
+    rng = random.Random(int(os.environ.get("MULFREE_SEED", "1")))
+    wif, rif = tb.axil.write_if, tb.axil.read_if
+    scratch, ident = tb.addr("SCRATCH"), tb.addr("ID")
+    values = [rng.getrandbits(32) for _ in range(3)]
+    await tb.write("SCRATCH", values[0])
+    # OKAY and SLVERR alternate: a write overtaking a waiting B changes bresp under bvalid.
+    wif.b_channel.set_pause_generator(_pause([1] * 50 + [0]))
+    writes = [(ident, 5), (scratch, values[1]), (ident, 6), (scratch, values[2])]
+    tasks = [cocotb.start_soon(tb.axil.write(a, v.to_bytes(4, "little"))) for a, v in writes]
+    # While the first B waits, the next write sits in the slave's buffers, not in SCRATCH.
+    for _ in range(40):
+        await RisingEdge(dut.clk)
+        await ReadOnly()
+        assert int(dut.scratch_value.value) == values[0], \
+            "a write took effect while the B response ahead of it waited"
+    resps = await _all(dut, tasks, "writes with bready held low")
+    want = [SLVERR, OKAY, SLVERR, OKAY]
+    assert [int(r.resp) for r in resps] == want, [int(r.resp) for r in resps]
+    assert [w[3] for w in tb.axil_check.writes[-4:]] == want
+    wif.b_channel.clear_pause_generator()
+    wif.b_channel.pause = False
+    await tb.write("STATUS", 1 << tb.bit("STATUS", "reg_error"))
+    # Reads queued behind an R held by rready.
+    rif.r_channel.set_pause_generator(_pause([1] * 50 + [0]))
+    size = tb.manifest["registers"]["size"]
+    reads = [scratch, ident, size, scratch]
+    got = await _all(dut, [tb.axil.read(a, 4) for a in reads], "reads with rready held low")
+    got = [(int.from_bytes(r.data, "little"), int(r.resp)) for r in got]
+    want = [(values[2], OKAY), (tb.regs["ID"]["reset"], OKAY), (0, SLVERR), (values[2], OKAY)]
+    assert got == want, f"reads {got}, expected {want}"
+    rif.r_channel.clear_pause_generator()
+    rif.r_channel.pause = False
+    # Random stalls on all five channels, writes and reads interleaved.
+    channels = (wif.aw_channel, wif.w_channel, wif.b_channel, rif.ar_channel, rif.r_channel)
+    for ch in channels:
+        ch.set_pause_generator(iter(lambda: int(rng.random() < 0.4), 2))
+    for i in range(12):
+        v = rng.getrandbits(32)
+        w = cocotb.start_soon(tb.axil.write(scratch, v.to_bytes(4, "little")))
+        r = cocotb.start_soon(tb.axil.read(scratch, 4))
+        await _all(dut, [w], f"random stalls: write {i}")
+        data = int.from_bytes((await _all(dut, [r], f"random stalls: read {i}"))[0].data,
+                              "little")
+        # The read raced the write: it sees the old or the new value, nothing else.
+        assert data in (v, values[2]), f"random stalls: read {data:#x} during write of {v:#x}"
+        values[2] = v
+        assert (await tb.read("SCRATCH"))[0] == v
+    for ch in channels:
+        ch.clear_pause_generator()
+        ch.pause = False
+    tb.check_protocol()

@@ -18,7 +18,7 @@ DESIGNS = {
     "wide": CoreConfig(engine=ArrayConfig(pe="adder", rows=1024, cols=1024, arch="tree"),
                        stream_width=256, axil_addr_width=16, fmap_vectors=1 << 20),
 }
-SCENARIOS = 6
+SCENARIOS = 7
 
 
 @pytest.mark.parametrize("simulator", ["verilator", "icarus"])
