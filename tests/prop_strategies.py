@@ -20,7 +20,7 @@ from mulfree.params.config import ArrayConfig
 __all__ = [
     "spec_act_range", "spec_max_shift", "spec_term", "spec_term_range", "spec_signed_width",
     "spec_largest_k", "round_half_up", "spec_round_shift", "array_configs", "codes_of",
-    "code_range", "act_values",
+    "code_range", "act_values", "ends_or_any",
 ]
 
 PE_WEIGHT_BITS = {"shift": (2, 6), "mult": (2, 16)}
@@ -123,11 +123,23 @@ def code_range(cfg):
     return -(2 ** (cfg.weight_bits - 1)), 2 ** (cfg.weight_bits - 1) - 1
 
 
+def ends_or_any(lo, hi):
+    """An integer in ``[lo, hi]``, one of the two ends half the time: sums of several drawn
+    values reach their extremes often enough to test the widths sized for them."""
+    return st.one_of(st.sampled_from((lo, hi)), st.integers(lo, hi))
+
+
 def codes_of(cfg):
-    """One weight code of ``cfg``, anywhere in its range."""
-    return st.integers(*code_range(cfg))
+    """One weight code of ``cfg``, anywhere in its range (the ends and, for shift codes, the
+    largest power of either sign often)."""
+    lo, hi = code_range(cfg)
+    if cfg.pe == "shift":
+        top = 2 ** (cfg.weight_bits - 1) - 1                  # e = max_shift + 1
+        return st.one_of(st.sampled_from((top, top | 2 ** (cfg.weight_bits - 1))),
+                         st.integers(lo, hi))
+    return ends_or_any(lo, hi)
 
 
 def act_values(cfg):
-    """One activation of ``cfg``, anywhere in its range."""
-    return st.integers(*spec_act_range(cfg.act_bits))
+    """One activation of ``cfg``, anywhere in its range, the ends often."""
+    return ends_or_any(*spec_act_range(cfg.act_bits))

@@ -13,12 +13,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, example, given, strategies as st
 
 from mulfree.params import golden, graph_golden, layer_golden, shift_golden
 from mulfree.params.post_config import bias_range, shift_range
 
-from prop_strategies import (INT64, act_values, array_configs, codes_of,
+from prop_strategies import (INT64, act_values, array_configs, codes_of, ends_or_any,
                              round_half_up, spec_act_range, spec_round_shift,
                              spec_signed_width, spec_term, spec_term_range)
 
@@ -92,7 +92,7 @@ def test_accumulator_holds_every_allowed_reduction(data):
     k = cfg.max_k
     width = spec_signed_width(k * lo, k * hi)
     before = k - cfg.rows
-    psum = data.draw(st.lists(st.lists(st.integers(before * lo, before * hi),
+    psum = data.draw(st.lists(st.lists(ends_or_any(before * lo, before * hi),
                                        min_size=cfg.cols, max_size=cfg.cols),
                               min_size=len(x), max_size=len(x)))
     got = golden.array_forward(cfg, np.array(w), np.array(x), np.array(psum))
@@ -113,7 +113,7 @@ def test_array_forward_is_exact_or_refuses(data):
     w, x = data.draw(_tile(cfg, m_max=2))
     lo, hi = spec_term_range(cfg.pe, cfg.act_bits, cfg.weight_bits)
     alo, ahi = cfg.max_k * lo, cfg.max_k * hi
-    psum = data.draw(st.lists(st.lists(st.integers(alo, ahi), min_size=cfg.cols,
+    psum = data.draw(st.lists(st.lists(ends_or_any(alo, ahi), min_size=cfg.cols,
                                        max_size=cfg.cols), min_size=len(x), max_size=len(x)))
     sums = _tile_sums(cfg, w, x)
     want = [[psum[m][c] + sums[m][c] for c in range(cfg.cols)] for m in range(len(x))]
@@ -123,6 +123,37 @@ def test_array_forward_is_exact_or_refuses(data):
     else:
         with pytest.raises(OverflowError, match="leaves the accumulator range"):
             golden.array_forward(cfg, np.array(w), np.array(x), np.array(psum))
+
+
+def _extreme_pairs(cfg):
+    """``(x, code)`` giving the smallest and the largest term (section 5's table)."""
+    (xlo, xhi), b = spec_act_range(cfg.act_bits), cfg.weight_bits
+    if cfg.pe == "shift":
+        top = 2 ** (b - 1) - 1                                  # +2^max_shift
+        return (xlo, top), (xlo, top | 2 ** (b - 1))
+    if cfg.pe == "adder":
+        return (xlo, xhi), (0, 0)
+    wlo, whi = -(2 ** (b - 1)), 2 ** (b - 1) - 1
+    low = (xlo, whi) if xlo * whi <= xhi * wlo else (xhi, wlo)
+    return low, (xlo, wlo)
+
+
+@given(array_configs(max_rows=4, max_cols=1))
+def test_extreme_sums_are_exact_or_refused(cfg):
+    """The corners: a tile of only the smallest (or largest) terms on a partial sum at either
+    end of ``acc_range``, where a 64-bit accumulator's sum leaves int64 on both sides: the
+    exact Python sum when it lies in ``acc_range``, ``OverflowError`` otherwise."""
+    alo, ahi = cfg.acc_range
+    for x, code in _extreme_pairs(cfg):
+        tile = cfg.rows * spec_term(cfg.pe, cfg.weight_bits, x, code)
+        for p in (alo, ahi):
+            args = (cfg, np.full((cfg.rows, 1), code), np.full((1, cfg.rows), x),
+                    np.array([[p]]))
+            if alo <= p + tile <= ahi:
+                assert int(golden.array_forward(*args)[0, 0]) == p + tile
+            else:
+                with pytest.raises(OverflowError, match="leaves the accumulator range"):
+                    golden.array_forward(*args)
 
 
 @given(st.data())
@@ -181,6 +212,9 @@ def test_conv_equals_a_loop(data):
 
 @pytest.mark.filterwarnings("error")
 @given(st.integers(*INT64), st.integers(-70, 70))
+@example(INT64[1], 0)                   # y + 1 must not be formed without a right shift
+@example(INT64[0], 64)
+@example(INT64[1], -1)
 def test_round_shift_is_exact(y, s):
     """``round_shift`` is ``y / 2^s`` rounded half up (Fractions) for every int64 ``y`` and
     every amount, and an exact left shift or ``OverflowError`` when that leaves int64; no
