@@ -26,7 +26,7 @@ import cocotb
 from cocotb.triggers import ReadOnly, RisingEdge
 
 
-__all__ = ["ProtocolViolation", "StreamChecker", "AxiLiteChecker", "check_all"]
+__all__ = ["ProtocolViolation", "Monitor", "StreamChecker", "AxiLiteChecker", "check_all"]
 
 
 class ProtocolViolation(AssertionError):
@@ -46,8 +46,12 @@ def _high(sig):
     return str(sig.value) == "1"
 
 
-class _Monitor:
-    """Shared machinery: the sampling coroutine, the cycle count, the violations."""
+class Monitor:
+    """Base of the checkers: the sampling coroutine, the cycle count, the violations.
+
+    A subclass implements ``_sample`` (a cycle out of reset, in the read-only phase) and
+    ``_reset`` (a cycle in reset), and calls ``_fail(message)`` on a violation.
+    """
 
     def __init__(self, clk, rst, name):
         self.clk, self.rst, self.name = clk, rst, name
@@ -96,6 +100,7 @@ class _Channel:
 
     def __init__(self, monitor, label, valid, ready, payload):
         self.monitor, self.label = monitor, label
+        self.vname = getattr(valid, "_name", "valid").rpartition("__")[2]
         self.valid, self.ready, self.payload = valid, ready, tuple(payload)
         self.names = tuple(getattr(p, "_name", str(i)) for i, p in enumerate(self.payload))
         self.held = None            # the payload of a beat shown but not yet accepted
@@ -108,7 +113,8 @@ class _Channel:
         """Check this cycle; return ``(shown, accepted, payload)``."""
         if not _high(self.valid):
             if self.held is not None and not self.tolerate_drop:
-                self.monitor._fail(f"{self.label}valid fell before ready (beat {self.held})")
+                self.monitor._fail(f"{self.label}{self.vname} fell before its handshake "
+                                   f"(beat {self.held})")
             self.held = None
             return False, False, None
         beat = tuple(_value(p) for p in self.payload)
@@ -122,7 +128,7 @@ class _Channel:
         return new, accepted, beat
 
 
-class StreamChecker(_Monitor):
+class StreamChecker(Monitor):
     """The rules of one ready/valid stream, checked on every cycle.
 
     Parameters
@@ -199,8 +205,10 @@ class StreamChecker(_Monitor):
         return beats
 
     def _reset(self):
+        # A reset aborts every packet under way and every packet expected.
         self._channel.reset()
         self._packet, self._length = [], None
+        self._expected.clear()
 
     def _next_length(self):
         if self._expected:
@@ -241,7 +249,7 @@ class StreamChecker(_Monitor):
             self._packet, self._length = [], None
 
 
-class AxiLiteChecker(_Monitor):
+class AxiLiteChecker(Monitor):
     """The rules of an AXI4-Lite slave port (``<prefix><sep>awvalid`` ...), every cycle.
 
     Records ``writes`` as ``[addr, data, strb, resp]`` and ``reads`` as ``[addr, data, resp]``,
@@ -254,7 +262,7 @@ class AxiLiteChecker(_Monitor):
             return getattr(dut, f"{prefix}{separator}{n}")
 
         def channel(ch, payload):
-            return _Channel(self, f"{ch.upper()}: {ch}", sig(f"{ch}valid"), sig(f"{ch}ready"),
+            return _Channel(self, f"{ch.upper()}: ", sig(f"{ch}valid"), sig(f"{ch}ready"),
                             [sig(p) for p in payload])
 
         self.aw = channel("aw", ["awaddr", "awprot"])

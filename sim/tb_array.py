@@ -11,6 +11,12 @@ patterns come from the environment:
 
 One coroutine drives all three streams cycle by cycle: after each rising edge it drives the
 next beats, then samples in the read-only phase which handshakes will happen at the next edge.
+
+Protocol checkers (:mod:`mulfree.sim.checkers`, built in the constructor) watch ``w``, ``x`` and
+``y`` on every cycle: stable beats while stalled, ``last`` of ``x`` and ``y`` on each tile's last
+vector; :class:`PipelineRoom` checks that the array takes an input whenever its pipeline has
+room (the output register free or leaving, the tile's weights there) and never while the
+output is stalled.
 """
 
 import itertools
@@ -25,10 +31,11 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from ..params.config import ArrayConfig
 from ..params.golden import array_forward, encode_shift
+from .checkers import Monitor, StreamChecker
 from .vectors import StructPacker, pack, unpack
 
 
-__all__ = ["Stimulus", "random_tiles", "corner_tiles"]
+__all__ = ["Stimulus", "PipelineRoom", "random_tiles", "corner_tiles"]
 
 IDLE_PATTERNS = {
     "none": [1],
@@ -126,8 +133,47 @@ def corner_tiles(cfg):
     return stim
 
 
+class PipelineRoom(Monitor):
+    """The array's flow control against a model of its pipeline, every cycle.
+
+    The pipeline advances when the output register is free or being emptied (``y.valid`` low
+    or ``y.ready`` high); an input vector then enters unless it starts a tile whose ``rows``
+    weight beats have not all arrived. So an offered vector must be taken whenever the model
+    says there is room, and never while the output is stalled. The model follows the weight
+    and input handshakes (``x_last``: the ``last`` bit of an input payload).
+    """
+
+    def __init__(self, dut, rows, x_last, name="array"):
+        self.dut, self.rows, self.x_last = dut, rows, x_last
+        self._reset()
+        super().__init__(dut.clk, dut.rst, name)
+
+    def _reset(self):
+        self.starts_tile, self.pending, self.loaded = True, False, 0
+
+    def _sample(self):
+        d = self.dut
+        x_valid, x_ready = str(d.x__valid.value) == "1", str(d.x__ready.value) == "1"
+        y_valid, y_ready = str(d.y__valid.value) == "1", str(d.y__ready.value) == "1"
+        room = not y_valid or y_ready
+        weights = not self.starts_tile or self.pending
+        if x_valid and room and weights and not x_ready:
+            self._fail("x refused while the pipeline has room (output "
+                       f"{'free' if not y_valid else 'leaving'}, tile weights loaded)")
+        if x_ready and not room:
+            self._fail("x.ready high while the output is stalled")
+        if str(d.w__valid.value) == "1" and str(d.w__ready.value) == "1":
+            self.loaded += 1
+            if self.loaded == self.rows:
+                self.loaded, self.pending = 0, True
+        if x_valid and x_ready:
+            if self.starts_tile:
+                self.pending = False
+            self.starts_tile = bool(self.x_last(d.x__payload.value.to_unsigned()))
+
+
 class TB:
-    """Clock, reset and the three stream interfaces of one array."""
+    """Clock, reset, the three stream interfaces of one array and their checkers."""
 
     def __init__(self, dut):
         self.dut = dut
@@ -139,7 +185,25 @@ class TB:
         self.acc = self.manifest["derived"]["acc_width"]
         self.code_width = self.manifest["derived"]["code_width"]
         self.cycle = 0
+        # The bus rules on every cycle; run() queues each tile's length for x's and y's last.
+        clk, rst = dut.clk, dut.rst
+
+        def last_of(fields):
+            return lambda beat: fields.field(beat[0], "last")
+        self.w_check = StreamChecker(clk, rst, dut.w__valid, dut.w__ready, dut.w__payload,
+                                     name="w")
+        self.x_check = StreamChecker(clk, rst, dut.x__valid, dut.x__ready, dut.x__payload,
+                                     name="x", last=last_of(self.x_fields))
+        self.y_check = StreamChecker(clk, rst, dut.y__valid, dut.y__ready, dut.y__payload,
+                                     name="y", last=last_of(self.y_fields))
+        self.room = PipelineRoom(dut, self.cfg.rows,
+                                 lambda word: self.x_fields.field(word, "last"))
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+
+    def check_protocol(self):
+        """Raise the first violation of any checker."""
+        for checker in (self.w_check, self.x_check, self.y_check, self.room):
+            checker.check()
 
     async def reset(self, cycles=2):
         d = self.dut
@@ -180,6 +244,11 @@ class TB:
         out_pat = itertools.cycle(IDLE_PATTERNS[out_stall])
         w_cur = next(w_beats, None)
         x_cur = next(x_beats, None)
+        lengths = [len(x) for _, x, _ in stim.tiles]
+        self.w_check.tolerate_drop = self.x_check.tolerate_drop = False
+        self.x_check.expect(*lengths)
+        self.y_check.expect(*lengths)
+        y_before = len(self.y_check.beats)
         outputs, accepted = [], []
         w_show = x_show = False
         for cycle in range(max_cycles):
@@ -213,11 +282,19 @@ class TB:
             if stop_after is None:
                 raise AssertionError(f"timeout after {max_cycles} cycles: {len(outputs)} of "
                                      f"{n_out} outputs, {len(accepted)} inputs accepted")
+        # Stopped early, the shown beats are withdrawn: a reset follows (an abort).
+        for checker in (self.w_check, self.x_check):
+            checker.tolerate_drop = stop_after is not None
         await RisingEdge(d.clk)
         self.cycle += 1
         d.w__valid.value = 0
         d.x__valid.value = 0
         self.accepted = accepted
+        if stop_after is None:
+            seen = [self.y_fields.field(b[0], "data") for b in self.y_check.beats[y_before:]]
+            got = [pack(y, acc) for _, y, _ in outputs]
+            assert seen == got, f"y carried {len(seen)} beats, the testbench took {len(got)}"
+            self.check_protocol()
         return outputs
 
 

@@ -10,7 +10,13 @@ Scenarios: random layers of every kind; the same under idle and backpressure ins
 both streams; a soft reset in the middle of a layer followed by a correct layer; malformed
 input (every documented core error, and ``start`` while busy) that sets the error status and
 never hangs the core or corrupts the next layer; the performance counters against
-independent counts. ``MULFREE_SEED`` varies the random layers.
+independent counts; random stalls on every AXI4-Lite channel and both streams, with several
+register transactions in flight while ``bready``/``rready`` are held low. ``MULFREE_SEED``
+varies the random layers and the stalls.
+
+Protocol checkers (:mod:`mulfree.sim.checkers`) watch ``s_axil``, ``s_axis`` and ``m_axis``
+on every cycle of every scenario, from the constructor on: a violation fails the scenario at
+once, and :meth:`TB.check_protocol` ends each scenario.
 """
 
 import itertools
@@ -28,9 +34,10 @@ from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFra
 from mulfree.params.core_config import CoreConfig
 from mulfree.host.layer_stream import Layer, expected_beats, layer_geometry, pack_layer
 from mulfree.params.layer_golden import PostParams
+from mulfree.sim.checkers import AxiLiteChecker, StreamChecker
 
 
-__all__ = ["TB", "random_layer", "run_layer"]
+__all__ = ["TB", "random_layer", "random_pauses", "run_layer"]
 
 
 class TB:
@@ -53,7 +60,22 @@ class TB:
         self.sink = AxiStreamSink(AxiStreamBus.from_prefix(dut, "m_axis", bus_separator="__"),
                                   dut.clk, dut.rst)
         self.seed = int(os.environ.get("MULFREE_SEED", "1"))
+        # The bus rules, every cycle. A result packet's length is known once its run starts
+        # (run_layer queues it); a core error or a soft reset may cut the packet under way.
+        self.axil_check = AxiLiteChecker(dut.clk, dut.rst, dut, "s_axil")
+        self.in_check = StreamChecker(dut.clk, dut.rst, dut.s_axis__tvalid, dut.s_axis__tready,
+                                      dut.s_axis__tdata, dut.s_axis__tlast, name="s_axis",
+                                      last=dut.s_axis__tlast)
+        self.out_check = StreamChecker(dut.clk, dut.rst, dut.m_axis__tvalid, dut.m_axis__tready,
+                                       dut.m_axis__tdata, dut.m_axis__tlast, name="m_axis",
+                                       last=dut.m_axis__tlast)
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+
+    def check_protocol(self):
+        """Raise the first bus-rule violation; fail if a register transaction is unanswered."""
+        self.in_check.check()
+        self.out_check.check()
+        self.axil_check.check(idle=self.axil.write_if.idle() and self.axil.read_if.idle())
 
     async def reset(self):
         self.dut.rst.value = 1
@@ -87,7 +109,21 @@ class TB:
         lo, _ = self.field("CONTROL", name)
         irq, _ = self.field("CONTROL", "irq_enable")
         keep = await self.read("CONTROL") & (1 << irq)
-        return await self.write("CONTROL", keep | 1 << lo)
+        if name == "start":
+            # A new run: a result packet an error or a soft reset cut short is over.
+            self.out_check.abort()
+        elif name == "soft_reset":
+            # The aborted run's pending result beat may vanish (m_axis.tvalid falls).
+            self.out_check.tolerate_drop = True
+        resp = await self.write("CONTROL", keep | 1 << lo)
+        if name == "soft_reset":
+            cocotb.start_soon(self._after_abort())
+        return resp
+
+    async def _after_abort(self):
+        await ClockCycles(self.dut.clk, 3)
+        self.out_check.abort()
+        self.out_check.tolerate_drop = False
 
     async def wait_done(self, timeout_cycles=200_000):
         """Poll ``STATUS`` until ``done``; fail (no hang) after ``timeout_cycles``."""
@@ -115,10 +151,42 @@ class TB:
             await self.source.send(self.frame(p.beats))
 
     def pause_streams(self, source=None, sink=None):
+        """Repeat each pattern (1 = pause) on the source / sink; ``None`` removes it.
+        An iterator is used as it is (e.g. :func:`random_pauses`)."""
         for bfm, pattern in ((self.source, source), (self.sink, sink)):
-            bfm.set_pause_generator(None if pattern is None else itertools.cycle(pattern))
+            if pattern is not None and isinstance(pattern, (list, tuple)):
+                pattern = itertools.cycle(pattern)
+            bfm.set_pause_generator(pattern)
             if pattern is None:
                 bfm.pause = False       # removing the generator keeps its last value
+
+    def axil_channels(self):
+        """The AXI4-Lite master's five channel BFMs, by name."""
+        w, r = self.axil.write_if, self.axil.read_if
+        return {"aw": w.aw_channel, "w": w.w_channel, "b": w.b_channel, "ar": r.ar_channel,
+                "r": r.r_channel}
+
+    def pause_axil(self, **patterns):
+        """Pause generators on the AXI4-Lite channels (``aw=...``, ``b=...``; ``None``
+        removes one; a list repeats, an iterator is used as it is)."""
+        for ch, pattern in patterns.items():
+            bfm = self.axil_channels()[ch]
+            if pattern is None:
+                bfm.clear_pause_generator()
+                bfm.pause = False
+            else:
+                bfm.set_pause_generator(itertools.cycle(pattern)
+                                        if isinstance(pattern, (list, tuple)) else pattern)
+
+
+def random_pauses(seed, busy=0.3, hold=0):
+    """An endless pause pattern: each cycle paused with probability ``busy``, and, with
+    ``hold``, a pause of ``hold`` cycles in a row now and then (one in 50 cycles)."""
+    rng = np.random.default_rng(seed)
+    while True:
+        if hold and rng.random() < 0.02:
+            yield from [1] * hold
+        yield int(rng.random() < busy)
 
 
 def random_layer(cfg, rng, *, kind, **over):
@@ -158,6 +226,11 @@ async def run_layer(tb, layer, *, what=""):
     before = {n: await tb.counter(n) for n in ("BUSY_CYCLES", "TERMS")}
     assert await tb.control("start") == 0, f"{what}: start refused"
     packets = pack_layer(cfg, layer)
+    want = expected_beats(cfg, layer)
+    tb.out_check.expect(len(want))
+    tb.in_check.expect(*(len(p.beats) for p in packets))
+    tb.in_check.take()
+    tb.out_check.take()
     cocotb.start_soon(tb.send_packets(packets))
     try:
         frame = await with_timeout(tb.sink.recv(), 2_000_000, "ns")
@@ -170,10 +243,16 @@ async def run_layer(tb, layer, *, what=""):
     await tb.wait_done()
     code = await tb.get("ERROR", "core_code")
     assert code == 0, f"{what}: the core stopped with error {code}"
-    want = expected_beats(cfg, layer)
     assert len(got) == len(want), f"{what}: {len(got)} result beats, expected {len(want)}"
     for i, (g, w) in enumerate(zip(got, want)):
         assert g == w, f"{what}: result beat {i} of {len(want)}: got 0x{g:x}, expected 0x{w:x}"
+    # No beat lost or duplicated between the bus and the BFMs.
+    seen = [b[0] for b in tb.out_check.take()]
+    assert seen == got, f"{what}: m_axis carried {len(seen)} beats, the sink got {len(got)}"
+    sent = [b for p in packets for b in p.beats]
+    seen = [b[0] for b in tb.in_check.take()]
+    assert seen == sent, f"{what}: s_axis carried {len(seen)} beats, {len(sent)} were sent"
+    tb.check_protocol()
     after = {n: await tb.counter(n) for n in ("BUSY_CYCLES", "TERMS")}
     return {n: after[n] - before[n] for n in after}
 
@@ -210,6 +289,7 @@ async def random_layers(dut):
                   post=layer.post, stride=layer.stride, padding=layer.padding,
                   shifts=layer.shifts, m_block=layer.m_block, reuse_weights=True)
     await run_layer(tb, again, what="reuse_weights")
+    tb.check_protocol()
 
 
 @cocotb.test()
@@ -224,6 +304,7 @@ async def backpressure(dut):
         tb.pause_streams(source, sink)
         await run_layer(tb, layer, what=f"{what}, pauses {source}/{sink}")
     tb.pause_streams()
+    tb.check_protocol()
 
 
 @cocotb.test()
@@ -254,11 +335,14 @@ async def soft_reset_mid_layer(dut):
         tb.sink.clear()
         await run_layer(tb, random_layer(cfg, rng, kind="matmul", m=5, k=cfg.engine.rows + 1,
                                          n=3), what=f"after a soft reset at packet {cut}")
+    tb.check_protocol()
 
 
 async def _expect_error(tb, packets, name, what, *, raw=None):
     """Send ``packets`` (or ``raw`` frames); expect error ``name``, done, idle, no hang."""
     assert await tb.control("start") == 0
+    # The error ends the run at once: a pending result beat may vanish.
+    tb.out_check.tolerate_drop = True
     if raw is not None:
         for beats in raw:
             await tb.source.send(tb.frame(beats))
@@ -274,6 +358,7 @@ async def _expect_error(tb, packets, name, what, *, raw=None):
     await with_timeout(tb.source.wait(), 200_000, "ns")
     await ClockCycles(tb.dut.clk, 10)
     tb.sink.clear()
+    tb.out_check.tolerate_drop = False
 
 
 @cocotb.test()
@@ -366,6 +451,7 @@ async def malformed_input(dut):
     got = tb.beats_of(await with_timeout(tb.sink.recv(), 1_000_000, "ns"))
     await tb.wait_done()
     assert got == expected_beats(cfg, l2), "the run disturbed by start-while-busy is wrong"
+    tb.check_protocol()
 
 
 def _desc_words(tb, desc):
@@ -416,3 +502,65 @@ async def counters(dut):
     await run_layer(tb, random_layer(cfg, rng, kind="matmul", m=3, k=2, n=2), what="irq run")
     assert dut.irq.value == 1, "irq low after a run with irq_enable"
     await tb.write("CONTROL", 0)
+    tb.check_protocol()
+
+
+async def _in_flight(tb, coros, what, held):
+    """Run register transactions concurrently (several in flight at once) while the master
+    holds ``bready`` or ``rready`` low for ``held`` cycles; return their results in order."""
+    tasks = [cocotb.start_soon(c) for c in coros]
+    await ClockCycles(tb.dut.clk, held)
+    try:
+        results = [await with_timeout(t, 20_000, "ns") for t in tasks]
+    except SimTimeoutError:
+        raise AssertionError(f"{what}: a transaction got no response within 2000 cycles "
+                             f"({tb.axil_check.summary()})") from None
+    return results
+
+
+@cocotb.test()
+async def bus_stress(dut):
+    """Several writes in flight while bready is held low, several reads while rready is;
+    then layers with random stalls on all five AXI4-Lite channels and both streams."""
+    tb = TB(dut)
+    await tb.reset()
+    rng = np.random.default_rng(tb.seed + 5)
+    scratch, ident = tb.regs["SCRATCH"]["offset"], tb.regs["ID"]["offset"]
+    values = [int(v) for v in rng.integers(0, 1 << 32, 4)]
+    # Writes: OKAY and SLVERR (ID is read-only) answers alternate, so a response overtaken by
+    # the next write changes bresp under a stalled bvalid.
+    tb.pause_axil(b=[1] * 60 + [0])
+    writes = [(scratch, values[0]), (ident, 1), (scratch, values[1]), (ident, 2),
+              (scratch, values[2])]
+    resps = await _in_flight(tb, [tb.axil.write(a, v.to_bytes(4, "little"))
+                                  for a, v in writes], "writes with bready held low", 40)
+    want = [0 if a == scratch else 2 for a, _ in writes]
+    assert [int(r.resp) for r in resps] == want, \
+        f"write responses {[int(r.resp) for r in resps]}, expected {want}"
+    recorded = tb.axil_check.writes[-len(writes):]
+    assert [(w[0], w[1], w[3]) for w in recorded] == [(a, v, r) for (a, v), r in
+                                                      zip(writes, want)], recorded
+    tb.pause_axil(b=None)
+    lo, _ = tb.field("STATUS", "reg_error")
+    await tb.write("STATUS", 1 << lo)
+    # Reads: SCRATCH, ID, an unmapped address (SLVERR, 0) while rready is held low.
+    size = tb.manifest["registers"]["size"]
+    tb.pause_axil(r=[1] * 60 + [0])
+    reads = [scratch, ident, size, scratch]
+    got = await _in_flight(tb, [tb.axil.read(a, 4) for a in reads],
+                           "reads with rready held low", 40)
+    want = [(values[2], 0), (tb.regs["ID"]["reset"], 0), (0, 2), (values[2], 0)]
+    got = [(int.from_bytes(r.data, "little"), int(r.resp)) for r in got]
+    assert got == want, f"reads {got}, expected {want}"
+    tb.pause_axil(r=None)
+    tb.check_protocol()
+    # Layers under random stalls everywhere.
+    for k, (what, layer) in enumerate(itertools.islice(_layers(tb.cfg, rng), 3)):
+        s = tb.seed * 100 + 10 * k
+        tb.pause_axil(**{ch: random_pauses(s + i, hold=8) for i, ch in
+                         enumerate(("aw", "w", "b", "ar", "r"))})
+        tb.pause_streams(random_pauses(s + 6, busy=0.4), random_pauses(s + 7, hold=20))
+        await run_layer(tb, layer, what=f"{what}, random stalls")
+    tb.pause_axil(aw=None, w=None, b=None, ar=None, r=None)
+    tb.pause_streams()
+    tb.check_protocol()

@@ -6,6 +6,10 @@ output words with the golden ones.
 ``expected`` (per command, the packed ``y`` data words from
 ``shift_golden.shift_block_forward``). All streams are driven at once, ``y__ready`` is low one
 cycle in four.
+
+Protocol checkers (:mod:`mulfree.sim.checkers`) watch all six streams on every cycle: stable
+beats while stalled, every accepted beat recorded, ``y``'s ``last`` on each command's last
+vector.
 """
 
 import json
@@ -15,11 +19,21 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 
+from mulfree.sim.checkers import StreamChecker
+
 
 @cocotb.test()
 async def block_matches_golden(dut):
     spec = json.loads(open(os.environ["MULFREE_MANIFEST"]).read())
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    checks = {k: StreamChecker(dut.clk, dut.rst, getattr(dut, f"{k}__valid"),
+                               getattr(dut, f"{k}__ready"), getattr(dut, f"{k}__payload"),
+                               name=k) for k in ("w0", "w1", "tab", "cmd", "w")}
+    width = spec["data_width"]
+    checks["y"] = StreamChecker(
+        dut.clk, dut.rst, dut.y__valid, dut.y__ready, dut.y__payload, name="y",
+        last=lambda beat: beat[0] & 1 if spec["last_first"] else beat[0] >> width,
+        packets=[len(words) for words in spec["expected"]])
     dut.rst.value = 1
     for s in (dut.w0__valid, dut.w1__valid, dut.tab__valid, dut.cmd__valid, dut.w__valid,
               dut.y__ready, dut.status_clear):
@@ -65,3 +79,7 @@ async def block_matches_golden(dut):
     for i, ((data, last), want, want_last) in enumerate(zip(got, expected, lasts)):
         assert data == want, f"vector {i}: got {data:#x}, expected {want:#x}"
         assert last == want_last, f"vector {i}: last={last}"
+    assert len(checks["y"].beats) == len(got), \
+        f"y carried {len(checks['y'].beats)} vectors, the testbench took {len(got)}"
+    for checker in checks.values():
+        checker.check()

@@ -9,6 +9,10 @@ updated from the handshakes it sees and written from ``docs/shift_unit.md``, and
 expected map with :mod:`mulfree.params.shift_golden`. One coroutine drives all streams cycle by
 cycle: after each rising edge it drives the next beats, then samples in the read-only phase
 which handshakes happen at the next edge.
+
+Protocol checkers (:mod:`mulfree.sim.checkers`, built in the constructor) watch the five
+streams on every cycle: stable beats while stalled, every accepted beat recorded, and the
+output's ``last`` on the last element of each command's map.
 """
 
 import itertools
@@ -22,6 +26,7 @@ from cocotb.triggers import ReadOnly, RisingEdge
 
 from ..params.shift_config import ShiftUnitConfig, MODES, ORDERS
 from ..params.shift_golden import element_order, read_command, shortcut_concat
+from .checkers import StreamChecker
 from .vectors import StructPacker
 
 
@@ -77,7 +82,20 @@ class TB:
         self.pointers = [0, 0]
         self.expected_status = {"table_error": 0, "cmd_error": 0, "write_error": 0}
         self.cycle = 0
+        # The bus rules on every cycle; run() queues each valid command's map size for out's last.
+        self.checks = {k: StreamChecker(dut.clk, dut.rst, getattr(dut, f"{k}__valid"),
+                                        getattr(dut, f"{k}__ready"),
+                                        getattr(dut, f"{k}__payload"), name=k)
+                       for k in ("w0", "w1", "tab", "cmd")}
+        self.checks["out"] = StreamChecker(
+            dut.clk, dut.rst, dut.out__valid, dut.out__ready, dut.out__payload, name="out",
+            last=lambda beat: self.out_fields.field(beat[0], "last"))
         cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+
+    def check_protocol(self):
+        """Raise the first violation of any stream checker."""
+        for checker in self.checks.values():
+            checker.check()
 
     async def reset(self, cycles=2):
         d = self.dut
@@ -159,6 +177,10 @@ class TB:
         patterns = {k: itertools.cycle(IDLE_PATTERNS[in_idle]) for k in queues}
         out_pat = itertools.cycle(IDLE_PATTERNS[out_stall])
         show = {k: False for k in queues}
+        for k in queues:
+            self.checks[k].tolerate_drop = False
+        self.checks["out"].expect(*(c.size for c in cmds if self.valid_command(c)))
+        out_before = len(self.checks["out"].beats)
         outputs, self.accepted = [], []
         a = self.cfg.act_bits
         for cycle in range(max_cycles):
@@ -202,6 +224,9 @@ class TB:
                 raise AssertionError(f"timeout after {max_cycles} cycles: {len(outputs)} of "
                                      f"{n_out} outputs, queues left "
                                      f"{ {k: len(q) for k, q in queues.items()} }")
+        # Stopped early, the shown beats are withdrawn: a reset follows (an abort).
+        for k in queues:
+            self.checks[k].tolerate_drop = stop_after is not None
         await RisingEdge(d.clk)
         self.cycle += 1
         for k in queues:
@@ -216,6 +241,10 @@ class TB:
                     f"element after the last command's map (cycle {self.cycle})"
                 await RisingEdge(d.clk)
                 self.cycle += 1
+            seen = len(self.checks["out"].beats) - out_before
+            assert seen == len(outputs), \
+                f"out carried {seen} elements, the testbench took {len(outputs)}"
+            self.check_protocol()
         # Split the element stream per command.
         per_cmd, start = [], 0
         for c in cmds:

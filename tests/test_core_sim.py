@@ -24,7 +24,7 @@ DESIGNS = {
     "mult_3x5_s128": CoreConfig(engine=ArrayConfig(pe="mult", rows=3, cols=5, weight_bits=5,
                                                    max_k=256), stream_width=128, **_SMALL),
 }
-SCENARIOS = 5
+SCENARIOS = 6
 # Icarus is slower: the designs it runs.
 ICARUS = ("shift_4x3_s64", "adder_tree_5x4_s32")
 
