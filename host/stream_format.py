@@ -76,10 +76,11 @@ def pack_vector(values, bits):
 def unpack_vector(vector, n, bits, signed):
     """The ``n`` elements of ``bits`` bits each of ``vector`` (int64; two's complement if
     ``signed``): the inverse of :func:`pack_vector`."""
-    values = np.array([(vector >> (j * bits)) & bit_mask(bits) for j in range(n)], dtype=np.int64)
+    values = [(vector >> (j * bits)) & bit_mask(bits) for j in range(n)]
     if signed:
-        values = np.where(values >> (bits - 1) != 0, values - (1 << bits), values)
-    return values
+        # In Python integers: 2^bits is no int64 for bits >= 63 (a core's widest accumulator).
+        values = [v - (1 << bits) if v >> (bits - 1) else v for v in values]
+    return np.array(values, dtype=np.int64)
 
 
 def vector_beats(cfg, vector, bits):

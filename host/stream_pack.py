@@ -68,7 +68,8 @@ def unpack_elements(cfg: CoreConfig, data, elements, elem_bits, *, signed=True):
     weights = np.int64(1) << np.arange(elem_bits, dtype=np.int64)
     values = (flat[:, :bits].reshape(n, elements, elem_bits).astype(np.int64) * weights).sum(-1)
     if signed:
-        values = np.where(values >= 1 << (elem_bits - 1), values - (1 << elem_bits), values)
+        # Sign extension by shifts: 2^elem_bits is no int64 for elem_bits >= 63.
+        values = (values << (64 - elem_bits)) >> (64 - elem_bits)
     return values, extra
 
 
