@@ -44,6 +44,15 @@ IDLE_PATTERNS = {
 }
 
 
+def pattern(name, salt=0):
+    """An endless 1/0 pattern (1 = offer / ready): a named one repeated, or ``"random"``
+    (each cycle 1 with probability 0.6, seeded by ``MULFREE_TB_SEED`` and ``salt``)."""
+    if name != "random":
+        return itertools.cycle(IDLE_PATTERNS[name])
+    rng = random.Random(int(os.environ.get("MULFREE_TB_SEED", cocotb.RANDOM_SEED)) * 7 + salt)
+    return iter(lambda: int(rng.random() < 0.6), 2)
+
+
 class Stimulus:
     """A sequence of weight tiles, each with its input vectors and partial sums."""
 
@@ -239,9 +248,9 @@ class TB:
         w_beats, x_beats = self._w_beats(stim), self._x_beats(stim)
         n_out = sum(len(x) for _, x, _ in stim.tiles)
         max_cycles = max_cycles or 50 * (n_out + self.cfg.rows * len(stim.tiles) + 100)
-        in_pat = itertools.cycle(IDLE_PATTERNS[in_idle])
-        w_pat = itertools.cycle(IDLE_PATTERNS[w_idle])
-        out_pat = itertools.cycle(IDLE_PATTERNS[out_stall])
+        in_pat = pattern(in_idle, 1 + self.cycle)
+        w_pat = pattern(w_idle, 2 + self.cycle)
+        out_pat = pattern(out_stall, 3 + self.cycle)
         w_cur = next(w_beats, None)
         x_cur = next(x_beats, None)
         lengths = [len(x) for _, x, _ in stim.tiles]
@@ -356,7 +365,8 @@ async def idle_and_backpressure(dut):
     await tb.reset()
     rng = _rng()
     for in_idle, out_stall, w_idle in [("light", "none", "heavy"), ("none", "light", "none"),
-                                       ("heavy", "heavy", "light"), ("none", "heavy", "heavy")]:
+                                       ("heavy", "heavy", "light"), ("none", "heavy", "heavy"),
+                                       ("random", "random", "random")]:
         stim = random_tiles(tb.cfg, rng, max(8, _vectors() // 4), tiles=3)
         outputs = await tb.run(stim, in_idle=in_idle, out_stall=out_stall, w_idle=w_idle)
         check(stim, outputs, f"in={in_idle} out={out_stall} w={w_idle}")
@@ -371,7 +381,8 @@ async def reset_mid_stream(dut):
     cfg = tb.cfg
     for stop_after in (cfg.rows // 2 + 1, cfg.rows + 3, 3 * cfg.rows + 7):
         stim = random_tiles(cfg, rng, 40, tiles=2)
-        await tb.run(stim, in_idle="light", out_stall="light", stop_after=stop_after)
+        await tb.run(stim, in_idle="random", out_stall="random", w_idle="random",
+                     stop_after=stop_after)
         await tb.reset(cycles=random.Random(stop_after).randint(1, 3))
         # Nothing may come out after a reset until new data goes in.
         for _ in range(cfg.latency + 2):

@@ -4,8 +4,8 @@ output words with the golden ones.
 ``MULFREE_MANIFEST`` names a JSON file written by ``tests/test_shift_block_sim.py``: ``top``,
 ``writes`` / ``table`` / ``commands`` / ``weights`` (packed payload words, in order) and
 ``expected`` (per command, the packed ``y`` data words from
-``shift_golden.shift_block_forward``). All streams are driven at once, ``y__ready`` is low one
-cycle in four.
+``shift_golden.shift_block_forward``). All streams are driven at once, with random idle cycles
+on the command and weight inputs and random stalls of ``y`` (seeded by cocotb's seed).
 
 Protocol checkers (:mod:`mulfree.sim.checkers`) watch all six streams on every cycle: stable
 beats while stalled, every accepted beat recorded, ``y``'s ``last`` on each command's last
@@ -14,6 +14,7 @@ vector.
 
 import json
 import os
+import random
 
 import cocotb
 from cocotb.clock import Clock
@@ -57,17 +58,22 @@ async def block_matches_golden(dut):
     expected = [w for words in spec["expected"] for w in words]
     lasts = [int(i == len(words) - 1) for words in spec["expected"] for i in range(len(words))]
     got = []
+    rng = random.Random(cocotb.RANDOM_SEED)
+    show = dict.fromkeys(queues, False)
     for cycle in range(40 * len(expected) + 200):
         for k, q in queues.items():
-            getattr(dut, f"{k}__valid").value = int(bool(q))
-            if q:
+            # A beat once shown stays until accepted (AXI rule); new beats skip random cycles.
+            show[k] = bool(q) and (show[k] or rng.random() < 0.7)
+            getattr(dut, f"{k}__valid").value = int(show[k])
+            if show[k]:
                 getattr(dut, f"{k}__payload").value = q[0]
-        ready = int(cycle % 4 != 2)
+        ready = int(rng.random() < 0.7)
         dut.y__ready.value = ready
         await ReadOnly()
         for k, q in queues.items():
-            if q and getattr(dut, f"{k}__ready").value:
+            if show[k] and getattr(dut, f"{k}__ready").value:
                 q.pop(0)
+                show[k] = False
         if dut.y__valid.value and ready:
             word = dut.y__payload.value.to_unsigned()
             got.append((word >> 1, word & 1) if spec["last_first"] else

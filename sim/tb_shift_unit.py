@@ -18,6 +18,7 @@ output's ``last`` on the last element of each command's map.
 import itertools
 import json
 import os
+import random
 
 import cocotb
 import numpy as np
@@ -37,6 +38,15 @@ IDLE_PATTERNS = {
     "light": [1, 1, 1, 0],
     "heavy": [1, 0, 0, 1, 0],
 }
+
+
+def pattern(name, salt=0):
+    """An endless 1/0 pattern (1 = offer / ready): a named one repeated, or ``"random"``
+    (each cycle 1 with probability 0.6, seeded by ``MULFREE_TB_SEED`` and ``salt``)."""
+    if name != "random":
+        return itertools.cycle(IDLE_PATTERNS[name])
+    rng = random.Random(int(os.environ.get("MULFREE_TB_SEED", cocotb.RANDOM_SEED)) * 7 + salt)
+    return iter(lambda: int(rng.random() < 0.6), 2)
 
 
 class Command(dict):
@@ -174,8 +184,8 @@ class TB:
         queues = {"w0": list(w0), "w1": list(w1), "tab": list(tab), "cmd": list(cmds)}
         n_out = sum(c.size for c in cmds if self.valid_command(c))
         max_cycles = max_cycles or 4 * (n_out + sum(len(q) for q in queues.values())) + 200
-        patterns = {k: itertools.cycle(IDLE_PATTERNS[in_idle]) for k in queues}
-        out_pat = itertools.cycle(IDLE_PATTERNS[out_stall])
+        patterns = {k: pattern(in_idle, i + self.cycle) for i, k in enumerate(queues)}
+        out_pat = pattern(out_stall, 9 + self.cycle)
         show = {k: False for k in queues}
         for k in queues:
             self.checks[k].tolerate_drop = False
@@ -435,7 +445,7 @@ async def idle_and_backpressure(dut):
     await tb.reset()
     rng = _rng()
     for in_idle, out_stall in [("light", "none"), ("none", "light"), ("heavy", "heavy"),
-                               ("none", "heavy")]:
+                               ("none", "heavy"), ("random", "random")]:
         await fill(tb, rng, in_idle=in_idle)
         cmds = [random_command(tb, rng, mode) for mode in MODES]
         cmds += [random_command(tb, rng) for _ in range(max(4, _reads() // 4))]
