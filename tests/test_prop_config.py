@@ -23,8 +23,9 @@ from mulfree.params.post_config import check_post_config, max_post_k
 from mulfree.params.safe_io import VERILOG_KEYWORDS
 from mulfree.params.shift_config import MAX_OFFSET, SHIFT_LIMITS, ShiftUnitConfig
 
-from prop_strategies import (PE_WEIGHT_BITS, array_configs, spec_act_range, spec_largest_k,
-                             spec_max_shift, spec_signed_width, spec_term, spec_term_range)
+from prop_strategies import (PE_WEIGHT_BITS, array_configs, ends_or_any, spec_act_range,
+                             spec_largest_k, spec_max_shift, spec_signed_width, spec_term,
+                             spec_term_range)
 
 
 def _fits(width, lo, hi):
@@ -121,12 +122,14 @@ def test_shift_unit_widths_satisfy_their_definitions(channels, height, width, ac
     addresses ``[0, depth)``, counts up to ``channels``, rotations ``[0, channels)``, offsets
     ``[-R, R]``."""
     limit = min(MAX_OFFSET, max(height, width))
+    size = channels * height * width
     cfg = ShiftUnitConfig(channels, height, width, act_bits,
-                          depth=data.draw(st.integers(channels * height * width,
-                                                      channels * height * width + 99)),
+                          depth=data.draw(st.integers(size, size + 99)),
                           kernel=2 * data.draw(st.integers(0, limit)) + 1,
                           max_shift=data.draw(st.integers(0, limit)))
-    assert _unsigned_tight(cfg.addr_width, cfg.depth - 1)
+    power = 1 << (size - 1).bit_length()            # depths at and around a power of two
+    for depth in (cfg.depth, power, power + 1):
+        assert _unsigned_tight(replace(cfg, depth=depth).addr_width, depth - 1), depth
     assert _unsigned_tight(cfg.count_width, channels)
     assert _unsigned_tight(cfg.rotate_width, channels - 1)
     r = max((cfg.kernel - 1) // 2, cfg.max_shift, 1)
@@ -142,7 +145,9 @@ def _not_an_int():
 
 
 def _outside(lo, hi):
-    return st.one_of(st.integers(max_value=lo - 1), st.integers(min_value=hi + 1), _not_an_int())
+    """A value just outside ``[lo, hi]`` (often the neighbours of the ends), or of a wrong type."""
+    return st.one_of(st.sampled_from((lo - 1, hi + 1)), st.integers(max_value=lo - 1),
+                     st.integers(min_value=hi + 1), _not_an_int())
 
 
 def _refused(build, param, value):
@@ -224,11 +229,25 @@ def test_shift_unit_config_refuses_in_one_line(data):
         value = data.draw(_outside(*SHIFT_LIMITS[param]))
     elif param == "depth":
         size = base["channels"] * height * width
-        value = data.draw(st.one_of(st.integers(max_value=size - 1), _not_an_int())
+        value = data.draw(st.one_of(st.just(size - 1), st.integers(max_value=size - 1),
+                                    _not_an_int())
                           .filter(lambda v: v is not None))
     elif param == "kernel":
         value = data.draw(st.one_of(_outside(1, 2 * limit + 1),
-                                    st.integers(1, limit).map(lambda r: 2 * r)))
+                                    ends_or_any(1, limit).map(lambda r: 2 * r)))
     else:
         value = data.draw(_outside(0, limit))
     _refused(lambda: ShiftUnitConfig(**{**base, param: value}), param, value)
+
+
+@given(st.integers(1, 64), st.integers(1, 64), st.data())
+def test_shift_unit_kernel_is_odd(height, width, data):
+    """Every odd ``kernel`` up to ``2 min(15, max(H, W)) + 1`` is accepted, every even one
+    refused naming ``kernel``."""
+    limit = min(MAX_OFFSET, max(height, width))
+    kernel = data.draw(st.integers(1, 2 * limit + 1))
+    build = lambda: ShiftUnitConfig(4, height, width, kernel=kernel)   # noqa: E731
+    if kernel % 2:
+        assert build().max_radius == (kernel - 1) // 2
+    else:
+        _refused(build, "kernel", kernel)
