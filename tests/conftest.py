@@ -19,9 +19,13 @@ from mulfree.flows import cli
 # database is written); deadline=None because two busy cores make timings meaningless;
 # print_blob prints the @reproduce_failure line of a failing example.
 # MULFREE_HYPOTHESIS_EXAMPLES=1000 runs a deeper local search (docs/verification.md).
+_EXAMPLES = os.environ.get("MULFREE_HYPOTHESIS_EXAMPLES", "100")
+if not _EXAMPLES.isdigit() or int(_EXAMPLES) < 1:
+    raise pytest.UsageError(f"MULFREE_HYPOTHESIS_EXAMPLES must be a positive integer, "
+                            f"not {_EXAMPLES!r}")
 settings.register_profile(
     "mulfree", derandomize=True, deadline=None, print_blob=True, database=None,
-    max_examples=int(os.environ.get("MULFREE_HYPOTHESIS_EXAMPLES", "40")))
+    max_examples=int(_EXAMPLES))
 settings.load_profile("mulfree")
 
 
