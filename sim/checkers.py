@@ -42,6 +42,10 @@ def _value(sig):
         return str(v)
 
 
+def _show(value):
+    return f"{value:#x}" if isinstance(value, int) else value
+
+
 def _high(sig):
     return str(sig.value) == "1"
 
@@ -120,8 +124,8 @@ class _Channel:
         beat = tuple(_value(p) for p in self.payload)
         new = self.held is None
         if not new and beat != self.held:
-            diff = [f"{n} {a!r}->{b!r}" for n, a, b in zip(self.names, self.held, beat)
-                    if a != b]
+            diff = [f"{n} {_show(a)}->{_show(b)}" for n, a, b in
+                    zip(self.names, self.held, beat) if a != b]
             self.monitor._fail(f"{self.label}payload changed while stalled: {', '.join(diff)}")
         accepted = _high(self.ready)
         self.held = None if accepted else beat

@@ -15,12 +15,21 @@
 //   4. update the harness state with the transfers sampled in 2.
 // So a transfer happens exactly at the rising edge where valid and ready were both high, every
 // valid is held until its ready, and data do not change while valid waits.
+//
+// The core's side of the buses is checked in step 2 of every cycle out of reset (the same rules
+// as mulfree.sim.checkers): m_axis tdata/tlast stable while tvalid waits for tready (tvalid
+// itself may fall: an error or a soft reset ends a run at once); tlast exactly on the last beat
+// of each result packet whose length was given (mf_expect_packets); bvalid only for a write
+// whose AW and W were both accepted, rvalid only for an accepted AR, one response each. The
+// first violation is kept as a one-line message (mf_violation) that the Python side raises.
 
 #include "harness_config.h"
 #include MF_TOP_HEADER
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -82,6 +91,75 @@ struct Board {
     uint32_t awaddr = 0, wdata = 0, wstrb = 0, araddr = 0;
     uint32_t bresp = 0, rdata = 0, rresp = 0;
 
+    // Protocol checks: the m_axis beat waiting for tready, expected result packet lengths
+    // (0 = unknown), the position in the current packet, the violations.
+    bool out_held = false;
+    std::vector<uint8_t> held_data = std::vector<uint8_t>(MF_BEAT_BYTES);
+    bool held_last = false;
+    std::deque<uint64_t> packet_lengths;
+    uint64_t packet_length = 0, packet_beat = 0, packets_seen = 0;
+    uint64_t violations = 0;
+    char violation[256] = "";
+
+    void fail(const char* rule) {
+        if (violations++ == 0)
+            std::snprintf(violation, sizeof violation, "cycle %llu: %s",
+                          static_cast<unsigned long long>(cycles), rule);
+    }
+
+    void forget_packets() {
+        packet_lengths.clear();
+        packet_length = packet_beat = packets_seen = 0;
+        out_held = false;
+    }
+
+    // The core's outputs, settled before the edge (step 2).
+    inline void check(MF_TOP_CLASS* t, bool sink_ready) {
+        const bool valid = t->MF_PORT(m_axis, tvalid);
+        const bool last = t->MF_PORT(m_axis, tlast);
+        uint8_t beat[MF_BEAT_BYTES];
+        if (valid && (out_held || !sink_ready)) store_beat(t->MF_PORT(m_axis, tdata), beat);
+        if (out_held && valid &&
+            (last != held_last || std::memcmp(beat, held_data.data(), MF_BEAT_BYTES) != 0))
+            fail("m_axis: tdata/tlast changed while tvalid waited for tready");
+        out_held = valid && !sink_ready;
+        if (out_held) {
+            std::memcpy(held_data.data(), beat, MF_BEAT_BYTES);
+            held_last = last;
+        }
+        if (valid && sink_ready) {
+            if (packet_beat == 0) {
+                packet_length = 0;
+                if (!packet_lengths.empty()) {
+                    packet_length = packet_lengths.front();
+                    packet_lengths.pop_front();
+                }
+            }
+            if (packet_length != 0 && last != (packet_beat + 1 == packet_length)) {
+                char rule[160];
+                std::snprintf(rule, sizeof rule,
+                              "m_axis: %s on beat %llu of result packet %llu (length %llu)",
+                              last ? "tlast" : "no tlast",
+                              static_cast<unsigned long long>(packet_beat),
+                              static_cast<unsigned long long>(packets_seen),
+                              static_cast<unsigned long long>(packet_length));
+                fail(rule);
+            }
+            ++packet_beat;
+            if (last) {
+                packet_beat = 0;
+                ++packets_seen;
+            }
+        }
+        // A write is in progress while b_ready; its AW and W are accepted once their valids fell.
+        if (t->MF_PORT(s_axil, bvalid) && (!b_ready || aw_valid || w_valid))
+            fail(b_ready ? "s_axil: bvalid before the write's AW and W were accepted"
+                         : "s_axil: bvalid with no write to answer");
+        if (t->MF_PORT(s_axil, rvalid) && (!r_ready || ar_valid))
+            fail(r_ready ? "s_axil: rvalid before the read's AR was accepted"
+                         : "s_axil: rvalid with no read to answer");
+    }
+
     Board() : ctx(new VerilatedContext), top(new MF_TOP_CLASS(ctx.get(), "")) {
         ctx->fatalOnError(false);
     }
@@ -125,6 +203,7 @@ struct Board {
         t->MF_PORT(s_axil, rready) = r_ready;
         t->clk = 0;
         t->eval();
+        if (!rst) check(t, sink_ready);
 
         // Handshakes, sampled before the edge.
         const bool in_fire = in_valid && t->MF_PORT(s_axis, tready);
@@ -209,6 +288,7 @@ void mf_reset(void* h, uint64_t n) {
     b->out_data.clear();
     b->out_last.clear();
     b->aw_valid = b->w_valid = b->b_ready = b->ar_valid = b->r_ready = false;
+    b->forget_packets();
     b->rst = true;
     for (uint64_t i = 0; i < n; ++i) b->step();
     b->rst = false;
@@ -276,6 +356,25 @@ void mf_pop(void* h, uint8_t* data, uint8_t* last, uint64_t n) {
     std::memcpy(last, b->out_last.data(), n);
     b->out_data.erase(b->out_data.begin(), b->out_data.begin() + n * MF_BEAT_BYTES);
     b->out_last.erase(b->out_last.begin(), b->out_last.begin() + n);
+}
+
+// Expect the next n result packets on m_axis to be lengths[0..n) beats long (tlast checked
+// beat by beat); packets beyond the given ones are not checked.
+void mf_expect_packets(void* h, const uint64_t* lengths, uint64_t n) {
+    Board* b = static_cast<Board*>(h);
+    for (uint64_t i = 0; i < n; ++i) b->packet_lengths.push_back(lengths[i]);
+}
+
+// Forget the expected lengths and the packet under way (after an aborted run).
+void mf_forget_packets(void* h) { static_cast<Board*>(h)->forget_packets(); }
+
+// The number of protocol violations seen since the last clear, and the first one's message.
+uint64_t mf_violations(void* h) { return static_cast<Board*>(h)->violations; }
+const char* mf_violation(void* h) { return static_cast<Board*>(h)->violation; }
+void mf_clear_violations(void* h) {
+    Board* b = static_cast<Board*>(h);
+    b->violations = 0;
+    b->violation[0] = 0;
 }
 
 // Run up to max_cycles; stop early when every condition in `until` holds (checked after each

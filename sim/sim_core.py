@@ -8,7 +8,10 @@ S2MM channel. The clock runs in C++ (:meth:`SimCore.run`) until a stop condition
 runs per cycle.
 
 Every handshake is AXI-correct: a ``valid`` is held, with its data stable, until the rising edge
-at which ``ready`` is high too; a transfer happens at that edge.
+at which ``ready`` is high too; a transfer happens at that edge. The harness checks the core's
+side of the buses on every cycle (``m_axis`` stable while stalled, ``tlast`` against the
+lengths given to :meth:`SimCore.expect_packets`, one B per write and one R per read, never
+early); a violation raises :class:`ProtocolError` from the call that ran the clock.
 """
 
 import ctypes
@@ -17,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 
-__all__ = ["UNTIL", "SimCore"]
+__all__ = ["UNTIL", "ProtocolError", "SimCore"]
 
 #: Stop conditions of :meth:`SimCore.run`, and their flag bits in the harness.
 UNTIL = {"irq": 1, "input_empty": 2, "sink_done": 4}
@@ -51,7 +54,16 @@ _SIGNATURES = {
     "mf_out_count": ([_p], _u64),
     "mf_pop": ([_p, _p, _p, _u64], None),
     "mf_run": ([_p, _u64, ctypes.c_int, ctypes.POINTER(ctypes.c_int)], _u64),
+    "mf_expect_packets": ([_p, _p, _u64], None),
+    "mf_forget_packets": ([_p], None),
+    "mf_violations": ([_p], _u64),
+    "mf_violation": ([_p], ctypes.c_char_p),
+    "mf_clear_violations": ([_p], None),
 }
+
+
+class ProtocolError(RuntimeError):
+    """The simulated core broke a bus rule (the harness's checks); one line naming it."""
 
 
 def _load_library(lib_path):
@@ -177,6 +189,30 @@ class SimCore:
         if not isinstance(cycles, int) or isinstance(cycles, bool) or cycles < 1:
             raise ValueError(f"cycles must be a positive integer, not {cycles!r}")
         self._lib.mf_reset(self._handle(), cycles)
+        self._check_protocol()
+
+    def _check_protocol(self):
+        """Raise :class:`ProtocolError` for violations the harness saw since the last call."""
+        h = self._handle()
+        n = int(self._lib.mf_violations(h))
+        if n:
+            first = self._lib.mf_violation(h).decode()
+            self._lib.mf_clear_violations(h)
+            raise ProtocolError(f"{self.manifest['top']}: {n} protocol violation(s), the "
+                                f"first at {first}")
+
+    def expect_packets(self, lengths):
+        """Check ``tlast`` of the next result packets against ``lengths`` (beats each), beat
+        by beat; later packets are not checked. Cleared by :meth:`forget_packets` (call it
+        after a run ends early: an error or a soft reset may cut a packet) and by reset."""
+        lengths = np.asarray([int(n) for n in lengths], dtype=np.uint64)
+        if (lengths == 0).any():
+            raise ValueError(f"lengths must be positive, not {lengths.tolist()}")
+        self._lib.mf_expect_packets(self._handle(), lengths.ctypes.data, len(lengths))
+
+    def forget_packets(self):
+        """Drop the expected packet lengths and the packet under way."""
+        self._lib.mf_forget_packets(self._handle())
 
     def _addr(self, addr):
         return _check_uint("addr", addr, self._addr_bits)
@@ -200,6 +236,7 @@ class SimCore:
         strb = _check_uint("strb", strb, 4)
         used = _u64()
         resp = self._lib.mf_axil_write(h, addr, data, strb, _AXIL_TIMEOUT, ctypes.byref(used))
+        self._check_protocol()
         if resp < 0:
             raise TimeoutError(f"AXI4-Lite write to 0x{addr:x}: no response within "
                                f"{_AXIL_TIMEOUT} cycles")
@@ -223,6 +260,7 @@ class SimCore:
         data, used = ctypes.c_uint32(), _u64()
         resp = self._lib.mf_axil_read(h, addr, ctypes.byref(data), _AXIL_TIMEOUT,
                                       ctypes.byref(used))
+        self._check_protocol()
         if resp < 0:
             raise TimeoutError(f"AXI4-Lite read of 0x{addr:x}: no response within "
                                f"{_AXIL_TIMEOUT} cycles")
@@ -350,6 +388,7 @@ class SimCore:
         while True:
             chunk = min(int(max_cycles) - done, _RUN_CHUNK)
             done += int(self._lib.mf_run(h, chunk, flags, ctypes.byref(stopped)))
+            self._check_protocol()
             if stopped.value:
                 return done, "+".join(dict.fromkeys(names))
             if done >= max_cycles:

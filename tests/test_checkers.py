@@ -3,13 +3,25 @@
 A small Verilog DUT, a stream master and an AXI4-Lite slave whose ``mode`` input switches on
 one protocol bug at a time (``mulfree.sim.tb_checkers.MODES``), runs under Icarus with the
 scenarios of ``mulfree.sim.tb_checkers``: the correct mode must pass, every bug must fail its
-scenario with the checker's message naming the rule. A missing simulator fails the test.
+scenario with the checker's message naming the rule. The simulated board's C++ checks
+(``sim/harness.cpp``) are run on a correct core against right and wrong packet lengths. A
+missing simulator fails the test.
 """
 
 import json
 
+import numpy as np
+import pytest
+
+from mulfree.gen.core_manifest import core_manifest, write_core_design
+from mulfree.host.layer_stream import Layer, expected_beats, pack_layer, stream_beats
+from mulfree.params.layer_golden import PostParams
+from mulfree.sim.board import SimCore, beats_to_bytes, build_sim_core, bytes_to_beats
 from mulfree.sim.runner import build_verilog, run_cocotb
+from mulfree.sim.sim_core import ProtocolError
 from mulfree.sim.tb_checkers import MODES, PACKET
+
+from cores import SHIFT_4X4
 
 
 DUT = """
@@ -91,13 +103,13 @@ endmodule
 
 # The message each bug must fail with (a part of it).
 EXPECTED = {
-    "payload_change": "m_axis: cycle 3: payload changed while stalled: m_axis__tdata",
+    "payload_change": "m_axis: cycle 3: payload changed while stalled: m_axis__tdata 0x1->0x2",
     "early_last": "last on beat 1 of packet 0",
     "valid_drop": "tvalid fell before its handshake",
     "missing_last": "no last on beat 2",
     "drop_b": "1 write(s) without B",
     "b_before_w": "B: bvalid with no write to answer (AW 1, W 0",
-    "rdata_change": "R: payload changed while stalled: s_axil__rdata",
+    "rdata_change": "R: payload changed while stalled: s_axil__rdata 0x11->0x12",
     "double_b": "B: bvalid with no write to answer",
 }
 
@@ -118,3 +130,49 @@ def test_checkers_catch_broken_protocols(tmp_path):
         assert message is not None, f"{name}: the broken protocol passed the checkers"
         assert phrase in message, f"{name}: failed with {message!r}, expected {phrase!r}"
         assert "\n" not in message.strip(), f"{name}: message of several lines: {message!r}"
+
+
+def test_board_harness_checks(board_cache, tmp_path):
+    """The simulated board's C++ checks: a correct run passes them; a result packet length
+    other than the core's makes the run raise ProtocolError naming the beat."""
+    cfg = SHIFT_4X4
+    _, j_path = write_core_design(cfg, tmp_path)
+    core = SimCore(build_sim_core(j_path, build_dir=board_cache), core_manifest(cfg))
+    rng = np.random.default_rng(5)
+    e = cfg.engine
+    layer = Layer(x=rng.integers(*e.act_range, (e.rows + 1, 1, 6), endpoint=True),
+                  w_codes=rng.integers(0, 1 << e.weight_bits, (e.cols + 2, e.rows + 1, 1, 1)),
+                  post=PostParams(bias=np.zeros(e.cols + 2, dtype=np.int64),
+                                  shift=np.zeros(e.cols + 2, dtype=np.int64),
+                                  relu=np.zeros(e.cols + 2, dtype=bool)))
+    want = expected_beats(cfg, layer)
+    assert len(want) > 2
+    beats = stream_beats(pack_layer(cfg, layer))
+    data = beats_to_bytes([b for b, _ in beats], core.beat_bytes)
+    last = np.array([t for _, t in beats], dtype=bool)
+
+    def run(lengths, stalled=False):
+        core.reset()
+        core.expect_packets(lengths)
+        assert core.write_reg("CONTROL", 1) == 0
+        core.push(data, last)
+        if stalled:
+            # One beat at a time, the sink closed for 7 cycles after each: m_axis waits.
+            for _ in range(len(want)):
+                core.arm_sink(1)
+                core.run(100_000, until=("sink_done",))
+                core.run(7)
+        else:
+            core.arm_sink(len(want) + 4)
+            core.run(100_000, until=("sink_done",))
+        return bytes_to_beats(core.pop()[0])
+
+    assert run([len(want)]) == want
+    assert run([len(want)], stalled=True) == want
+    with pytest.raises(ProtocolError, match=rf"no tlast on beat {len(want) - 2} of result "
+                                            rf"packet 0 \(length {len(want) - 1}\)"):
+        run([len(want) - 1])
+    with pytest.raises(ProtocolError, match=rf"tlast on beat {len(want) - 1} of result "
+                                            rf"packet 0 \(length {len(want) + 1}\)"):
+        run([len(want) + 1])
+    core.close()
