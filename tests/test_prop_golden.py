@@ -9,13 +9,14 @@ anywhere in their allowed ranges (``tests/prop_strategies.py``). The profile (de
 
 from dataclasses import replace
 from fractions import Fraction
+import math
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from hypothesis import assume, example, given, strategies as st
 
-from mulfree.params import golden, graph_golden, layer_golden, shift_golden
+from mulfree.params import golden, graph_golden, layer_golden, model_golden, shift_golden
 from mulfree.params.post_config import bias_range, shift_range
 
 from prop_strategies import (INT64, act_values, array_configs, codes_of, ends_or_any,
@@ -327,6 +328,76 @@ def test_pooling_equals_the_definition(pool):
         total = sum(real)
         want = round_half_up(Fraction(total, n) / Fraction(2) ** layer.shift)
         assert int(avg[0, ci, oy, ox]) == _sat(want, layer.act_bits)
+
+
+@given(st.data())
+def test_concat_and_clamp_equal_the_definition(data):
+    """Concat: ``sat(round_shift(x_i, shifts[i]))`` per input, joined along the channels;
+    clamp: ``min(max(x, lo), hi)``."""
+    bits = data.draw(st.integers(2, 16))
+    n = data.draw(st.integers(1, 4))
+    inputs = [np.array(data.draw(st.lists(ends_or_any(*spec_act_range(16)), min_size=c,
+                                          max_size=c))).reshape(1, c, 1, 1)
+              for c in data.draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))]
+    shifts = data.draw(st.lists(st.integers(-16, 32), min_size=n, max_size=n))
+    layer = SimpleNamespace(shifts=shifts, act_bits=bits)
+    got = graph_golden.NODE_FUNCTIONS["concat"](layer, *inputs).ravel().tolist()
+    want = [_sat(spec_round_shift(int(v), s), bits)
+            for x, s in zip(inputs, shifts) for v in x.ravel()]
+    assert got == want
+    lo, hi = sorted(data.draw(st.lists(ends_or_any(*spec_act_range(bits)), min_size=2,
+                                       max_size=2)))
+    x = inputs[0]
+    clamp = graph_golden.NODE_FUNCTIONS["clamp"](SimpleNamespace(lo=lo, hi=hi), x)
+    assert clamp.ravel().tolist() == [min(max(int(v), lo), hi) for v in x.ravel()]
+
+
+@given(st.data())
+def test_graph_address_shift_reads_the_sample_buffer(data):
+    """The graph's ``address_shift``: channel ``c`` of a sample reads
+    ``buf[(c H + y) W + x + dy[c] W + dx[c]]`` of that sample's buffer, 0 outside it; the
+    graph's ``channel_shift`` is ``out[c] = in[(c + r) mod C]``."""
+    b, c, h, w = (data.draw(st.integers(1, 2)), data.draw(st.integers(1, 5)),
+                  data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4)))
+    x = np.array(data.draw(st.lists(st.integers(-99, 99), min_size=b * c * h * w,
+                                    max_size=b * c * h * w))).reshape(b, c, h, w)
+    offsets = data.draw(st.lists(st.tuples(st.integers(-1, 1), st.integers(-1, 1)),
+                                 min_size=c, max_size=c))
+    got = graph_golden.NODE_FUNCTIONS["address_shift"](SimpleNamespace(offsets=offsets), x)
+    r = data.draw(st.integers(0, c))
+    rotated = graph_golden.NODE_FUNCTIONS["channel_shift"](SimpleNamespace(r=r), x)
+    for i in range(b):
+        buf = x[i].ravel().tolist()
+        for ci in range(c):
+            assert np.array_equal(rotated[i, ci], x[i, (ci + r) % c])
+            dy, dx = offsets[ci]
+            for y in range(h):
+                for xx in range(w):
+                    addr = (ci * h + y) * w + xx + dy * w + dx
+                    want = buf[addr] if 0 <= addr < len(buf) else 0
+                    assert int(got[i, ci, y, xx]) == want
+
+
+@given(st.integers(2, 16), st.integers(-40, 40), st.data())
+def test_quantize_input_rounds_the_exact_value(bits, scale_exp, data):
+    """``quantize_input`` is ``clamp(floor(x 2^-scale_exp + 1/2))`` decided on the float's
+    exact value (``Fraction``), infinities saturating, for every float64; ties ``k + 1/2``
+    and their float neighbours are drawn often."""
+    def near_tie(k, side):
+        tie = (k + 0.5) * 2.0 ** scale_exp
+        return float(np.nextafter(tie, side * math.inf)) if side else tie
+
+    lo, hi = spec_act_range(bits)
+    ties = st.builds(near_tie, st.integers(lo - 1, hi), st.sampled_from((-1, 0, 1)))
+    xs = data.draw(st.lists(st.one_of(st.floats(allow_nan=False), ties), min_size=1,
+                            max_size=6))
+    model = SimpleNamespace(input=SimpleNamespace(shape=(len(xs),), act_bits=bits,
+                                                  scale_exp=scale_exp))
+    got = model_golden.quantize_input(model, np.array(xs)).tolist()
+    want = [lo if v == -math.inf else hi if v == math.inf else
+            min(max(round_half_up(Fraction(v) / Fraction(2) ** scale_exp), lo), hi)
+            for v in xs]
+    assert got == want
 
 
 # Shift primitives ----------------------------------------------------------------------------
