@@ -32,7 +32,7 @@ import numpy as np
 import cocotb
 from cocotb.triggers import ClockCycles, SimTimeoutError, with_timeout
 
-from mulfree.params.core_config import PACKET_TYPES
+from mulfree.params.core_config import ISSUE_FIFO_DEPTH, PACKET_TYPES
 from mulfree.params.layer_golden import PostParams
 from mulfree.host.layer_stream import Layer, Packet, expected_beats, layer_geometry
 from mulfree.host.stream_format import (act_rows, descriptor_words_unchecked, first_block_acts,
@@ -90,11 +90,26 @@ def singles(cfg, vectors, kind):
 
 # Runs ----------------------------------------------------------------------------------------
 
-async def run_packets(tb, layer, packets, *, what):
-    """Start, send ``packets``, receive and compare every result beat with the golden model."""
+#: Idle cycles before a run's last packet: long enough for everything the other packets
+#: allow to be computed, so a result that does not wait for the last packet shows.
+LATE = 120
+
+
+async def send_late(tb, packets, late):
+    """Send ``packets``, the last one ``late`` cycles after the others have gone."""
+    await tb.send_packets(packets[:-1])
+    if late:
+        await tb.source.wait()
+        await ClockCycles(tb.dut.clk, late)
+    await tb.send_packets(packets[-1:])
+
+
+async def run_packets(tb, layer, packets, *, what, late=LATE):
+    """Start, send ``packets`` (the last one ``late`` cycles after the others), receive and
+    compare every result beat with the golden model."""
     cfg = tb.cfg
     assert await tb.control("start") == 0, f"{what}: start refused"
-    cocotb.start_soon(tb.send_packets(packets))
+    cocotb.start_soon(send_late(tb, packets, late))
     try:
         frame = await with_timeout(tb.sink.recv(), 4_000_000, "ns")
     except SimTimeoutError:
@@ -233,7 +248,11 @@ async def block_sizes(dut):
     cfg = tb.cfg
     R, C = cfg.engine.rows, cfg.engine.cols
     window = cfg.hazard_window
-    sizes = sorted({1, 2, window - 1, window, window + 1, cfg.acc_entries})
+    # Vectors the pipeline holds at most (engine and issue FIFO): blocks this long and
+    # shorter are where the hazard check matters.
+    held = cfg.engine.latency + ISSUE_FIFO_DEPTH
+    sizes = sorted({1, 2, held - 1, held, held + 1, window - 1, window, window + 1,
+                    cfg.acc_entries})
     for mb, sink in itertools.product([s for s in sizes if s <= cfg.acc_entries],
                                       (None, [1] * 12 + [0] * 4)):
         for m in (2 * mb - 1, 2 * mb, 2 * mb + 1):
@@ -249,17 +268,25 @@ async def block_sizes(dut):
 
 @cocotb.test()
 async def tile_loads(dut):
-    """One-pixel blocks: weight tiles back to back, each with exactly rows or rows - 1 rows."""
+    """Weight tiles back to back, each with exactly rows or rows - 1 input rows.
+
+    One-pixel blocks make every vector a new tile; blocks of ``2 * rows + 2`` pixels keep the
+    engine busy while the next tile loads, so it starts right behind the current one. Irregular
+    output backpressure stalls the engine at every phase of a tile's load: a row whose shadow
+    weights are overwritten before the tile's token reached it shows.
+    """
     tb, rng = await start(dut)
     cfg = tb.cfg
     R, C = cfg.engine.rows, cfg.engine.cols
-    for k, sink in itertools.product((R, R - 1, 2 * R, 2 * R - 1), (None, [1, 0, 0])):
-        if k < 1:
+    irregular = [int(b) for b in np.random.default_rng(5).random(23) < 0.6]
+    for k, mb, sink in itertools.product((R, R - 1, 2 * R - 1), (1, 2 * R + 2),
+                                         (None, irregular)):
+        if k < 1 or mb > cfg.acc_entries:
             continue
-        layer = matmul(cfg, rng, 5, k, 3 * C, m_block=1)
+        layer = matmul(cfg, rng, 2 * mb + 1, k, 3 * C, m_block=mb)
         tb.pause_streams(None, sink)
         await run_in_order(tb, layer, ("PARAMS", "ACTS", "WEIGHTS"),
-                           what=f"K {k}, rows {R}, one-pixel blocks, sink {sink}")
+                           what=f"K {k}, rows {R}, blocks of {mb}, sink {sink}")
     tb.pause_streams()
     conv = random_layer(cfg, rng, kind="conv", in_c=R, h=3, w=3, out_c=2 * C, kh=2, kw=2,
                         m_block=1)
