@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (scripts/setup.sh).
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench formal
 
 setup:
 	./scripts/setup.sh
@@ -12,3 +12,6 @@ test: setup
 
 bench: setup
 	.venv/bin/mulfree bench
+
+formal: setup
+	.venv/bin/mulfree formal
