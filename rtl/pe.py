@@ -107,9 +107,14 @@ def _sub_with_borrow(a, b, borrow):
     must exist as a net of its own: a second LUT per bit. A subtraction keeps the minuend on
     ``DI`` and inverts the subtrahend inside the carry LUT. The borrow is appended below both
     operands: ``({a, 0} - {b, c}) >> 1 = a - b - c``, one carry chain.
+
+    Width: with ``a`` and ``b`` of at most ``w`` bits, ``a - b - c`` lies in
+    ``[-2^(w-1) - (2^(w-1) - 1) - 1, 2^(w-1) - 1 + 2^(w-1)] = [-2^w, 2^w - 1]``: ``w + 1``
+    bits, exactly what the difference of the two ``w + 1``-bit operands below leaves once the
+    appended bit is dropped (``verify/props_pe.py`` proves every PE kind at its widths).
     """
     a, b = Value.cast(a), Value.cast(b)
-    width = max(len(a), len(b)) + 1
+    width = max(len(a), len(b))
     total = (Cat(Const(0, 1), _sign_extend(a, width)).as_signed() -
              Cat(borrow, _sign_extend(b, width)).as_signed())
     return total[1:].as_signed()
