@@ -207,11 +207,15 @@ async def chunkings(dut):
     vs = layer_vectors(cfg, layer)
     desc = packet(cfg, "DESC", vs["DESC"])
     single = {k: singles(cfg, vs, k) for k in DATA}
-    # Round robin over the types, one vector at a time, in both type orders.
-    for order in (DATA, DATA[::-1]):
+    # Round robin over the types, one vector at a time, in both type orders; the second with
+    # an idle cycle after every beat.
+    for order, idle in ((DATA, None), (DATA[::-1], [0, 1])):
         rr = [p for group in itertools.zip_longest(*(single[k] for k in order)) for p in group
               if p is not None]
-        await run_packets(tb, layer, [desc] + rr, what=f"one-vector packets {order}")
+        tb.pause_streams(idle, None)
+        await run_packets(tb, layer, [desc] + rr, what=f"one-vector packets {order}, idle "
+                                                       f"{idle}")
+    tb.pause_streams()
     # Activations cut at the first block's last vector and one either side, weights between.
     conv = random_layer(cfg, rng, kind="conv", in_c=R + 1, h=5, w=5, out_c=C + 1,
                         padding=(1, 1), m_block=7)
