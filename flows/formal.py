@@ -47,7 +47,7 @@ def command(args):
         raise UsageError(f"--solver must be one of {', '.join(formal.SOLVERS)}, not {solver!r}")
     if args.list:
         for prop in props:
-            _m, _p, mode, depth, description = prop.build()
+            mode, depth, description = formal.describe(prop)
             print(f"{prop.name:24} {mode:5} {depth:3}  {description}")
         return 0
     out = check_output_dir(args.out, "--out")

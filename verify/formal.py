@@ -30,7 +30,7 @@ from amaranth.back import rtlil
 
 
 __all__ = ["Property", "Result", "FormalToolMissing", "SOLVERS", "PROPERTIES", "find_tool",
-           "solver_env", "sby_text", "run_property", "run_properties", "select"]
+           "solver_env", "sby_text", "run_property", "run_properties", "read_trace", "describe", "select"]
 
 
 #: Solvers smtbmc can use here, by sby engine name, and the program each needs.
@@ -168,6 +168,49 @@ def run_property(prop, out_dir, *, solver=DEFAULT_SOLVER, timeout=900):
         log = folder / "sby_output.txt"
     return Result(prop.name, mode, depth, status, seconds, description, trace,
                   str(log) if log.exists() else None)
+
+
+def read_trace(vcd, names):
+    """The values of the top-level signals ``names`` in a counterexample ``vcd``, step by step:
+    ``{name: [unsigned value at step 0, 1, ...]}`` (what a failing test prints).
+
+    smtbmc writes step ``k`` at time ``10 k`` and the clock event between steps at ``10 k + 5``.
+    """
+    ids, scope, current, snapshots, time = {}, [], {}, [], None
+    for line in Path(vcd).read_text().splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if words[0] == "$scope":
+            scope.append(words[2])
+        elif words[0] == "$upscope":
+            scope.pop()
+        elif words[0] == "$var" and scope == ["top"] and words[4] in names:
+            ids[words[3]] = words[4]
+        elif words[0].startswith("#"):
+            if time is not None and time % 10 == 0:
+                snapshots.append(dict(current))
+            time = int(words[0][1:])
+        elif words[0].startswith("b") and len(words) == 2 and words[1] in ids:
+            current[ids[words[1]]] = int(words[0][1:].replace("x", "0"), 2)
+        elif words[0][:1] in "01" and words[0][1:] in ids:
+            current[ids[words[0][1:]]] = int(words[0][0])
+    if time is not None and time % 10 == 0:
+        snapshots.append(dict(current))
+    return {n: [snap.get(n) for snap in snapshots] for n in names}
+
+
+def describe(prop):
+    """``(mode, depth, description)`` of ``prop`` without running it.
+
+    The harness is built and dropped unused: it is marked so that Amaranth does not warn about
+    it (the way ``rtl/postproc.py`` marks a refused component).
+    """
+    module, _ports, mode, depth, description = prop.build()
+    module._MustUse__silence = True
+    for sub, _loc in module._named_submodules.values():
+        sub._MustUse__silence = True
+    return mode, depth, description
 
 
 def select(names=None, properties=None):

@@ -88,9 +88,9 @@ def narrow_difference_harness(cfg):
     """Whether ``d = x - w`` of the adder PE fits ``act_bits`` bits (it does not: a FAIL here,
     with its counterexample, is the evidence that the ``a + 1``-th bit is needed)."""
     m = Module()
-    x = Signal(signed(cfg.act_bits))
-    code = Signal(unsigned(cfg.code_width))
-    narrow = Signal(signed(cfg.act_bits))
+    x = Signal(signed(cfg.act_bits), name="x")
+    code = Signal(unsigned(cfg.code_width), name="code")
+    narrow = Signal(signed(cfg.act_bits), name="narrow")
     m.d.comb += narrow.eq(x - code.as_signed())
     m.d.comb += Assert(narrow == x - code.as_signed())
     return m, [x, code]

@@ -69,11 +69,11 @@ def post_harness(cfg):
     m = Module()
     m.submodules.dut = dut = PostProcess(cfg, lanes=1, channels=1)
     a = cfg.act_bits
-    acc = Signal(signed(cfg.acc_width))
-    bias = Signal(signed(cfg.acc_width))
-    shift = Signal(signed(len(dut.p.payload.shift)))
-    relu = Signal()
-    p_valid, i_valid, zero = Signal(), Signal(), Signal()
+    acc = Signal(signed(cfg.acc_width), name="acc")
+    bias = Signal(signed(cfg.acc_width), name="bias")
+    shift = Signal(signed(len(dut.p.payload.shift)), name="shift")
+    relu = Signal(name="relu")
+    p_valid, i_valid, zero = Signal(name="p_valid"), Signal(name="i_valid"), Signal(name="zero")
     lo, hi = cfg.acc_range
     slo, shi = shift_range(cfg)
     blo, bhi = bias_range(cfg)
