@@ -1,0 +1,196 @@
+"""What mutation testing runs for each ``rtl/`` file: its representative designs and its tests.
+
+``FILE_DESIGNS`` names the designs a mutant of each file is elaborated into for the pre-check
+(and proven equivalent on); they are small versions of what the tests simulate, every PE kind
+and both engine organisations wherever the file is used by them. ``TEST_MAP`` lists the fastest
+tests that exercise each file, in the order pytest runs them (``-x``: the fastest first, so a
+mutant dies early): amaranth.sim unit tests, then cocotb on Icarus.
+
+Run as ``python -m mulfree.verify.mutation_designs`` this module is the elaboration worker of
+:mod:`mulfree.verify.mutation`: it reads one JSON request a line and answers with the RTLIL hash
+of each design named, re-importing ``mulfree.rtl`` and ``mulfree.gen`` every time (the runner
+edits the file between requests).
+"""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+
+__all__ = ["RTL_FILES", "DESIGNS", "FILE_DESIGNS", "TEST_MAP", "design_rtlil"]
+
+
+RTL_FILES = ("rtl/pe.py", "rtl/tree.py", "rtl/tiles.py", "rtl/array.py", "rtl/vectorize.py",
+             "rtl/shift_layouts.py", "rtl/shift_unit.py", "rtl/block.py", "rtl/regs.py",
+             "rtl/postproc.py", "rtl/layer_setup.py", "rtl/layer_issue.py",
+             "rtl/stream_loader.py", "rtl/core.py")
+
+_SMALL_CORE = dict(fmap_vectors=512, weight_rows=512, acc_entries=64, max_channels=32,
+                   out_vectors=8)
+
+#: design name -> (kind, parameters); ``design_rtlil`` builds them.
+DESIGNS = {
+    "pe-shift": ("pe", dict(pe="shift", act_bits=5, weight_bits=3)),
+    "pe-adder": ("pe", dict(pe="adder", act_bits=4)),
+    "pe-mult": ("pe", dict(pe="mult", act_bits=4, weight_bits=4)),
+    "postproc": ("postproc", dict(pe="shift", rows=4, cols=3)),
+    "vectorizer": ("vectorizer", dict(pe="shift", rows=4, cols=3, act_bits=6)),
+    "array-shift": ("array", dict(pe="shift", rows=3, cols=2, act_bits=4, weight_bits=3,
+                                  max_k=9)),
+    "array-adder": ("array", dict(pe="adder", rows=3, cols=2, act_bits=4, max_k=3)),
+    "array-mult": ("array", dict(pe="mult", rows=2, cols=3, act_bits=4, weight_bits=4,
+                                 max_k=9)),
+    "tree-shift": ("array", dict(pe="shift", rows=3, cols=2, act_bits=6, weight_bits=4, max_k=9,
+                                 arch="tree", tree_levels_per_stage=1)),
+    "tree-adder": ("array", dict(pe="adder", rows=5, cols=2, act_bits=4, max_k=100,
+                                 arch="tree", tree_levels_per_stage=2)),
+    "tree-mult": ("array", dict(pe="mult", rows=3, cols=2, act_bits=4, weight_bits=4, max_k=9,
+                                arch="tree", tree_levels_per_stage=3)),
+    "core-shift-array": ("core", dict(engine=dict(pe="shift", rows=4, cols=3, max_k=256),
+                                      **_SMALL_CORE)),
+    "core-adder-tree": ("core", dict(engine=dict(pe="adder", rows=5, cols=4, act_bits=6,
+                                                 arch="tree", max_k=256),
+                                     stream_width=32, **_SMALL_CORE)),
+    "regs-default": ("regs", dict()),
+    "shift-unit-default": ("shift_unit", dict()),
+    "shift-unit-odd": ("shift_unit", dict(channels=11, height=3, width=5, act_bits=4, depth=200,
+                                          kernel=5, max_shift=2)),
+    "block-shift": ("block", dict(pe="shift")),
+    "block-adder": ("block", dict(pe="adder")),
+}
+
+_ARRAYS = ["array-shift", "array-adder", "array-mult"]
+_TREES = ["tree-shift", "tree-adder", "tree-mult"]
+_CORES = ["core-shift-array", "core-adder-tree"]
+_BLOCKS = ["block-shift", "block-adder"]
+_UNITS = ["shift-unit-default", "shift-unit-odd"]
+
+FILE_DESIGNS = {
+    "rtl/pe.py": ["pe-shift", "pe-adder", "pe-mult"] + _ARRAYS + _TREES,
+    "rtl/tiles.py": _ARRAYS + _TREES,
+    "rtl/array.py": _ARRAYS + _BLOCKS,
+    "rtl/tree.py": _TREES,
+    "rtl/vectorize.py": ["vectorizer"] + _BLOCKS,
+    "rtl/shift_layouts.py": _UNITS + _BLOCKS,
+    "rtl/shift_unit.py": _UNITS + _BLOCKS,
+    "rtl/block.py": _BLOCKS,
+    "rtl/regs.py": ["regs-default"] + _CORES,
+    "rtl/postproc.py": ["postproc"] + _CORES,
+    "rtl/layer_setup.py": _CORES,
+    "rtl/layer_issue.py": _CORES,
+    "rtl/stream_loader.py": _CORES,
+    "rtl/core.py": _CORES,
+}
+
+# The cocotb tests on Icarus, trimmed to their smallest design of each kind (a surviving mutant
+# costs the whole list: the full lists would triple the run).
+_ARRAY_SIM = [f"tests/test_array_sim.py::test_icarus[{d}]"
+              for d in ("shift-3x7-a4w3-k9", "adder-3x7-a4-k3", "mult-1x1-a2w2-k1")]
+_TREE_SIM = [f"tests/test_tree_sim.py::test_icarus[{d}]"
+             for d in ("adder-17x2-a8-k100-l3", "shift-3x2-a16w6-k4096-l3", "mult-1x1-a2w2-k1-l2")]
+_UNIT_SIM = [f"tests/test_shift_unit_sim.py::test_icarus[{d}]"
+             for d in ("c11h3w5a4d200k5s2", "c1h1w1a2k3s1")]
+_CORE_SIM = ["tests/test_core_sim.py::test_core[shift_4x3_s64-icarus]",
+             "tests/test_core_sim.py::test_core[adder_tree_5x4_s32-icarus]"]
+_BLOCK = ["tests/test_shift_block.py", "tests/test_shift_block_sim.py"]
+
+TEST_MAP = {
+    "rtl/pe.py": ["tests/test_pe.py"] + _TREE_SIM + _ARRAY_SIM,
+    "rtl/tiles.py": _TREE_SIM + _ARRAY_SIM,
+    "rtl/array.py": _ARRAY_SIM + _BLOCK,
+    "rtl/tree.py": ["tests/test_tree.py"] + _TREE_SIM,
+    "rtl/vectorize.py": _BLOCK,
+    "rtl/shift_layouts.py": ["tests/test_shift_unit.py"] + _UNIT_SIM + _BLOCK,
+    "rtl/shift_unit.py": ["tests/test_shift_unit.py"] + _UNIT_SIM + _BLOCK,
+    "rtl/block.py": _BLOCK,
+    "rtl/regs.py": ["tests/test_regs.py", "tests/test_regs_sim.py::test_regs[default-icarus]",
+                    "tests/test_regs_sim.py::test_regs[wide-icarus]"] + _CORE_SIM,
+    "rtl/postproc.py": ["tests/test_postproc.py"] + _CORE_SIM,
+    "rtl/layer_setup.py": ["tests/test_layer_setup.py"] + _CORE_SIM,
+    "rtl/layer_issue.py": _CORE_SIM,
+    "rtl/stream_loader.py": _CORE_SIM,
+    "rtl/core.py": _CORE_SIM,
+}
+
+
+def design_rtlil(name):
+    """``(RTLIL text, top module name)`` of the design ``name`` of ``DESIGNS``, elaborated with
+    the ``mulfree`` modules imported now (no source locations in the text)."""
+    from amaranth.back import rtlil
+    from mulfree.params.config import ArrayConfig
+    from mulfree.params.core_config import CoreConfig
+    from mulfree.params.shift_config import ShiftUnitConfig
+    kind, params = DESIGNS[name]
+    if kind == "pe":
+        from mulfree.rtl.pe import pe_class
+        cfg = ArrayConfig(**params)
+        modules = [(pe_class(cfg.pe)(cfg, depth=2), "pe")]
+    elif kind == "postproc":
+        from mulfree.rtl.postproc import PostProcess
+        modules = [(PostProcess(ArrayConfig(**params), lanes=3, channels=7), "postproc")]
+    elif kind == "vectorizer":
+        from mulfree.rtl.vectorize import Vectorizer
+        modules = [(Vectorizer(ArrayConfig(**params)), "vectorizer")]
+    elif kind == "array":
+        from mulfree.gen.emit import design_modules
+        cfg = ArrayConfig(**params)
+        modules = design_modules(cfg)
+    elif kind == "core":
+        from mulfree.gen.core_manifest import core_modules
+        cfg = CoreConfig(**dict(params, engine=ArrayConfig(**params["engine"])))
+        modules = core_modules(cfg)
+    elif kind == "regs":
+        from mulfree.rtl.regs import AxiLiteRegisters
+        cfg = CoreConfig(**params)
+        modules = [(AxiLiteRegisters(cfg.register_map), f"{cfg.top_name}_regs")]
+    elif kind == "shift_unit":
+        from mulfree.gen.shift_emit import build_shift_unit
+        cfg = ShiftUnitConfig(**params)
+        modules = [(build_shift_unit(cfg), cfg.top_name)]
+    else:
+        from mulfree.gen.block_emit import build_shift_block
+        shift_cfg = ShiftUnitConfig(channels=4, height=3, width=3, act_bits=6, depth=60,
+                                    kernel=3, max_shift=1)
+        array_cfg = ArrayConfig(pe=params["pe"], rows=4, cols=3, act_bits=6, max_k=4)
+        modules = [(build_shift_block(shift_cfg, array_cfg), "shift_block")]
+    text = "".join(rtlil.convert(c, name=n, emit_src=False) for c, n in modules)
+    return text, modules[0][1]
+
+
+def _fresh_imports():
+    """Forget every imported module that may hold code of ``rtl/`` (the file just changed)."""
+    for name in [n for n in sys.modules if n.startswith(("mulfree.rtl", "mulfree.gen"))]:
+        del sys.modules[name]
+
+
+def _answer(request):
+    if request.get("where"):
+        from ..rtl import pe            # where rtl/ is imported from: the copy, not the tree
+        return {"file": pe.__file__}
+    _fresh_imports()
+    dump = Path(request["dump"]) if request.get("dump") else None
+    hashes = {}
+    for name in request["designs"]:
+        try:
+            text, top = design_rtlil(name)
+        except Exception as e:          # noqa: BLE001 -- a mutant may break elaboration
+            hashes[name] = f"error: {type(e).__name__}: {' '.join(str(e).split())[:150]}"
+            continue
+        hashes[name] = hashlib.sha256(text.encode()).hexdigest()
+        if dump is not None:
+            dump.mkdir(parents=True, exist_ok=True)
+            (dump / f"{name}.il").write_text(text)
+            (dump / f"{name}.json").write_text(json.dumps({"top": top}))
+    return {"hashes": hashes}
+
+
+def _serve():
+    import warnings
+    warnings.simplefilter("ignore")     # a mutant's elaboration may warn; the answer is JSON
+    for line in sys.stdin:
+        print(json.dumps(_answer(json.loads(line))), flush=True)
+
+
+if __name__ == "__main__":
+    _serve()
