@@ -12,7 +12,7 @@ import os
 import sys
 
 from ..params.version import __version__
-from . import bench, build, demo, deploy, formal, generate, report, run, train
+from . import bench, build, demo, deploy, formal, generate, mutate, report, run, train
 from .options import UsageError, Parser
 
 
@@ -20,7 +20,7 @@ __all__ = ["main", "build_parser", "FLOWS"]
 
 
 #: The flow modules, in the order their commands appear in ``mulfree --help``.
-FLOWS = (generate, bench, build, deploy, demo, train, run, report, formal)
+FLOWS = (generate, bench, build, deploy, demo, train, run, report, formal, mutate)
 
 
 def build_parser():
