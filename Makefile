@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (scripts/setup.sh).
-.PHONY: setup demo test bench formal
+.PHONY: setup demo test bench formal mutation
 
 setup:
 	./scripts/setup.sh
@@ -15,3 +15,6 @@ bench: setup
 
 formal: setup
 	.venv/bin/mulfree formal
+
+mutation: setup
+	.venv/bin/mulfree mutate
