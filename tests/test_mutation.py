@@ -14,7 +14,8 @@ import tokenize
 import pytest
 
 from mulfree.verify.mutants import OPERATORS, apply_mutant, mutants_of_file, mutants_of_source
-from mulfree.verify.mutation import MutationRun, committed_source, select_mutants, main
+from mulfree.verify.mutation import (MutationRun, committed_source, equivalent, main,
+                                     select_mutants)
 from mulfree.verify.mutation_designs import FILE_DESIGNS, RTL_FILES, TEST_MAP
 from mulfree.verify.mutation_report import summary
 
@@ -151,3 +152,35 @@ def test_a_real_run_kills_one_and_proves_one_equivalent(tmp_path):
     report = (tmp_path / "mutation.md").read_text()
     assert "**Kill rate: 100.0 %**" in report and EQUIVALENT in report
     assert len([l for l in lines if l.startswith("[")]) == 2
+
+
+def _rtlil(op, tmp_path, name):
+    from amaranth.back import rtlil
+    from amaranth.hdl import Module, Signal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+
+    class Adder(wiring.Component):
+        a: In(4)
+        b: In(4)
+        y: Out(5)
+
+        def elaborate(self, platform):
+            m = Module()
+            m.d.sync += self.y.eq(op(self.a, self.b))
+            return m
+
+    path = tmp_path / f"{name}.il"
+    path.write_text(rtlil.convert(Adder(), name="top", emit_src=False))
+    return path
+
+
+def test_equivalence_proves_only_equivalent_designs(tmp_path):
+    """``a + b`` and ``b + a`` are proven equal; ``a + b`` and ``a - b`` are not (a proof that
+    passes everything would call every survivor equivalent)."""
+    plus = _rtlil(lambda a, b: a + b, tmp_path, "plus")
+    swapped = _rtlil(lambda a, b: b + a, tmp_path, "swapped")
+    minus = _rtlil(lambda a, b: a - b, tmp_path, "minus")
+    assert equivalent(plus, swapped, "top", tmp_path / "same") == (True, "proven")
+    proven, why = equivalent(plus, minus, "top", tmp_path / "different")
+    assert not proven and why

@@ -35,7 +35,8 @@ def _rate(row):
     return "-" if row["kill_rate"] is None else f"{100 * row['kill_rate']:.1f} %"
 
 
-def write_report(out_dir, results, *, seconds, finished, total, baseline, test_map):
+def write_report(out_dir, results, *, seconds, finished, total, baseline, test_map,
+                 failing=None):
     """Write ``mutation.json`` and ``mutation.md`` into ``out_dir`` (atomically)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -47,6 +48,7 @@ def write_report(out_dir, results, *, seconds, finished, total, baseline, test_m
         "finished": finished, "done": len(results), "total": total,
         "seconds": round(seconds, 1), "baseline_seconds": {f: round(s, 1)
                                                             for f, s in baseline.items()},
+        "failing_on_original": {f: t for f, t in (failing or {}).items() if t},
         "summary": overall,
         "files": {f: summary([r for r in results if r["file"] == f]) for f in files},
         "mutants": results,
@@ -87,6 +89,10 @@ def _markdown(doc, test_map):
     lines += [f"- `{r['id']}`" for r in by_status["no-change"]] or ["(none)"]
     lines += ["", "## Killed by timeout", ""]
     lines += [f"- `{r['id']}`" for r in by_status["timeout"]] or ["(none)"]
+    if doc["failing_on_original"]:
+        lines += ["", "## Tests failing on the original (left out of the mutants' runs)", ""]
+        lines += [f"- {f}: " + " ".join(f"`{t}`" for t in tests)
+                  for f, tests in doc["failing_on_original"].items()]
     lines += ["", "## Tests run per file", ""]
     lines += [f"- {f}: " + " ".join(f"`{t}`" for t in test_map[f])
               for f in doc["files"] if f in test_map]
