@@ -356,6 +356,7 @@ def run_from_arguments(args):
             print(m.id)
         print(f"{len(mutants)} mutants", file=sys.stderr)
         return 0
+    signal.signal(signal.SIGTERM, _stop)     # a killed run still removes its scratch folder
     print(f"{len(mutants)} mutants of {len(args.files)} file(s) -> {args.out}", flush=True)
     MutationRun(mutants, args.out, log=lambda line: print(line, flush=True)).run()
     print(f"report: {Path(args.out) / 'mutation.md'}")
@@ -367,7 +368,6 @@ def _stop(signum, frame):
 
 
 def main(argv=None):
-    signal.signal(signal.SIGTERM, _stop)     # a killed run still removes its scratch folder
     parser = argparse.ArgumentParser(prog="python -m mulfree.verify.mutation",
                                      description=__doc__.splitlines()[0])
     add_arguments(parser)

@@ -99,7 +99,7 @@ TEST_MAP = {
     "rtl/pe.py": ["tests/test_pe.py"] + _TREE_SIM + _ARRAY_SIM,
     "rtl/tiles.py": _TREE_SIM + _ARRAY_SIM,
     "rtl/array.py": _ARRAY_SIM + _BLOCK,
-    "rtl/tree.py": ["tests/test_tree.py"] + _TREE_SIM,
+    "rtl/tree.py": _TREE_SIM + ["tests/test_tree.py"],
     "rtl/vectorize.py": _BLOCK,
     "rtl/shift_layouts.py": ["tests/test_shift_unit.py"] + _UNIT_SIM + _BLOCK,
     "rtl/shift_unit.py": ["tests/test_shift_unit.py"] + _UNIT_SIM + _BLOCK,
