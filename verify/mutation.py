@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -52,6 +53,8 @@ _TOOL_FILES = ("mutants.py", "mutation.py", "mutation_designs.py", "mutation_rep
 TIMEOUT_FACTOR = 3
 TIMEOUT_SLACK = 20
 EQUIV_TIMEOUT = 300
+#: A mutant's elaboration (all its file's designs) longer than this is killed by timeout.
+ELABORATION_TIMEOUT = 300
 EQUIV_SEQ = 4
 
 
@@ -83,22 +86,40 @@ class _Worker:
     every mutant)."""
 
     def __init__(self, scratch, env):
+        self._args = scratch, env
+        self._start()
+
+    def _start(self):
+        scratch, env = self._args
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "mulfree.verify.mutation_designs"], cwd=scratch / "mulfree",
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.package_file = self._ask({"where": True})["file"]
+        self.package_file = self._ask({"where": True}, timeout=None)["file"]
 
-    def _ask(self, request):
+    def _ask(self, request, timeout):
         self._proc.stdin.write(json.dumps(request) + "\n")
         self._proc.stdin.flush()
+        if timeout is not None and not select.select([self._proc.stdout], [], [], timeout)[0]:
+            raise TimeoutError(f"elaboration took longer than {timeout} s")
         line = self._proc.stdout.readline()
         if not line:
             raise RuntimeError("the elaboration worker stopped")
         return json.loads(line)
 
-    def elaborate(self, designs, dump=None):
-        """``{design: sha256 of its RTLIL, or "error: ..."}``; RTLIL written to ``dump``."""
-        return self._ask({"designs": designs, "dump": str(dump) if dump else None})["hashes"]
+    def elaborate(self, designs, dump=None, timeout=None):
+        """``{design: sha256 of its RTLIL, or "error: ..."}``; RTLIL written to ``dump``.
+
+        A mutant that hangs the elaboration (``TimeoutError`` after ``timeout`` s) or kills
+        the worker gets a new worker for the next mutant; the exception is passed on.
+        """
+        try:
+            return self._ask({"designs": designs, "dump": str(dump) if dump else None},
+                             timeout)["hashes"]
+        except (TimeoutError, RuntimeError):
+            self._proc.kill()
+            self._proc.wait()
+            self._start()
+            raise
 
     def close(self):
         self._proc.stdin.close()
@@ -239,7 +260,13 @@ class MutationRun:
         path.write_text(apply_mutant(original, mutant), encoding="utf-8")
         try:
             designs = self.file_designs[mutant.file]
-            hashes = worker.elaborate(designs, tmp / "gate")
+            try:
+                hashes = worker.elaborate(designs, tmp / "gate", timeout=ELABORATION_TIMEOUT)
+            except TimeoutError as e:
+                result.update(status="timeout", detail=str(e))
+                return self._finish(result, started)
+            except RuntimeError:
+                hashes = {d: "error: the elaboration worker stopped" for d in designs}
             changed = [d for d in designs if hashes[d] != gold[d]]
             if not changed:
                 result.update(status="no-change",
@@ -252,6 +279,10 @@ class MutationRun:
                     result.update(self._equivalence(changed, hashes, tmp))
         finally:
             path.write_text(original, encoding="utf-8")
+        return self._finish(result, started)
+
+    @staticmethod
+    def _finish(result, started):
         result["seconds"] = round(time.monotonic() - started, 2)
         return result
 
