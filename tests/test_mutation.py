@@ -184,3 +184,14 @@ def test_equivalence_proves_only_equivalent_designs(tmp_path):
     assert equivalent(plus, swapped, "top", tmp_path / "same") == (True, "proven")
     proven, why = equivalent(plus, minus, "top", tmp_path / "different")
     assert not proven and why
+
+
+def test_rerun_selects_only_the_previous_survivors(tmp_path):
+    mutants = select_mutants(["rtl/pe.py"])
+    survivor, killed = mutants[3], mutants[4]
+    report = tmp_path / "mutation.json"
+    report.write_text(json.dumps({"mutants": [dict(survivor.to_json(), status="survived"),
+                                              dict(killed.to_json(), status="killed")]}))
+    assert select_mutants(["rtl/pe.py"], rerun=report) == [survivor]
+    assert len(select_mutants(["rtl/pe.py"], sample=5, seed=1)) == 5
+    assert select_mutants(["rtl/pe.py"], max_mutants=2) == mutants[:2]
