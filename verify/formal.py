@@ -96,7 +96,7 @@ def solver_env(work, solver=DEFAULT_SOLVER):
     program = find_tool(SOLVERS[solver])
     if solver == "boolector" and not shutil.which("boolector"):
         _warm_up(program)
-        shim_dir = Path(work) / ".bin"
+        shim_dir = Path(work).resolve() / ".bin"       # absolute: sby runs elsewhere
         shim_dir.mkdir(parents=True, exist_ok=True)
         shim = shim_dir / "boolector"
         shim.write_text(f'#!/bin/sh\nexec "{program}" "$@"\n')

@@ -33,7 +33,7 @@ from ..rtl.regs import AxiLiteRegisters
 __all__ = ["PROPERTIES", "BMC_DEPTH", "COVER_DEPTH", "regs_harness"]
 
 
-BMC_DEPTH = 16
+BMC_DEPTH = 20
 COVER_DEPTH = 12
 _COUNT = 6          # bits of the harness's event counters: more than either depth
 
