@@ -88,7 +88,7 @@ FILE_DESIGNS = {
 _ARRAY_SIM = [f"tests/test_array_sim.py::test_icarus[{d}]"
               for d in ("shift-3x7-a4w3-k9", "adder-3x7-a4-k3", "mult-1x1-a2w2-k1")]
 _TREE_SIM = [f"tests/test_tree_sim.py::test_icarus[{d}]"
-             for d in ("adder-17x2-a8-k100-l3", "shift-3x2-a16w6-k4096-l3", "shift-1x3-a8w2-k1-l1",
+             for d in ("adder-17x2-a8-k100-l3", "shift-3x2-a16w6-k4096-l3", "shift-16x2-a6w5-k16-l2",
                        "mult-1x1-a2w2-k1-l2")]
 _UNIT_SIM = [f"tests/test_shift_unit_sim.py::test_icarus[{d}]"
              for d in ("c11h3w5a4d200k5s2", "c1h1w1a2k3s1")]
