@@ -140,7 +140,9 @@ def test_a_real_run_kills_one_and_proves_one_equivalent(tmp_path):
     mutants = select_mutants(["rtl/pe.py"], only=[KILLED, EQUIVALENT])
     assert sorted(m.id for m in mutants) == sorted([KILLED, EQUIVALENT])
     lines = []
-    run = MutationRun(mutants, tmp_path, test_map={"rtl/pe.py": ["tests/test_pe.py"]},
+    tests = [f"tests/test_pe.py::test_pe_matches_golden[{p}]" for p in ("mult-a8w8-d2",
+                                                                       "shift-a5w2-d2")]
+    run = MutationRun(mutants, tmp_path, test_map={"rtl/pe.py": tests},
                       file_designs={"rtl/pe.py": ["pe-shift", "pe-adder", "pe-mult"]},
                       log=lines.append)
     results = {r["id"]: r for r in run.run()}
