@@ -264,6 +264,12 @@ class TB:
             await RisingEdge(d.clk)
             self.cycle += 1
             if stop_after is not None and cycle >= stop_after:
+                # An abort: withdraw the shown beats now, before this cycle's edge (left up,
+                # a beat accepted last cycle would be taken a second time).
+                for checker in (self.w_check, self.x_check):
+                    checker.tolerate_drop = True
+                d.w__valid.value = 0
+                d.x__valid.value = 0
                 break
             # Drive this cycle's beats: a beat once shown stays until accepted (AXI rule).
             w_show = w_cur is not None and (w_show or bool(next(w_pat)))
@@ -291,9 +297,6 @@ class TB:
             if stop_after is None:
                 raise AssertionError(f"timeout after {max_cycles} cycles: {len(outputs)} of "
                                      f"{n_out} outputs, {len(accepted)} inputs accepted")
-        # Stopped early, the shown beats are withdrawn: a reset follows (an abort).
-        for checker in (self.w_check, self.x_check):
-            checker.tolerate_drop = stop_after is not None
         await RisingEdge(d.clk)
         self.cycle += 1
         d.w__valid.value = 0
