@@ -95,6 +95,13 @@ _UNIT_SIM = [f"tests/test_shift_unit_sim.py::test_icarus[{d}]"
 _CORE_SIM = ["tests/test_core_sim.py::test_core[shift_4x3_s64-icarus]",
              "tests/test_core_sim.py::test_core[adder_tree_5x4_s32-icarus]"]
 _BLOCK = ["tests/test_shift_block.py", "tests/test_shift_block_sim.py"]
+# The directed corner scenarios (the Icarus design) and the formal proofs of each block.
+_CORE_CORNERS = ["tests/test_core_corners.py::test_core_corners[adder_tree_5x4_s32-icarus]"]
+_UNIT_CORNERS = ["tests/test_shift_corners.py::test_shift_corners[c11h3w5a4d200k5s2]"]
+
+
+def _proofs(*names):
+    return [f"tests/test_formal.py::test_property_passes[{n}]" for n in names]
 
 TEST_MAP = {
     "rtl/pe.py": ["tests/test_pe.py"] + _TREE_SIM + _ARRAY_SIM,
@@ -102,16 +109,21 @@ TEST_MAP = {
     "rtl/array.py": _ARRAY_SIM + _BLOCK,
     "rtl/tree.py": _TREE_SIM + ["tests/test_tree.py"],
     "rtl/vectorize.py": _BLOCK,
-    "rtl/shift_layouts.py": ["tests/test_shift_unit.py"] + _UNIT_SIM + _BLOCK,
-    "rtl/shift_unit.py": ["tests/test_shift_unit.py"] + _UNIT_SIM + _BLOCK,
+    "rtl/shift_layouts.py": ["tests/test_shift_unit.py"] + _UNIT_SIM + _BLOCK + _UNIT_CORNERS,
+    "rtl/shift_unit.py": ["tests/test_shift_unit.py"] + _UNIT_SIM + _BLOCK + _UNIT_CORNERS,
     "rtl/block.py": _BLOCK,
     "rtl/regs.py": ["tests/test_regs.py", "tests/test_regs_sim.py::test_regs[default-icarus]",
-                    "tests/test_regs_sim.py::test_regs[wide-icarus]"] + _CORE_SIM,
-    "rtl/postproc.py": ["tests/test_postproc.py"] + _CORE_SIM,
-    "rtl/layer_setup.py": ["tests/test_layer_setup.py"] + _CORE_SIM,
-    "rtl/layer_issue.py": _CORE_SIM,
-    "rtl/stream_loader.py": _CORE_SIM,
-    "rtl/core.py": _CORE_SIM,
+                    "tests/test_regs_sim.py::test_regs[wide-icarus]"]
+                   + _proofs("axil_regs", "axil_regs_cover") + _CORE_SIM,
+    "rtl/postproc.py": ["tests/test_postproc.py",
+                        "tests/test_core_corners.py::test_post_table_written_and_read_in_one_cycle"]
+                       + _proofs("postproc_shift", "postproc_adder", "postproc_mult",
+                                 "postproc_stream", "postproc_stream_cover")
+                       + _CORE_SIM + _CORE_CORNERS,
+    "rtl/layer_setup.py": ["tests/test_layer_setup.py"] + _CORE_SIM + _CORE_CORNERS,
+    "rtl/layer_issue.py": _CORE_SIM + _CORE_CORNERS,
+    "rtl/stream_loader.py": _CORE_SIM + _CORE_CORNERS,
+    "rtl/core.py": _CORE_SIM + _CORE_CORNERS + _proofs("core_m_axis", "core_m_axis_idle"),
 }
 
 
