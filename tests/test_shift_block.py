@@ -97,6 +97,81 @@ def test_vectorizer_backpressure_loses_nothing():
     assert out["stalls"] > 0
 
 
+def expected_vectors(elements, rows):
+    """The grouping of ``(value, last)`` elements into vectors, computed directly: a vector
+    ends after ``rows`` elements or at a ``last``, its missing lanes 0."""
+    vectors, lanes = [], []
+    for value, last in elements:
+        lanes.append(value)
+        if len(lanes) == rows or last:
+            vectors.append((lanes + [0] * (rows - len(lanes)), last))
+            lanes = []
+    return vectors
+
+
+@pytest.mark.parametrize("rows", [2, 3, 4])
+def test_vectorizer_input_gaps_and_backpressure(rows):
+    # An input gap (valid low, the payload garbage with a random last) before every position of
+    # a vector, in particular before its final element, while the output is stalled at random:
+    # a vector is finished only by an element taken, and the input is refused only while the
+    # output register is full and not being taken.
+    cfg = ArrayConfig(pe="adder", rows=rows, cols=2, act_bits=5, max_k=rows)
+    a = cfg.act_bits
+    rng = np.random.default_rng(rows)
+    n = 12 * rows
+    values = rng.integers(-16, 16, size=n).tolist()
+    lasts = (rng.random(n) < 0.1).astype(int).tolist()
+    lasts[-1] = 1
+    elements = list(zip(values, lasts))
+    # Element k waits gaps[k] idle cycles: every position inside a vector gets gaps, the final
+    # lane of every full vector always (1 to 3 cycles).
+    gaps = [int(rng.integers(1, 4)) if k % rows == rows - 1 else int(rng.integers(0, 3))
+            for k in range(n)]
+    dut = Vectorizer(cfg)
+    got, errors = [], []
+
+    async def bench(ctx):
+        k, wait, held = 0, gaps[0], None
+        for cycle in range(40 * n):
+            offer = k < n and wait == 0
+            value, last = elements[k] if offer else (int(rng.integers(-16, 16)),
+                                                     int(rng.integers(0, 2)))
+            ctx.set(dut.i.payload, {"data": value & ((1 << a) - 1), "last": last})
+            ctx.set(dut.i.valid, offer)
+            ready = bool(rng.random() < 0.5)
+            ctx.set(dut.o.ready, ready)
+            o_valid, i_ready = ctx.get(dut.o.valid), ctx.get(dut.i.ready)
+            if i_ready != (not o_valid or ready):
+                errors.append(f"cycle {cycle}: i.ready={i_ready} with o.valid={o_valid}, "
+                              f"o.ready={ready}")
+            payload = ctx.get(dut.o.payload)
+            if held is not None and o_valid and payload != held:
+                errors.append(f"cycle {cycle}: output changed while stalled")
+            held = payload if o_valid and not ready else None
+            if o_valid and ready:
+                lanes = [(payload["data"] >> (r * a)) & ((1 << a) - 1) for r in range(rows)]
+                got.append(([v - (1 << a) if v >> (a - 1) else v for v in lanes],
+                            payload["last"]))
+            if offer and i_ready:
+                k += 1
+                wait = gaps[k] if k < n else 0
+            elif not offer and k < n:
+                wait -= 1
+            if k == n and len(got) >= len(expected_vectors(elements, rows)) and not o_valid:
+                break
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not errors, errors[:3]
+    want = expected_vectors(elements, rows)
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g == w, f"vector {i}: got {g}, expected {w}"
+    assert len(got) == len(want), f"{len(got)} vectors, expected {len(want)}"
+
+
 def test_vectorizer_errors():
     cfg = ArrayConfig(pe="adder", rows=2, cols=1, act_bits=6, max_k=2)
     lo, hi = cfg.acc_range
