@@ -363,7 +363,8 @@ async def corner_cases(dut):
 
 @cocotb.test()
 async def idle_and_backpressure(dut):
-    """Idle cycles on the inputs and backpressure on the output, in several combinations."""
+    """Idle cycles on the inputs and backpressure on the output, in several combinations;
+    short tiles back to back under backpressure."""
     tb = TB(dut)
     await tb.reset()
     rng = _rng()
@@ -373,6 +374,17 @@ async def idle_and_backpressure(dut):
         stim = random_tiles(tb.cfg, rng, max(8, _vectors() // 4), tiles=3)
         outputs = await tb.run(stim, in_idle=in_idle, out_stall=out_stall, w_idle=w_idle)
         check(stim, outputs, f"in={in_idle} out={out_stall} w={w_idle}")
+    # Short tiles back to back, the next tile's weights offered on every cycle: they load while
+    # the current tile's first vector still travels down the rows (its swap token in flight)
+    # and the output stalls. Loading then must wait for the token, or a row takes the next
+    # tile's weights.
+    for out_stall in ("heavy", "random"):
+        stim = Stimulus(tb.cfg)
+        for m in rng.integers(1, tb.cfg.rows + 3, size=12):
+            stim.add(random_codes(tb.cfg, rng, (tb.cfg.rows, tb.cfg.cols)),
+                     rng.integers(*tb.cfg.act_range, size=(m, tb.cfg.rows), endpoint=True),
+                     random_psums(tb.cfg, rng, (m, tb.cfg.cols)))
+        check(stim, await tb.run(stim, out_stall=out_stall), f"back to back, out={out_stall}")
 
 
 @cocotb.test()
