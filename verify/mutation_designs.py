@@ -86,7 +86,8 @@ FILE_DESIGNS = {
 # The cocotb tests on Icarus, trimmed to their smallest design of each kind (a surviving mutant
 # costs the whole list: the full lists would triple the run).
 _ARRAY_SIM = [f"tests/test_array_sim.py::test_icarus[{d}]"
-              for d in ("shift-3x7-a4w3-k9", "adder-3x7-a4-k3", "mult-1x1-a2w2-k1")]
+              for d in ("shift-3x7-a4w3-k9", "adder-3x7-a4-k3", "mult-1x1-a2w2-k1",
+                        "shift-2x3-a4w3-k9")]
 _TREE_SIM = [f"tests/test_tree_sim.py::test_icarus[{d}]"
              for d in ("adder-17x2-a8-k100-l3", "shift-3x2-a16w6-k4096-l3", "shift-16x2-a6w5-k16-l2",
                        "mult-1x1-a2w2-k1-l2")]
