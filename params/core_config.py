@@ -15,13 +15,14 @@ from .regmap import Field, Register, RegisterMap
 
 __all__ = ["SETUP_STEPS", "CoreConfig", "CORE_MAGIC", "CORE_VERSION", "STREAM_WIDTHS", "CORE_LIMITS",
            "core_register_map", "PACKET_TYPES", "CORE_ERRORS", "DESC_FIELDS", "DESC_FLAGS",
-           "DESC_BITS", "SHIFT_ENTRY_BITS", "ISSUE_FIFO_DEPTH"]
+           "DESC_BITS", "SHIFT_ENTRY_BITS", "ISSUE_FIFO_DEPTH", "DESC_SIGNED", "RES_MAX_SHIFT",
+           "res_sum_width", "res_shift_range"]
 
 #: ``ID.magic``: ASCII "MULF", so a host can tell it is talking to a mulfree core at all.
 CORE_MAGIC = 0x4D55_4C46
 #: ``VERSION``: (major, minor) of the register interface. The major number changes when an
 #: existing register or field changes meaning; the minor one when registers are added.
-CORE_VERSION = (0, 1)
+CORE_VERSION = (1, 0)
 STREAM_WIDTHS = (32, 64, 128, 256, 512, 1024)
 #: Allowed ranges of the integer parameters, inclusive.
 CORE_LIMITS = {
@@ -30,21 +31,25 @@ CORE_LIMITS = {
     "weight_rows": (1, 1 << 20),
     "max_channels": (1, 1 << 16),
     "out_vectors": (2, 1 << 12),
+    "shortcut_vectors": (0, 1 << 20),
     "axil_addr_width": (8, 32),
 }
 
 #: Packet types of the AXI4-Stream slave: bits [3:0] of a packet's header beat.
-PACKET_TYPES = {"DESC": 1, "PARAMS": 2, "SHIFT": 3, "WEIGHTS": 4, "ACTS": 5}
+PACKET_TYPES = {"DESC": 1, "PARAMS": 2, "SHIFT": 3, "WEIGHTS": 4, "ACTS": 5, "SHORTCUT": 6}
 
 #: ``ERROR.core_code``: why a run stopped. ``(code, name, meaning)``.
 CORE_ERRORS = (
     (1, "PACKET", "a header with an unknown type, reserved bits set or count 0, a data packet "
                   "before the descriptor, or a descriptor whose count is not 1"),
     (2, "DESCRIPTOR", "the descriptor is inconsistent: a zero size, reserved bits set, "
-                      "padding >= kernel, or out_h/out_w not the convolution's output size"),
+                      "padding >= kernel, out_h/out_w not the convolution's output size, "
+                      "clamp_lo > clamp_hi or either outside the activation range, a residual "
+                      "shift out of range, or a clamp or residual field set without its flag"),
     (3, "TOO_BIG", "the layer does not fit the core: K = in_c*kernel_h*kernel_w > max_k, "
                    "out_c > max_channels, in_c > max_channels with a shift, m_block > "
-                   "acc_entries, or a tensor larger than its buffer"),
+                   "acc_entries, or a tensor larger than its buffer (a residual's shortcut: "
+                   "out_h*out_w*ceil(out_c/cols) > shortcut_vectors)"),
     (4, "SHORT", "tlast on a beat before the end of the packet its header announced"),
     (5, "LONG", "no tlast on the last beat of the packet its header announced"),
     (6, "OVERRUN", "a packet carries more vectors than the layer has left of its type"),
@@ -69,11 +74,22 @@ DESC_FIELDS = (
     (3, 16, 4, "stride_h"), (3, 20, 4, "stride_w"),
     (3, 24, 4, "pad_h"), (3, 28, 4, "pad_w"),
     (4, 0, 16, "m_block"), (4, 16, 16, "flags"),
+    (5, 0, 16, "clamp_lo"), (5, 16, 16, "clamp_hi"),
+    (6, 0, 8, "res_main_shift"), (6, 8, 8, "res_short_shift"), (6, 16, 8, "res_shift"),
+    (6, 24, 8, "reserved"),
 )
 #: Bits of the descriptor's ``flags`` field; the other bits are reserved (0).
-DESC_FLAGS = {"shift": 0, "reuse_weights": 1}
+#: ``residual``: SHORTCUT packets follow and post-processing adds them (``res_*`` fields);
+#: ``res_relu``: ReLU after the residual add; ``clamp``: clamp every output to
+#: ``[clamp_lo, clamp_hi]`` (ReLU6).
+DESC_FLAGS = {"shift": 0, "reuse_weights": 1, "residual": 2, "res_relu": 3, "clamp": 4}
+#: Descriptor fields that hold two's-complement signed values.
+DESC_SIGNED = ("clamp_lo", "clamp_hi", "res_shift")
+#: Largest left shift of either input of a residual add (``res_main_shift``,
+#: ``res_short_shift``): the sum then needs ``act_bits + RES_MAX_SHIFT + 1`` bits.
+RES_MAX_SHIFT = 15
 #: Bits of the descriptor vector.
-DESC_BITS = 5 * 32
+DESC_BITS = 7 * 32
 #: Bits per channel of a shift-table vector: dy in [1:0], dx in [3:2], both signed.
 SHIFT_ENTRY_BITS = 4
 
@@ -95,7 +111,20 @@ SETUP_STEPS = (
     ("m", "mul", "out_h", "out_w"),
     ("eh", "mul", "out_h-1", "stride_h"),
     ("ew", "mul", "out_w-1", "stride_w"),
+    ("scv", "mul", "m", "nt"),
 )
+
+
+def res_sum_width(act_bits):
+    """Bits of a residual add's sum ``(v << res_main_shift) + (s << res_short_shift)`` of two
+    signed ``act_bits`` values: ``act_bits + RES_MAX_SHIFT + 1``."""
+    return act_bits + RES_MAX_SHIFT + 1
+
+
+def res_shift_range(act_bits):
+    """Inclusive range of ``res_shift``: ``[-act_bits, res_sum_width]`` (as the layer's shift:
+    a right shift by the sum's width gives 0, a left shift by ``act_bits`` saturates)."""
+    return -act_bits, res_sum_width(act_bits)
 
 
 @dataclass(frozen=True)
@@ -122,6 +151,10 @@ class CoreConfig:
         (``in_c`` limit of a layer with a shift).
     out_vectors : int
         Depth of the output buffer in result vectors of ``cols`` activations.
+    shortcut_vectors : int
+        Depth of the shortcut buffer in vectors of ``cols`` activations: a residual layer's
+        shortcut of ``out_h * out_w * ceil(out_c / cols)`` vectors must fit. 0 builds no
+        buffer (a layer with ``flags.residual`` is then ``TOO_BIG``).
     axil_addr_width : int
         Byte-address width of the AXI4-Lite slave, at least what the register map needs.
     """
@@ -133,6 +166,7 @@ class CoreConfig:
     weight_rows: int = 4096
     max_channels: int = 512
     out_vectors: int = 64
+    shortcut_vectors: int = 1024
     axil_addr_width: int = 12
     name: str | None = field(default=None, compare=False)
 
@@ -171,7 +205,8 @@ class CoreConfig:
         return {"engine": self.engine.params(), "stream_width": self.stream_width,
                 "fmap_vectors": self.fmap_vectors, "acc_entries": self.acc_entries,
                 "weight_rows": self.weight_rows, "max_channels": self.max_channels,
-                "out_vectors": self.out_vectors, "axil_addr_width": self.axil_addr_width}
+                "out_vectors": self.out_vectors, "shortcut_vectors": self.shortcut_vectors,
+                "axil_addr_width": self.axil_addr_width}
 
     @property
     def hazard_window(self):
@@ -202,7 +237,8 @@ class CoreConfig:
         from .post_config import shift_width
         return {"DESC": DESC_BITS, "PARAMS": e.acc_width + shift_width(e) + 1,
                 "SHIFT": e.rows * SHIFT_ENTRY_BITS, "WEIGHTS": e.cols * e.code_width,
-                "ACTS": e.rows * e.act_bits, "OUT": e.cols * e.act_bits}
+                "ACTS": e.rows * e.act_bits, "SHORTCUT": e.cols * e.act_bits,
+                "OUT": e.cols * e.act_bits}
 
 
 def _ro(name, offset, width, value, meaning):
@@ -293,6 +329,11 @@ def core_register_map(cfg: CoreConfig, *, addr_width=None):
         _ro("value", 0, 32, k(cfg and cfg.max_channels), "largest out_c (and in_c of a "
                                                          "layer with a shift)"),
     ], "channel tables size"))
+    rmap.add(Register("SHORTCUT_VECTORS", [
+        _ro("value", 0, 32, k(cfg and cfg.shortcut_vectors), "shortcut buffer depth in "
+                                                             "vectors of cols activations "
+                                                             "(0: no residual add)"),
+    ], "shortcut buffer size"))
     # Performance counters: 0x080.
     terms = unsigned_width(e.pe_count) if e else 1
     rmap.add_counter("BUSY_CYCLES", 1, "cycles with STATUS.busy set", offset=0x80)

@@ -28,7 +28,8 @@ from .golden import array_forward, as_int64, check_range, exact_add, terms
 
 __all__ = [
     "PostParams", "postprocess", "round_shift", "matmul_acc", "matmul_layer", "tiled_matmul",
-    "conv_output_size", "im2col", "conv2d_acc", "conv2d_layer",
+    "conv_output_size", "im2col", "conv2d_acc", "conv2d_layer", "ResidualParams",
+    "residual_add", "clamp_output", "fused_tail",
 ]
 
 
@@ -260,3 +261,60 @@ def conv2d_layer(cfg: ArrayConfig, x, w_codes, stride=1, padding=0,
         return acc
     # postprocess works on the last axis: channels last, then back.
     return np.moveaxis(postprocess(cfg, np.moveaxis(acc, 0, -1), post), -1, 0)
+
+
+# The fused tail: a residual add and a clamp after post-processing -----------------------------
+
+@dataclass(frozen=True)
+class ResidualParams:
+    """A residual add fused after a layer's post-processing (``docs/numerics.md``, "Graphs",
+    **Add** of two inputs: the layer's output ``v`` and a shortcut ``s`` of the same shape).
+
+    Attributes
+    ----------
+    main_shift, short_shift : int
+        Left shifts of ``v`` and of ``s`` (the Add node's ``in_shifts``), each in
+        ``[0, RES_MAX_SHIFT]``.
+    shift : int
+        The Add node's ``shift``: ``round_shift`` of the sum, in ``res_shift_range``.
+    relu : bool
+        ReLU after the add.
+    """
+
+    main_shift: int = 0
+    short_shift: int = 0
+    shift: int = 0
+    relu: bool = False
+
+
+def residual_add(act_bits, v, shortcut, res: ResidualParams):
+    """``sat(relu?(round_shift((v << main_shift) + (s << short_shift), shift)))``.
+
+    The Add node of ``docs/numerics.md`` with two inputs; a left ``shift`` first clamps the
+    sum to ``[-2^act_bits, 2^act_bits]`` (every larger value saturates anyway).
+    """
+    v, s = _as_int64("v", v), _as_int64("shortcut", shortcut)
+    if v.shape != s.shape:
+        raise ValueError(f"shortcut must have shape {v.shape}, not {s.shape}")
+    y = (v << np.int64(res.main_shift)) + (s << np.int64(res.short_shift))
+    if res.shift < 0:
+        y = np.clip(y, -(1 << act_bits), 1 << act_bits)
+    out = round_shift(y, np.int64(res.shift))
+    if res.relu:
+        out = np.maximum(out, 0)
+    return np.clip(out, -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1)
+
+
+def clamp_output(v, lo, hi):
+    """``min(max(v, lo), hi)``: the Clamp node (ReLU6 is ``lo = 0``)."""
+    return np.minimum(np.maximum(_as_int64("v", v), np.int64(lo)), np.int64(hi))
+
+
+def fused_tail(act_bits, v, *, shortcut=None, residual=None, clamp=None):
+    """What the core does after post-processing: the residual add (if ``residual``), then the
+    clamp ``(lo, hi)`` (if ``clamp``). ``v`` and ``shortcut`` have one shape."""
+    if residual is not None:
+        v = residual_add(act_bits, v, shortcut, residual)
+    if clamp is not None:
+        v = clamp_output(v, *clamp)
+    return _as_int64("v", v)
