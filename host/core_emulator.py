@@ -1,9 +1,10 @@
 """A NumPy model of the core's dataflow: one layer's input stream in, the result beats out.
 
 :func:`emulate_core` parses a packed stream beat by beat like the hardware (headers, ``tlast``,
-the descriptor's fields), fills the feature-map and weight buffers, and runs the "Order of
-work" (``docs/interface.md``) block by block and tile by tile through
-:func:`mulfree.params.golden.array_forward`. Where the core would stop it raises
+the descriptor's fields), fills the feature-map, weight and shortcut buffers, and runs the
+"Order of work" (``docs/interface.md``) block by block and tile by tile through
+:func:`mulfree.params.golden.array_forward`, then post-processing and its fused tail (the
+residual add of the SHORTCUT vectors, the clamp), written here from ``docs/interface.md``. Where the core would stop it raises
 :class:`CoreError`; :class:`CoreState` carries the loaded weights from one run to the next.
 It shares no code with the golden output (:mod:`mulfree.host.stream_results`), so a test
 comparing the two checks the formats and the tiling. NumPy only.
@@ -13,8 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..params.core_config import (CoreConfig, CORE_ERRORS, DESC_FIELDS, DESC_FLAGS,
-                               PACKET_TYPES, SHIFT_ENTRY_BITS)
+from ..params.core_config import (CoreConfig, CORE_ERRORS, DESC_BITS, DESC_FIELDS, DESC_FLAGS,
+                                  DESC_SIGNED, PACKET_TYPES, RES_MAX_SHIFT, SHIFT_ENTRY_BITS,
+                                  res_shift_range)
 from ..params.post_config import shift_width
 from ..params.golden import array_forward
 from ..params.layer_golden import PostParams, postprocess
@@ -28,7 +30,7 @@ __all__ = ["CoreError", "CoreState", "emulate_core"]
 
 #: Packet types in the order :func:`~mulfree.host.stream_format.pack_layer` first sends
 #: them.
-_DATA_TYPES = ("PARAMS", "SHIFT", "WEIGHTS", "ACTS")
+_DATA_TYPES = ("PARAMS", "SHIFT", "WEIGHTS", "ACTS", "SHORTCUT")
 _ERROR_CODES = {name: code for code, name, _ in CORE_ERRORS}
 #: Descriptor fields that are sizes: 0 is error DESCRIPTOR.
 _SIZE_FIELDS = ("in_h", "in_w", "in_c", "out_c", "out_h", "out_w", "kernel_h", "kernel_w",
@@ -113,15 +115,45 @@ def _read_packet(cfg, beats, start, type_name, count, first_index):
 
 
 def _parse_descriptor(cfg, vector):
-    words = [(vector >> (32 * w)) & bit_mask(32) for w in range(5)]
-    d = {name: (words[word] >> lo) & bit_mask(width) for word, lo, width, name in DESC_FIELDS}
+    words = [(vector >> (32 * w)) & bit_mask(32) for w in range(DESC_BITS // 32)]
+    d = {}
+    for word, lo, width, name in DESC_FIELDS:
+        value = (words[word] >> lo) & bit_mask(width)
+        if name in DESC_SIGNED and value >> (width - 1):
+            value -= 1 << width
+        d[name] = value
     flags = d.pop("flags")
     known = sum(1 << bit for bit in DESC_FLAGS.values())
     if flags & ~known:
         raise CoreError("DESCRIPTOR", f"reserved flag bits set: flags = 0x{flags:x}")
-    d["shift"] = bool(flags >> DESC_FLAGS["shift"] & 1)
-    d["reuse"] = bool(flags >> DESC_FLAGS["reuse_weights"] & 1)
+    if d.pop("reserved"):
+        raise CoreError("DESCRIPTOR", f"reserved bits 31:24 of word 6 set: 0x{words[6]:08x}")
+    for name, key in (("shift", "shift"), ("reuse_weights", "reuse"), ("residual", "residual"),
+                      ("res_relu", "res_relu"), ("clamp", "clamp")):
+        d[key] = bool(flags >> DESC_FLAGS[name] & 1)
     return d
+
+
+def _check_tail(cfg, d):
+    """The descriptor's clamp and residual fields (error DESCRIPTOR)."""
+    lo, hi = cfg.engine.act_range
+    clamp = (d["clamp_lo"], d["clamp_hi"])
+    if d["clamp"] and not lo <= clamp[0] <= clamp[1] <= hi:
+        raise CoreError("DESCRIPTOR", f"clamp_lo, clamp_hi = {clamp}: must be in [{lo}, {hi}] "
+                                      f"with clamp_lo <= clamp_hi")
+    if not d["clamp"] and clamp != (0, 0):
+        raise CoreError("DESCRIPTOR", f"clamp_lo, clamp_hi = {clamp} without flags.clamp")
+    res = {name: d[name] for name in ("res_main_shift", "res_short_shift", "res_shift")}
+    if not d["residual"]:
+        if any(res.values()) or d["res_relu"]:
+            raise CoreError("DESCRIPTOR", f"{res}, res_relu = {int(d['res_relu'])} without "
+                                          f"flags.residual")
+        return
+    s_lo, s_hi = res_shift_range(cfg.engine.act_bits)
+    for name, low, high in (("res_main_shift", 0, RES_MAX_SHIFT),
+                            ("res_short_shift", 0, RES_MAX_SHIFT), ("res_shift", s_lo, s_hi)):
+        if not low <= res[name] <= high:
+            raise CoreError("DESCRIPTOR", f"{name} = {res[name]} outside [{low}, {high}]")
 
 
 def _check_desc(cfg, d):
@@ -139,6 +171,7 @@ def _check_desc(cfg, d):
         if d[out] != want:
             raise CoreError("DESCRIPTOR", f"{out} = {d[out]} is not the convolution's "
                                           f"{want}")
+    _check_tail(cfg, d)
     d["CT"], d["NT"] = ceil_div(d["in_c"], e.rows), ceil_div(d["out_c"], e.cols)
     d["KT"] = d["kernel_h"] * d["kernel_w"] * d["CT"]
     too_big = (("K", d["in_c"] * d["kernel_h"] * d["kernel_w"], e.max_k),
@@ -146,7 +179,9 @@ def _check_desc(cfg, d):
                ("out_c", d["out_c"], cfg.max_channels),
                ("m_block", d["m_block"], cfg.acc_entries),
                ("ACTS", d["in_h"] * d["in_w"] * d["CT"], cfg.fmap_vectors),
-               ("WEIGHTS", d["NT"] * d["KT"] * e.rows, cfg.weight_rows))
+               ("WEIGHTS", d["NT"] * d["KT"] * e.rows, cfg.weight_rows),
+               ("SHORTCUT (flags.residual)",
+                d["out_h"] * d["out_w"] * d["NT"] if d["residual"] else 0, cfg.shortcut_vectors))
     for what, value, limit in too_big:
         if value > limit:
             raise CoreError("TOO_BIG", f"{what} = {value} > {limit}")
@@ -174,7 +209,8 @@ def _left_counts(cfg, d):
     return {"PARAMS": d["out_c"] if sent else 0,
             "SHIFT": d["CT"] if sent and d["shift"] else 0,
             "WEIGHTS": d["NT"] * d["KT"] * cfg.engine.rows if sent else 0,
-            "ACTS": d["in_h"] * d["in_w"] * d["CT"]}
+            "ACTS": d["in_h"] * d["in_w"] * d["CT"],
+            "SHORTCUT": d["out_h"] * d["out_w"] * d["NT"] if d["residual"] else 0}
 
 
 def _check_shift_vector(cfg, vector, index):
@@ -223,11 +259,16 @@ def _parse_run(cfg, beats, state):
 
 
 def _decode_buffers(cfg, d, data, state):
-    """The buffers the vectors fill: fmap ``[vectors, R]``, weight rows, params, shift table."""
+    """The buffers the vectors fill: fmap ``[vectors, R]``, shortcut ``[vectors, C]`` (or
+    None), and the loaded weight rows, params, shift table."""
     e = cfg.engine
     fmap = np.array([unpack_vector(v, e.rows, e.act_bits, True) for v in data["ACTS"]])
+    shortcut = None
+    if d["residual"]:
+        shortcut = np.array([unpack_vector(v, e.cols, e.act_bits, True)
+                             for v in data["SHORTCUT"]])
     if d["reuse"]:
-        return fmap, state.loaded
+        return (fmap, shortcut), state.loaded
     a, sw = e.acc_width, shift_width(e)
     p = data["PARAMS"]
     loaded = {
@@ -245,7 +286,7 @@ def _decode_buffers(cfg, d, data, state):
         dy = np.where(entries & 2, (entries & 3) - 4, entries & 3)
         dx = np.where(entries & 8, (entries >> 2) - 4, entries >> 2)
         loaded["shift"] = (dy, dx)
-    return fmap, loaded
+    return (fmap, shortcut), loaded
 
 
 def _gather(cfg, d, fmap, iy, ix, ct, dy, dx):
@@ -262,20 +303,47 @@ def _gather(cfg, d, fmap, iy, ix, ct, dy, dx):
     return np.where(inside, fmap[addr, np.arange(cfg.engine.rows)[None, :]], 0)
 
 
-def _post_lanes(cfg, d, loaded, psum, nt):
-    """Post-processed results ``[pixels, C]`` of tile ``nt``; 0 in lanes beyond ``out_c``."""
+def _tail(cfg, d, v, s):
+    """The fused tail on post-processed results ``v`` with their shortcut lanes ``s``: the
+    residual add in ``act_bits + RES_MAX_SHIFT + 1`` bits, its rounding shift (half up), ReLU
+    and saturation, then the clamp."""
+    a = cfg.engine.act_bits
+    if d["residual"]:
+        y = (v << d["res_main_shift"]) + (s << d["res_short_shift"])
+        shift = d["res_shift"]
+        if shift < 0:
+            r = np.clip(y, -(1 << a), 1 << a) << -shift
+        elif shift > 0:
+            r = (y + (1 << (shift - 1))) >> shift
+        else:
+            r = y
+        if d["res_relu"]:
+            r = np.maximum(r, 0)
+        v = np.clip(r, -(1 << (a - 1)), (1 << (a - 1)) - 1)
+    if d["clamp"]:
+        v = np.clip(v, d["clamp_lo"], d["clamp_hi"])
+    return v
+
+
+def _post_lanes(cfg, d, loaded, psum, nt, short):
+    """Post-processed results ``[pixels, C]`` of tile ``nt``; 0 in lanes beyond ``out_c``.
+
+    ``short``: the pixels' SHORTCUT vectors ``[pixels, C]`` of tile ``nt`` (None without
+    ``flags.residual``)."""
     c = cfg.engine.cols
     valid = slice(nt * c, min((nt + 1) * c, d["out_c"]))
     n = valid.stop - valid.start
     out = np.zeros_like(psum)
     post = PostParams(loaded["bias"][valid], loaded["post_shift"][valid], loaded["relu"][valid])
-    out[:, :n] = postprocess(cfg.engine, psum[:, :n], post)
+    v = postprocess(cfg.engine, psum[:, :n], post)
+    out[:, :n] = _tail(cfg, d, v, None if short is None else short[:, :n])
     return out
 
 
-def _run_blocks(cfg, d, fmap, loaded):
+def _run_blocks(cfg, d, buffers, loaded):
     """The "Order of work": blocks, output tiles, reduction tiles; the result beats."""
     e = cfg.engine
+    fmap, shortcut = buffers
     r, kw, ct_n = e.rows, d["kernel_w"], d["CT"]
     m_all = d["out_h"] * d["out_w"]
     dy, dx = loaded["shift"] if d["shift"] else (np.zeros(ct_n * r, np.int64),) * 2
@@ -293,7 +361,8 @@ def _run_blocks(cfg, d, fmap, loaded):
                             ox * d["stride_w"] - d["pad_w"] + kx, ct, dy[lanes], dx[lanes])
                 row = (nt * d["KT"] + kt) * r
                 psum = array_forward(e, loaded["weights"][row:row + r], x, psum)
-            for values in _post_lanes(cfg, d, loaded, psum, nt):
+            short = None if shortcut is None else shortcut[m * d["NT"] + nt]
+            for values in _post_lanes(cfg, d, loaded, psum, nt, short):
                 beats += vector_beats(cfg, pack_vector(values, e.act_bits),
                                        cfg.vector_bits["OUT"])
     return beats
@@ -308,12 +377,14 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
     type. Errors are found in stream order, and at one beat in the core's order: at a header
     PACKET, DESC_IN_RUN, OVERRUN, SHORT; at a data beat SHORT, LONG, SHIFT_VALUE; after the
     descriptor DESCRIPTOR, TOO_BIG, REUSE. It fills the buffers as the vector contents say
-    (feature map at ``(iy*in_w + ix)*CT + ct``, weight rows, PARAMS, SHIFT) and runs the order
+    (feature map at ``(iy*in_w + ix)*CT + ct``, weight rows, PARAMS, SHIFT, shortcut at
+    ``(oy*out_w + ox)*NT + nt``) and runs the order
     of work: for each block of ``m_block`` pixels, each output tile ``nt``, each reduction
     tile ``kt = (ky*kernel_w + kx)*CT + ct``, it gathers every pixel's ``rows`` activations by
     address (0 outside the map, per-lane ``dy, dx`` with ``flags.shift``) and calls
     :func:`~mulfree.params.golden.array_forward` with the block's partial sums; after
-    ``kt = KT-1`` it post-processes the ``cols`` lanes and emits the result vectors.
+    ``kt = KT-1`` it post-processes the ``cols`` lanes, adds the shortcut (``flags.residual``),
+    clamps (``flags.clamp``) and emits the result vectors.
 
     Parameters
     ----------
@@ -345,8 +416,8 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
         if state is not None:
             state.loaded = None
         raise
-    fmap, loaded = _decode_buffers(cfg, d, data, state)
-    beats = _run_blocks(cfg, d, fmap, loaded)
+    buffers, loaded = _decode_buffers(cfg, d, data, state)
+    beats = _run_blocks(cfg, d, buffers, loaded)
     if state is not None:
         state.loaded = loaded
     return beats

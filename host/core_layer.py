@@ -2,7 +2,8 @@
 
 :class:`Layer` describes one run of the core (``docs/interface.md``, "The layer the
 core computes"): the activations, the weight codes, the post-processing, the stride, padding
-and per-channel shifts, the block size and whether the previous run's weights are reused.
+and per-channel shifts, the block size, whether the previous run's weights are reused, and the
+fused tail after post-processing (a residual add of a shortcut, a clamp).
 :func:`layer_geometry` derives its sizes and tile counts, :func:`choose_m_block` its block
 size, and :func:`check_layer` refuses (:class:`LayerError`) what the core would stop on (errors
 ``DESCRIPTOR`` and ``TOO_BIG``) or the stream formats cannot carry. The numbers come from
@@ -17,15 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..params.core_config import CoreConfig, DESC_FIELDS
+from ..params.core_config import CoreConfig, DESC_FIELDS, RES_MAX_SHIFT, res_shift_range
 from ..params.post_config import bias_range, shift_range
 from ..params.golden import check_range
-from ..params.layer_golden import PostParams
+from ..params.layer_golden import PostParams, ResidualParams
 
 
 __all__ = [
     "Layer", "LayerError", "TARGET_BLOCK_PIXELS", "hazard_window", "layer_geometry",
-    "check_layer", "choose_m_block", "ceil_div",
+    "check_layer", "choose_m_block", "ceil_div", "tail_fields",
 ]
 
 
@@ -83,6 +84,15 @@ class Layer:
         Set ``flags.reuse_weights``: send no PARAMS, SHIFT or WEIGHTS, the previous run's stay
         in use (``w_codes``, ``post`` and ``shifts`` must still be those of that run: the
         golden output is computed from them).
+    shortcut : array of shape ``(out_c, out_h, out_w)`` or None
+        The residual's shortcut, signed ``act_bits`` (SHORTCUT packets); given exactly when
+        ``residual`` is. Sent with every run (never reused).
+    residual : ResidualParams or None
+        Add ``shortcut`` after post-processing (``flags.residual``, ``res_*`` fields;
+        :func:`~mulfree.params.layer_golden.residual_add`). ``None``: no add.
+    clamp : pair of int or None
+        ``(lo, hi)``: clamp every output to ``[lo, hi]`` after the add (``flags.clamp``; ReLU6
+        is ``(0, six)``), both in the activation range, ``lo <= hi``. ``None``: no clamp.
     """
 
     x: np.ndarray
@@ -93,26 +103,38 @@ class Layer:
     shifts: np.ndarray | None = None
     m_block: int | None = None
     reuse_weights: bool = False
+    shortcut: np.ndarray | None = None
+    residual: ResidualParams | None = None
+    clamp: tuple | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "stride", _pair("stride", self.stride))
         object.__setattr__(self, "padding", _pair("padding", self.padding))
 
     @classmethod
-    def matmul(cls, x, w_codes, post, *, m_block=None, reuse_weights=False):
+    def matmul(cls, x, w_codes, post, *, m_block=None, reuse_weights=False, shortcut=None,
+               residual=None, clamp=None):
         """The matrix product ``[M, K] . [K, N]`` as the core runs it.
 
         It is the 1x1 convolution of a ``1 x M`` image with ``K`` channels: ``in_h = 1``,
         ``in_w = M``, ``in_c = K``, ``out_c = N``. The result
-        (:func:`~mulfree.host.stream_results.expected_output`) has shape ``(N, 1, M)``.
+        (:func:`~mulfree.host.stream_results.expected_output`) has shape ``(N, 1, M)``; a
+        ``shortcut`` is given as ``[M, N]``, like the product.
         """
         x, w_codes = np.asarray(x), np.asarray(w_codes)
         if x.ndim != 2 or w_codes.ndim != 2:
             raise LayerError("x", f"x must be [M, K] and w_codes [K, N], not {x.shape} and "
                                   f"{w_codes.shape}")
+        if shortcut is not None:
+            shortcut = np.asarray(shortcut)
+            if shortcut.ndim != 2:
+                raise LayerError("shortcut", f"shortcut must be [M, N] like the product, not "
+                                             f"{shortcut.shape}")
+            shortcut = np.ascontiguousarray(shortcut.T[:, None, :])
         return cls(np.ascontiguousarray(x.T[:, None, :]),
                    np.ascontiguousarray(w_codes.T[:, :, None, None]), post,
-                   m_block=m_block, reuse_weights=reuse_weights)
+                   m_block=m_block, reuse_weights=reuse_weights, shortcut=shortcut,
+                   residual=residual, clamp=clamp)
 
 
 def hazard_window(cfg: CoreConfig):
@@ -147,7 +169,8 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
         pad_h, pad_w``; the tile counts ``CT, NT, KT``; ``K = in_c * kernel_h * kernel_w``
         (terms per sum); ``M = out_h * out_w``; ``m_block`` (the layer's, or
         :func:`choose_m_block`'s); ``counts``: the vectors of each data type this run's stream
-        carries (``PARAMS``, ``SHIFT``, ``WEIGHTS`` are 0 with ``reuse_weights``).
+        carries (``PARAMS``, ``SHIFT``, ``WEIGHTS`` are 0 with ``reuse_weights``;
+        ``SHORTCUT``, ``M * NT`` with a ``residual``, else 0).
 
     Raises
     ------
@@ -176,7 +199,8 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
     g["counts"] = {"PARAMS": out_c if sent else 0,
                    "SHIFT": g["CT"] if sent and layer.shifts is not None else 0,
                    "WEIGHTS": g["NT"] * g["KT"] * e.rows if sent else 0,
-                   "ACTS": in_h * in_w * g["CT"]}
+                   "ACTS": in_h * in_w * g["CT"],
+                   "SHORTCUT": g["M"] * g["NT"] if layer.residual is not None else 0}
     return g
 
 
@@ -238,6 +262,64 @@ def _check_descriptor(cfg, g):
     _check_field(g, "m_block", 1, min(cfg.acc_entries, (1 << _FIELD_WIDTHS["m_block"]) - 1))
 
 
+def _is_flag(value):
+    return isinstance(value, (bool, np.bool_)) or (_is_int(value) and value in (0, 1))
+
+
+def _check_tail(cfg, layer):
+    """The descriptor's residual and clamp fields (error DESCRIPTOR for their ranges)."""
+    a = cfg.engine.act_bits
+    res = layer.residual
+    if res is not None:
+        if not isinstance(res, ResidualParams):
+            raise LayerError("residual", f"residual must be a ResidualParams or None, "
+                                         f"not {res!r}")
+        lo, hi = res_shift_range(a)
+        for name, value, low, high in (("main_shift", res.main_shift, 0, RES_MAX_SHIFT),
+                                       ("short_shift", res.short_shift, 0, RES_MAX_SHIFT),
+                                       ("shift", res.shift, lo, hi)):
+            if not _is_int(value) or not low <= value <= high:
+                raise LayerError(f"residual.{name}", f"residual.{name} must be an integer in "
+                                                     f"[{low}, {high}], not {value!r}",
+                                 "DESCRIPTOR")
+        if not _is_flag(res.relu):
+            raise LayerError("residual.relu", f"residual.relu must be a bool, not {res.relu!r}")
+    if layer.clamp is not None:
+        pair = _clamp_pair(layer.clamp)
+        lo, hi = cfg.engine.act_range
+        if pair is None:
+            raise LayerError("clamp", f"clamp must be a pair (lo, hi) of integers or None, "
+                                      f"not {layer.clamp!r}")
+        if not lo <= pair[0] <= pair[1] <= hi:
+            raise LayerError("clamp", f"clamp must be (lo, hi) with {lo} <= lo <= hi <= {hi} "
+                                      f"(the activation range), not {pair}", "DESCRIPTOR")
+
+
+def _clamp_pair(clamp):
+    """``clamp`` as ``(lo, hi)`` Python integers, or None if it is no pair of integers."""
+    try:
+        pair = tuple(clamp)
+    except TypeError:
+        return None
+    if len(pair) != 2 or not all(_is_int(v) for v in pair):
+        return None
+    return int(pair[0]), int(pair[1])
+
+
+def tail_fields(layer: Layer):
+    """The descriptor's fields of ``layer``'s fused tail: the flags ``residual``, ``res_relu``
+    and ``clamp`` (0 or 1), and ``clamp_lo``, ``clamp_hi``, ``res_main_shift``,
+    ``res_short_shift``, ``res_shift`` (signed integers; 0 without their flag). For a layer
+    :func:`check_layer` accepts."""
+    res, clamp = layer.residual, layer.clamp
+    lo, hi = _clamp_pair(clamp) if clamp is not None else (0, 0)
+    return {"residual": int(res is not None), "res_relu": int(res is not None and bool(res.relu)),
+            "clamp": int(clamp is not None), "clamp_lo": lo, "clamp_hi": hi,
+            "res_main_shift": int(res.main_shift) if res is not None else 0,
+            "res_short_shift": int(res.short_shift) if res is not None else 0,
+            "res_shift": int(res.shift) if res is not None else 0}
+
+
 def _check_fits(cfg, layer, g):
     """The conditions of error TOO_BIG (m_block is checked with the descriptor).
 
@@ -258,6 +340,11 @@ def _check_fits(cfg, layer, g):
         if value > limit:
             raise LayerError(param, f"{param}: {what} must be at most {limit_name} = {limit}, "
                                     f"not {value}", "TOO_BIG")
+    vectors = g["counts"]["SHORTCUT"]
+    if vectors > cfg.shortcut_vectors:
+        raise LayerError("shortcut", f"shortcut: SHORTCUT vectors of a residual, out_h * out_w "
+                                     f"* ceil(out_c / cols), must be at most shortcut_vectors = "
+                                     f"{cfg.shortcut_vectors}, not {vectors}", "TOO_BIG")
 
 
 def _check_values(param, values, lo, hi, shape):
@@ -293,24 +380,36 @@ def _check_contents(cfg, layer, g):
     if not isinstance(layer.reuse_weights, (bool, np.bool_)):
         raise LayerError("reuse_weights", f"reuse_weights must be a bool, "
                                           f"not {layer.reuse_weights!r}")
+    if (layer.shortcut is None) != (layer.residual is None):
+        raise LayerError("shortcut", f"shortcut must be given exactly when residual is: "
+                                     f"residual is {layer.residual!r}, shortcut "
+                                     f"{'None' if layer.shortcut is None else 'an array'}")
+    if layer.shortcut is not None:
+        _check_values("shortcut", layer.shortcut, *e.act_range,
+                      (g["out_c"], g["out_h"], g["out_w"]))
 
 
 def check_layer(cfg: CoreConfig, layer: Layer):
     """Raise :class:`LayerError` if the core would refuse ``layer`` or the stream cannot carry it.
 
     Checked: the descriptor's conditions (error ``DESCRIPTOR``: a zero size, padding >= kernel,
-    a kernel larger than the padded map, a field too wide for the descriptor), the core's sizes
-    (error ``TOO_BIG``: ``K > max_k``, ``in_c`` or ``out_c > max_channels``,
-    ``m_block > acc_entries``, a tensor larger than its buffer), and the ranges of every value
-    (activations, weight codes, bias, shift, relu, the per-channel shifts). The message names
-    the parameter (``exc.param``), the value and what is allowed. Whether weights can be
-    reused (error ``REUSE``) depends on the previous run and is not checked.
+    a kernel larger than the padded map, a field too wide for the descriptor, a residual's
+    shifts outside ``[0, RES_MAX_SHIFT]`` and ``res_shift_range``, a clamp outside the
+    activation range or with ``lo > hi``), the core's sizes (error ``TOO_BIG``:
+    ``K > max_k``, ``in_c`` or ``out_c > max_channels``, ``m_block > acc_entries``, a tensor
+    larger than its buffer, a residual's shortcut larger than ``shortcut_vectors``), and the
+    ranges of every value (activations, weight codes, bias, shift, relu, the per-channel
+    shifts, the shortcut, given exactly with a residual). The message names the parameter
+    (``exc.param``: ``"residual.shift"``, ``"clamp"``, ``"shortcut"``, ...), the value and
+    what is allowed. Whether weights can be reused (error ``REUSE``) depends on the previous
+    run and is not checked.
 
     ``in_c > max_channels`` is refused only with ``shifts`` (the shift table has
     ``max_channels`` entries), as ``CoreConfig.max_channels`` and the RTL's check say.
     """
     g = layer_geometry(cfg, layer)
     _check_descriptor(cfg, g)
+    _check_tail(cfg, layer)
     _check_fits(cfg, layer, g)
     _check_contents(cfg, layer, g)
 

@@ -8,8 +8,10 @@ Everything follows ``docs/interface.md``, section "Stream formats"; the numbers 
   :func:`beats_vector`): how a vector of elements lies in the ``S``-bit beats;
 * the vectors of each packet type of a :class:`~mulfree.host.core_layer.Layer`
   (:func:`descriptor_words`, :func:`params_vectors`, :func:`shift_vectors`,
-  :func:`weight_rows`, :func:`act_rows`), which the compiler
+  :func:`weight_rows`, :func:`act_rows`, :func:`shortcut_vectors`), which the compiler
   (:mod:`mulfree.host.compiler`) turns into bytes with :mod:`mulfree.host.stream_pack`;
+* the order of a run's packets (:func:`stream_order`), shared by both packers and the cycle
+  model (:mod:`mulfree.host.cycle_model`);
 * the packer (:func:`pack_layer`, :func:`stream_beats`): what a host sends on ``s_axis``,
   one vector at a time, clear and exact.
 
@@ -20,17 +22,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..params.core_config import (CoreConfig, DESC_FIELDS, DESC_FLAGS, PACKET_TYPES,
-                               SHIFT_ENTRY_BITS)
+from ..params.core_config import (CoreConfig, DESC_BITS, DESC_FIELDS, DESC_FLAGS, DESC_SIGNED,
+                                  PACKET_TYPES, SHIFT_ENTRY_BITS)
 from ..params.post_config import shift_width
-from .core_layer import Layer, check_layer, layer_geometry
+from .core_layer import Layer, check_layer, layer_geometry, tail_fields
 
 
 __all__ = [
     "Packet", "MAX_PACKET_VECTORS", "bit_mask", "pack_vector", "unpack_vector", "vector_beats",
     "beats_vector", "descriptor_words", "descriptor_words_unchecked", "params_vectors",
-    "shift_vectors", "weight_rows", "act_rows", "first_block_acts", "pack_layer",
-    "stream_beats",
+    "shift_vectors", "weight_rows", "act_rows", "shortcut_vectors", "first_block_acts",
+    "first_block_shortcut", "stream_order", "pack_layer", "stream_beats",
 ]
 
 
@@ -45,8 +47,8 @@ class Packet:
     Attributes
     ----------
     type : str
-        A key of ``PACKET_TYPES``: ``"DESC"``, ``"PARAMS"``, ``"SHIFT"``, ``"WEIGHTS"`` or
-        ``"ACTS"``.
+        A key of ``PACKET_TYPES``: ``"DESC"``, ``"PARAMS"``, ``"SHIFT"``, ``"WEIGHTS"``,
+        ``"ACTS"`` or ``"SHORTCUT"``.
     count : int
         Vectors that follow the header.
     beats : list of int
@@ -107,7 +109,8 @@ def _header(type_name, count):
 # The packer -----------------------------------------------------------------------------------
 
 def descriptor_words(cfg: CoreConfig, layer: Layer):
-    """The five 32-bit words of ``layer``'s descriptor (the DESC vector's ``[32w, 32w+32)``).
+    """The seven 32-bit words of ``layer``'s descriptor (the DESC vector's ``[32w, 32w+32)``);
+    the signed fields (``DESC_SIGNED``) in two's complement in their width.
 
     Raises
     ------
@@ -121,11 +124,16 @@ def descriptor_words(cfg: CoreConfig, layer: Layer):
 def descriptor_words_unchecked(layer, g):
     """:func:`descriptor_words` without the checks, from ``layer``'s geometry ``g``
     (:func:`~mulfree.host.core_layer.layer_geometry`): for a layer already checked."""
-    values = dict(g, flags=(int(layer.shifts is not None) << DESC_FLAGS["shift"]
-                            | int(bool(layer.reuse_weights)) << DESC_FLAGS["reuse_weights"]))
-    words = [0] * 5
-    for word, lo, _, name in DESC_FIELDS:
-        words[word] |= int(values[name]) << lo
+    tail = tail_fields(layer)
+    flags = {"shift": int(layer.shifts is not None),
+             "reuse_weights": int(bool(layer.reuse_weights)),
+             "residual": tail["residual"], "res_relu": tail["res_relu"], "clamp": tail["clamp"]}
+    values = dict(g, **tail, reserved=0,
+                  flags=sum(flags[name] << bit for name, bit in DESC_FLAGS.items()))
+    words = [0] * (DESC_BITS // 32)
+    for word, lo, width, name in DESC_FIELDS:
+        value = int(values[name])
+        words[word] |= (value & bit_mask(width) if name in DESC_SIGNED else value) << lo
     return words
 
 
@@ -171,6 +179,17 @@ def act_rows(cfg, x, g):
     return padded.reshape(ct, r, g["in_h"], g["in_w"]).transpose(2, 3, 0, 1).reshape(-1, r)
 
 
+def shortcut_vectors(cfg, layer, g):
+    """SHORTCUT vectors ``[M*NT, C]``: vector ``(oy*out_w + ox)*NT + nt``, lane ``j`` the
+    shortcut of channel ``nt*C + j`` (0 beyond ``out_c``); ``[0, C]`` without a residual."""
+    c, nt = cfg.engine.cols, g["NT"]
+    if layer.residual is None:
+        return np.zeros((0, c), dtype=np.int64)
+    padded = np.zeros((nt * c, g["M"]), dtype=np.int64)
+    padded[:g["out_c"]] = np.asarray(layer.shortcut, dtype=np.int64).reshape(g["out_c"], g["M"])
+    return padded.reshape(nt, c, g["M"]).transpose(2, 0, 1).reshape(-1, c)
+
+
 def first_block_acts(layer, g):
     """ACTS vectors up to the last pixel the first block reads (0 if it reads none)."""
     pixels = np.arange(min(g["m_block"], g["M"]))
@@ -189,6 +208,46 @@ def first_block_acts(layer, g):
     return (last + 1) * g["CT"]
 
 
+def first_block_shortcut(g):
+    """SHORTCUT vectors of the first block's pixels (``min(m_block, M) * NT``; 0 without a
+    residual, whose ``counts["SHORTCUT"]`` is 0)."""
+    return min(g["m_block"], g["M"]) * g["NT"] if g["counts"]["SHORTCUT"] else 0
+
+
+def stream_order(g, *, reuse, first_acts, first_shortcut=None):
+    """The segments of a run's stream after the descriptor, in the order that overlaps loading
+    and computing best: ``[(type, first vector, vectors)]``.
+
+    PARAMS; SHIFT; the ACTS the first block reads (``first_acts`` vectors); WEIGHTS; the
+    SHORTCUT of the first block's pixels (``first_shortcut``, by default
+    :func:`first_block_shortcut`); the rest of the ACTS; the rest of the SHORTCUT. With
+    ``reuse`` the first three types are left out. The counts are ``g["counts"]``
+    (:func:`~mulfree.host.core_layer.layer_geometry`); empty segments are left out and two
+    neighbouring segments of one type joined (a run without a residual that reuses its
+    weights sends its ACTS in one piece).
+    """
+    counts = g["counts"]
+    acts, short = counts["ACTS"], counts["SHORTCUT"]
+    first_acts = min(max(int(first_acts), 0), acts)
+    first_short = first_block_shortcut(g) if first_shortcut is None else int(first_shortcut)
+    first_short = min(max(first_short, 0), short)
+    order = [] if reuse else [("PARAMS", 0, counts["PARAMS"]), ("SHIFT", 0, counts["SHIFT"])]
+    order.append(("ACTS", 0, first_acts))
+    if not reuse:
+        order.append(("WEIGHTS", 0, counts["WEIGHTS"]))
+    order += [("SHORTCUT", 0, first_short), ("ACTS", first_acts, acts - first_acts),
+              ("SHORTCUT", first_short, short - first_short)]
+    out = []
+    for kind, start, count in order:
+        if count <= 0:
+            continue
+        if out and out[-1][0] == kind and out[-1][1] + out[-1][2] == start:
+            out[-1] = (kind, out[-1][1], out[-1][2] + count)
+        else:
+            out.append((kind, start, count))
+    return out
+
+
 def _packets(cfg, type_name, vectors):
     """``vectors`` of one type as packets of at most :data:`MAX_PACKET_VECTORS` vectors."""
     bits = cfg.vector_bits[type_name]
@@ -205,9 +264,10 @@ def _packets(cfg, type_name, vectors):
 def pack_layer(cfg: CoreConfig, layer: Layer):
     """The packets of one run, in the order that overlaps loading and computing best.
 
-    DESC; PARAMS; SHIFT (if ``layer.shifts``); the ACTS the first block reads; WEIGHTS; the
-    rest of the ACTS. With ``reuse_weights`` PARAMS, SHIFT and WEIGHTS are left out and the
-    ACTS go in one packet. Empty packets are omitted; a type with more than
+    DESC, then :func:`stream_order`: PARAMS; SHIFT (if ``layer.shifts``); the ACTS the first
+    block reads; WEIGHTS; the SHORTCUT of the first block's pixels (with a ``residual``); the
+    rest of the ACTS; the rest of the SHORTCUT. With ``reuse_weights`` PARAMS, SHIFT and
+    WEIGHTS are left out. Empty packets are omitted; a type with more than
     :data:`MAX_PACKET_VECTORS` vectors is split.
 
     Returns
@@ -221,20 +281,23 @@ def pack_layer(cfg: CoreConfig, layer: Layer):
     """
     check_layer(cfg, layer)
     g = layer_geometry(cfg, layer)
+    e = cfg.engine
     words = descriptor_words_unchecked(layer, g)
-    acts = [pack_vector(v, cfg.engine.act_bits) for v in act_rows(cfg, layer.x, g)]
-    first = first_block_acts(layer, g)
-    packets = _packets(cfg, "DESC", [pack_vector(words, 32)])
-    if not layer.reuse_weights:
-        packets += _packets(cfg, "PARAMS", params_vectors(cfg, layer, g))
-        if layer.shifts is not None:
-            packets += _packets(cfg, "SHIFT", shift_vectors(cfg, layer, g))
-    if layer.reuse_weights:
-        return packets + _packets(cfg, "ACTS", acts)
-    rows = weight_rows(cfg, np.asarray(layer.w_codes), g)
-    packets += _packets(cfg, "ACTS", acts[:first])
-    packets += _packets(cfg, "WEIGHTS", [pack_vector(row, cfg.engine.code_width) for row in rows])
-    return packets + _packets(cfg, "ACTS", acts[first:])
+    vectors = {
+        "ACTS": lambda: [pack_vector(v, e.act_bits) for v in act_rows(cfg, layer.x, g)],
+        "PARAMS": lambda: params_vectors(cfg, layer, g),
+        "SHIFT": lambda: shift_vectors(cfg, layer, g),
+        "WEIGHTS": lambda: [pack_vector(row, e.code_width)
+                            for row in weight_rows(cfg, np.asarray(layer.w_codes), g)],
+        "SHORTCUT": lambda: [pack_vector(v, e.act_bits) for v in shortcut_vectors(cfg, layer, g)],
+    }
+    packets, made = _packets(cfg, "DESC", [pack_vector(words, 32)]), {}
+    for kind, start, count in stream_order(g, reuse=layer.reuse_weights,
+                                           first_acts=first_block_acts(layer, g)):
+        if kind not in made:
+            made[kind] = vectors[kind]()
+        packets += _packets(cfg, kind, made[kind][start:start + count])
+    return packets
 
 
 def stream_beats(packets):

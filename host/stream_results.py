@@ -3,7 +3,8 @@
 What the core must answer on ``m_axis`` (``docs/interface.md``, "Stream formats"):
 :func:`expected_output` computes the layer with the layer golden model
 (:func:`mulfree.params.shift_golden.table_shift`, then
-:func:`mulfree.params.layer_golden.conv2d_layer`), :func:`expected_beats` lays the result out in
+:func:`mulfree.params.layer_golden.conv2d_layer`, then
+:func:`mulfree.params.layer_golden.fused_tail`), :func:`expected_beats` lays the result out in
 beats in the order the core sends them, and :func:`unpack_results` reads result beats back,
 checking the bits the format says are 0. NumPy only.
 """
@@ -11,7 +12,7 @@ checking the bits the format says are 0. NumPy only.
 import numpy as np
 
 from ..params.core_config import CoreConfig
-from ..params.layer_golden import conv2d_layer
+from ..params.layer_golden import conv2d_layer, fused_tail
 from ..params.shift_golden import table_shift
 from .core_layer import Layer, check_layer, layer_geometry
 from .stream_format import beats_vector, pack_vector, unpack_vector, vector_beats
@@ -25,15 +26,20 @@ def expected_output(cfg: CoreConfig, layer: Layer):
 
     The golden model of ``docs/interface.md`` ("The layer the core computes"): the map shifted
     per channel (:func:`~mulfree.params.shift_golden.table_shift`, zero fill) if ``layer.shifts``,
-    then :func:`~mulfree.params.layer_golden.conv2d_layer` with ``layer.post``.
+    then :func:`~mulfree.params.layer_golden.conv2d_layer` with ``layer.post``, then
+    :func:`~mulfree.params.layer_golden.fused_tail`: the residual add of ``layer.shortcut``
+    (if ``layer.residual``) and the clamp (if ``layer.clamp``).
     """
     check_layer(cfg, layer)
     x = np.asarray(layer.x, dtype=np.int64)
     if layer.shifts is not None:
         shifts = np.asarray(layer.shifts, dtype=np.int64)
         x = table_shift(x, shifts[:, 0], shifts[:, 1])
-    return conv2d_layer(cfg.engine, x, layer.w_codes, layer.stride, layer.padding,
-                        post=layer.post)
+    out = conv2d_layer(cfg.engine, x, layer.w_codes, layer.stride, layer.padding,
+                       post=layer.post)
+    clamp = None if layer.clamp is None else tuple(int(v) for v in layer.clamp)
+    return fused_tail(cfg.engine.act_bits, out, shortcut=layer.shortcut,
+                      residual=layer.residual, clamp=clamp)
 
 
 def _result_order(g):

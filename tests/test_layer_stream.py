@@ -202,15 +202,18 @@ def test_descriptor_words_by_hand():
         0x0004_0005,        # out_w 4, out_h 5
         0x1122_0303,        # pad_w 1, pad_h 1, stride_w 2, stride_h 2, kernel_w 3, kernel_h 3
         0x0001_0007,        # flags.shift, m_block 7
+        0,                  # clamp_hi, clamp_lo: no clamp
+        0,                  # reserved, res_shift, res_short_shift, res_main_shift: no residual
     ]
     mm = ls.Layer.matmul(np.zeros((37, 11), np.int64), np.zeros((11, 7), np.int64),
                          PostParams(np.zeros(7, np.int64), np.zeros(7, np.int64)),
                          m_block=9, reuse_weights=True)
     assert ls.descriptor_words(cfg, mm) == [37 << 16 | 1, 7 << 16 | 11, 37 << 16 | 1,
-                                            0x0011_0101, 2 << 16 | 9]
-    desc = ls.pack_layer(cfg, layer)[0]           # S = 64: 3 beats, the last half used
+                                            0x0011_0101, 2 << 16 | 9, 0, 0]
+    desc = ls.pack_layer(cfg, layer)[0]           # S = 64: 4 beats, the last half used
     assert desc.type == "DESC" and desc.count == 1
-    assert desc.beats == [0x101, 0x0006_0005_0007_0009, 0x1122_0303_0004_0005, 0x0001_0007]
+    assert desc.beats == [0x101, 0x0006_0005_0007_0009, 0x1122_0303_0004_0005, 0x0001_0007,
+                          0]
 
 
 def tiny_case():
@@ -230,7 +233,7 @@ def test_bit_layout_by_hand():
     assert [(p.type, p.count) for p in packets] == \
         [("DESC", 1), ("PARAMS", 2), ("ACTS", 2), ("WEIGHTS", 3)]
     assert packets[0].beats == [0x101, 0x0002_0001, 0x0002_0003, 0x0002_0001, 0x0011_0101,
-                                0x0000_0002]
+                                0x0000_0002, 0, 0]
     # PARAMS: bias [0, 27), shift [27, 33), relu bit 33.
     # ch 0: bias 3, shift -1 = 0b111111, relu 1; ch 1: bias -1 = 27 ones, shift 2, relu 0.
     assert packets[1].beats == [0x202, 0xF800_0003, 0x3, 0x17FF_FFFF, 0x0]
@@ -287,7 +290,7 @@ def test_packet_order_and_first_block():
         [("DESC", 1), ("PARAMS", 4), ("SHIFT", 1), ("ACTS", 22), ("WEIGHTS", 27), ("ACTS", 38)]
     g = ls.layer_geometry(cfg, shifted)
     assert (g["CT"], g["NT"], g["KT"], g["M"], g["K"]) == (1, 1, 9, 60, 18)
-    assert g["counts"] == {"PARAMS": 4, "SHIFT": 1, "WEIGHTS": 27, "ACTS": 60}
+    assert g["counts"] == {"PARAMS": 4, "SHIFT": 1, "WEIGHTS": 27, "ACTS": 60, "SHORTCUT": 0}
 
 
 def test_weight_rows_order():
@@ -355,7 +358,8 @@ def test_choose_m_block_bounds():
 def _replace(layer, **kwargs):
     fields = dict(x=layer.x, w_codes=layer.w_codes, post=layer.post, stride=layer.stride,
                   padding=layer.padding, shifts=layer.shifts, m_block=layer.m_block,
-                  reuse_weights=layer.reuse_weights)
+                  reuse_weights=layer.reuse_weights, shortcut=layer.shortcut,
+                  residual=layer.residual, clamp=layer.clamp)
     fields.update(kwargs)
     return ls.Layer(**fields)
 
@@ -446,7 +450,7 @@ def index_of(packets, type_name, which=0):
 def with_descriptor(cfg, packets, change):
     """``packets`` with descriptor word ``w`` replaced by ``change(words)[w]``."""
     value = sum(b << (cfg.stream_width * i) for i, b in enumerate(packets[0].beats[1:]))
-    words = [(value >> (32 * w)) & 0xFFFF_FFFF for w in range(5)]
+    words = [(value >> (32 * w)) & 0xFFFF_FFFF for w in range(7)]
     words = change(words)
     vector = sum(wd << (32 * w) for w, wd in enumerate(words))
     s = cfg.stream_width
@@ -464,7 +468,7 @@ def corrupt(name, cfg, packets):
     """The stream of ``packets`` broken so that the core stops with error ``name``."""
     beats = beats_of(packets)
     if name == "PACKET type":
-        beats[index_of(packets, "PARAMS")][0] = beats[index_of(packets, "PARAMS")][0] & ~0xF | 6
+        beats[index_of(packets, "PARAMS")][0] = beats[index_of(packets, "PARAMS")][0] & ~0xF | 7
     elif name == "PACKET reserved":
         beats[index_of(packets, "ACTS")][0] |= 1 << 4
     elif name == "PACKET before descriptor":
@@ -503,7 +507,7 @@ def corrupt(name, cfg, packets):
             "DESCRIPTOR pad": lambda w: _set(w, 3, 24, 4, 3),
             "DESCRIPTOR zero": lambda w: _set(w, 1, 0, 16, 0),
             "DESCRIPTOR out_w": lambda w: _set(w, 2, 16, 16, 4),
-            "DESCRIPTOR flags": lambda w: _set(w, 4, 18, 1, 1),
+            "DESCRIPTOR flags": lambda w: _set(w, 4, 21, 1, 1),
             "DESCRIPTOR reserved word 4": lambda w: _set(w, 4, 31, 1, 1),
             "TOO_BIG m_block": lambda w: _set(w, 4, 0, 16, 300),
             "TOO_BIG in_c": lambda w: _set(w, 1, 0, 16, 600),
