@@ -281,7 +281,7 @@ def _check_tail(cfg, layer):
             if not _is_int(value) or not low <= value <= high:
                 raise LayerError(f"residual.{name}", f"residual.{name} must be an integer in "
                                                      f"[{low}, {high}], not {value!r}",
-                                 "DESCRIPTOR")
+                                 "DESCRIPTOR" if _is_int(value) else None)
         if not _is_flag(res.relu):
             raise LayerError("residual.relu", f"residual.relu must be a bool, not {res.relu!r}")
     if layer.clamp is not None:

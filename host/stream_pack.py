@@ -10,15 +10,23 @@ memory.
 The formats (``docs/interface.md``, "Stream formats"): a packet is a header beat
 ``{count[31:8], type[3:0]}`` and ``count`` vectors; a vector of ``V`` bits takes
 ``ceil(V / S)`` whole beats, its elements packed from bit 0 up in two's complement.
+
+:func:`layer_packets` packs a whole run in the order of
+:func:`~mulfree.host.stream_format.pack_layer` (:func:`~mulfree.host.stream_format.stream_order`),
+optionally with PARAMS, SHIFT and WEIGHTS packed once beforehand (a compiled step's).
 """
 
 import numpy as np
 
 from ..params.core_config import PACKET_TYPES, CoreConfig
+from .core_layer import Layer, check_layer, layer_geometry
+from .stream_format import (act_rows, descriptor_words_unchecked, first_block_acts,
+                            params_vectors, shift_vectors, shortcut_vectors, stream_order,
+                            weight_rows)
 
 
 __all__ = ["pack_elements", "unpack_elements", "header_beat", "packet", "packets",
-           "MAX_PACKET_VECTORS"]
+           "int_vectors", "layer_packets", "MAX_PACKET_VECTORS"]
 
 #: Largest ``count`` of a header (24 bits).
 MAX_PACKET_VECTORS = (1 << 24) - 1
@@ -109,3 +117,68 @@ def packets(cfg: CoreConfig, type_name, vector_beats, max_bytes=None):
         limit = min(limit, fit)
     return [packet(cfg, type_name, vector_beats[start * per:min(n, start + limit) * per])
             for start in range(0, n, limit)]
+
+
+def int_vectors(cfg: CoreConfig, vectors, type_name):
+    """Python-integer vectors of ``type_name`` (the few of a descriptor, PARAMS or SHIFT) as
+    their beats ``[n * beats, beat_bytes]``."""
+    beats = cfg.beats(cfg.vector_bits[type_name])
+    nbytes = beats * cfg.stream_width // 8
+    data = b"".join(int(v).to_bytes(nbytes, "little") for v in vectors)
+    return np.frombuffer(data, dtype=np.uint8).reshape(len(vectors) * beats,
+                                                       cfg.stream_width // 8).copy()
+
+
+def _type_of(packet_beats):
+    return int(packet_beats[0, 0]) & 0xF
+
+
+def layer_packets(cfg: CoreConfig, layer: Layer, max_bytes=None, *, weights=None, check=True):
+    """The packets of one run as bytes, in :func:`~mulfree.host.stream_format.pack_layer`'s
+    order and with its vectors: the same bytes as its beats, packed with NumPy.
+
+    Parameters
+    ----------
+    max_bytes : int, optional
+        A packet's limit in bytes with its header (not applied to the descriptor), as
+        :func:`packets`.
+    weights : list of uint8 arrays, optional
+        PARAMS, SHIFT and WEIGHTS packets packed beforehand (a compiled step's): sent in
+        their places instead of packing ``layer``'s. Ignored with ``reuse_weights``.
+    check : bool
+        Run :func:`~mulfree.host.core_layer.check_layer` first (a caller that has checked the
+        layer's step already may skip it).
+
+    Returns
+    -------
+    list of uint8 arrays ``[beats, beat_bytes]``
+    """
+    if check:
+        check_layer(cfg, layer)
+    g = layer_geometry(cfg, layer)
+    e = cfg.engine
+    desc = pack_elements(cfg, np.array([descriptor_words_unchecked(layer, g)]), 32)
+    out = packets(cfg, "DESC", desc)
+    given = {}
+    if weights is not None:
+        for p in weights:
+            given.setdefault(_type_of(p), []).append(p)
+    make = {
+        "PARAMS": lambda: int_vectors(cfg, params_vectors(cfg, layer, g), "PARAMS"),
+        "SHIFT": lambda: int_vectors(cfg, shift_vectors(cfg, layer, g), "SHIFT"),
+        "WEIGHTS": lambda: pack_elements(cfg, weight_rows(cfg, np.asarray(layer.w_codes), g),
+                                         e.code_width),
+        "ACTS": lambda: pack_elements(cfg, act_rows(cfg, layer.x, g), e.act_bits),
+        "SHORTCUT": lambda: pack_elements(cfg, shortcut_vectors(cfg, layer, g), e.act_bits),
+    }
+    made = {}
+    for kind, start, count in stream_order(g, reuse=layer.reuse_weights,
+                                           first_acts=first_block_acts(layer, g)):
+        if weights is not None and kind in ("PARAMS", "SHIFT", "WEIGHTS"):
+            out += given.get(PACKET_TYPES[kind], [])
+            continue
+        if kind not in made:
+            made[kind] = make[kind]()
+        per = cfg.beats(cfg.vector_bits[kind])
+        out += packets(cfg, kind, made[kind][start * per:(start + count) * per], max_bytes)
+    return out

@@ -286,3 +286,72 @@ def test_matmul_layer_postprocess():
     got = lg.matmul_layer(cfg, x, w, post)
     assert got.tolist() == [[ref_post(acc[i][j], int(post.bias[j]), int(post.shift[j]), False,
                                       cfg.act_bits) for j in range(4)] for i in range(3)]
+
+
+# The fused tail: residual add and clamp --------------------------------------------------------
+
+def ref_residual(v, s, main_shift, short_shift, shift, relu, act_bits):
+    """The Add node of ``docs/numerics.md`` on Python integers: the exact sum rounded half up
+    by ``Fraction`` (no clamp before a left shift: saturation gives the same), relu, sat."""
+    total = (v << main_shift) + (s << short_shift)
+    r = math.floor(Fraction(total) / Fraction(2) ** shift + Fraction(1, 2))
+    if relu:
+        r = max(r, 0)
+    return min(max(r, -2 ** (act_bits - 1)), 2 ** (act_bits - 1) - 1)
+
+
+def _tail_case(rng, act_bits):
+    lo, hi = -(1 << act_bits - 1), (1 << act_bits - 1) - 1
+    v = rng.integers(lo, hi + 1, (3, 4, 5))
+    s = rng.integers(lo, hi + 1, (3, 4, 5))
+    v.flat[:2], s.flat[:2] = (lo, hi), (lo, hi)            # the extremes, both signs
+    return v, s
+
+
+@pytest.mark.parametrize("act_bits", [2, 5, 8, 16])
+def test_fused_tail_against_the_graph_golden(act_bits):
+    """``fused_tail`` = the graph golden's Add (two inputs, ``in_shifts`` = the residual's
+    shifts) then Clamp, and ``residual_add`` = the Python-integer reference, over shifts
+    across ``res_shift_range`` (left shifts included), relu, and random clamps."""
+    from mulfree.params.core_config import RES_MAX_SHIFT, res_shift_range
+    from mulfree.params.graph_golden import node_forward
+    from mulfree.params.int_layers import IntAdd, IntClamp
+    rng = np.random.default_rng(act_bits)
+    s_lo, s_hi = res_shift_range(act_bits)
+    a_lo, a_hi = -(1 << act_bits - 1), (1 << act_bits - 1) - 1
+    shifts = sorted({s_lo, s_hi, -1, 0, 1, *rng.integers(s_lo, s_hi + 1, 6).tolist()})
+    for shift in shifts:
+        v, s = _tail_case(rng, act_bits)
+        ms, ss = (int(t) for t in rng.integers(0, RES_MAX_SHIFT + 1, 2))
+        if shift == shifts[0]:
+            ms, ss = RES_MAX_SHIFT, RES_MAX_SHIFT              # the widest sum
+        relu = bool(rng.integers(0, 2))
+        res = lg.ResidualParams(ms, ss, shift, relu)
+        clamp = tuple(sorted(int(c) for c in rng.integers(a_lo, a_hi + 1, 2)))
+        add = node_forward(IntAdd(in_shifts=(ms, ss), shift=shift, relu=relu,
+                                  act_bits=act_bits), [v[None], s[None]])[0]
+        want = node_forward(IntClamp(lo=clamp[0], hi=clamp[1]), [add[None]])[0]
+        np.testing.assert_array_equal(lg.residual_add(act_bits, v, s, res), add)
+        np.testing.assert_array_equal(
+            lg.fused_tail(act_bits, v, shortcut=s, residual=res, clamp=clamp), want)
+        np.testing.assert_array_equal(lg.fused_tail(act_bits, v, shortcut=s, residual=res),
+                                      add)
+        ref = [ref_residual(int(a), int(b), ms, ss, shift, relu, act_bits)
+               for a, b in zip(v.flat, s.flat)]
+        assert add.reshape(-1).tolist() == ref, (ms, ss, shift, relu)
+        assert len(np.unique(add)) > 1 or shift > act_bits + 2, "a degenerate case"
+
+
+def test_clamp_output_and_tail_without_add():
+    """``clamp_output`` is the Clamp node; ``fused_tail`` with neither part is the identity;
+    the clamp alone (ReLU6 on a grid of 2^-4: (0, 96))."""
+    from mulfree.params.graph_golden import node_forward
+    from mulfree.params.int_layers import IntClamp
+    v = np.arange(-128, 128).reshape(16, 16)
+    np.testing.assert_array_equal(lg.clamp_output(v, 0, 96),
+                                  node_forward(IntClamp(lo=0, hi=96), [v[None]])[0])
+    assert lg.clamp_output(v, 0, 96).min() == 0 and lg.clamp_output(v, 0, 96).max() == 96
+    np.testing.assert_array_equal(lg.fused_tail(8, v), v)
+    np.testing.assert_array_equal(lg.fused_tail(8, v, clamp=(-3, 5)), np.clip(v, -3, 5))
+    with pytest.raises(ValueError, match="shortcut must have shape"):
+        lg.residual_add(8, v, v[:3], lg.ResidualParams())
