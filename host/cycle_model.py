@@ -7,16 +7,18 @@ blocks of ``docs/architecture.md`` ("The accelerator core"). It walks the run pa
 (a pass: one weight tile over one block's pixels), not vector by vector, so a layer of a
 ResNet costs microseconds to milliseconds to estimate. The model:
 
-1. **Descriptor and setup.** The descriptor packet (a header and ``ceil(160 / S)`` beats)
+1. **Descriptor and setup.** The descriptor packet (a header and ``ceil(224 / S)`` beats)
    arrives at one beat per cycle; the layer setup then runs its sequential steps
    (:data:`~mulfree.params.core_config.SETUP_STEPS`): a multiplication takes one cycle per bit
    of its second operand up to its highest set bit (at least one, at most 16), a division by a
    power of two one cycle, any other division 17; every step stores its result in one more
    cycle, plus one cycle to start and one to check. No data beat is taken before the setup
    has passed (``t_run``).
-2. **The stream.** From ``t_run`` the core takes one beat per cycle, in the order the compiler
-   sends (``encode_run``): PARAMS, SHIFT, the first block's ACTS, WEIGHTS, the other ACTS (a
-   run that reuses its weights sends ACTS only). A vector is usable the cycle after its last
+2. **The stream.** From ``t_run`` the core takes one beat per cycle, in the order
+   :func:`~mulfree.host.stream_format.stream_order` gives (``pack_layer``'s and the
+   compiler's): PARAMS, SHIFT, the first block's ACTS, WEIGHTS, the first block's SHORTCUT,
+   the other ACTS, the other SHORTCUT (a run that reuses its weights sends no PARAMS, SHIFT or
+   WEIGHTS; a run without a residual no SHORTCUT). A vector is usable the cycle after its last
    beat (the loader's watermark).
 3. **Passes.** For every block of ``m_block`` pixels, for ``nt``, for ``kt``, one pass of the
    block's pixels enters the engine at one vector per cycle, three cycles after its issue. A
@@ -36,7 +38,11 @@ ResNet costs microseconds to milliseconds to estimate. The model:
      post-processing (3 stages), the output FIFO (``out_vectors``) and a serializer of
      ``ceil(C a / S)`` beats per vector. When the serializer is slower than one vector per
      cycle the FIFO fills and the engine, whose pipeline stalls as a whole, waits until the
-     pass's last vector can retire.
+     pass's last vector can retire;
+   * the shortcut (a residual layer): a final vector ``(m, nt)`` leaves the engine for the
+     post-processing only once its SHORTCUT vector ``m*NT + nt`` has arrived
+     (:data:`SHORTCUT_TO_RETIRE` cycles after its last beat); the engine stalls as a whole
+     until then, delaying the pass's other vectors and the next pass.
 4. **The end.** The run ends when the last result beat has left: the last vector's entry,
    the engine's ``latency``, the post-processing, the serializer's beats and
    :data:`END_CYCLES`.
@@ -55,10 +61,11 @@ NumPy only.
 import numpy as np
 
 from ..params.core_config import CoreConfig, DESC_BITS, SETUP_STEPS
+from .stream_format import stream_order
 
 
 __all__ = ["setup_cycles", "run_cycles", "ISSUE_TO_ENGINE", "POST_STAGES", "END_CYCLES",
-           "START_CYCLES"]
+           "START_CYCLES", "SHORTCUT_TO_RETIRE", "stream_layout"]
 
 #: Cycles from a vector's issue to its handshake with the engine (S1, S2, the FIFO).
 ISSUE_TO_ENGINE = 3
@@ -69,6 +76,9 @@ POST_STAGES = 3
 END_CYCLES = 3
 #: The core's start, after ``CONTROL.start``, before the first beat is taken.
 START_CYCLES = 1
+#: Cycles from a SHORTCUT vector's last beat to the earliest retire of the final vector that
+#: needs it (the loader's watermark).
+SHORTCUT_TO_RETIRE = 1
 #: Largest operand bit the setup's multiplier walks (16-bit second operands).
 _MUL_BITS = 16
 
@@ -108,25 +118,21 @@ def setup_cycles(cfg: CoreConfig, g):
     return cycles
 
 
-def _stream_layout(cfg, g, reuse, shift, first_acts):
-    """Beat offsets (from ``t_run``) of the segments the run's stream carries after the
-    descriptor: ``{type: [(first vector, vectors, offset of the first vector's first beat)]}``."""
+def stream_layout(cfg, g, reuse, first_acts):
+    """Beat offsets of the segments the run's stream carries after the descriptor (in
+    :func:`~mulfree.host.stream_format.stream_order`; ``first_acts`` ACTS before the weights),
+    and the beats they take in all (headers included).
+
+    Returns
+    -------
+    (dict, int)
+        ``{type: [(first vector, vectors, offset)]}``, ``offset`` the beat (counted from 0
+        after the descriptor, the segment's header at ``offset - 1``) of the segment's first
+        vector's first beat; and the total.
+    """
     per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
-    order = []
-    acts = g["counts"]["ACTS"]
-    if reuse:
-        order.append(("ACTS", 0, acts))
-    else:
-        order.append(("PARAMS", 0, g["out_c"]))
-        if shift:
-            order.append(("SHIFT", 0, g["CT"]))
-        order.append(("ACTS", 0, first_acts))
-        order.append(("WEIGHTS", 0, g["NT"] * g["KT"] * cfg.engine.rows))
-        order.append(("ACTS", first_acts, acts - first_acts))
     layout, beat = {}, 0
-    for kind, start, count in order:
-        if count <= 0:
-            continue
+    for kind, start, count in stream_order(g, reuse=reuse, first_acts=first_acts):
         layout.setdefault(kind, []).append((start, count, beat + 1))
         beat += 1 + count * per[kind]
     return layout, beat
@@ -152,7 +158,7 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
     g : dict
         :func:`~mulfree.host.core_layer.layer_geometry` of the run's layer.
     reuse : bool
-        The run reuses the previous run's weights (sends ACTS only).
+        The run reuses the previous run's weights (sends no PARAMS, SHIFT or WEIGHTS).
     shift : bool
         The layer has a shift table.
     first_acts : int or None
@@ -168,7 +174,8 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
     acts = g["counts"]["ACTS"]
     first_acts = acts if first_acts is None else int(first_acts)
     per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
-    layout, _ = _stream_layout(cfg, g, reuse, shift, first_acts)
+    layout, _ = stream_layout(cfg, g, reuse, first_acts)
+    residual = g["counts"]["SHORTCUT"] > 0
     t_run = START_CYCLES + 1 + cfg.beats(DESC_BITS) + setup_cycles(cfg, g)
     rows, mb, m = e.rows, g["m_block"], g["M"]
     nt_count, kt_count, ct = g["NT"], g["KT"], g["CT"]
@@ -225,6 +232,14 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
                 end = start + blen
                 if kt == kt_count - 1:
                     o_start = max(out_free, first + lat + POST_STAGES)
+                    if residual:
+                        # Vector i retires once its SHORTCUT vector is in, and after the one
+                        # before it: the engine stalls as a whole.
+                        sc = t_run + SHORTCUT_TO_RETIRE + _ready_time(
+                            layout, "SHORTCUT", per["SHORTCUT"], pix * nt_count + nt + 1)
+                        o_start = max(o_start, int(sc[0]) + POST_STAGES)
+                        sc_last = int((sc + np.arange(blen - 1, -1, -1)).max())
+                        end = max(end, sc_last - lat + 1)
                     out_free = max(o_start + blen * nb, end - 1 + lat + POST_STAGES + nb)
                     if nb > 1:
                         # The output FIFO is full: the engine stalls until the pass's last

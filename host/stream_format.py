@@ -31,7 +31,8 @@ from .core_layer import Layer, check_layer, layer_geometry, tail_fields
 __all__ = [
     "Packet", "MAX_PACKET_VECTORS", "bit_mask", "pack_vector", "unpack_vector", "vector_beats",
     "beats_vector", "descriptor_words", "descriptor_words_unchecked", "params_vectors",
-    "shift_vectors", "weight_rows", "act_rows", "shortcut_vectors", "first_block_acts",
+    "shift_vectors", "weight_rows", "act_rows", "shortcut_rows", "shortcut_vectors",
+    "first_block_acts",
     "first_block_shortcut", "stream_order", "pack_layer", "stream_beats",
 ]
 
@@ -179,15 +180,22 @@ def act_rows(cfg, x, g):
     return padded.reshape(ct, r, g["in_h"], g["in_w"]).transpose(2, 3, 0, 1).reshape(-1, r)
 
 
-def shortcut_vectors(cfg, layer, g):
-    """SHORTCUT vectors ``[M*NT, C]``: vector ``(oy*out_w + ox)*NT + nt``, lane ``j`` the
-    shortcut of channel ``nt*C + j`` (0 beyond ``out_c``); ``[0, C]`` without a residual."""
+def shortcut_rows(cfg, shortcut, g):
+    """SHORTCUT vectors ``[M*NT, C]`` of ``shortcut`` ``[out_c, out_h, out_w]``: vector
+    ``(oy*out_w + ox)*NT + nt``, lane ``j`` the shortcut of channel ``nt*C + j`` (0 beyond
+    ``out_c``)."""
     c, nt = cfg.engine.cols, g["NT"]
-    if layer.residual is None:
-        return np.zeros((0, c), dtype=np.int64)
     padded = np.zeros((nt * c, g["M"]), dtype=np.int64)
-    padded[:g["out_c"]] = np.asarray(layer.shortcut, dtype=np.int64).reshape(g["out_c"], g["M"])
+    padded[:g["out_c"]] = np.asarray(shortcut, dtype=np.int64).reshape(g["out_c"], g["M"])
     return padded.reshape(nt, c, g["M"]).transpose(2, 0, 1).reshape(-1, c)
+
+
+def shortcut_vectors(cfg, layer, g):
+    """SHORTCUT vectors ``[M*NT, C]`` of ``layer`` (:func:`shortcut_rows` of its shortcut);
+    ``[0, C]`` without a residual."""
+    if layer.residual is None:
+        return np.zeros((0, cfg.engine.cols), dtype=np.int64)
+    return shortcut_rows(cfg, layer.shortcut, g)
 
 
 def first_block_acts(layer, g):
