@@ -4,19 +4,22 @@ The public face of the stream formats (``docs/interface.md``, section "Stream fo
 one module a host script imports. Four modules hold the code, each re-exported here:
 
 * the **layer** (:mod:`mulfree.host.core_layer`: :class:`Layer`, :func:`layer_geometry`,
-  :func:`choose_m_block`, :func:`check_layer`): one run of the core and the core's checks;
+  :func:`choose_m_block`, :func:`check_layer`): one run of the core and the core's checks,
+  with its fused tail (``shortcut`` and ``residual``: a residual add; ``clamp``);
 * the **packer** (:mod:`mulfree.host.stream_format`: :func:`pack_layer`,
   :func:`descriptor_words`, :func:`stream_beats`): what a host sends on ``s_axis``;
 * the **golden output** (:mod:`mulfree.host.stream_results`: :func:`expected_output`,
   :func:`expected_beats`, :func:`unpack_results`): what the core must answer on ``m_axis``,
   computed with the layer golden model (:func:`mulfree.params.shift_golden.table_shift`, then
-  :func:`mulfree.params.layer_golden.conv2d_layer`);
+  :func:`mulfree.params.layer_golden.conv2d_layer`, then
+  :func:`mulfree.params.layer_golden.fused_tail`);
 * the **emulator** (:mod:`mulfree.host.core_emulator`: :func:`emulate_core`): a NumPy model of
   the core's dataflow that parses a packed stream beat by beat like the hardware (headers,
-  ``tlast``, the descriptor's fields), fills the feature-map and weight buffers, and runs the
-  "Order of work" block by block and tile by tile through
-  :func:`mulfree.params.golden.array_forward`. It shares no code with the golden output path,
-  so a test comparing the two checks the formats and the tiling.
+  ``tlast``, the descriptor's fields), fills the feature-map, weight and shortcut buffers, and
+  runs the "Order of work" block by block and tile by tile through
+  :func:`mulfree.params.golden.array_forward`, then the post-processing and the fused tail.
+  It shares no code with the golden output path but the post-processing, so a test comparing
+  the two checks the formats, the tiling and the tail.
 
 ``PACKET_TYPES`` (:mod:`mulfree.params.core_config`) is re-exported too: the header's type codes.
 

@@ -421,3 +421,25 @@ def test_emulator_tail_descriptor_errors():
     with pytest.raises(ValueError, match="SHORTCUT"):
         ls.emulate_core(cfg, res_packets[:-1])
     assert ls.emulate_core(cfg, res_packets) == ls.expected_beats(cfg, residual)
+
+
+def test_matmul_with_a_shortcut():
+    """``Layer.matmul`` takes the shortcut as ``[M, N]``, like the product: the result is
+    ``fused_tail`` of ``matmul_layer``'s."""
+    from mulfree.params.layer_golden import fused_tail, matmul_layer
+    e = ENGINES["mult3x5"]
+    cfg = CoreConfig(e)
+    rng = np.random.default_rng(12)
+    x, w = rng.integers(-64, 64, (13, 10)), rng.integers(-16, 16, (10, 7))
+    post = PostParams(rng.integers(-9, 9, 7), np.full(7, 5), False)
+    short = rng.integers(-64, 64, (13, 7))
+    res = ResidualParams(1, 1, 2, True)
+    layer = ls.Layer.matmul(x, w, post, shortcut=short, residual=res, clamp=(-20, 30))
+    want = fused_tail(e.act_bits, matmul_layer(e, x, w, post), shortcut=short, residual=res,
+                      clamp=(-20, 30))
+    got = ls.expected_output(cfg, layer)
+    assert got.shape == (7, 1, 13) and len(np.unique(want)) > 5
+    np.testing.assert_array_equal(got[:, 0, :], want.T)
+    assert ls.emulate_core(cfg, ls.pack_layer(cfg, layer)) == ls.expected_beats(cfg, layer)
+    with pytest.raises(ls.LayerError, match="^shortcut must be \\[M, N\\]"):
+        ls.Layer.matmul(x, w, post, shortcut=short[None], residual=res)
