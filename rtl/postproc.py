@@ -6,19 +6,32 @@ parameters ``bias, shift, relu`` of channel ``c = group*lanes + l``::
     y   = acc[l] + bias                     (acc_width + 1 bits)
     v   = shift >= 0 ? (y >> shift) + y[shift-1]        round half up (y[-1] := 0)
                      : clamp(y, -2^a, 2^a) << -shift    exact; the clamp changes no output
-    out = clamp(relu ? max(v, 0) : v, act_range)
+    v   = clamp(relu ? max(v, 0) : v, act_range)
 
 exactly :func:`mulfree.params.layer_golden.postprocess` (``docs/numerics.md``, "Post-processing
-and layers"). No multiplier: an adder for the bias, a barrel shifter whose one extra bit below
-``y`` yields the rounding bit, one incrementer, comparators and multiplexers.
+and layers"), then the fused tail of :func:`mulfree.params.layer_golden.fused_tail` with the
+layer's settings (``tail``) and the beat's shortcut lanes ``s``::
+
+    if residual:  y2 = (v << main_shift) + (s[l] << short_shift)       (a + 16 bits, exact)
+                  v  = clamp(relu? (round_shift(y2, res_shift)), act_range)   as above
+    if clamp:     v  = min(max(v, clamp_lo), clamp_hi)
+
+No multiplier: an adder for the bias, barrel shifters whose one extra bit below ``y`` yields
+the rounding bit, incrementers, comparators and multiplexers. The clamp costs no comparator of
+its own: it replaces the saturation's bounds (``[clamp_lo, clamp_hi]`` lies in ``act_range``,
+so saturating and then clamping is clamping).
 
 Parameters live in a per-channel table (one memory word per group of ``lanes`` channels, one
 write-enable per lane), written one channel per beat on the ``p`` stream. The layer controller
 emits its output vectors for channels ``[n0, n0 + lanes)`` and sends ``group = n0 / lanes``
-with each beat.
+with each beat, and, with a shortcut buffer, the address of the beat's shortcut vector: the
+unit reads it through ``s_addr``/``s_en``/``s_data`` (a synchronous read port) two stages
+later, when the beat's ``v`` is ready.
 
 Pipeline (stall-all, like the PE array): input register + table read, bias add, shift /
-round / ReLU / saturation into the output register; latency 3, one vector per cycle.
+round / ReLU / saturation (and the clamp) into the output register: latency 3. With a shortcut
+buffer (``shortcut_vectors > 0``) two more stages follow the saturation: the residual sum, then
+its shift / round / ReLU / saturation and the clamp: latency 5. One vector per cycle.
 """
 
 from amaranth.hdl import Signal, Module, Cat, Const, Mux, signed, unsigned
@@ -26,11 +39,13 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..params.config import ArrayConfig, ConfigError
+from ..params.config import ArrayConfig, ConfigError, signed_width
+from ..params.core_config import RES_MAX_SHIFT, res_shift_range, res_sum_width
 from ..params.post_config import check_post_config, shift_width, sum_width
 
 
-__all__ = ["PostProcess", "param_layout", "acc_layout", "act_layout"]
+__all__ = ["PostProcess", "param_layout", "acc_layout", "act_layout", "tail_layout",
+           "shortcut_addr_bits"]
 
 
 def param_layout(cfg: ArrayConfig, lanes, groups):
@@ -44,15 +59,24 @@ def param_layout(cfg: ArrayConfig, lanes, groups):
     })
 
 
-def acc_layout(cfg: ArrayConfig, lanes, groups):
+def shortcut_addr_bits(shortcut_vectors):
+    """Bits of an address of a shortcut buffer of ``shortcut_vectors`` vectors."""
+    return max(1, (shortcut_vectors - 1).bit_length())
+
+
+def acc_layout(cfg: ArrayConfig, lanes, groups, shortcut_vectors=0):
     """Input beat: ``lanes`` accumulators (flat), their channel group, lanes to output as 0
-    (``zero``: channels beyond a layer's last), and ``last``."""
-    return data.StructLayout({
+    (``zero``: channels beyond a layer's last), ``last``, and with a shortcut buffer the
+    address of the beat's shortcut vector (``short_addr``)."""
+    fields = {
         "data": unsigned(lanes * cfg.acc_width),
         "group": unsigned(max(1, (groups - 1).bit_length())),
         "zero": unsigned(lanes),
         "last": unsigned(1),
-    })
+    }
+    if shortcut_vectors:
+        fields["short_addr"] = unsigned(shortcut_addr_bits(shortcut_vectors))
+    return data.StructLayout(fields)
 
 
 def act_layout(cfg: ArrayConfig, lanes):
@@ -60,8 +84,48 @@ def act_layout(cfg: ArrayConfig, lanes):
     return data.StructLayout({"data": unsigned(lanes * cfg.act_bits), "last": unsigned(1)})
 
 
+def tail_layout(cfg: ArrayConfig):
+    """A layer's fused tail (the descriptor's ``flags.residual``, ``flags.res_relu``,
+    ``flags.clamp`` and its ``clamp_*``, ``res_*`` fields): ``clamp_lo``, ``clamp_hi`` signed
+    ``act_bits``, the add's left shifts ``0..RES_MAX_SHIFT``, ``res_shift`` signed in
+    ``res_shift_range``. Fields without their flag are ignored."""
+    a = cfg.act_bits
+    return data.StructLayout({
+        "residual": unsigned(1),
+        "res_relu": unsigned(1),
+        "clamp": unsigned(1),
+        "clamp_lo": signed(a),
+        "clamp_hi": signed(a),
+        "main_shift": unsigned(RES_MAX_SHIFT.bit_length()),
+        "short_shift": unsigned(RES_MAX_SHIFT.bit_length()),
+        "res_shift": signed(signed_width(*res_shift_range(a))),
+    })
+
+
+def _round_shift(y, shift, a):
+    """``round_shift(y, shift)`` (half up) of a signed ``y``; a left shift clamps ``y`` to
+    ``[-2^a, 2^a]`` first (every larger value saturates ``act_bits`` anyway), so the shifter
+    is ``2a + 2`` bits wide whatever ``y``'s width.
+
+    Right: shifting ``{y, 0}`` leaves ``y``'s bit ``shift-1`` as the lowest bit, the rounding
+    increment (0 for ``shift = 0``).
+    """
+    z = Cat(Const(0, 1), y).as_signed() >> shift.as_unsigned()
+    right = z[1:].as_signed() + z[0]
+    clamped = Mux(y > (1 << a), 1 << a, Mux(y < -(1 << a), -(1 << a), y))
+    clamped = clamped.as_signed()[:a + 2].as_signed()
+    amount = (-shift)[:max(1, a.bit_length())]
+    return Mux(shift < 0, clamped << amount, right)
+
+
+def _clip(v, lo, hi, empty=0):
+    """``min(max(v, lo), hi)``; ``empty``: ``lo > hi``, whose answer is ``hi``."""
+    return Mux(empty | (v > hi), hi, Mux(v < lo, lo, v))
+
+
 class PostProcess(wiring.Component):
-    """Bias, rounding shift, ReLU and saturation of ``lanes`` accumulators per cycle.
+    """Bias, rounding shift, ReLU, saturation, residual add and clamp of ``lanes``
+    accumulators per cycle.
 
     Parameters
     ----------
@@ -72,6 +136,9 @@ class PostProcess(wiring.Component):
     channels : int, optional
         Channels the parameter table holds; rounded up to a multiple of ``lanes``.
         ``4 * lanes`` by default.
+    shortcut_vectors : int, optional
+        Depth of the shortcut buffer the unit reads (``s_addr``); 0 (the default) builds no
+        residual datapath (``tail.residual`` is then ignored).
 
     Attributes
     ----------
@@ -80,29 +147,46 @@ class PostProcess(wiring.Component):
         same cycle or later.
     i : In(stream.Signature(acc_layout(...)))
         Accumulator vectors, lane ``l`` in bits ``[l*acc_width, (l+1)*acc_width)``.
+    tail : In(tail_layout(cfg))
+        The layer's fused tail; stable from the cycle a beat is accepted until it leaves
+        (static during a run).
     o : Out(stream.Signature(act_layout(...)))
         Activation vectors in input order, ``last`` copied; lanes flagged ``zero`` are 0.
+    s_addr, s_en : Out
+        With a shortcut buffer: a synchronous read of the beat's ``short_addr``, ``s_en`` high
+        in the cycles the read port may load (the pipeline advances).
+    s_data : In(lanes * act_bits)
+        The read's data, in the cycle after ``s_en``; held while ``s_en`` is low. Lane ``l``
+        in bits ``[l*act_bits, (l+1)*act_bits)``, signed.
     """
 
+    #: Cycles from a beat accepted to its result on ``o`` without a shortcut buffer, and with.
     LATENCY = 3
+    RESIDUAL_LATENCY = 5
 
-    def __init__(self, cfg: ArrayConfig, *, lanes=None, channels=None):
+    def __init__(self, cfg: ArrayConfig, *, lanes=None, channels=None, shortcut_vectors=0):
         try:
-            lanes, channels = self._check(cfg, lanes, channels)
+            lanes, channels = self._check(cfg, lanes, channels, shortcut_vectors)
         except ConfigError:
             self._MustUse__silence = True       # refused: no "created but never used" warning
             raise
         self._cfg = cfg
         self._lanes = lanes
         self._groups = -(-channels // lanes)
-        super().__init__({
+        self._shortcut_vectors = shortcut_vectors
+        members = {
             "p": In(stream.Signature(param_layout(cfg, lanes, self._groups))),
-            "i": In(stream.Signature(acc_layout(cfg, lanes, self._groups))),
+            "i": In(stream.Signature(acc_layout(cfg, lanes, self._groups, shortcut_vectors))),
+            "tail": In(tail_layout(cfg)),
             "o": Out(stream.Signature(act_layout(cfg, lanes))),
-        })
+        }
+        if shortcut_vectors:
+            members.update({"s_addr": Out(shortcut_addr_bits(shortcut_vectors)),
+                            "s_en": Out(1), "s_data": In(lanes * cfg.act_bits)})
+        super().__init__(members)
 
     @staticmethod
-    def _check(cfg, lanes, channels):
+    def _check(cfg, lanes, channels, shortcut_vectors):
         check_post_config(cfg)
         lanes = cfg.cols if lanes is None else lanes
         if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
@@ -111,6 +195,10 @@ class PostProcess(wiring.Component):
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise ConfigError("channels", f"channels must be a positive integer, "
                                           f"not {channels!r}")
+        if (isinstance(shortcut_vectors, bool) or not isinstance(shortcut_vectors, int)
+                or shortcut_vectors < 0):
+            raise ConfigError("shortcut_vectors", f"shortcut_vectors must be a non-negative "
+                                                  f"integer, not {shortcut_vectors!r}")
         return lanes, channels
 
     @property
@@ -130,11 +218,22 @@ class PostProcess(wiring.Component):
     def channels(self):
         return self._groups * self._lanes
 
+    @property
+    def shortcut_vectors(self):
+        return self._shortcut_vectors
+
+    @property
+    def latency(self):
+        """:attr:`LATENCY`, or :attr:`RESIDUAL_LATENCY` with a shortcut buffer."""
+        return self.RESIDUAL_LATENCY if self._shortcut_vectors else self.LATENCY
+
     def elaborate(self, platform):
         cfg, lanes = self._cfg, self._lanes
         acc, a, sw, yw = cfg.acc_width, cfg.act_bits, shift_width(cfg), sum_width(cfg)
         entry = acc + sw + 1                    # {relu, shift, bias}, bias in the low bits
         lo, hi = cfg.act_range
+        res = self._shortcut_vectors > 0
+        n = self.latency
         m = Module()
 
         # Parameter table: one word per channel group, one write enable per lane.
@@ -151,11 +250,21 @@ class PostProcess(wiring.Component):
         for lane in range(lanes):
             m.d.comb += wr.en[lane].eq(self.p.valid & (p.lane == lane))
 
+        # The tail's settings, registered (static during a run: a beat accepted in a cycle
+        # reaches them two cycles later at the earliest). Without the clamp its bounds are the
+        # activation range.
+        t = self.tail
+        c_lo = Signal(signed(a), name="clamp_lo_q", reset_less=True)
+        c_hi = Signal(signed(a), name="clamp_hi_q", reset_less=True)
+        c_empty = Signal(name="clamp_empty_q", reset_less=True)
+        m.d.sync += [c_lo.eq(Mux(t.clamp, t.clamp_lo, lo)), c_hi.eq(Mux(t.clamp, t.clamp_hi, hi)),
+                     c_empty.eq(t.clamp & (t.clamp_lo > t.clamp_hi))]
+
         # Pipeline control: every register advances when the output register is free.
         advance = Signal()
-        valid = [Signal(name=f"valid_{s}") for s in range(3)]
-        last = [Signal(name=f"last_{s}", reset_less=True) for s in range(3)]
-        zero = [Signal(lanes, name=f"zero_{s}", reset_less=True) for s in range(2)]
+        valid = [Signal(name=f"valid_{s}") for s in range(n)]
+        last = [Signal(name=f"last_{s}", reset_less=True) for s in range(n)]
+        zero = [Signal(lanes, name=f"zero_{s}", reset_less=True) for s in range(n - 1)]
         m.d.comb += [
             advance.eq(self.o.ready | ~self.o.valid),
             self.i.ready.eq(advance),
@@ -163,15 +272,24 @@ class PostProcess(wiring.Component):
             rd.en.eq(advance),
         ]
         with m.If(advance):
-            m.d.sync += [valid[0].eq(self.i.valid), last[0].eq(self.i.payload.last)]
-            m.d.sync += [valid[s].eq(valid[s - 1]) for s in (1, 2)]
-            m.d.sync += [last[s].eq(last[s - 1]) for s in (1, 2)]
-            m.d.sync += [zero[0].eq(self.i.payload.zero), zero[1].eq(zero[0])]
+            m.d.sync += [valid[0].eq(self.i.valid), last[0].eq(self.i.payload.last),
+                         zero[0].eq(self.i.payload.zero)]
+            m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, n)]
+            m.d.sync += [last[s].eq(last[s - 1]) for s in range(1, n)]
+            m.d.sync += [zero[s].eq(zero[s - 1]) for s in range(1, n - 1)]
 
         # Stage 1: the accumulators, alongside the table word read for their group.
         acc1 = Signal(lanes * acc, reset_less=True)
         with m.If(advance):
             m.d.sync += acc1.eq(self.i.payload.data)
+
+        # The shortcut's address travels to stage 2; its read lands beside stage 3's v.
+        if res:
+            ab = shortcut_addr_bits(self._shortcut_vectors)
+            addr = [Signal(ab, name=f"short_addr_{s}", reset_less=True) for s in range(2)]
+            with m.If(advance):
+                m.d.sync += [addr[0].eq(self.i.payload.short_addr), addr[1].eq(addr[0])]
+            m.d.comb += [self.s_addr.eq(addr[1]), self.s_en.eq(advance)]
 
         results = []
         for lane in range(lanes):
@@ -188,25 +306,58 @@ class PostProcess(wiring.Component):
                     shift2.eq(shift), relu2.eq(relu),
                 ]
 
-            # Stage 3 (combinational into the output register). Right: shifting {y, 0} leaves
-            # y's bit shift-1 as the lowest bit, the rounding increment (0 for shift = 0).
-            z = Cat(Const(0, 1), y).as_signed() >> shift2.as_unsigned()
-            right = z[1:].as_signed() + z[0]
-            # Left: |y| >= 2^a saturates for any amount, so clamping first bounds the shifter.
-            clamped = Mux(y > (1 << a), 1 << a, Mux(y < -(1 << a), -(1 << a), y))
-            clamped = clamped.as_signed()[:a + 2].as_signed()
-            amount = (-shift2)[:max(1, a.bit_length())]
-            left = clamped << amount
-            v = Mux(shift2 < 0, left, right)
+            # Stage 3 (combinational into its register): shift, round, ReLU, saturation.
+            v = _round_shift(y, shift2, a)
             v = Mux(relu2 & (v < 0), 0, v)
-            results.append(Mux(zero[1][lane], 0, Mux(v > hi, hi, Mux(v < lo, lo, v)))[:a])
+            if not res:
+                # Saturation and clamp in one: the clamp's bounds lie in act_range.
+                results.append(Mux(zero[1][lane], 0, _clip(v, c_lo, c_hi, c_empty))[:a])
+                continue
+            results.append(_clip(v, lo, hi)[:a])
 
-        out = Signal(lanes * a, reset_less=True)
-        with m.If(advance):
-            m.d.sync += out.eq(Cat(results))
+        if not res:
+            out = Signal(lanes * a, reset_less=True)
+            with m.If(advance):
+                m.d.sync += out.eq(Cat(results))
+        else:
+            out = self._residual(m, Cat(results), advance, zero[3], c_lo, c_hi, c_empty)
         m.d.comb += [
-            self.o.valid.eq(valid[2]),
+            self.o.valid.eq(valid[n - 1]),
             self.o.payload.data.eq(out),
-            self.o.payload.last.eq(last[2]),
+            self.o.payload.last.eq(last[n - 1]),
         ]
         return m
+
+    def _residual(self, m, v3, advance, zero4, c_lo, c_hi, c_empty):
+        """Stages 4 and 5: ``v3`` (stage 3's saturated lanes) registered beside the shortcut's
+        read, the residual sum, then its rounding shift, ReLU, saturation and the clamp."""
+        cfg, lanes, a = self._cfg, self._lanes, self._cfg.act_bits
+        t = self.tail
+        on = Signal(name="residual_q", reset_less=True)
+        main = Signal.like(t.main_shift, name="main_shift_q", reset_less=True)
+        short = Signal.like(t.short_shift, name="short_shift_q", reset_less=True)
+        shift = Signal.like(t.res_shift, name="res_shift_q", reset_less=True)
+        relu = Signal(name="res_relu_q", reset_less=True)
+        m.d.sync += [on.eq(t.residual), main.eq(t.main_shift), short.eq(t.short_shift),
+                     shift.eq(Mux(t.residual, t.res_shift, 0)),
+                     relu.eq(t.residual & t.res_relu)]
+
+        v = Signal(lanes * a, name="v", reset_less=True)
+        with m.If(advance):
+            m.d.sync += v.eq(v3)
+        out = Signal(lanes * a, reset_less=True)
+        results = []
+        for lane in range(lanes):
+            vl = v.word_select(lane, a).as_signed()
+            sl = self.s_data.word_select(lane, a).as_signed()
+            # Stage 4: the sum, exact in act_bits + RES_MAX_SHIFT + 1 bits.
+            y = Signal(signed(res_sum_width(a)), name=f"res_y_{lane}", reset_less=True)
+            with m.If(advance):
+                m.d.sync += y.eq(Mux(on, (vl << main) + (sl << short), vl))
+            # Stage 5: shift, round, ReLU, saturation and clamp.
+            r = _round_shift(y, shift, a)
+            r = Mux(relu & (r < 0), 0, r)
+            results.append(Mux(zero4[lane], 0, _clip(r, c_lo, c_hi, c_empty))[:a])
+        with m.If(advance):
+            m.d.sync += out.eq(Cat(results))
+        return out
