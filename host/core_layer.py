@@ -240,7 +240,7 @@ def _check_field(g, name, lo, hi, core_error="DESCRIPTOR", why=""):
                          core_error)
 
 
-def _check_descriptor(cfg, g):
+def _check_descriptor(cfg, layer, g):
     """The conditions of error DESCRIPTOR, and the field widths of the descriptor."""
     for name in ("in_h", "in_w", "in_c", "out_c", "kernel_h", "kernel_w", "stride_h",
                  "stride_w"):
@@ -255,6 +255,8 @@ def _check_descriptor(cfg, g):
                                      f"{g[size] + 2 * g[pad]} (the kernel must fit the padded "
                                      f"map), not {g[kernel]}", "DESCRIPTOR")
         _check_field(g, out, 1, (1 << _FIELD_WIDTHS[out]) - 1)
+    _check_tail(cfg, layer)
+    # The core checks m_block > acc_entries (TOO_BIG) after every DESCRIPTOR condition.
     m_block = g["m_block"]
     if _is_int(m_block) and m_block > cfg.acc_entries:
         raise LayerError("m_block", f"m_block must be in [1, acc_entries = {cfg.acc_entries}],"
@@ -408,8 +410,7 @@ def check_layer(cfg: CoreConfig, layer: Layer):
     ``max_channels`` entries), as ``CoreConfig.max_channels`` and the RTL's check say.
     """
     g = layer_geometry(cfg, layer)
-    _check_descriptor(cfg, g)
-    _check_tail(cfg, layer)
+    _check_descriptor(cfg, layer, g)
     _check_fits(cfg, layer, g)
     _check_contents(cfg, layer, g)
 

@@ -329,6 +329,8 @@ BAD_TAILS = [
     # DESCRIPTOR comes before TOO_BIG, as in the core.
     ("descriptor first", {"shortcut_vectors": 0}, dict(clamp=(1, 0)), "clamp", "DESCRIPTOR",
      "not (1, 0)"),
+    ("descriptor before m_block", {"acc_entries": 4}, dict(m_block=5, clamp=(1, 0)), "clamp",
+     "DESCRIPTOR", "not (1, 0)"),
 ]
 
 
