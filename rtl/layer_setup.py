@@ -13,12 +13,13 @@ Every check of the descriptor lives here; the result is an error code from
 :data:`~mulfree.params.core_config.CORE_ERRORS` or 0.
 """
 
-from amaranth.hdl import Signal, Module, Const, Cat, Mux, unsigned
+from amaranth.hdl import Signal, Module, Const, Cat, Mux, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..params.core_config import (CoreConfig, DESC_FIELDS, DESC_FLAGS, DESC_BITS, CORE_ERRORS,
-                                SETUP_STEPS as STEPS)
+from ..params.core_config import (CoreConfig, DESC_FIELDS, DESC_FLAGS, DESC_BITS, DESC_SIGNED,
+                                  CORE_ERRORS, RES_MAX_SHIFT, res_shift_range,
+                                  SETUP_STEPS as STEPS)
 
 
 __all__ = ["LayerSetup", "desc_layout", "sizes_layout", "STEPS", "error_code"]
@@ -30,11 +31,12 @@ def error_code(name):
 
 
 def desc_layout():
-    """The descriptor vector as a struct; its fields are contiguous from bit 0."""
+    """The descriptor vector as a struct; its fields are contiguous from bit 0, those of
+    ``DESC_SIGNED`` signed."""
     fields, pos = {}, 0
     for word, lo, width, name in DESC_FIELDS:
         assert word * 32 + lo == pos
-        fields[name] = unsigned(width)
+        fields[name] = signed(width) if name in DESC_SIGNED else unsigned(width)
         pos += width
     assert pos == DESC_BITS
     return data.StructLayout(fields)
@@ -59,6 +61,7 @@ SIZES = {
     "m": "output pixels, out_h * out_w",
     "eh": "(out_h - 1) * stride_h",
     "ew": "(out_w - 1) * stride_w",
+    "scv": "shortcut vectors of a residual, m * nt",
 }
 
 
@@ -200,10 +203,32 @@ class LayerSetup(wiring.Component):
                # out = (span - kernel) div stride + 1  <=>  eh + kernel <= span < eh + s + k
                | (sz.eh + d.kernel_h > span_h) | (sz.eh + d.stride_h + d.kernel_h <= span_h)
                | (sz.ew + d.kernel_w > span_w) | (sz.ew + d.stride_w + d.kernel_w <= span_w))
+        bad = bad | (d.reserved != 0) | self._tail_checks(d)
+        residual = d.flags[DESC_FLAGS["residual"]]
         too_big = ((sz.k > cfg.engine.max_k) | (d.out_c > cfg.max_channels)
                    | (shift & (d.in_c > cfg.max_channels)) | (d.m_block > cfg.acc_entries)
-                   | (sz.acts > cfg.fmap_vectors) | (sz.wrows > cfg.weight_rows))
+                   | (sz.acts > cfg.fmap_vectors) | (sz.wrows > cfg.weight_rows)
+                   | (residual & (sz.scv > cfg.shortcut_vectors)))
         tiles = Mux(shift, sz.ct, 0)
         bad_reuse = reuse & (~self.reuse_valid | (self.reuse_rows != sz.wrows)
                              | (self.reuse_channels != d.out_c) | (self.reuse_tiles != tiles))
         return [("DESCRIPTOR", bad), ("TOO_BIG", too_big), ("REUSE", bad_reuse)]
+
+    def _tail_checks(self, d):
+        """The fused tail's fields (error DESCRIPTOR): with ``flags.clamp``,
+        ``act_lo <= clamp_lo <= clamp_hi <= act_hi``, else both 0; with ``flags.residual``, the
+        add's shifts in ``0..RES_MAX_SHIFT`` and ``res_shift`` in ``res_shift_range``, else the
+        three 0 and ``flags.res_relu`` 0."""
+        e = self._cfg.engine
+        flag = {name: d.flags[bit] for name, bit in DESC_FLAGS.items()}
+        a_lo, a_hi = e.act_range
+        c_lo, c_hi = d.clamp_lo, d.clamp_hi
+        bad_clamp = Mux(flag["clamp"], (c_lo < a_lo) | (c_hi > a_hi) | (c_lo > c_hi),
+                        (c_lo != 0) | (c_hi != 0))
+        s_lo, s_hi = res_shift_range(e.act_bits)
+        bad_res = Mux(flag["residual"],
+                      (d.res_main_shift > RES_MAX_SHIFT) | (d.res_short_shift > RES_MAX_SHIFT)
+                      | (d.res_shift < s_lo) | (d.res_shift > s_hi),
+                      (d.res_main_shift != 0) | (d.res_short_shift != 0) | (d.res_shift != 0)
+                      | flag["res_relu"])
+        return bad_clamp | bad_res

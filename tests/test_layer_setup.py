@@ -22,11 +22,13 @@ import pytest
 from amaranth.sim import Simulator
 
 from mulfree.params.config import ArrayConfig
-from mulfree.params.core_config import CORE_ERRORS, DESC_FIELDS, DESC_FLAGS, CoreConfig
+from mulfree.params.core_config import (CORE_ERRORS, DESC_FIELDS, DESC_FLAGS, DESC_SIGNED,
+                                        RES_MAX_SHIFT, CoreConfig, res_shift_range)
 from mulfree.gen.core_manifest import core_manifest
 from mulfree.host import layer_stream as ls
+from mulfree.host.core_layer import tail_fields
 from mulfree.rtl.layer_setup import SIZES, STEPS, LayerSetup, desc_layout
-from mulfree.params.layer_golden import PostParams
+from mulfree.params.layer_golden import PostParams, ResidualParams
 
 
 CODES = {name: code for code, name, _ in CORE_ERRORS}
@@ -35,6 +37,9 @@ WIDTHS = {name: width for _, _, width, name in DESC_FIELDS}
 ZERO_CHECKED = ("in_h", "in_w", "in_c", "out_c", "out_h", "out_w", "kernel_h", "kernel_w",
                 "stride_h", "stride_w", "m_block")
 SHIFT, REUSE_FLAG = 1 << DESC_FLAGS["shift"], 1 << DESC_FLAGS["reuse_weights"]
+RESIDUAL, RES_RELU, CLAMP = (1 << DESC_FLAGS[n] for n in ("residual", "res_relu", "clamp"))
+KNOWN_FLAGS = SHIFT | REUSE_FLAG | RESIDUAL | RES_RELU | CLAMP
+TAIL_FIELDS = ("clamp_lo", "clamp_hi", "res_main_shift", "res_short_shift", "res_shift")
 SIZE_BITS = 48
 
 
@@ -51,20 +56,20 @@ def core(rows, cols, *, pe="shift", max_k=None, arch="array", act_bits=8, weight
 
 
 #: Small and odd engines with tight buffers (power-of-two divisors are shifts in the RTL,
-#: others a restoring division), a 1-row engine, a wide 7x16 adder, a tree, a
+#: others a restoring division; shortcut buffers of 60, 0 and 8 vectors), a 1-row engine, a wide 7x16 adder, a tree, a
 #: 1x1 engine with the largest buffers (fields reach 65535) and a 1024x1000 one (large
 #: divisors). ``max_k`` stays below 65537 everywhere, see ``test_weight_rows_beyond_32_bits``.
 CONFIGS = {
     "r5c3": core(5, 3, max_k=300, fmap_vectors=200, acc_entries=40, weight_rows=600,
-                 max_channels=24),
+                 max_channels=24, shortcut_vectors=60),
     "r8c6": core(8, 6, max_k=500, fmap_vectors=300, acc_entries=32, weight_rows=2000,
                  max_channels=40),
     "r1c4": core(1, 4, max_k=64, fmap_vectors=500, acc_entries=7, weight_rows=100,
-                 max_channels=20),
+                 max_channels=20, shortcut_vectors=0),
     "r7c16": core(7, 16, pe="adder", max_k=2000, fmap_vectors=1024, acc_entries=256,
                   weight_rows=4096, max_channels=100),
     "tree3x2": core(3, 2, pe="mult", arch="tree", max_k=50, fmap_vectors=16, acc_entries=1,
-                    weight_rows=30, max_channels=1),
+                    weight_rows=30, max_channels=1, shortcut_vectors=8),
     "big1x1": core(1, 1, act_bits=2, weight_bits=2, max_k=1 << 16, fmap_vectors=1 << 20,
                    acc_entries=1 << 16, weight_rows=1 << 20, max_channels=1 << 16),
     "r1024c1000": core(1024, 1000, max_k=1 << 15, fmap_vectors=1 << 20, acc_entries=1 << 16,
@@ -94,14 +99,47 @@ def ref_sizes(cfg, d):
          "acts": d["in_h"] * d["in_w"] * ct, "sct": d["stride_w"] * ct,
          "srow": d["stride_h"] * d["in_w"] * ct, "m": d["out_h"] * d["out_w"],
          "eh": (d["out_h"] - 1) * d["stride_h"], "ew": (d["out_w"] - 1) * d["stride_w"]}
+    s["scv"] = s["m"] * nt
     assert set(s) == set(SIZES)
     return s
+
+
+def sval(d, name):
+    """Field ``name`` of ``d`` as an integer: a signed field may be held in two's complement
+    (as the words carry it) or as a negative number."""
+    v = d.get(name, 0)
+    w = WIDTHS[name]
+    if name in DESC_SIGNED and v >= 1 << (w - 1):
+        v -= 1 << w
+    return v
+
+
+def tail_error(cfg, d):
+    """``docs/interface.md``'s rules of the descriptor's word 5 and 6 fields and the tail's
+    flags: True if they make the descriptor inconsistent."""
+    a = cfg.engine.act_bits
+    lo, hi = -(1 << (a - 1)), (1 << (a - 1)) - 1
+    c_lo, c_hi = sval(d, "clamp_lo"), sval(d, "clamp_hi")
+    if d["flags"] & CLAMP:
+        if not lo <= c_lo <= c_hi <= hi:
+            return True
+    elif (c_lo, c_hi) != (0, 0):
+        return True
+    main, short, shift = (sval(d, n) for n in ("res_main_shift", "res_short_shift",
+                                               "res_shift"))
+    if d["flags"] & RESIDUAL:
+        s_lo, s_hi = res_shift_range(a)
+        return not (0 <= main <= RES_MAX_SHIFT and 0 <= short <= RES_MAX_SHIFT
+                    and s_lo <= shift <= s_hi)
+    return (main, short, shift) != (0, 0, 0) or bool(d["flags"] & RES_RELU)
 
 
 def ref_error(cfg, d, reuse=None):
     """The error code the descriptor deserves: DESCRIPTOR, then TOO_BIG, then REUSE, else 0."""
     e, reuse = cfg.engine, reuse or {}
-    if any(d[name] == 0 for name in ZERO_CHECKED) or d["flags"] & ~(SHIFT | REUSE_FLAG):
+    if any(d[name] == 0 for name in ZERO_CHECKED) or d["flags"] & ~KNOWN_FLAGS:
+        return DESCRIPTOR
+    if d.get("reserved", 0) or tail_error(cfg, d):
         return DESCRIPTOR
     if d["pad_h"] >= d["kernel_h"] or d["pad_w"] >= d["kernel_w"]:
         return DESCRIPTOR
@@ -111,7 +149,8 @@ def ref_error(cfg, d, reuse=None):
     s, shift = ref_sizes(cfg, d), bool(d["flags"] & SHIFT)
     if (s["k"] > e.max_k or d["out_c"] > cfg.max_channels
             or (shift and d["in_c"] > cfg.max_channels) or d["m_block"] > cfg.acc_entries
-            or s["acts"] > cfg.fmap_vectors or s["wrows"] > cfg.weight_rows):
+            or s["acts"] > cfg.fmap_vectors or s["wrows"] > cfg.weight_rows
+            or (d["flags"] & RESIDUAL and s["scv"] > cfg.shortcut_vectors)):
         return TOO_BIG
     if d["flags"] & REUSE_FLAG and (
             not reuse.get("valid", 0) or reuse.get("rows", 0) != s["wrows"]
@@ -134,16 +173,19 @@ _LAYOUT = desc_layout()
 
 
 def pack_desc(d):
+    """The descriptor vector of the fields ``d`` (signed ones raw or negative)."""
     value = 0
     for name, f in _LAYOUT:
-        v = d.get(name, 0)
-        assert 0 <= v < 1 << f.shape.width, f"{name} = {v} does not fit {f.shape.width} bits"
-        value |= v << f.offset
+        v, w = d.get(name, 0), f.shape.width
+        lo = -(1 << (w - 1)) if name in DESC_SIGNED else 0
+        assert lo <= v < 1 << w, f"{name} = {v} does not fit {w} bits"
+        value |= (v & ((1 << w) - 1)) << f.offset
     return value
 
 
 def desc_from_words(words):
-    """The descriptor fields of five 32-bit words (``descriptor_words``' format)."""
+    """The descriptor fields of its seven 32-bit words (``descriptor_words``' format);
+    signed fields raw."""
     return {name: (words[w] >> lo) & ((1 << width) - 1) for w, lo, width, name in DESC_FIELDS}
 
 
@@ -271,8 +313,32 @@ def random_valid_desc(cfg, rng):
         if max(d["out_h"], d["out_w"]) > fmax:
             continue
         d["flags"] = SHIFT * shift | REUSE_FLAG * (rng.random() < 0.3)
+        d.update(random_valid_tail(cfg, d, rng))
         assert ref_error(cfg, d, matching_reuse(cfg, d)) == 0, d
         return d
+
+
+def random_valid_tail(cfg, d, rng):
+    """Fields of a valid fused tail for ``d`` (``flags`` with the tail's bits added): a clamp
+    a third of the time, a residual a third of the time if its shortcut fits."""
+    a = cfg.engine.act_bits
+    lo, hi = -(1 << (a - 1)), (1 << (a - 1)) - 1
+    out = {name: 0 for name in TAIL_FIELDS}
+    flags = d["flags"]
+    if rng.random() < 0.35:
+        ends = rng.choice(((lo, hi), (0, min(6, hi)), (lo, lo), (hi, hi),
+                           tuple(sorted(rng.randint(lo, hi) for _ in range(2)))))
+        out["clamp_lo"], out["clamp_hi"] = ends
+        flags |= CLAMP
+    if rng.random() < 0.35 and ref_sizes(cfg, d)["scv"] <= cfg.shortcut_vectors:
+        s_lo, s_hi = res_shift_range(a)
+        out.update(res_main_shift=rng.choice((0, RES_MAX_SHIFT, rng.randint(0, RES_MAX_SHIFT))),
+                   res_short_shift=rng.choice((0, RES_MAX_SHIFT,
+                                               rng.randint(0, RES_MAX_SHIFT))),
+                   res_shift=rng.choice((s_lo, s_hi, 0, rng.randint(s_lo, s_hi))))
+        flags |= RESIDUAL | RES_RELU * (rng.random() < 0.5)
+    out["flags"] = flags
+    return out
 
 
 def mutate(cfg, d, rng):
@@ -282,7 +348,9 @@ def mutate(cfg, d, rng):
     for _ in range(rng.choice((1, 1, 2))):
         name = rng.choice([n for n in WIDTHS if n != "flags"] + ["flags", "limit", "out"])
         if name == "flags":
-            d["flags"] = rng.choice((0, 1, 2, 3, 4, 1 << 15, rng.getrandbits(16)))
+            d["flags"] = rng.choice((0, 1, 2, 3, RESIDUAL, RES_RELU, CLAMP, CLAMP | RESIDUAL,
+                                     d["flags"] ^ rng.choice((RESIDUAL, RES_RELU, CLAMP)),
+                                     1 << 5, 1 << 15, rng.getrandbits(16)))
         elif name == "out":
             dim = rng.choice("hw")
             d[f"out_{dim}"] = max(0, d[f"out_{dim}"] + rng.choice((-1, 1)))
@@ -292,8 +360,8 @@ def mutate(cfg, d, rng):
                      "out_c": cfg.max_channels, "m_block": cfg.acc_entries}[target]
             d[target] = max(0, min(limit + rng.choice((-1, 0, 1)), (1 << 16) - 1))
         else:
-            d[name] = rng.choice((0, 1, rng.getrandbits(WIDTHS[name]), d[name] + 1,
-                                  max(0, d[name] - 1))) & ((1 << WIDTHS[name]) - 1)
+            d[name] = rng.choice((0, 1, rng.getrandbits(WIDTHS[name]), d.get(name, 0) + 1,
+                                  max(0, d.get(name, 0) - 1))) & ((1 << WIDTHS[name]) - 1)
     return d
 
 
@@ -350,8 +418,9 @@ def descriptor_cases():
     """``(desc, reuse, expected)`` for every DESCRIPTOR condition alone, and its boundary."""
     cases = [(BASE, None, 0)]
     cases += [(dict(BASE, **{name: 0}), None, DESCRIPTOR) for name in ZERO_CHECKED]
-    cases += [(dict(BASE, flags=1 << b), None, DESCRIPTOR) for b in range(2, 16)]
+    cases += [(dict(BASE, flags=1 << b), None, DESCRIPTOR) for b in range(5, 16)]
     cases.append((dict(BASE, flags=SHIFT), None, 0))
+    cases += tail_cases()
     for dim in "hw":
         k = f"kernel_{dim}"
         for pad, want in ((2, 0), (3, DESCRIPTOR), (4, DESCRIPTOR), (15, DESCRIPTOR)):
@@ -373,6 +442,42 @@ def descriptor_cases():
         cases.append((with_out(wide), None, 0))
         cases.append((dict(with_out(wide), **{f"out_{dim}": with_out(wide)[f"out_{dim}"] + 1}),
                       None, DESCRIPTOR))
+    return cases
+
+
+def tail_cases():
+    """``(desc, reuse, expected)`` for every rule of the fused tail's fields and flags, each
+    at its ends and one past (``BASE_CFG``: act_bits 8, shortcut_vectors 1024)."""
+    lo, hi = -128, 127
+    s_lo, s_hi = res_shift_range(8)
+    res = dict(BASE, flags=RESIDUAL)
+    cases = [(res, None, 0), (dict(BASE, flags=RESIDUAL | RES_RELU), None, 0),
+             (dict(BASE, flags=RES_RELU), None, DESCRIPTOR),
+             (dict(BASE, flags=CLAMP), None, 0),
+             (dict(BASE, flags=CLAMP | RESIDUAL | RES_RELU | SHIFT), None, 0)]
+    # The clamp's bounds: in act_range, lo <= hi; both 0 without the flag.
+    for c_lo, c_hi, want in ((lo, hi, 0), (lo - 1, hi, DESCRIPTOR), (lo, hi + 1, DESCRIPTOR),
+                             (0, 6, 0), (4, 4, 0), (5, 4, DESCRIPTOR), (hi, hi, 0),
+                             (lo, lo, 0), (hi, lo, DESCRIPTOR), (-32768, 32767, DESCRIPTOR),
+                             (32767, 32767, DESCRIPTOR), (-32768, -32768, DESCRIPTOR)):
+        cases.append((dict(BASE, flags=CLAMP, clamp_lo=c_lo, clamp_hi=c_hi), None, want))
+    for c_lo, c_hi in ((1, 0), (0, 1), (-1, 0), (0, -1), (lo, hi)):
+        cases.append((dict(BASE, clamp_lo=c_lo, clamp_hi=c_hi), None, DESCRIPTOR))
+    # The residual's shifts: 0..15 and [-a, a + 16]; all 0 without the flag.
+    for name in ("res_main_shift", "res_short_shift"):
+        cases += [(dict(res, **{name: 15}), None, 0), (dict(res, **{name: 16}), None, DESCRIPTOR),
+                  (dict(res, **{name: 255}), None, DESCRIPTOR),
+                  (dict(BASE, **{name: 1}), None, DESCRIPTOR),
+                  (dict(BASE, flags=CLAMP, **{name: 15}), None, DESCRIPTOR)]
+    for shift, want in ((s_lo, 0), (s_lo - 1, DESCRIPTOR), (s_hi, 0), (s_hi + 1, DESCRIPTOR),
+                        (-1, 0), (-128, DESCRIPTOR), (127, DESCRIPTOR)):
+        cases.append((dict(res, res_shift=shift), None, want))
+    for shift in (-1, 1, s_hi):
+        cases.append((dict(BASE, res_shift=shift), None, DESCRIPTOR))
+    # Reserved bits 31:24 of word 6, alone and with a valid residual.
+    for reserved in (1, 0x80, 0xFF):
+        cases += [(dict(BASE, reserved=reserved), None, DESCRIPTOR),
+                  (dict(res, reserved=reserved, res_shift=1), None, DESCRIPTOR)]
     return cases
 
 
@@ -408,6 +513,23 @@ def test_out_size_exhaustive():
 #: ``(limit, value of BASE)``: a core whose limit is the value accepts BASE, one less refuses.
 LIMITS = (("max_k", 63), ("max_channels", 5), ("acc_entries", 10), ("fmap_vectors", 40),
           ("weight_rows", 180))
+
+
+def test_shortcut_limit():
+    """A residual's shortcut (out_h*out_w*NT = 20*2 = 40 vectors for BASE) against
+    shortcut_vectors: at the limit runs, one less and 0 (no buffer) are TOO_BIG; a layer
+    without the flag runs on any core."""
+    res = dict(BASE, flags=RESIDUAL | RES_RELU, res_shift=2)
+    for at, d, want in ((40, res, 0), (39, res, TOO_BIG), (0, res, TOO_BIG), (0, BASE, 0),
+                        (1, dict(BASE, flags=CLAMP), 0),
+                        # Wider: NT = 3 on 3 columns, 60 vectors.
+                        (60, dict(res, out_c=7), 0), (59, dict(res, out_c=7), TOO_BIG)):
+        cfg = core(5, 3, shortcut_vectors=at)
+        assert ref_error(cfg, d) == want
+        [r] = run_setup(cfg, [(d, None)])
+        assert r.error == want, f"shortcut_vectors = {at}: error {r.error}, expected {want}"
+        if want == 0:
+            assert r.sizes["scv"] == ref_sizes(cfg, d)["scv"]
 
 
 @pytest.mark.parametrize("limit,value", LIMITS)
@@ -457,7 +579,7 @@ def test_in_c_limit_only_with_shift():
 
 def test_precedence():
     """DESCRIPTOR wins over TOO_BIG, which wins over REUSE."""
-    cfg = core(5, 3, max_channels=5)
+    cfg = core(5, 3, max_channels=5, shortcut_vectors=100)
     bad_desc = {"out_h": 5}                 # out_h off by one
     too_big = {"out_c": 6}                  # > max_channels
     reuse = {"flags": REUSE_FLAG}           # reuse_weights without valid weights
@@ -466,9 +588,14 @@ def test_precedence():
         (dict(BASE, **bad_desc, **reuse), DESCRIPTOR),
         (dict(BASE, **too_big, **reuse), TOO_BIG),
         (dict(BASE, **bad_desc, **too_big, **reuse), DESCRIPTOR),
-        (dict(BASE, flags=REUSE_FLAG | 4, out_c=6), DESCRIPTOR),   # reserved bit + the rest
+        (dict(BASE, flags=REUSE_FLAG | 1 << 5, out_c=6), DESCRIPTOR),  # reserved bit + the rest
         (dict(BASE, m_block=0, out_c=6, flags=REUSE_FLAG), DESCRIPTOR),
         (dict(BASE, **reuse), REUSE),
+        # The tail: its fields before any size, its shortcut among the sizes.
+        (dict(BASE, **too_big, res_shift=1), DESCRIPTOR),
+        (dict(BASE, **too_big, flags=REUSE_FLAG | CLAMP, clamp_lo=3, clamp_hi=2), DESCRIPTOR),
+        (dict(BASE, flags=REUSE_FLAG | RESIDUAL, in_h=40, out_h=40), TOO_BIG),
+        (dict(BASE, flags=REUSE_FLAG | RESIDUAL), REUSE),
     ]
     results = run_setup(cfg, [(d, None) for d, _ in cases])
     check(cfg, [(d, None) for d, _ in cases], results, expected=[w for _, w in cases])
@@ -504,10 +631,11 @@ def test_reuse():
 
 def random_layer(cfg, rng, mode):
     """A random small :class:`Layer`. ``mode``: ``"valid"`` keeps it within ``cfg`` (mostly),
-    ``"big"`` then crosses one of the core's limits, ``"random"`` draws sizes from 0 up."""
+    ``"big"`` then crosses one of the core's limits, ``"random"`` draws sizes from 0 up,
+    ``"tail"`` is a valid layer with a tail field out of range. Half have a fused tail."""
     e = cfg.engine
     shift = rng.random() < 0.4
-    if mode in ("valid", "big"):
+    if mode in ("valid", "big", "tail"):
         kh, kw = rng.randint(1, 4), rng.randint(1, 3)
         in_c = rng.randint(1, max(1, min(3 * e.rows + 2, e.max_k // (kh * kw))))
         out_c = rng.randint(1, min(3 * e.cols + 2, cfg.max_channels))
@@ -524,7 +652,7 @@ def random_layer(cfg, rng, mode):
         m_block = rng.choice((None, rng.randint(0, cfg.acc_entries + 2)))
     if mode == "big":
         limit = rng.choice(("max_k", "max_channels", "shift", "acc_entries", "fmap_vectors",
-                            "weight_rows"))
+                            "weight_rows", "shortcut_vectors"))
         if limit == "max_k":
             in_c = e.max_k // (kh * kw) + 1
         elif limit == "max_channels":
@@ -535,14 +663,49 @@ def random_layer(cfg, rng, mode):
             m_block = cfg.acc_entries + 1
         elif limit == "fmap_vectors":
             in_h = cfg.fmap_vectors // (in_w * cdiv(in_c, e.rows)) + 1
-        else:
+        elif limit == "weight_rows":
             out_c = (cfg.weight_rows // (kh * kw * cdiv(in_c, e.rows) * e.rows) + 1) * e.cols
+        else:
+            # A residual whose shortcut (out_h*out_w*NT vectors) outgrows its buffer.
+            out_w = conv_out(in_w, kw, stride[1], pad[1])
+            in_h = stride[0] * (cfg.shortcut_vectors // (out_w * cdiv(out_c, e.cols))) + kh
     shifts = np.zeros((in_c, 2), np.int64) if shift else None
-    return ls.Layer(np.zeros((in_c, in_h, in_w), np.int64),
-                    np.zeros((out_c, in_c, kh, kw), np.int64),
-                    PostParams(np.zeros(out_c, np.int64), np.zeros(out_c, np.int64), False),
-                    stride=stride, padding=pad, shifts=shifts, m_block=m_block,
-                    reuse_weights=rng.random() < 0.3)
+    layer = ls.Layer(np.zeros((in_c, in_h, in_w), np.int64),
+                     np.zeros((out_c, in_c, kh, kw), np.int64),
+                     PostParams(np.zeros(out_c, np.int64), np.zeros(out_c, np.int64), False),
+                     stride=stride, padding=pad, shifts=shifts, m_block=m_block,
+                     reuse_weights=rng.random() < 0.3)
+    if mode == "big" and limit == "shortcut_vectors":
+        return dataclasses.replace(layer, residual=ResidualParams(), shortcut=np.zeros(
+            [ls.layer_geometry(cfg, layer)[k] for k in ("out_c", "out_h", "out_w")], np.int64))
+    return random_tail_layer(cfg, layer, rng, bad=mode == "tail")
+
+
+def random_tail_layer(cfg, layer, rng, *, bad=False):
+    """``layer`` with a random fused tail: often none, a residual (its shortcut of the layer's
+    output shape), a clamp; ``bad``: one of the tail's fields out of its range."""
+    a = cfg.engine.act_bits
+    lo, hi = cfg.engine.act_range
+    s_lo, s_hi = res_shift_range(a)
+    out = [ls.layer_geometry(cfg, layer)[k] for k in ("out_c", "out_h", "out_w")]
+    if min(out) < 1 or (rng.random() < 0.5 and not bad):
+        return layer
+    residual = clamp = shortcut = None
+    if rng.random() < 0.6 or bad:
+        residual = ResidualParams(rng.randint(0, RES_MAX_SHIFT), rng.randint(0, RES_MAX_SHIFT),
+                                  rng.randint(s_lo, s_hi), rng.random() < 0.5)
+        shortcut = np.zeros(out, np.int64)
+    if rng.random() < 0.6:
+        clamp = tuple(sorted(rng.randint(lo, hi) for _ in range(2)))
+    if bad:
+        which = rng.choice(("main_shift", "short_shift", "shift", "clamp"))
+        if which == "clamp":
+            clamp = rng.choice(((lo - 1, hi), (lo, hi + 1), (1, 0)))
+        else:
+            value = rng.choice((-1, RES_MAX_SHIFT + 1) if which != "shift"
+                               else (s_lo - 1, s_hi + 1))
+            residual = dataclasses.replace(residual, **{which: value})
+    return dataclasses.replace(layer, residual=residual, clamp=clamp, shortcut=shortcut)
 
 
 def layer_cases(cfg, rng, n_valid, n_refused):
@@ -552,7 +715,7 @@ def layer_cases(cfg, rng, n_valid, n_refused):
     valid, refused, template = [], [], None
     while len(valid) < n_valid or len(refused) < n_refused:
         mode = "valid" if len(valid) < n_valid and rng.random() < 0.6 else rng.choice(
-            ("big", "random"))
+            ("big", "random", "tail"))
         layer = random_layer(cfg, rng, mode)
         try:
             ls.check_layer(cfg, layer)
@@ -564,8 +727,14 @@ def layer_cases(cfg, rng, n_valid, n_refused):
             fields = {name: g[name] for name in WIDTHS if name in g}
             for out in ("out_h", "out_w"):
                 fields[out] = max(fields[out], 1)   # the kernel does not fit: claim 1
+            tail = tail_fields(layer)
             fields["flags"] = (SHIFT * (layer.shifts is not None)
-                               | REUSE_FLAG * layer.reuse_weights)
+                               | REUSE_FLAG * layer.reuse_weights | RESIDUAL * tail["residual"]
+                               | RES_RELU * tail["res_relu"] | CLAMP * tail["clamp"])
+            fields["reserved"] = 0
+            for name in TAIL_FIELDS:            # two's complement, as the words carry them
+                fields[name] = tail[name] + (tail[name] < 0 and name in DESC_SIGNED) * (
+                    1 << WIDTHS[name])
             if any(not 0 <= v < 1 << WIDTHS[k] for k, v in fields.items()):
                 continue
             d = desc_from_words(words_with(template, **fields))
