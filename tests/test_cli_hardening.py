@@ -365,8 +365,12 @@ def _interrupt(argv, tmp_path, *, wait_for=None, after=3.0, timeout=60):
     env = dict(os.environ, MULFREE_CACHE=str(tmp_path / "cache"), TMPDIR=str(tmp_path / "tmp"))
     env.pop("MULFREE_TRACEBACK", None)
     (tmp_path / "tmp").mkdir(exist_ok=True)
+    # A user's Ctrl-C: SIGINT at its default in the child, even when the suite itself runs
+    # with SIGINT ignored (started in the background by a shell, or under nohup), which the
+    # child would otherwise inherit, and then never see the signal.
     proc = subprocess.Popen([str(MULFREE), *argv], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     try:
         if wait_for is not None:
