@@ -10,13 +10,20 @@
                                 LayerSetup ──► IssueUnit ─► engine (array or tree)
                                                    ▲  tags      │
                                  accumulator buffer ◄───────────┤ partial sums
-                                                   PostProcess ◄┘ final sums
+                            ──► shortcut buffer ──► PostProcess ◄┘ final sums
     m_axis ◄── serializer ◄── output FIFO ◄────────────┘
 
 The datapath (:class:`LayerDatapath`) holds one run; the shell (:class:`Core`) resets it at
 every start, soft reset and error, so a bad run never leaks into the next one. AXI names
 appear only on the shell's ports. ``docs/interface.md`` is the normative description of the
 registers and the stream formats.
+
+The fused tail (residual add, clamp) is post-processing's: its settings come from the
+descriptor, and each final result vector carries the address of its SHORTCUT vector,
+``pixel * NT + nt``, kept by adders as the results come (per block, per ``nt``, per pixel of
+the block); a final vector enters post-processing only once that vector has arrived (the
+shortcut watermark). A core with ``shortcut_vectors = 0`` builds neither the buffer nor the
+residual datapath.
 """
 
 from amaranth.hdl import Signal, Module, Cat, Mux, ResetInserter, unsigned
@@ -30,7 +37,7 @@ from .array import PEArray
 from .tree import TreeEngine
 from .layer_setup import LayerSetup, SIZE_BITS, desc_layout
 from .layer_issue import IssueUnit, WeightFeeder, tag_layout, hazard_window
-from .postproc import PostProcess
+from .postproc import PostProcess, shortcut_addr_bits
 from .regs import AxiLiteRegisters, AxiLiteSignature
 from .stream_loader import StreamLoader, beat_layout
 
@@ -78,7 +85,8 @@ class LayerDatapath(wiring.Component):
         self._cfg = cfg
         self._column_module = column_module
         e = cfg.engine
-        self._post = PostProcess(e, channels=cfg.max_channels)
+        self._post = PostProcess(e, channels=cfg.max_channels,
+                                 shortcut_vectors=cfg.shortcut_vectors)
         super().__init__({
             "run": In(1),
             "s": In(stream.Signature(beat_layout(cfg))),
@@ -117,6 +125,7 @@ class LayerDatapath(wiring.Component):
         sz = setup.sizes
         shift = desc.flags[DESC_FLAGS["shift"]]
         reuse = desc.flags[DESC_FLAGS["reuse_weights"]]
+        residual = desc.flags[DESC_FLAGS["residual"]]
 
         # ---- Phases of the run ---------------------------------------------------------------
         running = Signal()          # setup passed: issue, feed, retire
@@ -144,13 +153,15 @@ class LayerDatapath(wiring.Component):
 
         # Totals of each data type: set when setup passes, 0 before (nothing is accepted).
         totals = {"params": Signal(SIZE_BITS), "shift": Signal(SIZE_BITS),
-                  "weights": Signal(SIZE_BITS), "acts": Signal(SIZE_BITS)}
+                  "weights": Signal(SIZE_BITS), "acts": Signal(SIZE_BITS),
+                  "shortcut": Signal(SIZE_BITS)}
         with m.If(go):
             m.d.sync += [
                 totals["params"].eq(Mux(reuse, 0, desc.out_c)),
                 totals["shift"].eq(Mux(reuse | ~shift, 0, sz.ct)),
                 totals["weights"].eq(Mux(reuse, 0, sz.wrows)),
                 totals["acts"].eq(sz.acts),
+                totals["shortcut"].eq(Mux(residual, sz.scv, 0)),
             ]
         for t, v in totals.items():
             m.d.comb += getattr(loader, f"{t}_total").eq(v)
@@ -201,6 +212,15 @@ class LayerDatapath(wiring.Component):
         m.d.comb += [ard.addr.eq(issue.acc_addr), issue.acc_data.eq(ard.data)]
 
         wiring.connect(m, loader.p, post.p)
+        t = post.tail
+        m.d.comb += [
+            t.residual.eq(residual), t.res_relu.eq(desc.flags[DESC_FLAGS["res_relu"]]),
+            t.clamp.eq(desc.flags[DESC_FLAGS["clamp"]]),
+            # Setup has checked the ranges: the fields fit the narrower settings.
+            t.clamp_lo.eq(desc.clamp_lo), t.clamp_hi.eq(desc.clamp_hi),
+            t.main_shift.eq(desc.res_main_shift), t.short_shift.eq(desc.res_short_shift),
+            t.res_shift.eq(desc.res_shift),
+        ]
 
         # ---- Issue and weights ---------------------------------------------------------------
         for unit in (issue, feeder):
@@ -222,17 +242,20 @@ class LayerDatapath(wiring.Component):
                      issue.tag.ready.eq(tags.w_rdy)]
         tag = Signal(tag_layout(cfg, groups))
         m.d.comb += tag.eq(tags.r_data)
+        # A final vector waits for its parameters and its shortcut vector.
+        short_ready = self._shortcut(m, loader, post, tag, sz, residual)
         params_ready = reuse | complete["params"]
+        post_ready = params_ready & short_ready
         y = engine.y
         retire = Signal()
         m.d.comb += [
-            y.ready.eq(~tag.final | (post.i.ready & params_ready)),
+            y.ready.eq(~tag.final | (post.i.ready & post_ready)),
             retire.eq(y.valid & y.ready),
             tags.r_en.eq(retire),
             issue.retired.eq(retire),
             awr.addr.eq(tag.index), awr.data.eq(y.payload.data),
             awr.en.eq(retire & ~tag.final),
-            post.i.valid.eq(y.valid & tag.final & params_ready),
+            post.i.valid.eq(y.valid & tag.final & post_ready),
             post.i.payload.data.eq(y.payload.data),
             post.i.payload.group.eq(tag.group),
             post.i.payload.zero.eq(tag.zero),
@@ -265,7 +288,7 @@ class LayerDatapath(wiring.Component):
                 m.d.sync += beat.eq(beat + 1)
 
         # ---- End of the run, errors, counters -----------------------------------------------
-        all_in = complete["params"] & complete["shift"] & complete["weights"] & complete["acts"]
+        all_in = Cat(complete.values()).all()
         with m.If(running & sent_last & all_in):
             m.d.comb += self.finished.eq(1)     # the shell resets the datapath for the next run
         m.d.comb += self.error.eq(Mux(loader.error != 0, loader.error,
@@ -278,6 +301,39 @@ class LayerDatapath(wiring.Component):
             self.stall_out.eq(self.run & self.m.valid & ~self.m.ready),
         ]
         return m
+
+    def _shortcut(self, m, loader, post, tag, sz, residual):
+        """The shortcut buffer, written by the loader and read by post-processing, and the
+        address of the final vector at the head of the retire queue; returns "its shortcut
+        vector has arrived (or the layer has none)".
+
+        Final vectors come per block, per ``nt``, per pixel ``i`` of the block, so the address
+        ``pixel * NT + nt`` is the previous one plus ``NT`` within a pass; a pass with
+        ``nt > 0`` starts one after the previous pass's start, and a block (``nt = 0``) one
+        after the vector before it (the previous block's last pixel at ``nt = NT - 1``).
+        """
+        depth = self._cfg.shortcut_vectors
+        if not depth:
+            return ~residual            # never residual: setup refuses it (TOO_BIG)
+        e = self._cfg.engine
+        m.submodules.shortcut = smem = Memory(shape=unsigned(e.cols * e.act_bits), depth=depth,
+                                              init=[])
+        wr, rd = smem.write_port(), smem.read_port()
+        m.d.comb += [wr.addr.eq(loader.shortcut_ptr), wr.en.eq(loader.sc_we),
+                     wr.data.eq(loader.sc_data),
+                     rd.addr.eq(post.s_addr), rd.en.eq(post.s_en), post.s_data.eq(rd.data)]
+
+        width = shortcut_addr_bits(depth) + 1
+        addr = Signal(width)
+        block_next, pass_next, step_next = Signal(width), Signal(width), Signal(width)
+        first = tag.index == 0
+        m.d.comb += [addr.eq(Mux(first, Mux(tag.group == 0, block_next, pass_next), step_next)),
+                     post.i.payload.short_addr.eq(addr)]
+        with m.If(post.i.valid & post.i.ready):
+            m.d.sync += [block_next.eq(addr + 1), step_next.eq(addr + sz.nt)]
+            with m.If(first):
+                m.d.sync += pass_next.eq(addr + 1)
+        return ~residual | (addr < loader.shortcut_ptr)
 
 
 class Core(wiring.Component):

@@ -20,7 +20,7 @@ from .postproc import param_layout
 __all__ = ["StreamLoader", "beat_layout", "DATA_TYPES"]
 
 #: The data packet types, in the order of the loader's pointers.
-DATA_TYPES = ("PARAMS", "SHIFT", "WEIGHTS", "ACTS")
+DATA_TYPES = ("PARAMS", "SHIFT", "WEIGHTS", "ACTS", "SHORTCUT")
 
 
 def beat_layout(cfg: CoreConfig):
@@ -46,8 +46,8 @@ class StreamLoader(wiring.Component):
         A protocol error's code, for one cycle (0: none).
     <type>_ptr : Out(SIZE_BITS)
         Vectors of each type loaded; the write address of the next one.
-    act_we/act_data, w_we/w_data, sh_we/sh_data : Out
-        Buffer writes at the type's pointer.
+    act_we/act_data, w_we/w_data, sh_we/sh_data, sc_we/sc_data : Out
+        Buffer writes at the type's pointer (``sc``: the shortcut buffer).
     p : Out(stream.Signature(param_layout(...)))
         Post-processing table writes (always accepted by the table).
     """
@@ -67,6 +67,7 @@ class StreamLoader(wiring.Component):
             "act_we": Out(1), "act_data": Out(vb["ACTS"]),
             "w_we": Out(1), "w_data": Out(vb["WEIGHTS"]),
             "sh_we": Out(1), "sh_data": Out(vb["SHIFT"]),
+            "sc_we": Out(1), "sc_data": Out(vb["SHORTCUT"]),
             "p": Out(stream.Signature(param_layout(e, e.cols, post_groups))),
         }
         for t in DATA_TYPES:
@@ -128,7 +129,7 @@ class StreamLoader(wiring.Component):
             self.p.payload.bias.eq(pv[:aw]), self.p.payload.shift.eq(pv[aw:-1]),
             self.p.payload.relu.eq(pv[-1]),
             self.act_data.eq(vec[:vb["ACTS"]]), self.w_data.eq(vec[:vb["WEIGHTS"]]),
-            self.sh_data.eq(vec[:vb["SHIFT"]]),
+            self.sh_data.eq(vec[:vb["SHIFT"]]), self.sc_data.eq(vec[:vb["SHORTCUT"]]),
             self.desc.eq(vec[:vb["DESC"]]),
         ]
         # A shift entry (dy, dx) in {-1, 0, 1}: the 2-bit pattern 0b10 (-2) is refused.
@@ -183,7 +184,8 @@ class StreamLoader(wiring.Component):
             with m.Case(PACKET_TYPES["DESC"]):
                 m.d.comb += self.desc_valid.eq(1)
             for t, strobe in (("ACTS", self.act_we), ("WEIGHTS", self.w_we),
-                              ("SHIFT", self.sh_we), ("PARAMS", self.p.valid)):
+                              ("SHIFT", self.sh_we), ("SHORTCUT", self.sc_we),
+                              ("PARAMS", self.p.valid)):
                 with m.Case(PACKET_TYPES[t]):
                     m.d.comb += strobe.eq(1)
                     m.d.sync += ptrs[t].eq(ptrs[t] + 1)

@@ -1,0 +1,154 @@
+"""The core's datapath (:class:`mulfree.rtl.core.LayerDatapath`) in ``amaranth.sim``: whole
+runs of the fused tail in seconds, every result beat against the golden model
+(:func:`mulfree.host.layer_stream.expected_beats`).
+
+The cocotb scenarios (``sim/tb_core.py``, ``sim/tb_core_corners.py``) run the generated Verilog
+behind the AXI shell; these drive ``run``, ``s`` and ``m`` directly, so the corners of the
+shortcut's address and watermark are cheap to reach: blocks that cut the output tiles, a
+shortcut sent long after the activations (every final vector waits), one vector at a time
+between results, backpressure, and a core without a shortcut buffer.
+"""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CORE_ERRORS, CoreConfig
+from mulfree.params.layer_golden import PostParams, ResidualParams
+from mulfree.host.layer_stream import Layer, Packet, expected_beats, layer_geometry, pack_layer
+from mulfree.host.stream_format import stream_beats
+from mulfree.rtl.core import LayerDatapath
+
+
+ERRORS = {name: code for code, name, _ in CORE_ERRORS}
+
+
+def small_core(shortcut_vectors=64, **over):
+    params = dict(engine=ArrayConfig(pe="shift", rows=4, cols=3, max_k=64), stream_width=64,
+                  fmap_vectors=64, weight_rows=256, acc_entries=16, max_channels=16,
+                  out_vectors=4, shortcut_vectors=shortcut_vectors)
+    params.update(over)
+    return CoreConfig(**params)
+
+
+def run_datapath(cfg, packets, *, ready=None, gaps=None, max_cycles=60_000):
+    """Feed ``packets`` (``(tdata, tlast)`` beats; ``gaps(cycle)`` withholds a beat) with
+    ``m.ready = ready(cycle)``; return ``(result beats, error code, finished)``."""
+    dp = LayerDatapath(cfg)
+    beats = stream_beats(packets)
+    out = {"beats": [], "error": 0, "finished": False}
+
+    async def bench(ctx):
+        ctx.set(dp.run, 1)
+        k = 0
+        for cycle in range(max_cycles):
+            offer = k < len(beats) and not (gaps and gaps(cycle))
+            if offer:
+                ctx.set(dp.s.payload, {"data": beats[k][0], "last": beats[k][1]})
+            ctx.set(dp.s.valid, offer)
+            r = ready(cycle) if ready else True
+            ctx.set(dp.m.ready, r)
+            if offer and ctx.get(dp.s.ready):
+                k += 1
+            if ctx.get(dp.m.valid) and r:
+                out["beats"].append(ctx.get(dp.m.payload.data))
+            if ctx.get(dp.error):
+                out["error"] = ctx.get(dp.error)
+                return
+            if ctx.get(dp.finished):
+                out["finished"] = True
+                return
+            await ctx.tick()
+
+    sim = Simulator(dp)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return out
+
+
+def residual_layer(cfg, rng, *, in_c=5, out_c=5, h=4, w=5, k=3, m_block=7, relu=True,
+                   clamp=(-20, 60), shifts=(1, 2, 2)):
+    """A k x k convolution (padding k // 2) with a residual add and a clamp."""
+    lo, hi = cfg.engine.act_range
+    pad = k // 2
+    x = rng.integers(lo, hi + 1, (in_c, h, w))
+    wc = rng.integers(0, 1 << cfg.engine.weight_bits, (out_c, in_c, k, k))
+    post = PostParams(bias=rng.integers(-100, 100, out_c), shift=rng.integers(0, 5, out_c),
+                      relu=rng.integers(0, 2, out_c).astype(bool))
+    out_h, out_w = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+    main, short, shift = shifts
+    return Layer(x=x, w_codes=wc, post=post, padding=(pad, pad), m_block=m_block,
+                 shortcut=rng.integers(lo, hi + 1, (out_c, out_h, out_w)),
+                 residual=ResidualParams(main, short, shift, relu), clamp=clamp)
+
+
+def check_run(cfg, layer, packets=None, **kw):
+    packets = pack_layer(cfg, layer) if packets is None else packets
+    out = run_datapath(cfg, packets, **kw)
+    assert out["error"] == 0, f"error {out['error']}"
+    assert out["finished"], "the run did not finish"
+    want = expected_beats(cfg, layer)
+    assert len(out["beats"]) == len(want)
+    bad = [i for i, (g, w) in enumerate(zip(out["beats"], want)) if g != w]
+    assert not bad, f"{len(bad)} of {len(want)} result beats differ, first {bad[0]}"
+
+
+def split(cfg, packets, kind, size):
+    """``packets`` with those of ``kind`` cut into packets of ``size`` vectors."""
+    out = []
+    for p in packets:
+        if p.type != kind:
+            out.append(p)
+            continue
+        per = cfg.beats(cfg.vector_bits[kind])
+        vectors = [p.beats[1 + i * per:1 + (i + 1) * per] for i in range(p.count)]
+        for a in range(0, p.count, size):
+            chunk = vectors[a:a + size]
+            out.append(Packet(kind, len(chunk),
+                              [p.beats[0] & 0xFF | len(chunk) << 8] + sum(chunk, [])))
+    return out
+
+
+def test_residual_in_packer_order():
+    """Blocks of 7 pixels over 20 pixels and 2 output tiles: the address runs through
+    passes and blocks; the packer's order (first block's shortcut early, the rest last)."""
+    cfg = small_core()
+    rng = np.random.default_rng(1)
+    layer = residual_layer(cfg, rng)
+    assert layer_geometry(cfg, layer)["counts"]["SHORTCUT"] == 40
+    check_run(cfg, layer)
+
+
+@pytest.mark.parametrize("m_block", [1, 3, 16])
+def test_residual_shortcut_last_in_single_vectors(m_block):
+    """The whole shortcut after every other packet, one vector per packet with gaps between
+    beats and backpressure on the results: every final vector waits for its own vector."""
+    cfg = small_core()
+    rng = np.random.default_rng(m_block)
+    layer = residual_layer(cfg, rng, m_block=m_block, out_c=7, clamp=None, relu=False,
+                           shifts=(0, 3, 1))
+    packets = pack_layer(cfg, layer)
+    short = [p for p in packets if p.type == "SHORTCUT"]
+    rest = [p for p in packets if p.type != "SHORTCUT"]
+    packets = rest + split(cfg, short, "SHORTCUT", 1)
+    ready = (np.random.default_rng(9).random(60_000) < 0.6).tolist()
+    check_run(cfg, layer, packets, ready=lambda c: ready[c], gaps=lambda c: c % 5 == 2)
+
+
+def test_clamp_without_shortcut_buffer():
+    """A core without a shortcut buffer runs plain layers and clamps; a residual layer is
+    TOO_BIG."""
+    cfg = small_core(shortcut_vectors=0)
+    rng = np.random.default_rng(2)
+    layer = residual_layer(cfg, rng)
+    plain = Layer(x=layer.x, w_codes=layer.w_codes, post=layer.post, padding=layer.padding,
+                  m_block=layer.m_block)
+    check_run(cfg, plain)
+    clamped = Layer(x=layer.x, w_codes=layer.w_codes, post=layer.post, padding=layer.padding,
+                    m_block=layer.m_block, clamp=(-5, 6))
+    check_run(cfg, clamped)
+    with_buffer = small_core()
+    out = run_datapath(cfg, pack_layer(with_buffer, layer))
+    assert out["error"] == ERRORS["TOO_BIG"]
