@@ -73,7 +73,7 @@ def config_from_args(args):
 CORE_OPTIONS = {"stream_width": "--stream-width", "fmap_vectors": "--fmap-vectors",
                 "acc_entries": "--acc-entries", "weight_rows": "--weight-rows",
                 "max_channels": "--max-channels", "out_vectors": "--out-vectors",
-                "axil_addr_width": "--axil-addr-width"}
+                "shortcut_vectors": "--shortcut-vectors", "axil_addr_width": "--axil-addr-width"}
 
 
 def add_core_options(parser):
@@ -91,6 +91,9 @@ def add_core_options(parser):
         "weight_rows": "weight buffer depth in rows of cols codes",
         "max_channels": "largest out_c of a layer (and in_c of a layer with a shift)",
         "out_vectors": "output buffer depth in result vectors",
+        "shortcut_vectors": "shortcut buffer depth in vectors of cols activations: a residual "
+                            "layer's out_h*out_w*ceil(out_c/cols) must fit; 0 builds no buffer "
+                            "and no residual add",
         "axil_addr_width": "AXI4-Lite byte-address bits",
     }
     for param, option in CORE_OPTIONS.items():

@@ -10,7 +10,8 @@ generator writes the very same document next to the Verilog (:mod:`mulfree.gen.m
 
 from .config import ArrayConfig
 from .core_config import (CoreConfig, CORE_ERRORS, PACKET_TYPES, DESC_FIELDS, DESC_FLAGS,
-                          DESC_BITS, ISSUE_FIFO_DEPTH, SETUP_STEPS, SHIFT_ENTRY_BITS)
+                          DESC_BITS, DESC_SIGNED, ISSUE_FIFO_DEPTH, RES_MAX_SHIFT, SETUP_STEPS,
+                          SHIFT_ENTRY_BITS, res_shift_range, res_sum_width)
 from .ports import array_ports, core_ports
 from .post_config import shift_width
 from .regmap import REG_ERRORS, RESP_OKAY, RESP_SLVERR
@@ -18,9 +19,16 @@ from .version import __version__
 
 
 __all__ = ["MANIFEST_VERSION", "engine_manifest", "registers_section", "stream_section",
-           "core_manifest"]
+           "core_manifest", "post_latency"]
 
 MANIFEST_VERSION = 1
+
+
+def post_latency(cfg: CoreConfig):
+    """Cycles from a final sum entering post-processing to its result vector leaving it, when
+    nothing stalls: 3 (:attr:`~mulfree.rtl.postproc.PostProcess.LATENCY`), 5 with a shortcut
+    buffer (``RESIDUAL_LATENCY``: the residual add's two stages)."""
+    return 5 if cfg.shortcut_vectors else 3
 
 
 def _weight_encoding(cfg: ArrayConfig):
@@ -166,10 +174,15 @@ def stream_section(cfg: CoreConfig):
         "vector_beats": {t: cfg.beats(b) for t, b in vb.items()},
         "descriptor": {
             "bits": DESC_BITS,
-            "fields": [{"name": n, "word": w, "bits": [lo + width - 1, lo]}
+            "fields": [{"name": n, "word": w, "bits": [lo + width - 1, lo],
+                        "signed": n in DESC_SIGNED}
                        for w, lo, width, n in DESC_FIELDS],
             "flags": dict(DESC_FLAGS),
         },
+        "tail": {"res_max_shift": RES_MAX_SHIFT,
+                 "res_shift_range": list(res_shift_range(e.act_bits)),
+                 "res_sum_width": res_sum_width(e.act_bits),
+                 "clamp_range": list(e.act_range)},
         "params_vector": {"bias": [e.acc_width - 1, 0],
                           "shift": [e.acc_width + shift_width(e) - 1, e.acc_width],
                           "relu": e.acc_width + shift_width(e)},
@@ -199,6 +212,7 @@ def core_manifest(cfg: CoreConfig):
             "hazard_window": cfg.hazard_window,
             "x_fifo_depth": ISSUE_FIFO_DEPTH,
             "setup_cycles": len(SETUP_STEPS) * 18 + 2,
+            "post_latency": post_latency(cfg),
             "buffers": {
                 "fmap": {"depth": cfg.fmap_vectors, "width": e.rows * e.act_bits,
                          "banks": e.rows},
@@ -208,6 +222,7 @@ def core_manifest(cfg: CoreConfig):
                 "shift_table": {"depth": -(-cfg.max_channels // e.rows),
                                 "width": e.rows * SHIFT_ENTRY_BITS},
                 "out": {"depth": cfg.out_vectors, "width": e.cols * e.act_bits},
+                "shortcut": {"depth": cfg.shortcut_vectors, "width": e.cols * e.act_bits},
             },
         },
     }

@@ -98,14 +98,26 @@ def test_core_manifest_sections(tmp_path):
     # Vector sizes from first principles: 3 activations of 6 bits, 5 codes of 6 bits.
     assert st["vector_bits"]["ACTS"] == 18 and st["vector_beats"]["ACTS"] == 1
     assert st["vector_bits"]["WEIGHTS"] == 30 and st["vector_bits"]["OUT"] == 30
-    assert st["vector_beats"]["DESC"] == 5
+    assert st["vector_beats"]["DESC"] == 7 and st["vector_bits"]["DESC"] == 224
+    assert st["vector_bits"]["SHORTCUT"] == 30 and st["packet_types"]["SHORTCUT"] == 6
     assert [f["name"] for f in st["descriptor"]["fields"]] == [f[3] for f in DESC_FIELDS]
+    signed = {f["name"] for f in st["descriptor"]["fields"] if f["signed"]}
+    assert signed == {"clamp_lo", "clamp_hi", "res_shift"}
+    res = next(f for f in st["descriptor"]["fields"] if f["name"] == "res_shift")
+    assert (res["word"], res["bits"]) == (6, [23, 16])
+    assert st["descriptor"]["flags"] == {"shift": 0, "reuse_weights": 1, "residual": 2,
+                                         "res_relu": 3, "clamp": 4}
+    # a = 6: res_shift in [-6, 6 + 16], the sum 6 + 15 + 1 bits, the clamp in act_range.
+    assert st["tail"] == {"res_max_shift": 15, "res_shift_range": [-6, 22],
+                          "res_sum_width": 22, "clamp_range": [-32, 31]}
     assert {e["code"] for e in doc["registers"]["core_errors"].values()} == \
         {c for c, _, _ in CORE_ERRORS}
     ports = {p["name"] for p in doc["ports"]}
     assert {"s_axis__tdata", "s_axis__tlast", "m_axis__tready", "s_axil__awaddr",
             "irq"} <= ports, ports
     assert doc["core"]["buffers"]["fmap"] == {"depth": 64, "width": 18, "banks": 3}
+    assert doc["core"]["buffers"]["shortcut"] == {"depth": 1024, "width": 30}
+    assert doc["parameters"]["shortcut_vectors"] == 1024
     text = v_path.read_text()
     assert f"module {cfg.top_name}(" in text
     assert "MULFREE_CORE_ERROR_SHORT 4u" in c_header(cfg.register_map)
@@ -134,3 +146,51 @@ def test_generator_refuses_ports_that_differ_from_the_rtl():
     with pytest.raises(RuntimeError, match="irq"):
         check_ports(wrong, core_signature(cfg), cfg.top_name)
     check_ports(ports.core_ports(cfg), core_signature(cfg), cfg.top_name)
+
+
+@pytest.mark.parametrize("shortcut_vectors", [0, 1, 300])
+def test_shortcut_buffer_and_post_latency(shortcut_vectors):
+    """The manifest's shortcut buffer and post-processing latency are the RTL's: the core's
+    PostProcess has the latency the manifest gives, and a shortcut memory of that depth
+    exactly when shortcut_vectors > 0."""
+    from amaranth.back import rtlil
+    from mulfree.params.manifest import core_manifest
+    from mulfree.rtl.core import LayerDatapath
+    from mulfree.rtl.postproc import PostProcess
+    cfg = CoreConfig(engine=ArrayConfig(pe="shift", rows=2, cols=3, max_k=16), stream_width=32,
+                     fmap_vectors=16, weight_rows=16, acc_entries=4, max_channels=6,
+                     out_vectors=2, shortcut_vectors=shortcut_vectors)
+    core = core_manifest(cfg)["core"]
+    assert core["buffers"]["shortcut"] == {"depth": shortcut_vectors, "width": 3 * 8}
+    post = PostProcess(cfg.engine, channels=cfg.max_channels,
+                       shortcut_vectors=cfg.shortcut_vectors)
+    assert core["post_latency"] == post.latency == (5 if shortcut_vectors else 3)
+    text = rtlil.convert(LayerDatapath(cfg))
+    memories = re.findall(r"memory width (\d+) size (\d+) \\shortcut\n", text)
+    assert memories == ([("24", str(shortcut_vectors))] if shortcut_vectors else []), memories
+    assert ("s_addr" in rtlil.convert(post)) == bool(shortcut_vectors)
+
+
+def test_gen_core_shortcut_vectors_option(tmp_path, capsys):
+    """``mulfree gen --core --shortcut-vectors N`` builds the core with that buffer (0: none);
+    a value out of range is one line naming the option."""
+    from mulfree.flows import cli
+    base = ["gen", "--core", "--pe", "adder", "--rows", "3", "--cols", "2", "--stream-width",
+            "32", "--fmap-vectors", "64", "--weight-rows", "16", "--acc-entries", "8",
+            "--max-channels", "8", "--out-vectors", "4"]
+    for n in (0, 77):
+        out = tmp_path / f"n{n}"
+        assert cli.main(base + ["--shortcut-vectors", str(n), "-o", str(out)]) == 0
+        cfg = CoreConfig(engine=ArrayConfig(pe="adder", rows=3, cols=2), stream_width=32,
+                         fmap_vectors=64, weight_rows=16, acc_entries=8, max_channels=8,
+                         out_vectors=4, shortcut_vectors=n)
+        doc = json.loads((out / f"{cfg.top_name}.json").read_text())
+        assert CoreConfig.from_params(doc["parameters"]) == cfg
+        assert doc["core"]["buffers"]["shortcut"]["depth"] == n
+    capsys.readouterr()
+    for bad in ("-1", str((1 << 20) + 1)):
+        out = tmp_path / "bad"
+        assert cli.main(base + ["--shortcut-vectors", bad, "-o", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--shortcut-vectors" in err[0] and bad in err[0], err
+        assert not out.exists()
