@@ -35,14 +35,15 @@ ResNet costs microseconds to milliseconds to estimate. The model:
      (``kt > 0``) waits until the previous pass has left the engine: its first vector is
      issued ``latency + 4`` cycles after the previous pass's last;
    * the output: a final pass (``kt = KT - 1``) sends its vectors through the
-     post-processing (3 stages), the output FIFO (``out_vectors``) and a serializer of
+     post-processing (:func:`~mulfree.params.manifest.post_latency` stages: 3, 5 on a core
+     with a shortcut buffer), the output FIFO (``out_vectors``) and a serializer of
      ``ceil(C a / S)`` beats per vector. When the serializer is slower than one vector per
      cycle the FIFO fills and the engine, whose pipeline stalls as a whole, waits until the
      pass's last vector can retire;
    * the shortcut (a residual layer): a final vector ``(m, nt)`` leaves the engine for the
-     post-processing only once its SHORTCUT vector ``m*NT + nt`` has arrived
-     (:data:`SHORTCUT_TO_RETIRE` cycles after its last beat); the engine stalls as a whole
-     until then, delaying the pass's other vectors and the next pass.
+     post-processing only once its SHORTCUT vector ``m*NT + nt`` has arrived (the shortcut
+     watermark: from the cycle after its last beat, :data:`SHORTCUT_TO_RETIRE`); the engine
+     stalls as a whole until then, delaying the pass's other vectors and the next pass.
 4. **The end.** The run ends when the last result beat has left: the last vector's entry,
    the engine's ``latency``, the post-processing, the serializer's beats and
    :data:`END_CYCLES`.
@@ -61,6 +62,7 @@ NumPy only.
 import numpy as np
 
 from ..params.core_config import CoreConfig, DESC_BITS, SETUP_STEPS
+from ..params.manifest import post_latency
 from .stream_format import stream_order
 
 
@@ -69,16 +71,18 @@ __all__ = ["setup_cycles", "run_cycles", "ISSUE_TO_ENGINE", "POST_STAGES", "END_
 
 #: Cycles from a vector's issue to its handshake with the engine (S1, S2, the FIFO).
 ISSUE_TO_ENGINE = 3
-#: Pipeline stages of the post-processing.
+#: Pipeline stages of the post-processing on a core without a shortcut buffer (with one:
+#: :func:`~mulfree.params.manifest.post_latency`, 5).
 POST_STAGES = 3
 #: Cycles after the last result beat's stage until ``STATUS.busy`` falls (output FIFO,
 #: serializer register, the end of the run).
 END_CYCLES = 3
 #: The core's start, after ``CONTROL.start``, before the first beat is taken.
 START_CYCLES = 1
-#: Cycles from a SHORTCUT vector's last beat to the earliest retire of the final vector that
-#: needs it (the loader's watermark).
-SHORTCUT_TO_RETIRE = 1
+#: Cycles from the cycle after a SHORTCUT vector's last beat (when the loader's pointer
+#: counts it) to the earliest retire of the final vector that needs it: the watermark compare
+#: is combinational.
+SHORTCUT_TO_RETIRE = 0
 #: Largest operand bit the setup's multiplier walks (16-bit second operands).
 _MUL_BITS = 16
 
@@ -181,8 +185,9 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
     nt_count, kt_count, ct = g["NT"], g["KT"], g["CT"]
     window = cfg.hazard_window
     lat = e.latency
+    post = post_latency(cfg)
     nb = per["OUT"]
-    queue = cfg.out_vectors + POST_STAGES + 1
+    queue = cfg.out_vectors + post + 1
     free_delay = rows - 1 if e.arch != "tree" else 1
     row = g["in_w"] * ct
     extra = row + ct if shift else 0
@@ -231,16 +236,16 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
                 start = max(first, t_run + int(act_start[kt]) + ISSUE_TO_ENGINE)
                 end = start + blen
                 if kt == kt_count - 1:
-                    o_start = max(out_free, first + lat + POST_STAGES)
+                    o_start = max(out_free, first + lat + post)
                     if residual:
                         # Vector i retires once its SHORTCUT vector is in, and after the one
                         # before it: the engine stalls as a whole.
                         sc = t_run + SHORTCUT_TO_RETIRE + _ready_time(
                             layout, "SHORTCUT", per["SHORTCUT"], pix * nt_count + nt + 1)
-                        o_start = max(o_start, int(sc[0]) + POST_STAGES)
+                        o_start = max(o_start, int(sc[0]) + post)
                         sc_last = int((sc + np.arange(blen - 1, -1, -1)).max())
                         end = max(end, sc_last - lat + 1)
-                    out_free = max(o_start + blen * nb, end - 1 + lat + POST_STAGES + nb)
+                    out_free = max(o_start + blen * nb, end - 1 + lat + post + nb)
                     if nb > 1:
                         # The output FIFO is full: the engine stalls until the pass's last
                         # vector can retire.
@@ -249,5 +254,5 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
                 tile_free = first + free_delay
                 last_end = end
                 tile += 1
-    done = max(last_end - 1 + lat + POST_STAGES + nb, out_free) + END_CYCLES
+    done = max(last_end - 1 + lat + post + nb, out_free) + END_CYCLES
     return int(done)

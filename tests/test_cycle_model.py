@@ -13,9 +13,10 @@ import pytest
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import DESC_BITS, CoreConfig
 from mulfree.params.layer_golden import PostParams, ResidualParams
+from mulfree.params.manifest import post_latency
 from mulfree.host import layer_stream as ls
-from mulfree.host.cycle_model import (END_CYCLES, POST_STAGES, START_CYCLES, run_cycles,
-                                      setup_cycles, stream_layout)
+from mulfree.host.cycle_model import (END_CYCLES, START_CYCLES, run_cycles, setup_cycles,
+                                      stream_layout)
 from mulfree.host.stream_format import first_block_acts
 
 
@@ -85,7 +86,7 @@ def test_shortcut_costs_its_beats_when_the_stream_bounds(engine):
         b = run_cycles(cfg, gr, reuse=reuse, first_acts=first_block_acts(res, gr))
         _, total = stream_layout(cfg, gr, reuse, first_block_acts(res, gr))
         beats = gr["counts"]["SHORTCUT"] * cfg.beats(cfg.vector_bits["SHORTCUT"])
-        assert b >= _t_run(cfg, gr) + total + POST_STAGES + END_CYCLES
+        assert b >= _t_run(cfg, gr) + total + post_latency(cfg) + END_CYCLES
         assert 0.85 * beats <= b - a <= beats + 4, (a, b, beats)
         clamped = zero_layer(4, 24, cols, 1, clamp=True)
         assert run_cycles(cfg, ls.layer_geometry(cfg, clamped), reuse=reuse,
@@ -119,3 +120,19 @@ def test_reuse_without_residual_sends_acts_in_one_piece():
             run_cycles(cfg, g, reuse=True)
         layout, _ = stream_layout(cfg, g, True, first_block_acts(layer, g))
         assert layout == {"ACTS": [(0, g["counts"]["ACTS"], 1)]}
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_post_processing_latency_follows_the_shortcut_buffer(engine):
+    """A core with a shortcut buffer post-processes in 5 stages, one without in 3: the same
+    run ends two cycles later (one result beat per vector: nothing else moves)."""
+    e = ENGINES[engine]
+    for shape in SHAPES:
+        layer = zero_layer(*shape)
+        with_buffer, without = CoreConfig(e, stream_width=256), \
+            CoreConfig(e, stream_width=256, shortcut_vectors=0)
+        assert (post_latency(with_buffer), post_latency(without)) == (5, 3)
+        g = ls.layer_geometry(with_buffer, layer)
+        first = first_block_acts(layer, g)
+        assert run_cycles(with_buffer, g, first_acts=first) == \
+            run_cycles(without, g, first_acts=first) + 2
