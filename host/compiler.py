@@ -17,6 +17,10 @@ executes, one step per node of the model's graph, in its order:
   convolutions and, with ``host_fallback``, weight nodes of another PE kind; and the final
   ``argmax``.
 
+A convolution's residual ``add`` and ``clamp`` (ReLU6) run inside its core run when the core's
+post-processing tail can compute them (:func:`mulfree.host.fusion.plan_fusion`): they become
+:class:`~mulfree.host.steps.FusedStep`, and the run streams the shortcut with the layer.
+
 A tensor lives until its last reader has run (``Program.last_use``).
 :func:`compile_model` checks that every core node fits the core before anything is sent, and
 says precisely what does not (the node, the parameter, the value and the core's limit).
@@ -35,10 +39,11 @@ from ..params.int_layers import WEIGHT_KINDS
 from ..params.layer_golden import PostParams
 from .core_layer import LayerError, check_layer
 from .export_format import ExportError, IntModel
+from .fusion import Fusion, plan_fusion, shortcut_vectors_needed
 from .program import Program, run_steps
 from .schedule import core_step_cycles, last_uses, node_label, place_nodes, weight_terms
 from .step_packets import decode_run, encode_run, weight_packets
-from .steps import CompileError, CoreStep, HostStep, run_x_shape, step_layer
+from .steps import CompileError, CoreStep, FusedStep, HostStep, run_x_shape, step_layer
 
 
 __all__ = ["CompileError", "CoreStep", "HostStep", "Program", "compile_model",
@@ -83,8 +88,9 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, **core
     with ``groups == 1``); the nodes of another kind need ``host_fallback``. A ``rows x
     cols`` array of that kind at the widest activations and weight codes of its nodes, with
     ``max_k`` the smallest power of two covering their longest reduction, and buffers (feature
-    map, weights, channels) the smallest powers of two they need, at least the defaults of
-    :class:`CoreConfig`. ``core_options`` override any :class:`CoreConfig` field.
+    map, weights, channels, the shortcuts of the residual adds it can fuse) the smallest
+    powers of two they need, at least the defaults of :class:`CoreConfig`. ``core_options``
+    override any :class:`CoreConfig` field.
 
     Raises
     ------
@@ -125,6 +131,13 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, **core
                                   _pow2_at_least(-(-out_c // cols) * kt * rows))
         need["max_channels"] = max(need["max_channels"], _pow2_at_least(max(out_c,
                                                                              in_shape[0])))
+    base = CoreConfig(engine=engine, stream_width=stream_width, **need)
+    places = place_nodes(model, infos, pe, host_fallback=True)
+    plans = plan_fusion(base, model, infos, places, room=False)
+    shortcuts = [shortcut_vectors_needed(infos[i], cols) for i, f in plans.items()
+                 if f.residual is not None]
+    need["shortcut_vectors"] = max([base.shortcut_vectors]
+                                   + [_pow2_at_least(n) for n in shortcuts])
     need.update(core_options)
     try:
         return CoreConfig(engine=engine, stream_width=stream_width, **need)
@@ -185,8 +198,10 @@ def _linear_images(cfg, k):
     return max(1, min(cfg.fmap_vectors // ct, (1 << 16) - 1))
 
 
-def _core_step(cfg, info, layer, max_packet_bytes):
-    """The checked :class:`CoreStep` of a core node, its weights packed."""
+def _core_step(cfg, info, layer, max_packet_bytes, fusion=None):
+    """The checked :class:`CoreStep` of a core node, its weights packed, with the tail
+    ``fusion`` (:class:`~mulfree.host.fusion.Fusion`) fused into its runs."""
+    fusion = fusion or Fusion()
     e = cfg.engine
     where, describe = f"layers.{info.index}", _describe(info, layer)
     if layer.act_bits != e.act_bits:
@@ -206,9 +221,11 @@ def _core_step(cfg, info, layer, max_packet_bytes):
     post = PostParams(np.asarray(layer.bias, dtype=np.int64),
                       np.asarray(layer.shift, dtype=np.int64),
                       np.asarray(layer.relu, dtype=bool))
+    sources = tuple(info.sources) + ((fusion.shortcut,) if fusion.residual else ())
     step = CoreStep(info.index, info.kind, w, post, stride, padding, shifts,
                     tuple(info.in_shapes[0]), tuple(info.out_shape), images, name=info.name,
-                    sources=tuple(info.sources))
+                    sources=sources, residual=fusion.residual, clamp=fusion.clamp,
+                    fused=fusion.nodes)
     _check_step(cfg, step, where, describe)
     try:
         packets = weight_packets(cfg, step, max_packet_bytes)
@@ -257,12 +274,20 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
         raise CompileError("input.act_bits", f"the model's input has {model.input.act_bits}-bit "
                                              f"activations; this core's are {e.act_bits} bits")
     places = place_nodes(model, infos, e.pe, host_fallback=host_fallback)
+    plans = plan_fusion(cfg, model, infos, places)
+    fused = {n: (i, prev) for i, f in plans.items()
+             for prev, n in zip((i,) + f.nodes, f.nodes)}
     steps = []
     for info in infos:
         layer = model.layers[info.index]
         where, reason = places[info.index]
-        if where == "core":
-            steps.append(_core_step(cfg, info, layer, max_packet_bytes))
+        if info.index in fused:
+            into, prev = fused[info.index]
+            steps.append(FusedStep(info.index, info.kind, tuple(info.out_shape), layer,
+                                   info.name, (prev,), into))
+        elif where == "core":
+            steps.append(_core_step(cfg, info, layer, max_packet_bytes,
+                                    plans.get(info.index)))
         else:
             steps.append(HostStep(info.index, info.kind, tuple(info.in_shapes[0]),
                                   tuple(info.out_shape), layer, info.name,
@@ -271,7 +296,7 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
     if not any(isinstance(s, CoreStep) for s in steps):
         raise CompileError("layers", f"no node of the model runs on this core: it needs a "
                                      f"linear or conv2d (groups 1) node of {e.pe} PEs")
-    return Program(cfg, model, steps, max_packet_bytes, last_uses(infos), bool(host_fallback))
+    return Program(cfg, model, steps, max_packet_bytes, last_uses(steps), bool(host_fallback))
 
 
 # The program on the NumPy core model ----------------------------------------------------------
@@ -295,14 +320,16 @@ def emulate_program(program: Program, x, *, records=False):
     bb = cfg.stream_width // 8
     loaded = [None]
 
-    def run_core(step, x, stats):
+    def run_core(step, x, stats, shortcut=None):
         if loaded[0] is step:                   # the core holds this step's weights already
             stats.estimated_cycles = core_step_cycles(cfg, step, len(x), loaded=True)[1]
         outs = []
         chunk = 1 if step.kind == "conv2d" else step.images_per_run
         for start in range(0, len(x), chunk):
             part = x[start] if step.kind == "conv2d" else x[start:start + chunk]
-            packets, nbytes, layer = encode_run(program, step, part, reuse=loaded[0] is step)
+            sc = None if shortcut is None else shortcut[start]
+            packets, nbytes, layer = encode_run(program, step, part, reuse=loaded[0] is step,
+                                                shortcut=sc)
             pairs = [(int.from_bytes(beat.tobytes(), "little"), i == len(p) - 1)
                      for p in packets for i, beat in enumerate(p)]
             beats = emulate_core(cfg, pairs, state=state)

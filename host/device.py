@@ -318,12 +318,12 @@ class Device:
         start_cycles = getattr(self.backend, "cycles", None)
         t0 = time.perf_counter()
 
-        def run_core(step, x, stats):
+        def run_core(step, x, stats, shortcut=None):
             if self._loaded_step is step:       # the core holds this step's weights already
                 stats.estimated_cycles = core_step_cycles(self.core, step, len(x),
                                                           loaded=True)[1]
             before = self.counters()
-            out = self._run_step(step, x, stats, progress)
+            out = self._run_step(step, x, stats, progress, shortcut)
             after = self.counters()
             for name in COUNTERS:
                 setattr(stats, _STAT[name], (after[name] - before[name]) % (1 << 64))
@@ -339,14 +339,16 @@ class Device:
                          seconds, None if start_cycles is None else end_cycles - start_cycles,
                          e.rows * e.cols, nodes)
 
-    def _run_step(self, step, x, stats, progress):
-        """Run core step ``step`` over the batch ``x``, counting runs into ``stats``."""
+    def _run_step(self, step, x, stats, progress, shortcut=None):
+        """Run core step ``step`` over the batch ``x`` (with the batch ``shortcut`` of a
+        fused residual add), counting runs into ``stats``."""
         outputs = []
         chunk = 1 if step.kind == "conv2d" else step.images_per_run
         for start in range(0, x.shape[0], chunk):
             part = x[start] if step.kind == "conv2d" else x[start:start + chunk]
             reuse = self._loaded_step is step
-            out = self.run_layer(step, part, reuse=reuse)
+            out = self.run_layer(step, part, reuse=reuse,
+                                 shortcut=None if shortcut is None else shortcut[start])
             self._loaded_step = step
             outputs.append(out[None] if step.kind == "conv2d" else out[:, 0, :].T)
             stats.runs += 1
@@ -354,12 +356,15 @@ class Device:
                 progress(1)
         return np.concatenate(outputs)
 
-    def run_layer(self, step: CoreStep, x, *, reuse=False):
-        """One run of ``step``: encode, send, receive, decode. Returns ``[out_c, oh, ow]``."""
+    def run_layer(self, step: CoreStep, x, *, reuse=False, shortcut=None):
+        """One run of ``step``: encode, send, receive, decode. Returns ``[out_c, oh, ow]``.
+        ``shortcut``: the image's shortcut ``[out_c, oh, ow]`` of a step with a fused
+        residual add."""
         self._check_open()
         if self.program is None:
             raise DeviceError("no program loaded: call load(compile_model(...)) first")
-        packets, out_nbytes, layer = encode_run(self.program, step, x, reuse=reuse)
+        packets, out_nbytes, layer = encode_run(self.program, step, x, reuse=reuse,
+                                                shortcut=shortcut)
         data = self.execute(packets, out_nbytes)
         return decode_run(self.program, layer, data)
 

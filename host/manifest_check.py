@@ -46,7 +46,7 @@ _SECTIONS = ("manifest_version", "top", "files", "parameters", "registers", "eng
 #: appear only for trees (``ArrayConfig.params``).
 _CORE_FIELDS = {"engine": dict, "stream_width": int, "fmap_vectors": int, "acc_entries": int,
                 "weight_rows": int, "max_channels": int, "out_vectors": int,
-                "axil_addr_width": int}
+                "shortcut_vectors": int, "axil_addr_width": int}
 _ENGINE_FIELDS = {"pe": str, "rows": int, "cols": int, "act_bits": int, "weight_bits": int,
                   "max_k": int}
 _ENGINE_OPTIONAL = {"arch": str, "tree_levels_per_stage": int}

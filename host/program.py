@@ -36,7 +36,7 @@ class Program:
     core : CoreConfig
         The core the program was compiled for; a device refuses a program for another core.
     model : IntModel
-    steps : list of CoreStep and HostStep
+    steps : list of CoreStep, FusedStep and HostStep
         One per node, in the graph's order.
     max_packet_bytes : int or None
         The packet size limit the program was packed for (a DMA's transfer limit).
@@ -96,8 +96,9 @@ def run_steps(program: Program, x, run_core):
     program : Program
     x : int64 array
     run_core : callable
-        ``run_core(step, x, stats)`` runs a :class:`CoreStep` on its input batch and returns
-        its output batch, counting its runs and counters into ``stats`` (a
+        ``run_core(step, x, stats, shortcut=None)`` runs a :class:`CoreStep` on its input
+        batch (and the batch of its shortcut, for a step with a fused residual add) and
+        returns its output batch, counting its runs and counters into ``stats`` (a
         :class:`~mulfree.host.run_result.NodeStats`).
 
     Returns
@@ -118,7 +119,9 @@ def run_steps(program: Program, x, run_core):
                           host_terms=cost.host_terms, estimated_cycles=cost.cycles)
         inputs = [values[j] for j in step.sources]
         t0 = time.perf_counter()
-        if isinstance(step, CoreStep):
+        if isinstance(step, CoreStep) and step.residual is not None:
+            out = run_core(step, inputs[0], stats, shortcut=inputs[1])
+        elif isinstance(step, CoreStep):
             out = run_core(step, inputs[0], stats)
         else:
             out = step.apply(*inputs)

@@ -23,7 +23,7 @@ import numpy as np
 from ..params.int_layers import WEIGHT_KINDS
 from .core_layer import layer_geometry
 from .cycle_model import run_cycles
-from .steps import CompileError, CoreStep, run_x_shape, step_geometry, step_layer
+from .steps import CompileError, CoreStep, FusedStep, run_x_shape, step_geometry, step_layer
 from .stream_format import first_block_acts
 
 
@@ -116,7 +116,9 @@ def place_nodes(model, infos, pe, *, host_fallback=False):
 
 def last_uses(infos):
     """``{tensor: index of the last node reading it}`` (tensors: node indices, ``-1`` the
-    model's input); the last node's output, the model's, is read by none."""
+    model's input); the last node's output, the model's, is read by none. ``infos`` may be
+    the graph's nodes or a program's steps (a core step with a fused residual add reads its
+    shortcut; the fused node reads the step before it)."""
     last = {}
     for info in infos:
         for j in info.sources:
@@ -177,6 +179,8 @@ def node_costs(program, images=1):
             runs, cycles = core_step_cycles(cfg, step, images)
             out.append(NodeCost(step.index, step.name, step.kind, "core", runs, cycles,
                                 useful_terms=images * step.k * int(np.prod(step.out_shape))))
+        elif isinstance(step, FusedStep):
+            out.append(NodeCost(step.index, step.name, step.kind, "core"))
         else:
             terms = images * weight_terms(step.node, step.out_shape)
             out.append(NodeCost(step.index, step.name, step.kind, "host",
@@ -197,8 +201,14 @@ def _core_note(program, step):
     g = step_geometry(program.core, step)
     per = ("one run per image" if step.kind == "conv2d"
            else f"one run per {step.images_per_run} images (M = images)")
+    tail = ""
+    if step.fused:
+        what = " and ".join(("residual add of layers." + str(step.sources[1])
+                             if program.model.layers[i].kind == "add" else "clamp")
+                            for i in step.fused)
+        tail = f"; {what} in its post-processing"
     return (f"K {step.k}, {g['CT']}x{g['NT']} tiles (in x out), weights {step.weight_bytes} B "
-            f"sent once per batch; {per}")
+            f"sent once per batch; {per}{tail}")
 
 
 def describe_program(program, images=1):
@@ -223,18 +233,24 @@ def describe_program(program, images=1):
             f"{'host elements':>13}  notes")
     lines.append(head)
     for step, cost in zip(program.steps, costs):
-        note = _core_note(program, step) if isinstance(step, CoreStep) else \
-            f"host: {step.reason}"
+        if isinstance(step, CoreStep):
+            note = _core_note(program, step)
+        elif isinstance(step, FusedStep):
+            note = f"core: {step.reason}"
+        else:
+            note = f"host: {step.reason}"
         lines.append(f"  {step.index:>3}  {step.name:<{name_w}}  {step.kind:<{kind_w}}  "
                      f"{step.placement:<5}  {_shapes(step):<{shape_w}}  "
                      f"{_num(cost.cycles):>11}  {_num(cost.useful_terms):>13}  "
                      f"{_num(cost.host_elements):>13}  {note}")
     core = [c for c in costs if c.placement == "core"]
+    fused = sum(isinstance(s, FusedStep) for s in program.steps)
     host = [c for c in costs if c.placement == "host"]
     cycles = sum(c.cycles for c in core)
     useful = sum(c.useful_terms for c in core)
     share = useful / (cycles * e.rows * e.cols) if cycles else 0.0
-    lines.append(f"  total: {len(core)} node{'s' if len(core) != 1 else ''} on the core, "
+    lines.append(f"  total: {len(core)} node{'s' if len(core) != 1 else ''} on the core"
+                 f"{f' ({fused} fused into a run)' if fused else ''}, "
                  f"{cycles:,} cycles, {useful:,} useful terms ({100 * share:.1f} % of the "
                  f"{e.rows * e.cols} PEs' cycles); {len(host)} node"
                  f"{'s' if len(host) != 1 else ''} on the host, "

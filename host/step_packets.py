@@ -12,8 +12,7 @@ from . import stream_pack
 from .core_layer import Layer, layer_geometry
 from .program import Program
 from .steps import CoreStep, run_x_shape, step_layer
-from .stream_format import (act_rows, descriptor_words_unchecked, first_block_acts,
-                            params_vectors, shift_vectors, weight_rows)
+from .stream_format import params_vectors, shift_vectors, weight_rows
 
 
 __all__ = ["weight_packets", "encode_run", "decode_run"]
@@ -30,11 +29,11 @@ def weight_packets(cfg, step: CoreStep, max_bytes):
     e = cfg.engine
     layer = step_layer(step, np.zeros(run_x_shape(step, 1), dtype=np.int64), reuse=False)
     g = layer_geometry(cfg, layer)
-    params = _ints_to_beats(cfg, params_vectors(cfg, layer, g), "PARAMS")
+    params = stream_pack.int_vectors(cfg, params_vectors(cfg, layer, g), "PARAMS")
     out = stream_pack.packets(cfg, "PARAMS", params, max_bytes)
     if step.shifts is not None:
         vectors = shift_vectors(cfg, layer, g)
-        out += stream_pack.packets(cfg, "SHIFT", _ints_to_beats(cfg, vectors, "SHIFT"),
+        out += stream_pack.packets(cfg, "SHIFT", stream_pack.int_vectors(cfg, vectors, "SHIFT"),
                                    max_bytes)
     rows = weight_rows(cfg, step.w_codes, g)
     out += stream_pack.packets(cfg, "WEIGHTS", stream_pack.pack_elements(cfg, rows,
@@ -43,20 +42,14 @@ def weight_packets(cfg, step: CoreStep, max_bytes):
     return out
 
 
-def _ints_to_beats(cfg, vectors, type_name):
-    """Python-integer vectors as beats (the few vectors packed by ``stream_format``)."""
-    beats = cfg.beats(cfg.vector_bits[type_name])
-    nbytes = beats * cfg.stream_width // 8
-    data = b"".join(int(v).to_bytes(nbytes, "little") for v in vectors)
-    return np.frombuffer(data, dtype=np.uint8).reshape(len(vectors) * beats, -1).copy()
-
-
-def encode_run(program: Program, step: CoreStep, x, *, reuse):
+def encode_run(program: Program, step: CoreStep, x, *, reuse, shortcut=None):
     """The packets of one run of ``step`` on ``x``, and the bytes of its result.
 
-    The order overlaps loading and computing (``docs/interface.md``): DESC; then, for the
-    first run, PARAMS and SHIFT, the ACTS the first block reads, WEIGHTS, the other ACTS;
-    with ``reuse`` (weights kept from the previous run of the same step), DESC and ACTS.
+    The packets are :func:`~mulfree.host.stream_pack.layer_packets`' (the order of
+    ``stream_format.stream_order``, which overlaps loading and computing), with the step's
+    PARAMS, SHIFT and WEIGHTS packed at compile time; with ``reuse`` (weights kept from the
+    previous run of the same step) they are left out. ``shortcut`` is the image's shortcut
+    ``[out_c, out_h, out_w]`` of a step with a fused residual add.
 
     Returns
     -------
@@ -65,27 +58,12 @@ def encode_run(program: Program, step: CoreStep, x, *, reuse):
         :class:`~mulfree.host.core_layer.Layer` (for :func:`decode_run`).
     """
     cfg = program.core
-    layer = step_layer(step, x, reuse=reuse)
+    layer = step_layer(step, x, reuse=reuse, shortcut=shortcut)
     g = layer_geometry(cfg, layer)
-    limit = program.max_packet_bytes
-    desc = stream_pack.pack_elements(cfg, np.array([descriptor_words_unchecked(layer, g)]), 32)
-    acts = stream_pack.pack_elements(cfg, act_rows(cfg, layer.x, g), cfg.engine.act_bits)
-    packets = stream_pack.packets(cfg, "DESC", desc)
-    if reuse:
-        packets += stream_pack.packets(cfg, "ACTS", acts, limit)
-    else:
-        per = cfg.beats(cfg.vector_bits["ACTS"])
-        first = first_block_acts(layer, g) * per
-        packets += [p for p in step.weight_packets if _type_of(p) in (2, 3)]
-        packets += stream_pack.packets(cfg, "ACTS", acts[:first], limit)
-        packets += [p for p in step.weight_packets if _type_of(p) == 4]
-        packets += stream_pack.packets(cfg, "ACTS", acts[first:], limit)
+    packets = stream_pack.layer_packets(cfg, layer, program.max_packet_bytes,
+                                        weights=step.weight_packets, check=False)
     out_beats = g["M"] * g["NT"] * cfg.beats(cfg.vector_bits["OUT"])
     return packets, out_beats * cfg.stream_width // 8, layer
-
-
-def _type_of(packet):
-    return int(packet[0, 0]) & 0xF
 
 
 def decode_run(program: Program, layer: Layer, data):

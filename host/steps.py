@@ -4,6 +4,9 @@
   kind. A convolution runs once per image; a linear node once per chunk of up to
   ``images_per_run`` images (the matrix product ``[B, K] . [K, N]``, the images being its
   ``M`` pixels). The first run of a batch sends the weights, the following runs reuse them.
+* :class:`FusedStep`: an ``add`` or ``clamp`` node the core computes inside the run of the
+  core step before it (:mod:`mulfree.host.fusion`): the residual add and the clamp of the
+  core's post-processing tail. Its output is that step's.
 * :class:`HostStep`: every other node. The host computes the node's specification exactly,
   in NumPy integers (:func:`mulfree.params.graph_golden.node_forward`): nodes without
   weights, depthwise convolutions, and (with ``host_fallback``) weight nodes of another PE
@@ -17,11 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..params.graph_golden import node_forward
-from ..params.layer_golden import PostParams
+from ..params.layer_golden import PostParams, ResidualParams
 from .core_layer import Layer, layer_geometry
 
 
-__all__ = ["CompileError", "CoreStep", "HostStep", "step_layer", "run_x_shape",
+__all__ = ["CompileError", "CoreStep", "HostStep", "FusedStep", "step_layer", "run_x_shape",
            "step_geometry", "PLACEMENTS"]
 
 #: Where a node runs.
@@ -111,7 +114,14 @@ class CoreStep:
     name : str
         The node's name.
     sources : tuple of int
-        The one node it reads (``-1``: the model's input).
+        The node it reads (``-1``: the model's input), then, with ``residual``, the shortcut's.
+    residual : ResidualParams or None
+        A residual add fused into the run (the add node ``fused[0]``): the shortcut is the
+        tensor ``sources[1]``, of the step's output shape.
+    clamp : (int, int) or None
+        A clamp fused into the run, after the residual add.
+    fused : tuple of int
+        The nodes fused into this step (:class:`FusedStep`), in order.
     """
 
     index: int
@@ -128,6 +138,9 @@ class CoreStep:
     weight_bytes: int = 0
     name: str = ""
     sources: tuple = ()
+    residual: ResidualParams | None = None
+    clamp: tuple | None = None
+    fused: tuple = ()
 
     placement = "core"
 
@@ -143,8 +156,54 @@ class CoreStep:
 
     @property
     def in_shapes(self):
-        """Shapes per image of its inputs (one)."""
-        return (self.in_shape,)
+        """Shapes per image of its inputs: the input, and the shortcut with ``residual``."""
+        return (self.in_shape,) + ((self.out_shape,) if self.residual is not None else ())
+
+
+@dataclass(frozen=True, eq=False)
+class FusedStep:
+    """A node the core computes inside the run of the core step ``into`` (its residual add or
+    clamp); its output is that step's output, which the run already produced.
+
+    Attributes
+    ----------
+    index : int
+    kind : str
+        ``"add"`` or ``"clamp"``.
+    out_shape : tuple
+    node : the node (:mod:`mulfree.params.int_layers`)
+    name : str
+    sources : tuple of int
+        The node before it in the fused chain (whose output is already the fused result).
+    into : int
+        The index of the :class:`CoreStep` that computes it.
+    """
+
+    index: int
+    kind: str
+    out_shape: tuple
+    node: object = None
+    name: str = ""
+    sources: tuple = ()
+    into: int = -1
+
+    placement = "core"
+
+    @property
+    def in_shape(self):
+        return self.out_shape
+
+    @property
+    def in_shapes(self):
+        return (self.out_shape,)
+
+    @property
+    def reason(self):
+        return f"fused into layers.{self.into}"
+
+    def apply(self, x):
+        """The fused chain's output, already computed by the core step: ``x`` itself."""
+        return x
 
 
 def run_x_shape(step, images):
@@ -155,17 +214,25 @@ def run_x_shape(step, images):
     return step.in_shape
 
 
-def step_layer(step: CoreStep, x, *, reuse):
+def step_layer(step: CoreStep, x, *, reuse, shortcut=None):
     """The :class:`~mulfree.host.core_layer.Layer` of one run of ``step``.
 
     ``x`` is one image ``[C, H, W]`` for a convolution, or the run's ``[B, K]`` images for a
-    linear node (or already the ``[K, 1, B]`` map).
+    linear node (or already the ``[K, 1, B]`` map). ``shortcut`` is the image's shortcut
+    ``[out_c, out_h, out_w]`` of a step with ``residual`` (zeros when ``None``: for checks
+    and estimates).
     """
     x = np.asarray(x, dtype=np.int64)
     if step.kind == "linear" and x.ndim == 2:
         x = np.ascontiguousarray(x.T[:, None, :])
+    if step.residual is not None:
+        shortcut = np.zeros(step.out_shape, dtype=np.int64) if shortcut is None else \
+            np.asarray(shortcut, dtype=np.int64)
+    else:
+        shortcut = None
     return Layer(x, step.w_codes, step.post, stride=step.stride, padding=step.padding,
-                 shifts=step.shifts, reuse_weights=reuse)
+                 shifts=step.shifts, reuse_weights=reuse, shortcut=shortcut,
+                 residual=step.residual, clamp=step.clamp)
 
 
 def step_geometry(cfg, step, images=1, *, reuse=False):

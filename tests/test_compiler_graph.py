@@ -21,7 +21,7 @@ from mulfree.host.export_format import (IntAdd, IntAddressShift, IntAvgPool2d, I
                                         IntGlobalAvgPool, IntInput, IntLinear, IntMaxPool2d,
                                         IntModel, IntPad, IntShift2d)
 from mulfree.host.program import run_steps
-from mulfree.host.steps import CoreStep, HostStep
+from mulfree.host.steps import CoreStep, FusedStep, HostStep
 from mulfree.params.model_golden import run_int_model
 
 
@@ -74,8 +74,9 @@ def graph_model(seed, pe="shift", *, ab=8, pw_pe=None, fc_pe=None):
     return model
 
 
-#: Where each node of graph_model runs when every weight node has the core's kind.
-PLACES = {"conv1": "core", "conv2": "core", "res": "host", "pool": "host", "dw": "host",
+#: Where each node of graph_model runs when every weight node has the core's kind (the
+#: residual add "res" fused into conv2's runs).
+PLACES = {"conv1": "core", "conv2": "core", "res": "core", "pool": "host", "dw": "host",
           "pw": "core", "cat": "host", "relu6": "host", "pad": "host", "shift": "host",
           "addr": "host", "chan": "host", "avg": "host", "conv3": "core", "gap": "host",
           "flat": "host", "fc": "core"}
@@ -102,7 +103,8 @@ def test_graph_program_equals_golden(pe):
     program = compile_model(model, core_for_model(model, rows=4, cols=4))
     assert {s.name: s.placement for s in program.steps} == PLACES
     assert [type(s) for s in program.steps] == [
-        CoreStep if PLACES[s.name] == "core" else HostStep for s in program.steps]
+        FusedStep if s.name == "res" else CoreStep if PLACES[s.name] == "core" else HostStep
+        for s in program.steps]
     x = inputs(model, 4)
     y = emulate_program(program, x)
     golden = run_int_model(model, x)
@@ -162,7 +164,8 @@ def test_last_use_keeps_a_residual_input_alive():
     node its inputs: with each core node computed by its golden function, the result is the
     golden model's."""
     model = graph_model(6)
-    program = compile_model(model, core_for_model(model, rows=4, cols=4))
+    # No shortcut buffer: the add runs on the host, conv1's output is read by two nodes.
+    program = compile_model(model, core_for_model(model, rows=4, cols=4, shortcut_vectors=0))
     readers = {}
     for info in model.graph():
         for j in info.sources:
@@ -181,6 +184,7 @@ def test_last_use_keeps_a_residual_input_alive():
     y, records = run_steps(program, x, run_core)
     assert np.array_equal(y, run_int_model(model, x))
     assert [r.name for r in records] == list(PLACES)
+    assert records[2].placement == "host"
     assert alive["conv2"] == {"conv1": True}
     assert alive["pw"] == {"conv1": False, "conv2": False}
     assert alive["conv3"]["pw"] is False
@@ -206,7 +210,9 @@ def test_costs_count_what_the_nodes_compute():
             node, info = model.layers[c.index], infos[c.index]
             weight = node.kind in ("linear", "conv2d")
             assert c.useful_terms == (images * _terms(node, info.out_shape) if weight else 0)
-            if c.placement == "core":
+            if c.index in program.core_steps[1].fused:        # "res", in conv2's runs
+                assert (c.placement, c.runs, c.cycles, c.host_elements) == ("core", 0, 0, 0)
+            elif c.placement == "core":
                 assert c.host_elements == 0 and c.cycles > 0
                 assert c.runs == (images if node.kind == "conv2d" else 1)
             else:
@@ -229,14 +235,18 @@ def test_describe_lists_every_node():
         line = next(l for l in lines if re.match(rf" +{step.index}  {re.escape(step.name)} ", l))
         fields = line.split()
         assert fields[2:4] == [step.kind, step.placement]
-        if step.placement == "core":
+        if isinstance(step, FusedStep):
+            assert f"core: fused into layers.{step.into}" in line
+        elif step.placement == "core":
             assert f"{cost.cycles:,}" in fields and "tiles" in line
         else:
             assert f"{cost.host_elements:,}" in fields and "host: " in line
     assert "host: mult PEs, host fallback" in text and "host: depthwise" in text
     core = [c for c in costs if c.placement == "core"]
-    assert (f"total: {len(core)} nodes on the core, {sum(c.cycles for c in core):,} cycles, "
+    assert (f"total: {len(core)} nodes on the core (1 fused into a run), "
+            f"{sum(c.cycles for c in core):,} cycles, "
             f"{sum(c.useful_terms for c in core):,} useful terms") in text
+    assert "residual add of layers.0 in its post-processing" in text
     assert text.endswith("output: argmax on the host")
 
 

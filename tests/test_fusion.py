@@ -1,0 +1,159 @@
+"""Tests of the fusion of residual adds and clamps into core runs (:mod:`mulfree.host.fusion`).
+
+Every program runs on the NumPy model of the core (``emulate_program``: the runs, packets and
+result bytes a device sees) and is compared with the golden model of the whole network
+(``run_int_model``), which computes the add and the clamp as separate nodes.
+"""
+
+import numpy as np
+import pytest
+
+from random_models import random_codes, random_post
+
+from mulfree.host.compiler import compile_model, core_for_model, emulate_program
+from mulfree.host.export_format import (IntAdd, IntClamp, IntConv2d, IntFlatten, IntInput,
+                                        IntLinear, IntModel)
+from mulfree.host.steps import CoreStep, FusedStep, HostStep
+from mulfree.params.model_golden import run_int_model
+
+
+WB = {"shift": 4, "adder": None, "mult": 6}
+
+
+def _conv(rng, pe, o, c, k, ab, *, padding=0, relu=False, exp=-3, **fields):
+    wb = WB[pe]
+    post = random_post(rng, pe, o, c * k * k, ab)
+    post["relu"] = np.full(o, relu) if relu is not None else post["relu"]
+    return IntConv2d(pe, random_codes(rng, pe, wb, ab, (o, c, k, k)), padding=padding,
+                     act_bits=ab, weight_bits=wb, out_scale_exp=exp, **post, **fields)
+
+
+def _model(layers, ab=8, shape=(6, 6, 5)):
+    model = IntModel(IntInput(shape, ab, -3), layers, output="none")
+    model.graph()
+    return model
+
+
+def _inputs(model, b=3, seed=1):
+    lo, hi = -(1 << (model.input.act_bits - 1)), (1 << (model.input.act_bits - 1)) - 1
+    return np.random.default_rng(seed).integers(lo, hi + 1, (b, *model.input.shape))
+
+
+def _check(model, cfg=None):
+    """Compile on a 4x4 core, run on the core model, compare with the golden model; return
+    the program and ``{name: step type}``."""
+    cfg = cfg or core_for_model(model, rows=4, cols=4)
+    program = compile_model(model, cfg)
+    x = _inputs(model)
+    y = emulate_program(program, x)
+    golden = run_int_model(model, x)
+    assert np.array_equal(y, golden)
+    assert np.ptp(golden) > 0
+    return program, {s.name: type(s) for s in program.steps}
+
+
+def _block(rng, pe, ab, *, e1=-3, e2=-4, shift=1, relu=True, clamp=(0, 50)):
+    """conv1 (relu) -> conv2 -> add(conv2, conv1) -> clamp: a ResNet basic block with ReLU6.
+    The add's in_shifts align the scales ``2^e2``, ``2^e1`` onto the finer one."""
+    g = min(e1, e2)
+    layers = [
+        _conv(rng, pe, 6, 6, 3, ab, padding=1, relu=True, exp=e1, name="conv1"),
+        _conv(rng, pe, 6, 6, 3, ab, padding=1, relu=False, exp=e2, name="conv2"),
+        IntAdd(in_shifts=(e2 - g, e1 - g), shift=shift, relu=relu, act_bits=ab,
+               out_scale_exp=g + shift, name="res", inputs=("conv2", "conv1")),
+    ]
+    if clamp is not None:
+        layers.append(IntClamp(lo=clamp[0], hi=clamp[1], name="relu6"))
+    return layers
+
+
+@pytest.mark.parametrize("pe", ["shift", "adder", "mult"])
+def test_basic_block_add_and_clamp_run_in_the_core(pe):
+    """The add and the clamp become part of conv2's runs; the result is the golden model's."""
+    ab = 6 if pe == "adder" else 8
+    rng = np.random.default_rng(2)
+    model = _model(_block(rng, pe, ab, clamp=(0, (1 << (ab - 1)) // 3)), ab)
+    program, kinds = _check(model)
+    assert kinds == {"conv1": CoreStep, "conv2": CoreStep, "res": FusedStep,
+                     "relu6": FusedStep}
+    conv2 = program.steps[1]
+    assert conv2.fused == (2, 3) and conv2.sources == (0, 0)
+    assert conv2.residual.main_shift == 0 and conv2.residual.short_shift == 1
+    assert conv2.residual.shift == 1 and conv2.residual.relu
+    assert conv2.clamp == (0, (1 << (ab - 1)) // 3)
+    assert [s.into for s in program.steps[2:]] == [1, 1]
+    assert program.runs_for(3) == 6
+    text = program.describe()
+    assert "residual add of layers.0 and clamp in its post-processing" in text
+    assert "core: fused into layers.1" in text
+
+
+def test_shortcut_is_the_model_input_and_clamp_alone():
+    """The model's input as the shortcut (tensor -1); a clamp right after a convolution
+    (ReLU6 of MobileNet) fuses without an add; a negative add shift (left) too."""
+    rng = np.random.default_rng(3)
+    model = _model([
+        _conv(rng, "shift", 6, 6, 3, 8, padding=1, relu=None, exp=-1, name="conv"),
+        IntAdd(in_shifts=(2, 0), shift=-1, relu=False, act_bits=8, out_scale_exp=-4,
+               name="res", inputs=("conv", "input")),
+        _conv(rng, "shift", 5, 6, 1, 8, relu=None, name="pw"),
+        IntClamp(lo=-3, hi=20, name="clip"),
+        IntFlatten(name="flat"),
+        IntLinear("shift", random_codes(rng, "shift", 4, 8, (5 * 6 * 5, 4)), act_bits=8,
+                  weight_bits=4, name="fc", **random_post(rng, "shift", 4, 150, 8)),
+    ])
+    program, kinds = _check(model)
+    assert kinds == {"conv": CoreStep, "res": FusedStep, "pw": CoreStep, "clip": FusedStep,
+                     "flat": HostStep, "fc": CoreStep}
+    assert program.steps[0].sources == (-1, -1) and program.steps[0].residual.shift == -1
+    assert program.steps[2].residual is None and program.steps[2].clamp == (-3, 20)
+
+
+def test_add_fuses_into_the_later_branch():
+    """add(a, b) with a before b: b's runs take a as the shortcut (a is computed by then)."""
+    rng = np.random.default_rng(4)
+    model = _model([
+        _conv(rng, "mult", 6, 6, 3, 8, padding=1, relu=True, name="stem"),
+        _conv(rng, "mult", 6, 6, 1, 8, relu=None, name="a"),
+        _conv(rng, "mult", 6, 6, 3, 8, padding=1, relu=None, name="b", inputs=("stem",)),
+        IntAdd(in_shifts=(0, 0), shift=1, relu=True, act_bits=8, out_scale_exp=-2,
+               name="res", inputs=("a", "b")),
+    ])
+    program, kinds = _check(model)
+    assert kinds["res"] is FusedStep and program.steps[3].into == 2
+    assert program.steps[2].sources == (0, 1) and not program.steps[1].fused
+
+
+@pytest.mark.parametrize("case", ["two_readers", "shift_too_far", "in_shift_too_far",
+                                  "wider_add", "no_buffer", "small_buffer"])
+def test_what_does_not_fuse_runs_on_the_host(case):
+    """Each condition of the fusion rule, broken once: the add stays a host step, exact."""
+    rng = np.random.default_rng(5)
+    kw = {"shift_too_far": dict(shift=-9), "in_shift_too_far": dict(e2=13)}
+    layers = _block(rng, "shift", 8, clamp=None, **kw.get(case, {}))
+    if case == "two_readers":
+        layers.append(IntAdd(in_shifts=(1, 0), act_bits=8, out_scale_exp=-4, name="again",
+                             inputs=("res", "conv2")))
+    if case == "wider_add":
+        layers[2] = IntAdd(in_shifts=(0, 1), shift=1, act_bits=10, out_scale_exp=-3,
+                           name="res", inputs=("conv2", "conv1"))
+    model = _model(layers)
+    options = {"no_buffer": dict(shortcut_vectors=0),
+               "small_buffer": dict(shortcut_vectors=6 * 5 * 2 - 1)}.get(case, {})
+    cfg = core_for_model(model, rows=4, cols=4, **options)
+    assert cfg.engine.act_bits == 8
+    program, kinds = _check(model, cfg)
+    assert kinds["res"] is HostStep
+    assert program.steps[1].residual is None and program.steps[1].fused == ()
+
+
+def test_core_for_model_sizes_the_shortcut_buffer():
+    """A shortcut larger than the default buffer: the generated core's buffer is the next
+    power of two; the add fuses."""
+    rng = np.random.default_rng(6)
+    model = _model(_block(rng, "shift", 8, clamp=None), shape=(6, 40, 30))
+    cfg = core_for_model(model, rows=4, cols=4)
+    assert cfg.shortcut_vectors == 4096              # 40 * 30 * 2 = 2400 vectors
+    program = compile_model(model, cfg)
+    assert isinstance(program.steps[2], FusedStep)
+    assert core_for_model(_model(_block(rng, "shift", 8))).shortcut_vectors == 1024
