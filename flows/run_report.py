@@ -29,6 +29,7 @@ def _nodes(results, pes, images):
         for n in r.nodes:
             d = nodes.setdefault(n.index, {"index": n.index, "name": n.name, "kind": n.kind,
                                            "placement": n.placement, "seconds": 0.0,
+                                           "fused_into": n.fused_into,
                                            **{k: 0 for k in NODE_FIELDS}})
             for k in NODE_FIELDS:
                 d[k] += getattr(n, k)
@@ -58,7 +59,7 @@ def build_report(args, model, program, source, results, outputs, y, open_seconds
     nodes = _nodes(results, pes, images)
     layers = []
     for d in nodes:
-        if d["placement"] == "core":
+        if d["placement"] == "core" and d["fused_into"] is None:
             layers.append({"layer": d["index"], "kind": d["kind"],
                            **{k: d[k] for k in _LAYER_FIELDS},
                            "cycles_per_image": d["cycles_per_image"],
@@ -100,6 +101,8 @@ def build_report(args, model, program, source, results, outputs, y, open_seconds
 
 def _node_line(d, images):
     head = f"  {d['index']:>3} {d['name']:<14} {d['kind']:<14} {d['placement']:<4}"
+    if d.get("fused_into") is not None:
+        return f"{head} {'':>10} in the runs of layers.{d['fused_into']} (post-processing)"
     if d["placement"] == "core":
         est = d["estimated_cycles"] / images if images else 0
         runs = f"{d['runs']} run{'s' if d['runs'] != 1 else ''}"

@@ -335,7 +335,8 @@ class Device:
         predictions = np.argmax(x, axis=-1).astype(np.int64) if program.output == "argmax" \
             else None
         e = self.core.engine
-        return RunResult(x, predictions, images, [n for n in nodes if n.placement == "core"],
+        core = {s.index for s in program.core_steps}
+        return RunResult(x, predictions, images, [n for n in nodes if n.index in core],
                          seconds, None if start_cycles is None else end_cycles - start_cycles,
                          e.rows * e.cols, nodes)
 

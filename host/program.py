@@ -116,7 +116,8 @@ def run_steps(program: Program, x, run_core):
         cost = costs[step.index]
         stats = NodeStats(step.index, step.kind, name=step.name, placement=step.placement,
                           useful_terms=cost.useful_terms, host_elements=cost.host_elements,
-                          host_terms=cost.host_terms, estimated_cycles=cost.cycles)
+                          host_terms=cost.host_terms, estimated_cycles=cost.cycles,
+                          fused_into=getattr(step, "into", None))
         inputs = [values[j] for j in step.sources]
         t0 = time.perf_counter()
         if isinstance(step, CoreStep) and step.residual is not None:

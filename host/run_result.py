@@ -62,6 +62,9 @@ class NodeStats(StepStats):
         Terms the host computed (a weight node on the host), else 0.
     estimated_cycles : int
         Busy cycles the cycle model expected (:mod:`mulfree.host.cycle_model`); 0 on the host.
+    fused_into : int or None
+        For a node the core computes inside another node's runs (a residual add, a clamp):
+        that node's index; its runs and counters are that node's.
     """
 
     name: str = ""
@@ -70,6 +73,7 @@ class NodeStats(StepStats):
     host_elements: int = 0
     host_terms: int = 0
     estimated_cycles: int = 0
+    fused_into: int | None = None
 
 
 _STEP_FIELDS = tuple(f.name for f in fields(StepStats))
@@ -176,7 +180,8 @@ class RunResult:
         doc = {k: getattr(node, k) for k in ("index", "name", "kind", "placement", "runs",
                                              "busy_cycles", "estimated_cycles",
                                              "stall_in_cycles", "stall_out_cycles", "terms",
-                                             "useful_terms", "host_elements", "host_terms")}
+                                             "useful_terms", "host_elements", "host_terms",
+                                             "fused_into")}
         busy = node.busy_cycles * self.pes
         doc["pe_utilization"] = round(_ratio(node.terms, busy), 4)
         doc["useful_utilization"] = round(_ratio(node.useful_terms, busy), 4)

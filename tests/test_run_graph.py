@@ -80,9 +80,16 @@ def _run(device, model, b, *, host_fallback=False, seed=1):
     return program, x, device.run(x)
 
 
+def _fused(n):
+    """A node the core computes inside another's runs (a residual add, a clamp)."""
+    return n.placement == "core" and n.kind in ("add", "clamp")
+
+
 def _check_estimates(result):
     for n in result.nodes:
-        if n.placement == "core":
+        if _fused(n):
+            assert n.busy_cycles == n.estimated_cycles == n.terms == n.runs == 0
+        elif n.placement == "core":
             assert n.busy_cycles > 0 and n.estimated_cycles > 0
             assert abs(n.estimated_cycles - n.busy_cycles) <= TOLERANCE * n.busy_cycles, \
                 (n.name, n.estimated_cycles, n.busy_cycles)
@@ -104,6 +111,8 @@ def test_graph_batch_equals_golden(shift_device):
     for n in result.nodes:
         if n.placement == "host":
             assert n.host_elements == 3 * int(np.prod(infos[n.name].out_shape))
+        elif _fused(n):
+            assert n.host_elements == n.useful_terms == 0
         else:
             # TERMS: rows x cols per vector the core's walk issues, M x NT x KT per run.
             step = next(s for s in program.core_steps if s.index == n.index)
@@ -199,7 +208,11 @@ def test_run_cli_graph(shift_design, tmp_path, run_main, capsys, monkeypatch):
         where = "host" if info.name == "pw" else PLACES[info.name]
         assert d["placement"] == where
         assert f"  {info.index:>3} {info.name:<14} {info.kind:<14} {where:<4}" in out
-        if where == "core":
+        if info.name == "res":                      # fused into conv2's runs
+            assert d["fused_into"] == 1 and d["runs"] == d["busy_cycles"] == 0
+            assert d["host_elements"] == d["useful_terms"] == 0
+            assert "in the runs of layers.1 (post-processing)" in out
+        elif where == "core":
             assert d["runs"] == (5 if info.kind == "conv2d" else 3)      # batches of 2
             assert abs(d["estimated_cycles"] - d["busy_cycles"]) <= TOLERANCE * d["busy_cycles"]
             assert 0 < d["useful_utilization"] <= d["pe_utilization"] <= 1
@@ -209,7 +222,7 @@ def test_run_cli_graph(shift_design, tmp_path, run_main, capsys, monkeypatch):
             assert d["host_elements"] == 5 * int(np.prod(info.out_shape))
     assert [d["layer"] for d in report["layers"]] == [i.index for i in infos
                                                       if PLACES[i.name] == "core"
-                                                      and i.name != "pw"]
+                                                      and i.name not in ("pw", "res")]
     assert report["useful_terms"] == sum(d["useful_terms"] for d in report["nodes"]
                                          if d["placement"] == "core")
     assert report["host_terms"] == sum(d["host_terms"] for d in report["nodes"]) > 0
