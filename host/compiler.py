@@ -39,7 +39,7 @@ from ..params.int_layers import WEIGHT_KINDS
 from ..params.layer_golden import PostParams
 from .core_layer import LayerError, check_layer
 from .export_format import ExportError, IntModel
-from .fusion import Fusion, plan_fusion, shortcut_vectors_needed
+from .fusion import Fusion, execution_order, plan_fusion, shortcut_vectors_needed
 from .program import Program, run_steps
 from .schedule import core_step_cycles, last_uses, node_label, place_nodes, weight_terms
 from .step_packets import decode_run, encode_run, weight_packets
@@ -278,7 +278,8 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
     fused = {n: (i, prev) for i, f in plans.items()
              for prev, n in zip((i,) + f.nodes, f.nodes)}
     steps = []
-    for info in infos:
+    for index in execution_order(infos, plans):
+        info = infos[index]
         layer = model.layers[info.index]
         where, reason = places[info.index]
         if info.index in fused:

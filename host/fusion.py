@@ -9,8 +9,10 @@ by node, what can be fused; the compiler builds the steps from its plans.
 A layer ``L`` on the core takes its reader ``A`` into its run when
 
 * ``A`` is ``L``'s only reader, an ``add`` of two inputs, one of them ``L`` and the other (the
-  shortcut) a tensor computed before ``L`` (the model's input or an earlier node), of ``L``'s
-  output shape, at most the core's activation width;
+  shortcut) a tensor that does not depend on ``L`` (the model's input, an earlier node, or a
+  later one that :func:`execution_order` moves before ``L``: ResNet's option-A shortcut is
+  traced after the block's convolutions), of ``L``'s output shape, at most the core's
+  activation width;
 * ``A``'s output width is the core's, its ``in_shifts`` are at most ``RES_MAX_SHIFT`` and its
   ``shift`` inside ``res_shift_range``;
 * the shortcut, ``out_h * out_w * ceil(out_c / cols)`` vectors, fits the core's shortcut
@@ -27,7 +29,7 @@ from ..params.core_config import RES_MAX_SHIFT, res_shift_range
 from ..params.layer_golden import ResidualParams
 
 
-__all__ = ["Fusion", "plan_fusion", "shortcut_vectors_needed"]
+__all__ = ["Fusion", "plan_fusion", "shortcut_vectors_needed", "execution_order"]
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,23 @@ def shortcut_vectors_needed(info, cols):
     return h * w * -(-c // cols)
 
 
-def _residual(cfg, model, infos, info, room):
+def _depends_on(infos, j, i, plans):
+    """Whether tensor ``j`` is ``i`` or is computed after it (``-1``: the model's input): from
+    it, or from a core node whose fused shortcut is (the plans so far order those first)."""
+    seen, todo = set(), [j]
+    while todo:
+        k = todo.pop()
+        if k == i:
+            return True
+        if k >= 0 and k not in seen:
+            seen.add(k)
+            todo.extend(infos[k].sources)
+            if k in plans and plans[k].shortcut is not None:
+                todo.append(plans[k].shortcut)
+    return False
+
+
+def _residual(cfg, model, infos, info, room, plans):
     """``(add index, shortcut tensor, ResidualParams)`` if ``info``'s reader is a fusable add,
     else None. ``room``: the shortcut buffer's size is checked (False when sizing a core)."""
     e = cfg.engine
@@ -77,7 +95,7 @@ def _residual(cfg, model, infos, info, room):
     mine = a.sources.index(info.index)
     other = 1 - mine
     j = a.sources[other]
-    if j >= info.index or tuple(a.in_shapes[other]) != tuple(info.out_shape):
+    if _depends_on(infos, j, info.index, plans) or tuple(a.in_shapes[other]) != tuple(info.out_shape):
         return None
     if a.in_bits[other] > e.act_bits or node.act_bits != e.act_bits:
         return None
@@ -125,7 +143,7 @@ def plan_fusion(cfg, model, infos, places, *, room=True):
     for info in infos:
         if places[info.index][0] != "core" or info.kind != "conv2d":
             continue
-        add = _residual(cfg, model, infos, info, room)
+        add = _residual(cfg, model, infos, info, room, plans)
         last = add[0] if add else info.index
         clamp = _clamp(cfg, model, infos, last)
         if add or clamp:
@@ -134,3 +152,20 @@ def plan_fusion(cfg, model, infos, places, *, room=True):
                 residual=add[2] if add else None,
                 clamp_node=clamp[0] if clamp else None, clamp=clamp[1] if clamp else None)
     return plans
+
+
+def execution_order(infos, plans):
+    """The order the program runs the nodes in: the graph's, except that the nodes a fused
+    shortcut needs move before the core node that streams it. A stable topological order
+    (the lowest index first among the nodes ready) of the graph with one more edge per plan,
+    shortcut -> core node; the last node, the model's output, stays last."""
+    needs = {info.index: set(j for j in info.sources if j >= 0) for info in infos}
+    for i, plan in plans.items():
+        if plan.shortcut is not None and plan.shortcut >= 0:
+            needs[i].add(plan.shortcut)
+    order, done = [], set()
+    while len(order) < len(infos):
+        ready = min(k for k in needs if k not in done and needs[k] <= done)
+        order.append(ready)
+        done.add(ready)
+    return order

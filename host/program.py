@@ -37,7 +37,9 @@ class Program:
         The core the program was compiled for; a device refuses a program for another core.
     model : IntModel
     steps : list of CoreStep, FusedStep and HostStep
-        One per node, in the graph's order.
+        One per node, in the order they run: the graph's, except that the nodes computing a
+        fused residual's shortcut run before the core step that streams it
+        (:func:`mulfree.host.fusion.execution_order`).
     max_packet_bytes : int or None
         The packet size limit the program was packed for (a DMA's transfer limit).
     last_use : dict
@@ -132,4 +134,4 @@ def run_steps(program: Program, x, run_core):
                 del values[j]
         values[step.index] = out
         records.append(stats)
-    return values[program.steps[-1].index], records
+    return values[len(program.model.layers) - 1], records        # the last node's: the model's

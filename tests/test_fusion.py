@@ -12,7 +12,7 @@ from random_models import random_codes, random_post
 
 from mulfree.host.compiler import compile_model, core_for_model, emulate_program
 from mulfree.host.export_format import (IntAdd, IntClamp, IntConv2d, IntFlatten, IntInput,
-                                        IntLinear, IntModel)
+                                        IntLinear, IntMaxPool2d, IntModel, IntPad)
 from mulfree.host.steps import CoreStep, FusedStep, HostStep
 from mulfree.params.model_golden import run_int_model
 
@@ -109,8 +109,8 @@ def test_shortcut_is_the_model_input_and_clamp_alone():
     assert program.steps[2].residual is None and program.steps[2].clamp == (-3, 20)
 
 
-def test_add_fuses_into_the_later_branch():
-    """add(a, b) with a before b: b's runs take a as the shortcut (a is computed by then)."""
+def test_add_of_two_branches_fuses_into_the_first():
+    """add(a, b) of two branches: a's runs take b as the shortcut, and b runs first."""
     rng = np.random.default_rng(4)
     model = _model([
         _conv(rng, "mult", 6, 6, 3, 8, padding=1, relu=True, name="stem"),
@@ -120,8 +120,33 @@ def test_add_fuses_into_the_later_branch():
                name="res", inputs=("a", "b")),
     ])
     program, kinds = _check(model)
-    assert kinds["res"] is FusedStep and program.steps[3].into == 2
-    assert program.steps[2].sources == (0, 1) and not program.steps[1].fused
+    assert [s.name for s in program.steps] == ["stem", "b", "a", "res"]
+    assert kinds["res"] is FusedStep and program.steps[3].into == 1
+    assert program.steps[2].sources == (0, 2) and not program.steps[1].fused
+    assert program.last_use == {-1: 0, 0: 1, 2: 1, 1: 3}
+
+
+def test_option_a_shortcut_traced_after_the_block_moves_before_it():
+    """ResNet's downsampling block as torch.fx traces it: conv1 (stride 2), conv2, then the
+    shortcut (subsample, zero channels), then the add. The shortcut's nodes run before conv2,
+    whose runs add it; the program still equals the golden model."""
+    rng = np.random.default_rng(7)
+    model = _model([
+        _conv(rng, "shift", 4, 6, 3, 8, padding=1, relu=True, name="stem"),
+        IntConv2d("shift", random_codes(rng, "shift", 4, 8, (8, 4, 3, 3)), stride=2, padding=1,
+                  act_bits=8, weight_bits=4, out_scale_exp=-3, name="conv1",
+                  **dict(random_post(rng, "shift", 8, 36, 8), relu=np.ones(8, bool))),
+        _conv(rng, "shift", 8, 8, 3, 8, padding=1, relu=False, name="conv2"),
+        IntMaxPool2d(kernel=1, stride=2, name="sub", inputs=("stem",)),
+        IntPad(pads=(2, 2, 0, 0, 0, 0), name="pad"),
+        IntAdd(in_shifts=(0, 0), shift=0, relu=True, act_bits=8, out_scale_exp=-3,
+               name="res", inputs=("conv2", "pad")),
+    ], shape=(6, 6, 6))
+    program, kinds = _check(model)
+    assert [s.name for s in program.steps] == ["stem", "conv1", "sub", "pad", "conv2", "res"]
+    assert kinds == {"stem": CoreStep, "conv1": CoreStep, "sub": HostStep, "pad": HostStep,
+                     "conv2": CoreStep, "res": FusedStep}
+    assert program.steps[4].sources == (1, 4)
 
 
 @pytest.mark.parametrize("case", ["two_readers", "shift_too_far", "in_shift_too_far",
