@@ -10,8 +10,9 @@
   (:func:`mulfree.host.cycle_model.run_cycles`, per run, summed over the runs of a batch: the
   first sends the weights, the others reuse them), the useful terms of a weight node (``B x
   output elements x K``: real channels and pixels), the output elements the host computes,
-  and the terms it computes for a weight node on the host. :func:`describe_program` prints
-  them, one line per node, with totals.
+  and the terms it computes for a weight node on the host, and the bytes a core node's runs
+  move each way (:func:`core_step_traffic`). :func:`describe_program` prints them, one line
+  per node, with totals.
 
 NumPy only.
 """
@@ -25,9 +26,11 @@ from .core_layer import layer_geometry
 from .cycle_model import run_cycles
 from .steps import CompileError, CoreStep, FusedStep, run_x_shape, step_geometry, step_layer
 from .stream_format import first_block_acts
+from .stream_pack import layer_packets
 
 
 __all__ = ["NodeCost", "place_nodes", "node_label", "last_uses", "weight_terms", "core_step_cycles",
+           "core_step_traffic",
            "node_costs", "describe_program"]
 
 
@@ -51,6 +54,9 @@ class NodeCost:
         Output elements the host computes (``B x`` the output's size); 0 on the core.
     host_terms : int
         Terms the host computes (a weight node on the host: its useful terms); else 0.
+    bytes_in, bytes_out : int
+        Bytes the core's runs take on ``s_axis`` (every packet, headers included, split as
+        the program's ``max_packet_bytes`` says) and give on ``m_axis``; 0 on the host.
     """
 
     index: int
@@ -62,6 +68,8 @@ class NodeCost:
     useful_terms: int = 0
     host_elements: int = 0
     host_terms: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
 
 
 def node_label(info, layer):
@@ -153,11 +161,7 @@ def core_step_cycles(cfg, step: CoreStep, images, *, loaded=False):
     """
     if images < 1:
         return 0, 0
-    if step.kind == "conv2d":
-        chunks = [1] * images
-    else:
-        full, rest = divmod(images, step.images_per_run)
-        chunks = [step.images_per_run] * full + ([rest] if rest else [])
+    chunks = _chunks(step, images)
     cache = {}
 
     def est(n, reuse):
@@ -166,6 +170,35 @@ def core_step_cycles(cfg, step: CoreStep, images, *, loaded=False):
         return cache[n, reuse]
     cycles = est(chunks[0], bool(loaded)) + sum(est(n, True) for n in chunks[1:])
     return len(chunks), int(cycles)
+
+
+def _chunks(step, images):
+    if step.kind == "conv2d":
+        return [1] * images
+    full, rest = divmod(images, step.images_per_run)
+    return [step.images_per_run] * full + ([rest] if rest else [])
+
+
+def core_step_traffic(program, step: CoreStep, images):
+    """``(bytes in, bytes out)`` of ``step``'s runs over a batch of ``images`` images: the
+    packets a device sends (the first run with the weights, the others reusing them) and the
+    result bytes it receives."""
+    cfg = program.core
+    sizes = {}
+
+    def size(n, reuse):
+        if (n, reuse) not in sizes:
+            layer = step_layer(step, np.zeros(run_x_shape(step, n), dtype=np.int64),
+                               reuse=reuse)
+            g = layer_geometry(cfg, layer)
+            sent = sum(p.nbytes for p in layer_packets(cfg, layer, program.max_packet_bytes,
+                                                       weights=step.weight_packets,
+                                                       check=False))
+            got = g["M"] * g["NT"] * cfg.beats(cfg.vector_bits["OUT"]) * cfg.stream_width // 8
+            sizes[n, reuse] = (sent, got)
+        return sizes[n, reuse]
+    runs = [size(n, i > 0) for i, n in enumerate(_chunks(step, images))]
+    return sum(r[0] for r in runs), sum(r[1] for r in runs)
 
 
 def node_costs(program, images=1):
@@ -177,8 +210,10 @@ def node_costs(program, images=1):
         elements = images * int(np.prod(step.out_shape))
         if isinstance(step, CoreStep):
             runs, cycles = core_step_cycles(cfg, step, images)
+            sent, got = core_step_traffic(program, step, images)
             out.append(NodeCost(step.index, step.name, step.kind, "core", runs, cycles,
-                                useful_terms=images * step.k * int(np.prod(step.out_shape))))
+                                useful_terms=images * step.k * int(np.prod(step.out_shape)),
+                                bytes_in=sent, bytes_out=got))
         elif isinstance(step, FusedStep):
             out.append(NodeCost(step.index, step.name, step.kind, "core"))
         else:
@@ -256,6 +291,8 @@ def describe_program(program, images=1):
                  f"{'s' if len(host) != 1 else ''} on the host, "
                  f"{sum(c.host_elements for c in host):,} elements, "
                  f"{sum(c.host_terms for c in host):,} terms")
+    lines.append(f"  host<->core traffic: {sum(c.bytes_in for c in core):,} B to the core, "
+                 f"{sum(c.bytes_out for c in core):,} B back")
     if program.output == "argmax":
         lines.append("  output: argmax on the host")
     return "\n".join(lines)

@@ -182,3 +182,28 @@ def test_core_for_model_sizes_the_shortcut_buffer():
     program = compile_model(model, cfg)
     assert isinstance(program.steps[2], FusedStep)
     assert core_for_model(_model(_block(rng, "shift", 8))).shortcut_vectors == 1024
+
+
+def test_traffic_counts_every_byte_a_device_moves():
+    """The costs' bytes in and out equal the packets and results of every run the NumPy core
+    model is given (weights in the first run of each step only), and the residual's shortcut
+    is part of them."""
+    from mulfree.host.compiler import encode_run
+    rng = np.random.default_rng(8)
+    model = _model(_block(rng, "shift", 8))
+    program = compile_model(model, core_for_model(model, rows=4, cols=4))
+    costs = {c.index: c for c in program.costs(3)}
+    for step in program.core_steps:
+        sent = got = 0
+        for i in range(3):
+            x = np.zeros(step.in_shape, np.int64)
+            short = np.zeros(step.out_shape, np.int64) if step.residual else None
+            packets, nbytes, _ = encode_run(program, step, x, reuse=i > 0, shortcut=short)
+            sent += sum(p.nbytes for p in packets)
+            got += nbytes
+        assert (costs[step.index].bytes_in, costs[step.index].bytes_out) == (sent, got)
+    plain = compile_model(model, core_for_model(model, rows=4, cols=4, shortcut_vectors=0))
+    fused, host = program.costs(1)[1], plain.costs(1)[1]
+    # 6x6x5 pixels, 2 tiles of 4 lanes: 60 SHORTCUT vectors of 32 bits, one beat each, + header.
+    assert fused.bytes_in - host.bytes_in == (60 + 1) * 8
+    assert "host<->core traffic:" in program.describe()
