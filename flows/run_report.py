@@ -4,7 +4,8 @@
 JSON-ready report ``mulfree run --json`` writes: the core, the inputs, the accuracy, speed and
 PE use from the core's counters, and per node of the program (``"nodes"``) its kind, where it
 ran, its runs, busy cycles (measured) and estimated cycles (the cycle model), counters, useful
-terms, the elements and terms the host computed, and both utilizations. ``"layers"`` keeps
+terms, the elements and terms the host computed, the bytes sent to the core and received,
+and both utilizations. ``"layers"`` keeps
 the core nodes alone, as before graphs. :func:`format_report` is the text it prints.
 """
 
@@ -15,7 +16,8 @@ __all__ = ["build_report", "format_report", "NODE_FIELDS"]
 
 #: Per node, the fields summed over the batches.
 NODE_FIELDS = ("runs", "busy_cycles", "estimated_cycles", "terms", "useful_terms",
-               "host_elements", "host_terms", "stall_in_cycles", "stall_out_cycles")
+               "host_elements", "host_terms", "stall_in_cycles", "stall_out_cycles",
+               "bytes_in", "bytes_out")
 _LAYER_FIELDS = ("runs", "busy_cycles", "terms", "stall_in_cycles", "stall_out_cycles")
 
 
@@ -83,6 +85,8 @@ def build_report(args, model, program, source, results, outputs, y, open_seconds
         "useful_terms": useful,
         "host_elements": sum(d["host_elements"] for d in nodes),
         "host_terms": sum(d["host_terms"] for d in nodes),
+        "bytes_to_core": sum(d["bytes_in"] for d in nodes),
+        "bytes_from_core": sum(d["bytes_out"] for d in nodes),
         "layers": layers,
         "nodes": nodes,
         "_predictions": preds,
@@ -150,6 +154,11 @@ def format_report(report):
                  f"a term (TERMS / (BUSY_CYCLES x {pes} PEs)); "
                  f"{100 * report.get('useful_utilization', 0.0):.1f} % a useful one (real "
                  f"channels and pixels)")
+    if "bytes_to_core" in report and report["images"]:
+        images = report["images"]
+        lines.append(f"traffic     {report['bytes_to_core'] / images:,.0f} B per image to the "
+                     f"core, {report['bytes_from_core'] / images:,.0f} B back (every packet "
+                     f"sent and every result byte received)")
     nodes = report.get("nodes", [])
     host = [d for d in nodes if d["placement"] == "host"]
     if host:

@@ -334,6 +334,8 @@ def emulate_program(program: Program, x, *, records=False):
             pairs = [(int.from_bytes(beat.tobytes(), "little"), i == len(p) - 1)
                      for p in packets for i, beat in enumerate(p)]
             beats = emulate_core(cfg, pairs, state=state)
+            stats.bytes_in += sum(int(p.nbytes) for p in packets)
+            stats.bytes_out += nbytes
             data = np.frombuffer(b"".join(b.to_bytes(bb, "little") for b in beats), np.uint8)
             if data.size != nbytes:
                 raise ValueError(f"the emulated core sent {data.size} bytes, not {nbytes}")

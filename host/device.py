@@ -349,7 +349,8 @@ class Device:
             part = x[start] if step.kind == "conv2d" else x[start:start + chunk]
             reuse = self._loaded_step is step
             out = self.run_layer(step, part, reuse=reuse,
-                                 shortcut=None if shortcut is None else shortcut[start])
+                                 shortcut=None if shortcut is None else shortcut[start],
+                                 stats=stats)
             self._loaded_step = step
             outputs.append(out[None] if step.kind == "conv2d" else out[:, 0, :].T)
             stats.runs += 1
@@ -357,16 +358,19 @@ class Device:
                 progress(1)
         return np.concatenate(outputs)
 
-    def run_layer(self, step: CoreStep, x, *, reuse=False, shortcut=None):
+    def run_layer(self, step: CoreStep, x, *, reuse=False, shortcut=None, stats=None):
         """One run of ``step``: encode, send, receive, decode. Returns ``[out_c, oh, ow]``.
         ``shortcut``: the image's shortcut ``[out_c, oh, ow]`` of a step with a fused
-        residual add."""
+        residual add; ``stats`` (a NodeStats) counts the bytes sent and received."""
         self._check_open()
         if self.program is None:
             raise DeviceError("no program loaded: call load(compile_model(...)) first")
         packets, out_nbytes, layer = encode_run(self.program, step, x, reuse=reuse,
                                                 shortcut=shortcut)
         data = self.execute(packets, out_nbytes)
+        if stats is not None:
+            stats.bytes_in += sum(int(p.nbytes) for p in packets)
+            stats.bytes_out += int(np.asarray(data).size)
         return decode_run(self.program, layer, data)
 
     def execute(self, packets, out_nbytes, *, timeout=None):

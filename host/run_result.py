@@ -65,6 +65,8 @@ class NodeStats(StepStats):
     fused_into : int or None
         For a node the core computes inside another node's runs (a residual add, a clamp):
         that node's index; its runs and counters are that node's.
+    bytes_in, bytes_out : int
+        Bytes its runs sent to the core (every packet, headers included) and received.
     """
 
     name: str = ""
@@ -74,6 +76,8 @@ class NodeStats(StepStats):
     host_terms: int = 0
     estimated_cycles: int = 0
     fused_into: int | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
 
 
 _STEP_FIELDS = tuple(f.name for f in fields(StepStats))
@@ -181,7 +185,7 @@ class RunResult:
                                              "busy_cycles", "estimated_cycles",
                                              "stall_in_cycles", "stall_out_cycles", "terms",
                                              "useful_terms", "host_elements", "host_terms",
-                                             "fused_into")}
+                                             "fused_into", "bytes_in", "bytes_out")}
         busy = node.busy_cycles * self.pes
         doc["pe_utilization"] = round(_ratio(node.terms, busy), 4)
         doc["useful_utilization"] = round(_ratio(node.useful_terms, busy), 4)

@@ -226,3 +226,15 @@ def test_run_cli_graph(shift_design, tmp_path, run_main, capsys, monkeypatch):
     assert report["useful_terms"] == sum(d["useful_terms"] for d in report["nodes"]
                                          if d["placement"] == "core")
     assert report["host_terms"] == sum(d["host_terms"] for d in report["nodes"]) > 0
+    # The bytes every run sent and received, counted by the device, equal the program's costs
+    # (computed from the packets' sizes alone) per batch of 2, 2 and 1 images.
+    from mulfree.host.compiler import core_from_manifest
+    program = compile_model(model, core_from_manifest(json.loads(j_path.read_text())),
+                            host_fallback=True)
+    costs = [program.costs(n) for n in (2, 2, 1)]
+    for d in report["nodes"]:
+        mine = [next(c for c in batch if c.index == d["index"]) for batch in costs]
+        assert (d["bytes_in"], d["bytes_out"]) == (sum(c.bytes_in for c in mine),
+                                                   sum(c.bytes_out for c in mine)), d["name"]
+    assert report["bytes_to_core"] == sum(d["bytes_in"] for d in report["nodes"]) > 0
+    assert f"traffic     {report['bytes_to_core'] / 5:,.0f} B per image to the core" in out
