@@ -158,6 +158,10 @@ class PostProcess(wiring.Component):
     s_data : In(lanes * act_bits)
         The read's data, in the cycle after ``s_en``; held while ``s_en`` is low. Lane ``l``
         in bits ``[l*act_bits, (l+1)*act_bits)``, signed.
+    stage_v, stage_sum : Signal
+        With a shortcut buffer, read-only views of the pipeline: the register of stage 3's
+        saturated lanes (``act_bits`` each) and of stage 4's residual sums (``act_bits +
+        RES_MAX_SHIFT + 1`` each, signed), for proofs that check one stage at a time.
     """
 
     #: Cycles from a beat accepted to its result on ``o`` without a shortcut buffer, and with.
@@ -184,6 +188,11 @@ class PostProcess(wiring.Component):
             members.update({"s_addr": Out(shortcut_addr_bits(shortcut_vectors)),
                             "s_en": Out(1), "s_data": In(lanes * cfg.act_bits)})
         super().__init__(members)
+        if shortcut_vectors:
+            # Observation points of the residual stages (the formal proofs read them).
+            a = cfg.act_bits
+            self.stage_v = Signal(lanes * a, name="v", reset_less=True)
+            self.stage_sum = Signal(lanes * res_sum_width(a), name="res_sum")
 
     @staticmethod
     def _check(cfg, lanes, channels, shortcut_vectors):
@@ -342,7 +351,7 @@ class PostProcess(wiring.Component):
                      shift.eq(Mux(t.residual, t.res_shift, 0)),
                      relu.eq(t.residual & t.res_relu)]
 
-        v = Signal(lanes * a, name="v", reset_less=True)
+        v = self.stage_v
         with m.If(advance):
             m.d.sync += v.eq(v3)
         out = Signal(lanes * a, reset_less=True)
@@ -354,6 +363,7 @@ class PostProcess(wiring.Component):
             y = Signal(signed(res_sum_width(a)), name=f"res_y_{lane}", reset_less=True)
             with m.If(advance):
                 m.d.sync += y.eq(Mux(on, (vl << main) + (sl << short), vl))
+            m.d.comb += self.stage_sum.word_select(lane, res_sum_width(a)).eq(y)
             # Stage 5: shift, round, ReLU, saturation and clamp.
             r = _round_shift(y, shift, a)
             r = Mux(relu & (r < 0), 0, r)

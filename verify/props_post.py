@@ -1,21 +1,40 @@
 """Formal properties of post-processing (``rtl/postproc.py``) and of its streams.
 
 **Arithmetic** (``postproc_<design>``): one lane, one channel, at a design's ``acc_width`` and
-``act_bits``. The harness writes free parameters (``bias`` in its range, ``shift`` in
+``act_bits``, with a shortcut buffer (the shipped core's default), so the whole fused tail is
+built. The harness writes free parameters (``bias`` in its range, ``shift`` in
 ``[-a, acc_width + 1]``, ``relu``) through the ``p`` stream whenever it likes and sends free
-accumulators (in ``acc_range``) on ``i`` with the output always ready; three cycles after each
-accepted beat, the output must equal ``docs/numerics.md``'s definition applied to that
-accumulator and the parameters in force when it was accepted::
+accumulators (in ``acc_range``) on ``i`` with the output always ready; the tail's settings are
+free but constant (as during a run): ``residual``, ``res_relu``, ``clamp``, both add shifts
+(``0..15``), ``res_shift`` in ``res_shift_range``, and ``clamp_lo``, ``clamp_hi`` anything
+(``lo > hi`` included). The shortcut buffer is a memory whose every word holds its own
+address: a beat's shortcut value is its free ``short_addr``, so a read of the wrong address,
+or at the wrong time, shows. The definition (``docs/numerics.md``,
+:func:`mulfree.params.layer_golden.fused_tail`)::
 
     y = acc + bias
     v = floor((y + 2^(s-1)) / 2^s)  (s > 0),  y  (s = 0),  y * 2^-s  (s < 0)
-    v = max(v, 0) if relu;  out = clamp(v, -2^(a-1), 2^(a-1) - 1)
+    v = max(v, 0) if relu;  v = clamp(v, -2^(a-1), 2^(a-1) - 1)
+    if residual:  y2 = v * 2^main + s * 2^short;  v = sat(relu?(round_shift(y2, res_shift)))
+    if clamp:     v = min(max(v, clamp_lo), clamp_hi)
 
-written as one case per shift amount, in widened arithmetic (no barrel shifter, no rounding
-bit trick). Checked by bounded model check from reset over ``POST_BMC_DEPTH`` cycles: every
-value of every input in each of those cycles, so a parameter write followed by a beat (or both
-in one cycle) with every accumulator, bias, shift and relu, and the result three cycles later.
-The arithmetic holds no state but the table and the pipeline, so that is every input.
+is written as one case per shift amount, in widened arithmetic (no barrel shifter, no
+rounding bit trick, no clamp before a left shift), and checked stage by stage, each stage's
+register against the definition applied to the register before it: three cycles after an
+accepted beat stage 3's ``v`` (``PostProcess.stage_v``) is post-processing of its accumulator
+with the parameters in force when it was accepted, a cycle later stage 4's sum
+(``stage_sum``) is ``y2`` of that ``v`` and the beat's shortcut, and a cycle later the output is
+the rest of the tail of that sum (0 in a ``zero`` lane); by composition the output is the
+definition of the beat. (One comparison of the whole composition did not finish in 25
+minutes: the solver would have to match two rounding structures on a sum of two barrel shifts.)
+Checked by bounded model check from reset over ``POST_BMC_DEPTH`` cycles: every value of every
+input in each of those cycles, so a parameter write followed by a beat (or both in one cycle)
+with every accumulator, bias, shift, relu, tail and shortcut. The arithmetic holds no state but
+the table and the pipeline, so that is every input.
+
+``postproc_<design>_no_shortcut``: the same without a shortcut buffer (``shortcut_vectors =
+0``: the residual is not built, ``residual`` must be ignored; the clamp is the saturation's
+bounds): the output three cycles after a beat against the whole definition.
 
 **Streams** (``postproc_stream``): with free inputs and a free ``o.ready``, the output is an
 AXI-Stream-style master: ``valid``, ``data`` and ``last`` held while ``valid`` and not
@@ -31,11 +50,13 @@ adder (19 bits), mult (26 bits).
 from amaranth.hdl import Assert, Assume, Cover, Module, Mux, ResetSignal, Signal, signed
 
 from ..params.config import ArrayConfig
+from ..params.core_config import RES_MAX_SHIFT, res_shift_range
 from ..params.post_config import bias_range, shift_range
 from ..rtl.postproc import PostProcess
 
 
-__all__ = ["PROPERTIES", "DESIGNS", "spec_postprocess", "post_harness", "stream_harness"]
+__all__ = ["PROPERTIES", "DESIGNS", "spec_postprocess", "spec_sum", "spec_final",
+           "post_harness", "stream_harness"]
 
 
 DESIGNS = {
@@ -43,50 +64,127 @@ DESIGNS = {
     "adder": ArrayConfig(pe="adder", act_bits=8, max_k=1024),
     "mult": ArrayConfig(pe="mult", act_bits=8, weight_bits=8, max_k=1024),
 }
-POST_BMC_DEPTH = 6
+#: Cycles checked: a write and a beat, then the pipeline (5 stages with the tail).
+POST_BMC_DEPTH = 8
+POST_PLAIN_BMC_DEPTH = 6
 STREAM_BMC_DEPTH = 12
 STREAM_COVER_DEPTH = 8
 
 
-def spec_postprocess(cfg, acc, bias, shift, relu):
-    """numerics.md's post-processing of one accumulator, in widened arithmetic."""
-    y = acc + bias
+def _sat(cfg, v):
+    lo, hi = cfg.act_range
+    return Mux(v < lo, lo, Mux(v > hi, hi, v))
+
+
+def _named(m, value, name):
+    """``value`` through a signal of its own shape: later expressions refer to the signal, not
+    to a copy of ``value``'s tree (a nested case analysis would otherwise grow the netlist)."""
+    sig = Signal(value.shape(), name=name)
+    m.d.comb += sig.eq(value)
+    return sig
+
+
+def _shifted(m, y, shift, lo, hi, name):
+    """``y * 2^-shift`` rounded half up, one case per amount in ``[lo, hi]``."""
+    y = _named(m, y, f"{name}_y")
     v = y
-    slo, shi = shift_range(cfg)
-    for s in range(slo, shi + 1):
+    for s in range(lo, hi + 1):
         if s > 0:
             case = (y + (1 << (s - 1))) >> s            # floor: >> of a signed value
         else:
             case = y * (1 << -s)
         v = Mux(shift == s, case, v)
-    v = Mux(relu & (v < 0), 0, v)
-    lo, hi = cfg.act_range
-    return Mux(v < lo, lo, Mux(v > hi, hi, v))
+    return _named(m, v, f"{name}_shifted")
 
 
-def post_harness(cfg):
-    """The output of :class:`PostProcess` equals :func:`spec_postprocess`, 3 cycles later."""
+def spec_postprocess(m, cfg, acc, bias, shift, relu):
+    """numerics.md's post-processing of one accumulator, in widened arithmetic."""
+    v = _shifted(m, acc + bias, shift, *shift_range(cfg), "spec_post")
+    return _named(m, _sat(cfg, Mux(relu & (v < 0), 0, v)), "spec_post_v")
+
+
+def spec_sum(cfg, v, s, tail):
+    """The residual add's sum ``v * 2^main_shift + s * 2^short_shift`` (``v`` alone without
+    ``tail.residual``), one case per amount."""
+    scaled = [v, s]
+    for k, amount in enumerate((tail.main_shift, tail.short_shift)):
+        for n in range(1, RES_MAX_SHIFT + 1):
+            scaled[k] = Mux(amount == n, (v, s)[k] * (1 << n), scaled[k])
+    return Mux(tail.residual, scaled[0] + scaled[1], v)
+
+
+def spec_final(m, cfg, y, tail):
+    """The rest of the tail on a residual sum ``y``: ``sat(relu?(y * 2^-res_shift))`` rounded
+    half up (``y`` itself without ``tail.residual``), then the clamp."""
+    r = _shifted(m, y, Mux(tail.residual, tail.res_shift, 0), *res_shift_range(cfg.act_bits),
+                 "spec_res")
+    return _clamp(m, _sat(cfg, Mux(tail.residual & tail.res_relu & (r < 0), 0, r)), tail)
+
+
+def _clamp(m, v, tail):
+    clamped = _named(m, Mux(v < tail.clamp_lo, tail.clamp_lo, v), "spec_clamp_lo")
+    clamped = Mux(clamped > tail.clamp_hi, tail.clamp_hi, clamped)
+    return _named(m, Mux(tail.clamp, clamped, v), "spec_clamp")
+
+
+def _pipe(m, value, n, name):
+    """``value`` delayed by 1..n cycles: ``[value one cycle ago, two, ...]``."""
+    regs = [Signal.like(value, name=f"{name}_{k}") for k in range(n)]
+    m.d.sync += [regs[0].eq(value)] + [regs[k].eq(regs[k - 1]) for k in range(1, n)]
+    return regs
+
+
+def post_harness(cfg, *, residual=True):
+    """:class:`PostProcess` (with a shortcut buffer if ``residual``) against the spec.
+
+    Without the buffer its output, 3 cycles after a beat, equals :func:`spec_postprocess`
+    then the clamp. With it, stage by stage, each against the spec applied to the stage
+    before it: stage 3's register (``stage_v``) equals :func:`spec_postprocess` of the beat,
+    stage 4's sum (``stage_sum``) :func:`spec_sum` of ``stage_v`` a cycle earlier and the
+    beat's shortcut, the output :func:`spec_final` of ``stage_sum`` a cycle earlier; so the
+    output is the composition, ``fused_tail`` of post-processing (one comparison of the whole
+    composition is beyond the solver: it would have to match two rounding structures on a
+    sum of two barrel shifts).
+    """
     m = Module()
-    m.submodules.dut = dut = PostProcess(cfg, lanes=1, channels=1)
     a = cfg.act_bits
+    dut = PostProcess(cfg, lanes=1, channels=1, shortcut_vectors=(1 << a) if residual else 0)
+    m.submodules.dut = dut
+    n = dut.latency
     acc = Signal(signed(cfg.acc_width), name="acc")
     bias = Signal(signed(cfg.acc_width), name="bias")
     shift = Signal(signed(len(dut.p.payload.shift)), name="shift")
     relu = Signal(name="relu")
     p_valid, i_valid, zero = Signal(name="p_valid"), Signal(name="i_valid"), Signal(name="zero")
+    tail = Signal.like(dut.tail, name="tail")
     lo, hi = cfg.acc_range
     slo, shi = shift_range(cfg)
     blo, bhi = bias_range(cfg)
+    rlo, rhi = res_shift_range(a)
     m.d.comb += [
         Assume((acc >= lo) & (acc <= hi)),
         Assume((shift >= slo) & (shift <= shi)),
         Assume((bias >= blo) & (bias <= bhi)),
+        Assume((tail.res_shift >= rlo) & (tail.res_shift <= rhi)),
         dut.p.valid.eq(p_valid),
         dut.p.payload.bias.eq(bias), dut.p.payload.shift.eq(shift), dut.p.payload.relu.eq(relu),
         dut.i.valid.eq(i_valid),
         dut.i.payload.data.eq(acc), dut.i.payload.zero.eq(zero),
+        dut.tail.eq(tail),
         dut.o.ready.eq(1),
     ]
+    # The tail is static: whatever it is in the first cycle, it stays.
+    past_tail = Signal.like(tail, name="past_tail")
+    started = Signal(name="started")
+    m.d.sync += [past_tail.eq(tail), started.eq(1)]
+    m.d.comb += Assume(~started | (tail.as_value() == past_tail.as_value()))
+    short = Signal(signed(a), name="short")
+    if residual:
+        # The shortcut memory: word k holds k, read synchronously when s_en.
+        word = Signal(a, name="short_word")
+        with m.If(dut.s_en):
+            m.d.sync += word.eq(dut.s_addr)
+        m.d.comb += [dut.i.payload.short_addr.eq(short), dut.s_data.eq(word)]
     # The parameters in force: the last ones written (a write counts for a beat accepted in
     # the same cycle: the table is read after it).
     held = [Signal(signed(cfg.acc_width), name="bias_q"), Signal(signed(len(shift)),
@@ -95,28 +193,41 @@ def post_harness(cfg):
     with m.If(p_valid):
         m.d.sync += [held[0].eq(bias), held[1].eq(shift), held[2].eq(relu), written.eq(1)]
     now = [Mux(p_valid, new, old) for new, old in zip((bias, shift, relu), held)]
-    expected = Mux(zero, 0, spec_postprocess(cfg, acc, *now))
-    # The expectation travels 3 cycles beside the beat (the output is always ready).
-    pipe_valid = [Signal(name=f"exp_valid_{s}") for s in range(3)]
-    pipe = [Signal(signed(a), name=f"exp_{s}") for s in range(3)]
-    m.d.sync += [pipe_valid[0].eq(i_valid & (p_valid | written)), pipe[0].eq(expected)]
-    m.d.sync += [pipe_valid[s].eq(pipe_valid[s - 1]) for s in (1, 2)]
-    m.d.sync += [pipe[s].eq(pipe[s - 1]) for s in (1, 2)]
+    v = spec_postprocess(m, cfg, acc, *now)
+    # The expectations travel beside the beat (the output is always ready).
+    valid = _pipe(m, i_valid & (p_valid | written), n, "exp_valid")
+    zeros = _pipe(m, zero, n, "exp_zero")
+    out = dut.o.payload.data.as_signed()
+    m.d.comb += Assert(~valid[n - 1] | dut.o.valid)
+    if not residual:
+        want = _pipe(m, Mux(zero, 0, _clamp(m, v, tail)), n, "exp")
+        m.d.comb += Assert(~valid[n - 1] | (out == want[n - 1]))
+        return m, [acc, bias, shift, relu, p_valid, i_valid, zero, tail.as_value()]
+    fronts = _pipe(m, v, 3, "exp_v")
+    shorts = _pipe(m, short, 3, "exp_short")
+    stage_v, stage_sum = dut.stage_v.as_signed(), dut.stage_sum.as_signed()
+    want_sum = _pipe(m, spec_sum(cfg, stage_v, shorts[2], tail), 1, "exp_sum")[0]
+    want_out = _pipe(m, spec_final(m, cfg, stage_sum, tail), 1, "exp_out")[0]
     m.d.comb += [
-        Assert(~pipe_valid[2] | dut.o.valid),
-        Assert(~pipe_valid[2] | (dut.o.payload.data.as_signed() == pipe[2])),
+        Assert(~valid[2] | (stage_v == fronts[2])),
+        Assert(~valid[3] | (stage_sum == want_sum)),
+        Assert(~valid[4] | (out == Mux(zeros[4], 0, want_out))),
     ]
-    return m, [acc, bias, shift, relu, p_valid, i_valid, zero]
+    return m, [acc, bias, shift, relu, p_valid, i_valid, zero, tail.as_value(), short]
 
 
 def stream_harness(dut=None, *, cover=False):
-    """Stream rules of ``dut``'s ``o`` (default: the shift design's :class:`PostProcess`)."""
-    dut = PostProcess(DESIGNS["shift"], lanes=2, channels=2) if dut is None else dut
+    """Stream rules of ``dut``'s ``o`` (default: the shift design's :class:`PostProcess`
+    with a shortcut buffer, its five stages)."""
+    if dut is None:
+        dut = PostProcess(DESIGNS["shift"], lanes=2, channels=2, shortcut_vectors=16)
     m = Module()
     m.submodules.dut = dut
     o = dut.o
     inputs = [dut.p.valid, dut.p.payload.as_value(), dut.i.valid, dut.i.payload.as_value(),
-              o.ready]
+              o.ready, dut.tail.as_value()]
+    if dut.shortcut_vectors:
+        inputs.append(dut.s_data)
     frees = [Signal(len(v), name=f"free_{n}") for n, v in enumerate(inputs)]
     m.d.comb += [v.eq(f) for v, f in zip(inputs, frees)]
     past_rst = Signal(reset_less=True)
@@ -135,12 +246,15 @@ def stream_harness(dut=None, *, cover=False):
     return m, frees
 
 
-def _post(key):
+def _post(key, residual):
     def build():
         cfg = DESIGNS[key]
-        m, ports = post_harness(cfg)
-        return m, ports, "bmc", POST_BMC_DEPTH, (f"post-processing = numerics.md for every input, "
-                                      f"acc_width={cfg.acc_width} act_bits={cfg.act_bits}")
+        m, ports = post_harness(cfg, residual=residual)
+        what = ("post-processing and its fused tail (residual add, clamp)" if residual else
+                "post-processing and the clamp, no shortcut buffer")
+        return m, ports, "bmc", POST_BMC_DEPTH if residual else POST_PLAIN_BMC_DEPTH, (
+            f"{what} = numerics.md for every input, acc_width={cfg.acc_width} "
+            f"act_bits={cfg.act_bits}")
     return build
 
 
@@ -157,6 +271,7 @@ def _stream_cover():
 
 
 #: name -> build(): (module, ports, mode, depth, description)
-PROPERTIES = {f"postproc_{key}": _post(key) for key in DESIGNS}
+PROPERTIES = {f"postproc_{key}": _post(key, True) for key in DESIGNS}
+PROPERTIES.update({f"postproc_{key}_no_shortcut": _post(key, False) for key in DESIGNS})
 PROPERTIES["postproc_stream"] = _stream
 PROPERTIES["postproc_stream_cover"] = _stream_cover
