@@ -7,7 +7,7 @@ beat is compared with the golden model of the whole layer (convolution or matrix
 shift, post-processing) — bit for bit, in order.
 
 Scenarios: random layers of every kind; the same under idle and backpressure inserters on
-both streams; a soft reset in the middle of a layer followed by a correct layer; malformed
+both streams; the fused tail (residual add, clamp) with its shortcut in chunks; a soft reset in the middle of a layer followed by a correct layer; malformed
 input (every documented core error, and ``start`` while busy) that sets the error status and
 never hangs the core or corrupts the next layer; the performance counters against
 independent counts; random stalls on every AXI4-Lite channel and both streams, with several
@@ -19,6 +19,7 @@ on every cycle of every scenario, from the constructor on: a violation fails the
 once, and :meth:`TB.check_protocol` ends each scenario.
 """
 
+import dataclasses
 import itertools
 import json
 import os
@@ -31,10 +32,12 @@ from cocotb.triggers import ClockCycles, SimTimeoutError, with_timeout
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiStreamBus, AxiStreamFrame,
                            AxiStreamSink, AxiStreamSource)
 
-from mulfree.params.core_config import CoreConfig
+from mulfree.params.core_config import DESC_BITS, CoreConfig
 from mulfree.host.layer_stream import Layer, expected_beats, layer_geometry, pack_layer
-from mulfree.params.layer_golden import PostParams
+from mulfree.params.layer_golden import ResidualParams
 from mulfree.sim.checkers import AxiLiteChecker, StreamChecker
+from mulfree.sim.tb_core_layers import (chunked, random_layer, random_pauses,
+                                       shortcut_last, with_tail)
 
 
 __all__ = ["TB", "random_layer", "random_pauses", "run_layer"]
@@ -179,53 +182,13 @@ class TB:
                                         if isinstance(pattern, (list, tuple)) else pattern)
 
 
-def random_pauses(seed, busy=0.3, hold=0):
-    """An endless pause pattern: each cycle paused with probability ``busy``, and, with
-    ``hold``, a pause of ``hold`` cycles in a row now and then (one in 50 cycles)."""
-    rng = np.random.default_rng(seed)
-    while True:
-        if hold and rng.random() < 0.02:
-            yield from [1] * hold
-        yield int(rng.random() < busy)
-
-
-def random_layer(cfg, rng, *, kind, **over):
-    """A random layer of ``kind``: matmul, conv (k x k, stride, padding), or shift (a conv
-    after random per-channel shifts; 1x1 unless ``kh``/``kw`` say otherwise)."""
-    e = cfg.engine
-    lo, hi = e.act_range
-    if kind == "matmul":
-        m, k, n = over.get("m", 7), over.get("k", 5), over.get("n", 4)
-        geom = dict(in_c=k, in_h=1, in_w=m, out_c=n, kh=1, kw=1)
-    else:
-        geom = dict(in_c=over.get("in_c", 3), in_h=over.get("h", 5), in_w=over.get("w", 6),
-                    out_c=over.get("out_c", 4), kh=over.get("kh", 1 if kind == "shift" else 3),
-                    kw=over.get("kw", 1 if kind == "shift" else 3))
-    x = rng.integers(lo, hi + 1, (geom["in_c"], geom["in_h"], geom["in_w"]))
-    if e.pe == "shift":
-        w = rng.integers(0, 1 << e.weight_bits, (geom["out_c"], geom["in_c"], geom["kh"],
-                                                 geom["kw"]))
-    else:
-        wb = e.weight_bits if e.pe == "mult" else e.act_bits
-        w = rng.integers(-(1 << (wb - 1)), 1 << (wb - 1),
-                         (geom["out_c"], geom["in_c"], geom["kh"], geom["kw"]))
-    n = geom["out_c"]
-    post = PostParams(bias=rng.integers(-200, 200, n), shift=rng.integers(-1, 7, n),
-                      relu=rng.integers(0, 2, n).astype(bool))
-    shifts = None
-    if kind == "shift":
-        shifts = rng.integers(-1, 2, (geom["in_c"], 2))
-    return Layer(x=x, w_codes=w, post=post, stride=over.get("stride", (1, 1)),
-                 padding=over.get("padding", (0, 0)), shifts=shifts,
-                 m_block=over.get("m_block"), reuse_weights=over.get("reuse", False))
-
-
-async def run_layer(tb, layer, *, what=""):
-    """Start, send, receive and check one layer; return the counters' increments."""
+async def run_layer(tb, layer, *, what="", packets=None):
+    """Start, send (``packets``, by default the packer's), receive and check one layer; return
+    the counters' increments."""
     cfg = tb.cfg
     before = {n: await tb.counter(n) for n in ("BUSY_CYCLES", "TERMS")}
     assert await tb.control("start") == 0, f"{what}: start refused"
-    packets = pack_layer(cfg, layer)
+    packets = pack_layer(cfg, layer) if packets is None else packets
     want = expected_beats(cfg, layer)
     tb.out_check.expect(len(want))
     tb.in_check.expect(*(len(p.beats) for p in packets))
@@ -458,13 +421,60 @@ def _desc_words(tb, desc):
     bits = 0
     for k, b in enumerate(desc.beats[1:]):
         bits |= b << (k * tb.width)
-    return [(bits >> (32 * i)) & 0xFFFF_FFFF for i in range(5)]
+    return [(bits >> (32 * i)) & 0xFFFF_FFFF for i in range(DESC_BITS // 32)]
 
 
 def _words_beats(tb, words):
     bits = sum(w << (32 * i) for i, w in enumerate(words))
-    n = -(-160 // tb.width)
+    n = -(-DESC_BITS // tb.width)
     return [(bits >> (k * tb.width)) & ((1 << tb.width) - 1) for k in range(n)]
+
+
+@cocotb.test()
+async def residual(dut):
+    """The fused tail: residual adds (ReLU, rounding right and left shifts) and clamps on
+    random layers, the shortcut in chunks of 3 vectors (the packer's order, then all of it
+    last), random backpressure on m_axis, a run reusing the weights with a new shortcut. A
+    core without a shortcut buffer clamps and refuses a residual (TOO_BIG)."""
+    tb = TB(dut)
+    await tb.reset()
+    cfg = tb.cfg
+    R, C = cfg.engine.rows, cfg.engine.cols
+    rng = np.random.default_rng(tb.seed + 6)
+    conv = random_layer(cfg, rng, kind="conv", in_c=R + 1, h=5, w=6, out_c=C + 2,
+                        padding=(1, 1), m_block=7)
+    if not cfg.shortcut_vectors:
+        await run_layer(tb, with_tail(cfg, conv, rng, clamp=(0, 6)), what="ReLU6 clamp")
+        buffered = dataclasses.replace(cfg, shortcut_vectors=1024)
+        res = with_tail(cfg, conv, rng, residual=ResidualParams(1, 1, 1))
+        await _expect_error(tb, pack_layer(buffered, res), "TOO_BIG", "residual, no buffer")
+        await run_layer(tb, conv, what="after a residual on a core without its buffer")
+        tb.check_protocol()
+        return
+    lo, hi = cfg.engine.act_range
+    matmul = random_layer(cfg, rng, kind="matmul", m=11, k=2 * R + 1, n=C, m_block=4)
+    shift = random_layer(cfg, rng, kind="shift", in_c=R + 2, h=4, w=5, out_c=2 * C + 1)
+    cases = [
+        ("conv, residual + ReLU + clamp", with_tail(cfg, conv, rng, clamp=(lo // 4, hi // 2),
+                                                    residual=ResidualParams(1, 2, 2, True))),
+        ("matmul, left shift, ReLU6", with_tail(cfg, matmul, rng, clamp=(0, 6),
+                                                residual=ResidualParams(0, 0, -1, True))),
+        ("shift, residual alone", with_tail(cfg, shift, rng,
+                                            residual=ResidualParams(3, 0, 4, False))),
+    ]
+    for k, (what, layer) in enumerate(cases):
+        tb.pause_streams(None, random_pauses(tb.seed * 10 + k, busy=0.4, hold=12))
+        packets = chunked(cfg, pack_layer(cfg, layer), "SHORTCUT", 3)
+        await run_layer(tb, layer, what=what, packets=packets)
+        await run_layer(tb, layer, what=f"{what}, shortcut last",
+                        packets=shortcut_last(packets))
+    layer = cases[-1][1]            # the weights last loaded
+    again = with_tail(cfg, layer, rng, residual=layer.residual, clamp=layer.clamp,
+                      x=rng.integers(lo, hi + 1, layer.x.shape), reuse_weights=True)
+    await run_layer(tb, again, what="reuse_weights, a new shortcut",
+                    packets=chunked(cfg, pack_layer(cfg, again), "SHORTCUT", 3))
+    tb.pause_streams()
+    tb.check_protocol()
 
 
 @cocotb.test()

@@ -17,10 +17,11 @@ model (:func:`mulfree.host.layer_stream.expected_beats`):
 * ``tile_loads``: one-pixel blocks, so weight tiles follow each other as fast as the engine
   takes them, with a tile's input rows exactly ``rows`` and ``rows - 1``;
 * ``descriptor_fields``: each field of the descriptor at its limit (a correct run) and one past
-  it (``DESCRIPTOR`` or ``TOO_BIG``), one field at a time;
+  it (``DESCRIPTOR`` or ``TOO_BIG``), one field at a time, the fused tail's (clamp, residual
+  shifts, fields without their flag, reserved bits, the shortcut buffer's size) included;
 * ``stream_errors``: ``PACKET``, ``SHORT``, ``LONG``, ``OVERRUN``, ``DESC_IN_RUN`` and
-  ``SHIFT_VALUE`` by each rule and each packet type, ``REUSE`` by each remembered size;
-  after every error a correct layer.
+  ``SHIFT_VALUE`` by each rule and each packet type (SHORTCUT's ``OVERRUN`` too), ``REUSE``
+  by each remembered size; after every error a correct layer.
 
 ``MULFREE_SEED`` varies the data, never the corners.
 """
@@ -32,13 +33,15 @@ import numpy as np
 import cocotb
 from cocotb.triggers import ClockCycles, SimTimeoutError, with_timeout
 
-from mulfree.params.core_config import ISSUE_FIFO_DEPTH, PACKET_TYPES
-from mulfree.params.layer_golden import PostParams
+from mulfree.params.core_config import (DESC_FIELDS, ISSUE_FIFO_DEPTH, PACKET_TYPES,
+                                        res_shift_range)
+from mulfree.params.layer_golden import PostParams, ResidualParams
 from mulfree.host.layer_stream import Layer, Packet, expected_beats, layer_geometry
 from mulfree.host.stream_format import (act_rows, descriptor_words_unchecked, first_block_acts,
                                         pack_vector, params_vectors, shift_vectors,
-                                        vector_beats, weight_rows)
+                                        shortcut_vectors, vector_beats, weight_rows)
 from mulfree.sim.tb_core import TB, random_layer
+from mulfree.sim.tb_core_layers import with_tail
 
 
 __all__ = ["SCENARIOS", "layer_vectors", "packets_of", "run_packets", "expect_error"]
@@ -65,6 +68,8 @@ def layer_vectors(cfg, layer, g=None):
         out["WEIGHTS"] = [pack_vector(r, e.code_width)
                           for r in weight_rows(cfg, np.asarray(layer.w_codes), g)]
     out["ACTS"] = [pack_vector(v, e.act_bits) for v in act_rows(cfg, layer.x, g)]
+    if layer.residual is not None:
+        out["SHORTCUT"] = [pack_vector(v, e.act_bits) for v in shortcut_vectors(cfg, layer, g)]
     return out
 
 
@@ -323,13 +328,28 @@ def weight_limit_layer(cfg, rng, *, fit):
 
 
 def desc_frame(cfg, layer, **fields):
-    """The descriptor packet of ``layer`` with ``fields`` overridden (unchecked)."""
+    """The descriptor packet of ``layer`` with ``fields`` overridden (unchecked); ``flags``
+    are OR'd in, the fused tail's fields and ``reserved`` (two's complement if negative)
+    written over the layer's."""
     g = dict(layer_geometry(cfg, layer))
     flags = fields.pop("flags", 0)
+    words_of = {name: (w, lo, width) for w, lo, width, name in DESC_FIELDS}
+    raw = {n: fields.pop(n) for n in list(fields) if n in TAIL_FIELDS}
     g.update(fields)
     words = descriptor_words_unchecked(layer, g)
     words[4] |= flags << 16         # the flags field: bits [31:16] of word 4
+    for name, value in raw.items():
+        w, lo, width = words_of[name]
+        mask = (1 << width) - 1
+        words[w] = words[w] & ~(mask << lo) | (value & mask) << lo
     return packet(cfg, "DESC", [pack_vector(words, 32)]).beats
+
+
+#: Descriptor fields of words 5 and 6 (the fused tail), written raw by :func:`desc_frame`.
+TAIL_FIELDS = ("clamp_lo", "clamp_hi", "res_main_shift", "res_short_shift", "res_shift",
+               "reserved")
+#: Bits of ``flags`` (word 4, bit 16 + n).
+RESIDUAL, RES_RELU, CLAMP = 1 << 2, 1 << 3, 1 << 4
 
 
 @cocotb.test()
@@ -367,7 +387,7 @@ async def descriptor_fields(dut):
     await run_in_order(tb, random_layer(cfg, rng, kind="conv", in_c=2, h=16, w=17, out_c=3,
                                         kh=1, kw=2, stride=(15, 15)), DATA, what="stride 15")
     # Reserved flag bits, the lowest and the highest.
-    for bit in (2, 15):
+    for bit in (5, 15):
         await refused(base, "DESCRIPTOR", f"reserved flag bit {bit}", flags=1 << bit)
     # Sizes against the core's limits: at the limit runs, one past is TOO_BIG.
     await run_in_order(tb, matmul(cfg, rng, 1, e.max_k, 1), DATA, what=f"K = max_k {e.max_k}")
@@ -389,6 +409,56 @@ async def descriptor_fields(dut):
                   "fmap_vectors + 1 activations")
     await refused(weight_limit_layer(cfg, rng, fit=False), "TOO_BIG",
                   "more weight rows than weight_rows")
+    await tail_fields(tb, rng, refused)
+
+
+async def tail_fields(tb, rng, refused):
+    """The fused tail's fields at their ends (correct runs) and one past (DESCRIPTOR), its
+    fields and res_relu without their flag, word 6's reserved bits, and the shortcut buffer
+    exactly full (runs) and one vector over (TOO_BIG)."""
+    cfg = tb.cfg
+    e = cfg.engine
+    lo, hi = e.act_range
+    s_lo, s_hi = res_shift_range(e.act_bits)
+    base = random_layer(cfg, rng, kind="conv", in_c=2, h=4, w=5, out_c=e.cols + 1,
+                        padding=(1, 1), m_block=6)
+    ends = (("clamp at the range's ends", (lo, hi), ResidualParams(15, 15, s_hi, True)),
+            ("clamp lo = hi", (hi, hi), ResidualParams(0, 15, s_lo, False)),
+            ("residual shifts at their ends", None, ResidualParams(15, 0, s_lo, True)))
+    for what, clamp, res in ends:
+        await run_in_order(tb, with_tail(cfg, base, rng, clamp=clamp, residual=res),
+                           DATA + ("SHORTCUT",), what=what)
+    clamp = with_tail(cfg, base, rng, clamp=(0, 6))
+    res = with_tail(cfg, base, rng, residual=ResidualParams(1, 1, 1))
+    for what, layer, fields in (
+            ("clamp_lo > clamp_hi", clamp, {"clamp_lo": 7}),
+            ("clamp_lo below the activations", clamp, {"clamp_lo": lo - 1}),
+            ("clamp_hi above the activations", clamp, {"clamp_hi": hi + 1}),
+            ("clamp_lo without flags.clamp", base, {"clamp_lo": -1}),
+            ("clamp_hi without flags.clamp", base, {"clamp_hi": 1}),
+            ("res_main_shift 16", res, {"res_main_shift": 16}),
+            ("res_short_shift 16", res, {"res_short_shift": 16}),
+            ("res_shift below -act_bits", res, {"res_shift": s_lo - 1}),
+            ("res_shift above act_bits + 16", res, {"res_shift": s_hi + 1}),
+            ("res_main_shift without flags.residual", base, {"res_main_shift": 1}),
+            ("res_short_shift without flags.residual", base, {"res_short_shift": 1}),
+            ("res_shift without flags.residual", base, {"res_shift": -1}),
+            ("res_relu without flags.residual", base, {"flags": RES_RELU}),
+            ("reserved bit 24 of word 6", base, {"reserved": 1}),
+            ("reserved bit 31 of word 6", res, {"reserved": 0x80})):
+        await refused(layer, "DESCRIPTOR", what, **fields)
+    # The shortcut buffer: M * NT = shortcut_vectors runs (the shortcut in packets of 7
+    # vectors), one pixel more is TOO_BIG.
+    nt = 2 if cfg.shortcut_vectors % 2 == 0 else 1
+    m = cfg.shortcut_vectors // nt
+    full = with_tail(cfg, matmul(cfg, rng, m, 1, (nt - 1) * e.cols + 1,
+                                 m_block=cfg.acc_entries), rng,
+                     residual=ResidualParams(2, 0, 2, True))
+    await run_in_order(tb, full, DATA + ("SHORTCUT",), what=f"{cfg.shortcut_vectors} "
+                       f"shortcut vectors", cuts={"SHORTCUT": range(0, cfg.shortcut_vectors, 7)})
+    over = with_tail(cfg, matmul(cfg, rng, m + 1, 1, (nt - 1) * e.cols + 1), rng,
+                     residual=ResidualParams(2, 0, 2, True))
+    await refused(over, "TOO_BIG", "shortcut_vectors + NT shortcut vectors")
 
 
 # Stream errors -------------------------------------------------------------------------------
@@ -415,7 +485,7 @@ async def stream_errors(dut):
     before = {k: [full[t] for t in DATA if t != k] for k in DATA}
 
     # PACKET: unknown types, reserved header bits, count 0, data first, descriptor count.
-    for t in (0, 6, 15):
+    for t in (0, 7, 15):
         await bad([desc, [t | 1 << 8, 0]], "PACKET", f"type {t}")
     for bit in (4, 7) + ((32, S - 1) if S > 32 else ()):
         await bad([desc, [full["ACTS"][0] | 1 << bit] + full["ACTS"][1:]], "PACKET",
@@ -451,6 +521,20 @@ async def stream_errors(dut):
     pvs = layer_vectors(cfg, plain)
     await bad([packet(cfg, "DESC", pvs["DESC"]).beats, packet(cfg, "SHIFT", [0]).beats],
               "OVERRUN", "SHIFT without flags.shift")
+    await bad([packet(cfg, "DESC", pvs["DESC"]).beats, packet(cfg, "SHORTCUT", [0]).beats],
+              "OVERRUN", "SHORTCUT without flags.residual")
+    # SHORTCUT: one vector more in one packet, or in a packet after all of it.
+    res = with_tail(cfg, plain, rng, residual=ResidualParams(1, 1, 1))
+    rvs = layer_vectors(cfg, res)
+    rest = [packet(cfg, k, rvs[k]).beats for k in ("DESC",) + DATA if k in rvs]
+    await bad(rest + [packet(cfg, "SHORTCUT", rvs["SHORTCUT"] + rvs["SHORTCUT"][:1]).beats],
+              "OVERRUN", "SHORTCUT + 1 vector")
+    await bad(rest + [packet(cfg, "SHORTCUT", rvs["SHORTCUT"]).beats,
+                      packet(cfg, "SHORTCUT", rvs["SHORTCUT"][-1:]).beats],
+              "OVERRUN", "SHORTCUT then 1 more vector")
+    sc = packet(cfg, "SHORTCUT", rvs["SHORTCUT"]).beats
+    await bad(rest + [sc[:-1]], "SHORT", "SHORTCUT one beat short")
+    await bad(rest + [sc + sc[1:2]], "LONG", "SHORTCUT without tlast at its end")
     # SHIFT_VALUE: dy alone, dx alone, in the first and the last lane, in the second vector.
     for lane, half, vec in ((0, 0, 0), (0, 1, 0), (R - 1, 0, 0), (R - 1, 1, 1)):
         sv = list(vs["SHIFT"])
