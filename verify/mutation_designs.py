@@ -119,6 +119,8 @@ TEST_MAP = {
     "rtl/postproc.py": ["tests/test_postproc.py",
                         "tests/test_core_corners.py::test_post_table_written_and_read_in_one_cycle"]
                        + _proofs("postproc_shift", "postproc_adder", "postproc_mult",
+                                 "postproc_shift_no_shortcut", "postproc_adder_no_shortcut",
+                                 "postproc_mult_no_shortcut",
                                  "postproc_stream", "postproc_stream_cover")
                        + _CORE_SIM + _CORE_CORNERS,
     "rtl/layer_setup.py": ["tests/test_layer_setup.py"] + _CORE_SIM + _CORE_CORNERS,
