@@ -305,8 +305,9 @@ def test_estimate_resources():
     from mulfree.gen.core_manifest import core_manifest
     res = estimate_resources(core_manifest(CoreConfig(engine=ArrayConfig(rows=16, cols=16))))
     # fmap 16 banks x 4096x8 (2 each), weights 4096x64 (16), acc 256x400 (12),
-    # post table 512x32 (1), out 64x129 (4); the shift table (32 deep) is in LUTs.
-    assert res["ramb18"] == 32 + 16 + 12 + 1 + 4 and res["dsp"] == 0
+    # post table 512x32 (1), out 64x129 (4), shortcut 1024x128 (8); the shift table (32 deep)
+    # is in LUTs.
+    assert res["ramb18"] == 32 + 16 + 12 + 1 + 4 + 8 and res["dsp"] == 0
     mult = core_manifest(CoreConfig(engine=ArrayConfig(pe="mult", rows=8, cols=4)))
     assert estimate_resources(mult)["dsp"] == 32
 
