@@ -131,9 +131,8 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, **core
                                   _pow2_at_least(-(-out_c // cols) * kt * rows))
         need["max_channels"] = max(need["max_channels"], _pow2_at_least(max(out_c,
                                                                              in_shape[0])))
-    base = CoreConfig(engine=engine, stream_width=stream_width, **need)
     places = place_nodes(model, infos, pe, host_fallback=True)
-    plans = plan_fusion(base, model, infos, places, room=False)
+    plans = plan_fusion(base, model, infos, places, room=False)     # reads the engine only
     shortcuts = [shortcut_vectors_needed(infos[i], cols) for i, f in plans.items()
                  if f.residual is not None]
     need["shortcut_vectors"] = max([base.shortcut_vectors]
