@@ -16,13 +16,13 @@ from .regmap import Field, Register, RegisterMap
 __all__ = ["SETUP_STEPS", "CoreConfig", "CORE_MAGIC", "CORE_VERSION", "STREAM_WIDTHS", "CORE_LIMITS",
            "core_register_map", "PACKET_TYPES", "CORE_ERRORS", "DESC_FIELDS", "DESC_FLAGS",
            "DESC_BITS", "SHIFT_ENTRY_BITS", "ISSUE_FIFO_DEPTH", "DESC_SIGNED", "RES_MAX_SHIFT",
-           "res_sum_width", "res_shift_range"]
+           "res_sum_width", "res_shift_range", "pool_sum_width", "pool_shift_range"]
 
 #: ``ID.magic``: ASCII "MULF", so a host can tell it is talking to a mulfree core at all.
 CORE_MAGIC = 0x4D55_4C46
 #: ``VERSION``: (major, minor) of the register interface. The major number changes when an
 #: existing register or field changes meaning; the minor one when registers are added.
-CORE_VERSION = (1, 0)
+CORE_VERSION = (2, 0)
 STREAM_WIDTHS = (32, 64, 128, 256, 512, 1024)
 #: Allowed ranges of the integer parameters, inclusive.
 CORE_LIMITS = {
@@ -32,6 +32,7 @@ CORE_LIMITS = {
     "max_channels": (1, 1 << 16),
     "out_vectors": (2, 1 << 12),
     "shortcut_vectors": (0, 1 << 20),
+    "pool_pixels": (0, 1 << 16),
     "axil_addr_width": (8, 32),
 }
 
@@ -45,11 +46,14 @@ CORE_ERRORS = (
     (2, "DESCRIPTOR", "the descriptor is inconsistent: a zero size, reserved bits set, "
                       "padding >= kernel, out_h/out_w not the convolution's output size, "
                       "clamp_lo > clamp_hi or either outside the activation range, a residual "
-                      "shift out of range, or a clamp or residual field set without its flag"),
+                      "shift out of range, a residual's short_c = 0, short_stride = 0 or "
+                      "short_off + short_c > out_c, pool_shift out of range, or a clamp, "
+                      "residual or pool field set without its flag"),
     (3, "TOO_BIG", "the layer does not fit the core: K = in_c*kernel_h*kernel_w > max_k, "
                    "out_c > max_channels, in_c > max_channels with a shift, m_block > "
-                   "acc_entries, or a tensor larger than its buffer (a residual's shortcut: "
-                   "out_h*out_w*ceil(out_c/cols) > shortcut_vectors)"),
+                   "acc_entries, a tensor larger than its buffer (a residual's shortcut: "
+                   "out_h*out_w*ceil(out_c/cols) > shortcut_vectors), or a global pool "
+                   "over out_h*out_w > pool_pixels"),
     (4, "SHORT", "tlast on a beat before the end of the packet its header announced"),
     (5, "LONG", "no tlast on the last beat of the packet its header announced"),
     (6, "OVERRUN", "a packet carries more vectors than the layer has left of its type"),
@@ -76,20 +80,24 @@ DESC_FIELDS = (
     (4, 0, 16, "m_block"), (4, 16, 16, "flags"),
     (5, 0, 16, "clamp_lo"), (5, 16, 16, "clamp_hi"),
     (6, 0, 8, "res_main_shift"), (6, 8, 8, "res_short_shift"), (6, 16, 8, "res_shift"),
-    (6, 24, 8, "reserved"),
+    (6, 24, 8, "pool_shift"),
+    (7, 0, 16, "short_c"), (7, 16, 8, "short_off"), (7, 24, 4, "short_stride"),
+    (7, 28, 4, "reserved"),
 )
 #: Bits of the descriptor's ``flags`` field; the other bits are reserved (0).
-#: ``residual``: SHORTCUT packets follow and post-processing adds them (``res_*`` fields);
-#: ``res_relu``: ReLU after the residual add; ``clamp``: clamp every output to
-#: ``[clamp_lo, clamp_hi]`` (ReLU6).
-DESC_FLAGS = {"shift": 0, "reuse_weights": 1, "residual": 2, "res_relu": 3, "clamp": 4}
+#: ``residual``: SHORTCUT packets follow and post-processing adds them (``res_*`` and
+#: ``short_*`` fields); ``res_relu``: ReLU after the residual add; ``clamp``: clamp every
+#: output to ``[clamp_lo, clamp_hi]`` (ReLU6); ``global_pool``: the layer's output is the
+#: global average pool of the map (``pool_shift``): one pixel of ``out_c`` channels.
+DESC_FLAGS = {"shift": 0, "reuse_weights": 1, "residual": 2, "res_relu": 3, "clamp": 4,
+              "global_pool": 5}
 #: Descriptor fields that hold two's-complement signed values.
-DESC_SIGNED = ("clamp_lo", "clamp_hi", "res_shift")
+DESC_SIGNED = ("clamp_lo", "clamp_hi", "res_shift", "pool_shift")
 #: Largest left shift of either input of a residual add (``res_main_shift``,
 #: ``res_short_shift``): the sum then needs ``act_bits + RES_MAX_SHIFT + 1`` bits.
 RES_MAX_SHIFT = 15
 #: Bits of the descriptor vector.
-DESC_BITS = 7 * 32
+DESC_BITS = 8 * 32
 #: Bits per channel of a shift-table vector: dy in [1:0], dx in [3:2], both signed.
 SHIFT_ENTRY_BITS = 4
 
@@ -111,7 +119,12 @@ SETUP_STEPS = (
     ("m", "mul", "out_h", "out_w"),
     ("eh", "mul", "out_h-1", "stride_h"),
     ("ew", "mul", "out_w-1", "stride_w"),
-    ("scv", "mul", "m", "nt"),
+    ("nts", "div", "short_c+C-1", "C"),
+    ("sh", "mul", "out_h", "short_stride"),
+    ("sw", "mul", "out_w", "short_stride"),
+    ("sm", "mul", "sh", "sw"),
+    ("scv", "mul", "sm", "nts"),
+    ("dcv", "mul", "m", "nt"),
 )
 
 
@@ -119,6 +132,17 @@ def res_sum_width(act_bits):
     """Bits of a residual add's sum ``(v << res_main_shift) + (s << res_short_shift)`` of two
     signed ``act_bits`` values: ``act_bits + RES_MAX_SHIFT + 1``."""
     return act_bits + RES_MAX_SHIFT + 1
+
+
+def pool_sum_width(act_bits, pool_pixels):
+    """Bits of a global pool's per-channel sum of up to ``pool_pixels`` signed ``act_bits``
+    values: ``act_bits + ceil(log2(pool_pixels))``."""
+    return act_bits + max(0, (pool_pixels - 1).bit_length())
+
+
+def pool_shift_range(act_bits, pool_pixels):
+    """Inclusive range of ``pool_shift``: ``[-act_bits, pool_sum_width]`` (as ``res_shift``)."""
+    return -act_bits, pool_sum_width(act_bits, pool_pixels)
 
 
 def res_shift_range(act_bits):
@@ -155,6 +179,10 @@ class CoreConfig:
         Depth of the shortcut buffer in vectors of ``cols`` activations: a residual layer's
         shortcut of ``out_h * out_w * ceil(out_c / cols)`` vectors must fit. 0 builds no
         buffer (a layer with ``flags.residual`` is then ``TOO_BIG``).
+    pool_pixels : int
+        Largest map (``out_h * out_w``) a layer with ``flags.global_pool`` may average: the
+        width of the pool unit's per-channel sums (:func:`pool_sum_width`). 0 builds no pool
+        unit (a layer with ``flags.global_pool`` is then ``TOO_BIG``).
     axil_addr_width : int
         Byte-address width of the AXI4-Lite slave, at least what the register map needs.
     """
@@ -167,6 +195,7 @@ class CoreConfig:
     max_channels: int = 512
     out_vectors: int = 64
     shortcut_vectors: int = 1024
+    pool_pixels: int = 4096
     axil_addr_width: int = 12
     name: str | None = field(default=None, compare=False)
 
@@ -206,7 +235,7 @@ class CoreConfig:
                 "fmap_vectors": self.fmap_vectors, "acc_entries": self.acc_entries,
                 "weight_rows": self.weight_rows, "max_channels": self.max_channels,
                 "out_vectors": self.out_vectors, "shortcut_vectors": self.shortcut_vectors,
-                "axil_addr_width": self.axil_addr_width}
+                "pool_pixels": self.pool_pixels, "axil_addr_width": self.axil_addr_width}
 
     @property
     def hazard_window(self):
@@ -334,6 +363,10 @@ def core_register_map(cfg: CoreConfig, *, addr_width=None):
                                                              "vectors of cols activations "
                                                              "(0: no residual add)"),
     ], "shortcut buffer size"))
+    rmap.add(Register("POOL_PIXELS", [
+        _ro("value", 0, 32, k(cfg and cfg.pool_pixels), "largest out_h*out_w of a global "
+                                                        "pool (0: no pool unit)"),
+    ], "global pool size"))
     # Performance counters: 0x080.
     terms = unsigned_width(e.pe_count) if e else 1
     rmap.add_counter("BUSY_CYCLES", 1, "cycles with STATUS.busy set", offset=0x80)

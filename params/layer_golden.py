@@ -29,7 +29,7 @@ from .golden import array_forward, as_int64, check_range, exact_add, terms
 __all__ = [
     "PostParams", "postprocess", "round_shift", "matmul_acc", "matmul_layer", "tiled_matmul",
     "conv_output_size", "im2col", "conv2d_acc", "conv2d_layer", "ResidualParams",
-    "residual_add", "clamp_output", "fused_tail",
+    "residual_add", "clamp_output", "fused_tail", "shortcut_source", "global_pool",
 ]
 
 
@@ -279,12 +279,18 @@ class ResidualParams:
         The Add node's ``shift``: ``round_shift`` of the sum, in ``res_shift_range``.
     relu : bool
         ReLU after the add.
+    stride, offset : int
+        How the shortcut tensor the core receives (``short_c`` channels, a map ``stride``
+        times the output's) lines up with the output: :func:`shortcut_source`
+        (``short_stride``, ``short_off``). ``stride=1, offset=0``: the identity.
     """
 
     main_shift: int = 0
     short_shift: int = 0
     shift: int = 0
     relu: bool = False
+    stride: int = 1
+    offset: int = 0
 
 
 def residual_add(act_bits, v, shortcut, res: ResidualParams):
@@ -310,11 +316,51 @@ def clamp_output(v, lo, hi):
     return np.minimum(np.maximum(_as_int64("v", v), np.int64(lo)), np.int64(hi))
 
 
-def fused_tail(act_bits, v, *, shortcut=None, residual=None, clamp=None):
+def shortcut_source(x, out_c, stride=1, offset=0):
+    """The shortcut a residual adds, from the tensor the core receives (``[C, H, W]``).
+
+    Output channel ``c`` at pixel ``(oy, ox)`` is ``x[c - offset, oy*stride, ox*stride]`` when
+    ``offset <= c < offset + C``, else 0: He et al.'s option-A shortcut (``x[:, ::2, ::2]``
+    padded with ``offset`` zero channels in front) for ``stride = 2``, the identity for
+    ``stride = 1, offset = 0, C = out_c``. ``H`` and ``W`` are multiples of ``stride``.
+    """
+    x = _as_int64("x", x)
+    c, h, w = x.shape
+    if h % stride or w % stride:
+        raise ValueError(f"the shortcut's map {h}x{w} is not a multiple of stride {stride}")
+    if offset < 0 or offset + c > out_c:
+        raise ValueError(f"offset {offset} + {c} channels exceeds out_c {out_c}")
+    out = np.zeros((out_c, h // stride, w // stride), dtype=np.int64)
+    out[offset:offset + c] = x[:, ::stride, ::stride]
+    return out
+
+
+def global_pool(act_bits, v, shift):
+    """The global average pool of ``v`` (``[C, H, W]`` -> ``[C, 1, 1]``) as the core does it:
+    ``sat(round_shift(sum, shift))`` of each channel's sum over the map, a left shift first
+    clamping the sum to ``[-2^act_bits, 2^act_bits]``.
+
+    The graph's GlobalAvgPool of ``docs/numerics.md`` (``div_round(sum, H*W * 2^s)``, or
+    ``div_round(sum * 2^-s, H*W)`` for ``s < 0``) is this with ``shift = log2(H*W) + s`` when
+    ``H*W`` is a power of two.
+    """
+    v = _as_int64("v", v)
+    y = v.reshape(v.shape[0], -1).sum(axis=1).reshape(v.shape[0], 1, 1)
+    if shift < 0:
+        y = np.clip(y, -(1 << act_bits), 1 << act_bits)
+    out = round_shift(y, np.int64(shift))
+    return np.clip(out, -(1 << (act_bits - 1)), (1 << (act_bits - 1)) - 1)
+
+
+def fused_tail(act_bits, v, *, shortcut=None, residual=None, clamp=None, pool=None):
     """What the core does after post-processing: the residual add (if ``residual``), then the
-    clamp ``(lo, hi)`` (if ``clamp``). ``v`` and ``shortcut`` have one shape."""
+    clamp ``(lo, hi)`` (if ``clamp``), then the global pool with shift ``pool`` (if not
+    ``None``; ``v`` is ``[C, H, W]``). ``v`` and ``shortcut`` (already aligned:
+    :func:`shortcut_source`) have one shape."""
     if residual is not None:
         v = residual_add(act_bits, v, shortcut, residual)
     if clamp is not None:
         v = clamp_output(v, *clamp)
+    if pool is not None:
+        v = global_pool(act_bits, v, pool)
     return _as_int64("v", v)
