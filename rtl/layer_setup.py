@@ -61,7 +61,12 @@ SIZES = {
     "m": "output pixels, out_h * out_w",
     "eh": "(out_h - 1) * stride_h",
     "ew": "(out_w - 1) * stride_w",
-    "scv": "shortcut vectors of a residual, m * nt",
+    "nts": "shortcut tiles, ceil(short_c / cols)",
+    "sh": "rows of the shortcut's map, out_h * short_stride",
+    "sw": "columns of the shortcut's map, out_w * short_stride",
+    "sm": "pixels of the shortcut's map, sh * sw",
+    "scv": "SHORTCUT vectors the host sends, sm * nts",
+    "dcv": "aligned shortcut vectors the buffer holds, m * nt",
 }
 
 
