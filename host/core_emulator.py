@@ -4,7 +4,9 @@
 the descriptor's fields), fills the feature-map, weight and shortcut buffers, and runs the
 "Order of work" (``docs/interface.md``) block by block and tile by tile through
 :func:`mulfree.params.golden.array_forward`, then post-processing and its fused tail (the
-residual add of the SHORTCUT vectors, the clamp), written here from ``docs/interface.md``. Where the core would stop it raises
+residual add of the shortcut aligned from the SHORTCUT vectors' source layout by address, the
+clamp, the global pool's sums), written here from ``docs/interface.md`` and the spec of core
+interface 2.0 (``params/core_config.py``). Where the core would stop it raises
 :class:`CoreError`; :class:`CoreState` carries the loaded weights from one run to the next.
 It shares no code with the golden output (:mod:`mulfree.host.stream_results`), so a test
 comparing the two checks the formats and the tiling. NumPy only.
@@ -16,7 +18,7 @@ import numpy as np
 
 from ..params.core_config import (CoreConfig, CORE_ERRORS, DESC_BITS, DESC_FIELDS, DESC_FLAGS,
                                   DESC_SIGNED, PACKET_TYPES, RES_MAX_SHIFT, SHIFT_ENTRY_BITS,
-                                  res_shift_range)
+                                  pool_shift_range, res_shift_range)
 from ..params.post_config import shift_width
 from ..params.golden import array_forward
 from ..params.layer_golden import PostParams, postprocess
@@ -127,15 +129,15 @@ def _parse_descriptor(cfg, vector):
     if flags & ~known:
         raise CoreError("DESCRIPTOR", f"reserved flag bits set: flags = 0x{flags:x}")
     if d.pop("reserved"):
-        raise CoreError("DESCRIPTOR", f"reserved bits 31:24 of word 6 set: 0x{words[6]:08x}")
+        raise CoreError("DESCRIPTOR", f"reserved bits 31:28 of word 7 set: 0x{words[7]:08x}")
     for name, key in (("shift", "shift"), ("reuse_weights", "reuse"), ("residual", "residual"),
-                      ("res_relu", "res_relu"), ("clamp", "clamp")):
+                      ("res_relu", "res_relu"), ("clamp", "clamp"), ("global_pool", "pool")):
         d[key] = bool(flags >> DESC_FLAGS[name] & 1)
     return d
 
 
 def _check_tail(cfg, d):
-    """The descriptor's clamp and residual fields (error DESCRIPTOR)."""
+    """The descriptor's clamp, residual, shortcut and pool fields (error DESCRIPTOR)."""
     lo, hi = cfg.engine.act_range
     clamp = (d["clamp_lo"], d["clamp_hi"])
     if d["clamp"] and not lo <= clamp[0] <= clamp[1] <= hi:
@@ -143,17 +145,29 @@ def _check_tail(cfg, d):
                                       f"with clamp_lo <= clamp_hi")
     if not d["clamp"] and clamp != (0, 0):
         raise CoreError("DESCRIPTOR", f"clamp_lo, clamp_hi = {clamp} without flags.clamp")
-    res = {name: d[name] for name in ("res_main_shift", "res_short_shift", "res_shift")}
+    a = cfg.engine.act_bits
+    p_lo, p_hi = pool_shift_range(a, cfg.pool_pixels)
+    if d["pool"] and not p_lo <= d["pool_shift"] <= p_hi:
+        raise CoreError("DESCRIPTOR", f"pool_shift = {d['pool_shift']} outside [{p_lo}, {p_hi}]")
+    if not d["pool"] and d["pool_shift"]:
+        raise CoreError("DESCRIPTOR", f"pool_shift = {d['pool_shift']} without "
+                                      f"flags.global_pool")
+    res = {name: d[name] for name in ("res_main_shift", "res_short_shift", "res_shift",
+                                      "short_c", "short_off", "short_stride")}
     if not d["residual"]:
         if any(res.values()) or d["res_relu"]:
             raise CoreError("DESCRIPTOR", f"{res}, res_relu = {int(d['res_relu'])} without "
                                           f"flags.residual")
         return
-    s_lo, s_hi = res_shift_range(cfg.engine.act_bits)
+    s_lo, s_hi = res_shift_range(a)
     for name, low, high in (("res_main_shift", 0, RES_MAX_SHIFT),
-                            ("res_short_shift", 0, RES_MAX_SHIFT), ("res_shift", s_lo, s_hi)):
+                            ("res_short_shift", 0, RES_MAX_SHIFT), ("res_shift", s_lo, s_hi),
+                            ("short_c", 1, d["out_c"] - d["short_off"]),
+                            ("short_stride", 1, 15)):
         if not low <= res[name] <= high:
-            raise CoreError("DESCRIPTOR", f"{name} = {res[name]} outside [{low}, {high}]")
+            raise CoreError("DESCRIPTOR", f"{name} = {res[name]} outside [{low}, {high}]"
+                                          + (" (out_c - short_off)" if name == "short_c"
+                                             else ""))
 
 
 def _check_desc(cfg, d):
@@ -174,14 +188,20 @@ def _check_desc(cfg, d):
     _check_tail(cfg, d)
     d["CT"], d["NT"] = ceil_div(d["in_c"], e.rows), ceil_div(d["out_c"], e.cols)
     d["KT"] = d["kernel_h"] * d["kernel_w"] * d["CT"]
+    m = d["out_h"] * d["out_w"]
+    d["nts"] = ceil_div(d["short_c"], e.cols)
+    d["scv"] = m * d["short_stride"] ** 2 * d["nts"]
+    d["dcv"] = m * d["NT"]
     too_big = (("K", d["in_c"] * d["kernel_h"] * d["kernel_w"], e.max_k),
                ("in_c (flags.shift)", d["in_c"] if d["shift"] else 0, cfg.max_channels),
                ("out_c", d["out_c"], cfg.max_channels),
                ("m_block", d["m_block"], cfg.acc_entries),
                ("ACTS", d["in_h"] * d["in_w"] * d["CT"], cfg.fmap_vectors),
                ("WEIGHTS", d["NT"] * d["KT"] * e.rows, cfg.weight_rows),
-               ("SHORTCUT (flags.residual)",
-                d["out_h"] * d["out_w"] * d["NT"] if d["residual"] else 0, cfg.shortcut_vectors))
+               ("aligned shortcut (flags.residual), out_h*out_w*NT",
+                d["dcv"] if d["residual"] else 0, cfg.shortcut_vectors),
+               ("pooled map (flags.global_pool), out_h*out_w", m if d["pool"] else 0,
+                cfg.pool_pixels))
     for what, value, limit in too_big:
         if value > limit:
             raise CoreError("TOO_BIG", f"{what} = {value} > {limit}")
@@ -210,7 +230,7 @@ def _left_counts(cfg, d):
             "SHIFT": d["CT"] if sent and d["shift"] else 0,
             "WEIGHTS": d["NT"] * d["KT"] * cfg.engine.rows if sent else 0,
             "ACTS": d["in_h"] * d["in_w"] * d["CT"],
-            "SHORTCUT": d["out_h"] * d["out_w"] * d["NT"] if d["residual"] else 0}
+            "SHORTCUT": d["scv"] if d["residual"] else 0}
 
 
 def _check_shift_vector(cfg, vector, index):
@@ -265,8 +285,9 @@ def _decode_buffers(cfg, d, data, state):
     fmap = np.array([unpack_vector(v, e.rows, e.act_bits, True) for v in data["ACTS"]])
     shortcut = None
     if d["residual"]:
-        shortcut = np.array([unpack_vector(v, e.cols, e.act_bits, True)
-                             for v in data["SHORTCUT"]])
+        source = np.array([unpack_vector(v, e.cols, e.act_bits, True)
+                           for v in data["SHORTCUT"]])
+        shortcut = _align_shortcut(cfg, d, source)
     if d["reuse"]:
         return (fmap, shortcut), state.loaded
     a, sw = e.acc_width, shift_width(e)
@@ -287,6 +308,25 @@ def _decode_buffers(cfg, d, data, state):
         dx = np.where(entries & 8, (entries >> 2) - 4, entries >> 2)
         loaded["shift"] = (dy, dx)
     return (fmap, shortcut), loaded
+
+
+def _align_shortcut(cfg, d, source):
+    """The aligned shortcut buffer ``[M*NT, C]`` the core fills from the SHORTCUT vectors
+    (``source``, ``[scv, C]`` in the source layout): lane ``j`` of vector ``m*NT + nt`` is
+    output channel ``c = nt*C + j``, which reads source channel ``c - short_off`` (when in
+    ``[0, short_c)`` and ``c < out_c``, else 0) at pixel ``(oy*s, ox*s)`` of the
+    ``out_h*s x out_w*s`` map: vector ``((oy*s)*out_w*s + ox*s)*nts + src // C``, lane
+    ``src % C``. Source lanes beyond ``short_c`` are never read."""
+    c_n, nt_n, s = cfg.engine.cols, d["NT"], d["short_stride"]
+    m = np.arange(d["out_h"] * d["out_w"])
+    pixel = (m // d["out_w"] * s) * (d["out_w"] * s) + m % d["out_w"] * s       # [M]
+    c = np.arange(nt_n * c_n)                                                   # [NT*C]
+    src = c - d["short_off"]
+    valid = (src >= 0) & (src < d["short_c"]) & (c < d["out_c"])
+    src = np.where(valid, src, 0)
+    addr = pixel[:, None] * d["nts"] + (src // c_n)[None, :]                     # [M, NT*C]
+    values = np.where(valid[None, :], source[addr, (src % c_n)[None, :]], 0)
+    return values.reshape(len(m) * nt_n, c_n)
 
 
 def _gather(cfg, d, fmap, iy, ix, ct, dy, dx):
@@ -348,6 +388,7 @@ def _run_blocks(cfg, d, buffers, loaded):
     m_all = d["out_h"] * d["out_w"]
     dy, dx = loaded["shift"] if d["shift"] else (np.zeros(ct_n * r, np.int64),) * 2
     beats = []
+    pool = np.zeros((d["NT"], e.cols), dtype=np.int64) if d["pool"] else None
     for start in range(0, m_all, d["m_block"]):
         m = np.arange(start, min(start + d["m_block"], m_all))
         oy, ox = m // d["out_w"], m % d["out_w"]
@@ -362,10 +403,29 @@ def _run_blocks(cfg, d, buffers, loaded):
                 row = (nt * d["KT"] + kt) * r
                 psum = array_forward(e, loaded["weights"][row:row + r], x, psum)
             short = None if shortcut is None else shortcut[m * d["NT"] + nt]
-            for values in _post_lanes(cfg, d, loaded, psum, nt, short):
+            results = _post_lanes(cfg, d, loaded, psum, nt, short)
+            if pool is not None:
+                pool[nt] += results.sum(axis=0)
+                continue
+            for values in results:
                 beats += vector_beats(cfg, pack_vector(values, e.act_bits),
                                        cfg.vector_bits["OUT"])
+    if pool is not None:
+        for values in _pool_out(e.act_bits, pool, d["pool_shift"]):
+            beats += vector_beats(cfg, pack_vector(values, e.act_bits), cfg.vector_bits["OUT"])
     return beats
+
+
+def _pool_out(a, sums, shift):
+    """The pool unit's results from its per-channel sums: ``round_shift`` (half up; a left
+    shift clamps the sum to ``[-2^a, 2^a]`` first), saturated to ``a`` bits."""
+    if shift < 0:
+        r = np.clip(sums, -(1 << a), 1 << a) << -shift
+    elif shift > 0:
+        r = (sums + (1 << (shift - 1))) >> shift
+    else:
+        r = sums
+    return np.clip(r, -(1 << (a - 1)), (1 << (a - 1)) - 1)
 
 
 def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
@@ -377,14 +437,17 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
     type. Errors are found in stream order, and at one beat in the core's order: at a header
     PACKET, DESC_IN_RUN, OVERRUN, SHORT; at a data beat SHORT, LONG, SHIFT_VALUE; after the
     descriptor DESCRIPTOR, TOO_BIG, REUSE. It fills the buffers as the vector contents say
-    (feature map at ``(iy*in_w + ix)*CT + ct``, weight rows, PARAMS, SHIFT, shortcut at
-    ``(oy*out_w + ox)*NT + nt``) and runs the order
+    (feature map at ``(iy*in_w + ix)*CT + ct``, weight rows, PARAMS, SHIFT, the SHORTCUT
+    source at ``(y*out_w*s + x)*nts + t`` aligned into ``(oy*out_w + ox)*NT + nt``) and runs
+    the order
     of work: for each block of ``m_block`` pixels, each output tile ``nt``, each reduction
     tile ``kt = (ky*kernel_w + kx)*CT + ct``, it gathers every pixel's ``rows`` activations by
     address (0 outside the map, per-lane ``dy, dx`` with ``flags.shift``) and calls
     :func:`~mulfree.params.golden.array_forward` with the block's partial sums; after
     ``kt = KT-1`` it post-processes the ``cols`` lanes, adds the shortcut (``flags.residual``),
-    clamps (``flags.clamp``) and emits the result vectors.
+    clamps (``flags.clamp``) and emits the result vectors, or with ``flags.global_pool`` adds
+    them to per-channel sums and emits, after the last pass, the one pooled pixel's ``NT``
+    vectors.
 
     Parameters
     ----------

@@ -3,7 +3,8 @@
 :class:`Layer` describes one run of the core (``docs/interface.md``, "The layer the
 core computes"): the activations, the weight codes, the post-processing, the stride, padding
 and per-channel shifts, the block size, whether the previous run's weights are reused, and the
-fused tail after post-processing (a residual add of a shortcut, a clamp).
+fused tail after post-processing (a residual add of a shortcut the core aligns to the output,
+a clamp, a global average pool).
 :func:`layer_geometry` derives its sizes and tile counts, :func:`choose_m_block` its block
 size, and :func:`check_layer` refuses (:class:`LayerError`) what the core would stop on (errors
 ``DESCRIPTOR`` and ``TOO_BIG``) or the stream formats cannot carry. The numbers come from
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..params.core_config import CoreConfig, DESC_FIELDS, RES_MAX_SHIFT, res_shift_range
+from ..params.core_config import (CoreConfig, DESC_FIELDS, RES_MAX_SHIFT, pool_shift_range,
+                                  res_shift_range)
 from ..params.post_config import bias_range, shift_range
 from ..params.golden import check_range
 from ..params.layer_golden import PostParams, ResidualParams
@@ -84,15 +86,25 @@ class Layer:
         Set ``flags.reuse_weights``: send no PARAMS, SHIFT or WEIGHTS, the previous run's stay
         in use (``w_codes``, ``post`` and ``shifts`` must still be those of that run: the
         golden output is computed from them).
-    shortcut : array of shape ``(out_c, out_h, out_w)`` or None
-        The residual's shortcut, signed ``act_bits`` (SHORTCUT packets); given exactly when
-        ``residual`` is. Sent with every run (never reused).
+    shortcut : array of shape ``(short_c, out_h*s, out_w*s)`` or None
+        The residual's shortcut *source*, signed ``act_bits`` (SHORTCUT packets), ``s =
+        residual.stride``: the core adds
+        :func:`~mulfree.params.layer_golden.shortcut_source` of it (channel ``c`` of the output
+        adds source channel ``c - residual.offset`` at pixel ``(oy*s, ox*s)``, 0 outside
+        ``[offset, offset + short_c)``). Given exactly when ``residual`` is. Sent with every
+        run (never reused).
     residual : ResidualParams or None
-        Add ``shortcut`` after post-processing (``flags.residual``, ``res_*`` fields;
-        :func:`~mulfree.params.layer_golden.residual_add`). ``None``: no add.
+        Add the aligned ``shortcut`` after post-processing (``flags.residual``, ``res_*`` and
+        ``short_*`` fields; :func:`~mulfree.params.layer_golden.residual_add`). ``None``: no
+        add.
     clamp : pair of int or None
         ``(lo, hi)``: clamp every output to ``[lo, hi]`` after the add (``flags.clamp``; ReLU6
         is ``(0, six)``), both in the activation range, ``lo <= hi``. ``None``: no clamp.
+    pool : int or None
+        ``pool_shift``: the run's output is the global average pool of the map after the add
+        and the clamp (``flags.global_pool``;
+        :func:`~mulfree.params.layer_golden.global_pool`), one pixel ``(out_c, 1, 1)``.
+        ``None``: no pool.
     """
 
     x: np.ndarray
@@ -106,6 +118,7 @@ class Layer:
     shortcut: np.ndarray | None = None
     residual: ResidualParams | None = None
     clamp: tuple | None = None
+    pool: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "stride", _pair("stride", self.stride))
@@ -113,13 +126,14 @@ class Layer:
 
     @classmethod
     def matmul(cls, x, w_codes, post, *, m_block=None, reuse_weights=False, shortcut=None,
-               residual=None, clamp=None):
+               residual=None, clamp=None, pool=None):
         """The matrix product ``[M, K] . [K, N]`` as the core runs it.
 
         It is the 1x1 convolution of a ``1 x M`` image with ``K`` channels: ``in_h = 1``,
         ``in_w = M``, ``in_c = K``, ``out_c = N``. The result
         (:func:`~mulfree.host.stream_results.expected_output`) has shape ``(N, 1, M)``; a
-        ``shortcut`` is given as ``[M, N]``, like the product.
+        ``shortcut`` is given as ``[M, N]``, like the product (stride 1, offset 0); ``pool``
+        averages over the ``M`` rows (result ``(N, 1, 1)``).
         """
         x, w_codes = np.asarray(x), np.asarray(w_codes)
         if x.ndim != 2 or w_codes.ndim != 2:
@@ -134,7 +148,7 @@ class Layer:
         return cls(np.ascontiguousarray(x.T[:, None, :]),
                    np.ascontiguousarray(w_codes.T[:, :, None, None]), post,
                    m_block=m_block, reuse_weights=reuse_weights, shortcut=shortcut,
-                   residual=residual, clamp=clamp)
+                   residual=residual, clamp=clamp, pool=pool)
 
 
 def hazard_window(cfg: CoreConfig):
@@ -170,7 +184,12 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
         (terms per sum); ``M = out_h * out_w``; ``m_block`` (the layer's, or
         :func:`choose_m_block`'s); ``counts``: the vectors of each data type this run's stream
         carries (``PARAMS``, ``SHIFT``, ``WEIGHTS`` are 0 with ``reuse_weights``;
-        ``SHORTCUT``, ``M * NT`` with a ``residual``, else 0).
+        ``SHORTCUT``, ``scv`` with a ``residual``, else 0). The shortcut's
+        (``SETUP_STEPS``): ``short_c, short_off, short_stride`` (the descriptor's, 0 without a
+        residual), ``nts = ceil(short_c / C)``, ``SH, SW`` (its map, ``out_h*s, out_w*s``),
+        ``scv = SH*SW*nts`` (SHORTCUT vectors sent), ``dcv = M*NT`` (aligned vectors the
+        buffer holds; 0 without a residual). ``global_pool`` (0 or 1), ``pool_shift`` (0
+        without a pool) and ``results``: the result vectors, ``NT`` with a pool (one pixel), else ``M * NT``.
 
     Raises
     ------
@@ -195,13 +214,36 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
     g["KT"] = kh * kw * g["CT"]
     g["M"] = max(g["out_h"], 0) * max(g["out_w"], 0)
     g["m_block"] = layer.m_block if layer.m_block is not None else choose_m_block(cfg, g)
+    g.update(_short_fields(layer))
+    g["nts"] = ceil_div(g["short_c"], e.cols)
+    g["SH"] = max(g["out_h"], 0) * g["short_stride"]
+    g["SW"] = max(g["out_w"], 0) * g["short_stride"]
+    g["scv"] = g["SH"] * g["SW"] * g["nts"]
+    g["dcv"] = g["M"] * g["NT"] if layer.residual is not None else 0
+    g["global_pool"] = int(layer.pool is not None)
+    g["pool_shift"] = int(layer.pool) if _is_int(layer.pool) else 0
+    g["results"] = g["NT"] if layer.pool is not None else g["M"] * g["NT"]
     sent = not layer.reuse_weights
     g["counts"] = {"PARAMS": out_c if sent else 0,
                    "SHIFT": g["CT"] if sent and layer.shifts is not None else 0,
                    "WEIGHTS": g["NT"] * g["KT"] * e.rows if sent else 0,
                    "ACTS": in_h * in_w * g["CT"],
-                   "SHORTCUT": g["M"] * g["NT"] if layer.residual is not None else 0}
+                   "SHORTCUT": g["scv"]}
     return g
+
+
+def _short_fields(layer):
+    """``short_c`` (the shortcut source's channels), ``short_off``, ``short_stride`` of
+    ``layer`` as the descriptor carries them: 0 without a residual; a value that is no
+    integer (refused by :func:`check_layer`) as 0."""
+    res = layer.residual
+    if res is None:
+        return {"short_c": 0, "short_off": 0, "short_stride": 0}
+    shape = np.shape(layer.shortcut) if layer.shortcut is not None else ()
+    stride, offset = getattr(res, "stride", 0), getattr(res, "offset", 0)
+    return {"short_c": int(shape[0]) if len(shape) else 0,
+            "short_off": int(offset) if _is_int(offset) else 0,
+            "short_stride": int(stride) if _is_int(stride) else 0}
 
 
 def choose_m_block(cfg: CoreConfig, geometry):
@@ -255,7 +297,7 @@ def _check_descriptor(cfg, layer, g):
                                      f"{g[size] + 2 * g[pad]} (the kernel must fit the padded "
                                      f"map), not {g[kernel]}", "DESCRIPTOR")
         _check_field(g, out, 1, (1 << _FIELD_WIDTHS[out]) - 1)
-    _check_tail(cfg, layer)
+    _check_tail(cfg, layer, g)
     # The core checks m_block > acc_entries (TOO_BIG) after every DESCRIPTOR condition.
     m_block = g["m_block"]
     if _is_int(m_block) and m_block > cfg.acc_entries:
@@ -268,8 +310,9 @@ def _is_flag(value):
     return isinstance(value, (bool, np.bool_)) or (_is_int(value) and value in (0, 1))
 
 
-def _check_tail(cfg, layer):
-    """The descriptor's residual and clamp fields (error DESCRIPTOR for their ranges)."""
+def _check_tail(cfg, layer, g):
+    """The descriptor's residual, clamp and pool fields (error DESCRIPTOR for their
+    ranges)."""
     a = cfg.engine.act_bits
     res = layer.residual
     if res is not None:
@@ -286,6 +329,7 @@ def _check_tail(cfg, layer):
                                  "DESCRIPTOR" if _is_int(value) else None)
         if not _is_flag(res.relu):
             raise LayerError("residual.relu", f"residual.relu must be a bool, not {res.relu!r}")
+        _check_alignment(layer, res, g)
     if layer.clamp is not None:
         pair = _clamp_pair(layer.clamp)
         lo, hi = cfg.engine.act_range
@@ -295,6 +339,34 @@ def _check_tail(cfg, layer):
         if not lo <= pair[0] <= pair[1] <= hi:
             raise LayerError("clamp", f"clamp must be (lo, hi) with {lo} <= lo <= hi <= {hi} "
                                       f"(the activation range), not {pair}", "DESCRIPTOR")
+    if layer.pool is not None:
+        lo, hi = pool_shift_range(a, cfg.pool_pixels)
+        if not _is_int(layer.pool) or not lo <= layer.pool <= hi:
+            raise LayerError("pool", f"pool (pool_shift) must be an integer in [{lo}, {hi}] "
+                                     f"(pool_shift_range for act_bits {a}, pool_pixels "
+                                     f"{cfg.pool_pixels}) or None, not {layer.pool!r}",
+                             "DESCRIPTOR" if _is_int(layer.pool) else None)
+
+
+def _check_alignment(layer, res, g):
+    """The residual's ``short_*`` fields (error DESCRIPTOR): ``short_stride`` in
+    ``[1, 15]``, ``short_off`` in ``[0, 255]``, ``short_c`` (the shortcut's channels) at
+    least 1 and ``short_off + short_c <= out_c``."""
+    widths = _FIELD_WIDTHS
+    for name, value, low in (("stride", res.stride, 1), ("offset", res.offset, 0)):
+        high = (1 << widths["short_" + ("stride" if name == "stride" else "off")]) - 1
+        if not _is_int(value) or not low <= value <= high:
+            raise LayerError(f"residual.{name}", f"residual.{name} must be an integer in "
+                                                 f"[{low}, {high}], not {value!r}",
+                             "DESCRIPTOR" if _is_int(value) else None)
+    if layer.shortcut is None or np.ndim(layer.shortcut) != 3:
+        return                        # refused by _check_contents, which names the shape
+    short_c, out_c = g["short_c"], g["out_c"]
+    high = min(out_c - res.offset, (1 << widths["short_c"]) - 1)
+    if not 1 <= short_c <= high:
+        raise LayerError("shortcut", f"shortcut: its channels (short_c) must be in [1, "
+                                     f"{high}] (out_c {out_c} - residual.offset "
+                                     f"{res.offset}), not {short_c}", "DESCRIPTOR")
 
 
 def _clamp_pair(clamp):
@@ -309,9 +381,10 @@ def _clamp_pair(clamp):
 
 
 def tail_fields(layer: Layer):
-    """The descriptor's fields of ``layer``'s fused tail: the flags ``residual``, ``res_relu``
-    and ``clamp`` (0 or 1), and ``clamp_lo``, ``clamp_hi``, ``res_main_shift``,
-    ``res_short_shift``, ``res_shift`` (signed integers; 0 without their flag). For a layer
+    """The descriptor's fields of ``layer``'s fused tail: the flags ``residual``, ``res_relu``,
+    ``clamp`` and ``global_pool`` (0 or 1), and ``clamp_lo``, ``clamp_hi``,
+    ``res_main_shift``, ``res_short_shift``, ``res_shift``, ``short_c``, ``short_off``,
+    ``short_stride``, ``pool_shift`` (integers; 0 without their flag). For a layer
     :func:`check_layer` accepts."""
     res, clamp = layer.residual, layer.clamp
     lo, hi = _clamp_pair(clamp) if clamp is not None else (0, 0)
@@ -319,7 +392,9 @@ def tail_fields(layer: Layer):
             "clamp": int(clamp is not None), "clamp_lo": lo, "clamp_hi": hi,
             "res_main_shift": int(res.main_shift) if res is not None else 0,
             "res_short_shift": int(res.short_shift) if res is not None else 0,
-            "res_shift": int(res.shift) if res is not None else 0}
+            "res_shift": int(res.shift) if res is not None else 0,
+            **_short_fields(layer), "global_pool": int(layer.pool is not None),
+            "pool_shift": int(layer.pool) if layer.pool is not None else 0}
 
 
 def _check_fits(cfg, layer, g):
@@ -342,19 +417,25 @@ def _check_fits(cfg, layer, g):
         if value > limit:
             raise LayerError(param, f"{param}: {what} must be at most {limit_name} = {limit}, "
                                     f"not {value}", "TOO_BIG")
-    vectors = g["counts"]["SHORTCUT"]
+    vectors = g["dcv"]
     if vectors > cfg.shortcut_vectors:
-        raise LayerError("shortcut", f"shortcut: SHORTCUT vectors of a residual, out_h * out_w "
-                                     f"* ceil(out_c / cols), must be at most shortcut_vectors = "
-                                     f"{cfg.shortcut_vectors}, not {vectors}", "TOO_BIG")
+        raise LayerError("shortcut", f"shortcut: the aligned shortcut of a residual, out_h * "
+                                     f"out_w * ceil(out_c / cols) vectors, must be at most "
+                                     f"shortcut_vectors = {cfg.shortcut_vectors}, not "
+                                     f"{vectors}", "TOO_BIG")
+    if layer.pool is not None and g["M"] > cfg.pool_pixels:
+        raise LayerError("pool", f"pool: a global pool's map, out_h * out_w = {g['M']} pixels, "
+                                 f"must be at most pool_pixels = {cfg.pool_pixels}"
+                                 + (" (this core has no pool unit)" if not cfg.pool_pixels
+                                    else ""), "TOO_BIG")
 
 
-def _check_values(param, values, lo, hi, shape):
+def _check_values(param, values, lo, hi, shape, why=""):
     values = np.asarray(values)
     if values.dtype.kind not in "iu":
         raise LayerError(param, f"{param} must hold integers, not {values.dtype}")
     if values.shape != shape:
-        raise LayerError(param, f"{param} must have shape {shape}, not {values.shape}")
+        raise LayerError(param, f"{param} must have shape {shape}{why}, not {values.shape}")
     try:
         check_range(param, values, lo, hi)
     except ValueError as error:
@@ -387,8 +468,10 @@ def _check_contents(cfg, layer, g):
                                      f"residual is {layer.residual!r}, shortcut "
                                      f"{'None' if layer.shortcut is None else 'an array'}")
     if layer.shortcut is not None:
+        s = g["short_stride"]
         _check_values("shortcut", layer.shortcut, *e.act_range,
-                      (g["out_c"], g["out_h"], g["out_w"]))
+                      (g["short_c"], g["SH"], g["SW"]), f" (short_c, out_h*{s}, out_w*{s}) "
+                                                         f"with residual.stride {s}")
 
 
 def check_layer(cfg: CoreConfig, layer: Layer):
@@ -396,13 +479,17 @@ def check_layer(cfg: CoreConfig, layer: Layer):
 
     Checked: the descriptor's conditions (error ``DESCRIPTOR``: a zero size, padding >= kernel,
     a kernel larger than the padded map, a field too wide for the descriptor, a residual's
-    shifts outside ``[0, RES_MAX_SHIFT]`` and ``res_shift_range``, a clamp outside the
-    activation range or with ``lo > hi``), the core's sizes (error ``TOO_BIG``:
-    ``K > max_k``, ``in_c`` or ``out_c > max_channels``, ``m_block > acc_entries``, a tensor
-    larger than its buffer, a residual's shortcut larger than ``shortcut_vectors``), and the
-    ranges of every value (activations, weight codes, bias, shift, relu, the per-channel
-    shifts, the shortcut, given exactly with a residual). The message names the parameter
-    (``exc.param``: ``"residual.shift"``, ``"clamp"``, ``"shortcut"``, ...), the value and
+    shifts outside ``[0, RES_MAX_SHIFT]`` and ``res_shift_range``, its ``stride`` outside
+    ``[1, 15]`` or ``offset`` outside ``[0, 255]``, a shortcut of 0 channels or more than
+    ``out_c - offset``, a clamp outside the activation range or with ``lo > hi``, a pool shift
+    outside ``pool_shift_range``), the core's sizes (error ``TOO_BIG``: ``K > max_k``,
+    ``in_c`` or ``out_c > max_channels``, ``m_block > acc_entries``, a tensor larger than its
+    buffer, a residual's aligned shortcut ``M * NT`` larger than ``shortcut_vectors``, a
+    pooled map ``M`` larger than ``pool_pixels``), and the ranges of every value
+    (activations, weight codes, bias, shift, relu, the per-channel shifts, the shortcut,
+    given exactly with a residual, of shape ``(short_c, out_h*s, out_w*s)``). The message
+    names the parameter (``exc.param``: ``"residual.shift"``, ``"clamp"``, ``"shortcut"``,
+    ``"pool"``, ...), the value and
     what is allowed. Whether weights can be reused (error ``REUSE``) depends on the previous
     run and is not checked.
 

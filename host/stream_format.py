@@ -110,7 +110,7 @@ def _header(type_name, count):
 # The packer -----------------------------------------------------------------------------------
 
 def descriptor_words(cfg: CoreConfig, layer: Layer):
-    """The seven 32-bit words of ``layer``'s descriptor (the DESC vector's ``[32w, 32w+32)``);
+    """The eight 32-bit words of ``layer``'s descriptor (the DESC vector's ``[32w, 32w+32)``);
     the signed fields (``DESC_SIGNED``) in two's complement in their width.
 
     Raises
@@ -128,7 +128,8 @@ def descriptor_words_unchecked(layer, g):
     tail = tail_fields(layer)
     flags = {"shift": int(layer.shifts is not None),
              "reuse_weights": int(bool(layer.reuse_weights)),
-             "residual": tail["residual"], "res_relu": tail["res_relu"], "clamp": tail["clamp"]}
+             "residual": tail["residual"], "res_relu": tail["res_relu"], "clamp": tail["clamp"],
+             "global_pool": tail["global_pool"]}
     values = dict(g, **tail, reserved=0,
                   flags=sum(flags[name] << bit for name, bit in DESC_FLAGS.items()))
     words = [0] * (DESC_BITS // 32)
@@ -181,18 +182,18 @@ def act_rows(cfg, x, g):
 
 
 def shortcut_rows(cfg, shortcut, g):
-    """SHORTCUT vectors ``[M*NT, C]`` of ``shortcut`` ``[out_c, out_h, out_w]``: vector
-    ``(oy*out_w + ox)*NT + nt``, lane ``j`` the shortcut of channel ``nt*C + j`` (0 beyond
-    ``out_c``)."""
-    c, nt = cfg.engine.cols, g["NT"]
-    padded = np.zeros((nt * c, g["M"]), dtype=np.int64)
-    padded[:g["out_c"]] = np.asarray(shortcut, dtype=np.int64).reshape(g["out_c"], g["M"])
-    return padded.reshape(nt, c, g["M"]).transpose(2, 0, 1).reshape(-1, c)
+    """SHORTCUT vectors ``[scv, C]`` of the shortcut source ``[short_c, SH, SW]`` (``SH =
+    out_h * short_stride``, ``SW = out_w * short_stride``): vector ``(y*SW + x)*nts + t``,
+    lane ``j`` the source channel ``t*C + j`` at ``(y, x)`` (0 beyond ``short_c``)."""
+    c, nts, pixels = cfg.engine.cols, g["nts"], g["SH"] * g["SW"]
+    padded = np.zeros((nts * c, pixels), dtype=np.int64)
+    padded[:g["short_c"]] = np.asarray(shortcut, dtype=np.int64).reshape(g["short_c"], pixels)
+    return padded.reshape(nts, c, pixels).transpose(2, 0, 1).reshape(-1, c)
 
 
 def shortcut_vectors(cfg, layer, g):
-    """SHORTCUT vectors ``[M*NT, C]`` of ``layer`` (:func:`shortcut_rows` of its shortcut);
-    ``[0, C]`` without a residual."""
+    """SHORTCUT vectors ``[scv, C]`` of ``layer`` (:func:`shortcut_rows` of its shortcut
+    source); ``[0, C]`` without a residual."""
     if layer.residual is None:
         return np.zeros((0, cfg.engine.cols), dtype=np.int64)
     return shortcut_rows(cfg, layer.shortcut, g)
@@ -217,9 +218,14 @@ def first_block_acts(layer, g):
 
 
 def first_block_shortcut(g):
-    """SHORTCUT vectors of the first block's pixels (``min(m_block, M) * NT``; 0 without a
-    residual, whose ``counts["SHORTCUT"]`` is 0)."""
-    return min(g["m_block"], g["M"]) * g["NT"] if g["counts"]["SHORTCUT"] else 0
+    """SHORTCUT vectors up to the source pixel of the first block's last output pixel: ``(p +
+    1) * nts`` with ``p = (oy*s)*SW + ox*s`` (the block's pixels read source pixels in rising
+    order); 0 without a residual, whose ``counts["SHORTCUT"]`` is 0."""
+    if not g["counts"]["SHORTCUT"]:
+        return 0
+    oy, ox = divmod(min(g["m_block"], g["M"]) - 1, g["out_w"])
+    s = g["short_stride"]
+    return ((oy * s) * g["SW"] + ox * s + 1) * g["nts"]
 
 
 def stream_order(g, *, reuse, first_acts, first_shortcut=None):

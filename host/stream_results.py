@@ -12,13 +12,13 @@ checking the bits the format says are 0. NumPy only.
 import numpy as np
 
 from ..params.core_config import CoreConfig
-from ..params.layer_golden import conv2d_layer, fused_tail
+from ..params.layer_golden import conv2d_layer, fused_tail, shortcut_source
 from ..params.shift_golden import table_shift
 from .core_layer import Layer, check_layer, layer_geometry
 from .stream_format import beats_vector, pack_vector, unpack_vector, vector_beats
 
 
-__all__ = ["expected_output", "expected_beats", "unpack_results"]
+__all__ = ["expected_output", "expected_beats", "unpack_results", "result_shape"]
 
 
 def expected_output(cfg: CoreConfig, layer: Layer):
@@ -27,8 +27,10 @@ def expected_output(cfg: CoreConfig, layer: Layer):
     The golden model of ``docs/interface.md`` ("The layer the core computes"): the map shifted
     per channel (:func:`~mulfree.params.shift_golden.table_shift`, zero fill) if ``layer.shifts``,
     then :func:`~mulfree.params.layer_golden.conv2d_layer` with ``layer.post``, then
-    :func:`~mulfree.params.layer_golden.fused_tail`: the residual add of ``layer.shortcut``
-    (if ``layer.residual``) and the clamp (if ``layer.clamp``).
+    :func:`~mulfree.params.layer_golden.fused_tail`: the residual add of
+    :func:`~mulfree.params.layer_golden.shortcut_source` of ``layer.shortcut`` (if
+    ``layer.residual``; its ``stride`` and ``offset``), the clamp (if ``layer.clamp``) and the
+    global pool (if ``layer.pool``: the result is ``[out_c, 1, 1]``).
     """
     check_layer(cfg, layer)
     x = np.asarray(layer.x, dtype=np.int64)
@@ -38,12 +40,24 @@ def expected_output(cfg: CoreConfig, layer: Layer):
     out = conv2d_layer(cfg.engine, x, layer.w_codes, layer.stride, layer.padding,
                        post=layer.post)
     clamp = None if layer.clamp is None else tuple(int(v) for v in layer.clamp)
-    return fused_tail(cfg.engine.act_bits, out, shortcut=layer.shortcut,
-                      residual=layer.residual, clamp=clamp)
+    shortcut, res = None, layer.residual
+    if res is not None:
+        shortcut = shortcut_source(layer.shortcut, out.shape[0], res.stride, res.offset)
+    pool = None if layer.pool is None else int(layer.pool)
+    return fused_tail(cfg.engine.act_bits, out, shortcut=shortcut, residual=res, clamp=clamp,
+                      pool=pool)
+
+
+def result_shape(g):
+    """``(out_c, out_h, out_w)`` of a run's result, ``(out_c, 1, 1)`` with a global pool."""
+    return (g["out_c"], 1, 1) if g["global_pool"] else (g["out_c"], g["out_h"], g["out_w"])
 
 
 def _result_order(g):
-    """``(m, nt)`` of the result vectors in the order ``m_axis`` sends them."""
+    """``(m, nt)`` of the result vectors in the order ``m_axis`` sends them (with a global
+    pool: the one pixel's ``NT`` vectors, ``m = 0``)."""
+    if g["global_pool"]:
+        return [(0, nt) for nt in range(g["NT"])]
     order = []
     for start in range(0, g["M"], g["m_block"]):
         block = range(start, min(start + g["m_block"], g["M"]))
@@ -56,13 +70,15 @@ def expected_beats(cfg: CoreConfig, layer: Layer):
 
     ``M * NT`` vectors of ``cols * act_bits`` bits: for each block, for each output tile
     ``nt``, for each pixel ``m`` of the block, the activations of channels
-    ``nt*cols .. nt*cols + cols - 1`` (0 beyond ``out_c``).
+    ``nt*cols .. nt*cols + cols - 1`` (0 beyond ``out_c``). With a global pool: the one
+    pixel's ``NT`` vectors, ``nt`` in order.
     """
     e = cfg.engine
     out = expected_output(cfg, layer)
     g = layer_geometry(cfg, layer)
-    lanes = np.zeros((g["NT"] * e.cols, g["M"]), dtype=np.int64)
-    lanes[:g["out_c"]] = out.reshape(g["out_c"], g["M"])
+    pixels = out.shape[1] * out.shape[2]
+    lanes = np.zeros((g["NT"] * e.cols, pixels), dtype=np.int64)
+    lanes[:g["out_c"]] = out.reshape(g["out_c"], pixels)
     beats = []
     for m, nt in _result_order(g):
         vector = pack_vector(lanes[nt * e.cols:(nt + 1) * e.cols, m], e.act_bits)
@@ -71,12 +87,14 @@ def expected_beats(cfg: CoreConfig, layer: Layer):
 
 
 def unpack_results(cfg: CoreConfig, layer: Layer, beats):
-    """The activations ``[out_c, out_h, out_w]`` carried by the result ``beats`` (``tdata``).
+    """The activations ``[out_c, out_h, out_w]`` (``[out_c, 1, 1]`` with a global pool)
+    carried by the result ``beats`` (``tdata``).
 
     Raises
     ------
     ValueError
-        If the number of beats is not ``M * NT * ceil(cols * act_bits / S)``, or a bit the
+        If the number of beats is not ``results * ceil(cols * act_bits / S)`` (``results``:
+        ``M * NT``, or ``NT`` with a global pool), or a bit the
         format says is 0 on output is not (above the vector in its last beat, or a lane of a
         channel at or beyond ``out_c``).
     """
@@ -88,7 +106,8 @@ def unpack_results(cfg: CoreConfig, layer: Layer, beats):
     if len(beats) != len(order) * per:
         raise ValueError(f"the results of this layer are {len(order)} vectors of {per} beats "
                          f"= {len(order) * per} beats, not {len(beats)}")
-    lanes = np.zeros((g["NT"] * e.cols, g["M"]), dtype=np.int64)
+    shape = result_shape(g)
+    lanes = np.zeros((g["NT"] * e.cols, shape[1] * shape[2]), dtype=np.int64)
     for i, (m, nt) in enumerate(order):
         chunk = beats[i * per:(i + 1) * per]
         if beats_vector(cfg, chunk, per * cfg.stream_width) >> bits:
@@ -100,5 +119,5 @@ def unpack_results(cfg: CoreConfig, layer: Layer, beats):
         c, m = np.argwhere(lanes[g["out_c"]:])[0]
         raise ValueError(f"result lane of channel {g['out_c'] + c} >= out_c = {g['out_c']} "
                          f"(pixel {m}) is {lanes[g['out_c'] + c, m]}, not 0")
-    return lanes[:g["out_c"]].reshape(g["out_c"], g["out_h"], g["out_w"])
+    return lanes[:g["out_c"]].reshape(shape)
 

@@ -203,14 +203,15 @@ def test_descriptor_words_by_hand():
         0x1122_0303,        # pad_w 1, pad_h 1, stride_w 2, stride_h 2, kernel_w 3, kernel_h 3
         0x0001_0007,        # flags.shift, m_block 7
         0,                  # clamp_hi, clamp_lo: no clamp
-        0,                  # reserved, res_shift, res_short_shift, res_main_shift: no residual
+        0,                  # pool_shift, res_shift, res_short_shift, res_main_shift: 0
+        0,                  # reserved, short_stride, short_off, short_c: no residual
     ]
     mm = ls.Layer.matmul(np.zeros((37, 11), np.int64), np.zeros((11, 7), np.int64),
                          PostParams(np.zeros(7, np.int64), np.zeros(7, np.int64)),
                          m_block=9, reuse_weights=True)
     assert ls.descriptor_words(cfg, mm) == [37 << 16 | 1, 7 << 16 | 11, 37 << 16 | 1,
-                                            0x0011_0101, 2 << 16 | 9, 0, 0]
-    desc = ls.pack_layer(cfg, layer)[0]           # S = 64: 4 beats, the last half used
+                                            0x0011_0101, 2 << 16 | 9, 0, 0, 0]
+    desc = ls.pack_layer(cfg, layer)[0]           # S = 64: 4 beats
     assert desc.type == "DESC" and desc.count == 1
     assert desc.beats == [0x101, 0x0006_0005_0007_0009, 0x1122_0303_0004_0005, 0x0001_0007,
                           0]
@@ -233,7 +234,7 @@ def test_bit_layout_by_hand():
     assert [(p.type, p.count) for p in packets] == \
         [("DESC", 1), ("PARAMS", 2), ("ACTS", 2), ("WEIGHTS", 3)]
     assert packets[0].beats == [0x101, 0x0002_0001, 0x0002_0003, 0x0002_0001, 0x0011_0101,
-                                0x0000_0002, 0, 0]
+                                0x0000_0002, 0, 0, 0]
     # PARAMS: bias [0, 27), shift [27, 33), relu bit 33.
     # ch 0: bias 3, shift -1 = 0b111111, relu 1; ch 1: bias -1 = 27 ones, shift 2, relu 0.
     assert packets[1].beats == [0x202, 0xF800_0003, 0x3, 0x17FF_FFFF, 0x0]
@@ -507,7 +508,7 @@ def corrupt(name, cfg, packets):
             "DESCRIPTOR pad": lambda w: _set(w, 3, 24, 4, 3),
             "DESCRIPTOR zero": lambda w: _set(w, 1, 0, 16, 0),
             "DESCRIPTOR out_w": lambda w: _set(w, 2, 16, 16, 4),
-            "DESCRIPTOR flags": lambda w: _set(w, 4, 21, 1, 1),
+            "DESCRIPTOR flags": lambda w: _set(w, 4, 22, 1, 1),
             "DESCRIPTOR reserved word 4": lambda w: _set(w, 4, 31, 1, 1),
             "TOO_BIG m_block": lambda w: _set(w, 4, 0, 16, 300),
             "TOO_BIG in_c": lambda w: _set(w, 1, 0, 16, 600),

@@ -175,16 +175,18 @@ def test_descriptor_tail_words_by_hand():
     layer = hand_case(m_block=5, shortcut=short, residual=ResidualParams(3, 15, -8, True),
                       clamp=(-128, 6))
     words = ls.descriptor_words(HAND_CFG, layer)
-    assert len(words) == 7
+    assert len(words) == 8
     # flags: residual (bit 18), res_relu (19), clamp (20); m_block 5.
     assert words[4] == 0x001C_0005
     assert words[5] == 0x0006_FF80              # clamp_hi 6, clamp_lo -128 = 0xFF80
     assert words[6] == 0x00F8_0F03             # res_shift -8 = 0xF8, short 15, main 3
+    assert words[7] == 0x0100_0007             # short_stride 1, short_off 0, short_c 7
     relu_off = replace(layer, residual=ResidualParams(0, 1, 24, False), clamp=None)
     words = ls.descriptor_words(HAND_CFG, relu_off)
-    assert (words[4], words[5], words[6]) == (0x0004_0005, 0, 0x0018_0100)
+    assert (words[4], words[5], words[6], words[7]) == (0x0004_0005, 0, 0x0018_0100,
+                                                        0x0100_0007)
     clamp_only = hand_case(m_block=5, clamp=(-1, -1))
-    assert ls.descriptor_words(HAND_CFG, clamp_only)[4:] == [0x0010_0005, 0xFFFF_FFFF, 0]
+    assert ls.descriptor_words(HAND_CFG, clamp_only)[4:] == [0x0010_0005, 0xFFFF_FFFF, 0, 0]
 
 
 def test_shortcut_vectors_by_hand():
@@ -385,12 +387,13 @@ def _stream_with(cfg, packets, word, value):
     """``packets`` with descriptor word ``word`` replaced by ``value``."""
     vector = sum(b << (cfg.stream_width * i) for i, b in enumerate(packets[0].beats[1:]))
     vector = vector & ~(0xFFFF_FFFF << (32 * word)) | value << (32 * word)
-    words = [(vector >> (32 * w)) & 0xFFFF_FFFF for w in range(7)]
+    words = [(vector >> (32 * w)) & 0xFFFF_FFFF for w in range(8)]
     return [ls.Packet("DESC", 1, [0x101] + _desc_beats(cfg, words))] + packets[1:]
 
 
 def test_emulator_tail_descriptor_errors():
-    """DESCRIPTOR for a tail field set without its flag, reserved bits of word 6, a clamp
+    """DESCRIPTOR for a tail field set without its flag (pool_shift, short_*), reserved bits of
+    word 7, a clamp
     out of order; OVERRUN for SHORTCUT without flags.residual or beyond M*NT; the run waits
     for missing SHORTCUT vectors."""
     cfg = CoreConfig(stream_width=64)
@@ -400,9 +403,14 @@ def test_emulator_tail_descriptor_errors():
     flags_word = ls.descriptor_words(cfg, plain)[4]
     cases = [(5, 0x0000_0001, "without flags.clamp"), (5, 0x0001_0000, "without flags.clamp"),
              (6, 0x0000_0001, "without flags.residual"), (6, 0x0000_0100, "without"),
-             (6, 0x0001_0000, "without"), (6, 0x0100_0000, "reserved bits 31:24"),
+             (6, 0x0001_0000, "without"),
+             (6, 0x0100_0000, "pool_shift = 1 without flags.global_pool"),
+             (6, 0xFF00_0000, "pool_shift = -1 without flags.global_pool"),
+             (7, 0x1000_0000, "reserved bits 31:28"), (7, 0x8000_0000, "reserved bits 31:28"),
+             (7, 0x0000_0001, "'short_c': 1"), (7, 0x0001_0000, "'short_off': 1"),
+             (7, 0x0100_0000, "'short_stride': 1"),
              (4, flags_word | 1 << 19, "res_relu = 1 without"),
-             (4, flags_word | 1 << 21, "reserved flag"),
+             (4, flags_word | 1 << 22, "reserved flag"),
              (4, flags_word | 1 << 31, "reserved flag")]
     for word, value, text in cases:
         with pytest.raises(ls.CoreError, match="^DESCRIPTOR ") as info:
