@@ -13,6 +13,7 @@ from .core_layer import Layer, layer_geometry
 from .program import Program
 from .steps import CoreStep, run_x_shape, step_layer
 from .stream_format import params_vectors, shift_vectors, weight_rows
+from .stream_results import result_shape
 
 
 __all__ = ["weight_packets", "encode_run", "decode_run"]
@@ -49,7 +50,9 @@ def encode_run(program: Program, step: CoreStep, x, *, reuse, shortcut=None):
     ``stream_format.stream_order``, which overlaps loading and computing), with the step's
     PARAMS, SHIFT and WEIGHTS packed at compile time; with ``reuse`` (weights kept from the
     previous run of the same step) they are left out. ``shortcut`` is the image's shortcut
-    ``[out_c, out_h, out_w]`` of a step with a fused residual add.
+    source (``step.short_shape``: ``[short_c, out_h*s, out_w*s]``, which the core aligns) of a
+    step with a fused residual add; a step with a fused global pool (``step.pool``) answers
+    one pixel.
 
     Returns
     -------
@@ -62,12 +65,13 @@ def encode_run(program: Program, step: CoreStep, x, *, reuse, shortcut=None):
     g = layer_geometry(cfg, layer)
     packets = stream_pack.layer_packets(cfg, layer, program.max_packet_bytes,
                                         weights=step.weight_packets, check=False)
-    out_beats = g["M"] * g["NT"] * cfg.beats(cfg.vector_bits["OUT"])
+    out_beats = g["results"] * cfg.beats(cfg.vector_bits["OUT"])
     return packets, out_beats * cfg.stream_width // 8, layer
 
 
 def decode_run(program: Program, layer: Layer, data):
-    """The run's outputs ``[out_c, out_h, out_w]`` (int64) from its result bytes.
+    """The run's outputs ``[out_c, out_h, out_w]`` (int64; ``[out_c, 1, 1]`` for a layer
+    with a global pool) from its result bytes.
 
     Raises
     ------
@@ -80,7 +84,7 @@ def decode_run(program: Program, layer: Layer, data):
     g = layer_geometry(cfg, layer)
     per = cfg.beats(cfg.vector_bits["OUT"])
     beat_bytes = cfg.stream_width // 8
-    n = g["M"] * g["NT"]
+    n = g["results"]
     data = np.asarray(data, dtype=np.uint8).reshape(-1)
     if data.size != n * per * beat_bytes:
         raise ValueError(f"the results of this run are {n} vectors of {per * beat_bytes} "
@@ -90,17 +94,18 @@ def decode_run(program: Program, layer: Layer, data):
     if extra.any():
         raise ValueError(f"result vector {int(np.argmax(extra))} has bits set above its "
                          f"{cfg.vector_bits['OUT']} bits")
-    # Result order: for each block, for nt, for each pixel of the block.
-    lanes = np.zeros((g["NT"], e.cols, g["M"]), dtype=np.int64)
+    # Result order: for each block, for nt, for each pixel of the block; pooled: nt.
+    pixels = 1 if g["global_pool"] else g["M"]
+    lanes = np.zeros((g["NT"], e.cols, pixels), dtype=np.int64)
     i = 0
-    for start in range(0, g["M"], g["m_block"]):
-        stop = min(start + g["m_block"], g["M"])
+    for start in range(0, pixels, g["m_block"]):
+        stop = min(start + g["m_block"], pixels)
         block = values[i:i + g["NT"] * (stop - start)].reshape(g["NT"], stop - start, e.cols)
         lanes[:, :, start:stop] = block.transpose(0, 2, 1)
         i += g["NT"] * (stop - start)
-    lanes = lanes.reshape(g["NT"] * e.cols, g["M"])
+    lanes = lanes.reshape(g["NT"] * e.cols, pixels)
     if np.any(lanes[g["out_c"]:]):
         c, m = np.argwhere(lanes[g["out_c"]:])[0]
         raise ValueError(f"result lane of channel {g['out_c'] + c} >= out_c = {g['out_c']} "
                          f"(pixel {m}) is {lanes[g['out_c'] + c, m]}, not 0")
-    return lanes[:g["out_c"]].reshape(g["out_c"], g["out_h"], g["out_w"])
+    return lanes[:g["out_c"]].reshape(result_shape(g))

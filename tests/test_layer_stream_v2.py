@@ -399,3 +399,21 @@ def test_emulator_v2_descriptor_errors():
     assert sum(p.count for p in shortcut) == 80 * 1            # 10 x 8 pixels, nts 1
     with pytest.raises(ls.CoreError, match="^OVERRUN .*SHORTCUT"):
         ls.emulate_core(cfg, packets + shortcut[-1:])
+
+
+@pytest.mark.parametrize("kind", ["conv1x1_offset_pool_clamp", "conv3x3_s2_align3_clamp"])
+def test_decode_run_reads_pooled_and_aligned_results(kind):
+    """The runtime's byte decoder (``step_packets.decode_run``) reads the golden result beats
+    back to the golden output: one pixel ``(out_c, 1, 1)`` with a pool, the map without."""
+    from types import SimpleNamespace
+    from mulfree.host.step_packets import decode_run
+    e = ENGINES["shift3x5"]
+    cfg = CoreConfig(e, stream_width=64)
+    layer = V2_LAYERS[kind][0](e, np.random.default_rng(seed("decode", kind)))
+    beats = ls.expected_beats(cfg, layer)
+    data = np.frombuffer(b"".join(b.to_bytes(8, "little") for b in beats), np.uint8)
+    program = SimpleNamespace(core=cfg)
+    got = decode_run(program, layer, data)
+    np.testing.assert_array_equal(got, ls.expected_output(cfg, layer))
+    with pytest.raises(ValueError, match="bytes"):
+        decode_run(program, layer, data[8:])
