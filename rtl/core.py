@@ -11,7 +11,7 @@
                                                    ▲  tags      │
                                  accumulator buffer ◄───────────┤ partial sums
                             ──► shortcut buffer ──► PostProcess ◄┘ final sums
-    m_axis ◄── serializer ◄── output FIFO ◄────────────┘
+    m_axis ◄── serializer ◄── output FIFO ◄── GlobalPool ◄┘
 
 The datapath (:class:`LayerDatapath`) holds one run; the shell (:class:`Core`) resets it at
 every start, soft reset and error, so a bad run never leaks into the next one. AXI names
@@ -24,6 +24,10 @@ descriptor, and each final result vector carries the address of its SHORTCUT vec
 the block); a final vector enters post-processing only once that vector has arrived (the
 shortcut watermark). A core with ``shortcut_vectors = 0`` builds neither the buffer nor the
 residual datapath.
+
+With ``flags.global_pool`` the results go through the global pool (:mod:`.pool`), which sums
+them per channel group and sends the ``NT`` pooled vectors after the run's last result; without
+the flag it passes them on. ``pool_pixels = 0`` builds no pool unit.
 """
 
 from amaranth.hdl import Signal, Module, Cat, Mux, ResetInserter, unsigned
@@ -38,6 +42,7 @@ from .tree import TreeEngine
 from .layer_setup import LayerSetup, SIZE_BITS, desc_layout
 from .layer_issue import IssueUnit, WeightFeeder, tag_layout, hazard_window
 from .postproc import PostProcess, shortcut_addr_bits
+from .pool import GlobalPool
 from .regs import AxiLiteRegisters, AxiLiteSignature
 from .stream_loader import StreamLoader, beat_layout
 
@@ -265,8 +270,9 @@ class LayerDatapath(wiring.Component):
         # ---- Output: a FIFO of result vectors, each sent as whole beats ---------------------
         out_bits = C * a
         m.submodules.out = out = SyncFIFOBuffered(width=out_bits + 1, depth=cfg.out_vectors)
-        m.d.comb += [out.w_data.eq(Cat(post.o.payload.data, post.o.payload.last)),
-                     out.w_en.eq(post.o.valid), post.o.ready.eq(out.w_rdy)]
+        results = self._pool(m, post, desc, sz)
+        m.d.comb += [out.w_data.eq(Cat(results.payload.data, results.payload.last)),
+                     out.w_en.eq(results.valid), results.ready.eq(out.w_rdy)]
         nbeats = cfg.beats(out_bits)
         beat = Signal(range(max(nbeats, 2)))
         padded = Signal(nbeats * S)
@@ -301,6 +307,21 @@ class LayerDatapath(wiring.Component):
             self.stall_out.eq(self.run & self.m.valid & ~self.m.ready),
         ]
         return m
+
+    def _pool(self, m, post, desc, sz):
+        """The global pool after post-processing (``pool_pixels > 0``); returns the stream of
+        result vectors for the output FIFO: the pool's, or post-processing's without a pool
+        unit (then ``flags.global_pool`` never runs: setup refuses it, TOO_BIG)."""
+        if not self._cfg.pool_pixels:
+            return post.o
+        e = self._cfg.engine
+        m.submodules.pool = pool = GlobalPool(e, lanes=e.cols, groups=post.groups,
+                                              pool_pixels=self._cfg.pool_pixels)
+        wiring.connect(m, post.o, pool.i)
+        # Setup has checked pool_shift's range and nt <= groups.
+        m.d.comb += [pool.on.eq(desc.flags[DESC_FLAGS["global_pool"]]),
+                     pool.shift.eq(desc.pool_shift), pool.nt.eq(sz.nt)]
+        return pool.o
 
     def _shortcut(self, m, loader, post, tag, sz, residual):
         """The shortcut buffer, written by the loader and read by post-processing, and the

@@ -18,7 +18,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..params.core_config import (CoreConfig, DESC_FIELDS, DESC_FLAGS, DESC_BITS, DESC_SIGNED,
-                                  CORE_ERRORS, RES_MAX_SHIFT, res_shift_range,
+                                  CORE_ERRORS, RES_MAX_SHIFT, res_shift_range, pool_shift_range,
                                   SETUP_STEPS as STEPS)
 
 
@@ -209,11 +209,13 @@ class LayerSetup(wiring.Component):
                | (sz.eh + d.kernel_h > span_h) | (sz.eh + d.stride_h + d.kernel_h <= span_h)
                | (sz.ew + d.kernel_w > span_w) | (sz.ew + d.stride_w + d.kernel_w <= span_w))
         bad = bad | (d.reserved != 0) | self._tail_checks(d)
+        pool_bad, pool_big = self._pool_checks(d, sz)
+        bad = bad | pool_bad
         residual = d.flags[DESC_FLAGS["residual"]]
         too_big = ((sz.k > cfg.engine.max_k) | (d.out_c > cfg.max_channels)
                    | (shift & (d.in_c > cfg.max_channels)) | (d.m_block > cfg.acc_entries)
                    | (sz.acts > cfg.fmap_vectors) | (sz.wrows > cfg.weight_rows)
-                   | (residual & (sz.scv > cfg.shortcut_vectors)))
+                   | (residual & (sz.scv > cfg.shortcut_vectors)) | pool_big)
         tiles = Mux(shift, sz.ct, 0)
         bad_reuse = reuse & (~self.reuse_valid | (self.reuse_rows != sz.wrows)
                              | (self.reuse_channels != d.out_c) | (self.reuse_tiles != tiles))
@@ -237,3 +239,14 @@ class LayerSetup(wiring.Component):
                       (d.res_main_shift != 0) | (d.res_short_shift != 0) | (d.res_shift != 0)
                       | flag["res_relu"])
         return bad_clamp | bad_res
+
+    def _pool_checks(self, d, sz):
+        """The global pool's fields: ``(DESCRIPTOR, TOO_BIG)`` conditions. With
+        ``flags.global_pool``, ``pool_shift`` in ``pool_shift_range`` and the map ``m =
+        out_h * out_w`` at most ``pool_pixels`` (always TOO_BIG without a pool unit); without
+        the flag ``pool_shift`` 0."""
+        cfg = self._cfg
+        pool = d.flags[DESC_FLAGS["global_pool"]]
+        p_lo, p_hi = pool_shift_range(cfg.engine.act_bits, cfg.pool_pixels)
+        bad = Mux(pool, (d.pool_shift < p_lo) | (d.pool_shift > p_hi), d.pool_shift != 0)
+        return bad, pool & (sz.m > cfg.pool_pixels)

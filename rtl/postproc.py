@@ -45,7 +45,7 @@ from ..params.post_config import check_post_config, shift_width, sum_width
 
 
 __all__ = ["PostProcess", "param_layout", "acc_layout", "act_layout", "tail_layout",
-           "shortcut_addr_bits"]
+           "shortcut_addr_bits", "rounding_shift", "clip"]
 
 
 def param_layout(cfg: ArrayConfig, lanes, groups):
@@ -79,9 +79,13 @@ def acc_layout(cfg: ArrayConfig, lanes, groups, shortcut_vectors=0):
     return data.StructLayout(fields)
 
 
-def act_layout(cfg: ArrayConfig, lanes):
-    """Output beat: ``lanes`` activations of ``act_bits`` (flat) and ``last``."""
-    return data.StructLayout({"data": unsigned(lanes * cfg.act_bits), "last": unsigned(1)})
+def act_layout(cfg: ArrayConfig, lanes, groups=None):
+    """Output beat: ``lanes`` activations of ``act_bits`` (flat) and ``last``; with ``groups``
+    also the beat's channel ``group`` (post-processing's output, read by the global pool)."""
+    fields = {"data": unsigned(lanes * cfg.act_bits), "last": unsigned(1)}
+    if groups is not None:
+        fields["group"] = unsigned(max(1, (groups - 1).bit_length()))
+    return data.StructLayout(fields)
 
 
 def tail_layout(cfg: ArrayConfig):
@@ -102,7 +106,7 @@ def tail_layout(cfg: ArrayConfig):
     })
 
 
-def _round_shift(y, shift, a):
+def rounding_shift(y, shift, a):
     """``round_shift(y, shift)`` (half up) of a signed ``y``; a left shift clamps ``y`` to
     ``[-2^a, 2^a]`` first (every larger value saturates ``act_bits`` anyway), so the shifter
     is ``2a + 2`` bits wide whatever ``y``'s width.
@@ -118,7 +122,7 @@ def _round_shift(y, shift, a):
     return Mux(shift < 0, clamped << amount, right)
 
 
-def _clip(v, lo, hi, empty=0):
+def clip(v, lo, hi, empty=0):
     """``min(max(v, lo), hi)``; ``empty``: ``lo > hi``, whose answer is ``hi``."""
     return Mux(empty | (v > hi), hi, Mux(v < lo, lo, v))
 
@@ -150,8 +154,9 @@ class PostProcess(wiring.Component):
     tail : In(tail_layout(cfg))
         The layer's fused tail; stable from the cycle a beat is accepted until it leaves
         (static during a run).
-    o : Out(stream.Signature(act_layout(...)))
-        Activation vectors in input order, ``last`` copied; lanes flagged ``zero`` are 0.
+    o : Out(stream.Signature(act_layout(..., groups)))
+        Activation vectors in input order, ``last`` and ``group`` copied; lanes flagged
+        ``zero`` are 0.
     s_addr, s_en : Out
         With a shortcut buffer: a synchronous read of the beat's ``short_addr``, ``s_en`` high
         in the cycles the read port may load (the pipeline advances).
@@ -182,7 +187,7 @@ class PostProcess(wiring.Component):
             "p": In(stream.Signature(param_layout(cfg, lanes, self._groups))),
             "i": In(stream.Signature(acc_layout(cfg, lanes, self._groups, shortcut_vectors))),
             "tail": In(tail_layout(cfg)),
-            "o": Out(stream.Signature(act_layout(cfg, lanes))),
+            "o": Out(stream.Signature(act_layout(cfg, lanes, self._groups))),
         }
         if shortcut_vectors:
             members.update({"s_addr": Out(shortcut_addr_bits(shortcut_vectors)),
@@ -274,6 +279,8 @@ class PostProcess(wiring.Component):
         valid = [Signal(name=f"valid_{s}") for s in range(n)]
         last = [Signal(name=f"last_{s}", reset_less=True) for s in range(n)]
         zero = [Signal(lanes, name=f"zero_{s}", reset_less=True) for s in range(n - 1)]
+        group = [Signal.like(self.i.payload.group, name=f"group_{s}", reset_less=True)
+                 for s in range(n)]
         m.d.comb += [
             advance.eq(self.o.ready | ~self.o.valid),
             self.i.ready.eq(advance),
@@ -282,7 +289,8 @@ class PostProcess(wiring.Component):
         ]
         with m.If(advance):
             m.d.sync += [valid[0].eq(self.i.valid), last[0].eq(self.i.payload.last),
-                         zero[0].eq(self.i.payload.zero)]
+                         zero[0].eq(self.i.payload.zero), group[0].eq(self.i.payload.group)]
+            m.d.sync += [group[s].eq(group[s - 1]) for s in range(1, n)]
             m.d.sync += [valid[s].eq(valid[s - 1]) for s in range(1, n)]
             m.d.sync += [last[s].eq(last[s - 1]) for s in range(1, n)]
             m.d.sync += [zero[s].eq(zero[s - 1]) for s in range(1, n - 1)]
@@ -316,13 +324,13 @@ class PostProcess(wiring.Component):
                 ]
 
             # Stage 3 (combinational into its register): shift, round, ReLU, saturation.
-            v = _round_shift(y, shift2, a)
+            v = rounding_shift(y, shift2, a)
             v = Mux(relu2 & (v < 0), 0, v)
             if not res:
                 # Saturation and clamp in one: the clamp's bounds lie in act_range.
-                results.append(Mux(zero[1][lane], 0, _clip(v, c_lo, c_hi, c_empty))[:a])
+                results.append(Mux(zero[1][lane], 0, clip(v, c_lo, c_hi, c_empty))[:a])
                 continue
-            results.append(_clip(v, lo, hi)[:a])
+            results.append(clip(v, lo, hi)[:a])
 
         if not res:
             out = Signal(lanes * a, reset_less=True)
@@ -334,6 +342,7 @@ class PostProcess(wiring.Component):
             self.o.valid.eq(valid[n - 1]),
             self.o.payload.data.eq(out),
             self.o.payload.last.eq(last[n - 1]),
+            self.o.payload.group.eq(group[n - 1]),
         ]
         return m
 
@@ -365,9 +374,9 @@ class PostProcess(wiring.Component):
                 m.d.sync += y.eq(Mux(on, (vl << main) + (sl << short), vl))
             m.d.comb += self.stage_sum.word_select(lane, res_sum_width(a)).eq(y)
             # Stage 5: shift, round, ReLU, saturation and clamp.
-            r = _round_shift(y, shift, a)
+            r = rounding_shift(y, shift, a)
             r = Mux(relu & (r < 0), 0, r)
-            results.append(Mux(zero4[lane], 0, _clip(r, c_lo, c_hi, c_empty))[:a])
+            results.append(Mux(zero4[lane], 0, clip(r, c_lo, c_hi, c_empty))[:a])
         with m.If(advance):
             m.d.sync += out.eq(Cat(results))
         return out

@@ -9,11 +9,13 @@ import dataclasses
 
 import numpy as np
 
-from mulfree.host.layer_stream import Layer, Packet, layer_geometry
-from mulfree.params.layer_golden import PostParams
+from mulfree.host.layer_stream import Layer, Packet, expected_output, layer_geometry
+from mulfree.host.stream_format import pack_vector, vector_beats
+from mulfree.params.layer_golden import PostParams, global_pool
 
 
-__all__ = ["random_pauses", "random_layer", "with_tail", "chunked", "shortcut_last"]
+__all__ = ["random_pauses", "random_layer", "with_tail", "chunked", "shortcut_last",
+           "pooled_beats"]
 
 
 def random_pauses(seed, busy=0.3, hold=0):
@@ -91,3 +93,20 @@ def shortcut_last(packets):
     waits for its shortcut vector)."""
     return ([p for p in packets if p.type != "SHORTCUT"]
             + [p for p in packets if p.type == "SHORTCUT"])
+
+
+def pooled_beats(cfg, layer):
+    """The result beats of ``layer`` with its global pool (``layer.pool``, the pool shift),
+    from the golden model alone: the layer without the pool
+    (:func:`mulfree.host.layer_stream.expected_output`: the convolution, post-processing, the
+    fused tail), then :func:`mulfree.params.layer_golden.global_pool`, laid out as the core
+    sends one pixel: ``ceil(out_c / cols)`` vectors, lanes beyond ``out_c`` 0."""
+    e = cfg.engine
+    out = expected_output(cfg, dataclasses.replace(layer, pool=None))
+    pooled = global_pool(e.act_bits, out, int(layer.pool)).reshape(-1)
+    nt = -(-len(pooled) // e.cols)
+    lanes = np.zeros(nt * e.cols, dtype=np.int64)
+    lanes[:len(pooled)] = pooled
+    return [b for t in range(nt)
+            for b in vector_beats(cfg, pack_vector(lanes[t * e.cols:(t + 1) * e.cols],
+                                                   e.act_bits), cfg.vector_bits["OUT"])]

@@ -9,16 +9,19 @@ shortcut sent long after the activations (every final vector waits), one vector 
 between results, backpressure, and a core without a shortcut buffer.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
 from mulfree.params.config import ArrayConfig
-from mulfree.params.core_config import CORE_ERRORS, CoreConfig
+from mulfree.params.core_config import CORE_ERRORS, DESC_BITS, DESC_FIELDS, CoreConfig
 from mulfree.params.layer_golden import PostParams, ResidualParams
 from mulfree.host.layer_stream import Layer, Packet, expected_beats, layer_geometry, pack_layer
-from mulfree.host.stream_format import stream_beats
+from mulfree.host.stream_format import beats_vector, stream_beats, vector_beats
 from mulfree.rtl.core import LayerDatapath
+from mulfree.sim.tb_core_layers import pooled_beats
 
 
 ERRORS = {name: code for code, name, _ in CORE_ERRORS}
@@ -152,3 +155,88 @@ def test_clamp_without_shortcut_buffer():
     with_buffer = small_core()
     out = run_datapath(cfg, pack_layer(with_buffer, layer))
     assert out["error"] == ERRORS["TOO_BIG"]
+
+
+def pool_layer(cfg, rng, pool, *, residual=True, **kw):
+    """:func:`residual_layer` (or its plain convolution) with a global pool of shift ``pool``."""
+    layer = residual_layer(cfg, rng, **kw)
+    if not residual:
+        layer = dataclasses.replace(layer, shortcut=None, residual=None, clamp=None)
+    return dataclasses.replace(layer, pool=pool)
+
+
+def check_pool_run(cfg, layer, packets=None, **kw):
+    """A run with a global pool against the golden model's pool of the layer's output
+    (:func:`mulfree.sim.tb_core_layers.pooled_beats`)."""
+    packets = pack_layer(cfg, layer) if packets is None else packets
+    out = run_datapath(cfg, packets, **kw)
+    assert out["error"] == 0, f"error {out['error']}"
+    assert out["finished"], "the run did not finish"
+    want = pooled_beats(cfg, layer)
+    assert len(out["beats"]) == len(want), f"{len(out['beats'])} beats, expected {len(want)}"
+    bad = [i for i, (g, w) in enumerate(zip(out["beats"], want)) if g != w]
+    assert not bad, f"{len(bad)} of {len(want)} result beats differ, first {bad[0]}: " \
+                    f"got 0x{out['beats'][bad[0]]:x}, expected 0x{want[bad[0]]:x}"
+
+
+@pytest.mark.parametrize("pool", [-8, -3, 0, 1, 4, 5, 12, 13])
+def test_global_pool_shift_range(pool):
+    """A 3x3 convolution over 20 pixels (blocks of 7, 3 output tiles of 3 lanes) pooled with
+    shifts across ``pool_shift_range(8, 20) = [-8, 13]``: left shifts that saturate, the
+    rounding of every right shift up to the whole sum."""
+    cfg = small_core(pool_pixels=20)
+    rng = np.random.default_rng(100 + pool)
+    layer = pool_layer(cfg, rng, pool, residual=False, out_c=8)
+    check_pool_run(cfg, layer)
+
+
+@pytest.mark.parametrize("m_block", [1, 3, 16])
+def test_global_pool_after_residual_and_clamp(m_block):
+    """The residual add, the clamp and the pool together, the shortcut last in single
+    vectors, gaps on the input and backpressure on the output."""
+    cfg = small_core(pool_pixels=20)
+    rng = np.random.default_rng(200 + m_block)
+    layer = pool_layer(cfg, rng, 4, out_c=7, m_block=m_block)
+    packets = pack_layer(cfg, layer)
+    packets = ([p for p in packets if p.type != "SHORTCUT"]
+               + split(cfg, [p for p in packets if p.type == "SHORTCUT"], "SHORTCUT", 1))
+    ready = (np.random.default_rng(m_block).random(60_000) < 0.3).tolist()
+    check_pool_run(cfg, layer, packets, ready=lambda c: ready[c], gaps=lambda c: c % 3 == 1)
+
+
+def test_global_pool_limits():
+    """out_h * out_w = pool_pixels runs, one more pixel is TOO_BIG, and so is any pool on a
+    core without a pool unit (which still runs layers without one); a pool shift one past
+    either end of its range is DESCRIPTOR, and so is a pool shift without the flag."""
+    rng = np.random.default_rng(5)
+    cfg = small_core(pool_pixels=20)
+    layer = pool_layer(cfg, rng, 2, residual=False, h=4, w=5)         # 20 pixels
+    check_pool_run(cfg, layer)
+    for over, packets_cfg, want in ((dict(pool_pixels=19), cfg, "TOO_BIG"),
+                                    (dict(pool_pixels=0), cfg, "TOO_BIG")):
+        small = small_core(**over)
+        out = run_datapath(small, pack_layer(packets_cfg, layer))
+        assert out["error"] == ERRORS[want], (over, out)
+    none = small_core(pool_pixels=0)
+    check_run(none, dataclasses.replace(layer, pool=None))
+    for shift in (-9, 14):
+        out = run_datapath(cfg, with_words(cfg, pack_layer(cfg, layer), pool_shift=shift))
+        assert out["error"] == ERRORS["DESCRIPTOR"], (shift, out)
+    plain = dataclasses.replace(layer, pool=None)
+    out = run_datapath(cfg, with_words(cfg, pack_layer(cfg, plain), pool_shift=1))
+    assert out["error"] == ERRORS["DESCRIPTOR"], out
+    out = run_datapath(cfg, with_words(cfg, pack_layer(cfg, plain), pool_shift=-1))
+    assert out["error"] == ERRORS["DESCRIPTOR"], out
+
+
+def with_words(cfg, packets, **fields):
+    """``packets`` with descriptor ``fields`` replaced (two's complement in their width)."""
+    desc = packets[0]
+    assert desc.type == "DESC"
+    bits = beats_vector(cfg, desc.beats[1:], DESC_BITS)
+    for word, lo, width, name in DESC_FIELDS:
+        if name in fields:
+            pos = word * 32 + lo
+            bits = bits & ~(((1 << width) - 1) << pos) | (fields[name] & ((1 << width) - 1)) << pos
+    return [Packet("DESC", desc.count, desc.beats[:1] + vector_beats(cfg, bits, DESC_BITS))] \
+        + list(packets[1:])

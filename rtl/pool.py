@@ -1,0 +1,142 @@
+"""The global pool: per-channel sums of a run's whole output map, then one pixel out.
+
+After post-processing and its fused tail, with ``flags.global_pool``, every result vector
+(channels ``[group*lanes, (group+1)*lanes)`` of one pixel) is added lane by lane into the
+sums of its channel group; after the run's last vector the unit sends ``nt`` result vectors,
+group ``0`` to ``nt - 1``, lane ``l`` of group ``g`` being::
+
+    y = sum over the map of channel g*lanes + l          (pool_sum_width bits, exact)
+    v = pool_shift >= 0 ? (y >> pool_shift) + y[pool_shift-1]     round half up
+                        : clamp(y, -2^a, 2^a) << -pool_shift       exact; the clamp changes no output
+    v = clamp(v, act_range)
+
+exactly :func:`mulfree.params.layer_golden.global_pool` (``docs/numerics.md``), ``last`` on the
+final vector. Lanes beyond ``out_c`` arrive as 0 and leave as 0. Without the flag the unit
+passes post-processing's vectors through (a multiplexer, no register).
+
+The sums live in a memory of ``groups`` words of ``lanes * pool_sum_width`` bits with an
+asynchronous read (distributed RAM): a vector's read-add-write takes one cycle, so the unit
+takes one vector per cycle whatever the order of groups; a bit per group (``seen``, reset
+with the run) says whether the word already holds this run's sum, so the memory needs no
+clearing. The results go through one output register (the shift and saturation after the
+memory's read): ``nt`` cycles after the last vector when nothing stalls.
+
+No multiplier: ``lanes`` adders, a barrel shifter, an incrementer and comparators per lane
+(:func:`mulfree.rtl.postproc.rounding_shift`, as post-processing's).
+"""
+
+from amaranth.hdl import Signal, Module, Mux, Cat, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..params.config import ArrayConfig, ConfigError, signed_width
+from ..params.core_config import pool_shift_range, pool_sum_width
+from .postproc import act_layout, clip, rounding_shift
+
+
+__all__ = ["GlobalPool"]
+
+
+class GlobalPool(wiring.Component):
+    """Global average pool of a run's result vectors (``flags.global_pool``), or a
+    pass-through.
+
+    Parameters
+    ----------
+    cfg : ArrayConfig
+        Sets ``act_bits``.
+    lanes : int
+        Activations per vector.
+    groups : int
+        Channel groups the sums hold (``ceil(max_channels / lanes)``).
+    pool_pixels : int
+        Largest map summed: the sums are ``pool_sum_width(act_bits, pool_pixels)`` bits.
+
+    Attributes
+    ----------
+    i : In(stream.Signature(act_layout(cfg, lanes, groups)))
+        Post-processing's vectors with their channel ``group``, ``last`` on a run's final one.
+    o : Out(stream.Signature(act_layout(cfg, lanes)))
+        With ``on``: the ``nt`` pooled vectors; without: ``i`` unchanged.
+    on, shift, nt : In
+        The run's ``flags.global_pool``, ``pool_shift`` (in ``pool_shift_range``) and output
+        tiles ``ceil(out_c / lanes)`` (``1..groups``); static during a run.
+    """
+
+    def __init__(self, cfg: ArrayConfig, *, lanes, groups, pool_pixels):
+        if (isinstance(pool_pixels, bool) or not isinstance(pool_pixels, int)
+                or pool_pixels < 1):
+            self._MustUse__silence = True
+            raise ConfigError("pool_pixels", f"pool_pixels of a pool unit must be a positive "
+                                             f"integer, not {pool_pixels!r}")
+        self._cfg, self._lanes, self._groups = cfg, lanes, groups
+        self._pixels = pool_pixels
+        a = cfg.act_bits
+        super().__init__({
+            "i": In(stream.Signature(act_layout(cfg, lanes, groups))),
+            "o": Out(stream.Signature(act_layout(cfg, lanes))),
+            "on": In(1),
+            "shift": In(signed(signed_width(*pool_shift_range(a, pool_pixels)))),
+            "nt": In(range(groups + 1)),
+        })
+
+    @property
+    def sum_width(self):
+        """Bits of each lane's sum: :func:`~mulfree.params.core_config.pool_sum_width`."""
+        return pool_sum_width(self._cfg.act_bits, self._pixels)
+
+    @property
+    def groups(self):
+        return self._groups
+
+    def elaborate(self, platform):
+        cfg, lanes, groups = self._cfg, self._lanes, self._groups
+        a, sw = cfg.act_bits, self.sum_width
+        lo, hi = cfg.act_range
+        m = Module()
+
+        m.submodules.sums = sums = Memory(shape=unsigned(lanes * sw), depth=groups, init=[])
+        wr = sums.write_port()
+        rd = sums.read_port(domain="comb")
+        seen = Signal(groups)           # the word holds this run's sum (reset with the run)
+        emit = Signal()                 # the last vector is in: sending the results
+        g = Signal(range(groups))
+        i, o = self.i, self.o
+
+        # Accumulate: read the group's word, add the vector's lanes, write it back.
+        take = Signal()
+        m.d.comb += [take.eq(self.on & i.valid & ~emit),
+                     rd.addr.eq(Mux(emit, g, i.payload.group))]
+        old = Mux(seen.bit_select(i.payload.group, 1), rd.data, 0)
+        new = [old[l * sw:(l + 1) * sw].as_signed()
+               + i.payload.data.word_select(l, a).as_signed() for l in range(lanes)]
+        m.d.comb += [wr.addr.eq(i.payload.group), wr.data.eq(Cat(v[:sw] for v in new)),
+                     wr.en.eq(take)]
+        with m.If(take):
+            m.d.sync += seen.bit_select(i.payload.group, 1).eq(1)
+            with m.If(i.payload.last):
+                m.d.sync += [emit.eq(1), g.eq(0)]
+
+        # Send: each group's sum rounded, shifted and saturated into the output register.
+        o_valid = Signal()
+        o_data = Signal(lanes * a, reset_less=True)
+        o_last = Signal(reset_less=True)
+        pooled = [clip(rounding_shift(rd.data.word_select(l, sw).as_signed(), self.shift, a),
+                       lo, hi)[:a] for l in range(lanes)]
+        advance = o.ready | ~o_valid
+        with m.If(advance):
+            m.d.sync += o_valid.eq(emit)
+            with m.If(emit):
+                done = g == self.nt - 1
+                m.d.sync += [o_data.eq(Cat(pooled)), o_last.eq(done), g.eq(g + 1)]
+                with m.If(done):
+                    m.d.sync += emit.eq(0)
+
+        with m.If(self.on):
+            m.d.comb += [i.ready.eq(~emit), o.valid.eq(o_valid), o.payload.data.eq(o_data),
+                         o.payload.last.eq(o_last)]
+        with m.Else():
+            m.d.comb += [i.ready.eq(o.ready), o.valid.eq(i.valid),
+                         o.payload.data.eq(i.payload.data), o.payload.last.eq(i.payload.last)]
+        return m
