@@ -14,7 +14,9 @@ for field (types included: ``true`` is not ``1``). Only ``mulfree_version`` (a s
 string) and ``top`` (any Verilog identifier: ``mulfree build`` names cores) are free;
 ``files.verilog`` must be ``<top>.v`` and resolve inside the manifest's folder.
 :func:`load_manifest` reads a file (or finds the one core manifest of a folder) with the
-strict JSON reader of :mod:`mulfree.params.safe_io` and checks it. Every refusal is a
+strict JSON reader of :mod:`mulfree.params.safe_io` and checks it. A manifest of another major
+register interface (``VERSION``'s reset value: a 1.x core, before the 8-word descriptor, the
+aligned shortcut and the pool) is refused first, in one line. Every refusal is a
 :class:`ManifestError`: one line naming the file (or the parameter), the field, its value and
 what the parameters say.
 """
@@ -25,7 +27,7 @@ import re
 from pathlib import Path
 
 from ..params.config import ConfigError
-from ..params.core_config import CoreConfig
+from ..params.core_config import CORE_VERSION, CoreConfig
 from ..params.manifest import core_manifest
 from ..params.safe_io import FileCheckError, check_verilog_name, inside, read_json
 
@@ -46,7 +48,7 @@ _SECTIONS = ("manifest_version", "top", "files", "parameters", "registers", "eng
 #: appear only for trees (``ArrayConfig.params``).
 _CORE_FIELDS = {"engine": dict, "stream_width": int, "fmap_vectors": int, "acc_entries": int,
                 "weight_rows": int, "max_channels": int, "out_vectors": int,
-                "shortcut_vectors": int, "axil_addr_width": int}
+                "shortcut_vectors": int, "pool_pixels": int, "axil_addr_width": int}
 _ENGINE_FIELDS = {"pe": str, "rows": int, "cols": int, "act_bits": int, "weight_bits": int,
                   "max_k": int}
 _ENGINE_OPTIONAL = {"arch": str, "tree_levels_per_stage": int}
@@ -120,6 +122,30 @@ def config_from_parameters(params, *, where="manifest", param="manifest", name=N
         raise ManifestError(param, f"{where}: parameters are invalid: "
                                    f"{' '.join(str(exc).split())}") from None
     return cfg
+
+
+def _interface_version(doc):
+    """``(major, minor)`` of the register interface the manifest describes (the reset value of
+    its ``VERSION`` register), or None if the registers section does not say."""
+    regs = doc.get("registers")
+    regs = regs.get("registers") if isinstance(regs, dict) else None
+    for entry in regs if isinstance(regs, list) else ():
+        if isinstance(entry, dict) and entry.get("name") == "VERSION":
+            reset = entry.get("reset")
+            if isinstance(reset, int) and not isinstance(reset, bool) and 0 <= reset < 1 << 32:
+                return reset >> 16, reset & 0xFFFF
+    return None
+
+
+def _check_interface_version(doc, where, param):
+    """Refuse a core of another major register interface (1.x: the 7-word descriptor, the
+    shortcut in the output's layout, no pool) before its parameters are compared."""
+    version = _interface_version(doc)
+    if version is not None and version[0] != CORE_VERSION[0]:
+        raise ManifestError(param, f"{where}: the core speaks register interface "
+                                   f"{version[0]}.{version[1]} (registers VERSION), this "
+                                   f"mulfree {CORE_VERSION[0]}.{CORE_VERSION[1]}; regenerate "
+                                   f"the core with mulfree gen --core (or mulfree build)")
 
 
 def _label(entry, index):
@@ -229,6 +255,7 @@ def check_manifest(doc, *, param="manifest", source=None):
         top = check_verilog_name(doc["top"], "top")
     except FileCheckError as exc:
         raise ManifestError(param, f"{where}: {exc}") from None
+    _check_interface_version(doc, where, param)
     cfg = config_from_parameters(doc["parameters"], where=where, param=param, name=top)
     want = _regenerated(cfg)
     for name in _SECTIONS:
