@@ -73,7 +73,8 @@ def config_from_args(args):
 CORE_OPTIONS = {"stream_width": "--stream-width", "fmap_vectors": "--fmap-vectors",
                 "acc_entries": "--acc-entries", "weight_rows": "--weight-rows",
                 "max_channels": "--max-channels", "out_vectors": "--out-vectors",
-                "shortcut_vectors": "--shortcut-vectors", "axil_addr_width": "--axil-addr-width"}
+                "shortcut_vectors": "--shortcut-vectors", "pool_pixels": "--pool-pixels",
+                "axil_addr_width": "--axil-addr-width"}
 
 
 def add_core_options(parser):
@@ -94,6 +95,8 @@ def add_core_options(parser):
         "shortcut_vectors": "shortcut buffer depth in vectors of cols activations: a residual "
                             "layer's out_h*out_w*ceil(out_c/cols) must fit; 0 builds no buffer "
                             "and no residual add",
+        "pool_pixels": "largest out_h*out_w of a layer with a global average pool (the width "
+                       "of the pool unit's sums); 0 builds no pool unit",
         "axil_addr_width": "AXI4-Lite byte-address bits",
     }
     for param, option in CORE_OPTIONS.items():

@@ -11,7 +11,8 @@ generator writes the very same document next to the Verilog (:mod:`mulfree.gen.m
 from .config import ArrayConfig
 from .core_config import (CoreConfig, CORE_ERRORS, PACKET_TYPES, DESC_FIELDS, DESC_FLAGS,
                           DESC_BITS, DESC_SIGNED, ISSUE_FIFO_DEPTH, RES_MAX_SHIFT, SETUP_STEPS,
-                          SHIFT_ENTRY_BITS, res_shift_range, res_sum_width)
+                          SHIFT_ENTRY_BITS, pool_shift_range, pool_sum_width, res_shift_range,
+                          res_sum_width)
 from .ports import array_ports, core_ports
 from .post_config import shift_width
 from .regmap import REG_ERRORS, RESP_OKAY, RESP_SLVERR
@@ -19,7 +20,7 @@ from .version import __version__
 
 
 __all__ = ["MANIFEST_VERSION", "engine_manifest", "registers_section", "stream_section",
-           "core_manifest", "post_latency"]
+           "core_manifest", "post_latency", "pool_buffer", "pool_latency"]
 
 MANIFEST_VERSION = 1
 
@@ -29,6 +30,23 @@ def post_latency(cfg: CoreConfig):
     nothing stalls: 3 (:attr:`~mulfree.rtl.postproc.PostProcess.LATENCY`), 5 with a shortcut
     buffer (``RESIDUAL_LATENCY``: the residual add's two stages)."""
     return 5 if cfg.shortcut_vectors else 3
+
+
+def pool_buffer(cfg: CoreConfig):
+    """The global pool's sums: one word of ``cols`` sums of ``sum_width`` bits per channel
+    group (``ceil(max_channels / cols)`` words); depth 0 without a pool unit."""
+    e = cfg.engine
+    sw = pool_sum_width(e.act_bits, cfg.pool_pixels) if cfg.pool_pixels else 0
+    depth = -(-cfg.max_channels // e.cols) if cfg.pool_pixels else 0
+    return {"depth": depth, "width": e.cols * sw, "sum_width": sw}
+
+
+def pool_latency(cfg: CoreConfig):
+    """Cycles from a global pool's last result vector leaving post-processing to its first
+    pooled vector entering the output FIFO, when nothing stalls: 2 (the sum's write, then the
+    output register); the others follow one per cycle. 0 without a pool unit (the results
+    pass through it without a register whether or not a layer pools)."""
+    return 2 if cfg.pool_pixels else 0
 
 
 def _weight_encoding(cfg: ArrayConfig):
@@ -182,7 +200,9 @@ def stream_section(cfg: CoreConfig):
         "tail": {"res_max_shift": RES_MAX_SHIFT,
                  "res_shift_range": list(res_shift_range(e.act_bits)),
                  "res_sum_width": res_sum_width(e.act_bits),
-                 "clamp_range": list(e.act_range)},
+                 "clamp_range": list(e.act_range),
+                 "pool_shift_range": list(pool_shift_range(e.act_bits, cfg.pool_pixels)),
+                 "pool_sum_width": pool_sum_width(e.act_bits, cfg.pool_pixels)},
         "params_vector": {"bias": [e.acc_width - 1, 0],
                           "shift": [e.acc_width + shift_width(e) - 1, e.acc_width],
                           "relu": e.acc_width + shift_width(e)},
@@ -223,6 +243,8 @@ def core_manifest(cfg: CoreConfig):
                                 "width": e.rows * SHIFT_ENTRY_BITS},
                 "out": {"depth": cfg.out_vectors, "width": e.cols * e.act_bits},
                 "shortcut": {"depth": cfg.shortcut_vectors, "width": e.cols * e.act_bits},
+                "pool": pool_buffer(cfg),
             },
+            "pool_latency": pool_latency(cfg),
         },
     }

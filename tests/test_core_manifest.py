@@ -98,18 +98,22 @@ def test_core_manifest_sections(tmp_path):
     # Vector sizes from first principles: 3 activations of 6 bits, 5 codes of 6 bits.
     assert st["vector_bits"]["ACTS"] == 18 and st["vector_beats"]["ACTS"] == 1
     assert st["vector_bits"]["WEIGHTS"] == 30 and st["vector_bits"]["OUT"] == 30
-    assert st["vector_beats"]["DESC"] == 7 and st["vector_bits"]["DESC"] == 224
+    assert st["vector_beats"]["DESC"] == 8 and st["vector_bits"]["DESC"] == 256
     assert st["vector_bits"]["SHORTCUT"] == 30 and st["packet_types"]["SHORTCUT"] == 6
     assert [f["name"] for f in st["descriptor"]["fields"]] == [f[3] for f in DESC_FIELDS]
     signed = {f["name"] for f in st["descriptor"]["fields"] if f["signed"]}
-    assert signed == {"clamp_lo", "clamp_hi", "res_shift"}
+    assert signed == {"clamp_lo", "clamp_hi", "res_shift", "pool_shift"}
+    pool = next(f for f in st["descriptor"]["fields"] if f["name"] == "pool_shift")
+    assert (pool["word"], pool["bits"]) == (6, [31, 24])
     res = next(f for f in st["descriptor"]["fields"] if f["name"] == "res_shift")
     assert (res["word"], res["bits"]) == (6, [23, 16])
     assert st["descriptor"]["flags"] == {"shift": 0, "reuse_weights": 1, "residual": 2,
-                                         "res_relu": 3, "clamp": 4}
-    # a = 6: res_shift in [-6, 6 + 16], the sum 6 + 15 + 1 bits, the clamp in act_range.
+                                         "res_relu": 3, "clamp": 4, "global_pool": 5}
+    # a = 6: res_shift in [-6, 6 + 16], the sum 6 + 15 + 1 bits, the clamp in act_range;
+    # the pool's sums of up to 4096 = 2^12 pixels 6 + 12 bits, pool_shift in [-6, 18].
     assert st["tail"] == {"res_max_shift": 15, "res_shift_range": [-6, 22],
-                          "res_sum_width": 22, "clamp_range": [-32, 31]}
+                          "res_sum_width": 22, "clamp_range": [-32, 31],
+                          "pool_shift_range": [-6, 18], "pool_sum_width": 18}
     assert {e["code"] for e in doc["registers"]["core_errors"].values()} == \
         {c for c, _, _ in CORE_ERRORS}
     ports = {p["name"] for p in doc["ports"]}
@@ -118,6 +122,9 @@ def test_core_manifest_sections(tmp_path):
     assert doc["core"]["buffers"]["fmap"] == {"depth": 64, "width": 18, "banks": 3}
     assert doc["core"]["buffers"]["shortcut"] == {"depth": 1024, "width": 30}
     assert doc["parameters"]["shortcut_vectors"] == 1024
+    # 16 channels in groups of 5 lanes: 4 words of 5 sums of 18 bits.
+    assert doc["core"]["buffers"]["pool"] == {"depth": 4, "width": 90, "sum_width": 18}
+    assert doc["parameters"]["pool_pixels"] == 4096 and doc["core"]["pool_latency"] == 2
     text = v_path.read_text()
     assert f"module {cfg.top_name}(" in text
     assert "MULFREE_CORE_ERROR_SHORT 4u" in c_header(cfg.register_map)
@@ -193,4 +200,55 @@ def test_gen_core_shortcut_vectors_option(tmp_path, capsys):
         assert cli.main(base + ["--shortcut-vectors", bad, "-o", str(out)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--shortcut-vectors" in err[0] and bad in err[0], err
+        assert not out.exists()
+
+
+@pytest.mark.parametrize("pool_pixels", [0, 1, 5, 4096])
+def test_pool_buffer_and_latency(pool_pixels):
+    """The manifest's pool sums are the RTL's: a memory of ceil(max_channels / cols) words of
+    cols sums of pool_sum_width bits exactly when pool_pixels > 0, and the pool's latency is
+    2 cycles (0 without a pool unit)."""
+    from amaranth.back import rtlil
+    from mulfree.params.core_config import pool_sum_width
+    from mulfree.params.manifest import core_manifest
+    from mulfree.rtl.core import LayerDatapath
+    cfg = CoreConfig(engine=ArrayConfig(pe="shift", rows=2, cols=3, max_k=16), stream_width=32,
+                     fmap_vectors=16, weight_rows=16, acc_entries=4, max_channels=7,
+                     out_vectors=2, shortcut_vectors=0, pool_pixels=pool_pixels)
+    core = core_manifest(cfg)["core"]
+    sw = pool_sum_width(8, pool_pixels) if pool_pixels else 0
+    assert sw == {0: 0, 1: 8, 5: 11, 4096: 20}[pool_pixels]
+    assert core["buffers"]["pool"] == {"depth": 3 if pool_pixels else 0, "width": 3 * sw,
+                                       "sum_width": sw}
+    assert core["pool_latency"] == (2 if pool_pixels else 0)
+    text = rtlil.convert(LayerDatapath(cfg))
+    memories = re.findall(r"memory width (\d+) size (\d+) \\sums\n", text)
+    assert memories == ([(str(3 * sw), "3")] if pool_pixels else []), memories
+
+
+def test_gen_core_pool_pixels_option(tmp_path, capsys):
+    """``mulfree gen --core --pool-pixels N`` builds the core with that pool unit (0: none); a
+    value out of range is one line naming the option."""
+    from mulfree.flows import cli
+    base = ["gen", "--core", "--pe", "adder", "--rows", "3", "--cols", "2", "--stream-width",
+            "32", "--fmap-vectors", "64", "--weight-rows", "16", "--acc-entries", "8",
+            "--max-channels", "8", "--out-vectors", "4", "--shortcut-vectors", "0"]
+    for n in (0, 49):
+        out = tmp_path / f"n{n}"
+        assert cli.main(base + ["--pool-pixels", str(n), "-o", str(out)]) == 0
+        cfg = CoreConfig(engine=ArrayConfig(pe="adder", rows=3, cols=2), stream_width=32,
+                         fmap_vectors=64, weight_rows=16, acc_entries=8, max_channels=8,
+                         out_vectors=4, shortcut_vectors=0, pool_pixels=n)
+        doc = json.loads((out / f"{cfg.top_name}.json").read_text())
+        assert CoreConfig.from_params(doc["parameters"]) == cfg
+        assert doc["core"]["buffers"]["pool"]["depth"] == (4 if n else 0)
+        regs = {r["name"]: r for r in doc["registers"]["registers"]}
+        assert regs["POOL_PIXELS"]["offset"] == 0x68 and regs["POOL_PIXELS"]["reset"] == n
+        assert ("sums" in (out / f"{cfg.top_name}.v").read_text()) == bool(n)
+    capsys.readouterr()
+    for bad in ("-1", str((1 << 16) + 1)):
+        out = tmp_path / "bad"
+        assert cli.main(base + ["--pool-pixels", bad, "-o", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--pool-pixels" in err[0] and bad in err[0], err
         assert not out.exists()
