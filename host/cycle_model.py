@@ -7,7 +7,7 @@ blocks of ``docs/architecture.md`` ("The accelerator core"). It walks the run pa
 (a pass: one weight tile over one block's pixels), not vector by vector, so a layer of a
 ResNet costs microseconds to milliseconds to estimate. The model:
 
-1. **Descriptor and setup.** The descriptor packet (a header and ``ceil(224 / S)`` beats)
+1. **Descriptor and setup.** The descriptor packet (a header and ``ceil(256 / S)`` beats)
    arrives at one beat per cycle; the layer setup then runs its sequential steps
    (:data:`~mulfree.params.core_config.SETUP_STEPS`): a multiplication takes one cycle per bit
    of its second operand up to its highest set bit (at least one, at most 16), a division by a
@@ -19,7 +19,11 @@ ResNet costs microseconds to milliseconds to estimate. The model:
    compiler's): PARAMS, SHIFT, the first block's ACTS, WEIGHTS, the first block's SHORTCUT,
    the other ACTS, the other SHORTCUT (a run that reuses its weights sends no PARAMS, SHIFT or
    WEIGHTS; a run without a residual no SHORTCUT). A vector is usable the cycle after its last
-   beat (the loader's watermark).
+   beat (the loader's watermark). The SHORTCUT vectors are the shortcut's source (``scv`` of
+   them, core interface 2.0); when ``short_off`` is no multiple of the columns each one's lanes
+   land in two aligned vectors, and the model lets the loader take
+   :data:`SHORTCUT_SPLIT_CYCLES` cycles per such vector (an assumption about the RTL's
+   alignment, not yet measured).
 3. **Passes.** For every block of ``m_block`` pixels, for ``nt``, for ``kt``, one pass of the
    block's pixels enters the engine at one vector per cycle, three cycles after its issue. A
    pass starts no earlier than
@@ -41,12 +45,17 @@ ResNet costs microseconds to milliseconds to estimate. The model:
      cycle the FIFO fills and the engine, whose pipeline stalls as a whole, waits until the
      pass's last vector can retire;
    * the shortcut (a residual layer): a final vector ``(m, nt)`` leaves the engine for the
-     post-processing only once its SHORTCUT vector ``m*NT + nt`` has arrived (the shortcut
-     watermark: from the cycle after its last beat, :data:`SHORTCUT_TO_RETIRE`); the engine
-     stalls as a whole until then, delaying the pass's other vectors and the next pass.
+     post-processing only once the last SHORTCUT source vector its aligned lanes read has
+     arrived (pixel ``(oy*s, ox*s)`` of the source map, the tile of its highest source
+     channel; the shortcut watermark: from the cycle after its last beat,
+     :data:`SHORTCUT_TO_RETIRE`); the engine stalls as a whole until then, delaying the pass's
+     other vectors and the next pass;
+   * with a global pool the final vectors go into the pool's sums, one per cycle, and not to
+     the output: no serializer holds the engine back.
 4. **The end.** The run ends when the last result beat has left: the last vector's entry,
    the engine's ``latency``, the post-processing, the serializer's beats and
-   :data:`END_CYCLES`.
+   :data:`END_CYCLES`; with a global pool, :data:`POOL_OUT_CYCLES` after the last vector left
+   the post-processing, the ``NT`` pooled vectors' beats.
 
 The model ignores backpressure on ``m_axis`` and splits no packet (a DMA's packet limit adds
 a header beat per packet). **Accuracy**, measured against ``BUSY_CYCLES`` on the simulated
@@ -57,7 +66,9 @@ two beats (the 8x8 core on its 32-bit stream). With the fused tail (core 1.0: 7 
 plain, with a residual, with a residual, clamp and shift table, with a clamp; sent whole and
 reusing its weights): the 4x4 shift and the 3x5 adder cores, 112 runs, all exact; the 8x8 mult
 core on a 32-bit stream within 4.6 %, as without a residual. ``tests/test_run_graph.py``
-checks a tolerance of 5 % per node.
+checks a tolerance of 5 % per node. The aligned shortcut's and the pool's terms of core 2.0
+(:data:`SHORTCUT_SPLIT_CYCLES`, :data:`POOL_OUT_CYCLES`) are not yet measured against
+``BUSY_CYCLES``; a layer with neither costs what it did under core 1.0.
 
 NumPy only.
 """
@@ -70,7 +81,8 @@ from .stream_format import stream_order
 
 
 __all__ = ["setup_cycles", "run_cycles", "ISSUE_TO_ENGINE", "POST_STAGES", "END_CYCLES",
-           "START_CYCLES", "SHORTCUT_TO_RETIRE", "stream_layout"]
+           "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_SPLIT_CYCLES", "POOL_OUT_CYCLES",
+           "stream_layout", "shortcut_needs", "vector_cycles"]
 
 #: Cycles from a vector's issue to its handshake with the engine (S1, S2, the FIFO).
 ISSUE_TO_ENGINE = 3
@@ -87,6 +99,15 @@ START_CYCLES = 1
 #: compares the loader's pointer combinationally, with no issue stage (measured on the
 #: simulated board).
 SHORTCUT_TO_RETIRE = -1
+#: Cycles the loader takes per SHORTCUT vector (at least its beats) when ``short_off`` is no
+#: multiple of ``cols``, so that its lanes are written into two aligned vectors. An assumption
+#: of what the RTL may do (two buffer writes per vector), not a measurement: set it to 1 if
+#: the core writes both in one cycle.
+SHORTCUT_SPLIT_CYCLES = 2
+#: Cycles from a pooled run's last vector leaving post-processing to its first pooled vector
+#: entering the output FIFO (the sum's write, then the pool's output register:
+#: ``rtl/pool.py``); the others follow one per cycle.
+POOL_OUT_CYCLES = 2
 #: Largest operand bit the setup's multiplier walks (16-bit second operands).
 _MUL_BITS = 16
 
@@ -96,7 +117,8 @@ def _setup_operands(cfg, g):
     return {"in_h": g["in_h"], "in_w": g["in_w"], "in_c": g["in_c"], "out_c": g["out_c"],
             "out_h": g["out_h"], "out_w": g["out_w"], "kernel_h": g["kernel_h"],
             "kernel_w": g["kernel_w"], "stride_h": g["stride_h"], "stride_w": g["stride_w"],
-            "R": e.rows, "C": e.cols}
+            "short_c": g["short_c"], "short_stride": g["short_stride"], "R": e.rows,
+            "C": e.cols}
 
 
 def setup_cycles(cfg: CoreConfig, g):
@@ -126,10 +148,13 @@ def setup_cycles(cfg: CoreConfig, g):
     return cycles
 
 
-def stream_layout(cfg, g, reuse, first_acts):
+def stream_layout(cfg, g, reuse, first_acts, *, per=None):
     """Beat offsets of the segments the run's stream carries after the descriptor (in
     :func:`~mulfree.host.stream_format.stream_order`; ``first_acts`` ACTS before the weights),
     and the beats they take in all (headers included).
+
+    ``per`` (``{type: cycles}``, by default each vector's beats) counts in cycles instead:
+    :func:`run_cycles` passes :func:`vector_cycles`.
 
     Returns
     -------
@@ -138,12 +163,36 @@ def stream_layout(cfg, g, reuse, first_acts):
         after the descriptor, the segment's header at ``offset - 1``) of the segment's first
         vector's first beat; and the total.
     """
-    per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
+    if per is None:
+        per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
     layout, beat = {}, 0
     for kind, start, count in stream_order(g, reuse=reuse, first_acts=first_acts):
         layout.setdefault(kind, []).append((start, count, beat + 1))
         beat += 1 + count * per[kind]
     return layout, beat
+
+
+def vector_cycles(cfg, g):
+    """Cycles the loader takes per vector of each type: its beats; a SHORTCUT vector at least
+    :data:`SHORTCUT_SPLIT_CYCLES` when ``short_off`` is no multiple of ``cols``."""
+    per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
+    if g["counts"]["SHORTCUT"] and g["short_off"] % cfg.engine.cols:
+        per["SHORTCUT"] = max(per["SHORTCUT"], SHORTCUT_SPLIT_CYCLES)
+    return per
+
+
+def shortcut_needs(cfg, g, pix, nt):
+    """SHORTCUT vectors that must have arrived before the aligned vector ``(m, nt)`` of the
+    pixels ``pix`` (an int array) can be read: up to the source pixel ``(oy*s, ox*s)``'s tile
+    of the highest source channel output tile ``nt`` reads (``c - short_off`` for ``c`` in
+    ``[nt*C, nt*C + C)``, clipped to the source's channels)."""
+    pix = np.asarray(pix, dtype=np.int64)
+    c, s = cfg.engine.cols, g["short_stride"]
+    oy, ox = pix // g["out_w"], pix % g["out_w"]
+    source = (oy * s) * g["SW"] + ox * s
+    high = min(nt * c + c - 1, g["out_c"] - 1) - g["short_off"]
+    tile = min(max(high, 0), g["short_c"] - 1) // c
+    return source * g["nts"] + tile + 1
 
 
 def _ready_time(layout, kind, per, need):
@@ -181,16 +230,17 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
     e = cfg.engine
     acts = g["counts"]["ACTS"]
     first_acts = acts if first_acts is None else int(first_acts)
-    per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
-    layout, _ = stream_layout(cfg, g, reuse, first_acts)
+    per = vector_cycles(cfg, g)
+    layout, _ = stream_layout(cfg, g, reuse, first_acts, per=per)
     residual = g["counts"]["SHORTCUT"] > 0
+    pool = bool(g.get("global_pool"))
     t_run = START_CYCLES + 1 + cfg.beats(DESC_BITS) + setup_cycles(cfg, g)
     rows, mb, m = e.rows, g["m_block"], g["M"]
     nt_count, kt_count, ct = g["NT"], g["KT"], g["CT"]
     window = cfg.hazard_window
     lat = e.latency
     post = post_latency(cfg)
-    nb = per["OUT"]
+    nb = cfg.beats(cfg.vector_bits["OUT"])
     queue = cfg.out_vectors + post + 1
     free_delay = rows - 1 if e.arch != "tree" else 1
     row = g["in_w"] * ct
@@ -242,15 +292,16 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
                 if kt == kt_count - 1:
                     o_start = max(out_free, first + lat + post)
                     if residual:
-                        # Vector i retires once its SHORTCUT vector is in, and after the one
+                        # Vector i retires once its SHORTCUT source is in, and after the one
                         # before it: the engine stalls as a whole.
                         sc = t_run + SHORTCUT_TO_RETIRE + _ready_time(
-                            layout, "SHORTCUT", per["SHORTCUT"], pix * nt_count + nt + 1)
+                            layout, "SHORTCUT", per["SHORTCUT"],
+                            shortcut_needs(cfg, g, pix, nt))
                         o_start = max(o_start, int(sc[0]) + post)
                         sc_last = int((sc + np.arange(blen - 1, -1, -1)).max())
                         end = max(end, sc_last - lat + 1)
                     out_free = max(o_start + blen * nb, end - 1 + lat + post + nb)
-                    if nb > 1:
+                    if nb > 1 and not pool:
                         # The output FIFO is full: the engine stalls until the pass's last
                         # vector can retire.
                         retire_last = o_start + (blen - 1 - queue) * nb
@@ -258,5 +309,9 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
                 tile_free = first + free_delay
                 last_end = end
                 tile += 1
-    done = max(last_end - 1 + lat + post + nb, out_free) + END_CYCLES
+    if pool:
+        # The sums take one vector per cycle; the NT pooled vectors then leave serially.
+        done = last_end - 1 + lat + post + POOL_OUT_CYCLES + nt_count * nb + END_CYCLES
+    else:
+        done = max(last_end - 1 + lat + post + nb, out_free) + END_CYCLES
     return int(done)
