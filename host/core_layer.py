@@ -362,11 +362,13 @@ def _check_alignment(layer, res, g):
     if layer.shortcut is None or np.ndim(layer.shortcut) != 3:
         return                        # refused by _check_contents, which names the shape
     short_c, out_c = g["short_c"], g["out_c"]
-    high = min(out_c - res.offset, (1 << widths["short_c"]) - 1)
-    if not 1 <= short_c <= high:
-        raise LayerError("shortcut", f"shortcut: its channels (short_c) must be in [1, "
-                                     f"{high}] (out_c {out_c} - residual.offset "
-                                     f"{res.offset}), not {short_c}", "DESCRIPTOR")
+    if short_c < 1:
+        raise LayerError("shortcut", f"shortcut: its channels (short_c) must be at least 1, "
+                                     f"not {short_c}", "DESCRIPTOR")
+    if res.offset + short_c > out_c:
+        raise LayerError("shortcut", f"shortcut: residual.offset {res.offset} + its channels "
+                                     f"(short_c) {short_c} must be at most out_c = {out_c}",
+                         "DESCRIPTOR")
 
 
 def _clamp_pair(clamp):
