@@ -54,8 +54,8 @@ ResNet costs microseconds to milliseconds to estimate. The model:
      the output: no serializer holds the engine back.
 4. **The end.** The run ends when the last result beat has left: the last vector's entry,
    the engine's ``latency``, the post-processing, the serializer's beats and
-   :data:`END_CYCLES`; with a global pool, :data:`POOL_OUT_CYCLES` after the last vector left
-   the post-processing, the ``NT`` pooled vectors' beats.
+   :data:`END_CYCLES`; with a global pool, :func:`~mulfree.params.manifest.pool_latency`
+   cycles after the last vector left the post-processing, the ``NT`` pooled vectors' beats.
 
 The model ignores backpressure on ``m_axis`` and splits no packet (a DMA's packet limit adds
 a header beat per packet). **Accuracy**, measured against ``BUSY_CYCLES`` on the simulated
@@ -67,7 +67,8 @@ plain, with a residual, with a residual, clamp and shift table, with a clamp; se
 reusing its weights): the 4x4 shift and the 3x5 adder cores, 112 runs, all exact; the 8x8 mult
 core on a 32-bit stream within 4.6 %, as without a residual. ``tests/test_run_graph.py``
 checks a tolerance of 5 % per node. The aligned shortcut's and the pool's terms of core 2.0
-(:data:`SHORTCUT_SPLIT_CYCLES`, :data:`POOL_OUT_CYCLES`) are not yet measured against
+(:data:`SHORTCUT_SPLIT_CYCLES`, the pool's ``pool_latency`` and ``NT`` vectors) are not yet
+measured against
 ``BUSY_CYCLES``; a layer with neither costs what it did under core 1.0.
 
 NumPy only.
@@ -76,12 +77,12 @@ NumPy only.
 import numpy as np
 
 from ..params.core_config import CoreConfig, DESC_BITS, SETUP_STEPS
-from ..params.manifest import post_latency
+from ..params.manifest import pool_latency, post_latency
 from .stream_format import stream_order
 
 
 __all__ = ["setup_cycles", "run_cycles", "ISSUE_TO_ENGINE", "POST_STAGES", "END_CYCLES",
-           "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_SPLIT_CYCLES", "POOL_OUT_CYCLES",
+           "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_SPLIT_CYCLES",
            "stream_layout", "shortcut_needs", "vector_cycles"]
 
 #: Cycles from a vector's issue to its handshake with the engine (S1, S2, the FIFO).
@@ -104,10 +105,6 @@ SHORTCUT_TO_RETIRE = -1
 #: of what the RTL may do (two buffer writes per vector), not a measurement: set it to 1 if
 #: the core writes both in one cycle.
 SHORTCUT_SPLIT_CYCLES = 2
-#: Cycles from a pooled run's last vector leaving post-processing to its first pooled vector
-#: entering the output FIFO (the sum's write, then the pool's output register:
-#: ``rtl/pool.py``); the others follow one per cycle.
-POOL_OUT_CYCLES = 2
 #: Largest operand bit the setup's multiplier walks (16-bit second operands).
 _MUL_BITS = 16
 
@@ -311,7 +308,7 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
                 tile += 1
     if pool:
         # The sums take one vector per cycle; the NT pooled vectors then leave serially.
-        done = last_end - 1 + lat + post + POOL_OUT_CYCLES + nt_count * nb + END_CYCLES
+        done = last_end - 1 + lat + post + pool_latency(cfg) + nt_count * nb + END_CYCLES
     else:
         done = max(last_end - 1 + lat + post + nb, out_free) + END_CYCLES
     return int(done)

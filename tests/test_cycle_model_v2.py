@@ -12,8 +12,9 @@ from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CoreConfig
 from mulfree.params.layer_golden import PostParams, ResidualParams
 from mulfree.host import layer_stream as ls
-from mulfree.host.cycle_model import (POOL_OUT_CYCLES, SHORTCUT_SPLIT_CYCLES, run_cycles,
-                                      shortcut_needs, stream_layout, vector_cycles)
+from mulfree.params.manifest import pool_latency
+from mulfree.host.cycle_model import (SHORTCUT_SPLIT_CYCLES, run_cycles, shortcut_needs,
+                                      stream_layout, vector_cycles)
 from mulfree.host.stream_format import first_block_acts
 
 
@@ -107,7 +108,7 @@ def test_misaligned_offset_costs_the_split_cycles_when_the_stream_bounds(engine)
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_pool_costs(engine):
-    """Bound by the engine, a pooled run ends ``POOL_OUT_CYCLES + (NT - 1) * beats`` after the
+    """Bound by the engine, a pooled run ends ``pool_latency + (NT - 1) * beats`` after the
     plain one (its last pixel's results replaced by the NT pooled vectors); bound by the
     output (a 32-bit stream, several beats per result), it ends far sooner: no result leaves
     but the pixel."""
@@ -119,7 +120,8 @@ def test_pool_costs(engine):
     for reuse in (False, True):
         a = run_cycles(cfg, g, reuse=reuse, first_acts=first_block_acts(plain, g))
         b = run_cycles(cfg, gp, reuse=reuse, first_acts=first_block_acts(pooled, gp))
-        assert b - a == POOL_OUT_CYCLES + (g["NT"] - 1) * nb, (a, b)
+        assert pool_latency(cfg) == 2
+        assert b - a == pool_latency(cfg) + (g["NT"] - 1) * nb, (a, b)
     # Results of 8 lanes x 8 bits: two beats each on 32 bits.
     narrow = CoreConfig(ArrayConfig(pe=e.pe, arch=e.arch, rows=4, cols=8, act_bits=8),
                         stream_width=32)
