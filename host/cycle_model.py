@@ -20,10 +20,11 @@ ResNet costs microseconds to milliseconds to estimate. The model:
    the other ACTS, the other SHORTCUT (a run that reuses its weights sends no PARAMS, SHIFT or
    WEIGHTS; a run without a residual no SHORTCUT). A vector is usable the cycle after its last
    beat (the loader's watermark). The SHORTCUT vectors are the shortcut's source (``scv`` of
-   them, core interface 2.0); when ``short_off`` is no multiple of the columns each one's lanes
-   land in two aligned vectors, and the model lets the loader take
-   :data:`SHORTCUT_SPLIT_CYCLES` cycles per such vector (an assumption about the RTL's
-   alignment, not yet measured).
+   them, core interface 2.0), aligned as they arrive (``rtl/stream_loader.py``,
+   ``ShortcutAligner``): when ``short_off`` is no multiple of the columns and the pixel's
+   last aligned tile holds only the carried lanes (``q + nts < NT``), the aligner writes that
+   tile in the cycle after a kept source pixel's last vector and the loader holds the next
+   SHORTCUT vector back :data:`SHORTCUT_HOLD_CYCLES` cycle (:func:`shortcut_holds`).
 3. **Passes.** For every block of ``m_block`` pixels, for ``nt``, for ``kt``, one pass of the
    block's pixels enters the engine at one vector per cycle, three cycles after its issue. A
    pass starts no earlier than
@@ -45,11 +46,11 @@ ResNet costs microseconds to milliseconds to estimate. The model:
      cycle the FIFO fills and the engine, whose pipeline stalls as a whole, waits until the
      pass's last vector can retire;
    * the shortcut (a residual layer): a final vector ``(m, nt)`` leaves the engine for the
-     post-processing only once the last SHORTCUT source vector its aligned lanes read has
-     arrived (pixel ``(oy*s, ox*s)`` of the source map, the tile of its highest source
-     channel; the shortcut watermark: from the cycle after its last beat,
-     :data:`SHORTCUT_TO_RETIRE`); the engine stalls as a whole until then, delaying the pass's
-     other vectors and the next pass;
+     post-processing only once its output pixel is aligned: the last SHORTCUT vector of its
+     source pixel ``(oy*s, ox*s)`` has arrived (the aligner's watermark counts whole pixels:
+     from the cycle after its last beat, :data:`SHORTCUT_TO_RETIRE`, and one cycle later when
+     the pixel's carried tile is written after it); the engine stalls as a whole until then,
+     delaying the pass's other vectors and the next pass;
    * with a global pool the final vectors go into the pool's sums, one per cycle, and not to
      the output: no serializer holds the engine back.
 4. **The end.** The run ends when the last result beat has left: the last vector's entry,
@@ -67,9 +68,10 @@ plain, with a residual, with a residual, clamp and shift table, with a clamp; se
 reusing its weights): the 4x4 shift and the 3x5 adder cores, 112 runs, all exact; the 8x8 mult
 core on a 32-bit stream within 4.6 %, as without a residual. ``tests/test_run_graph.py``
 checks a tolerance of 5 % per node. The aligned shortcut's and the pool's terms of core 2.0
-(:data:`SHORTCUT_SPLIT_CYCLES`, the pool's ``pool_latency`` and ``NT`` vectors) are not yet
-measured against
-``BUSY_CYCLES``; a layer with neither costs what it did under core 1.0.
+(the aligner's holds and watermark, the pool's ``pool_latency`` and ``NT`` vectors) follow
+the RTL's description and are not yet measured against ``BUSY_CYCLES``; a layer with
+neither costs what it did under core 1.0 but the setup's five new steps (measured: the
+5 % tolerance of ``tests/test_run_graph.py`` holds on the simulated board).
 
 NumPy only.
 """
@@ -82,8 +84,8 @@ from .stream_format import stream_order
 
 
 __all__ = ["setup_cycles", "run_cycles", "ISSUE_TO_ENGINE", "POST_STAGES", "END_CYCLES",
-           "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_SPLIT_CYCLES",
-           "stream_layout", "shortcut_needs", "vector_cycles"]
+           "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_HOLD_CYCLES",
+           "stream_layout", "shortcut_needs", "shortcut_holds"]
 
 #: Cycles from a vector's issue to its handshake with the engine (S1, S2, the FIFO).
 ISSUE_TO_ENGINE = 3
@@ -100,11 +102,10 @@ START_CYCLES = 1
 #: compares the loader's pointer combinationally, with no issue stage (measured on the
 #: simulated board).
 SHORTCUT_TO_RETIRE = -1
-#: Cycles the loader takes per SHORTCUT vector (at least its beats) when ``short_off`` is no
-#: multiple of ``cols``, so that its lanes are written into two aligned vectors. An assumption
-#: of what the RTL may do (two buffer writes per vector), not a measurement: set it to 1 if
-#: the core writes both in one cycle.
-SHORTCUT_SPLIT_CYCLES = 2
+#: Cycles the loader holds the next SHORTCUT vector after a kept source pixel's last one
+#: while the shortcut aligner writes the pixel's carried tile (``short_off % cols != 0`` and
+#: ``short_off // cols + nts < NT``): ``ShortcutAligner.hold`` of ``rtl/stream_loader.py``.
+SHORTCUT_HOLD_CYCLES = 1
 #: Largest operand bit the setup's multiplier walks (16-bit second operands).
 _MUL_BITS = 16
 
@@ -145,13 +146,13 @@ def setup_cycles(cfg: CoreConfig, g):
     return cycles
 
 
-def stream_layout(cfg, g, reuse, first_acts, *, per=None):
+def stream_layout(cfg, g, reuse, first_acts, *, cycles=False):
     """Beat offsets of the segments the run's stream carries after the descriptor (in
     :func:`~mulfree.host.stream_format.stream_order`; ``first_acts`` ACTS before the weights),
     and the beats they take in all (headers included).
 
-    ``per`` (``{type: cycles}``, by default each vector's beats) counts in cycles instead:
-    :func:`run_cycles` passes :func:`vector_cycles`.
+    With ``cycles`` the offsets count cycles instead: a SHORTCUT segment takes its beats and
+    the aligner's holds (:func:`shortcut_holds`).
 
     Returns
     -------
@@ -160,46 +161,67 @@ def stream_layout(cfg, g, reuse, first_acts, *, per=None):
         after the descriptor, the segment's header at ``offset - 1``) of the segment's first
         vector's first beat; and the total.
     """
-    if per is None:
-        per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
+    per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
     layout, beat = {}, 0
     for kind, start, count in stream_order(g, reuse=reuse, first_acts=first_acts):
         layout.setdefault(kind, []).append((start, count, beat + 1))
         beat += 1 + count * per[kind]
+        if cycles and kind == "SHORTCUT":
+            beat += int(shortcut_holds(cfg, g, start, count))
     return layout, beat
 
 
-def vector_cycles(cfg, g):
-    """Cycles the loader takes per vector of each type: its beats; a SHORTCUT vector at least
-    :data:`SHORTCUT_SPLIT_CYCLES` when ``short_off`` is no multiple of ``cols``."""
-    per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
-    if g["counts"]["SHORTCUT"] and g["short_off"] % cfg.engine.cols:
-        per["SHORTCUT"] = max(per["SHORTCUT"], SHORTCUT_SPLIT_CYCLES)
-    return per
+def _holding(cfg, g):
+    """Whether the aligner writes a carried tile after each kept source pixel."""
+    c = cfg.engine.cols
+    return bool(g["counts"]["SHORTCUT"]) and g["short_off"] % c != 0 and \
+        g["short_off"] // c + g["nts"] < g["NT"]
 
 
-def shortcut_needs(cfg, g, pix, nt):
-    """SHORTCUT vectors that must have arrived before the aligned vector ``(m, nt)`` of the
-    pixels ``pix`` (an int array) can be read: up to the source pixel ``(oy*s, ox*s)``'s tile
-    of the highest source channel output tile ``nt`` reads (``c - short_off`` for ``c`` in
-    ``[nt*C, nt*C + C)``, clipped to the source's channels)."""
+def _kept_below(g, p):
+    """Kept source pixels (``(oy*s, ox*s)``: those an output pixel reads) among the source
+    pixels ``0 .. p - 1`` (``p`` an int array), in the pixel-major source order."""
+    s, sw = g["short_stride"], g["SW"]
+    y, x = np.asarray(p, dtype=np.int64) // sw, np.asarray(p, dtype=np.int64) % sw
+    rows = np.minimum((y + s - 1) // s, g["out_h"])
+    in_row = (y % s == 0) & (y // s < g["out_h"])
+    return rows * g["out_w"] + np.where(in_row, np.minimum((x + s - 1) // s, g["out_w"]), 0)
+
+
+def shortcut_holds(cfg, g, start, count):
+    """Hold cycles among the SHORTCUT vectors ``start .. start + count - 1`` (ints or int
+    arrays): one (:data:`SHORTCUT_HOLD_CYCLES`) after every kept source pixel's last vector
+    that another of them follows; 0 when the aligner never holds."""
+    start = np.asarray(start, dtype=np.int64)
+    if not _holding(cfg, g):
+        return np.zeros(start.shape, dtype=np.int64)
+    end = np.maximum(start + np.asarray(count, dtype=np.int64) - 1, start)
+    nts = g["nts"]
+    return SHORTCUT_HOLD_CYCLES * (_kept_below(g, end // nts) - _kept_below(g, start // nts))
+
+
+def shortcut_needs(cfg, g, pix):
+    """SHORTCUT vectors that must have arrived before the output pixels ``pix`` (an int
+    array) are aligned: all ``nts`` of their source pixel ``(oy*s, ox*s)`` (the aligner's
+    watermark counts whole pixels)."""
     pix = np.asarray(pix, dtype=np.int64)
-    c, s = cfg.engine.cols, g["short_stride"]
+    s = g["short_stride"]
     oy, ox = pix // g["out_w"], pix % g["out_w"]
-    source = (oy * s) * g["SW"] + ox * s
-    high = min(nt * c + c - 1, g["out_c"] - 1) - g["short_off"]
-    tile = min(max(high, 0), g["short_c"] - 1) // c
-    return source * g["nts"] + tile + 1
+    return ((oy * s) * g["SW"] + ox * s + 1) * g["nts"]
 
 
-def _ready_time(layout, kind, per, need):
+def _ready_time(layout, kind, per, need, holds=None):
     """Cycle (from ``t_run``) at which the first ``need`` vectors of ``kind`` are loaded
-    (``need`` an int array; 0 or less: at once)."""
+    (``need`` an int array; 0 or less: at once); ``holds(start, n)``: extra cycles among a
+    segment's first ``n`` vectors (the SHORTCUT aligner's)."""
     need = np.asarray(need, dtype=np.int64)
     out = np.zeros(need.shape, dtype=np.int64)
     for start, count, offset in layout.get(kind, []):
         inside = (need > start) & (need <= start + count)
-        out = np.where(inside, offset + (need - start) * per, out)
+        ready = offset + (need - start) * per
+        if holds is not None:
+            ready = ready + holds(start, np.clip(need - start, 0, count))
+        out = np.where(inside, ready, out)
     return out
 
 
@@ -227,10 +249,13 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
     e = cfg.engine
     acts = g["counts"]["ACTS"]
     first_acts = acts if first_acts is None else int(first_acts)
-    per = vector_cycles(cfg, g)
-    layout, _ = stream_layout(cfg, g, reuse, first_acts, per=per)
+    per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
+    layout, _ = stream_layout(cfg, g, reuse, first_acts, cycles=True)
     residual = g["counts"]["SHORTCUT"] > 0
     pool = bool(g.get("global_pool"))
+    # The aligner's holds, and its watermark one cycle after a pixel's carried tile.
+    holds = lambda start, n: shortcut_holds(cfg, g, start, n)          # noqa: E731
+    late = SHORTCUT_HOLD_CYCLES if _holding(cfg, g) else 0
     t_run = START_CYCLES + 1 + cfg.beats(DESC_BITS) + setup_cycles(cfg, g)
     rows, mb, m = e.rows, g["m_block"], g["M"]
     nt_count, kt_count, ct = g["NT"], g["KT"], g["CT"]
@@ -289,11 +314,11 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
                 if kt == kt_count - 1:
                     o_start = max(out_free, first + lat + post)
                     if residual:
-                        # Vector i retires once its SHORTCUT source is in, and after the one
-                        # before it: the engine stalls as a whole.
-                        sc = t_run + SHORTCUT_TO_RETIRE + _ready_time(
-                            layout, "SHORTCUT", per["SHORTCUT"],
-                            shortcut_needs(cfg, g, pix, nt))
+                        # Vector i retires once its pixel is aligned, and after the one before
+                        # it: the engine stalls as a whole.
+                        sc = t_run + SHORTCUT_TO_RETIRE + late + _ready_time(
+                            layout, "SHORTCUT", per["SHORTCUT"], shortcut_needs(cfg, g, pix),
+                            holds)
                         o_start = max(o_start, int(sc[0]) + post)
                         sc_last = int((sc + np.arange(blen - 1, -1, -1)).max())
                         end = max(end, sc_last - lat + 1)

@@ -13,8 +13,8 @@ from mulfree.params.core_config import CoreConfig
 from mulfree.params.layer_golden import PostParams, ResidualParams
 from mulfree.host import layer_stream as ls
 from mulfree.params.manifest import pool_latency
-from mulfree.host.cycle_model import (SHORTCUT_SPLIT_CYCLES, run_cycles, shortcut_needs,
-                                      stream_layout, vector_cycles)
+from mulfree.host.cycle_model import (SHORTCUT_HOLD_CYCLES, run_cycles, shortcut_holds,
+                                      shortcut_needs, stream_layout)
 from mulfree.host.stream_format import first_block_acts
 
 
@@ -66,30 +66,40 @@ def test_stream_layout_is_the_packers_v2(engine, width):
             assert layout == want and total == beat, (in_c, size, out_c, short, pool)
 
 
-def test_shortcut_needs_by_hand():
-    """out 7 channels on 3 columns (NT 3), a 4-channel source (nts 2) at offset 2 on a map
-    twice the output's 3x4: aligned tile 0 reads source channels 0 (tile 0), tile 1 channels
-    1..3 (tile 1), tile 2 channel 3 (its lanes 6.. beyond out_c read nothing more)."""
+def test_shortcut_needs_and_holds_by_hand():
+    """out 7 channels on 3 columns (NT 3), a 4-channel source (nts 2) at offset 2 (q 0, r 2)
+    on a map twice the output's 3x4: an output pixel waits for both vectors of its source
+    pixel; the aligner holds one cycle after each kept pixel's last vector (its carried tile
+    q + nts = 2 < NT), never with an offset of whole vectors or when that tile is past NT."""
     cfg = CoreConfig(ArrayConfig(pe="mult", rows=2, cols=3, act_bits=8))
-    layer = ls.Layer(np.zeros((2, 3, 4), np.int64), np.zeros((7, 2, 1, 1), np.int64),
-                     PostParams(np.zeros(7, np.int64), np.zeros(7, np.int64)),
-                     shortcut=np.zeros((4, 6, 8), np.int64),
-                     residual=ResidualParams(stride=2, offset=2))
-    g = ls.layer_geometry(cfg, layer)
+
+    def geometry(short_c, offset, out_c=7):
+        layer = ls.Layer(np.zeros((2, 3, 4), np.int64), np.zeros((out_c, 2, 1, 1), np.int64),
+                         PostParams(np.zeros(out_c, np.int64), np.zeros(out_c, np.int64)),
+                         shortcut=np.zeros((short_c, 6, 8), np.int64),
+                         residual=ResidualParams(stride=2, offset=offset))
+        return ls.layer_geometry(cfg, layer)
+    g = geometry(4, 2)
     pix = np.array([0, 1, 5, 11])                # (0,0) (0,1) (1,1) (2,3)
     source = np.array([0, 2, 18, 38])            # (oy*2)*8 + ox*2
-    for nt, tile in [(0, 0), (1, 1), (2, 1)]:
-        np.testing.assert_array_equal(shortcut_needs(cfg, g, pix, nt), source * 2 + tile + 1)
-    assert vector_cycles(cfg, g)["SHORTCUT"] == max(SHORTCUT_SPLIT_CYCLES, 1)
-    aligned = replace(layer, residual=ResidualParams(stride=2, offset=3))
-    assert vector_cycles(cfg, ls.layer_geometry(cfg, aligned))["SHORTCUT"] == 1
+    np.testing.assert_array_equal(shortcut_needs(cfg, g, pix), (source + 1) * 2)
+    assert SHORTCUT_HOLD_CYCLES == 1
+    # Kept pixels 0, 2, 4, 6 (row 0), 16, ... : last vectors 1, 5, 9, 13, 33, ...
+    for start, count, holds in [(0, 96, 12), (0, 2, 0), (0, 3, 1), (2, 4, 0), (3, 3, 0),
+                                (4, 3, 1), (0, 34, 4), (0, 35, 5)]:
+        assert shortcut_holds(cfg, g, start, count) == holds, (start, count)
+    np.testing.assert_array_equal(shortcut_holds(cfg, g, 0, np.array([2, 3, 96])), [0, 1, 12])
+    assert shortcut_holds(cfg, geometry(4, 3), 0, 96) == 0        # r = 0
+    assert shortcut_holds(cfg, geometry(2, 5), 0, 48) == 12       # q 1 + nts 1 = 2 < NT 3
+    assert shortcut_holds(cfg, geometry(4, 4, 9), 0, 96) == 0     # q 1 + nts 2 = NT 3
+    assert shortcut_holds(cfg, geometry(3, 4, 9), 0, 48) == 12    # q 1 + nts 1 = 2 < 3
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_misaligned_offset_costs_the_split_cycles_when_the_stream_bounds(engine):
     """A 1x1 layer bound by its stream (256-bit: one beat per SHORTCUT vector): an offset that
-    is no multiple of the columns costs about ``scv * (SHORTCUT_SPLIT_CYCLES - 1)`` cycles
-    more than one that is; the stride multiplies the source vectors sent."""
+    is no multiple of the columns costs the aligner's hold after each kept source pixel, about
+    ``M`` cycles more than one that is; the stride multiplies the source vectors sent."""
     cfg = CoreConfig(ENGINES[engine], stream_width=256)
     cols = cfg.engine.cols
     out_c = 2 * cols
@@ -99,7 +109,7 @@ def test_misaligned_offset_costs_the_split_cycles_when_the_stream_bounds(engine)
     assert g_even["scv"] == g_odd["scv"] == 24 * 24
     a = run_cycles(cfg, g_even, reuse=True, first_acts=first_block_acts(even, g_even))
     b = run_cycles(cfg, g_odd, reuse=True, first_acts=first_block_acts(odd, g_odd))
-    extra = g_odd["scv"] * (SHORTCUT_SPLIT_CYCLES - 1)
+    extra = g_odd["M"] * SHORTCUT_HOLD_CYCLES
     assert 0.85 * extra <= b - a <= extra + 4, (a, b, extra)
     _, total = stream_layout(cfg, g_even, True, first_block_acts(even, g_even))
     assert total >= g_even["scv"] + g_even["counts"]["ACTS"]
