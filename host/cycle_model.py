@@ -68,10 +68,12 @@ plain, with a residual, with a residual, clamp and shift table, with a clamp; se
 reusing its weights): the 4x4 shift and the 3x5 adder cores, 112 runs, all exact; the 8x8 mult
 core on a 32-bit stream within 4.6 %, as without a residual. ``tests/test_run_graph.py``
 checks a tolerance of 5 % per node. The aligned shortcut's and the pool's terms of core 2.0
-(the aligner's holds and watermark, the pool's ``pool_latency`` and ``NT`` vectors) follow
-the RTL's description and are not yet measured against ``BUSY_CYCLES``; a layer with
-neither costs what it did under core 1.0 but the setup's five new steps (measured: the
-5 % tolerance of ``tests/test_run_graph.py`` holds on the simulated board).
+(the aligner's holds and watermark, the pool's ``pool_latency`` and ``NT`` vectors), measured
+against ``BUSY_CYCLES`` on the 4x4 shift core (64-bit stream) and the 3x5 adder core (128-bit):
+20 runs (aligned shortcuts with offsets inside a vector and strides 1 to 3, pools, both,
+compute- and stream-bound, reusing), all exact (``tests/test_device_v2.py``; without the
+holds the stream-bound ones are 15 % short). A layer with neither costs what it did under
+core 1.0 but the setup's five new steps (``tests/test_run_graph.py``'s 5 % holds).
 
 NumPy only.
 """
