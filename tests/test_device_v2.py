@@ -93,3 +93,49 @@ def test_aligned_shortcuts_and_pools_on_the_board(device):
         report.append((i, busy, estimate))
     bad = [r for r in report if abs(r[2] - r[1]) > TOLERANCE * r[1]]
     assert not bad, f"(layer, BUSY_CYCLES, estimate) beyond {TOLERANCE:.0%}: {bad} of {report}"
+
+
+def test_the_core_refuses_what_check_layer_refuses(device):
+    """Every refusal of the 2.0 fields that the board's core can see (its own sizes): the
+    descriptor the host would send stops the run with the code ``check_layer`` names, and the
+    emulator agrees; the device stays usable."""
+    from test_layer_stream_v2 import BAD_V2, v2_case
+    from mulfree.host.core_layer import tail_fields
+    from mulfree.host.runtime import CoreRunError
+    from mulfree.host.stream_format import descriptor_words_unchecked
+    from mulfree.params.core_config import DESC_FIELDS, DESC_SIGNED
+    cfg, dev = device
+    bb = cfg.stream_width // 8
+    seen = set()
+    for what, cfg_kwargs, change, param, core_error, text in BAD_V2:
+        if cfg_kwargs or core_error is None:
+            continue
+        bad = replace(v2_case(), **change)
+        with pytest.raises(ls.LayerError) as info:
+            ls.check_layer(cfg, bad)
+        assert info.value.core_error == core_error, what
+        g = ls.layer_geometry(cfg, bad)
+        fields = {**g, **tail_fields(bad)}
+        if any(name not in DESC_SIGNED and not 0 <= fields.get(name, 0) < 1 << width
+               for _, _, width, name in DESC_FIELDS):
+            continue                 # a field wider than its bits: no descriptor to send
+        words = descriptor_words_unchecked(bad, g)
+        desc = stream_pack.packets(cfg, "DESC", stream_pack.pack_elements(
+            cfg, np.array([words]), 32))
+        with pytest.raises(ls.CoreError) as stop:
+            ls.emulate_core(cfg, [ls.Packet("DESC", 1, [0x101] + [
+                int.from_bytes(b.tobytes(), "little") for b in desc[0][1:]])])
+        assert stop.value.name == core_error, (what, str(stop.value))
+        with pytest.raises(CoreRunError) as run:
+            dev.execute(desc, 0)
+        assert run.value.name == core_error, (what, str(run.value))
+        seen.add(what)
+    assert {"stride 0", "short_c 0", "short_c + offset > out_c", "pool high",
+            "pool low"} <= seen, seen
+    # Still usable: a good layer runs.
+    good = v2_case()
+    g = ls.layer_geometry(cfg, good)
+    data = np.asarray(dev.execute(stream_pack.layer_packets(cfg, good),
+                                  g["results"] * cfg.beats(cfg.vector_bits["OUT"]) * bb))
+    beats = [int.from_bytes(data[k:k + bb].tobytes(), "little") for k in range(0, len(data), bb)]
+    assert np.array_equal(ls.unpack_results(cfg, good, beats), ls.expected_output(cfg, good))
