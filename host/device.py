@@ -39,7 +39,7 @@ COUNTERS = ("BUSY_CYCLES", "STALL_IN_CYCLES", "STALL_OUT_CYCLES", "TERMS")
 _STAT = {"BUSY_CYCLES": "busy_cycles", "STALL_IN_CYCLES": "stall_in_cycles",
          "STALL_OUT_CYCLES": "stall_out_cycles", "TERMS": "terms"}
 IDENTITY = ("ID", "ENGINE", "ARRAY", "WIDTHS", "MAX_K", "STREAM_WIDTH", "FMAP_VECTORS",
-            "ACC_ENTRIES", "WEIGHT_ROWS", "MAX_CHANNELS")
+            "ACC_ENTRIES", "WEIGHT_ROWS", "MAX_CHANNELS", "SHORTCUT_VECTORS", "POOL_PIXELS")
 
 
 def _registers(manifest):

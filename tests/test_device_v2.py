@@ -32,10 +32,16 @@ TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module", params=list(CORES))
-def device(request, tmp_path_factory, board_cache):
+def design(request, tmp_path_factory, board_cache):
+    """``(config, manifest path, library)`` of a board core, built on first use."""
     cfg = CORES[request.param]
     _, j_path = write_core_design(cfg, tmp_path_factory.mktemp(f"v2-{request.param}"))
-    lib = build_sim_core(j_path, build_dir=board_cache)
+    return cfg, j_path, build_sim_core(j_path, build_dir=board_cache)
+
+
+@pytest.fixture(scope="module")
+def device(design):
+    cfg, j_path, lib = design
     core = SimCore(lib, core_manifest(cfg))
     core.reset()
     manifest = json.loads(j_path.read_text())
@@ -139,3 +145,18 @@ def test_the_core_refuses_what_check_layer_refuses(device):
                                   g["results"] * cfg.beats(cfg.vector_bits["OUT"]) * bb))
     beats = [int.from_bytes(data[k:k + bb].tobytes(), "little") for k in range(0, len(data), bb)]
     assert np.array_equal(ls.unpack_results(cfg, good, beats), ls.expected_output(cfg, good))
+
+
+def test_identity_names_the_pool_and_shortcut_sizes(design, device):
+    """A manifest whose pool unit or shortcut buffer is not the device's is refused when the
+    device opens (registers POOL_PIXELS, SHORTCUT_VECTORS), nothing sent."""
+    from mulfree.host.runtime import DeviceMismatch
+    cfg, _, lib = design
+    assert device[1].identity()["POOL_PIXELS"] == cfg.pool_pixels == 4096
+    for field, value, reg in (("pool_pixels", 1024, "POOL_PIXELS"),
+                              ("shortcut_vectors", 512, "SHORTCUT_VECTORS")):
+        other = replace(cfg, **{field: value})
+        core = SimCore(lib, core_manifest(cfg))
+        core.reset()
+        with pytest.raises(DeviceMismatch, match=f"register {reg} .* reads 0x"):
+            Device(SimBackend(core, core_manifest(other)), core_manifest(other))
