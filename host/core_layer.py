@@ -189,7 +189,8 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
         residual), ``nts = ceil(short_c / C)``, ``SH, SW`` (its map, ``out_h*s, out_w*s``),
         ``scv = SH*SW*nts`` (SHORTCUT vectors sent), ``dcv = M*NT`` (aligned vectors the
         buffer holds; 0 without a residual). ``global_pool`` (0 or 1), ``pool_shift`` (0
-        without a pool) and ``results``: the result vectors, ``NT`` with a pool (one pixel), else ``M * NT``.
+        without a pool) and ``results``: the result vectors, ``NT`` with a pool (one pixel),
+        else ``M * NT``.
 
     Raises
     ------
