@@ -21,8 +21,11 @@ registers and the stream formats.
 The fused tail (residual add, clamp) is post-processing's: its settings come from the
 descriptor, and each final result vector carries the address of its SHORTCUT vector,
 ``pixel * NT + nt``, kept by adders as the results come (per block, per ``nt``, per pixel of
-the block); a final vector enters post-processing only once that vector has arrived (the
-shortcut watermark). A core with ``shortcut_vectors = 0`` builds neither the buffer nor the
+the block); a final vector enters post-processing only once that vector is complete (the
+shortcut watermark). The host sends the shortcut in its source layout (``short_c`` channels,
+a map ``short_stride`` times the output's); the loader's ``ShortcutAligner`` keeps the source
+pixels on the stride grid and moves their lanes by ``short_off`` into the buffer's aligned
+vectors, whole output pixels at a time. A core with ``shortcut_vectors = 0`` builds neither the buffer nor the
 residual datapath.
 
 With ``flags.global_pool`` the results go through the global pool (:mod:`.pool`), which sums
@@ -44,7 +47,7 @@ from .layer_issue import IssueUnit, WeightFeeder, tag_layout, hazard_window
 from .postproc import PostProcess, shortcut_addr_bits
 from .pool import GlobalPool
 from .regs import AxiLiteRegisters, AxiLiteSignature
-from .stream_loader import StreamLoader, beat_layout
+from .stream_loader import StreamLoader, ShortcutAligner, beat_layout
 
 
 __all__ = ["Core", "LayerDatapath", "AxiStreamSignature", "core_signature"]
@@ -248,7 +251,7 @@ class LayerDatapath(wiring.Component):
         tag = Signal(tag_layout(cfg, groups))
         m.d.comb += tag.eq(tags.r_data)
         # A final vector waits for its parameters and its shortcut vector.
-        short_ready = self._shortcut(m, loader, post, tag, sz, residual)
+        short_ready = self._shortcut(m, loader, post, tag, sz, desc)
         params_ready = reuse | complete["params"]
         post_ready = params_ready & short_ready
         y = engine.y
@@ -323,26 +326,49 @@ class LayerDatapath(wiring.Component):
                      pool.shift.eq(desc.pool_shift), pool.nt.eq(sz.nt)]
         return pool.o
 
-    def _shortcut(self, m, loader, post, tag, sz, residual):
-        """The shortcut buffer, written by the loader and read by post-processing, and the
-        address of the final vector at the head of the retire queue; returns "its shortcut
-        vector has arrived (or the layer has none)".
+    def _shortcut(self, m, loader, post, tag, sz, desc):
+        """The shortcut buffer, written aligned by :class:`~.stream_loader.ShortcutAligner`
+        from the loader's SHORTCUT vectors and read by post-processing, and the address of the
+        final vector at the head of the retire queue; returns "its aligned shortcut vector is
+        complete (or the layer has none)".
 
         Final vectors come per block, per ``nt``, per pixel ``i`` of the block, so the address
         ``pixel * NT + nt`` is the previous one plus ``NT`` within a pass; a pass with
         ``nt > 0`` starts one after the previous pass's start, and a block (``nt = 0``) one
         after the vector before it (the previous block's last pixel at ``nt = NT - 1``).
+
+        The watermark is the aligner's ``done``: whole output pixels, each complete once the
+        last source vector of its source pixel is written; it never waits on the engine, so
+        the loader never stalls on it. Aligned tiles the shortcut does not reach (channels
+        below ``short_off`` or from ``short_off + NTS*C`` on) are never written: their reads
+        are zeroed here, by a flag that follows post-processing's read address (its two
+        registers and the read port, all enabled by ``s_en``).
         """
+        residual = desc.flags[DESC_FLAGS["residual"]]
         depth = self._cfg.shortcut_vectors
         if not depth:
             return ~residual            # never residual: setup refuses it (TOO_BIG)
         e = self._cfg.engine
         m.submodules.shortcut = smem = Memory(shape=unsigned(e.cols * e.act_bits), depth=depth,
                                               init=[])
+        m.submodules.align = align = ShortcutAligner(self._cfg)
         wr, rd = smem.write_port(), smem.read_port()
-        m.d.comb += [wr.addr.eq(loader.shortcut_ptr), wr.en.eq(loader.sc_we),
-                     wr.data.eq(loader.sc_data),
-                     rd.addr.eq(post.s_addr), rd.en.eq(post.s_en), post.s_data.eq(rd.data)]
+        m.d.comb += [
+            align.short_c.eq(desc.short_c), align.short_off.eq(desc.short_off),
+            align.short_stride.eq(desc.short_stride), align.out_w.eq(desc.out_w),
+            align.nt.eq(sz.nt), align.nts.eq(sz.nts),
+            align.we.eq(loader.sc_we), align.data.eq(loader.sc_data),
+            loader.sc_hold.eq(align.hold),
+            wr.addr.eq(align.wr_addr), wr.en.eq(align.wr_en), wr.data.eq(align.wr_data),
+            rd.addr.eq(post.s_addr), rd.en.eq(post.s_en),
+        ]
+        # The group of the vector being read, two registers behind the input like its address.
+        g = [Signal.like(post.i.payload.group, name=f"short_group_{k}") for k in range(2)]
+        outside = Signal()
+        with m.If(post.s_en):
+            m.d.sync += [g[0].eq(post.i.payload.group), g[1].eq(g[0]),
+                         outside.eq((g[1] < align.lo_tile) | (g[1] > align.hi_tile))]
+        m.d.comb += post.s_data.eq(Mux(outside, 0, rd.data))
 
         width = shortcut_addr_bits(depth) + 1
         addr = Signal(width)
@@ -354,7 +380,7 @@ class LayerDatapath(wiring.Component):
             m.d.sync += [block_next.eq(addr + 1), step_next.eq(addr + sz.nt)]
             with m.If(first):
                 m.d.sync += pass_next.eq(addr + 1)
-        return ~residual | (addr < loader.shortcut_ptr)
+        return ~residual | (addr < align.done)
 
 
 class Core(wiring.Component):

@@ -210,12 +210,12 @@ class LayerSetup(wiring.Component):
                | (sz.ew + d.kernel_w > span_w) | (sz.ew + d.stride_w + d.kernel_w <= span_w))
         bad = bad | (d.reserved != 0) | self._tail_checks(d)
         pool_bad, pool_big = self._pool_checks(d, sz)
-        bad = bad | pool_bad
+        bad = bad | pool_bad | self._shortcut_checks(d)
         residual = d.flags[DESC_FLAGS["residual"]]
         too_big = ((sz.k > cfg.engine.max_k) | (d.out_c > cfg.max_channels)
                    | (shift & (d.in_c > cfg.max_channels)) | (d.m_block > cfg.acc_entries)
                    | (sz.acts > cfg.fmap_vectors) | (sz.wrows > cfg.weight_rows)
-                   | (residual & (sz.scv > cfg.shortcut_vectors)) | pool_big)
+                   | (residual & (sz.dcv > cfg.shortcut_vectors)) | pool_big)
         tiles = Mux(shift, sz.ct, 0)
         bad_reuse = reuse & (~self.reuse_valid | (self.reuse_rows != sz.wrows)
                              | (self.reuse_channels != d.out_c) | (self.reuse_tiles != tiles))
@@ -250,3 +250,12 @@ class LayerSetup(wiring.Component):
         p_lo, p_hi = pool_shift_range(cfg.engine.act_bits, cfg.pool_pixels)
         bad = Mux(pool, (d.pool_shift < p_lo) | (d.pool_shift > p_hi), d.pool_shift != 0)
         return bad, pool & (sz.m > cfg.pool_pixels)
+
+    def _shortcut_checks(self, d):
+        """The shortcut's source fields (error DESCRIPTOR): with ``flags.residual``,
+        ``short_c >= 1``, ``short_stride >= 1`` and ``short_off + short_c <= out_c``; without
+        it ``short_c``, ``short_off`` and ``short_stride`` all 0."""
+        residual = d.flags[DESC_FLAGS["residual"]]
+        return Mux(residual,
+                   (d.short_c == 0) | (d.short_stride == 0) | (d.short_off + d.short_c > d.out_c),
+                   (d.short_c != 0) | (d.short_off != 0) | (d.short_stride != 0))

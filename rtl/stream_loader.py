@@ -6,9 +6,17 @@ Packets (``docs/interface.md``, "Stream formats"): a header beat ``{count, type}
 vectors loaded so far — which is both the buffer's write address and the watermark the
 controller reads behind. The loader takes one beat per cycle and never waits on the buffers,
 so a host may send a layer's tensors in any order without a deadlock.
+
+SHORTCUT vectors come in the shortcut's source layout; :class:`ShortcutAligner` writes them
+into the shortcut buffer aligned to the output (stride and channel offset). Its only wait is
+its own: with a channel offset that is no multiple of ``cols``, a kept source pixel's last
+aligned vector takes one more write cycle, in which the next SHORTCUT vector's last beat is
+held back (``sc_hold``); it never depends on the engine, so the host still cannot deadlock
+the core. Cost: a carry register and a lane shifter of ``cols * act_bits`` bits, a few
+counters, no per-lane write enables (the buffer keeps one write and one read port).
 """
 
-from amaranth.hdl import Signal, Module, Cat, Const, unsigned
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -17,7 +25,7 @@ from .layer_setup import SIZE_BITS, error_code, desc_layout
 from .postproc import param_layout
 
 
-__all__ = ["StreamLoader", "beat_layout", "DATA_TYPES"]
+__all__ = ["StreamLoader", "ShortcutAligner", "beat_layout", "DATA_TYPES"]
 
 #: The data packet types, in the order of the loader's pointers.
 DATA_TYPES = ("PARAMS", "SHIFT", "WEIGHTS", "ACTS", "SHORTCUT")
@@ -38,6 +46,9 @@ class StreamLoader(wiring.Component):
         Take beats (the run is loading); while low ``s.ready`` is 0.
     expect_desc : In(1)
         The next packet must be the descriptor; afterwards a descriptor is ``DESC_IN_RUN``.
+    sc_hold : In(1)
+        No SHORTCUT vector may complete in this cycle (:class:`ShortcutAligner` is writing):
+        the beat that would complete one waits (``s.ready`` low).
     totals : In
         Vectors of each data type the layer has (``<type>_total``), valid after setup.
     desc, desc_valid : Out
@@ -61,6 +72,7 @@ class StreamLoader(wiring.Component):
             "s": In(stream.Signature(beat_layout(cfg))),
             "accept": In(1),
             "expect_desc": In(1),
+            "sc_hold": In(1),
             "desc": Out(desc_layout()),
             "desc_valid": Out(1),
             "error": Out(8),
@@ -90,7 +102,8 @@ class StreamLoader(wiring.Component):
 
         s = self.s
         take = Signal()
-        m.d.comb += [s.ready.eq(self.accept), take.eq(s.valid & s.ready)]
+        held = Signal()                 # a SHORTCUT vector's last beat waits for the aligner
+        m.d.comb += [s.ready.eq(self.accept & ~held), take.eq(s.valid & s.ready)]
 
         # The current vector with this beat in place: complete on the vector's last beat.
         vec = Signal(max_beats * S)
@@ -159,6 +172,7 @@ class StreamLoader(wiring.Component):
                     with m.Else():
                         m.next = "DATA"
             with m.State("DATA"):
+                m.d.comb += held.eq(self.sc_hold & (typ == PACKET_TYPES["SHORTCUT"]) & vec_end)
                 with m.If(take):
                     with m.If(s.payload.last & ~pkt_end):
                         m.d.comb += err.eq(error_code("SHORT"))
@@ -194,3 +208,135 @@ class StreamLoader(wiring.Component):
                             m.d.sync += [p_lane.eq(0), p_group.eq(p_group + 1)]
                         with m.Else():
                             m.d.sync += p_lane.eq(p_lane + 1)
+
+
+def _lane_shift(lo, hi, r, lanes, a):
+    """The ``lanes`` lanes ``[lanes - r, 2*lanes - r)`` of ``Cat(lo, hi)`` (``a`` bits each):
+    lane ``l < r`` is ``lo``'s lane ``lanes - r + l``, lane ``l >= r`` is ``hi``'s ``l - r``.
+    A logarithmic shifter of constant lane shifts, one stage per bit of ``r``."""
+    x = Cat(lo, hi)
+    width = 2 * lanes * a
+    for k in range(len(r)):
+        x = Mux(r[k], x.shift_left((1 << k) * a)[:width], x)
+    return x[lanes * a:width]
+
+
+class ShortcutAligner(wiring.Component):
+    """Writes the SHORTCUT vectors, sent in the shortcut's source layout, into the shortcut
+    buffer aligned to the output: the word at ``pixel * NT + nt`` holds output channels
+    ``[nt*C, nt*C + C)`` of output pixel ``pixel`` (``docs/interface.md``, SHORTCUT).
+
+    Source vector ``(y*SW + x)*NTS + t`` holds source channels ``[t*C, t*C + C)`` of source
+    pixel ``(y, x)``; output channel ``c`` at ``(oy, ox)`` adds source channel ``c - off`` of
+    source pixel ``(oy*s, ox*s)`` (:func:`~mulfree.params.layer_golden.shortcut_source`).
+    With ``off = q*C + r`` the source vector ``t`` of a kept pixel (``y, x`` multiples of
+    ``s``; the others are dropped) fills lanes ``[r, C)`` of aligned tile ``q + t``, whose
+    lanes ``[0, r)`` come from source vector ``t - 1`` (a carry register; zeros for ``t =
+    0``): each aligned word is written whole, in the cycle its second half arrives, so the
+    buffer needs no per-lane write enables. With ``r > 0`` the pixel's last tile ``q + NTS``
+    holds only the carry: it is written in the next cycle, in which the loader holds the
+    next SHORTCUT vector back (``hold``; one cycle per kept pixel). Source lanes at or beyond
+    ``short_c`` are written as 0 whatever the host sent; tiles outside ``[lo_tile,
+    hi_tile]`` are never written (the reader zeroes them), nor tiles at or beyond ``NT``.
+
+    Attributes
+    ----------
+    short_c, short_off, short_stride, out_w : In
+        The descriptor's fields (static during a run).
+    nt, nts : In(SIZE_BITS)
+        Output tiles and source tiles (setup's sizes).
+    we, data : In
+        The loader's SHORTCUT vector writes (``sc_we``, ``sc_data``).
+    hold : Out(1)
+        The loader must not complete a SHORTCUT vector (``StreamLoader.sc_hold``).
+    wr_en, wr_addr, wr_data : Out
+        The buffer's write port.
+    done : Out
+        Aligned vectors complete: every address below it holds its final value (the
+        watermark, a whole output pixel at a time).
+    lo_tile, hi_tile : Out(17)
+        The aligned tiles a pixel's writes cover, ``q`` and ``q + NTS - 1 + (r > 0)``.
+    """
+
+    def __init__(self, cfg: CoreConfig):
+        self._cfg = cfg
+        e = cfg.engine
+        depth = max(cfg.shortcut_vectors, 1)
+        self._abits = max(1, (depth - 1).bit_length())
+        super().__init__({
+            "short_c": In(16), "short_off": In(8), "short_stride": In(4), "out_w": In(16),
+            "nt": In(SIZE_BITS), "nts": In(SIZE_BITS),
+            "we": In(1), "data": In(e.cols * e.act_bits),
+            "hold": Out(1),
+            "wr_en": Out(1), "wr_addr": Out(self._abits), "wr_data": Out(e.cols * e.act_bits),
+            "done": Out(self._abits + 1),
+            "lo_tile": Out(17), "hi_tile": Out(17),
+        })
+
+    def elaborate(self, platform):
+        e = self._cfg.engine
+        C, a = e.cols, e.act_bits
+        m = Module()
+
+        # off = q*C + r, registered (the descriptor is static long before SHORTCUT data).
+        rbits = max(1, (C - 1).bit_length())
+        q, r = Signal(8), Signal(rbits)
+        if C & (C - 1) == 0:
+            m.d.sync += [q.eq(self.short_off >> (C.bit_length() - 1)),
+                         r.eq(self.short_off & (C - 1))]
+        else:
+            # A table of the 256 offsets: no divider.
+            with m.Switch(self.short_off):
+                for v in range(256):
+                    with m.Case(v):
+                        m.d.sync += [q.eq(v // C), r.eq(v % C)]
+        nt, nts = self.nt[:17], self.nts[:17]
+        m.d.sync += [self.lo_tile.eq(q), self.hi_tile.eq(q + nts - 1 + (r != 0))]
+
+        # Where the next source vector belongs.
+        t = Signal(17)                  # its source tile
+        rem = Signal(17)                # source channels from tile t on: short_c - t*C
+        px, py = Signal(4), Signal(4)   # source column and row modulo the stride
+        ox = Signal(16)                 # output column of the source column
+        base = Signal(self._abits + 1)  # aligned address of the output pixel: pixel * NT
+        carry = Signal(C * a)           # the previous source vector, lanes beyond short_c 0
+        pending = Signal()              # the pixel's last tile, from the carry alone
+        p_addr = Signal(self._abits)
+        m.d.comb += [self.hold.eq(pending), self.done.eq(base)]
+
+        left = Mux(t == 0, self.short_c, rem)
+        src = Cat(Mux(left > l, self.data.word_select(l, a), 0) for l in range(C))
+        n = q + t                       # the aligned tile whose lanes [r, C) this vector fills
+        keep = (px == 0) & (py == 0)
+        last_tile = t == nts - 1
+        lo_in = Mux(pending | (t != 0), carry, 0)
+        hi_in = Mux(pending, 0, src)
+        m.d.comb += [
+            self.wr_data.eq(_lane_shift(lo_in, hi_in, r, C, a)),
+            self.wr_en.eq(pending | (self.we & keep & (n < nt))),
+            self.wr_addr.eq(Mux(pending, p_addr, base + n)),
+        ]
+        with m.If(pending):
+            m.d.sync += [pending.eq(0), base.eq(base + nt)]
+        with m.If(self.we):
+            m.d.sync += carry.eq(src)
+            with m.If(last_tile):
+                m.d.sync += t.eq(0)
+                with m.If(keep):
+                    with m.If((r != 0) & (n + 1 < nt)):
+                        m.d.sync += [pending.eq(1), p_addr.eq(base + n + 1)]
+                    with m.Else():
+                        m.d.sync += base.eq(base + nt)
+                # The next source pixel: column, then row, modulo the stride.
+                with m.If(px == self.short_stride - 1):
+                    m.d.sync += px.eq(0)
+                    with m.If(ox == self.out_w - 1):
+                        m.d.sync += [ox.eq(0),
+                                     py.eq(Mux(py == self.short_stride - 1, 0, py + 1))]
+                    with m.Else():
+                        m.d.sync += ox.eq(ox + 1)
+                with m.Else():
+                    m.d.sync += px.eq(px + 1)
+            with m.Else():
+                m.d.sync += [t.eq(t + 1), rem.eq(left - C)]
+        return m

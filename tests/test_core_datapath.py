@@ -240,3 +240,106 @@ def with_words(cfg, packets, **fields):
             bits = bits & ~(((1 << width) - 1) << pos) | (fields[name] & ((1 << width) - 1)) << pos
     return [Packet("DESC", desc.count, desc.beats[:1] + vector_beats(cfg, bits, DESC_BITS))] \
         + list(packets[1:])
+
+
+# Aligned shortcuts (interface 2.0): the SHORTCUT tensor in its source layout ----------------
+
+def aligned_layer(cfg, rng, *, stride, offset, short_c, out_c, h=4, w=5, **kw):
+    """:func:`residual_layer` whose shortcut is a source tensor ``(short_c, out_h*stride,
+    out_w*stride)`` added at channel ``offset`` (``shortcut_source``)."""
+    layer = residual_layer(cfg, rng, out_c=out_c, h=h, w=w, **kw)
+    _, out_h, out_w = layer.shortcut.shape
+    lo, hi = cfg.engine.act_range
+    res = dataclasses.replace(layer.residual, stride=stride, offset=offset)
+    return dataclasses.replace(layer, residual=res, shortcut=rng.integers(
+        lo, hi + 1, (short_c, out_h * stride, out_w * stride)))
+
+
+def with_junk_lanes(cfg, packets, short_c, rng):
+    """``packets`` with the SHORTCUT lanes at or beyond ``short_c`` (0 on the wire) random:
+    the core must ignore them."""
+    e = cfg.engine
+    C, a, bits = e.cols, e.act_bits, cfg.vector_bits["SHORTCUT"]
+    nts = -(-short_c // C)
+    per = cfg.beats(bits)
+    out, k = [], 0
+    for p in packets:
+        if p.type != "SHORTCUT":
+            out.append(p)
+            continue
+        beats = list(p.beats[:1])
+        for i in range(p.count):
+            v = beats_vector(cfg, p.beats[1 + i * per:1 + (i + 1) * per], bits)
+            t = (k + i) % nts
+            for lane in range(C):
+                if t * C + lane >= short_c:
+                    v |= int(rng.integers(0, 1 << a)) << (lane * a)
+            beats += vector_beats(cfg, v, bits)
+        k += p.count
+        out.append(Packet("SHORTCUT", p.count, beats))
+    return out
+
+
+#: (stride, offset, short_c, out_c) on 3 lanes: the identity; strides 2 and 3; offsets that
+#: are multiples of the lanes and not (lanes moving across two aligned vectors, the pixel's
+#: last aligned vector from the carry alone, or beyond NT); short_c of one lane.
+ALIGNED = [(1, 0, 5, 5), (2, 0, 2, 5), (2, 1, 3, 5), (1, 4, 3, 8), (2, 3, 3, 7),
+           (3, 2, 5, 9), (1, 2, 1, 3), (2, 5, 4, 9), (1, 1, 5, 6)]
+
+
+@pytest.mark.parametrize("stride,offset,short_c,out_c", ALIGNED)
+def test_aligned_shortcut(stride, offset, short_c, out_c):
+    """Every result against the golden model (shortcut_source + fused_tail); the shortcut in
+    the packer's order, then last in single vectors with gaps, backpressure and junk in the
+    lanes beyond short_c."""
+    cfg = small_core(max_channels=16)
+    rng = np.random.default_rng(100 * stride + 10 * offset + short_c)
+    layer = aligned_layer(cfg, rng, stride=stride, offset=offset, short_c=short_c,
+                          out_c=out_c, m_block=6)
+    g = layer_geometry(cfg, layer)
+    assert g["counts"]["SHORTCUT"] == 20 * stride * stride * -(-short_c // 3)
+    check_run(cfg, layer)
+    packets = pack_layer(cfg, layer)
+    short = [p for p in packets if p.type == "SHORTCUT"]
+    rest = [p for p in packets if p.type != "SHORTCUT"]
+    packets = with_junk_lanes(cfg, rest + split(cfg, short, "SHORTCUT", 1), short_c, rng)
+    ready = (np.random.default_rng(5).random(60_000) < 0.6).tolist()
+    check_run(cfg, layer, packets, ready=lambda c: ready[c], gaps=lambda c: c % 4 != 0)
+
+
+def test_aligned_shortcut_resnet_lanes():
+    """ResNet-20's downsampling shortcut on 4 lanes (a power of two: the offset is split by
+    bits): 2 source tiles, offset 2 (lanes move), stride 2, in one packet at the end."""
+    cfg = small_core(engine=ArrayConfig(pe="shift", rows=4, cols=4, max_k=64),
+                     max_channels=16)
+    rng = np.random.default_rng(20)
+    for offset, short_c, out_c in ((2, 6, 8), (4, 4, 8), (1, 8, 12)):
+        layer = aligned_layer(cfg, rng, stride=2, offset=offset, short_c=short_c,
+                              out_c=out_c, m_block=4, h=3, w=4)
+        packets = pack_layer(cfg, layer)
+        check_run(cfg, layer, with_junk_lanes(
+            cfg, [p for p in packets if p.type != "SHORTCUT"]
+            + [p for p in packets if p.type == "SHORTCUT"], short_c, rng))
+
+
+def test_aligned_shortcut_refused():
+    """DESCRIPTOR for the short_* fields (short_c 0, stride 0, short_off + short_c > out_c,
+    any of them without flags.residual); TOO_BIG when the aligned shortcut (M*NT) outgrows
+    the buffer though the source vectors sent would fit, not the other way round."""
+    cfg = small_core(max_channels=16)
+    rng = np.random.default_rng(7)
+    layer = aligned_layer(cfg, rng, stride=2, offset=1, short_c=3, out_c=5)
+    packets = pack_layer(cfg, layer)
+    for fields in ({"short_c": 0}, {"short_stride": 0}, {"short_off": 3},
+                   {"short_c": 5}):
+        out = run_datapath(cfg, with_words(cfg, packets, **fields))
+        assert out["error"] == ERRORS["DESCRIPTOR"], (fields, out)
+    plain = dataclasses.replace(layer, residual=None, shortcut=None)
+    for fields in ({"short_c": 1}, {"short_off": 1}, {"short_stride": 1}):
+        out = run_datapath(cfg, with_words(cfg, pack_layer(cfg, plain), **fields))
+        assert out["error"] == ERRORS["DESCRIPTOR"], (fields, out)
+    # 20 pixels * 2 tiles = 40 aligned vectors; the source sends 20*4*1 = 80.
+    assert layer_geometry(cfg, layer)["counts"]["SHORTCUT"] == 80
+    check_run(small_core(max_channels=16, shortcut_vectors=40), layer)
+    out = run_datapath(small_core(max_channels=16, shortcut_vectors=39), packets)
+    assert out["error"] == ERRORS["TOO_BIG"], out
