@@ -24,7 +24,8 @@ from amaranth.sim import Simulator
 
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import (CORE_ERRORS, DESC_FIELDS, DESC_FLAGS, DESC_SIGNED,
-                                        RES_MAX_SHIFT, CoreConfig, res_shift_range)
+                                        RES_MAX_SHIFT, CoreConfig, pool_shift_range,
+                                        res_shift_range)
 from mulfree.rtl.layer_setup import SIZES, LayerSetup, desc_layout
 
 
@@ -35,8 +36,11 @@ ZERO_CHECKED = ("in_h", "in_w", "in_c", "out_c", "out_h", "out_w", "kernel_h", "
                 "stride_h", "stride_w", "m_block")
 SHIFT, REUSE_FLAG = 1 << DESC_FLAGS["shift"], 1 << DESC_FLAGS["reuse_weights"]
 RESIDUAL, RES_RELU, CLAMP = (1 << DESC_FLAGS[n] for n in ("residual", "res_relu", "clamp"))
-KNOWN_FLAGS = SHIFT | REUSE_FLAG | RESIDUAL | RES_RELU | CLAMP
+GLOBAL_POOL = 1 << DESC_FLAGS["global_pool"]
+KNOWN_FLAGS = SHIFT | REUSE_FLAG | RESIDUAL | RES_RELU | CLAMP | GLOBAL_POOL
 TAIL_FIELDS = ("clamp_lo", "clamp_hi", "res_main_shift", "res_short_shift", "res_shift")
+#: The shortcut's source fields (word 7), set with flags.residual.
+SHORT_FIELDS = ("short_c", "short_off", "short_stride")
 SIZE_BITS = 48
 
 
@@ -96,7 +100,12 @@ def ref_sizes(cfg, d):
          "acts": d["in_h"] * d["in_w"] * ct, "sct": d["stride_w"] * ct,
          "srow": d["stride_h"] * d["in_w"] * ct, "m": d["out_h"] * d["out_w"],
          "eh": (d["out_h"] - 1) * d["stride_h"], "ew": (d["out_w"] - 1) * d["stride_w"]}
-    s["scv"] = s["m"] * nt
+    stride = d.get("short_stride", 0)
+    s["nts"] = cdiv(d.get("short_c", 0), c)
+    s["sh"], s["sw"] = d["out_h"] * stride, d["out_w"] * stride
+    s["sm"] = s["sh"] * s["sw"]
+    s["scv"] = s["sm"] * s["nts"]
+    s["dcv"] = s["m"] * nt
     assert set(s) == set(SIZES)
     return s
 
@@ -131,12 +140,30 @@ def tail_error(cfg, d):
     return (main, short, shift) != (0, 0, 0) or bool(d["flags"] & RES_RELU)
 
 
+def short_error(d):
+    """``docs/interface.md``'s rules of word 7 (the shortcut's source): with flags.residual
+    ``short_c >= 1``, ``short_stride >= 1``, ``short_off + short_c <= out_c``; else all 0."""
+    c, off, stride = (d.get(n, 0) for n in SHORT_FIELDS)
+    if d["flags"] & RESIDUAL:
+        return c == 0 or stride == 0 or off + c > d["out_c"]
+    return (c, off, stride) != (0, 0, 0)
+
+
+def pool_error(cfg, d):
+    """``pool_shift`` in ``pool_shift_range`` with flags.global_pool, else 0."""
+    shift = sval(d, "pool_shift")
+    if d["flags"] & GLOBAL_POOL:
+        lo, hi = pool_shift_range(cfg.engine.act_bits, cfg.pool_pixels)
+        return not lo <= shift <= hi
+    return shift != 0
+
+
 def ref_error(cfg, d, reuse=None):
     """The error code the descriptor deserves: DESCRIPTOR, then TOO_BIG, then REUSE, else 0."""
     e, reuse = cfg.engine, reuse or {}
     if any(d[name] == 0 for name in ZERO_CHECKED) or d["flags"] & ~KNOWN_FLAGS:
         return DESCRIPTOR
-    if d.get("reserved", 0) or tail_error(cfg, d):
+    if d.get("reserved", 0) or tail_error(cfg, d) or short_error(d) or pool_error(cfg, d):
         return DESCRIPTOR
     if d["pad_h"] >= d["kernel_h"] or d["pad_w"] >= d["kernel_w"]:
         return DESCRIPTOR
@@ -147,7 +174,8 @@ def ref_error(cfg, d, reuse=None):
     if (s["k"] > e.max_k or d["out_c"] > cfg.max_channels
             or (shift and d["in_c"] > cfg.max_channels) or d["m_block"] > cfg.acc_entries
             or s["acts"] > cfg.fmap_vectors or s["wrows"] > cfg.weight_rows
-            or (d["flags"] & RESIDUAL and s["scv"] > cfg.shortcut_vectors)):
+            or (d["flags"] & RESIDUAL and s["dcv"] > cfg.shortcut_vectors)
+            or (d["flags"] & GLOBAL_POOL and s["m"] > cfg.pool_pixels)):
         return TOO_BIG
     if d["flags"] & REUSE_FLAG and (
             not reuse.get("valid", 0) or reuse.get("rows", 0) != s["wrows"]
@@ -327,8 +355,11 @@ def random_valid_tail(cfg, d, rng):
                            tuple(sorted(rng.randint(lo, hi) for _ in range(2)))))
         out["clamp_lo"], out["clamp_hi"] = ends
         flags |= CLAMP
-    if rng.random() < 0.35 and ref_sizes(cfg, d)["scv"] <= cfg.shortcut_vectors:
+    if rng.random() < 0.35 and ref_sizes(cfg, d)["dcv"] <= cfg.shortcut_vectors:
         s_lo, s_hi = res_shift_range(a)
+        out["short_stride"] = rng.choice((1, 1, 2, 15, rng.randint(1, 15)))
+        out["short_c"] = pick(rng, d["out_c"])
+        out["short_off"] = rng.randint(0, min(255, d["out_c"] - out["short_c"]))
         out.update(res_main_shift=rng.choice((0, RES_MAX_SHIFT, rng.randint(0, RES_MAX_SHIFT))),
                    res_short_shift=rng.choice((0, RES_MAX_SHIFT,
                                                rng.randint(0, RES_MAX_SHIFT))),
@@ -415,7 +446,7 @@ def descriptor_cases():
     """``(desc, reuse, expected)`` for every DESCRIPTOR condition alone, and its boundary."""
     cases = [(BASE, None, 0)]
     cases += [(dict(BASE, **{name: 0}), None, DESCRIPTOR) for name in ZERO_CHECKED]
-    cases += [(dict(BASE, flags=1 << b), None, DESCRIPTOR) for b in range(5, 16)]
+    cases += [(dict(BASE, flags=1 << b), None, DESCRIPTOR) for b in range(6, 16)]
     cases.append((dict(BASE, flags=SHIFT), None, 0))
     for dim in "hw":
         k = f"kernel_{dim}"
@@ -531,14 +562,17 @@ def test_precedence():
         (dict(BASE, **bad_desc, **reuse), DESCRIPTOR),
         (dict(BASE, **too_big, **reuse), TOO_BIG),
         (dict(BASE, **bad_desc, **too_big, **reuse), DESCRIPTOR),
-        (dict(BASE, flags=REUSE_FLAG | 1 << 5, out_c=6), DESCRIPTOR),  # reserved bit + the rest
+        (dict(BASE, flags=REUSE_FLAG | 1 << 6, out_c=6), DESCRIPTOR),  # reserved bit + the rest
         (dict(BASE, m_block=0, out_c=6, flags=REUSE_FLAG), DESCRIPTOR),
         (dict(BASE, **reuse), REUSE),
         # The tail: its fields before any size, its shortcut among the sizes.
         (dict(BASE, **too_big, res_shift=1), DESCRIPTOR),
         (dict(BASE, **too_big, flags=REUSE_FLAG | CLAMP, clamp_lo=3, clamp_hi=2), DESCRIPTOR),
-        (dict(BASE, flags=REUSE_FLAG | RESIDUAL, in_h=40, out_h=40), TOO_BIG),
-        (dict(BASE, flags=REUSE_FLAG | RESIDUAL), REUSE),
+        (dict(BASE, flags=REUSE_FLAG | RESIDUAL, in_h=40, out_h=40, short_c=5,
+              short_stride=1), TOO_BIG),
+        (dict(BASE, flags=REUSE_FLAG | RESIDUAL, short_c=5, short_stride=1), REUSE),
+        (dict(BASE, flags=REUSE_FLAG | RESIDUAL, short_c=5, short_stride=0, out_c=6),
+         DESCRIPTOR),
     ]
     results = run_setup(cfg, [(d, None) for d, _ in cases])
     check(cfg, [(d, None) for d, _ in cases], results, expected=[w for _, w in cases])

@@ -1,6 +1,6 @@
 """The fused tail's descriptor rules in :class:`mulfree.rtl.layer_setup.LayerSetup`.
 
-Every rule of ``docs/interface.md`` ("The descriptor", words 5 and 6, ``flags.residual``,
+Every rule of ``docs/interface.md`` ("The descriptor", words 5 to 7, ``flags.residual``,
 ``flags.res_relu``, ``flags.clamp``) at its ends and one past, and the shortcut buffer's limit
 (``TOO_BIG``), against the references of :mod:`test_layer_setup` (``ref_error``,
 ``tail_error``), which share no code with the RTL.
@@ -11,17 +11,20 @@ from mulfree.params.core_config import res_shift_range
 from test_layer_setup import (BASE, BASE_CFG, CLAMP, DESCRIPTOR, RESIDUAL, RES_RELU, SHIFT,
                               TOO_BIG, check, core, ref_error, ref_sizes, run_setup)
 
+#: The identity shortcut of BASE (5 output channels): word 7 of a plain residual.
+IDENTITY = {"short_c": 5, "short_off": 0, "short_stride": 1}
+
 
 def tail_cases():
     """``(desc, reuse, expected)`` for every rule of the fused tail's fields and flags, each
     at its ends and one past (``BASE_CFG``: act_bits 8, shortcut_vectors 1024)."""
     lo, hi = -128, 127
     s_lo, s_hi = res_shift_range(8)
-    res = dict(BASE, flags=RESIDUAL)
-    cases = [(res, None, 0), (dict(BASE, flags=RESIDUAL | RES_RELU), None, 0),
+    res = dict(BASE, flags=RESIDUAL, **IDENTITY)
+    cases = [(res, None, 0), (dict(BASE, flags=RESIDUAL | RES_RELU, **IDENTITY), None, 0),
              (dict(BASE, flags=RES_RELU), None, DESCRIPTOR),
              (dict(BASE, flags=CLAMP), None, 0),
-             (dict(BASE, flags=CLAMP | RESIDUAL | RES_RELU | SHIFT), None, 0)]
+             (dict(BASE, flags=CLAMP | RESIDUAL | RES_RELU | SHIFT, **IDENTITY), None, 0)]
     # The clamp's bounds: in act_range, lo <= hi; both 0 without the flag.
     for c_lo, c_hi, want in ((lo, hi, 0), (lo - 1, hi, DESCRIPTOR), (lo, hi + 1, DESCRIPTOR),
                              (0, 6, 0), (4, 4, 0), (5, 4, DESCRIPTOR), (hi, hi, 0),
@@ -41,8 +44,23 @@ def tail_cases():
         cases.append((dict(res, res_shift=shift), None, want))
     for shift in (-1, 1, s_hi):
         cases.append((dict(BASE, res_shift=shift), None, DESCRIPTOR))
-    # Reserved bits 31:24 of word 6, alone and with a valid residual.
-    for reserved in (1, 0x80, 0xFF):
+    # The shortcut's source (word 7): short_c >= 1, short_stride >= 1, short_off + short_c
+    # <= out_c (5); all 0 without the flag.
+    for fields, want in (({"short_c": 1}, 0), ({"short_c": 0}, DESCRIPTOR),
+                         ({"short_stride": 0}, DESCRIPTOR), ({"short_stride": 15}, 0),
+                         ({"short_c": 4, "short_off": 1}, 0),
+                         ({"short_c": 4, "short_off": 2}, DESCRIPTOR),
+                         ({"short_c": 1, "short_off": 4}, 0),
+                         ({"short_c": 1, "short_off": 5}, DESCRIPTOR),
+                         ({"short_c": 5, "short_off": 255}, DESCRIPTOR),
+                         ({"short_c": 65535}, DESCRIPTOR)):
+        cases.append((dict(res, **fields), None, want))
+    for name, value in (("short_c", 1), ("short_off", 1), ("short_stride", 1),
+                        ("short_c", 65535), ("short_stride", 15)):
+        cases.append((dict(BASE, **{name: value}), None, DESCRIPTOR))
+        cases.append((dict(BASE, flags=CLAMP, **{name: value}), None, DESCRIPTOR))
+    # Reserved bits 31:28 of word 7, alone and with a valid residual.
+    for reserved in (1, 0x8, 0xF):
         cases += [(dict(BASE, reserved=reserved), None, DESCRIPTOR),
                   (dict(res, reserved=reserved, res_shift=1), None, DESCRIPTOR)]
     return cases
@@ -59,9 +77,13 @@ def test_shortcut_limit():
     """A residual's shortcut (out_h*out_w*NT = 20*2 = 40 vectors for BASE) against
     shortcut_vectors: at the limit runs, one less and 0 (no buffer) are TOO_BIG; a layer
     without the flag runs on any core."""
-    res = dict(BASE, flags=RESIDUAL | RES_RELU, res_shift=2)
+    res = dict(BASE, flags=RESIDUAL | RES_RELU, res_shift=2, **IDENTITY)
+    # The source of a stride-2 shortcut of 2 channels at offset 3: 80 SHORTCUT vectors sent,
+    # the aligned shortcut still 40.
+    wide = dict(res, short_c=2, short_off=3, short_stride=2)
     for at, d, want in ((40, res, 0), (39, res, TOO_BIG), (0, res, TOO_BIG), (0, BASE, 0),
                         (1, dict(BASE, flags=CLAMP), 0),
+                        (40, wide, 0), (39, wide, TOO_BIG),
                         # Wider: NT = 3 on 3 columns, 60 vectors.
                         (60, dict(res, out_c=7), 0), (59, dict(res, out_c=7), TOO_BIG)):
         cfg = core(5, 3, shortcut_vectors=at)
@@ -69,4 +91,6 @@ def test_shortcut_limit():
         [r] = run_setup(cfg, [(d, None)])
         assert r.error == want, f"shortcut_vectors = {at}: error {r.error}, expected {want}"
         if want == 0:
-            assert r.sizes["scv"] == ref_sizes(cfg, d)["scv"]
+            for size in ("scv", "dcv"):
+                assert r.sizes[size] == ref_sizes(cfg, d)[size]
+    assert ref_sizes(cfg, wide)["scv"] == 80
