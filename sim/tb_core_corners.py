@@ -345,9 +345,10 @@ def desc_frame(cfg, layer, **fields):
     return packet(cfg, "DESC", [pack_vector(words, 32)]).beats
 
 
-#: Descriptor fields of words 5 and 6 (the fused tail), written raw by :func:`desc_frame`.
+#: Descriptor fields of words 5 to 7 (the fused tail and the pool), written raw by
+#: :func:`desc_frame`.
 TAIL_FIELDS = ("clamp_lo", "clamp_hi", "res_main_shift", "res_short_shift", "res_shift",
-               "reserved")
+               "pool_shift", "reserved")
 #: Bits of ``flags`` (word 4, bit 16 + n).
 RESIDUAL, RES_RELU, CLAMP = 1 << 2, 1 << 3, 1 << 4
 
@@ -387,7 +388,7 @@ async def descriptor_fields(dut):
     await run_in_order(tb, random_layer(cfg, rng, kind="conv", in_c=2, h=16, w=17, out_c=3,
                                         kh=1, kw=2, stride=(15, 15)), DATA, what="stride 15")
     # Reserved flag bits, the lowest and the highest.
-    for bit in (5, 15):
+    for bit in (6, 15):
         await refused(base, "DESCRIPTOR", f"reserved flag bit {bit}", flags=1 << bit)
     # Sizes against the core's limits: at the limit runs, one past is TOO_BIG.
     await run_in_order(tb, matmul(cfg, rng, 1, e.max_k, 1), DATA, what=f"K = max_k {e.max_k}")
@@ -414,7 +415,7 @@ async def descriptor_fields(dut):
 
 async def tail_fields(tb, rng, refused):
     """The fused tail's fields at their ends (correct runs) and one past (DESCRIPTOR), its
-    fields and res_relu without their flag, word 6's reserved bits, and the shortcut buffer
+    fields and res_relu without their flag, word 7's reserved bits, and the shortcut buffer
     exactly full (runs) and one vector over (TOO_BIG)."""
     cfg = tb.cfg
     e = cfg.engine
@@ -444,8 +445,8 @@ async def tail_fields(tb, rng, refused):
             ("res_short_shift without flags.residual", base, {"res_short_shift": 1}),
             ("res_shift without flags.residual", base, {"res_shift": -1}),
             ("res_relu without flags.residual", base, {"flags": RES_RELU}),
-            ("reserved bit 24 of word 6", base, {"reserved": 1}),
-            ("reserved bit 31 of word 6", res, {"reserved": 0x80})):
+            ("reserved bit 28 of word 7", base, {"reserved": 1}),
+            ("reserved bit 31 of word 7", res, {"reserved": 0x8})):
         await refused(layer, "DESCRIPTOR", what, **fields)
     # The shortcut buffer: M * NT = shortcut_vectors runs (the shortcut in packets of 7
     # vectors), one pixel more is TOO_BIG.

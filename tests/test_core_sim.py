@@ -2,8 +2,9 @@
 
 Every PE kind, both engine organisations, odd array shapes and three stream widths; each design
 runs every scenario of :mod:`mulfree.sim.tb_core`. The shift and adder-tree designs have a
-shortcut buffer (residual layers run on both simulators); the mult design has none
-(``shortcut_vectors = 0``: plain layers and clamps run, a residual is refused). A missing
+shortcut buffer (residual layers run on both simulators) and a pool unit of 30 pixels; the
+mult design has neither (``shortcut_vectors = 0``, ``pool_pixels = 0``: plain layers and clamps
+run, a residual or a pool is refused). A missing
 simulator fails the test (``SimulatorMissing``), never skips it.
 """
 
@@ -16,7 +17,7 @@ from mulfree.sim.runner import build_verilog, run_cocotb
 
 
 _SMALL = dict(fmap_vectors=512, weight_rows=512, acc_entries=64, max_channels=32,
-              out_vectors=8, shortcut_vectors=96)
+              out_vectors=8, shortcut_vectors=96, pool_pixels=30)
 DESIGNS = {
     "shift_4x3_s64": CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=3, max_k=256),
                                 **_SMALL),
@@ -25,7 +26,7 @@ DESIGNS = {
                                      stream_width=32, **_SMALL),
     "mult_3x5_s128": CoreConfig(engine=ArrayConfig(pe="mult", rows=3, cols=5, weight_bits=5,
                                                    max_k=256), stream_width=128,
-                                **dict(_SMALL, shortcut_vectors=0)),
+                                **dict(_SMALL, shortcut_vectors=0, pool_pixels=0)),
 }
 SCENARIOS = 7
 # Icarus is slower: the designs it runs.
