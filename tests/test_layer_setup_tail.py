@@ -6,10 +6,11 @@ Every rule of ``docs/interface.md`` ("The descriptor", words 5 to 7, ``flags.res
 ``tail_error``), which share no code with the RTL.
 """
 
-from mulfree.params.core_config import res_shift_range
+from mulfree.params.core_config import pool_shift_range, res_shift_range
 
-from test_layer_setup import (BASE, BASE_CFG, CLAMP, DESCRIPTOR, RESIDUAL, RES_RELU, SHIFT,
-                              TOO_BIG, check, core, ref_error, ref_sizes, run_setup)
+from test_layer_setup import (BASE, BASE_CFG, CLAMP, DESCRIPTOR, GLOBAL_POOL, RESIDUAL,
+                              RES_RELU, SHIFT, TOO_BIG, check, core, ref_error, ref_sizes,
+                              run_setup)
 
 #: The identity shortcut of BASE (5 output channels): word 7 of a plain residual.
 IDENTITY = {"short_c": 5, "short_off": 0, "short_stride": 1}
@@ -94,3 +95,33 @@ def test_shortcut_limit():
             for size in ("scv", "dcv"):
                 assert r.sizes[size] == ref_sizes(cfg, d)[size]
     assert ref_sizes(cfg, wide)["scv"] == 80
+
+
+def test_pool_checks():
+    """The global pool's fields (word 6 bits 31:24, flags.global_pool): ``pool_shift`` in
+    ``pool_shift_range(8, pool_pixels)`` with the flag (ends run, one past is DESCRIPTOR), 0
+    without it; the map (BASE: 20 pixels) at most ``pool_pixels`` (TOO_BIG above, and on a
+    core without a pool unit); a bad pool_shift is DESCRIPTOR before a map that is too big."""
+    pool = dict(BASE, flags=GLOBAL_POOL)
+    for pixels in (20, 21, 4096):
+        cfg = core(5, 3, pool_pixels=pixels)
+        p_lo, p_hi = pool_shift_range(8, pixels)
+        assert (p_lo, p_hi) == (-8, {20: 13, 21: 13, 4096: 20}[pixels])
+        cases = [(dict(pool, pool_shift=s), w) for s, w in
+                 ((p_lo, 0), (p_hi, 0), (0, 0), (p_lo - 1, DESCRIPTOR), (p_hi + 1, DESCRIPTOR),
+                  (-128, DESCRIPTOR), (127, DESCRIPTOR))]
+        cases += [(dict(BASE, pool_shift=s), DESCRIPTOR) for s in (1, -1, p_hi, -128)]
+        cases += [(dict(BASE, flags=CLAMP | RESIDUAL, pool_shift=1, **IDENTITY), DESCRIPTOR),
+                  (dict(pool, flags=GLOBAL_POOL | CLAMP | RESIDUAL | RES_RELU, pool_shift=p_hi,
+                        **IDENTITY), 0)]
+        results = run_setup(cfg, [(d, None) for d, _ in cases])
+        assert [ref_error(cfg, d) for d, _ in cases] == [w for _, w in cases]
+        check(cfg, [(d, None) for d, _ in cases], results, expected=[w for _, w in cases])
+    for pixels, d, want in ((19, pool, TOO_BIG), (0, pool, TOO_BIG), (1, pool, TOO_BIG),
+                            (0, BASE, 0), (19, BASE, 0),
+                            (19, dict(pool, pool_shift=100), DESCRIPTOR),
+                            (0, dict(pool, flags=GLOBAL_POOL | CLAMP), TOO_BIG)):
+        cfg = core(5, 3, pool_pixels=pixels)
+        assert ref_error(cfg, d) == want
+        [r] = run_setup(cfg, [(d, None)])
+        assert r.error == want, f"pool_pixels = {pixels}: error {r.error}, expected {want}"
