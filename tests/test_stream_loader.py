@@ -99,3 +99,51 @@ def test_unknown_type_after_shortcut():
     beats = frame("SHORTCUT", vectors(1, 3))
     beats[0] = (beats[0][0] & ~0xF | 7, beats[0][1])
     assert run([beats], 4)["error"] == ERRORS["PACKET"]
+
+
+def test_sc_hold_holds_only_shortcut_vector_ends():
+    """``sc_hold`` (the aligner writing): the beat that would complete a SHORTCUT vector waits,
+    every other beat (headers, a SHORTCUT vector's first beat, ACTS) is taken; the vectors
+    still land in order with their data."""
+    vs = vectors(4, 4)
+    beats = frame("DESC", [0]) + frame("SHORTCUT", vs[:3]) + frame("ACTS", [5]) \
+        + frame("SHORTCUT", vs[3:])
+    dut = StreamLoader(CFG, post_groups=2)
+    out = {"writes": [], "held": [], "error": 0}
+
+    async def bench(ctx):
+        ctx.set(dut.accept, 1)
+        ctx.set(dut.expect_desc, 1)
+        ctx.set(dut.shortcut_total, 4)
+        ctx.set(dut.acts_total, 1)
+        k, cycle = 0, 0
+        while k < len(beats):
+            hold = cycle % 3 != 2
+            ctx.set(dut.sc_hold, hold)
+            ctx.set(dut.s.payload, {"data": beats[k][0], "last": beats[k][1]})
+            ctx.set(dut.s.valid, 1)
+            if ctx.get(dut.sc_we):
+                out["writes"].append((ctx.get(dut.shortcut_ptr), ctx.get(dut.sc_data)))
+                assert not hold, "a SHORTCUT vector completed under sc_hold"
+            out["error"] |= ctx.get(dut.error)
+            if ctx.get(dut.desc_valid):
+                ctx.set(dut.expect_desc, 0)
+            if ctx.get(dut.s.ready):
+                k += 1
+            else:
+                out["held"].append(k)
+            cycle += 1
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert out["error"] == 0
+    assert out["writes"] == list(enumerate(vs))
+    # Held beats: the second (last) beat of each SHORTCUT vector, 40 bits on 32-bit beats.
+    per = CFG.beats(CFG.vector_bits["SHORTCUT"])
+    assert per == 2
+    d = len(frame("DESC", [0]))
+    ends = {d + 1 + 2 * i + 1 for i in range(3)} | {d + 7 + 2 + 2}
+    assert set(out["held"]) <= ends and set(out["held"]), out["held"]
