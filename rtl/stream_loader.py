@@ -299,31 +299,33 @@ class ShortcutAligner(wiring.Component):
         px, py = Signal(4), Signal(4)   # source column and row modulo the stride
         ox = Signal(16)                 # output column of the source column
         base = Signal(self._abits + 1)  # aligned address of the output pixel: pixel * NT
-        carry = Signal(C * a)           # the previous source vector, lanes beyond short_c 0
+        carry = Signal(C * a)           # the previous source vector of the pixel, else 0
         pending = Signal()              # the pixel's last tile, from the carry alone
         p_addr = Signal(self._abits)
         m.d.comb += [self.hold.eq(pending), self.done.eq(base)]
 
-        left = Mux(t == 0, self.short_c, rem)
+        # Source lanes at or beyond short_c read 0 (all of them in the carry's own write).
+        left = Mux(pending, 0, Mux(t == 0, self.short_c, rem))
         src = Cat(Mux(left > l, self.data.word_select(l, a), 0) for l in range(C))
         n = q + t                       # the aligned tile whose lanes [r, C) this vector fills
         keep = (px == 0) & (py == 0)
         last_tile = t == nts - 1
-        lo_in = Mux(pending | (t != 0), carry, 0)
-        hi_in = Mux(pending, 0, src)
+        split = (r != 0) & (n + 1 < nt)     # the pixel's last tile holds only the carry
         m.d.comb += [
-            self.wr_data.eq(_lane_shift(lo_in, hi_in, r, C, a)),
+            self.wr_data.eq(_lane_shift(carry, src, r, C, a)),
             self.wr_en.eq(pending | (self.we & keep & (n < nt))),
             self.wr_addr.eq(Mux(pending, p_addr, base + n)),
         ]
         with m.If(pending):
-            m.d.sync += [pending.eq(0), base.eq(base + nt)]
+            m.d.sync += [pending.eq(0), base.eq(base + nt), carry.eq(0)]
         with m.If(self.we):
-            m.d.sync += carry.eq(src)
+            # The carry is 0 for a pixel's first tile: cleared after its last (a reset of the
+            # register, no multiplexer), unless the carry-only write still needs it.
+            m.d.sync += carry.eq(Mux(last_tile & ~(keep & split), 0, src))
             with m.If(last_tile):
                 m.d.sync += t.eq(0)
                 with m.If(keep):
-                    with m.If((r != 0) & (n + 1 < nt)):
+                    with m.If(split):
                         m.d.sync += [pending.eq(1), p_addr.eq(base + n + 1)]
                     with m.Else():
                         m.d.sync += base.eq(base + nt)
