@@ -62,6 +62,10 @@ class GlobalPool(wiring.Component):
     on, shift, nt : In
         The run's ``flags.global_pool``, ``pool_shift`` (in ``pool_shift_range``) and output
         tiles ``ceil(out_c / lanes)`` (``1..groups``); static during a run.
+    stage_sum, stage_group, stage_load : Signal
+        Read-only views: the sums of group ``stage_group`` the output register takes (its
+        rounding and saturation) in a cycle with ``stage_load``, for proofs that check the
+        sums and the rounding one at a time.
     """
 
     def __init__(self, cfg: ArrayConfig, *, lanes, groups, pool_pixels):
@@ -80,6 +84,10 @@ class GlobalPool(wiring.Component):
             "shift": In(signed(signed_width(*pool_shift_range(a, pool_pixels)))),
             "nt": In(range(groups + 1)),
         })
+        # Observation points for proofs that check one stage at a time.
+        self.stage_sum = Signal(lanes * self.sum_width, name="pool_total")
+        self.stage_group = Signal(range(groups), name="pool_group")
+        self.stage_load = Signal(name="pool_load")
 
     @property
     def sum_width(self):
@@ -122,9 +130,13 @@ class GlobalPool(wiring.Component):
         o_valid = Signal()
         o_data = Signal(lanes * a, reset_less=True)
         o_last = Signal(reset_less=True)
-        pooled = [clip(rounding_shift(rd.data.word_select(l, sw).as_signed(), self.shift, a),
+        # A group no vector reached (none in the core: every pixel has every group) is 0.
+        total = Mux(seen.bit_select(g, 1), rd.data, 0)
+        pooled = [clip(rounding_shift(total.word_select(l, sw).as_signed(), self.shift, a),
                        lo, hi)[:a] for l in range(lanes)]
         advance = o.ready | ~o_valid
+        m.d.comb += [self.stage_sum.eq(total), self.stage_group.eq(g),
+                     self.stage_load.eq(advance & emit)]
         with m.If(advance):
             m.d.sync += o_valid.eq(emit)
             with m.If(emit):

@@ -23,7 +23,7 @@ __all__ = ["RTL_FILES", "DESIGNS", "FILE_DESIGNS", "TEST_MAP", "design_rtlil"]
 
 RTL_FILES = ("rtl/pe.py", "rtl/tree.py", "rtl/tiles.py", "rtl/array.py", "rtl/vectorize.py",
              "rtl/shift_layouts.py", "rtl/shift_unit.py", "rtl/block.py", "rtl/regs.py",
-             "rtl/postproc.py", "rtl/layer_setup.py", "rtl/layer_issue.py",
+             "rtl/postproc.py", "rtl/pool.py", "rtl/layer_setup.py", "rtl/layer_issue.py",
              "rtl/stream_loader.py", "rtl/core.py")
 
 _SMALL_CORE = dict(fmap_vectors=512, weight_rows=512, acc_entries=64, max_channels=32,
@@ -77,6 +77,7 @@ FILE_DESIGNS = {
     "rtl/block.py": _BLOCKS,
     "rtl/regs.py": ["regs-default"] + _CORES,
     "rtl/postproc.py": ["postproc"] + _CORES,
+    "rtl/pool.py": _CORES,
     "rtl/layer_setup.py": _CORES,
     "rtl/layer_issue.py": _CORES,
     "rtl/stream_loader.py": _CORES,
@@ -123,6 +124,8 @@ TEST_MAP = {
                                  "postproc_mult_no_shortcut",
                                  "postproc_stream", "postproc_stream_cover")
                        + _CORE_SIM + _CORE_CORNERS,
+    "rtl/pool.py": ["tests/test_core_datapath.py"] + _proofs("pool")
+                   + ["tests/test_core_pool_sim.py::test_core_pool[adder_tree_5x4_s32-icarus]"],
     "rtl/layer_setup.py": ["tests/test_layer_setup.py"] + _CORE_SIM + _CORE_CORNERS,
     "rtl/layer_issue.py": _CORE_SIM + _CORE_CORNERS,
     "rtl/stream_loader.py": _CORE_SIM + _CORE_CORNERS,

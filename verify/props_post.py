@@ -43,11 +43,15 @@ Its cover reaches a beat leaving and a beat with ``last`` leaving. This block is
 core's ``m_axis`` (through the output FIFO): the whole core is too large for the solver at the
 depth its first result needs (a descriptor, setup and every packet of a layer).
 
+**The global pool** (``pool``, :func:`pool_harness`): the unit after post-processing
+(``rtl/pool.py``) on free vectors, settings and ``ready``, its sums and its rounding checked
+one stage at a time against :func:`mulfree.params.layer_golden.global_pool`.
+
 The designs: the default core's engines (a = 8, K = 1024): shift (25-bit accumulators),
 adder (19 bits), mult (26 bits).
 """
 
-from amaranth.hdl import Assert, Assume, Cover, Module, Mux, ResetSignal, Signal, signed
+from amaranth.hdl import Assert, Assume, Cat, Cover, Module, Mux, ResetSignal, Signal, signed
 
 from ..params.config import ArrayConfig
 from ..params.core_config import RES_MAX_SHIFT, res_shift_range
@@ -56,7 +60,7 @@ from ..rtl.postproc import PostProcess
 
 
 __all__ = ["PROPERTIES", "DESIGNS", "spec_postprocess", "spec_sum", "spec_final",
-           "post_harness", "stream_harness"]
+           "post_harness", "stream_harness", "pool_harness"]
 
 
 DESIGNS = {
@@ -275,3 +279,106 @@ PROPERTIES = {f"postproc_{key}": _post(key, True) for key in DESIGNS}
 PROPERTIES.update({f"postproc_{key}_no_shortcut": _post(key, False) for key in DESIGNS})
 PROPERTIES["postproc_stream"] = _stream
 PROPERTIES["postproc_stream_cover"] = _stream_cover
+
+
+# The global pool -------------------------------------------------------------------------------
+
+#: The pool harness: 2 channel groups of one lane, sums of up to 3 pixels (a + 2 bits).
+POOL_GROUPS, POOL_PIXELS = 2, 3
+POOL_BMC_DEPTH = 12
+
+
+def pool_harness(cfg):
+    """:class:`~mulfree.rtl.pool.GlobalPool` (one lane, :data:`POOL_GROUPS` groups,
+    :data:`POOL_PIXELS` pixels) against :func:`mulfree.params.layer_golden.global_pool`.
+
+    Free and static during the run: ``on``, ``shift`` (in ``pool_shift_range``), ``nt``
+    (``1..groups``); free every cycle: the input beat (any activation, any group below ``nt``,
+    ``last``) and ``o.ready``. Assumed as in the core: at most ``pool_pixels`` vectors per
+    group (setup's TOO_BIG), nothing after the vector with ``last``. Checked: with ``on``, no
+    output before ``last`` is taken, then exactly ``nt`` outputs, output ``k`` being
+    ``sat(round_shift(sum of group k, shift))`` (widened arithmetic, one case per amount; 0
+    for a group no vector reached) with ``last`` on the ``nt``-th, each held until ``ready``;
+    without ``on`` the unit is a wire.
+    """
+    from ..params.core_config import pool_shift_range, pool_sum_width
+    from ..rtl.pool import GlobalPool
+    m = Module()
+    a = cfg.act_bits
+    dut = GlobalPool(cfg, lanes=1, groups=POOL_GROUPS, pool_pixels=POOL_PIXELS)
+    m.submodules.dut = dut
+    i, o = dut.i, dut.o
+    x = Signal(signed(a), name="x")
+    group = Signal.like(i.payload.group, name="group")
+    i_valid, last, ready = Signal(name="i_valid"), Signal(name="last"), Signal(name="ready")
+    on, shift, nt = Signal(name="on"), Signal.like(dut.shift, name="pool_shift"), \
+        Signal.like(dut.nt, name="nt")
+    m.d.comb += [i.valid.eq(i_valid), i.payload.data.eq(x), i.payload.group.eq(group),
+                 i.payload.last.eq(last), o.ready.eq(ready), dut.on.eq(on),
+                 dut.shift.eq(shift), dut.nt.eq(nt)]
+    s_lo, s_hi = pool_shift_range(a, POOL_PIXELS)
+    static = Cat(on, shift, nt)
+    past = Signal.like(static, name="past_settings")
+    started = Signal(name="started")
+    m.d.sync += [past.eq(static), started.eq(1)]
+    m.d.comb += [Assume(~started | (static == past)),
+                 Assume((shift >= s_lo) & (shift <= s_hi)),
+                 Assume((nt >= 1) & (nt <= POOL_GROUPS)), Assume(group < nt)]
+
+    # The reference sums and counts, per group, of the vectors taken.
+    width = pool_sum_width(a, POOL_PIXELS) + 2
+    sums = [Signal(signed(width), name=f"spec_sum_{g}") for g in range(POOL_GROUPS)]
+    counts = [Signal(range(POOL_PIXELS + 2), name=f"count_{g}") for g in range(POOL_GROUPS)]
+    ended = Signal(name="ended")
+    take = i.valid & i.ready
+    m.d.comb += Assume(~ended | ~i_valid)
+    for g in range(POOL_GROUPS):
+        m.d.comb += Assume(~(on & i_valid & (group == g)) | (counts[g] < POOL_PIXELS))
+        with m.If(on & take & (group == g)):
+            m.d.sync += [sums[g].eq(sums[g] + x), counts[g].eq(counts[g] + 1)]
+    with m.If(on & take & last):
+        m.d.sync += ended.eq(1)
+
+    # The outputs: the k-th against group k's spec, last on the nt-th, held until ready.
+    k = Signal(range(POOL_GROUPS + 1), name="sent")
+    with m.If(o.valid & o.ready):
+        m.d.sync += k.eq(k + 1)
+    # Stage by stage (as post-processing's: one comparison of the rounding of the reference
+    # sums is beyond the solver): the sums the output register takes are the reference sums
+    # of its group, and the output is the spec's rounding of the sums it took.
+    loaded = _named(m, sums[0], "spec_loaded")
+    for g in range(1, POOL_GROUPS):
+        loaded = Mux(dut.stage_group == g, sums[g], loaded)
+    m.d.comb += Assert(~dut.stage_load | (dut.stage_sum.as_signed() == loaded))
+    want = Signal(signed(a), name="spec_pool_out")
+    with m.If(dut.stage_load):
+        m.d.sync += want.eq(_sat(cfg, _shifted(m, dut.stage_sum.as_signed(), shift, s_lo, s_hi,
+                                               "spec_pool")))
+    m.d.comb += Assert(~(on & o.valid) | (dut.stage_group == k + 1) | (k == nt - 1))
+    out = o.payload.data.as_signed()
+    waited = Signal(name="waited")
+    past_out = Signal(len(o.payload.as_value()), name="past_out")
+    m.d.sync += [waited.eq(on & o.valid & ~o.ready), past_out.eq(o.payload.as_value())]
+    with m.If(on):
+        m.d.comb += [
+            Assert(~o.valid | (ended & (k < nt))),
+            Assert(~o.valid | (out == want)),
+            Assert(~o.valid | (o.payload.last == (k == nt - 1))),
+            Assert(~waited | (o.valid & (o.payload.as_value() == past_out))),
+        ]
+    with m.Else():
+        m.d.comb += Assert((o.valid == i_valid) & (out == x) & (o.payload.last == last)
+                           & (i.ready == ready))
+    return m, [x, group, i_valid, last, ready, on, shift, nt]
+
+
+def _pool():
+    cfg = DESIGNS["shift"]
+    m, ports = pool_harness(cfg)
+    return m, ports, "bmc", POOL_BMC_DEPTH, (
+        f"global pool = layer_golden.global_pool of the group sums, nt outputs after last, "
+        f"held until ready; a wire without flags.global_pool (act_bits={cfg.act_bits}, "
+        f"{POOL_GROUPS} groups, pool_pixels={POOL_PIXELS})")
+
+
+PROPERTIES["pool"] = _pool
