@@ -75,11 +75,12 @@ def test_identity_registers_equal_config():
     rmap = CFG.register_map
     dut = AxiLiteRegisters(rmap)
     e = CFG.engine
-    expect = {"ID": CORE_MAGIC, "VERSION": 1 << 16, "ENGINE": 1 | (0 << 4) | (1 << 8),
+    expect = {"ID": CORE_MAGIC, "VERSION": 2 << 16, "ENGINE": 1 | (0 << 4) | (1 << 8),
               "ARRAY": 5 | (3 << 16),
               "WIDTHS": e.act_bits | (e.weight_bits << 8) | (e.acc_width << 16),
               "MAX_K": 100, "STREAM_WIDTH": 128, "FMAP_VECTORS": 300, "ACC_ENTRIES": 17,
-              "WEIGHT_ROWS": 99, "MAX_CHANNELS": 512, "SHORTCUT_VECTORS": 1024}
+              "WEIGHT_ROWS": 99, "MAX_CHANNELS": 512, "SHORTCUT_VECTORS": 1024,
+              "POOL_PIXELS": 4096}
 
     async def bench(ctx):
         for name, value in expect.items():
