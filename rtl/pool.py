@@ -7,7 +7,7 @@ group ``0`` to ``nt - 1``, lane ``l`` of group ``g`` being::
 
     y = sum over the map of channel g*lanes + l          (pool_sum_width bits, exact)
     v = pool_shift >= 0 ? (y >> pool_shift) + y[pool_shift-1]     round half up
-                        : clamp(y, -2^a, 2^a) << -pool_shift       exact; the clamp changes no output
+                        : clamp(y, -2^a, 2^a) << -pool_shift   exact (the clamp changes no output)
     v = clamp(v, act_range)
 
 exactly :func:`mulfree.params.layer_golden.global_pool` (``docs/numerics.md``), ``last`` on the

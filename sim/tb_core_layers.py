@@ -1,6 +1,7 @@
 """Layers and packets for the core's cocotb testbenches (:mod:`mulfree.sim.tb_core`,
 :mod:`mulfree.sim.tb_core_corners`): random layers of each kind, the fused tail (a residual add
-and a clamp) on a layer, a run's packets of one type cut into chunks, random pause patterns.
+and a clamp) on a layer, a run's packets of one type cut into chunks, random pause patterns, the
+golden result beats of a layer with a global pool (:func:`pooled_beats`).
 
 No cocotb test lives here; the scenarios that use these are listed in those modules.
 """
