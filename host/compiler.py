@@ -39,7 +39,8 @@ from ..params.int_layers import WEIGHT_KINDS
 from ..params.layer_golden import PostParams
 from .core_layer import LayerError, check_layer
 from .export_format import ExportError, IntModel
-from .fusion import Fusion, execution_order, plan_fusion, shortcut_vectors_needed
+from .fusion import (Fusion, execution_order, plan_fusion, pool_pixels_needed,
+                     shortcut_vectors_needed)
 from .program import Program, run_steps
 from .schedule import core_step_cycles, last_uses, node_label, place_nodes, weight_terms
 from .step_packets import decode_run, encode_run, weight_packets
@@ -137,6 +138,8 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, **core
                  if f.residual is not None]
     need["shortcut_vectors"] = max([base.shortcut_vectors]
                                    + [_pow2_at_least(n) for n in shortcuts])
+    need["pool_pixels"] = max([base.pool_pixels] + [pool_pixels_needed(infos[i])
+                                                    for i, f in plans.items() if f.pool is not None])
     need.update(core_options)
     try:
         return CoreConfig(engine=engine, stream_width=stream_width, **need)
@@ -224,7 +227,8 @@ def _core_step(cfg, info, layer, max_packet_bytes, fusion=None):
     step = CoreStep(info.index, info.kind, w, post, stride, padding, shifts,
                     tuple(info.in_shapes[0]), tuple(info.out_shape), images, name=info.name,
                     sources=sources, residual=fusion.residual, clamp=fusion.clamp,
-                    fused=fusion.nodes)
+                    fused=fusion.nodes + fusion.short_nodes, pool=fusion.pool,
+                    short_shape=fusion.short_shape)
     _check_step(cfg, step, where, describe)
     try:
         packets = weight_packets(cfg, step, max_packet_bytes)
@@ -276,6 +280,7 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
     plans = plan_fusion(cfg, model, infos, places)
     fused = {n: (i, prev) for i, f in plans.items()
              for prev, n in zip((i,) + f.nodes, f.nodes)}
+    fused.update({n: (i, None) for i, f in plans.items() for n in f.short_nodes})
     steps = []
     for index in execution_order(infos, plans):
         info = infos[index]
@@ -284,7 +289,7 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
         if info.index in fused:
             into, prev = fused[info.index]
             steps.append(FusedStep(info.index, info.kind, tuple(info.out_shape), layer,
-                                   info.name, (prev,), into))
+                                   info.name, () if prev is None else (prev,), into))
         elif where == "core":
             steps.append(_core_step(cfg, info, layer, max_packet_bytes,
                                     plans.get(info.index)))

@@ -194,7 +194,8 @@ def core_step_traffic(program, step: CoreStep, images):
             sent = sum(p.nbytes for p in layer_packets(cfg, layer, program.max_packet_bytes,
                                                        weights=step.weight_packets,
                                                        check=False))
-            got = g["M"] * g["NT"] * cfg.beats(cfg.vector_bits["OUT"]) * cfg.stream_width // 8
+            vectors = g["NT"] if step.pool is not None else g["M"] * g["NT"]
+            got = vectors * cfg.beats(cfg.vector_bits["OUT"]) * cfg.stream_width // 8
             sizes[n, reuse] = (sent, got)
         return sizes[n, reuse]
     runs = [size(n, i > 0) for i, n in enumerate(_chunks(step, images))]
@@ -229,7 +230,8 @@ def _num(value):
 
 def _shapes(step):
     ins = " + ".join(str(tuple(s)) for s in step.in_shapes)
-    return f"{ins} -> {tuple(step.out_shape)}"
+    out = step.result_shape if isinstance(step, CoreStep) else step.out_shape
+    return f"{ins} -> {tuple(out)}"
 
 
 def _core_note(program, step):
@@ -237,11 +239,21 @@ def _core_note(program, step):
     per = ("one run per image" if step.kind == "conv2d"
            else f"one run per {step.images_per_run} images (M = images)")
     tail = ""
-    if step.fused:
-        what = " and ".join(("residual add of layers." + str(step.sources[1])
-                             if program.model.layers[i].kind == "add" else "clamp")
-                            for i in step.fused)
-        tail = f"; {what} in its post-processing"
+    names = {"add": None, "clamp": "clamp", "global_avgpool": "global average pool",
+             "flatten": None}
+    what = []
+    for i in step.fused:
+        kind = program.model.layers[i].kind
+        if kind == "add":
+            r = step.residual
+            how = (f" (every {r.stride}th pixel" if r.stride > 1 else " (") + \
+                  (f", {r.offset} zero channels in front)" if r.offset else ")")
+            what.append(f"residual add of layers.{step.sources[1]}"
+                        f"{how if how != ' ()' else ''}")
+        elif names.get(kind):
+            what.append(names[kind])
+    if what:
+        tail = f"; {' and '.join(what)} in its post-processing"
     return (f"K {step.k}, {g['CT']}x{g['NT']} tiles (in x out), weights {step.weight_bytes} B "
             f"sent once per batch; {per}{tail}")
 

@@ -117,11 +117,18 @@ class CoreStep:
         The node it reads (``-1``: the model's input), then, with ``residual``, the shortcut's.
     residual : ResidualParams or None
         A residual add fused into the run (the add node ``fused[0]``): the shortcut is the
-        tensor ``sources[1]``, of the step's output shape.
+        tensor ``sources[1]`` (``short_shape``), which the core aligns to the output
+        (``residual.stride``, ``residual.offset``).
     clamp : (int, int) or None
         A clamp fused into the run, after the residual add.
     fused : tuple of int
-        The nodes fused into this step (:class:`FusedStep`), in order.
+        The nodes fused into this step (:class:`FusedStep`): the chain after the layer in
+        order, then the option-A pad / subsampling the alignment replaces.
+    pool : int or None
+        A global average pool fused into the run (``pool_shift``): the run returns one pixel,
+        :attr:`result_shape`.
+    short_shape : tuple or None
+        The shortcut tensor's shape per image, with ``residual``.
     """
 
     index: int
@@ -141,8 +148,15 @@ class CoreStep:
     residual: ResidualParams | None = None
     clamp: tuple | None = None
     fused: tuple = ()
+    pool: int | None = None
+    short_shape: tuple | None = None
 
     placement = "core"
+
+    @property
+    def result_shape(self):
+        """Shape per image of what a run returns: ``out_shape``, or one pixel with ``pool``."""
+        return self.out_shape if self.pool is None else (self.out_shape[0], 1, 1)
 
     @property
     def k(self):
@@ -157,24 +171,29 @@ class CoreStep:
     @property
     def in_shapes(self):
         """Shapes per image of its inputs: the input, and the shortcut with ``residual``."""
-        return (self.in_shape,) + ((self.out_shape,) if self.residual is not None else ())
+        return (self.in_shape,) + ((self.short_shape or self.out_shape,)
+                                   if self.residual is not None else ())
 
 
 @dataclass(frozen=True, eq=False)
 class FusedStep:
-    """A node the core computes inside the run of the core step ``into`` (its residual add or
-    clamp); its output is that step's output, which the run already produced.
+    """A node the core computes inside the run of the core step ``into`` (its residual add,
+    clamp, global pool or flatten); its output is that step's output, which the run already
+    produced. The option-A pad and subsampling of a fused shortcut are fused steps without
+    sources: the core aligns the shortcut itself, and nothing reads their output.
 
     Attributes
     ----------
     index : int
     kind : str
-        ``"add"`` or ``"clamp"``.
+        ``"add"``, ``"clamp"``, ``"global_avgpool"``, ``"flatten"``, ``"pad"`` or
+        ``"maxpool2d"``.
     out_shape : tuple
     node : the node (:mod:`mulfree.params.int_layers`)
     name : str
     sources : tuple of int
-        The node before it in the fused chain (whose output is already the fused result).
+        The node before it in the fused chain (whose output is already the fused result);
+        empty for a shortcut's pad or subsampling.
     into : int
         The index of the :class:`CoreStep` that computes it.
     """
@@ -201,9 +220,17 @@ class FusedStep:
     def reason(self):
         return f"fused into layers.{self.into}"
 
-    def apply(self, x):
-        """The fused chain's output, already computed by the core step: ``x`` itself."""
-        return x
+    def apply(self, *xs):
+        """The fused chain's output, already computed by the core step: ``x`` itself, in this
+        node's shape when it has as many elements (a flatten's; a node before a fused pool
+        passes the pooled pixel on: only the chain's last node has readers); ``None`` for a
+        shortcut's pad or subsampling."""
+        if not xs:
+            return None
+        x = xs[0]
+        if x[0].size != int(np.prod(self.out_shape)):
+            return x
+        return x.reshape((x.shape[0],) + tuple(self.out_shape))
 
 
 def run_x_shape(step, images):
@@ -219,20 +246,20 @@ def step_layer(step: CoreStep, x, *, reuse, shortcut=None):
 
     ``x`` is one image ``[C, H, W]`` for a convolution, or the run's ``[B, K]`` images for a
     linear node (or already the ``[K, 1, B]`` map). ``shortcut`` is the image's shortcut
-    ``[out_c, out_h, out_w]`` of a step with ``residual`` (zeros when ``None``: for checks
+    tensor (``short_shape``) of a step with ``residual`` (zeros when ``None``: for checks
     and estimates).
     """
     x = np.asarray(x, dtype=np.int64)
     if step.kind == "linear" and x.ndim == 2:
         x = np.ascontiguousarray(x.T[:, None, :])
     if step.residual is not None:
-        shortcut = np.zeros(step.out_shape, dtype=np.int64) if shortcut is None else \
-            np.asarray(shortcut, dtype=np.int64)
+        shortcut = np.zeros(step.short_shape or step.out_shape, dtype=np.int64) \
+            if shortcut is None else np.asarray(shortcut, dtype=np.int64)
     else:
         shortcut = None
     return Layer(x, step.w_codes, step.post, stride=step.stride, padding=step.padding,
                  shifts=step.shifts, reuse_weights=reuse, shortcut=shortcut,
-                 residual=step.residual, clamp=step.clamp)
+                 residual=step.residual, clamp=step.clamp, pool=step.pool)
 
 
 def step_geometry(cfg, step, images=1, *, reuse=False):

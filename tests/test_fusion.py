@@ -1,4 +1,5 @@
-"""Tests of the fusion of residual adds and clamps into core runs (:mod:`mulfree.host.fusion`).
+"""Tests of the fusion of residual adds, clamps, option-A shortcuts and global pools into core
+runs (:mod:`mulfree.host.fusion`).
 
 Every program runs on the NumPy model of the core (``emulate_program``: the runs, packets and
 result bytes a device sees) and is compared with the golden model of the whole network
@@ -11,8 +12,9 @@ import pytest
 from random_models import random_codes, random_post
 
 from mulfree.host.compiler import compile_model, core_for_model, emulate_program
-from mulfree.host.export_format import (IntAdd, IntClamp, IntConv2d, IntFlatten, IntInput,
-                                        IntLinear, IntMaxPool2d, IntModel, IntPad)
+from mulfree.host.export_format import (IntAdd, IntClamp, IntConv2d, IntFlatten,
+                                        IntGlobalAvgPool, IntInput, IntLinear, IntMaxPool2d,
+                                        IntModel, IntPad)
 from mulfree.host.steps import CoreStep, FusedStep, HostStep
 from mulfree.params.model_golden import run_int_model
 
@@ -126,27 +128,99 @@ def test_add_of_two_branches_fuses_into_the_first():
     assert program.last_use == {-1: 0, 0: 1, 2: 1, 1: 3}
 
 
-def test_option_a_shortcut_traced_after_the_block_moves_before_it():
+def _down_block(rng, shape, pads=(2, 2, 0, 0, 0, 0), sub=None):
     """ResNet's downsampling block as torch.fx traces it: conv1 (stride 2), conv2, then the
-    shortcut (subsample, zero channels), then the add. The shortcut's nodes run before conv2,
-    whose runs add it; the program still equals the golden model."""
-    rng = np.random.default_rng(7)
-    model = _model([
+    shortcut (subsample, zero channels), then the add."""
+    return _model([
         _conv(rng, "shift", 4, 6, 3, 8, padding=1, relu=True, name="stem"),
         IntConv2d("shift", random_codes(rng, "shift", 4, 8, (8, 4, 3, 3)), stride=2, padding=1,
                   act_bits=8, weight_bits=4, out_scale_exp=-3, name="conv1",
                   **dict(random_post(rng, "shift", 8, 36, 8), relu=np.ones(8, bool))),
         _conv(rng, "shift", 8, 8, 3, 8, padding=1, relu=False, name="conv2"),
-        IntMaxPool2d(kernel=1, stride=2, name="sub", inputs=("stem",)),
-        IntPad(pads=(2, 2, 0, 0, 0, 0), name="pad"),
+        sub or IntMaxPool2d(kernel=1, stride=2, name="sub", inputs=("stem",)),
+        IntPad(pads=pads, name="pad"),
         IntAdd(in_shifts=(0, 0), shift=0, relu=True, act_bits=8, out_scale_exp=-3,
                name="res", inputs=("conv2", "pad")),
-    ], shape=(6, 6, 6))
+    ], shape=shape)
+
+
+@pytest.mark.parametrize("pads", [(2, 2), (0, 4), (3, 1)])
+def test_option_a_shortcut_is_aligned_by_the_core(pads):
+    """The subsampling and the channel pad of an option-A shortcut become part of conv2's run:
+    the core receives the block's input and aligns it (stride 2, the pad's front channels as
+    the offset, also one that is no multiple of the 4 lanes); they compute nothing and no
+    longer move before conv2; the program equals the golden model."""
+    rng = np.random.default_rng(7)
+    model = _down_block(rng, (6, 6, 6), pads=pads + (0, 0, 0, 0))
     program, kinds = _check(model)
-    assert [s.name for s in program.steps] == ["stem", "conv1", "sub", "pad", "conv2", "res"]
-    assert kinds == {"stem": CoreStep, "conv1": CoreStep, "sub": HostStep, "pad": HostStep,
+    assert [s.name for s in program.steps] == ["stem", "conv1", "conv2", "sub", "pad", "res"]
+    assert kinds == {"stem": CoreStep, "conv1": CoreStep, "sub": FusedStep, "pad": FusedStep,
                      "conv2": CoreStep, "res": FusedStep}
-    assert program.steps[4].sources == (1, 4)
+    conv2 = program.steps[2]
+    assert conv2.sources == (1, 0) and conv2.short_shape == (4, 6, 6)
+    assert (conv2.residual.stride, conv2.residual.offset) == (2, pads[0])
+    assert conv2.fused == (5, 3, 4) and program.steps[3].sources == ()
+    assert "every 2th pixel" in program.describe()
+
+
+@pytest.mark.parametrize("case", ["odd_map", "spatial_pad", "pool_kernel"])
+def test_shortcut_chains_the_core_cannot_align_stay_on_the_host(case):
+    """A map that is no multiple of the stride (5x5 -> 3x3), a pad of pixels, a subsampling
+    that is a real max pool: those nodes run on the host, and the add still fuses with their
+    output as an identity shortcut."""
+    rng = np.random.default_rng(9)
+    shape = (6, 5, 5) if case == "odd_map" else (6, 6, 6)
+    pads = (2, 2, 0, 0, 0, 0)
+    sub = None
+    if case == "spatial_pad":
+        pads, sub = (2, 2, 1, 0, 1, 0), IntMaxPool2d(kernel=1, stride=3, name="sub",
+                                                    inputs=("stem",))
+    if case == "pool_kernel":
+        sub = IntMaxPool2d(kernel=2, stride=2, name="sub", inputs=("stem",))
+    program, kinds = _check(_down_block(rng, shape, pads, sub))
+    assert kinds["sub"] is HostStep and kinds["pad"] is HostStep and kinds["res"] is FusedStep
+    conv2 = program.steps[-2]
+    assert conv2.sources == (1, 4) and conv2.residual.stride == 1
+    assert conv2.residual.offset == 0
+
+
+def _pool_head(rng, shape, pool_shift=-1, ab=8):
+    """conv -> global average pool -> flatten -> linear: a classifier's head."""
+    return _model([
+        _conv(rng, "shift", 6, shape[0], 3, ab, padding=1, relu=True, name="conv"),
+        IntGlobalAvgPool(shift=pool_shift, act_bits=ab, name="gap"),
+        IntFlatten(name="flat"),
+        IntLinear("shift", random_codes(rng, "shift", 4, ab, (6, 5)), act_bits=ab,
+                  weight_bits=4, out_scale_exp=-3, name="fc",
+                  **random_post(rng, "shift", 5, 6, ab)),
+    ], ab, shape)
+
+
+@pytest.mark.parametrize("pool_shift", [-3, -1, 0, 2])
+def test_global_pool_and_flatten_run_in_the_core(pool_shift):
+    """A global average pool over 4x4 pixels (and the flatten after it) becomes part of the
+    convolution's run: it returns one pixel; the program equals the golden model."""
+    rng = np.random.default_rng(10 + pool_shift)
+    program, kinds = _check(_pool_head(rng, (5, 4, 4), pool_shift))
+    assert kinds == {"conv": CoreStep, "gap": FusedStep, "flat": FusedStep, "fc": CoreStep}
+    conv = program.steps[0]
+    assert conv.pool == 4 + pool_shift and conv.fused == (1, 2)
+    assert conv.result_shape == (6, 1, 1)
+    assert "global average pool in its post-processing" in program.describe()
+    # The run returns 2 result vectors (6 channels, 4 lanes) instead of 16 * 2.
+    assert program.costs(1)[0].bytes_out == 2 * 8
+
+
+@pytest.mark.parametrize("case", ["not_pow2", "small_unit", "no_unit"])
+def test_global_pools_the_core_cannot_do_run_on_the_host(case):
+    """A map of 4x5 pixels (no power of two), a core whose pool unit is too small or absent:
+    the pool and the flatten are host steps, exact."""
+    rng = np.random.default_rng(11)
+    model = _pool_head(rng, (5, 4, 5) if case == "not_pow2" else (5, 4, 4))
+    options = {"small_unit": dict(pool_pixels=8), "no_unit": dict(pool_pixels=0)}.get(case, {})
+    program, kinds = _check(model, core_for_model(model, rows=4, cols=4, **options))
+    assert kinds["gap"] is HostStep and kinds["flat"] is HostStep
+    assert program.steps[0].pool is None
 
 
 @pytest.mark.parametrize("case", ["two_readers", "shift_too_far", "in_shift_too_far",
@@ -197,7 +271,7 @@ def test_traffic_counts_every_byte_a_device_moves():
         sent = got = 0
         for i in range(3):
             x = np.zeros(step.in_shape, np.int64)
-            short = np.zeros(step.out_shape, np.int64) if step.residual else None
+            short = np.zeros(step.short_shape, np.int64) if step.residual else None
             packets, nbytes, _ = encode_run(program, step, x, reuse=i > 0, shortcut=short)
             sent += sum(p.nbytes for p in packets)
             got += nbytes
