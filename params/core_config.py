@@ -16,13 +16,16 @@ from .regmap import Field, Register, RegisterMap
 __all__ = ["SETUP_STEPS", "CoreConfig", "CORE_MAGIC", "CORE_VERSION", "STREAM_WIDTHS", "CORE_LIMITS",
            "core_register_map", "PACKET_TYPES", "CORE_ERRORS", "DESC_FIELDS", "DESC_FLAGS",
            "DESC_BITS", "SHIFT_ENTRY_BITS", "ISSUE_FIFO_DEPTH", "DESC_SIGNED", "RES_MAX_SHIFT",
-           "res_sum_width", "res_shift_range", "pool_sum_width", "pool_shift_range"]
+           "res_sum_width", "res_shift_range", "pool_sum_width", "pool_shift_range",
+           "MAX_ENGINES", "engine_register_value"]
 
 #: ``ID.magic``: ASCII "MULF", so a host can tell it is talking to a mulfree core at all.
 CORE_MAGIC = 0x4D55_4C46
 #: ``VERSION``: (major, minor) of the register interface. The major number changes when an
 #: existing register or field changes meaning; the minor one when registers are added.
-CORE_VERSION = (2, 0)
+CORE_VERSION = (2, 1)
+#: Most engines one core holds (one per PE kind).
+MAX_ENGINES = 3
 STREAM_WIDTHS = (32, 64, 128, 256, 512, 1024)
 #: Allowed ranges of the integer parameters, inclusive.
 CORE_LIMITS = {
@@ -62,6 +65,8 @@ CORE_ERRORS = (
     (8, "DESC_IN_RUN", "a descriptor packet in the middle of a run (one descriptor per "
                        "start)"),
     (9, "SHIFT_VALUE", "a shift-table entry of -2 (dy and dx must be -1, 0 or 1)"),
+    (10, "ENGINE", "the descriptor's engine field names an engine the core does not have "
+                   "(engine >= ENGINES.count)"),
 )
 
 #: Entries of the FIFO between the buffers and the engine's input: at least the issue
@@ -82,7 +87,7 @@ DESC_FIELDS = (
     (6, 0, 8, "res_main_shift"), (6, 8, 8, "res_short_shift"), (6, 16, 8, "res_shift"),
     (6, 24, 8, "pool_shift"),
     (7, 0, 16, "short_c"), (7, 16, 8, "short_off"), (7, 24, 4, "short_stride"),
-    (7, 28, 4, "reserved"),
+    (7, 28, 4, "engine"),
 )
 #: Bits of the descriptor's ``flags`` field; the other bits are reserved (0).
 #: ``residual``: SHORTCUT packets follow and post-processing adds them (``res_*`` and
@@ -158,7 +163,18 @@ class CoreConfig:
     Parameters
     ----------
     engine : ArrayConfig
-        The compute engine (``arch="array"`` or ``"tree"``).
+        The compute engine (``arch="array"`` or ``"tree"``): engine 0.
+    extra_engines : tuple of ArrayConfig
+        More engines sharing the buffers, streams and registers (a multi-engine core): engine
+        1, 2. Each has a PE kind of its own and the same ``rows``, ``cols``, ``act_bits`` and
+        ``max_k`` as ``engine``; ``weight_bits``, ``arch`` and ``tree_levels_per_stage`` are
+        its own. A layer's descriptor chooses its engine (field ``engine``).
+    engine_cols : tuple of int
+        Physical PE columns of each engine, in the order of :attr:`engines`; empty: every
+        engine has ``cols``. An engine with fewer columns (a divisor of ``cols``) is *folded*:
+        it computes a ``cols``-wide result vector in ``cols / engine_cols[k]`` passes, taking
+        one input vector every that many cycles (a small mult engine for first and last
+        layers). Engine 0 is never folded.
     stream_width : int
         ``tdata`` bits of the AXI4-Stream slave and master: 32, 64, 128, 256, 512 or 1024.
     fmap_vectors : int
@@ -188,6 +204,8 @@ class CoreConfig:
     """
 
     engine: ArrayConfig = field(default_factory=ArrayConfig)
+    extra_engines: tuple = ()
+    engine_cols: tuple = ()
     stream_width: int = 64
     fmap_vectors: int = 4096
     acc_entries: int = 256
@@ -202,6 +220,7 @@ class CoreConfig:
     def __post_init__(self):
         if not isinstance(self.engine, ArrayConfig):
             raise ConfigError("engine", f"engine must be an ArrayConfig, not {self.engine!r}")
+        self._check_engines()
         if self.stream_width not in STREAM_WIDTHS or isinstance(self.stream_width, bool):
             raise ConfigError("stream_width", f"stream_width must be one of "
                               f"{', '.join(map(str, STREAM_WIDTHS))}, not {self.stream_width!r}")
@@ -218,11 +237,89 @@ class CoreConfig:
         if self.name is not None:
             check_name(self.name)
 
+    def _check_engines(self):
+        extra = self.extra_engines
+        if not isinstance(extra, tuple) or not all(isinstance(e, ArrayConfig) for e in extra):
+            raise ConfigError("extra_engines", f"extra_engines must be a tuple of "
+                              f"ArrayConfig, not {extra!r}")
+        if len(extra) + 1 > MAX_ENGINES:
+            raise ConfigError("extra_engines", f"a core has at most {MAX_ENGINES} engines, "
+                              f"not {len(extra) + 1}")
+        kinds = [e.pe for e in self.engines]
+        if len(set(kinds)) != len(kinds):
+            raise ConfigError("extra_engines", f"the engines' PE kinds must differ (one "
+                              f"engine per kind), not {', '.join(kinds)}")
+        e0 = self.engine
+        for k, e in enumerate(extra, 1):
+            for shared in ("rows", "cols", "act_bits", "max_k"):
+                if getattr(e, shared) != getattr(e0, shared):
+                    raise ConfigError("extra_engines", f"engine {k} ({e.pe}) must share "
+                                      f"{shared}={getattr(e0, shared)} with engine 0, not "
+                                      f"{getattr(e, shared)}")
+            check_post_config(e)
+        cols = self.engine_cols
+        if cols == ():
+            return
+        if (not isinstance(cols, tuple) or len(cols) != len(self.engines)
+                or not all(isinstance(c, int) and not isinstance(c, bool) for c in cols)):
+            raise ConfigError("engine_cols", f"engine_cols must be empty or one integer per "
+                              f"engine ({len(self.engines)}), not {cols!r}")
+        if cols[0] != e0.cols:
+            raise ConfigError("engine_cols", f"engine 0 is never folded: engine_cols[0] must "
+                              f"be cols={e0.cols}, not {cols[0]}")
+        divisors = [d for d in range(1, e0.cols + 1) if e0.cols % d == 0]
+        for k, c in enumerate(cols):
+            if c not in divisors:
+                raise ConfigError("engine_cols", f"engine_cols[{k}] must divide cols="
+                                  f"{e0.cols} (one of {', '.join(map(str, divisors))}), "
+                                  f"not {c}")
+
+    @property
+    def engines(self):
+        """Every engine, engine 0 first: ``(engine, *extra_engines)``."""
+        return (self.engine, *self.extra_engines)
+
+    def physical_cols(self, k):
+        """PE columns engine ``k`` has (``cols`` unless it is folded)."""
+        return self.engine_cols[k] if self.engine_cols else self.engine.cols
+
+    def folds(self, k):
+        """Passes engine ``k`` takes per input vector: ``cols / physical_cols(k)``."""
+        return self.engine.cols // self.physical_cols(k)
+
+    def engine_index(self, pe):
+        """The index of the engine of PE kind ``pe``, or None."""
+        return next((k for k, e in enumerate(self.engines) if e.pe == pe), None)
+
+    @property
+    def code_width(self):
+        """Bits of one weight-code slot in the WEIGHTS stream and the weight buffer: the
+        widest engine's code. Engine ``k``'s code sits in the low ``code_width`` bits of its
+        engine, the bits above are 0."""
+        return max(e.code_width for e in self.engines)
+
+    @property
+    def post_engine(self):
+        """The engine with the widest accumulator (the first of equals): post-processing,
+        the accumulator buffer and the PARAMS stream take its widths. Post-processing of a
+        value in range does not depend on the width it is held in, so every engine's results
+        go through the same unit, sign-extended."""
+        return max(self.engines, key=lambda e: e.acc_width)
+
+    @property
+    def acc_width(self):
+        """Bits of an accumulator entry (per column) in the core: the widest engine's."""
+        return self.post_engine.acc_width
+
     @property
     def top_name(self):
         if self.name is not None:
             return self.name
-        return f"mulfree_core_{self.engine.top_name.removeprefix('mulfree_')}_s{self.stream_width}"
+        base = self.engine.top_name.removeprefix('mulfree_')
+        for k, e in enumerate(self.extra_engines, 1):
+            fold = "" if self.physical_cols(k) == e.cols else f"c{self.physical_cols(k)}"
+            base += f"_{e.pe}{fold}"
+        return f"mulfree_core_{base}_s{self.stream_width}"
 
     @cached_property
     def register_map(self):
@@ -231,7 +328,9 @@ class CoreConfig:
 
     def params(self):
         """The user-set parameters, as a JSON-ready dict (``engine`` nested)."""
-        return {"engine": self.engine.params(), "stream_width": self.stream_width,
+        return {"engine": self.engine.params(),
+                "extra_engines": [e.params() for e in self.extra_engines],
+                "engine_cols": list(self.engine_cols), "stream_width": self.stream_width,
                 "fmap_vectors": self.fmap_vectors, "acc_entries": self.acc_entries,
                 "weight_rows": self.weight_rows, "max_channels": self.max_channels,
                 "out_vectors": self.out_vectors, "shortcut_vectors": self.shortcut_vectors,
@@ -245,13 +344,24 @@ class CoreConfig:
         this many output pixels never reads a partial sum before it is written; a shorter
         block waits at each pass for the previous one to drain.
         """
-        return self.engine.latency + ISSUE_FIFO_DEPTH + 4
+        return max(self.engine_latency(k) for k in range(len(self.engines))) \
+            + ISSUE_FIFO_DEPTH + 4
+
+    def engine_latency(self, k):
+        """Cycles from engine ``k``'s input handshake to its output being valid, no stall:
+        the engine's own, or a folded engine's (:func:`fold_latency`)."""
+        e = self.engines[k]
+        if self.folds(k) == 1:
+            return e.latency
+        return fold_latency(e, self.physical_cols(k))
 
     @classmethod
     def from_params(cls, params):
         """The config whose :meth:`params` are ``params`` (a manifest's ``parameters``)."""
         params = dict(params)
-        return cls(engine=ArrayConfig(**params.pop("engine")), **params)
+        extra = tuple(ArrayConfig(**p) for p in params.pop("extra_engines", []))
+        return cls(engine=ArrayConfig(**params.pop("engine")), extra_engines=extra,
+                   engine_cols=tuple(params.pop("engine_cols", [])), **params)
 
     # Stream formats (docs/interface.md, "Stream formats"): every vector occupies whole beats.
 
@@ -262,10 +372,10 @@ class CoreConfig:
     @property
     def vector_bits(self):
         """Bits of one vector of each packet type, and of a result vector (``"OUT"``)."""
-        e = self.engine
+        e, p = self.engine, self.post_engine
         from .post_config import shift_width
-        return {"DESC": DESC_BITS, "PARAMS": e.acc_width + shift_width(e) + 1,
-                "SHIFT": e.rows * SHIFT_ENTRY_BITS, "WEIGHTS": e.cols * e.code_width,
+        return {"DESC": DESC_BITS, "PARAMS": p.acc_width + shift_width(p) + 1,
+                "SHIFT": e.rows * SHIFT_ENTRY_BITS, "WEIGHTS": e.cols * self.code_width,
                 "ACTS": e.rows * e.act_bits, "SHORTCUT": e.cols * e.act_bits,
                 "OUT": e.cols * e.act_bits}
 
@@ -367,6 +477,28 @@ def core_register_map(cfg: CoreConfig, *, addr_width=None):
         _ro("value", 0, 32, k(cfg and cfg.pool_pixels), "largest out_h*out_w of a global "
                                                         "pool (0: no pool unit)"),
     ], "global pool size"))
+    # Interface 2.1: the engines of a multi-engine core.
+    n = len(cfg.engines) if cfg is not None else 0
+    rmap.add(Register("ENGINES", [
+        _ro("count", 0, 4, n, "engines in this core (a descriptor's engine field is below "
+                              "it)"),
+        _ro("code_width", 8, 8, k(cfg and cfg.code_width), "bits of a weight-code slot in "
+                                                           "the WEIGHTS stream"),
+        _ro("acc_width", 16, 8, k(cfg and cfg.acc_width), "bits of a bias in the PARAMS "
+                                                          "stream (the widest accumulator)"),
+    ], "number of engines and the shared widths"))
+    for j in range(MAX_ENGINES):
+        rmap.add(Register(f"ENGINE_{j}", [
+            _ro("pe", 0, 4, engine_register_value(cfg, j, "pe"), "PE kind: 0 shift, 1 adder, "
+                                                                  "2 mult"),
+            _ro("arch", 4, 4, engine_register_value(cfg, j, "arch"), "0 array, 1 tree"),
+            _ro("weight_bits", 8, 6, engine_register_value(cfg, j, "weight_bits"),
+                "weight code bits"),
+            _ro("acc_width", 14, 6, engine_register_value(cfg, j, "acc_width"),
+                "signed accumulator bits"),
+            _ro("cols", 20, 12, engine_register_value(cfg, j, "cols"),
+                "physical PE columns (below ARRAY.cols: folded)"),
+        ], f"engine {j}: kind and size (all 0: no engine {j})"))
     # Performance counters: 0x080.
     terms = unsigned_width(e.pe_count) if e else 1
     rmap.add_counter("BUSY_CYCLES", 1, "cycles with STATUS.busy set", offset=0x80)
@@ -377,6 +509,27 @@ def core_register_map(cfg: CoreConfig, *, addr_width=None):
                                             "m_axis.tready")
     rmap.add_counter("TERMS", terms, "terms computed (one per PE operation)")
     return rmap
+
+
+def engine_register_value(cfg, j, name):
+    """Field ``name`` of register ``ENGINE_<j>``: 0 when the core has no engine ``j``."""
+    if cfg is None or j >= len(cfg.engines):
+        return 0
+    e = cfg.engines[j]
+    if name == "pe":
+        return PE_KINDS.index(e.pe)
+    if name == "arch":
+        return ARCHS.index(e.arch)
+    if name == "cols":
+        return cfg.physical_cols(j)
+    return getattr(e, name)
+
+
+def fold_latency(e, physical_cols):
+    """Latency of a folded engine of kind ``e`` with ``physical_cols`` columns: see
+    :class:`~mulfree.rtl.fold.FoldedEngine`."""
+    from .fold_config import fold_latency as latency
+    return latency(e, physical_cols)
 
 
 def _map_bits():
