@@ -12,7 +12,7 @@ from ..params.core_config import CoreConfig, CORE_ERRORS
 from ..params.manifest import MANIFEST_VERSION, core_manifest as spec_core_manifest, registers_section
 from ..params.regmap import REG_ERRORS
 from ..rtl.array import PEColumn
-from ..rtl.core import Core, core_signature
+from ..rtl.core import Core, column_modules, core_signature
 from ..rtl.regs import AxiLiteRegisters
 from .emit import write_outputs
 from .manifest import check_ports, port_list
@@ -20,7 +20,7 @@ from ..params.version import __version__
 
 
 __all__ = ["c_header", "markdown_table", "regs_manifest", "write_regs_design", "core_manifest",
-           "core_modules", "convert_core_verilog", "convert_core_rtlil", "write_core_design"]
+           "core_modules", "column_module_names", "convert_core_verilog", "convert_core_rtlil", "write_core_design"]
 
 
 def c_header(rmap, guard="MULFREE_REGS_H"):
@@ -83,12 +83,22 @@ def write_regs_design(cfg: CoreConfig, out_dir):
                          lambda: regs_manifest(cfg, comp))
 
 
+def column_module_names(cfg: CoreConfig):
+    """The PE column module of each engine (None: a tree or a folded engine, whose columns are
+    submodules): ``<top>_column`` for engine 0, ``<top>_column_<pe>`` for engine ``k > 0``
+    (two arrays of different kinds have two column modules)."""
+    names = (f"{cfg.top_name}_column",) + tuple(f"{cfg.top_name}_column_{e.pe}"
+                                                for e in cfg.extra_engines)
+    return column_modules(cfg, names)
+
+
 def core_modules(cfg: CoreConfig):
-    """``[(component, module name)]``: the core, then the PE column module of an array."""
-    if cfg.engine.arch == "tree":
-        return [(Core(cfg), cfg.top_name)]
-    column = f"{cfg.top_name}_column"
-    return [(Core(cfg, column_module=column), cfg.top_name), (PEColumn(cfg.engine), column)]
+    """``[(component, module name)]``: the core, then the PE column module of each array
+    engine (:func:`column_module_names`)."""
+    names = column_module_names(cfg)
+    modules = [(Core(cfg, column_module=names), cfg.top_name)]
+    modules += [(PEColumn(e), name) for e, name in zip(cfg.engines, names) if name is not None]
+    return modules
 
 
 def convert_core_verilog(cfg: CoreConfig):

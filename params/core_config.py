@@ -55,8 +55,9 @@ CORE_ERRORS = (
     (3, "TOO_BIG", "the layer does not fit the core: K = in_c*kernel_h*kernel_w > max_k, "
                    "out_c > max_channels, in_c > max_channels with a shift, m_block > "
                    "acc_entries, a tensor larger than its buffer (a residual's shortcut: "
-                   "out_h*out_w*ceil(out_c/cols) > shortcut_vectors), or a global pool "
-                   "over out_h*out_w > pool_pixels"),
+                   "out_h*out_w*ceil(out_c/cols) > shortcut_vectors), a residual whose "
+                   "shortcut map is 65536 or more pixels wide (out_w*short_stride >= 65536), "
+                   "or a global pool over out_h*out_w > pool_pixels"),
     (4, "SHORT", "tlast on a beat before the end of the packet its header announced"),
     (5, "LONG", "no tlast on the last beat of the packet its header announced"),
     (6, "OVERRUN", "a packet carries more vectors than the layer has left of its type"),

@@ -7,7 +7,7 @@
                             ──► weight buffer ──► WeightFeeder ──────┐  │
                             ──► shift table ───────────────────────┐ │  │
                             ──► PostProcess table                  ▼ ▼  ▼
-                                LayerSetup ──► IssueUnit ─► engine (array or tree)
+                                LayerSetup ──► IssueUnit ─► engines (array, tree, folded)
                                                    ▲  tags      │
                                  accumulator buffer ◄───────────┤ partial sums
                             ──► shortcut buffer ──► PostProcess ◄┘ final sums
@@ -28,19 +28,27 @@ pixels on the stride grid and moves their lanes by ``short_off`` into the buffer
 vectors, whole output pixels at a time. A core with ``shortcut_vectors = 0`` builds neither the buffer nor the
 residual datapath.
 
+A multi-engine core (``cfg.extra_engines``, interface 2.1) holds one engine per PE kind behind
+the same buffers: the descriptor's ``engine`` field routes the issue unit's input vectors and
+the feeder's weight rows to that engine only and takes the results from it. The weight buffer
+holds ``cols * cfg.code_width`` bits per row (engine ``k`` takes the low ``code_width`` bits of
+each slot), the accumulator buffer ``cols * cfg.acc_width`` (engine ``k`` reads the low bits of
+each partial-sum lane; its result lanes are sign-extended), and post-processing is built for
+``cfg.post_engine``.
+
 With ``flags.global_pool`` the results go through the global pool (:mod:`.pool`), which sums
 them per channel group and sends the ``NT`` pooled vectors after the run's last result; without
 the flag it passes them on. ``pool_pixels = 0`` builds no pool unit.
 """
 
-from amaranth.hdl import Signal, Module, Cat, Mux, ResetInserter, unsigned
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, ResetInserter, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..params.core_config import CoreConfig, DESC_FLAGS, SHIFT_ENTRY_BITS
-from .array import PEArray
+from .array import PEArray, output_layout
 from .tree import TreeEngine
 from .layer_setup import LayerSetup, SIZE_BITS, desc_layout
 from .layer_issue import IssueUnit, WeightFeeder, tag_layout, hazard_window
@@ -50,7 +58,8 @@ from .regs import AxiLiteRegisters, AxiLiteSignature
 from .stream_loader import StreamLoader, ShortcutAligner, beat_layout
 
 
-__all__ = ["Core", "LayerDatapath", "AxiStreamSignature", "core_signature"]
+__all__ = ["Core", "LayerDatapath", "AxiStreamSignature", "core_signature", "build_engine",
+           "column_modules"]
 
 
 def AxiStreamSignature(width):
@@ -67,6 +76,32 @@ def core_signature(cfg: CoreConfig):
         "m_axis": Out(AxiStreamSignature(cfg.stream_width)),
         "irq": Out(1),
     })
+
+
+def column_modules(cfg: CoreConfig, column_module):
+    """The column module name of each engine: ``column_module`` is None, a name (engine 0's)
+    or one name (or None) per engine; folded engines and trees get None."""
+    n = len(cfg.engines)
+    names = (column_module,) + (None,) * (n - 1) if column_module is None or isinstance(
+        column_module, str) else tuple(column_module)
+    if len(names) != n:
+        raise ValueError(f"column_module: one name per engine ({n}), not {column_module!r}")
+    return tuple(None if cfg.engines[k].arch == "tree" or cfg.folds(k) > 1 else names[k]
+                 for k in range(n))
+
+
+def build_engine(cfg: CoreConfig, k, column_module=None):
+    """Engine ``k`` of ``cfg``: a :class:`~.tree.TreeEngine`, a :class:`~.array.PEArray`, or
+    with ``cfg.folds(k) > 1`` a :class:`~.fold.FoldedEngine` of ``cfg.physical_cols(k)``
+    columns. Its ports are those of the engine's own config (its ``code_width`` and
+    ``acc_width``)."""
+    e = cfg.engines[k]
+    if cfg.folds(k) > 1:
+        from .fold import FoldedEngine
+        return FoldedEngine(e, cfg.physical_cols(k))
+    if e.arch == "tree":
+        return TreeEngine(e)
+    return PEArray(e, column_module=column_module)
 
 
 class LayerDatapath(wiring.Component):
@@ -91,9 +126,9 @@ class LayerDatapath(wiring.Component):
 
     def __init__(self, cfg: CoreConfig, *, column_module=None):
         self._cfg = cfg
-        self._column_module = column_module
+        self._column_modules = column_modules(cfg, column_module)
         e = cfg.engine
-        self._post = PostProcess(e, channels=cfg.max_channels,
+        self._post = PostProcess(cfg.post_engine, channels=cfg.max_channels,
                                  shortcut_vectors=cfg.shortcut_vectors)
         super().__init__({
             "run": In(1),
@@ -123,11 +158,6 @@ class LayerDatapath(wiring.Component):
         m.submodules.setup = setup = LayerSetup(cfg)
         m.submodules.issue = issue = IssueUnit(cfg, groups)
         m.submodules.feeder = feeder = WeightFeeder(cfg)
-        if e.arch == "tree":
-            engine = TreeEngine(e)
-        else:
-            engine = PEArray(e, column_module=self._column_module)
-        m.submodules.engine = engine
 
         desc = Signal(desc_layout())
         sz = setup.sizes
@@ -200,7 +230,7 @@ class LayerDatapath(wiring.Component):
             fmap.append(rd.data)
         m.d.comb += issue.fmap_data.eq(Cat(fmap))
 
-        m.submodules.weights = wmem = Memory(shape=unsigned(C * e.code_width),
+        m.submodules.weights = wmem = Memory(shape=unsigned(C * cfg.code_width),
                                              depth=cfg.weight_rows, init=[])
         wwr, wrd = wmem.write_port(), wmem.read_port()
         m.d.comb += [wwr.addr.eq(loader.weights_ptr), wwr.en.eq(loader.w_we),
@@ -214,7 +244,7 @@ class LayerDatapath(wiring.Component):
                      swr.data.eq(loader.sh_data),
                      srd.addr.eq(issue.sh_addr), issue.sh_data.eq(srd.data)]
 
-        m.submodules.acc = amem = Memory(shape=unsigned(C * e.acc_width),
+        m.submodules.acc = amem = Memory(shape=unsigned(C * cfg.acc_width),
                                          depth=cfg.acc_entries, init=[])
         awr, ard = amem.write_port(), amem.read_port()
         m.d.comb += [ard.addr.eq(issue.acc_addr), issue.acc_data.eq(ard.data)]
@@ -239,8 +269,7 @@ class LayerDatapath(wiring.Component):
             feeder.w_ptr.eq(loader.weights_ptr),
             feeder.w_complete.eq(reuse | complete["weights"]),
         ]
-        wiring.connect(m, issue.x, engine.x)
-        wiring.connect(m, feeder.w, engine.w)
+        y = self._engines(m, issue.x, feeder.w, desc.engine)
 
         # ---- Retire: partial sums back to the accumulator, final sums to post-processing ----
         window = hazard_window(cfg)
@@ -254,7 +283,6 @@ class LayerDatapath(wiring.Component):
         short_ready = self._shortcut(m, loader, post, tag, sz, desc)
         params_ready = reuse | complete["params"]
         post_ready = params_ready & short_ready
-        y = engine.y
         retire = Signal()
         m.d.comb += [
             y.ready.eq(~tag.final | (post.i.ready & post_ready)),
@@ -302,14 +330,56 @@ class LayerDatapath(wiring.Component):
             m.d.comb += self.finished.eq(1)     # the shell resets the datapath for the next run
         m.d.comb += self.error.eq(Mux(loader.error != 0, loader.error,
                                       Mux(setup.done, setup.error, 0)))
-        x_take = engine.x.valid & engine.x.ready
+        x_take = issue.x.valid & issue.x.ready
         m.d.comb += [
+            # rows * cols terms per accepted vector, whatever the engine (a folded one too).
             self.terms.eq(Mux(x_take, e.pe_count, 0)),
             self.stall_in.eq(self.run & ~x_take & (issue.waiting | feeder.waiting
                                                    | (wait_desc & ~self.s.valid))),
             self.stall_out.eq(self.run & self.m.valid & ~self.m.ready),
         ]
         return m
+
+    def _engines(self, m, x, w, sel):
+        """Every engine of the core; ``x`` and ``w`` (core-wide widths) go to engine ``sel``
+        only, and its results come back sign-extended to ``cfg.acc_width`` per lane. Returns
+        the result stream (core-wide widths). A single-engine core connects its engine
+        directly."""
+        cfg = self._cfg
+        C, A, W = cfg.engine.cols, cfg.acc_width, cfg.code_width
+        engines = [build_engine(cfg, k, self._column_modules[k]) for k in range(len(cfg.engines))]
+        if len(engines) == 1:
+            m.submodules.engine = engines[0]
+            wiring.connect(m, x, engines[0].x)
+            wiring.connect(m, w, engines[0].w)
+            return engines[0].y
+        y = stream.Signature(output_layout(cfg.post_engine)).create()
+        x_ready, w_ready, y_valid = Const(0), Const(0), Const(0)
+        y_data, y_last = Const(0, C * A), Const(0)
+        for k, (e, eng) in enumerate(zip(cfg.engines, engines)):
+            m.submodules[f"engine_{k}" if k else "engine"] = eng
+            on = Signal(name=f"engine_{k}_on")
+            m.d.comb += on.eq(sel == k)
+            a, c = e.acc_width, e.code_width
+            m.d.comb += [
+                eng.x.valid.eq(x.valid & on),
+                eng.x.payload.data.eq(x.payload.data),
+                eng.x.payload.psum.eq(Cat(x.payload.psum.word_select(j, A)[:a]
+                                          for j in range(C))),
+                eng.x.payload.last.eq(x.payload.last),
+                eng.w.valid.eq(w.valid & on),
+                eng.w.payload.eq(Cat(w.payload.word_select(j, W)[:c] for j in range(C))),
+                eng.y.ready.eq(y.ready & on),
+            ]
+            x_ready = Mux(on, eng.x.ready, x_ready)
+            w_ready = Mux(on, eng.w.ready, w_ready)
+            y_valid = Mux(on, eng.y.valid, y_valid)
+            y_data = Mux(on, Cat(_sext(eng.y.payload.data.word_select(j, a), A)
+                                 for j in range(C)), y_data)
+            y_last = Mux(on, eng.y.payload.last, y_last)
+        m.d.comb += [x.ready.eq(x_ready), w.ready.eq(w_ready), y.valid.eq(y_valid),
+                     y.payload.data.eq(y_data), y.payload.last.eq(y_last)]
+        return y
 
     def _pool(self, m, post, desc, sz):
         """The global pool after post-processing (``pool_pixels > 0``); returns the stream of
@@ -383,15 +453,21 @@ class LayerDatapath(wiring.Component):
         return ~residual | (addr < align.done)
 
 
+def _sext(v, width):
+    """``v`` (a signed lane as raw bits) sign-extended to ``width`` bits."""
+    return Cat(v, v[-1].replicate(width - len(v)))
+
+
 class Core(wiring.Component):
     """The core's top level: AXI4-Lite registers, AXI4-Stream slave and master.
 
     Parameters
     ----------
     cfg : CoreConfig
-    column_module : str, optional
+    column_module : str or tuple, optional
         Name of the separately emitted PE column module (arrays; see
-        :class:`~mulfree.rtl.array.PEArray`).
+        :class:`~mulfree.rtl.array.PEArray`): engine 0's, or one name (or None) per engine of
+        a multi-engine core.
     """
 
     def __init__(self, cfg: CoreConfig, *, column_module=None):

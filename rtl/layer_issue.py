@@ -88,8 +88,9 @@ class IssueUnit(wiring.Component):
     fmap_addr, fmap_en, fmap_data : per-lane read ports of the feature-map buffer.
     sh_addr, sh_data : read port of the shift table.
     acc_addr, acc_data : read port of the accumulator buffer.
-    x : Out(stream.Signature(input_layout(engine)))
-        To the engine.
+    x : Out(stream.Signature(input_layout(cfg.post_engine)))
+        To the engine (the core routes it to the run's engine); partial sums at the core's
+        ``acc_width``.
     tag : Out(stream.Signature(tag_layout(...)))
         One per vector, in the same order, to the retire side.
     retired : In(1)
@@ -121,8 +122,9 @@ class IssueUnit(wiring.Component):
             "sh_addr": Out(sa),
             "sh_data": In(e.rows * SHIFT_ENTRY_BITS),
             "acc_addr": Out(max(1, (cfg.acc_entries - 1).bit_length())),
-            "acc_data": In(e.cols * e.acc_width),
-            "x": Out(stream.Signature(input_layout(e))),
+            # Core-wide widths: a multi-engine core's widest accumulator (cfg.post_engine).
+            "acc_data": In(e.cols * cfg.acc_width),
+            "x": Out(stream.Signature(input_layout(cfg.post_engine))),
             "tag": Out(stream.Signature(tag_layout(cfg, post_groups))),
             "retired": In(1),
             "issued": Out(1),
@@ -290,7 +292,7 @@ class IssueUnit(wiring.Component):
         first2, last2 = Signal(), Signal()
         m.d.sync += valid2.eq(valid1)
         m.d.sync += [ok2.eq(Cat(lane_ok)), first2.eq(first1), last2.eq(last1)]
-        x = Signal(input_layout(e))
+        x = Signal(input_layout(cfg.post_engine))
         m.d.comb += [
             x.data.eq(Cat(Mux(ok2[j], self.fmap_data.word_select(j, a), 0) for j in range(R))),
             x.psum.eq(Mux(first2, 0, self.acc_data)),
@@ -336,8 +338,8 @@ class WeightFeeder(wiring.Component):
             "w_ptr": In(SIZE_BITS),
             "w_complete": In(1),
             "rd_addr": Out(wa),
-            "rd_data": In(e.cols * e.code_width),
-            "w": Out(stream.Signature(unsigned(e.cols * e.code_width))),
+            "rd_data": In(e.cols * cfg.code_width),
+            "w": Out(stream.Signature(unsigned(e.cols * cfg.code_width))),
             "waiting": Out(1),
         })
 

@@ -195,7 +195,8 @@ class LayerSetup(wiring.Component):
         return m
 
     def _checks(self, m, d, sz, shift, reuse):
-        """``[(error name, condition)]``, the first true one being reported."""
+        """``[(error name, condition)]``, the first true one being reported: DESCRIPTOR, then
+        ENGINE (``engine >= len(cfg.engines)``), TOO_BIG, REUSE."""
         cfg = self._cfg
         reserved_flags = d.flags & ~sum(1 << b for b in DESC_FLAGS.values())
         zero = [d.in_h == 0, d.in_w == 0, d.in_c == 0, d.out_c == 0, d.out_h == 0,
@@ -208,18 +209,22 @@ class LayerSetup(wiring.Component):
                # out = (span - kernel) div stride + 1  <=>  eh + kernel <= span < eh + s + k
                | (sz.eh + d.kernel_h > span_h) | (sz.eh + d.stride_h + d.kernel_h <= span_h)
                | (sz.ew + d.kernel_w > span_w) | (sz.ew + d.stride_w + d.kernel_w <= span_w))
-        bad = bad | (d.reserved != 0) | self._tail_checks(d)
+        bad = bad | self._tail_checks(d)
         pool_bad, pool_big = self._pool_checks(d, sz)
         bad = bad | pool_bad | self._shortcut_checks(d)
         residual = d.flags[DESC_FLAGS["residual"]]
         too_big = ((sz.k > cfg.engine.max_k) | (d.out_c > cfg.max_channels)
                    | (shift & (d.in_c > cfg.max_channels)) | (d.m_block > cfg.acc_entries)
                    | (sz.acts > cfg.fmap_vectors) | (sz.wrows > cfg.weight_rows)
-                   | (residual & (sz.dcv > cfg.shortcut_vectors)) | pool_big)
+                   | (residual & (sz.dcv > cfg.shortcut_vectors)) | pool_big
+                   # sm = sh * sw takes sw as the 16-bit operand of the multiplier.
+                   | (sz.sw >= 1 << _B_BITS))
         tiles = Mux(shift, sz.ct, 0)
         bad_reuse = reuse & (~self.reuse_valid | (self.reuse_rows != sz.wrows)
                              | (self.reuse_channels != d.out_c) | (self.reuse_tiles != tiles))
-        return [("DESCRIPTOR", bad), ("TOO_BIG", too_big), ("REUSE", bad_reuse)]
+        bad_engine = d.engine >= len(cfg.engines)
+        return [("DESCRIPTOR", bad), ("ENGINE", bad_engine), ("TOO_BIG", too_big),
+                ("REUSE", bad_reuse)]
 
     def _tail_checks(self, d):
         """The fused tail's fields (error DESCRIPTOR): with ``flags.clamp``,

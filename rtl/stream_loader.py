@@ -80,7 +80,7 @@ class StreamLoader(wiring.Component):
             "w_we": Out(1), "w_data": Out(vb["WEIGHTS"]),
             "sh_we": Out(1), "sh_data": Out(vb["SHIFT"]),
             "sc_we": Out(1), "sc_data": Out(vb["SHORTCUT"]),
-            "p": Out(stream.Signature(param_layout(e, e.cols, post_groups))),
+            "p": Out(stream.Signature(param_layout(cfg.post_engine, e.cols, post_groups))),
         }
         for t in DATA_TYPES:
             members[f"{t.lower()}_total"] = In(SIZE_BITS)
@@ -136,7 +136,7 @@ class StreamLoader(wiring.Component):
         p_group = Signal.like(self.p.payload.group)
         p_lane = Signal.like(self.p.payload.lane)
         pv = vec[:vb["PARAMS"]]
-        aw = e.acc_width
+        aw = cfg.acc_width              # PARAMS: the post-processing engine's widths
         m.d.comb += [
             self.p.payload.group.eq(p_group), self.p.payload.lane.eq(p_lane),
             self.p.payload.bias.eq(pv[:aw]), self.p.payload.shift.eq(pv[aw:-1]),

@@ -31,6 +31,7 @@ from mulfree.rtl.layer_setup import SIZES, LayerSetup, desc_layout
 
 CODES = {name: code for code, name, _ in CORE_ERRORS}
 DESCRIPTOR, TOO_BIG, REUSE = CODES["DESCRIPTOR"], CODES["TOO_BIG"], CODES["REUSE"]
+ENGINE = CODES["ENGINE"]
 WIDTHS = {name: width for _, _, width, name in DESC_FIELDS}
 ZERO_CHECKED = ("in_h", "in_w", "in_c", "out_c", "out_h", "out_w", "kernel_h", "kernel_w",
                 "stride_h", "stride_w", "m_block")
@@ -159,23 +160,28 @@ def pool_error(cfg, d):
 
 
 def ref_error(cfg, d, reuse=None):
-    """The error code the descriptor deserves: DESCRIPTOR, then TOO_BIG, then REUSE, else 0."""
+    """The error code the descriptor deserves: DESCRIPTOR, then ENGINE, then TOO_BIG, then
+    REUSE, else 0."""
     e, reuse = cfg.engine, reuse or {}
     if any(d[name] == 0 for name in ZERO_CHECKED) or d["flags"] & ~KNOWN_FLAGS:
         return DESCRIPTOR
-    if d.get("reserved", 0) or tail_error(cfg, d) or short_error(d) or pool_error(cfg, d):
+    if tail_error(cfg, d) or short_error(d) or pool_error(cfg, d):
         return DESCRIPTOR
     if d["pad_h"] >= d["kernel_h"] or d["pad_w"] >= d["kernel_w"]:
         return DESCRIPTOR
     if (d["out_h"] != conv_out(d["in_h"], d["kernel_h"], d["stride_h"], d["pad_h"])
             or d["out_w"] != conv_out(d["in_w"], d["kernel_w"], d["stride_w"], d["pad_w"])):
         return DESCRIPTOR
+    if d.get("engine", 0) >= len(cfg.engines):
+        return ENGINE
     s, shift = ref_sizes(cfg, d), bool(d["flags"] & SHIFT)
     if (s["k"] > e.max_k or d["out_c"] > cfg.max_channels
             or (shift and d["in_c"] > cfg.max_channels) or d["m_block"] > cfg.acc_entries
             or s["acts"] > cfg.fmap_vectors or s["wrows"] > cfg.weight_rows
             or (d["flags"] & RESIDUAL and s["dcv"] > cfg.shortcut_vectors)
-            or (d["flags"] & GLOBAL_POOL and s["m"] > cfg.pool_pixels)):
+            or (d["flags"] & GLOBAL_POOL and s["m"] > cfg.pool_pixels)
+            # The shortcut's map width out_w * short_stride must fit 16 bits.
+            or s["sw"] >= 1 << 16):
         return TOO_BIG
     if d["flags"] & REUSE_FLAG and (
             not reuse.get("valid", 0) or reuse.get("rows", 0) != s["wrows"]

@@ -137,7 +137,7 @@ def layer_cases(cfg, rng, n_valid, n_refused):
             fields["flags"] = (SHIFT * (layer.shifts is not None)
                                | REUSE_FLAG * layer.reuse_weights | RESIDUAL * tail["residual"]
                                | RES_RELU * tail["res_relu"] | CLAMP * tail["clamp"])
-            fields["reserved"] = 0
+            fields["engine"] = 0
             for name in TAIL_FIELDS:            # two's complement, as the words carry them
                 fields[name] = tail[name] + (tail[name] < 0 and name in DESC_SIGNED) * (
                     1 << WIDTHS[name])

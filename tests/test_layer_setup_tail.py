@@ -8,9 +8,12 @@ Every rule of ``docs/interface.md`` ("The descriptor", words 5 to 7, ``flags.res
 
 from mulfree.params.core_config import pool_shift_range, res_shift_range
 
-from test_layer_setup import (BASE, BASE_CFG, CLAMP, DESCRIPTOR, GLOBAL_POOL, RESIDUAL,
-                              RES_RELU, SHIFT, TOO_BIG, check, core, ref_error, ref_sizes,
-                              run_setup)
+from mulfree.params.config import ArrayConfig
+from mulfree.params.core_config import CoreConfig
+
+from test_layer_setup import (BASE, BASE_CFG, CLAMP, DESCRIPTOR, ENGINE, GLOBAL_POOL, REUSE,
+                              REUSE_FLAG, RESIDUAL, RES_RELU, SHIFT, TOO_BIG, check, core,
+                              matching_reuse, ref_error, ref_sizes, run_setup)
 
 #: The identity shortcut of BASE (5 output channels): word 7 of a plain residual.
 IDENTITY = {"short_c": 5, "short_off": 0, "short_stride": 1}
@@ -60,10 +63,12 @@ def tail_cases():
                         ("short_c", 65535), ("short_stride", 15)):
         cases.append((dict(BASE, **{name: value}), None, DESCRIPTOR))
         cases.append((dict(BASE, flags=CLAMP, **{name: value}), None, DESCRIPTOR))
-    # Reserved bits 31:28 of word 7, alone and with a valid residual.
-    for reserved in (1, 0x8, 0xF):
-        cases += [(dict(BASE, reserved=reserved), None, DESCRIPTOR),
-                  (dict(res, reserved=reserved, res_shift=1), None, DESCRIPTOR)]
+    # Word 7's bits 31:28 are the engine (interface 2.1): a one-engine core has engine 0
+    # only (ENGINE), a descriptor error is reported first.
+    for engine in (1, 0x8, 0xF):
+        cases += [(dict(BASE, engine=engine), None, ENGINE),
+                  (dict(res, engine=engine, res_shift=1), None, ENGINE),
+                  (dict(res, engine=engine, res_shift=-128), None, DESCRIPTOR)]
     return cases
 
 
@@ -125,3 +130,46 @@ def test_pool_checks():
         assert ref_error(cfg, d) == want
         [r] = run_setup(cfg, [(d, None)])
         assert r.error == want, f"pool_pixels = {pixels}: error {r.error}, expected {want}"
+
+
+def test_engine_field():
+    """A core of three engines (interface 2.1): engines 0..2 run, 3 and 15 are ENGINE; the
+    order DESCRIPTOR, ENGINE, TOO_BIG, REUSE; K > max_k stays TOO_BIG (max_k is shared)."""
+    kinds = [ArrayConfig(pe=pe, rows=5, cols=3, max_k=300) for pe in ("adder", "shift", "mult")]
+    cfg = CoreConfig(engine=kinds[0], extra_engines=tuple(kinds[1:]), fmap_vectors=200,
+                     acc_entries=40, weight_rows=600, max_channels=24, shortcut_vectors=60)
+    res = dict(BASE, flags=RESIDUAL, **IDENTITY)
+    big_k = dict(BASE, in_c=34)                 # K = 306 > max_k = 300
+    cases = [(dict(BASE, engine=k), None, 0) for k in range(3)]
+    cases += [(dict(res, engine=2), None, 0), (dict(BASE, engine=3), None, ENGINE),
+              (dict(BASE, engine=15), None, ENGINE),
+              (dict(BASE, engine=3, stride_h=0), None, DESCRIPTOR),
+              (dict(res, engine=4, short_c=0), None, DESCRIPTOR),
+              (dict(big_k, engine=2), None, TOO_BIG), (dict(big_k, engine=3), None, ENGINE),
+              (dict(BASE, engine=2, m_block=41), None, TOO_BIG),
+              (dict(BASE, engine=3, m_block=41), None, ENGINE),
+              (dict(BASE, engine=1, flags=REUSE_FLAG), None, REUSE),
+              (dict(BASE, engine=3, flags=REUSE_FLAG), None, ENGINE),
+              (dict(BASE, engine=1, flags=REUSE_FLAG), matching_reuse(cfg, BASE), 0)]
+    results = run_setup(cfg, [(d, r) for d, r, _ in cases])
+    assert [ref_error(cfg, d, r) for d, r, _ in cases] == [w for _, _, w in cases]
+    check(cfg, [(d, r) for d, r, _ in cases], results, expected=[w for _, _, w in cases])
+
+
+def test_shortcut_map_width():
+    """``sm = sh * sw`` takes ``sw = out_w * short_stride`` as the multiplier's 16-bit
+    operand: a residual whose ``sw`` reaches 65536 is TOO_BIG (it would truncate), 65535 and
+    below run with exact sizes."""
+    cfg = core(1, 4, max_k=64, fmap_vectors=1 << 17, acc_entries=16, weight_rows=64,
+               max_channels=16, shortcut_vectors=1 << 17)
+    row = {"in_h": 1, "in_c": 1, "out_c": 1, "out_h": 1, "kernel_h": 1, "kernel_w": 1,
+           "stride_h": 1, "stride_w": 1, "pad_h": 0, "pad_w": 0, "m_block": 16,
+           "flags": RESIDUAL, "short_c": 1, "short_off": 0}
+    cases = []
+    for out_w, stride, want in ((32767, 2, 0), (32768, 2, TOO_BIG), (65535, 1, 0),
+                                (21845, 3, 0), (21846, 3, TOO_BIG), (4369, 15, 0),
+                                (4370, 15, TOO_BIG), (65535, 15, TOO_BIG)):
+        cases.append((dict(row, in_w=out_w, out_w=out_w, short_stride=stride), None, want))
+    assert [ref_error(cfg, d) for d, _, _ in cases] == [w for _, _, w in cases]
+    results = run_setup(cfg, [(d, r) for d, r, _ in cases])
+    check(cfg, [(d, r) for d, r, _ in cases], results, expected=[w for _, _, w in cases])
