@@ -128,8 +128,6 @@ def _parse_descriptor(cfg, vector):
     known = sum(1 << bit for bit in DESC_FLAGS.values())
     if flags & ~known:
         raise CoreError("DESCRIPTOR", f"reserved flag bits set: flags = 0x{flags:x}")
-    if d.pop("reserved"):
-        raise CoreError("DESCRIPTOR", f"reserved bits 31:28 of word 7 set: 0x{words[7]:08x}")
     for name, key in (("shift", "shift"), ("reuse_weights", "reuse"), ("residual", "residual"),
                       ("res_relu", "res_relu"), ("clamp", "clamp"), ("global_pool", "pool")):
         d[key] = bool(flags >> DESC_FLAGS[name] & 1)
@@ -186,6 +184,9 @@ def _check_desc(cfg, d):
             raise CoreError("DESCRIPTOR", f"{out} = {d[out]} is not the convolution's "
                                           f"{want}")
     _check_tail(cfg, d)
+    if d["engine"] >= len(cfg.engines):
+        raise CoreError("ENGINE", f"engine = {d['engine']}, but the core has "
+                                  f"{len(cfg.engines)} engine(s)")
     d["CT"], d["NT"] = ceil_div(d["in_c"], e.rows), ceil_div(d["out_c"], e.cols)
     d["KT"] = d["kernel_h"] * d["kernel_w"] * d["CT"]
     m = d["out_h"] * d["out_w"]
@@ -201,7 +202,12 @@ def _check_desc(cfg, d):
                ("aligned shortcut (flags.residual), out_h*out_w*NT",
                 d["dcv"] if d["residual"] else 0, cfg.shortcut_vectors),
                ("pooled map (flags.global_pool), out_h*out_w", m if d["pool"] else 0,
-                cfg.pool_pixels))
+                cfg.pool_pixels),
+               # The setup's sm = sh * sw: sw is the multiplier's 16-bit operand.
+               ("shortcut source map (flags.residual), out_h*short_stride",
+                d["out_h"] * d["short_stride"] if d["residual"] else 0, (1 << 16) - 1),
+               ("shortcut source map (flags.residual), out_w*short_stride",
+                d["out_w"] * d["short_stride"] if d["residual"] else 0, (1 << 16) - 1))
     for what, value, limit in too_big:
         if value > limit:
             raise CoreError("TOO_BIG", f"{what} = {value} > {limit}")
@@ -290,11 +296,14 @@ def _decode_buffers(cfg, d, data, state):
         shortcut = _align_shortcut(cfg, d, source)
     if d["reuse"]:
         return (fmap, shortcut), state.loaded
-    a, sw = e.acc_width, shift_width(e)
+    post = cfg.post_engine
+    a, sw = post.acc_width, shift_width(post)
     p = data["PARAMS"]
     loaded = {
         "sizes": _layer_sizes(cfg, d),
-        "weights": np.array([unpack_vector(v, e.cols, e.code_width, e.pe != "shift")
+        # The weight buffer's slots as they arrived: each run reads them as its engine's
+        # codes (_engine_weights).
+        "weights": np.array([unpack_vector(v, e.cols, cfg.code_width, False)
                              for v in data["WEIGHTS"]]),
         "bias": np.array([unpack_vector(v, 1, a, True)[0] for v in p]),
         "post_shift": np.array([unpack_vector(v >> a, 1, sw, True)[0] for v in p]),
@@ -308,6 +317,17 @@ def _decode_buffers(cfg, d, data, state):
         dx = np.where(entries & 8, (entries >> 2) - 4, entries >> 2)
         loaded["shift"] = (dy, dx)
     return (fmap, shortcut), loaded
+
+
+def _engine_weights(cfg, d, slots):
+    """The loaded weight slots ``[rows, C]`` (``cfg.code_width`` bits) as codes of the run's
+    engine: the low ``code_width`` bits of engine ``d["engine"]``, two's complement for a
+    signed kind; the bits above are not read."""
+    e = cfg.engines[d["engine"]]
+    codes = np.asarray(slots, dtype=np.int64) & bit_mask(e.code_width)
+    if e.pe != "shift":
+        codes = np.where(codes >> (e.code_width - 1), codes - (1 << e.code_width), codes)
+    return codes
 
 
 def _align_shortcut(cfg, d, source):
@@ -375,14 +395,16 @@ def _post_lanes(cfg, d, loaded, psum, nt, short):
     n = valid.stop - valid.start
     out = np.zeros_like(psum)
     post = PostParams(loaded["bias"][valid], loaded["post_shift"][valid], loaded["relu"][valid])
-    v = postprocess(cfg.engine, psum[:, :n], post)
+    v = postprocess(cfg.post_engine, psum[:, :n], post)
     out[:, :n] = _tail(cfg, d, v, None if short is None else short[:, :n])
     return out
 
 
 def _run_blocks(cfg, d, buffers, loaded):
-    """The "Order of work": blocks, output tiles, reduction tiles; the result beats."""
-    e = cfg.engine
+    """The "Order of work": blocks, output tiles, reduction tiles; the result beats. The
+    engine is the descriptor's (``d["engine"]``)."""
+    e = cfg.engines[d["engine"]]
+    weights = _engine_weights(cfg, d, loaded["weights"])
     fmap, shortcut = buffers
     r, kw, ct_n = e.rows, d["kernel_w"], d["CT"]
     m_all = d["out_h"] * d["out_w"]
@@ -401,7 +423,7 @@ def _run_blocks(cfg, d, buffers, loaded):
                 x = _gather(cfg, d, fmap, oy * d["stride_h"] - d["pad_h"] + ky,
                             ox * d["stride_w"] - d["pad_w"] + kx, ct, dy[lanes], dx[lanes])
                 row = (nt * d["KT"] + kt) * r
-                psum = array_forward(e, loaded["weights"][row:row + r], x, psum)
+                psum = array_forward(e, weights[row:row + r], x, psum)
             short = None if shortcut is None else shortcut[m * d["NT"] + nt]
             results = _post_lanes(cfg, d, loaded, psum, nt, short)
             if pool is not None:

@@ -4,11 +4,12 @@
 core computes"): the activations, the weight codes, the post-processing, the stride, padding
 and per-channel shifts, the block size, whether the previous run's weights are reused, and the
 fused tail after post-processing (a residual add of a shortcut the core aligns to the output,
-a clamp, a global average pool).
+a clamp, a global average pool), and the engine of a multi-engine core it runs on
+(interface 2.1, ``Layer.engine``).
 :func:`layer_geometry` derives its sizes and tile counts, :func:`choose_m_block` its block
 size, and :func:`check_layer` refuses (:class:`LayerError`) what the core would stop on (errors
-``DESCRIPTOR`` and ``TOO_BIG``) or the stream formats cannot carry. The numbers come from
-:class:`~mulfree.params.core_config.CoreConfig` and ``DESC_FIELDS``.
+``DESCRIPTOR``, ``ENGINE`` and ``TOO_BIG``) or the stream formats cannot carry. The numbers
+come from :class:`~mulfree.params.core_config.CoreConfig` and ``DESC_FIELDS``.
 
 The stream packer (:mod:`mulfree.host.stream_format`), the golden results
 (:mod:`mulfree.host.stream_results`) and the compiler build on these;
@@ -28,7 +29,7 @@ from ..params.layer_golden import PostParams, ResidualParams
 
 __all__ = [
     "Layer", "LayerError", "TARGET_BLOCK_PIXELS", "hazard_window", "layer_geometry",
-    "check_layer", "choose_m_block", "ceil_div", "tail_fields",
+    "check_layer", "choose_m_block", "ceil_div", "tail_fields", "layer_engine",
 ]
 
 
@@ -105,6 +106,10 @@ class Layer:
         and the clamp (``flags.global_pool``;
         :func:`~mulfree.params.layer_golden.global_pool`), one pixel ``(out_c, 1, 1)``.
         ``None``: no pool.
+    engine : int
+        The engine of a multi-engine core the layer runs on (the descriptor's ``engine``
+        field; ``CoreConfig.engines[engine]``): ``w_codes`` are codes of that engine's PE
+        kind. 0, the only engine of a single-engine core, by default.
     """
 
     x: np.ndarray
@@ -119,6 +124,7 @@ class Layer:
     residual: ResidualParams | None = None
     clamp: tuple | None = None
     pool: int | None = None
+    engine: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "stride", _pair("stride", self.stride))
@@ -126,7 +132,7 @@ class Layer:
 
     @classmethod
     def matmul(cls, x, w_codes, post, *, m_block=None, reuse_weights=False, shortcut=None,
-               residual=None, clamp=None, pool=None):
+               residual=None, clamp=None, pool=None, engine=0):
         """The matrix product ``[M, K] . [K, N]`` as the core runs it.
 
         It is the 1x1 convolution of a ``1 x M`` image with ``K`` channels: ``in_h = 1``,
@@ -148,7 +154,13 @@ class Layer:
         return cls(np.ascontiguousarray(x.T[:, None, :]),
                    np.ascontiguousarray(w_codes.T[:, :, None, None]), post,
                    m_block=m_block, reuse_weights=reuse_weights, shortcut=shortcut,
-                   residual=residual, clamp=clamp, pool=pool)
+                   residual=residual, clamp=clamp, pool=pool, engine=engine)
+
+
+def layer_engine(cfg: CoreConfig, layer: Layer):
+    """The :class:`~mulfree.params.config.ArrayConfig` of the engine ``layer`` runs on
+    (``cfg.engines[layer.engine]``), for a layer whose engine :func:`check_layer` accepts."""
+    return cfg.engines[layer.engine]
 
 
 def hazard_window(cfg: CoreConfig):
@@ -299,12 +311,28 @@ def _check_descriptor(cfg, layer, g):
                                      f"map), not {g[kernel]}", "DESCRIPTOR")
         _check_field(g, out, 1, (1 << _FIELD_WIDTHS[out]) - 1)
     _check_tail(cfg, layer, g)
-    # The core checks m_block > acc_entries (TOO_BIG) after every DESCRIPTOR condition.
+    _check_engine(cfg, layer)
+    # The core checks m_block > acc_entries (TOO_BIG) after every DESCRIPTOR and ENGINE
+    # condition.
     m_block = g["m_block"]
     if _is_int(m_block) and m_block > cfg.acc_entries:
         raise LayerError("m_block", f"m_block must be in [1, acc_entries = {cfg.acc_entries}],"
                                     f" not {m_block!r}", "TOO_BIG")
     _check_field(g, "m_block", 1, min(cfg.acc_entries, (1 << _FIELD_WIDTHS["m_block"]) - 1))
+
+
+def _check_engine(cfg, layer):
+    """The descriptor's ``engine`` field: an integer the field holds (error ENGINE for an
+    engine the core does not have, checked by the core after DESCRIPTOR, before TOO_BIG)."""
+    engine, n = layer.engine, len(cfg.engines)
+    width = _FIELD_WIDTHS["engine"]
+    if not _is_int(engine) or not 0 <= engine < 1 << width:
+        raise LayerError("engine", f"engine must be an integer in [0, {n - 1}] (the engines "
+                                   f"of this core), not {engine!r}")
+    if engine >= n:
+        kinds = ", ".join(f"{k} {e.pe}" for k, e in enumerate(cfg.engines))
+        raise LayerError("engine", f"engine must be in [0, {n - 1}] (this core's engines: "
+                                   f"{kinds}), not {engine}", "ENGINE")
 
 
 def _is_flag(value):
@@ -421,6 +449,16 @@ def _check_fits(cfg, layer, g):
             raise LayerError(param, f"{param}: {what} must be at most {limit_name} = {limit}, "
                                     f"not {value}", "TOO_BIG")
     vectors = g["dcv"]
+    if layer.residual is not None:
+        # The setup computes sm = SH * SW with SW as the multiplier's 16-bit operand.
+        limit = (1 << 16) - 1
+        for name, size, out in (("SH", g["SH"], "out_h"), ("SW", g["SW"], "out_w")):
+            if size > limit:
+                raise LayerError("shortcut", f"shortcut: the source map's {out} * "
+                                             f"residual.stride = {g[out]} * "
+                                             f"{g['short_stride']} = {size} must be at most "
+                                             f"{limit} (16 bits in the core's setup)",
+                                 "TOO_BIG")
     if vectors > cfg.shortcut_vectors:
         raise LayerError("shortcut", f"shortcut: the aligned shortcut of a residual, out_h * "
                                      f"out_w * ceil(out_c / cols) vectors, must be at most "
@@ -433,7 +471,7 @@ def _check_fits(cfg, layer, g):
                                     else ""), "TOO_BIG")
 
 
-def _check_values(param, values, lo, hi, shape, why=""):
+def _check_values(param, values, lo, hi, shape, why="", range_why=""):
     values = np.asarray(values)
     if values.dtype.kind not in "iu":
         raise LayerError(param, f"{param} must hold integers, not {values.dtype}")
@@ -442,20 +480,23 @@ def _check_values(param, values, lo, hi, shape, why=""):
     try:
         check_range(param, values, lo, hi)
     except ValueError as error:
-        raise LayerError(param, str(error)) from None
+        raise LayerError(param, str(error) + range_why) from None
 
 
 def _check_contents(cfg, layer, g):
     """Value ranges of the activations, weight codes, post-processing and shifts."""
-    e = cfg.engine
+    e, p = layer_engine(cfg, layer), cfg.post_engine
     _check_values("x", layer.x, *e.act_range, (g["in_c"], g["in_h"], g["in_w"]))
     codes = (0, (1 << e.code_width) - 1) if e.pe == "shift" else e.weight_range
-    _check_values("w_codes", layer.w_codes, *codes, np.shape(layer.w_codes))
+    _check_values("w_codes", layer.w_codes, *codes, np.shape(layer.w_codes),
+                  range_why=f" ({e.pe} codes of engine {layer.engine})"
+                  if cfg.extra_engines else "")
     if not isinstance(layer.post, PostParams):
         raise LayerError("post", f"post must be a PostParams, not {layer.post!r}")
     n = (g["out_c"],)
-    _check_values("post.bias", layer.post.bias, *bias_range(e), n)
-    _check_values("post.shift", layer.post.shift, *shift_range(e), n)
+    # Post-processing is the core's, shared by its engines: the widest accumulator's widths.
+    _check_values("post.bias", layer.post.bias, *bias_range(p), n)
+    _check_values("post.shift", layer.post.shift, *shift_range(p), n)
     relu = np.asarray(layer.post.relu)
     if relu.dtype.kind not in "biu" or relu.shape not in ((), n) or np.any((relu != 0)
                                                                             & (relu != 1)):
@@ -485,11 +526,15 @@ def check_layer(cfg: CoreConfig, layer: Layer):
     shifts outside ``[0, RES_MAX_SHIFT]`` and ``res_shift_range``, its ``stride`` outside
     ``[1, 15]`` or ``offset`` outside ``[0, 255]``, a shortcut of 0 channels or more than
     ``out_c - offset``, a clamp outside the activation range or with ``lo > hi``, a pool shift
-    outside ``pool_shift_range``), the core's sizes (error ``TOO_BIG``: ``K > max_k``,
+    outside ``pool_shift_range``), the engine (error ``ENGINE``: an index the core does not
+    have), the core's sizes (error ``TOO_BIG``: ``K > max_k``,
     ``in_c`` or ``out_c > max_channels``, ``m_block > acc_entries``, a tensor larger than its
-    buffer, a residual's aligned shortcut ``M * NT`` larger than ``shortcut_vectors``, a
+    buffer, a residual's aligned shortcut ``M * NT`` larger than ``shortcut_vectors`` or its
+    source map ``out_h * s`` or ``out_w * s`` wider than 16 bits, a
     pooled map ``M`` larger than ``pool_pixels``), and the ranges of every value
-    (activations, weight codes, bias, shift, relu, the per-channel shifts, the shortcut,
+    (activations, the weight codes of the layer's engine's PE kind, bias and shift in the
+    ranges of the core's post-processing, ``cfg.post_engine``: the widest accumulator's,
+    relu, the per-channel shifts, the shortcut,
     given exactly with a residual, of shape ``(short_c, out_h*s, out_w*s)``). The message
     names the parameter (``exc.param``: ``"residual.shift"``, ``"clamp"``, ``"shortcut"``,
     ``"pool"``, ...), the value and

@@ -12,7 +12,7 @@ from . import stream_pack
 from .core_layer import Layer, layer_geometry
 from .program import Program
 from .steps import CoreStep, run_x_shape, step_layer
-from .stream_format import params_vectors, shift_vectors, weight_rows
+from .stream_format import params_vectors, shift_vectors, weight_slots
 from .stream_results import result_shape
 
 
@@ -27,7 +27,6 @@ def weight_packets(cfg, step: CoreStep, max_bytes):
     ValueError
         If ``max_bytes`` cannot hold a header and one vector.
     """
-    e = cfg.engine
     layer = step_layer(step, np.zeros(run_x_shape(step, 1), dtype=np.int64), reuse=False)
     g = layer_geometry(cfg, layer)
     params = stream_pack.int_vectors(cfg, params_vectors(cfg, layer, g), "PARAMS")
@@ -36,9 +35,9 @@ def weight_packets(cfg, step: CoreStep, max_bytes):
         vectors = shift_vectors(cfg, layer, g)
         out += stream_pack.packets(cfg, "SHIFT", stream_pack.int_vectors(cfg, vectors, "SHIFT"),
                                    max_bytes)
-    rows = weight_rows(cfg, step.w_codes, g)
-    out += stream_pack.packets(cfg, "WEIGHTS", stream_pack.pack_elements(cfg, rows,
-                                                                         e.code_width),
+    slots = weight_slots(cfg, step.w_codes, g, layer.engine)
+    out += stream_pack.packets(cfg, "WEIGHTS", stream_pack.pack_elements(cfg, slots,
+                                                                         cfg.code_width),
                                max_bytes)
     return out
 

@@ -31,8 +31,8 @@ from .core_layer import Layer, check_layer, layer_geometry, tail_fields
 __all__ = [
     "Packet", "MAX_PACKET_VECTORS", "bit_mask", "pack_vector", "unpack_vector", "vector_beats",
     "beats_vector", "descriptor_words", "descriptor_words_unchecked", "params_vectors",
-    "shift_vectors", "weight_rows", "act_rows", "shortcut_rows", "shortcut_vectors",
-    "first_block_acts",
+    "shift_vectors", "weight_rows", "weight_slots", "act_rows", "shortcut_rows",
+    "shortcut_vectors", "first_block_acts",
     "first_block_shortcut", "stream_order", "pack_layer", "stream_beats",
 ]
 
@@ -130,7 +130,7 @@ def descriptor_words_unchecked(layer, g):
              "reuse_weights": int(bool(layer.reuse_weights)),
              "residual": tail["residual"], "res_relu": tail["res_relu"], "clamp": tail["clamp"],
              "global_pool": tail["global_pool"]}
-    values = dict(g, **tail, reserved=0,
+    values = dict(g, **tail, engine=int(layer.engine),
                   flags=sum(flags[name] << bit for name, bit in DESC_FLAGS.items()))
     words = [0] * (DESC_BITS // 32)
     for word, lo, width, name in DESC_FIELDS:
@@ -141,9 +141,11 @@ def descriptor_words_unchecked(layer, g):
 
 def params_vectors(cfg, layer, g):
     """PARAMS vectors, one per output channel: ``bias`` in bits ``[0, acc_width)``, ``shift``
-    in the next ``shift_width`` bits, ``relu`` in the bit above."""
-    e = cfg.engine
-    a, sw = e.acc_width, shift_width(e)
+    in the next ``shift_width`` bits, ``relu`` in the bit above; the widths of the core's
+    post-processing (``cfg.post_engine``: the widest accumulator's, whichever engine the layer
+    runs on)."""
+    p = cfg.post_engine
+    a, sw = p.acc_width, shift_width(p)
     bias = np.asarray(layer.post.bias, dtype=np.int64)
     shift = np.asarray(layer.post.shift, dtype=np.int64)
     relu = np.broadcast_to(np.asarray(layer.post.relu, dtype=bool), (g["out_c"],))
@@ -171,6 +173,15 @@ def weight_rows(cfg, w_codes, g):
     padded[:g["out_c"], :g["in_c"]] = w_codes
     tiles = padded.reshape(nt, e.cols, ct, e.rows, kh, kw)
     return tiles.transpose(0, 4, 5, 2, 3, 1).reshape(nt * g["KT"] * e.rows, e.cols)
+
+
+def weight_slots(cfg, w_codes, g, engine=0):
+    """The WEIGHTS vectors' slots ``[NT*KT*R, C]`` (:func:`weight_rows`) of ``cfg.code_width``
+    bits each: engine ``engine``'s code in its low ``code_width`` bits (two's complement for
+    the signed kinds), the bits above 0. On a single-engine core the slot is the code's
+    ``code_width`` bits, as before interface 2.1."""
+    rows = weight_rows(cfg, w_codes, g)
+    return rows & bit_mask(cfg.engines[engine].code_width)
 
 
 def act_rows(cfg, x, g):
@@ -301,8 +312,8 @@ def pack_layer(cfg: CoreConfig, layer: Layer):
         "ACTS": lambda: [pack_vector(v, e.act_bits) for v in act_rows(cfg, layer.x, g)],
         "PARAMS": lambda: params_vectors(cfg, layer, g),
         "SHIFT": lambda: shift_vectors(cfg, layer, g),
-        "WEIGHTS": lambda: [pack_vector(row, e.code_width)
-                            for row in weight_rows(cfg, np.asarray(layer.w_codes), g)],
+        "WEIGHTS": lambda: [pack_vector(row, cfg.code_width) for row in
+                            weight_slots(cfg, np.asarray(layer.w_codes), g, layer.engine)],
         "SHORTCUT": lambda: [pack_vector(v, e.act_bits) for v in shortcut_vectors(cfg, layer, g)],
     }
     packets, made = _packets(cfg, "DESC", [pack_vector(words, 32)]), {}

@@ -22,7 +22,7 @@ from ..params.core_config import PACKET_TYPES, CoreConfig
 from .core_layer import Layer, check_layer, layer_geometry
 from .stream_format import (act_rows, descriptor_words_unchecked, first_block_acts,
                             params_vectors, shift_vectors, shortcut_vectors, stream_order,
-                            weight_rows)
+                            weight_slots)
 
 
 __all__ = ["pack_elements", "unpack_elements", "header_beat", "packet", "packets",
@@ -166,8 +166,8 @@ def layer_packets(cfg: CoreConfig, layer: Layer, max_bytes=None, *, weights=None
     make = {
         "PARAMS": lambda: int_vectors(cfg, params_vectors(cfg, layer, g), "PARAMS"),
         "SHIFT": lambda: int_vectors(cfg, shift_vectors(cfg, layer, g), "SHIFT"),
-        "WEIGHTS": lambda: pack_elements(cfg, weight_rows(cfg, np.asarray(layer.w_codes), g),
-                                         e.code_width),
+        "WEIGHTS": lambda: pack_elements(cfg, weight_slots(cfg, np.asarray(layer.w_codes), g,
+                                                           layer.engine), cfg.code_width),
         "ACTS": lambda: pack_elements(cfg, act_rows(cfg, layer.x, g), e.act_bits),
         "SHORTCUT": lambda: pack_elements(cfg, shortcut_vectors(cfg, layer, g), e.act_bits),
     }

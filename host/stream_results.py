@@ -12,9 +12,9 @@ checking the bits the format says are 0. NumPy only.
 import numpy as np
 
 from ..params.core_config import CoreConfig
-from ..params.layer_golden import conv2d_layer, fused_tail, shortcut_source
+from ..params.layer_golden import conv2d_layer, fused_tail, postprocess, shortcut_source
 from ..params.shift_golden import table_shift
-from .core_layer import Layer, check_layer, layer_geometry
+from .core_layer import Layer, check_layer, layer_engine, layer_geometry
 from .stream_format import beats_vector, pack_vector, unpack_vector, vector_beats
 
 
@@ -26,7 +26,12 @@ def expected_output(cfg: CoreConfig, layer: Layer):
 
     The golden model of ``docs/interface.md`` ("The layer the core computes"): the map shifted
     per channel (:func:`~mulfree.params.shift_golden.table_shift`, zero fill) if ``layer.shifts``,
-    then :func:`~mulfree.params.layer_golden.conv2d_layer` with ``layer.post``, then
+    then :func:`~mulfree.params.layer_golden.conv2d_layer`'s accumulators on the layer's
+    engine (``cfg.engines[layer.engine]``: its PE kind and widths), post-processed with
+    ``layer.post`` by :func:`~mulfree.params.layer_golden.postprocess` of ``cfg.post_engine``
+    (the core's post-processing: the widest accumulator's bias and shift ranges; the result
+    does not depend on the width an accumulator in range is held in; on a single-engine core
+    it is ``conv2d_layer(cfg.engine, ..., post=layer.post)``), then
     :func:`~mulfree.params.layer_golden.fused_tail`: the residual add of
     :func:`~mulfree.params.layer_golden.shortcut_source` of ``layer.shortcut`` (if
     ``layer.residual``; its ``stride`` and ``offset``), the clamp (if ``layer.clamp``) and the
@@ -37,8 +42,10 @@ def expected_output(cfg: CoreConfig, layer: Layer):
     if layer.shifts is not None:
         shifts = np.asarray(layer.shifts, dtype=np.int64)
         x = table_shift(x, shifts[:, 0], shifts[:, 1])
-    out = conv2d_layer(cfg.engine, x, layer.w_codes, layer.stride, layer.padding,
-                       post=layer.post)
+    acc = conv2d_layer(layer_engine(cfg, layer), x, layer.w_codes, layer.stride,
+                       layer.padding)
+    # postprocess works on the last axis: channels last, then back (as conv2d_layer does).
+    out = np.moveaxis(postprocess(cfg.post_engine, np.moveaxis(acc, 0, -1), layer.post), -1, 0)
     clamp = None if layer.clamp is None else tuple(int(v) for v in layer.clamp)
     shortcut, res = None, layer.residual
     if res is not None:

@@ -392,10 +392,10 @@ def _stream_with(cfg, packets, word, value):
 
 
 def test_emulator_tail_descriptor_errors():
-    """DESCRIPTOR for a tail field set without its flag (pool_shift, short_*), reserved bits of
-    word 7, a clamp
+    """DESCRIPTOR for a tail field set without its flag (pool_shift, short_*), a clamp
     out of order; OVERRUN for SHORTCUT without flags.residual or beyond M*NT; the run waits
-    for missing SHORTCUT vectors."""
+    for missing SHORTCUT vectors; ENGINE for bits 31:28 of word 7 (the engine field) on a
+    single-engine core."""
     cfg = CoreConfig(stream_width=64)
     plain = tail_case(residual=None, shortcut=None, clamp=None)
     packets = ls.pack_layer(cfg, plain)
@@ -406,7 +406,6 @@ def test_emulator_tail_descriptor_errors():
              (6, 0x0001_0000, "without"),
              (6, 0x0100_0000, "pool_shift = 1 without flags.global_pool"),
              (6, 0xFF00_0000, "pool_shift = -1 without flags.global_pool"),
-             (7, 0x1000_0000, "reserved bits 31:28"), (7, 0x8000_0000, "reserved bits 31:28"),
              (7, 0x0000_0001, "'short_c': 1"), (7, 0x0001_0000, "'short_off': 1"),
              (7, 0x0100_0000, "'short_stride': 1"),
              (4, flags_word | 1 << 19, "res_relu = 1 without"),
@@ -416,6 +415,10 @@ def test_emulator_tail_descriptor_errors():
         with pytest.raises(ls.CoreError, match="^DESCRIPTOR ") as info:
             ls.emulate_core(cfg, _stream_with(cfg, packets, word, value))
         assert text in str(info.value), (word, hex(value), str(info.value))
+    # Word 7's bits 31:28 are the engine field of interface 2.1: one engine here.
+    for value in (0x1000_0000, 0x8000_0000, 0xF000_0000):
+        with pytest.raises(ls.CoreError, match="^ENGINE .*engine = "):
+            ls.emulate_core(cfg, _stream_with(cfg, packets, 7, value))
     clamped = ls.pack_layer(cfg, tail_case(residual=None, shortcut=None, clamp=(0, 5)))
     with pytest.raises(ls.CoreError, match="^DESCRIPTOR .*clamp_lo <= clamp_hi"):
         ls.emulate_core(cfg, _stream_with(cfg, clamped, 5, 0x0000_0006))   # lo 6 > hi 0
