@@ -1,0 +1,303 @@
+""":class:`mulfree.rtl.fmap_banks.FmapBanks` in ``amaranth.sim``: two feature-map banks, the
+result writer and the resident shortcut's reader (layer chaining, issue 16).
+
+Each scenario is two or three runs of the unit, reset in between as the core's shell resets its
+datapath (a reset clears the reader, never the memories):
+
+1. *Preload*: bank ``1 - b`` gets the shortcut's source tensor, through the loader's port
+   (``in_bank = 1 - b``) or through the result writer (``in_bank = b``, ``keep``, as a
+   previous layer's kept output would come, in a random address order); bank ``b`` gets the
+   first part of the run's input through the loader's port.
+2. *Run* (``in_bank = b``): the reader streams the source into a model of the aligner (random
+   ``sc_hold``), the results come in the core's output order (per block, per ``nt``, per pixel
+   of the block, random block sizes; or a global pool's ``NT`` vectors) with random gaps and
+   a random head start over ``start``, the loader writes the rest of the input, and the issue
+   port reads written addresses of bank ``b`` at random per-lane addresses.
+3. *Read back* both banks through the issue port (``in_bank`` set to each).
+
+Checked against a Python model of the two banks: the reader delivers exactly the source
+vectors, in order, with their original values (a result written over one before it was read
+shows up); the results sit at ``pixel * NT + nt``; the issue port returns the in-bank's
+contents; with ``keep = 0`` the result stream is never back-pressured and no bank changes.
+"""
+
+import numpy as np
+import pytest
+from amaranth.hdl import ResetInserter, Signal
+from amaranth.sim import Simulator
+
+from mulfree.params.config import ArrayConfig, ConfigError
+from mulfree.params.core_config import CoreConfig
+from mulfree.rtl.fmap_banks import FmapBanks, fmap_addr_bits
+
+DEPTH = 1024
+
+
+def config(lanes):
+    return CoreConfig(engine=ArrayConfig(pe="shift", rows=lanes, cols=lanes, max_k=16),
+                      fmap_vectors=DEPTH, weight_rows=16, acc_entries=4, max_channels=64,
+                      out_vectors=2, shortcut_vectors=32)
+
+
+def geometry(rng, lanes):
+    """A residual layer's sizes: the identity shortcut (stride 1, ``NT = NTS``) or option A
+    (stride 1 or 2, twice the channels), a source map up to 12x12."""
+    sh, sw = (int(v) for v in rng.integers(1, 13, 2))
+    c_in = int(rng.integers(1, 3 * lanes + 1))
+    nts = -(-c_in // lanes)
+    if rng.random() < 0.4:
+        stride, nt = 1, nts
+    else:
+        stride, nt = int(rng.choice([1, 2])), -(-2 * c_in // lanes)
+    oh, ow = -(-sh // stride), -(-sw // stride)
+    return {"src": sh * sw * nts, "pixels": oh * ow, "nt": nt}
+
+
+def result_order(rng, pixels, nt, pool):
+    """Result addresses in the core's output order: per block (random sizes), per ``nt``,
+    per pixel of the block; a global pool's ``NT`` vectors at ``0..NT-1``."""
+    if pool:
+        return list(range(nt))
+    order, p = [], 0
+    while p < pixels:
+        m_block = int(rng.integers(1, pixels + 1))
+        block = range(p, min(p + m_block, pixels))
+        order += [q * nt + t for t in range(nt) for q in block]
+        p = block.stop
+    return order
+
+
+class Bench:
+    """One simulator per lane count, running any number of scenarios one after another."""
+
+    def __init__(self, lanes):
+        self.cfg = config(lanes)
+        self.lanes = lanes
+        self.fa = fmap_addr_bits(self.cfg)
+        self.vmax = 1 << (lanes * self.cfg.engine.act_bits)
+        self.dut = FmapBanks(self.cfg)
+        self.rst = Signal()
+        self.top = ResetInserter({"sync": self.rst})(self.dut)
+        self.scenarios = []
+
+    def run(self):
+        async def bench(ctx):
+            for sc in self.scenarios:
+                await self.scenario(ctx, sc)
+
+        sim = Simulator(self.top)
+        sim.add_clock(1e-8)
+        sim.add_testbench(bench)
+        sim.run()
+
+    async def reset(self, ctx):
+        d = self.dut
+        for port in (d.start, d.acts_we, d.rd_en, d.res.valid, d.keep, d.short_resident,
+                     d.sc_hold):
+            ctx.set(port, 0)
+        ctx.set(self.rst, 1)
+        await ctx.tick()
+        ctx.set(self.rst, 0)
+
+    async def acts(self, ctx, writes):
+        """Loader writes ``(address, value)``, one per cycle, into bank ``in_bank``."""
+        d = self.dut
+        for addr, value in writes:
+            ctx.set(d.acts_we, 1)
+            ctx.set(d.acts_addr, addr)
+            ctx.set(d.acts_data, value)
+            await ctx.tick()
+        ctx.set(d.acts_we, 0)
+
+    async def results(self, ctx, writes):
+        """Result writes ``(address, value)`` into bank ``1 - in_bank`` (keep, no reader)."""
+        d = self.dut
+        ctx.set(d.keep, 1)
+        for addr, value in writes:
+            ctx.set(d.res.valid, 1)
+            ctx.set(d.res.payload, {"addr": addr, "data": value})
+            assert ctx.get(d.res.ready)
+            await ctx.tick()
+        ctx.set(d.res.valid, 0)
+        ctx.set(d.keep, 0)
+
+    async def read_back(self, ctx, rng, bank, model):
+        """Read every address of ``model`` through the issue port, lane ``j`` at its own
+        address, with ``in_bank = bank``; compare lane by lane."""
+        d, R, a = self.dut, self.lanes, self.cfg.engine.act_bits
+        await self.reset(ctx)
+        ctx.set(d.in_bank, bank)
+        addrs = sorted(model)
+        if not addrs:
+            return
+        pending = None
+        for i in range(len(addrs) + 1):
+            if pending is not None:
+                got = ctx.get(d.rd_data)
+                for j, addr in enumerate(pending):
+                    lane = (got >> (j * a)) & ((1 << a) - 1)
+                    want = (model[addr] >> (j * a)) & ((1 << a) - 1)
+                    assert lane == want, f"bank {bank} address {addr} lane {j}: {lane} != {want}"
+            if i == len(addrs):
+                break
+            pending = [addrs[(i + int(rng.integers(len(addrs)))) % len(addrs)] if j else addrs[i]
+                       for j in range(R)]
+            ctx.set(d.rd_addr, sum(ad << (j * self.fa) for j, ad in enumerate(pending)))
+            ctx.set(d.rd_en, 1)
+            await ctx.tick()
+            ctx.set(d.rd_en, 0)
+
+    async def scenario(self, ctx, sc):
+        d, rng, R, a = self.dut, sc["rng"], self.lanes, self.cfg.engine.act_bits
+        b, keep, resident = sc["in_bank"], sc["keep"], sc["resident"]
+        nbytes = (self.vmax.bit_length() + 6) // 8
+
+        def vec():
+            return int.from_bytes(rng.bytes(nbytes), "little") % self.vmax
+        banks = [{}, {}]
+        # ---- 1. Preload: the source tensor into bank 1 - b, the first inputs into bank b.
+        src = [vec() for _ in range(sc["src"])]
+        pre = list(enumerate(src)) + [(sc["src"] + k, vec()) for k in range(4)]
+        await self.reset(ctx)
+        if sc["preload_by_results"]:
+            rng.shuffle(pre)
+            ctx.set(d.in_bank, b)
+            await self.results(ctx, pre)
+        else:
+            ctx.set(d.in_bank, 1 - b)
+            await self.acts(ctx, pre)
+        banks[1 - b].update(pre)
+        inputs = [vec() for _ in range(int(rng.integers(1, 200)))]
+        split = int(rng.integers(1, len(inputs) + 1))
+        ctx.set(d.in_bank, b)
+        await self.acts(ctx, list(enumerate(inputs[:split])))
+        banks[b].update(enumerate(inputs[:split]))
+        written = split                         # inputs in bank b before this cycle
+
+        # ---- 2. The run.
+        await self.reset(ctx)
+        ctx.set(d.in_bank, b)
+        ctx.set(d.keep, keep)
+        ctx.set(d.short_resident, resident)
+        ctx.set(d.short_vectors, sc["src"] if resident else 0)
+        order = result_order(rng, sc["pixels"], sc["nt"], sc["pool"])
+        res = [(addr, vec()) for addr in order]
+        head = int(rng.integers(0, 40))         # results presented this many cycles early
+        held = sc.get("held", 0)                # sc_hold high for the run's first cycles
+        p_hold, p_gap = rng.random() * 0.6, rng.random() * 0.6
+        delivered, r_next, valid, issue_pending = [], 0, False, None
+        blocked = 0                             # cycles a valid result waited
+        budget = 50 * (sc["src"] + len(res) + len(inputs)) + 2000
+        for cycle in range(budget):
+            if cycle == head:
+                ctx.set(d.start, 1)
+            elif cycle == head + 1:
+                ctx.set(d.start, 0)
+            # The aligner: its hold, then a delivered vector is taken.
+            hold = cycle < head + held or rng.random() < p_hold
+            ctx.set(d.sc_hold, hold)
+            if ctx.get(d.sc_we):
+                assert not hold, "sc_we while sc_hold"
+                delivered.append(ctx.get(d.sc_data))
+            # The results: valid stays until accepted (the stream rule), gaps otherwise.
+            if not valid and r_next < len(res) and rng.random() >= p_gap:
+                valid = True
+                ctx.set(d.res.payload, {"addr": res[r_next][0], "data": res[r_next][1]})
+            ctx.set(d.res.valid, valid)
+            if not keep:
+                assert ctx.get(d.res.ready), "keep = 0 back-pressured the results"
+            blocked += valid and not ctx.get(d.res.ready)
+            if valid and ctx.get(d.res.ready):
+                if keep:
+                    banks[1 - b][res[r_next][0]] = res[r_next][1]
+                r_next, valid = r_next + 1, False
+            # The issue port: the data of last cycle's read (held when rd_en was low).
+            if issue_pending is not None:
+                got = ctx.get(d.rd_data)
+                want = sum(((banks[b][ad] >> (j * a)) & ((1 << a) - 1)) << (j * a)
+                           for j, ad in enumerate(issue_pending))
+                assert got == want, f"issue read of bank {b} at {issue_pending}"
+            if rng.random() < 0.7:
+                issue_pending = [int(rng.integers(written)) for _ in range(R)]
+                ctx.set(d.rd_addr, sum(ad << (j * self.fa)
+                                       for j, ad in enumerate(issue_pending)))
+                ctx.set(d.rd_en, 1)
+            else:                               # the port holds: any address now
+                ctx.set(d.rd_addr, sum(int(rng.integers(DEPTH)) << (j * self.fa)
+                                       for j in range(R)))
+                ctx.set(d.rd_en, 0)
+            # The loader streams the rest of the input into bank b.
+            stream_act = written < len(inputs) and rng.random() < 0.5
+            ctx.set(d.acts_we, stream_act)
+            if stream_act:
+                ctx.set(d.acts_addr, written)
+                ctx.set(d.acts_data, inputs[written])
+            await ctx.tick()
+            if stream_act:
+                banks[b][written] = inputs[written]
+                written += 1
+            reader_done = not resident or ctx.get(d.sc_done)
+            if reader_done and r_next == len(res) and written == len(inputs) and cycle > head:
+                break
+        else:
+            raise AssertionError(f"no progress in {budget} cycles: {len(delivered)} of "
+                                 f"{sc['src']} shortcut vectors, {r_next} of {len(res)} results")
+        if resident:
+            assert delivered == src, "shortcut vectors delivered differ from the source"
+            assert ctx.get(d.sc_ptr) == len(src)
+        else:
+            assert delivered == [] and ctx.get(d.sc_ptr) == 0
+        sc["stats"] = {"cycles": cycle + 1, "delivered": len(delivered), "results": len(res),
+                       "blocked": blocked}
+
+        # ---- 3. Both banks, read back through the issue port.
+        await self.read_back(ctx, rng, 1 - b, banks[1 - b])
+        await self.read_back(ctx, rng, b, banks[b])
+
+
+def scenario(rng, lanes, **fixed):
+    sc = geometry(rng, lanes)
+    sc.update(rng=rng, in_bank=int(rng.integers(2)), keep=int(rng.random() < 0.75),
+              resident=int(rng.random() < 0.8), pool=rng.random() < 0.2,
+              preload_by_results=rng.random() < 0.5)
+    sc.update(fixed)
+    return sc
+
+
+@pytest.mark.parametrize("lanes", range(2, 9))
+def test_random_runs(lanes):
+    """Random geometries, both input banks, keep and resident on and off."""
+    rng = np.random.default_rng(100 + lanes)
+    bench = Bench(lanes)
+    bench.scenarios = [scenario(rng, lanes) for _ in range(6)]
+    bench.scenarios.append(scenario(rng, lanes, keep=1, resident=1, pool=False))
+    bench.run()
+
+
+def test_interlock_in_place():
+    """In place, results started early and the reader held back for 60 cycles: without the
+    interlock the first results overwrite source vectors before they are read."""
+    rng = np.random.default_rng(7)
+    bench = Bench(4)
+    for b in (0, 1):
+        bench.scenarios.append(dict(rng=rng, in_bank=b, keep=1, resident=1, pool=False,
+                                    preload_by_results=False, src=8 * 8 * 2, pixels=64,
+                                    nt=2, held=60))
+    bench.run()
+
+
+def test_keep_off_never_blocks():
+    """keep = 0 with a resident shortcut held back: results flow, both banks unchanged."""
+    rng = np.random.default_rng(8)
+    bench = Bench(3)
+    bench.scenarios = [dict(rng=rng, in_bank=b, keep=0, resident=1, pool=False,
+                            preload_by_results=True, src=6 * 6, pixels=36, nt=1, held=50)
+                       for b in (0, 1)]
+    bench.run()
+
+
+def test_rows_must_equal_cols():
+    cfg = CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=3, max_k=16))
+    with pytest.raises(ConfigError) as err:
+        FmapBanks(cfg)
+    assert err.value.param == "rows" and "rows=4, cols=3" in str(err.value)
