@@ -15,27 +15,33 @@ With ``PC = physical_cols`` and ``P = cols / PC`` passes, pass ``p`` computes ti
        every P cycles) │       │        │               cycle, its index travelling with it
                        ├─ x[1]─┼─PE10───┼─PE11          (skewed like the activations)
                        ⋮       ⋮        ⋮
-    W[r, p*PC + j] ─▶ P-way multiplexer per PE, chosen by the pass index at its row
+    W[r, p*PC + j] ─▶ P-way multiplexer per PE, chosen one stage ahead ─▶[code register]
     psum[p*PC ...] ─▶[delay: rows]──────(+)──▶ output shift register of P slices ──▶ y
 
 Each physical column is a chain of ``rows`` PEs (:meth:`~mulfree.rtl.pe.PE.accumulate`, one
-carry chain each, partial sums exactly as wide as their depth needs), as in the array: every
-register stage holds one PE operation, so the folded engine closes timing where the array
-does, with one multiplexer level (``P``-way, a single LUT6 for ``P <= 4``) in front of the
-PE's weight input. A registered adder tree per column would need the term and the additions
-as separate operators (more LUTs per term, :mod:`~mulfree.rtl.tree`'s carry tricks are not
-the PEs' functions), and the chain makes the tile swap the array's proven token scheme.
+carry chain each, partial sums exactly as wide as their depth needs), as in the array. Why a
+chain and not a registered adder tree per column: the PE functions of :mod:`~mulfree.rtl.pe`
+are ``psum + term`` as one carry chain, which is what a chain needs (a tree would need the
+term and the additions as separate operators, or :mod:`~mulfree.rtl.tree`'s own leaf
+arithmetic), and the chain keeps the array's proven tile-swap token. Timing: the code a PE
+uses is chosen from the ``P`` columns of its pass one stage ahead, into a register per PE, so
+the path through a PE is the array's (weight register, operator, partial-sum register); the
+multiplexer (one LUT6 for ``P <= 4``) lies between two registers of its own.
 
 Passes of one vector leave the chain on consecutive advances; the result slices shift into an
 output register of ``P`` slices, whose valid bit is set when the last pass lands. Resources
-scale with ``PC``: ``rows * PC`` PEs and weight multiplexers, a ``PC * acc_width`` partial-sum
-delay; only the weight tile (``rows x cols`` codes, shadow and active), the held partial sums
-and the output register are ``cols`` wide, as flip-flops with an enable.
+scale with ``PC``: ``rows * PC`` PEs, code registers and weight multiplexers, a
+``PC * acc_width`` partial-sum delay; only the weight tile (``rows x cols`` codes, shadow and
+active), the held partial sums and the output register are ``cols`` wide, as flip-flops with
+an enable.
 
 Weights: as in the array, rows shift up a shadow tile; after ``rows`` beats the tile is
 pending; the input beat that starts a tile takes it and sends a token down the rows with its
-pass 0; row ``r`` copies its shadow row as the token arrives, so vectors of the old and new
-tile can be in flight together. The next tile loads once the token has left the shadow rows.
+pass 0. Row ``r`` copies its shadow row as the token enters stage ``r - 1`` (rows 0 and 1 on
+the swap; row 0's codes of that pass come from the shadow row directly), one stage before the
+token's vector needs it, when the vector ahead (the old tile's) has chosen its codes of row
+``r``. So vectors of the old and new tile can be in flight together; the next tile loads once
+the token has left the shadow rows.
 
 Backpressure stalls the whole pipeline, the pass counter included.
 """
@@ -168,16 +174,17 @@ class FoldedEngine(wiring.Component):
             x_rows.append(value.as_signed())
 
         # The weight tile: shadow rows shift up on w_shift (row 0, sent first, ends at the
-        # top); row r takes its shadow row as the tile's token reaches it.
+        # top). Row r's codes are chosen one stage ahead, into a register per PE: as its pass
+        # moves from stage r - 1 to stage r, from the active row r as it is then. So row r
+        # takes its shadow row one stage early, as the tile's token enters stage r - 1 (row 1
+        # on the swap itself), and row 0 chooses from the shadow row on the swap.
         shadow = [Signal(cols * cw, name=f"shadow_{r}", reset_less=True) for r in range(rows)]
         active = [Signal(cols * cw, name=f"weight_{r}", reset_less=True) for r in range(rows)]
         with m.If(w_shift):
             m.d.sync += shadow[rows - 1].eq(self.w.payload)
             m.d.sync += [shadow[r].eq(shadow[r + 1]) for r in range(rows - 1)]
-        with m.If(swap):
-            m.d.sync += active[0].eq(shadow[0])
-        for r in range(1, rows):
-            with m.If(advance & token[r - 1]):
+        for r in range(rows):
+            with m.If(swap if r < 2 else advance & token[r - 2]):
                 m.d.sync += active[r].eq(shadow[r])
 
         # The column chains: physical column j, at row r, uses tile column pass*PC + j.
@@ -186,9 +193,11 @@ class FoldedEngine(wiring.Component):
         for j in range(pc):
             psum = 0
             for r in range(rows):
-                code = Signal(cw, name=f"code_{r}_{j}")
-                m.d.comb += code.eq(_select(pass_[r], [
-                    active[r][(p * pc + j) * cw:(p * pc + j + 1) * cw] for p in range(passes)]))
+                tile = Mux(swap, shadow[0], active[0]) if r == 0 else active[r]
+                code = Signal(cw, name=f"code_{r}_{j}", reset_less=True)
+                with m.If(advance):
+                    m.d.sync += code.eq(_select(phase if r == 0 else pass_[r - 1], [
+                        tile[(p * pc + j) * cw:(p * pc + j + 1) * cw] for p in range(passes)]))
                 out = Signal(PE.sum_shape(cfg, r + 1), name=f"psum_{r}_{j}", reset_less=True)
                 with m.If(advance):
                     m.d.sync += out.eq(accumulate(cfg, psum, x_rows[r], code))
