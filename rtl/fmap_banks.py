@@ -77,8 +77,8 @@ class FmapBanks(wiring.Component):
         The shortcut source is bank ``1 - b``'s first ``short_vectors`` vectors: the reader
         runs from ``start``, and results wait for it (the interlock). Static during a run.
     short_vectors : In(SIZE_BITS)
-        Source vectors of the shortcut, ``SH * SW * NTS`` (at most ``fmap_vectors``: setup's
-        check).
+        Source vectors of the shortcut, ``SH * SW * NTS``; at most ``fmap_vectors`` (setup's
+        check: a larger total never completes).
     start : In(1)
         Strobe: the run's setup has passed (the sizes are valid); the reader starts.
     acts_we, acts_addr, acts_data : In
@@ -97,8 +97,9 @@ class FmapBanks(wiring.Component):
     sc_we, sc_data : Out
         A shortcut source vector for the aligner (its ``we``, ``data``): one per cycle while
         not held. ``sc_we`` is never high while ``sc_hold`` is.
-    sc_ptr : Out(SIZE_BITS)
-        Shortcut vectors delivered so far (replaces the loader's SHORTCUT pointer).
+    sc_ptr : Out(fmap_vectors.bit_length())
+        Shortcut vectors delivered so far (replaces the loader's SHORTCUT pointer,
+        zero-extended).
     sc_done : Out(1)
         Every one of the ``short_vectors`` has been delivered (``short_resident`` runs).
     rd_ptr : Out
@@ -115,6 +116,7 @@ class FmapBanks(wiring.Component):
         self._cfg = cfg
         fa = fmap_addr_bits(cfg)
         vbits = e.rows * e.act_bits
+        pbits = cfg.fmap_vectors.bit_length()     # a count of 0..fmap_vectors vectors
         super().__init__({
             "in_bank": In(1), "keep": In(1), "short_resident": In(1),
             "short_vectors": In(SIZE_BITS), "start": In(1),
@@ -123,8 +125,8 @@ class FmapBanks(wiring.Component):
             "res": In(stream.Signature(result_layout(cfg))),
             "sc_hold": In(1),
             "sc_we": Out(1), "sc_data": Out(vbits),
-            "sc_ptr": Out(SIZE_BITS), "sc_done": Out(1),
-            "rd_ptr": Out(cfg.fmap_vectors.bit_length()),
+            "sc_ptr": Out(pbits), "sc_done": Out(1),
+            "rd_ptr": Out(pbits),
         })
 
     def elaborate(self, platform):

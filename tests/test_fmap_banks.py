@@ -19,16 +19,21 @@ Checked against a Python model of the two banks: the reader delivers exactly the
 vectors, in order, with their original values (a result written over one before it was read
 shows up); the results sit at ``pixel * NT + nt``; the issue port returns the in-bank's
 contents; with ``keep = 0`` the result stream is never back-pressured and no bank changes.
+Last, the reader drives the real :class:`~mulfree.rtl.stream_loader.ShortcutAligner` (its
+``hold`` included): the aligned shortcut equals the golden ``shortcut_source``, at the
+aligner's full rate.
 """
 
 import numpy as np
 import pytest
-from amaranth.hdl import ResetInserter, Signal
+from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
 from amaranth.sim import Simulator
 
 from mulfree.params.config import ArrayConfig, ConfigError
 from mulfree.params.core_config import CoreConfig
+from mulfree.params.layer_golden import shortcut_source
 from mulfree.rtl.fmap_banks import FmapBanks, fmap_addr_bits
+from mulfree.rtl.stream_loader import ShortcutAligner
 
 DEPTH = 1024
 
@@ -36,21 +41,20 @@ DEPTH = 1024
 def config(lanes):
     return CoreConfig(engine=ArrayConfig(pe="shift", rows=lanes, cols=lanes, max_k=16),
                       fmap_vectors=DEPTH, weight_rows=16, acc_entries=4, max_channels=64,
-                      out_vectors=2, shortcut_vectors=32)
+                      out_vectors=2, shortcut_vectors=DEPTH)
 
 
 def geometry(rng, lanes):
     """A residual layer's sizes: the identity shortcut (stride 1, ``NT = NTS``) or option A
     (stride 1 or 2, twice the channels), a source map up to 12x12."""
-    sh, sw = (int(v) for v in rng.integers(1, 13, 2))
     c_in = int(rng.integers(1, 3 * lanes + 1))
     nts = -(-c_in // lanes)
     if rng.random() < 0.4:
         stride, nt = 1, nts
     else:
         stride, nt = int(rng.choice([1, 2])), -(-2 * c_in // lanes)
-    oh, ow = -(-sh // stride), -(-sw // stride)
-    return {"src": sh * sw * nts, "pixels": oh * ow, "nt": nt}
+    oh, ow = (int(v) for v in rng.integers(1, 12 // stride + 1, 2))
+    return {"src": oh * ow * stride * stride * nts, "pixels": oh * ow, "nt": nt}
 
 
 def result_order(rng, pixels, nt, pool):
@@ -301,3 +305,107 @@ def test_rows_must_equal_cols():
     with pytest.raises(ConfigError) as err:
         FmapBanks(cfg)
     assert err.value.param == "rows" and "rows=4, cols=3" in str(err.value)
+
+
+class Chained(Elaboratable):
+    """The reader wired to the real aligner as the core would: ``we``, ``data``, ``hold``."""
+
+    def __init__(self, cfg):
+        self.banks, self.align = FmapBanks(cfg), ShortcutAligner(cfg)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.banks, m.submodules.align = banks, align = self.banks, self.align
+        m.d.comb += [align.we.eq(banks.sc_we), align.data.eq(banks.sc_data),
+                     banks.sc_hold.eq(align.hold)]
+        return m
+
+
+@pytest.mark.parametrize("lanes", [2, 3, 4, 8])
+def test_reader_feeds_the_aligner(lanes):
+    """A kept tensor in bank 1 - b, read by the reader into the real ShortcutAligner: the
+    aligned shortcut equals ``shortcut_source`` (identity; option A, stride 1 or 2, channel
+    offset), and the reader loses no cycle (one vector per cycle, plus the aligner's one hold
+    per kept pixel when the offset is no multiple of ``cols``)."""
+    cfg = config(lanes)
+    a = cfg.engine.act_bits
+    rng = np.random.default_rng(200 + lanes)
+    cases = []
+    for _ in range(4):
+        c_in = int(rng.integers(1, 3 * lanes + 1))
+        if rng.random() < 0.3:
+            stride, out_c, off = 1, c_in, 0
+        else:
+            stride, out_c = int(rng.choice([1, 2])), 2 * c_in
+            off = int(rng.integers(0, out_c - c_in + 1))
+        oh, ow = (int(v) for v in rng.integers(1, 12 // stride + 1, 2))
+        x = rng.integers(0, 1 << a, (c_in, oh * stride, ow * stride))
+        cases.append((x, out_c, stride, off, int(rng.integers(2))))
+    dut = Chained(cfg)
+    rst = Signal()
+    banks, align = dut.banks, dut.align
+
+    async def bench(ctx):
+        for x, out_c, stride, off, b in cases:
+            c_in, sh, sw = x.shape
+            nts, nt = -(-c_in // lanes), -(-out_c // lanes)
+            oh, ow = sh // stride, sw // stride
+            # The source in ACTS layout, garbage in the lanes past c_in (the aligner zeroes).
+            src = []
+            for p in range(sh * sw):
+                for t in range(nts):
+                    lanes_v = [int(x[c, p // sw, p % sw]) if c < c_in else
+                               int(rng.integers(1 << a))
+                               for c in range(t * lanes, (t + 1) * lanes)]
+                    src.append(sum(v << (j * a) for j, v in enumerate(lanes_v)))
+            ctx.set(rst, 1)
+            await ctx.tick()
+            ctx.set(rst, 0)
+            ctx.set(banks.in_bank, 1 - b)
+            for addr, v in enumerate(src):
+                ctx.set(banks.acts_we, 1)
+                ctx.set(banks.acts_addr, addr)
+                ctx.set(banks.acts_data, v)
+                await ctx.tick()
+            ctx.set(banks.acts_we, 0)
+            ctx.set(rst, 1)
+            await ctx.tick()
+            ctx.set(rst, 0)
+            ctx.set(banks.in_bank, b)
+            ctx.set(banks.short_resident, 1)
+            ctx.set(banks.short_vectors, len(src))
+            for port, v in (("short_c", c_in), ("short_off", off), ("short_stride", stride),
+                            ("out_w", ow), ("nt", nt), ("nts", nts)):
+                ctx.set(getattr(align, port), v)
+            await ctx.tick()                    # the aligner registers its offset
+            ctx.set(banks.start, 1)
+            await ctx.tick()
+            ctx.set(banks.start, 0)
+            writes, cycles = {}, 0
+            while not (ctx.get(banks.sc_done) and not ctx.get(align.hold)):
+                if ctx.get(align.wr_en):
+                    writes[ctx.get(align.wr_addr)] = ctx.get(align.wr_data)
+                cycles += 1
+                assert cycles < 4 * len(src) + 10, "the reader stalled"
+                await ctx.tick()
+            split = off % lanes and off // lanes + nts < nt    # a carry-only last tile
+            holds = oh * ow if split else 0
+            assert cycles == len(src) + holds + 1, (cycles, len(src), holds)
+            assert ctx.get(align.done) == oh * ow * nt
+            # Expected: the aligned tiles the shortcut reaches, from the golden model.
+            gold = shortcut_source(x, out_c, stride, off)
+            lo = off // lanes
+            hi = min(nt - 1, lo + nts - 1 + (off % lanes > 0))
+            want = {}
+            for p in range(oh * ow):
+                for n in range(lo, hi + 1):
+                    vals = [int(gold[c, p // ow, p % ow]) if c < out_c else 0
+                            for c in range(n * lanes, (n + 1) * lanes)]
+                    want[p * nt + n] = sum(v << (j * a) for j, v in enumerate(vals))
+            assert writes == want, f"aligned shortcut differs (case {c_in}->{out_c}, " \
+                                   f"stride {stride}, offset {off})"
+
+    sim = Simulator(ResetInserter({"sync": rst})(dut))
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
