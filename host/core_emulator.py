@@ -204,9 +204,7 @@ def _check_desc(cfg, d):
                ("pooled map (flags.global_pool), out_h*out_w", m if d["pool"] else 0,
                 cfg.pool_pixels),
                # The setup's sm = sh * sw: sw is the multiplier's 16-bit operand.
-               ("shortcut source map (flags.residual), out_h*short_stride",
-                d["out_h"] * d["short_stride"] if d["residual"] else 0, (1 << 16) - 1),
-               ("shortcut source map (flags.residual), out_w*short_stride",
+               ("shortcut source map's width (flags.residual), out_w*short_stride",
                 d["out_w"] * d["short_stride"] if d["residual"] else 0, (1 << 16) - 1))
     for what, value, limit in too_big:
         if value > limit:

@@ -449,16 +449,13 @@ def _check_fits(cfg, layer, g):
             raise LayerError(param, f"{param}: {what} must be at most {limit_name} = {limit}, "
                                     f"not {value}", "TOO_BIG")
     vectors = g["dcv"]
-    if layer.residual is not None:
-        # The setup computes sm = SH * SW with SW as the multiplier's 16-bit operand.
-        limit = (1 << 16) - 1
-        for name, size, out in (("SH", g["SH"], "out_h"), ("SW", g["SW"], "out_w")):
-            if size > limit:
-                raise LayerError("shortcut", f"shortcut: the source map's {out} * "
-                                             f"residual.stride = {g[out]} * "
-                                             f"{g['short_stride']} = {size} must be at most "
-                                             f"{limit} (16 bits in the core's setup)",
-                                 "TOO_BIG")
+    if layer.residual is not None and g["SW"] > (1 << 16) - 1:
+        # The setup computes sm = sh * sw with sw as the multiplier's 16-bit operand (sh is
+        # its wide one: out_h * short_stride has no such limit).
+        raise LayerError("shortcut", f"shortcut: the source map's width out_w * "
+                                     f"residual.stride = {g['out_w']} * {g['short_stride']} = "
+                                     f"{g['SW']} must be at most {(1 << 16) - 1} (a 16-bit "
+                                     f"operand in the core's setup)", "TOO_BIG")
     if vectors > cfg.shortcut_vectors:
         raise LayerError("shortcut", f"shortcut: the aligned shortcut of a residual, out_h * "
                                      f"out_w * ceil(out_c / cols) vectors, must be at most "
@@ -530,7 +527,7 @@ def check_layer(cfg: CoreConfig, layer: Layer):
     have), the core's sizes (error ``TOO_BIG``: ``K > max_k``,
     ``in_c`` or ``out_c > max_channels``, ``m_block > acc_entries``, a tensor larger than its
     buffer, a residual's aligned shortcut ``M * NT`` larger than ``shortcut_vectors`` or its
-    source map ``out_h * s`` or ``out_w * s`` wider than 16 bits, a
+    source map's width ``out_w * s`` more than 16 bits, a
     pooled map ``M`` larger than ``pool_pixels``), and the ranges of every value
     (activations, the weight codes of the layer's engine's PE kind, bias and shift in the
     ranges of the core's post-processing, ``cfg.post_engine``: the widest accumulator's,

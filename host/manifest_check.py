@@ -16,7 +16,16 @@ string) and ``top`` (any Verilog identifier: ``mulfree build`` names cores) are 
 :func:`load_manifest` reads a file (or finds the one core manifest of a folder) with the
 strict JSON reader of :mod:`mulfree.params.safe_io` and checks it. A manifest of another major
 register interface (``VERSION``'s reset value: a 1.x core, before the 8-word descriptor, the
-aligned shortcut and the pool) is refused first, in one line. Every refusal is a
+aligned shortcut and the pool) is refused first, in one line, and so is one of a newer minor
+interface than this mulfree's. Interface 2.1 added multi-engine cores: ``parameters`` carry
+``extra_engines`` (a list of engine objects, each type-checked like ``engine``) and
+``engine_cols`` (a list of integers), the registers ``ENGINES`` and ``ENGINE_0..2``, error
+``ENGINE`` and the descriptor's ``engine`` field; whether the engines go together (distinct
+kinds, shared ``rows``, ``cols``, ``act_bits``, ``max_k``, physical columns dividing ``cols``)
+is :class:`~mulfree.params.core_config.CoreConfig`'s check, named by field. A 2.0 manifest
+(a single-engine core; none of those fields) is still accepted, as the minor-version rule
+says (registers added, none changed): it is compared with the 2.0 form of the regenerated
+manifest (:func:`as_interface_2_0`) and describes a core of one engine. Every refusal is a
 :class:`ManifestError`: one line naming the file (or the parameter), the field, its value and
 what the parameters say.
 """
@@ -26,14 +35,14 @@ import os
 import re
 from pathlib import Path
 
-from ..params.config import ConfigError
-from ..params.core_config import CORE_VERSION, CoreConfig
+from ..params.config import ArrayConfig, ConfigError
+from ..params.core_config import CORE_VERSION, MAX_ENGINES, CoreConfig
 from ..params.manifest import core_manifest
 from ..params.safe_io import FileCheckError, check_verilog_name, inside, read_json
 
 
 __all__ = ["ManifestError", "check_manifest", "load_manifest", "config_from_parameters",
-           "REGENERATE"]
+           "REGENERATE", "as_interface_2_0", "ENGINE_REGISTERS"]
 
 #: The end of every message about a section that disagrees with the parameters.
 REGENERATE = "the manifest was edited or written by another generator; regenerate it with " \
@@ -41,7 +50,8 @@ REGENERATE = "the manifest was edited or written by another generator; regenerat
 
 #: Top-level fields compared with the regenerated manifest, in this order (the identity the
 #: device checks first, the informational sections last).
-_SECTIONS = ("manifest_version", "top", "files", "parameters", "registers", "engine", "stream",
+_SECTIONS = ("manifest_version", "top", "files", "parameters", "registers", "engine", "engines",
+             "stream",
              "core", "ports", "clock", "reset")
 
 #: ``parameters``: name -> type of every field (``engine`` nested). Optional engine fields
@@ -49,6 +59,10 @@ _SECTIONS = ("manifest_version", "top", "files", "parameters", "registers", "eng
 _CORE_FIELDS = {"engine": dict, "stream_width": int, "fmap_vectors": int, "acc_entries": int,
                 "weight_rows": int, "max_channels": int, "out_vectors": int,
                 "shortcut_vectors": int, "pool_pixels": int, "axil_addr_width": int}
+#: ``parameters`` fields of interface 2.1 (a 2.0 manifest has neither).
+_CORE_FIELDS_2_1 = {"extra_engines": list, "engine_cols": list}
+#: Registers interface 2.1 added.
+ENGINE_REGISTERS = ("ENGINES", "ENGINE_0", "ENGINE_1", "ENGINE_2")
 _ENGINE_FIELDS = {"pe": str, "rows": int, "cols": int, "act_bits": int, "weight_bits": int,
                   "max_k": int}
 _ENGINE_OPTIONAL = {"arch": str, "tree_levels_per_stage": int}
@@ -94,23 +108,53 @@ def _check_fields(doc, spec, optional, path, where, param):
             raise ManifestError(param, f"{where}: {path}.{name} is missing; {REGENERATE}")
     for name, kind in {**spec, **optional}.items():
         if name in doc and type(doc[name]) is not kind:
-            what = {int: "an integer", str: "a string", dict: "an object"}[kind]
+            what = {int: "an integer", str: "a string", dict: "an object", list: "a list"}[kind]
             raise ManifestError(param, f"{where}: {path}.{name} must be {what}, not "
                                        f"{_json_type(doc[name])} {_show(doc[name])}")
 
 
-def config_from_parameters(params, *, where="manifest", param="manifest", name=None):
+def config_from_parameters(params, *, where="manifest", param="manifest", name=None,
+                           minor=None):
     """The :class:`CoreConfig` of a manifest's ``parameters`` (every field type-checked).
+
+    ``minor``: the minor register interface the manifest describes; 0 (a 2.0 manifest) has no
+    ``extra_engines`` and ``engine_cols``, any other value (None: unknown) requires both.
 
     Raises
     ------
     ManifestError
         Naming the field for a missing, unknown or mistyped field, or a value the generator
-        refuses (out of range, inconsistent).
+        refuses (out of range, inconsistent: ``parameters.extra_engines`` for engines that do
+        not go together, ``parameters.extra_engines[i].<field>`` for a bad engine).
     """
-    _check_fields(params, _CORE_FIELDS, {}, "parameters", where, param)
-    _check_fields(params["engine"], _ENGINE_FIELDS, _ENGINE_OPTIONAL, "parameters.engine",
-                  where, param)
+    multi = minor != 0
+    _check_fields(params, {**_CORE_FIELDS, **_CORE_FIELDS_2_1} if multi else _CORE_FIELDS, {},
+                  "parameters", where, param)
+    engines = [("engine", params["engine"])]
+    if multi:
+        extra, cols = params["extra_engines"], params["engine_cols"]
+        for field, values, most in (("extra_engines", extra, MAX_ENGINES - 1),
+                                    ("engine_cols", cols, MAX_ENGINES)):
+            if len(values) > most:
+                raise ManifestError(param, f"{where}: parameters.{field} must have at most "
+                                           f"{most} entries (a core has at most "
+                                           f"{MAX_ENGINES} engines), not {len(values)}")
+        engines += [(f"extra_engines[{i}]", e) for i, e in enumerate(extra)]
+        for i, c in enumerate(cols):
+            if type(c) is not int:
+                raise ManifestError(param, f"{where}: parameters.engine_cols[{i}] must be an "
+                                           f"integer, not {_json_type(c)} {_show(c)}")
+    for path, engine in engines:
+        _check_fields(engine, _ENGINE_FIELDS, _ENGINE_OPTIONAL, f"parameters.{path}", where,
+                      param)
+        try:
+            ArrayConfig(**engine)
+        except ConfigError as exc:
+            raise ManifestError(param, f"{where}: parameters.{path}.{exc.param}: "
+                                       f"{exc}") from None
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ManifestError(param, f"{where}: parameters.{path} is invalid: "
+                                       f"{' '.join(str(exc).split())}") from None
     try:
         cfg = CoreConfig.from_params(params)
         if name is not None and name != cfg.top_name:
@@ -139,13 +183,53 @@ def _interface_version(doc):
 
 def _check_interface_version(doc, where, param):
     """Refuse a core of another major register interface (1.x: the 7-word descriptor, the
-    shortcut in the output's layout, no pool) before its parameters are compared."""
+    shortcut in the output's layout, no pool) or of a newer minor one before its parameters
+    are compared; return the version (None if the registers do not say)."""
     version = _interface_version(doc)
     if version is not None and version[0] != CORE_VERSION[0]:
         raise ManifestError(param, f"{where}: the core speaks register interface "
                                    f"{version[0]}.{version[1]} (registers VERSION), this "
                                    f"mulfree {CORE_VERSION[0]}.{CORE_VERSION[1]}; regenerate "
                                    f"the core with mulfree gen --core (or mulfree build)")
+    if version is not None and version[1] > CORE_VERSION[1]:
+        raise ManifestError(param, f"{where}: the core speaks register interface "
+                                   f"{version[0]}.{version[1]} (registers VERSION), newer than "
+                                   f"this mulfree's {CORE_VERSION[0]}.{CORE_VERSION[1]}; "
+                                   f"update mulfree or regenerate the core with this one")
+    return version
+
+
+def as_interface_2_0(doc, meanings=None):
+    """The manifest a 2.0 generator wrote for the single-engine core whose 2.1 manifest is
+    ``doc`` (JSON-ready; a new dict): no ``parameters.extra_engines`` and ``engine_cols``, no
+    ``engines`` section, no registers ``ENGINES`` and ``ENGINE_0..2``, no error ``ENGINE``,
+    ``VERSION`` 2.0, and word 7's bits 31:28 the descriptor's ``reserved`` field.
+
+    ``meanings``: a manifest's ``registers`` section whose ``core_errors`` meanings (prose,
+    reworded from one minor version to the next: TOO_BIG's names the shortcut map's width
+    since 2.1) replace the regenerated ones; the codes and names are still compared."""
+    doc = json.loads(json.dumps(doc))
+    for name in _CORE_FIELDS_2_1:
+        doc["parameters"].pop(name, None)
+    doc.pop("engines", None)
+    regs = doc["registers"]
+    regs["core_errors"].pop("ENGINE", None)
+    given = meanings.get("core_errors") if isinstance(meanings, dict) else None
+    for name, entry in regs["core_errors"].items():
+        old = given.get(name) if isinstance(given, dict) else None
+        if isinstance(old, dict) and isinstance(old.get("meaning"), str):
+            entry["meaning"] = old["meaning"]
+    regs["registers"] = [r for r in regs["registers"] if r["name"] not in ENGINE_REGISTERS]
+    for reg in regs["registers"]:
+        if reg["name"] == "VERSION":
+            reg["reset"] = CORE_VERSION[0] << 16
+            for f in reg["fields"]:
+                if f["name"] == "minor":
+                    f["reset"] = f["value"] = 0
+    for f in doc["stream"]["descriptor"]["fields"]:
+        if f["name"] == "engine":
+            f["name"] = "reserved"
+    return doc
 
 
 def _label(entry, index):
@@ -255,10 +339,16 @@ def check_manifest(doc, *, param="manifest", source=None):
         top = check_verilog_name(doc["top"], "top")
     except FileCheckError as exc:
         raise ManifestError(param, f"{where}: {exc}") from None
-    _check_interface_version(doc, where, param)
-    cfg = config_from_parameters(doc["parameters"], where=where, param=param, name=top)
+    version = _check_interface_version(doc, where, param)
+    minor = version[1] if version is not None else None
+    cfg = config_from_parameters(doc["parameters"], where=where, param=param, name=top,
+                                 minor=minor)
     want = _regenerated(cfg)
-    for name in _SECTIONS:
+    if minor == 0:
+        want = as_interface_2_0(want, meanings=doc.get("registers"))
+    sections = [n for n in _SECTIONS if n in want]
+    sections += [n for n in want if n not in sections and n not in ("mulfree_version", "kind")]
+    for name in sections:
         diff = _first_difference(doc.get(name, _MISSING), want[name], name)
         if diff:
             raise ManifestError(param, _difference_message(where, diff))

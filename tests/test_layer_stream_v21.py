@@ -340,27 +340,32 @@ def _wide(out, stride, along):
                  residual=ResidualParams(stride=stride))
 
 
-@pytest.mark.parametrize("along", ["h", "w"])
-def test_shortcut_source_map_of_16_bits(along):
-    """``out * short_stride`` of 65535 is taken, 65536 (and more) is TOO_BIG on the host,
-    naming the shortcut and the sizes, and on the emulated core (its descriptor alone)."""
+def test_shortcut_source_map_of_16_bits():
+    """``out_w * short_stride`` of 65535 is taken, 65536 (and more) is TOO_BIG on the host,
+    naming the shortcut and the sizes, and on the emulated core (its descriptor alone); the
+    same sizes along ``out_h`` are taken (the setup's wide operand), as the core does."""
     cfg = CoreConfig(SHIFT, fmap_vectors=1 << 16, shortcut_vectors=1 << 16)
-    ok = _wide(13107, 5, along)                   # 65535
-    ls.check_layer(cfg, ok)
+
+    def waits(layer):
+        ls.check_layer(cfg, layer)
+        g = ls.layer_geometry(cfg, layer)
+        desc = [ls.Packet("DESC", 1, [0x101] + _desc_beats(
+            cfg, descriptor_words_unchecked(layer, g)))]
+        with pytest.raises(ValueError, match="ends before"):   # accepted: waits for data
+            ls.emulate_core(cfg, desc)
+
+    waits(_wide(13107, 5, "w"))                   # 65535
     for out, stride in ((32768, 2), (13108, 5), (4370, 15)):
-        layer = _wide(out, stride, along)
+        layer = _wide(out, stride, "w")
         with pytest.raises(ls.LayerError) as info:
             ls.check_layer(cfg, layer)
         message = str(info.value)
         assert info.value.core_error == "TOO_BIG" and info.value.param == "shortcut"
-        assert f"out_{along} * residual.stride = {out} * {stride} = {out * stride}" in message
+        assert f"out_w * residual.stride = {out} * {stride} = {out * stride}" in message
         assert "\n" not in message
         g = ls.layer_geometry(cfg, layer)
         desc = [ls.Packet("DESC", 1, [0x101] + _desc_beats(
             cfg, descriptor_words_unchecked(layer, g)))]
-        with pytest.raises(ls.CoreError, match=f"^TOO_BIG .*out_{along}\\*short_stride"):
+        with pytest.raises(ls.CoreError, match="^TOO_BIG .*out_w\\*short_stride"):
             ls.emulate_core(cfg, desc)
-    g = ls.layer_geometry(cfg, ok)
-    desc = [ls.Packet("DESC", 1, [0x101] + _desc_beats(cfg, descriptor_words_unchecked(ok, g)))]
-    with pytest.raises(ValueError, match="ends before"):   # accepted: waits for its data
-        ls.emulate_core(cfg, desc)
+        waits(_wide(out, stride, "h"))
