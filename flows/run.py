@@ -55,8 +55,8 @@ def add_parser(subparsers):
                     "or on a Zynq board, and print the accuracy, the comparison with the "
                     "golden model, cycles per image, images per second and PE utilization "
                     "from the core's counters, and per node where it ran and what it cost. "
-                    "Layers of another PE kind than the core's run on the host with "
-                    "--host-fallback. Exit status 1 if an output differs from the golden "
+                    "The default core has an engine per PE kind of the model (--engines); "
+                    "layers of a kind the core lacks run on the host with --host-fallback. Exit status 1 if an output differs from the golden "
                     "model or the device fails.")
     add_run_options(run)
     run.set_defaults(func=command)
@@ -66,8 +66,9 @@ def add_parser(subparsers):
                     "that fits) and print the program: every node, where it runs (core or "
                     "host), its shapes, the core cycles the cycle model expects, its useful "
                     "terms and the elements the host computes, with totals. A layer that "
-                    "does not fit is named with the parameter and the core's limit, and a "
-                    "model mixing PE kinds needs --host-fallback (exit status 2).")
+                    "does not fit is named with the parameter and the core's limit, and on "
+                    "a core without an engine of its PE kind a layer needs --host-fallback "
+                    "(exit status 2).")
     add_compile_options(compile_)
     compile_.set_defaults(func=command)
     return run, compile_
@@ -136,6 +137,11 @@ def add_run_options(p):
                    help="rows of the default core (default: 16)")
     p.add_argument("--cols", type=int, default=16, metavar="N",
                    help="columns of the default core (default: 16)")
+    p.add_argument("--engines", default="all", choices=["all", "one"],
+                   help="engines of the default core: all (default): one per PE kind of the "
+                        "model's layers (a multi-engine core; a kind with few terms gets a "
+                        "folded, narrower engine); one: the most-used kind only, the other "
+                        "layers need --host-fallback")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", metavar="FILE",
                      help=".npy array of inputs [B, *input_shape] (float: quantized as the "
@@ -349,7 +355,8 @@ def _core(args, model):
     try:
         if args.config is not None:
             return load_manifest(args.config)
-        return core_for_model(model, rows=args.rows, cols=args.cols)
+        return core_for_model(model, rows=args.rows, cols=args.cols,
+                              engines=getattr(args, "engines", "all"))
     except CompileError as exc:
         option = "--config" if args.config is not None else "the default core"
         raise RunUsageError(f"{option}: {exc}") from None
@@ -484,6 +491,11 @@ def add_compile_options(p):
                    help="rows of the default core (default: 16)")
     p.add_argument("--cols", type=int, default=16, metavar="N",
                    help="columns of the default core (default: 16)")
+    p.add_argument("--engines", default="all", choices=["all", "one"],
+                   help="engines of the default core: all (default): one per PE kind of the "
+                        "model's layers (a multi-engine core; a kind with few terms gets a "
+                        "folded, narrower engine); one: the most-used kind only, the other "
+                        "layers need --host-fallback")
     p.add_argument("--max-packet-bytes", type=int, default=None, metavar="N",
                    help="largest packet a transfer may carry (a DMA's limit; default: none)")
     p.add_argument("--host-fallback", action="store_true",

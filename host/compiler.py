@@ -73,6 +73,12 @@ def core_from_manifest(manifest):
         raise CompileError("config", str(exc)) from None
 
 
+#: :func:`core_for_model` folds an extra engine whose kind has under ``FOLD_SHARE`` of the
+#: model's weight terms to ``cols / FOLD`` physical columns.
+FOLD_SHARE = 0.1
+FOLD = 4
+
+
 def _pow2_at_least(n):
     return 1 << max(0, int(n) - 1).bit_length()
 
@@ -81,17 +87,24 @@ def _core_capable(info, layer):
     return info.kind == "linear" or (info.kind == "conv2d" and layer.groups == 1)
 
 
-def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, **core_options):
+def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, engines="all",
+                   **core_options):
     """The core :func:`mulfree run <compile_model>` generates when none is given.
 
-    Its PE kind is the kind with the most weight terms per image (``output elements x K``,
-    the useful multiply-accumulates) over the nodes a core can run (``linear``, and ``conv2d``
-    with ``groups == 1``); the nodes of another kind need ``host_fallback``. A ``rows x
-    cols`` array of that kind at the widest activations and weight codes of its nodes, with
-    ``max_k`` the smallest power of two covering their longest reduction, and buffers (feature
-    map, weights, channels, the shortcuts of the residual adds it can fuse) the smallest
-    powers of two they need, at least the defaults of :class:`CoreConfig`. ``core_options``
-    override any :class:`CoreConfig` field.
+    Engine 0's PE kind is the kind with the most weight terms per image (``output elements x
+    K``, the useful multiply-accumulates) over the nodes a core can run (``linear``, and
+    ``conv2d`` with ``groups == 1``). With ``engines="all"`` every other kind of those nodes
+    gets an engine of its own (a multi-engine core: AdderNet's mult first and last layers run
+    on the core) if its nodes' activations are as wide as engine 0's (the engines share
+    them); a kind with under :data:`FOLD_SHARE` of the terms gets a folded engine of
+    ``cols / FOLD`` columns (it is idle most of the time, so it is made small). With
+    ``engines="one"``, or for a kind left out, the nodes of the other kinds need
+    ``host_fallback``. ``rows x cols``
+    engines at the widest activations and weight codes of their nodes, with ``max_k`` the
+    smallest power of two covering the longest reduction, and buffers (feature map, weights,
+    channels, the shortcuts of the residual adds it can fuse) the smallest powers of two they
+    need, at least the defaults of :class:`CoreConfig`. ``core_options`` override any
+    :class:`CoreConfig` field.
 
     Raises
     ------
@@ -104,21 +117,37 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, **core
     if not capable:
         raise CompileError("layers", "the model has no linear or conv2d (groups 1) node: "
                                      "nothing runs on the core")
+    if engines not in ("all", "one"):
+        raise CompileError("engines", f"engines must be 'all' or 'one', not {engines!r}")
     terms = {}
     for info, layer in capable:
         terms[layer.pe] = terms.get(layer.pe, 0) + weight_terms(layer, info.out_shape)
-    # The most terms; a tie goes to the kind met first.
+    # The most terms first; a tie goes to the kind met first.
     order = list(dict.fromkeys(layer.pe for _, layer in capable))
-    pe = max(order, key=lambda kind: (terms[kind], -order.index(kind)))
-    layers = [(info, layer) for info, layer in capable if layer.pe == pe]
-    act_bits = max(layer.act_bits for _, layer in layers)
-    weight_bits = None if pe == "adder" else max(layer.weight_bits for _, layer in layers)
+    kinds = sorted(order, key=lambda kind: (-terms[kind], order.index(kind)))
+    act_bits = max(layer.act_bits for _, layer in capable if layer.pe == kinds[0])
+    # The engines share the activations: another kind joins only at engine 0's width.
+    kinds = kinds[:1] + [kind for kind in kinds[1:] if engines == "all" and all(
+        layer.act_bits == act_bits for _, layer in capable if layer.pe == kind)]
+    layers = [(info, layer) for info, layer in capable if layer.pe in kinds]
     ks = [int(np.prod(np.shape(layer.codes)[1:])) if info.kind == "conv2d"
           else int(np.shape(layer.codes)[0]) for info, layer in layers]
     max_k = max(_pow2_at_least(max(ks)), _pow2_at_least(rows))
-    engine = ArrayConfig(pe=pe, rows=rows, cols=cols, act_bits=act_bits,
-                         weight_bits=weight_bits, max_k=max_k)
-    base = CoreConfig(engine=engine, stream_width=stream_width)
+    built = []
+    for kind in kinds:
+        bits = None if kind == "adder" else max(layer.weight_bits for _, layer in layers
+                                                if layer.pe == kind)
+        built.append(ArrayConfig(pe=kind, rows=rows, cols=cols, act_bits=act_bits,
+                                 weight_bits=bits, max_k=max_k))
+    engine, extra = built[0], tuple(built[1:])
+    total = sum(terms.values())
+    engine_cols = (cols,) + tuple(
+        max(1, cols // FOLD) if terms[e.pe] < FOLD_SHARE * total else cols for e in extra)
+    if all(c == cols for c in engine_cols):
+        engine_cols = ()
+    pes = tuple(kinds)
+    base = CoreConfig(engine=engine, extra_engines=extra, engine_cols=engine_cols,
+                      stream_width=stream_width)
     need = {"fmap_vectors": base.fmap_vectors, "weight_rows": base.weight_rows,
             "max_channels": base.max_channels}
     for (info, layer), k in zip(layers, ks):
@@ -132,7 +161,7 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, **core
                                   _pow2_at_least(-(-out_c // cols) * kt * rows))
         need["max_channels"] = max(need["max_channels"], _pow2_at_least(max(out_c,
                                                                              in_shape[0])))
-    places = place_nodes(model, infos, pe, host_fallback=True)
+    places = place_nodes(model, infos, pes, host_fallback=True)
     plans = plan_fusion(base, model, infos, places, room=False)     # reads the engine only
     shortcuts = [shortcut_vectors_needed(infos[i], cols) for i, f in plans.items()
                  if f.residual is not None]
@@ -142,7 +171,8 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, **core
                                                     for i, f in plans.items() if f.pool is not None])
     need.update(core_options)
     try:
-        return CoreConfig(engine=engine, stream_width=stream_width, **need)
+        return CoreConfig(engine=engine, extra_engines=extra, engine_cols=engine_cols,
+                          stream_width=stream_width, **need)
     except ConfigError as exc:
         raise CompileError(f"core.{exc.param}", str(exc)) from None
 
@@ -204,7 +234,8 @@ def _core_step(cfg, info, layer, max_packet_bytes, fusion=None):
     """The checked :class:`CoreStep` of a core node, its weights packed, with the tail
     ``fusion`` (:class:`~mulfree.host.fusion.Fusion`) fused into its runs."""
     fusion = fusion or Fusion()
-    e = cfg.engine
+    engine = cfg.engine_index(layer.pe)
+    e = cfg.engines[engine]
     where, describe = f"layers.{info.index}", _describe(info, layer)
     if layer.act_bits != e.act_bits:
         raise CompileError(f"{where}.act_bits",
@@ -228,7 +259,7 @@ def _core_step(cfg, info, layer, max_packet_bytes, fusion=None):
                     tuple(info.in_shapes[0]), tuple(info.out_shape), images, name=info.name,
                     sources=sources, residual=fusion.residual, clamp=fusion.clamp,
                     fused=fusion.nodes + fusion.short_nodes, pool=fusion.pool,
-                    short_shape=fusion.short_shape)
+                    short_shape=fusion.short_shape, engine=engine)
     _check_step(cfg, step, where, describe)
     try:
         packets = weight_packets(cfg, step, max_packet_bytes)
@@ -276,7 +307,8 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
     if model.input.act_bits > e.act_bits:
         raise CompileError("input.act_bits", f"the model's input has {model.input.act_bits}-bit "
                                              f"activations; this core's are {e.act_bits} bits")
-    places = place_nodes(model, infos, e.pe, host_fallback=host_fallback)
+    pes = tuple(x.pe for x in cfg.engines)
+    places = place_nodes(model, infos, pes, host_fallback=host_fallback)
     plans = plan_fusion(cfg, model, infos, places)
     fused = {n: (i, prev) for i, f in plans.items()
              for prev, n in zip((i,) + f.nodes, f.nodes)}
@@ -300,7 +332,8 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
                                   reason))
     if not any(isinstance(s, CoreStep) for s in steps):
         raise CompileError("layers", f"no node of the model runs on this core: it needs a "
-                                     f"linear or conv2d (groups 1) node of {e.pe} PEs")
+                                     f"linear or conv2d (groups 1) node of "
+                                     f"{'/'.join(pes)} PEs")
     return Program(cfg, model, steps, max_packet_bytes, last_uses(steps), bool(host_fallback))
 
 

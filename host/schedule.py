@@ -81,7 +81,7 @@ def node_label(info, layer):
     return f"layers.{info.index} ({info.name}, {what})"
 
 
-def place_nodes(model, infos, pe, *, host_fallback=False):
+def place_nodes(model, infos, pes, *, host_fallback=False):
     """Where each node runs: ``{index: (placement, reason)}``.
 
     Parameters
@@ -89,8 +89,8 @@ def place_nodes(model, infos, pe, *, host_fallback=False):
     model : IntModel
     infos : list of NodeInfo
         ``graph_nodes(model)``.
-    pe : str
-        The core's PE kind.
+    pes : str or tuple of str
+        The PE kinds of the core's engines (one per engine).
     host_fallback : bool
         Run weight nodes of another PE kind on the host.
 
@@ -100,12 +100,13 @@ def place_nodes(model, infos, pe, *, host_fallback=False):
         Without ``host_fallback``, if a weight node has another PE kind: one line naming every
         such node (``param`` is the first one's ``layers.<i>.pe``).
     """
+    pes = (pes,) if isinstance(pes, str) else tuple(pes)
     places, foreign = {}, []
     for info in infos:
         layer = model.layers[info.index]
         if info.kind not in WEIGHT_KINDS:
             places[info.index] = ("host", "no weights")
-        elif layer.pe != pe:
+        elif layer.pe not in pes:
             foreign.append(info)
             places[info.index] = ("host", f"{layer.pe} PEs, host fallback")
         elif info.kind == "conv2d" and layer.groups != 1:
@@ -116,8 +117,8 @@ def place_nodes(model, infos, pe, *, host_fallback=False):
         names = ", ".join(node_label(info, model.layers[info.index]) for info in foreign)
         verb = "has" if len(foreign) == 1 else "have"
         raise CompileError(f"layers.{foreign[0].index}.pe",
-                           f"{names} {verb} weights of another PE kind than this core's {pe} "
-                           f"PEs; --host-fallback (host_fallback=True) runs "
+                           f"{names} {verb} weights of another PE kind than this core's "
+                           f"{'/'.join(pes)} PEs; --host-fallback (host_fallback=True) runs "
                            f"{'it' if len(foreign) == 1 else 'them'} on the host")
     return places
 
@@ -258,16 +259,27 @@ def _core_note(program, step):
             f"sent once per batch; {per}{tail}")
 
 
+def _engines_text(cfg):
+    """``"shift engine"``, or ``"shift + mult (4 columns, 4 passes) engines"``."""
+    parts = []
+    for k, e in enumerate(cfg.engines):
+        fold = cfg.folds(k)
+        parts.append(e.pe + (f" ({cfg.physical_cols(k)} columns, {fold} passes)"
+                             if fold > 1 else ""))
+    return " + ".join(parts) + (" engines" if len(parts) > 1 else " engine")
+
+
 def describe_program(program, images=1):
     """The lines :meth:`~mulfree.host.program.Program.describe` returns: the core, then one
     line per node (index, name, kind, placement, shapes, estimated core cycles, useful terms,
     host elements, how it runs), then the totals."""
-    e = program.core.engine
+    cfg = program.core
+    e = cfg.engine
     model = program.model
     costs = node_costs(program, images)
-    lines = [f"program for {program.core.top_name}: {e.rows}x{e.cols} {e.pe} engine, "
-             f"act {e.act_bits} b, weight code {e.code_width} b, max_k {e.max_k}, "
-             f"stream {program.core.stream_width} b",
+    lines = [f"program for {cfg.top_name}: {e.rows}x{e.cols} {_engines_text(cfg)}, "
+             f"act {e.act_bits} b, weight code {cfg.code_width} b, max_k {e.max_k}, "
+             f"stream {cfg.stream_width} b",
              f"  input {program.input_shape}: quantized on the host "
              f"(x * 2^{-model.input.scale_exp}, round half up, {model.input.act_bits} b)",
              f"  costs for a batch of {images} image{'s' if images != 1 else ''}; core cycles "

@@ -129,6 +129,9 @@ class CoreStep:
         :attr:`result_shape`.
     short_shape : tuple or None
         The shortcut tensor's shape per image, with ``residual``.
+    engine : int
+        The engine the runs choose (the descriptor's ``engine``): the core's engine of the
+        node's PE kind.
     """
 
     index: int
@@ -150,6 +153,7 @@ class CoreStep:
     fused: tuple = ()
     pool: int | None = None
     short_shape: tuple | None = None
+    engine: int = 0
 
     placement = "core"
 
@@ -259,7 +263,8 @@ def step_layer(step: CoreStep, x, *, reuse, shortcut=None):
         shortcut = None
     return Layer(x, step.w_codes, step.post, stride=step.stride, padding=step.padding,
                  shifts=step.shifts, reuse_weights=reuse, shortcut=shortcut,
-                 residual=step.residual, clamp=step.clamp, pool=step.pool)
+                 residual=step.residual, clamp=step.clamp, pool=step.pool,
+                 engine=step.engine)
 
 
 def step_geometry(cfg, step, images=1, *, reuse=False):

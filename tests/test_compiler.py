@@ -115,8 +115,11 @@ def test_core_for_model_picks_the_kind_with_most_terms():
     rng = np.random.default_rng(0)
     model.layers[-1] = IntLinear("adder", _codes(rng, "adder", None, 8, (9, 3)), act_bits=8,
                                  **_post(rng, "adder", 3, 9, 8))
-    cfg = core_for_model(model, rows=4, cols=4)
+    cfg = core_for_model(model, rows=4, cols=4, engines="one")
     assert cfg.engine.pe == "shift" and cfg.engine.act_bits == 6 and cfg.engine.max_k == 64
+    assert cfg.extra_engines == ()
+    # The adder layer's activations are wider than the shift layers': no adder engine.
+    assert core_for_model(model, rows=4, cols=4).extra_engines == ()
     with pytest.raises(CompileError) as info:
         compile_model(model, cfg)
     assert str(info.value) == ("layers.5 (adder linear) has weights of another PE kind than "
@@ -127,6 +130,29 @@ def test_core_for_model_picks_the_kind_with_most_terms():
     model.layers[-1] = IntLinear("adder", _codes(rng, "adder", None, 8, (9, 2000)),
                                  act_bits=8, **_post(rng, "adder", 2000, 9, 8))
     assert core_for_model(model, rows=4, cols=4).engine.pe == "adder"
+
+
+def test_core_for_model_builds_an_engine_per_kind():
+    """A mixed model at one activation width gets a multi-engine core: the most-used kind is
+    engine 0, the other kind (a few terms) a folded engine; every node runs on the core and the
+    program equals the golden model."""
+    model = conv_model(2, "shift", ab=8)
+    rng = np.random.default_rng(1)
+    model.layers[-1] = IntLinear("mult", _codes(rng, "mult", 6, 8, (9, 3)), act_bits=8,
+                                 weight_bits=6,
+                                 **_post(rng, "mult", 3, 9, 8))
+    cfg = core_for_model(model, rows=4, cols=4)
+    assert [e.pe for e in cfg.engines] == ["shift", "mult"]
+    assert cfg.extra_engines[0].weight_bits == 6 and cfg.engine_cols == (4, 1)
+    program = compile_model(model, cfg)
+    steps = [s for s in program.steps if isinstance(s, CoreStep)]
+    assert [s.engine for s in steps] == [0] * (len(steps) - 1) + [1]
+    assert all(s.placement == "core" for s in program.steps if s.kind in ("conv2d", "linear"))
+    x = _inputs(model, 3)
+    assert np.array_equal(emulate_program(program, x), run_int_model(model, x))
+    assert "4x4 shift + mult (1 columns, 4 passes) engines" in program.describe()
+    with pytest.raises(CompileError, match="engines must be 'all' or 'one'"):
+        core_for_model(model, engines="two")
 
 
 def _with(model, i, **changes):
@@ -267,6 +293,10 @@ def test_compile_cli(tmp_path, run_main, capsys):
                                  **_post(np.random.default_rng(0), "adder", 3, 9, 8))
     write_export(model, tmp_path / "mixed")
     status, out, err = run_main(["compile", str(tmp_path / "mixed")], capsys)
+    assert status == 0, err
+    assert "16x16 shift + adder (4 columns, 4 passes) engines" in out
+    status, out, err = run_main(["compile", str(tmp_path / "mixed"), "--engines", "one"],
+                                capsys)
     assert status == 2 and err.count("\n") == 1
     assert "layers.5 (adder linear) has weights of another PE kind than this core's shift PEs; "\
            "--host-fallback" in err

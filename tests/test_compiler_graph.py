@@ -117,8 +117,8 @@ def test_mixed_kinds_need_host_fallback():
     """A weight node of another PE kind is refused, all of them named in one line; with
     host_fallback the host computes them exactly and counts their terms."""
     model = graph_model(5, "shift", pw_pe="mult", fc_pe="adder")
-    cfg = core_for_model(model, rows=4, cols=4)
-    assert cfg.engine.pe == "shift"
+    cfg = core_for_model(model, rows=4, cols=4, engines="one")
+    assert cfg.engine.pe == "shift" and cfg.extra_engines == ()
     with pytest.raises(CompileError) as info:
         compile_model(model, cfg)
     assert str(info.value) == (
@@ -144,6 +144,22 @@ def test_mixed_kinds_need_host_fallback():
         assert r.host_elements == (3 * int(np.prod(infos[r.name].out_shape))
                                    if r.placement == "host" else 0), r.name
         assert r.runs == (3 if r.placement == "core" and node.kind == "conv2d" else 0), r.name
+
+
+def test_mixed_kinds_on_a_multi_engine_core():
+    """The default core of a model of three PE kinds has an engine per kind: every weight node
+    but the depthwise one runs on the core, each on its kind's engine, equal to the golden
+    model."""
+    model = graph_model(5, "shift", pw_pe="mult", fc_pe="adder")
+    cfg = core_for_model(model, rows=4, cols=4)
+    assert [e.pe for e in cfg.engines] == ["shift", "mult", "adder"]
+    program = compile_model(model, cfg)
+    assert {s.name: s.reason for s in program.host_steps
+            if s.node.kind in ("linear", "conv2d")} == {"dw": "depthwise"}
+    assert {s.name: cfg.engines[s.engine].pe for s in program.core_steps} == {
+        "conv1": "shift", "conv2": "shift", "conv3": "shift", "pw": "mult", "fc": "adder"}
+    x = inputs(model, 3)
+    assert np.array_equal(emulate_program(program, x), run_int_model(model, x))
 
 
 def test_no_node_for_the_core():
@@ -226,7 +242,8 @@ def test_costs_count_what_the_nodes_compute():
 
 def test_describe_lists_every_node():
     model = graph_model(8, "shift", pw_pe="mult")
-    program = compile_model(model, core_for_model(model, rows=4, cols=4), host_fallback=True)
+    program = compile_model(model, core_for_model(model, rows=4, cols=4, engines="one"),
+                            host_fallback=True)
     text = program.describe(2)
     lines = text.splitlines()
     assert lines[2].startswith("  costs for a batch of 2 images")
@@ -263,11 +280,18 @@ def mixed_export(tmp_path):
 def test_compile_cli_lists_the_placement(mixed_export, run_main, capsys):
     model, path = mixed_export
     status, out, err = run_main(["compile", str(path), "--rows", "4", "--cols", "4"], capsys)
+    assert status == 0, err
+    assert "4x4 shift + mult (1 columns, 4 passes) + adder (1 columns, 4 passes) engines" in out
+    for info in model.graph():
+        assert re.search(rf"\n +{info.index}  {re.escape(info.name)} +{info.kind} +"
+                         rf"{PLACES[info.name]} ", out), (info.name, out)
+    status, out, err = run_main(["compile", str(path), "--rows", "4", "--cols", "4",
+                                 "--engines", "one"], capsys)
     assert status == 2 and err.count("\n") == 1
     assert "layers.5 (pw, mult conv2d), layers.16 (fc, adder linear) have weights of another " \
            "PE kind" in err and "--host-fallback" in err
     status, out, err = run_main(["compile", str(path), "--rows", "4", "--cols", "4",
-                                 "--host-fallback", "--batch", "3"], capsys)
+                                 "--engines", "one", "--host-fallback", "--batch", "3"], capsys)
     assert status == 0, err
     assert "costs for a batch of 3 images" in out
     for info in model.graph():
@@ -336,10 +360,10 @@ def test_run_reads_cifar10_from_data_dir(mixed_export, tmp_path, run_main, capsy
 @pytest.mark.parametrize("form", ["shift", "adder"])
 def test_zoo_resnet8_captured_and_quantized(form):
     """A captured, quantized ResNet-8 of the zoo (option-A shortcuts; the adder form keeps mult
-    ends, which run on the host with host_fallback) on the NumPy core model equals the golden
-    model; every residual add runs in the runs of its block's second convolution, the
-    option-A shortcuts' subsampling and pads and the global pool with its flatten too: in
-    DeepShift form no node is left for the host, in AdderNet form only the mult ends."""
+    ends, which run on the core's folded mult engine, or on the host with host_fallback on a
+    one-engine core) on the NumPy core model equals the golden model; every residual add runs
+    in the runs of its block's second convolution, the option-A shortcuts' subsampling and
+    pads and the global pool with its flatten too: no node is left for the host."""
     import torch
     from mulfree.host.quant import quantize
     from mulfree.host.zoo import build_zoo_model
@@ -349,17 +373,20 @@ def test_zoo_resnet8_captured_and_quantized(form):
     x = torch.rand(8, 3, 16, 16)
     model = quantize(net, x)
     cfg = core_for_model(model, rows=4, cols=4)
-    assert cfg.engine.pe == form
+    assert [e.pe for e in cfg.engines] == ([form] if form == "shift" else ["adder", "mult"])
+    xq = quantize_input(model, x[:2].numpy())
     if form == "adder":
+        one = core_for_model(model, rows=4, cols=4, engines="one")
         with pytest.raises(CompileError, match=r"mult conv2d\).*mult linear\) have weights"):
-            compile_model(model, cfg)
-    program = compile_model(model, cfg, host_fallback=form == "adder")
-    host = {s.kind for s in program.host_steps}
-    assert host == (set() if form == "shift" else {"conv2d", "linear"})
+            compile_model(model, one)
+        fallback = compile_model(model, one, host_fallback=True)
+        assert {s.kind for s in fallback.host_steps} == {"conv2d", "linear"}
+        assert np.array_equal(emulate_program(fallback, xq), run_int_model(model, xq))
+    program = compile_model(model, cfg)
+    assert not program.host_steps
     adds = [s for s in program.steps if s.kind == "add"]
     assert len(adds) == 3 and all(isinstance(s, FusedStep) for s in adds)
     for kind in ("global_avgpool", "flatten", "pad", "maxpool2d"):
         assert all(isinstance(s, FusedStep) for s in program.steps if s.kind == kind), kind
-    xq = quantize_input(model, x[:2].numpy())
     y = emulate_program(program, xq)
     assert np.array_equal(y, run_int_model(model, xq))
