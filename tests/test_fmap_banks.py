@@ -19,9 +19,11 @@ Checked against a Python model of the two banks: the reader delivers exactly the
 vectors, in order, with their original values (a result written over one before it was read
 shows up); the results sit at ``pixel * NT + nt``; the issue port returns the in-bank's
 contents; with ``keep = 0`` the result stream is never back-pressured and no bank changes.
-Last, the reader drives the real :class:`~mulfree.rtl.stream_loader.ShortcutAligner` (its
-``hold`` included): the aligned shortcut equals the golden ``shortcut_source``, at the
-aligner's full rate.
+Last, ResNet's second convolution: the reader drives the real
+:class:`~mulfree.rtl.stream_loader.ShortcutAligner` (its ``hold`` included) while the results,
+as early as post-processing's shortcut watermark lets the core produce them, are written in
+place: the aligned shortcut equals the golden ``shortcut_source``, at the aligner's full rate,
+and the interlock waits exactly where docs/architecture.md says (never for the identity).
 """
 
 import numpy as np
@@ -42,6 +44,11 @@ def config(lanes):
     return CoreConfig(engine=ArrayConfig(pe="shift", rows=lanes, cols=lanes, max_k=16),
                       fmap_vectors=DEPTH, weight_rows=16, acc_entries=4, max_channels=64,
                       out_vectors=2, shortcut_vectors=DEPTH)
+
+
+def random_word(rng, bits):
+    """A uniformly random ``bits``-bit integer (wider than NumPy's int64)."""
+    return int.from_bytes(rng.bytes((bits + 7) // 8), "little") & ((1 << bits) - 1)
 
 
 def geometry(rng, lanes):
@@ -78,7 +85,6 @@ class Bench:
         self.cfg = config(lanes)
         self.lanes = lanes
         self.fa = fmap_addr_bits(self.cfg)
-        self.vmax = 1 << (lanes * self.cfg.engine.act_bits)
         self.dut = FmapBanks(self.cfg)
         self.rst = Signal()
         self.top = ResetInserter({"sync": self.rst})(self.dut)
@@ -154,10 +160,9 @@ class Bench:
     async def scenario(self, ctx, sc):
         d, rng, R, a = self.dut, sc["rng"], self.lanes, self.cfg.engine.act_bits
         b, keep, resident = sc["in_bank"], sc["keep"], sc["resident"]
-        nbytes = (self.vmax.bit_length() + 6) // 8
 
         def vec():
-            return int.from_bytes(rng.bytes(nbytes), "little") % self.vmax
+            return random_word(rng, R * a)
         banks = [{}, {}]
         # ---- 1. Preload: the source tensor into bank 1 - b, the first inputs into bank b.
         src = [vec() for _ in range(sc["src"])]
@@ -322,31 +327,40 @@ class Chained(Elaboratable):
 
 
 @pytest.mark.parametrize("lanes", [2, 3, 4, 8])
-def test_reader_feeds_the_aligner(lanes):
-    """A kept tensor in bank 1 - b, read by the reader into the real ShortcutAligner: the
-    aligned shortcut equals ``shortcut_source`` (identity; option A, stride 1 or 2, channel
-    offset), and the reader loses no cycle (one vector per cycle, plus the aligner's one hold
-    per kept pixel when the offset is no multiple of ``cols``)."""
+def test_in_place_residual_with_the_aligner(lanes):
+    """ResNet's second convolution on the banks: the kept tensor in bank ``1 - b`` is the
+    shortcut source, read into the real ShortcutAligner (its ``hold`` included), while the
+    results are written over it in place (``keep``), in the core's order, each as soon as the
+    core could produce it: once its aligned shortcut vector is complete (the aligner's
+    ``done``, post-processing's watermark). The aligned shortcut equals the golden
+    ``shortcut_source`` (identity; option A, stride 1 or 2, channel offsets), bank ``1 - b``
+    then holds the results at ``pixel * NT + nt`` (and the source past them), the reader
+    loses no cycle (one vector per cycle, plus the aligner's one hold per kept pixel when the
+    offset is no multiple of ``cols``), and the interlock waits as docs/architecture.md says:
+    never for the identity, always for a stride-1 option A."""
     cfg = config(lanes)
     a = cfg.engine.act_bits
     rng = np.random.default_rng(200 + lanes)
     cases = []
-    for _ in range(4):
-        c_in = int(rng.integers(1, 3 * lanes + 1))
-        if rng.random() < 0.3:
-            stride, out_c, off = 1, c_in, 0
-        else:
-            stride, out_c = int(rng.choice([1, 2])), 2 * c_in
-            off = int(rng.integers(0, out_c - c_in + 1))
-        oh, ow = (int(v) for v in rng.integers(1, 12 // stride + 1, 2))
+    for kind in ("identity", "A1", "A2", "A1", "A2"):
+        c_in = int(rng.integers(max(2, lanes // 2 + 1), 3 * lanes + 1))
+        stride = 2 if kind == "A2" else 1
+        out_c, off = (c_in, 0) if kind == "identity" else \
+            (2 * c_in, int(rng.integers(0, c_in + 1)))
+        oh, ow = (int(v) for v in rng.integers(2, 12 // stride + 1, 2))
         x = rng.integers(0, 1 << a, (c_in, oh * stride, ow * stride))
-        cases.append((x, out_c, stride, off, int(rng.integers(2))))
+        cases.append((kind, x, out_c, stride, off, int(rng.integers(2))))
     dut = Chained(cfg)
     rst = Signal()
     banks, align = dut.banks, dut.align
 
+    async def reset(ctx):
+        ctx.set(rst, 1)
+        await ctx.tick()
+        ctx.set(rst, 0)
+
     async def bench(ctx):
-        for x, out_c, stride, off, b in cases:
+        for kind, x, out_c, stride, off, b in cases:
             c_in, sh, sw = x.shape
             nts, nt = -(-c_in // lanes), -(-out_c // lanes)
             oh, ow = sh // stride, sw // stride
@@ -358,9 +372,7 @@ def test_reader_feeds_the_aligner(lanes):
                                int(rng.integers(1 << a))
                                for c in range(t * lanes, (t + 1) * lanes)]
                     src.append(sum(v << (j * a) for j, v in enumerate(lanes_v)))
-            ctx.set(rst, 1)
-            await ctx.tick()
-            ctx.set(rst, 0)
+            await reset(ctx)
             ctx.set(banks.in_bank, 1 - b)
             for addr, v in enumerate(src):
                 ctx.set(banks.acts_we, 1)
@@ -368,11 +380,11 @@ def test_reader_feeds_the_aligner(lanes):
                 ctx.set(banks.acts_data, v)
                 await ctx.tick()
             ctx.set(banks.acts_we, 0)
-            ctx.set(rst, 1)
-            await ctx.tick()
-            ctx.set(rst, 0)
+            # The run: in bank b, shortcut resident in 1 - b, results kept in place.
+            await reset(ctx)
             ctx.set(banks.in_bank, b)
             ctx.set(banks.short_resident, 1)
+            ctx.set(banks.keep, 1)
             ctx.set(banks.short_vectors, len(src))
             for port, v in (("short_c", c_in), ("short_off", off), ("short_stride", stride),
                             ("out_w", ow), ("nt", nt), ("nts", nts)):
@@ -381,18 +393,31 @@ def test_reader_feeds_the_aligner(lanes):
             ctx.set(banks.start, 1)
             await ctx.tick()
             ctx.set(banks.start, 0)
-            writes, cycles = {}, 0
-            while not (ctx.get(banks.sc_done) and not ctx.get(align.hold)):
+            res = [(addr, random_word(rng, lanes * a))
+                   for addr in result_order(rng, oh * ow, nt, False)]
+            writes, cycles, reader_cycles, r_next, blocked = {}, 0, None, 0, 0
+            while r_next < len(res) or reader_cycles is None or ctx.get(align.hold):
                 if ctx.get(align.wr_en):
                     writes[ctx.get(align.wr_addr)] = ctx.get(align.wr_data)
+                if reader_cycles is None and ctx.get(banks.sc_done) and not ctx.get(align.hold):
+                    reader_cycles = cycles
+                valid = r_next < len(res) and res[r_next][0] < ctx.get(align.done)
+                ctx.set(banks.res.valid, valid)
+                if valid:
+                    ctx.set(banks.res.payload, {"addr": res[r_next][0], "data": res[r_next][1]})
+                    if ctx.get(banks.res.ready):
+                        r_next += 1
+                    else:
+                        blocked += 1
                 cycles += 1
-                assert cycles < 4 * len(src) + 10, "the reader stalled"
+                assert cycles < 4 * (len(src) + len(res)) + 10, "no progress"
                 await ctx.tick()
+            ctx.set(banks.res.valid, 0)
             split = off % lanes and off // lanes + nts < nt    # a carry-only last tile
             holds = oh * ow if split else 0
-            assert cycles == len(src) + holds + 1, (cycles, len(src), holds)
+            assert reader_cycles == len(src) + holds + 1, (reader_cycles, len(src), holds)
             assert ctx.get(align.done) == oh * ow * nt
-            # Expected: the aligned tiles the shortcut reaches, from the golden model.
+            # The aligned shortcut: the tiles it reaches, from the golden model.
             gold = shortcut_source(x, out_c, stride, off)
             lo = off // lanes
             hi = min(nt - 1, lo + nts - 1 + (off % lanes > 0))
@@ -402,8 +427,27 @@ def test_reader_feeds_the_aligner(lanes):
                     vals = [int(gold[c, p // ow, p % ow]) if c < out_c else 0
                             for c in range(n * lanes, (n + 1) * lanes)]
                     want[p * nt + n] = sum(v << (j * a) for j, v in enumerate(vals))
-            assert writes == want, f"aligned shortcut differs (case {c_in}->{out_c}, " \
-                                   f"stride {stride}, offset {off})"
+            assert writes == want, f"aligned shortcut differs ({kind}, {c_in}->{out_c}, " \
+                                   f"offset {off})"
+            if kind == "identity":
+                assert blocked == 0, f"identity: the interlock waited {blocked} cycles"
+            elif kind == "A1":
+                assert blocked > 0, "stride-1 option A: the interlock never waited"
+            # Bank 1 - b now: the results in place, the source past them.
+            bank = dict(enumerate(src))
+            bank.update(res)
+            await reset(ctx)
+            ctx.set(banks.in_bank, 1 - b)
+            for addr in range(len(bank) + 1):
+                if addr:
+                    assert ctx.get(banks.rd_data) == bank[addr - 1], f"{kind}: address {addr - 1}"
+                if addr == len(bank):
+                    break
+                ctx.set(banks.rd_addr, sum(addr << (j * fmap_addr_bits(cfg))
+                                           for j in range(lanes)))
+                ctx.set(banks.rd_en, 1)
+                await ctx.tick()
+            ctx.set(banks.rd_en, 0)
 
     sim = Simulator(ResetInserter({"sync": rst})(dut))
     sim.add_clock(1e-8)
