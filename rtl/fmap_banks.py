@@ -171,7 +171,7 @@ class FmapBanks(wiring.Component):
 
         # ---- The banks: a memory per lane, one write and one read port each ------------------
         b = self.in_bank
-        issue_data = [[], []]
+        bank_data = [[], []]
         for k in range(2):
             mine = b == k               # bank k is the run's input bank
             for j in range(R):
@@ -185,10 +185,10 @@ class FmapBanks(wiring.Component):
                     rd.addr.eq(Mux(mine, self.rd_addr.word_select(j, fa), rd_ptr[:fa])),
                     rd.en.eq(Mux(mine, self.rd_en, fetch)),
                 ]
-                issue_data[k].append(rd.data)
+                bank_data[k].append(rd.data)
         # The in-bank's lanes to the issue unit, the other bank's to the aligner.
         m.d.comb += [
-            self.rd_data.eq(Mux(b, Cat(issue_data[1]), Cat(issue_data[0]))),
-            self.sc_data.eq(Mux(b, Cat(issue_data[0]), Cat(issue_data[1]))),
+            self.rd_data.eq(Mux(b, Cat(bank_data[1]), Cat(bank_data[0]))),
+            self.sc_data.eq(Mux(b, Cat(bank_data[0]), Cat(bank_data[1]))),
         ]
         return m
