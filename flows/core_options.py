@@ -9,7 +9,7 @@ from .options import UsageError, option_message
 
 
 __all__ = ["OPTION", "CORE_OPTIONS", "add_array_options", "config_from_args", "add_core_options",
-           "core_config_from_args", "core_error_message"]
+           "core_config_from_args", "core_error_message", "parse_pe_list"]
 
 
 # Python parameter name -> command-line option, for error messages.
@@ -30,7 +30,13 @@ def add_array_options(parser):
     g.add_argument("--pe", default="shift", metavar="KIND",
                    help=f"operator of every PE: {', '.join(PE_KINDS)} (default: shift). "
                         "shift = DeepShift sign*(x<<p), adder = AdderNet -|x-w|, "
-                        "mult = multiplier baseline x*w")
+                        "mult = multiplier baseline x*w. With --core, a comma-separated list "
+                        "builds a multi-engine core, engine 0 first (e.g. shift,mult:4): "
+                        "each further engine is KIND[:COLS[:BITS]], an array of its own kind "
+                        "sharing --rows, --cols, --act-bits and --max-k, COLS (a divisor of "
+                        "--cols; empty or --cols: not folded) folds it to that many physical "
+                        "columns, BITS sets its weight bits (default: the kind's); engine 0 "
+                        "takes --arch and --weight-bits and is never folded")
     g.add_argument("--rows", type=int, default=8,
                    help=f"PE rows = input vector length = reduction length of one tile "
                         f"({_range('rows')}, default: 8)")
@@ -60,10 +66,61 @@ def add_array_options(parser):
                         f"({_range('tree_levels_per_stage')}, default: 1 = fully pipelined)")
 
 
-def config_from_args(args):
-    """The :class:`ArrayConfig` of parsed options; raises :class:`UsageError`."""
+def parse_pe_list(value):
+    """``--pe``'s engines: ``[(kind, cols or None, weight_bits or None)]``, engine 0 first.
+
+    ``value`` is ``KIND`` or a comma-separated list ``KIND,KIND[:COLS[:BITS]],...`` (a
+    multi-engine core). Only the syntax is checked here (kinds known and distinct, at most
+    ``MAX_ENGINES``, integers, engine 0 a bare kind); the sizes are the config's. Raises
+    :class:`UsageError` naming ``--pe``, the value and what is allowed.
+    """
+    from ..params.core_config import MAX_ENGINES
+    text = str(value)
+    allowed = (f"a kind ({', '.join(PE_KINDS)}) or, with --core, up to {MAX_ENGINES} distinct "
+               f"kinds separated by commas, each after the first as KIND[:COLS[:BITS]]")
+
+    def bad(why):
+        return UsageError(f"--pe {text!r}: {why}; allowed: {allowed}")
+
+    items = text.split(",")
+    if len(items) > MAX_ENGINES:
+        raise bad(f"{len(items)} engines, a core has at most {MAX_ENGINES}")
+    engines = []
+    for k, item in enumerate(items):
+        parts = item.strip().split(":")
+        if len(parts) > 3:
+            raise bad(f"engine {k} {item!r} has more than KIND:COLS:BITS")
+        kind = parts[0].strip()
+        if kind not in PE_KINDS:
+            raise bad(f"engine {k} kind {kind!r} is unknown")
+        if k == 0 and len(parts) > 1:
+            raise bad(f"engine 0 ({kind}) is never folded and takes --weight-bits; write it "
+                      f"as a bare kind")
+        numbers = []
+        for name, part in zip(("COLS", "BITS"), parts[1:]):
+            part = part.strip()
+            if part == "":
+                numbers.append(None)
+            elif part.isdigit() and len(part) <= 6:
+                numbers.append(int(part))
+            else:
+                raise bad(f"engine {k} ({kind}) {name} {part!r} is not a positive integer")
+        numbers += [None] * (2 - len(numbers))
+        if kind in [e[0] for e in engines]:
+            raise bad(f"kind {kind!r} twice (one engine per kind)")
+        engines.append((kind, *numbers))
+    return engines
+
+
+def config_from_args(args, *, core=False):
+    """The :class:`ArrayConfig` of parsed options (with ``core``, engine 0 of ``--pe``'s
+    list); raises :class:`UsageError`. A list in ``--pe`` is refused unless ``core``."""
+    if not core and ("," in str(args.pe) or ":" in str(args.pe)):
+        raise UsageError(f"--pe {str(args.pe)!r}: several engines (or KIND:COLS) make a "
+                         f"core only (--core); an engine is one of {', '.join(PE_KINDS)}")
+    kind = parse_pe_list(args.pe)[0][0]
     try:
-        return ArrayConfig(pe=args.pe, rows=args.rows, cols=args.cols, act_bits=args.act_bits,
+        return ArrayConfig(pe=kind, rows=args.rows, cols=args.cols, act_bits=args.act_bits,
                            weight_bits=args.weight_bits, max_k=args.max_k, name=args.name,
                            arch=args.arch, tree_levels_per_stage=args.levels_per_stage)
     except ConfigError as e:
@@ -106,13 +163,33 @@ def add_core_options(parser):
                        help=f"{helps[param]} ({rng}default: {getattr(d, param)})")
 
 
+def _extra_engines(args, engine):
+    """The further engines of ``--pe`` and their ``engine_cols`` (empty: none folded)."""
+    specs = parse_pe_list(args.pe)
+    extra, cols = [], [engine.cols]
+    for k, (kind, c, bits) in enumerate(specs[1:], 1):
+        try:
+            extra.append(ArrayConfig(pe=kind, rows=engine.rows, cols=engine.cols,
+                                     act_bits=engine.act_bits, max_k=engine.max_k,
+                                     weight_bits=bits))
+        except ConfigError as e:
+            raise UsageError(f"--pe {str(args.pe)!r}: engine {k} ({kind}): {e}") from None
+        cols.append(engine.cols if c is None else c)
+    folded = any(c != engine.cols for c in cols)
+    return tuple(extra), tuple(cols) if folded else ()
+
+
 def core_config_from_args(args):
     from ..params.core_config import CoreConfig
-    engine = config_from_args(args)
+    engine = config_from_args(args, core=True)
+    extra, engine_cols = _extra_engines(args, engine)
     try:
-        return CoreConfig(engine=engine, name=args.name,
+        return CoreConfig(engine=engine, name=args.name, extra_engines=extra,
+                          engine_cols=engine_cols,
                           **{p: getattr(args, f"core_{p}") for p in CORE_OPTIONS})
     except ConfigError as e:
+        if e.param in ("extra_engines", "engine_cols"):
+            raise UsageError(f"--pe {str(args.pe)!r}: {e}") from None
         option = CORE_OPTIONS.get(e.param)
         message = str(e)
         if option and message.startswith(e.param):

@@ -20,7 +20,7 @@ from .version import __version__
 
 
 __all__ = ["MANIFEST_VERSION", "engine_manifest", "registers_section", "stream_section",
-           "core_manifest", "post_latency", "pool_buffer", "pool_latency"]
+           "core_manifest", "post_latency", "pool_buffer", "pool_latency", "engines_section"]
 
 MANIFEST_VERSION = 1
 
@@ -181,7 +181,7 @@ def registers_section(rmap):
 
 def stream_section(cfg: CoreConfig):
     """The manifest's ``stream`` section: packet types, vector sizes, the descriptor's fields."""
-    e = cfg.engine
+    e, p = cfg.engine, cfg.post_engine
     vb = cfg.vector_bits
     return {
         "width": cfg.stream_width,
@@ -203,11 +203,32 @@ def stream_section(cfg: CoreConfig):
                  "clamp_range": list(e.act_range),
                  "pool_shift_range": list(pool_shift_range(e.act_bits, cfg.pool_pixels)),
                  "pool_sum_width": pool_sum_width(e.act_bits, cfg.pool_pixels)},
-        "params_vector": {"bias": [e.acc_width - 1, 0],
-                          "shift": [e.acc_width + shift_width(e) - 1, e.acc_width],
-                          "relu": e.acc_width + shift_width(e)},
+        # PARAMS at the post-processing engine's widths (a multi-engine core's widest).
+        "params_vector": {"bias": [p.acc_width - 1, 0],
+                          "shift": [p.acc_width + shift_width(p) - 1, p.acc_width],
+                          "relu": p.acc_width + shift_width(p)},
         "shift_entry_bits": SHIFT_ENTRY_BITS,
         "order": "docs/interface.md, 'Stream formats'",
+    }
+
+
+def engines_section(cfg: CoreConfig):
+    """The manifest's ``engines`` section (interface 2.1): the core-wide ``code_width`` (bits
+    of a WEIGHTS slot) and ``acc_width`` (accumulator buffer lanes, PARAMS bias), the engine
+    whose widths post-processing takes (``post_engine``), and every engine: its index (the
+    descriptor's ``engine`` field), kind, organisation, weight bits, code and accumulator
+    widths, physical columns, passes per vector (``folds``) and latency."""
+    post = cfg.engines.index(cfg.post_engine)
+    return {
+        "count": len(cfg.engines),
+        "code_width": cfg.code_width,
+        "acc_width": cfg.acc_width,
+        "post_engine": post,
+        "list": [{"index": k, "pe": e.pe, "arch": e.arch, "weight_bits": e.weight_bits,
+                  "code_width": e.code_width, "acc_width": e.acc_width,
+                  "physical_cols": cfg.physical_cols(k), "folds": cfg.folds(k),
+                  "latency": cfg.engine_latency(k)}
+                 for k, e in enumerate(cfg.engines)],
     }
 
 
@@ -224,6 +245,7 @@ def core_manifest(cfg: CoreConfig):
         "parameters": cfg.params(),
         "engine": {k: eng[k] for k in ("parameters", "derived", "weights", "timing")
                    if k in eng},
+        "engines": engines_section(cfg),
         "ports": core_ports(cfg),
         "clock": "clk", "reset": "rst (synchronous, active high)",
         "registers": registers_section(cfg.register_map),
@@ -236,8 +258,8 @@ def core_manifest(cfg: CoreConfig):
             "buffers": {
                 "fmap": {"depth": cfg.fmap_vectors, "width": e.rows * e.act_bits,
                          "banks": e.rows},
-                "weights": {"depth": cfg.weight_rows, "width": e.cols * e.code_width},
-                "acc": {"depth": cfg.acc_entries, "width": e.cols * e.acc_width},
+                "weights": {"depth": cfg.weight_rows, "width": e.cols * cfg.code_width},
+                "acc": {"depth": cfg.acc_entries, "width": e.cols * cfg.acc_width},
                 "post_table": {"channels": cfg.max_channels},
                 "shift_table": {"depth": -(-cfg.max_channels // e.rows),
                                 "width": e.rows * SHIFT_ENTRY_BITS},

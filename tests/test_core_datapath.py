@@ -343,3 +343,49 @@ def test_aligned_shortcut_refused():
     check_run(small_core(max_channels=16, shortcut_vectors=40), layer)
     out = run_datapath(small_core(max_channels=16, shortcut_vectors=39), packets)
     assert out["error"] == ERRORS["TOO_BIG"], out
+
+
+# Multi-engine cores (interface 2.1) ----------------------------------------------------------
+
+def engines_core(**over):
+    """A shift array with a mult array beside it (the mult engine's codes and sums are the
+    wider: the core's code_width and acc_width)."""
+    params = dict(engine=ArrayConfig(pe="shift", rows=4, cols=3, max_k=64),
+                  extra_engines=(ArrayConfig(pe="mult", rows=4, cols=3, weight_bits=8,
+                                             max_k=64),),
+                  fmap_vectors=64, weight_rows=256, acc_entries=16, max_channels=16,
+                  out_vectors=4, shortcut_vectors=64)
+    params.update(over)
+    return CoreConfig(**params)
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_engines_each_kind(k):
+    """Each engine of a shift + mult core runs a convolution with a residual and a clamp and
+    a 1x1 shift layer, equal to the golden model of that engine (packets from the spec:
+    :func:`mulfree.sim.tb_core_engines.pack_engine_layer`)."""
+    from mulfree.sim.tb_core_engines import engine_layer, engine_view, pack_engine_layer
+    cfg = engines_core()
+    assert cfg.code_width == 8 and cfg.acc_width == cfg.engines[1].acc_width
+    rng = np.random.default_rng(40 + k)
+    view = engine_view(cfg, k)
+    conv = residual_layer(view, rng) if k == 0 else dataclasses.replace(
+        residual_layer(view, rng), w_codes=rng.integers(-128, 128, (5, 5, 3, 3)))
+    for layer in (conv, engine_layer(cfg, rng, k, "shift", in_c=6, h=3, w=4, out_c=4)):
+        out = run_datapath(cfg, pack_engine_layer(cfg, layer, k), ready=lambda c: c % 3 != 1)
+        assert out["error"] == 0 and out["finished"], out["error"]
+        want = expected_beats(view, layer)
+        assert len(out["beats"]) == len(want)
+        bad = [i for i, (g, w) in enumerate(zip(out["beats"], want)) if g != w]
+        assert not bad, f"engine {k}: {len(bad)} of {len(want)} beats differ, first {bad[0]}"
+
+
+def test_engines_missing_engine():
+    """A descriptor naming engine 2 (or 15) of a two-engine core stops the run: ENGINE."""
+    from mulfree.sim.tb_core_engines import engine_layer, pack_engine_layer
+    cfg = engines_core()
+    layer = engine_layer(cfg, np.random.default_rng(3), 0, "conv", padding=(1, 1))
+    for bad in (2, 15):
+        out = run_datapath(cfg, pack_engine_layer(cfg, layer, 0, engine=bad))
+        assert out["error"] == ERRORS["ENGINE"], out
+        assert out["beats"] == []

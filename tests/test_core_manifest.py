@@ -252,3 +252,87 @@ def test_gen_core_pool_pixels_option(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "--pool-pixels" in err[0] and bad in err[0], err
         assert not out.exists()
+
+
+def _gen_engines(tmp_path, name, pe, *extra):
+    from mulfree.flows import cli
+    out = tmp_path / name
+    args = ["gen", "--core", "--pe", pe, "--rows", "3", "--cols", "4", "--stream-width", "32",
+            "--fmap-vectors", "64", "--weight-rows", "32", "--acc-entries", "8",
+            "--max-channels", "8", "--out-vectors", "4", "--max-k", "48", *extra,
+            "-o", str(out)]
+    return cli.main(args), out
+
+
+def test_gen_core_engines_option(tmp_path, capsys):
+    """``mulfree gen --core --pe shift,mult:2``: a shift array and a mult engine folded to 2
+    of 4 columns; ``--pe shift,mult::10`` an unfolded mult of 10-bit weights beside the shift
+    array (two column modules, named apart); ``--arch tree --pe adder,mult`` an adder tree
+    and a mult array. The manifest's engines section, from first principles."""
+    rc, out = _gen_engines(tmp_path, "fold", "shift,mult:2")
+    assert rc == 0
+    [j_path] = out.glob("*.json")
+    doc = json.loads(j_path.read_text())
+    cfg = CoreConfig.from_params(doc["parameters"])
+    assert [e.pe for e in cfg.engines] == ["shift", "mult"] and cfg.engine_cols == (4, 2)
+    # shift: 4-bit codes, max_shift 6, 48 terms of 128 << 6 = 2^13: |sum| < 2^19, 20 bits;
+    # mult: 8-bit weights, 48 terms of (-128)^2 = 2^14: |sum| < 2^20, 21 bits, the core's.
+    eng = doc["engines"]
+    assert eng["count"] == 2 and eng["code_width"] == 8 and eng["acc_width"] == 21
+    assert eng["list"][0] == {"index": 0, "pe": "shift", "arch": "array", "weight_bits": 4,
+                              "code_width": 4, "acc_width": 20, "physical_cols": 4,
+                              "folds": 1, "latency": 3 + 2}
+    assert eng["list"][1] == {"index": 1, "pe": "mult", "arch": "array", "weight_bits": 8,
+                              "code_width": 8, "acc_width": 21, "physical_cols": 2,
+                              "folds": 2, "latency": cfg.engine_latency(1)}
+    assert doc["stream"]["vector_bits"]["WEIGHTS"] == 4 * 8
+    assert doc["core"]["buffers"]["weights"]["width"] == 32
+    text = (out / f"{cfg.top_name}.v").read_text()
+    assert f"module {cfg.top_name}_column(" in text and "_column_mult" not in text
+    assert cfg.top_name.endswith("_multc2_s32")
+
+    rc, out = _gen_engines(tmp_path, "two", "shift,mult::10")
+    assert rc == 0
+    [j_path] = out.glob("*.json")
+    doc = json.loads(j_path.read_text())
+    cfg = CoreConfig.from_params(doc["parameters"])
+    assert cfg.engine_cols == () and cfg.engines[1].weight_bits == 10
+    # mult 8 x 10 bits: 48 terms of 2^16 -> 23 bits, the widest: PARAMS at its widths.
+    assert doc["engines"]["acc_width"] == 23 and doc["engines"]["post_engine"] == 1
+    assert doc["engines"]["code_width"] == 10
+    assert doc["stream"]["params_vector"]["bias"] == [22, 0]
+    text = (out / f"{cfg.top_name}.v").read_text()
+    assert f"module {cfg.top_name}_column(" in text
+    assert f"module {cfg.top_name}_column_mult(" in text
+
+    rc, out = _gen_engines(tmp_path, "tree", "adder,mult", "--arch", "tree")
+    assert rc == 0
+    [j_path] = out.glob("*.json")
+    doc = json.loads(j_path.read_text())
+    assert [(e["pe"], e["arch"]) for e in doc["engines"]["list"]] == [("adder", "tree"),
+                                                                      ("mult", "array")]
+    text = (out / f"{doc['top']}.v").read_text()
+    assert f"module {doc['top']}_column_mult(" in text
+    assert f"module {doc['top']}_column(" not in text
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("pe,says", [
+    ("shift,mult:3", "must divide"), ("shift:2,mult", "engine 0"), ("shift,foo", "'foo'"),
+    ("shift,shift", "twice"), ("shift,mult,adder,mult", "at most 3"),
+    ("shift,mult:2:40", "weight_bits"), ("shift,mult:x", "'x'"), ("adder,adder:4", "twice")])
+def test_gen_core_engines_refused(tmp_path, capsys, pe, says):
+    """A bad ``--pe`` list: one line naming --pe and the value, exit 2, nothing written."""
+    rc, out = _gen_engines(tmp_path, "bad", pe)
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--pe {pe!r}" in err[0] and says in err[0], err
+    assert not out.exists()
+
+
+def test_engine_list_needs_a_core(tmp_path, capsys):
+    """``mulfree gen`` of an engine (no --core) refuses a list in --pe."""
+    from mulfree.flows import cli
+    assert cli.main(["gen", "--pe", "shift,mult", "-o", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--pe 'shift,mult'" in err[0] and "--core" in err[0], err

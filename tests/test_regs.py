@@ -75,12 +75,48 @@ def test_identity_registers_equal_config():
     rmap = CFG.register_map
     dut = AxiLiteRegisters(rmap)
     e = CFG.engine
-    expect = {"ID": CORE_MAGIC, "VERSION": 2 << 16, "ENGINE": 1 | (0 << 4) | (1 << 8),
+    expect = {"ID": CORE_MAGIC, "VERSION": 2 << 16 | 1, "ENGINE": 1 | (0 << 4) | (1 << 8),
               "ARRAY": 5 | (3 << 16),
               "WIDTHS": e.act_bits | (e.weight_bits << 8) | (e.acc_width << 16),
               "MAX_K": 100, "STREAM_WIDTH": 128, "FMAP_VECTORS": 300, "ACC_ENTRIES": 17,
               "WEIGHT_ROWS": 99, "MAX_CHANNELS": 512, "SHORTCUT_VECTORS": 1024,
-              "POOL_PIXELS": 4096}
+              "POOL_PIXELS": 4096,
+              # Interface 2.1: one engine; its code and accumulator are the core's.
+              "ENGINES": 1 | 6 << 8 | e.acc_width << 16,
+              "ENGINE_0": 1 | 0 << 4 | 6 << 8 | e.acc_width << 14 | 3 << 20,
+              "ENGINE_1": 0, "ENGINE_2": 0}
+    assert [rmap[f"ENGINE_{j}"].offset for j in range(3)] == [0x070, 0x074, 0x078]
+    assert rmap["ENGINES"].offset == 0x06C
+
+    async def bench(ctx):
+        for name, value in expect.items():
+            data, resp = await read(ctx, dut.s_axil, rmap[name].offset)
+            assert (data, resp) == (value, RESP_OKAY), f"{name}: got {data:#x}, want {value:#x}"
+    run(dut, bench)
+
+
+def test_engine_registers_of_three_engines():
+    """ENGINES and ENGINE_0..2 of an adder tree, a shift array and a mult engine folded to 2
+    of 6 columns: the kinds, organisations, widths and physical columns as the config says,
+    the core-wide code and accumulator widths the widest engine's."""
+    kinds = dict(rows=4, cols=6, act_bits=8, max_k=64)
+    adder = ArrayConfig(pe="adder", arch="tree", **kinds)
+    shift = ArrayConfig(pe="shift", weight_bits=4, **kinds)
+    mult = ArrayConfig(pe="mult", weight_bits=12, **kinds)
+    cfg = CoreConfig(engine=adder, extra_engines=(shift, mult), engine_cols=(6, 6, 2))
+    # Accumulators of 64 terms: adder -|x - w| >= -255, shift x << 6 (max_shift 6), mult x*w
+    # up to 2^18: 15, 21 and 26 bits.
+    widths = [e.acc_width for e in (adder, shift, mult)]
+    assert widths == [15, 21, 26] and cfg.acc_width == 26 and cfg.code_width == 12
+    rmap = cfg.register_map
+    dut = AxiLiteRegisters(rmap)
+    expect = {"ENGINES": 3 | 12 << 8 | 26 << 16,
+              "ENGINE_0": 1 | 1 << 4 | 8 << 8 | 15 << 14 | 6 << 20,
+              "ENGINE_1": 0 | 0 << 4 | 4 << 8 | 21 << 14 | 6 << 20,
+              "ENGINE_2": 2 | 0 << 4 | 12 << 8 | 26 << 14 | 2 << 20,
+              "VERSION": 2 << 16 | 1,
+              # The 2.0 registers still describe engine 0.
+              "ENGINE": 1 | 1 << 4 | 1 << 8, "WIDTHS": 8 | 8 << 8 | 15 << 16}
 
     async def bench(ctx):
         for name, value in expect.items():
