@@ -10,6 +10,7 @@ PE kind, ``physical_cols`` from 1 to ``cols``, several tiles back to back, rando
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.sim import Simulator
 
 from mulfree.params.config import ArrayConfig, ConfigError
@@ -51,7 +52,7 @@ def random_tile(cfg, n, rng):
     return weights, inputs, psums
 
 
-def run(dut, tiles, *, x_gap=0.0, w_gap=0.0, y_stall=0.0, seed=0):
+def run(dut, tiles, *, x_gap=0.0, w_gap=0.0, y_stall=0.0, seed=0, reset=None):
     """Stream ``tiles`` (``(weights, inputs, psums)``) through ``dut``.
 
     Weight beats and input beats are offered independently (each withheld with probability
@@ -59,18 +60,32 @@ def run(dut, tiles, *, x_gap=0.0, w_gap=0.0, y_stall=0.0, seed=0):
     ``{"out": [(vector, last)], "x_cycles": [...], "y_cycles": [...]}``: the results in order
     and the cycles of every input and output handshake. Checks the stream rules on ``y``: a
     beat offered and not taken stays, unchanged; and that no beat comes after the last one.
+
+    ``reset=(cycle, first_tiles)`` streams ``first_tiles`` the same way until ``cycle``, then
+    resets the engine's ``sync`` domain for one cycle (every input idle) and starts
+    ``tiles``; only what follows the reset is returned, and checked.
     """
     cfg = dut.cfg
     rows, cols, a, cw, acc = cfg.rows, cfg.cols, cfg.act_bits, cfg.code_width, cfg.acc_width
     rng = np.random.default_rng(seed)
-    w_beats = [_pack(t[0][r], cw) for t in tiles for r in range(rows)]
-    x_beats = [{"data": _pack(x, a), "psum": _pack(p, acc), "last": int(m == len(t[1]) - 1)}
-               for t in tiles for m, (x, p) in enumerate(zip(t[1], t[2]))]
-    total = len(x_beats)
+
+    def beats(tiles):
+        return ([_pack(t[0][r], cw) for t in tiles for r in range(rows)],
+                [{"data": _pack(x, a), "psum": _pack(p, acc), "last": int(m == len(t[1]) - 1)}
+                 for t in tiles for m, (x, p) in enumerate(zip(t[1], t[2]))])
+
+    reset_cycle, first = reset if reset is not None else (None, tiles)
+    w_beats, x_beats = beats(first)
+    total = len(beats(tiles)[1])
+    now = [len(x_beats)]                # results expected of the tiles being streamed
     # Far more than the slowest legal run needs (every beat waits for a free cycle): a hang
     # fails quickly.
     max_cycles = 200 + 20 * (len(w_beats) + total * dut.passes + dut.latency)
+    max_cycles += reset_cycle or 0
     res = {"out": [], "x_cycles": [], "y_cycles": []}
+    rst = Signal()
+    top = Module()
+    top.submodules.dut = ResetInserter(rst)(dut)
 
     async def bench(ctx):
         held = None
@@ -78,7 +93,20 @@ def run(dut, tiles, *, x_gap=0.0, w_gap=0.0, y_stall=0.0, seed=0):
         tail = 0
         while tail < 3 * dut.latency + 10:          # after the last result: nothing more
             assert cycle < max_cycles, f"{len(res['out'])} of {total} results after {cycle}"
-            if len(res["out"]) >= total:
+            if cycle == reset_cycle:
+                assert x_beats or len(res["out"]) < now[0], "nothing in flight to reset"
+                ctx.set(rst, 1)
+                for s in (dut.w.valid, dut.x.valid, dut.y.ready):
+                    ctx.set(s, 0)
+                await ctx.tick()
+                ctx.set(rst, 0)
+                cycle += 1
+                w_beats[:], x_beats[:] = beats(tiles)
+                now[0] = total
+                res.update(out=[], x_cycles=[], y_cycles=[])
+                held = None
+                assert not ctx.get(dut.y.valid), "a result right after the reset"
+            if len(res["out"]) >= now[0] and (reset_cycle is None or cycle > reset_cycle):
                 tail += 1
             w_offer = bool(w_beats) and rng.random() >= w_gap
             x_offer = bool(x_beats) and rng.random() >= x_gap
@@ -95,7 +123,7 @@ def run(dut, tiles, *, x_gap=0.0, w_gap=0.0, y_stall=0.0, seed=0):
             if held is not None:
                 assert valid and payload == held, f"cycle {cycle}: a stalled y beat changed"
             if valid:
-                assert len(res["out"]) < total, f"cycle {cycle}: a result beyond the last"
+                assert len(res["out"]) < now[0], f"cycle {cycle}: a result beyond the last"
             if w_offer and ctx.get(dut.w.ready):
                 w_beats.pop(0)
             if x_offer and ctx.get(dut.x.ready):
@@ -108,7 +136,7 @@ def run(dut, tiles, *, x_gap=0.0, w_gap=0.0, y_stall=0.0, seed=0):
             await ctx.tick()
             cycle += 1
 
-    sim = Simulator(dut)
+    sim = Simulator(top)
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()
@@ -186,6 +214,9 @@ DESIGNS = [
     ("mult", 3, 4, 4, 5, 3, 9),
     ("mult", 4, 8, 2, 6, 5, 4),
     ("mult", 5, 9, 3, 4, 4, 17),
+    ("mult", 2, 6, 1, 5, 4, 8),          # rows 0 and 1 both take their row on the swap
+    ("shift", 1, 1, 1, 4, 3, 1),         # one PE, one pass
+    ("adder", 2, 8, 2, 3, None, 2),
 ]
 
 
@@ -222,6 +253,20 @@ def test_streams_free(design):
     want = expected(cfg, tiles)
     check(run(FoldedEngine(cfg, pc), tiles), want)
     check(run(FoldedEngine(cfg, pc), tiles, y_stall=0.8, seed=3), want)
+
+
+@pytest.mark.parametrize("design", DESIGNS[1:2] + DESIGNS[5:6] + DESIGNS[11:12], ids=_id)
+@pytest.mark.parametrize("at", [9, 23, 40])
+def test_reset_mid_stream(design, at):
+    """A reset in the middle of tiles, passes and stalled results: the engine starts afresh
+    (no stale pending tile, pass, token or result), the next tiles come out right."""
+    cfg, pc = _config(design)
+    rng = np.random.default_rng(at)
+    before = [random_tile(cfg, n, rng) for n in (3, 2, 4)]
+    tiles = [random_tile(cfg, n, rng) for n in (2, 3)]
+    res = run(FoldedEngine(cfg, pc), tiles, x_gap=0.2, w_gap=0.2, y_stall=0.4, seed=at,
+              reset=(at, before))
+    check(res, expected(cfg, tiles))
 
 
 # Timing -----------------------------------------------------------------------------------------
