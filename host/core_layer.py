@@ -202,7 +202,8 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
         ``scv = SH*SW*nts`` (SHORTCUT vectors sent), ``dcv = M*NT`` (aligned vectors the
         buffer holds; 0 without a residual). ``global_pool`` (0 or 1), ``pool_shift`` (0
         without a pool) and ``results``: the result vectors, ``NT`` with a pool (one pixel),
-        else ``M * NT``.
+        else ``M * NT``. ``engine``: the layer's engine (0 for a value that is no integer,
+        refused by :func:`check_layer`).
 
     Raises
     ------
@@ -236,6 +237,7 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
     g["global_pool"] = int(layer.pool is not None)
     g["pool_shift"] = int(layer.pool) if _is_int(layer.pool) else 0
     g["results"] = g["NT"] if layer.pool is not None else g["M"] * g["NT"]
+    g["engine"] = int(layer.engine) if _is_int(layer.engine) else 0
     sent = not layer.reuse_weights
     g["counts"] = {"PARAMS": out_c if sent else 0,
                    "SHIFT": g["CT"] if sent and layer.shifts is not None else 0,

@@ -39,6 +39,11 @@ ResNet costs microseconds to milliseconds to estimate. The model:
    * a short block (fewer pixels than ``hazard_window``) whose pass reads partial sums
      (``kt > 0``) waits until the previous pass has left the engine: its first vector is
      issued ``latency + 4`` cycles after the previous pass's last;
+   * the engine: the layer's (``g["engine"]``, a multi-engine core's descriptor field); a
+     folded engine (``CoreConfig.folds(k) = f > 1``) takes one input vector every ``f``
+     cycles, its ``CoreConfig.engine_latency`` after each; while its output waits, the whole
+     engine waits, so the vectors behind it follow ``f`` cycles apart. The shadow tile of a
+     folded engine is freed as an array's (it is a column chain, whatever its ``arch``);
    * the output: a final pass (``kt = KT - 1``) sends its vectors through the
      post-processing (:func:`~mulfree.params.manifest.post_latency` stages: 3, 5 on a core
      with a shortcut buffer), the output FIFO (``out_vectors``) and a serializer of
@@ -227,7 +232,7 @@ def _ready_time(layout, kind, per, need, holds=None):
     return out
 
 
-def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None):
+def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None, engine=None):
     """Estimated ``BUSY_CYCLES`` of one run of a layer with geometry ``g`` on ``cfg``.
 
     Parameters
@@ -242,13 +247,17 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
     first_acts : int or None
         ACTS vectors sent before the weights (``stream_format.first_block_acts``); ``None``:
         all of them.
+    engine : int or None
+        The engine the run uses; ``None``: ``g["engine"]`` (0 if ``g`` has none).
 
     Returns
     -------
     int
         The estimate (module docstring, which gives its measured accuracy).
     """
-    e = cfg.engine
+    k = g.get("engine", 0) if engine is None else engine
+    e = cfg.engines[k]
+    f = cfg.folds(k)                          # cycles per input vector
     acts = g["counts"]["ACTS"]
     first_acts = acts if first_acts is None else int(first_acts)
     per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
@@ -262,11 +271,11 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
     rows, mb, m = e.rows, g["m_block"], g["M"]
     nt_count, kt_count, ct = g["NT"], g["KT"], g["CT"]
     window = cfg.hazard_window
-    lat = e.latency
+    lat = cfg.engine_latency(k)
     post = post_latency(cfg)
     nb = cfg.beats(cfg.vector_bits["OUT"])
     queue = cfg.out_vectors + post + 1
-    free_delay = rows - 1 if e.arch != "tree" else 1
+    free_delay = rows - 1 if e.arch != "tree" or f > 1 else 1
     row = g["in_w"] * ct
     extra = row + ct if shift else 0
     # Per kt: the kernel offset of its reads.
@@ -297,7 +306,7 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
             far = iy * row + ix * ct + cts[:, None] + extra
             need = np.minimum(far + 1, acts)
             ready = _ready_time(layout, "ACTS", per["ACTS"], need)
-            act_start = (ready - np.arange(blen)[None, :]).max(axis=1)
+            act_start = (ready - np.arange(blen)[None, :] * f).max(axis=1)
             act_first = ready[:, 0]
         else:
             act_start = act_first = np.zeros(kt_count, dtype=np.int64) - (1 << 40)
@@ -310,9 +319,10 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
                 feeder = pending
                 first = max(last_end, pending + 1, t_run + int(act_first[kt]) + ISSUE_TO_ENGINE)
                 if kt > 0 and blen < window:
-                    first = max(first, last_end + lat + ISSUE_TO_ENGINE + 1)
+                    # The previous pass's last vector (entered at last_end - f) has left.
+                    first = max(first, last_end - f + lat + ISSUE_TO_ENGINE + 2)
                 start = max(first, t_run + int(act_start[kt]) + ISSUE_TO_ENGINE)
-                end = start + blen
+                end = start + blen * f               # the next vector's earliest entry
                 if kt == kt_count - 1:
                     o_start = max(out_free, first + lat + post)
                     if residual:
@@ -322,20 +332,20 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None)
                             layout, "SHORTCUT", per["SHORTCUT"], shortcut_needs(cfg, g, pix),
                             holds)
                         o_start = max(o_start, int(sc[0]) + post)
-                        sc_last = int((sc + np.arange(blen - 1, -1, -1)).max())
-                        end = max(end, sc_last - lat + 1)
-                    out_free = max(o_start + blen * nb, end - 1 + lat + post + nb)
-                    if nb > 1 and not pool:
+                        sc_last = int((sc + np.arange(blen - 1, -1, -1) * f).max())
+                        end = max(end, sc_last - lat + f)
+                    out_free = max(o_start + blen * nb, end - f + lat + post + nb)
+                    if nb > f and not pool:
                         # The output FIFO is full: the engine stalls until the pass's last
                         # vector can retire.
                         retire_last = o_start + (blen - 1 - queue) * nb
-                        end = max(end, retire_last - lat + 1)
+                        end = max(end, retire_last - lat + f)
                 tile_free = first + free_delay
                 last_end = end
                 tile += 1
     if pool:
         # The sums take one vector per cycle; the NT pooled vectors then leave serially.
-        done = last_end - 1 + lat + post + pool_latency(cfg) + nt_count * nb + END_CYCLES
+        done = last_end - f + lat + post + pool_latency(cfg) + nt_count * nb + END_CYCLES
     else:
-        done = max(last_end - 1 + lat + post + nb, out_free) + END_CYCLES
+        done = max(last_end - f + lat + post + nb, out_free) + END_CYCLES
     return int(done)

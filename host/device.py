@@ -24,7 +24,7 @@ from .compiler import CoreStep, Program, decode_run, encode_run
 from .device_checks import as_array, check_timeout, check_word
 from .device_errors import CoreRunError, DeviceError, DeviceMismatch, DeviceTimeout, InputError
 from .device_lock import DeviceLock
-from .manifest_check import check_manifest
+from .manifest_check import ENGINE_REGISTERS, check_manifest
 from .program import run_steps
 from .schedule import core_step_cycles
 from .run_result import RunResult
@@ -38,8 +38,11 @@ COUNTERS = ("BUSY_CYCLES", "STALL_IN_CYCLES", "STALL_OUT_CYCLES", "TERMS")
 #: The :class:`~mulfree.host.run_result.StepStats` field of each counter's delta.
 _STAT = {"BUSY_CYCLES": "busy_cycles", "STALL_IN_CYCLES": "stall_in_cycles",
          "STALL_OUT_CYCLES": "stall_out_cycles", "TERMS": "terms"}
+#: ``ENGINES`` and ``ENGINE_0..2`` (interface 2.1) are compared when the manifest has them (a
+#: 2.0 manifest, a single-engine core, has not).
 IDENTITY = ("ID", "ENGINE", "ARRAY", "WIDTHS", "MAX_K", "STREAM_WIDTH", "FMAP_VECTORS",
-            "ACC_ENTRIES", "WEIGHT_ROWS", "MAX_CHANNELS", "SHORTCUT_VECTORS", "POOL_PIXELS")
+            "ACC_ENTRIES", "WEIGHT_ROWS", "MAX_CHANNELS", "SHORTCUT_VECTORS", "POOL_PIXELS",
+            *ENGINE_REGISTERS)
 
 
 def _registers(manifest):
@@ -88,7 +91,9 @@ class Device:
             self.manifest, self.core = check_manifest(manifest)
             self.timeout = check_timeout("timeout", timeout)
             self._regs = _registers(self.manifest)
-            self._identity = {r.name: r.reset for r in self.core.register_map}
+            # The manifest's reset values: its parameters' register map (checked above), in
+            # the form of its interface version (a 2.0 manifest: VERSION 2.0, no ENGINES).
+            self._identity = {name: reg[2]["reset"] for name, reg in self._regs.items()}
             lock_path = getattr(backend, "lock_path", None)
             if lock_path is not None:
                 self._lock = DeviceLock(lock_path, f"the {backend.name} device")
@@ -176,12 +181,17 @@ class Device:
 
     def identity(self):
         """The identity registers' values: a dict."""
-        return {name: self.read(name) for name in IDENTITY + ("VERSION",)}
+        return {name: self.read(name) for name in IDENTITY + ("VERSION",)
+                if name in self._regs}
 
     def check_identity(self):
         """Raise :class:`DeviceMismatch` unless the identity registers are what the manifest's
-        parameters give (the register map of ``CoreConfig.from_params(parameters)``)."""
+        parameters give (the register map of ``CoreConfig.from_params(parameters)``, which the
+        manifest's reset values equal): ``ENGINES`` and ``ENGINE_0..2`` too when the manifest
+        has them (interface 2.1), and the major version."""
         for name in IDENTITY:
+            if name not in self._regs:
+                continue
             expected = self._identity[name]
             got = self.read(name)
             if got != expected:
