@@ -1,4 +1,6 @@
-"""The folded engine (:class:`mulfree.rtl.fold.FoldedEngine`) in ``amaranth.sim``.
+"""The folded engine (:class:`mulfree.rtl.fold.FoldedEngine`) in ``amaranth.sim``, and its
+Verilog on Icarus and Verilator through cocotb (:func:`fold_in_verilog`, the cocotb test of this
+module; a missing simulator fails the test).
 
 Every result vector is compared with the golden model's
 :func:`~mulfree.params.golden.array_forward` (what a ``rows x cols`` array computes), for every
@@ -8,16 +10,25 @@ PE kind, ``physical_cols`` from 1 to ``cols``, several tiles back to back, rando
 ``cols / physical_cols`` cycles).
 """
 
+import json
+import os
+
+import cocotb
 import numpy as np
 import pytest
+from amaranth.back import verilog
 from amaranth.hdl import Module, ResetInserter, Signal
 from amaranth.sim import Simulator
+from cocotb.clock import Clock
+from cocotb.triggers import ReadOnly, RisingEdge
 
 from mulfree.params.config import ArrayConfig, ConfigError
 from mulfree.params.core_config import CoreConfig
 from mulfree.params.fold_config import check_fold, fold_latency, fold_passes
 from mulfree.params.golden import array_forward
 from mulfree.rtl.fold import FoldedEngine
+from mulfree.sim.checkers import StreamChecker
+from mulfree.sim.runner import build_verilog, run_cocotb
 
 
 def _pack(values, bits):
@@ -290,3 +301,87 @@ def test_latency_and_rate(pe, rows, cols, pc):
     assert res["x_cycles"][0] == rows
     assert np.diff(res["x_cycles"]).tolist() == [passes] * 23
     assert np.diff(res["y_cycles"]).tolist() == [passes] * 23
+
+
+# The Verilog on Icarus and Verilator ----------------------------------------------------------
+
+@cocotb.test()
+async def fold_in_verilog(dut):
+    """cocotb: the stimulus file (``MULFREE_MANIFEST``) streamed with random gaps and
+    backpressure (a beat once shown stays until taken), every result compared with the
+    expected one, the stream rules checked by :class:`~mulfree.sim.checkers.StreamChecker`
+    on ``x`` and ``y`` (stable while stalled, ``last`` on each tile's last vector)."""
+    with open(os.environ["MULFREE_MANIFEST"]) as f:
+        doc = json.load(f)
+    x_last, y_last = doc["x_last_bit"], doc["y_last_bit"]
+    checks = [StreamChecker(dut.clk, dut.rst, dut.x__valid, dut.x__ready, dut.x__payload,
+                            name="x", last=lambda b: b[0] >> x_last & 1, packets=doc["tiles"]),
+              StreamChecker(dut.clk, dut.rst, dut.y__valid, dut.y__ready, dut.y__payload,
+                            name="y", last=lambda b: b[0] >> y_last & 1, packets=doc["tiles"])]
+    cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
+    rng = np.random.default_rng(doc["seed"])
+    dut.rst.value = 1
+    for s in (dut.w__valid, dut.x__valid, dut.y__ready):
+        s.value = 0
+    for _ in range(2):
+        await RisingEdge(dut.clk)
+    dut.rst.value = 0
+    w, x, want, got = list(doc["w"]), list(doc["x"]), doc["want"], []
+    w_show = x_show = False
+    for cycle in range(doc["max_cycles"]):
+        await RisingEdge(dut.clk)
+        w_show = bool(w) and (w_show or rng.random() < 0.7)
+        x_show = bool(x) and (x_show or rng.random() < 0.7)
+        dut.w__valid.value = int(w_show)
+        dut.x__valid.value = int(x_show)
+        if w_show:
+            dut.w__payload.value = w[0]
+        if x_show:
+            dut.x__payload.value = x[0]
+        dut.y__ready.value = int(rng.random() < 0.6)
+        await ReadOnly()
+        if w_show and dut.w__ready.value:
+            w.pop(0)
+            w_show = False
+        if x_show and dut.x__ready.value:
+            x.pop(0)
+            x_show = False
+        if dut.y__valid.value and dut.y__ready.value:
+            got.append(dut.y__payload.value.to_unsigned())
+            m = len(got) - 1
+            assert got[m] == want[m], f"vector {m}: got {got[m]:#x}, expected {want[m]:#x}"
+            if len(got) == len(want):
+                break
+    else:
+        raise AssertionError(f"timeout: {len(got)} of {len(want)} results")
+    await RisingEdge(dut.clk)
+    for checker in checks:
+        checker.check()
+
+
+@pytest.mark.parametrize("simulator, design", [("icarus", DESIGNS[1]), ("icarus", DESIGNS[7]),
+                                               ("verilator", DESIGNS[11])],
+                         ids=lambda v: v if isinstance(v, str) else _id(v))
+def test_verilog(simulator, design, tmp_path):
+    cfg, pc = _config(design)
+    rng = np.random.default_rng(5)
+    tiles = [random_tile(cfg, int(n), rng) for n in rng.integers(1, 6, 5)]
+    a, cw, acc = cfg.act_bits, cfg.code_width, cfg.acc_width
+    top = "fold_under_test"
+    (tmp_path / f"{top}.v").write_text(verilog.convert(FoldedEngine(cfg, pc), name=top))
+    vector_bits = cfg.rows * a + cfg.cols * acc
+    n_x = sum(len(t[1]) for t in tiles)
+    doc = {
+        "top": top, "seed": 5, "tiles": [len(t[1]) for t in tiles],
+        "w": [_pack(t[0][r], cw) for t in tiles for r in range(cfg.rows)],
+        "x": [_pack(x, a) | _pack(p, acc) << (cfg.rows * a) | int(m == len(t[1]) - 1) << vector_bits
+              for t in tiles for m, (x, p) in enumerate(zip(t[1], t[2]))],
+        "want": [_pack(v, acc) | last << (cfg.cols * acc) for v, last in expected(cfg, tiles)],
+        "x_last_bit": vector_bits, "y_last_bit": cfg.cols * acc,
+        "max_cycles": 100 + 20 * (n_x * cfg.cols // pc + cfg.rows * len(tiles)),
+    }
+    (tmp_path / "stimulus.json").write_text(json.dumps(doc))
+    runner = build_verilog(tmp_path / f"{top}.v", top, simulator, tmp_path)
+    result = run_cocotb(runner, tmp_path / "stimulus.json", "test_fold", seed=1)
+    assert result.ok, result.summary()
+    assert len(result.tests) == 1, f"expected 1 cocotb test, ran {sorted(result.tests)}"
