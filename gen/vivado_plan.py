@@ -126,9 +126,7 @@ def estimate_resources(manifest):
         ``dsp``, ``ramb18``, ``bram36`` (float) and ``memories``: ``[(name, depth, width,
         ramb18)]``.
     """
-    params = manifest["parameters"]["engine"]
-    pes = params["rows"] * params["cols"]
-    dsp = pes if params["pe"] == "mult" else 0
+    dsp = sum(e["rows"] * e["cols"] for e in _mult_engines(manifest))
     buffers = manifest["core"]["buffers"]
     vector_bits = manifest["stream"]["vector_bits"]
     memories = []
@@ -145,6 +143,17 @@ def estimate_resources(manifest):
     return {"dsp": dsp, "ramb18": ramb18, "bram36": ramb18 / 2, "memories": memories}
 
 
+def _mult_engines(manifest):
+    """``[{"rows", "cols"}]`` of the core's mult engines (one DSP48E1 per physical PE): every
+    engine of a 2.1 manifest's ``engines`` section, else the one engine."""
+    params = manifest["parameters"]["engine"]
+    if "engines" not in manifest:
+        return [{"rows": params["rows"], "cols": params["cols"]}] if params["pe"] == "mult" \
+            else []
+    return [{"rows": params["rows"], "cols": e["physical_cols"]}
+            for e in manifest["engines"]["list"] if e["pe"] == "mult"]
+
+
 def check_fit(manifest, board, resources=None):
     """Raise :class:`BuildError` (``param="board"``) if the core cannot fit ``board``'s device.
 
@@ -154,10 +163,10 @@ def check_fit(manifest, board, resources=None):
     from .devices import device_for
     device = device_for(board=None, device=board.device)
     res = resources if resources is not None else estimate_resources(manifest)
-    p = manifest["parameters"]["engine"]
     over = []
     if res["dsp"] > device.dsp:
-        over.append(f"DSP48E1: {res['dsp']} needed ({p['rows']}x{p['cols']} mult PEs, one "
+        shapes = " + ".join(f"{e['rows']}x{e['cols']}" for e in _mult_engines(manifest))
+        over.append(f"DSP48E1: {res['dsp']} needed ({shapes} mult PEs, one "
                     f"each), {device.dsp} on the device: {res['dsp'] - device.dsp} too many")
     bram = -(-res["ramb18"] // 2) + DMA_BRAM36_RESERVE
     if bram > device.bram36:
@@ -274,7 +283,9 @@ def core_config_from_manifest(path):
                                    f"cannot build: {first}") from None
     # A key left out would silently take its default: a different core than the file's.
     canonical = cfg.params()
-    missing = [k for k in canonical if k not in params] + \
+    # A 2.0 manifest has no extra_engines / engine_cols: a one-engine core either way.
+    optional = {"extra_engines", "engine_cols"} if not cfg.extra_engines else set()
+    missing = [k for k in canonical if k not in params and k not in optional] + \
         [f"engine.{k}" for k in canonical["engine"] if k not in params["engine"]]
     if missing:
         raise BuildError("config", f"config {str(path)!r}: parameters must list every "

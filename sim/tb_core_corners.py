@@ -18,7 +18,8 @@ model (:func:`mulfree.host.layer_stream.expected_beats`):
   takes them, with a tile's input rows exactly ``rows`` and ``rows - 1``;
 * ``descriptor_fields``: each field of the descriptor at its limit (a correct run) and one past
   it (``DESCRIPTOR`` or ``TOO_BIG``), one field at a time, the fused tail's (clamp, residual
-  shifts, fields without their flag, reserved bits, the shortcut buffer's size) included;
+  shifts, fields without their flag, reserved bits, an engine the core lacks (``ENGINE``),
+  the shortcut buffer's size) included;
 * ``stream_errors``: ``PACKET``, ``SHORT``, ``LONG``, ``OVERRUN``, ``DESC_IN_RUN`` and
   ``SHIFT_VALUE`` by each rule and each packet type (SHORTCUT's ``OVERRUN`` too), ``REUSE``
   by each remembered size; after every error a correct layer.
@@ -329,7 +330,7 @@ def weight_limit_layer(cfg, rng, *, fit):
 
 def desc_frame(cfg, layer, **fields):
     """The descriptor packet of ``layer`` with ``fields`` overridden (unchecked); ``flags``
-    are OR'd in, the fused tail's fields and ``reserved`` (two's complement if negative)
+    are OR'd in, the fused tail's fields and ``engine`` (two's complement if negative)
     written over the layer's."""
     g = dict(layer_geometry(cfg, layer))
     flags = fields.pop("flags", 0)
@@ -348,7 +349,7 @@ def desc_frame(cfg, layer, **fields):
 #: Descriptor fields of words 5 to 7 (the fused tail and the pool), written raw by
 #: :func:`desc_frame`.
 TAIL_FIELDS = ("clamp_lo", "clamp_hi", "res_main_shift", "res_short_shift", "res_shift",
-               "pool_shift", "reserved")
+               "pool_shift", "engine")
 #: Bits of ``flags`` (word 4, bit 16 + n).
 RESIDUAL, RES_RELU, CLAMP = 1 << 2, 1 << 3, 1 << 4
 
@@ -415,7 +416,7 @@ async def descriptor_fields(dut):
 
 async def tail_fields(tb, rng, refused):
     """The fused tail's fields at their ends (correct runs) and one past (DESCRIPTOR), its
-    fields and res_relu without their flag, word 7's reserved bits, and the shortcut buffer
+    fields and res_relu without their flag, word 7's engine field (ENGINE), and the shortcut buffer
     exactly full (runs) and one vector over (TOO_BIG)."""
     cfg = tb.cfg
     e = cfg.engine
@@ -444,10 +445,17 @@ async def tail_fields(tb, rng, refused):
             ("res_main_shift without flags.residual", base, {"res_main_shift": 1}),
             ("res_short_shift without flags.residual", base, {"res_short_shift": 1}),
             ("res_shift without flags.residual", base, {"res_shift": -1}),
-            ("res_relu without flags.residual", base, {"flags": RES_RELU}),
-            ("reserved bit 28 of word 7", base, {"reserved": 1}),
-            ("reserved bit 31 of word 7", res, {"reserved": 0x8})):
+            ("res_relu without flags.residual", base, {"flags": RES_RELU})):
         await refused(layer, "DESCRIPTOR", what, **fields)
+    # Word 7's bits 31:28 are the engine (interface 2.1): engines the core lacks are ENGINE,
+    # a descriptor error is reported first.
+    n = len(cfg.engines)
+    for what, layer, fields, name in (
+            (f"engine {n}", base, {"engine": n}, "ENGINE"),
+            ("engine 15", res, {"engine": 0xF}, "ENGINE"),
+            ("engine 15 and res_shift out of range", res,
+             {"engine": 0xF, "res_shift": s_hi + 1}, "DESCRIPTOR")):
+        await refused(layer, name, what, **fields)
     # The shortcut buffer: M * NT = shortcut_vectors runs (the shortcut in packets of 7
     # vectors), one pixel more is TOO_BIG.
     nt = 2 if cfg.shortcut_vectors % 2 == 0 else 1

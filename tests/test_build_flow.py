@@ -312,6 +312,19 @@ def test_estimate_resources():
     assert estimate_resources(mult)["dsp"] == 32
 
 
+def test_estimate_resources_of_engines():
+    """A multi-engine core (interface 2.1) needs one DSP48E1 per physical mult PE: a 16x16
+    shift core with a mult engine folded to 4 columns 64, unfolded 256, none without one."""
+    from mulfree.gen.core_manifest import core_manifest
+    shift = ArrayConfig(rows=16, cols=16)
+    mult = ArrayConfig(pe="mult", rows=16, cols=16)
+    adder = ArrayConfig(pe="adder", rows=16, cols=16)
+    for extra, cols, dsp in (((mult,), (16, 4), 64), ((mult,), (), 256),
+                             ((adder, mult), (16, 16, 2), 32), ((adder,), (), 0)):
+        cfg = CoreConfig(engine=shift, extra_engines=extra, engine_cols=cols)
+        assert estimate_resources(core_manifest(cfg))["dsp"] == dsp, (extra, cols)
+
+
 def test_plan_refuses_a_core_that_does_not_fit():
     cfg = CoreConfig(engine=ArrayConfig(pe="mult", rows=32, cols=32))
     with pytest.raises(BuildError, match=r"DSP48E1: 1024 needed .* 900 on the device: "
