@@ -1,9 +1,10 @@
-"""Core interface 2.1 on the simulated board: a multi-engine core (a shift array, an adder
-tree, a mult engine folded to two columns) runs layers on each engine, packed by the
-runtime's byte packer (``stream_pack.layer_packets``), through ``Device.execute`` on the
-Verilog under Verilator; the results equal the golden output of the layer on that engine,
-``BUSY_CYCLES`` the cycle model's estimate (the folded engine's one vector every two cycles
-and its latency included). A descriptor naming a missing engine stops the run with error 10
+"""Core interface 2.1 on the simulated board: multi-engine cores (a shift array, an adder
+tree and a mult engine folded to two of four columns; on a 32-bit stream, a shift array of 12
+columns, an adder folded to 6 and a mult tree folded to 3) run layers on each engine, packed
+by the runtime's byte packer (``stream_pack.layer_packets``), through ``Device.execute`` on
+the Verilog under Verilator; the results equal the golden output of the layer on that engine,
+``BUSY_CYCLES`` the cycle model's estimate (a folded engine's one vector every ``folds``
+cycles and its latency included). A descriptor naming a missing engine stops the run with error 10
 ``ENGINE``, named by the device, which resets and runs the next layer. The identity check
 compares ``ENGINES`` and ``ENGINE_0..2``; a 2.0 manifest (no such registers) still opens a
 device of one engine.
@@ -43,46 +44,58 @@ CORE = CoreConfig(
                    ArrayConfig(pe="mult", rows=4, cols=4, act_bits=8, weight_bits=4,
                                max_k=256)),
     engine_cols=(4, 4, 2), shortcut_vectors=256, pool_pixels=64, **SMALL_BUFFERS)
+#: 12 columns on a 32-bit stream (a result vector takes 3 beats): a shift array, an adder
+#: array folded to 6 columns (2 passes, fewer than the beats: the output FIFO fills), a mult
+#: tree folded to 3 (4 passes, more than the beats; folded, it is a column chain).
+WIDE = CoreConfig(
+    ArrayConfig(pe="shift", rows=3, cols=12, act_bits=8, weight_bits=5, max_k=256),
+    extra_engines=(ArrayConfig(pe="adder", rows=3, cols=12, act_bits=8, max_k=256),
+                   ArrayConfig(pe="mult", arch="tree", rows=3, cols=12, act_bits=8,
+                               weight_bits=4, max_k=256)),
+    engine_cols=(12, 6, 3), stream_width=32, shortcut_vectors=256, pool_pixels=64,
+    **SMALL_BUFFERS)
+CORES = {"shift_addertree_multc2": CORE, "s32_adderc6_multtreec3": WIDE}
 
 
-@pytest.fixture(scope="module")
-def design(tmp_path_factory, board_cache):
-    """``(manifest path, library)`` of the multi-engine core, built on first use."""
-    _, j_path = write_core_design(CORE, tmp_path_factory.mktemp("v21"))
-    return j_path, build_sim_core(j_path, build_dir=board_cache)
+@pytest.fixture(scope="module", params=list(CORES))
+def design(request, tmp_path_factory, board_cache):
+    """``(config, manifest path, library)`` of a multi-engine core, built on first use."""
+    cfg = CORES[request.param]
+    _, j_path = write_core_design(cfg, tmp_path_factory.mktemp(f"v21-{request.param}"))
+    return cfg, j_path, build_sim_core(j_path, build_dir=board_cache)
 
 
 @pytest.fixture(scope="module")
 def device(design):
-    j_path, lib = design
-    core = SimCore(lib, core_manifest(CORE))
+    cfg, j_path, lib = design
+    core = SimCore(lib, core_manifest(cfg))
     core.reset()
     manifest = json.loads(j_path.read_text())
     with Device(SimBackend(core, manifest), manifest, timeout=20.0) as dev:
-        yield dev
+        yield cfg, dev
 
 
-def run(dev, layer, packets=None):
+def run(cfg, dev, layer, packets=None):
     """Execute ``layer`` (or ``packets``); its outputs and the ``BUSY_CYCLES`` it took."""
-    bb = CORE.stream_width // 8
-    g = ls.layer_geometry(CORE, layer)
+    bb = cfg.stream_width // 8
+    g = ls.layer_geometry(cfg, layer)
     if packets is None:
-        packets = stream_pack.layer_packets(CORE, layer, dev.max_packet_bytes)
+        packets = stream_pack.layer_packets(cfg, layer, dev.max_packet_bytes)
     before = dev.counters()["BUSY_CYCLES"]
-    data = np.asarray(dev.execute(packets, g["results"] * CORE.beats(
-        CORE.vector_bits["OUT"]) * bb), np.uint8)
+    data = np.asarray(dev.execute(packets, g["results"] * cfg.beats(
+        cfg.vector_bits["OUT"]) * bb), np.uint8)
     busy = dev.counters()["BUSY_CYCLES"] - before
     beats = [int.from_bytes(data[k:k + bb].tobytes(), "little") for k in range(0, len(data), bb)]
-    return ls.unpack_results(CORE, layer, beats), busy
+    return ls.unpack_results(cfg, layer, beats), busy
 
 
-def engine_layers(k, rng):
+def engine_layers(cfg, k, rng):
     """Layers of engine ``k``'s kind on engine ``k``: convolutions with padding, strides and
     a shift table, short blocks (the hazard wait), an aligned residual with an offset inside
     a vector, a pool, reuse of the weights."""
-    e = CORE.engines[k]
+    e = cfg.engines[k]
     c = e.cols
-    lo, hi = pool_shift_range(e.act_bits, CORE.pool_pixels)
+    lo, hi = pool_shift_range(e.act_bits, cfg.pool_pixels)
     out = [
         random_layer(e, rng, 5, 8, 8, 2 * c + 1, (3, 3), 1, 1),
         random_layer(e, rng, 6, 7, 6, c, (3, 3), 2, 1, shifts=True, m_block=3),
@@ -99,32 +112,41 @@ def engine_layers(k, rng):
 
 def test_layers_on_each_engine_on_the_board(device):
     """Every engine, in turn and back (a run on one engine, then another, then the first):
-    the golden output of its kind, and ``BUSY_CYCLES`` exactly the cycle model's on the
-    arrays and the folded engine; within 1 % on the adder tree, as on a single-engine tree
-    core (measured there: the same 963 against 966 on short blocks, 364 against 366)."""
+    the golden output of its kind, and ``BUSY_CYCLES`` exactly the cycle model's where the
+    model is exact on a single-engine core (an array whose result vector takes at most as
+    many beats as the engine takes cycles per vector), the folded engines included; within
+    1 % on the adder tree (measured on a single-engine tree core too: 963 against 966 on
+    short blocks, 364 against 366) and within 5 % where the serializer binds (3 beats per
+    result vector: the full shift array and the adder folded to 2 passes are 40 cycles short
+    on the same layers, as ``tests/test_device_v2.py`` allows)."""
+    cfg, dev = device
+    nb = cfg.beats(cfg.vector_bits["OUT"])
     rng = np.random.default_rng(21)
     report = []
     for k in (0, 1, 2, 1, 0, 2):
-        for i, layer in enumerate(engine_layers(k, rng)):
-            got, busy = run(device, layer)
-            want = ls.expected_output(CORE, layer)
+        for i, layer in enumerate(engine_layers(cfg, k, rng)):
+            got, busy = run(cfg, dev, layer)
+            want = ls.expected_output(cfg, layer)
             assert np.array_equal(got, want), (k, i, np.argwhere(got != want)[:4].tolist())
-            g = ls.layer_geometry(CORE, layer)
-            estimate = run_cycles(CORE, g, reuse=layer.reuse_weights,
+            g = ls.layer_geometry(cfg, layer)
+            estimate = run_cycles(cfg, g, reuse=layer.reuse_weights,
                                   shift=layer.shifts is not None,
                                   first_acts=first_block_acts(layer, g))
             report.append((k, i, busy, estimate))
-    exact = [r for r in report if CORE.engines[r[0]].arch != "tree" or CORE.folds(r[0]) > 1]
-    assert len(exact) == 24 and sum(CORE.folds(r[0]) > 1 for r in exact) == 12
+    folded = {k for k in range(3) if cfg.folds(k) > 1}
+    exact = [r for r in report if (cfg.engines[r[0]].arch != "tree" or r[0] in folded)
+             and nb <= cfg.folds(r[0])]
+    assert sum(r[0] in folded for r in exact) == 12
     bad = [r for r in exact if r[2] != r[3]]
     assert not bad, f"(engine, layer, BUSY_CYCLES, estimate) not exact: {bad} of {report}"
-    bad = [r for r in report if abs(r[3] - r[2]) > 0.01 * r[2]]
-    assert not bad, f"(engine, layer, BUSY_CYCLES, estimate) beyond 1 %: {bad} of {report}"
+    bad = [r for r in report if abs(r[3] - r[2]) > (0.01 if nb == 1 else 0.05) * r[2]]
+    assert not bad, f"(engine, layer, BUSY_CYCLES, estimate) beyond tolerance: {bad} of " \
+                    f"{report}"
 
 
-def _engine_packets(layer, engine):
+def _engine_packets(cfg, layer, engine):
     """``layer``'s packets with the descriptor's engine field (word 7 [31:28]) ``engine``."""
-    packets = stream_pack.layer_packets(CORE, layer)
+    packets = stream_pack.layer_packets(cfg, layer)
     desc = packets[0].copy()
     words = desc[1:].reshape(-1)[:32].view("<u4").copy()
     words[7] = words[7] & 0x0FFF_FFFF | engine << 28
@@ -137,14 +159,15 @@ def test_a_missing_engine_is_error_10_on_the_board(device):
     the device names it ENGINE with its meaning and resets; the emulator stops alike; a
     layer on the folded engine then runs, and one reusing weights after the error is
     refused (REUSE): the error dropped them."""
+    cfg, dev = device
     rng = np.random.default_rng(10)
-    layer = engine_layers(2, rng)[0]
-    got, _ = run(device, layer)
-    assert np.array_equal(got, ls.expected_output(CORE, layer))
+    layer = engine_layers(cfg, 2, rng)[0]
+    got, _ = run(cfg, dev, layer)
+    assert np.array_equal(got, ls.expected_output(cfg, layer))
     for engine in (3, 15):
-        packets = _engine_packets(layer, engine)
+        packets = _engine_packets(cfg, layer, engine)
         with pytest.raises(CoreRunError) as info:
-            run(device, layer, packets)
+            run(cfg, dev, layer, packets)
         message = str(info.value)
         assert info.value.code == 10 and info.value.name == "ENGINE", message
         assert "engine field names an engine the core does not have" in message
@@ -152,25 +175,26 @@ def test_a_missing_engine_is_error_10_on_the_board(device):
         beats = [(int.from_bytes(p[i].tobytes(), "little"), i == len(p) - 1)
                  for p in packets for i in range(len(p))]
         with pytest.raises(ls.CoreError, match="^ENGINE "):
-            ls.emulate_core(CORE, beats)
+            ls.emulate_core(cfg, beats)
     with pytest.raises(CoreRunError) as info:
-        run(device, replace(layer, reuse_weights=True))
+        run(cfg, dev, replace(layer, reuse_weights=True))
     assert info.value.name == "REUSE"
-    got, _ = run(device, layer)
-    assert np.array_equal(got, ls.expected_output(CORE, layer))
+    got, _ = run(cfg, dev, layer)
+    assert np.array_equal(got, ls.expected_output(cfg, layer))
 
 
 def test_identity_compares_the_engines(design, device):
     """``ENGINES`` and ``ENGINE_0..2`` are identity registers: the device reads them as the
     manifest says; a manifest of the same core but for the mult engine's columns (or with no
     mult engine) is refused on open, naming the register."""
-    ident = device.identity()
-    assert ident["ENGINES"] & 0xF == 3 and ident["ENGINE_2"] >> 20 == 2
-    j_path, lib = design
-    for other, reg in ((replace(CORE, engine_cols=(4, 4, 4)), "ENGINE_2"),
-                       (replace(CORE, extra_engines=CORE.extra_engines[:1],
-                                engine_cols=(4, 4)), "ENGINES")):
-        core = SimCore(lib, core_manifest(CORE))
+    cfg, j_path, lib = design
+    ident = device[1].identity()
+    assert ident["ENGINES"] & 0xF == 3 and ident["ENGINE_2"] >> 20 == cfg.physical_cols(2)
+    c = cfg.engine.cols
+    for other, reg in ((replace(cfg, engine_cols=(c, cfg.physical_cols(1), c)), "ENGINE_2"),
+                       (replace(cfg, extra_engines=cfg.extra_engines[:1],
+                                engine_cols=cfg.engine_cols[:2]), "ENGINES")):
+        core = SimCore(lib, core_manifest(cfg))
         core.reset()
         with pytest.raises(DeviceMismatch, match=f"register {reg} .* reads 0x"):
             Device(SimBackend(core, core_manifest(other)), core_manifest(other))
