@@ -5,7 +5,8 @@ one module a host script imports. Four modules hold the code, each re-exported h
 
 * the **layer** (:mod:`mulfree.host.core_layer`: :class:`Layer`, :func:`layer_geometry`,
   :func:`choose_m_block`, :func:`check_layer`): one run of the core and the core's checks,
-  with its fused tail (``shortcut`` and ``residual``: a residual add; ``clamp``);
+  with its fused tail (``shortcut`` and ``residual``: a residual add; ``clamp``) and, on a
+  multi-engine core, the engine it runs on (``engine``; ``docs/runtime.md``);
 * the **packer** (:mod:`mulfree.host.stream_format`: :func:`pack_layer`,
   :func:`descriptor_words`, :func:`stream_beats`): what a host sends on ``s_axis``;
 * the **golden output** (:mod:`mulfree.host.stream_results`: :func:`expected_output`,
