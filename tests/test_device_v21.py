@@ -267,3 +267,29 @@ def test_reuse_across_engines_reads_the_slots_as_the_new_engines_codes(device):
     ls.emulate_core(cfg, ls.pack_layer(cfg, first), state=state)
     assert ls.emulate_core(cfg, ls.pack_layer(cfg, second), state=state) == \
         ls.expected_beats(cfg, second)
+
+
+def test_the_zynq_driver_on_the_emulated_board(design):
+    """The Zynq backend (AXI DMA driver) on the emulated board runs a layer on the folded
+    engine, stops on a missing engine with error 10 ENGINE (the DMA reset with the core),
+    and runs the next layer."""
+    from mulfree.host.zynq import ZynqBackend
+    from mulfree.sim.emulated_board import EmulatedBoard
+    cfg, j_path, lib = design
+    manifest = json.loads(j_path.read_text())
+    sim = SimCore(lib, manifest)
+    try:
+        board = EmulatedBoard(sim)
+        backend = ZynqBackend(board.core_window, board.dma_window, board.buffer,
+                              manifest=manifest)
+        with Device(backend, manifest, timeout=20.0) as dev:
+            layer = engine_layers(cfg, 2, np.random.default_rng(7))[2]
+            got, _ = run(cfg, dev, layer)
+            assert np.array_equal(got, ls.expected_output(cfg, layer))
+            with pytest.raises(CoreRunError) as info:
+                run(cfg, dev, layer, _engine_packets(cfg, layer, 3))
+            assert info.value.code == 10 and info.value.name == "ENGINE"
+            got, _ = run(cfg, dev, layer)
+            assert np.array_equal(got, ls.expected_output(cfg, layer))
+    finally:
+        sim.close()
