@@ -6,8 +6,11 @@ the descriptor's fields), fills the feature-map, weight and shortcut buffers, an
 :func:`mulfree.params.golden.array_forward`, then post-processing and its fused tail (the
 residual add of the shortcut aligned from the SHORTCUT vectors' source layout by address, the
 clamp, the global pool's sums), written here from ``docs/interface.md`` and the spec of core
-interface 2.0 (``params/core_config.py``). Where the core would stop it raises
-:class:`CoreError`; :class:`CoreState` carries the loaded weights from one run to the next.
+interfaces 2.0 and 2.1 (``params/core_config.py``): a multi-engine core runs each layer on
+the engine its descriptor names, reading the weight buffer's ``code_width``-bit slots as that
+engine's codes, and post-processes at the widest accumulator's widths. Where the core would
+stop it raises :class:`CoreError`; :class:`CoreState` carries the loaded weights from one run
+to the next.
 It shares no code with the golden output (:mod:`mulfree.host.stream_results`), so a test
 comparing the two checks the formats and the tiling. NumPy only.
 """
@@ -169,7 +172,8 @@ def _check_tail(cfg, d):
 
 
 def _check_desc(cfg, d):
-    """The core's descriptor checks: DESCRIPTOR, then TOO_BIG. Adds the tile counts to ``d``."""
+    """The core's descriptor checks: DESCRIPTOR, then ENGINE (an engine the core does not
+    have), then TOO_BIG. Adds the tile counts to ``d``."""
     e = cfg.engine
     zero = [name for name in _SIZE_FIELDS if d[name] == 0]
     if zero:
@@ -456,14 +460,14 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
     checks; data packets of any type in any order and number of chunks, each continuing its
     type. Errors are found in stream order, and at one beat in the core's order: at a header
     PACKET, DESC_IN_RUN, OVERRUN, SHORT; at a data beat SHORT, LONG, SHIFT_VALUE; after the
-    descriptor DESCRIPTOR, TOO_BIG, REUSE. It fills the buffers as the vector contents say
-    (feature map at ``(iy*in_w + ix)*CT + ct``, weight rows, PARAMS, SHIFT, the SHORTCUT
+    descriptor DESCRIPTOR, ENGINE, TOO_BIG, REUSE. It fills the buffers as the vector contents
+    say (feature map at ``(iy*in_w + ix)*CT + ct``, weight rows, PARAMS, SHIFT, the SHORTCUT
     source at ``(y*out_w*s + x)*nts + t`` aligned into ``(oy*out_w + ox)*NT + nt``) and runs
-    the order
-    of work: for each block of ``m_block`` pixels, each output tile ``nt``, each reduction
-    tile ``kt = (ky*kernel_w + kx)*CT + ct``, it gathers every pixel's ``rows`` activations by
-    address (0 outside the map, per-lane ``dy, dx`` with ``flags.shift``) and calls
-    :func:`~mulfree.params.golden.array_forward` with the block's partial sums; after
+    the order of work: for each block of ``m_block`` pixels, each output tile ``nt``, each
+    reduction tile ``kt = (ky*kernel_w + kx)*CT + ct``, it gathers every pixel's ``rows``
+    activations by address (0 outside the map, per-lane ``dy, dx`` with ``flags.shift``) and
+    calls :func:`~mulfree.params.golden.array_forward` of the descriptor's engine with the
+    block's partial sums; after
     ``kt = KT-1`` it post-processes the ``cols`` lanes, adds the shortcut (``flags.residual``),
     clamps (``flags.clamp``) and emits the result vectors, or with ``flags.global_pool`` adds
     them to per-channel sums and emits, after the last pass, the one pooled pixel's ``NT``
