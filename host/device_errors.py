@@ -26,7 +26,12 @@ class DeviceTimeout(DeviceError, TimeoutError):
 
 
 class CoreRunError(DeviceError):
-    """The core stopped a run with an error code (``ERROR.core_code``)."""
+    """The core stopped a run with an error code (``ERROR.core_code``).
+
+    ``code`` is the code, ``name`` its name in the manifest's ``registers.core_errors`` (the
+    ``CORE_ERRORS`` of its interface: ``"DESCRIPTOR"``, ``"TOO_BIG"``, ... and, since
+    interface 2.1, ``"ENGINE"`` (10) for a descriptor naming an engine the core does not
+    have), ``status`` the registers read before the device's soft reset."""
 
     def __init__(self, message, code, name, status):
         super().__init__(message)
