@@ -293,3 +293,32 @@ def test_the_zynq_driver_on_the_emulated_board(design):
             assert np.array_equal(got, ls.expected_output(cfg, layer))
     finally:
         sim.close()
+
+
+def test_engine_in_the_cores_order_on_the_board(device):
+    """A descriptor with a missing engine and a DESCRIPTOR condition (padding = kernel) stops
+    with DESCRIPTOR; with a TOO_BIG one (m_block > acc_entries) with ENGINE: the core's order,
+    which ``check_layer`` and the emulator follow."""
+    from mulfree.host.stream_format import descriptor_words_unchecked
+    cfg, dev = device
+    layer = replace(engine_layers(cfg, 1, np.random.default_rng(3))[0], engine=3)
+    g = ls.layer_geometry(cfg, layer)
+    for edit, name in ((dict(pad_h=3), "DESCRIPTOR"), (dict(m_block=cfg.acc_entries + 1),
+                                                       "ENGINE"), ({}, "ENGINE")):
+        words = descriptor_words_unchecked(layer, dict(g, **edit))
+        desc = stream_pack.packets(cfg, "DESC", stream_pack.pack_elements(
+            cfg, np.array([words]), 32))
+        with pytest.raises(CoreRunError) as info:
+            dev.execute(desc, 0)
+        assert info.value.name == name, (edit, str(info.value))
+        with pytest.raises(ls.CoreError, match=f"^{name} "):
+            ls.emulate_core(cfg, [ls.Packet("DESC", 1, [0x101] + [
+                int.from_bytes(b.tobytes(), "little") for b in desc[0][1:]])])
+        with pytest.raises(ls.LayerError) as host:
+            ls.check_layer(cfg, replace(layer, **{"padding": (3, layer.padding[1])}
+                                        if "pad_h" in edit else
+                                        {"m_block": edit["m_block"]} if edit else {}))
+        assert host.value.core_error == name
+    good = replace(layer, engine=1)
+    got, _ = run(cfg, dev, good)
+    assert np.array_equal(got, ls.expected_output(cfg, good))

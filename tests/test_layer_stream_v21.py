@@ -369,3 +369,21 @@ def test_shortcut_source_map_of_16_bits():
         with pytest.raises(ls.CoreError, match="^TOO_BIG .*out_w\\*short_stride"):
             ls.emulate_core(cfg, desc)
         waits(_wide(out, stride, "h"))
+
+
+@pytest.mark.parametrize("k", [0, 1, 2], ids=["shift", "adder", "mult"])
+def test_fused_tails_on_each_engine(k):
+    """An aligned residual (offset inside a vector, stride 2) with a clamp and a shift table,
+    and a pool, on each engine of a core whose mult engine is folded: the emulator equals the
+    golden output."""
+    from test_layer_stream_v2 import with_tail
+    cfg = three_engines(64, (6, 6, 3))
+    e = cfg.engines[k]
+    rng = np.random.default_rng(seed("tails", k))
+    layers = [with_tail(e, rng, random_layer(e, rng, 5, 8, 8, 14, (3, 3), 2, 1, shifts=True),
+                        short_c=7, offset=5, stride=2, clamp=True),
+              with_tail(e, rng, random_layer(e, rng, 4, 8, 8, 9, (1, 1)), pool=True)]
+    for layer in layers:
+        layer = replace(layer, engine=k)
+        ls.check_layer(cfg, layer)
+        assert ls.emulate_core(cfg, ls.pack_layer(cfg, layer)) == ls.expected_beats(cfg, layer)
