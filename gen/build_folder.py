@@ -50,10 +50,15 @@ __all__ = ["readme", "check_build_output", "write_build"]
 def readme(plan):
     """``README.txt``: what each file is and the steps from here to a run on the board."""
     b, z, p = plan.board, plan.zynq, plan.products
-    e = plan.cfg.engine
+    cfg = plan.cfg
+    e = cfg.engine
+    # A multi-engine core: "shift array + mult array (4 columns)".
+    kinds = " + ".join(f"{x.pe} {x.arch}" + (f" ({cfg.physical_cols(k)} columns)"
+                                               if cfg.folds(k) > 1 else "")
+                       for k, x in enumerate(cfg.engines))
     return "\n".join([
         f"mulfree build for {b.title}, Vivado part {b.part}",
-        f"core {plan.top}: {e.rows}x{e.cols} {e.pe} {e.arch}, {plan.stream_width}-bit streams, "
+        f"core {plan.top}: {e.rows}x{e.cols} {kinds}, {plan.stream_width}-bit streams, "
         f"clock FCLK_CLK0 at {format_mhz(plan.clock_mhz)} MHz",
         "",
         "Files",
