@@ -126,6 +126,7 @@ async def run_on_engine(tb, layer, k, *, what):
     cfg = tb.cfg
     packets = pack_engine_layer(cfg, layer, k)
     want = expected_beats(engine_view(cfg, k), layer)
+    before = {n: await tb.counter(n) for n in ("BUSY_CYCLES", "TERMS")}
     assert await tb.control("start") == 0, f"{what}: start refused"
     tb.out_check.expect(len(want))
     tb.in_check.expect(*(len(p.beats) for p in packets))
@@ -148,6 +149,15 @@ async def run_on_engine(tb, layer, k, *, what):
     seen = [b[0] for b in tb.out_check.take()]
     assert seen == got, f"{what}: m_axis carried {len(seen)} beats, the sink got {len(got)}"
     tb.check_protocol()
+    # TERMS: rows * cols per input vector of the walk, folded or not; a folded engine takes
+    # one vector every folds(k) cycles, so the run lasts at least that many per vector.
+    d = {n: await tb.counter(n) - before[n] for n in before}
+    g = layer_geometry(engine_view(cfg, k), layer)
+    vectors = g["M"] * g["NT"] * g["KT"]
+    assert d["TERMS"] == vectors * cfg.engine.pe_count, \
+        f"{what}: TERMS {d['TERMS']}, expected {vectors} vectors x {cfg.engine.pe_count}"
+    assert d["BUSY_CYCLES"] >= vectors * cfg.folds(k), \
+        f"{what}: BUSY_CYCLES {d['BUSY_CYCLES']} < {vectors} vectors x {cfg.folds(k)} passes"
 
 
 def _layers(cfg, rng, k):
