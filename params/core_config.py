@@ -23,7 +23,7 @@ __all__ = ["SETUP_STEPS", "CoreConfig", "CORE_MAGIC", "CORE_VERSION", "STREAM_WI
 CORE_MAGIC = 0x4D55_4C46
 #: ``VERSION``: (major, minor) of the register interface. The major number changes when an
 #: existing register or field changes meaning; the minor one when registers are added.
-CORE_VERSION = (2, 1)
+CORE_VERSION = (2, 2)
 #: Most engines one core holds (one per PE kind).
 MAX_ENGINES = 3
 STREAM_WIDTHS = (32, 64, 128, 256, 512, 1024)
@@ -36,6 +36,7 @@ CORE_LIMITS = {
     "out_vectors": (2, 1 << 12),
     "shortcut_vectors": (0, 1 << 20),
     "pool_pixels": (0, 1 << 16),
+    "fmap_banks": (1, 2),
     "axil_addr_width": (8, 32),
 }
 
@@ -61,13 +62,19 @@ CORE_ERRORS = (
     (4, "SHORT", "tlast on a beat before the end of the packet its header announced"),
     (5, "LONG", "no tlast on the last beat of the packet its header announced"),
     (6, "OVERRUN", "a packet carries more vectors than the layer has left of its type"),
-    (7, "REUSE", "reuse_weights, but the previous run did not end well, or its weight rows, "
-                 "out_c or shift-table vectors differ from this layer's"),
+    (7, "REUSE", "reuse_weights, but the previous run did not end well, or its engine, "
+                 "weight rows, out_c or shift-table vectors differ from this layer's"),
     (8, "DESC_IN_RUN", "a descriptor packet in the middle of a run (one descriptor per "
                        "start)"),
     (9, "SHIFT_VALUE", "a shift-table entry of -2 (dy and dx must be -1, 0 or 1)"),
     (10, "ENGINE", "the descriptor's engine field names an engine the core does not have "
                    "(engine >= ENGINES.count)"),
+    (11, "RESIDENT", "a chaining flag the core cannot honour: in_bank, keep, acts_resident "
+                     "or short_resident on a core with one feature-map bank; acts_resident "
+                     "but bank in_bank does not hold a tensor of shape (in_c, in_h, in_w); "
+                     "short_resident but the other bank does not hold one of shape (short_c, "
+                     "out_h*short_stride, out_w*short_stride), or without flags.residual; "
+                     "quiet without keep"),
 )
 
 #: Entries of the FIFO between the buffers and the engine's input: at least the issue
@@ -96,7 +103,16 @@ DESC_FIELDS = (
 #: output to ``[clamp_lo, clamp_hi]`` (ReLU6); ``global_pool``: the layer's output is the
 #: global average pool of the map (``pool_shift``): one pixel of ``out_c`` channels.
 DESC_FLAGS = {"shift": 0, "reuse_weights": 1, "residual": 2, "res_relu": 3, "clamp": 4,
-              "global_pool": 5}
+              "global_pool": 5, "in_bank": 6, "acts_resident": 7, "keep": 8, "quiet": 9,
+              "short_resident": 10}
+#: Interface 2.2, layer chaining (a core with ``fmap_banks = 2``): ``in_bank``: the bank the
+#: run's input is in (ACTS packets are written there, the engine reads it); ``acts_resident``:
+#: no ACTS packets, the input is the tensor bank ``in_bank`` holds; ``keep``: every result
+#: vector (pixel ``p``, tile ``nt``; a global pool's ``NT`` vectors as pixel 0) is also
+#: written into the other bank at ``p * NT + nt``, the next layer's ACTS layout; ``quiet``
+#: (with ``keep``): the results are not sent; ``short_resident`` (with ``residual``): no
+#: SHORTCUT packets, the shortcut source is the tensor the other bank holds (a residual that
+#: keeps its output writes it in place over its shortcut, never over a vector not yet read).
 #: Descriptor fields that hold two's-complement signed values.
 DESC_SIGNED = ("clamp_lo", "clamp_hi", "res_shift", "pool_shift")
 #: Largest left shift of either input of a residual add (``res_main_shift``,
@@ -179,8 +195,9 @@ class CoreConfig:
     stream_width : int
         ``tdata`` bits of the AXI4-Stream slave and master: 32, 64, 128, 256, 512 or 1024.
     fmap_vectors : int
-        Depth of the feature-map buffer in vectors of ``rows`` activations: a layer's input
-        of ``in_h * in_w * ceil(in_c / rows)`` vectors must fit.
+        Depth of the feature-map buffer (of each bank, :attr:`fmap_banks`) in vectors of
+        ``rows`` activations: a layer's input of ``in_h * in_w * ceil(in_c / rows)`` vectors
+        must fit, and with ``flags.keep`` its output of ``out_h * out_w * ceil(out_c / cols)``.
     acc_entries : int
         Depth of the accumulator buffer in entries of ``cols`` partial sums: the largest
         ``m_block`` (output pixels per block) a layer may use.
@@ -196,6 +213,11 @@ class CoreConfig:
         Depth of the shortcut buffer in vectors of ``cols`` activations: a residual layer's
         shortcut of ``out_h * out_w * ceil(out_c / cols)`` vectors must fit. 0 builds no
         buffer (a layer with ``flags.residual`` is then ``TOO_BIG``).
+    fmap_banks : int or None
+        Feature-map banks of ``fmap_vectors`` each: 2 lets a layer's output stay on-chip as
+        the next layer's input or a later residual's shortcut (layer chaining, interface
+        2.2; needs ``rows == cols``), 1 builds one buffer. ``None``: 2 when ``rows == cols``,
+        else 1.
     pool_pixels : int
         Largest map (``out_h * out_w``) a layer with ``flags.global_pool`` may average: the
         width of the pool unit's per-channel sums (:func:`pool_sum_width`). 0 builds no pool
@@ -215,6 +237,7 @@ class CoreConfig:
     out_vectors: int = 64
     shortcut_vectors: int = 1024
     pool_pixels: int = 4096
+    fmap_banks: int | None = None
     axil_addr_width: int = 12
     name: str | None = field(default=None, compare=False)
 
@@ -222,6 +245,13 @@ class CoreConfig:
         if not isinstance(self.engine, ArrayConfig):
             raise ConfigError("engine", f"engine must be an ArrayConfig, not {self.engine!r}")
         self._check_engines()
+        square = self.engine.rows == self.engine.cols
+        if self.fmap_banks is None:
+            object.__setattr__(self, "fmap_banks", 2 if square else 1)
+        if self.fmap_banks == 2 and not square:
+            raise ConfigError("fmap_banks", f"fmap_banks=2 (layer chaining) needs rows == cols "
+                              f"(a result vector is the next layer's input vector), not "
+                              f"{self.engine.rows}x{self.engine.cols}; use fmap_banks=1")
         if self.stream_width not in STREAM_WIDTHS or isinstance(self.stream_width, bool):
             raise ConfigError("stream_width", f"stream_width must be one of "
                               f"{', '.join(map(str, STREAM_WIDTHS))}, not {self.stream_width!r}")
@@ -335,7 +365,8 @@ class CoreConfig:
                 "fmap_vectors": self.fmap_vectors, "acc_entries": self.acc_entries,
                 "weight_rows": self.weight_rows, "max_channels": self.max_channels,
                 "out_vectors": self.out_vectors, "shortcut_vectors": self.shortcut_vectors,
-                "pool_pixels": self.pool_pixels, "axil_addr_width": self.axil_addr_width}
+                "pool_pixels": self.pool_pixels, "fmap_banks": self.fmap_banks,
+                "axil_addr_width": self.axil_addr_width}
 
     @property
     def hazard_window(self):
@@ -500,6 +531,11 @@ def core_register_map(cfg: CoreConfig, *, addr_width=None):
             _ro("cols", 20, 12, engine_register_value(cfg, j, "cols"),
                 "physical PE columns (below ARRAY.cols: folded)"),
         ], f"engine {j}: kind and size (all 0: no engine {j})"))
+    # Interface 2.2: layer chaining.
+    rmap.add(Register("FMAP_BANKS", [
+        _ro("count", 0, 2, k(cfg and cfg.fmap_banks), "feature-map banks of FMAP_VECTORS "
+                                                      "each (2: layer chaining)"),
+    ], "feature-map banks"))
     # Performance counters: 0x080.
     terms = unsigned_width(e.pe_count) if e else 1
     rmap.add_counter("BUSY_CYCLES", 1, "cycles with STATUS.busy set", offset=0x80)
