@@ -22,7 +22,7 @@ from ..params.core_config import (CoreConfig, DESC_FIELDS, DESC_FLAGS, DESC_BITS
                                   SETUP_STEPS as STEPS)
 
 
-__all__ = ["LayerSetup", "desc_layout", "sizes_layout", "STEPS", "error_code"]
+__all__ = ["LayerSetup", "desc_layout", "sizes_layout", "shape_layout", "STEPS", "error_code"]
 
 
 def error_code(name):
@@ -74,6 +74,12 @@ def sizes_layout():
     return data.StructLayout({name: unsigned(SIZE_BITS) for name in SIZES})
 
 
+def shape_layout():
+    """The shape of the tensor a feature-map bank holds: channels ``c``, rows ``h``, columns
+    ``w`` (a linear layer's map is ``(in_c, 1, images)``)."""
+    return data.StructLayout({"c": unsigned(16), "h": unsigned(16), "w": unsigned(16)})
+
+
 _B_BITS = 16
 
 
@@ -85,9 +91,12 @@ class LayerSetup(wiring.Component):
     start : In(1)
         Pulse: ``desc`` holds a new descriptor.
     desc : In(desc_layout())
-    reuse_rows, reuse_channels, reuse_tiles : In(...)
-        The weight rows, ``out_c`` and shift-table vectors (0 without shift) loaded by the
+    reuse_rows, reuse_channels, reuse_tiles, reuse_engine : In(...)
+        The weight rows, ``out_c``, shift-table vectors (0 without shift) and engine of the
         previous run; ``reuse_valid`` says they may be reused.
+    bank_valid, bank_shape_0, bank_shape_1 : In
+        The feature-map banks' state (interface 2.2, kept by the shell): bit ``k`` of
+        ``bank_valid`` says bank ``k`` holds a tensor, of shape ``bank_shape_k``.
     done : Out(1)
         Pulse: ``sizes`` and ``error`` are valid (``error`` 0: the layer may run).
     """
@@ -101,6 +110,10 @@ class LayerSetup(wiring.Component):
             "reuse_rows": In(SIZE_BITS),
             "reuse_channels": In(16),
             "reuse_tiles": In(SIZE_BITS),
+            "reuse_engine": In(4),
+            "bank_valid": In(2),
+            "bank_shape_0": In(shape_layout()),
+            "bank_shape_1": In(shape_layout()),
             "done": Out(1),
             "error": Out(8),
             "sizes": Out(sizes_layout()),
@@ -196,7 +209,8 @@ class LayerSetup(wiring.Component):
 
     def _checks(self, m, d, sz, shift, reuse):
         """``[(error name, condition)]``, the first true one being reported: DESCRIPTOR, then
-        ENGINE (``engine >= len(cfg.engines)``), TOO_BIG, REUSE."""
+        ENGINE (``engine >= len(cfg.engines)``), RESIDENT (:meth:`_chain_checks`), TOO_BIG,
+        REUSE."""
         cfg = self._cfg
         reserved_flags = d.flags & ~sum(1 << b for b in DESC_FLAGS.values())
         zero = [d.in_h == 0, d.in_w == 0, d.in_c == 0, d.out_c == 0, d.out_h == 0,
@@ -218,13 +232,48 @@ class LayerSetup(wiring.Component):
                    | (sz.acts > cfg.fmap_vectors) | (sz.wrows > cfg.weight_rows)
                    | (residual & (sz.dcv > cfg.shortcut_vectors)) | pool_big
                    # sm = sh * sw takes sw as the 16-bit operand of the multiplier.
-                   | (sz.sw >= 1 << _B_BITS))
+                   | (sz.sw >= 1 << _B_BITS) | self._chain_big(d, sz))
         tiles = Mux(shift, sz.ct, 0)
         bad_reuse = reuse & (~self.reuse_valid | (self.reuse_rows != sz.wrows)
-                             | (self.reuse_channels != d.out_c) | (self.reuse_tiles != tiles))
+                             | (self.reuse_channels != d.out_c) | (self.reuse_tiles != tiles)
+                             | (self.reuse_engine != d.engine))
         bad_engine = d.engine >= len(cfg.engines)
-        return [("DESCRIPTOR", bad), ("ENGINE", bad_engine), ("TOO_BIG", too_big),
+        return [("DESCRIPTOR", bad), ("ENGINE", bad_engine),
+                ("RESIDENT", self._chain_checks(d, sz)), ("TOO_BIG", too_big),
                 ("REUSE", bad_reuse)]
+
+    def _chain_checks(self, d, sz):
+        """Layer chaining's flags against the banks' state (error RESIDENT): any of
+        ``in_bank``, ``keep``, ``acts_resident``, ``short_resident`` on a one-bank core;
+        ``acts_resident`` but bank ``in_bank`` not valid or not ``(in_c, in_h, in_w)``;
+        ``short_resident`` without ``residual``, or the other bank not valid or not
+        ``(short_c, out_h*short_stride, out_w*short_stride)``; ``quiet`` without ``keep``."""
+        flag = {name: d.flags[bit] for name, bit in DESC_FLAGS.items()}
+        if self._cfg.fmap_banks == 1:
+            one_bank = (flag["in_bank"] | flag["keep"] | flag["acts_resident"]
+                        | flag["short_resident"])
+        else:
+            one_bank = Const(0)
+        b = flag["in_bank"]
+        mine = Mux(b, self.bank_shape_1.as_value(), self.bank_shape_0.as_value())
+        other = Mux(b, self.bank_shape_0.as_value(), self.bank_shape_1.as_value())
+        mine, other = shape_layout()(mine), shape_layout()(other)
+        bad_acts = flag["acts_resident"] & (
+            ~self.bank_valid.bit_select(b, 1) | (mine.c != d.in_c) | (mine.h != d.in_h)
+            | (mine.w != d.in_w))
+        bad_short = flag["short_resident"] & (
+            ~flag["residual"] | ~self.bank_valid.bit_select(~b, 1) | (other.c != d.short_c)
+            | (other.h != sz.sh) | (other.w != sz.sw))
+        return one_bank | bad_acts | bad_short | (flag["quiet"] & ~flag["keep"])
+
+    def _chain_big(self, d, sz):
+        """Layer chaining's sizes (error TOO_BIG): a resident shortcut of ``SH*SW*NTS``
+        vectors, or kept results (``M*NT``, ``NT`` with a global pool), beyond
+        ``fmap_vectors``."""
+        n = self._cfg.fmap_vectors
+        flag = {name: d.flags[bit] for name, bit in DESC_FLAGS.items()}
+        results = Mux(flag["global_pool"], sz.nt, sz.dcv)
+        return ((flag["short_resident"] & (sz.scv > n)) | (flag["keep"] & (results > n)))
 
     def _tail_checks(self, d):
         """The fused tail's fields (error DESCRIPTOR): with ``flags.clamp``,

@@ -31,14 +31,17 @@ from mulfree.rtl.layer_setup import SIZES, LayerSetup, desc_layout
 
 CODES = {name: code for code, name, _ in CORE_ERRORS}
 DESCRIPTOR, TOO_BIG, REUSE = CODES["DESCRIPTOR"], CODES["TOO_BIG"], CODES["REUSE"]
-ENGINE = CODES["ENGINE"]
+ENGINE, RESIDENT = CODES["ENGINE"], CODES["RESIDENT"]
 WIDTHS = {name: width for _, _, width, name in DESC_FIELDS}
 ZERO_CHECKED = ("in_h", "in_w", "in_c", "out_c", "out_h", "out_w", "kernel_h", "kernel_w",
                 "stride_h", "stride_w", "m_block")
 SHIFT, REUSE_FLAG = 1 << DESC_FLAGS["shift"], 1 << DESC_FLAGS["reuse_weights"]
 RESIDUAL, RES_RELU, CLAMP = (1 << DESC_FLAGS[n] for n in ("residual", "res_relu", "clamp"))
 GLOBAL_POOL = 1 << DESC_FLAGS["global_pool"]
-KNOWN_FLAGS = SHIFT | REUSE_FLAG | RESIDUAL | RES_RELU | CLAMP | GLOBAL_POOL
+IN_BANK, ACTS_RESIDENT, KEEP, QUIET, SHORT_RESIDENT = (
+    1 << DESC_FLAGS[n] for n in ("in_bank", "acts_resident", "keep", "quiet", "short_resident"))
+KNOWN_FLAGS = (SHIFT | REUSE_FLAG | RESIDUAL | RES_RELU | CLAMP | GLOBAL_POOL | IN_BANK
+               | ACTS_RESIDENT | KEEP | QUIET | SHORT_RESIDENT)
 TAIL_FIELDS = ("clamp_lo", "clamp_hi", "res_main_shift", "res_short_shift", "res_shift")
 #: The shortcut's source fields (word 7), set with flags.residual.
 SHORT_FIELDS = ("short_c", "short_off", "short_stride")
@@ -160,8 +163,9 @@ def pool_error(cfg, d):
 
 
 def ref_error(cfg, d, reuse=None):
-    """The error code the descriptor deserves: DESCRIPTOR, then ENGINE, then TOO_BIG, then
-    REUSE, else 0."""
+    """The error code the descriptor deserves: DESCRIPTOR, then ENGINE, then RESIDENT, then
+    TOO_BIG, then REUSE, else 0. ``reuse`` also holds the previous run's ``engine`` and the
+    banks' state, ``banks``: ``[(valid, (c, h, w)), ...]`` (none valid when absent)."""
     e, reuse = cfg.engine, reuse or {}
     if any(d[name] == 0 for name in ZERO_CHECKED) or d["flags"] & ~KNOWN_FLAGS:
         return DESCRIPTOR
@@ -175,20 +179,41 @@ def ref_error(cfg, d, reuse=None):
     if d.get("engine", 0) >= len(cfg.engines):
         return ENGINE
     s, shift = ref_sizes(cfg, d), bool(d["flags"] & SHIFT)
+    if chain_error(cfg, d, s, reuse.get("banks", [(0, (0, 0, 0))] * 2)):
+        return RESIDENT
     if (s["k"] > e.max_k or d["out_c"] > cfg.max_channels
             or (shift and d["in_c"] > cfg.max_channels) or d["m_block"] > cfg.acc_entries
             or s["acts"] > cfg.fmap_vectors or s["wrows"] > cfg.weight_rows
             or (d["flags"] & RESIDUAL and s["dcv"] > cfg.shortcut_vectors)
             or (d["flags"] & GLOBAL_POOL and s["m"] > cfg.pool_pixels)
             # The shortcut's map width out_w * short_stride must fit 16 bits.
-            or s["sw"] >= 1 << 16):
+            or s["sw"] >= 1 << 16
+            # Layer chaining: a resident shortcut, kept results (NT with a global pool).
+            or (d["flags"] & SHORT_RESIDENT and s["scv"] > cfg.fmap_vectors)
+            or (d["flags"] & KEEP and (s["nt"] if d["flags"] & GLOBAL_POOL else s["dcv"])
+                > cfg.fmap_vectors)):
         return TOO_BIG
     if d["flags"] & REUSE_FLAG and (
             not reuse.get("valid", 0) or reuse.get("rows", 0) != s["wrows"]
             or reuse.get("channels", 0) != d["out_c"]
-            or reuse.get("tiles", 0) != (s["ct"] if shift else 0)):
+            or reuse.get("tiles", 0) != (s["ct"] if shift else 0)
+            or reuse.get("engine", 0) != d.get("engine", 0)):
         return REUSE
     return 0
+
+
+def chain_error(cfg, d, s, banks):
+    """RESIDENT's rules (``CORE_ERRORS``), written from the interface."""
+    f = d["flags"]
+    if cfg.fmap_banks == 1 and f & (IN_BANK | KEEP | ACTS_RESIDENT | SHORT_RESIDENT):
+        return True
+    b = 1 if f & IN_BANK else 0
+    if f & ACTS_RESIDENT and banks[b] != (1, (d["in_c"], d["in_h"], d["in_w"])):
+        return True
+    if f & SHORT_RESIDENT and (not f & RESIDUAL or banks[1 - b] != (
+            1, (d["short_c"], s["sh"], s["sw"]))):
+        return True
+    return bool(f & QUIET and not f & KEEP)
 
 
 def matching_reuse(cfg, d):
@@ -252,6 +277,11 @@ def run_setup(cfg, cases):
             ctx.set(dut.reuse_rows, reuse.get("rows", 0))
             ctx.set(dut.reuse_channels, reuse.get("channels", 0))
             ctx.set(dut.reuse_tiles, reuse.get("tiles", 0))
+            ctx.set(dut.reuse_engine, reuse.get("engine", 0))
+            banks = reuse.get("banks", [(0, (0, 0, 0))] * 2)
+            ctx.set(dut.bank_valid, banks[0][0] | banks[1][0] << 1)
+            for k, (_, (c, h, w)) in enumerate(banks):
+                ctx.set(getattr(dut, f"bank_shape_{k}").as_value(), c | h << 16 | w << 32)
             pulse_ok = ctx.get(dut.done) == 0
             ctx.set(dut.start, 1)
             await ctx.tick()
@@ -452,7 +482,7 @@ def descriptor_cases():
     """``(desc, reuse, expected)`` for every DESCRIPTOR condition alone, and its boundary."""
     cases = [(BASE, None, 0)]
     cases += [(dict(BASE, **{name: 0}), None, DESCRIPTOR) for name in ZERO_CHECKED]
-    cases += [(dict(BASE, flags=1 << b), None, DESCRIPTOR) for b in range(6, 16)]
+    cases += [(dict(BASE, flags=1 << b), None, DESCRIPTOR) for b in range(11, 16)]
     cases.append((dict(BASE, flags=SHIFT), None, 0))
     for dim in "hw":
         k = f"kernel_{dim}"
@@ -568,7 +598,7 @@ def test_precedence():
         (dict(BASE, **bad_desc, **reuse), DESCRIPTOR),
         (dict(BASE, **too_big, **reuse), TOO_BIG),
         (dict(BASE, **bad_desc, **too_big, **reuse), DESCRIPTOR),
-        (dict(BASE, flags=REUSE_FLAG | 1 << 6, out_c=6), DESCRIPTOR),  # reserved bit + the rest
+        (dict(BASE, flags=REUSE_FLAG | 1 << 11, out_c=6), DESCRIPTOR),  # reserved bit + the rest
         (dict(BASE, m_block=0, out_c=6, flags=REUSE_FLAG), DESCRIPTOR),
         (dict(BASE, **reuse), REUSE),
         # The tail: its fields before any size, its shortcut among the sizes.

@@ -134,7 +134,8 @@ def test_pool_checks():
 
 def test_engine_field():
     """A core of three engines (interface 2.1): engines 0..2 run, 3 and 15 are ENGINE; the
-    order DESCRIPTOR, ENGINE, TOO_BIG, REUSE; K > max_k stays TOO_BIG (max_k is shared)."""
+    order DESCRIPTOR, ENGINE, TOO_BIG, REUSE; K > max_k stays TOO_BIG (max_k is shared);
+    REUSE when the previous run's engine is another."""
     kinds = [ArrayConfig(pe=pe, rows=5, cols=3, max_k=300) for pe in ("adder", "shift", "mult")]
     cfg = CoreConfig(engine=kinds[0], extra_engines=tuple(kinds[1:]), fmap_vectors=200,
                      acc_entries=40, weight_rows=600, max_channels=24, shortcut_vectors=60)
@@ -150,7 +151,12 @@ def test_engine_field():
               (dict(BASE, engine=3, m_block=41), None, ENGINE),
               (dict(BASE, engine=1, flags=REUSE_FLAG), None, REUSE),
               (dict(BASE, engine=3, flags=REUSE_FLAG), None, ENGINE),
-              (dict(BASE, engine=1, flags=REUSE_FLAG), matching_reuse(cfg, BASE), 0)]
+              # REUSE compares the engine too (interface 2.2).
+              (dict(BASE, engine=1, flags=REUSE_FLAG), matching_reuse(cfg, BASE), REUSE),
+              (dict(BASE, engine=1, flags=REUSE_FLAG), dict(matching_reuse(cfg, BASE),
+                                                            engine=1), 0),
+              (dict(BASE, engine=0, flags=REUSE_FLAG), dict(matching_reuse(cfg, BASE),
+                                                            engine=2), REUSE)]
     results = run_setup(cfg, [(d, r) for d, r, _ in cases])
     assert [ref_error(cfg, d, r) for d, r, _ in cases] == [w for _, _, w in cases]
     check(cfg, [(d, r) for d, r, _ in cases], results, expected=[w for _, _, w in cases])

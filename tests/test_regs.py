@@ -75,7 +75,7 @@ def test_identity_registers_equal_config():
     rmap = CFG.register_map
     dut = AxiLiteRegisters(rmap)
     e = CFG.engine
-    expect = {"ID": CORE_MAGIC, "VERSION": 2 << 16 | 1, "ENGINE": 1 | (0 << 4) | (1 << 8),
+    expect = {"ID": CORE_MAGIC, "VERSION": 2 << 16 | 2, "ENGINE": 1 | (0 << 4) | (1 << 8),
               "ARRAY": 5 | (3 << 16),
               "WIDTHS": e.act_bits | (e.weight_bits << 8) | (e.acc_width << 16),
               "MAX_K": 100, "STREAM_WIDTH": 128, "FMAP_VECTORS": 300, "ACC_ENTRIES": 17,
@@ -84,8 +84,11 @@ def test_identity_registers_equal_config():
               # Interface 2.1: one engine; its code and accumulator are the core's.
               "ENGINES": 1 | 6 << 8 | e.acc_width << 16,
               "ENGINE_0": 1 | 0 << 4 | 6 << 8 | e.acc_width << 14 | 3 << 20,
-              "ENGINE_1": 0, "ENGINE_2": 0}
+              "ENGINE_1": 0, "ENGINE_2": 0,
+              # Interface 2.2: a 5x3 engine cannot chain layers: one bank.
+              "FMAP_BANKS": 1}
     assert [rmap[f"ENGINE_{j}"].offset for j in range(3)] == [0x070, 0x074, 0x078]
+    assert rmap["FMAP_BANKS"].offset == 0x07C
     assert rmap["ENGINES"].offset == 0x06C
 
     async def bench(ctx):
@@ -114,12 +117,27 @@ def test_engine_registers_of_three_engines():
               "ENGINE_0": 1 | 1 << 4 | 8 << 8 | 15 << 14 | 6 << 20,
               "ENGINE_1": 0 | 0 << 4 | 4 << 8 | 21 << 14 | 6 << 20,
               "ENGINE_2": 2 | 0 << 4 | 12 << 8 | 26 << 14 | 2 << 20,
-              "VERSION": 2 << 16 | 1,
+              "VERSION": 2 << 16 | 2,
               # The 2.0 registers still describe engine 0.
               "ENGINE": 1 | 1 << 4 | 1 << 8, "WIDTHS": 8 | 8 << 8 | 15 << 16}
 
     async def bench(ctx):
         for name, value in expect.items():
+            data, resp = await read(ctx, dut.s_axil, rmap[name].offset)
+            assert (data, resp) == (value, RESP_OKAY), f"{name}: got {data:#x}, want {value:#x}"
+    run(dut, bench)
+
+
+@pytest.mark.parametrize("banks, want", [(None, 2), (2, 2), (1, 1)])
+def test_fmap_banks_register(banks, want):
+    """FMAP_BANKS (0x07C, interface 2.2): 2 by default on a square engine, 1 when asked."""
+    cfg = CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=4, max_k=64), fmap_banks=banks)
+    assert cfg.fmap_banks == want
+    rmap = cfg.register_map
+    dut = AxiLiteRegisters(rmap)
+
+    async def bench(ctx):
+        for name, value in (("FMAP_BANKS", want), ("VERSION", 2 << 16 | 2)):
             data, resp = await read(ctx, dut.s_axil, rmap[name].offset)
             assert (data, resp) == (value, RESP_OKAY), f"{name}: got {data:#x}, want {value:#x}"
     run(dut, bench)
