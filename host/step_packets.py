@@ -20,7 +20,10 @@ __all__ = ["weight_packets", "encode_run", "decode_run"]
 
 
 def weight_packets(cfg, step: CoreStep, max_bytes):
-    """PARAMS, SHIFT and WEIGHTS packets of ``step`` (sent by its first run of a batch).
+    """PARAMS, SHIFT and WEIGHTS packets of ``step`` (sent by its first run of a batch); a
+    step with a streamed shortcut's WEIGHTS in two pieces, the first output tile's ``KT * R``
+    rows and the rest (:func:`~mulfree.host.stream_format.stream_order` sends the first
+    block's SHORTCUT between them).
 
     Raises
     ------
@@ -35,10 +38,15 @@ def weight_packets(cfg, step: CoreStep, max_bytes):
         vectors = shift_vectors(cfg, layer, g)
         out += stream_pack.packets(cfg, "SHIFT", stream_pack.int_vectors(cfg, vectors, "SHIFT"),
                                    max_bytes)
-    slots = weight_slots(cfg, step.w_codes, g, layer.engine)
-    out += stream_pack.packets(cfg, "WEIGHTS", stream_pack.pack_elements(cfg, slots,
-                                                                         cfg.code_width),
-                               max_bytes)
+    slots = stream_pack.pack_elements(cfg, weight_slots(cfg, step.w_codes, g, layer.engine),
+                                      cfg.code_width)
+    # A residual's in two pieces, the first output tile's rows and the rest: stream_order
+    # sends the first block's SHORTCUT between them.
+    cut = g["KT"] * cfg.engine.rows * cfg.beats(cfg.vector_bits["WEIGHTS"])
+    if step.residual is None or getattr(step, "short_resident", False):
+        cut = len(slots)
+    for piece in (slots[:cut], slots[cut:]):
+        out += stream_pack.packets(cfg, "WEIGHTS", piece, max_bytes)
     return out
 
 

@@ -26,7 +26,7 @@ from .stream_format import (act_rows, descriptor_words_unchecked, first_block_ac
 
 
 __all__ = ["pack_elements", "unpack_elements", "header_beat", "packet", "packets",
-           "int_vectors", "layer_packets", "MAX_PACKET_VECTORS"]
+           "int_vectors", "packet_count", "layer_packets", "MAX_PACKET_VECTORS"]
 
 #: Largest ``count`` of a header (24 bits).
 MAX_PACKET_VECTORS = (1 << 24) - 1
@@ -133,6 +133,11 @@ def _type_of(packet_beats):
     return int(packet_beats[0, 0]) & 0xF
 
 
+def packet_count(packet_beats):
+    """The vectors a packet (``[beats, beat_bytes]``) announces: its header's ``count``."""
+    return int.from_bytes(bytes(packet_beats[0, :4]), "little") >> 8
+
+
 def layer_packets(cfg: CoreConfig, layer: Layer, max_bytes=None, *, weights=None, check=True):
     """The packets of one run as bytes, in :func:`~mulfree.host.stream_format.pack_layer`'s
     order and with its vectors: the same bytes as its beats, packed with NumPy.
@@ -143,8 +148,12 @@ def layer_packets(cfg: CoreConfig, layer: Layer, max_bytes=None, *, weights=None
         A packet's limit in bytes with its header (not applied to the descriptor), as
         :func:`packets`.
     weights : list of uint8 arrays, optional
-        PARAMS, SHIFT and WEIGHTS packets packed beforehand (a compiled step's): sent in
-        their places instead of packing ``layer``'s. Ignored with ``reuse_weights``.
+        PARAMS, SHIFT and WEIGHTS packets packed beforehand (a compiled step's,
+        :func:`~mulfree.host.step_packets.weight_packets`): sent in their places instead of
+        packing ``layer``'s, each segment of a type taking the type's next packets until its
+        vectors are sent (WEIGHTS packed in two pieces, the first output tile's rows and the
+        rest, follow :func:`~mulfree.host.stream_format.stream_order` exactly). Ignored with
+        ``reuse_weights``.
     check : bool
         Run :func:`~mulfree.host.core_layer.check_layer` first (a caller that has checked the
         layer's step already may skip it).
@@ -171,11 +180,18 @@ def layer_packets(cfg: CoreConfig, layer: Layer, max_bytes=None, *, weights=None
         "ACTS": lambda: pack_elements(cfg, act_rows(cfg, layer.x, g), e.act_bits),
         "SHORTCUT": lambda: pack_elements(cfg, shortcut_vectors(cfg, layer, g), e.act_bits),
     }
-    made = {}
+    made, owed = {}, {}
     for kind, start, count in stream_order(g, reuse=layer.reuse_weights,
                                            first_acts=first_block_acts(layer, g)):
         if weights is not None and kind in ("PARAMS", "SHIFT", "WEIGHTS"):
-            out += given.get(PACKET_TYPES[kind], [])
+            # The given packets in order, whole, until the segment's vectors are sent (a
+            # packet across the segment's end goes whole: the next segment is that much
+            # shorter).
+            queue, sent = given.get(PACKET_TYPES[kind], []), owed.get(kind, 0)
+            while queue and sent < count:
+                out.append(queue.pop(0))
+                sent += packet_count(out[-1])
+            owed[kind] = sent - count
             continue
         if kind not in made:
             made[kind] = make[kind]()

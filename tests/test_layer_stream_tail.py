@@ -214,29 +214,39 @@ def test_shortcut_vectors_by_hand():
 
 
 def test_packet_order_with_the_shortcut():
-    """DESC, PARAMS, SHIFT, ACTS(first block), WEIGHTS, SHORTCUT(first block's pixels),
-    ACTS(rest), SHORTCUT(rest); with reuse: DESC, ACTS(first), SHORTCUT(first), ACTS(rest),
-    SHORTCUT(rest)."""
+    """DESC, PARAMS, SHIFT, ACTS(first block), WEIGHTS(nt = 0), SHORTCUT(first block's
+    pixels), WEIGHTS(rest), then per further block its ACTS (its last pixel's window, one row
+    and one pixel further) and its SHORTCUT; with reuse the same without PARAMS, SHIFT and
+    WEIGHTS."""
     short = np.zeros((7, 3, 4), np.int64)
     layer = hand_case(m_block=5, shortcut=short, residual=ResidualParams(),
                       shifts=np.zeros((2, 2), np.int64))
-    # 1x1 kernel, CT 1: the first block (pixels 0..4) reads ACTS 0..4; NT 3: 15 SHORTCUT.
+    # 1x1 kernel, CT 1: the first block (pixels 0..4) reads ACTS 0..4; NT 3: 15 SHORTCUT;
+    # KT 1, R 2: nt = 0's weights are 2 rows. Block 1 (pixels 5..9) ends at (2, 1): ACTS up
+    # to (2, 2), 11 in all; SHORTCUT up to pixel 9, 30. Block 2: the rest.
     assert [(p.type, p.count) for p in ls.pack_layer(HAND_CFG, layer)] == \
-        [("DESC", 1), ("PARAMS", 7), ("SHIFT", 1), ("ACTS", 5), ("WEIGHTS", 3 * 1 * 2),
-         ("SHORTCUT", 15), ("ACTS", 7), ("SHORTCUT", 21)]
+        [("DESC", 1), ("PARAMS", 7), ("SHIFT", 1), ("ACTS", 5), ("WEIGHTS", 2),
+         ("SHORTCUT", 15), ("WEIGHTS", 4), ("ACTS", 6), ("SHORTCUT", 15), ("ACTS", 1),
+         ("SHORTCUT", 6)]
     reuse = replace(layer, reuse_weights=True)
     assert [(p.type, p.count) for p in ls.pack_layer(HAND_CFG, reuse)] == \
-        [("DESC", 1), ("ACTS", 5), ("SHORTCUT", 15), ("ACTS", 7), ("SHORTCUT", 21)]
+        [("DESC", 1), ("ACTS", 5), ("SHORTCUT", 15), ("ACTS", 6), ("SHORTCUT", 15),
+         ("ACTS", 1), ("SHORTCUT", 6)]
     whole = replace(layer, m_block=12)                   # one block: nothing left after
     assert [p.type for p in ls.pack_layer(HAND_CFG, whole)] == \
-        ["DESC", "PARAMS", "SHIFT", "ACTS", "WEIGHTS", "SHORTCUT"]
+        ["DESC", "PARAMS", "SHIFT", "ACTS", "WEIGHTS", "SHORTCUT", "WEIGHTS"]
     plain = replace(reuse, shortcut=None, residual=None)  # no residual: ACTS in one piece
     assert [(p.type, p.count) for p in ls.pack_layer(HAND_CFG, plain)] == \
         [("DESC", 1), ("ACTS", 12)]
     g = ls.layer_geometry(HAND_CFG, layer)
     assert stream_order(g, reuse=False, first_acts=5) == \
-        [("PARAMS", 0, 7), ("SHIFT", 0, 1), ("ACTS", 0, 5), ("WEIGHTS", 0, 6),
-         ("SHORTCUT", 0, 15), ("ACTS", 5, 7), ("SHORTCUT", 15, 21)]
+        [("PARAMS", 0, 7), ("SHIFT", 0, 1), ("ACTS", 0, 5), ("WEIGHTS", 0, 2),
+         ("SHORTCUT", 0, 15), ("WEIGHTS", 2, 4), ("ACTS", 5, 6), ("SHORTCUT", 15, 15),
+         ("ACTS", 11, 1), ("SHORTCUT", 30, 6)]
+    assert stream_order(ls.layer_geometry(HAND_CFG, replace(layer, shortcut=None,
+                                                            residual=None)),
+                        reuse=False, first_acts=5) == \
+        [("PARAMS", 0, 7), ("SHIFT", 0, 1), ("ACTS", 0, 5), ("WEIGHTS", 0, 6), ("ACTS", 5, 7)]
 
 
 # The vectorised byte packing ------------------------------------------------------------------

@@ -207,8 +207,11 @@ def test_source_layout_by_hand():
     assert words[4] == 0x0004_0005                 # flags.residual, m_block 5
     # The first block (pixels 0..4: oy 1, ox 0 last) reads source pixel (2, 0) = 16: 17 * 2.
     assert first_block_shortcut(g) == 34
-    assert [(p.type, p.count) for p in ls.pack_layer(HAND_CFG, layer)][-3:] == \
-        [("SHORTCUT", 34), ("ACTS", 7), ("SHORTCUT", 62)]
+    # Block 1 (pixels 5..9, (2, 1) last) reads source pixel (4, 2) = 34: 70 in all, and ACTS
+    # up to (2, 2) (one row and one pixel further, in the map): 11; block 2 the rest.
+    assert [(p.type, p.count) for p in ls.pack_layer(HAND_CFG, layer)][-6:] == \
+        [("SHORTCUT", 34), ("WEIGHTS", 4), ("ACTS", 6), ("SHORTCUT", 36), ("ACTS", 1),
+         ("SHORTCUT", 26)]
 
 
 def test_pooled_results_by_hand():

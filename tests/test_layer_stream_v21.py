@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from mulfree.params.config import ArrayConfig
-from mulfree.params.core_config import CoreConfig, DESC_FIELDS
+from mulfree.params.core_config import CoreConfig, DESC_FIELDS, PACKET_TYPES
 from mulfree.params.golden import terms
 from mulfree.params.layer_golden import PostParams, ResidualParams, conv2d_acc, postprocess
 from mulfree.params.post_config import shift_width
@@ -72,11 +72,24 @@ def v20_cases():
 # --- v2.0 cases (end) ---
 
 
-#: SHA-256 of the beats of ``pack_layer`` and of the bytes of ``stream_pack.layer_packets``
-#: (``max_bytes=200``) of :func:`v20_cases`, written by the packers of interface 2.0 (commit
-#: 35bd91c, the function above run against that tree).
-V20_DIGESTS = ("b2bfea5e338ef0bc3d0e9e3a82c593e1721dbbb4bb89f511d2a88ebd19c823ec",
-               "7bc4189e9261c1d041ce002b90b23617d0880886494bb8d4cc2d50dff67389f9")
+#: SHA-256 of each type's vector beats (headers left out, types in ``PACKET_TYPES`` order) of
+#: ``pack_layer`` and of ``stream_pack.layer_packets`` (``max_bytes=200``) of
+#: :func:`v20_cases`: the digest of the interface-2.0 packers' vectors (computed at commit
+#: c9d05cd, whose bytes were 2.0's: the digests of the whole streams, ``b2bfea5e...`` and
+#: ``7bc4189e...``, held there). Interface 2.2's stream order interleaves a residual's packets
+#: differently (``stream_format.stream_order``); every type's vectors stay 2.0's.
+V20_DIGESTS = ("07027fff0ef8e03d08c81eae04d7e76ae7d3abaf8887f11e2e4c29321087acb2",
+               "07027fff0ef8e03d08c81eae04d7e76ae7d3abaf8887f11e2e4c29321087acb2")
+
+
+def _type_digest(digest, cfg, packets):
+    """Update ``digest`` with the vector beats of ``packets`` (``[(type, beats bytes)]``,
+    headers included) type by type."""
+    bb = cfg.stream_width // 8
+    for t in PACKET_TYPES:
+        for kind, data in packets:
+            if kind == t:
+                digest.update(data[bb:])
 
 
 def test_single_engine_packing_is_byte_identical_to_2_0():
@@ -85,11 +98,12 @@ def test_single_engine_packing_is_byte_identical_to_2_0():
     beats, packed = hashlib.sha256(), hashlib.sha256()
     for name, cfg, layer in cases:
         assert cfg.code_width == cfg.engine.code_width and cfg.post_engine is cfg.engine
-        for p in ls.pack_layer(cfg, layer):
-            for b in p.beats:
-                beats.update(b.to_bytes(cfg.stream_width // 8, "little"))
-        for p in stream_pack.layer_packets(cfg, layer, max_bytes=200):
-            packed.update(p.tobytes())
+        bb = cfg.stream_width // 8
+        _type_digest(beats, cfg, [(p.type, b"".join(b.to_bytes(bb, "little") for b in p.beats))
+                                  for p in ls.pack_layer(cfg, layer)])
+        types = {v: k for k, v in PACKET_TYPES.items()}
+        _type_digest(packed, cfg, [(types[int(p[0, 0]) & 0xF], p.tobytes())
+                                   for p in stream_pack.layer_packets(cfg, layer, max_bytes=200)])
     assert (beats.hexdigest(), packed.hexdigest()) == V20_DIGESTS
 
 
