@@ -117,7 +117,7 @@ def estimate_resources(manifest):
     DSPs: one per PE for multiplier cores (measured, docs: TOOLCHAIN.md), none otherwise (the
     layer set-up multiplies by shift-and-add). Block RAM: every buffer of the manifest's
     ``core.buffers`` at least :data:`LUTRAM_MAX_DEPTH` deep, each in its cheapest RAMB18
-    shape, two RAMB18s per 36 Kb block. An estimate of the core only; ``mulfree report``
+    shape (``count`` copies: the feature-map banks), two RAMB18s per 36 Kb block. An estimate of the core only; ``mulfree report``
     synthesizes for real.
 
     Returns
@@ -138,6 +138,7 @@ def estimate_resources(manifest):
         if banks > 1:
             width //= banks
         n = banks * _ram18(depth, width) if depth >= LUTRAM_MAX_DEPTH else 0
+        n *= b.get("count", 1)          # fmap: two feature-map banks (interface 2.2)
         memories.append((name, depth, width, n))
     ramb18 = sum(m[3] for m in memories)
     return {"dsp": dsp, "ramb18": ramb18, "bram36": ramb18 / 2, "memories": memories}

@@ -256,8 +256,9 @@ def core_manifest(cfg: CoreConfig):
             "setup_cycles": len(SETUP_STEPS) * 18 + 2,
             "post_latency": post_latency(cfg),
             "buffers": {
+                # banks: a memory per lane; count: feature-map banks (2: layer chaining).
                 "fmap": {"depth": cfg.fmap_vectors, "width": e.rows * e.act_bits,
-                         "banks": e.rows},
+                         "banks": e.rows, "count": cfg.fmap_banks},
                 "weights": {"depth": cfg.weight_rows, "width": e.cols * cfg.code_width},
                 "acc": {"depth": cfg.acc_entries, "width": e.cols * cfg.acc_width},
                 "post_table": {"channels": cfg.max_channels},

@@ -50,7 +50,8 @@ from amaranth.lib.wiring import In, Out
 from ..params.core_config import CoreConfig, DESC_FLAGS, SHIFT_ENTRY_BITS
 from .array import PEArray, output_layout
 from .tree import TreeEngine
-from .layer_setup import LayerSetup, SIZE_BITS, desc_layout
+from .layer_setup import LayerSetup, SIZE_BITS, desc_layout, shape_layout
+from .fmap_banks import FmapBanks, fork_results, bank_state
 from .layer_issue import IssueUnit, WeightFeeder, tag_layout, hazard_window
 from .postproc import PostProcess, shortcut_addr_bits
 from .pool import GlobalPool
@@ -112,10 +113,19 @@ class LayerDatapath(wiring.Component):
     run : In(1)
         A run is in progress (the shell's ``busy``).
     s, m : the input and output beat streams.
-    reuse_valid, reuse_rows, reuse_channels, reuse_tiles : In
+    reuse_valid, reuse_rows, reuse_channels, reuse_tiles, reuse_engine : In
         What the previous successful run loaded (for ``flags.reuse_weights``).
-    rows, channels, tiles : Out
+    rows, channels, tiles, engine : Out
         What this run uses, for the shell to remember.
+    bank_valid, bank_shape_0, bank_shape_1 : In
+        The feature-map banks' state, for setup's RESIDENT checks (interface 2.2).
+    started : Out(1)
+        Pulse: setup passed (the shell invalidates the banks the run writes).
+    in_bank, acts_resident, keep : Out(1)
+        The run's chaining flags (valid from ``started`` on).
+    in_shape, out_shape : Out(shape_layout())
+        The run's input ``(in_c, in_h, in_w)`` and output ``(out_c, out_h, out_w)``,
+        ``(out_c, 1, 1)`` with a global pool.
     finished : Out(1)
         Pulse: the run ended well.
     error : Out(8)
@@ -138,9 +148,17 @@ class LayerDatapath(wiring.Component):
             "reuse_rows": In(SIZE_BITS),
             "reuse_channels": In(16),
             "reuse_tiles": In(SIZE_BITS),
+            "reuse_engine": In(4),
+            "bank_valid": In(2),
+            "bank_shape_0": In(shape_layout()),
+            "bank_shape_1": In(shape_layout()),
             "rows": Out(SIZE_BITS),
             "channels": Out(16),
             "tiles": Out(SIZE_BITS),
+            "engine": Out(4),
+            "started": Out(1),
+            "in_bank": Out(1), "acts_resident": Out(1), "keep": Out(1),
+            "in_shape": Out(shape_layout()), "out_shape": Out(shape_layout()),
             "finished": Out(1),
             "error": Out(8),
             "stall_in": Out(1),
@@ -164,6 +182,9 @@ class LayerDatapath(wiring.Component):
         shift = desc.flags[DESC_FLAGS["shift"]]
         reuse = desc.flags[DESC_FLAGS["reuse_weights"]]
         residual = desc.flags[DESC_FLAGS["residual"]]
+        chain = {name: desc.flags[DESC_FLAGS[name]] if cfg.fmap_banks == 2 else Const(0)
+                 for name in ("in_bank", "acts_resident", "keep", "quiet", "short_resident")}
+        pooled = desc.flags[DESC_FLAGS["global_pool"]]
 
         # ---- Phases of the run ---------------------------------------------------------------
         running = Signal()          # setup passed: issue, feed, retire
@@ -184,7 +205,9 @@ class LayerDatapath(wiring.Component):
             setup.desc.eq(Mux(loader.desc_valid, loader.desc, desc)),
             setup.reuse_valid.eq(self.reuse_valid), setup.reuse_rows.eq(self.reuse_rows),
             setup.reuse_channels.eq(self.reuse_channels),
-            setup.reuse_tiles.eq(self.reuse_tiles),
+            setup.reuse_tiles.eq(self.reuse_tiles), setup.reuse_engine.eq(self.reuse_engine),
+            setup.bank_valid.eq(self.bank_valid),
+            setup.bank_shape_0.eq(self.bank_shape_0), setup.bank_shape_1.eq(self.bank_shape_1),
         ]
         go = Signal()
         m.d.comb += go.eq(setup.done & (setup.error == 0))
@@ -198,15 +221,22 @@ class LayerDatapath(wiring.Component):
                 totals["params"].eq(Mux(reuse, 0, desc.out_c)),
                 totals["shift"].eq(Mux(reuse | ~shift, 0, sz.ct)),
                 totals["weights"].eq(Mux(reuse, 0, sz.wrows)),
-                totals["acts"].eq(sz.acts),
-                totals["shortcut"].eq(Mux(residual, sz.scv, 0)),
+                totals["acts"].eq(Mux(chain["acts_resident"], 0, sz.acts)),
+                totals["shortcut"].eq(Mux(residual & ~chain["short_resident"], sz.scv, 0)),
             ]
         for t, v in totals.items():
             m.d.comb += getattr(loader, f"{t}_total").eq(v)
         complete = {t: running & (getattr(loader, f"{t}_ptr") == v) for t, v in totals.items()}
         m.d.comb += [
             self.rows.eq(sz.wrows), self.channels.eq(desc.out_c),
-            self.tiles.eq(Mux(shift, sz.ct, 0)),
+            self.tiles.eq(Mux(shift, sz.ct, 0)), self.engine.eq(desc.engine),
+            self.started.eq(go),
+            self.in_bank.eq(chain["in_bank"]), self.acts_resident.eq(chain["acts_resident"]),
+            self.keep.eq(chain["keep"]),
+            self.in_shape.c.eq(desc.in_c), self.in_shape.h.eq(desc.in_h),
+            self.in_shape.w.eq(desc.in_w),
+            self.out_shape.c.eq(desc.out_c), self.out_shape.h.eq(Mux(pooled, 1, desc.out_h)),
+            self.out_shape.w.eq(Mux(pooled, 1, desc.out_w)),
         ]
 
         # ---- Input ---------------------------------------------------------------------------
@@ -216,19 +246,32 @@ class LayerDatapath(wiring.Component):
 
         # Buffers. Reads never meet a write of the same address (the watermarks), so the read
         # ports need not be transparent.
-        fmap = []
-        fa = len(issue.fmap_addr) // R
-        for j in range(R):
-            mem = Memory(shape=unsigned(a), depth=cfg.fmap_vectors, init=[])
-            m.submodules[f"fmap_{j}"] = mem
-            wr, rd = mem.write_port(), mem.read_port()
+        banks = None
+        if cfg.fmap_banks == 2:
+            banks = m.submodules.banks = FmapBanks(cfg)
             m.d.comb += [
-                wr.addr.eq(loader.acts_ptr), wr.en.eq(loader.act_we),
-                wr.data.eq(loader.act_data.word_select(j, a)),
-                rd.addr.eq(issue.fmap_addr.word_select(j, fa)), rd.en.eq(issue.fmap_en),
+                banks.in_bank.eq(chain["in_bank"]), banks.keep.eq(chain["keep"]),
+                banks.short_resident.eq(chain["short_resident"]),
+                banks.short_vectors.eq(sz.scv), banks.start.eq(go),
+                banks.acts_we.eq(loader.act_we), banks.acts_addr.eq(loader.acts_ptr),
+                banks.acts_data.eq(loader.act_data),
+                banks.rd_addr.eq(issue.fmap_addr), banks.rd_en.eq(issue.fmap_en),
+                issue.fmap_data.eq(banks.rd_data),
             ]
-            fmap.append(rd.data)
-        m.d.comb += issue.fmap_data.eq(Cat(fmap))
+        else:
+            fmap = []
+            fa = len(issue.fmap_addr) // R
+            for j in range(R):
+                mem = Memory(shape=unsigned(a), depth=cfg.fmap_vectors, init=[])
+                m.submodules[f"fmap_{j}"] = mem
+                wr, rd = mem.write_port(), mem.read_port()
+                m.d.comb += [
+                    wr.addr.eq(loader.acts_ptr), wr.en.eq(loader.act_we),
+                    wr.data.eq(loader.act_data.word_select(j, a)),
+                    rd.addr.eq(issue.fmap_addr.word_select(j, fa)), rd.en.eq(issue.fmap_en),
+                ]
+                fmap.append(rd.data)
+            m.d.comb += issue.fmap_data.eq(Cat(fmap))
 
         m.submodules.weights = wmem = Memory(shape=unsigned(C * cfg.code_width),
                                              depth=cfg.weight_rows, init=[])
@@ -280,7 +323,8 @@ class LayerDatapath(wiring.Component):
         tag = Signal(tag_layout(cfg, groups))
         m.d.comb += tag.eq(tags.r_data)
         # A final vector waits for its parameters and its shortcut vector.
-        short_ready = self._shortcut(m, loader, post, tag, sz, desc)
+        short_ready, short_complete = self._shortcut(m, loader, banks, post, tag, sz, desc,
+                                                     chain["short_resident"])
         params_ready = reuse | complete["params"]
         post_ready = params_ready & short_ready
         retire = Signal()
@@ -302,8 +346,8 @@ class LayerDatapath(wiring.Component):
         out_bits = C * a
         m.submodules.out = out = SyncFIFOBuffered(width=out_bits + 1, depth=cfg.out_vectors)
         results = self._pool(m, post, desc, sz)
-        m.d.comb += [out.w_data.eq(Cat(results.payload.data, results.payload.last)),
-                     out.w_en.eq(results.valid), results.ready.eq(out.w_rdy)]
+        written_last = fork_results(m, cfg, results, out, banks, post.o.payload.group, sz.nt,
+                                    pooled, chain["quiet"])
         nbeats = cfg.beats(out_bits)
         beat = Signal(range(max(nbeats, 2)))
         padded = Signal(nbeats * S)
@@ -325,8 +369,8 @@ class LayerDatapath(wiring.Component):
                 m.d.sync += beat.eq(beat + 1)
 
         # ---- End of the run, errors, counters -----------------------------------------------
-        all_in = Cat(complete.values()).all()
-        with m.If(running & sent_last & all_in):
+        all_in = Cat(complete.values()).all() & short_complete
+        with m.If(running & Mux(chain["quiet"], written_last, sent_last) & all_in):
             m.d.comb += self.finished.eq(1)     # the shell resets the datapath for the next run
         m.d.comb += self.error.eq(Mux(loader.error != 0, loader.error,
                                       Mux(setup.done, setup.error, 0)))
@@ -396,11 +440,15 @@ class LayerDatapath(wiring.Component):
                      pool.shift.eq(desc.pool_shift), pool.nt.eq(sz.nt)]
         return pool.o
 
-    def _shortcut(self, m, loader, post, tag, sz, desc):
+    def _shortcut(self, m, loader, banks, post, tag, sz, desc, short_resident):
         """The shortcut buffer, written aligned by :class:`~.stream_loader.ShortcutAligner`
         from the loader's SHORTCUT vectors and read by post-processing, and the address of the
         final vector at the head of the retire queue; returns "its aligned shortcut vector is
-        complete (or the layer has none)".
+        complete (or the layer has none)", and "every source vector is in" (the resident
+        reader's ``sc_done``; always 1 when the loader brings them, whose total says it).
+
+        With ``short_resident`` the aligner is fed by the banks' reader (``sc_we``,
+        ``sc_data``) instead of the loader's SHORTCUT vectors.
 
         Final vectors come per block, per ``nt``, per pixel ``i`` of the block, so the address
         ``pixel * NT + nt`` is the previous one plus ``NT`` within a pass; a pass with
@@ -417,7 +465,7 @@ class LayerDatapath(wiring.Component):
         residual = desc.flags[DESC_FLAGS["residual"]]
         depth = self._cfg.shortcut_vectors
         if not depth:
-            return ~residual            # never residual: setup refuses it (TOO_BIG)
+            return ~residual, Const(1)  # never residual: setup refuses it (TOO_BIG)
         e = self._cfg.engine
         m.submodules.shortcut = smem = Memory(shape=unsigned(e.cols * e.act_bits), depth=depth,
                                               init=[])
@@ -427,7 +475,6 @@ class LayerDatapath(wiring.Component):
             align.short_c.eq(desc.short_c), align.short_off.eq(desc.short_off),
             align.short_stride.eq(desc.short_stride), align.out_w.eq(desc.out_w),
             align.nt.eq(sz.nt), align.nts.eq(sz.nts),
-            align.we.eq(loader.sc_we), align.data.eq(loader.sc_data),
             loader.sc_hold.eq(align.hold),
             wr.addr.eq(align.wr_addr), wr.en.eq(align.wr_en), wr.data.eq(align.wr_data),
             rd.addr.eq(post.s_addr), rd.en.eq(post.s_en),
@@ -450,7 +497,15 @@ class LayerDatapath(wiring.Component):
             m.d.sync += [block_next.eq(addr + 1), step_next.eq(addr + sz.nt)]
             with m.If(first):
                 m.d.sync += pass_next.eq(addr + 1)
-        return ~residual | (addr < align.done)
+        if banks is None:
+            m.d.comb += [align.we.eq(loader.sc_we), align.data.eq(loader.sc_data)]
+            return ~residual | (addr < align.done), Const(1)
+        m.d.comb += [
+            align.we.eq(Mux(short_resident, banks.sc_we, loader.sc_we)),
+            align.data.eq(Mux(short_resident, banks.sc_data, loader.sc_data)),
+            banks.sc_hold.eq(align.hold),
+        ]
+        return ~residual | (addr < align.done), ~short_resident | banks.sc_done
 
 
 def _sext(v, width):
@@ -498,8 +553,11 @@ class Core(wiring.Component):
         reuse_valid = Signal()
         reuse_rows, reuse_tiles = Signal(SIZE_BITS), Signal(SIZE_BITS)
         reuse_channels = Signal(16)
+        reuse_engine = Signal(4)
         m.d.comb += [dp.reuse_valid.eq(reuse_valid), dp.reuse_rows.eq(reuse_rows),
-                     dp.reuse_channels.eq(reuse_channels), dp.reuse_tiles.eq(reuse_tiles)]
+                     dp.reuse_channels.eq(reuse_channels), dp.reuse_tiles.eq(reuse_tiles),
+                     dp.reuse_engine.eq(reuse_engine)]
+        bank_state(m, cfg, dp, soft, busy)
 
         with m.If(soft):
             m.d.sync += [busy.eq(0), discard.eq(0), code.eq(0), reuse_valid.eq(0)]
@@ -509,7 +567,8 @@ class Core(wiring.Component):
             m.d.sync += [busy.eq(0), discard.eq(1), code.eq(dp.error), reuse_valid.eq(0)]
         with m.Elif(busy & dp.finished):
             m.d.sync += [busy.eq(0), reuse_valid.eq(1), reuse_rows.eq(dp.rows),
-                         reuse_channels.eq(dp.channels), reuse_tiles.eq(dp.tiles)]
+                         reuse_channels.eq(dp.channels), reuse_tiles.eq(dp.tiles),
+                         reuse_engine.eq(dp.engine)]
 
         m.d.comb += [
             dp.run.eq(busy),

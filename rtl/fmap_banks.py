@@ -30,17 +30,17 @@ unit is meant to sit inside the datapath the shell resets between runs: a reset 
 reader, never the memories (the kept tensor survives into the next run).
 """
 
-from amaranth.hdl import Signal, Module, Cat, Mux, unsigned
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..params.config import ConfigError
 from ..params.core_config import CoreConfig
-from .layer_setup import SIZE_BITS
+from .layer_setup import SIZE_BITS, shape_layout
 
 
-__all__ = ["FmapBanks", "fmap_addr_bits", "result_layout"]
+__all__ = ["FmapBanks", "fmap_addr_bits", "result_layout", "fork_results", "bank_state"]
 
 
 def fmap_addr_bits(cfg: CoreConfig):
@@ -192,3 +192,81 @@ class FmapBanks(wiring.Component):
             self.sc_data.eq(Mux(b, Cat(bank_data[0]), Cat(bank_data[1]))),
         ]
         return m
+
+
+def fork_results(m, cfg, results, out, banks, group, nt, pooled, quiet):
+    """Layer chaining in the core's datapath: the result vectors to the output FIFO (unless
+    ``quiet``) and, with ``keep``, to the banks at ``pixel * NT + nt``: a vector is consumed
+    when both that need it take it. Returns "the run's last result has been consumed" (a
+    quiet run's end).
+
+    The address is counted on the output side, as post-processing's ``short_addr`` on
+    its input: vectors come per block, per ``nt`` (post-processing's ``group``), per
+    pixel, so the next vector of a pass is ``NT`` further on, a pass's first (the group
+    changes) one after the previous pass's first, and a block's (group 0 after group
+    ``NT - 1``) one after the vector before it. A global pool's ``NT`` vectors are
+    ``0 .. NT - 1``.
+
+    ``results`` is the stream after the global pool, ``out`` the output FIFO, ``banks`` the
+    :class:`FmapBanks` (None on a one-bank core), ``group`` post-processing's output group
+    (the pool passes post-processing's vectors through, combinationally), ``nt`` the layer's
+    output tiles."""
+    bank_ok = banks.res.ready if banks is not None else Const(1)
+    out_ok = quiet | out.w_rdy
+    m.d.comb += [out.w_data.eq(Cat(results.payload.data, results.payload.last)),
+                 out.w_en.eq(results.valid & bank_ok & ~quiet),
+                 results.ready.eq(out_ok & bank_ok)]
+    written_last = Signal()
+    take = results.valid & results.ready
+    with m.If(take & results.payload.last):
+        m.d.sync += written_last.eq(1)
+    if banks is None:
+        return written_last
+    width = fmap_addr_bits(cfg) + 1
+    addr = Signal(width)
+    count = Signal(width)           # vectors consumed: a global pool's addresses
+    block_next, pass_next, step_next = Signal(width), Signal(width), Signal(width)
+    prev_group = Signal.like(group)
+    first = (count == 0) | (group != prev_group)
+    m.d.comb += [
+        addr.eq(Mux(pooled, count,
+                    Mux(first, Mux(group == 0, block_next, pass_next), step_next))),
+        banks.res.valid.eq(results.valid & out_ok),
+        banks.res.payload.data.eq(results.payload.data),
+        banks.res.payload.addr.eq(addr),
+    ]
+    with m.If(take):
+        m.d.sync += [count.eq(count + 1), prev_group.eq(group),
+                     block_next.eq(addr + 1), step_next.eq(addr + nt)]
+        with m.If(first):
+            m.d.sync += pass_next.eq(addr + 1)
+    return written_last
+
+
+def bank_state(m, cfg, dp, soft, busy):
+    """The shell's record of the feature-map banks' state (interface 2.2): per bank, valid
+    and the shape ``(c, h, w)`` of the tensor it holds. When setup passes, the banks the run writes
+    become invalid (bank ``in_bank`` when its ACTS are streamed, the other one with
+    ``keep``); a run that ends well leaves bank ``in_bank`` holding its input and, with
+    ``keep``, the other bank its output; an error or a soft reset invalidates both. A
+    one-bank core keeps nothing (setup refuses every chaining flag). ``dp`` is the
+    :class:`~.core.LayerDatapath` (its ``bank_*`` inputs are driven here)."""
+    valid = Signal(2)
+    shapes = [Signal(shape_layout(), name=f"bank_shape_{k}") for k in range(2)]
+    m.d.comb += [dp.bank_valid.eq(valid), dp.bank_shape_0.eq(shapes[0]),
+                 dp.bank_shape_1.eq(shapes[1])]
+    if cfg.fmap_banks == 1:
+        return valid
+    b = dp.in_bank
+    with m.If(soft | (busy & (dp.error != 0))):
+        m.d.sync += valid.eq(0)
+    with m.Elif(busy & dp.started):
+        m.d.sync += [valid.bit_select(b, 1).eq(valid.bit_select(b, 1) & dp.acts_resident),
+                     valid.bit_select(~b, 1).eq(valid.bit_select(~b, 1) & ~dp.keep)]
+    with m.Elif(busy & dp.finished):
+        for k in range(2):
+            with m.If(b == k):
+                m.d.sync += [valid.bit_select(k, 1).eq(1), shapes[k].eq(dp.in_shape)]
+            with m.Elif(dp.keep):
+                m.d.sync += [valid.bit_select(k, 1).eq(1), shapes[k].eq(dp.out_shape)]
+    return valid

@@ -68,14 +68,17 @@ def _packets(cfg, kind, vectors):
     return out
 
 
-def descriptor_vector(layer, g, engine):
-    """The DESC vector of ``layer`` (geometry ``g``) with ``engine`` in word 7 [31:28]."""
+def descriptor_vector(layer, g, engine, chain=None):
+    """The DESC vector of ``layer`` (geometry ``g``) with ``engine`` in word 7 [31:28] and
+    the layer-chaining flags ``chain`` (``{"in_bank": 1, "keep": 1, ...}``, interface 2.2;
+    absent flags 0)."""
     tail = tail_fields(layer)
     flags = {"shift": int(layer.shifts is not None),
              "reuse_weights": int(bool(layer.reuse_weights)),
-             **{n: tail[n] for n in ("residual", "res_relu", "clamp", "global_pool")}}
+             **{n: tail[n] for n in ("residual", "res_relu", "clamp", "global_pool")},
+             **(chain or {})}
     values = dict(g, **tail, engine=engine,
-                  flags=sum(flags[name] << bit for name, bit in DESC_FLAGS.items()))
+                  flags=sum(int(flags.get(name, 0)) << bit for name, bit in DESC_FLAGS.items()))
     vector = 0
     for word, lo, width, name in DESC_FIELDS:
         value = int(values[name])
@@ -84,10 +87,11 @@ def descriptor_vector(layer, g, engine):
     return vector
 
 
-def pack_engine_layer(cfg, layer, k, *, engine=None):
+def pack_engine_layer(cfg, layer, k, *, engine=None, chain=None):
     """The packets of ``layer`` run on engine ``k`` of the multi-engine core ``cfg``, in the
     host's order (:func:`~mulfree.host.stream_format.stream_order`); ``engine`` overrides the
-    descriptor's field (a missing engine)."""
+    descriptor's field (a missing engine). ``chain``: layer chaining's flags (interface 2.2):
+    with ``acts_resident`` no ACTS packets, with ``short_resident`` no SHORTCUT packets."""
     view = engine_view(cfg, k)
     check_layer(view, layer)
     g = layer_geometry(view, layer)
@@ -106,8 +110,13 @@ def pack_engine_layer(cfg, layer, k, *, engine=None):
         "ACTS": [pack_vector(v, e.act_bits) for v in act_rows(view, layer.x, g)],
         "SHORTCUT": [pack_vector(v, e.act_bits) for v in shortcut_vectors(view, layer, g)],
     }
+    chain = chain or {}
+    if chain.get("acts_resident"):
+        vectors["ACTS"] = []
+    if chain.get("short_resident"):
+        vectors["SHORTCUT"] = []
     packets = _packets(cfg, "DESC", [descriptor_vector(layer, g, k if engine is None
-                                                       else engine)])
+                                                       else engine, chain)])
     for kind, start, count in stream_order(g, reuse=layer.reuse_weights,
                                            first_acts=first_block_acts(layer, g)):
         packets += _packets(cfg, kind, vectors[kind][start:start + count])

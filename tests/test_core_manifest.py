@@ -108,7 +108,9 @@ def test_core_manifest_sections(tmp_path):
     res = next(f for f in st["descriptor"]["fields"] if f["name"] == "res_shift")
     assert (res["word"], res["bits"]) == (6, [23, 16])
     assert st["descriptor"]["flags"] == {"shift": 0, "reuse_weights": 1, "residual": 2,
-                                         "res_relu": 3, "clamp": 4, "global_pool": 5}
+                                         "res_relu": 3, "clamp": 4, "global_pool": 5,
+                                         "in_bank": 6, "acts_resident": 7, "keep": 8,
+                                         "quiet": 9, "short_resident": 10}
     # a = 6: res_shift in [-6, 6 + 16], the sum 6 + 15 + 1 bits, the clamp in act_range;
     # the pool's sums of up to 4096 = 2^12 pixels 6 + 12 bits, pool_shift in [-6, 18].
     assert st["tail"] == {"res_max_shift": 15, "res_shift_range": [-6, 22],
@@ -119,7 +121,9 @@ def test_core_manifest_sections(tmp_path):
     ports = {p["name"] for p in doc["ports"]}
     assert {"s_axis__tdata", "s_axis__tlast", "m_axis__tready", "s_axil__awaddr",
             "irq"} <= ports, ports
-    assert doc["core"]["buffers"]["fmap"] == {"depth": 64, "width": 18, "banks": 3}
+    # 3x5: no layer chaining, one feature-map bank (a memory per lane: banks 3).
+    assert doc["core"]["buffers"]["fmap"] == {"depth": 64, "width": 18, "banks": 3, "count": 1}
+    assert doc["parameters"]["fmap_banks"] == 1
     assert doc["core"]["buffers"]["shortcut"] == {"depth": 1024, "width": 30}
     assert doc["parameters"]["shortcut_vectors"] == 1024
     # 16 channels in groups of 5 lanes: 4 words of 5 sums of 18 bits.
@@ -336,3 +340,24 @@ def test_engine_list_needs_a_core(tmp_path, capsys):
     assert cli.main(["gen", "--pe", "shift,mult", "-o", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--pe 'shift,mult'" in err[0] and "--core" in err[0], err
+
+
+@pytest.mark.parametrize("banks", [1, 2])
+def test_fmap_banks_in_manifest_and_estimate(banks):
+    """Interface 2.2: ``parameters.fmap_banks``, ``core.buffers.fmap.count`` and the block
+    RAM estimate counting both banks (16 lanes of 2048 x 8 bits: one RAMB18 each, per bank),
+    the registers' FMAP_BANKS at 0x07C with its reset value."""
+    from mulfree.gen.vivado_plan import estimate_resources
+    from mulfree.params.manifest import core_manifest
+    cfg = CoreConfig(engine=ArrayConfig(pe="shift", rows=16, cols=16, max_k=1024),
+                     fmap_vectors=2048, fmap_banks=banks)
+    doc = core_manifest(cfg)
+    assert doc["parameters"]["fmap_banks"] == banks
+    assert doc["core"]["buffers"]["fmap"] == {"depth": 2048, "width": 128, "banks": 16,
+                                              "count": banks}
+    assert CoreConfig.from_params(doc["parameters"]) == cfg
+    fmap = [m for m in estimate_resources(doc)["memories"] if m[0] == "fmap"]
+    assert fmap == [("fmap", 2048, 8, 16 * banks)]
+    [reg] = [r for r in doc["registers"]["registers"] if r["name"] == "FMAP_BANKS"]
+    assert reg["offset"] == 0x07C and reg["reset"] == banks
+
