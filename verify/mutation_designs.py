@@ -57,6 +57,10 @@ DESIGNS = {
                                        extra_engines=[dict(pe="mult", rows=4, cols=3,
                                                            weight_bits=6, max_k=128)],
                                        engine_cols=[3, 1], **_SMALL_CORE)),
+    # Interface 2.2: a square core with two feature-map banks (layer chaining).
+    "core-shift-chain": ("core", dict(engine=dict(pe="shift", rows=4, cols=4, max_k=256),
+                                      **dict(_SMALL_CORE, fmap_vectors=128, shortcut_vectors=128,
+                                             pool_pixels=16))),
     "fold-mult": ("fold", dict(pe="mult", rows=3, cols=4, act_bits=4, weight_bits=4, max_k=9)),
     "fold-shift": ("fold", dict(pe="shift", rows=2, cols=3, act_bits=4, weight_bits=3,
                                 max_k=8)),
@@ -88,12 +92,12 @@ FILE_DESIGNS = {
     "rtl/regs.py": ["regs-default"] + _CORES,
     "rtl/postproc.py": ["postproc"] + _CORES,
     "rtl/pool.py": _CORES,
-    "rtl/layer_setup.py": _CORES + ["core-shift-multc1"],
+    "rtl/layer_setup.py": _CORES + ["core-shift-multc1", "core-shift-chain"],
     "rtl/layer_issue.py": _CORES,
     "rtl/stream_loader.py": _CORES,
-    "rtl/core.py": _CORES + ["core-shift-multc1"],
+    "rtl/core.py": _CORES + ["core-shift-multc1", "core-shift-chain"],
     "rtl/fold.py": ["fold-mult", "fold-shift", "core-shift-multc1"],
-    "rtl/fmap_banks.py": ["fmap-banks"],
+    "rtl/fmap_banks.py": ["fmap-banks", "core-shift-chain"],
 }
 
 # The cocotb tests on Icarus, trimmed to their smallest design of each kind (a surviving mutant
@@ -111,6 +115,7 @@ _CORE_SIM = ["tests/test_core_sim.py::test_core[shift_4x3_s64-icarus]",
 _CORE_SHORTCUT = ["tests/test_core_shortcut_sim.py::"
                   "test_core_aligned_shortcut[adder_tree_5x4_s32-icarus]"]
 _CORE_ENGINES = ["tests/test_core_engines_sim.py::test_core_engines[shift_multc1_4x3_s64-icarus]"]
+_CORE_CHAIN = ["tests/test_core_chain_sim.py::test_core_chain[shift_4x4_s64-icarus]"]
 _BLOCK = ["tests/test_shift_block.py", "tests/test_shift_block_sim.py"]
 # The directed corner scenarios (the Icarus design) and the formal proofs of each block.
 _CORE_CORNERS = ["tests/test_core_corners.py::test_core_corners[adder_tree_5x4_s32-icarus]"]
@@ -141,15 +146,16 @@ TEST_MAP = {
                        + _CORE_SIM + _CORE_CORNERS,
     "rtl/pool.py": ["tests/test_core_datapath.py"] + _proofs("pool")
                    + ["tests/test_core_pool_sim.py::test_core_pool[adder_tree_5x4_s32-icarus]"],
-    "rtl/layer_setup.py": ["tests/test_layer_setup.py", "tests/test_layer_setup_tail.py"]
-                          + _CORE_SIM + _CORE_CORNERS,
+    "rtl/layer_setup.py": ["tests/test_layer_setup.py", "tests/test_layer_setup_tail.py",
+                           "tests/test_layer_setup_chain.py"]
+                          + _CORE_SIM + _CORE_CORNERS + _CORE_CHAIN,
     "rtl/layer_issue.py": ["tests/test_core_datapath.py"] + _CORE_SIM + _CORE_CORNERS,
     "rtl/stream_loader.py": ["tests/test_stream_loader.py", "tests/test_core_datapath.py"]
                             + _CORE_SIM + _CORE_CORNERS + _CORE_SHORTCUT,
     "rtl/core.py": ["tests/test_core_datapath.py"] + _CORE_SIM + _CORE_CORNERS + _CORE_SHORTCUT
-                   + _CORE_ENGINES + _proofs("core_m_axis", "core_m_axis_idle"),
+                   + _CORE_ENGINES + _proofs("core_m_axis", "core_m_axis_idle") + _CORE_CHAIN,
     "rtl/fold.py": ["tests/test_fold.py"] + _CORE_ENGINES,
-    "rtl/fmap_banks.py": ["tests/test_fmap_banks.py"],
+    "rtl/fmap_banks.py": ["tests/test_fmap_banks.py"] + _CORE_CHAIN,
 }
 
 
