@@ -8,7 +8,9 @@ residual add of the shortcut aligned from the SHORTCUT vectors' source layout by
 clamp, the global pool's sums), written here from ``docs/interface.md`` and the spec of core
 interfaces 2.0 and 2.1 (``params/core_config.py``): a multi-engine core runs each layer on
 the engine its descriptor names, reading the weight buffer's ``code_width``-bit slots as that
-engine's codes, and post-processes at the widest accumulator's widths. Where the core would
+engine's codes, and post-processes at the widest accumulator's widths; with interface 2.2's
+layer chaining it keeps the two feature-map banks' contents from run to run
+(:class:`~mulfree.host.bank_state.BankState`) and computes from them. Where the core would
 stop it raises :class:`CoreError`; :class:`CoreState` carries the loaded weights from one run
 to the next.
 It shares no code with the golden output (:mod:`mulfree.host.stream_results`), so a test
@@ -25,7 +27,8 @@ from ..params.core_config import (CoreConfig, CORE_ERRORS, DESC_BITS, DESC_FIELD
 from ..params.post_config import shift_width
 from ..params.golden import array_forward
 from ..params.layer_golden import PostParams, postprocess
-from .core_layer import ceil_div
+from .bank_state import BankState
+from .core_layer import CHAIN_FLAGS, ceil_div
 from .stream_format import (Packet, beats_vector, bit_mask, pack_vector, stream_beats,
                             unpack_vector, vector_beats)
 
@@ -58,16 +61,25 @@ class CoreError(ValueError):
 
 @dataclass
 class CoreState:
-    """What the core keeps from one run to the next: the loaded PARAMS, SHIFT and WEIGHTS.
+    """What the core keeps from one run to the next: the loaded PARAMS, SHIFT and WEIGHTS,
+    and the feature-map banks (interface 2.2).
 
     Pass one object to successive :func:`emulate_core` calls to emulate
-    ``flags.reuse_weights``. ``loaded`` is ``None`` after reset and after a run that stopped
-    with an error. Like the core, a reusing run is refused (error REUSE) unless its weight
-    rows, ``out_c`` and shift-table tiles (``CT`` with ``flags.shift``, else 0) equal the
-    loaded ones.
+    ``flags.reuse_weights`` and layer chaining. ``loaded`` is ``None`` after reset and after a
+    run that stopped with an error. Like the core, a reusing run is refused (error REUSE)
+    unless its engine, weight rows, ``out_c`` and shift-table tiles (``CT`` with
+    ``flags.shift``, else 0) equal the loaded ones. ``banks`` (a
+    :class:`~mulfree.host.bank_state.BankState` with contents) holds what the two banks hold;
+    an error clears it, as :meth:`reset` (the soft reset) does.
     """
 
     loaded: dict | None = field(default=None)
+    banks: BankState = field(default_factory=BankState)
+
+    def reset(self):
+        """A soft reset: no weights loaded, both banks invalid."""
+        self.loaded = None
+        self.banks.clear()
 
 
 def _as_beats(stream):
@@ -134,6 +146,8 @@ def _parse_descriptor(cfg, vector):
     for name, key in (("shift", "shift"), ("reuse_weights", "reuse"), ("residual", "residual"),
                       ("res_relu", "res_relu"), ("clamp", "clamp"), ("global_pool", "pool")):
         d[key] = bool(flags >> DESC_FLAGS[name] & 1)
+    for name in CHAIN_FLAGS:
+        d[name] = int(flags >> DESC_FLAGS[name] & 1)
     return d
 
 
@@ -171,9 +185,29 @@ def _check_tail(cfg, d):
                                              else ""))
 
 
-def _check_desc(cfg, d):
+def _check_resident(cfg, d, banks):
+    """Error RESIDENT (interface 2.2): a chaining flag on a one-bank core, ``short_resident``
+    without a residual, ``quiet`` without ``keep``, a resident tensor the banks do not hold."""
+    if cfg.fmap_banks < 2:
+        on = [n for n in ("in_bank", "keep", "acts_resident", "short_resident") if d[n]]
+        if on:
+            raise CoreError("RESIDENT", f"{', '.join(on)} on a core with one feature-map bank")
+    if d["short_resident"] and not d["residual"]:
+        raise CoreError("RESIDENT", "short_resident without flags.residual")
+    if d["quiet"] and not d["keep"]:
+        raise CoreError("RESIDENT", "quiet without keep")
+    s = d["short_stride"]
+    found = banks.problem(d["in_bank"], d["acts_resident"], d["short_resident"],
+                          (d["in_c"], d["in_h"], d["in_w"]),
+                          (d["short_c"], d["out_h"] * s, d["out_w"] * s))
+    if found:
+        raise CoreError("RESIDENT", found[1])
+
+
+def _check_desc(cfg, d, banks):
     """The core's descriptor checks: DESCRIPTOR, then ENGINE (an engine the core does not
-    have), then TOO_BIG. Adds the tile counts to ``d``."""
+    have), RESIDENT (``banks``: what the banks hold), then TOO_BIG. Adds the tile counts to
+    ``d``."""
     e = cfg.engine
     zero = [name for name in _SIZE_FIELDS if d[name] == 0]
     if zero:
@@ -191,6 +225,7 @@ def _check_desc(cfg, d):
     if d["engine"] >= len(cfg.engines):
         raise CoreError("ENGINE", f"engine = {d['engine']}, but the core has "
                                   f"{len(cfg.engines)} engine(s)")
+    _check_resident(cfg, d, banks)
     d["CT"], d["NT"] = ceil_div(d["in_c"], e.rows), ceil_div(d["out_c"], e.cols)
     d["KT"] = d["kernel_h"] * d["kernel_w"] * d["CT"]
     m = d["out_h"] * d["out_w"]
@@ -209,15 +244,20 @@ def _check_desc(cfg, d):
                 cfg.pool_pixels),
                # The setup's sm = sh * sw: sw is the multiplier's 16-bit operand.
                ("shortcut source map's width (flags.residual), out_w*short_stride",
-                d["out_w"] * d["short_stride"] if d["residual"] else 0, (1 << 16) - 1))
+                d["out_w"] * d["short_stride"] if d["residual"] else 0, (1 << 16) - 1),
+               ("kept results (keep)", (d["NT"] if d["pool"] else d["dcv"]) if d["keep"]
+                else 0, cfg.fmap_vectors),
+               ("resident shortcut source (short_resident)",
+                d["scv"] if d["short_resident"] else 0, cfg.fmap_vectors))
     for what, value, limit in too_big:
         if value > limit:
             raise CoreError("TOO_BIG", f"{what} = {value} > {limit}")
 
 
 def _layer_sizes(cfg, d):
-    """What the core compares for ``reuse_weights``: weight rows, ``out_c``, shift tiles."""
-    return {"weight rows": d["NT"] * d["KT"] * cfg.engine.rows, "out_c": d["out_c"],
+    """What the core compares for ``reuse_weights``: the engine, weight rows, ``out_c``,
+    shift tiles."""
+    return {"engine": d["engine"], "weight rows": d["NT"] * d["KT"] * cfg.engine.rows, "out_c": d["out_c"],
             "shift tiles": d["CT"] if d["shift"] else 0}
 
 
@@ -237,8 +277,8 @@ def _left_counts(cfg, d):
     return {"PARAMS": d["out_c"] if sent else 0,
             "SHIFT": d["CT"] if sent and d["shift"] else 0,
             "WEIGHTS": d["NT"] * d["KT"] * cfg.engine.rows if sent else 0,
-            "ACTS": d["in_h"] * d["in_w"] * d["CT"],
-            "SHORTCUT": d["scv"] if d["residual"] else 0}
+            "ACTS": 0 if d["acts_resident"] else d["in_h"] * d["in_w"] * d["CT"],
+            "SHORTCUT": d["scv"] if d["residual"] and not d["short_resident"] else 0}
 
 
 def _check_shift_vector(cfg, vector, index):
@@ -271,7 +311,7 @@ def _parse_run(cfg, beats, state):
         vectors, i = _read_packet(cfg, beats, i, type_name, count, first)
         if type_name == "DESC":
             d = _parse_descriptor(cfg, vectors[0])
-            _check_desc(cfg, d)
+            _check_desc(cfg, d, state.banks)
             _check_reuse(cfg, d, state)
             left = _left_counts(cfg, d)
             continue
@@ -288,13 +328,22 @@ def _parse_run(cfg, beats, state):
 
 def _decode_buffers(cfg, d, data, state):
     """The buffers the vectors fill: fmap ``[vectors, R]``, shortcut ``[vectors, C]`` (or
-    None), and the loaded weight rows, params, shift table."""
-    e = cfg.engine
-    fmap = np.array([unpack_vector(v, e.rows, e.act_bits, True) for v in data["ACTS"]])
+    None), and the loaded weight rows, params, shift table. The input is bank ``in_bank``'s
+    contents (the ACTS written there, or resident); a resident shortcut source the other
+    bank's."""
+    e, b = cfg.engine, d["in_bank"]
+    n_acts = d["in_h"] * d["in_w"] * d["CT"]
+    bank = state.banks.bank(b, cfg.fmap_vectors, e.rows)
+    if not d["acts_resident"]:
+        bank[:n_acts] = [unpack_vector(v, e.rows, e.act_bits, True) for v in data["ACTS"]]
+    fmap = bank[:n_acts].copy()
     shortcut = None
     if d["residual"]:
-        source = np.array([unpack_vector(v, e.cols, e.act_bits, True)
-                           for v in data["SHORTCUT"]])
+        if d["short_resident"]:
+            source = state.banks.bank(1 - b, cfg.fmap_vectors, e.cols)[:d["scv"]].copy()
+        else:
+            source = np.array([unpack_vector(v, e.cols, e.act_bits, True)
+                               for v in data["SHORTCUT"]])
         shortcut = _align_shortcut(cfg, d, source)
     if d["reuse"]:
         return (fmap, shortcut), state.loaded
@@ -402,12 +451,14 @@ def _post_lanes(cfg, d, loaded, psum, nt, short):
     return out
 
 
-def _run_blocks(cfg, d, buffers, loaded):
-    """The "Order of work": blocks, output tiles, reduction tiles; the result beats. The
-    engine is the descriptor's (``d["engine"]``)."""
+def _run_blocks(cfg, d, buffers, loaded, banks):
+    """The "Order of work": blocks, output tiles, reduction tiles; the result beats (none
+    with ``quiet``), and with ``keep`` the results written into bank ``1 - in_bank`` at
+    ``m * NT + nt`` (pooled: ``nt``). The engine is the descriptor's (``d["engine"]``)."""
     e = cfg.engines[d["engine"]]
     weights = _engine_weights(cfg, d, loaded["weights"])
     fmap, shortcut = buffers
+    kept = banks.bank(1 - d["in_bank"], cfg.fmap_vectors, e.cols) if d["keep"] else None
     r, kw, ct_n = e.rows, d["kernel_w"], d["CT"]
     m_all = d["out_h"] * d["out_w"]
     dy, dx = loaded["shift"] if d["shift"] else (np.zeros(ct_n * r, np.int64),) * 2
@@ -431,13 +482,17 @@ def _run_blocks(cfg, d, buffers, loaded):
             if pool is not None:
                 pool[nt] += results.sum(axis=0)
                 continue
+            if d["keep"]:
+                kept[m * d["NT"] + nt] = results
             for values in results:
                 beats += vector_beats(cfg, pack_vector(values, e.act_bits),
                                        cfg.vector_bits["OUT"])
     if pool is not None:
-        for values in _pool_out(e.act_bits, pool, d["pool_shift"]):
+        for nt, values in enumerate(_pool_out(e.act_bits, pool, d["pool_shift"])):
+            if d["keep"]:
+                kept[nt] = values
             beats += vector_beats(cfg, pack_vector(values, e.act_bits), cfg.vector_bits["OUT"])
-    return beats
+    return [] if d["quiet"] else beats
 
 
 def _pool_out(a, sums, shift):
@@ -460,7 +515,7 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
     checks; data packets of any type in any order and number of chunks, each continuing its
     type. Errors are found in stream order, and at one beat in the core's order: at a header
     PACKET, DESC_IN_RUN, OVERRUN, SHORT; at a data beat SHORT, LONG, SHIFT_VALUE; after the
-    descriptor DESCRIPTOR, ENGINE, TOO_BIG, REUSE. It fills the buffers as the vector contents
+    descriptor DESCRIPTOR, ENGINE, RESIDENT, TOO_BIG, REUSE. It fills the buffers as the vector contents
     say (feature map at ``(iy*in_w + ix)*CT + ct``, weight rows, PARAMS, SHIFT, the SHORTCUT
     source at ``(y*out_w*s + x)*nts + t`` aligned into ``(oy*out_w + ox)*NT + nt``) and runs
     the order of work: for each block of ``m_block`` pixels, each output tile ``nt``, each
@@ -471,7 +526,12 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
     ``kt = KT-1`` it post-processes the ``cols`` lanes, adds the shortcut (``flags.residual``),
     clamps (``flags.clamp``) and emits the result vectors, or with ``flags.global_pool`` adds
     them to per-channel sums and emits, after the last pass, the one pooled pixel's ``NT``
-    vectors.
+    vectors. Layer chaining (interface 2.2, ``state.banks``): the ACTS are written into bank
+    ``in_bank`` and the engine reads that bank, its contents with ``acts_resident``; a
+    ``short_resident`` shortcut source is the other bank's contents; with ``keep`` every result
+    vector is also written into the other bank at ``m*NT + nt`` (pooled: ``nt``), after the
+    shortcut was read (in place is safe); ``quiet`` sends no beats. RESIDENT comes after
+    ENGINE, before TOO_BIG; an error clears the banks' state.
 
     Parameters
     ----------
@@ -497,14 +557,17 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
         If the stream ends before the layer is complete (the core would wait), or a
         PARAMS vector holds a shift outside ``shift_range``.
     """
+    state = CoreState() if state is None else state
     try:
         d, data = _parse_run(cfg, _as_beats(stream), state)
     except CoreError:
-        if state is not None:
-            state.loaded = None
+        state.reset()
         raise
+    banks = state.banks
+    banks.start(d["in_bank"], d["acts_resident"], d["keep"])
     buffers, loaded = _decode_buffers(cfg, d, data, state)
-    beats = _run_blocks(cfg, d, buffers, loaded)
-    if state is not None:
-        state.loaded = loaded
+    beats = _run_blocks(cfg, d, buffers, loaded, banks)
+    out = (d["out_c"], 1, 1) if d["pool"] else (d["out_c"], d["out_h"], d["out_w"])
+    banks.finish(d["in_bank"], d["keep"], (d["in_c"], d["in_h"], d["in_w"]), out)
+    state.loaded = loaded
     return beats

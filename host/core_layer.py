@@ -16,8 +16,6 @@ The stream packer (:mod:`mulfree.host.stream_format`), the golden results
 :mod:`mulfree.host.layer_stream` is their public face. NumPy only.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from ..params.core_config import (CoreConfig, DESC_FIELDS, RES_MAX_SHIFT, pool_shift_range,
@@ -25,136 +23,20 @@ from ..params.core_config import (CoreConfig, DESC_FIELDS, RES_MAX_SHIFT, pool_s
 from ..params.post_config import bias_range, shift_range
 from ..params.golden import check_range
 from ..params.layer_golden import PostParams, ResidualParams
+from .layer_spec import Layer, LayerError
 
 
 __all__ = [
     "Layer", "LayerError", "TARGET_BLOCK_PIXELS", "hazard_window", "layer_geometry",
-    "check_layer", "choose_m_block", "ceil_div", "tail_fields", "layer_engine",
+    "check_layer", "choose_m_block", "ceil_div", "tail_fields", "layer_engine", "CHAIN_FLAGS",
 ]
 
 
+#: The chaining fields of a :class:`Layer` (interface 2.2), each a descriptor flag.
+CHAIN_FLAGS = ("in_bank", "acts_resident", "keep", "quiet", "short_resident")
 #: :func:`choose_m_block` aims at blocks of at least this many output pixels.
 TARGET_BLOCK_PIXELS = 32
 _FIELD_WIDTHS = {name: width for _, _, width, name in DESC_FIELDS}
-
-
-class LayerError(ValueError):
-    """A layer the core would refuse, or one the stream formats cannot carry.
-
-    The message names the parameter, the value and what is allowed. ``param`` holds the
-    parameter's name; ``core_error`` the name of the ``CORE_ERRORS`` code the core would stop
-    with (``"DESCRIPTOR"``, ``"TOO_BIG"``), or ``None`` for a value the host cannot encode.
-    """
-
-    def __init__(self, param, message, core_error=None):
-        super().__init__(message)
-        self.param = param
-        self.core_error = core_error
-
-
-def _pair(name, value):
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return int(value), int(value)
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                                  for v in value):
-        raise LayerError(name, f"{name} must be an integer or a pair of integers, "
-                               f"not {value!r}")
-    return int(value[0]), int(value[1])
-
-
-@dataclass(frozen=True, eq=False)
-class Layer:
-    """One layer the core runs: a convolution (or matrix product) with post-processing.
-
-    Attributes
-    ----------
-    x : array of shape ``(in_c, in_h, in_w)``
-        Input activations, signed ``act_bits``.
-    w_codes : array of shape ``(out_c, in_c, kernel_h, kernel_w)``
-        Weight codes as the engine takes them (``mulfree.params.golden``).
-    post : PostParams
-        Per-output-channel bias, shift and relu.
-    stride, padding : int or pair of int
-        ``(vertical, horizontal)``; an integer means both.
-    shifts : array of shape ``(in_c, 2)`` or None
-        Per-input-channel ``(dy, dx)``, each in {-1, 0, 1}: the map is shifted
-        (``xs[c, y, x] = x[c, y + dy, x + dx]``, 0 outside) before the convolution. ``None``
-        leaves ``flags.shift`` clear.
-    m_block : int or None
-        Output pixels per block; ``None`` lets :func:`choose_m_block` pick.
-    reuse_weights : bool
-        Set ``flags.reuse_weights``: send no PARAMS, SHIFT or WEIGHTS, the previous run's stay
-        in use (``w_codes``, ``post`` and ``shifts`` must still be those of that run: the
-        golden output is computed from them).
-    shortcut : array of shape ``(short_c, out_h*s, out_w*s)`` or None
-        The residual's shortcut *source*, signed ``act_bits`` (SHORTCUT packets), ``s =
-        residual.stride``: the core adds
-        :func:`~mulfree.params.layer_golden.shortcut_source` of it (channel ``c`` of the output
-        adds source channel ``c - residual.offset`` at pixel ``(oy*s, ox*s)``, 0 outside
-        ``[offset, offset + short_c)``). Given exactly when ``residual`` is. Sent with every
-        run (never reused).
-    residual : ResidualParams or None
-        Add the aligned ``shortcut`` after post-processing (``flags.residual``, ``res_*`` and
-        ``short_*`` fields; :func:`~mulfree.params.layer_golden.residual_add`). ``None``: no
-        add.
-    clamp : pair of int or None
-        ``(lo, hi)``: clamp every output to ``[lo, hi]`` after the add (``flags.clamp``; ReLU6
-        is ``(0, six)``), both in the activation range, ``lo <= hi``. ``None``: no clamp.
-    pool : int or None
-        ``pool_shift``: the run's output is the global average pool of the map after the add
-        and the clamp (``flags.global_pool``;
-        :func:`~mulfree.params.layer_golden.global_pool`), one pixel ``(out_c, 1, 1)``.
-        ``None``: no pool.
-    engine : int
-        The engine of a multi-engine core the layer runs on (the descriptor's ``engine``
-        field; ``CoreConfig.engines[engine]``): ``w_codes`` are codes of that engine's PE
-        kind. 0, the only engine of a single-engine core, by default.
-    """
-
-    x: np.ndarray
-    w_codes: np.ndarray
-    post: PostParams
-    stride: tuple = (1, 1)
-    padding: tuple = (0, 0)
-    shifts: np.ndarray | None = None
-    m_block: int | None = None
-    reuse_weights: bool = False
-    shortcut: np.ndarray | None = None
-    residual: ResidualParams | None = None
-    clamp: tuple | None = None
-    pool: int | None = None
-    engine: int = 0
-
-    def __post_init__(self):
-        object.__setattr__(self, "stride", _pair("stride", self.stride))
-        object.__setattr__(self, "padding", _pair("padding", self.padding))
-
-    @classmethod
-    def matmul(cls, x, w_codes, post, *, m_block=None, reuse_weights=False, shortcut=None,
-               residual=None, clamp=None, pool=None, engine=0):
-        """The matrix product ``[M, K] . [K, N]`` as the core runs it.
-
-        It is the 1x1 convolution of a ``1 x M`` image with ``K`` channels: ``in_h = 1``,
-        ``in_w = M``, ``in_c = K``, ``out_c = N``. The result
-        (:func:`~mulfree.host.stream_results.expected_output`) has shape ``(N, 1, M)``; a
-        ``shortcut`` is given as ``[M, N]``, like the product (stride 1, offset 0); ``pool``
-        averages over the ``M`` rows (result ``(N, 1, 1)``).
-        """
-        x, w_codes = np.asarray(x), np.asarray(w_codes)
-        if x.ndim != 2 or w_codes.ndim != 2:
-            raise LayerError("x", f"x must be [M, K] and w_codes [K, N], not {x.shape} and "
-                                  f"{w_codes.shape}")
-        if shortcut is not None:
-            shortcut = np.asarray(shortcut)
-            if shortcut.ndim != 2:
-                raise LayerError("shortcut", f"shortcut must be [M, N] like the product, not "
-                                             f"{shortcut.shape}")
-            shortcut = np.ascontiguousarray(shortcut.T[:, None, :])
-        return cls(np.ascontiguousarray(x.T[:, None, :]),
-                   np.ascontiguousarray(w_codes.T[:, :, None, None]), post,
-                   m_block=m_block, reuse_weights=reuse_weights, shortcut=shortcut,
-                   residual=residual, clamp=clamp, pool=pool, engine=engine)
 
 
 def layer_engine(cfg: CoreConfig, layer: Layer):
@@ -195,11 +77,13 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
         pad_h, pad_w``; the tile counts ``CT, NT, KT``; ``K = in_c * kernel_h * kernel_w``
         (terms per sum); ``M = out_h * out_w``; ``m_block`` (the layer's, or
         :func:`choose_m_block`'s); ``counts``: the vectors of each data type this run's stream
-        carries (``PARAMS``, ``SHIFT``, ``WEIGHTS`` are 0 with ``reuse_weights``;
-        ``SHORTCUT``, ``scv`` with a ``residual``, else 0). The shortcut's
+        carries (``PARAMS``, ``SHIFT``, ``WEIGHTS`` are 0 with ``reuse_weights``, ``ACTS``
+        with ``acts_resident``; ``SHORTCUT``, ``scv`` with a ``residual`` and no
+        ``short_resident``, else 0). The chaining flags ``in_bank, acts_resident, keep,
+        quiet, short_resident`` (ints; 0 for a value :func:`check_layer` refuses). The shortcut's
         (``SETUP_STEPS``): ``short_c, short_off, short_stride`` (the descriptor's, 0 without a
         residual), ``nts = ceil(short_c / C)``, ``SH, SW`` (its map, ``out_h*s, out_w*s``),
-        ``scv = SH*SW*nts`` (SHORTCUT vectors sent), ``dcv = M*NT`` (aligned vectors the
+        ``scv = SH*SW*nts`` (the source's vectors), ``dcv = M*NT`` (aligned vectors the
         buffer holds; 0 without a residual). ``global_pool`` (0 or 1), ``pool_shift`` (0
         without a pool) and ``results``: the result vectors, ``NT`` with a pool (one pixel),
         else ``M * NT``. ``engine``: the layer's engine (0 for a value that is no integer,
@@ -238,12 +122,15 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
     g["pool_shift"] = int(layer.pool) if _is_int(layer.pool) else 0
     g["results"] = g["NT"] if layer.pool is not None else g["M"] * g["NT"]
     g["engine"] = int(layer.engine) if _is_int(layer.engine) else 0
+    for name in CHAIN_FLAGS:
+        value = getattr(layer, name)
+        g[name] = int(value) if _is_int(value) or isinstance(value, (bool, np.bool_)) else 0
     sent = not layer.reuse_weights
     g["counts"] = {"PARAMS": out_c if sent else 0,
                    "SHIFT": g["CT"] if sent and layer.shifts is not None else 0,
                    "WEIGHTS": g["NT"] * g["KT"] * e.rows if sent else 0,
-                   "ACTS": in_h * in_w * g["CT"],
-                   "SHORTCUT": g["scv"]}
+                   "ACTS": 0 if g["acts_resident"] else in_h * in_w * g["CT"],
+                   "SHORTCUT": 0 if g["short_resident"] else g["scv"]}
     return g
 
 
@@ -297,8 +184,10 @@ def _check_field(g, name, lo, hi, core_error="DESCRIPTOR", why=""):
                          core_error)
 
 
-def _check_descriptor(cfg, layer, g):
-    """The conditions of error DESCRIPTOR, and the field widths of the descriptor."""
+def _check_descriptor(cfg, layer, g, banks):
+    """The conditions of error DESCRIPTOR, and the field widths of the descriptor; then
+    ENGINE, RESIDENT (``banks``: a :class:`~mulfree.host.bank_state.BankState` or None) and
+    ``m_block``'s TOO_BIG, in the core's order."""
     for name in ("in_h", "in_w", "in_c", "out_c", "kernel_h", "kernel_w", "stride_h",
                  "stride_w"):
         _check_field(g, name, 1, (1 << _FIELD_WIDTHS[name]) - 1)
@@ -314,8 +203,11 @@ def _check_descriptor(cfg, layer, g):
         _check_field(g, out, 1, (1 << _FIELD_WIDTHS[out]) - 1)
     _check_tail(cfg, layer, g)
     _check_engine(cfg, layer)
-    # The core checks m_block > acc_entries (TOO_BIG) after every DESCRIPTOR and ENGINE
-    # condition.
+    _check_chaining(cfg, layer)
+    if banks is not None:
+        banks.check(cfg, layer, g)
+    # The core checks m_block > acc_entries (TOO_BIG) after every DESCRIPTOR, ENGINE and
+    # RESIDENT condition.
     m_block = g["m_block"]
     if _is_int(m_block) and m_block > cfg.acc_entries:
         raise LayerError("m_block", f"m_block must be in [1, acc_entries = {cfg.acc_entries}],"
@@ -335,6 +227,29 @@ def _check_engine(cfg, layer):
         kinds = ", ".join(f"{k} {e.pe}" for k, e in enumerate(cfg.engines))
         raise LayerError("engine", f"engine must be in [0, {n - 1}] (this core's engines: "
                                    f"{kinds}), not {engine}", "ENGINE")
+
+
+def _check_chaining(cfg, layer):
+    """The chaining flags' values, and error RESIDENT's conditions that need no bank state:
+    a chaining flag on a core with one bank, ``short_resident`` without a residual, ``quiet``
+    without ``keep`` (checked by the core after ENGINE, before TOO_BIG)."""
+    if not _is_int(layer.in_bank) or layer.in_bank not in (0, 1):
+        raise LayerError("in_bank", f"in_bank must be 0 or 1, not {layer.in_bank!r}")
+    for name in CHAIN_FLAGS[1:]:
+        if not isinstance(getattr(layer, name), (bool, np.bool_)):
+            raise LayerError(name, f"{name} must be a bool, not {getattr(layer, name)!r}")
+    if cfg.fmap_banks < 2:
+        for name in ("in_bank", "keep", "acts_resident", "short_resident"):
+            if getattr(layer, name):
+                raise LayerError(name, f"{name} must be off on a core with fmap_banks = "
+                                       f"{cfg.fmap_banks} (layer chaining needs 2 banks), not "
+                                       f"{getattr(layer, name)!r}", "RESIDENT")
+    if layer.short_resident and layer.residual is None:
+        raise LayerError("short_resident", "short_resident must be off without a residual "
+                                           "(the shortcut it reads), not True", "RESIDENT")
+    if layer.quiet and not layer.keep:
+        raise LayerError("quiet", "quiet must be off without keep (the results would be "
+                                  "lost), not True", "RESIDENT")
 
 
 def _is_flag(value):
@@ -463,6 +378,13 @@ def _check_fits(cfg, layer, g):
                                      f"out_w * ceil(out_c / cols) vectors, must be at most "
                                      f"shortcut_vectors = {cfg.shortcut_vectors}, not "
                                      f"{vectors}", "TOO_BIG")
+    if layer.keep and g["results"] > cfg.fmap_vectors:
+        raise LayerError("keep", f"keep: the kept output, {g['results']} result vectors, must "
+                                 f"be at most fmap_vectors = {cfg.fmap_vectors}", "TOO_BIG")
+    if layer.short_resident and g["scv"] > cfg.fmap_vectors:
+        raise LayerError("short_resident", f"short_resident: the resident shortcut source, "
+                                           f"{g['scv']} vectors, must be at most fmap_vectors "
+                                           f"= {cfg.fmap_vectors}", "TOO_BIG")
     if layer.pool is not None and g["M"] > cfg.pool_pixels:
         raise LayerError("pool", f"pool: a global pool's map, out_h * out_w = {g['M']} pixels, "
                                  f"must be at most pool_pixels = {cfg.pool_pixels}"
@@ -517,7 +439,7 @@ def _check_contents(cfg, layer, g):
                                                          f"with residual.stride {s}")
 
 
-def check_layer(cfg: CoreConfig, layer: Layer):
+def check_layer(cfg: CoreConfig, layer: Layer, banks=None):
     """Raise :class:`LayerError` if the core would refuse ``layer`` or the stream cannot carry it.
 
     Checked: the descriptor's conditions (error ``DESCRIPTOR``: a zero size, padding >= kernel,
@@ -540,11 +462,18 @@ def check_layer(cfg: CoreConfig, layer: Layer):
     what is allowed. Whether weights can be reused (error ``REUSE``) depends on the previous
     run and is not checked.
 
+    Layer chaining (interface 2.2): error ``RESIDENT``, after ENGINE and before TOO_BIG, for
+    ``in_bank``, ``keep``, ``acts_resident`` or ``short_resident`` on a core with one bank,
+    ``short_resident`` without a residual, ``quiet`` without ``keep``, and with ``banks`` (a
+    :class:`~mulfree.host.bank_state.BankState`: what the banks hold before the run) a bank
+    that does not hold the resident input's or shortcut's shape; ``TOO_BIG`` for a kept
+    output of more than ``fmap_vectors`` vectors or a resident shortcut source of more.
+
     ``in_c > max_channels`` is refused only with ``shifts`` (the shift table has
     ``max_channels`` entries), as ``CoreConfig.max_channels`` and the RTL's check say.
     """
     g = layer_geometry(cfg, layer)
-    _check_descriptor(cfg, layer, g)
+    _check_descriptor(cfg, layer, g, banks)
     _check_fits(cfg, layer, g)
     _check_contents(cfg, layer, g)
 

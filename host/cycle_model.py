@@ -63,6 +63,15 @@ ResNet costs microseconds to milliseconds to estimate. The model:
    :data:`END_CYCLES`; with a global pool, :func:`~mulfree.params.manifest.pool_latency`
    cycles after the last vector left the post-processing, the ``NT`` pooled vectors' beats.
 
+5. **Layer chaining** (interface 2.2, :func:`~mulfree.host.core_layer.layer_geometry`'s
+   chaining flags). ``acts_resident``: no ACTS beats, the input is in its bank at ``t_run``.
+   ``short_resident``: no SHORTCUT beats; the bank's reader feeds the aligner one source
+   vector per cycle from ``t_run + RESIDENT_SHORTCUT_START``, with the aligner's holds.
+   ``quiet``: no result beats, no serializer (the run ends when the last vector has left the
+   post-processing, or the pool). ``keep``: the results are also written into the other bank;
+   the interlock that keeps an in-place write behind the shortcut reader is assumed never to
+   bind. Not yet measured against the board (the core's chaining had not landed).
+
 The model ignores backpressure on ``m_axis`` and splits no packet (a DMA's packet limit adds
 a header beat per packet). **Accuracy**, measured against ``BUSY_CYCLES`` on the simulated
 board (174 runs: 18 layer shapes, with and without weights, on a 4x4 shift, a 3x5 adder with a
@@ -97,7 +106,7 @@ from .stream_format import stream_order
 
 
 __all__ = ["setup_cycles", "run_cycles", "ISSUE_TO_ENGINE", "POST_STAGES", "END_CYCLES",
-           "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_HOLD_CYCLES",
+           "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_HOLD_CYCLES", "RESIDENT_SHORTCUT_START",
            "stream_layout", "shortcut_needs", "shortcut_holds"]
 
 #: Cycles from a vector's issue to its handshake with the engine (S1, S2, the FIFO).
@@ -119,6 +128,10 @@ SHORTCUT_TO_RETIRE = -1
 #: while the shortcut aligner writes the pixel's carried tile (``short_off % cols != 0`` and
 #: ``short_off // cols + nts < NT``): ``ShortcutAligner.hold`` of ``rtl/stream_loader.py``.
 SHORTCUT_HOLD_CYCLES = 1
+#: Interface 2.2, ``short_resident``: the cycle (from ``t_run``) at which the bank's reader
+#: delivers the shortcut source's first vector to the aligner; one more per cycle after it,
+#: with the aligner's holds (not yet measured on the board).
+RESIDENT_SHORTCUT_START = 1
 #: Largest operand bit the setup's multiplier walks (16-bit second operands).
 _MUL_BITS = 16
 
@@ -187,7 +200,7 @@ def stream_layout(cfg, g, reuse, first_acts, *, cycles=False):
 def _holding(cfg, g):
     """Whether the aligner writes a carried tile after each kept source pixel."""
     c = cfg.engine.cols
-    return bool(g["counts"]["SHORTCUT"]) and g["short_off"] % c != 0 and \
+    return bool(g["scv"]) and g["short_off"] % c != 0 and \
         g["short_off"] // c + g["nts"] < g["NT"]
 
 
@@ -268,8 +281,13 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
     first_acts = acts if first_acts is None else int(first_acts)
     per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
     layout, _ = stream_layout(cfg, g, reuse, first_acts, cycles=True)
-    residual = g["counts"]["SHORTCUT"] > 0
+    residual = g["scv"] > 0
+    if residual and g.get("short_resident"):
+        # The bank's reader feeds the aligner one source vector per cycle from t_run.
+        layout["SHORTCUT"] = [(0, g["scv"], RESIDENT_SHORTCUT_START)]
+        per = dict(per, SHORTCUT=1)
     pool = bool(g.get("global_pool"))
+    quiet = bool(g.get("quiet"))
     # The aligner's holds, and its watermark one cycle after a pixel's carried tile.
     holds = lambda start, n: shortcut_holds(cfg, g, start, n)          # noqa: E731
     late = SHORTCUT_HOLD_CYCLES if _holding(cfg, g) else 0
@@ -279,7 +297,8 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
     window = cfg.hazard_window
     lat = cfg.engine_latency(k)
     post = post_latency(cfg)
-    nb = cfg.beats(cfg.vector_bits["OUT"])
+    # Result beats per vector on m_axis: none when quiet (the serializer never binds).
+    nb = 0 if quiet else cfg.beats(cfg.vector_bits["OUT"])
     queue = cfg.out_vectors + post + 1
     free_delay = rows - 1 if e.arch != "tree" or f > 1 else 1
     row = g["in_w"] * ct

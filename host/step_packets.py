@@ -59,7 +59,9 @@ def encode_run(program: Program, step: CoreStep, x, *, reuse, shortcut=None):
     previous run of the same step) they are left out. ``shortcut`` is the image's shortcut
     source (``step.short_shape``: ``[short_c, out_h*s, out_w*s]``, which the core aligns) of a
     step with a fused residual add; a step with a fused global pool (``step.pool``) answers
-    one pixel.
+    one pixel. A chained step's run (:mod:`mulfree.host.chaining`) sends no ACTS with
+    ``acts_resident``, no SHORTCUT with ``short_resident``, and expects 0 result bytes when
+    ``quiet``.
 
     Returns
     -------
@@ -72,7 +74,7 @@ def encode_run(program: Program, step: CoreStep, x, *, reuse, shortcut=None):
     g = layer_geometry(cfg, layer)
     packets = stream_pack.layer_packets(cfg, layer, program.max_packet_bytes,
                                         weights=step.weight_packets, check=False)
-    out_beats = g["results"] * cfg.beats(cfg.vector_bits["OUT"])
+    out_beats = 0 if layer.quiet else g["results"] * cfg.beats(cfg.vector_bits["OUT"])
     return packets, out_beats * cfg.stream_width // 8, layer
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from ..params.core_config import (CoreConfig, DESC_BITS, DESC_FIELDS, DESC_FLAGS, DESC_SIGNED,
                                   PACKET_TYPES, SHIFT_ENTRY_BITS)
 from ..params.post_config import shift_width
-from .core_layer import Layer, check_layer, layer_geometry, tail_fields
+from .core_layer import CHAIN_FLAGS, Layer, check_layer, layer_geometry, tail_fields
 
 
 __all__ = [
@@ -129,7 +129,8 @@ def descriptor_words_unchecked(layer, g):
     flags = {"shift": int(layer.shifts is not None),
              "reuse_weights": int(bool(layer.reuse_weights)),
              "residual": tail["residual"], "res_relu": tail["res_relu"], "clamp": tail["clamp"],
-             "global_pool": tail["global_pool"]}
+             "global_pool": tail["global_pool"],
+             **{name: int(bool(getattr(layer, name))) for name in CHAIN_FLAGS}}
     values = dict(g, **tail, engine=int(layer.engine),
                   flags=sum(flags[name] << bit for name, bit in DESC_FLAGS.items()))
     words = [0] * (DESC_BITS // 32)

@@ -78,11 +78,14 @@ def expected_beats(cfg: CoreConfig, layer: Layer):
     ``M * NT`` vectors of ``cols * act_bits`` bits: for each block, for each output tile
     ``nt``, for each pixel ``m`` of the block, the activations of channels
     ``nt*cols .. nt*cols + cols - 1`` (0 beyond ``out_c``). With a global pool: the one
-    pixel's ``NT`` vectors, ``nt`` in order.
+    pixel's ``NT`` vectors, ``nt`` in order. None with ``quiet`` (interface 2.2: the results
+    stay in a bank).
     """
     e = cfg.engine
     out = expected_output(cfg, layer)
     g = layer_geometry(cfg, layer)
+    if layer.quiet:
+        return []
     pixels = out.shape[1] * out.shape[2]
     lanes = np.zeros((g["NT"] * e.cols, pixels), dtype=np.int64)
     lanes[:g["out_c"]] = out.reshape(g["out_c"], pixels)
@@ -107,6 +110,9 @@ def unpack_results(cfg: CoreConfig, layer: Layer, beats):
     """
     e = cfg.engine
     g = layer_geometry(cfg, layer)
+    if layer.quiet:
+        raise ValueError("a quiet layer sends no results (they stay in bank "
+                         f"{1 - int(layer.in_bank)}): nothing to unpack")
     bits = cfg.vector_bits["OUT"]
     per = cfg.beats(bits)
     order = _result_order(g)

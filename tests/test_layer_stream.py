@@ -508,7 +508,7 @@ def corrupt(name, cfg, packets):
             "DESCRIPTOR pad": lambda w: _set(w, 3, 24, 4, 3),
             "DESCRIPTOR zero": lambda w: _set(w, 1, 0, 16, 0),
             "DESCRIPTOR out_w": lambda w: _set(w, 2, 16, 16, 4),
-            "DESCRIPTOR flags": lambda w: _set(w, 4, 22, 1, 1),
+            "DESCRIPTOR flags": lambda w: _set(w, 4, 27, 1, 1),   # flag 11: reserved
             "DESCRIPTOR reserved word 4": lambda w: _set(w, 4, 31, 1, 1),
             "TOO_BIG m_block": lambda w: _set(w, 4, 0, 16, 300),
             "TOO_BIG in_c": lambda w: _set(w, 1, 0, 16, 600),
