@@ -25,7 +25,11 @@ kinds, shared ``rows``, ``cols``, ``act_bits``, ``max_k``, physical columns divi
 is :class:`~mulfree.params.core_config.CoreConfig`'s check, named by field. A 2.0 manifest
 (a single-engine core; none of those fields) is still accepted, as the minor-version rule
 says (registers added, none changed): it is compared with the 2.0 form of the regenerated
-manifest (:func:`as_interface_2_0`) and describes a core of one engine. Every refusal is a
+manifest (:func:`as_interface_2_0`) and describes a core of one engine. Interface 2.2 (layer chaining) added ``parameters.fmap_banks``,
+``core.buffers.fmap.count``, the register ``FMAP_BANKS``, error ``RESIDENT`` and the
+descriptor's chaining flags; a 2.1 manifest (none of them) is compared with
+:func:`as_interface_2_1` of the regenerated one and describes a core of one bank
+(``fmap_banks = 1``), and so does a 2.0 one. Every refusal is a
 :class:`ManifestError`: one line naming the file (or the parameter), the field, its value and
 what the parameters say.
 """
@@ -42,7 +46,8 @@ from ..params.safe_io import FileCheckError, check_verilog_name, inside, read_js
 
 
 __all__ = ["ManifestError", "check_manifest", "load_manifest", "config_from_parameters",
-           "REGENERATE", "as_interface_2_0", "ENGINE_REGISTERS"]
+           "REGENERATE", "as_interface_2_0", "as_interface_2_1", "ENGINE_REGISTERS",
+           "CHAIN_FLAG_NAMES"]
 
 #: The end of every message about a section that disagrees with the parameters.
 REGENERATE = "the manifest was edited or written by another generator; regenerate it with " \
@@ -61,6 +66,10 @@ _CORE_FIELDS = {"engine": dict, "stream_width": int, "fmap_vectors": int, "acc_e
                 "shortcut_vectors": int, "pool_pixels": int, "axil_addr_width": int}
 #: ``parameters`` fields of interface 2.1 (a 2.0 manifest has neither).
 _CORE_FIELDS_2_1 = {"extra_engines": list, "engine_cols": list}
+#: ``parameters`` field of interface 2.2 (a 2.0 or 2.1 manifest has none: one bank).
+_CORE_FIELDS_2_2 = {"fmap_banks": int}
+#: Descriptor flags interface 2.2 added (layer chaining).
+CHAIN_FLAG_NAMES = ("in_bank", "acts_resident", "keep", "quiet", "short_resident")
 #: Registers interface 2.1 added.
 ENGINE_REGISTERS = ("ENGINES", "ENGINE_0", "ENGINE_1", "ENGINE_2")
 _ENGINE_FIELDS = {"pe": str, "rows": int, "cols": int, "act_bits": int, "weight_bits": int,
@@ -118,7 +127,8 @@ def config_from_parameters(params, *, where="manifest", param="manifest", name=N
     """The :class:`CoreConfig` of a manifest's ``parameters`` (every field type-checked).
 
     ``minor``: the minor register interface the manifest describes; 0 (a 2.0 manifest) has no
-    ``extra_engines`` and ``engine_cols``, any other value (None: unknown) requires both.
+    ``extra_engines`` and ``engine_cols``, any other value (None: unknown) requires both; 0
+    and 1 have no ``fmap_banks`` (the core has one feature-map bank), 2 and None require it.
 
     Raises
     ------
@@ -128,8 +138,10 @@ def config_from_parameters(params, *, where="manifest", param="manifest", name=N
         not go together, ``parameters.extra_engines[i].<field>`` for a bad engine).
     """
     multi = minor != 0
-    _check_fields(params, {**_CORE_FIELDS, **_CORE_FIELDS_2_1} if multi else _CORE_FIELDS, {},
-                  "parameters", where, param)
+    chain = minor is None or minor >= 2
+    spec = {**_CORE_FIELDS, **(_CORE_FIELDS_2_1 if multi else {}),
+            **(_CORE_FIELDS_2_2 if chain else {})}
+    _check_fields(params, spec, {}, "parameters", where, param)
     engines = [("engine", params["engine"])]
     if multi:
         extra, cols = params["extra_engines"], params["engine_cols"]
@@ -155,6 +167,8 @@ def config_from_parameters(params, *, where="manifest", param="manifest", name=N
         except (TypeError, ValueError, OverflowError) as exc:
             raise ManifestError(param, f"{where}: parameters.{path} is invalid: "
                                        f"{' '.join(str(exc).split())}") from None
+    if not chain:
+        params = {**params, "fmap_banks": 1}        # before 2.2: one feature-map buffer
     try:
         cfg = CoreConfig.from_params(params)
         if name is not None and name != cfg.top_name:
@@ -199,26 +213,58 @@ def _check_interface_version(doc, where, param):
     return version
 
 
+def _old_meanings(regs, meanings):
+    """Replace the error meanings of ``regs`` with those of ``meanings`` (a manifest's
+    ``registers`` section) where it has them."""
+    given = meanings.get("core_errors") if isinstance(meanings, dict) else None
+    for name, entry in regs["core_errors"].items():
+        old = given.get(name) if isinstance(given, dict) else None
+        if isinstance(old, dict) and isinstance(old.get("meaning"), str):
+            entry["meaning"] = old["meaning"]
+
+
+def as_interface_2_1(doc, meanings=None):
+    """The manifest a 2.1 generator wrote for the one-bank core whose 2.2 manifest is ``doc``
+    (JSON-ready; a new dict): no ``parameters.fmap_banks``, no ``core.buffers.fmap.count``, no
+    register ``FMAP_BANKS``, no error ``RESIDENT``, no chaining flags in the descriptor,
+    ``VERSION`` 2.1. ``meanings``: as :func:`as_interface_2_0` (REUSE's was reworded in 2.2)."""
+    doc = json.loads(json.dumps(doc))
+    doc["parameters"].pop("fmap_banks", None)
+    fmap = doc.get("core", {}).get("buffers", {}).get("fmap")
+    if isinstance(fmap, dict):
+        fmap.pop("count", None)
+    regs = doc["registers"]
+    regs["core_errors"].pop("RESIDENT", None)
+    _old_meanings(regs, meanings)
+    regs["registers"] = [r for r in regs["registers"] if r["name"] != "FMAP_BANKS"]
+    for reg in regs["registers"]:
+        if reg["name"] == "VERSION":
+            reg["reset"] = CORE_VERSION[0] << 16 | 1
+            for f in reg["fields"]:
+                if f["name"] == "minor":
+                    f["reset"] = f["value"] = 1
+    flags = doc["stream"]["descriptor"].get("flags")
+    for name in CHAIN_FLAG_NAMES if isinstance(flags, dict) else ():
+        flags.pop(name, None)
+    return doc
+
+
 def as_interface_2_0(doc, meanings=None):
     """The manifest a 2.0 generator wrote for the single-engine core whose 2.1 manifest is
-    ``doc`` (JSON-ready; a new dict): no ``parameters.extra_engines`` and ``engine_cols``, no
+    ``doc`` (JSON-ready; a new dict; :func:`as_interface_2_1` of it first): no
+    ``parameters.extra_engines`` and ``engine_cols``, no
     ``engines`` section, no registers ``ENGINES`` and ``ENGINE_0..2``, no error ``ENGINE``,
     ``VERSION`` 2.0, and word 7's bits 31:28 the descriptor's ``reserved`` field.
 
     ``meanings``: a manifest's ``registers`` section whose ``core_errors`` meanings (prose,
     reworded from one minor version to the next: TOO_BIG's names the shortcut map's width
     since 2.1) replace the regenerated ones; the codes and names are still compared."""
-    doc = json.loads(json.dumps(doc))
+    doc = as_interface_2_1(doc, meanings)
     for name in _CORE_FIELDS_2_1:
         doc["parameters"].pop(name, None)
     doc.pop("engines", None)
     regs = doc["registers"]
     regs["core_errors"].pop("ENGINE", None)
-    given = meanings.get("core_errors") if isinstance(meanings, dict) else None
-    for name, entry in regs["core_errors"].items():
-        old = given.get(name) if isinstance(given, dict) else None
-        if isinstance(old, dict) and isinstance(old.get("meaning"), str):
-            entry["meaning"] = old["meaning"]
     regs["registers"] = [r for r in regs["registers"] if r["name"] not in ENGINE_REGISTERS]
     for reg in regs["registers"]:
         if reg["name"] == "VERSION":
@@ -346,6 +392,8 @@ def check_manifest(doc, *, param="manifest", source=None):
     want = _regenerated(cfg)
     if minor == 0:
         want = as_interface_2_0(want, meanings=doc.get("registers"))
+    elif minor == 1:
+        want = as_interface_2_1(want, meanings=doc.get("registers"))
     sections = [n for n in _SECTIONS if n in want]
     sections += [n for n in want if n not in sections and n not in ("mulfree_version", "kind")]
     for name in sections:

@@ -47,14 +47,14 @@ def refused(doc, *texts):
 
 
 def test_a_multi_engine_manifest_passes():
-    assert CORE_VERSION == (2, 1)
+    assert CORE_VERSION == (2, 2)
     doc = multi()
     _, cfg = check_manifest(doc)
     assert cfg.engines == (SHIFT, ADDER, MULT) and cfg.engine_cols == (6, 6, 2)
     assert cfg.folds(2) == 3 and cfg.code_width == 6 and cfg.acc_width == SHIFT.acc_width
     assert _reg(doc, "ENGINES")["reset"] & 0xF == 3
     assert _reg(doc, "ENGINE_2")["reset"] >> 20 == 2 and _reg(doc, "ENGINE_2")["reset"] & 0xF == 2
-    assert _reg(doc, "VERSION")["reset"] == 2 << 16 | 1
+    assert _reg(doc, "VERSION")["reset"] == 2 << 16 | 2
     # A single-engine 2.1 manifest: empty lists.
     _, one = check_manifest(manifest(CoreConfig(SHIFT)))
     assert one.engines == (SHIFT,)
@@ -134,10 +134,10 @@ EDITS = [
     ("the engine field renamed", _set(("stream", "descriptor", "fields", 23, "name"),
                                       "reserved"),
      ["stream.descriptor.fields[engine].name"]),
-    ("a newer minor interface", lambda d: _reg(d, "VERSION").update(reset=2 << 16 | 2),
-     ["register interface 2.2", "newer than this mulfree's 2.1"]),
+    ("a newer minor interface", lambda d: _reg(d, "VERSION").update(reset=2 << 16 | 3),
+     ["register interface 2.3", "newer than this mulfree's 2.2"]),
     ("another major interface", lambda d: _reg(d, "VERSION").update(reset=3 << 16 | 1),
-     ["register interface 3.1", "this mulfree 2.1"]),
+     ["register interface 3.1", "this mulfree 2.2"]),
 ]
 
 
@@ -151,13 +151,16 @@ def test_edits_of_the_2_1_fields_are_refused(what, edit, texts):
 
 # 2.0 manifests --------------------------------------------------------------------------------
 
-CONFIGS_2_0 = [
-    CoreConfig(),
+CONFIGS_2_0 = [                          # cores of one feature-map bank, as before 2.2
+    CoreConfig(fmap_banks=1),
     CoreConfig(ArrayConfig(pe="mult", arch="tree", rows=5, cols=3, act_bits=6), stream_width=128,
                pool_pixels=64, shortcut_vectors=100),
     CoreConfig(ArrayConfig(pe="adder", rows=4, cols=4, act_bits=5), stream_width=32,
-               pool_pixels=0, shortcut_vectors=0),
+               pool_pixels=0, shortcut_vectors=0, fmap_banks=1),
 ]
+#: Error REUSE's meaning before interface 2.2 (2.2 added the engine).
+REUSE_2_1 = ("reuse_weights, but the previous run did not end well, or its weight rows, "
+             "out_c or shift-table vectors differ from this layer's")
 #: SHA-256 of each config's manifest as interface 2.0's generator (commit 35bd91c) wrote it,
 #: through JSON, without ``mulfree_version``, keys sorted.
 DIGESTS_2_0 = ["a38476848e6b2e380f270ed86e7563b5dbd303f539c03dbf8578af370d147451",
@@ -176,6 +179,13 @@ TOO_BIG_2_0 = ("the layer does not fit the core: K = in_c*kernel_h*kernel_w > ma
 def written_by_2_0(cfg):
     """The 2.0 generator's manifest of single-engine ``cfg``, by this file's own edits."""
     doc = manifest(cfg)
+    # Interface 2.2's additions (layer chaining) first.
+    del doc["parameters"]["fmap_banks"], doc["core"]["buffers"]["fmap"]["count"]
+    del doc["registers"]["core_errors"]["RESIDENT"]
+    doc["registers"]["core_errors"]["REUSE"]["meaning"] = REUSE_2_1
+    doc["registers"]["registers"].remove(_reg(doc, "FMAP_BANKS"))
+    for name in ("in_bank", "acts_resident", "keep", "quiet", "short_resident"):
+        del doc["stream"]["descriptor"]["flags"][name]
     del doc["parameters"]["extra_engines"], doc["parameters"]["engine_cols"]
     doc.pop("engines", None)
     del doc["registers"]["core_errors"]["ENGINE"]
