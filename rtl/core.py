@@ -39,6 +39,12 @@ each partial-sum lane; its result lanes are sign-extended), and post-processing 
 With ``flags.global_pool`` the results go through the global pool (:mod:`.pool`), which sums
 them per channel group and sends the ``NT`` pooled vectors after the run's last result; without
 the flag it passes them on. ``pool_pixels = 0`` builds no pool unit.
+
+With ``cfg.fmap_banks == 2`` (interface 2.2, layer chaining) the feature-map buffer is
+:class:`~.fmap_banks.FmapBanks`: the results fork to the output FIFO (unless ``quiet``) and,
+with ``keep``, to the other bank (:func:`~.fmap_banks.fork_results`); ``acts_resident`` and
+``short_resident`` read the banks instead of ACTS and SHORTCUT packets, and the shell keeps the
+banks' state for setup's RESIDENT checks (:func:`~.fmap_banks.bank_state`).
 """
 
 from amaranth.hdl import Signal, Module, Cat, Const, Mux, ResetInserter, unsigned

@@ -19,7 +19,7 @@ model (:func:`mulfree.host.layer_stream.expected_beats`):
 * ``descriptor_fields``: each field of the descriptor at its limit (a correct run) and one past
   it (``DESCRIPTOR`` or ``TOO_BIG``), one field at a time, the fused tail's (clamp, residual
   shifts, fields without their flag, reserved bits, an engine the core lacks (``ENGINE``),
-  the shortcut buffer's size) included;
+  the shortcut buffer's size) included, and on a one-bank core each chaining flag (RESIDENT);
 * ``stream_errors``: ``PACKET``, ``SHORT``, ``LONG``, ``OVERRUN``, ``DESC_IN_RUN`` and
   ``SHIFT_VALUE`` by each rule and each packet type (SHORTCUT's ``OVERRUN`` too), ``REUSE``
   by each remembered size; after every error a correct layer.
@@ -34,8 +34,8 @@ import numpy as np
 import cocotb
 from cocotb.triggers import ClockCycles, SimTimeoutError, with_timeout
 
-from mulfree.params.core_config import (DESC_FIELDS, ISSUE_FIFO_DEPTH, PACKET_TYPES,
-                                        res_shift_range)
+from mulfree.params.core_config import (DESC_FIELDS, DESC_FLAGS, ISSUE_FIFO_DEPTH,
+                                        PACKET_TYPES, res_shift_range)
 from mulfree.params.layer_golden import PostParams, ResidualParams
 from mulfree.host.layer_stream import Layer, Packet, expected_beats, layer_geometry
 from mulfree.host.stream_format import (act_rows, descriptor_words_unchecked, first_block_acts,
@@ -361,9 +361,7 @@ async def descriptor_fields(dut):
     cfg = tb.cfg
     e = cfg.engine
     R, C = e.rows, e.cols
-
-    def good():
-        return matmul(cfg, rng, 2, R + 1, C + 1)
+    good = lambda: matmul(cfg, rng, 2, R + 1, C + 1)      # noqa: E731
 
     async def refused(layer, name, what, **fields):
         await expect_error(tb, [desc_frame(cfg, layer, **fields)], name, what)
@@ -388,9 +386,12 @@ async def descriptor_fields(dut):
     # Stride at its 4-bit limit runs.
     await run_in_order(tb, random_layer(cfg, rng, kind="conv", in_c=2, h=16, w=17, out_c=3,
                                         kh=1, kw=2, stride=(15, 15)), DATA, what="stride 15")
-    # Reserved flag bits, the lowest and the highest.
-    for bit in (6, 15):
+    # Reserved flag bits, the lowest and the highest; a one-bank core refuses chaining flags.
+    for bit in (max(DESC_FLAGS.values()) + 1, 15):
         await refused(base, "DESCRIPTOR", f"reserved flag bit {bit}", flags=1 << bit)
+    for bit in range(DESC_FLAGS["in_bank"], (DESC_FLAGS["short_resident"] + 1) * (
+            cfg.fmap_banks < 2)):
+        await refused(base, "RESIDENT", f"chaining flag bit {bit}, one bank", flags=1 << bit)
     # Sizes against the core's limits: at the limit runs, one past is TOO_BIG.
     await run_in_order(tb, matmul(cfg, rng, 1, e.max_k, 1), DATA, what=f"K = max_k {e.max_k}")
     over = matmul(cfg, rng, 1, e.max_k + 1, 1)
