@@ -17,7 +17,9 @@ host's packer.
   registers ``ENGINES`` / ``ENGINE_j`` equal the config;
 * ``engine_refused``: a descriptor naming a missing engine (``len(engines)`` and 15) stops the
   run with ``ERROR.core_code`` 10 (``ENGINE``), the rest of the layer is dropped, the next
-  good layer runs; a soft reset in the middle of a run on engine 1, then a layer on engine 0.
+  good layer runs; a soft reset in the middle of a run on engine 1, then a layer on engine 0;
+  weights reused on another engine than the one that loaded them are ``REUSE`` (interface
+  2.2), reused on the same engine they run.
 
 ``MULFREE_SEED`` varies the data, never the corners.
 """
@@ -265,3 +267,21 @@ async def engine_refused(dut):
                                          padding=(1, 1)), 0, what="engine 0 after a soft reset")
     await run_on_engine(tb, engine_layer(cfg, rng, last, "matmul", m=5, k=4, n=3), last,
                         what=f"engine {last} after a soft reset")
+    # Interface 2.2: REUSE compares the engine. Weights of the same sizes loaded on engine
+    # `last` are not reusable on engine 0; reused on `last` itself they are.
+    other = dataclasses.replace(engine_layer(cfg, rng, 0, "matmul", m=5, k=4, n=3),
+                                reuse_weights=True)
+    assert await tb.control("start") == 0
+    await tb.send_packets(pack_engine_layer(cfg, other, 0))
+    await tb.wait_done(timeout_cycles=20_000)
+    got = await tb.get("ERROR", "core_code")
+    assert got == tb.core_errors["REUSE"], f"reuse on another engine: error {got}, not REUSE"
+    await with_timeout(tb.source.wait(), 400_000, "ns")
+    tb.in_check.take()
+    tb.out_check.take()
+    layer = engine_layer(cfg, rng, last, "matmul", m=5, k=4, n=3)
+    await run_on_engine(tb, layer, last, what=f"engine {last} after REUSE")
+    lo, hi = cfg.engine.act_range
+    await run_on_engine(tb, dataclasses.replace(layer, reuse_weights=True,
+                                                x=rng.integers(lo, hi + 1, layer.x.shape)),
+                        last, what=f"engine {last} reusing its own weights")
