@@ -142,6 +142,12 @@ def add_run_options(p):
                         "model's layers (a multi-engine core; a kind with few terms gets a "
                         "folded, narrower engine); one: the most-used kind only, the other "
                         "layers need --host-fallback")
+    p.add_argument("--chain", default="auto", choices=["auto", "on", "off"],
+                   help="layer chaining on a core with two feature-map banks: keep a layer's "
+                        "output on-chip as the next layer's input and a later residual's "
+                        "shortcut, running those layers image by image. auto (default): "
+                        "where that moves fewer bytes for --batch images; on: wherever the "
+                        "core can; off: never")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", metavar="FILE",
                      help=".npy array of inputs [B, *input_shape] (float: quantized as the "
@@ -370,7 +376,9 @@ def _compile(args, model, core, max_packet_bytes):
     from ..host.compiler import CompileError, compile_model
     try:
         return compile_model(model, core, max_packet_bytes=max_packet_bytes,
-                             host_fallback=getattr(args, "host_fallback", False))
+                             host_fallback=getattr(args, "host_fallback", False),
+                             chain=getattr(args, "chain", "auto"),
+                             batch=getattr(args, "batch", 1))
     except CompileError as exc:
         top = core.get("top") if isinstance(core, dict) else core.top_name
         raise RunUsageError(f"MODEL {args.model!r} does not fit the core {top}: {exc}") \
@@ -496,6 +504,12 @@ def add_compile_options(p):
                         "model's layers (a multi-engine core; a kind with few terms gets a "
                         "folded, narrower engine); one: the most-used kind only, the other "
                         "layers need --host-fallback")
+    p.add_argument("--chain", default="auto", choices=["auto", "on", "off"],
+                   help="layer chaining on a core with two feature-map banks: keep a layer's "
+                        "output on-chip as the next layer's input and a later residual's "
+                        "shortcut, running those layers image by image. auto (default): "
+                        "where that moves fewer bytes for --batch images; on: wherever the "
+                        "core can; off: never")
     p.add_argument("--max-packet-bytes", type=int, default=None, metavar="N",
                    help="largest packet a transfer may carry (a DMA's limit; default: none)")
     p.add_argument("--host-fallback", action="store_true",

@@ -37,6 +37,7 @@ from ..params.config import ArrayConfig, ConfigError
 from ..params.core_config import CoreConfig
 from ..params.int_layers import WEIGHT_KINDS
 from ..params.layer_golden import PostParams
+from .chaining import CHAIN_MODES, chain_pays, plan_chains
 from .core_layer import LayerError, check_layer
 from .export_format import ExportError, IntModel
 from .fusion import (Fusion, execution_order, plan_fusion, pool_pixels_needed,
@@ -44,7 +45,8 @@ from .fusion import (Fusion, execution_order, plan_fusion, pool_pixels_needed,
 from .program import Program, run_steps
 from .schedule import core_step_cycles, last_uses, node_label, place_nodes, weight_terms
 from .step_packets import decode_run, encode_run, weight_packets
-from .steps import CompileError, CoreStep, FusedStep, HostStep, run_x_shape, step_layer
+from .steps import (CompileError, CoreStep, FusedStep, HostStep, chained_input, run_x_shape,
+                    step_layer)
 
 
 __all__ = ["CompileError", "CoreStep", "HostStep", "Program", "compile_model",
@@ -270,7 +272,8 @@ def _core_step(cfg, info, layer, max_packet_bytes, fusion=None):
     return step
 
 
-def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback=False):
+def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback=False,
+                  chain="auto", batch=1):
     """Compile ``model`` (a graph) for ``core``.
 
     Parameters
@@ -285,6 +288,13 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
     host_fallback : bool
         Run the weight nodes whose PE kind is not the core's on the host (exactly, in NumPy
         integers). Without it such a model is refused.
+    chain : str
+        Layer chaining on a core with two feature-map banks (:mod:`mulfree.host.chaining`):
+        ``"auto"`` (default) chains a segment of core steps when that moves fewer bytes for
+        a batch of ``batch`` images, ``"on"`` whenever the core can, ``"off"`` never.
+    batch : int
+        The batch size ``"auto"`` weighs for (a chained segment sends its weights with every
+        image).
 
     Returns
     -------
@@ -301,6 +311,11 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
         post-processing values outside the core's ranges; an input wider than the core's
         activations; a model with no node for the core.
     """
+    if chain not in CHAIN_MODES:
+        raise CompileError("chain", f"chain must be one of {', '.join(CHAIN_MODES)}, "
+                                    f"not {chain!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise CompileError("batch", f"batch must be an integer >= 1, not {batch!r}")
     cfg = core if isinstance(core, CoreConfig) else core_from_manifest(core)
     infos = _graph(model)
     e = cfg.engine
@@ -334,7 +349,16 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
         raise CompileError("layers", f"no node of the model runs on this core: it needs a "
                                      f"linear or conv2d (groups 1) node of "
                                      f"{'/'.join(pes)} PEs")
-    return Program(cfg, model, steps, max_packet_bytes, last_uses(steps), bool(host_fallback))
+    segments = []
+    if chain != "off":
+        chained, found = plan_chains(cfg, steps, len(model.layers) - 1)
+        for seg in found:
+            if chain == "on" or chain_pays(cfg, steps, seg, chained, batch, max_packet_bytes):
+                for p in seg:
+                    steps[p] = chained[p]
+                segments.append(seg)
+    return Program(cfg, model, steps, max_packet_bytes, last_uses(steps), bool(host_fallback),
+                   tuple(segments))
 
 
 # The program on the NumPy core model ----------------------------------------------------------
@@ -359,6 +383,7 @@ def emulate_program(program: Program, x, *, records=False):
     loaded = [None]
 
     def run_core(step, x, stats, shortcut=None):
+        x = chained_input(step, x)
         if loaded[0] is step:                   # the core holds this step's weights already
             stats.estimated_cycles = core_step_cycles(cfg, step, len(x), loaded=True)[1]
         outs = []
@@ -376,11 +401,13 @@ def emulate_program(program: Program, x, *, records=False):
             data = np.frombuffer(b"".join(b.to_bytes(bb, "little") for b in beats), np.uint8)
             if data.size != nbytes:
                 raise ValueError(f"the emulated core sent {data.size} bytes, not {nbytes}")
-            out = decode_run(program, layer, data)
-            outs.append(out[None] if step.kind == "conv2d" else out[:, 0, :].T)
             loaded[0] = step
             stats.runs += 1
-        return np.concatenate(outs)
+            if step.quiet:
+                continue                        # kept on-chip, not sent
+            out = decode_run(program, layer, data)
+            outs.append(out[None] if step.kind == "conv2d" else out[:, 0, :].T)
+        return None if step.quiet else np.concatenate(outs)
 
     y, nodes = run_steps(program, np.asarray(x, dtype=np.int64), run_core)
     return (y, nodes) if records else y

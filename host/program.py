@@ -17,6 +17,8 @@ NumPy only.
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..params.core_config import CoreConfig
 from .export_format import IntModel
 from .run_result import NodeStats
@@ -46,6 +48,9 @@ class Program:
         ``{tensor: index of its last reader}``; tensors are node indices, ``-1`` the input.
     host_fallback : bool
         Whether weight nodes of another PE kind were allowed on the host.
+    segments : tuple of tuple of int
+        Positions in ``steps`` of the chained segments (:mod:`mulfree.host.chaining`): their
+        core steps run image by image, passing tensors through the core's banks.
     """
 
     core: CoreConfig
@@ -54,6 +59,7 @@ class Program:
     max_packet_bytes: int | None = None
     last_use: dict = field(default_factory=dict)
     host_fallback: bool = False
+    segments: tuple = ()
 
     @property
     def input_shape(self):
@@ -77,8 +83,8 @@ class Program:
 
     def runs_for(self, images):
         """Core runs a batch of ``images`` images takes."""
-        return sum(images if s.kind == "conv2d" else -(-images // s.images_per_run)
-                   for s in self.core_steps)
+        return sum(images if s.kind == "conv2d" or s.per_image
+                   else -(-images // s.images_per_run) for s in self.core_steps)
 
     def costs(self, images=1):
         """One :class:`NodeCost` per node for a batch of ``images`` images."""
@@ -113,25 +119,64 @@ def run_steps(program: Program, x, run_core):
     images = int(x.shape[0])
     costs = {c.index: c for c in program.costs(images)}
     values = {-1: x}
-    records = []
+    stats = {}
     for step in program.steps:
         cost = costs[step.index]
-        stats = NodeStats(step.index, step.kind, name=step.name, placement=step.placement,
-                          useful_terms=cost.useful_terms, host_elements=cost.host_elements,
-                          host_terms=cost.host_terms, estimated_cycles=cost.cycles,
-                          fused_into=getattr(step, "into", None))
+        stats[step.index] = NodeStats(
+            step.index, step.kind, name=step.name, placement=step.placement,
+            useful_terms=cost.useful_terms, host_elements=cost.host_elements,
+            host_terms=cost.host_terms, estimated_cycles=cost.cycles,
+            fused_into=getattr(step, "into", None))
+    starts = {seg[0]: seg for seg in program.segments}
+    pos = 0
+    while pos < len(program.steps):
+        if pos in starts:
+            # A chained segment: its core steps image by image, the fused nodes between them
+            # pass their outputs on; tensors kept on-chip and not sent are None here.
+            seg = starts[pos]
+            block = program.steps[pos:seg[-1] + 1]
+            t0 = time.perf_counter()
+            per_image = [_run_block(block, {j: (None if v is None else v[b:b + 1])
+                                            for j, v in values.items()},
+                                    stats, run_core) for b in range(images)]
+            share = (time.perf_counter() - t0) / len(block)
+            for step in block:
+                outs = [o[step.index] for o in per_image]
+                values[step.index] = None if outs[0] is None else np.concatenate(outs)
+                stats[step.index].seconds = share
+                _release(program, values, step)
+            pos = seg[-1] + 1
+            continue
+        step = program.steps[pos]
         inputs = [values[j] for j in step.sources]
         t0 = time.perf_counter()
-        if isinstance(step, CoreStep) and step.residual is not None:
-            out = run_core(step, inputs[0], stats, shortcut=inputs[1])
-        elif isinstance(step, CoreStep):
-            out = run_core(step, inputs[0], stats)
-        else:
-            out = step.apply(*inputs)
-        stats.seconds = time.perf_counter() - t0
-        for j in set(step.sources):
-            if program.last_use.get(j) == step.index:
-                del values[j]
-        values[step.index] = out
-        records.append(stats)
+        values[step.index] = _run_step(step, inputs, stats[step.index], run_core)
+        stats[step.index].seconds = time.perf_counter() - t0
+        _release(program, values, step)
+        pos += 1
+    records = [stats[step.index] for step in program.steps]
     return values[len(program.model.layers) - 1], records        # the last node's: the model's
+
+
+def _run_step(step, inputs, stats, run_core):
+    if isinstance(step, CoreStep) and step.residual is not None:
+        return run_core(step, inputs[0], stats, shortcut=inputs[1])
+    if isinstance(step, CoreStep):
+        return run_core(step, inputs[0], stats)
+    return step.apply(*inputs)
+
+
+def _run_block(block, values, stats, run_core):
+    """One image through a chained segment's steps; ``{index: output [1, ...] or None}``."""
+    values = dict(values)
+    for step in block:
+        values[step.index] = _run_step(step, [values[j] for j in step.sources],
+                                       stats[step.index], run_core)
+    return {step.index: values[step.index] for step in block}
+
+
+def _release(program, values, step):
+    """Forget the tensors whose last reader ``step`` was."""
+    for j in set(step.sources):
+        if program.last_use.get(j) == step.index:
+            values.pop(j, None)

@@ -29,9 +29,9 @@ from .stream_format import first_block_acts
 from .stream_pack import layer_packets
 
 
-__all__ = ["NodeCost", "place_nodes", "node_label", "last_uses", "weight_terms", "core_step_cycles",
-           "core_step_traffic",
-           "node_costs", "describe_program"]
+__all__ = ["NodeCost", "place_nodes", "node_label", "last_uses", "weight_terms",
+           "core_step_cycles", "run_traffic", "core_step_traffic", "node_costs",
+           "describe_program"]
 
 
 @dataclass(frozen=True)
@@ -158,11 +158,14 @@ def core_step_cycles(cfg, step: CoreStep, images, *, loaded=False):
     The first run sends the weights, the others reuse them (as the runtime runs a batch);
     ``loaded``: the core holds the step's weights already (the previous run was this step's),
     so the first run reuses them too. A linear node runs on chunks of ``images_per_run``
-    images, the last one shorter.
+    images, the last one shorter. A step of a chained segment (``per_image``) runs once per
+    image between the segment's other steps: every run sends its weights.
     """
     if images < 1:
         return 0, 0
     chunks = _chunks(step, images)
+    if step.per_image:
+        return len(chunks), int(len(chunks) * _run_estimate(cfg, step, 1, False))
     cache = {}
 
     def est(n, reuse):
@@ -174,32 +177,38 @@ def core_step_cycles(cfg, step: CoreStep, images, *, loaded=False):
 
 
 def _chunks(step, images):
-    if step.kind == "conv2d":
+    if step.kind == "conv2d" or step.per_image:
         return [1] * images
     full, rest = divmod(images, step.images_per_run)
     return [step.images_per_run] * full + ([rest] if rest else [])
 
 
+def run_traffic(cfg, step: CoreStep, max_packet_bytes, *, reuse, images=1):
+    """``(bytes in, bytes out)`` of one run of ``step`` on ``images`` images: the packets sent
+    (with the weights unless ``reuse``; no ACTS or SHORTCUT a chained run finds in a bank) and
+    the result bytes received (none for a ``quiet`` run)."""
+    layer = step_layer(step, np.zeros(run_x_shape(step, images), dtype=np.int64), reuse=reuse)
+    g = layer_geometry(cfg, layer)
+    sent = sum(p.nbytes for p in layer_packets(cfg, layer, max_packet_bytes,
+                                               weights=step.weight_packets, check=False))
+    if step.quiet:
+        return int(sent), 0
+    vectors = g["NT"] if step.pool is not None else g["M"] * g["NT"]
+    return int(sent), vectors * cfg.beats(cfg.vector_bits["OUT"]) * cfg.stream_width // 8
+
+
 def core_step_traffic(program, step: CoreStep, images):
     """``(bytes in, bytes out)`` of ``step``'s runs over a batch of ``images`` images: the
-    packets a device sends (the first run with the weights, the others reusing them) and the
-    result bytes it receives."""
-    cfg = program.core
+    packets a device sends (the first run with the weights, the others reusing them, except
+    in a chained segment) and the result bytes it receives."""
     sizes = {}
 
     def size(n, reuse):
         if (n, reuse) not in sizes:
-            layer = step_layer(step, np.zeros(run_x_shape(step, n), dtype=np.int64),
-                               reuse=reuse)
-            g = layer_geometry(cfg, layer)
-            sent = sum(p.nbytes for p in layer_packets(cfg, layer, program.max_packet_bytes,
-                                                       weights=step.weight_packets,
-                                                       check=False))
-            vectors = g["NT"] if step.pool is not None else g["M"] * g["NT"]
-            got = vectors * cfg.beats(cfg.vector_bits["OUT"]) * cfg.stream_width // 8
-            sizes[n, reuse] = (sent, got)
+            sizes[n, reuse] = run_traffic(program.core, step, program.max_packet_bytes,
+                                          reuse=reuse, images=n)
         return sizes[n, reuse]
-    runs = [size(n, i > 0) for i, n in enumerate(_chunks(step, images))]
+    runs = [size(n, i > 0 and not step.per_image) for i, n in enumerate(_chunks(step, images))]
     return sum(r[0] for r in runs), sum(r[1] for r in runs)
 
 
@@ -237,7 +246,7 @@ def _shapes(step):
 
 def _core_note(program, step):
     g = step_geometry(program.core, step)
-    per = ("one run per image" if step.kind == "conv2d"
+    per = ("one run per image" if step.kind == "conv2d" or step.per_image
            else f"one run per {step.images_per_run} images (M = images)")
     tail = ""
     names = {"add": None, "clamp": "clamp", "global_avgpool": "global average pool",
@@ -255,8 +264,22 @@ def _core_note(program, step):
             what.append(names[kind])
     if what:
         tail = f"; {' and '.join(what)} in its post-processing"
+    sent = "with every image" if step.per_image else "once per batch"
     return (f"K {step.k}, {g['CT']}x{g['NT']} tiles (in x out), weights {step.weight_bytes} B "
-            f"sent once per batch; {per}{tail}")
+            f"sent {sent}; {per}{tail}{_chain_note(step)}")
+
+
+def _chain_note(step):
+    """How a chained step's tensors stay on-chip (:mod:`mulfree.host.chaining`)."""
+    if not step.per_image:
+        return ""
+    b = step.in_bank
+    what = [f"input {'in' if step.acts_resident else 'sent to'} bank {b}"]
+    if step.short_resident:
+        what.append(f"shortcut in bank {1 - b}")
+    if step.keep:
+        what.append(f"output kept in bank {1 - b}" + (", not sent" if step.quiet else ""))
+    return "; chained: " + ", ".join(what)
 
 
 def _engines_text(cfg):

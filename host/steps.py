@@ -25,7 +25,7 @@ from .core_layer import Layer, layer_geometry
 
 
 __all__ = ["CompileError", "CoreStep", "HostStep", "FusedStep", "step_layer", "run_x_shape",
-           "step_geometry", "PLACEMENTS"]
+           "chained_input", "step_geometry", "PLACEMENTS"]
 
 #: Where a node runs.
 PLACEMENTS = ("core", "host")
@@ -132,6 +132,14 @@ class CoreStep:
     engine : int
         The engine the runs choose (the descriptor's ``engine``): the core's engine of the
         node's PE kind.
+    in_bank, acts_resident, keep, quiet, short_resident :
+        Layer chaining (:mod:`mulfree.host.chaining`, interface 2.2): the feature-map bank of
+        the input, whether it is already there (no ACTS sent), whether the output stays in the
+        other bank, whether it is not sent, whether the residual's shortcut is read from the
+        other bank (no SHORTCUT sent).
+    per_image : bool
+        The step is part of a chained segment: its runs take one image each, between the
+        runs of the segment's other steps, and send its weights every time.
     """
 
     index: int
@@ -154,6 +162,12 @@ class CoreStep:
     pool: int | None = None
     short_shape: tuple | None = None
     engine: int = 0
+    in_bank: int = 0
+    acts_resident: bool = False
+    keep: bool = False
+    quiet: bool = False
+    short_resident: bool = False
+    per_image: bool = False
 
     placement = "core"
 
@@ -229,12 +243,21 @@ class FusedStep:
         node's shape when it has as many elements (a flatten's; a node before a fused pool
         passes the pooled pixel on: only the chain's last node has readers); ``None`` for a
         shortcut's pad or subsampling."""
-        if not xs:
-            return None
+        if not xs or xs[0] is None:
+            return None             # or a chained output the core kept and did not send
         x = xs[0]
         if x[0].size != int(np.prod(self.out_shape)):
             return x
         return x.reshape((x.shape[0],) + tuple(self.out_shape))
+
+
+def chained_input(step, x):
+    """A core step's input batch: ``x``, or one image of zeros for a chained run whose input
+    the host does not hold (it stays in the core's bank: only its shape is needed)."""
+    if x is not None:
+        return x
+    shape = (step.in_shape[0],) if step.kind == "linear" else tuple(step.in_shape)
+    return np.zeros((1,) + shape, dtype=np.int64)
 
 
 def run_x_shape(step, images):
@@ -261,10 +284,13 @@ def step_layer(step: CoreStep, x, *, reuse, shortcut=None):
             if shortcut is None else np.asarray(shortcut, dtype=np.int64)
     else:
         shortcut = None
+    chained = {} if not step.per_image else dict(
+        in_bank=step.in_bank, acts_resident=step.acts_resident, keep=step.keep,
+        quiet=step.quiet, short_resident=step.short_resident)
     return Layer(x, step.w_codes, step.post, stride=step.stride, padding=step.padding,
                  shifts=step.shifts, reuse_weights=reuse, shortcut=shortcut,
                  residual=step.residual, clamp=step.clamp, pool=step.pool,
-                 engine=step.engine)
+                 engine=step.engine, **chained)
 
 
 def step_geometry(cfg, step, images=1, *, reuse=False):

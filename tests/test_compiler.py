@@ -51,7 +51,7 @@ def test_linear_batches_are_chunked_and_packets_limited():
     transfer limit; results still equal the golden model."""
     model = conv_model(4, "shift")
     cfg = small_core("shift", fmap_vectors=64)         # linear: K = 20 -> 5 channel tiles
-    program = compile_model(model, cfg, max_packet_bytes=256)
+    program = compile_model(model, cfg, max_packet_bytes=256, chain="off")
     linear = [s for s in program.steps if isinstance(s, CoreStep) and s.kind == "linear"]
     assert linear[0].images_per_run == 64 // 5
     assert linear[1].images_per_run == 64 // 3                  # K = 9 -> 3 tiles

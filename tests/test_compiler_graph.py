@@ -181,7 +181,8 @@ def test_last_use_keeps_a_residual_input_alive():
     golden model's."""
     model = graph_model(6)
     # No shortcut buffer: the add runs on the host, conv1's output is read by two nodes.
-    program = compile_model(model, core_for_model(model, rows=4, cols=4, shortcut_vectors=0))
+    program = compile_model(model, core_for_model(model, rows=4, cols=4, shortcut_vectors=0),
+                            chain="off")
     readers = {}
     for info in model.graph():
         for j in info.sources:
@@ -217,7 +218,7 @@ def _single(model, step):
 def test_costs_count_what_the_nodes_compute():
     """Useful terms (B x outputs x K), host elements and runs, against counts made here."""
     model = graph_model(7)
-    program = compile_model(model, core_for_model(model, rows=4, cols=4))
+    program = compile_model(model, core_for_model(model, rows=4, cols=4), chain="off")
     infos = {i.index: i for i in model.graph()}
     for images in (1, 5):
         costs = program.costs(images)

@@ -43,14 +43,16 @@ def _inputs(model, b=3, seed=1):
 
 def _check(model, cfg=None):
     """Compile on a 4x4 core, run on the core model, compare with the golden model; return
-    the program and ``{name: step type}``."""
+    the (unchained) program and ``{name: step type}``. The chained program (every tensor the
+    core can keep on-chip) must equal the golden model too."""
     cfg = cfg or core_for_model(model, rows=4, cols=4)
-    program = compile_model(model, cfg)
+    program = compile_model(model, cfg, chain="off")
     x = _inputs(model)
     y = emulate_program(program, x)
     golden = run_int_model(model, x)
     assert np.array_equal(y, golden)
     assert np.ptp(golden) > 0
+    assert np.array_equal(emulate_program(compile_model(model, cfg, chain="on"), x), golden)
     return program, {s.name: type(s) for s in program.steps}
 
 
@@ -253,7 +255,7 @@ def test_core_for_model_sizes_the_shortcut_buffer():
     model = _model(_block(rng, "shift", 8, clamp=None), shape=(6, 40, 30))
     cfg = core_for_model(model, rows=4, cols=4)
     assert cfg.shortcut_vectors == 4096              # 40 * 30 * 2 = 2400 vectors
-    program = compile_model(model, cfg)
+    program = compile_model(model, cfg, chain="off")
     assert isinstance(program.steps[2], FusedStep)
     assert core_for_model(_model(_block(rng, "shift", 8))).shortcut_vectors == 1024
 
@@ -265,7 +267,7 @@ def test_traffic_counts_every_byte_a_device_moves():
     from mulfree.host.compiler import encode_run
     rng = np.random.default_rng(8)
     model = _model(_block(rng, "shift", 8))
-    program = compile_model(model, core_for_model(model, rows=4, cols=4))
+    program = compile_model(model, core_for_model(model, rows=4, cols=4), chain="off")
     costs = {c.index: c for c in program.costs(3)}
     for step in program.core_steps:
         sent = got = 0
@@ -276,8 +278,20 @@ def test_traffic_counts_every_byte_a_device_moves():
             sent += sum(p.nbytes for p in packets)
             got += nbytes
         assert (costs[step.index].bytes_in, costs[step.index].bytes_out) == (sent, got)
-    plain = compile_model(model, core_for_model(model, rows=4, cols=4, shortcut_vectors=0))
+    plain = compile_model(model, core_for_model(model, rows=4, cols=4, shortcut_vectors=0),
+                          chain="off")
     fused, host = program.costs(1)[1], plain.costs(1)[1]
-    # 6x6x5 pixels, 2 tiles of 4 lanes: 60 SHORTCUT vectors of 32 bits, one beat each, + header.
-    assert fused.bytes_in - host.bytes_in == (60 + 1) * 8
+    # 6x6x5 pixels, 2 tiles of 4 lanes: 60 SHORTCUT vectors of 32 bits, one beat each, and
+    # a header per extra packet: the SHORTCUT's, and the WEIGHTS' second one (the first
+    # block's shortcut comes after the first tile's weights).
+    def packets(prog):
+        step = prog.core_steps[1]
+        short = np.zeros(step.short_shape, np.int64) if step.residual else None
+        return encode_run(prog, step, np.zeros(step.in_shape, np.int64), reuse=False,
+                          shortcut=short)[0]
+    kinds = [int(p[0][0]) & 0xF for p in packets(program)]
+    assert kinds.count(6) == 1 and kinds.count(4) == 2
+    extra = len(packets(program)) - len(packets(plain))
+    assert extra == 2
+    assert fused.bytes_in - host.bytes_in == (60 + extra) * 8
     assert "host<->core traffic:" in program.describe()

@@ -1,0 +1,97 @@
+"""Layer chaining in the compiler (:mod:`mulfree.host.chaining`), without a simulator.
+
+A chained program runs on the NumPy model of the core (``emulate_program``), which computes a
+resident input or shortcut from the contents of its model of the core's banks, not from the
+host's copy: a wrong plan gives wrong numbers. Outputs are the logits (``output="none"``),
+compared with the golden model of the whole network; traffic is compared with the program's
+unchained form.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from mulfree.host.compiler import CompileError, compile_model, core_for_model, emulate_program
+from mulfree.host.steps import CoreStep
+from mulfree.params.model_golden import run_int_model, quantize_input
+
+
+@pytest.fixture(scope="module")
+def resnet8():
+    """A captured, quantized DeepShift ResNet-8 of the zoo (option-A shortcuts, global pool),
+    its logits as the output, and two quantized images."""
+    import torch
+    from mulfree.host.quant import quantize
+    from mulfree.host.zoo import build_zoo_model
+    torch.manual_seed(0)
+    net = build_zoo_model("resnet8", "shift", widths=(4, 8, 8)).eval()
+    x = torch.rand(8, 3, 16, 16)
+    model = dataclasses.replace(quantize(net, x), output="none")
+    return model, quantize_input(model, x[:3].numpy())
+
+
+def _core(model, **options):
+    return core_for_model(model, rows=4, cols=4, **options)
+
+
+def test_resnet8_chained_equals_golden(resnet8):
+    model, xq = resnet8
+    cfg = _core(model)
+    assert cfg.fmap_banks == 2
+    program = compile_model(model, cfg, chain="on")
+    core = program.core_steps
+    assert len(program.segments) == 1 and all(s.per_image for s in core)
+    # The stem streams its input; every later step finds its input in a bank; the residual
+    # steps find their shortcut in the other bank and write in place over it; only the
+    # classifier's output is sent.
+    assert not core[0].acts_resident and all(s.acts_resident for s in core[1:])
+    residual = [s for s in core if s.residual is not None]
+    assert len(residual) == 3 and all(s.short_resident and s.keep for s in residual)
+    assert all(s.keep and s.quiet for s in core[:-1]) and not core[-1].keep
+    for prev, s in zip(core, core[1:]):
+        assert s.in_bank == 1 - prev.in_bank
+    y = emulate_program(program, xq)
+    assert np.array_equal(y, run_int_model(model, xq))
+    plain = compile_model(model, cfg, chain="off")
+    assert plain.segments == () and not any(s.per_image for s in plain.core_steps)
+    assert np.array_equal(emulate_program(plain, xq), y)
+
+
+def test_chaining_halves_the_traffic(resnet8):
+    """Per image at batch 1: the chained program sends the weights, the input image and the
+    logits; the unchained one every activation and shortcut both ways."""
+    model, _ = resnet8
+    cfg = _core(model)
+    moved = {}
+    for chain in ("off", "on"):
+        costs = compile_model(model, cfg, chain=chain).costs(1)
+        moved[chain] = sum(c.bytes_in + c.bytes_out for c in costs)
+    assert moved["on"] * 2 <= moved["off"]
+    # auto weighs the batch: at batch 1 chaining pays here.
+    assert compile_model(model, cfg, chain="auto", batch=1).segments != ()
+
+
+def test_describe_says_what_stays_on_chip(resnet8):
+    model, _ = resnet8
+    text = compile_model(model, _core(model), chain="on").describe()
+    assert "chained: input in bank" in text and "output kept in bank" in text
+    assert "shortcut in bank" in text and "weights" in text and "with every image" in text
+
+
+def test_one_bank_core_chains_nothing(resnet8):
+    model, xq = resnet8
+    program = compile_model(model, _core(model, fmap_banks=1), chain="on")
+    assert program.segments == () and not any(s.per_image for s in program.core_steps)
+    assert np.array_equal(emulate_program(program, xq), run_int_model(model, xq))
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("chain", "yes", "chain must be one of auto, on, off, not 'yes'"),
+    ("batch", 0, "batch must be an integer >= 1, not 0"),
+])
+def test_bad_options(resnet8, option, value, message):
+    model, _ = resnet8
+    with pytest.raises(CompileError, match=message):
+        compile_model(model, _core(model), **{option: value})
+
