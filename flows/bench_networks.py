@@ -13,6 +13,11 @@ seeded random weights and BatchNorm statistics:
    with the golden model (:func:`mulfree.params.model_golden.run_int_model`) and with the
    PyTorch integer forward (:func:`mulfree.host.quant.int_forward`).
 
+The program chains the layers the core can keep on-chip (``chain="auto"`` at batch 1); the
+row gives the host<->core bytes per image of it and of the unchained program (the costs of
+:meth:`~mulfree.host.program.Program.costs`), and the measured useful PE utilization (useful
+terms over ``BUSY_CYCLES`` x engine 0's PEs).
+
 Checks: export + compile under :data:`EXPORT_COMPILE_LIMIT` seconds; every output equal to
 both references. Everything is seeded; torch runs on one thread while the model is built and
 quantized, so the figures do not depend on the machine.
@@ -55,6 +60,11 @@ def _random_model(name, form, seed):
                 m.weight.data.uniform_(0.5, 1.5)
                 m.bias.data.uniform_(-0.2, 0.2)
     return model.eval()
+
+
+def _bytes(program):
+    """Host<->core bytes of one image (a batch of 1), both ways, by the program's costs."""
+    return sum(c.bytes_in + c.bytes_out for c in program.costs(1))
 
 
 def _kinds(core):
@@ -108,6 +118,7 @@ def bench_networks(networks=("resnet20",), forms=FORMS, *, images=8, rows=16, co
                     core = core_for_model(loaded, rows=rows, cols=cols)
                     program = compile_model(loaded, core, host_fallback=True)
                     seconds = time.perf_counter() - t0
+                    plain = compile_model(loaded, core, host_fallback=True, chain="off")
             finally:
                 torch.set_num_threads(threads)
             from ..params.model_golden import quantize_input
@@ -132,6 +143,10 @@ def bench_networks(networks=("resnet20",), forms=FORMS, *, images=8, rows=16, co
                    "images": images,
                    "run_seconds": round(run_seconds, 2),
                    "busy_cycles_per_image": round(result.cycles_per_image, 1),
+                   "useful_utilization": round(result.useful_utilization, 4),
+                   "chained_segments": len(program.segments),
+                   "bytes_per_image": _bytes(program),
+                   "bytes_per_image_unchained": _bytes(plain),
                    "golden_equal": bool(np.array_equal(result.outputs, golden)),
                    "torch_equal": bool(np.array_equal(result.outputs, torch_int)),
                    "outputs_compared": int(np.size(golden))}
@@ -151,10 +166,13 @@ def bench_networks(networks=("resnet20",), forms=FORMS, *, images=8, rows=16, co
 def format_networks(result):
     """The benchmark's table."""
     head = ["network", "form", "core PE", "nodes (core/host)", "export+compile s", "images",
-            "cycles/image", "== golden", "== torch"]
+            "cycles/image", "useful util", "bytes/image (unchained)", "== golden",
+            "== torch"]
     rows = [[r["network"], r["form"], r["core_pe"],
              f"{r['nodes']} ({r['core_nodes']}/{r['host_nodes']})",
              f"{r['export_compile_seconds']:.2f}", r["images"],
-             f"{r['busy_cycles_per_image']:.0f}", "yes" if r["golden_equal"] else "NO",
+             f"{r['busy_cycles_per_image']:.0f}", f"{100 * r['useful_utilization']:.1f} %",
+             f"{r['bytes_per_image']:,} ({r['bytes_per_image_unchained']:,})",
+             "yes" if r["golden_equal"] else "NO",
              "yes" if r["torch_equal"] else "NO"] for r in result["rows"]]
     return table(head, rows)

@@ -14,17 +14,17 @@ def test_resnet8_runs_bit_exact_on_the_simulated_board():
     result = bench_networks(("resnet8",), ("shift", "adder"), images=2, rows=16, cols=16,
                             seed=3)
     rows = {r["form"]: r for r in result["rows"]}
-    assert rows["shift"]["core_pe"] == "shift" and rows["adder"]["core_pe"] == "adder"
-    # ResNet-8: 7 convolutions and a classifier; the AdderNet form keeps two as mult.
-    # On the core: the convolutions and the linear layer, the three residual adds, the global
-    # pool and its flatten, and the two option-A shortcuts (a subsampling and a channel pad
-    # each) the core aligns itself. Only the AdderNet form's two mult layers stay on the host.
-    assert rows["shift"]["core_nodes"] == 8 + 3 + 2 + 2 * 2 == rows["shift"]["nodes"]
-    assert rows["adder"]["core_nodes"] == 6 + 3 + 2 + 2 * 2
-    assert rows["adder"]["host_nodes"] == 2
+    assert rows["shift"]["core_pe"] == "shift" and rows["adder"]["core_pe"] == "adder+mult"
+    # ResNet-8: 7 convolutions and a classifier (the AdderNet form's first and last on the
+    # mult engine), the three residual adds, the global pool and its flatten, and the two
+    # option-A shortcuts (a subsampling and a channel pad each) the core aligns itself: every
+    # node on the core, chained through the feature-map banks.
     for r in rows.values():
+        assert r["core_nodes"] == 8 + 3 + 2 + 2 * 2 == r["nodes"] and r["host_nodes"] == 0
+        assert r["chained_segments"] == 1
+        assert 2 * r["bytes_per_image"] <= r["bytes_per_image_unchained"]
         assert r["golden_equal"] and r["torch_equal"] and r["outputs_compared"] == 2 * 10
-        assert r["busy_cycles_per_image"] > 0
+        assert r["busy_cycles_per_image"] > 0 and 0 < r["useful_utilization"] <= 1
     assert all(c["pass"] for c in result["checks"])
     assert "resnet8" in format_networks(result)
 
