@@ -62,15 +62,20 @@ ResNet costs microseconds to milliseconds to estimate. The model:
    the engine's ``latency``, the post-processing, the serializer's beats and
    :data:`END_CYCLES`; with a global pool, :func:`~mulfree.params.manifest.pool_latency`
    cycles after the last vector left the post-processing, the ``NT`` pooled vectors' beats.
+   Never before the cycle after the stream's last beat, nor, with a resident shortcut, after
+   the bank reader's last source vector (a strided shortcut's source pixels after the last
+   one an output reads are still taken: measured on the board, interface 2.2).
 
 5. **Layer chaining** (interface 2.2, :func:`~mulfree.host.core_layer.layer_geometry`'s
    chaining flags). ``acts_resident``: no ACTS beats, the input is in its bank at ``t_run``.
    ``short_resident``: no SHORTCUT beats; the bank's reader feeds the aligner one source
    vector per cycle from ``t_run + RESIDENT_SHORTCUT_START``, with the aligner's holds.
-   ``quiet``: no result beats, no serializer (the run ends when the last vector has left the
-   post-processing, or the pool). ``keep``: the results are also written into the other bank;
+   ``quiet``: no result beats, no serializer (the run ends :data:`QUIET_END_CYCLES` after the
+   last vector has left the post-processing, or the pool). ``keep``: the results are also written into the other bank;
    the interlock that keeps an in-place write behind the shortcut reader is assumed never to
-   bind. Not yet measured against the board (the core's chaining had not landed).
+   bind. Measured on the simulated board (``tests/test_cycle_model_v22.py``: a 4x4 shift
+   core, 64-bit stream, chains of six layers with resident inputs and shortcuts, kept,
+   quiet, in place, pooled; 18 runs): exact. A quiet pooled run is not measured.
 
 The model ignores backpressure on ``m_axis`` and splits no packet (a DMA's packet limit adds
 a header beat per packet). **Accuracy**, measured against ``BUSY_CYCLES`` on the simulated
@@ -107,6 +112,7 @@ from .stream_format import stream_order
 
 __all__ = ["setup_cycles", "run_cycles", "ISSUE_TO_ENGINE", "POST_STAGES", "END_CYCLES",
            "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_HOLD_CYCLES", "RESIDENT_SHORTCUT_START",
+           "QUIET_END_CYCLES",
            "stream_layout", "shortcut_needs", "shortcut_holds"]
 
 #: Cycles from a vector's issue to its handshake with the engine (S1, S2, the FIFO).
@@ -117,6 +123,9 @@ POST_STAGES = 3
 #: Cycles after the last result beat's stage until ``STATUS.busy`` falls (output FIFO,
 #: serializer register, the end of the run).
 END_CYCLES = 3
+#: Interface 2.2, ``quiet``: cycles after the last result's write into the bank until
+#: ``STATUS.busy`` falls (no output FIFO or serializer; measured on the simulated board).
+QUIET_END_CYCLES = END_CYCLES - 1
 #: The core's start, after ``CONTROL.start``, before the first beat is taken.
 START_CYCLES = 1
 #: Earliest retire of a final vector relative to the ready time of its SHORTCUT vector (the
@@ -280,7 +289,7 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
     acts = g["counts"]["ACTS"]
     first_acts = acts if first_acts is None else int(first_acts)
     per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
-    layout, _ = stream_layout(cfg, g, reuse, first_acts, cycles=True)
+    layout, stream_end = stream_layout(cfg, g, reuse, first_acts, cycles=True)
     residual = g["scv"] > 0
     if residual and g.get("short_resident"):
         # The bank's reader feeds the aligner one source vector per cycle from t_run.
@@ -373,4 +382,11 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
         done = last_end - f + lat + post + pool_latency(cfg) + nt_count * nb + END_CYCLES
     else:
         done = max(last_end - f + lat + post + nb, out_free) + END_CYCLES
+    if quiet:
+        done -= END_CYCLES - QUIET_END_CYCLES
+    # Nor before the stream's last beat, or the bank reader's last shortcut vector (the source
+    # pixels after the last one an output reads are taken too).
+    last_short = int(_ready_time(layout, "SHORTCUT", per["SHORTCUT"], [g["scv"]], holds)[0]) \
+        if residual else 0
+    done = max(done, t_run + stream_end, t_run + last_short)
     return int(done)

@@ -20,7 +20,9 @@ import time
 
 import numpy as np
 
+from .bank_state import BankState
 from .compiler import CoreStep, Program, decode_run, encode_run
+from .steps import chained_input
 from .device_checks import as_array, check_timeout, check_word
 from .device_errors import CoreRunError, DeviceError, DeviceMismatch, DeviceTimeout, InputError
 from .device_lock import DeviceLock
@@ -38,11 +40,12 @@ COUNTERS = ("BUSY_CYCLES", "STALL_IN_CYCLES", "STALL_OUT_CYCLES", "TERMS")
 #: The :class:`~mulfree.host.run_result.StepStats` field of each counter's delta.
 _STAT = {"BUSY_CYCLES": "busy_cycles", "STALL_IN_CYCLES": "stall_in_cycles",
          "STALL_OUT_CYCLES": "stall_out_cycles", "TERMS": "terms"}
-#: ``ENGINES`` and ``ENGINE_0..2`` (interface 2.1) are compared when the manifest has them (a
-#: 2.0 manifest, a single-engine core, has not).
+#: ``ENGINES`` and ``ENGINE_0..2`` (interface 2.1) and ``FMAP_BANKS`` (2.2) are compared when
+#: the manifest has them (a 2.0 manifest, a single-engine core, has none; a 2.1 one no
+#: ``FMAP_BANKS``).
 IDENTITY = ("ID", "ENGINE", "ARRAY", "WIDTHS", "MAX_K", "STREAM_WIDTH", "FMAP_VECTORS",
             "ACC_ENTRIES", "WEIGHT_ROWS", "MAX_CHANNELS", "SHORTCUT_VECTORS", "POOL_PIXELS",
-            *ENGINE_REGISTERS)
+            *ENGINE_REGISTERS, "FMAP_BANKS")
 
 
 def _registers(manifest):
@@ -85,6 +88,9 @@ class Device:
         self._lock = None
         self.program = None
         self._loaded_step = None
+        #: What the core's feature-map banks hold (interface 2.2): updated by every run of
+        #: :meth:`run_layer`, cleared by :meth:`soft_reset` (after any error or timeout).
+        self.banks = BankState()
         try:
             # Checked before the first register access: every offset, field and expected
             # identity value below comes from a manifest that equals its parameters' own.
@@ -210,6 +216,7 @@ class Device:
         self.write_field("CONTROL", "soft_reset", 1)
         self.backend.abort()
         self._loaded_step = None
+        self.banks.clear()
 
     @property
     def max_packet_bytes(self):
@@ -329,6 +336,7 @@ class Device:
         t0 = time.perf_counter()
 
         def run_core(step, x, stats, shortcut=None):
+            x = chained_input(step, x)          # zeros for an input the core's bank holds
             if self._loaded_step is step:       # the core holds this step's weights already
                 stats.estimated_cycles = core_step_cycles(self.core, step, len(x),
                                                           loaded=True)[1]
@@ -336,7 +344,9 @@ class Device:
             out = self._run_step(step, x, stats, progress, shortcut)
             after = self.counters()
             for name in COUNTERS:
-                setattr(stats, _STAT[name], (after[name] - before[name]) % (1 << 64))
+                # Added up: a chained segment's step runs once per image (program.run_steps).
+                delta = (after[name] - before[name]) % (1 << 64)
+                setattr(stats, _STAT[name], (getattr(stats, _STAT[name]) or 0) + delta)
             return out
 
         x, nodes = run_steps(program, x, run_core)
@@ -362,26 +372,33 @@ class Device:
                                  shortcut=None if shortcut is None else shortcut[start],
                                  stats=stats)
             self._loaded_step = step
-            outputs.append(out[None] if step.kind == "conv2d" else out[:, 0, :].T)
             stats.runs += 1
             if progress is not None:
                 progress(1)
-        return np.concatenate(outputs)
+            if out is None:
+                continue                        # quiet: kept in a bank, not sent
+            outputs.append(out[None] if step.kind == "conv2d" else out[:, 0, :].T)
+        return np.concatenate(outputs) if outputs else None
 
     def run_layer(self, step: CoreStep, x, *, reuse=False, shortcut=None, stats=None):
-        """One run of ``step``: encode, send, receive, decode. Returns ``[out_c, oh, ow]``.
-        ``shortcut``: the image's shortcut ``[out_c, oh, ow]`` of a step with a fused
-        residual add; ``stats`` (a NodeStats) counts the bytes sent and received."""
+        """One run of ``step``: encode, send, receive, decode. Returns ``[out_c, oh, ow]``,
+        or None for a ``quiet`` run (its output stays in a bank). ``shortcut``: the image's
+        shortcut ``[out_c, oh, ow]`` of a step with a fused residual add; ``stats`` (a
+        NodeStats) counts the bytes sent and received. A chained run
+        (:mod:`mulfree.host.chaining`) whose resident input or shortcut the banks do not hold
+        (:attr:`banks`) is refused before it is sent (``LayerError``, core error RESIDENT)."""
         self._check_open()
         if self.program is None:
             raise DeviceError("no program loaded: call load(compile_model(...)) first")
         packets, out_nbytes, layer = encode_run(self.program, step, x, reuse=reuse,
                                                 shortcut=shortcut)
+        self.banks.check(self.core, layer)
         data = self.execute(packets, out_nbytes)
+        self.banks.after(layer, True)
         if stats is not None:
             stats.bytes_in += sum(int(p.nbytes) for p in packets)
             stats.bytes_out += int(np.asarray(data).size)
-        return decode_run(self.program, layer, data)
+        return None if layer.quiet else decode_run(self.program, layer, data)
 
     def execute(self, packets, out_nbytes, *, timeout=None):
         """Start the core, send ``packets``, return the ``out_nbytes`` bytes of its result.

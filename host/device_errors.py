@@ -31,7 +31,9 @@ class CoreRunError(DeviceError):
     ``code`` is the code, ``name`` its name in the manifest's ``registers.core_errors`` (the
     ``CORE_ERRORS`` of its interface: ``"DESCRIPTOR"``, ``"TOO_BIG"``, ... and, since
     interface 2.1, ``"ENGINE"`` (10) for a descriptor naming an engine the core does not
-    have), ``status`` the registers read before the device's soft reset."""
+    have; since 2.2, ``"RESIDENT"`` (11) for a chaining flag the core cannot honour: the
+    soft reset after it also leaves both feature-map banks invalid), ``status`` the registers
+    read before the device's soft reset."""
 
     def __init__(self, message, code, name, status):
         super().__init__(message)

@@ -23,22 +23,29 @@ ENGINE = ArrayConfig(pe="shift", rows=4, cols=4, act_bits=6, weight_bits=5, max_
 CFG = CoreConfig(ENGINE, stream_width=64, shortcut_vectors=256, pool_pixels=64)
 
 
-def conv(rng, x, out_c, kernel=3, **kw):
+def conv(rng, x, out_c, kernel=3, engine=ENGINE, **kw):
     """A layer on ``x`` with random weight codes and post-processing (ReLU on half)."""
     in_c = np.shape(x)[0]
-    w = rng.integers(0, 1 << ENGINE.code_width, (out_c, in_c, kernel, kernel))
+    w = rng.integers(0, 1 << engine.code_width, (out_c, in_c, kernel, kernel))
     post = PostParams(rng.integers(-40, 40, out_c), np.full(out_c, 5), rng.random(out_c) < .5)
     return ls.Layer(x, w, post, padding=kernel // 2, **kw)
 
 
-def chain(rng):
+def _conv_on(engine):
+    return lambda *args, **kw: conv(*args, engine=engine, **kw)
+
+
+def chain(rng, cfg=CFG):
     """conv -> conv with a residual in place -> stride-2 conv -> conv with an option-A
     residual (stride 2, 2 zero channels in front) in place -> 1x1 conv with a global pool ->
     linear; every tensor but the first input stays in a bank. Returns the layers, each with
     the golden tensors of the true chain as ``x`` and ``shortcut``."""
-    a = ENGINE.act_range
+    e = cfg.engine
+    a = e.act_range
     x0 = rng.integers(a[0], a[1] + 1, (4, 6, 6))
-    gold = lambda layer: ls.expected_output(CFG, layer)            # noqa: E731
+    gold = lambda layer: ls.expected_output(cfg, layer)            # noqa: E731
+    conv = _conv_on(e)
+
     l1 = conv(rng, x0, 4, keep=True, quiet=True)                                  # A -> B
     y1 = gold(l1)
     l2 = conv(rng, y1, 4, in_bank=1, acts_resident=True, keep=True, short_resident=True,

@@ -243,12 +243,11 @@ def test_a_2_0_manifest_opens_a_single_engine_device():
         Device(RegisterBackend(old), new)
 
 
-def test_reuse_across_engines_reads_the_slots_as_the_new_engines_codes(device):
+def test_reuse_across_engines_is_refused(device):
     """Weights loaded by a run on engine 0 and reused by a run on engine 2 of the same sizes:
-    the core's REUSE check compares sizes, not engines, so the run takes the weight buffer's
-    slots as engine 2's codes (their low ``code_width`` bits). The board gives the golden
-    output of the layer whose codes are those bits, and so does the emulator, which models
-    the buffer the same way."""
+    interface 2.2's REUSE check compares the engine too (2.1 compared sizes only and read the
+    slots as engine 2's codes), so the core stops with error 7 REUSE, the device resets, and
+    the emulator refuses alike; the same layer sent with its weights then runs."""
     cfg, dev = device
     rng = np.random.default_rng(2)
     first = engine_layers(cfg, 0, rng)[0]
@@ -256,17 +255,24 @@ def test_reuse_across_engines_reads_the_slots_as_the_new_engines_codes(device):
     m = cfg.engines[2]
     low = np.asarray(first.w_codes) & ((1 << m.code_width) - 1)
     codes = np.where(low >> (m.code_width - 1), low - (1 << m.code_width), low)
-    assert not np.array_equal(codes, first.w_codes)
     second = replace(first, engine=2, reuse_weights=True, w_codes=codes,
                      x=rng.integers(*m.act_range, np.shape(first.x)))
     assert ls.layer_geometry(cfg, second)["counts"]["WEIGHTS"] == 0 == g["counts"]["SHIFT"]
     run(cfg, dev, first)
-    got, _ = run(cfg, dev, second)
-    assert np.array_equal(got, ls.expected_output(cfg, second))
+    with pytest.raises(CoreRunError) as info:
+        run(cfg, dev, second)
+    assert info.value.code == 7 and info.value.name == "REUSE", str(info.value)
     state = ls.CoreState()
     ls.emulate_core(cfg, ls.pack_layer(cfg, first), state=state)
-    assert ls.emulate_core(cfg, ls.pack_layer(cfg, second), state=state) == \
-        ls.expected_beats(cfg, second)
+    with pytest.raises(ls.CoreError, match="^REUSE .*'engine': 2"):
+        ls.emulate_core(cfg, ls.pack_layer(cfg, second), state=state)
+    assert state.loaded is None
+    sent = replace(second, reuse_weights=False)
+    got, _ = run(cfg, dev, sent)
+    assert np.array_equal(got, ls.expected_output(cfg, sent))
+    # Reusing on the same engine still runs.
+    got, _ = run(cfg, dev, replace(sent, reuse_weights=True))
+    assert np.array_equal(got, ls.expected_output(cfg, sent))
 
 
 def test_the_zynq_driver_on_the_emulated_board(design):
