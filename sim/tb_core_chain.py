@@ -12,9 +12,10 @@ with the chaining flags in the descriptor; no ACTS with ``acts_resident``, no SH
 
 * ``resnet_chain``: per image, conv (ACTS streamed into bank 0, keep, quiet) → conv
   (resident input, keep, quiet) → conv with an identity residual (resident input, resident
-  shortcut, keep: written in place over its shortcut) → a stride-2 conv (keep, quiet) → its
-  option-A residual (resident shortcut of half the channels at an offset, stride 2, in
-  place) → a conv with a global pool (resident input, keep, sent) → a linear layer on the
+  shortcut, keep: written in place over its shortcut) → a 1x1 conv with a stride-1 residual
+  of a third of its channels at an offset (in place: the results run ahead of the shortcut's
+  reader, the interlock holds them) → a stride-2 conv (keep, quiet) → its option-A residual
+  (resident shortcut of fewer channels at an offset, stride 2, in place) → a conv with a global pool (resident input, keep, sent) → a linear layer on the
   pooled vector (resident input, sent); the second image sends its first layer's results
   too (keep and send). Random pauses on ``s_axis`` and backpressure on ``m_axis``;
   ``FMAP_BANKS`` reads 2.
@@ -75,12 +76,14 @@ def _scaled(cfg, rng, layer):
         relu=rng.integers(0, 2, len(bias)).astype(bool)))
 
 
-def _conv(cfg, rng, k, x, out_c, *, stride=1, pool=None, residual=None, shortcut=None):
-    """A 3x3 convolution (padding 1) of ``x`` on engine ``k`` with random weights and
-    scaled parameters (:func:`_scaled`)."""
+def _conv(cfg, rng, k, x, out_c, *, stride=1, pool=None, residual=None, shortcut=None,
+          kernel=3):
+    """A ``kernel`` x ``kernel`` convolution (padding ``kernel // 2``) of ``x`` on engine
+    ``k`` with random weights and scaled parameters (:func:`_scaled`)."""
     in_c, h, w = x.shape
-    layer = engine_layer(cfg, rng, k, "conv", in_c=in_c, h=h, w=w, out_c=out_c,
-                         stride=(stride, stride), padding=(1, 1))
+    layer = engine_layer(cfg, rng, k, "conv", in_c=in_c, h=h, w=w, out_c=out_c, kh=kernel,
+                         kw=kernel, stride=(stride, stride),
+                         padding=(kernel // 2, kernel // 2))
     layer = dataclasses.replace(layer, x=x, pool=pool, residual=residual, shortcut=shortcut,
                                 engine=k)
     return _scaled(cfg, rng, layer)
@@ -91,7 +94,7 @@ def chain_layers(cfg, rng, x, *, send_first=False):
     output of the one before, ``flags`` its chaining flags."""
     main, edge = _engines(cfg)
     C = cfg.engine.cols
-    c1, c2 = C + C // 2, 2 * C + C // 2 + 2       # NT 2 and 3
+    c1, c2, c3 = C, 2 * C + C // 2 + 2, 3 * C + 3      # NT 1, 3 and 4 (C >= 4)
     out = []
 
     def add(what, layer, **flags):
@@ -108,20 +111,26 @@ def chain_layers(cfg, rng, x, *, send_first=False):
     y3 = add("conv 3 + identity residual (in place)",
              _conv(cfg, rng, main, y2, c1, residual=res(), shortcut=y1),
              in_bank=0, acts_resident=1, short_resident=1, keep=1, quiet=1)
-    y4 = add("conv 4 stride 2", _conv(cfg, rng, main, y3, c2, stride=2),
-             in_bank=1, acts_resident=1, keep=1, quiet=1)
-    off = c2 - c1 - 1 if C > 1 else 0                    # no multiple of cols: the hold
+    # A 1x1 conv (one pass per output tile) with three times the source's tiles, stride 1:
+    # its results run ahead of the shortcut's reader, the interlock keeps the source intact.
+    y3b = add("conv 3b 1x1 + option-A residual (stride 1, offset, in place)",
+              _conv(cfg, rng, main, y3, c2, residual=res(offset=c2 - c1 - 1), shortcut=y2,
+                    kernel=1),
+              in_bank=1, acts_resident=1, short_resident=1, keep=1, quiet=1)
+    y4 = add("conv 4 stride 2", _conv(cfg, rng, main, y3b, c2, stride=2),
+             in_bank=0, acts_resident=1, keep=1, quiet=1)
     y5 = add("conv 5 + option-A residual (stride 2, offset, in place)",
-             _conv(cfg, rng, main, y4, c2, residual=res(stride=2, offset=off), shortcut=y3),
-             in_bank=0, acts_resident=1, short_resident=1, keep=1, quiet=1)
+             _conv(cfg, rng, main, y4, c3, residual=res(stride=2, offset=c3 - c2 - 1),
+                   shortcut=y3b),
+             in_bank=1, acts_resident=1, short_resident=1, keep=1, quiet=1)
     y6 = add("conv 6 + global pool (sent, kept)",
              _conv(cfg, rng, main, y5, c2, pool=int(rng.integers(3, 5))),
-             in_bank=1, acts_resident=1, keep=1)
+             in_bank=0, acts_resident=1, keep=1)
     # A linear layer's map is (in_c, 1, images): the pooled vector of one image.
     lin = engine_layer(cfg, rng, edge, "matmul", m=1, k=c2, n=C + 1)
     add("linear on the pooled vector",
         _scaled(cfg, rng, dataclasses.replace(lin, x=y6, engine=edge)),
-        in_bank=0, acts_resident=1)
+        in_bank=1, acts_resident=1)
     return out
 
 
