@@ -71,11 +71,13 @@ ResNet costs microseconds to milliseconds to estimate. The model:
    ``short_resident``: no SHORTCUT beats; the bank's reader feeds the aligner one source
    vector per cycle from ``t_run + RESIDENT_SHORTCUT_START``, with the aligner's holds.
    ``quiet``: no result beats, no serializer (the run ends :data:`QUIET_END_CYCLES` after the
-   last vector has left the post-processing, or the pool). ``keep``: the results are also written into the other bank;
+   last vector has left the post-processing; with a pool, the ``NT`` pooled vectors are
+   written one per cycle, then :data:`QUIET_POOL_END_CYCLES`). ``keep``: the results are also written into the other bank;
    the interlock that keeps an in-place write behind the shortcut reader is assumed never to
    bind. Measured on the simulated board (``tests/test_cycle_model_v22.py``: a 4x4 shift
    core, 64-bit stream, chains of six layers with resident inputs and shortcuts, kept,
-   quiet, in place, pooled; 18 runs): exact. A quiet pooled run is not measured.
+   quiet, in place, pooled (quiet too); 24 runs; reader-bound resident shortcuts, 3 runs;
+   pools of 1 to 4 tiles, quiet or not, 8 runs): exact.
 
 The model ignores backpressure on ``m_axis`` and splits no packet (a DMA's packet limit adds
 a header beat per packet). **Accuracy**, measured against ``BUSY_CYCLES`` on the simulated
@@ -112,7 +114,7 @@ from .stream_format import stream_order
 
 __all__ = ["setup_cycles", "run_cycles", "ISSUE_TO_ENGINE", "POST_STAGES", "END_CYCLES",
            "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_HOLD_CYCLES", "RESIDENT_SHORTCUT_START",
-           "QUIET_END_CYCLES",
+           "QUIET_END_CYCLES", "QUIET_POOL_END_CYCLES",
            "stream_layout", "shortcut_needs", "shortcut_holds"]
 
 #: Cycles from a vector's issue to its handshake with the engine (S1, S2, the FIFO).
@@ -126,6 +128,9 @@ END_CYCLES = 3
 #: Interface 2.2, ``quiet``: cycles after the last result's write into the bank until
 #: ``STATUS.busy`` falls (no output FIFO or serializer; measured on the simulated board).
 QUIET_END_CYCLES = END_CYCLES - 1
+#: Interface 2.2, ``quiet`` with a global pool: cycles after the ``NT`` pooled vectors' writes
+#: (one per cycle) until ``STATUS.busy`` falls (measured on the simulated board).
+QUIET_POOL_END_CYCLES = 1
 #: The core's start, after ``CONTROL.start``, before the first beat is taken.
 START_CYCLES = 1
 #: Earliest retire of a final vector relative to the ready time of its SHORTCUT vector (the
@@ -379,11 +384,12 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
                 tile += 1
     if pool:
         # The sums take one vector per cycle; the NT pooled vectors then leave serially.
-        done = last_end - f + lat + post + pool_latency(cfg) + nt_count * nb + END_CYCLES
+        # Quiet: the NT pooled vectors are written into the bank, one per cycle.
+        done = last_end - f + lat + post + pool_latency(cfg) + \
+            (nt_count + QUIET_POOL_END_CYCLES if quiet else nt_count * nb + END_CYCLES)
     else:
-        done = max(last_end - f + lat + post + nb, out_free) + END_CYCLES
-    if quiet:
-        done -= END_CYCLES - QUIET_END_CYCLES
+        done = max(last_end - f + lat + post + nb, out_free) + \
+            (QUIET_END_CYCLES if quiet else END_CYCLES)
     # Nor before the stream's last beat, or the bank reader's last shortcut vector (the source
     # pixels after the last one an output reads are taken too).
     last_short = int(_ready_time(layout, "SHORTCUT", per["SHORTCUT"], [g["scv"]], holds)[0]) \

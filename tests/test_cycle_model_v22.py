@@ -102,13 +102,16 @@ def run(cfg, dev, layer):
 
 
 def test_a_chain_on_the_board(device):
-    """Three chains of six layers (conv, residual in place, stride 2, option-A residual in
-    place, pool, linear): every sent result equals the golden beats; ``BUSY_CYCLES`` against
-    the model."""
+    """Four chains of six layers (conv, residual in place, stride 2, option-A residual in
+    place, pool, linear; the last chain's pool quiet): every sent result equals the golden
+    beats; ``BUSY_CYCLES`` exactly the model's."""
     cfg, dev = device
     report = []
-    for seed in range(3):
-        for i, layer in enumerate(chain(np.random.default_rng(seed), cfg)):
+    for seed in range(4):
+        layers = chain(np.random.default_rng(seed), cfg)
+        if seed == 3:                   # the pool kept and not sent: read by the linear
+            layers[4] = replace(layers[4], quiet=True)
+        for i, layer in enumerate(layers):
             beats, busy = run(cfg, dev, layer)
             assert beats == ls.expected_beats(cfg, layer), (seed, i)
             report.append((seed, i, busy, estimate(cfg, layer)))
@@ -175,4 +178,25 @@ def test_a_resident_shortcut_that_binds_on_the_board(device):
             assert estimate(cfg, l2) != busy
         finally:
             cm.RESIDENT_SHORTCUT_START = start
+    assert all(r[2] == r[3] for r in report), report
+
+
+def test_quiet_pools_on_the_board(device):
+    """A kept global pool of 1 to 4 output tiles, sent or quiet: the pooled vectors are
+    written one per cycle; ``BUSY_CYCLES`` exactly the model's (a quiet pool 2 cycles sooner
+    than a sent one of one beat per vector)."""
+    cfg, dev = device
+    rng = np.random.default_rng(12)
+    e = cfg.engine
+    x0 = rng.integers(*e.act_range, (4, 6, 6))
+    from test_bank_state import conv
+    report = []
+    for out_c in (4, 8, 12, 16):
+        busy = {}
+        for quiet in (False, True):
+            layer = conv(rng, x0, out_c, kernel=1, engine=e, keep=True, quiet=quiet, pool=3)
+            beats, busy[quiet] = run(cfg, dev, layer)
+            assert beats == ls.expected_beats(cfg, layer)
+            report.append((out_c, quiet, busy[quiet], estimate(cfg, layer)))
+        assert busy[True] == busy[False] - 2
     assert all(r[2] == r[3] for r in report), report
