@@ -235,7 +235,8 @@ class ZynqBackend:
         packets : list of 1-D uint8 arrays (or bytes)
             Each one packet of whole beats, byte ``i`` of a beat being ``tdata[8i+7:8i]``.
         out_nbytes : int
-            Bytes of the result packet (whole beats).
+            Bytes of the result packet (whole beats); 0 for a run that sends none (a quiet
+            chained run keeps its output on-chip): S2MM is then not armed.
         timeout : float
             Seconds for the whole transfer.
 
@@ -261,15 +262,16 @@ class ZynqBackend:
         deadline = time.monotonic() + float(timeout)
         packets = self._as_packets(packets)
         if not isinstance(out_nbytes, (int, np.integer)) or isinstance(out_nbytes, bool) \
-                or not 0 < out_nbytes <= self.max_out_bytes or out_nbytes % self.beat_bytes:
-            raise ValueError(f"out_nbytes must be a positive multiple of {self.beat_bytes} "
+                or not 0 <= out_nbytes <= self.max_out_bytes or out_nbytes % self.beat_bytes:
+            raise ValueError(f"out_nbytes must be a multiple of {self.beat_bytes} "
                              f"(whole beats) up to {self.max_out_bytes} (the output area and "
                              f"the DMA's length register), not {out_nbytes!r}")
         out_nbytes = int(out_nbytes)
         self._check_idle()
         base, out_off, in_off = self.buffer.phys_addr, self.output_area[0], self.input_area[0]
-        self.buffer.sync_for_device(out_off, out_nbytes)
-        self.dma.recv(base + out_off, out_nbytes)
+        if out_nbytes:
+            self.buffer.sync_for_device(out_off, out_nbytes)
+            self.dma.recv(base + out_off, out_nbytes)
         n = len(packets)
         for group in self._rounds(packets):
             for i, off in group:
@@ -285,6 +287,8 @@ class ZynqBackend:
                     self.dma.wait_send(max(0.0, deadline - time.monotonic()))
                 except TransferTimeout:
                     raise self._timeout(stage, timeout) from None
+        if not out_nbytes:
+            return np.zeros(0, dtype=np.uint8)  # the caller waits for STATUS.done
         # Wait for the result, or for the core to stop with an error (it then sends no more
         # result beats, and the caller reads the error and resets core and DMA).
         offset, bit = self._error
