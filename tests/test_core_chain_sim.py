@@ -40,3 +40,42 @@ def test_core_chain(design, simulator, tmp_path_factory):
     result = run_cocotb(runner, j_path, "mulfree.sim.tb_core_chain", seed=1234)
     assert result.ok, result.summary()
     assert sorted(result.tests) == sorted(SCENARIOS), f"ran {sorted(result.tests)}"
+
+
+@pytest.mark.parametrize("design", sorted(DESIGNS))
+def test_spec_packer_equals_host_packer(design):
+    """The testbench's packets of every run of the chain (the chaining flags packed from
+    ``docs/interface.md`` by ``pack_engine_layer``) carry the same descriptor and the same
+    vectors of every type (none of a resident type) as the host's
+    (:func:`mulfree.host.layer_stream.pack_layer` with the ``Layer``'s chaining fields), and
+    the host's golden beats of each run are the testbench's (none for a quiet run)."""
+    import dataclasses
+
+    import numpy as np
+
+    from mulfree.host.layer_stream import expected_beats, pack_layer
+    from mulfree.sim.tb_core_chain import _image, chain_layers
+    from mulfree.sim.tb_core_engines import engine_view, pack_engine_layer
+
+    def data(packets):
+        out = {}
+        for p in packets:
+            out.setdefault(p.type, []).extend(p.beats[1:])
+        return out
+
+    cfg = DESIGNS[design]
+    rng = np.random.default_rng(3)
+    runs = chain_layers(cfg, rng, _image(cfg, rng), send_first=True)
+    assert {k for _, _, flags in runs for k, v in flags.items() if v} == {
+        "in_bank", "acts_resident", "keep", "quiet", "short_resident"}
+    for what, layer, flags in runs:
+        k = layer.engine
+        mine = pack_engine_layer(cfg, dataclasses.replace(layer, engine=0), k, chain=flags)
+        chained = dataclasses.replace(layer, **{n: v if n == "in_bank" else bool(v)
+                                                for n, v in flags.items()})
+        host = pack_layer(cfg, chained)
+        assert data(mine) == data(host), what
+        assert mine[0].beats == host[0].beats, f"{what}: descriptor"
+        want = [] if flags.get("quiet") else expected_beats(
+            engine_view(cfg, k), dataclasses.replace(layer, engine=0))
+        assert expected_beats(cfg, chained) == want, what
