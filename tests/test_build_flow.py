@@ -304,10 +304,12 @@ def test_zynq_json_round_trips(small):
 def test_estimate_resources():
     from mulfree.gen.core_manifest import core_manifest
     res = estimate_resources(core_manifest(CoreConfig(engine=ArrayConfig(rows=16, cols=16))))
-    # fmap 16 banks x 4096x8 (2 each), weights 4096x64 (16), acc 256x400 (12),
-    # post table 512x32 (1), out 64x129 (4), shortcut 1024x128 (8); the shift table (32 deep)
-    # is in LUTs.
-    assert res["ramb18"] == 32 + 16 + 12 + 1 + 4 + 8 and res["dsp"] == 0
+    # fmap 16 lanes x 4096x8 (2 each) in each of its 2 feature-map banks (interface 2.2),
+    # weights 4096x64 (16), acc 256x400 (12), post table 512x32 (1), out 64x129 (4), shortcut
+    # 1024x128 (8); the shift table (32 deep) is in LUTs.
+    assert res["ramb18"] == 2 * 32 + 16 + 12 + 1 + 4 + 8 and res["dsp"] == 0
+    one = core_manifest(CoreConfig(engine=ArrayConfig(rows=16, cols=16), fmap_banks=1))
+    assert estimate_resources(one)["ramb18"] == 32 + 16 + 12 + 1 + 4 + 8
     mult = core_manifest(CoreConfig(engine=ArrayConfig(pe="mult", rows=8, cols=4)))
     assert estimate_resources(mult)["dsp"] == 32
 
