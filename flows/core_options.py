@@ -131,7 +131,7 @@ CORE_OPTIONS = {"stream_width": "--stream-width", "fmap_vectors": "--fmap-vector
                 "acc_entries": "--acc-entries", "weight_rows": "--weight-rows",
                 "max_channels": "--max-channels", "out_vectors": "--out-vectors",
                 "shortcut_vectors": "--shortcut-vectors", "pool_pixels": "--pool-pixels",
-                "axil_addr_width": "--axil-addr-width"}
+                "fmap_banks": "--fmap-banks", "axil_addr_width": "--axil-addr-width"}
 
 
 def add_core_options(parser):
@@ -155,12 +155,17 @@ def add_core_options(parser):
         "pool_pixels": "largest out_h*out_w of a layer with a global average pool (the width "
                        "of the pool unit's sums); 0 builds no pool unit",
         "axil_addr_width": "AXI4-Lite byte-address bits",
+        "fmap_banks": "feature-map banks of --fmap-vectors each: 2 lets a layer's output "
+                      "stay on-chip as the next layer's input (layer chaining; needs rows == "
+                      "cols)",
     }
     for param, option in CORE_OPTIONS.items():
         lo, hi = CORE_LIMITS.get(param, (None, None))
         rng = f"{lo}..{hi}, " if lo is not None else ""
-        g.add_argument(option, dest=f"core_{param}", type=int, default=getattr(d, param),
-                       help=f"{helps[param]} ({rng}default: {getattr(d, param)})")
+        default = None if param == "fmap_banks" else getattr(d, param)
+        shown = "2 when rows == cols, else 1" if default is None else default
+        g.add_argument(option, dest=f"core_{param}", type=int, default=default,
+                       help=f"{helps[param]} ({rng}default: {shown})")
 
 
 def _extra_engines(args, engine):
