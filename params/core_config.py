@@ -58,7 +58,9 @@ CORE_ERRORS = (
                    "acc_entries, a tensor larger than its buffer (a residual's shortcut: "
                    "out_h*out_w*ceil(out_c/cols) > shortcut_vectors), a residual whose "
                    "shortcut map is 65536 or more pixels wide (out_w*short_stride >= 65536), "
-                   "or a global pool over out_h*out_w > pool_pixels"),
+                   "a global pool over out_h*out_w > pool_pixels, or (chaining) kept results "
+                   "(out_h*out_w*ceil(out_c/cols), ceil(out_c/cols) with a pool) or a "
+                   "resident shortcut source larger than fmap_vectors"),
     (4, "SHORT", "tlast on a beat before the end of the packet its header announced"),
     (5, "LONG", "no tlast on the last beat of the packet its header announced"),
     (6, "OVERRUN", "a packet carries more vectors than the layer has left of its type"),
