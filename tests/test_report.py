@@ -314,7 +314,8 @@ def test_cli_energy_of_a_model(run_main, capsys, tmp_path):
                            "not 'kc705'"),
     (["--device", "xc7a35t"], "--device must be one of xc7z045, xc7z020, not 'xc7a35t'"),
     (["--rows", "0"], "--rows must be"),
-    (["--pe", "div"], "--pe must be one of shift, adder, mult, not 'div'"),
+    (["--pe", "div"], "--pe 'div': engine 0 kind 'div' is unknown; allowed: a kind (shift, "
+                          "adder, mult)"),
     (["--holdout", "-1"], "--holdout must be a size in 1..1024 or 0 for none, not -1"),
     (["--fit-sizes", "4,8"], "--fit-sizes must hold at least 3 sizes for the 3 terms of "
                              "--fit-terms, not 2"),
