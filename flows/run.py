@@ -121,18 +121,9 @@ def command(args):
         return 1
 
 
-def add_run_options(p):
-    """The options of ``mulfree run`` (MODEL, the core, the inputs, the device)."""
-    p.add_argument("model", metavar="MODEL",
-                   help="an exported model: the folder holding model.json and "
-                        "model.safetensors (mulfree train / mulfree export)")
-    p.add_argument("--device", default="sim", choices=["sim", "zynq"],
-                   help="sim: the core's Verilog under Verilator (default, no board needed); "
-                        "zynq: the accelerator on this Zynq board (UIO + AXI DMA)")
-    p.add_argument("--config", metavar="MANIFEST",
-                   help="the core: its manifest (<top>.json from mulfree gen --core or "
-                        "mulfree build) or the folder holding it. Default for sim: a "
-                        "--rows x --cols core that fits the model; required for zynq")
+def add_default_core_options(p):
+    """The options of the default core (``--rows``, ``--cols``, ``--engines``) and of
+    chaining (``--chain``), shared by ``mulfree run`` and ``mulfree compile``."""
     p.add_argument("--rows", type=int, default=16, metavar="N",
                    help="rows of the default core (default: 16)")
     p.add_argument("--cols", type=int, default=16, metavar="N",
@@ -148,6 +139,21 @@ def add_run_options(p):
                         "shortcut, running those layers image by image. auto (default): "
                         "where that moves fewer bytes for --batch images; on: wherever the "
                         "core can; off: never")
+
+
+def add_run_options(p):
+    """The options of ``mulfree run`` (MODEL, the core, the inputs, the device)."""
+    p.add_argument("model", metavar="MODEL",
+                   help="an exported model: the folder holding model.json and "
+                        "model.safetensors (mulfree train / mulfree export)")
+    p.add_argument("--device", default="sim", choices=["sim", "zynq"],
+                   help="sim: the core's Verilog under Verilator (default, no board needed); "
+                        "zynq: the accelerator on this Zynq board (UIO + AXI DMA)")
+    p.add_argument("--config", metavar="MANIFEST",
+                   help="the core: its manifest (<top>.json from mulfree gen --core or "
+                        "mulfree build) or the folder holding it. Default for sim: a "
+                        "--rows x --cols core that fits the model; required for zynq")
+    add_default_core_options(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", metavar="FILE",
                      help=".npy array of inputs [B, *input_shape] (float: quantized as the "
@@ -495,21 +501,7 @@ def add_compile_options(p):
     p.add_argument("--config", metavar="MANIFEST",
                    help="the core's manifest (or its folder); default: a --rows x --cols core "
                         "that fits the model")
-    p.add_argument("--rows", type=int, default=16, metavar="N",
-                   help="rows of the default core (default: 16)")
-    p.add_argument("--cols", type=int, default=16, metavar="N",
-                   help="columns of the default core (default: 16)")
-    p.add_argument("--engines", default="all", choices=["all", "one"],
-                   help="engines of the default core: all (default): one per PE kind of the "
-                        "model's layers (a multi-engine core; a kind with few terms gets a "
-                        "folded, narrower engine); one: the most-used kind only, the other "
-                        "layers need --host-fallback")
-    p.add_argument("--chain", default="auto", choices=["auto", "on", "off"],
-                   help="layer chaining on a core with two feature-map banks: keep a layer's "
-                        "output on-chip as the next layer's input and a later residual's "
-                        "shortcut, running those layers image by image. auto (default): "
-                        "where that moves fewer bytes for --batch images; on: wherever the "
-                        "core can; off: never")
+    add_default_core_options(p)
     p.add_argument("--max-packet-bytes", type=int, default=None, metavar="N",
                    help="largest packet a transfer may carry (a DMA's limit; default: none)")
     p.add_argument("--host-fallback", action="store_true",
