@@ -82,6 +82,11 @@ def main(argv=None):
         sys.stderr.close()
         return 1
     except Exception as e:          # noqa: BLE001 -- the last line of defence, see docstring
+        if _interrupted(e):
+            # Ctrl-C inside a class body's __set_name__ (importing torch) comes out as a
+            # RuntimeError whose cause is the KeyboardInterrupt.
+            print(f"{command}: interrupted", file=sys.stderr)
+            return 130
         if os.environ.get("MULFREE_TRACEBACK"):
             raise
         if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] in _EXTRAS:
@@ -92,6 +97,17 @@ def main(argv=None):
         print(f"{command}: internal error: {type(e).__name__}: {_one_line(e)} (set "
               f"MULFREE_TRACEBACK=1 to see where)", file=sys.stderr)
         return 1
+
+
+def _interrupted(e):
+    """Whether ``e`` was caused (``raise ... from``, or raised while handling) by Ctrl-C."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 #: Optional packages -> (what to call them, the extra that installs them). The core install

@@ -416,6 +416,28 @@ def test_ctrl_c_during_training_is_one_line(tmp_path):
     assert _ours(tmp_path / "tmp") == []
 
 
+def test_ctrl_c_inside_an_import_is_an_interruption(monkeypatch, capsys):
+    """Ctrl-C while a class body runs ``__set_name__`` (importing torch) reaches the command as
+    a RuntimeError caused by the KeyboardInterrupt: still one line and status 130."""
+    from mulfree.flows import cli
+
+    class Descriptor:
+        def __set_name__(self, owner, name):
+            raise KeyboardInterrupt
+
+    def command(args):
+        class Imported:                     # noqa: F841 -- defining it is the point
+            field = Descriptor()
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(parser, "parse_args",
+                        lambda argv: type("Args", (), {"command": "train",
+                                                          "func": staticmethod(command)})())
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert cli.main([]) == 130
+    assert capsys.readouterr().err.splitlines() == ["mulfree train: interrupted"]
+
+
 def test_ctrl_c_during_demo_ends_with_one_line(tmp_path):
     import torch  # noqa: F401 -- the dev install has it; missing, this must fail
     status, err, _ = _interrupt(["demo", "-q", "-o", str(tmp_path / "out")], tmp_path,

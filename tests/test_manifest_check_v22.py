@@ -32,10 +32,19 @@ CONFIGS_2_1 = [
 #: through JSON, without ``mulfree_version``, keys sorted.
 DIGESTS_2_1 = ["b69efb699b62545926498d269c1b88134fa251fe310c11708850e461f2c38cad",
                "471454c5248917c20b235204e98c1053b83e1491a09d7ff05f1abb0494994bff"]
-#: Error REUSE's meaning before 2.2 (2.2 added the engine).
-OLD_MEANINGS = {"core_errors": {"REUSE": {"meaning": (
-    "reuse_weights, but the previous run did not end well, or its weight rows, out_c or "
-    "shift-table vectors differ from this layer's")}}}
+#: Errors REUSE's and TOO_BIG's meanings before 2.2 (2.2 added the engine to REUSE and the
+#: chaining sizes to TOO_BIG).
+OLD_MEANINGS = {"core_errors": {
+    "REUSE": {"meaning": (
+        "reuse_weights, but the previous run did not end well, or its weight rows, out_c or "
+        "shift-table vectors differ from this layer's")},
+    "TOO_BIG": {"meaning": (
+        "the layer does not fit the core: K = in_c*kernel_h*kernel_w > max_k, "
+        "out_c > max_channels, in_c > max_channels with a shift, m_block > "
+        "acc_entries, a tensor larger than its buffer (a residual's shortcut: "
+        "out_h*out_w*ceil(out_c/cols) > shortcut_vectors), a residual whose "
+        "shortcut map is 65536 or more pixels wide (out_w*short_stride >= 65536), "
+        "or a global pool over out_h*out_w > pool_pixels")}}}
 
 
 def manifest(cfg):
