@@ -17,13 +17,13 @@ __all__ = ["SETUP_STEPS", "CoreConfig", "CORE_MAGIC", "CORE_VERSION", "STREAM_WI
            "core_register_map", "PACKET_TYPES", "CORE_ERRORS", "DESC_FIELDS", "DESC_FLAGS",
            "DESC_BITS", "SHIFT_ENTRY_BITS", "ISSUE_FIFO_DEPTH", "DESC_SIGNED", "RES_MAX_SHIFT",
            "res_sum_width", "res_shift_range", "pool_sum_width", "pool_shift_range",
-           "MAX_ENGINES", "engine_register_value"]
+           "MAX_ENGINES", "engine_register_value", "WINDOW_FLAGS", "WINDOW_LATENCY"]
 
 #: ``ID.magic``: ASCII "MULF", so a host can tell it is talking to a mulfree core at all.
 CORE_MAGIC = 0x4D55_4C46
 #: ``VERSION``: (major, minor) of the register interface. The major number changes when an
 #: existing register or field changes meaning; the minor one when registers are added.
-CORE_VERSION = (2, 2)
+CORE_VERSION = (2, 3)
 #: Most engines one core holds (one per PE kind).
 MAX_ENGINES = 3
 STREAM_WIDTHS = (32, 64, 128, 256, 512, 1024)
@@ -51,9 +51,13 @@ CORE_ERRORS = (
                       "padding >= kernel, out_h/out_w not the convolution's output size, "
                       "clamp_lo > clamp_hi or either outside the activation range, a residual "
                       "shift out of range, a residual's short_c = 0, short_stride = 0 or "
-                      "short_off + short_c > out_c, pool_shift out of range, or a clamp, "
-                      "residual or pool field set without its flag"),
-    (3, "TOO_BIG", "the layer does not fit the core: K = in_c*kernel_h*kernel_w > max_k, "
+                      "short_off + short_c > out_c, pool_shift out of range, a clamp, "
+                      "residual or pool field set without its flag, or (window runs) more "
+                      "than one window flag, a window flag with in_c != out_c or with "
+                      "flags.shift, win_max or win_sum with reuse_weights, or win_max with "
+                      "2*pad_h > kernel_h or 2*pad_w > kernel_w"),
+    (3, "TOO_BIG", "the layer does not fit the core: K = in_c*kernel_h*kernel_w (a window "
+                   "run: kernel_h*kernel_w) > max_k, "
                    "out_c > max_channels, in_c > max_channels with a shift, m_block > "
                    "acc_entries, a tensor larger than its buffer (a residual's shortcut: "
                    "out_h*out_w*ceil(out_c/cols) > shortcut_vectors), a residual whose "
@@ -77,12 +81,16 @@ CORE_ERRORS = (
                      "short_resident but the other bank does not hold one of shape (short_c, "
                      "out_h*short_stride, out_w*short_stride), or without flags.residual; "
                      "quiet without keep"),
+    (12, "WINDOW", "a window flag (win_max, win_sum, depthwise) on a core without the lane "
+                   "unit (WINDOW.lanes = 0)"),
 )
 
 #: Entries of the FIFO between the buffers and the engine's input: at least the issue
 #: pipeline's round trip (issue, address, read, FIFO write, FIFO output), so the credit never
 #: leaves a bubble.
 ISSUE_FIFO_DEPTH = 8
+#: Cycles from the lane unit's input handshake to its result (interface 2.3, window runs).
+WINDOW_LATENCY = 2
 
 #: The descriptor: one vector of 32-bit words, ``(word, low bit, width, name)``.
 DESC_FIELDS = (
@@ -106,7 +114,13 @@ DESC_FIELDS = (
 #: global average pool of the map (``pool_shift``): one pixel of ``out_c`` channels.
 DESC_FLAGS = {"shift": 0, "reuse_weights": 1, "residual": 2, "res_relu": 3, "clamp": 4,
               "global_pool": 5, "in_bank": 6, "acts_resident": 7, "keep": 8, "quiet": 9,
-              "short_resident": 10}
+              "short_resident": 10, "win_max": 11, "win_sum": 12, "depthwise": 13}
+#: Interface 2.3, window runs on the lane unit (a core with ``window_ops``): at most one of
+#: ``win_max`` (max pooling), ``win_sum`` (the window sums of an average pool; PARAMS' shift
+#: divides) and ``depthwise`` (a depthwise convolution, ``groups = in_c = out_c``, with the
+#: engine ``engine``'s terms). Lane ``j`` of the run's ``nt``-th output tile reduces channel
+#: ``nt*C + j`` over the ``kernel_h*kernel_w`` window of its output pixel.
+WINDOW_FLAGS = ("win_max", "win_sum", "depthwise")
 #: Interface 2.2, layer chaining (a core with ``fmap_banks = 2``): ``in_bank``: the bank the
 #: run's input is in (ACTS packets are written there, the engine reads it); ``acts_resident``:
 #: no ACTS packets, the input is the tensor bank ``in_bank`` holds; ``keep``: every result
@@ -149,6 +163,7 @@ SETUP_STEPS = (
     ("sm", "mul", "sh", "sw"),
     ("scv", "mul", "sm", "nts"),
     ("dcv", "mul", "m", "nt"),
+    ("nkk", "mul", "kk", "nt"),
 )
 
 
@@ -220,6 +235,11 @@ class CoreConfig:
         the next layer's input or a later residual's shortcut (layer chaining, interface
         2.2; needs ``rows == cols``), 1 builds one buffer. ``None``: 2 when ``rows == cols``,
         else 1.
+    window_ops : bool or None
+        Build the lane unit (interface 2.3): ``cols`` lanes that run window runs (max
+        pooling, the sums of average pooling, depthwise convolutions with each engine's
+        terms) at one input vector per cycle; needs ``rows == cols``. ``None``: when
+        ``rows == cols``.
     pool_pixels : int
         Largest map (``out_h * out_w``) a layer with ``flags.global_pool`` may average: the
         width of the pool unit's per-channel sums (:func:`pool_sum_width`). 0 builds no pool
@@ -240,6 +260,7 @@ class CoreConfig:
     shortcut_vectors: int = 1024
     pool_pixels: int = 4096
     fmap_banks: int | None = None
+    window_ops: bool | None = None
     axil_addr_width: int = 12
     name: str | None = field(default=None, compare=False)
 
@@ -254,6 +275,16 @@ class CoreConfig:
             raise ConfigError("fmap_banks", f"fmap_banks=2 (layer chaining) needs rows == cols "
                               f"(a result vector is the next layer's input vector), not "
                               f"{self.engine.rows}x{self.engine.cols}; use fmap_banks=1")
+        if self.window_ops is None:
+            object.__setattr__(self, "window_ops", square)
+        if not isinstance(self.window_ops, bool):
+            raise ConfigError("window_ops", f"window_ops must be True, False or None, not "
+                              f"{self.window_ops!r}")
+        if self.window_ops and not square:
+            raise ConfigError("window_ops", f"window_ops (pooling and depthwise runs on the "
+                              f"lane unit) needs rows == cols (lane j of an input vector is "
+                              f"lane j of its result), not {self.engine.rows}x"
+                              f"{self.engine.cols}; use window_ops=False")
         if self.stream_width not in STREAM_WIDTHS or isinstance(self.stream_width, bool):
             raise ConfigError("stream_width", f"stream_width must be one of "
                               f"{', '.join(map(str, STREAM_WIDTHS))}, not {self.stream_width!r}")
@@ -368,7 +399,7 @@ class CoreConfig:
                 "weight_rows": self.weight_rows, "max_channels": self.max_channels,
                 "out_vectors": self.out_vectors, "shortcut_vectors": self.shortcut_vectors,
                 "pool_pixels": self.pool_pixels, "fmap_banks": self.fmap_banks,
-                "axil_addr_width": self.axil_addr_width}
+                "window_ops": self.window_ops, "axil_addr_width": self.axil_addr_width}
 
     @property
     def hazard_window(self):
@@ -378,8 +409,8 @@ class CoreConfig:
         this many output pixels never reads a partial sum before it is written; a shorter
         block waits at each pass for the previous one to drain.
         """
-        return max(self.engine_latency(k) for k in range(len(self.engines))) \
-            + ISSUE_FIFO_DEPTH + 4
+        return max(max(self.engine_latency(k) for k in range(len(self.engines))),
+                   WINDOW_LATENCY) + ISSUE_FIFO_DEPTH + 4
 
     def engine_latency(self, k):
         """Cycles from engine ``k``'s input handshake to its output being valid, no stall:
@@ -547,6 +578,12 @@ def core_register_map(cfg: CoreConfig, *, addr_width=None):
     rmap.add_counter("STALL_OUT_CYCLES", 1, "busy cycles a result beat waited for "
                                             "m_axis.tready")
     rmap.add_counter("TERMS", terms, "terms computed (one per PE operation)")
+    # Interface 2.3: window runs.
+    rmap.add(Register("WINDOW", [
+        _ro("lanes", 0, 12, (cfg.engine.cols if cfg.window_ops else 0) if cfg else 0,
+            "lanes of the lane unit (cols); 0: no lane unit, a window flag is error WINDOW"),
+    ], "the lane unit of window runs (max and sum pooling, depthwise convolutions)"),
+        offset=0xA0)
     return rmap
 
 
