@@ -69,7 +69,8 @@ CORE_ERRORS = (
     (5, "LONG", "no tlast on the last beat of the packet its header announced"),
     (6, "OVERRUN", "a packet carries more vectors than the layer has left of its type"),
     (7, "REUSE", "reuse_weights, but the previous run did not end well, or its engine, "
-                 "weight rows, out_c or shift-table vectors differ from this layer's"),
+                 "window flags, weight rows, out_c or shift-table vectors differ from this "
+                 "layer's"),
     (8, "DESC_IN_RUN", "a descriptor packet in the middle of a run (one descriptor per "
                        "start)"),
     (9, "SHIFT_VALUE", "a shift-table entry of -2 (dy and dx must be -1, 0 or 1)"),
