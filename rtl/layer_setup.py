@@ -11,6 +11,11 @@ under a hundred cycles.
 
 Every check of the descriptor lives here; the result is an error code from
 :data:`~mulfree.params.core_config.CORE_ERRORS` or 0.
+
+Window runs (interface 2.3, one of the flags ``win_max``, ``win_sum``, ``depthwise``): the
+walk takes ``nkk = kk * nt`` passes per block, and the weight rows are ``nkk`` for a depthwise
+run (one row of ``cols`` codes per pass) and 0 for max and sum; the last step's store puts
+them into ``wrows`` (which holds ``nkt * rows`` before), so the program's cycle bound stays.
 """
 
 from amaranth.hdl import Signal, Module, Const, Cat, Mux, signed, unsigned
@@ -19,15 +24,24 @@ from amaranth.lib.wiring import In, Out
 
 from ..params.core_config import (CoreConfig, DESC_FIELDS, DESC_FLAGS, DESC_BITS, DESC_SIGNED,
                                   CORE_ERRORS, RES_MAX_SHIFT, res_shift_range, pool_shift_range,
-                                  SETUP_STEPS as STEPS)
+                                  WINDOW_FLAGS, SETUP_STEPS as STEPS)
 
 
-__all__ = ["LayerSetup", "desc_layout", "sizes_layout", "shape_layout", "STEPS", "error_code"]
+__all__ = ["LayerSetup", "desc_layout", "sizes_layout", "shape_layout", "STEPS", "error_code",
+           "window_flags"]
 
 
 def error_code(name):
     """``ERROR.core_code`` of the error ``name``."""
     return {n: c for c, n, _ in CORE_ERRORS}[name]
+
+
+def window_flags(flags):
+    """The descriptor ``flags``' window bits ``(win_max, win_sum, depthwise)`` as one value
+    (bit 0 ``win_max``); the bits are contiguous (:data:`WINDOW_FLAGS`)."""
+    lo = DESC_FLAGS[WINDOW_FLAGS[0]]
+    assert [DESC_FLAGS[n] for n in WINDOW_FLAGS] == list(range(lo, lo + len(WINDOW_FLAGS)))
+    return flags[lo:lo + len(WINDOW_FLAGS)]
 
 
 def desc_layout():
@@ -53,7 +67,7 @@ SIZES = {
     "nt": "output tiles, ceil(out_c / cols)",
     "kt": "reduction tiles, kk * ct",
     "nkt": "weight tiles, nt * kt",
-    "wrows": "weight rows, nkt * rows",
+    "wrows": "weight rows: nkt * rows (a convolution), nkk (depthwise), 0 (max, sum)",
     "row": "feature-map vectors per input row, in_w * ct",
     "acts": "feature-map vectors, in_h * row",
     "sct": "address step per output column, stride_w * ct",
@@ -67,6 +81,7 @@ SIZES = {
     "sm": "pixels of the shortcut's map, sh * sw",
     "scv": "SHORTCUT vectors the host sends, sm * nts",
     "dcv": "aligned shortcut vectors the buffer holds, m * nt",
+    "nkk": "a window run's passes per block, kk * nt (a depthwise run's weight rows)",
 }
 
 
@@ -91,9 +106,10 @@ class LayerSetup(wiring.Component):
     start : In(1)
         Pulse: ``desc`` holds a new descriptor.
     desc : In(desc_layout())
-    reuse_rows, reuse_channels, reuse_tiles, reuse_engine : In(...)
-        The weight rows, ``out_c``, shift-table vectors (0 without shift) and engine of the
-        previous run; ``reuse_valid`` says they may be reused.
+    reuse_rows, reuse_channels, reuse_tiles, reuse_engine, reuse_window : In(...)
+        The weight rows, ``out_c``, shift-table vectors (0 without shift), engine and window
+        flags (:func:`window_flags`) of the previous run; ``reuse_valid`` says they may be
+        reused.
     bank_valid, bank_shape_0, bank_shape_1 : In
         The feature-map banks' state (interface 2.2, kept by the shell): bit ``k`` of
         ``bank_valid`` says bank ``k`` holds a tensor, of shape ``bank_shape_k``.
@@ -111,6 +127,7 @@ class LayerSetup(wiring.Component):
             "reuse_channels": In(16),
             "reuse_tiles": In(SIZE_BITS),
             "reuse_engine": In(4),
+            "reuse_window": In(len(WINDOW_FLAGS)),
             "bank_valid": In(2),
             "bank_shape_0": In(shape_layout()),
             "bank_shape_1": In(shape_layout()),
@@ -195,6 +212,14 @@ class LayerSetup(wiring.Component):
                             m.d.sync += getattr(sz, result).eq(acc)
                 m.d.sync += [step.eq(step + 1), bit.eq(0), acc.eq(0), rem.eq(0)]
                 with m.If(step == len(STEPS) - 1):
+                    # A window run's weight rows: nkk (depthwise, the last step's), 0 (max,
+                    # sum); a convolution keeps nkt * rows.
+                    assert STEPS[-1][0] == "nkk"
+                    win = window_flags(d.flags)
+                    with m.If(win[2]):
+                        m.d.sync += sz.wrows.eq(acc)
+                    with m.Elif(win[0] | win[1]):
+                        m.d.sync += sz.wrows.eq(0)
                     m.next = "CHECK"
                 with m.Else():
                     m.next = "RUN"
@@ -209,8 +234,8 @@ class LayerSetup(wiring.Component):
 
     def _checks(self, m, d, sz, shift, reuse):
         """``[(error name, condition)]``, the first true one being reported: DESCRIPTOR, then
-        ENGINE (``engine >= len(cfg.engines)``), RESIDENT (:meth:`_chain_checks`), TOO_BIG,
-        REUSE."""
+        ENGINE (``engine >= len(cfg.engines)``), WINDOW (a window flag without the lane
+        unit), RESIDENT (:meth:`_chain_checks`), TOO_BIG, REUSE."""
         cfg = self._cfg
         reserved_flags = d.flags & ~sum(1 << b for b in DESC_FLAGS.values())
         zero = [d.in_h == 0, d.in_w == 0, d.in_c == 0, d.out_c == 0, d.out_h == 0,
@@ -225,9 +250,13 @@ class LayerSetup(wiring.Component):
                | (sz.ew + d.kernel_w > span_w) | (sz.ew + d.stride_w + d.kernel_w <= span_w))
         bad = bad | self._tail_checks(d)
         pool_bad, pool_big = self._pool_checks(d, sz)
-        bad = bad | pool_bad | self._shortcut_checks(d)
+        win = window_flags(d.flags)
+        windowed = win.any()
+        bad = bad | pool_bad | self._shortcut_checks(d) | self._window_checks(d, win)
         residual = d.flags[DESC_FLAGS["residual"]]
-        too_big = ((sz.k > cfg.engine.max_k) | (d.out_c > cfg.max_channels)
+        # K: the reduction of one output, kk for a window run (one channel's window).
+        too_big = ((Mux(windowed, sz.kk, sz.k) > cfg.engine.max_k)
+                   | (d.out_c > cfg.max_channels)
                    | (shift & (d.in_c > cfg.max_channels)) | (d.m_block > cfg.acc_entries)
                    | (sz.acts > cfg.fmap_vectors) | (sz.wrows > cfg.weight_rows)
                    | (residual & (sz.dcv > cfg.shortcut_vectors)) | pool_big
@@ -236,11 +265,24 @@ class LayerSetup(wiring.Component):
         tiles = Mux(shift, sz.ct, 0)
         bad_reuse = reuse & (~self.reuse_valid | (self.reuse_rows != sz.wrows)
                              | (self.reuse_channels != d.out_c) | (self.reuse_tiles != tiles)
-                             | (self.reuse_engine != d.engine))
+                             | (self.reuse_engine != d.engine)
+                             | (self.reuse_window != win))
         bad_engine = d.engine >= len(cfg.engines)
-        return [("DESCRIPTOR", bad), ("ENGINE", bad_engine),
+        bad_window = windowed if not cfg.window_ops else Const(0)
+        return [("DESCRIPTOR", bad), ("ENGINE", bad_engine), ("WINDOW", bad_window),
                 ("RESIDENT", self._chain_checks(d, sz)), ("TOO_BIG", too_big),
                 ("REUSE", bad_reuse)]
+
+    def _window_checks(self, d, win):
+        """A window run's descriptor rules (error DESCRIPTOR): at most one window flag; with
+        one, ``in_c == out_c`` and no ``flags.shift``; ``win_max`` and ``win_sum`` (no
+        weights) without ``reuse_weights``; ``win_max`` with ``2*pad <= kernel`` in both
+        dimensions (every window holds a pixel of the map)."""
+        flag = {name: d.flags[bit] for name, bit in DESC_FLAGS.items()}
+        several = (win[0] & win[1]) | (win[0] & win[2]) | (win[1] & win[2])
+        pad_out = (d.pad_h << 1 > d.kernel_h) | (d.pad_w << 1 > d.kernel_w)
+        return (several | (win.any() & ((d.in_c != d.out_c) | flag["shift"]))
+                | ((win[0] | win[1]) & flag["reuse_weights"]) | (win[0] & pad_out))
 
     def _chain_checks(self, d, sz):
         """Layer chaining's flags against the banks' state (error RESIDENT): any of

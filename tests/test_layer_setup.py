@@ -31,7 +31,7 @@ from mulfree.rtl.layer_setup import SIZES, LayerSetup, desc_layout
 
 CODES = {name: code for code, name, _ in CORE_ERRORS}
 DESCRIPTOR, TOO_BIG, REUSE = CODES["DESCRIPTOR"], CODES["TOO_BIG"], CODES["REUSE"]
-ENGINE, RESIDENT = CODES["ENGINE"], CODES["RESIDENT"]
+ENGINE, RESIDENT, WINDOW = CODES["ENGINE"], CODES["RESIDENT"], CODES["WINDOW"]
 WIDTHS = {name: width for _, _, width, name in DESC_FIELDS}
 ZERO_CHECKED = ("in_h", "in_w", "in_c", "out_c", "out_h", "out_w", "kernel_h", "kernel_w",
                 "stride_h", "stride_w", "m_block")
@@ -40,8 +40,11 @@ RESIDUAL, RES_RELU, CLAMP = (1 << DESC_FLAGS[n] for n in ("residual", "res_relu"
 GLOBAL_POOL = 1 << DESC_FLAGS["global_pool"]
 IN_BANK, ACTS_RESIDENT, KEEP, QUIET, SHORT_RESIDENT = (
     1 << DESC_FLAGS[n] for n in ("in_bank", "acts_resident", "keep", "quiet", "short_resident"))
+#: Interface 2.3's window flags: a max pool, a sum (average) pool, a depthwise convolution.
+WIN_MAX, WIN_SUM, DEPTHWISE = (1 << DESC_FLAGS[n] for n in ("win_max", "win_sum", "depthwise"))
+WINDOW_BITS = (WIN_MAX, WIN_SUM, DEPTHWISE)
 KNOWN_FLAGS = (SHIFT | REUSE_FLAG | RESIDUAL | RES_RELU | CLAMP | GLOBAL_POOL | IN_BANK
-               | ACTS_RESIDENT | KEEP | QUIET | SHORT_RESIDENT)
+               | ACTS_RESIDENT | KEEP | QUIET | SHORT_RESIDENT | WIN_MAX | WIN_SUM | DEPTHWISE)
 TAIL_FIELDS = ("clamp_lo", "clamp_hi", "res_main_shift", "res_short_shift", "res_shift")
 #: The shortcut's source fields (word 7), set with flags.residual.
 SHORT_FIELDS = ("short_c", "short_off", "short_stride")
@@ -110,6 +113,13 @@ def ref_sizes(cfg, d):
     s["sm"] = s["sh"] * s["sw"]
     s["scv"] = s["sm"] * s["nts"]
     s["dcv"] = s["m"] * nt
+    # Interface 2.3: a window run's passes per block; its weight rows are nkk (depthwise),
+    # 0 (max, sum).
+    s["nkk"] = kk * nt
+    if d["flags"] & DEPTHWISE:
+        s["wrows"] = s["nkk"]
+    elif d["flags"] & (WIN_MAX | WIN_SUM):
+        s["wrows"] = 0
     assert set(s) == set(SIZES)
     return s
 
@@ -162,12 +172,34 @@ def pool_error(cfg, d):
     return shift != 0
 
 
+def window_of(d):
+    """The window flags of ``d`` as ``REUSE`` compares them: bit 0 win_max, 1 win_sum,
+    2 depthwise."""
+    return sum(1 << i for i, bit in enumerate(WINDOW_BITS) if d["flags"] & bit)
+
+
+def window_error(d):
+    """Interface 2.3's DESCRIPTOR rules of a window run (``CORE_ERRORS``): more than one
+    window flag; a window flag with in_c != out_c or with flags.shift; win_max or win_sum with
+    reuse_weights; win_max with 2*pad > kernel in either dimension."""
+    f, n = d["flags"], bin(window_of(d)).count("1")
+    if n > 1 or (n and (d["in_c"] != d["out_c"] or f & SHIFT)):
+        return True
+    if f & (WIN_MAX | WIN_SUM) and f & REUSE_FLAG:
+        return True
+    return bool(f & WIN_MAX and (2 * d["pad_h"] > d["kernel_h"]
+                                 or 2 * d["pad_w"] > d["kernel_w"]))
+
+
 def ref_error(cfg, d, reuse=None):
-    """The error code the descriptor deserves: DESCRIPTOR, then ENGINE, then RESIDENT, then
-    TOO_BIG, then REUSE, else 0. ``reuse`` also holds the previous run's ``engine`` and the
-    banks' state, ``banks``: ``[(valid, (c, h, w)), ...]`` (none valid when absent)."""
+    """The error code the descriptor deserves: DESCRIPTOR, then ENGINE, then WINDOW, then
+    RESIDENT, then TOO_BIG, then REUSE, else 0. ``reuse`` also holds the previous run's
+    ``engine`` and ``window`` flags (:func:`window_of`) and the banks' state, ``banks``:
+    ``[(valid, (c, h, w)), ...]`` (none valid when absent)."""
     e, reuse = cfg.engine, reuse or {}
     if any(d[name] == 0 for name in ZERO_CHECKED) or d["flags"] & ~KNOWN_FLAGS:
+        return DESCRIPTOR
+    if window_error(d):
         return DESCRIPTOR
     if tail_error(cfg, d) or short_error(d) or pool_error(cfg, d):
         return DESCRIPTOR
@@ -178,10 +210,13 @@ def ref_error(cfg, d, reuse=None):
         return DESCRIPTOR
     if d.get("engine", 0) >= len(cfg.engines):
         return ENGINE
+    if window_of(d) and not cfg.window_ops:
+        return WINDOW
     s, shift = ref_sizes(cfg, d), bool(d["flags"] & SHIFT)
     if chain_error(cfg, d, s, reuse.get("banks", [(0, (0, 0, 0))] * 2)):
         return RESIDENT
-    if (s["k"] > e.max_k or d["out_c"] > cfg.max_channels
+    # K of a window run is one channel's window, kk.
+    if ((s["kk"] if window_of(d) else s["k"]) > e.max_k or d["out_c"] > cfg.max_channels
             or (shift and d["in_c"] > cfg.max_channels) or d["m_block"] > cfg.acc_entries
             or s["acts"] > cfg.fmap_vectors or s["wrows"] > cfg.weight_rows
             or (d["flags"] & RESIDUAL and s["dcv"] > cfg.shortcut_vectors)
@@ -197,7 +232,8 @@ def ref_error(cfg, d, reuse=None):
             not reuse.get("valid", 0) or reuse.get("rows", 0) != s["wrows"]
             or reuse.get("channels", 0) != d["out_c"]
             or reuse.get("tiles", 0) != (s["ct"] if shift else 0)
-            or reuse.get("engine", 0) != d.get("engine", 0)):
+            or reuse.get("engine", 0) != d.get("engine", 0)
+            or reuse.get("window", 0) != window_of(d)):
         return REUSE
     return 0
 
@@ -220,7 +256,8 @@ def matching_reuse(cfg, d):
     """Reuse inputs that match ``d``: what a previous run of the same weights loaded."""
     s = ref_sizes(cfg, d)
     return {"valid": 1, "rows": s["wrows"], "channels": d["out_c"],
-            "tiles": s["ct"] if d["flags"] & SHIFT else 0}
+            "tiles": s["ct"] if d["flags"] & SHIFT else 0, "window": window_of(d),
+            "engine": d.get("engine", 0)}
 
 
 # The simulation -------------------------------------------------------------------------------
@@ -278,6 +315,7 @@ def run_setup(cfg, cases):
             ctx.set(dut.reuse_channels, reuse.get("channels", 0))
             ctx.set(dut.reuse_tiles, reuse.get("tiles", 0))
             ctx.set(dut.reuse_engine, reuse.get("engine", 0))
+            ctx.set(dut.reuse_window, reuse.get("window", 0))
             banks = reuse.get("banks", [(0, (0, 0, 0))] * 2)
             ctx.set(dut.bank_valid, banks[0][0] | banks[1][0] << 1)
             for k, (_, (c, h, w)) in enumerate(banks):
@@ -623,7 +661,8 @@ def test_reuse():
         d = dict(BASE, flags=flags)
         good = matching_reuse(cfg, d)
         tiles = 2 if flags & SHIFT else 0
-        assert good == {"valid": 1, "rows": 180, "channels": 5, "tiles": tiles}
+        assert good == {"valid": 1, "rows": 180, "channels": 5, "tiles": tiles, "window": 0,
+                        "engine": 0}
         cases += [(d, dict(good, valid=0), REUSE), (d, None, REUSE), (d, good, 0)]
         for key, values in (("rows", (179, 181, 0, 180 + (1 << 40), 180 * 2)),
                             ("channels", (4, 6, 5 + (1 << 15))),
