@@ -92,10 +92,12 @@ def round_shift(y, shift):
     return np.where(shift < 0, up, rounded)
 
 
-def postprocess(cfg: ArrayConfig, acc, post: PostParams):
+def postprocess(cfg: ArrayConfig, acc, post: PostParams, *, acc_range=None):
     """The next layer's activations from accumulators ``acc[..., N]``.
 
     ``out = sat(relu?(round_shift(acc + bias, shift)))``, saturating to ``cfg.act_range``.
+    ``acc_range``: the range ``acc`` must lie in (default ``cfg.acc_range``, the engine's
+    sums; a window run's maxima and window sums are any ``acc_width``-bit value).
 
     Raises
     ------
@@ -111,7 +113,7 @@ def postprocess(cfg: ArrayConfig, acc, post: PostParams):
     for name, value in (("bias", bias), ("shift", shift)):
         if value.shape != (n,):
             raise ValueError(f"{name} must have shape ({n},), not {value.shape}")
-    check_range("acc", acc, *cfg.acc_range)
+    check_range("acc", acc, *(cfg.acc_range if acc_range is None else acc_range))
     check_range("bias", bias, *bias_range(cfg))
     check_range("shift", shift, *shift_range(cfg))
     lo, hi = cfg.act_range

@@ -1,5 +1,8 @@
 """Window runs (interface 2.3): what the core's lane unit computes, from the layers' arithmetic.
 
+``cfg`` below is the engine whose widths post-process the run (a core's ``post_engine``; a
+depthwise run's terms are those of the engine it runs on).
+
 A window run reduces every channel over the ``kernel_h x kernel_w`` window of each output
 pixel, channel by channel (``in_c = out_c``; lane ``j`` of output tile ``nt`` is channel
 ``nt*C + j``):
@@ -22,7 +25,7 @@ RTL. NumPy, ``int64``.
 
 import numpy as np
 
-from .config import ArrayConfig
+from .config import ArrayConfig, int_range
 from .layer_golden import (PostParams, _as_int64, _pair, conv2d_acc, conv_output_size,
                            postprocess)
 
@@ -98,7 +101,10 @@ def window_layer(cfg: ArrayConfig, op, x, kernel, stride=1, padding=0, w_codes=N
     acc = window_acc(cfg, op, x, kernel, stride, padding, w_codes)
     if post is None:
         return acc
-    return np.moveaxis(postprocess(cfg, np.moveaxis(acc, 0, -1), post), -1, 0)
+    # Maxima and window sums are no engine sums (an AdderNet engine's are <= 0): they are
+    # post-processed as any acc_width-bit value.
+    lanes = None if op == "depthwise" else int_range(cfg.acc_width)
+    return np.moveaxis(postprocess(cfg, np.moveaxis(acc, 0, -1), post, acc_range=lanes), -1, 0)
 
 
 def avgpool_post_shift(kernel, shift):
