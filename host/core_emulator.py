@@ -10,7 +10,9 @@ interfaces 2.0 and 2.1 (``params/core_config.py``): a multi-engine core runs eac
 the engine its descriptor names, reading the weight buffer's ``code_width``-bit slots as that
 engine's codes, and post-processes at the widest accumulator's widths; with interface 2.2's
 layer chaining it keeps the two feature-map banks' contents from run to run
-(:class:`~mulfree.host.bank_state.BankState`) and computes from them. Where the core would
+(:class:`~mulfree.host.bank_state.BankState`) and computes from them; interface 2.3's window
+runs (max, sum, depthwise) go through the lane unit's model
+(:mod:`mulfree.host.lane_model`) instead of the engine. Where the core would
 stop it raises :class:`CoreError`; :class:`CoreState` carries the loaded weights from one run
 to the next.
 It shares no code with the golden output (:mod:`mulfree.host.stream_results`), so a test
@@ -23,12 +25,14 @@ import numpy as np
 
 from ..params.core_config import (CoreConfig, CORE_ERRORS, DESC_BITS, DESC_FIELDS, DESC_FLAGS,
                                   DESC_SIGNED, PACKET_TYPES, RES_MAX_SHIFT, SHIFT_ENTRY_BITS,
-                                  pool_shift_range, res_shift_range)
+                                  WINDOW_FLAGS, pool_shift_range, res_shift_range)
 from ..params.post_config import shift_width
 from ..params.golden import array_forward
 from ..params.layer_golden import PostParams, postprocess
 from .bank_state import BankState
 from .core_layer import CHAIN_FLAGS, ceil_div
+from .emulator_tail import align_shortcut, fused_tail_lanes, pool_out
+from .lane_model import window_kind, window_tile
 from .stream_format import (Packet, beats_vector, bit_mask, pack_vector, stream_beats,
                             unpack_vector, vector_beats)
 
@@ -70,11 +74,14 @@ class CoreState:
     unless its engine, weight rows, ``out_c`` and shift-table tiles (``CT`` with
     ``flags.shift``, else 0) equal the loaded ones. ``banks`` (a
     :class:`~mulfree.host.bank_state.BankState` with contents) holds what the two banks hold;
-    an error clears it, as :meth:`reset` (the soft reset) does.
+    an error clears it, as :meth:`reset` (the soft reset) does. ``terms`` counts as the
+    ``TERMS`` counter does (never reset): ``rows * cols`` per input vector the engine takes
+    on a convolution, ``cols`` (the lanes) per vector the lane unit takes on a window run.
     """
 
     loaded: dict | None = field(default=None)
     banks: BankState = field(default_factory=BankState)
+    terms: int = 0
 
     def reset(self):
         """A soft reset: no weights loaded, both banks invalid."""
@@ -146,7 +153,7 @@ def _parse_descriptor(cfg, vector):
     for name, key in (("shift", "shift"), ("reuse_weights", "reuse"), ("residual", "residual"),
                       ("res_relu", "res_relu"), ("clamp", "clamp"), ("global_pool", "pool")):
         d[key] = bool(flags >> DESC_FLAGS[name] & 1)
-    for name in CHAIN_FLAGS:
+    for name in CHAIN_FLAGS + WINDOW_FLAGS:
         d[name] = int(flags >> DESC_FLAGS[name] & 1)
     return d
 
@@ -185,6 +192,26 @@ def _check_tail(cfg, d):
                                              else ""))
 
 
+def _check_window(d):
+    """A window run's descriptor conditions (error DESCRIPTOR, interface 2.3)."""
+    on = [name for name in WINDOW_FLAGS if d[name]]
+    if len(on) > 1:
+        raise CoreError("DESCRIPTOR", f"more than one window flag: {', '.join(on)}")
+    if not on:
+        return
+    if d["in_c"] != d["out_c"]:
+        raise CoreError("DESCRIPTOR", f"{on[0]} with in_c = {d['in_c']} != out_c = "
+                                      f"{d['out_c']}")
+    if d["shift"]:
+        raise CoreError("DESCRIPTOR", f"{on[0]} with flags.shift")
+    if d["reuse"] and on[0] != "depthwise":
+        raise CoreError("DESCRIPTOR", f"{on[0]} with reuse_weights (no weights)")
+    for pad, kernel in (("pad_h", "kernel_h"), ("pad_w", "kernel_w")):
+        if on[0] == "win_max" and 2 * d[pad] > d[kernel]:
+            raise CoreError("DESCRIPTOR", f"win_max with 2*{pad} = {2 * d[pad]} > {kernel} = "
+                                          f"{d[kernel]}")
+
+
 def _check_resident(cfg, d, banks):
     """Error RESIDENT (interface 2.2): a chaining flag on a one-bank core, ``short_resident``
     without a residual, ``quiet`` without ``keep``, a resident tensor the banks do not hold."""
@@ -206,7 +233,8 @@ def _check_resident(cfg, d, banks):
 
 def _check_desc(cfg, d, banks):
     """The core's descriptor checks: DESCRIPTOR, then ENGINE (an engine the core does not
-    have), RESIDENT (``banks``: what the banks hold), then TOO_BIG. Adds the tile counts to
+    have), WINDOW (a window flag without the lane unit), RESIDENT (``banks``: what the banks
+    hold), then TOO_BIG. Adds the tile counts and ``wrows`` (the weight rows the run uses) to
     ``d``."""
     e = cfg.engine
     zero = [name for name in _SIZE_FIELDS if d[name] == 0]
@@ -222,22 +250,29 @@ def _check_desc(cfg, d, banks):
             raise CoreError("DESCRIPTOR", f"{out} = {d[out]} is not the convolution's "
                                           f"{want}")
     _check_tail(cfg, d)
+    _check_window(d)
     if d["engine"] >= len(cfg.engines):
         raise CoreError("ENGINE", f"engine = {d['engine']}, but the core has "
                                   f"{len(cfg.engines)} engine(s)")
+    kind = window_kind(d)
+    if kind is not None and not cfg.window_ops:
+        raise CoreError("WINDOW", f"{kind} window run on a core without the lane unit")
     _check_resident(cfg, d, banks)
     d["CT"], d["NT"] = ceil_div(d["in_c"], e.rows), ceil_div(d["out_c"], e.cols)
-    d["KT"] = d["kernel_h"] * d["kernel_w"] * d["CT"]
+    kk = d["kernel_h"] * d["kernel_w"]
+    d["KT"] = kk * d["CT"] if kind is None else kk
+    d["wrows"] = d["NT"] * d["KT"] * e.rows if kind is None else \
+        d["NT"] * kk if kind == "depthwise" else 0
     m = d["out_h"] * d["out_w"]
     d["nts"] = ceil_div(d["short_c"], e.cols)
     d["scv"] = m * d["short_stride"] ** 2 * d["nts"]
     d["dcv"] = m * d["NT"]
-    too_big = (("K", d["in_c"] * d["kernel_h"] * d["kernel_w"], e.max_k),
+    too_big = (("K", d["in_c"] * kk if kind is None else kk, e.max_k),
                ("in_c (flags.shift)", d["in_c"] if d["shift"] else 0, cfg.max_channels),
                ("out_c", d["out_c"], cfg.max_channels),
                ("m_block", d["m_block"], cfg.acc_entries),
                ("ACTS", d["in_h"] * d["in_w"] * d["CT"], cfg.fmap_vectors),
-               ("WEIGHTS", d["NT"] * d["KT"] * e.rows, cfg.weight_rows),
+               ("WEIGHTS", d["wrows"], cfg.weight_rows),
                ("aligned shortcut (flags.residual), out_h*out_w*NT",
                 d["dcv"] if d["residual"] else 0, cfg.shortcut_vectors),
                ("pooled map (flags.global_pool), out_h*out_w", m if d["pool"] else 0,
@@ -255,10 +290,10 @@ def _check_desc(cfg, d, banks):
 
 
 def _layer_sizes(cfg, d):
-    """What the core compares for ``reuse_weights``: the engine, weight rows, ``out_c``,
-    shift tiles."""
-    return {"engine": d["engine"], "weight rows": d["NT"] * d["KT"] * cfg.engine.rows, "out_c": d["out_c"],
-            "shift tiles": d["CT"] if d["shift"] else 0}
+    """What the core compares for ``reuse_weights``: the engine, the window flags, weight
+    rows, ``out_c``, shift tiles."""
+    return {"engine": d["engine"], "window": window_kind(d), "weight rows": d["wrows"],
+            "out_c": d["out_c"], "shift tiles": d["CT"] if d["shift"] else 0}
 
 
 def _check_reuse(cfg, d, state):
@@ -276,7 +311,7 @@ def _left_counts(cfg, d):
     sent = not d["reuse"]
     return {"PARAMS": d["out_c"] if sent else 0,
             "SHIFT": d["CT"] if sent and d["shift"] else 0,
-            "WEIGHTS": d["NT"] * d["KT"] * cfg.engine.rows if sent else 0,
+            "WEIGHTS": d["wrows"] if sent else 0,
             "ACTS": 0 if d["acts_resident"] else d["in_h"] * d["in_w"] * d["CT"],
             "SHORTCUT": d["scv"] if d["residual"] and not d["short_resident"] else 0}
 
@@ -344,7 +379,7 @@ def _decode_buffers(cfg, d, data, state):
         else:
             source = np.array([unpack_vector(v, e.cols, e.act_bits, True)
                                for v in data["SHORTCUT"]])
-        shortcut = _align_shortcut(cfg, d, source)
+        shortcut = align_shortcut(cfg, d, source)
     if d["reuse"]:
         return (fmap, shortcut), state.loaded
     post = cfg.post_engine
@@ -381,25 +416,6 @@ def _engine_weights(cfg, d, slots):
     return codes
 
 
-def _align_shortcut(cfg, d, source):
-    """The aligned shortcut buffer ``[M*NT, C]`` the core fills from the SHORTCUT vectors
-    (``source``, ``[scv, C]`` in the source layout): lane ``j`` of vector ``m*NT + nt`` is
-    output channel ``c = nt*C + j``, which reads source channel ``c - short_off`` (when in
-    ``[0, short_c)`` and ``c < out_c``, else 0) at pixel ``(oy*s, ox*s)`` of the
-    ``out_h*s x out_w*s`` map: vector ``((oy*s)*out_w*s + ox*s)*nts + src // C``, lane
-    ``src % C``. Source lanes beyond ``short_c`` are never read."""
-    c_n, nt_n, s = cfg.engine.cols, d["NT"], d["short_stride"]
-    m = np.arange(d["out_h"] * d["out_w"])
-    pixel = (m // d["out_w"] * s) * (d["out_w"] * s) + m % d["out_w"] * s       # [M]
-    c = np.arange(nt_n * c_n)                                                   # [NT*C]
-    src = c - d["short_off"]
-    valid = (src >= 0) & (src < d["short_c"]) & (c < d["out_c"])
-    src = np.where(valid, src, 0)
-    addr = pixel[:, None] * d["nts"] + (src // c_n)[None, :]                     # [M, NT*C]
-    values = np.where(valid[None, :], source[addr, (src % c_n)[None, :]], 0)
-    return values.reshape(len(m) * nt_n, c_n)
-
-
 def _gather(cfg, d, fmap, iy, ix, ct, dy, dx):
     """Input vectors ``[pixels, R]`` of channel tile ``ct`` at map positions ``(iy, ix)``.
 
@@ -414,28 +430,6 @@ def _gather(cfg, d, fmap, iy, ix, ct, dy, dx):
     return np.where(inside, fmap[addr, np.arange(cfg.engine.rows)[None, :]], 0)
 
 
-def _tail(cfg, d, v, s):
-    """The fused tail on post-processed results ``v`` with their shortcut lanes ``s``: the
-    residual add in ``act_bits + RES_MAX_SHIFT + 1`` bits, its rounding shift (half up), ReLU
-    and saturation, then the clamp."""
-    a = cfg.engine.act_bits
-    if d["residual"]:
-        y = (v << d["res_main_shift"]) + (s << d["res_short_shift"])
-        shift = d["res_shift"]
-        if shift < 0:
-            r = np.clip(y, -(1 << a), 1 << a) << -shift
-        elif shift > 0:
-            r = (y + (1 << (shift - 1))) >> shift
-        else:
-            r = y
-        if d["res_relu"]:
-            r = np.maximum(r, 0)
-        v = np.clip(r, -(1 << (a - 1)), (1 << (a - 1)) - 1)
-    if d["clamp"]:
-        v = np.clip(v, d["clamp_lo"], d["clamp_hi"])
-    return v
-
-
 def _post_lanes(cfg, d, loaded, psum, nt, short):
     """Post-processed results ``[pixels, C]`` of tile ``nt``; 0 in lanes beyond ``out_c``.
 
@@ -447,7 +441,7 @@ def _post_lanes(cfg, d, loaded, psum, nt, short):
     out = np.zeros_like(psum)
     post = PostParams(loaded["bias"][valid], loaded["post_shift"][valid], loaded["relu"][valid])
     v = postprocess(cfg.post_engine, psum[:, :n], post)
-    out[:, :n] = _tail(cfg, d, v, None if short is None else short[:, :n])
+    out[:, :n] = fused_tail_lanes(cfg, d, v, None if short is None else short[:, :n])
     return out
 
 
@@ -468,8 +462,12 @@ def _run_blocks(cfg, d, buffers, loaded, banks):
         m = np.arange(start, min(start + d["m_block"], m_all))
         oy, ox = m // d["out_w"], m % d["out_w"]
         for nt in range(d["NT"]):
-            psum = np.zeros((len(m), e.cols), dtype=np.int64)
-            for kt in range(d["KT"]):
+            if window_kind(d) is not None:
+                psum = window_tile(cfg, d, fmap, weights, oy, ox, nt)
+            kts = 0 if window_kind(d) is not None else d["KT"]
+            if kts:
+                psum = np.zeros((len(m), e.cols), dtype=np.int64)
+            for kt in range(kts):
                 ky, rest = divmod(kt, kw * ct_n)
                 kx, ct = divmod(rest, ct_n)
                 lanes = slice(ct * r, (ct + 1) * r)
@@ -488,23 +486,11 @@ def _run_blocks(cfg, d, buffers, loaded, banks):
                 beats += vector_beats(cfg, pack_vector(values, e.act_bits),
                                        cfg.vector_bits["OUT"])
     if pool is not None:
-        for nt, values in enumerate(_pool_out(e.act_bits, pool, d["pool_shift"])):
+        for nt, values in enumerate(pool_out(e.act_bits, pool, d["pool_shift"])):
             if d["keep"]:
                 kept[nt] = values
             beats += vector_beats(cfg, pack_vector(values, e.act_bits), cfg.vector_bits["OUT"])
     return [] if d["quiet"] else beats
-
-
-def _pool_out(a, sums, shift):
-    """The pool unit's results from its per-channel sums: ``round_shift`` (half up; a left
-    shift clamps the sum to ``[-2^a, 2^a]`` first), saturated to ``a`` bits."""
-    if shift < 0:
-        r = np.clip(sums, -(1 << a), 1 << a) << -shift
-    elif shift > 0:
-        r = (sums + (1 << (shift - 1))) >> shift
-    else:
-        r = sums
-    return np.clip(r, -(1 << (a - 1)), (1 << (a - 1)) - 1)
 
 
 def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
@@ -515,7 +501,7 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
     checks; data packets of any type in any order and number of chunks, each continuing its
     type. Errors are found in stream order, and at one beat in the core's order: at a header
     PACKET, DESC_IN_RUN, OVERRUN, SHORT; at a data beat SHORT, LONG, SHIFT_VALUE; after the
-    descriptor DESCRIPTOR, ENGINE, RESIDENT, TOO_BIG, REUSE. It fills the buffers as the vector contents
+    descriptor DESCRIPTOR, ENGINE, WINDOW, RESIDENT, TOO_BIG, REUSE. It fills the buffers as the vector contents
     say (feature map at ``(iy*in_w + ix)*CT + ct``, weight rows, PARAMS, SHIFT, the SHORTCUT
     source at ``(y*out_w*s + x)*nts + t`` aligned into ``(oy*out_w + ox)*NT + nt``) and runs
     the order of work: for each block of ``m_block`` pixels, each output tile ``nt``, each
@@ -531,7 +517,11 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
     ``short_resident`` shortcut source is the other bank's contents; with ``keep`` every result
     vector is also written into the other bank at ``m*NT + nt`` (pooled: ``nt``), after the
     shortcut was read (in place is safe); ``quiet`` sends no beats. RESIDENT comes after
-    ENGINE, before TOO_BIG; an error clears the banks' state.
+    ENGINE, before TOO_BIG; an error clears the banks' state. A window run (interface 2.3,
+    ``win_max``, ``win_sum`` or ``depthwise``) walks, per output tile ``nt``, the
+    ``kernel_h*kernel_w`` passes of the lane unit (:func:`~mulfree.host.lane_model.
+    window_tile`: lane ``j`` reads channel tile ``nt``'s lane ``j``), then post-processes and
+    runs the tail as a convolution does. ``state.terms`` grows as ``TERMS``.
 
     Parameters
     ----------
@@ -567,6 +557,9 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
     banks.start(d["in_bank"], d["acts_resident"], d["keep"])
     buffers, loaded = _decode_buffers(cfg, d, data, state)
     beats = _run_blocks(cfg, d, buffers, loaded, banks)
+    # Input vectors: KT passes of M pixels per output tile; a lane unit's are C lanes wide.
+    per = cfg.engine.cols if window_kind(d) else cfg.engine.rows * cfg.engine.cols
+    state.terms += d["NT"] * d["KT"] * d["out_h"] * d["out_w"] * per
     out = (d["out_c"], 1, 1) if d["pool"] else (d["out_c"], d["out_h"], d["out_w"])
     banks.finish(d["in_bank"], d["keep"], (d["in_c"], d["in_h"], d["in_w"]), out)
     state.loaded = loaded

@@ -8,7 +8,10 @@ a clamp, a global average pool), and the engine of a multi-engine core it runs o
 (interface 2.1, ``Layer.engine``).
 :func:`layer_geometry` derives its sizes and tile counts, :func:`choose_m_block` its block
 size, and :func:`check_layer` refuses (:class:`LayerError`) what the core would stop on (errors
-``DESCRIPTOR``, ``ENGINE`` and ``TOO_BIG``) or the stream formats cannot carry. The numbers
+``DESCRIPTOR``, ``ENGINE``, ``WINDOW``, ``RESIDENT`` and ``TOO_BIG``) or the stream formats
+cannot carry. A window run (interface 2.3, ``Layer.window``) reduces each channel over its
+kernel window on the lane unit: max pooling, the sums of an average pool, a depthwise
+convolution. The numbers
 come from :class:`~mulfree.params.core_config.CoreConfig` and ``DESC_FIELDS``.
 
 The stream packer (:mod:`mulfree.host.stream_format`), the golden results
@@ -23,12 +26,13 @@ from ..params.core_config import (CoreConfig, DESC_FIELDS, RES_MAX_SHIFT, pool_s
 from ..params.post_config import bias_range, shift_range
 from ..params.golden import check_range
 from ..params.layer_golden import PostParams, ResidualParams
-from .layer_spec import Layer, LayerError
+from .layer_spec import WINDOW_RUNS, Layer, LayerError
 
 
 __all__ = [
     "Layer", "LayerError", "TARGET_BLOCK_PIXELS", "hazard_window", "layer_geometry",
     "check_layer", "choose_m_block", "ceil_div", "tail_fields", "layer_engine", "CHAIN_FLAGS",
+    "WINDOW_RUNS",
 ]
 
 
@@ -87,7 +91,14 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
         buffer holds; 0 without a residual). ``global_pool`` (0 or 1), ``pool_shift`` (0
         without a pool) and ``results``: the result vectors, ``NT`` with a pool (one pixel),
         else ``M * NT``. ``engine``: the layer's engine (0 for a value that is no integer,
-        refused by :func:`check_layer`).
+        refused by :func:`check_layer`). ``window``: the window run (interface 2.3,
+        ``Layer.window``: ``"max"``, ``"sum"``, ``"depthwise"``) or None; a window run has
+        ``in_c = C`` and ``out_c`` from ``w_codes``' ``(out_c, 1, kernel_h, kernel_w)``, ``K =
+        KT = kernel_h * kernel_w`` (no channel tiles in a pass: lane ``j`` of output tile
+        ``nt`` reads lane ``j`` of channel tile ``nt``), no SHIFT. ``wrows``: the weight rows
+        the run uses (the feeder's): ``NT * KT * rows`` (a convolution), ``NT * kernel_h *
+        kernel_w`` (depthwise: one row of ``C`` codes per pass), 0 (max, sum); the WEIGHTS
+        count unless reused.
 
     Raises
     ------
@@ -96,9 +107,13 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
         see :func:`check_layer`).
     """
     x, w = np.asarray(layer.x), np.asarray(layer.w_codes)
+    window = layer.window
     if x.ndim != 3:
         raise LayerError("x", f"x must have shape (in_c, in_h, in_w), not {x.shape}")
-    if w.ndim != 4 or w.shape[1] != x.shape[0]:
+    if window is not None and (w.ndim != 4 or w.shape[1] != 1):
+        raise LayerError("w_codes", f"w_codes of a {window} window run must have shape "
+                                    f"(C={x.shape[0]}, 1, kernel_h, kernel_w), not {w.shape}")
+    if window is None and (w.ndim != 4 or w.shape[1] != x.shape[0]):
         raise LayerError("w_codes", f"w_codes must have shape (out_c, in_c={x.shape[0]}, "
                                     f"kernel_h, kernel_w), not {w.shape}")
     e = cfg.engine
@@ -108,8 +123,10 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
          "out_h": _conv_size(in_h, kh, sh, ph), "out_w": _conv_size(in_w, kw, sw, pw),
          "kernel_h": kh, "kernel_w": kw, "stride_h": sh, "stride_w": sw,
          "pad_h": ph, "pad_w": pw, "CT": ceil_div(in_c, e.rows), "NT": ceil_div(out_c, e.cols),
-         "K": in_c * kh * kw}
-    g["KT"] = kh * kw * g["CT"]
+         "K": in_c * kh * kw if window is None else kh * kw, "window": window}
+    g["KT"] = kh * kw * (g["CT"] if window is None else 1)
+    g["wrows"] = g["NT"] * g["KT"] * e.rows if window is None else \
+        g["NT"] * g["KT"] if window == "depthwise" else 0
     g["M"] = max(g["out_h"], 0) * max(g["out_w"], 0)
     g["m_block"] = layer.m_block if layer.m_block is not None else choose_m_block(cfg, g)
     g.update(_short_fields(layer))
@@ -127,8 +144,9 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
         g[name] = int(value) if _is_int(value) or isinstance(value, (bool, np.bool_)) else 0
     sent = not layer.reuse_weights
     g["counts"] = {"PARAMS": out_c if sent else 0,
-                   "SHIFT": g["CT"] if sent and layer.shifts is not None else 0,
-                   "WEIGHTS": g["NT"] * g["KT"] * e.rows if sent else 0,
+                   "SHIFT": g["CT"] if sent and layer.shifts is not None and window is None
+                   else 0,
+                   "WEIGHTS": g["wrows"] if sent else 0,
                    "ACTS": 0 if g["acts_resident"] else in_h * in_w * g["CT"],
                    "SHORTCUT": 0 if g["short_resident"] else g["scv"]}
     return g
@@ -202,7 +220,12 @@ def _check_descriptor(cfg, layer, g, banks):
                                      f"map), not {g[kernel]}", "DESCRIPTOR")
         _check_field(g, out, 1, (1 << _FIELD_WIDTHS[out]) - 1)
     _check_tail(cfg, layer, g)
+    _check_window(layer, g)
     _check_engine(cfg, layer)
+    if layer.window is not None and not cfg.window_ops:
+        raise LayerError("window", f"window must be None on a core without the lane unit "
+                                   f"(window_ops False, WINDOW.lanes = 0), not "
+                                   f"{layer.window!r}", "WINDOW")
     _check_chaining(cfg, layer)
     if banks is not None:
         banks.check(cfg, layer, g)
@@ -213,6 +236,32 @@ def _check_descriptor(cfg, layer, g, banks):
         raise LayerError("m_block", f"m_block must be in [1, acc_entries = {cfg.acc_entries}],"
                                     f" not {m_block!r}", "TOO_BIG")
     _check_field(g, "m_block", 1, min(cfg.acc_entries, (1 << _FIELD_WIDTHS["m_block"]) - 1))
+
+
+def _check_window(layer, g):
+    """A window run's descriptor conditions (error DESCRIPTOR, interface 2.3): ``in_c =
+    out_c``, no shift table, no ``reuse_weights`` for max and sum (they load no weights),
+    ``2 * pad <= kernel`` for max (a window wholly in the padding has no maximum)."""
+    window = layer.window
+    if window is None:
+        return
+    if g["in_c"] != g["out_c"]:
+        raise LayerError("w_codes", f"w_codes of a {window} window run must have as many "
+                                    f"channels as x (in_c = out_c = {g['in_c']}), not "
+                                    f"{g['out_c']}", "DESCRIPTOR")
+    if layer.shifts is not None:
+        raise LayerError("shifts", f"shifts must be None in a {window} window run (no shift "
+                                   f"table), not an array", "DESCRIPTOR")
+    if window != "depthwise" and isinstance(layer.reuse_weights, (bool, np.bool_)) \
+            and layer.reuse_weights:
+        raise LayerError("reuse_weights", f"reuse_weights must be False in a {window} window "
+                                          f"run (it loads no weights), not True", "DESCRIPTOR")
+    if window == "max":
+        for pad, kernel in (("pad_h", "kernel_h"), ("pad_w", "kernel_w")):
+            if 2 * g[pad] > g[kernel]:
+                raise LayerError(pad, f"{pad} must be at most {kernel} / 2 = {g[kernel] // 2} "
+                                      f"in a max window run (a window wholly in the padding "
+                                      f"has no maximum), not {g[pad]}", "DESCRIPTOR")
 
 
 def _check_engine(cfg, layer):
@@ -352,14 +401,17 @@ def _check_fits(cfg, layer, g):
     """
     shift_c = g["in_c"] if layer.shifts is not None else 0
     limits = (
-        ("K", g["K"], cfg.engine.max_k, "max_k", "terms per sum, in_c * kernel_h * kernel_w"),
+        ("K", g["K"], cfg.engine.max_k, "max_k", "terms per sum, in_c * kernel_h * kernel_w"
+         if g["window"] is None else "terms per sum of a window run, kernel_h * kernel_w"),
         ("in_c", shift_c, cfg.max_channels, "max_channels", "input channels of a layer with "
                                                             "a shift"),
         ("out_c", g["out_c"], cfg.max_channels, "max_channels", "output channels"),
         ("x", g["in_h"] * g["in_w"] * g["CT"], cfg.fmap_vectors, "fmap_vectors",
          "ACTS vectors, in_h * in_w * ceil(in_c / rows)"),
-        ("w_codes", g["NT"] * g["KT"] * cfg.engine.rows, cfg.weight_rows, "weight_rows",
-         "WEIGHTS rows, ceil(out_c / cols) * kernel_h * kernel_w * ceil(in_c / rows) * rows"),
+        ("w_codes", g["wrows"], cfg.weight_rows, "weight_rows",
+         "WEIGHTS rows, ceil(out_c / cols) * kernel_h * kernel_w * ceil(in_c / rows) * rows"
+         if g["window"] is None else "WEIGHTS rows of a depthwise run, ceil(out_c / cols) * "
+                                    "kernel_h * kernel_w"),
     )
     for param, value, limit, limit_name, what in limits:
         if value > limit:
@@ -409,6 +461,9 @@ def _check_contents(cfg, layer, g):
     e, p = layer_engine(cfg, layer), cfg.post_engine
     _check_values("x", layer.x, *e.act_range, (g["in_c"], g["in_h"], g["in_w"]))
     codes = (0, (1 << e.code_width) - 1) if e.pe == "shift" else e.weight_range
+    if layer.window in ("max", "sum"):
+        # Only their shape counts (the kernel's size): not sent, never read.
+        codes = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
     _check_values("w_codes", layer.w_codes, *codes, np.shape(layer.w_codes),
                   range_why=f" ({e.pe} codes of engine {layer.engine})"
                   if cfg.extra_engines else "")
@@ -461,6 +516,13 @@ def check_layer(cfg: CoreConfig, layer: Layer, banks=None):
     ``"pool"``, ...), the value and
     what is allowed. Whether weights can be reused (error ``REUSE``) depends on the previous
     run and is not checked.
+
+    Window runs (interface 2.3, ``layer.window``): error ``DESCRIPTOR`` also for ``w_codes``
+    of other than ``in_c`` channels, ``shifts``, ``reuse_weights`` with ``"max"`` or
+    ``"sum"`` and, with ``"max"``, ``pad_h > kernel_h / 2`` or ``pad_w > kernel_w / 2``;
+    error ``WINDOW`` (after ENGINE, before RESIDENT) on a core without ``window_ops``;
+    ``TOO_BIG`` for ``K = kernel_h * kernel_w > max_k`` and a depthwise run's ``NT *
+    kernel_h * kernel_w`` weight rows over ``weight_rows``.
 
     Layer chaining (interface 2.2): error ``RESIDENT``, after ENGINE and before TOO_BIG, for
     ``in_bank``, ``keep``, ``acts_resident`` or ``short_resident`` on a core with one bank,

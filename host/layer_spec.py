@@ -11,7 +11,11 @@ import numpy as np
 from ..params.layer_golden import PostParams, ResidualParams
 
 
-__all__ = ["Layer", "LayerError"]
+__all__ = ["Layer", "LayerError", "WINDOW_RUNS"]
+
+#: ``Layer.window``'s values (interface 2.3): a window run on the lane unit, by the name of
+#: its operation, and its descriptor flag.
+WINDOW_RUNS = {"max": "win_max", "sum": "win_sum", "depthwise": "depthwise"}
 
 
 class LayerError(ValueError):
@@ -19,7 +23,8 @@ class LayerError(ValueError):
 
     The message names the parameter, the value and what is allowed. ``param`` holds the
     parameter's name; ``core_error`` the name of the ``CORE_ERRORS`` code the core would stop
-    with (``"DESCRIPTOR"``, ``"TOO_BIG"``), or ``None`` for a value the host cannot encode.
+    with (``"DESCRIPTOR"``, ``"TOO_BIG"``, ``"WINDOW"``, ...), or ``None`` for a value the host
+    cannot encode.
     """
 
     def __init__(self, param, message, core_error=None):
@@ -41,14 +46,18 @@ def _pair(name, value):
 
 @dataclass(frozen=True, eq=False)
 class Layer:
-    """One layer the core runs: a convolution (or matrix product) with post-processing.
+    """One layer the core runs: a convolution (or matrix product) with post-processing, or a
+    window run (interface 2.3: max pooling, the sums of an average pool, a depthwise
+    convolution; ``window``).
 
     Attributes
     ----------
     x : array of shape ``(in_c, in_h, in_w)``
         Input activations, signed ``act_bits``.
     w_codes : array of shape ``(out_c, in_c, kernel_h, kernel_w)``
-        Weight codes as the engine takes them (``mulfree.params.golden``).
+        Weight codes as the engine takes them (``mulfree.params.golden``). A window run's are
+        ``(C, 1, kernel_h, kernel_w)``: a depthwise run's codes of each channel; for ``max``
+        and ``sum`` they only give the kernel's size (all zeros; not sent).
     post : PostParams
         Per-output-channel bias, shift and relu.
     stride, padding : int or pair of int
@@ -102,6 +111,16 @@ class Layer:
         With ``residual``: no SHORTCUT packets, the shortcut source is the tensor the other
         bank holds (``shortcut`` is still given and must be that tensor). With ``keep`` too
         the output is written in place over it.
+    window : str or None
+        A window run on the lane unit of a core with ``window_ops`` (interface 2.3,
+        ``params/window_golden.py``): ``"max"`` (``flags.win_max``: the maximum of each
+        channel over the ``kernel_h x kernel_w`` window; padding never wins), ``"sum"``
+        (``flags.win_sum``: the window's sum, padding 0; an average pool divides with
+        ``post``'s shift, :func:`~mulfree.params.window_golden.avgpool_post_shift`) or
+        ``"depthwise"`` (``flags.depthwise``: a convolution with ``groups = C`` on engine
+        ``engine``'s terms). Channel by channel: ``in_c = out_c = C``; ``shifts`` must be
+        None; ``max`` and ``sum`` never reuse weights (they have none). The fused tail and
+        the chaining fields as for a convolution. ``None``: a convolution.
     """
 
     x: np.ndarray
@@ -122,10 +141,16 @@ class Layer:
     keep: bool = False
     quiet: bool = False
     short_resident: bool = False
+    window: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "stride", _pair("stride", self.stride))
         object.__setattr__(self, "padding", _pair("padding", self.padding))
+        if self.window is not None and (not isinstance(self.window, str)
+                                        or self.window not in WINDOW_RUNS):
+            raise LayerError("window", f"window must be None or one of "
+                                       f"{', '.join(map(repr, WINDOW_RUNS))}, not "
+                                       f"{self.window!r}")
 
     @classmethod
     def matmul(cls, x, w_codes, post, *, m_block=None, reuse_weights=False, shortcut=None,

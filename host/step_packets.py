@@ -21,9 +21,10 @@ __all__ = ["weight_packets", "encode_run", "decode_run"]
 
 def weight_packets(cfg, step: CoreStep, max_bytes):
     """PARAMS, SHIFT and WEIGHTS packets of ``step`` (sent by its first run of a batch); a
-    step with a streamed shortcut's WEIGHTS in two pieces, the first output tile's ``KT * R``
-    rows and the rest (:func:`~mulfree.host.stream_format.stream_order` sends the first
-    block's SHORTCUT between them).
+    step with a streamed shortcut's WEIGHTS in two pieces, the first output tile's rows
+    (``KT * R``; a depthwise window run's ``kernel_h * kernel_w``) and the rest
+    (:func:`~mulfree.host.stream_format.stream_order` sends the first block's SHORTCUT
+    between them).
 
     Raises
     ------
@@ -42,7 +43,7 @@ def weight_packets(cfg, step: CoreStep, max_bytes):
                                       cfg.code_width)
     # A residual's in two pieces, the first output tile's rows and the rest: stream_order
     # sends the first block's SHORTCUT between them.
-    cut = g["KT"] * cfg.engine.rows * cfg.beats(cfg.vector_bits["WEIGHTS"])
+    cut = g["wrows"] // max(g["NT"], 1) * cfg.beats(cfg.vector_bits["WEIGHTS"])
     if step.residual is None or getattr(step, "short_resident", False):
         cut = len(slots)
     for piece in (slots[:cut], slots[cut:]):

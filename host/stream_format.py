@@ -25,7 +25,8 @@ import numpy as np
 from ..params.core_config import (CoreConfig, DESC_BITS, DESC_FIELDS, DESC_FLAGS, DESC_SIGNED,
                                   PACKET_TYPES, SHIFT_ENTRY_BITS)
 from ..params.post_config import shift_width
-from .core_layer import CHAIN_FLAGS, Layer, check_layer, layer_geometry, tail_fields
+from .core_layer import (CHAIN_FLAGS, WINDOW_RUNS, Layer, check_layer, layer_geometry,
+                         tail_fields)
 
 
 __all__ = [
@@ -130,7 +131,8 @@ def descriptor_words_unchecked(layer, g):
              "reuse_weights": int(bool(layer.reuse_weights)),
              "residual": tail["residual"], "res_relu": tail["res_relu"], "clamp": tail["clamp"],
              "global_pool": tail["global_pool"],
-             **{name: int(bool(getattr(layer, name))) for name in CHAIN_FLAGS}}
+             **{name: int(bool(getattr(layer, name))) for name in CHAIN_FLAGS},
+             **{flag: int(layer.window == op) for op, flag in WINDOW_RUNS.items()}}
     values = dict(g, **tail, engine=int(layer.engine),
                   flags=sum(flags[name] << bit for name, bit in DESC_FLAGS.items()))
     words = [0] * (DESC_BITS // 32)
@@ -167,9 +169,19 @@ def shift_vectors(cfg, layer, g):
 
 
 def weight_rows(cfg, w_codes, g):
-    """Weight rows ``[NT*KT*R, C]``: row ``(nt*KT + kt)*R + r``, ``kt = (ky*kw + kx)*CT + ct``."""
+    """Weight rows ``[NT*KT*R, C]``: row ``(nt*KT + kt)*R + r``, ``kt = (ky*kw + kx)*CT + ct``.
+
+    A window run's (``g["window"]``, interface 2.3): depthwise, ``[NT*kk, C]``, row ``nt*kk
+    + ky*kernel_w + kx`` holding in lane ``j`` the code of channel ``nt*C + j`` at ``(ky,
+    kx)`` (0 beyond ``out_c``); max and sum, none (``[0, C]``)."""
     e = cfg.engine
     nt, ct, kh, kw = g["NT"], g["CT"], g["kernel_h"], g["kernel_w"]
+    if g.get("window") is not None:
+        if g["window"] != "depthwise":
+            return np.zeros((0, e.cols), dtype=np.int64)
+        padded = np.zeros((nt * e.cols, kh, kw), dtype=np.int64)
+        padded[:g["out_c"]] = np.asarray(w_codes, dtype=np.int64)[:, 0]
+        return padded.reshape(nt, e.cols, kh * kw).transpose(0, 2, 1).reshape(-1, e.cols)
     padded = np.zeros((nt * e.cols, ct * e.rows, kh, kw), dtype=np.int64)
     padded[:g["out_c"], :g["in_c"]] = w_codes
     tiles = padded.reshape(nt, e.cols, ct, e.rows, kh, kw)
@@ -177,7 +189,7 @@ def weight_rows(cfg, w_codes, g):
 
 
 def weight_slots(cfg, w_codes, g, engine=0):
-    """The WEIGHTS vectors' slots ``[NT*KT*R, C]`` (:func:`weight_rows`) of ``cfg.code_width``
+    """The WEIGHTS vectors' slots ``[wrows, C]`` (:func:`weight_rows`) of ``cfg.code_width``
     bits each: engine ``engine``'s code in its low ``code_width`` bits (two's complement for
     the signed kinds), the bits above 0. On a single-engine core the slot is the code's
     ``code_width`` bits, as before interface 2.1."""

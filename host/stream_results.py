@@ -3,7 +3,8 @@
 What the core must answer on ``m_axis`` (``docs/interface.md``, "Stream formats"):
 :func:`expected_output` computes the layer with the layer golden model
 (:func:`mulfree.params.shift_golden.table_shift`, then
-:func:`mulfree.params.layer_golden.conv2d_layer`, then
+:func:`mulfree.params.layer_golden.conv2d_layer` (a window run:
+:func:`mulfree.params.window_golden.window_acc` and post-processing), then
 :func:`mulfree.params.layer_golden.fused_tail`), :func:`expected_beats` lays the result out in
 beats in the order the core sends them, and :func:`unpack_results` reads result beats back,
 checking the bits the format says are 0. NumPy only.
@@ -14,6 +15,7 @@ import numpy as np
 from ..params.core_config import CoreConfig
 from ..params.layer_golden import conv2d_layer, fused_tail, postprocess, shortcut_source
 from ..params.shift_golden import table_shift
+from ..params.window_golden import window_acc
 from .core_layer import Layer, check_layer, layer_engine, layer_geometry
 from .stream_format import beats_vector, pack_vector, unpack_vector, vector_beats
 
@@ -31,7 +33,9 @@ def expected_output(cfg: CoreConfig, layer: Layer):
     ``layer.post`` by :func:`~mulfree.params.layer_golden.postprocess` of ``cfg.post_engine``
     (the core's post-processing: the widest accumulator's bias and shift ranges; the result
     does not depend on the width an accumulator in range is held in; on a single-engine core
-    it is ``conv2d_layer(cfg.engine, ..., post=layer.post)``), then
+    it is ``conv2d_layer(cfg.engine, ..., post=layer.post)``); a window run's accumulators
+    are :func:`~mulfree.params.window_golden.window_acc`'s (interface 2.3: max, sum or
+    depthwise with the layer's engine's terms), then
     :func:`~mulfree.params.layer_golden.fused_tail`: the residual add of
     :func:`~mulfree.params.layer_golden.shortcut_source` of ``layer.shortcut`` (if
     ``layer.residual``; its ``stride`` and ``offset``), the clamp (if ``layer.clamp``) and the
@@ -42,8 +46,14 @@ def expected_output(cfg: CoreConfig, layer: Layer):
     if layer.shifts is not None:
         shifts = np.asarray(layer.shifts, dtype=np.int64)
         x = table_shift(x, shifts[:, 0], shifts[:, 1])
-    acc = conv2d_layer(layer_engine(cfg, layer), x, layer.w_codes, layer.stride,
-                       layer.padding)
+    if layer.window is not None:
+        codes = np.asarray(layer.w_codes)[:, 0] if layer.window == "depthwise" else None
+        kernel = np.shape(layer.w_codes)[2:]
+        acc = window_acc(layer_engine(cfg, layer), layer.window, x, kernel, layer.stride,
+                         layer.padding, codes)
+    else:
+        acc = conv2d_layer(layer_engine(cfg, layer), x, layer.w_codes, layer.stride,
+                           layer.padding)
     # postprocess works on the last axis: channels last, then back (as conv2d_layer does).
     out = np.moveaxis(postprocess(cfg.post_engine, np.moveaxis(acc, 0, -1), layer.post), -1, 0)
     clamp = None if layer.clamp is None else tuple(int(v) for v in layer.clamp)
