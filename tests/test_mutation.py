@@ -197,3 +197,35 @@ def test_rerun_selects_only_the_previous_survivors(tmp_path):
     assert select_mutants(["rtl/pe.py"], rerun=report) == [survivor]
     assert len(select_mutants(["rtl/pe.py"], sample=5, seed=1)) == 5
     assert select_mutants(["rtl/pe.py"], max_mutants=2) == mutants[:2]
+
+
+def test_a_timed_out_test_run_leaves_no_simulator_behind(tmp_path):
+    """The mutants' test run is killed with its children (a simulator pytest started) when
+    it times out."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from mulfree.verify.mutation import _run_group
+    pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+              "time.sleep(60)\n")
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        _run_group([sys.executable, "-c", script], tmp_path, dict(os.environ), timeout=3)
+    assert time.monotonic() - started < 20
+    child = int(pid_file.read_text())
+    for _ in range(50):                 # the kill is delivered; the zombie is reaped by init
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        if open(f"/proc/{child}/stat").read().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the child {child} is still running")
+    done = _run_group([sys.executable, "-c", "print('ok')"], tmp_path, dict(os.environ), 30)
+    assert (done.returncode, done.stdout) == (0, "ok\n")

@@ -126,6 +126,32 @@ class _Worker:
         self._proc.wait(timeout=30)
 
 
+def _run_group(command, cwd, env, timeout):
+    """``subprocess.run(command, capture_output=True, text=True)`` in a process group of its
+    own: on timeout the whole group is killed (pytest's simulators — vvp, a Verilator model —
+    are its children and would outlive it), then ``TimeoutExpired`` is raised."""
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+        raise
+    except BaseException:
+        # Ctrl-C or an error here: leave no simulator behind either.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
 def equivalent(gold_il, gate_il, top, work_dir, timeout=EQUIV_TIMEOUT):
     """Whether Yosys proves the designs in ``gold_il`` and ``gate_il`` (top module ``top``)
     equivalent, by ``equiv_make`` / ``equiv_simple`` / ``equiv_induct`` on the flattened
@@ -247,8 +273,7 @@ class MutationRun:
             command[3:3] = ["-x"]
             for test in self.failing.get(file, ()):
                 command += ["--deselect", test]
-        done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        done = _run_group(command, scratch, env, timeout)
         failed = [line.split()[1] for line in done.stdout.splitlines()
                   if line.startswith(("FAILED ", "ERROR "))]
         return done.returncode == 0, failed, done.stdout[-3000:] + done.stderr[-2000:]
