@@ -3,6 +3,8 @@
 options.
 """
 
+import argparse
+
 from ..params.config import (ArrayConfig, ConfigError, ARCHS, LIMITS, PE_KINDS, WEIGHT_BITS_LIMITS,
                            DEFAULT_WEIGHT_BITS)
 from .options import UsageError, option_message
@@ -131,7 +133,10 @@ CORE_OPTIONS = {"stream_width": "--stream-width", "fmap_vectors": "--fmap-vector
                 "acc_entries": "--acc-entries", "weight_rows": "--weight-rows",
                 "max_channels": "--max-channels", "out_vectors": "--out-vectors",
                 "shortcut_vectors": "--shortcut-vectors", "pool_pixels": "--pool-pixels",
-                "fmap_banks": "--fmap-banks", "axil_addr_width": "--axil-addr-width"}
+                "fmap_banks": "--fmap-banks", "window_ops": "--window-ops",
+                "axil_addr_width": "--axil-addr-width"}
+#: Core options that are switches (``--window-ops`` / ``--no-window-ops``), not integers.
+_SWITCHES = ("window_ops",)
 
 
 def add_core_options(parser):
@@ -160,12 +165,21 @@ def add_core_options(parser):
                       "cols)",
     }
     for param, option in CORE_OPTIONS.items():
+        if param in _SWITCHES:
+            continue
         lo, hi = CORE_LIMITS.get(param, (None, None))
         rng = f"{lo}..{hi}, " if lo is not None else ""
         default = None if param == "fmap_banks" else getattr(d, param)
         shown = "2 when rows == cols, else 1" if default is None else default
         g.add_argument(option, dest=f"core_{param}", type=int, default=default,
                        help=f"{helps[param]} ({rng}default: {shown})")
+        if param == "fmap_banks":
+            g.add_argument("--window-ops", dest="core_window_ops",
+                           action=argparse.BooleanOptionalAction, default=None,
+                           help="build the lane unit (interface 2.3): max pooling, the sums "
+                                "of average pooling and depthwise convolutions run on the "
+                                "core, cols lanes at one vector per cycle; needs rows == cols "
+                                "(default: on when rows == cols)")
 
 
 def _extra_engines(args, engine):
@@ -199,6 +213,7 @@ def core_config_from_args(args):
         message = str(e)
         if option and message.startswith(e.param):
             message = option + message[len(e.param):]
+        message = message.replace("use window_ops=False", "use --no-window-ops")
         raise UsageError(message) from None
 
 

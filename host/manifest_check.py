@@ -29,7 +29,12 @@ manifest (:func:`as_interface_2_0`) and describes a core of one engine. Interfac
 ``core.buffers.fmap.count``, the register ``FMAP_BANKS``, error ``RESIDENT`` and the
 descriptor's chaining flags; a 2.1 manifest (none of them) is compared with
 :func:`as_interface_2_1` of the regenerated one and describes a core of one bank
-(``fmap_banks = 1``), and so does a 2.0 one. Every refusal is a
+(``fmap_banks = 1``), and so does a 2.0 one. Interface 2.3 (window runs on the lane unit)
+added ``parameters.window_ops``, ``core.window``, the register ``WINDOW``, error ``WINDOW``,
+the descriptor's window flags and the setup's ``nkk`` step (``core.setup_cycles``); a 2.2
+manifest (none of them) is compared with :func:`as_interface_2_2` of the regenerated one
+and describes a core without the lane unit (``window_ops = False``), and so do the older
+ones. Every refusal is a
 :class:`ManifestError`: one line naming the file (or the parameter), the field, its value and
 what the parameters say.
 """
@@ -40,14 +45,14 @@ import re
 from pathlib import Path
 
 from ..params.config import ArrayConfig, ConfigError
-from ..params.core_config import CORE_VERSION, MAX_ENGINES, CoreConfig
+from ..params.core_config import CORE_VERSION, MAX_ENGINES, WINDOW_FLAGS, CoreConfig
 from ..params.manifest import core_manifest
 from ..params.safe_io import FileCheckError, check_verilog_name, inside, read_json
 
 
 __all__ = ["ManifestError", "check_manifest", "load_manifest", "config_from_parameters",
-           "REGENERATE", "as_interface_2_0", "as_interface_2_1", "ENGINE_REGISTERS",
-           "CHAIN_FLAG_NAMES"]
+           "REGENERATE", "as_interface_2_0", "as_interface_2_1", "as_interface_2_2",
+           "ENGINE_REGISTERS", "CHAIN_FLAG_NAMES"]
 
 #: The end of every message about a section that disagrees with the parameters.
 REGENERATE = "the manifest was edited or written by another generator; regenerate it with " \
@@ -68,6 +73,8 @@ _CORE_FIELDS = {"engine": dict, "stream_width": int, "fmap_vectors": int, "acc_e
 _CORE_FIELDS_2_1 = {"extra_engines": list, "engine_cols": list}
 #: ``parameters`` field of interface 2.2 (a 2.0 or 2.1 manifest has none: one bank).
 _CORE_FIELDS_2_2 = {"fmap_banks": int}
+#: ``parameters`` field of interface 2.3 (an older manifest has none: no lane unit).
+_CORE_FIELDS_2_3 = {"window_ops": bool}
 #: Descriptor flags interface 2.2 added (layer chaining).
 CHAIN_FLAG_NAMES = ("in_bank", "acts_resident", "keep", "quiet", "short_resident")
 #: Registers interface 2.1 added.
@@ -117,7 +124,8 @@ def _check_fields(doc, spec, optional, path, where, param):
             raise ManifestError(param, f"{where}: {path}.{name} is missing; {REGENERATE}")
     for name, kind in {**spec, **optional}.items():
         if name in doc and type(doc[name]) is not kind:
-            what = {int: "an integer", str: "a string", dict: "an object", list: "a list"}[kind]
+            what = {int: "an integer", str: "a string", dict: "an object", list: "a list",
+                    bool: "a boolean"}[kind]
             raise ManifestError(param, f"{where}: {path}.{name} must be {what}, not "
                                        f"{_json_type(doc[name])} {_show(doc[name])}")
 
@@ -128,7 +136,8 @@ def config_from_parameters(params, *, where="manifest", param="manifest", name=N
 
     ``minor``: the minor register interface the manifest describes; 0 (a 2.0 manifest) has no
     ``extra_engines`` and ``engine_cols``, any other value (None: unknown) requires both; 0
-    and 1 have no ``fmap_banks`` (the core has one feature-map bank), 2 and None require it.
+    and 1 have no ``fmap_banks`` (the core has one feature-map bank), 2 and later and None
+    require it; 0 to 2 have no ``window_ops`` (no lane unit), 3 and None require it.
 
     Raises
     ------
@@ -139,8 +148,9 @@ def config_from_parameters(params, *, where="manifest", param="manifest", name=N
     """
     multi = minor != 0
     chain = minor is None or minor >= 2
+    lanes = minor is None or minor >= 3
     spec = {**_CORE_FIELDS, **(_CORE_FIELDS_2_1 if multi else {}),
-            **(_CORE_FIELDS_2_2 if chain else {})}
+            **(_CORE_FIELDS_2_2 if chain else {}), **(_CORE_FIELDS_2_3 if lanes else {})}
     _check_fields(params, spec, {}, "parameters", where, param)
     engines = [("engine", params["engine"])]
     if multi:
@@ -169,6 +179,8 @@ def config_from_parameters(params, *, where="manifest", param="manifest", name=N
                                        f"{' '.join(str(exc).split())}") from None
     if not chain:
         params = {**params, "fmap_banks": 1}        # before 2.2: one feature-map buffer
+    if not lanes:
+        params = {**params, "window_ops": False}    # before 2.3: no lane unit
     try:
         cfg = CoreConfig.from_params(params)
         if name is not None and name != cfg.top_name:
@@ -223,12 +235,49 @@ def _old_meanings(regs, meanings):
             entry["meaning"] = old["meaning"]
 
 
-def as_interface_2_1(doc, meanings=None):
-    """The manifest a 2.1 generator wrote for the one-bank core whose 2.2 manifest is ``doc``
-    (JSON-ready; a new dict): no ``parameters.fmap_banks``, no ``core.buffers.fmap.count``, no
-    register ``FMAP_BANKS``, no error ``RESIDENT``, no chaining flags in the descriptor,
-    ``VERSION`` 2.1. ``meanings``: as :func:`as_interface_2_0` (REUSE's was reworded in 2.2)."""
+def _set_minor(regs, minor):
+    for reg in regs["registers"]:
+        if reg["name"] == "VERSION":
+            reg["reset"] = CORE_VERSION[0] << 16 | minor
+            for f in reg["fields"]:
+                if f["name"] == "minor":
+                    f["reset"] = f["value"] = minor
+
+
+def as_interface_2_2(doc, meanings=None):
+    """The manifest a 2.2 generator wrote for the core without a lane unit whose 2.3 manifest
+    is ``doc`` (JSON-ready; a new dict): no ``parameters.window_ops``, no ``core.window``, no
+    register ``WINDOW`` (the map's ``size`` ends at the last register before it), no error
+    ``WINDOW``, no window flags in the descriptor, the setup without its ``nkk`` step
+    (``core.setup_cycles`` 18 fewer), ``VERSION`` 2.2. ``meanings``:
+    as :func:`as_interface_2_0` (DESCRIPTOR's, TOO_BIG's and REUSE's were reworded in 2.3)."""
     doc = json.loads(json.dumps(doc))
+    doc["parameters"].pop("window_ops", None)
+    core = doc.get("core")
+    if isinstance(core, dict):
+        core.pop("window", None)
+        if isinstance(core.get("setup_cycles"), int):
+            core["setup_cycles"] -= 18            # one step: at most 16 bits, store, issue
+    regs = doc["registers"]
+    regs["core_errors"].pop("WINDOW", None)
+    _old_meanings(regs, meanings)
+    regs["registers"] = [r for r in regs["registers"] if r["name"] != "WINDOW"]
+    # The map ends where its last register does (WINDOW was the last, at 0x0A0).
+    regs["size"] = max(r["offset"] for r in regs["registers"]) + 4
+    _set_minor(regs, 2)
+    flags = doc["stream"]["descriptor"].get("flags")
+    for name in WINDOW_FLAGS if isinstance(flags, dict) else ():
+        flags.pop(name, None)
+    return doc
+
+
+def as_interface_2_1(doc, meanings=None):
+    """The manifest a 2.1 generator wrote for the one-bank core whose 2.3 manifest is ``doc``
+    (JSON-ready; a new dict; :func:`as_interface_2_2` of it first): no
+    ``parameters.fmap_banks``, no ``core.buffers.fmap.count``, no register ``FMAP_BANKS``, no
+    error ``RESIDENT``, no chaining flags in the descriptor, ``VERSION`` 2.1. ``meanings``:
+    as :func:`as_interface_2_0` (REUSE's was reworded in 2.2)."""
+    doc = as_interface_2_2(doc, meanings)
     doc["parameters"].pop("fmap_banks", None)
     fmap = doc.get("core", {}).get("buffers", {}).get("fmap")
     if isinstance(fmap, dict):
@@ -237,12 +286,7 @@ def as_interface_2_1(doc, meanings=None):
     regs["core_errors"].pop("RESIDENT", None)
     _old_meanings(regs, meanings)
     regs["registers"] = [r for r in regs["registers"] if r["name"] != "FMAP_BANKS"]
-    for reg in regs["registers"]:
-        if reg["name"] == "VERSION":
-            reg["reset"] = CORE_VERSION[0] << 16 | 1
-            for f in reg["fields"]:
-                if f["name"] == "minor":
-                    f["reset"] = f["value"] = 1
+    _set_minor(regs, 1)
     flags = doc["stream"]["descriptor"].get("flags")
     for name in CHAIN_FLAG_NAMES if isinstance(flags, dict) else ():
         flags.pop(name, None)
@@ -266,12 +310,7 @@ def as_interface_2_0(doc, meanings=None):
     regs = doc["registers"]
     regs["core_errors"].pop("ENGINE", None)
     regs["registers"] = [r for r in regs["registers"] if r["name"] not in ENGINE_REGISTERS]
-    for reg in regs["registers"]:
-        if reg["name"] == "VERSION":
-            reg["reset"] = CORE_VERSION[0] << 16
-            for f in reg["fields"]:
-                if f["name"] == "minor":
-                    f["reset"] = f["value"] = 0
+    _set_minor(regs, 0)
     for f in doc["stream"]["descriptor"]["fields"]:
         if f["name"] == "engine":
             f["name"] = "reserved"
@@ -394,6 +433,8 @@ def check_manifest(doc, *, param="manifest", source=None):
         want = as_interface_2_0(want, meanings=doc.get("registers"))
     elif minor == 1:
         want = as_interface_2_1(want, meanings=doc.get("registers"))
+    elif minor == 2:
+        want = as_interface_2_2(want, meanings=doc.get("registers"))
     sections = [n for n in _SECTIONS if n in want]
     sections += [n for n in want if n not in sections and n not in ("mulfree_version", "kind")]
     for name in sections:

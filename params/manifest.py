@@ -11,8 +11,8 @@ generator writes the very same document next to the Verilog (:mod:`mulfree.gen.m
 from .config import ArrayConfig
 from .core_config import (CoreConfig, CORE_ERRORS, PACKET_TYPES, DESC_FIELDS, DESC_FLAGS,
                           DESC_BITS, DESC_SIGNED, ISSUE_FIFO_DEPTH, RES_MAX_SHIFT, SETUP_STEPS,
-                          SHIFT_ENTRY_BITS, pool_shift_range, pool_sum_width, res_shift_range,
-                          res_sum_width)
+                          SHIFT_ENTRY_BITS, WINDOW_LATENCY, pool_shift_range, pool_sum_width,
+                          res_shift_range, res_sum_width)
 from .ports import array_ports, core_ports
 from .post_config import shift_width
 from .regmap import REG_ERRORS, RESP_OKAY, RESP_SLVERR
@@ -20,7 +20,8 @@ from .version import __version__
 
 
 __all__ = ["MANIFEST_VERSION", "engine_manifest", "registers_section", "stream_section",
-           "core_manifest", "post_latency", "pool_buffer", "pool_latency", "engines_section"]
+           "core_manifest", "post_latency", "pool_buffer", "pool_latency", "engines_section",
+           "window_section"]
 
 MANIFEST_VERSION = 1
 
@@ -232,6 +233,13 @@ def engines_section(cfg: CoreConfig):
     }
 
 
+def window_section(cfg: CoreConfig):
+    """The manifest's ``core.window`` (interface 2.3): the lane unit's ``lanes`` (``cols``,
+    0 without ``window_ops``: a window flag is error WINDOW) and its ``latency``
+    (``WINDOW_LATENCY``, cycles from an input handshake to its result)."""
+    return {"lanes": cfg.engine.cols if cfg.window_ops else 0, "latency": WINDOW_LATENCY}
+
+
 def core_manifest(cfg: CoreConfig):
     """The manifest of a generated core: what a host needs to drive it."""
     e = cfg.engine
@@ -269,5 +277,7 @@ def core_manifest(cfg: CoreConfig):
                 "pool": pool_buffer(cfg),
             },
             "pool_latency": pool_latency(cfg),
+            # Interface 2.3: the lane unit of window runs (lanes 0: none).
+            "window": window_section(cfg),
         },
     }

@@ -47,14 +47,14 @@ def refused(doc, *texts):
 
 
 def test_a_multi_engine_manifest_passes():
-    assert CORE_VERSION == (2, 2)
+    assert CORE_VERSION[0] == 2 and CORE_VERSION[1] >= 2
     doc = multi()
     _, cfg = check_manifest(doc)
     assert cfg.engines == (SHIFT, ADDER, MULT) and cfg.engine_cols == (6, 6, 2)
     assert cfg.folds(2) == 3 and cfg.code_width == 6 and cfg.acc_width == SHIFT.acc_width
     assert _reg(doc, "ENGINES")["reset"] & 0xF == 3
     assert _reg(doc, "ENGINE_2")["reset"] >> 20 == 2 and _reg(doc, "ENGINE_2")["reset"] & 0xF == 2
-    assert _reg(doc, "VERSION")["reset"] == 2 << 16 | 2
+    assert _reg(doc, "VERSION")["reset"] == 2 << 16 | CORE_VERSION[1]
     # A single-engine 2.1 manifest: empty lists.
     _, one = check_manifest(manifest(CoreConfig(SHIFT)))
     assert one.engines == (SHIFT,)
@@ -134,10 +134,12 @@ EDITS = [
     ("the engine field renamed", _set(("stream", "descriptor", "fields", 23, "name"),
                                       "reserved"),
      ["stream.descriptor.fields[engine].name"]),
-    ("a newer minor interface", lambda d: _reg(d, "VERSION").update(reset=2 << 16 | 3),
-     ["register interface 2.3", "newer than this mulfree's 2.2"]),
+    ("a newer minor interface", lambda d: _reg(d, "VERSION").update(
+        reset=2 << 16 | CORE_VERSION[1] + 1),
+     [f"register interface 2.{CORE_VERSION[1] + 1}",
+      f"newer than this mulfree's 2.{CORE_VERSION[1]}"]),
     ("another major interface", lambda d: _reg(d, "VERSION").update(reset=3 << 16 | 1),
-     ["register interface 3.1", "this mulfree 2.2"]),
+     ["register interface 3.1", f"this mulfree 2.{CORE_VERSION[1]}"]),
 ]
 
 
@@ -151,12 +153,12 @@ def test_edits_of_the_2_1_fields_are_refused(what, edit, texts):
 
 # 2.0 manifests --------------------------------------------------------------------------------
 
-CONFIGS_2_0 = [                          # cores of one feature-map bank, as before 2.2
-    CoreConfig(fmap_banks=1),
+CONFIGS_2_0 = [                  # cores of one feature-map bank and no lane unit, as before 2.2
+    CoreConfig(fmap_banks=1, window_ops=False),
     CoreConfig(ArrayConfig(pe="mult", arch="tree", rows=5, cols=3, act_bits=6), stream_width=128,
                pool_pixels=64, shortcut_vectors=100),
     CoreConfig(ArrayConfig(pe="adder", rows=4, cols=4, act_bits=5), stream_width=32,
-               pool_pixels=0, shortcut_vectors=0, fmap_banks=1),
+               pool_pixels=0, shortcut_vectors=0, fmap_banks=1, window_ops=False),
 ]
 #: Error REUSE's meaning before interface 2.2 (2.2 added the engine).
 REUSE_2_1 = ("reuse_weights, but the previous run did not end well, or its weight rows, "
@@ -168,6 +170,13 @@ DIGESTS_2_0 = ["a38476848e6b2e380f270ed86e7563b5dbd303f539c03dbf8578af370d147451
                "73d1069cfe8abcccb4b6074282423f7c8d90eede3844a303ef9b946ab47b1c58"]
 
 
+#: Error DESCRIPTOR's meaning before interface 2.3 (2.3 added the window rules).
+DESCRIPTOR_2_2 = (
+    "the descriptor is inconsistent: a zero size, reserved bits set, padding >= kernel, "
+    "out_h/out_w not the convolution's output size, clamp_lo > clamp_hi or either outside "
+    "the activation range, a residual shift out of range, a residual's short_c = 0, "
+    "short_stride = 0 or short_off + short_c > out_c, pool_shift out of range, or a clamp, "
+    "residual or pool field set without its flag")
 #: Error TOO_BIG's meaning in interface 2.0's manifests (2.1 reworded it).
 TOO_BIG_2_0 = ("the layer does not fit the core: K = in_c*kernel_h*kernel_w > max_k, out_c > "
                "max_channels, in_c > max_channels with a shift, m_block > acc_entries, a "
@@ -179,7 +188,16 @@ TOO_BIG_2_0 = ("the layer does not fit the core: K = in_c*kernel_h*kernel_w > ma
 def written_by_2_0(cfg):
     """The 2.0 generator's manifest of single-engine ``cfg``, by this file's own edits."""
     doc = manifest(cfg)
-    # Interface 2.2's additions (layer chaining) first.
+    # Interface 2.3's additions (window runs) first: none of them in a 2.0 manifest.
+    del doc["parameters"]["window_ops"], doc["core"]["window"]
+    doc["core"]["setup_cycles"] -= 18                          # the nkk step
+    del doc["registers"]["core_errors"]["WINDOW"]
+    doc["registers"]["core_errors"]["DESCRIPTOR"]["meaning"] = DESCRIPTOR_2_2
+    doc["registers"]["registers"].remove(_reg(doc, "WINDOW"))
+    doc["registers"]["size"] = 0xA0                            # WINDOW was the last
+    for name in ("win_max", "win_sum", "depthwise"):
+        del doc["stream"]["descriptor"]["flags"][name]
+    # Interface 2.2's additions (layer chaining).
     del doc["parameters"]["fmap_banks"], doc["core"]["buffers"]["fmap"]["count"]
     del doc["registers"]["core_errors"]["RESIDENT"]
     doc["registers"]["core_errors"]["REUSE"]["meaning"] = REUSE_2_1

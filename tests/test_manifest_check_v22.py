@@ -14,7 +14,7 @@ import json
 import pytest
 
 from mulfree.params.config import ArrayConfig
-from mulfree.params.core_config import CoreConfig
+from mulfree.params.core_config import CORE_VERSION, CoreConfig
 from mulfree.params.manifest import core_manifest
 from mulfree.host.manifest_check import ManifestError, as_interface_2_1, check_manifest
 
@@ -23,9 +23,9 @@ SHIFT = ArrayConfig(pe="shift", rows=4, cols=6, act_bits=6, weight_bits=5, max_k
 ADDER = ArrayConfig(pe="adder", rows=4, cols=6, act_bits=6, max_k=128)
 MULT = ArrayConfig(pe="mult", arch="tree", rows=4, cols=6, act_bits=6, weight_bits=4,
                    max_k=128)
-#: Cores as interface 2.1 knew them (one bank).
+#: Cores as interface 2.1 knew them (one bank, no lane unit).
 CONFIGS_2_1 = [
-    CoreConfig(ArrayConfig(pe="shift", rows=4, cols=4), fmap_banks=1),
+    CoreConfig(ArrayConfig(pe="shift", rows=4, cols=4), fmap_banks=1, window_ops=False),
     CoreConfig(SHIFT, extra_engines=(ADDER, MULT), engine_cols=(6, 6, 2), stream_width=32),
 ]
 #: SHA-256 of each config's manifest as interface 2.1's generator (commit c9d05cd) wrote it,
@@ -33,8 +33,14 @@ CONFIGS_2_1 = [
 DIGESTS_2_1 = ["b69efb699b62545926498d269c1b88134fa251fe310c11708850e461f2c38cad",
                "471454c5248917c20b235204e98c1053b83e1491a09d7ff05f1abb0494994bff"]
 #: Errors REUSE's and TOO_BIG's meanings before 2.2 (2.2 added the engine to REUSE and the
-#: chaining sizes to TOO_BIG).
+#: chaining sizes to TOO_BIG), DESCRIPTOR's before 2.3 (the window rules).
 OLD_MEANINGS = {"core_errors": {
+    "DESCRIPTOR": {"meaning": (
+        "the descriptor is inconsistent: a zero size, reserved bits set, padding >= kernel, "
+        "out_h/out_w not the convolution's output size, clamp_lo > clamp_hi or either "
+        "outside the activation range, a residual shift out of range, a residual's short_c = "
+        "0, short_stride = 0 or short_off + short_c > out_c, pool_shift out of range, or a "
+        "clamp, residual or pool field set without its flag")},
     "REUSE": {"meaning": (
         "reuse_weights, but the previous run did not end well, or its weight rows, out_c or "
         "shift-table vectors differ from this layer's")},
@@ -75,7 +81,8 @@ def test_a_2_2_manifest_names_its_banks():
     doc = manifest(square)
     _, cfg = check_manifest(copy.deepcopy(doc))
     assert cfg.fmap_banks == 2 and doc["parameters"]["fmap_banks"] == 2
-    assert _reg(doc, "FMAP_BANKS")["reset"] == 2 and _reg(doc, "VERSION")["reset"] == 0x2_0002
+    assert _reg(doc, "FMAP_BANKS")["reset"] == 2
+    assert _reg(doc, "VERSION")["reset"] == 2 << 16 | CORE_VERSION[1]
     assert doc["registers"]["core_errors"]["RESIDENT"]["code"] == 11
     _, one = check_manifest(manifest(CoreConfig(ArrayConfig(pe="shift", rows=4, cols=4),
                                                 fmap_banks=1)))

@@ -718,7 +718,7 @@ def test_open_zynq_checks_the_window_against_the_manifest(tmp_path):
     from mulfree.host.zynq import open_zynq
     manifest = core_manifest(CORE)
     with pytest.raises(ZynqConfigError, match=r"core_size 0x80 does not cover the core's "
-                                              r"register map of 0xa0 bytes"):
+                                              r"register map of 0xa4 bytes"):
         open_zynq(manifest, ZynqConfig(core_size=0x80), sysfs_root=tmp_path / "none",
                   dev_root=tmp_path / "none")
 
