@@ -110,7 +110,8 @@ def test_core_manifest_sections(tmp_path):
     assert st["descriptor"]["flags"] == {"shift": 0, "reuse_weights": 1, "residual": 2,
                                          "res_relu": 3, "clamp": 4, "global_pool": 5,
                                          "in_bank": 6, "acts_resident": 7, "keep": 8,
-                                         "quiet": 9, "short_resident": 10}
+                                         "quiet": 9, "short_resident": 10, "win_max": 11,
+                                         "win_sum": 12, "depthwise": 13}
     # a = 6: res_shift in [-6, 6 + 16], the sum 6 + 15 + 1 bits, the clamp in act_range;
     # the pool's sums of up to 4096 = 2^12 pixels 6 + 12 bits, pool_shift in [-6, 18].
     assert st["tail"] == {"res_max_shift": 15, "res_shift_range": [-6, 22],
@@ -124,6 +125,9 @@ def test_core_manifest_sections(tmp_path):
     # 3x5: no layer chaining, one feature-map bank (a memory per lane: banks 3).
     assert doc["core"]["buffers"]["fmap"] == {"depth": 64, "width": 18, "banks": 3, "count": 1}
     assert doc["parameters"]["fmap_banks"] == 1
+    # 3x5: no lane unit either (interface 2.3).
+    assert doc["parameters"]["window_ops"] is False
+    assert doc["core"]["window"] == {"lanes": 0, "latency": 2}
     assert doc["core"]["buffers"]["shortcut"] == {"depth": 1024, "width": 30}
     assert doc["parameters"]["shortcut_vectors"] == 1024
     # 16 channels in groups of 5 lanes: 4 words of 5 sums of 18 bits.
