@@ -26,6 +26,7 @@ import numpy as np
 from ..params.core_config import (CoreConfig, CORE_ERRORS, DESC_BITS, DESC_FIELDS, DESC_FLAGS,
                                   DESC_SIGNED, PACKET_TYPES, RES_MAX_SHIFT, SHIFT_ENTRY_BITS,
                                   WINDOW_FLAGS, pool_shift_range, res_shift_range)
+from ..params.config import int_range
 from ..params.post_config import shift_width
 from ..params.golden import array_forward
 from ..params.layer_golden import PostParams, postprocess
@@ -440,7 +441,9 @@ def _post_lanes(cfg, d, loaded, psum, nt, short):
     n = valid.stop - valid.start
     out = np.zeros_like(psum)
     post = PostParams(loaded["bias"][valid], loaded["post_shift"][valid], loaded["relu"][valid])
-    v = postprocess(cfg.post_engine, psum[:, :n], post)
+    # A max or sum run's lanes hold any acc_width-bit value (no engine's sums).
+    lanes = int_range(cfg.acc_width) if window_kind(d) in ("max", "sum") else None
+    v = postprocess(cfg.post_engine, psum[:, :n], post, acc_range=lanes)
     out[:, :n] = fused_tail_lanes(cfg, d, v, None if short is None else short[:, :n])
     return out
 

@@ -79,6 +79,16 @@ ResNet costs microseconds to milliseconds to estimate. The model:
    quiet, in place, pooled (quiet too); 24 runs; reader-bound resident shortcuts, 3 runs;
    pools of 1 to 4 tiles, quiet or not, 8 runs): exact.
 
+6. **Window runs** (interface 2.3, ``g["window"]``). The lane unit takes the engine's
+   place: ``KT = kernel_h*kernel_w`` passes per output tile, lane ``j`` of tile ``nt``
+   reading channel tile ``nt`` (the activations a pass waits for: ``(iy*in_w + ix)*CT +
+   nt``), one vector per cycle, latency ``WINDOW_LATENCY`` (the short-block wait and the end
+   count it instead of the engine's); a depthwise pass waits for its one weight row (read by
+   the feeder behind the watermark like a tile's rows, no shadow tile to free), max and sum
+   for none. The rest (stream, post-processing, tail, banks, pool, serializer) is a
+   convolution's. Written from the walk before the lane unit's RTL existed;
+   ``tests/test_cycle_model_v23.py`` compares it with ``BUSY_CYCLES`` on the simulated board.
+
 The model ignores backpressure on ``m_axis`` and splits no packet (a DMA's packet limit adds
 a header beat per packet). **Accuracy**, measured against ``BUSY_CYCLES`` on the simulated
 board (174 runs: 18 layer shapes, with and without weights, on a 4x4 shift, a 3x5 adder with a
@@ -107,13 +117,13 @@ NumPy only.
 
 import numpy as np
 
-from ..params.core_config import CoreConfig, DESC_BITS, SETUP_STEPS
+from ..params.core_config import CoreConfig, DESC_BITS, SETUP_STEPS, WINDOW_LATENCY
 from ..params.manifest import pool_latency, post_latency
 from .stream_format import stream_order
 
 
-__all__ = ["setup_cycles", "run_cycles", "ISSUE_TO_ENGINE", "POST_STAGES", "END_CYCLES",
-           "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_HOLD_CYCLES", "RESIDENT_SHORTCUT_START",
+__all__ = ["setup_cycles", "run_cycles", "run_terms", "ISSUE_TO_ENGINE", "POST_STAGES",
+           "END_CYCLES", "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_HOLD_CYCLES", "RESIDENT_SHORTCUT_START",
            "QUIET_END_CYCLES", "QUIET_POOL_END_CYCLES",
            "stream_layout", "shortcut_needs", "shortcut_holds"]
 
@@ -265,6 +275,14 @@ def _ready_time(layout, kind, per, need, holds=None):
     return out
 
 
+def run_terms(cfg: CoreConfig, g):
+    """``TERMS`` of one run of geometry ``g``: ``rows*cols`` per vector the engine takes on a
+    convolution (``NT*KT*M`` vectors), ``cols`` (the lanes) per vector the lane unit takes on
+    a window run (``NT*kernel_h*kernel_w*M``)."""
+    per = cfg.engine.cols if g.get("window") else cfg.engine.rows * cfg.engine.cols
+    return g["NT"] * g["KT"] * g["M"] * per
+
+
 def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None, engine=None):
     """Estimated ``BUSY_CYCLES`` of one run of a layer with geometry ``g`` on ``cfg``.
 
@@ -290,7 +308,8 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
     """
     k = g.get("engine", 0) if engine is None else engine
     e = cfg.engines[k]
-    f = cfg.folds(k)                          # cycles per input vector
+    lanes = g.get("window")                   # a window run: the lane unit, not the engine
+    f = 1 if lanes else cfg.folds(k)          # cycles per input vector
     acts = g["counts"]["ACTS"]
     first_acts = acts if first_acts is None else int(first_acts)
     per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
@@ -306,10 +325,12 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
     holds = lambda start, n: shortcut_holds(cfg, g, start, n)          # noqa: E731
     late = SHORTCUT_HOLD_CYCLES if _holding(cfg, g) else 0
     t_run = START_CYCLES + 1 + cfg.beats(DESC_BITS) + setup_cycles(cfg, g)
-    rows, mb, m = e.rows, g["m_block"], g["M"]
+    # Weight rows per tile: a depthwise pass takes one row, max and sum none.
+    rows = (1 if lanes == "depthwise" else 0) if lanes else e.rows
+    mb, m = g["m_block"], g["M"]
     nt_count, kt_count, ct = g["NT"], g["KT"], g["CT"]
     window = cfg.hazard_window
-    lat = cfg.engine_latency(k)
+    lat = WINDOW_LATENCY if lanes else cfg.engine_latency(k)
     post = post_latency(cfg)
     # Result beats per vector on m_axis: none when quiet (the serializer never binds).
     nb = 0 if quiet else cfg.beats(cfg.vector_bits["OUT"])
@@ -317,14 +338,19 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
     free_delay = rows - 1 if e.arch != "tree" or f > 1 else 1
     row = g["in_w"] * ct
     extra = row + ct if shift else 0
-    # Per kt: the kernel offset of its reads.
-    kts = np.arange(kt_count)
-    kyx, cts = kts // ct, kts % ct
+    # Per pass of a block: the kernel offset of its reads; a convolution's passes read the
+    # same offsets for every nt (kt: ky, kx, ct), a window run's pass (nt, ky, kx) lane j
+    # reads channel tile nt.
+    kts = np.arange(nt_count * kt_count if lanes else kt_count)
+    if lanes:
+        kyx, cts = kts % kt_count, kts // kt_count
+    else:
+        kyx, cts = kts // ct, kts % ct
     ky, kx = kyx // g["kernel_w"], kyx % g["kernel_w"]
     acts_done = int(_ready_time(layout, "ACTS", per["ACTS"], [acts])[0]) if acts else 0
     # Per weight tile (pass order within a block): when its first and last rows are loaded.
     tiles = np.arange(nt_count * kt_count)
-    if reuse:
+    if reuse or rows == 0:
         w_first = w_last = np.zeros(len(tiles), dtype=np.int64)
     else:
         w_first = _ready_time(layout, "WEIGHTS", per["WEIGHTS"], tiles * rows + 1)
@@ -348,19 +374,25 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
             act_start = (ready - np.arange(blen)[None, :] * f).max(axis=1)
             act_first = ready[:, 0]
         else:
-            act_start = act_first = np.zeros(kt_count, dtype=np.int64) - (1 << 40)
+            act_start = act_first = np.zeros(len(kts), dtype=np.int64) - (1 << 40)
         for nt in range(nt_count):
             for kt in range(kt_count):
-                # The weight tile: rows k*R .. k*R + R - 1 of the pass order.
+                pi = nt * kt_count + kt if lanes else kt
+                # The weight tile: rows k*R .. k*R + R - 1 of the pass order (a depthwise
+                # pass: row k, taken by the lane unit with the pass's first vector, no shadow
+                # tile; max and sum: none).
                 k = tile % len(tiles)
-                load = max(tile_free, feeder, t_run + int(w_first[k]) + 1)
-                pending = max(load + rows, t_run + int(w_last[k]) + 2)
-                feeder = pending
-                first = max(last_end, pending + 1, t_run + int(act_first[kt]) + ISSUE_TO_ENGINE)
+                pending = -(1 << 40)
+                if rows:
+                    load = max(feeder, t_run + int(w_first[k]) + 1,
+                               tile_free if not lanes else feeder)
+                    pending = max(load + rows, t_run + int(w_last[k]) + 2)
+                    feeder = pending
+                first = max(last_end, pending + 1, t_run + int(act_first[pi]) + ISSUE_TO_ENGINE)
                 if kt > 0 and blen < window:
                     # The previous pass's last vector (entered at last_end - f) has left.
                     first = max(first, last_end - f + lat + ISSUE_TO_ENGINE + 2)
-                start = max(first, t_run + int(act_start[kt]) + ISSUE_TO_ENGINE)
+                start = max(first, t_run + int(act_start[pi]) + ISSUE_TO_ENGINE)
                 end = start + blen * f               # the next vector's earliest entry
                 if kt == kt_count - 1:
                     o_start = max(out_free, first + lat + post)

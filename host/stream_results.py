@@ -12,6 +12,7 @@ checking the bits the format says are 0. NumPy only.
 
 import numpy as np
 
+from ..params.config import int_range
 from ..params.core_config import CoreConfig
 from ..params.layer_golden import conv2d_layer, fused_tail, postprocess, shortcut_source
 from ..params.shift_golden import table_shift
@@ -55,7 +56,10 @@ def expected_output(cfg: CoreConfig, layer: Layer):
         acc = conv2d_layer(layer_engine(cfg, layer), x, layer.w_codes, layer.stride,
                            layer.padding)
     # postprocess works on the last axis: channels last, then back (as conv2d_layer does).
-    out = np.moveaxis(postprocess(cfg.post_engine, np.moveaxis(acc, 0, -1), layer.post), -1, 0)
+    # Maxima and window sums are no engine's sums: any acc_width-bit value.
+    lanes = int_range(cfg.acc_width) if layer.window in ("max", "sum") else None
+    out = np.moveaxis(postprocess(cfg.post_engine, np.moveaxis(acc, 0, -1), layer.post,
+                                  acc_range=lanes), -1, 0)
     clamp = None if layer.clamp is None else tuple(int(v) for v in layer.clamp)
     shortcut, res = None, layer.residual
     if res is not None:

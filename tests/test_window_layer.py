@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mulfree.params.config import ArrayConfig
+from mulfree.params.config import ArrayConfig, int_range
 from mulfree.params.core_config import DESC_FLAGS, CoreConfig
 from mulfree.params.layer_golden import (PostParams, ResidualParams, conv2d_acc, fused_tail,
                                          postprocess, shortcut_source)
@@ -64,7 +64,9 @@ def gold(cfg, layer):
         if layer.window is None else window_acc(cfg.engines[layer.engine], layer.window, layer.x, wc.shape[2:],
                      layer.stride, layer.padding,
                      wc[:, 0] if layer.window == "depthwise" else None)
-    out = np.moveaxis(postprocess(cfg.post_engine, np.moveaxis(acc, 0, -1), layer.post), -1, 0)
+    lanes = int_range(cfg.acc_width) if layer.window in ("max", "sum") else None
+    out = np.moveaxis(postprocess(cfg.post_engine, np.moveaxis(acc, 0, -1), layer.post,
+                                  acc_range=lanes), -1, 0)
     short = None if layer.residual is None else shortcut_source(
         layer.shortcut, out.shape[0], layer.residual.stride, layer.residual.offset)
     return fused_tail(cfg.engine.act_bits, out, shortcut=short, residual=layer.residual,
@@ -94,6 +96,18 @@ SHAPES = [dict(), dict(c=4, kernel=2, stride=2, padding=0), dict(c=9, kernel=(3,
 def test_window_runs_equal_the_golden_model(kind, shape):
     rng = np.random.default_rng(shape)
     run(CFG, window(rng, kind, **SHAPES[shape]))
+
+
+def test_max_and_sum_on_an_adder_core():
+    """An AdderNet engine's own sums are <= 0, a max or sum run's lanes any value: positive
+    maxima and sums are post-processed like any acc_width-bit value."""
+    cfg = CoreConfig(ArrayConfig(pe="adder", rows=4, cols=4, act_bits=6, max_k=64),
+                     pool_pixels=64)
+    rng = np.random.default_rng(30)
+    for kind in ("max", "sum", "depthwise"):
+        layer = window(rng, kind, cfg=cfg)
+        assert kind == "depthwise" or gold(cfg, layer).max() > 0
+        run(cfg, layer)
 
 
 @pytest.mark.parametrize("engine", [0, 1, 2])
