@@ -7,7 +7,8 @@
                             ──► weight buffer ──► WeightFeeder ──────┐  │
                             ──► shift table ───────────────────────┐ │  │
                             ──► PostProcess table                  ▼ ▼  ▼
-                                LayerSetup ──► IssueUnit ─► engines (array, tree, folded)
+                                LayerSetup ──► IssueUnit ─► engines (array, tree, folded),
+                                                            lane unit (window runs)
                                                    ▲  tags      │
                                  accumulator buffer ◄───────────┤ partial sums
                             ──► shortcut buffer ──► PostProcess ◄┘ final sums
@@ -45,6 +46,11 @@ With ``cfg.fmap_banks == 2`` (interface 2.2, layer chaining) the feature-map buf
 with ``keep``, to the other bank (:func:`~.fmap_banks.fork_results`); ``acts_resident`` and
 ``short_resident`` read the banks instead of ACTS and SHORTCUT packets, and the shell keeps the
 banks' state for setup's RESIDENT checks (:func:`~.fmap_banks.bank_state`).
+
+With ``cfg.window_ops`` (interface 2.3) the core holds the lane unit (:mod:`.lanes`): a window
+run (``win_max``, ``win_sum``, ``depthwise``) sends the issue unit's vectors and the feeder's
+rows there instead of to an engine (:func:`~.engines.route_engines`); TERMS grows by ``cols``
+per vector it takes. The rest of the run (post-processing, the tail, chaining) is a layer's.
 """
 
 from amaranth.hdl import Signal, Module, Cat, Const, Mux, ResetInserter, unsigned
@@ -54,9 +60,9 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..params.core_config import CoreConfig, DESC_FLAGS, SHIFT_ENTRY_BITS
-from .array import PEArray, output_layout
-from .tree import TreeEngine
-from .layer_setup import LayerSetup, SIZE_BITS, desc_layout, shape_layout
+from .engines import build_engine, column_modules, route_engines
+from .lanes import LaneUnit
+from .layer_setup import LayerSetup, SIZE_BITS, desc_layout, shape_layout, window_flags
 from .fmap_banks import FmapBanks, fork_results, bank_state
 from .layer_issue import IssueUnit, WeightFeeder, tag_layout, hazard_window
 from .postproc import PostProcess, shortcut_addr_bits
@@ -85,32 +91,6 @@ def core_signature(cfg: CoreConfig):
     })
 
 
-def column_modules(cfg: CoreConfig, column_module):
-    """The column module name of each engine: ``column_module`` is None, a name (engine 0's)
-    or one name (or None) per engine; folded engines and trees get None."""
-    n = len(cfg.engines)
-    names = (column_module,) + (None,) * (n - 1) if column_module is None or isinstance(
-        column_module, str) else tuple(column_module)
-    if len(names) != n:
-        raise ValueError(f"column_module: one name per engine ({n}), not {column_module!r}")
-    return tuple(None if cfg.engines[k].arch == "tree" or cfg.folds(k) > 1 else names[k]
-                 for k in range(n))
-
-
-def build_engine(cfg: CoreConfig, k, column_module=None):
-    """Engine ``k`` of ``cfg``: a :class:`~.tree.TreeEngine`, a :class:`~.array.PEArray`, or
-    with ``cfg.folds(k) > 1`` a :class:`~.fold.FoldedEngine` of ``cfg.physical_cols(k)``
-    columns. Its ports are those of the engine's own config (its ``code_width`` and
-    ``acc_width``)."""
-    e = cfg.engines[k]
-    if cfg.folds(k) > 1:
-        from .fold import FoldedEngine
-        return FoldedEngine(e, cfg.physical_cols(k))
-    if e.arch == "tree":
-        return TreeEngine(e)
-    return PEArray(e, column_module=column_module)
-
-
 class LayerDatapath(wiring.Component):
     """One run: packets in, results out; reset between runs by the shell.
 
@@ -119,9 +99,9 @@ class LayerDatapath(wiring.Component):
     run : In(1)
         A run is in progress (the shell's ``busy``).
     s, m : the input and output beat streams.
-    reuse_valid, reuse_rows, reuse_channels, reuse_tiles, reuse_engine : In
+    reuse_valid, reuse_rows, reuse_channels, reuse_tiles, reuse_engine, reuse_window : In
         What the previous successful run loaded (for ``flags.reuse_weights``).
-    rows, channels, tiles, engine : Out
+    rows, channels, tiles, engine, window : Out
         What this run uses, for the shell to remember.
     bank_valid, bank_shape_0, bank_shape_1 : In
         The feature-map banks' state, for setup's RESIDENT checks (interface 2.2).
@@ -155,6 +135,7 @@ class LayerDatapath(wiring.Component):
             "reuse_channels": In(16),
             "reuse_tiles": In(SIZE_BITS),
             "reuse_engine": In(4),
+            "reuse_window": In(3),
             "bank_valid": In(2),
             "bank_shape_0": In(shape_layout()),
             "bank_shape_1": In(shape_layout()),
@@ -162,6 +143,7 @@ class LayerDatapath(wiring.Component):
             "channels": Out(16),
             "tiles": Out(SIZE_BITS),
             "engine": Out(4),
+            "window": Out(3),
             "started": Out(1),
             "in_bank": Out(1), "acts_resident": Out(1), "keep": Out(1),
             "in_shape": Out(shape_layout()), "out_shape": Out(shape_layout()),
@@ -212,6 +194,7 @@ class LayerDatapath(wiring.Component):
             setup.reuse_valid.eq(self.reuse_valid), setup.reuse_rows.eq(self.reuse_rows),
             setup.reuse_channels.eq(self.reuse_channels),
             setup.reuse_tiles.eq(self.reuse_tiles), setup.reuse_engine.eq(self.reuse_engine),
+            setup.reuse_window.eq(self.reuse_window),
             setup.bank_valid.eq(self.bank_valid),
             setup.bank_shape_0.eq(self.bank_shape_0), setup.bank_shape_1.eq(self.bank_shape_1),
         ]
@@ -236,6 +219,7 @@ class LayerDatapath(wiring.Component):
         m.d.comb += [
             self.rows.eq(sz.wrows), self.channels.eq(desc.out_c),
             self.tiles.eq(Mux(shift, sz.ct, 0)), self.engine.eq(desc.engine),
+            self.window.eq(window_flags(desc.flags)),
             self.started.eq(go),
             self.in_bank.eq(chain["in_bank"]), self.acts_resident.eq(chain["acts_resident"]),
             self.keep.eq(chain["keep"]),
@@ -318,7 +302,13 @@ class LayerDatapath(wiring.Component):
             feeder.w_ptr.eq(loader.weights_ptr),
             feeder.w_complete.eq(reuse | complete["weights"]),
         ]
-        y = self._engines(m, issue.x, feeder.w, desc.engine)
+        lanes, windowed = None, Const(0)
+        if cfg.window_ops:
+            lanes = m.submodules.lanes = LaneUnit(cfg)
+            windowed = window_flags(desc.flags).any()
+            m.d.comb += [lanes.op.eq(window_flags(desc.flags)), lanes.engine.eq(desc.engine)]
+        y = route_engines(m, cfg, self._column_modules, issue.x, feeder.w, desc.engine,
+                          lanes, windowed)
 
         # ---- Retire: partial sums back to the accumulator, final sums to post-processing ----
         window = hazard_window(cfg)
@@ -382,54 +372,14 @@ class LayerDatapath(wiring.Component):
                                       Mux(setup.done, setup.error, 0)))
         x_take = issue.x.valid & issue.x.ready
         m.d.comb += [
-            # rows * cols terms per accepted vector, whatever the engine (a folded one too).
-            self.terms.eq(Mux(x_take, e.pe_count, 0)),
+            # rows * cols terms per accepted vector, whatever the engine (a folded one too);
+            # cols (one per lane) on a window run.
+            self.terms.eq(Mux(x_take, Mux(windowed, C, e.pe_count), 0)),
             self.stall_in.eq(self.run & ~x_take & (issue.waiting | feeder.waiting
                                                    | (wait_desc & ~self.s.valid))),
             self.stall_out.eq(self.run & self.m.valid & ~self.m.ready),
         ]
         return m
-
-    def _engines(self, m, x, w, sel):
-        """Every engine of the core; ``x`` and ``w`` (core-wide widths) go to engine ``sel``
-        only, and its results come back sign-extended to ``cfg.acc_width`` per lane. Returns
-        the result stream (core-wide widths). A single-engine core connects its engine
-        directly."""
-        cfg = self._cfg
-        C, A, W = cfg.engine.cols, cfg.acc_width, cfg.code_width
-        engines = [build_engine(cfg, k, self._column_modules[k]) for k in range(len(cfg.engines))]
-        if len(engines) == 1:
-            m.submodules.engine = engines[0]
-            wiring.connect(m, x, engines[0].x)
-            wiring.connect(m, w, engines[0].w)
-            return engines[0].y
-        y = stream.Signature(output_layout(cfg.post_engine)).create()
-        x_ready, w_ready, y_valid = Const(0), Const(0), Const(0)
-        y_data, y_last = Const(0, C * A), Const(0)
-        for k, (e, eng) in enumerate(zip(cfg.engines, engines)):
-            m.submodules[f"engine_{k}" if k else "engine"] = eng
-            on = Signal(name=f"engine_{k}_on")
-            m.d.comb += on.eq(sel == k)
-            a, c = e.acc_width, e.code_width
-            m.d.comb += [
-                eng.x.valid.eq(x.valid & on),
-                eng.x.payload.data.eq(x.payload.data),
-                eng.x.payload.psum.eq(Cat(x.payload.psum.word_select(j, A)[:a]
-                                          for j in range(C))),
-                eng.x.payload.last.eq(x.payload.last),
-                eng.w.valid.eq(w.valid & on),
-                eng.w.payload.eq(Cat(w.payload.word_select(j, W)[:c] for j in range(C))),
-                eng.y.ready.eq(y.ready & on),
-            ]
-            x_ready = Mux(on, eng.x.ready, x_ready)
-            w_ready = Mux(on, eng.w.ready, w_ready)
-            y_valid = Mux(on, eng.y.valid, y_valid)
-            y_data = Mux(on, Cat(_sext(eng.y.payload.data.word_select(j, a), A)
-                                 for j in range(C)), y_data)
-            y_last = Mux(on, eng.y.payload.last, y_last)
-        m.d.comb += [x.ready.eq(x_ready), w.ready.eq(w_ready), y.valid.eq(y_valid),
-                     y.payload.data.eq(y_data), y.payload.last.eq(y_last)]
-        return y
 
     def _pool(self, m, post, desc, sz):
         """The global pool after post-processing (``pool_pixels > 0``); returns the stream of
@@ -514,11 +464,6 @@ class LayerDatapath(wiring.Component):
         return ~residual | (addr < align.done), ~short_resident | banks.sc_done
 
 
-def _sext(v, width):
-    """``v`` (a signed lane as raw bits) sign-extended to ``width`` bits."""
-    return Cat(v, v[-1].replicate(width - len(v)))
-
-
 class Core(wiring.Component):
     """The core's top level: AXI4-Lite registers, AXI4-Stream slave and master.
 
@@ -560,9 +505,10 @@ class Core(wiring.Component):
         reuse_rows, reuse_tiles = Signal(SIZE_BITS), Signal(SIZE_BITS)
         reuse_channels = Signal(16)
         reuse_engine = Signal(4)
+        reuse_window = Signal(3)
         m.d.comb += [dp.reuse_valid.eq(reuse_valid), dp.reuse_rows.eq(reuse_rows),
                      dp.reuse_channels.eq(reuse_channels), dp.reuse_tiles.eq(reuse_tiles),
-                     dp.reuse_engine.eq(reuse_engine)]
+                     dp.reuse_engine.eq(reuse_engine), dp.reuse_window.eq(reuse_window)]
         bank_state(m, cfg, dp, soft, busy)
 
         with m.If(soft):
@@ -574,7 +520,7 @@ class Core(wiring.Component):
         with m.Elif(busy & dp.finished):
             m.d.sync += [busy.eq(0), reuse_valid.eq(1), reuse_rows.eq(dp.rows),
                          reuse_channels.eq(dp.channels), reuse_tiles.eq(dp.tiles),
-                         reuse_engine.eq(dp.engine)]
+                         reuse_engine.eq(dp.engine), reuse_window.eq(dp.window)]
 
         m.d.comb += [
             dp.run.eq(busy),

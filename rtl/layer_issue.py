@@ -21,6 +21,13 @@ shift table's ``(dy_j, dx_j)`` of ``{-1, 0, 1}`` adds ``±row`` and ``±CT`` (Sh
 AddressNet shifts, done by moving read pointers). A lane reads 0 when the pixel ``(iy, ix)``
 is outside the map (padding) or its shifted read ``(iy + dy_j, ix + dx_j)`` is.
 
+A window run (interface 2.3, one of ``win_max``, ``win_sum``, ``depthwise``) has no ``ct``
+loop: channel tile ``ct`` is tied to ``nt`` (lane ``j`` of tile ``nt`` is channel ``nt*C + j``,
+``CT = NT`` on the square core), and each ``nt`` takes ``kk`` passes, one per ``(ky, kx)``, the
+kernel offset ``ky*row + kx*CT + nt`` stepping by ``CT`` per ``kx`` and starting at ``nt``. A
+padded lane reads ``act_min`` on a max run (so it never wins) and 0 otherwise; the first pass's
+partial sums are ``act_min`` in every lane on a max run, 0 otherwise.
+
 Pipeline: S0 walks and issues (checking the activation watermark and the credit), S1 computes
 the lanes' addresses from the shift table, S2 has the buffer data and enters a small FIFO in
 front of the engine. The credit counts FIFO entries and S1/S2, so a read is never lost when
@@ -34,7 +41,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..params.core_config import CoreConfig, SHIFT_ENTRY_BITS, ISSUE_FIFO_DEPTH
 from .array import input_layout
-from .layer_setup import SIZE_BITS, desc_layout, sizes_layout
+from .layer_setup import SIZE_BITS, desc_layout, sizes_layout, window_flags
 
 
 __all__ = ["IssueUnit", "WeightFeeder", "tag_layout", "X_FIFO_DEPTH", "hazard_window"]
@@ -154,7 +161,10 @@ class IssueUnit(wiring.Component):
         b_ox, b_iy, b_ix, b_addr, b_rowaddr = (Signal(16), Signal(P), Signal(P), Signal(A),
                                                Signal(A))
 
-        last_ct = ct == sz.ct - 1
+        # A window run: no ct loop (ct stays 0; its channel tile is nt, in the kernel offset).
+        win = window_flags(d.flags)
+        windowed = win.any()
+        last_ct = (ct == sz.ct - 1) | windowed
         last_kx = kx == d.kernel_w - 1
         last_ky = ky == d.kernel_h - 1
         first_kt = (ct == 0) & (kx == 0) & (ky == 0)
@@ -203,12 +213,14 @@ class IssueUnit(wiring.Component):
         n_koff_row = Signal(A)
         n_kx, n_ky = Signal(8), Signal(8)
         with m.If(final_kt):
-            m.d.comb += [n_koff.eq(0), n_koff_row.eq(0), n_kx.eq(0), n_ky.eq(0)]
+            # A window run's next tile starts at kernel offset nt + 1 (its channel tile).
+            start = Mux(windowed & ~last_nt, nt + 1, 0)
+            m.d.comb += [n_koff.eq(start), n_koff_row.eq(start), n_kx.eq(0), n_ky.eq(0)]
         with m.Elif(last_ct & last_kx):
             m.d.comb += [n_koff.eq(koff_row + sz.row), n_koff_row.eq(koff_row + sz.row),
                          n_kx.eq(0), n_ky.eq(ky + 1)]
         with m.Else():
-            m.d.comb += [n_koff.eq(koff + 1), n_koff_row.eq(koff_row),
+            m.d.comb += [n_koff.eq(koff + Mux(windowed, sz.ct, 1)), n_koff_row.eq(koff_row),
                          n_kx.eq(Mux(last_ct, kx + 1, kx)), n_ky.eq(ky)]
 
         def start_pass(m, base_ox, base_iy, base_ix, base_addr, base_row, koff_v, kx_v, ky_v):
@@ -238,7 +250,7 @@ class IssueUnit(wiring.Component):
                     start_pass(m, b_ox, b_iy, b_ix, b_addr, b_rowaddr, n_koff, n_kx, n_ky)
                 with m.Elif(~last_nt):
                     m.d.sync += [nt.eq(nt + 1), out_left.eq(out_left - C)]
-                    start_pass(m, b_ox, b_iy, b_ix, b_addr, b_rowaddr, 0, 0, 0)
+                    start_pass(m, b_ox, b_iy, b_ix, b_addr, b_rowaddr, n_koff, 0, 0)
                 with m.Elif(~last_block):
                     # The next block starts where this pass's walk stops, without its offset.
                     nb = [s_ox, s_iy - ky, s_ix - kx, s_addr - koff, s_row - koff]
@@ -293,9 +305,14 @@ class IssueUnit(wiring.Component):
         m.d.sync += valid2.eq(valid1)
         m.d.sync += [ok2.eq(Cat(lane_ok)), first2.eq(first1), last2.eq(last1)]
         x = Signal(input_layout(cfg.post_engine))
+        # A max run: padding reads act_min, and the first pass starts from act_min.
+        pad = Mux(win[0], Const(1 << (a - 1), a), 0)
+        first_psum = Mux(win[0], Cat(Const(-(1 << (a - 1)), signed(cfg.acc_width))
+                                     for _ in range(C)), 0)
         m.d.comb += [
-            x.data.eq(Cat(Mux(ok2[j], self.fmap_data.word_select(j, a), 0) for j in range(R))),
-            x.psum.eq(Mux(first2, 0, self.acc_data)),
+            x.data.eq(Cat(Mux(ok2[j], self.fmap_data.word_select(j, a), pad)
+                          for j in range(R))),
+            x.psum.eq(Mux(first2, first_psum, self.acc_data)),
             x.last.eq(last2),
             fifo.w_data.eq(x.as_value()),
             fifo.w_en.eq(valid2),
@@ -324,7 +341,9 @@ class WeightFeeder(wiring.Component):
 
     For each block the passes take the weight buffer's rows ``0 .. NT*KT*rows - 1`` in order,
     so the feeder is a pointer that wraps once per block, ``blocks`` times, reading behind the
-    loader's weight watermark.
+    loader's weight watermark. A depthwise window run's passes take one row each (``wrows =
+    NT*kk``, in the walk's order: the same pointer); a max or sum run has no weight rows
+    (``wrows = 0``): the feeder never starts, never reads and never waits.
     """
 
     def __init__(self, cfg: CoreConfig):
@@ -359,7 +378,7 @@ class WeightFeeder(wiring.Component):
         m.d.comb += [read.eq(can & arrived), self.waiting.eq(can & ~arrived),
                      self.rd_addr.eq(ptr)]
         with m.If(self.go):
-            m.d.sync += [active.eq(1), ptr.eq(0), rem.eq(sz.m)]
+            m.d.sync += [active.eq(sz.wrows != 0), ptr.eq(0), rem.eq(sz.m)]
         with m.Elif(read):
             with m.If(ptr == sz.wrows - 1):
                 m.d.sync += [ptr.eq(0), rem.eq(rem - d.m_block)]

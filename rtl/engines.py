@@ -1,0 +1,96 @@
+"""The core's engines and the routing of the issue unit's streams to the run's engine.
+
+A core holds one engine per PE kind (interface 2.1) and, with ``cfg.window_ops`` (interface
+2.3), the lane unit (:class:`~.lanes.LaneUnit`) of window runs. The issue unit's input vectors
+and the feeder's weight rows (core-wide widths) go to one of them only — the lane unit on a
+window run, else the engine the descriptor's ``engine`` field names — and the results come
+back from it, each lane sign-extended to the core's ``acc_width``.
+"""
+
+from amaranth.hdl import Signal, Cat, Const, Mux
+from amaranth.lib import stream, wiring
+
+from ..params.core_config import CoreConfig
+from .array import PEArray, output_layout
+from .tree import TreeEngine
+
+
+__all__ = ["column_modules", "build_engine", "route_engines", "sext"]
+
+
+def column_modules(cfg: CoreConfig, column_module):
+    """The column module name of each engine: ``column_module`` is None, a name (engine 0's)
+    or one name (or None) per engine; folded engines and trees get None."""
+    n = len(cfg.engines)
+    names = (column_module,) + (None,) * (n - 1) if column_module is None or isinstance(
+        column_module, str) else tuple(column_module)
+    if len(names) != n:
+        raise ValueError(f"column_module: one name per engine ({n}), not {column_module!r}")
+    return tuple(None if cfg.engines[k].arch == "tree" or cfg.folds(k) > 1 else names[k]
+                 for k in range(n))
+
+
+def build_engine(cfg: CoreConfig, k, column_module=None):
+    """Engine ``k`` of ``cfg``: a :class:`~.tree.TreeEngine`, a :class:`~.array.PEArray`, or
+    with ``cfg.folds(k) > 1`` a :class:`~.fold.FoldedEngine` of ``cfg.physical_cols(k)``
+    columns. Its ports are those of the engine's own config (its ``code_width`` and
+    ``acc_width``)."""
+    e = cfg.engines[k]
+    if cfg.folds(k) > 1:
+        from .fold import FoldedEngine
+        return FoldedEngine(e, cfg.physical_cols(k))
+    if e.arch == "tree":
+        return TreeEngine(e)
+    return PEArray(e, column_module=column_module)
+
+
+def sext(v, width):
+    """``v`` (a signed lane as raw bits) sign-extended to ``width`` bits."""
+    return Cat(v, v[-1].replicate(width - len(v)))
+
+
+def route_engines(m, cfg: CoreConfig, names, x, w, sel, lanes=None, windowed=Const(0)):
+    """Add every engine of ``cfg`` (column modules ``names``, :func:`column_modules`) to
+    ``m``; ``x`` and ``w`` (core-wide widths) go to engine ``sel`` only, or to ``lanes`` (the
+    lane unit, already a submodule) while ``windowed``. Returns the result stream
+    (core-wide widths). A single-engine core without a lane unit connects its engine
+    directly."""
+    C, A, W = cfg.engine.cols, cfg.acc_width, cfg.code_width
+    engines = [build_engine(cfg, k, names[k]) for k in range(len(cfg.engines))]
+    if len(engines) == 1 and lanes is None:
+        m.submodules.engine = engines[0]
+        wiring.connect(m, x, engines[0].x)
+        wiring.connect(m, w, engines[0].w)
+        return engines[0].y
+    y = stream.Signature(output_layout(cfg.post_engine)).create()
+    x_ready, w_ready, y_valid = Const(0), Const(0), Const(0)
+    y_data, y_last = Const(0, C * A), Const(0)
+    targets = []
+    for k, (e, eng) in enumerate(zip(cfg.engines, engines)):
+        m.submodules[f"engine_{k}" if k else "engine"] = eng
+        on = Signal(name=f"engine_{k}_on")
+        m.d.comb += on.eq((sel == k) & ~windowed)
+        targets.append((eng, on, e.acc_width, e.code_width))
+    if lanes is not None:
+        on = Signal(name="lanes_on")
+        m.d.comb += on.eq(windowed)
+        targets.append((lanes, on, A, W))
+    for eng, on, a, c in targets:
+        m.d.comb += [
+            eng.x.valid.eq(x.valid & on),
+            eng.x.payload.data.eq(x.payload.data),
+            eng.x.payload.psum.eq(Cat(x.payload.psum.word_select(j, A)[:a] for j in range(C))),
+            eng.x.payload.last.eq(x.payload.last),
+            eng.w.valid.eq(w.valid & on),
+            eng.w.payload.eq(Cat(w.payload.word_select(j, W)[:c] for j in range(C))),
+            eng.y.ready.eq(y.ready & on),
+        ]
+        x_ready = Mux(on, eng.x.ready, x_ready)
+        w_ready = Mux(on, eng.w.ready, w_ready)
+        y_valid = Mux(on, eng.y.valid, y_valid)
+        y_data = Mux(on, Cat(sext(eng.y.payload.data.word_select(j, a), A) for j in range(C)),
+                     y_data)
+        y_last = Mux(on, eng.y.payload.last, y_last)
+    m.d.comb += [x.ready.eq(x_ready), w.ready.eq(w_ready), y.valid.eq(y_valid),
+                 y.payload.data.eq(y_data), y.payload.last.eq(y_last)]
+    return y
