@@ -95,3 +95,26 @@ def test_spec_packer_equals_host_packer(design):
             assert data(mine) == data(host), f"engine {k}, {what}"
             want = window_beats(cfg, window_output(cfg, run), run.m_block)
             assert want == expected_beats(cfg, layer), f"engine {k}, {what}: results"
+
+
+def test_datapath_window_runs():
+    """The window runs of the 4x4 shift core through ``LayerDatapath`` in ``amaranth.sim``
+    (seconds, no simulator: what mutation testing of the walk and the lane unit can afford),
+    under m_axis backpressure, against the golden beats; and WEIGHTS sent to a max run are
+    OVERRUN."""
+    from test_core_datapath import ERRORS, run_datapath
+    from mulfree.sim.tb_core_window import (pack_window, window_beats, window_output,
+                                            window_runs_of)
+
+    cfg = DESIGNS["shift_4x4_s64"]
+    rng = np.random.default_rng(21)
+    for what, run in window_runs_of(cfg, rng, 0):
+        out = run_datapath(cfg, pack_window(cfg, run), ready=lambda c: c % 3 != 1)
+        assert out["error"] == 0 and out["finished"], f"{what}: {out['error']}"
+        want = window_beats(cfg, window_output(cfg, run), run.m_block)
+        assert len(out["beats"]) == len(want), f"{what}: {len(out['beats'])} of {len(want)}"
+        bad = [i for i, (g, w) in enumerate(zip(out["beats"], want)) if g != w]
+        assert not bad, f"{what}: {len(bad)} of {len(want)} beats differ, first {bad[0]}"
+    mx = dataclasses.replace(run, op="max", w_codes=None)
+    out = run_datapath(cfg, pack_window(cfg, mx, weights=[0]))
+    assert out["error"] == ERRORS["OVERRUN"], out["error"]
