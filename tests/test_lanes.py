@@ -18,7 +18,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from mulfree.params.config import ArrayConfig
-from mulfree.params.core_config import CoreConfig, WINDOW_LATENCY
+from mulfree.params.core_config import CoreConfig, ISSUE_FIFO_DEPTH, WINDOW_LATENCY
 from mulfree.params.golden import terms
 from mulfree.params.node_check import code_range
 from mulfree.params.window_golden import window_acc
@@ -208,3 +208,15 @@ def test_tiles_back_to_back(op, engine):
                              x_pause=x_pause, y_pause=y_pause, seed=int(rng.integers(1 << 30)))
         want = [[int(v) for v in w] for w in want]
         assert got == want, f"{op} engine {engine} pauses {x_pause, y_pause}"
+
+
+def test_holds_at_most_latency_vectors():
+    """With ``y`` never ready the unit takes ``WINDOW_LATENCY`` vectors and no more: what
+    ``CoreConfig.hazard_window`` counts for it (the issue FIFO and pipeline registers
+    besides)."""
+    C = MULTI.engine.cols
+    beats = [([1] * C, [0] * C, i % 2 == 1) for i in range(6)]
+    for op, rows in (("max", []), ("depthwise", [[1] * C] * 3)):
+        got, t_in, _ = simulate(MULTI, op, 1, beats, rows, y_pause=1.0)
+        assert got == [] and len(t_in) == WINDOW_LATENCY, (op, t_in)
+    assert MULTI.hazard_window >= WINDOW_LATENCY + ISSUE_FIFO_DEPTH + 4
