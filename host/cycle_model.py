@@ -84,8 +84,10 @@ ResNet costs microseconds to milliseconds to estimate. The model:
    reading channel tile ``nt`` (the activations a pass waits for: ``(iy*in_w + ix)*CT +
    nt``), one vector per cycle, latency ``WINDOW_LATENCY`` (the short-block wait and the end
    count it instead of the engine's); a depthwise pass waits for its one weight row (read by
-   the feeder behind the watermark like a tile's rows, no shadow tile to free), max and sum
-   for none. The rest (stream, post-processing, tail, banks, pool, serializer) is a
+   the feeder behind the watermark like a tile's rows; the lane unit's pending row, taken by
+   a pass's first vector, reloads the cycle after, so passes start at least 2 cycles apart),
+   max and sum for none; a first pass that needs no weight row and no activation (all
+   padding) enters one cycle sooner than a convolution's first vector could. The rest (stream, post-processing, tail, banks, pool, serializer) is a
    convolution's. Written from the walk before the lane unit's RTL existed;
    ``tests/test_cycle_model_v23.py`` compares it with ``BUSY_CYCLES`` on the simulated board.
 
@@ -355,7 +357,10 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
     else:
         w_first = _ready_time(layout, "WEIGHTS", per["WEIGHTS"], tiles * rows + 1)
         w_last = _ready_time(layout, "WEIGHTS", per["WEIGHTS"], (tiles + 1) * rows)
-    entry = t_run + 1 + ISSUE_TO_ENGINE       # the first vector's earliest engine entry
+    # The first vector's earliest entry; a window run's first pass may need neither a weight
+    # row (max, sum) nor an activation (all padding), and enters one cycle sooner than a
+    # convolution's could (measured on the simulated board).
+    entry = t_run + ISSUE_TO_ENGINE + (0 if lanes else 1)
     last_end = entry                           # engine entry after the last vector so far
     tile_free = t_run + 1                      # when the engine's shadow tile may load
     feeder = t_run + 1                         # when the weight feeder may push a row
@@ -384,8 +389,7 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
                 k = tile % len(tiles)
                 pending = -(1 << 40)
                 if rows:
-                    load = max(feeder, t_run + int(w_first[k]) + 1,
-                               tile_free if not lanes else feeder)
+                    load = max(tile_free, feeder, t_run + int(w_first[k]) + 1)
                     pending = max(load + rows, t_run + int(w_last[k]) + 2)
                     feeder = pending
                 first = max(last_end, pending + 1, t_run + int(act_first[pi]) + ISSUE_TO_ENGINE)
@@ -411,7 +415,10 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
                         # vector can retire.
                         retire_last = o_start + (blen - 1 - queue) * nb
                         end = max(end, retire_last - lat + f)
-                tile_free = first + free_delay
+                # The engine's shadow tile frees free_delay cycles after the tile is taken;
+                # the lane unit's pending row reloads in the cycle after the pass's first
+                # vector took it (two 1-pixel passes are 2 cycles apart).
+                tile_free = start if lanes else first + free_delay
                 last_end = end
                 tile += 1
     if pool:

@@ -133,6 +133,13 @@ def _runs(cfg, rng):
                       shortcut=rng.integers(lo, hi, (4, 12, 12))))
     dw = window(rng, "depthwise", c=8, h=5, w=5, cfg=cfg)
     out += [dw, replace(dw, x=rng.integers(lo, hi, (8, 5, 5)), reuse_weights=True)]
+    # Blocks of one pixel (passes of one vector: the lane unit's pending weight row binds),
+    # 1x1 windows, a first pass wholly in the padding (it needs nothing).
+    out += [window(rng, "depthwise", c=8, h=5, w=5, cfg=cfg, m_block=4),
+            window(rng, "depthwise", c=8, h=3, w=3, cfg=cfg, m_block=1),
+            window(rng, "max", c=8, h=3, w=3, cfg=cfg, m_block=1),
+            window(rng, "depthwise", c=8, h=4, w=4, cfg=cfg, kernel=1, padding=0, m_block=1),
+            window(rng, "max", c=4, h=6, w=6, cfg=cfg, stride=2, padding=1, m_block=2)]
     return out
 
 
