@@ -193,3 +193,52 @@ def test_window_is_an_identity_register(device):
     cfg, dev = device
     assert dev.read("WINDOW") == cfg.engine.cols
     assert dev.field("VERSION", "minor", dev.read("VERSION")) == 3
+
+
+# A core of three engines: a depthwise run on each kind's terms ---------------------------------
+
+MULTI_LANES = CoreConfig(ArrayConfig(pe="shift", rows=4, cols=4, act_bits=6, weight_bits=5,
+                                     max_k=64),
+                         extra_engines=(ArrayConfig(pe="adder", rows=4, cols=4, act_bits=6,
+                                                    max_k=64),
+                                        ArrayConfig(pe="mult", rows=4, cols=4, act_bits=6,
+                                                    weight_bits=4, max_k=64)),
+                         engine_cols=(4, 4, 2), stream_width=32, shortcut_vectors=64,
+                         pool_pixels=64, **SMALL_BUFFERS)
+
+
+def test_depthwise_on_every_engine_on_the_board(tmp_path_factory, board_cache):
+    """Shift, adder (padding adds -|w|) and a mult engine folded to 2 columns (the lane unit
+    has its own term circuits: one vector per cycle whatever the engine's folding), a 32-bit
+    stream (two beats per weight row): the golden results, ``BUSY_CYCLES`` exactly the model's;
+    max and sum on engine 2 too. A depthwise run's weights loaded on one engine are refused
+    (REUSE) on another."""
+    cfg = MULTI_LANES
+    assert cfg.window_ops
+    _, j_path = write_core_design(cfg, tmp_path_factory.mktemp("v23-multi"))
+    core = SimCore(build_sim_core(j_path, build_dir=board_cache), core_manifest(cfg))
+    core.reset()
+    manifest = json.loads(j_path.read_text())
+    rng = np.random.default_rng(6)
+    report = []
+    with Device(SimBackend(core, manifest), manifest, timeout=20.0) as dev:
+        for engine in (0, 1, 2):
+            for kw in (dict(), dict(c=9, m_block=3, stride=2)):
+                layer = window(rng, "depthwise", cfg=cfg, engine=engine, **kw)
+                beats, busy, _ = run(cfg, dev, layer)
+                assert np.array_equal(ls.unpack_results(cfg, layer, beats), gold(cfg, layer)), \
+                    (engine, kw)
+                report.append((engine, kw, busy, estimate(cfg, layer)))
+        for kind in ("max", "sum"):
+            layer = window(rng, kind, cfg=cfg, engine=2, m_block=4)
+            beats, busy, _ = run(cfg, dev, layer)
+            assert np.array_equal(ls.unpack_results(cfg, layer, beats), gold(cfg, layer))
+            report.append((2, kind, busy, estimate(cfg, layer)))
+        from mulfree.host.runtime import CoreRunError
+        dw = window(rng, "depthwise", cfg=cfg, engine=1)
+        run(cfg, dev, dw)
+        with pytest.raises(CoreRunError) as info:
+            run(cfg, dev, replace(dw, engine=2, w_codes=np.asarray(dw.w_codes) & 7,
+                                  reuse_weights=True))
+        assert info.value.name == "REUSE"
+    assert all(r[2] == r[3] for r in report), report
