@@ -32,7 +32,7 @@ from .layer_spec import WINDOW_RUNS, Layer, LayerError
 __all__ = [
     "Layer", "LayerError", "TARGET_BLOCK_PIXELS", "hazard_window", "layer_geometry",
     "check_layer", "choose_m_block", "ceil_div", "tail_fields", "layer_engine", "CHAIN_FLAGS",
-    "WINDOW_RUNS",
+    "WINDOW_RUNS", "weight_key",
 ]
 
 
@@ -494,7 +494,27 @@ def _check_contents(cfg, layer, g):
                                                          f"with residual.stride {s}")
 
 
-def check_layer(cfg: CoreConfig, layer: Layer, banks=None):
+def weight_key(cfg: CoreConfig, layer: Layer):
+    """What the core compares for ``reuse_weights`` (error REUSE): the engine, the window run
+    (interface 2.3), the weight rows, ``out_c`` and the shift-table tiles of ``layer`` (a
+    layer :func:`check_layer` accepts)."""
+    g = layer_geometry(cfg, layer)
+    return {"engine": g["engine"], "window": g["window"], "weight rows": g["wrows"],
+            "out_c": g["out_c"], "shift tiles": g["CT"] if layer.shifts is not None else 0}
+
+
+def _check_reuse(cfg, layer, previous):
+    if previous is None or not layer.reuse_weights:
+        return
+    want, have = weight_key(cfg, layer), weight_key(cfg, previous)
+    if want != have:
+        diff = ", ".join(f"{k} {want[k]!r} (loaded: {have[k]!r})" for k in want
+                         if want[k] != have[k])
+        raise LayerError("reuse_weights", f"reuse_weights needs the loaded weights to be "
+                                          f"this layer's: {diff}", "REUSE")
+
+
+def check_layer(cfg: CoreConfig, layer: Layer, banks=None, previous=None):
     """Raise :class:`LayerError` if the core would refuse ``layer`` or the stream cannot carry it.
 
     Checked: the descriptor's conditions (error ``DESCRIPTOR``: a zero size, padding >= kernel,
@@ -514,8 +534,10 @@ def check_layer(cfg: CoreConfig, layer: Layer, banks=None):
     given exactly with a residual, of shape ``(short_c, out_h*s, out_w*s)``). The message
     names the parameter (``exc.param``: ``"residual.shift"``, ``"clamp"``, ``"shortcut"``,
     ``"pool"``, ...), the value and
-    what is allowed. Whether weights can be reused (error ``REUSE``) depends on the previous
-    run and is not checked.
+    what is allowed. Whether weights can be reused (error ``REUSE``, after TOO_BIG) depends
+    on the previous run: checked only with ``previous``, the layer of the last run that ended
+    well (whose weights are loaded): ``reuse_weights`` needs its :func:`weight_key` (engine,
+    window run, weight rows, ``out_c``, shift tiles) to be this layer's.
 
     Window runs (interface 2.3, ``layer.window``): error ``DESCRIPTOR`` also for ``w_codes``
     of other than ``in_c`` channels, ``shifts``, ``reuse_weights`` with ``"max"`` or
@@ -537,5 +559,6 @@ def check_layer(cfg: CoreConfig, layer: Layer, banks=None):
     g = layer_geometry(cfg, layer)
     _check_descriptor(cfg, layer, g, banks)
     _check_fits(cfg, layer, g)
+    _check_reuse(cfg, layer, previous)
     _check_contents(cfg, layer, g)
 

@@ -23,7 +23,8 @@ from mulfree.params.window_golden import avgpool_post_shift, window_acc
 from mulfree.host import layer_stream as ls
 from mulfree.host import stream_pack
 from mulfree.host.bank_state import BankState
-from mulfree.host.stream_format import descriptor_words_unchecked, unpack_vector
+from mulfree.host.stream_format import (descriptor_words_unchecked, pack_vector,
+                                        unpack_vector, vector_beats)
 
 
 ENGINE = ArrayConfig(pe="shift", rows=4, cols=4, act_bits=6, weight_bits=5, max_k=64)
@@ -227,14 +228,13 @@ def test_check_layer_refuses(what, cfg, kind, change, param, core_error):
     if core_error is None:
         return
     with pytest.raises(ls.CoreError, match=f"^{core_error} "):
-        ls.emulate_core(cfg, [_desc(layer, ls.layer_geometry(cfg, layer))])
+        ls.emulate_core(cfg, [_desc(layer, ls.layer_geometry(cfg, layer), cfg=cfg)])
 
 
-def _desc(layer, g, extra_flags=0):
+def _desc(layer, g, extra_flags=0, cfg=CFG):
     words = descriptor_words_unchecked(layer, g)
     words[4] |= extra_flags << 16
-    return ls.Packet("DESC", 1, [0x101] + [words[j] | words[j + 1] << 32
-                                           for j in range(0, 8, 2)])
+    return ls.Packet("DESC", 1, [0x101] + vector_beats(cfg, pack_vector(words, 32), 256))
 
 
 def test_the_rules_in_the_cores_order():
@@ -255,7 +255,7 @@ def test_the_rules_in_the_cores_order():
             ls.check_layer(cfg, layer)
         assert info.value.core_error == name, (change, str(info.value))
         with pytest.raises(ls.CoreError, match=f"^{name} "):
-            ls.emulate_core(cfg, [_desc(layer, ls.layer_geometry(cfg, layer))])
+            ls.emulate_core(cfg, [_desc(layer, ls.layer_geometry(cfg, layer), cfg=cfg)])
     layer = window(rng, "sum")
     for other in ("win_max", "depthwise"):
         with pytest.raises(ls.CoreError, match="^DESCRIPTOR .*more than one window flag"):
@@ -289,6 +289,15 @@ def test_reuse_compares_the_window_flags():
     ls.emulate_core(CFG, ls.pack_layer(CFG, conv), state=state)
     with pytest.raises(ls.CoreError, match="^REUSE .*'window': 'depthwise'.*'window': None"):
         ls.emulate_core(CFG, ls.pack_layer(CFG, again), state=state)
+    # check_layer, told the previous run's layer, says the same.
+    ls.check_layer(CFG, again, previous=dw)
+    for previous, param in ((conv, "window 'depthwise' (loaded: None)"),
+                            (replace(dw, engine=0, w_codes=np.zeros((4, 1, 3, 3), np.int64),
+                                     padding=1), "weight rows 4 (loaded: 9)")):
+        with pytest.raises(ls.LayerError) as info:
+            ls.check_layer(CFG, again, previous=previous)
+        assert (info.value.param, info.value.core_error) == ("reuse_weights", "REUSE")
+        assert param in str(info.value), str(info.value)
     run(CFG, dw, state)
     with pytest.raises(ls.CoreError, match="^REUSE "):
         ls.emulate_core(CFG, ls.pack_layer(CFG, replace(conv, reuse_weights=True)),
@@ -343,3 +352,33 @@ def test_a_chain_of_window_runs_through_the_banks():
     ls.check_layer(CFG, last, banks=banks)
     run(CFG, last, state)
     assert banks.shapes == state.banks.shapes == [(6, 3, 3), (6, 3, 3)]
+
+
+def test_random_window_runs():
+    """60 random window runs (kind, engine, channels, map, kernel, stride, padding, block,
+    tail) on the three-engine core: the emulator's beats equal the golden model's, and every
+    layer check_layer refuses is refused by the emulator with the same code."""
+    rng = np.random.default_rng(40)
+    refused = 0
+    for i in range(60):
+        kind = ["max", "sum", "depthwise"][i % 3]
+        kh, kw_ = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        kw = dict(c=int(rng.integers(1, 10)), h=int(rng.integers(kh, 7)),
+                  w=int(rng.integers(kw_, 7)), kernel=(kh, kw_),
+                  stride=(int(rng.integers(1, 3)), int(rng.integers(1, 3))),
+                  padding=(int(rng.integers(0, kh)), int(rng.integers(0, kw_))),
+                  m_block=int(rng.integers(1, 20)), engine=int(rng.integers(0, 3)))
+        if rng.random() < .3:
+            kw["clamp"] = (-5, 10)
+        if rng.random() < .2:
+            kw["pool"] = 2
+        layer = window(rng, kind, cfg=MULTI, **kw)
+        try:
+            ls.check_layer(MULTI, layer)
+        except ls.LayerError as exc:
+            refused += 1
+            with pytest.raises(ls.CoreError, match=f"^{exc.core_error} "):
+                ls.emulate_core(MULTI, [_desc(layer, ls.layer_geometry(MULTI, layer), cfg=MULTI)])
+            continue
+        run(MULTI, layer)
+    assert 0 < refused < 20, refused
