@@ -242,3 +242,30 @@ def test_depthwise_on_every_engine_on_the_board(tmp_path_factory, board_cache):
                                   reuse_weights=True))
         assert info.value.name == "REUSE"
     assert all(r[2] == r[3] for r in report), report
+
+
+def test_serializer_bound_window_runs_on_the_board(tmp_path_factory, board_cache):
+    """An 8x8 core on a 32-bit stream: a result vector takes two beats, so 1x1 windows and
+    short passes are bound by the serializer (the output FIFO fills and stalls the lane unit):
+    golden results, ``BUSY_CYCLES`` exactly the model's."""
+    cfg = CoreConfig(ArrayConfig(pe="shift", rows=8, cols=8, act_bits=8, weight_bits=5,
+                                 max_k=64), stream_width=32, shortcut_vectors=64,
+                     pool_pixels=64, **SMALL_BUFFERS)
+    assert cfg.beats(cfg.vector_bits["OUT"]) == 2
+    _, j_path = write_core_design(cfg, tmp_path_factory.mktemp("v23-8x8"))
+    core = SimCore(build_sim_core(j_path, build_dir=board_cache), core_manifest(cfg))
+    core.reset()
+    manifest = json.loads(j_path.read_text())
+    rng = np.random.default_rng(7)
+    report = []
+    with Device(SimBackend(core, manifest), manifest, timeout=20.0) as dev:
+        for kind in ("max", "sum", "depthwise"):
+            for kw in (dict(c=8, h=8, w=8, kernel=1, padding=0),
+                       dict(c=12, h=6, w=6, stride=2, m_block=3),
+                       dict(c=16, h=6, w=6, m_block=9)):
+                layer = window(rng, kind, cfg=cfg, **kw)
+                beats, busy, _ = run(cfg, dev, layer)
+                assert np.array_equal(ls.unpack_results(cfg, layer, beats),
+                                      gold(cfg, layer)), (kind, kw)
+                report.append((kind, kw, busy, estimate(cfg, layer)))
+    assert all(r[2] == r[3] for r in report), report
