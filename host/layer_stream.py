@@ -5,8 +5,9 @@ one module a host script imports. Four modules hold the code, each re-exported h
 
 * the **layer** (:mod:`mulfree.host.core_layer`: :class:`Layer`, :func:`layer_geometry`,
   :func:`choose_m_block`, :func:`check_layer`): one run of the core and the core's checks,
-  with its fused tail (``shortcut`` and ``residual``: a residual add; ``clamp``) and, on a
-  multi-engine core, the engine it runs on (``engine``; ``docs/runtime.md``);
+  with its fused tail (``shortcut`` and ``residual``: a residual add; ``clamp``), on a
+  multi-engine core the engine it runs on (``engine``; ``docs/runtime.md``), and on a core
+  with the lane unit a window run (``window``: max, sum, depthwise; interface 2.3);
 * the **packer** (:mod:`mulfree.host.stream_format`: :func:`pack_layer`,
   :func:`descriptor_words`, :func:`stream_beats`): what a host sends on ``s_axis``;
 * the **golden output** (:mod:`mulfree.host.stream_results`: :func:`expected_output`,
@@ -18,7 +19,8 @@ one module a host script imports. Four modules hold the code, each re-exported h
   the core's dataflow that parses a packed stream beat by beat like the hardware (headers,
   ``tlast``, the descriptor's fields), fills the feature-map, weight and shortcut buffers, and
   runs the "Order of work" block by block and tile by tile through
-  :func:`mulfree.params.golden.array_forward`, then the post-processing and the fused tail.
+  :func:`mulfree.params.golden.array_forward` (a window run through the lane unit's model,
+  :mod:`mulfree.host.lane_model`), then the post-processing and the fused tail.
   It shares no code with the golden output path but the post-processing, so a test comparing
   the two checks the formats, the tiling and the tail.
 
