@@ -162,7 +162,8 @@ class IssueUnit(wiring.Component):
                                                Signal(A))
 
         # A window run: no ct loop (ct stays 0; its channel tile is nt, in the kernel offset).
-        win = window_flags(d.flags)
+        # (Setup refuses window flags on a core without the lane unit: no window logic there.)
+        win = window_flags(d.flags) if cfg.window_ops else Const(0, 3)
         windowed = win.any()
         last_ct = (ct == sz.ct - 1) | windowed
         last_kx = kx == d.kernel_w - 1
