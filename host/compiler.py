@@ -31,6 +31,8 @@ Placement and costs are :mod:`mulfree.host.schedule`'s, the cycle model
 NumPy only: a board needs nothing else to run a program.
 """
 
+import dataclasses
+
 import numpy as np
 
 from ..params.config import ArrayConfig, ConfigError
@@ -47,6 +49,7 @@ from .schedule import core_step_cycles, last_uses, node_label, place_nodes, weig
 from .step_packets import decode_run, encode_run, weight_packets
 from .steps import (CompileError, CoreStep, FusedStep, HostStep, chained_input, run_x_shape,
                     step_layer)
+from .window_steps import window_op, window_parts
 
 
 __all__ = ["CompileError", "CoreStep", "HostStep", "Program", "compile_model",
@@ -152,6 +155,7 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, engine
                       stream_width=stream_width)
     need = {"fmap_vectors": base.fmap_vectors, "weight_rows": base.weight_rows,
             "max_channels": base.max_channels}
+    window_k = 0
     for (info, layer), k in zip(layers, ks):
         in_shape = info.in_shapes[0]
         ct = -(-(in_shape[0]) // rows)
@@ -163,7 +167,19 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, engine
                                   _pow2_at_least(-(-out_c // cols) * kt * rows))
         need["max_channels"] = max(need["max_channels"], _pow2_at_least(max(out_c,
                                                                              in_shape[0])))
-    places = place_nodes(model, infos, pes, host_fallback=True)
+    window_ops = core_options.get("window_ops")
+    window_ops = rows == cols if window_ops is None else bool(window_ops)
+    places = place_nodes(model, infos, pes, host_fallback=True, window_ops=window_ops)
+    for info in infos:
+        layer = model.layers[info.index]
+        if places[info.index][0] != "core" or window_op(info, layer) is None:
+            continue
+        c, h, w = info.in_shapes[0]
+        kh, kw = np.shape(layer.codes)[2:] if info.kind == "conv2d" else layer.kernel
+        need["fmap_vectors"] = max(need["fmap_vectors"], _pow2_at_least(h * w * -(-c // rows)))
+        need["max_channels"] = max(need["max_channels"], _pow2_at_least(c))
+        need["weight_rows"] = max(need["weight_rows"], _pow2_at_least(-(-c // cols) * kh * kw))
+        window_k = max(window_k, kh * kw)
     plans = plan_fusion(base, model, infos, places, room=False)     # reads the engine only
     shortcuts = [shortcut_vectors_needed(infos[i], cols) for i, f in plans.items()
                  if f.residual is not None]
@@ -172,6 +188,10 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, engine
     need["pool_pixels"] = max([base.pool_pixels] + [pool_pixels_needed(infos[i])
                                                     for i, f in plans.items() if f.pool is not None])
     need.update(core_options)
+    if window_k > engine.max_k:
+        # The lane unit's reduction (kh*kw) needs max_k too: every engine shares it.
+        engine = dataclasses.replace(engine, max_k=_pow2_at_least(window_k))
+        extra = tuple(dataclasses.replace(x, max_k=engine.max_k) for x in extra)
     try:
         return CoreConfig(engine=engine, extra_engines=extra, engine_cols=engine_cols,
                           stream_width=stream_width, **need)
@@ -236,15 +256,24 @@ def _core_step(cfg, info, layer, max_packet_bytes, fusion=None):
     """The checked :class:`CoreStep` of a core node, its weights packed, with the tail
     ``fusion`` (:class:`~mulfree.host.fusion.Fusion`) fused into its runs."""
     fusion = fusion or Fusion()
-    engine = cfg.engine_index(layer.pe)
+    op = window_op(info, layer)
+    engine = cfg.engine_index(layer.pe) if op in (None, "depthwise") else 0
     e = cfg.engines[engine]
     where, describe = f"layers.{info.index}", _describe(info, layer)
-    if layer.act_bits != e.act_bits:
+    bits = getattr(layer, "act_bits", e.act_bits)
+    if bits != e.act_bits:
         raise CompileError(f"{where}.act_bits",
-                           f"{describe} has {layer.act_bits}-bit activations; this core's "
+                           f"{describe} has {bits}-bit activations; this core's "
                            f"are {e.act_bits} bits (its outputs saturate there)")
-    codes = _engine_codes(layer, e, where)
-    if info.kind == "linear":
+    codes = _engine_codes(layer, e, where) if op in (None, "depthwise") else None
+    window = None
+    if op is not None:
+        try:
+            window, w, post, stride, padding = window_parts(cfg, info, layer, engine, codes)
+        except ValueError as exc:
+            raise CompileError(f"{where}.shift", f"{describe}: {exc}") from None
+        shifts, images = None, 1
+    elif info.kind == "linear":
         w = np.ascontiguousarray(codes.T[:, :, None, None])
         stride, padding, shifts = (1, 1), (0, 0), None
         images = _linear_images(cfg, codes.shape[0])
@@ -253,15 +282,16 @@ def _core_step(cfg, info, layer, max_packet_bytes, fusion=None):
         stride, padding = tuple(layer.stride), tuple(layer.padding)
         shifts = None if layer.shifts is None else np.asarray(layer.shifts, dtype=np.int64)
         images = 1
-    post = PostParams(np.asarray(layer.bias, dtype=np.int64),
-                      np.asarray(layer.shift, dtype=np.int64),
-                      np.asarray(layer.relu, dtype=bool))
+    if op is None:
+        post = PostParams(np.asarray(layer.bias, dtype=np.int64),
+                          np.asarray(layer.shift, dtype=np.int64),
+                          np.asarray(layer.relu, dtype=bool))
     sources = tuple(info.sources) + ((fusion.shortcut,) if fusion.residual else ())
     step = CoreStep(info.index, info.kind, w, post, stride, padding, shifts,
                     tuple(info.in_shapes[0]), tuple(info.out_shape), images, name=info.name,
                     sources=sources, residual=fusion.residual, clamp=fusion.clamp,
                     fused=fusion.nodes + fusion.short_nodes, pool=fusion.pool,
-                    short_shape=fusion.short_shape, engine=engine)
+                    short_shape=fusion.short_shape, engine=engine, window=window)
     _check_step(cfg, step, where, describe)
     try:
         packets = weight_packets(cfg, step, max_packet_bytes)
@@ -323,7 +353,8 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
         raise CompileError("input.act_bits", f"the model's input has {model.input.act_bits}-bit "
                                              f"activations; this core's are {e.act_bits} bits")
     pes = tuple(x.pe for x in cfg.engines)
-    places = place_nodes(model, infos, pes, host_fallback=host_fallback)
+    places = place_nodes(model, infos, pes, host_fallback=host_fallback,
+                         window_ops=cfg.window_ops)
     plans = plan_fusion(cfg, model, infos, places)
     fused = {n: (i, prev) for i, f in plans.items()
              for prev, n in zip((i,) + f.nodes, f.nodes)}
@@ -337,6 +368,19 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
             into, prev = fused[info.index]
             steps.append(FusedStep(info.index, info.kind, tuple(info.out_shape), layer,
                                    info.name, () if prev is None else (prev,), into))
+        elif where == "core" and window_op(info, layer) is not None:
+            # A pooling or depthwise node runs on the lane unit when its run fits the core;
+            # otherwise on the host, as it did before the lane unit (saying why).
+            try:
+                steps.append(_core_step(cfg, info, layer, max_packet_bytes,
+                                        plans.get(info.index)))
+            except CompileError as exc:
+                if info.index in plans:
+                    raise
+                steps.append(HostStep(info.index, info.kind, tuple(info.in_shapes[0]),
+                                      tuple(info.out_shape), layer, info.name,
+                                      tuple(info.sources), tuple(map(tuple, info.in_shapes)),
+                                      f"the lane unit cannot run it: {exc}"))
         elif where == "core":
             steps.append(_core_step(cfg, info, layer, max_packet_bytes,
                                     plans.get(info.index)))
@@ -387,9 +431,9 @@ def emulate_program(program: Program, x, *, records=False):
         if loaded[0] is step:                   # the core holds this step's weights already
             stats.estimated_cycles = core_step_cycles(cfg, step, len(x), loaded=True)[1]
         outs = []
-        chunk = 1 if step.kind == "conv2d" else step.images_per_run
+        chunk = 1 if step.kind != "linear" else step.images_per_run
         for start in range(0, len(x), chunk):
-            part = x[start] if step.kind == "conv2d" else x[start:start + chunk]
+            part = x[start] if step.kind != "linear" else x[start:start + chunk]
             sc = None if shortcut is None else shortcut[start]
             packets, nbytes, layer = encode_run(program, step, part, reuse=loaded[0] is step,
                                                 shortcut=sc)
@@ -406,7 +450,7 @@ def emulate_program(program: Program, x, *, records=False):
             if step.quiet:
                 continue                        # kept on-chip, not sent
             out = decode_run(program, layer, data)
-            outs.append(out[None] if step.kind == "conv2d" else out[:, 0, :].T)
+            outs.append(out[None] if step.kind != "linear" else out[:, 0, :].T)
         return None if step.quiet else np.concatenate(outs)
 
     y, nodes = run_steps(program, np.asarray(x, dtype=np.int64), run_core)

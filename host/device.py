@@ -364,9 +364,9 @@ class Device:
         """Run core step ``step`` over the batch ``x`` (with the batch ``shortcut`` of a
         fused residual add), counting runs into ``stats``."""
         outputs = []
-        chunk = 1 if step.kind == "conv2d" else step.images_per_run
+        chunk = 1 if step.kind != "linear" else step.images_per_run
         for start in range(0, x.shape[0], chunk):
-            part = x[start] if step.kind == "conv2d" else x[start:start + chunk]
+            part = x[start] if step.kind != "linear" else x[start:start + chunk]
             reuse = self._loaded_step is step
             out = self.run_layer(step, part, reuse=reuse,
                                  shortcut=None if shortcut is None else shortcut[start],
@@ -377,7 +377,7 @@ class Device:
                 progress(1)
             if out is None:
                 continue                        # quiet: kept in a bank, not sent
-            outputs.append(out[None] if step.kind == "conv2d" else out[:, 0, :].T)
+            outputs.append(out[None] if step.kind != "linear" else out[:, 0, :].T)
         return np.concatenate(outputs) if outputs else None
 
     def run_layer(self, step: CoreStep, x, *, reuse=False, shortcut=None, stats=None):

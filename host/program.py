@@ -83,7 +83,7 @@ class Program:
 
     def runs_for(self, images):
         """Core runs a batch of ``images`` images takes."""
-        return sum(images if s.kind == "conv2d" or s.per_image
+        return sum(images if s.kind != "linear" or s.per_image
                    else -(-images // s.images_per_run) for s in self.core_steps)
 
     def costs(self, images=1):

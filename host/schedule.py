@@ -1,7 +1,9 @@
 """Where each node of a graph runs, how long tensors live, and what every node costs.
 
 * **Placement** (:func:`place_nodes`): a ``linear`` node, or a ``conv2d`` with ``groups == 1``,
-  whose PE kind is the core's runs on the core; every other node runs on the host as an exact
+  whose PE kind is the core's runs on the core, and so do pooling and depthwise nodes the
+  core's lane unit takes (``window_ops``, :mod:`mulfree.host.window_steps`); every other node
+  runs on the host as an exact
   integer step (:class:`~mulfree.host.steps.HostStep`). A weight node of another PE kind
   runs on the host only when the caller allows it (``host_fallback``): otherwise one
   :class:`~mulfree.host.steps.CompileError` names every such node.
@@ -27,6 +29,7 @@ from .cycle_model import run_cycles
 from .steps import CompileError, CoreStep, FusedStep, run_x_shape, step_geometry, step_layer
 from .stream_format import first_block_acts
 from .stream_pack import layer_packets
+from .window_steps import window_placement
 
 
 __all__ = ["NodeCost", "place_nodes", "node_label", "last_uses", "weight_terms",
@@ -81,7 +84,7 @@ def node_label(info, layer):
     return f"layers.{info.index} ({info.name}, {what})"
 
 
-def place_nodes(model, infos, pes, *, host_fallback=False):
+def place_nodes(model, infos, pes, *, host_fallback=False, window_ops=False):
     """Where each node runs: ``{index: (placement, reason)}``.
 
     Parameters
@@ -93,6 +96,10 @@ def place_nodes(model, infos, pes, *, host_fallback=False):
         The PE kinds of the core's engines (one per engine).
     host_fallback : bool
         Run weight nodes of another PE kind on the host.
+    window_ops : bool
+        The core has the lane unit (interface 2.3): max and power-of-two average pooling and
+        depthwise convolutions of its PE kinds run on the core
+        (:func:`mulfree.host.window_steps.window_placement`).
 
     Raises
     ------
@@ -104,7 +111,11 @@ def place_nodes(model, infos, pes, *, host_fallback=False):
     places, foreign = {}, []
     for info in infos:
         layer = model.layers[info.index]
-        if info.kind not in WEIGHT_KINDS:
+        window = window_placement(info, layer, pes, window_ops)
+        if window is not None and (window[0] == "core" or info.kind not in WEIGHT_KINDS
+                                   or layer.pe in pes):
+            places[info.index] = window
+        elif info.kind not in WEIGHT_KINDS:
             places[info.index] = ("host", "no weights")
         elif layer.pe not in pes:
             foreign.append(info)
@@ -148,7 +159,7 @@ def weight_terms(node, out_shape):
 def _run_estimate(cfg, step, images, reuse):
     layer = step_layer(step, np.zeros(run_x_shape(step, images), dtype=np.int64), reuse=reuse)
     g = layer_geometry(cfg, layer)
-    return run_cycles(cfg, g, reuse=reuse, shift=step.shifts is not None,
+    return run_cycles(cfg, g, reuse=layer.reuse_weights, shift=step.shifts is not None,
                       first_acts=first_block_acts(layer, g))
 
 
@@ -177,7 +188,7 @@ def core_step_cycles(cfg, step: CoreStep, images, *, loaded=False):
 
 
 def _chunks(step, images):
-    if step.kind == "conv2d" or step.per_image:
+    if step.kind != "linear" or step.per_image:
         return [1] * images
     full, rest = divmod(images, step.images_per_run)
     return [step.images_per_run] * full + ([rest] if rest else [])
@@ -246,7 +257,7 @@ def _shapes(step):
 
 def _core_note(program, step):
     g = step_geometry(program.core, step)
-    per = ("one run per image" if step.kind == "conv2d" or step.per_image
+    per = ("one run per image" if step.kind != "linear" or step.per_image
            else f"one run per {step.images_per_run} images (M = images)")
     tail = ""
     names = {"add": None, "clamp": "clamp", "global_avgpool": "global average pool",

@@ -94,7 +94,8 @@ class CoreStep:
     index : int
         The node's position in the model.
     kind : str
-        ``"conv2d"`` or ``"linear"``.
+        ``"conv2d"`` or ``"linear"``; a window run's ``"maxpool2d"``, ``"avgpool2d"`` or
+        ``"conv2d"`` (depthwise).
     w_codes : int64 array ``[out_c, in_c, kernel_h, kernel_w]``
         Weight codes in the core's encoding (a linear node's ``[K, N]`` codes as ``N x K``
         1x1 kernels; shift codes re-encoded for a wider ``weight_bits``).
@@ -140,6 +141,9 @@ class CoreStep:
     per_image : bool
         The step is part of a chained segment: its runs take one image each, between the
         runs of the segment's other steps, and send its weights every time.
+    window : str or None
+        A window run on the lane unit (interface 2.3, :mod:`mulfree.host.window_steps`):
+        ``"max"``, ``"sum"`` or ``"depthwise"``; ``w_codes`` is then ``[C, 1, kh, kw]``.
     """
 
     index: int
@@ -168,6 +172,7 @@ class CoreStep:
     quiet: bool = False
     short_resident: bool = False
     per_image: bool = False
+    window: str | None = None
 
     placement = "core"
 
@@ -185,6 +190,13 @@ class CoreStep:
     def out_c(self):
         """Output channels (a linear node's ``N``)."""
         return int(self.w_codes.shape[0])
+
+    @property
+    def reuses_weights(self):
+        """Whether a run may keep the previous run's PARAMS and weights (``reuse_weights``):
+        not a max or sum window run, which has no weights (the core refuses the flag there,
+        DESCRIPTOR) and sends its PARAMS with every run."""
+        return self.window not in ("max", "sum")
 
     @property
     def in_shapes(self):
@@ -274,7 +286,8 @@ def step_layer(step: CoreStep, x, *, reuse, shortcut=None):
     ``x`` is one image ``[C, H, W]`` for a convolution, or the run's ``[B, K]`` images for a
     linear node (or already the ``[K, 1, B]`` map). ``shortcut`` is the image's shortcut
     tensor (``short_shape``) of a step with ``residual`` (zeros when ``None``: for checks
-    and estimates).
+    and estimates). ``reuse`` (the core holds this step's weights) sets ``reuse_weights``
+    unless the step has none to reuse (:attr:`CoreStep.reuses_weights`).
     """
     x = np.asarray(x, dtype=np.int64)
     if step.kind == "linear" and x.ndim == 2:
@@ -288,9 +301,11 @@ def step_layer(step: CoreStep, x, *, reuse, shortcut=None):
         in_bank=step.in_bank, acts_resident=step.acts_resident, keep=step.keep,
         quiet=step.quiet, short_resident=step.short_resident)
     return Layer(x, step.w_codes, step.post, stride=step.stride, padding=step.padding,
-                 shifts=step.shifts, reuse_weights=reuse, shortcut=shortcut,
+                 shifts=step.shifts, reuse_weights=reuse and step.reuses_weights,
+                 shortcut=shortcut,
                  residual=step.residual, clamp=step.clamp, pool=step.pool,
-                 engine=step.engine, **chained)
+                 engine=step.engine, **({"window": step.window} if step.window else {}),
+                 **chained)
 
 
 def step_geometry(cfg, step, images=1, *, reuse=False):

@@ -26,14 +26,24 @@ RTL. NumPy, ``int64``.
 import numpy as np
 
 from .config import ArrayConfig, int_range
-from .layer_golden import (PostParams, _as_int64, _pair, conv2d_acc, conv_output_size,
-                           postprocess)
+from .golden import as_int64 as _as_int64
+from .layer_golden import PostParams, conv2d_acc, conv_output_size, postprocess
 
 
 __all__ = ["WINDOW_OPS", "window_acc", "window_layer", "avgpool_post_shift"]
 
 #: The window runs, by the name of their descriptor flag's operation.
 WINDOW_OPS = ("max", "sum", "depthwise")
+
+
+def _pair(name, value):
+    """``(v, v)`` for an integer, else the pair of integers ``value``."""
+    if isinstance(value, (int, np.integer)):
+        value = (value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 2:
+        raise ValueError(f"{name} must be an integer or a pair, not {value!r}")
+    return value
 
 
 def _geometry(x, kernel, stride, padding):

@@ -25,8 +25,11 @@ from mulfree.params.model_golden import run_int_model
 
 
 def small_core(pe, **options):
+    """A 4x4 core; without the lane unit unless ``window_ops=True`` (pooling on the host: the
+    window runs are tests/test_compiler_window.py's)."""
     wb = {"shift": 5, "adder": None, "mult": 6}[pe]
     engine = ArrayConfig(pe=pe, rows=4, cols=4, act_bits=6, weight_bits=wb, max_k=64)
+    options.setdefault("window_ops", False)
     return CoreConfig(engine=engine, stream_width=options.pop("stream_width", 64), **options)
 
 

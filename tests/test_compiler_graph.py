@@ -75,11 +75,16 @@ def graph_model(seed, pe="shift", *, ab=8, pw_pe=None, fc_pe=None):
 
 
 #: Where each node of graph_model runs when every weight node has the core's kind (the
-#: residual add "res" fused into conv2's runs).
+#: residual add "res" fused into conv2's runs), on a core without the lane unit
+#: (``window_ops=False``: the tests here keep pooling and depthwise nodes on the host; the
+#: lane unit's window runs are tests/test_compiler_window.py's).
 PLACES = {"conv1": "core", "conv2": "core", "res": "core", "pool": "host", "dw": "host",
           "pw": "core", "cat": "host", "relu6": "host", "pad": "host", "shift": "host",
           "addr": "host", "chan": "host", "avg": "host", "conv3": "core", "gap": "host",
           "flat": "host", "fc": "core"}
+#: The same with the lane unit (interface 2.3): max pooling, the depthwise convolution and
+#: the 2x2 average run on the core.
+WINDOW_PLACES = dict(PLACES, pool="core", dw="core", avg="core")
 
 
 def inputs(model, b, seed=1):
@@ -95,29 +100,33 @@ def _terms(node, out_shape):
     return out_shape[0] * out_shape[1] * out_shape[2] * c_per * kh * kw
 
 
+@pytest.mark.parametrize("window_ops", [False, True])
 @pytest.mark.parametrize("pe", ["shift", "adder", "mult"])
-def test_graph_program_equals_golden(pe):
-    """Every node kind on a 4x4 core of each PE kind: the program equals the golden model and
-    each node runs where the placement rule says."""
+def test_graph_program_equals_golden(pe, window_ops):
+    """Every node kind on a 4x4 core of each PE kind, with and without the lane unit: the
+    program equals the golden model and each node runs where the placement rule says."""
     model = graph_model(3, pe, ab=6 if pe == "adder" else 8)
-    program = compile_model(model, core_for_model(model, rows=4, cols=4))
-    assert {s.name: s.placement for s in program.steps} == PLACES
+    program = compile_model(model, core_for_model(model, rows=4, cols=4,
+                                                  window_ops=window_ops))
+    places = WINDOW_PLACES if window_ops else PLACES
+    assert {s.name: s.placement for s in program.steps} == places
     assert [type(s) for s in program.steps] == [
-        FusedStep if s.name == "res" else CoreStep if PLACES[s.name] == "core" else HostStep
+        FusedStep if s.name == "res" else CoreStep if places[s.name] == "core" else HostStep
         for s in program.steps]
     x = inputs(model, 4)
     y = emulate_program(program, x)
     golden = run_int_model(model, x)
     assert np.array_equal(y, golden)
     assert np.ptp(golden) > 0
-    assert program.runs_for(4) == 4 * 4 + 1          # four convolutions, one linear run
+    # Four convolutions (and, with the lane unit, three window runs) per image, one linear run.
+    assert program.runs_for(4) == 4 * (7 if window_ops else 4) + 1
 
 
 def test_mixed_kinds_need_host_fallback():
     """A weight node of another PE kind is refused, all of them named in one line; with
     host_fallback the host computes them exactly and counts their terms."""
     model = graph_model(5, "shift", pw_pe="mult", fc_pe="adder")
-    cfg = core_for_model(model, rows=4, cols=4, engines="one")
+    cfg = core_for_model(model, rows=4, cols=4, window_ops=False, engines="one")
     assert cfg.engine.pe == "shift" and cfg.extra_engines == ()
     with pytest.raises(CompileError) as info:
         compile_model(model, cfg)
@@ -151,7 +160,7 @@ def test_mixed_kinds_on_a_multi_engine_core():
     but the depthwise one runs on the core, each on its kind's engine, equal to the golden
     model."""
     model = graph_model(5, "shift", pw_pe="mult", fc_pe="adder")
-    cfg = core_for_model(model, rows=4, cols=4)
+    cfg = core_for_model(model, rows=4, cols=4, window_ops=False)
     assert [e.pe for e in cfg.engines] == ["shift", "mult", "adder"]
     program = compile_model(model, cfg)
     assert {s.name: s.reason for s in program.host_steps
@@ -169,7 +178,7 @@ def test_no_node_for_the_core():
                      [_conv(rng, "shift", 4, 4, 3, 8, groups=4, padding=1), IntFlatten()],
                      output="none")
     with pytest.raises(CompileError, match="no node of the model runs on this core"):
-        compile_model(model, core_for_model(graph_model(0), rows=4, cols=4))
+        compile_model(model, core_for_model(graph_model(0), rows=4, cols=4, window_ops=False))
     with pytest.raises(CompileError, match=r"no linear or conv2d \(groups 1\) node"):
         core_for_model(model)
 
@@ -181,7 +190,7 @@ def test_last_use_keeps_a_residual_input_alive():
     golden model's."""
     model = graph_model(6)
     # No shortcut buffer: the add runs on the host, conv1's output is read by two nodes.
-    program = compile_model(model, core_for_model(model, rows=4, cols=4, shortcut_vectors=0),
+    program = compile_model(model, core_for_model(model, rows=4, cols=4, window_ops=False, shortcut_vectors=0),
                             chain="off")
     readers = {}
     for info in model.graph():
@@ -218,7 +227,7 @@ def _single(model, step):
 def test_costs_count_what_the_nodes_compute():
     """Useful terms (B x outputs x K), host elements and runs, against counts made here."""
     model = graph_model(7)
-    program = compile_model(model, core_for_model(model, rows=4, cols=4), chain="off")
+    program = compile_model(model, core_for_model(model, rows=4, cols=4, window_ops=False), chain="off")
     infos = {i.index: i for i in model.graph()}
     for images in (1, 5):
         costs = program.costs(images)
@@ -243,7 +252,7 @@ def test_costs_count_what_the_nodes_compute():
 
 def test_describe_lists_every_node():
     model = graph_model(8, "shift", pw_pe="mult")
-    program = compile_model(model, core_for_model(model, rows=4, cols=4, engines="one"),
+    program = compile_model(model, core_for_model(model, rows=4, cols=4, window_ops=False, engines="one"),
                             host_fallback=True)
     text = program.describe(2)
     lines = text.splitlines()
@@ -285,7 +294,7 @@ def test_compile_cli_lists_the_placement(mixed_export, run_main, capsys):
     assert "4x4 shift + mult (1 columns, 4 passes) + adder (1 columns, 4 passes) engines" in out
     for info in model.graph():
         assert re.search(rf"\n +{info.index}  {re.escape(info.name)} +{info.kind} +"
-                         rf"{PLACES[info.name]} ", out), (info.name, out)
+                         rf"{WINDOW_PLACES[info.name]} ", out), (info.name, out)
     status, out, err = run_main(["compile", str(path), "--rows", "4", "--cols", "4",
                                  "--engines", "one"], capsys)
     assert status == 2 and err.count("\n") == 1
@@ -296,7 +305,7 @@ def test_compile_cli_lists_the_placement(mixed_export, run_main, capsys):
     assert status == 0, err
     assert "costs for a batch of 3 images" in out
     for info in model.graph():
-        where = "host" if info.name in ("pw", "fc") else PLACES[info.name]
+        where = "host" if info.name in ("pw", "fc") else WINDOW_PLACES[info.name]
         assert re.search(rf"\n +{info.index}  {re.escape(info.name)} +{info.kind} +{where} ",
                          out), (info.name, out)
     status, out, err = run_main(["compile", str(path), "--batch", "0"], capsys)
@@ -373,11 +382,11 @@ def test_zoo_resnet8_captured_and_quantized(form):
     net = build_zoo_model("resnet8", form, widths=(4, 8, 8)).eval()
     x = torch.rand(8, 3, 16, 16)
     model = quantize(net, x)
-    cfg = core_for_model(model, rows=4, cols=4)
+    cfg = core_for_model(model, rows=4, cols=4, window_ops=False)
     assert [e.pe for e in cfg.engines] == ([form] if form == "shift" else ["adder", "mult"])
     xq = quantize_input(model, x[:2].numpy())
     if form == "adder":
-        one = core_for_model(model, rows=4, cols=4, engines="one")
+        one = core_for_model(model, rows=4, cols=4, window_ops=False, engines="one")
         with pytest.raises(CompileError, match=r"mult conv2d\).*mult linear\) have weights"):
             compile_model(model, one)
         fallback = compile_model(model, one, host_fallback=True)

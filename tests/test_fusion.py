@@ -168,8 +168,9 @@ def test_option_a_shortcut_is_aligned_by_the_core(pads):
 @pytest.mark.parametrize("case", ["odd_map", "spatial_pad", "pool_kernel"])
 def test_shortcut_chains_the_core_cannot_align_stay_on_the_host(case):
     """A map that is no multiple of the stride (5x5 -> 3x3), a pad of pixels, a subsampling
-    that is a real max pool: those nodes run on the host, and the add still fuses with their
-    output as an identity shortcut."""
+    that is a real max pool: those nodes run on their own (the pad on the host, the max pool
+    on the core's lane unit as a window run), and the add still fuses with their output as an
+    identity shortcut."""
     rng = np.random.default_rng(9)
     shape = (6, 5, 5) if case == "odd_map" else (6, 6, 6)
     pads = (2, 2, 0, 0, 0, 0)
@@ -180,7 +181,9 @@ def test_shortcut_chains_the_core_cannot_align_stay_on_the_host(case):
     if case == "pool_kernel":
         sub = IntMaxPool2d(kernel=2, stride=2, name="sub", inputs=("stem",))
     program, kinds = _check(_down_block(rng, shape, pads, sub))
-    assert kinds["sub"] is HostStep and kinds["pad"] is HostStep and kinds["res"] is FusedStep
+    sub_step = next(s for s in program.steps if s.name == "sub")
+    assert kinds["sub"] is CoreStep and sub_step.window == "max"
+    assert kinds["pad"] is HostStep and kinds["res"] is FusedStep
     conv2 = program.steps[-2]
     assert conv2.sources == (1, 4) and conv2.residual.stride == 1
     assert conv2.residual.offset == 0

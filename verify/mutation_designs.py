@@ -24,7 +24,8 @@ __all__ = ["RTL_FILES", "DESIGNS", "FILE_DESIGNS", "TEST_MAP", "design_rtlil"]
 RTL_FILES = ("rtl/pe.py", "rtl/tree.py", "rtl/tiles.py", "rtl/array.py", "rtl/vectorize.py",
              "rtl/shift_layouts.py", "rtl/shift_unit.py", "rtl/block.py", "rtl/regs.py",
              "rtl/postproc.py", "rtl/pool.py", "rtl/layer_setup.py", "rtl/layer_issue.py",
-             "rtl/stream_loader.py", "rtl/core.py", "rtl/fold.py", "rtl/fmap_banks.py")
+             "rtl/stream_loader.py", "rtl/core.py", "rtl/fold.py", "rtl/fmap_banks.py",
+             "rtl/lanes.py", "rtl/engines.py")
 
 _SMALL_CORE = dict(fmap_vectors=512, weight_rows=512, acc_entries=64, max_channels=32,
                    out_vectors=8)
@@ -93,11 +94,13 @@ FILE_DESIGNS = {
     "rtl/postproc.py": ["postproc"] + _CORES,
     "rtl/pool.py": _CORES,
     "rtl/layer_setup.py": _CORES + ["core-shift-multc1", "core-shift-chain"],
-    "rtl/layer_issue.py": _CORES,
+    "rtl/layer_issue.py": _CORES + ["core-shift-chain"],
     "rtl/stream_loader.py": _CORES,
     "rtl/core.py": _CORES + ["core-shift-multc1", "core-shift-chain"],
     "rtl/fold.py": ["fold-mult", "fold-shift", "core-shift-multc1"],
     "rtl/fmap_banks.py": ["fmap-banks", "core-shift-chain"],
+    "rtl/lanes.py": ["core-shift-chain"],
+    "rtl/engines.py": _CORES + ["core-shift-multc1", "core-shift-chain"],
 }
 
 # The cocotb tests on Icarus, trimmed to their smallest design of each kind (a surviving mutant
@@ -116,6 +119,9 @@ _CORE_SHORTCUT = ["tests/test_core_shortcut_sim.py::"
                   "test_core_aligned_shortcut[adder_tree_5x4_s32-icarus]"]
 _CORE_ENGINES = ["tests/test_core_engines_sim.py::test_core_engines[shift_multc1_4x3_s64-icarus]"]
 _CORE_CHAIN = ["tests/test_core_chain_sim.py::test_core_chain[shift_4x4_s64-icarus]"]
+# Window runs (interface 2.3): the fast datapath run, then the 4x4 shift core on Icarus.
+_CORE_WINDOW = ["tests/test_core_window_sim.py::test_datapath_window_runs",
+                "tests/test_core_window_sim.py::test_core_window[shift_4x4_s64-icarus]"]
 _BLOCK = ["tests/test_shift_block.py", "tests/test_shift_block_sim.py"]
 # The directed corner scenarios (the Icarus design) and the formal proofs of each block.
 _CORE_CORNERS = ["tests/test_core_corners.py::test_core_corners[adder_tree_5x4_s32-icarus]"]
@@ -147,15 +153,19 @@ TEST_MAP = {
     "rtl/pool.py": ["tests/test_core_datapath.py"] + _proofs("pool")
                    + ["tests/test_core_pool_sim.py::test_core_pool[adder_tree_5x4_s32-icarus]"],
     "rtl/layer_setup.py": ["tests/test_layer_setup.py", "tests/test_layer_setup_tail.py",
-                           "tests/test_layer_setup_chain.py"]
+                           "tests/test_layer_setup_chain.py", "tests/test_layer_setup_window.py"]
                           + _CORE_SIM + _CORE_CORNERS + _CORE_CHAIN,
-    "rtl/layer_issue.py": ["tests/test_core_datapath.py"] + _CORE_SIM + _CORE_CORNERS,
+    "rtl/layer_issue.py": ["tests/test_core_datapath.py"] + _CORE_SIM + _CORE_CORNERS
+                          + _CORE_WINDOW,
     "rtl/stream_loader.py": ["tests/test_stream_loader.py", "tests/test_core_datapath.py"]
                             + _CORE_SIM + _CORE_CORNERS + _CORE_SHORTCUT,
     "rtl/core.py": ["tests/test_core_datapath.py"] + _CORE_SIM + _CORE_CORNERS + _CORE_SHORTCUT
                    + _CORE_ENGINES + _proofs("core_m_axis", "core_m_axis_idle") + _CORE_CHAIN,
     "rtl/fold.py": ["tests/test_fold.py"] + _CORE_ENGINES,
     "rtl/fmap_banks.py": ["tests/test_fmap_banks.py"] + _CORE_CHAIN,
+    "rtl/lanes.py": ["tests/test_lanes.py"] + _CORE_WINDOW,
+    "rtl/engines.py": ["tests/test_core_datapath.py"] + _CORE_SIM + _CORE_ENGINES + _CORE_CHAIN
+                      + _CORE_WINDOW,
 }
 
 
