@@ -11,7 +11,8 @@
 * **Costs** (:func:`node_costs`): per node, the core's estimated busy cycles
   (:func:`mulfree.host.cycle_model.run_cycles`, per run, summed over the runs of a batch: the
   first sends the weights, the others reuse them), the useful terms of a weight node (``B x
-  output elements x K``: real channels and pixels), the output elements the host computes,
+  output elements x K``: real channels and pixels; a depthwise window run's too, a pooling
+  run's none), the output elements the host computes,
   and the terms it computes for a weight node on the host, and the bytes a core node's runs
   move each way (:func:`core_step_traffic`). :func:`describe_program` prints them, one line
   per node, with totals.
@@ -233,9 +234,12 @@ def node_costs(program, images=1):
         if isinstance(step, CoreStep):
             runs, cycles = core_step_cycles(cfg, step, images)
             sent, got = core_step_traffic(program, step, images)
+            # A pooling run on the lane unit computes no PE terms (comparisons, additions):
+            # none of its work counts as useful PE work; a depthwise run's terms do.
+            useful = 0 if step.window in ("max", "sum") else \
+                images * step.k * int(np.prod(step.out_shape))
             out.append(NodeCost(step.index, step.name, step.kind, "core", runs, cycles,
-                                useful_terms=images * step.k * int(np.prod(step.out_shape)),
-                                bytes_in=sent, bytes_out=got))
+                                useful_terms=useful, bytes_in=sent, bytes_out=got))
         elif isinstance(step, FusedStep):
             out.append(NodeCost(step.index, step.name, step.kind, "core"))
         else:

@@ -57,7 +57,7 @@ def window_placement(info, layer, pes, window_ops):
                             f"{np.shape(layer.codes)[0] // max(1, layer.groups)}: the lane unit "
                             f"takes 1")
         if layer.pe not in pes:
-            return ("host", f"depthwise of {layer.pe} PEs, host fallback")
+            return ("host", f"{layer.pe} PEs, host fallback")
         if layer.shifts is not None:
             return ("host", "depthwise with a shift table")
     if op == "sum" and avgpool_post_shift(layer.kernel, layer.shift) is None:

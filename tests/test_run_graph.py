@@ -14,7 +14,7 @@ import pytest
 
 from cores import ADDER_3X5_S128, SHIFT_4X4
 from random_models import random_codes, random_post
-from test_compiler_graph import PLACES, graph_model, inputs
+from test_compiler_graph import PLACES, WINDOW_PLACES, graph_model, inputs
 
 from mulfree.gen.core_manifest import core_manifest, write_core_design
 from mulfree.host.compiler import compile_model
@@ -99,14 +99,17 @@ def _check_estimates(result):
 
 def test_graph_batch_equals_golden(shift_device):
     """Every node kind on the simulated board: outputs equal the golden model; one record per
-    node, the core's with its counters, the host's with its elements."""
+    node, the core's with its counters, the host's with its elements. The 4x4 core has the
+    lane unit: the max pool, the depthwise convolution and the 2x2 average are window runs."""
     model = graph_model(11, "shift")
     program, x, result = _run(shift_device, model, 3)
     golden = run_int_model(model, x)
     assert np.array_equal(result.outputs, golden) and np.ptp(golden) > 0
     assert np.array_equal(result.predictions, np.argmax(golden, axis=-1))
-    assert [(n.name, n.placement) for n in result.nodes] == list(PLACES.items())
+    assert [(n.name, n.placement) for n in result.nodes] == list(WINDOW_PLACES.items())
     assert [s.index for s in result.steps] == [s.index for s in program.core_steps]
+    assert sorted(s.window for s in program.core_steps if s.window) == ["depthwise", "max",
+                                                                          "sum"]
     infos = {i.name: i for i in model.graph()}
     for n in result.nodes:
         if n.placement == "host":
@@ -114,16 +117,20 @@ def test_graph_batch_equals_golden(shift_device):
         elif _fused(n):
             assert n.host_elements == n.useful_terms == 0
         else:
-            # TERMS: rows x cols per vector the core's walk issues, M x NT x KT per run.
+            # TERMS: rows x cols per vector the core's walk issues, M x NT x KT per run; a
+            # window run's lane unit: cols per vector, M x NT x kk per run.
             step = next(s for s in program.core_steps if s.index == n.index)
-            g = step_geometry(program.core, step, 1 if n.kind == "conv2d" else 3)
-            assert n.runs == (3 if n.kind == "conv2d" else 1)
-            assert n.terms == n.runs * g["M"] * g["NT"] * g["KT"] * 16
-            assert 0 < n.useful_terms <= n.terms
+            g = step_geometry(program.core, step, 1 if n.kind != "linear" else 3)
+            assert n.runs == (3 if n.kind != "linear" else 1)
+            assert n.terms == n.runs * g["M"] * g["NT"] * g["KT"] * (4 if step.window else 16)
+            if step.window in ("max", "sum"):
+                assert n.useful_terms == 0          # no PE terms: comparisons and additions
+            else:
+                assert 0 < n.useful_terms <= n.terms
     _check_estimates(result)
     doc = result.summary()
     assert [set(s) for s in doc["steps"]] == [STEP_KEYS] * len(program.core_steps)
-    assert [d["name"] for d in doc["nodes"]] == list(PLACES)
+    assert [d["name"] for d in doc["nodes"]] == list(WINDOW_PLACES)
     assert 0 < doc["useful_utilization"] <= doc["pe_utilization"] <= 1
     assert doc["useful_terms"] == sum(n.useful_terms for n in result.steps)
     assert doc["useful_utilization"] == round(
@@ -205,7 +212,7 @@ def test_run_cli_graph(shift_design, tmp_path, run_main, capsys, monkeypatch):
     assert [d["name"] for d in report["nodes"]] == [i.name for i in infos]
     for d, info in zip(report["nodes"], infos):
         assert d["kind"] == info.kind
-        where = "host" if info.name == "pw" else PLACES[info.name]
+        where = "host" if info.name == "pw" else WINDOW_PLACES[info.name]
         assert d["placement"] == where
         assert f"  {info.index:>3} {info.name:<14} {info.kind:<14} {where:<4}" in out
         if info.name == "res":                      # fused into conv2's runs
@@ -213,15 +220,20 @@ def test_run_cli_graph(shift_design, tmp_path, run_main, capsys, monkeypatch):
             assert d["host_elements"] == d["useful_terms"] == 0
             assert "in the runs of layers.1 (post-processing)" in out
         elif where == "core":
-            assert d["runs"] == (5 if info.kind == "conv2d" else 3)      # batches of 2
+            assert d["runs"] == (5 if info.kind != "linear" else 3)      # batches of 2
             assert abs(d["estimated_cycles"] - d["busy_cycles"]) <= TOLERANCE * d["busy_cycles"]
-            assert 0 < d["useful_utilization"] <= d["pe_utilization"] <= 1
-            assert d["useful_terms"] > 0 and d["host_elements"] == 0
+            if info.kind in ("maxpool2d", "avgpool2d"):     # the lane unit: no PE terms
+                assert d["useful_utilization"] == d["useful_terms"] == 0
+                assert 0 < d["pe_utilization"] <= 1
+            else:
+                assert 0 < d["useful_utilization"] <= d["pe_utilization"] <= 1
+                assert d["useful_terms"] > 0
+            assert d["host_elements"] == 0
         else:
             assert d["busy_cycles"] == d["runs"] == 0
             assert d["host_elements"] == 5 * int(np.prod(info.out_shape))
     assert [d["layer"] for d in report["layers"]] == [i.index for i in infos
-                                                      if PLACES[i.name] == "core"
+                                                      if WINDOW_PLACES[i.name] == "core"
                                                       and i.name not in ("pw", "res")]
     assert report["useful_terms"] == sum(d["useful_terms"] for d in report["nodes"]
                                          if d["placement"] == "core")
