@@ -245,9 +245,9 @@ def run_properties(properties, out_dir, *, solver=DEFAULT_SOLVER, report=None):
 
 
 def _properties():
-    from . import props_pe, props_post, props_regs, props_stream
+    from . import props_lanes, props_pe, props_post, props_regs, props_stream
     props = []
-    for module in (props_pe, props_post, props_regs, props_stream):
+    for module in (props_pe, props_post, props_lanes, props_regs, props_stream):
         props += [Property(name, build) for name, build in module.PROPERTIES.items()]
     return props
 
