@@ -75,7 +75,7 @@ def test_identity_registers_equal_config():
     rmap = CFG.register_map
     dut = AxiLiteRegisters(rmap)
     e = CFG.engine
-    expect = {"ID": CORE_MAGIC, "VERSION": 2 << 16 | 2, "ENGINE": 1 | (0 << 4) | (1 << 8),
+    expect = {"ID": CORE_MAGIC, "VERSION": 2 << 16 | 3, "ENGINE": 1 | (0 << 4) | (1 << 8),
               "ARRAY": 5 | (3 << 16),
               "WIDTHS": e.act_bits | (e.weight_bits << 8) | (e.acc_width << 16),
               "MAX_K": 100, "STREAM_WIDTH": 128, "FMAP_VECTORS": 300, "ACC_ENTRIES": 17,
@@ -86,10 +86,13 @@ def test_identity_registers_equal_config():
               "ENGINE_0": 1 | 0 << 4 | 6 << 8 | e.acc_width << 14 | 3 << 20,
               "ENGINE_1": 0, "ENGINE_2": 0,
               # Interface 2.2: a 5x3 engine cannot chain layers: one bank.
-              "FMAP_BANKS": 1}
+              "FMAP_BANKS": 1,
+              # Interface 2.3: nor run windows (a lane of an input vector is a result lane).
+              "WINDOW": 0}
     assert [rmap[f"ENGINE_{j}"].offset for j in range(3)] == [0x070, 0x074, 0x078]
     assert rmap["FMAP_BANKS"].offset == 0x07C
     assert rmap["ENGINES"].offset == 0x06C
+    assert rmap["WINDOW"].offset == 0x0A0
 
     async def bench(ctx):
         for name, value in expect.items():
@@ -117,7 +120,7 @@ def test_engine_registers_of_three_engines():
               "ENGINE_0": 1 | 1 << 4 | 8 << 8 | 15 << 14 | 6 << 20,
               "ENGINE_1": 0 | 0 << 4 | 4 << 8 | 21 << 14 | 6 << 20,
               "ENGINE_2": 2 | 0 << 4 | 12 << 8 | 26 << 14 | 2 << 20,
-              "VERSION": 2 << 16 | 2,
+              "VERSION": 2 << 16 | 3,
               # The 2.0 registers still describe engine 0.
               "ENGINE": 1 | 1 << 4 | 1 << 8, "WIDTHS": 8 | 8 << 8 | 15 << 16}
 
@@ -137,9 +140,22 @@ def test_fmap_banks_register(banks, want):
     dut = AxiLiteRegisters(rmap)
 
     async def bench(ctx):
-        for name, value in (("FMAP_BANKS", want), ("VERSION", 2 << 16 | 2)):
+        for name, value in (("FMAP_BANKS", want), ("VERSION", 2 << 16 | 3)):
             data, resp = await read(ctx, dut.s_axil, rmap[name].offset)
             assert (data, resp) == (value, RESP_OKAY), f"{name}: got {data:#x}, want {value:#x}"
+    run(dut, bench)
+
+
+@pytest.mark.parametrize("ops, lanes", [(None, 4), (True, 4), (False, 0)])
+def test_window_register(ops, lanes):
+    """WINDOW (0x0A0, interface 2.3): the lane unit's lanes (cols), 0 without it."""
+    cfg = CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=4, max_k=64), window_ops=ops)
+    rmap = cfg.register_map
+    dut = AxiLiteRegisters(rmap)
+
+    async def bench(ctx):
+        data, resp = await read(ctx, dut.s_axil, rmap["WINDOW"].offset)
+        assert (data, resp) == (lanes, RESP_OKAY), f"WINDOW: got {data:#x}, want {lanes:#x}"
     run(dut, bench)
 
 
