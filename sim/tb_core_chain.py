@@ -33,13 +33,14 @@ import dataclasses
 import numpy as np
 
 import cocotb
-from cocotb.triggers import ClockCycles, SimTimeoutError, with_timeout
+from cocotb.triggers import ClockCycles, with_timeout
 
 from mulfree.host.layer_stream import expected_beats, expected_output
 from mulfree.params.layer_golden import PostParams, ResidualParams, conv2d_layer
 from mulfree.params.post_config import bias_range, shift_range
 from mulfree.sim.tb_core import TB
-from mulfree.sim.tb_core_engines import engine_layer, engine_view, pack_engine_layer
+from mulfree.sim.tb_core_engines import (engine_layer, engine_view, pack_engine_layer,
+                                         run_packets)
 from mulfree.sim.tb_core_layers import random_pauses
 
 
@@ -143,30 +144,7 @@ async def run_chained(tb, layer, flags, *, what):
     packets = pack_engine_layer(cfg, view_layer, k, chain=flags)
     quiet = bool(flags.get("quiet"))
     want = [] if quiet else expected_beats(engine_view(cfg, k), view_layer)
-    assert await tb.control("start") == 0, f"{what}: start refused"
-    if want:
-        tb.out_check.expect(len(want))
-    tb.out_check.take()
-    cocotb.start_soon(tb.send_packets(packets))
-    got = []
-    if want:
-        try:
-            frame = await with_timeout(tb.sink.recv(), 4_000_000, "ns")
-        except SimTimeoutError:
-            raise AssertionError(f"{what}: no result packet within 400000 cycles (STATUS "
-                                 f"0x{await tb.read('STATUS'):x}, ERROR "
-                                 f"0x{await tb.read('ERROR'):x})") from None
-        got = tb.beats_of(frame)
-    await tb.wait_done(timeout_cycles=400_000)
-    code = await tb.get("ERROR", "core_code")
-    assert code == 0, f"{what}: the core stopped with error {code}"
-    await tb.source.wait()
-    assert len(got) == len(want), f"{what}: {len(got)} result beats, expected {len(want)}"
-    for i, (g, w) in enumerate(zip(got, want)):
-        assert g == w, f"{what}: result beat {i} of {len(want)}: got 0x{g:x}, expected 0x{w:x}"
-    seen = [b[0] for b in tb.out_check.take()]
-    assert seen == got, f"{what}: m_axis carried {len(seen)} beats, the sink got {len(got)}"
-    assert tb.sink.empty(), f"{what}: a quiet run sent beats"
+    await run_packets(tb, packets, want, what, leftover="a quiet run sent beats")
 
 
 def _image(cfg, rng):

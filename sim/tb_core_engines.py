@@ -131,6 +131,37 @@ def engine_layer(cfg, rng, index, kind, **over):
     return random_layer(engine_view(cfg, index), rng, kind=kind, **over)
 
 
+async def run_packets(tb, packets, want, what, leftover="beats after the result packet"):
+    """Start a run, send ``packets`` and check it: the core ends without an error, and its
+    result packet (none when ``want`` is empty: a quiet run) is exactly the beats
+    ``want``, as the m_axis checker saw them. ``leftover`` names a beat after it."""
+    assert await tb.control("start") == 0, f"{what}: start refused"
+    if want:
+        tb.out_check.expect(len(want))
+    tb.out_check.take()
+    cocotb.start_soon(tb.send_packets(packets))
+    got = []
+    if want:
+        try:
+            frame = await with_timeout(tb.sink.recv(), 4_000_000, "ns")
+        except SimTimeoutError:
+            raise AssertionError(f"{what}: no result packet within 400000 cycles (STATUS "
+                                 f"0x{await tb.read('STATUS'):x}, ERROR "
+                                 f"0x{await tb.read('ERROR'):x})") from None
+        got = tb.beats_of(frame)
+    await tb.wait_done(timeout_cycles=400_000)
+    code = await tb.get("ERROR", "core_code")
+    assert code == 0, f"{what}: the core stopped with error {code}"
+    await tb.source.wait()
+    assert len(got) == len(want), f"{what}: {len(got)} result beats, expected {len(want)}"
+    for i, (g, w) in enumerate(zip(got, want)):
+        assert g == w, (f"{what}: result beat {i} of {len(want)}: got 0x{g:x}, expected "
+                        f"0x{w:x}")
+    seen = [b[0] for b in tb.out_check.take()]
+    assert seen == got, f"{what}: m_axis carried {len(seen)} beats, the sink got {len(got)}"
+    assert tb.sink.empty(), f"{what}: {leftover}"
+
+
 async def run_on_engine(tb, layer, k, *, what):
     """Start, send the packets of ``layer`` on engine ``k``, receive and compare every result
     beat with the golden model of engine ``k``."""

@@ -36,7 +36,7 @@ import dataclasses
 import numpy as np
 
 import cocotb
-from cocotb.triggers import ClockCycles, SimTimeoutError, with_timeout
+from cocotb.triggers import ClockCycles, with_timeout
 
 from mulfree.params.core_config import (DESC_FIELDS, DESC_FLAGS, DESC_SIGNED, PACKET_TYPES,
                                         WINDOW_FLAGS)
@@ -47,7 +47,8 @@ from mulfree.params.window_golden import avgpool_post_shift, window_acc, window_
 from mulfree.host.layer_stream import Packet, expected_beats
 from mulfree.host.stream_format import bit_mask, pack_vector, vector_beats
 from mulfree.sim.tb_core import TB
-from mulfree.sim.tb_core_engines import engine_layer, engine_view, pack_engine_layer
+from mulfree.sim.tb_core_engines import (engine_layer, engine_view, pack_engine_layer,
+                                         run_packets)
 from mulfree.sim.tb_core_layers import random_pauses
 
 
@@ -283,30 +284,7 @@ async def run_window(tb, run, *, what, flags=(), acts=True, quiet=False):
     packets = pack_window(cfg, run, flags=flags, acts=acts)
     want = [] if quiet else window_beats(cfg, window_output(cfg, run), run.m_block)
     before = await counters(tb)
-    assert await tb.control("start") == 0, f"{what}: start refused"
-    if want:
-        tb.out_check.expect(len(want))
-    tb.out_check.take()
-    cocotb.start_soon(tb.send_packets(packets))
-    got = []
-    if want:
-        try:
-            frame = await with_timeout(tb.sink.recv(), 4_000_000, "ns")
-        except SimTimeoutError:
-            raise AssertionError(f"{what}: no result packet within 400000 cycles (STATUS "
-                                 f"0x{await tb.read('STATUS'):x}, ERROR "
-                                 f"0x{await tb.read('ERROR'):x})") from None
-        got = tb.beats_of(frame)
-    await tb.wait_done(timeout_cycles=400_000)
-    code = await tb.get("ERROR", "core_code")
-    assert code == 0, f"{what}: the core stopped with error {code}"
-    await tb.source.wait()
-    assert len(got) == len(want), f"{what}: {len(got)} result beats, expected {len(want)}"
-    for i, (g, w) in enumerate(zip(got, want)):
-        assert g == w, f"{what}: result beat {i} of {len(want)}: got 0x{g:x}, expected 0x{w:x}"
-    seen = [b[0] for b in tb.out_check.take()]
-    assert seen == got, f"{what}: m_axis carried {len(seen)} beats, the sink got {len(got)}"
-    assert tb.sink.empty(), f"{what}: beats after the result packet"
+    await run_packets(tb, packets, want, what)
     d = {n: v - before[n] for n, v in (await counters(tb)).items()}
     C = cfg.engine.cols
     oh, ow = run.out_hw
