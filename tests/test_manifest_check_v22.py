@@ -8,15 +8,14 @@ the 2.1 generator wrote: checked here against the SHA-256 of that generator's ma
 """
 
 import copy
-import hashlib
-import json
 
 import pytest
 
+from manifest_docs import digest as _digest, manifest, refused, reg as _reg
+
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CORE_VERSION, CoreConfig
-from mulfree.params.manifest import core_manifest
-from mulfree.host.manifest_check import ManifestError, as_interface_2_1, check_manifest
+from mulfree.host.manifest_check import as_interface_2_1, check_manifest
 
 
 SHIFT = ArrayConfig(pe="shift", rows=4, cols=6, act_bits=6, weight_bits=5, max_k=128)
@@ -51,29 +50,6 @@ OLD_MEANINGS = {"core_errors": {
         "out_h*out_w*ceil(out_c/cols) > shortcut_vectors), a residual whose "
         "shortcut map is 65536 or more pixels wide (out_w*short_stride >= 65536), "
         "or a global pool over out_h*out_w > pool_pixels")}}}
-
-
-def manifest(cfg):
-    return json.loads(json.dumps(core_manifest(cfg)))
-
-
-def _digest(doc):
-    doc = dict(doc)
-    doc.pop("mulfree_version")
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-
-def _reg(doc, name):
-    return next(r for r in doc["registers"]["registers"] if r["name"] == name)
-
-
-def refused(doc, *texts):
-    with pytest.raises(ManifestError) as info:
-        check_manifest(doc)
-    message = str(info.value)
-    assert "\n" not in message, message
-    for text in texts:
-        assert text in message, message
 
 
 def test_a_2_2_manifest_names_its_banks():

@@ -10,16 +10,16 @@ that generator's manifests (commit 73ed5a8, the last before interface 2.3).
 """
 
 import copy
-import hashlib
 import json
 
 import pytest
 
+from manifest_docs import digest as _digest, manifest, refused, reg as _reg
+
 from mulfree.flows import cli
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import (CORE_VERSION, DESC_FLAGS, WINDOW_LATENCY, CoreConfig)
-from mulfree.params.manifest import core_manifest
-from mulfree.host.manifest_check import ManifestError, as_interface_2_2, check_manifest
+from mulfree.host.manifest_check import as_interface_2_2, check_manifest
 
 
 SHIFT = ArrayConfig(pe="shift", rows=4, cols=4, act_bits=6, weight_bits=5, max_k=128)
@@ -57,29 +57,6 @@ MEANINGS_2_2 = {"core_errors": {
     "REUSE": {"meaning": (
         "reuse_weights, but the previous run did not end well, or its engine, weight rows, "
         "out_c or shift-table vectors differ from this layer's")}}}
-
-
-def manifest(cfg):
-    return json.loads(json.dumps(core_manifest(cfg)))
-
-
-def _digest(doc):
-    doc = dict(doc)
-    doc.pop("mulfree_version")
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
-
-
-def _reg(doc, name):
-    return next(r for r in doc["registers"]["registers"] if r["name"] == name)
-
-
-def refused(doc, *texts):
-    with pytest.raises(ManifestError) as info:
-        check_manifest(doc)
-    message = str(info.value)
-    assert "\n" not in message, message
-    for text in texts:
-        assert text in message, message
 
 
 def test_a_2_3_manifest_names_its_lane_unit():
