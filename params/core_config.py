@@ -18,7 +18,8 @@ __all__ = ["SETUP_STEPS", "CoreConfig", "CORE_MAGIC", "CORE_VERSION", "STREAM_WI
            "core_register_map", "PACKET_TYPES", "CORE_ERRORS", "DESC_FIELDS", "DESC_FLAGS",
            "DESC_BITS", "SHIFT_ENTRY_BITS", "ISSUE_FIFO_DEPTH", "DESC_SIGNED", "RES_MAX_SHIFT",
            "res_sum_width", "res_shift_range", "pool_sum_width", "pool_shift_range",
-           "MAX_ENGINES", "engine_register_value", "WINDOW_FLAGS", "WINDOW_LATENCY"]
+           "MAX_ENGINES", "engine_register_value", "WINDOW_FLAGS", "WINDOW_LATENCY",
+           "TAP_FLAG"]
 
 STREAM_WIDTHS = (32, 64, 128, 256, 512, 1024)
 #: Allowed ranges of the integer parameters, inclusive.
@@ -31,6 +32,7 @@ CORE_LIMITS = {
     "shortcut_vectors": (0, 1 << 20),
     "pool_pixels": (0, 1 << 16),
     "fmap_banks": (1, 2),
+    "tap_line": (2, 4095),
     "axil_addr_width": (8, 32),
 }
 
@@ -49,7 +51,9 @@ CORE_ERRORS = (
                       "residual or pool field set without its flag, or (window runs) more "
                       "than one window flag, a window flag with in_c != out_c or with "
                       "flags.shift, win_max or win_sum with reuse_weights, or win_max with "
-                      "2*pad_h > kernel_h or 2*pad_w > kernel_w"),
+                      "2*pad_h > kernel_h or 2*pad_w > kernel_w; (taps runs) taps without "
+                      "depthwise, with residual or global_pool, kernel_h or kernel_w larger "
+                      "than the tap window's side (TAPS.side), or m_block != out_h*out_w"),
     (3, "TOO_BIG", "the layer does not fit the core: K = in_c*kernel_h*kernel_w (a window "
                    "run: kernel_h*kernel_w) > max_k, "
                    "out_c > max_channels, in_c > max_channels with a shift, m_block > "
@@ -58,7 +62,9 @@ CORE_ERRORS = (
                    "shortcut map is 65536 or more pixels wide (out_w*short_stride >= 65536), "
                    "a global pool over out_h*out_w > pool_pixels, or (chaining) kept results "
                    "(out_h*out_w*ceil(out_c/cols), ceil(out_c/cols) with a pool) or a "
-                   "resident shortcut source larger than fmap_vectors"),
+                   "resident shortcut source larger than fmap_vectors, or (taps runs) a "
+                   "padded line (out_w-1)*stride_w + kernel_w longer than TAPS.line (a taps "
+                   "run has no m_block limit: it takes no partial sums)"),
     (4, "SHORT", "tlast on a beat before the end of the packet its header announced"),
     (5, "LONG", "no tlast on the last beat of the packet its header announced"),
     (6, "OVERRUN", "a packet carries more vectors than the layer has left of its type"),
@@ -77,7 +83,9 @@ CORE_ERRORS = (
                      "out_h*short_stride, out_w*short_stride), or without flags.residual; "
                      "quiet without keep"),
     (12, "WINDOW", "a window flag (win_max, win_sum, depthwise) on a core without the lane "
-                   "unit (WINDOW.lanes = 0)"),
+                   "unit (WINDOW.lanes = 0), or flags.taps on a core without the tap window "
+                   "(TAPS.taps = 0) or on an engine that has none (a tree or folded "
+                   "engine: its bit of TAPS.engines is 0)"),
 )
 
 #: Entries of the FIFO between the buffers and the engine's input: at least the issue
@@ -109,13 +117,26 @@ DESC_FIELDS = (
 #: global average pool of the map (``pool_shift``): one pixel of ``out_c`` channels.
 DESC_FLAGS = {"shift": 0, "reuse_weights": 1, "residual": 2, "res_relu": 3, "clamp": 4,
               "global_pool": 5, "in_bank": 6, "acts_resident": 7, "keep": 8, "quiet": 9,
-              "short_resident": 10, "win_max": 11, "win_sum": 12, "depthwise": 13}
+              "short_resident": 10, "win_max": 11, "win_sum": 12, "depthwise": 13,
+              "taps": 14}
 #: Interface 2.3, window runs on the lane unit (a core with ``window_ops``): at most one of
 #: ``win_max`` (max pooling), ``win_sum`` (the window sums of an average pool; PARAMS' shift
 #: divides) and ``depthwise`` (a depthwise convolution, ``groups = in_c = out_c``, with the
 #: engine ``engine``'s terms). Lane ``j`` of the run's ``nt``-th output tile reduces channel
 #: ``nt*C + j`` over the ``kernel_h*kernel_w`` window of its output pixel.
 WINDOW_FLAGS = ("win_max", "win_sum", "depthwise")
+#: Interface 2.4, taps runs (a core with ``taps``): ``flags.taps`` with ``flags.depthwise`` runs
+#: the depthwise convolution on engine ``engine``'s array instead of the lane unit, kernel
+#: taps on rows and channels on columns: PE ``(r, c)`` of output tile ``nt`` holds
+#: ``w[nt*C + c, ky, kx]`` with ``r = ky*kernel_w + kx`` (rows from ``kernel_h*kernel_w`` on hold
+#: code 0 and see activation 0) and sees channel ``nt*C + c`` of input pixel ``(oy*stride_h -
+#: pad_h + ky, ox*stride_w - pad_w + kx)``. The tap window (line buffers and a ``side x side``
+#: register window in the issue unit, :mod:`~mulfree.params.tap_walk`) reads every input
+#: vector once per output tile, one per cycle, so an output pixel of ``C`` channels and
+#: ``kernel_h*kernel_w`` taps enters the array per cycle of a stride-1 row. The run takes one
+#: pass per output tile (``NT`` weight tiles of ``rows`` rows, no partial sums) and one block
+#: (``m_block = out_h*out_w``): results come per ``nt``, per pixel in raster order.
+TAP_FLAG = "taps"
 #: Interface 2.2, layer chaining (a core with ``fmap_banks = 2``): ``in_bank``: the bank the
 #: run's input is in (ACTS packets are written there, the engine reads it); ``acts_resident``:
 #: no ACTS packets, the input is the tensor bank ``in_bank`` holds; ``keep``: every result
@@ -159,6 +180,7 @@ SETUP_STEPS = (
     ("scv", "mul", "sm", "nts"),
     ("dcv", "mul", "m", "nt"),
     ("nkk", "mul", "kk", "nt"),
+    ("ntr", "mul", "nt", "R"),
 )
 
 
@@ -235,6 +257,15 @@ class CoreConfig:
         pooling, the sums of average pooling, depthwise convolutions with each engine's
         terms) at one input vector per cycle; needs ``rows == cols``. ``None``: when
         ``rows == cols``.
+    taps : int or None
+        Rows of the tap window (interface 2.4): a depthwise run with ``flags.taps`` puts its
+        kernel taps on this many rows of an array engine (``side = sqrt(taps)``: kernels up to
+        ``side x side``). A square number from 4 to ``rows``, or 0 (no tap window); needs
+        ``window_ops`` and an array engine that is not folded (:attr:`tap_engines`).
+        ``None``: 9 when those hold and ``rows >= 9``, else 0.
+    tap_line : int
+        Pixels of the tap window's line buffers: a taps run's padded line
+        ``(out_w-1)*stride_w + kernel_w`` must fit.
     pool_pixels : int
         Largest map (``out_h * out_w``) a layer with ``flags.global_pool`` may average: the
         width of the pool unit's per-channel sums (:func:`pool_sum_width`). 0 builds no pool
@@ -256,6 +287,8 @@ class CoreConfig:
     pool_pixels: int = 4096
     fmap_banks: int | None = None
     window_ops: bool | None = None
+    taps: int | None = None
+    tap_line: int = 64
     axil_addr_width: int = 12
     name: str | None = field(default=None, compare=False)
 
@@ -280,6 +313,7 @@ class CoreConfig:
                               f"lane unit) needs rows == cols (lane j of an input vector is "
                               f"lane j of its result), not {self.engine.rows}x"
                               f"{self.engine.cols}; use window_ops=False")
+        self._check_taps()
         if self.stream_width not in STREAM_WIDTHS or isinstance(self.stream_width, bool):
             raise ConfigError("stream_width", f"stream_width must be one of "
                               f"{', '.join(map(str, STREAM_WIDTHS))}, not {self.stream_width!r}")
@@ -295,6 +329,34 @@ class CoreConfig:
                               f"map needs {need} bits), not {self.axil_addr_width!r}")
         if self.name is not None:
             check_name(self.name)
+
+    def _check_taps(self):
+        can = self.window_ops and bool(self.tap_engines)
+        if self.taps is None:
+            object.__setattr__(self, "taps", 9 if can and self.engine.rows >= 9 else 0)
+        t = self.taps
+        squares = [s * s for s in range(2, self.engine.rows + 1) if s * s <= self.engine.rows]
+        if not isinstance(t, int) or isinstance(t, bool) or (t != 0 and t not in squares):
+            allowed = ", ".join(map(str, [0] + squares))
+            raise ConfigError("taps", f"taps must be one of {allowed} (a square number of "
+                              f"rows, at most rows={self.engine.rows}), not {t!r}")
+        if t and not can:
+            raise ConfigError("taps", f"taps={t} (depthwise runs on the array) needs "
+                              f"window_ops and an array engine that is not folded; use taps=0")
+
+    @property
+    def tap_side(self):
+        """Side of the tap window's register window: ``sqrt(taps)`` (0 without one)."""
+        return next((s for s in range(self.taps + 1) if s * s == self.taps), 0)
+
+    @property
+    def tap_engines(self):
+        """Engines a taps run may use: the array engines that are not folded (their columns
+        take per-column inputs on the tap rows); none without :attr:`taps`."""
+        if self.taps == 0:
+            return ()
+        return tuple(k for k, e in enumerate(self.engines)
+                     if e.arch == "array" and self.folds(k) == 1)
 
     def _check_engines(self):
         extra = self.extra_engines
@@ -394,7 +456,8 @@ class CoreConfig:
                 "weight_rows": self.weight_rows, "max_channels": self.max_channels,
                 "out_vectors": self.out_vectors, "shortcut_vectors": self.shortcut_vectors,
                 "pool_pixels": self.pool_pixels, "fmap_banks": self.fmap_banks,
-                "window_ops": self.window_ops, "axil_addr_width": self.axil_addr_width}
+                "window_ops": self.window_ops, "taps": self.taps, "tap_line": self.tap_line,
+                "axil_addr_width": self.axil_addr_width}
 
     @property
     def hazard_window(self):

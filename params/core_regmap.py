@@ -16,7 +16,7 @@ __all__ = ["core_register_map", "engine_register_value", "CORE_MAGIC", "CORE_VER
 CORE_MAGIC = 0x4D55_4C46
 #: ``VERSION``: (major, minor) of the register interface. The major number changes when an
 #: existing register or field changes meaning; the minor one when registers are added.
-CORE_VERSION = (2, 3)
+CORE_VERSION = (2, 4)
 #: Most engines one core holds (one per PE kind).
 MAX_ENGINES = 3
 
@@ -160,6 +160,17 @@ def core_register_map(cfg, *, addr_width=None):
             "lanes of the lane unit (cols); 0: no lane unit, a window flag is error WINDOW"),
     ], "the lane unit of window runs (max and sum pooling, depthwise convolutions)"),
         offset=0xA0)
+    # Interface 2.4: taps runs.
+    rmap.add(Register("TAPS", [
+        _ro("taps", 0, 8, cfg.taps if cfg else 0,
+            "rows of the tap window (side*side); 0: none, flags.taps is error WINDOW"),
+        _ro("side", 8, 4, cfg.tap_side if cfg else 0,
+            "largest kernel_h and kernel_w of a taps run"),
+        _ro("engines", 12, 4, sum(1 << k for k in cfg.tap_engines) if cfg else 0,
+            "bit k: engine k takes taps runs (an array engine that is not folded)"),
+        _ro("line", 16, 16, (cfg.tap_line if cfg.taps else 0) if cfg else 0,
+            "pixels of the line buffers: a taps run's (out_w-1)*stride_w + kernel_w limit"),
+    ], "the tap window of taps runs (depthwise convolutions on an array engine)"))
     return rmap
 
 
