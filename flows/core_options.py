@@ -134,6 +134,7 @@ CORE_OPTIONS = {"stream_width": "--stream-width", "fmap_vectors": "--fmap-vector
                 "max_channels": "--max-channels", "out_vectors": "--out-vectors",
                 "shortcut_vectors": "--shortcut-vectors", "pool_pixels": "--pool-pixels",
                 "fmap_banks": "--fmap-banks", "window_ops": "--window-ops",
+                "taps": "--taps", "tap_line": "--tap-line",
                 "axil_addr_width": "--axil-addr-width"}
 #: Core options that are switches (``--window-ops`` / ``--no-window-ops``), not integers.
 _SWITCHES = ("window_ops",)
@@ -163,14 +164,22 @@ def add_core_options(parser):
         "fmap_banks": "feature-map banks of --fmap-vectors each: 2 lets a layer's output "
                       "stay on-chip as the next layer's input (layer chaining; needs rows == "
                       "cols)",
+        "taps": "rows of the tap window (interface 2.4): depthwise convolutions run on an "
+                "array engine, kernels up to sqrt(N) x sqrt(N) on N rows; a square number "
+                "up to rows, or 0 (none); needs --window-ops",
+        "tap_line": "pixels of the tap window's line buffers: a taps run's padded line, "
+                    "(out_w-1)*stride_w + kernel_w, must fit",
     }
+    # Options whose default the config derives from the others (None).
+    derived = {"fmap_banks": "2 when rows == cols, else 1",
+               "taps": "9 with --window-ops on an array engine of 9 rows or more, else 0"}
     for param, option in CORE_OPTIONS.items():
         if param in _SWITCHES:
             continue
         lo, hi = CORE_LIMITS.get(param, (None, None))
         rng = f"{lo}..{hi}, " if lo is not None else ""
-        default = None if param == "fmap_banks" else getattr(d, param)
-        shown = "2 when rows == cols, else 1" if default is None else default
+        default = None if param in derived else getattr(d, param)
+        shown = derived.get(param, default)
         g.add_argument(option, dest=f"core_{param}", type=int, default=default,
                        help=f"{helps[param]} ({rng}default: {shown})")
         if param == "fmap_banks":
@@ -214,6 +223,8 @@ def core_config_from_args(args):
         if option and message.startswith(e.param):
             message = option + message[len(e.param):]
         message = message.replace("use window_ops=False", "use --no-window-ops")
+        message = message.replace("needs window_ops", "needs --window-ops")
+        message = message.replace("use taps=0", "use --taps 0")
         raise UsageError(message) from None
 
 

@@ -34,7 +34,12 @@ added ``parameters.window_ops``, ``core.window``, the register ``WINDOW``, error
 the descriptor's window flags and the setup's ``nkk`` step (``core.setup_cycles``); a 2.2
 manifest (none of them) is compared with :func:`as_interface_2_2` of the regenerated one
 and describes a core without the lane unit (``window_ops = False``), and so do the older
-ones. Every refusal is a
+ones. Interface 2.4 (taps runs: depthwise convolutions on an array engine) added
+``parameters.taps`` and ``parameters.tap_line``, ``core.taps``, ``core.tap_side``,
+``core.tap_line``, ``core.tap_engines``, the register ``TAPS``, the descriptor's ``taps`` flag
+and the setup's ``ntr`` step; a 2.3 manifest (none of them) is compared with
+:func:`as_interface_2_3` of the regenerated one and describes a core without the tap window
+(``taps = 0``), and so do the older ones. Every refusal is a
 :class:`ManifestError`: one line naming the file (or the parameter), the field, its value and
 what the parameters say.
 """
@@ -45,13 +50,14 @@ import re
 from pathlib import Path
 
 from ..params.config import ArrayConfig, ConfigError
-from ..params.core_config import CORE_VERSION, MAX_ENGINES, WINDOW_FLAGS, CoreConfig
+from ..params.core_config import CORE_VERSION, MAX_ENGINES, TAP_FLAG, WINDOW_FLAGS, CoreConfig
 from ..params.manifest import core_manifest
 from ..params.safe_io import FileCheckError, check_verilog_name, inside, read_json
 
 
 __all__ = ["ManifestError", "check_manifest", "load_manifest", "config_from_parameters",
            "REGENERATE", "as_interface_2_0", "as_interface_2_1", "as_interface_2_2",
+           "as_interface_2_3", "TAPS_FIELDS",
            "ENGINE_REGISTERS", "CHAIN_FLAG_NAMES"]
 
 #: The end of every message about a section that disagrees with the parameters.
@@ -75,6 +81,10 @@ _CORE_FIELDS_2_1 = {"extra_engines": list, "engine_cols": list}
 _CORE_FIELDS_2_2 = {"fmap_banks": int}
 #: ``parameters`` field of interface 2.3 (an older manifest has none: no lane unit).
 _CORE_FIELDS_2_3 = {"window_ops": bool}
+#: ``parameters`` fields of interface 2.4 (an older manifest has neither: no tap window).
+_CORE_FIELDS_2_4 = {"taps": int, "tap_line": int}
+#: ``core`` fields of interface 2.4 (:func:`mulfree.params.manifest.taps_fields`).
+TAPS_FIELDS = ("taps", "tap_side", "tap_line", "tap_engines")
 #: Descriptor flags interface 2.2 added (layer chaining).
 CHAIN_FLAG_NAMES = ("in_bank", "acts_resident", "keep", "quiet", "short_resident")
 #: Registers interface 2.1 added.
@@ -137,7 +147,8 @@ def config_from_parameters(params, *, where="manifest", param="manifest", name=N
     ``minor``: the minor register interface the manifest describes; 0 (a 2.0 manifest) has no
     ``extra_engines`` and ``engine_cols``, any other value (None: unknown) requires both; 0
     and 1 have no ``fmap_banks`` (the core has one feature-map bank), 2 and later and None
-    require it; 0 to 2 have no ``window_ops`` (no lane unit), 3 and None require it.
+    require it; 0 to 2 have no ``window_ops`` (no lane unit), 3 and later and None require
+    it; 0 to 3 have no ``taps`` and ``tap_line`` (no tap window), 4 and None require them.
 
     Raises
     ------
@@ -149,8 +160,10 @@ def config_from_parameters(params, *, where="manifest", param="manifest", name=N
     multi = minor != 0
     chain = minor is None or minor >= 2
     lanes = minor is None or minor >= 3
+    taps = minor is None or minor >= 4
     spec = {**_CORE_FIELDS, **(_CORE_FIELDS_2_1 if multi else {}),
-            **(_CORE_FIELDS_2_2 if chain else {}), **(_CORE_FIELDS_2_3 if lanes else {})}
+            **(_CORE_FIELDS_2_2 if chain else {}), **(_CORE_FIELDS_2_3 if lanes else {}),
+            **(_CORE_FIELDS_2_4 if taps else {})}
     _check_fields(params, spec, {}, "parameters", where, param)
     engines = [("engine", params["engine"])]
     if multi:
@@ -181,6 +194,8 @@ def config_from_parameters(params, *, where="manifest", param="manifest", name=N
         params = {**params, "fmap_banks": 1}        # before 2.2: one feature-map buffer
     if not lanes:
         params = {**params, "window_ops": False}    # before 2.3: no lane unit
+    if not taps:
+        params = {**params, "taps": 0}              # before 2.4: no tap window
     try:
         cfg = CoreConfig.from_params(params)
         if name is not None and name != cfg.top_name:
@@ -244,14 +259,42 @@ def _set_minor(regs, minor):
                     f["reset"] = f["value"] = minor
 
 
+def as_interface_2_3(doc, meanings=None):
+    """The manifest a 2.3 generator wrote for the core without a tap window whose 2.4 manifest
+    is ``doc`` (JSON-ready; a new dict): no ``parameters.taps`` and ``tap_line``, no
+    ``core.taps``, ``tap_side``, ``tap_line``, ``tap_engines``, no register ``TAPS`` (the map's
+    ``size`` ends at the last register before it), no ``taps`` flag in the descriptor, the
+    setup without its ``ntr`` step (``core.setup_cycles`` 18 fewer), ``VERSION`` 2.3.
+    ``meanings``: as :func:`as_interface_2_0` (DESCRIPTOR's, TOO_BIG's and WINDOW's were
+    reworded in 2.4)."""
+    doc = json.loads(json.dumps(doc))
+    for name in _CORE_FIELDS_2_4:
+        doc["parameters"].pop(name, None)
+    core = doc.get("core")
+    if isinstance(core, dict):
+        for name in TAPS_FIELDS:
+            core.pop(name, None)
+        if isinstance(core.get("setup_cycles"), int):
+            core["setup_cycles"] -= 18            # one step: at most 16 bits, store, issue
+    regs = doc["registers"]
+    _old_meanings(regs, meanings)
+    regs["registers"] = [r for r in regs["registers"] if r["name"] != "TAPS"]
+    regs["size"] = max(r["offset"] for r in regs["registers"]) + 4
+    _set_minor(regs, 3)
+    flags = doc["stream"]["descriptor"].get("flags")
+    if isinstance(flags, dict):
+        flags.pop(TAP_FLAG, None)
+    return doc
+
+
 def as_interface_2_2(doc, meanings=None):
-    """The manifest a 2.2 generator wrote for the core without a lane unit whose 2.3 manifest
-    is ``doc`` (JSON-ready; a new dict): no ``parameters.window_ops``, no ``core.window``, no
+    """The manifest a 2.2 generator wrote for the core without a lane unit whose 2.4 manifest
+    is ``doc`` (JSON-ready; a new dict; :func:`as_interface_2_3` of it first): no ``parameters.window_ops``, no ``core.window``, no
     register ``WINDOW`` (the map's ``size`` ends at the last register before it), no error
     ``WINDOW``, no window flags in the descriptor, the setup without its ``nkk`` step
     (``core.setup_cycles`` 18 fewer), ``VERSION`` 2.2. ``meanings``:
     as :func:`as_interface_2_0` (DESCRIPTOR's, TOO_BIG's and REUSE's were reworded in 2.3)."""
-    doc = json.loads(json.dumps(doc))
+    doc = as_interface_2_3(doc, meanings)
     doc["parameters"].pop("window_ops", None)
     core = doc.get("core")
     if isinstance(core, dict):
@@ -272,7 +315,7 @@ def as_interface_2_2(doc, meanings=None):
 
 
 def as_interface_2_1(doc, meanings=None):
-    """The manifest a 2.1 generator wrote for the one-bank core whose 2.3 manifest is ``doc``
+    """The manifest a 2.1 generator wrote for the one-bank core whose 2.4 manifest is ``doc``
     (JSON-ready; a new dict; :func:`as_interface_2_2` of it first): no
     ``parameters.fmap_banks``, no ``core.buffers.fmap.count``, no register ``FMAP_BANKS``, no
     error ``RESIDENT``, no chaining flags in the descriptor, ``VERSION`` 2.1. ``meanings``:
@@ -435,6 +478,8 @@ def check_manifest(doc, *, param="manifest", source=None):
         want = as_interface_2_1(want, meanings=doc.get("registers"))
     elif minor == 2:
         want = as_interface_2_2(want, meanings=doc.get("registers"))
+    elif minor == 3:
+        want = as_interface_2_3(want, meanings=doc.get("registers"))
     sections = [n for n in _SECTIONS if n in want]
     sections += [n for n in want if n not in sections and n not in ("mulfree_version", "kind")]
     for name in sections:

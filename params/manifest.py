@@ -21,7 +21,7 @@ from .version import __version__
 
 __all__ = ["MANIFEST_VERSION", "engine_manifest", "registers_section", "stream_section",
            "core_manifest", "post_latency", "pool_buffer", "pool_latency", "engines_section",
-           "window_section"]
+           "window_section", "taps_fields"]
 
 MANIFEST_VERSION = 1
 
@@ -240,6 +240,15 @@ def window_section(cfg: CoreConfig):
     return {"lanes": cfg.engine.cols if cfg.window_ops else 0, "latency": WINDOW_LATENCY}
 
 
+def taps_fields(cfg: CoreConfig):
+    """The manifest's ``core.taps``, ``core.tap_side``, ``core.tap_line`` and
+    ``core.tap_engines`` (interface 2.4): the tap window's rows (0: none, ``flags.taps`` is
+    error WINDOW), the largest kernel side of a taps run, its line buffers' pixels (0 without
+    a tap window, as register ``TAPS``) and the engines that take taps runs."""
+    return {"taps": cfg.taps, "tap_side": cfg.tap_side,
+            "tap_line": cfg.tap_line if cfg.taps else 0, "tap_engines": list(cfg.tap_engines)}
+
+
 def core_manifest(cfg: CoreConfig):
     """The manifest of a generated core: what a host needs to drive it."""
     e = cfg.engine
@@ -279,5 +288,7 @@ def core_manifest(cfg: CoreConfig):
             "pool_latency": pool_latency(cfg),
             # Interface 2.3: the lane unit of window runs (lanes 0: none).
             "window": window_section(cfg),
+            # Interface 2.4: the tap window of taps runs (taps 0: none).
+            **taps_fields(cfg),
         },
     }

@@ -188,7 +188,14 @@ TOO_BIG_2_0 = ("the layer does not fit the core: K = in_c*kernel_h*kernel_w > ma
 def written_by_2_0(cfg):
     """The 2.0 generator's manifest of single-engine ``cfg``, by this file's own edits."""
     doc = manifest(cfg)
-    # Interface 2.3's additions (window runs) first: none of them in a 2.0 manifest.
+    # Interface 2.4's additions (taps runs) first: none of them in a 2.0 manifest.
+    del doc["parameters"]["taps"], doc["parameters"]["tap_line"]
+    for name in ("taps", "tap_side", "tap_line", "tap_engines"):
+        del doc["core"][name]
+    doc["core"]["setup_cycles"] -= 18                          # the ntr step
+    doc["registers"]["registers"].remove(_reg(doc, "TAPS"))
+    del doc["stream"]["descriptor"]["flags"]["taps"]
+    # Interface 2.3's additions (window runs): none of them in a 2.0 manifest.
     del doc["parameters"]["window_ops"], doc["core"]["window"]
     doc["core"]["setup_cycles"] -= 18                          # the nkk step
     del doc["registers"]["core_errors"]["WINDOW"]

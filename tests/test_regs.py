@@ -75,7 +75,7 @@ def test_identity_registers_equal_config():
     rmap = CFG.register_map
     dut = AxiLiteRegisters(rmap)
     e = CFG.engine
-    expect = {"ID": CORE_MAGIC, "VERSION": 2 << 16 | 3, "ENGINE": 1 | (0 << 4) | (1 << 8),
+    expect = {"ID": CORE_MAGIC, "VERSION": 2 << 16 | 4, "ENGINE": 1 | (0 << 4) | (1 << 8),
               "ARRAY": 5 | (3 << 16),
               "WIDTHS": e.act_bits | (e.weight_bits << 8) | (e.acc_width << 16),
               "MAX_K": 100, "STREAM_WIDTH": 128, "FMAP_VECTORS": 300, "ACC_ENTRIES": 17,
@@ -88,11 +88,14 @@ def test_identity_registers_equal_config():
               # Interface 2.2: a 5x3 engine cannot chain layers: one bank.
               "FMAP_BANKS": 1,
               # Interface 2.3: nor run windows (a lane of an input vector is a result lane).
-              "WINDOW": 0}
+              "WINDOW": 0,
+              # Interface 2.4: nor taps runs (they need the lane unit's window_ops).
+              "TAPS": 0}
     assert [rmap[f"ENGINE_{j}"].offset for j in range(3)] == [0x070, 0x074, 0x078]
     assert rmap["FMAP_BANKS"].offset == 0x07C
     assert rmap["ENGINES"].offset == 0x06C
     assert rmap["WINDOW"].offset == 0x0A0
+    assert rmap["TAPS"].offset == 0x0A4
 
     async def bench(ctx):
         for name, value in expect.items():
@@ -120,7 +123,7 @@ def test_engine_registers_of_three_engines():
               "ENGINE_0": 1 | 1 << 4 | 8 << 8 | 15 << 14 | 6 << 20,
               "ENGINE_1": 0 | 0 << 4 | 4 << 8 | 21 << 14 | 6 << 20,
               "ENGINE_2": 2 | 0 << 4 | 12 << 8 | 26 << 14 | 2 << 20,
-              "VERSION": 2 << 16 | 3,
+              "VERSION": 2 << 16 | 4,
               # The 2.0 registers still describe engine 0.
               "ENGINE": 1 | 1 << 4 | 1 << 8, "WIDTHS": 8 | 8 << 8 | 15 << 16}
 
@@ -140,7 +143,7 @@ def test_fmap_banks_register(banks, want):
     dut = AxiLiteRegisters(rmap)
 
     async def bench(ctx):
-        for name, value in (("FMAP_BANKS", want), ("VERSION", 2 << 16 | 3)):
+        for name, value in (("FMAP_BANKS", want), ("VERSION", 2 << 16 | 4)):
             data, resp = await read(ctx, dut.s_axil, rmap[name].offset)
             assert (data, resp) == (value, RESP_OKAY), f"{name}: got {data:#x}, want {value:#x}"
     run(dut, bench)
@@ -156,6 +159,44 @@ def test_window_register(ops, lanes):
     async def bench(ctx):
         data, resp = await read(ctx, dut.s_axil, rmap["WINDOW"].offset)
         assert (data, resp) == (lanes, RESP_OKAY), f"WINDOW: got {data:#x}, want {lanes:#x}"
+    run(dut, bench)
+
+
+def _taps_value(taps, side, engines, line):
+    """TAPS from its fields as interface 2.4 defines them (``docs/interface.md``)."""
+    return taps | side << 8 | engines << 12 | line << 16
+
+
+SQUARE9 = dict(rows=9, cols=9, max_k=64)
+
+
+@pytest.mark.parametrize("cfg, want", [
+    # A 9x9 array with the lane unit: 9 tap rows (3x3 kernels) by default, line 64.
+    (CoreConfig(engine=ArrayConfig(pe="shift", **SQUARE9)), _taps_value(9, 3, 1, 64)),
+    (CoreConfig(engine=ArrayConfig(pe="shift", **SQUARE9), taps=4, tap_line=100),
+     _taps_value(4, 2, 1, 100)),
+    # A 4x4 array: fewer than 9 rows, none by default; 4 rows (2x2 kernels) when asked.
+    (CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=4, max_k=64)), 0),
+    (CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=4, max_k=64), taps=4),
+     _taps_value(4, 2, 1, 64)),
+    # No lane unit: no tap window, and the line reads 0 whatever tap_line says.
+    (CoreConfig(engine=ArrayConfig(pe="shift", **SQUARE9), window_ops=False, tap_line=9), 0),
+    # A tree engine 0, an array engine 1, a folded array engine 2: only engine 1 takes taps.
+    (CoreConfig(engine=ArrayConfig(pe="adder", arch="tree", **SQUARE9),
+                extra_engines=(ArrayConfig(pe="shift", **SQUARE9),
+                               ArrayConfig(pe="mult", **SQUARE9)), engine_cols=(9, 9, 3)),
+     _taps_value(9, 3, 0b010, 64)),
+])
+def test_taps_register(cfg, want):
+    """TAPS (0x0A4, interface 2.4): the tap window's rows, side, engines and line, 0 without
+    one."""
+    rmap = cfg.register_map
+    assert rmap["TAPS"].offset == 0x0A4
+    dut = AxiLiteRegisters(rmap)
+
+    async def bench(ctx):
+        data, resp = await read(ctx, dut.s_axil, rmap["TAPS"].offset)
+        assert (data, resp) == (want, RESP_OKAY), f"TAPS: got {data:#x}, want {want:#x}"
     run(dut, bench)
 
 
