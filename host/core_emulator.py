@@ -25,7 +25,7 @@ import numpy as np
 
 from ..params.core_config import (CoreConfig, CORE_ERRORS, DESC_BITS, DESC_FIELDS, DESC_FLAGS,
                                   DESC_SIGNED, PACKET_TYPES, RES_MAX_SHIFT, SHIFT_ENTRY_BITS,
-                                  WINDOW_FLAGS, pool_shift_range, res_shift_range)
+                                  TAP_FLAG, WINDOW_FLAGS, pool_shift_range, res_shift_range)
 from ..params.config import int_range
 from ..params.post_config import shift_width
 from ..params.golden import array_forward
@@ -34,6 +34,7 @@ from .bank_state import BankState
 from .core_layer import CHAIN_FLAGS, ceil_div
 from .emulator_tail import align_shortcut, fused_tail_lanes, pool_out
 from .lane_model import window_kind, window_tile
+from .tap_model import taps_descriptor_problem, taps_line_problem, taps_tile, taps_unit_problem
 from .stream_format import (Packet, beats_vector, bit_mask, pack_vector, stream_beats,
                             unpack_vector, vector_beats)
 
@@ -77,7 +78,8 @@ class CoreState:
     :class:`~mulfree.host.bank_state.BankState` with contents) holds what the two banks hold;
     an error clears it, as :meth:`reset` (the soft reset) does. ``terms`` counts as the
     ``TERMS`` counter does (never reset): ``rows * cols`` per input vector the engine takes
-    on a convolution, ``cols`` (the lanes) per vector the lane unit takes on a window run.
+    on a convolution and per emitted vector of a taps run, ``cols`` (the lanes) per vector the
+    lane unit takes on a window run.
     """
 
     loaded: dict | None = field(default=None)
@@ -154,7 +156,7 @@ def _parse_descriptor(cfg, vector):
     for name, key in (("shift", "shift"), ("reuse_weights", "reuse"), ("residual", "residual"),
                       ("res_relu", "res_relu"), ("clamp", "clamp"), ("global_pool", "pool")):
         d[key] = bool(flags >> DESC_FLAGS[name] & 1)
-    for name in CHAIN_FLAGS + WINDOW_FLAGS:
+    for name in CHAIN_FLAGS + WINDOW_FLAGS + (TAP_FLAG,):
         d[name] = int(flags >> DESC_FLAGS[name] & 1)
     return d
 
@@ -193,8 +195,12 @@ def _check_tail(cfg, d):
                                              else ""))
 
 
-def _check_window(d):
-    """A window run's descriptor conditions (error DESCRIPTOR, interface 2.3)."""
+def _check_window(cfg, d):
+    """A window run's descriptor conditions (error DESCRIPTOR, interface 2.3) and a taps
+    run's (2.4)."""
+    taps = taps_descriptor_problem(cfg, d)
+    if taps:
+        raise CoreError("DESCRIPTOR", taps)
     on = [name for name in WINDOW_FLAGS if d[name]]
     if len(on) > 1:
         raise CoreError("DESCRIPTOR", f"more than one window flag: {', '.join(on)}")
@@ -251,18 +257,22 @@ def _check_desc(cfg, d, banks):
             raise CoreError("DESCRIPTOR", f"{out} = {d[out]} is not the convolution's "
                                           f"{want}")
     _check_tail(cfg, d)
-    _check_window(d)
+    _check_window(cfg, d)
     if d["engine"] >= len(cfg.engines):
         raise CoreError("ENGINE", f"engine = {d['engine']}, but the core has "
                                   f"{len(cfg.engines)} engine(s)")
     kind = window_kind(d)
     if kind is not None and not cfg.window_ops:
         raise CoreError("WINDOW", f"{kind} window run on a core without the lane unit")
+    taps = taps_unit_problem(cfg, d)
+    if taps:
+        raise CoreError("WINDOW", taps)
     _check_resident(cfg, d, banks)
     d["CT"], d["NT"] = ceil_div(d["in_c"], e.rows), ceil_div(d["out_c"], e.cols)
     kk = d["kernel_h"] * d["kernel_w"]
-    d["KT"] = kk * d["CT"] if kind is None else kk
-    d["wrows"] = d["NT"] * d["KT"] * e.rows if kind is None else \
+    # A taps run: one pass per output tile of a weight tile of R rows.
+    d["KT"] = 1 if d["taps"] else kk * d["CT"] if kind is None else kk
+    d["wrows"] = d["NT"] * d["KT"] * e.rows if kind is None or d["taps"] else \
         d["NT"] * kk if kind == "depthwise" else 0
     m = d["out_h"] * d["out_w"]
     d["nts"] = ceil_div(d["short_c"], e.cols)
@@ -271,7 +281,8 @@ def _check_desc(cfg, d, banks):
     too_big = (("K", d["in_c"] * kk if kind is None else kk, e.max_k),
                ("in_c (flags.shift)", d["in_c"] if d["shift"] else 0, cfg.max_channels),
                ("out_c", d["out_c"], cfg.max_channels),
-               ("m_block", d["m_block"], cfg.acc_entries),
+               # A taps run takes no partial sums: no m_block limit.
+               ("m_block", 0 if d["taps"] else d["m_block"], cfg.acc_entries),
                ("ACTS", d["in_h"] * d["in_w"] * d["CT"], cfg.fmap_vectors),
                ("WEIGHTS", d["wrows"], cfg.weight_rows),
                ("aligned shortcut (flags.residual), out_h*out_w*NT",
@@ -288,13 +299,17 @@ def _check_desc(cfg, d, banks):
     for what, value, limit in too_big:
         if value > limit:
             raise CoreError("TOO_BIG", f"{what} = {value} > {limit}")
+    taps = taps_line_problem(cfg, d)
+    if taps:
+        raise CoreError("TOO_BIG", taps)
 
 
 def _layer_sizes(cfg, d):
-    """What the core compares for ``reuse_weights``: the engine, the window flags, weight
-    rows, ``out_c``, shift tiles."""
-    return {"engine": d["engine"], "window": window_kind(d), "weight rows": d["wrows"],
-            "out_c": d["out_c"], "shift tiles": d["CT"] if d["shift"] else 0}
+    """What the core compares for ``reuse_weights``: the engine, the window flags, the taps
+    flag, weight rows, ``out_c``, shift tiles."""
+    return {"engine": d["engine"], "window": window_kind(d), "taps": d["taps"],
+            "weight rows": d["wrows"], "out_c": d["out_c"],
+            "shift tiles": d["CT"] if d["shift"] else 0}
 
 
 def _check_reuse(cfg, d, state):
@@ -465,7 +480,10 @@ def _run_blocks(cfg, d, buffers, loaded, banks):
         m = np.arange(start, min(start + d["m_block"], m_all))
         oy, ox = m // d["out_w"], m % d["out_w"]
         for nt in range(d["NT"]):
-            if window_kind(d) is not None:
+            if d["taps"]:
+                # One block of every pixel (m_block = out_h*out_w): the walk's emits in order.
+                psum = taps_tile(cfg, d, fmap, weights, nt)
+            elif window_kind(d) is not None:
                 psum = window_tile(cfg, d, fmap, weights, oy, ox, nt)
             kts = 0 if window_kind(d) is not None else d["KT"]
             if kts:
@@ -524,7 +542,11 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
     ``win_max``, ``win_sum`` or ``depthwise``) walks, per output tile ``nt``, the
     ``kernel_h*kernel_w`` passes of the lane unit (:func:`~mulfree.host.lane_model.
     window_tile`: lane ``j`` reads channel tile ``nt``'s lane ``j``), then post-processes and
-    runs the tail as a convolution does. ``state.terms`` grows as ``TERMS``.
+    runs the tail as a convolution does. A taps run (interface 2.4, ``depthwise | taps``)
+    computes each output tile through the tap window and the array
+    (:func:`~mulfree.host.tap_model.taps_tile`); its setup adds error DESCRIPTOR, WINDOW and
+    TOO_BIG conditions (:mod:`mulfree.host.tap_model`). ``state.terms`` grows as ``TERMS``
+    (a taps run: ``rows*cols`` per emitted vector).
 
     Parameters
     ----------
@@ -560,8 +582,10 @@ def emulate_core(cfg: CoreConfig, stream, *, state: CoreState | None = None):
     banks.start(d["in_bank"], d["acts_resident"], d["keep"])
     buffers, loaded = _decode_buffers(cfg, d, data, state)
     beats = _run_blocks(cfg, d, buffers, loaded, banks)
-    # Input vectors: KT passes of M pixels per output tile; a lane unit's are C lanes wide.
-    per = cfg.engine.cols if window_kind(d) else cfg.engine.rows * cfg.engine.cols
+    # Input vectors: KT passes of M pixels per output tile; a lane unit's are C lanes wide (a
+    # taps run's one pass per tile counts the emitted vectors, R*C terms each).
+    per = cfg.engine.cols if window_kind(d) and not d["taps"] else \
+        cfg.engine.rows * cfg.engine.cols
     state.terms += d["NT"] * d["KT"] * d["out_h"] * d["out_w"] * per
     out = (d["out_c"], 1, 1) if d["pool"] else (d["out_c"], d["out_h"], d["out_w"])
     banks.finish(d["in_bank"], d["keep"], (d["in_c"], d["in_h"], d["in_w"]), out)

@@ -27,6 +27,7 @@ from ..params.post_config import bias_range, shift_range
 from ..params.golden import check_range
 from ..params.layer_golden import PostParams, ResidualParams
 from .layer_spec import WINDOW_RUNS, Layer, LayerError
+from .window_checks import check_taps_fit, check_window_descriptor, check_window_unit
 
 
 __all__ = [
@@ -98,7 +99,9 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
         ``nt`` reads lane ``j`` of channel tile ``nt``), no SHIFT. ``wrows``: the weight rows
         the run uses (the feeder's): ``NT * KT * rows`` (a convolution), ``NT * kernel_h *
         kernel_w`` (depthwise: one row of ``C`` codes per pass), 0 (max, sum); the WEIGHTS
-        count unless reused.
+        count unless reused. ``taps``: 1 for a taps run (interface 2.4, ``Layer.taps``),
+        else 0; a taps run has ``KT = 1`` (one pass per output tile), ``wrows = NT * rows``
+        (:func:`~mulfree.params.tap_walk.tap_weight_tiles`) and by default ``m_block = M``.
 
     Raises
     ------
@@ -123,12 +126,14 @@ def layer_geometry(cfg: CoreConfig, layer: Layer):
          "out_h": _conv_size(in_h, kh, sh, ph), "out_w": _conv_size(in_w, kw, sw, pw),
          "kernel_h": kh, "kernel_w": kw, "stride_h": sh, "stride_w": sw,
          "pad_h": ph, "pad_w": pw, "CT": ceil_div(in_c, e.rows), "NT": ceil_div(out_c, e.cols),
-         "K": in_c * kh * kw if window is None else kh * kw, "window": window}
-    g["KT"] = kh * kw * (g["CT"] if window is None else 1)
-    g["wrows"] = g["NT"] * g["KT"] * e.rows if window is None else \
+         "K": in_c * kh * kw if window is None else kh * kw, "window": window,
+         "taps": int(bool(layer.taps))}
+    g["KT"] = 1 if g["taps"] else kh * kw * (g["CT"] if window is None else 1)
+    g["wrows"] = g["NT"] * g["KT"] * e.rows if window is None or g["taps"] else \
         g["NT"] * g["KT"] if window == "depthwise" else 0
     g["M"] = max(g["out_h"], 0) * max(g["out_w"], 0)
-    g["m_block"] = layer.m_block if layer.m_block is not None else choose_m_block(cfg, g)
+    g["m_block"] = layer.m_block if layer.m_block is not None else \
+        max(g["M"], 1) if g["taps"] else choose_m_block(cfg, g)
     g.update(_short_fields(layer))
     g["nts"] = ceil_div(g["short_c"], e.cols)
     g["SH"] = max(g["out_h"], 0) * g["short_stride"]
@@ -220,48 +225,20 @@ def _check_descriptor(cfg, layer, g, banks):
                                      f"map), not {g[kernel]}", "DESCRIPTOR")
         _check_field(g, out, 1, (1 << _FIELD_WIDTHS[out]) - 1)
     _check_tail(cfg, layer, g)
-    _check_window(layer, g)
+    check_window_descriptor(cfg, layer, g)
     _check_engine(cfg, layer)
-    if layer.window is not None and not cfg.window_ops:
-        raise LayerError("window", f"window must be None on a core without the lane unit "
-                                   f"(window_ops False, WINDOW.lanes = 0), not "
-                                   f"{layer.window!r}", "WINDOW")
+    check_window_unit(cfg, layer)
     _check_chaining(cfg, layer)
     if banks is not None:
         banks.check(cfg, layer, g)
     # The core checks m_block > acc_entries (TOO_BIG) after every DESCRIPTOR, ENGINE and
-    # RESIDENT condition.
+    # RESIDENT condition; a taps run has no such limit (it takes no partial sums).
     m_block = g["m_block"]
-    if _is_int(m_block) and m_block > cfg.acc_entries:
+    most = (1 << _FIELD_WIDTHS["m_block"]) - 1
+    if _is_int(m_block) and m_block > cfg.acc_entries and not layer.taps:
         raise LayerError("m_block", f"m_block must be in [1, acc_entries = {cfg.acc_entries}],"
                                     f" not {m_block!r}", "TOO_BIG")
-    _check_field(g, "m_block", 1, min(cfg.acc_entries, (1 << _FIELD_WIDTHS["m_block"]) - 1))
-
-
-def _check_window(layer, g):
-    """A window run's descriptor conditions (error DESCRIPTOR, interface 2.3): ``in_c =
-    out_c``, no shift table, no ``reuse_weights`` for max and sum (they load no weights),
-    ``2 * pad <= kernel`` for max (a window wholly in the padding has no maximum)."""
-    window = layer.window
-    if window is None:
-        return
-    if g["in_c"] != g["out_c"]:
-        raise LayerError("w_codes", f"w_codes of a {window} window run must have as many "
-                                    f"channels as x (in_c = out_c = {g['in_c']}), not "
-                                    f"{g['out_c']}", "DESCRIPTOR")
-    if layer.shifts is not None:
-        raise LayerError("shifts", f"shifts must be None in a {window} window run (no shift "
-                                   f"table), not an array", "DESCRIPTOR")
-    if window != "depthwise" and isinstance(layer.reuse_weights, (bool, np.bool_)) \
-            and layer.reuse_weights:
-        raise LayerError("reuse_weights", f"reuse_weights must be False in a {window} window "
-                                          f"run (it loads no weights), not True", "DESCRIPTOR")
-    if window == "max":
-        for pad, kernel in (("pad_h", "kernel_h"), ("pad_w", "kernel_w")):
-            if 2 * g[pad] > g[kernel]:
-                raise LayerError(pad, f"{pad} must be at most {kernel} / 2 = {g[kernel] // 2} "
-                                      f"in a max window run (a window wholly in the padding "
-                                      f"has no maximum), not {g[pad]}", "DESCRIPTOR")
+    _check_field(g, "m_block", 1, most if layer.taps else min(cfg.acc_entries, most))
 
 
 def _check_engine(cfg, layer):
@@ -410,13 +387,15 @@ def _check_fits(cfg, layer, g):
          "ACTS vectors, in_h * in_w * ceil(in_c / rows)"),
         ("w_codes", g["wrows"], cfg.weight_rows, "weight_rows",
          "WEIGHTS rows, ceil(out_c / cols) * kernel_h * kernel_w * ceil(in_c / rows) * rows"
-         if g["window"] is None else "WEIGHTS rows of a depthwise run, ceil(out_c / cols) * "
-                                    "kernel_h * kernel_w"),
+         if g["window"] is None else "WEIGHTS rows of a taps run, ceil(out_c / cols) * rows"
+         if g["taps"] else "WEIGHTS rows of a depthwise run, ceil(out_c / cols) * "
+                           "kernel_h * kernel_w"),
     )
     for param, value, limit, limit_name, what in limits:
         if value > limit:
             raise LayerError(param, f"{param}: {what} must be at most {limit_name} = {limit}, "
                                     f"not {value}", "TOO_BIG")
+    check_taps_fit(cfg, layer, g)
     vectors = g["dcv"]
     if layer.residual is not None and g["SW"] > (1 << 16) - 1:
         # The setup computes sm = sh * sw with sw as the multiplier's 16-bit operand (sh is
@@ -496,11 +475,12 @@ def _check_contents(cfg, layer, g):
 
 def weight_key(cfg: CoreConfig, layer: Layer):
     """What the core compares for ``reuse_weights`` (error REUSE): the engine, the window run
-    (interface 2.3), the weight rows, ``out_c`` and the shift-table tiles of ``layer`` (a
+    (interface 2.3), the taps flag (2.4), the weight rows, ``out_c`` and the shift-table tiles of ``layer`` (a
     layer :func:`check_layer` accepts)."""
     g = layer_geometry(cfg, layer)
-    return {"engine": g["engine"], "window": g["window"], "weight rows": g["wrows"],
-            "out_c": g["out_c"], "shift tiles": g["CT"] if layer.shifts is not None else 0}
+    return {"engine": g["engine"], "window": g["window"], "taps": g["taps"],
+            "weight rows": g["wrows"], "out_c": g["out_c"],
+            "shift tiles": g["CT"] if layer.shifts is not None else 0}
 
 
 def _check_reuse(cfg, layer, previous):
@@ -545,6 +525,13 @@ def check_layer(cfg: CoreConfig, layer: Layer, banks=None, previous=None):
     error ``WINDOW`` (after ENGINE, before RESIDENT) on a core without ``window_ops``;
     ``TOO_BIG`` for ``K = kernel_h * kernel_w > max_k`` and a depthwise run's ``NT *
     kernel_h * kernel_w`` weight rows over ``weight_rows``.
+
+    Taps runs (interface 2.4, ``layer.taps``): error ``DESCRIPTOR`` also for a residual, a
+    global pool, a kernel wider or taller than the tap window's side, ``m_block != out_h *
+    out_w``; error ``WINDOW`` on a core without the tap window or on an engine not in
+    ``cfg.tap_engines``; ``TOO_BIG`` for a padded line ``(out_w-1)*stride_w + kernel_w`` over
+    ``tap_line`` and ``NT * rows`` weight rows over ``weight_rows``, none for ``m_block``
+    over ``acc_entries`` (:mod:`mulfree.host.window_checks`).
 
     Layer chaining (interface 2.2): error ``RESIDENT``, after ENGINE and before TOO_BIG, for
     ``in_bank``, ``keep``, ``acts_resident`` or ``short_resident`` on a core with one bank,

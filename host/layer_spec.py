@@ -121,6 +121,11 @@ class Layer:
         ``engine``'s terms). Channel by channel: ``in_c = out_c = C``; ``shifts`` must be
         None; ``max`` and ``sum`` never reuse weights (they have none). The fused tail and
         the chaining fields as for a convolution. ``None``: a convolution.
+    taps : bool
+        With ``window="depthwise"``: a taps run (interface 2.4, ``flags.taps``) on a core with
+        a tap window (``CoreConfig.taps``): the same convolution on engine ``engine``'s
+        array, kernel taps on rows and channels on columns (:mod:`mulfree.params.tap_walk`),
+        one block (``m_block = out_h*out_w``), no residual and no global pool.
     """
 
     x: np.ndarray
@@ -142,6 +147,7 @@ class Layer:
     quiet: bool = False
     short_resident: bool = False
     window: str | None = None
+    taps: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "stride", _pair("stride", self.stride))
@@ -151,6 +157,12 @@ class Layer:
             raise LayerError("window", f"window must be None or one of "
                                        f"{', '.join(map(repr, WINDOW_RUNS))}, not "
                                        f"{self.window!r}")
+        if not isinstance(self.taps, (bool, np.bool_)):
+            raise LayerError("taps", f"taps must be a bool, not {self.taps!r}")
+        if self.taps and self.window != "depthwise":
+            raise LayerError("taps", f"taps must be False unless window is 'depthwise' (a "
+                                     f"taps run is a depthwise convolution), not True with "
+                                     f"window {self.window!r}")
 
     @classmethod
     def matmul(cls, x, w_codes, post, *, m_block=None, reuse_weights=False, shortcut=None,

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..params.core_config import (CoreConfig, DESC_BITS, DESC_FIELDS, DESC_FLAGS, DESC_SIGNED,
-                                  PACKET_TYPES, SHIFT_ENTRY_BITS)
+                                  PACKET_TYPES, SHIFT_ENTRY_BITS, TAP_FLAG)
 from ..params.post_config import shift_width
+from ..params.tap_walk import tap_weight_tiles
 from .core_layer import (CHAIN_FLAGS, WINDOW_RUNS, Layer, check_layer, layer_geometry,
                          tail_fields)
 
@@ -132,7 +133,8 @@ def descriptor_words_unchecked(layer, g):
              "residual": tail["residual"], "res_relu": tail["res_relu"], "clamp": tail["clamp"],
              "global_pool": tail["global_pool"],
              **{name: int(bool(getattr(layer, name))) for name in CHAIN_FLAGS},
-             **{flag: int(layer.window == op) for op, flag in WINDOW_RUNS.items()}}
+             **{flag: int(layer.window == op) for op, flag in WINDOW_RUNS.items()},
+             TAP_FLAG: int(bool(layer.taps))}
     values = dict(g, **tail, engine=int(layer.engine),
                   flags=sum(flags[name] << bit for name, bit in DESC_FLAGS.items()))
     words = [0] * (DESC_BITS // 32)
@@ -173,9 +175,12 @@ def weight_rows(cfg, w_codes, g):
 
     A window run's (``g["window"]``, interface 2.3): depthwise, ``[NT*kk, C]``, row ``nt*kk
     + ky*kernel_w + kx`` holding in lane ``j`` the code of channel ``nt*C + j`` at ``(ky,
-    kx)`` (0 beyond ``out_c``); max and sum, none (``[0, C]``)."""
+    kx)`` (0 beyond ``out_c``); max and sum, none (``[0, C]``). A taps run's (``g["taps"]``,
+    interface 2.4): :func:`~mulfree.params.tap_walk.tap_weight_tiles`, ``[NT*R, C]``."""
     e = cfg.engine
     nt, ct, kh, kw = g["NT"], g["CT"], g["kernel_h"], g["kernel_w"]
+    if g.get("taps"):
+        return tap_weight_tiles(np.asarray(w_codes, dtype=np.int64)[:, 0], e.rows, e.cols)
     if g.get("window") is not None:
         if g["window"] != "depthwise":
             return np.zeros((0, e.cols), dtype=np.int64)

@@ -419,7 +419,7 @@ def test_emulator_tail_descriptor_errors():
              (7, 0x0000_0001, "'short_c': 1"), (7, 0x0001_0000, "'short_off': 1"),
              (7, 0x0100_0000, "'short_stride': 1"),
              (4, flags_word | 1 << 19, "res_relu = 1 without"),
-             (4, flags_word | 1 << 30, "reserved flag"),    # flags bit 14 (2.3)
+             (4, flags_word | 1 << 30, "taps without depthwise"),    # flags bit 14 (2.4)
              (4, flags_word | 1 << 31, "reserved flag")]
     for word, value, text in cases:
         with pytest.raises(ls.CoreError, match="^DESCRIPTOR ") as info:
