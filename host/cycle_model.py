@@ -93,6 +93,18 @@ ResNet costs microseconds to milliseconds to estimate. The model:
    whose results take two beats; 37 runs of every kind, short and 1-pixel blocks, 1x1
    windows, the tail, reuse, and a chain of 4 through the banks): exact.
 
+7. **Taps runs** (interface 2.4, ``g["taps"]``: :func:`taps_cycles`). Per output tile the
+   issue unit reads the ``Hp*Wp`` padded pixels of :func:`~mulfree.params.tap_walk.tap_reads`
+   at one per cycle from ``t_run + 1``, each once its vector has arrived (the watermark of
+   its address ``(iy*in_w + ix)*CT + nt``, padding included, as a convolution's reads); a
+   read that emits enters the array ``ISSUE_TO_ENGINE`` cycles later, one per cycle, the
+   others only pass S1 and S2. The credit (the FIFO's entries and S1, S2 below
+   ``ISSUE_FIFO_DEPTH``) stops the reads while emitted vectors wait for the engine. Tile
+   ``nt``'s first emitted vector waits for its ``rows`` weight rows, loaded into the shadow
+   registers as a convolution's tiles are; every emitted vector is final and goes through
+   post-processing and the serializer (a result FIFO of ``out_vectors`` holding the engine
+   back when a result takes more beats than a cycle). The end is a convolution's.
+
 The model ignores backpressure on ``m_axis`` and splits no packet (a DMA's packet limit adds
 a header beat per packet). **Accuracy**, measured against ``BUSY_CYCLES`` on the simulated
 board (174 runs: 18 layer shapes, with and without weights, on a 4x4 shift, a 3x5 adder with a
@@ -121,7 +133,9 @@ NumPy only.
 
 import numpy as np
 
-from ..params.core_config import CoreConfig, DESC_BITS, SETUP_STEPS, WINDOW_LATENCY
+from ..params.core_config import (CoreConfig, DESC_BITS, ISSUE_FIFO_DEPTH, SETUP_STEPS,
+                                  WINDOW_LATENCY)
+from ..params.tap_walk import tap_reads
 from ..params.manifest import pool_latency, post_latency
 from .stream_format import stream_order
 
@@ -129,7 +143,7 @@ from .stream_format import stream_order
 __all__ = ["setup_cycles", "run_cycles", "run_terms", "ISSUE_TO_ENGINE", "POST_STAGES",
            "END_CYCLES", "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_HOLD_CYCLES", "RESIDENT_SHORTCUT_START",
            "QUIET_END_CYCLES", "QUIET_POOL_END_CYCLES",
-           "stream_layout", "shortcut_needs", "shortcut_holds"]
+           "stream_layout", "shortcut_needs", "shortcut_holds", "taps_cycles"]
 
 #: Cycles from a vector's issue to its handshake with the engine (S1, S2, the FIFO).
 ISSUE_TO_ENGINE = 3
@@ -281,9 +295,11 @@ def _ready_time(layout, kind, per, need, holds=None):
 
 def run_terms(cfg: CoreConfig, g):
     """``TERMS`` of one run of geometry ``g``: ``rows*cols`` per vector the engine takes on a
-    convolution (``NT*KT*M`` vectors), ``cols`` (the lanes) per vector the lane unit takes on
-    a window run (``NT*kernel_h*kernel_w*M``)."""
-    per = cfg.engine.cols if g.get("window") else cfg.engine.rows * cfg.engine.cols
+    convolution (``NT*KT*M`` vectors) and per emitted vector of a taps run (``NT*M``, ``KT``
+    1), ``cols`` (the lanes) per vector the lane unit takes on a window run
+    (``NT*kernel_h*kernel_w*M``)."""
+    lanes = g.get("window") and not g.get("taps")
+    per = cfg.engine.cols if lanes else cfg.engine.rows * cfg.engine.cols
     return g["NT"] * g["KT"] * g["M"] * per
 
 
@@ -311,6 +327,8 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
         The estimate (module docstring, which gives its measured accuracy).
     """
     k = g.get("engine", 0) if engine is None else engine
+    if g.get("taps"):
+        return taps_cycles(cfg, g, reuse=reuse, first_acts=first_acts, engine=k)
     e = cfg.engines[k]
     lanes = g.get("window")                   # a window run: the lane unit, not the engine
     f = 1 if lanes else cfg.folds(k)          # cycles per input vector
@@ -437,3 +455,74 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
         if residual else 0
     done = max(done, t_run + stream_end, t_run + last_short)
     return int(done)
+
+
+def taps_cycles(cfg: CoreConfig, g, *, reuse=False, first_acts=None, engine=None):
+    """Estimated ``BUSY_CYCLES`` of a taps run (``g["taps"]``; module docstring, item 7):
+    read by read, each emitted vector's entry into the array and its result's serializer
+    slot. Parameters as :func:`run_cycles`."""
+    k = g.get("engine", 0) if engine is None else engine
+    e = cfg.engines[k]
+    acts = g["counts"]["ACTS"]
+    first_acts = acts if first_acts is None else int(first_acts)
+    per = {t: cfg.beats(b) for t, b in cfg.vector_bits.items()}
+    layout, stream_end = stream_layout(cfg, g, reuse, first_acts, cycles=True)
+    quiet = bool(g.get("quiet"))
+    t_run = START_CYCLES + 1 + cfg.beats(DESC_BITS) + setup_cycles(cfg, g)
+    rows, nt_count = e.rows, g["NT"]
+    lat, post = cfg.engine_latency(k), post_latency(cfg)
+    nb = 0 if quiet else cfg.beats(cfg.vector_bits["OUT"])
+    queue = cfg.out_vectors + post + 1
+    free_delay = rows - 1
+    kernel, stride = (g["kernel_h"], g["kernel_w"]), (g["stride_h"], g["stride_w"])
+    walk = list(tap_reads(kernel, stride, (g["pad_h"], g["pad_w"]), (g["out_h"], g["out_w"])))
+    iy = np.array([r[0] for r in walk], dtype=np.int64)
+    ix = np.array([r[1] for r in walk], dtype=np.int64)
+    emits = [r[2] is not None for r in walk]
+    tiles = np.arange(nt_count)
+    if reuse:
+        w_first = w_last = np.zeros(nt_count, dtype=np.int64)
+    else:
+        w_first = _ready_time(layout, "WEIGHTS", per["WEIGHTS"], tiles * rows + 1)
+        w_last = _ready_time(layout, "WEIGHTS", per["WEIGHTS"], (tiles + 1) * rows)
+    feeder = tile_free = t_run + 1
+    t = t_run + 1                        # the next read's earliest cycle
+    reads = []                           # (cycle, entry or None) of the reads in flight
+    entry = out = -(1 << 40)             # the last vector's entry, its result's serializer start
+    outs = []                            # serializer starts of every result so far
+    for nt in range(nt_count):
+        need = np.minimum((iy * g["in_w"] + ix) * g["CT"] + nt + 1, acts)
+        ready = t_run + _ready_time(layout, "ACTS", per["ACTS"], need)
+        gate = None
+        for i, emit in enumerate(emits):
+            t = max(t, int(ready[i]))
+            # The credit: the reads in S1 and S2, and the emitted vectors in the FIFO (read
+            # before them, entering the array at or after t), below the FIFO's depth.
+            while sum(1 for c, n in reads if c >= t - 2 or n is not None and n >= t) \
+                    >= ISSUE_FIFO_DEPTH:
+                t += 1
+            n = None
+            if emit:
+                first = gate is None
+                if first:
+                    # The tile's weights: loaded into the shadow once arrived and free.
+                    load = max(tile_free, feeder, t_run + int(w_first[nt]) + 1)
+                    feeder = max(load + rows, t_run + int(w_last[nt]) + 2)
+                    gate = feeder + 1
+                n = max(t + ISSUE_TO_ENGINE, entry + 1, gate)
+                if nb > 1 and len(outs) >= queue:
+                    # The result FIFO is full: the engine waits for a result to leave.
+                    n = max(n, outs[-queue] - lat)
+                if first:
+                    tile_free = n + free_delay
+                entry = n
+                out = max(out + nb, n + lat + post)
+                outs.append(out)
+            reads = [(c, m) for c, m in reads if c >= t - 1 or m is not None and m > t] + \
+                [(t, n)]
+            t += 1
+    if quiet:
+        done = entry + lat + post + QUIET_END_CYCLES
+    else:
+        done = max(entry + lat + post + nb, out + nb) + END_CYCLES
+    return int(max(done, t_run + stream_end))

@@ -192,7 +192,7 @@ def test_a_chain_with_window_runs_on_the_board(device):
 def test_window_is_an_identity_register(device):
     cfg, dev = device
     assert dev.read("WINDOW") == cfg.engine.cols
-    assert dev.field("VERSION", "minor", dev.read("VERSION")) == 3
+    assert dev.field("VERSION", "minor", dev.read("VERSION")) >= 3     # 2.4 kept WINDOW
 
 
 # A core of three engines: a depthwise run on each kind's terms ---------------------------------
