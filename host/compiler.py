@@ -36,7 +36,7 @@ import dataclasses
 import numpy as np
 
 from ..params.config import ArrayConfig, ConfigError
-from ..params.core_config import CoreConfig
+from ..params.core_config import CORE_LIMITS, CoreConfig
 from ..params.int_layers import WEIGHT_KINDS
 from ..params.layer_golden import PostParams
 from .chaining import CHAIN_MODES, chain_pays, plan_chains
@@ -49,7 +49,7 @@ from .schedule import core_step_cycles, last_uses, node_label, place_nodes, weig
 from .step_packets import decode_run, encode_run, weight_packets
 from .steps import (CompileError, CoreStep, FusedStep, HostStep, chained_input, run_x_shape,
                     step_layer)
-from .window_steps import window_op, window_parts
+from .window_steps import tap_line_needed, taps_fit, window_op, window_parts
 
 
 __all__ = ["CompileError", "CoreStep", "HostStep", "Program", "compile_model",
@@ -180,6 +180,13 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, engine
         need["max_channels"] = max(need["max_channels"], _pow2_at_least(c))
         need["weight_rows"] = max(need["weight_rows"], _pow2_at_least(-(-c // cols) * kh * kw))
         window_k = max(window_k, kh * kw)
+        if window_op(info, layer) == "depthwise":
+            # A taps run's weights are one tile of rows rows per output tile, and its padded
+            # line must fit the tap window's line buffers.
+            need["weight_rows"] = max(need["weight_rows"], _pow2_at_least(-(-c // cols) * rows))
+            line = tap_line_needed((kh, kw), layer.stride, info.out_shape[1:])
+            line = max(need.get("tap_line", base.tap_line), _pow2_at_least(line))
+            need["tap_line"] = min(CORE_LIMITS["tap_line"][1], line)
     plans = plan_fusion(base, model, infos, places, room=False)     # reads the engine only
     shortcuts = [shortcut_vectors_needed(infos[i], cols) for i, f in plans.items()
                  if f.residual is not None]
@@ -291,7 +298,10 @@ def _core_step(cfg, info, layer, max_packet_bytes, fusion=None):
                     tuple(info.in_shapes[0]), tuple(info.out_shape), images, name=info.name,
                     sources=sources, residual=fusion.residual, clamp=fusion.clamp,
                     fused=fusion.nodes + fusion.short_nodes, pool=fusion.pool,
-                    short_shape=fusion.short_shape, engine=engine, window=window)
+                    short_shape=fusion.short_shape, engine=engine, window=window,
+                    taps=window == "depthwise" and taps_fit(
+                        cfg, engine, tuple(w.shape[2:]), stride, info.out_shape[1:],
+                        fusion.residual is not None, fusion.pool is not None))
     _check_step(cfg, step, where, describe)
     try:
         packets = weight_packets(cfg, step, max_packet_bytes)

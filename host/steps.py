@@ -144,6 +144,9 @@ class CoreStep:
     window : str or None
         A window run on the lane unit (interface 2.3, :mod:`mulfree.host.window_steps`):
         ``"max"``, ``"sum"`` or ``"depthwise"``; ``w_codes`` is then ``[C, 1, kh, kw]``.
+    taps : bool
+        A depthwise window run on the engine's array instead of the lane unit (a taps run,
+        interface 2.4, :func:`~mulfree.host.window_steps.taps_fit`).
     """
 
     index: int
@@ -173,6 +176,7 @@ class CoreStep:
     short_resident: bool = False
     per_image: bool = False
     window: str | None = None
+    taps: bool = False
 
     placement = "core"
 
@@ -305,7 +309,7 @@ def step_layer(step: CoreStep, x, *, reuse, shortcut=None):
                  shortcut=shortcut,
                  residual=step.residual, clamp=step.clamp, pool=step.pool,
                  engine=step.engine, **({"window": step.window} if step.window else {}),
-                 **chained)
+                 **({"taps": True} if step.taps else {}), **chained)
 
 
 def step_geometry(cfg, step, images=1, *, reuse=False):

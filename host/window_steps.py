@@ -14,6 +14,11 @@ channel over a window on its lane unit. The compiler lowers three kinds of node 
 
 :func:`window_placement` says whether a node can run so (or why not), :func:`window_parts` gives
 the :class:`~mulfree.host.steps.CoreStep` fields of its run. NumPy only.
+
+A depthwise run goes to the array instead of the lane unit (a *taps* run, interface 2.4,
+:mod:`mulfree.params.tap_walk`) when :func:`taps_fit` says the core's tap window takes it:
+its engine has one, the kernel fits the window's side, its padded line fits the line
+buffers, and nothing is fused that a taps run refuses (a residual add, a global pool).
 """
 
 import numpy as np
@@ -23,7 +28,8 @@ from ..params.post_config import shift_range
 from ..params.window_golden import avgpool_post_shift
 
 
-__all__ = ["WINDOW_KINDS", "window_op", "window_placement", "window_parts"]
+__all__ = ["WINDOW_KINDS", "window_op", "window_placement", "window_parts", "taps_fit",
+           "tap_line_needed"]
 
 #: Node kinds that may become window runs.
 WINDOW_KINDS = ("maxpool2d", "avgpool2d", "conv2d")
@@ -100,3 +106,20 @@ def window_parts(cfg, info, layer, engine, codes):
     post = PostParams(np.zeros(c, dtype=np.int64), np.full(c, shift, dtype=np.int64),
                       np.zeros(c, dtype=bool))
     return op, w, post, tuple(layer.stride), tuple(layer.padding)
+
+
+def tap_line_needed(kernel, stride, out_hw):
+    """The padded line a taps run reads: ``(out_w - 1)*stride_w + kernel_w`` pixels."""
+    return (out_hw[1] - 1) * stride[1] + kernel[1]
+
+
+def taps_fit(cfg, engine, kernel, stride, out_hw, fused_residual=False, fused_pool=False):
+    """Whether a depthwise run on engine ``engine`` of ``cfg`` may be a taps run (on the
+    array, interface 2.4) rather than a lane-unit run: the core has a tap window on that
+    engine (``cfg.tap_engines``), ``kernel`` fits ``cfg.tap_side`` in both dimensions, the
+    padded line fits ``cfg.tap_line``, and no residual add or global pool is fused (a taps run
+    refuses them)."""
+    kh, kw = kernel
+    return (cfg.taps > 0 and engine in cfg.tap_engines and kh <= cfg.tap_side
+            and kw <= cfg.tap_side and not fused_residual and not fused_pool
+            and tap_line_needed(kernel, stride, out_hw) <= cfg.tap_line)
