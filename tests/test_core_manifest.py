@@ -111,7 +111,7 @@ def test_core_manifest_sections(tmp_path):
                                          "res_relu": 3, "clamp": 4, "global_pool": 5,
                                          "in_bank": 6, "acts_resident": 7, "keep": 8,
                                          "quiet": 9, "short_resident": 10, "win_max": 11,
-                                         "win_sum": 12, "depthwise": 13}
+                                         "win_sum": 12, "depthwise": 13, "taps": 14}
     # a = 6: res_shift in [-6, 6 + 16], the sum 6 + 15 + 1 bits, the clamp in act_range;
     # the pool's sums of up to 4096 = 2^12 pixels 6 + 12 bits, pool_shift in [-6, 18].
     assert st["tail"] == {"res_max_shift": 15, "res_shift_range": [-6, 22],
