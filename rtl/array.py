@@ -23,9 +23,14 @@ token arrives, so vectors of the old and new tile can be in flight together. The
 start loading as soon as the token has left the shadow chain.
 
 Backpressure stalls the whole pipeline: every register advances when the output is free.
+
+Taps runs (interface 2.4, an array built with ``taps``): while ``taps_on``, column ``c`` row
+``r`` takes its own activation, tap ``r`` of column ``c`` from the ``taps`` input (sampled with
+the ``x`` handshake and skewed like ``x``), instead of ``x[r]`` broadcast along the row; rows
+from ``taps`` on see 0. The columns then get per-column inputs.
 """
 
-from amaranth.hdl import (Signal, Module, Cat, Instance, ClockSignal, ResetSignal, signed,
+from amaranth.hdl import (Signal, Module, Cat, Mux, Instance, ClockSignal, ResetSignal, signed,
                           unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -145,12 +150,25 @@ class PEArray(wiring.Component):
     column_module : str, optional
         Instantiate the columns as ``Instance(column_module)`` (emitted separately from a
         :class:`PEColumn`) instead of as submodules; the generator does this for speed.
+    taps : int, optional
+        Rows that take per-column activations on a taps run (a core's ``CoreConfig.taps``);
+        adds the ports ``taps: In(cols * taps * act_bits)`` (tap ``r`` of column ``c`` at
+        bits ``[(c*taps + r)*act_bits, ...)``, with the ``x`` payload) and ``taps_on: In(1)``
+        (held for the run). 0: neither.
     """
 
-    def __init__(self, cfg: ArrayConfig, *, column_module=None):
+    def __init__(self, cfg: ArrayConfig, *, column_module=None, taps=0):
+        if not 0 <= taps <= cfg.rows:
+            raise ValueError(f"taps must be 0 .. rows={cfg.rows}, not {taps!r}")
         self._cfg = cfg
         self._column_module = column_module
-        super().__init__(array_signature(cfg))
+        self._taps = taps
+        signature = array_signature(cfg)
+        if taps:
+            signature = wiring.Signature({**dict(signature.members),
+                                          "taps": In(cfg.cols * taps * cfg.act_bits),
+                                          "taps_on": In(1)})
+        super().__init__(signature)
 
     @property
     def cfg(self):
@@ -206,8 +224,9 @@ class PEArray(wiring.Component):
         # The columns: identical, so emitted once and instantiated cols times (see
         # PEColumn) unless a flat netlist is asked for.
         column_sums = []
+        x_cols = self._tap_inputs(m, advance, x_rows) if self._taps else [x_rows] * cols
         for c in range(cols):
-            ports = dict(x=x_rows, w_in=self.w.payload[c * cw:(c + 1) * cw],
+            ports = dict(x=x_cols[c], w_in=self.w.payload[c * cw:(c + 1) * cw],
                          w_shift=w_shift, load=load, en=advance)
             total = Signal(PE.sum_shape(cfg, rows), name=f"column_sum_{c}")
             if self._column_module is None:
@@ -248,3 +267,23 @@ class PEArray(wiring.Component):
             self.y.payload.last.eq(last[rows + 1]),
         ]
         return m
+
+    def _tap_inputs(self, m, advance, x_rows):
+        """Each column's activations: ``x_rows`` (the rows' broadcast), or with ``taps_on``
+        the column's taps, tap ``r`` through ``r + 1`` registers as ``x[r]``."""
+        cfg, T = self._cfg, self._taps
+        a = cfg.act_bits
+        out = []
+        for c in range(cfg.cols):
+            rows = []
+            for r in range(T):
+                chain = [Signal(signed(a), name=f"tap_{c}_{r}_{s}", reset_less=True)
+                         for s in range(r + 1)]
+                with m.If(advance):
+                    m.d.sync += chain[0].eq(self.taps.word_select(c * T + r, a))
+                    m.d.sync += [chain[s].eq(chain[s - 1]) for s in range(1, r + 1)]
+                rows.append(chain[-1])
+            x = Signal(cfg.rows * a, name=f"x_column_{c}")
+            m.d.comb += x.eq(Mux(self.taps_on, Cat(*rows), x_rows))
+            out.append(x)
+        return out

@@ -51,6 +51,11 @@ With ``cfg.window_ops`` (interface 2.3) the core holds the lane unit (:mod:`.lan
 run (``win_max``, ``win_sum``, ``depthwise``) sends the issue unit's vectors and the feeder's
 rows there instead of to an engine (:func:`~.engines.route_engines`); TERMS grows by ``cols``
 per vector it takes. The rest of the run (post-processing, the tail, chaining) is a layer's.
+
+With ``cfg.taps`` (interface 2.4) a taps run (``depthwise | taps``) goes to the engine
+``engine`` instead, fed by the issue unit's tap window (its vectors carry the taps on the
+sideband ``x_taps``); TERMS grows by ``rows * cols`` per vector the engine takes, as for a
+convolution.
 """
 
 from amaranth.hdl import Signal, Module, Cat, Const, Mux, ResetInserter, unsigned
@@ -62,7 +67,8 @@ from amaranth.lib.wiring import In, Out
 from ..params.core_config import CoreConfig, DESC_FLAGS, SHIFT_ENTRY_BITS
 from .engines import build_engine, column_modules, route_engines
 from .lanes import LaneUnit
-from .layer_setup import LayerSetup, SIZE_BITS, desc_layout, shape_layout, window_flags
+from .layer_setup import (LayerSetup, SIZE_BITS, REUSE_FLAG_BITS, desc_layout, shape_layout,
+                          reuse_flags, window_flags)
 from .fmap_banks import FmapBanks, fork_results, bank_state
 from .layer_issue import IssueUnit, WeightFeeder, tag_layout, hazard_window
 from .postproc import PostProcess, shortcut_addr_bits
@@ -135,7 +141,7 @@ class LayerDatapath(wiring.Component):
             "reuse_channels": In(16),
             "reuse_tiles": In(SIZE_BITS),
             "reuse_engine": In(4),
-            "reuse_window": In(3),
+            "reuse_window": In(REUSE_FLAG_BITS),
             "bank_valid": In(2),
             "bank_shape_0": In(shape_layout()),
             "bank_shape_1": In(shape_layout()),
@@ -143,7 +149,7 @@ class LayerDatapath(wiring.Component):
             "channels": Out(16),
             "tiles": Out(SIZE_BITS),
             "engine": Out(4),
-            "window": Out(3),
+            "window": Out(REUSE_FLAG_BITS),
             "started": Out(1),
             "in_bank": Out(1), "acts_resident": Out(1), "keep": Out(1),
             "in_shape": Out(shape_layout()), "out_shape": Out(shape_layout()),
@@ -219,7 +225,7 @@ class LayerDatapath(wiring.Component):
         m.d.comb += [
             self.rows.eq(sz.wrows), self.channels.eq(desc.out_c),
             self.tiles.eq(Mux(shift, sz.ct, 0)), self.engine.eq(desc.engine),
-            self.window.eq(window_flags(desc.flags)),
+            self.window.eq(reuse_flags(desc.flags)),
             self.started.eq(go),
             self.in_bank.eq(chain["in_bank"]), self.acts_resident.eq(chain["acts_resident"]),
             self.keep.eq(chain["keep"]),
@@ -302,13 +308,15 @@ class LayerDatapath(wiring.Component):
             feeder.w_ptr.eq(loader.weights_ptr),
             feeder.w_complete.eq(reuse | complete["weights"]),
         ]
-        lanes, windowed = None, Const(0)
+        lanes, windowed, taps_run = None, Const(0), Const(0)
         if cfg.window_ops:
             lanes = m.submodules.lanes = LaneUnit(cfg)
             windowed = window_flags(desc.flags).any()
             m.d.comb += [lanes.op.eq(window_flags(desc.flags)), lanes.engine.eq(desc.engine)]
+        if cfg.taps:
+            taps_run = desc.flags[DESC_FLAGS["depthwise"]] & desc.flags[DESC_FLAGS["taps"]]
         y = route_engines(m, cfg, self._column_modules, issue.x, feeder.w, desc.engine,
-                          lanes, windowed)
+                          lanes, windowed, issue.x_taps if cfg.taps else None, taps_run)
 
         # ---- Retire: partial sums back to the accumulator, final sums to post-processing ----
         window = hazard_window(cfg)
@@ -372,9 +380,9 @@ class LayerDatapath(wiring.Component):
                                       Mux(setup.done, setup.error, 0)))
         x_take = issue.x.valid & issue.x.ready
         m.d.comb += [
-            # rows * cols terms per accepted vector, whatever the engine (a folded one too);
-            # cols (one per lane) on a window run.
-            self.terms.eq(Mux(x_take, Mux(windowed, C, e.pe_count), 0)),
+            # rows * cols terms per accepted vector, whatever the engine (a folded one too,
+            # a taps run's); cols (one per lane) on a window run on the lane unit.
+            self.terms.eq(Mux(x_take, Mux(windowed & ~taps_run, C, e.pe_count), 0)),
             self.stall_in.eq(self.run & ~x_take & (issue.waiting | feeder.waiting
                                                    | (wait_desc & ~self.s.valid))),
             self.stall_out.eq(self.run & self.m.valid & ~self.m.ready),
@@ -505,7 +513,7 @@ class Core(wiring.Component):
         reuse_rows, reuse_tiles = Signal(SIZE_BITS), Signal(SIZE_BITS)
         reuse_channels = Signal(16)
         reuse_engine = Signal(4)
-        reuse_window = Signal(3)
+        reuse_window = Signal(REUSE_FLAG_BITS)
         m.d.comb += [dp.reuse_valid.eq(reuse_valid), dp.reuse_rows.eq(reuse_rows),
                      dp.reuse_channels.eq(reuse_channels), dp.reuse_tiles.eq(reuse_tiles),
                      dp.reuse_engine.eq(reuse_engine), dp.reuse_window.eq(reuse_window)]

@@ -4,7 +4,9 @@ A core holds one engine per PE kind (interface 2.1) and, with ``cfg.window_ops``
 2.3), the lane unit (:class:`~.lanes.LaneUnit`) of window runs. The issue unit's input vectors
 and the feeder's weight rows (core-wide widths) go to one of them only — the lane unit on a
 window run, else the engine the descriptor's ``engine`` field names — and the results come
-back from it, each lane sign-extended to the core's ``acc_width``.
+back from it, each lane sign-extended to the core's ``acc_width``. A taps run (interface 2.4)
+is a depthwise window run that goes to the engine instead of the lane unit, with the issue
+unit's taps: the engines of ``cfg.tap_engines`` are built with the tap ports.
 """
 
 from amaranth.hdl import Signal, Cat, Const, Mux
@@ -31,17 +33,18 @@ def column_modules(cfg: CoreConfig, column_module):
 
 
 def build_engine(cfg: CoreConfig, k, column_module=None):
-    """Engine ``k`` of ``cfg``: a :class:`~.tree.TreeEngine`, a :class:`~.array.PEArray`, or
-    with ``cfg.folds(k) > 1`` a :class:`~.fold.FoldedEngine` of ``cfg.physical_cols(k)``
-    columns. Its ports are those of the engine's own config (its ``code_width`` and
-    ``acc_width``)."""
+    """Engine ``k`` of ``cfg``: a :class:`~.tree.TreeEngine`, a :class:`~.array.PEArray` (with
+    ``cfg.taps`` tap rows if ``k`` is in ``cfg.tap_engines``), or with ``cfg.folds(k) > 1`` a
+    :class:`~.fold.FoldedEngine` of ``cfg.physical_cols(k)`` columns. Its ports are those of
+    the engine's own config (its ``code_width`` and ``acc_width``)."""
     e = cfg.engines[k]
     if cfg.folds(k) > 1:
         from .fold import FoldedEngine
         return FoldedEngine(e, cfg.physical_cols(k))
     if e.arch == "tree":
         return TreeEngine(e)
-    return PEArray(e, column_module=column_module)
+    return PEArray(e, column_module=column_module,
+                   taps=cfg.taps if k in cfg.tap_engines else 0)
 
 
 def sext(v, width):
@@ -49,12 +52,14 @@ def sext(v, width):
     return Cat(v, v[-1].replicate(width - len(v)))
 
 
-def route_engines(m, cfg: CoreConfig, names, x, w, sel, lanes=None, windowed=Const(0)):
+def route_engines(m, cfg: CoreConfig, names, x, w, sel, lanes=None, windowed=Const(0),
+                  x_taps=None, taps_run=Const(0)):
     """Add every engine of ``cfg`` (column modules ``names``, :func:`column_modules`) to
     ``m``; ``x`` and ``w`` (core-wide widths) go to engine ``sel`` only, or to ``lanes`` (the
-    lane unit, already a submodule) while ``windowed``. Returns the result stream
-    (core-wide widths). A single-engine core without a lane unit connects its engine
-    directly."""
+    lane unit, already a submodule) while ``windowed`` and not ``taps_run`` (a taps run goes
+    to engine ``sel`` with the taps ``x_taps``, which the tap engines take with ``x``).
+    Returns the result stream (core-wide widths). A single-engine core without a lane unit
+    connects its engine directly."""
     C, A, W = cfg.engine.cols, cfg.acc_width, cfg.code_width
     engines = [build_engine(cfg, k, names[k]) for k in range(len(cfg.engines))]
     if len(engines) == 1 and lanes is None:
@@ -69,11 +74,13 @@ def route_engines(m, cfg: CoreConfig, names, x, w, sel, lanes=None, windowed=Con
     for k, (e, eng) in enumerate(zip(cfg.engines, engines)):
         m.submodules[f"engine_{k}" if k else "engine"] = eng
         on = Signal(name=f"engine_{k}_on")
-        m.d.comb += on.eq((sel == k) & ~windowed)
+        m.d.comb += on.eq((sel == k) & (~windowed | taps_run))
         targets.append((eng, on, e.acc_width, e.code_width))
+        if k in cfg.tap_engines:
+            m.d.comb += [eng.taps.eq(x_taps), eng.taps_on.eq(taps_run)]
     if lanes is not None:
         on = Signal(name="lanes_on")
-        m.d.comb += on.eq(windowed)
+        m.d.comb += on.eq(windowed & ~taps_run)
         targets.append((lanes, on, A, W))
     for eng, on, a, c in targets:
         m.d.comb += [

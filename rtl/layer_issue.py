@@ -32,6 +32,14 @@ Pipeline: S0 walks and issues (checking the activation watermark and the credit)
 the lanes' addresses from the shift table, S2 has the buffer data and enters a small FIFO in
 front of the engine. The credit counts FIFO entries and S1/S2, so a read is never lost when
 the engine stalls.
+
+A taps run (interface 2.4, ``flags.depthwise | flags.taps`` on a core with ``cfg.taps``) walks
+differently (:class:`~.tap_issue.TapWalk` in S0): per output tile, every padded pixel once, one
+read per cycle under the same credit; S1 gives the read's column to the tap window
+(:class:`~.tap_window.TapWindow`), S2 enters the read into it and writes the FIFO only when the
+read emits, with the window's taps on the sideband ``x_taps``. Tags, ``inflight`` and
+``issued`` count emitted vectors only: each is final (``index`` 0 for a tile's first, 1 after;
+no partial sums), ``x.last`` on a tile's last (the array swaps weight tiles there).
 """
 
 from amaranth.hdl import Signal, Module, Cat, Const, Mux, signed, unsigned
@@ -39,9 +47,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..params.core_config import CoreConfig, SHIFT_ENTRY_BITS, ISSUE_FIFO_DEPTH
+from ..params.core_config import CoreConfig, DESC_FLAGS, SHIFT_ENTRY_BITS, ISSUE_FIFO_DEPTH
 from .array import input_layout
 from .layer_setup import SIZE_BITS, desc_layout, sizes_layout, window_flags
+from .tap_issue import TapWalk
+from .tap_window import TapWindow
 
 
 __all__ = ["IssueUnit", "WeightFeeder", "tag_layout", "X_FIFO_DEPTH", "hazard_window"]
@@ -98,6 +108,9 @@ class IssueUnit(wiring.Component):
     x : Out(stream.Signature(input_layout(cfg.post_engine)))
         To the engine (the core routes it to the run's engine); partial sums at the core's
         ``acc_width``.
+    x_taps : Out(cols * taps * act_bits)
+        With ``cfg.taps`` only: the taps of the vector on ``x`` (a taps run's), tap row ``r``
+        of column ``c`` at bits ``[(c*taps + r)*act_bits, ...)``.
     tag : Out(stream.Signature(tag_layout(...)))
         One per vector, in the same order, to the retire side.
     retired : In(1)
@@ -116,6 +129,7 @@ class IssueUnit(wiring.Component):
         fa = max(1, (cfg.fmap_vectors - 1).bit_length())
         sa = max(1, (-(-cfg.max_channels // e.rows) - 1).bit_length())
         self._post_groups = post_groups
+        taps = {"x_taps": Out(e.cols * cfg.taps * e.act_bits)} if cfg.taps else {}
         super().__init__({
             "go": In(1),
             "desc": In(desc_layout()),
@@ -137,6 +151,7 @@ class IssueUnit(wiring.Component):
             "issued": Out(1),
             "waiting": Out(1),
             "done": Out(1),
+            **taps,
         })
 
     def elaborate(self, platform):
@@ -175,8 +190,9 @@ class IssueUnit(wiring.Component):
         last_block = rem == blen
 
         # Credit: FIFO entries plus S1 and S2 never exceed the FIFO's depth.
-        m.submodules.fifo = fifo = SyncFIFOBuffered(width=len(self.x.payload.as_value()),
-                                                     depth=X_FIFO_DEPTH)
+        x_bits = len(self.x.payload.as_value())
+        m.submodules.fifo = fifo = SyncFIFOBuffered(
+            width=x_bits + (len(self.x_taps) if cfg.taps else 0), depth=X_FIFO_DEPTH)
         valid1, valid2 = Signal(), Signal()
         credit = fifo.level + valid1 + valid2 < X_FIFO_DEPTH
         # In flight from issue to retire (bounds the tag FIFO and the accumulator hazard).
@@ -191,14 +207,24 @@ class IssueUnit(wiring.Component):
         arrived = self.act_complete | (far < self.act_ptr.as_signed())
         can = active & credit & room & ~hazard & self.shift_ready & self.tag.ready
         issue = Signal()
-        m.d.comb += [
-            issue.eq(can & arrived),
-            self.waiting.eq(can & ~arrived),
-            self.issued.eq(issue),
-        ]
-        with m.If(issue & ~self.retired):
+        m.d.comb += issue.eq(can & arrived)
+        # S0's read (issue or a taps run's read) and whether it sends a vector and a tag.
+        read, tagged, waiting = issue, issue, can & ~arrived
+        if cfg.taps:
+            taps_run = d.flags[DESC_FLAGS["depthwise"]] & d.flags[DESC_FLAGS["taps"]]
+            m.submodules.tap_walk = tw = TapWalk(cfg, A, P)
+            t_can = tw.active & credit & room & self.tag.ready
+            t_arrived = self.act_complete | (tw.addr < self.act_ptr.as_signed())
+            t_read = Signal()
+            m.d.comb += [tw.go.eq(self.go & taps_run), tw.desc.eq(d), tw.sizes.eq(sz),
+                         tw.corner.eq(self._corner), t_read.eq(t_can & t_arrived),
+                         tw.read.eq(t_read)]
+            read, tagged = issue | t_read, issue | (t_read & tw.emit)
+            waiting = waiting | (t_can & ~t_arrived)
+        m.d.comb += [self.waiting.eq(waiting), self.issued.eq(tagged)]
+        with m.If(tagged & ~self.retired):
             m.d.sync += inflight.eq(inflight + 1)
-        with m.Elif(~issue & self.retired):
+        with m.Elif(~tagged & self.retired):
             m.d.sync += inflight.eq(inflight - 1)
 
         # Next pixel of the raster walk.
@@ -233,8 +259,10 @@ class IssueUnit(wiring.Component):
         with m.If(self.go):
             top = (-d.pad_h).as_signed()
             left = (-d.pad_w).as_signed()
-            m.d.sync += [active.eq(1), nt.eq(0), ky.eq(0), kx.eq(0), ct.eq(0), koff.eq(0),
-                         koff_row.eq(0), i.eq(0), rem.eq(sz.m), out_left.eq(d.out_c)]
+            # A taps run leaves this walk to the tap walk.
+            m.d.sync += [active.eq(~taps_run if cfg.taps else 1), nt.eq(0), ky.eq(0),
+                         kx.eq(0), ct.eq(0), koff.eq(0), koff_row.eq(0), i.eq(0), rem.eq(sz.m),
+                         out_left.eq(d.out_c)]
             m.d.sync += [blen.eq(Mux(sz.m < d.m_block, sz.m, d.m_block))]
             m.d.sync += [b_ox.eq(0), ox.eq(0), b_iy.eq(top), iy.eq(top), b_ix.eq(left),
                          ix.eq(left)]
@@ -263,7 +291,7 @@ class IssueUnit(wiring.Component):
                     start_pass(m, *nb, 0, 0, 0)
                 with m.Else():
                     m.d.sync += active.eq(0)
-        m.d.comb += self.done.eq(~active)
+        m.d.comb += self.done.eq(~active & ~tw.active if cfg.taps else ~active)
         m.d.comb += zero_from.eq(Mux(out_left < C, out_left, C))
 
         # The tag of the issued vector.
@@ -274,15 +302,29 @@ class IssueUnit(wiring.Component):
             t.zero.eq(Cat(Const(j, range(C + 1)) >= zero_from for j in range(C))),
             t.last.eq(final_kt & last_nt & last_block & end_pass),
         ]
+        if cfg.taps:
+            with m.If(taps_run):
+                m.d.comb += [
+                    self.tag.valid.eq(t_read & tw.emit),
+                    t.index.eq(tw.emitted), t.final.eq(1), t.group.eq(tw.nt),
+                    t.zero.eq(Cat(Const(j, range(C + 1)) >= tw.zero_from for j in range(C))),
+                    t.last.eq(tw.run_end),
+                ]
 
         # ---- S1: the lanes' addresses -------------------------------------------------------
         m.d.comb += self.sh_addr.eq(ct)
         iy1, ix1, addr1 = Signal(P), Signal(P), Signal(A)
         index1, first1, last1 = Signal(16), Signal(), Signal()
-        m.d.sync += valid1.eq(issue)
+        m.d.sync += valid1.eq(read)
         with m.If(issue):
             m.d.sync += [iy1.eq(iy), ix1.eq(ix), addr1.eq(addr), index1.eq(i),
                          first1.eq(first_kt), last1.eq(end_pass)]
+        if cfg.taps:
+            px1, emit1 = Signal(16), Signal()
+            with m.If(t_read):
+                # x.last on the tile's last read (its last emit): the array swaps tiles.
+                m.d.sync += [iy1.eq(tw.iy), ix1.eq(tw.ix), addr1.eq(tw.addr), px1.eq(tw.px),
+                             emit1.eq(tw.emit), last1.eq(tw.tile_end)]
         fa = len(self.fmap_addr) // R
         # The shifted map xs[c, y, x] = x[c, y + dy, x + dx] is itself zero-padded: a pixel
         # outside the map reads 0 whatever the lane's shift, and so does a shifted read that
@@ -318,10 +360,29 @@ class IssueUnit(wiring.Component):
             fifo.w_data.eq(x.as_value()),
             fifo.w_en.eq(valid2),
             self.x.valid.eq(fifo.r_rdy),
-            self.x.payload.eq(fifo.r_data),
+            self.x.payload.eq(fifo.r_data[:x_bits]),
             fifo.r_en.eq(self.x.ready),
         ]
+        if cfg.taps:
+            self._tap_window(m, x, fifo, taps_run, valid1, valid2, px1, emit1)
         return m
+
+    def _tap_window(self, m, x, fifo, taps_run, valid1, valid2, px1, emit1):
+        """S1 and S2 of a taps run: the tap window reads its lines at the read's column in
+        S1 and takes the read (``x.data``, padding 0) in S2, when the FIFO takes the vector
+        with its taps if the read emits; no partial sums."""
+        m.submodules.tap_window = win = TapWindow(self._cfg)
+        px2, emit2 = Signal(16), Signal()
+        m.d.sync += [px2.eq(px1), emit2.eq(emit1)]
+        m.d.comb += [
+            win.kernel_h.eq(self.desc.kernel_h), win.kernel_w.eq(self.desc.kernel_w),
+            win.rd_px.eq(px1), win.rd_en.eq(valid1 & taps_run),
+            win.wr_px.eq(px2), win.enter.eq(valid2 & taps_run), win.data.eq(x.data),
+            self.x_taps.eq(fifo.r_data[len(x.as_value()):]),
+        ]
+        with m.If(taps_run):
+            m.d.comb += [x.psum.eq(0), fifo.w_data.eq(Cat(x.as_value(), win.taps)),
+                         fifo.w_en.eq(valid2 & emit2)]
 
     @property
     def _corner(self):

@@ -16,6 +16,11 @@ Window runs (interface 2.3, one of the flags ``win_max``, ``win_sum``, ``depthwi
 walk takes ``nkk = kk * nt`` passes per block, and the weight rows are ``nkk`` for a depthwise
 run (one row of ``cols`` codes per pass) and 0 for max and sum; the last step's store puts
 them into ``wrows`` (which holds ``nkt * rows`` before), so the program's cycle bound stays.
+
+Taps runs (interface 2.4, ``flags.depthwise | flags.taps``): one pass per output tile of
+``rows`` weight rows, so ``wrows = ntr = nt * rows`` (the last step's store); the checks of
+:meth:`LayerSetup._tap_checks`. REUSE compares the window flags and ``flags.taps``
+(:func:`reuse_flags`).
 """
 
 from amaranth.hdl import Signal, Module, Const, Cat, Mux, signed, unsigned
@@ -24,11 +29,11 @@ from amaranth.lib.wiring import In, Out
 
 from ..params.core_config import (CoreConfig, DESC_FIELDS, DESC_FLAGS, DESC_BITS, DESC_SIGNED,
                                   CORE_ERRORS, RES_MAX_SHIFT, res_shift_range, pool_shift_range,
-                                  WINDOW_FLAGS, SETUP_STEPS as STEPS)
+                                  WINDOW_FLAGS, TAP_FLAG, SETUP_STEPS as STEPS)
 
 
 __all__ = ["LayerSetup", "desc_layout", "sizes_layout", "shape_layout", "STEPS", "error_code",
-           "window_flags"]
+           "window_flags", "reuse_flags", "REUSE_FLAG_BITS"]
 
 
 def error_code(name):
@@ -42,6 +47,18 @@ def window_flags(flags):
     lo = DESC_FLAGS[WINDOW_FLAGS[0]]
     assert [DESC_FLAGS[n] for n in WINDOW_FLAGS] == list(range(lo, lo + len(WINDOW_FLAGS)))
     return flags[lo:lo + len(WINDOW_FLAGS)]
+
+
+#: Bits of :func:`reuse_flags`.
+REUSE_FLAG_BITS = len(WINDOW_FLAGS) + 1
+
+
+def reuse_flags(flags):
+    """What kind of run loaded the weights, as REUSE compares it: the window bits
+    (:func:`window_flags`) and, above them, ``flags.taps`` (the bit after ``depthwise``)."""
+    lo = DESC_FLAGS[WINDOW_FLAGS[0]]
+    assert DESC_FLAGS[TAP_FLAG] == lo + len(WINDOW_FLAGS)
+    return flags[lo:lo + REUSE_FLAG_BITS]
 
 
 def desc_layout():
@@ -82,6 +99,7 @@ SIZES = {
     "scv": "SHORTCUT vectors the host sends, sm * nts",
     "dcv": "aligned shortcut vectors the buffer holds, m * nt",
     "nkk": "a window run's passes per block, kk * nt (a depthwise run's weight rows)",
+    "ntr": "a taps run's weight rows, nt * rows",
 }
 
 
@@ -108,8 +126,8 @@ class LayerSetup(wiring.Component):
     desc : In(desc_layout())
     reuse_rows, reuse_channels, reuse_tiles, reuse_engine, reuse_window : In(...)
         The weight rows, ``out_c``, shift-table vectors (0 without shift), engine and window
-        flags (:func:`window_flags`) of the previous run; ``reuse_valid`` says they may be
-        reused.
+        and taps flags (:func:`reuse_flags`) of the previous run; ``reuse_valid`` says they
+        may be reused.
     bank_valid, bank_shape_0, bank_shape_1 : In
         The feature-map banks' state (interface 2.2, kept by the shell): bit ``k`` of
         ``bank_valid`` says bank ``k`` holds a tensor, of shape ``bank_shape_k``.
@@ -127,7 +145,7 @@ class LayerSetup(wiring.Component):
             "reuse_channels": In(16),
             "reuse_tiles": In(SIZE_BITS),
             "reuse_engine": In(4),
-            "reuse_window": In(len(WINDOW_FLAGS)),
+            "reuse_window": In(REUSE_FLAG_BITS),
             "bank_valid": In(2),
             "bank_shape_0": In(shape_layout()),
             "bank_shape_1": In(shape_layout()),
@@ -206,20 +224,24 @@ class LayerSetup(wiring.Component):
                             with m.Else():
                                 m.d.sync += bit.eq(bit + 1)
             with m.State("STORE"):
+                win = window_flags(d.flags)
+                taps = d.flags[DESC_FLAGS[TAP_FLAG]]
                 with m.Switch(step):
                     for i, (result, _, _, _) in enumerate(STEPS):
                         with m.Case(i):
                             m.d.sync += getattr(sz, result).eq(acc)
+                            # A window run's weight rows: nkk (depthwise), 0 (max, sum), ntr
+                            # (a taps run, a later step); a convolution keeps nkt * rows.
+                            if result == "nkk":
+                                with m.If(win[2]):
+                                    m.d.sync += sz.wrows.eq(acc)
+                                with m.Elif(win[0] | win[1]):
+                                    m.d.sync += sz.wrows.eq(0)
+                            if result == "ntr":
+                                with m.If(win[2] & taps):
+                                    m.d.sync += sz.wrows.eq(acc)
                 m.d.sync += [step.eq(step + 1), bit.eq(0), acc.eq(0), rem.eq(0)]
                 with m.If(step == len(STEPS) - 1):
-                    # A window run's weight rows: nkk (depthwise, the last step's), 0 (max,
-                    # sum); a convolution keeps nkt * rows.
-                    assert STEPS[-1][0] == "nkk"
-                    win = window_flags(d.flags)
-                    with m.If(win[2]):
-                        m.d.sync += sz.wrows.eq(acc)
-                    with m.Elif(win[0] | win[1]):
-                        m.d.sync += sz.wrows.eq(0)
                     m.next = "CHECK"
                 with m.Else():
                     m.next = "RUN"
@@ -253,11 +275,15 @@ class LayerSetup(wiring.Component):
         win = window_flags(d.flags)
         windowed = win.any()
         bad = bad | pool_bad | self._shortcut_checks(d) | self._window_checks(d, win)
+        taps_bad, taps_window, taps_big, taps_run = self._tap_checks(d, sz)
+        bad = bad | taps_bad
         residual = d.flags[DESC_FLAGS["residual"]]
-        # K: the reduction of one output, kk for a window run (one channel's window).
+        # K: the reduction of one output, kk for a window run (one channel's window). A taps
+        # run takes no partial sums: no m_block limit.
         too_big = ((Mux(windowed, sz.kk, sz.k) > cfg.engine.max_k)
                    | (d.out_c > cfg.max_channels)
-                   | (shift & (d.in_c > cfg.max_channels)) | (d.m_block > cfg.acc_entries)
+                   | (shift & (d.in_c > cfg.max_channels))
+                   | (~taps_run & (d.m_block > cfg.acc_entries)) | taps_big
                    | (sz.acts > cfg.fmap_vectors) | (sz.wrows > cfg.weight_rows)
                    | (residual & (sz.dcv > cfg.shortcut_vectors)) | pool_big
                    # sm = sh * sw takes sw as the 16-bit operand of the multiplier.
@@ -266,12 +292,31 @@ class LayerSetup(wiring.Component):
         bad_reuse = reuse & (~self.reuse_valid | (self.reuse_rows != sz.wrows)
                              | (self.reuse_channels != d.out_c) | (self.reuse_tiles != tiles)
                              | (self.reuse_engine != d.engine)
-                             | (self.reuse_window != win))
+                             | (self.reuse_window != reuse_flags(d.flags)))
         bad_engine = d.engine >= len(cfg.engines)
-        bad_window = windowed if not cfg.window_ops else Const(0)
+        bad_window = (windowed if not cfg.window_ops else Const(0)) | taps_window
         return [("DESCRIPTOR", bad), ("ENGINE", bad_engine), ("WINDOW", bad_window),
                 ("RESIDENT", self._chain_checks(d, sz)), ("TOO_BIG", too_big),
                 ("REUSE", bad_reuse)]
+
+    def _tap_checks(self, d, sz):
+        """A taps run's rules: ``(DESCRIPTOR, WINDOW, TOO_BIG, taps run)`` conditions.
+        DESCRIPTOR: ``flags.taps`` without ``depthwise``, or with ``residual`` or
+        ``global_pool``, ``m_block != out_h*out_w``, and (on a core with a tap window)
+        ``kernel_h`` or ``kernel_w`` beyond its side; WINDOW: ``flags.taps`` on a core
+        without a tap window or on an engine not in ``cfg.tap_engines``; TOO_BIG: the padded
+        line ``ew + kernel_w`` beyond ``tap_line``."""
+        cfg = self._cfg
+        flag = {name: d.flags[bit] for name, bit in DESC_FLAGS.items()}
+        taps = flag[TAP_FLAG]
+        run = taps & flag["depthwise"]
+        bad = taps & (~flag["depthwise"] | flag["residual"] | flag["global_pool"]
+                      | (d.m_block != sz.m))
+        if not cfg.taps:
+            return bad, taps, Const(0), run
+        bad = bad | (taps & ((d.kernel_h > cfg.tap_side) | (d.kernel_w > cfg.tap_side)))
+        engine_ok = Cat(d.engine == k for k in cfg.tap_engines).any()
+        return bad, taps & ~engine_ok, run & (sz.ew + d.kernel_w > cfg.tap_line), run
 
     def _window_checks(self, d, win):
         """A window run's descriptor rules (error DESCRIPTOR): at most one window flag; with

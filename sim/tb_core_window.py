@@ -53,7 +53,7 @@ from mulfree.sim.tb_core_layers import random_pauses
 
 
 __all__ = ["SCENARIOS", "WindowRun", "pack_window", "window_output", "window_beats",
-           "window_runs_of"]
+           "window_runs_of", "make_run", "run_window", "expect_refused"]
 
 #: The cocotb tests of this module (``no_lane_unit`` runs on a core without the lane unit).
 SCENARIOS = ("window_runs", "window_chain", "window_refused")
@@ -294,7 +294,7 @@ async def run_window(tb, run, *, what, flags=(), acts=True, quiet=False):
     assert d["BUSY_CYCLES"] >= vectors, f"{what}: BUSY_CYCLES {d['BUSY_CYCLES']} < {vectors}"
 
 
-async def _refused(tb, packets, name, what):
+async def expect_refused(tb, packets, name, what):
     """Start, send ``packets``; expect error ``name``, done and idle, the rest dropped."""
     assert await tb.control("start") == 0
     tb.out_check.tolerate_drop = True
@@ -409,7 +409,7 @@ async def window_refused(dut):
         ("WEIGHTS to a max run", pack_window(cfg, mx, weights=[0]), "OVERRUN"),
     ]
     for what, packets, name in cases:
-        await _refused(tb, packets, name, what)
+        await expect_refused(tb, packets, name, what)
         await run_window(tb, good(), what=f"after {what}")
     # A soft reset in the middle of a window run (results held back), then a good run.
     run = good()
@@ -445,7 +445,7 @@ async def no_lane_unit(dut):
     C = cfg.engine.cols
     for op in ("max", "sum", "depthwise"):
         run = make_run(cfg, rng, op, c=C, hw=(4, 4), kernel=2, stride=2)
-        await _refused(tb, pack_window(cfg, run), "WINDOW", f"{op} without a lane unit")
+        await expect_refused(tb, pack_window(cfg, run), "WINDOW", f"{op} without a lane unit")
         conv = engine_layer(cfg, rng, 0, "conv", in_c=3, h=4, w=4, out_c=C, padding=(1, 1))
         packets = pack_engine_layer(cfg, conv, 0)
         want = expected_beats(engine_view(cfg, 0), conv)

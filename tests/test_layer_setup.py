@@ -43,8 +43,11 @@ IN_BANK, ACTS_RESIDENT, KEEP, QUIET, SHORT_RESIDENT = (
 #: Interface 2.3's window flags: a max pool, a sum (average) pool, a depthwise convolution.
 WIN_MAX, WIN_SUM, DEPTHWISE = (1 << DESC_FLAGS[n] for n in ("win_max", "win_sum", "depthwise"))
 WINDOW_BITS = (WIN_MAX, WIN_SUM, DEPTHWISE)
+#: Interface 2.4's taps flag: a depthwise run on an array engine through the tap window.
+TAPS = 1 << DESC_FLAGS["taps"]
 KNOWN_FLAGS = (SHIFT | REUSE_FLAG | RESIDUAL | RES_RELU | CLAMP | GLOBAL_POOL | IN_BANK
-               | ACTS_RESIDENT | KEEP | QUIET | SHORT_RESIDENT | WIN_MAX | WIN_SUM | DEPTHWISE)
+               | ACTS_RESIDENT | KEEP | QUIET | SHORT_RESIDENT | WIN_MAX | WIN_SUM | DEPTHWISE
+               | TAPS)
 TAIL_FIELDS = ("clamp_lo", "clamp_hi", "res_main_shift", "res_short_shift", "res_shift")
 #: The shortcut's source fields (word 7), set with flags.residual.
 SHORT_FIELDS = ("short_c", "short_off", "short_stride")
@@ -116,7 +119,11 @@ def ref_sizes(cfg, d):
     # Interface 2.3: a window run's passes per block; its weight rows are nkk (depthwise),
     # 0 (max, sum).
     s["nkk"] = kk * nt
-    if d["flags"] & DEPTHWISE:
+    # Interface 2.4: a taps run's weight rows, NT tiles of rows.
+    s["ntr"] = nt * r
+    if d["flags"] & DEPTHWISE and d["flags"] & TAPS:
+        s["wrows"] = s["ntr"]
+    elif d["flags"] & DEPTHWISE:
         s["wrows"] = s["nkk"]
     elif d["flags"] & (WIN_MAX | WIN_SUM):
         s["wrows"] = 0
@@ -174,15 +181,30 @@ def pool_error(cfg, d):
 
 def window_of(d):
     """The window flags of ``d`` as ``REUSE`` compares them: bit 0 win_max, 1 win_sum,
-    2 depthwise."""
-    return sum(1 << i for i, bit in enumerate(WINDOW_BITS) if d["flags"] & bit)
+    2 depthwise, 3 taps."""
+    return sum(1 << i for i, bit in enumerate(WINDOW_BITS + (TAPS,)) if d["flags"] & bit)
+
+
+def taps_errors(cfg, d, s):
+    """Interface 2.4's rules of flags.taps (``CORE_ERRORS``): ``(DESCRIPTOR, WINDOW,
+    TOO_BIG)``. DESCRIPTOR: taps without depthwise, with residual or global_pool,
+    m_block != out_h*out_w, or (a core with a tap window) a kernel side beyond its side;
+    WINDOW: no tap window, or an engine without one; TOO_BIG: the padded line
+    (out_w-1)*stride_w + kernel_w beyond tap_line."""
+    f = d["flags"]
+    if not f & TAPS:
+        return False, False, False
+    bad = (not f & DEPTHWISE or f & (RESIDUAL | GLOBAL_POOL) or d["m_block"] != s["m"]
+           or (cfg.taps and max(d["kernel_h"], d["kernel_w"]) > cfg.tap_side))
+    window = d.get("engine", 0) not in cfg.tap_engines
+    return bool(bad), window, s["ew"] + d["kernel_w"] > cfg.tap_line
 
 
 def window_error(d):
     """Interface 2.3's DESCRIPTOR rules of a window run (``CORE_ERRORS``): more than one
     window flag; a window flag with in_c != out_c or with flags.shift; win_max or win_sum with
     reuse_weights; win_max with 2*pad > kernel in either dimension."""
-    f, n = d["flags"], bin(window_of(d)).count("1")
+    f, n = d["flags"], bin(window_of(d) & 7).count("1")     # taps (bit 3) is no window flag
     if n > 1 or (n and (d["in_c"] != d["out_c"] or f & SHIFT)):
         return True
     if f & (WIN_MAX | WIN_SUM) and f & REUSE_FLAG:
@@ -199,7 +221,9 @@ def ref_error(cfg, d, reuse=None):
     e, reuse = cfg.engine, reuse or {}
     if any(d[name] == 0 for name in ZERO_CHECKED) or d["flags"] & ~KNOWN_FLAGS:
         return DESCRIPTOR
-    if window_error(d):
+    s, shift = ref_sizes(cfg, d), bool(d["flags"] & SHIFT)
+    taps_bad, taps_window, taps_big = taps_errors(cfg, d, s)
+    if window_error(d) or taps_bad:
         return DESCRIPTOR
     if tail_error(cfg, d) or short_error(d) or pool_error(cfg, d):
         return DESCRIPTOR
@@ -210,14 +234,15 @@ def ref_error(cfg, d, reuse=None):
         return DESCRIPTOR
     if d.get("engine", 0) >= len(cfg.engines):
         return ENGINE
-    if window_of(d) and not cfg.window_ops:
+    if (window_of(d) & 7 and not cfg.window_ops) or taps_window:
         return WINDOW
-    s, shift = ref_sizes(cfg, d), bool(d["flags"] & SHIFT)
     if chain_error(cfg, d, s, reuse.get("banks", [(0, (0, 0, 0))] * 2)):
         return RESIDENT
-    # K of a window run is one channel's window, kk.
+    taps_run = d["flags"] & TAPS and d["flags"] & DEPTHWISE
+    # K of a window run is one channel's window, kk; a taps run has no m_block limit.
     if ((s["kk"] if window_of(d) else s["k"]) > e.max_k or d["out_c"] > cfg.max_channels
-            or (shift and d["in_c"] > cfg.max_channels) or d["m_block"] > cfg.acc_entries
+            or (shift and d["in_c"] > cfg.max_channels) or taps_big
+            or (not taps_run and d["m_block"] > cfg.acc_entries)
             or s["acts"] > cfg.fmap_vectors or s["wrows"] > cfg.weight_rows
             or (d["flags"] & RESIDUAL and s["dcv"] > cfg.shortcut_vectors)
             or (d["flags"] & GLOBAL_POOL and s["m"] > cfg.pool_pixels)
