@@ -95,15 +95,20 @@ ResNet costs microseconds to milliseconds to estimate. The model:
 
 7. **Taps runs** (interface 2.4, ``g["taps"]``: :func:`taps_cycles`). Per output tile the
    issue unit reads the ``Hp*Wp`` padded pixels of :func:`~mulfree.params.tap_walk.tap_reads`
-   at one per cycle from ``t_run + 1``, each once its vector has arrived (the watermark of
-   its address ``(iy*in_w + ix)*CT + nt``, padding included, as a convolution's reads); a
-   read that emits enters the array ``ISSUE_TO_ENGINE`` cycles later, one per cycle, the
-   others only pass S1 and S2. The credit (the FIFO's entries and S1, S2 below
-   ``ISSUE_FIFO_DEPTH``) stops the reads while emitted vectors wait for the engine. Tile
-   ``nt``'s first emitted vector waits for its ``rows`` weight rows, loaded into the shadow
-   registers as a convolution's tiles are; every emitted vector is final and goes through
-   post-processing and the serializer (a result FIFO of ``out_vectors`` holding the engine
-   back when a result takes more beats than a cycle). The end is a convolution's.
+   at one per cycle from ``t_run`` (a cycle before a convolution's first issue could), each
+   once its vector has arrived (the watermark of its address ``(iy*in_w + ix)*CT + nt``,
+   padding included, as a convolution's reads); a read that emits enters the array
+   ``ISSUE_TO_ENGINE`` cycles later at the earliest, one per cycle, the others only pass S1
+   and S2. The credit (the FIFO's vectors, those the engine takes this cycle included, and
+   the reads in S1 and S2, below ``ISSUE_FIFO_DEPTH``) stops the reads while emitted vectors
+   wait for the engine. Tile ``nt``'s first emitted vector waits for its ``rows`` weight rows,
+   loaded into the shadow registers as a convolution's tiles are; every emitted vector is
+   final and goes through post-processing and the serializer (a result FIFO of
+   ``out_vectors`` holding the engine back when a result takes more beats than a cycle). The
+   end is a convolution's. Measured on the simulated board (``tests/test_cycle_model_v24.py``:
+   a 4x4 shift core with a 2x2 tap window on a 64-bit stream, 49 runs of 1x1 to 2x2 kernels,
+   strides, padding, 1 to 3 tiles, reused weights, and a chain through the banks; a 9x9 mult
+   core with a 3x3 tap window on a 32-bit stream, results of two beats): exact.
 
 The model ignores backpressure on ``m_axis`` and splits no packet (a DMA's packet limit adds
 a header beat per packet). **Accuracy**, measured against ``BUSY_CYCLES`` on the simulated
@@ -486,7 +491,7 @@ def taps_cycles(cfg: CoreConfig, g, *, reuse=False, first_acts=None, engine=None
         w_first = _ready_time(layout, "WEIGHTS", per["WEIGHTS"], tiles * rows + 1)
         w_last = _ready_time(layout, "WEIGHTS", per["WEIGHTS"], (tiles + 1) * rows)
     feeder = tile_free = t_run + 1
-    t = t_run + 1                        # the next read's earliest cycle
+    t = t_run                            # the next read's earliest cycle
     reads = []                           # (cycle, entry or None) of the reads in flight
     entry = out = -(1 << 40)             # the last vector's entry, its result's serializer start
     outs = []                            # serializer starts of every result so far
@@ -498,7 +503,7 @@ def taps_cycles(cfg: CoreConfig, g, *, reuse=False, first_acts=None, engine=None
             t = max(t, int(ready[i]))
             # The credit: the reads in S1 and S2, and the emitted vectors in the FIFO (read
             # before them, entering the array at or after t), below the FIFO's depth.
-            while sum(1 for c, n in reads if c >= t - 2 or n is not None and n >= t) \
+            while sum(1 for c, n in reads if c >= t - 2 or n is not None and n >= t - 1) \
                     >= ISSUE_FIFO_DEPTH:
                 t += 1
             n = None
@@ -518,7 +523,7 @@ def taps_cycles(cfg: CoreConfig, g, *, reuse=False, first_acts=None, engine=None
                 entry = n
                 out = max(out + nb, n + lat + post)
                 outs.append(out)
-            reads = [(c, m) for c, m in reads if c >= t - 1 or m is not None and m > t] + \
+            reads = [(c, m) for c, m in reads if c >= t - 1 or m is not None and m >= t] + \
                 [(t, n)]
             t += 1
     if quiet:

@@ -147,7 +147,8 @@ def _check_runs(cfg, dev, layers):
         if not layer.quiet:
             got = ls.unpack_results(cfg, layer, beats)
             assert np.array_equal(got, gold(cfg, layer)), (i, layer.taps)
-        per = cfg.engine.rows * cfg.engine.cols if layer.taps else cfg.engine.cols
+        lanes = layer.window is not None and not layer.taps        # the lane unit's vectors
+        per = cfg.engine.cols if lanes else cfg.engine.rows * cfg.engine.cols
         assert terms == g["NT"] * g["KT"] * g["M"] * per == run_terms(cfg, g), (i, terms)
         report.append((i, busy, estimate(cfg, layer)))
     bad = [r for r in report if r[1] != r[2]]
