@@ -19,7 +19,9 @@ The packets follow the specification: the descriptor with ``depthwise`` and ``ta
   a run reusing the previous one's weights; the second half under random pauses on
   ``s_axis`` and backpressure on ``m_axis``; TAPS reads the core's tap window;
 * ``taps_mixed``: a taps run, the same layer on the lane unit (no ``taps``), a convolution,
-  then the taps run again: routing between the engine and the lane unit, run after run;
+  then the taps run again: routing between the engine and the lane unit, run after run; a
+  chain (a max pool kept, a taps run on it resident, kept and quiet, a 1x1 convolution on
+  that): the taps run's results written to the other bank in their order;
 * ``taps_refused``: DESCRIPTOR (taps without depthwise, ``m_block != out_h*out_w``, a kernel
   beyond the side, taps with a global pool), TOO_BIG (a padded line beyond TAPS.line), WINDOW
   (taps on an engine without the tap ports, when the core has one), REUSE (a lane-unit
@@ -52,15 +54,17 @@ __all__ = ["SCENARIOS", "pack_taps", "taps_runs_of"]
 SCENARIOS = ("taps_runs", "taps_mixed", "taps_refused")
 
 
-def pack_taps(cfg, run, *, flags=(), **fields):
+def pack_taps(cfg, run, *, flags=(), acts=True, **fields):
     """The packets of the depthwise ``run`` as a taps run: the descriptor with ``taps`` (and
     ``flags``; ``fields`` override), PARAMS, the ``NT*rows`` weight rows of
-    :func:`tap_weight_tiles` (engine ``run.engine``'s codes), ACTS."""
+    :func:`tap_weight_tiles` (engine ``run.engine``'s codes), ACTS (none with ``acts=False``:
+    a resident input)."""
     e = cfg.engines[run.engine]
     codes = np.asarray(run.w_codes) & bit_mask(e.code_width)
     tiles = tap_weight_tiles(codes, cfg.engine.rows, cfg.engine.cols)
     rows = [pack_vector(row, cfg.code_width) for row in tiles]
-    return pack_window(cfg, run, flags=("taps",) + tuple(flags), weights=rows, **fields)
+    return pack_window(cfg, run, flags=("taps",) + tuple(flags), acts=acts, weights=rows,
+                       **fields)
 
 
 def taps_run(cfg, rng, *, c, hw, kernel, stride=1, padding=0, engine=0, clamp=None, x=None):
@@ -95,14 +99,14 @@ def taps_runs_of(cfg, rng, engine):
     ]
 
 
-async def run_taps(tb, run, *, what, flags=()):
-    """Start, send ``run`` as a taps run, compare every result beat with the golden model and
-    the counters' increments (TERMS = NT*M*rows*cols, BUSY_CYCLES >= NT*Hp*Wp); return
-    BUSY_CYCLES' increment."""
+async def run_taps(tb, run, *, what, flags=(), acts=True, quiet=False):
+    """Start, send ``run`` as a taps run, compare every result beat with the golden model
+    (none when ``quiet``) and the counters' increments (TERMS = NT*M*rows*cols, BUSY_CYCLES
+    >= NT*Hp*Wp); return BUSY_CYCLES' increment."""
     cfg = tb.cfg
     R, C = cfg.engine.rows, cfg.engine.cols
-    packets = pack_taps(cfg, run, flags=flags)
-    want = window_beats(cfg, window_output(cfg, run), run.m_block)
+    packets = pack_taps(cfg, run, flags=flags, acts=acts)
+    want = [] if quiet else window_beats(cfg, window_output(cfg, run), run.m_block)
     before = {n: await tb.counter(n) for n in ("BUSY_CYCLES", "TERMS")}
     await run_packets(tb, packets, want, what)
     d = {n: await tb.counter(n) - v for n, v in before.items()}
@@ -151,7 +155,9 @@ async def taps_runs(dut):
 @cocotb.test()
 async def taps_mixed(dut):
     """A taps run, the same depthwise layer on the lane unit, a convolution, the taps run
-    again: each against the golden model."""
+    again; then a chain: a max pool kept in bank 1, a taps run on that resident input kept
+    in bank 0 and quiet, a 1x1 convolution on its output: each against the golden model (of
+    the chain so far)."""
     tb = TB(dut)
     await tb.reset()
     cfg = tb.cfg
@@ -166,6 +172,20 @@ async def taps_mixed(dut):
     await run_packets(tb, pack_engine_layer(cfg, conv, 0), expected_beats(engine_view(cfg, 0),
                                                                           conv), "conv")
     await run_taps(tb, run, what="the taps run again")
+    pool = make_run(cfg, rng, "max", c=C + 2, hw=(8, 6), kernel=2, stride=2, m_block=5)
+    await run_window(tb, pool, flags=("keep",), what="max pool, kept")
+    y1 = window_output(cfg, pool)
+    dw = taps_run(cfg, rng, c=C + 2, hw=y1.shape[1:], kernel=s, padding=1, engine=k,
+                  clamp=(0, min(6, cfg.engine.act_range[1])), x=y1)
+    await run_taps(tb, dw, flags=("in_bank", "acts_resident", "keep", "quiet"), acts=False,
+                   quiet=True, what="taps run on the resident pool, kept, quiet")
+    y2 = window_output(cfg, dw)
+    conv = engine_layer(cfg, rng, 0, "conv", in_c=C + 2, h=y2.shape[1], w=y2.shape[2],
+                        out_c=C + 1, kh=1, kw=1)
+    conv = dataclasses.replace(conv, x=y2)
+    await run_packets(tb, pack_engine_layer(cfg, conv, 0, chain={"in_bank": 0,
+                                                                 "acts_resident": 1}),
+                      expected_beats(engine_view(cfg, 0), conv), "1x1 conv on the taps run's")
     tb.pause_streams()
     tb.check_protocol()
 
