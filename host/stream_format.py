@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..params.core_config import (CoreConfig, DESC_BITS, DESC_FIELDS, DESC_FLAGS, DESC_SIGNED,
-                                  PACKET_TYPES, SHIFT_ENTRY_BITS, TAP_FLAG)
+                                  PACKET_TYPES, TAP_FLAG)
 from ..params.post_config import shift_width
 from ..params.tap_walk import tap_weight_tiles
 from .core_layer import (CHAIN_FLAGS, WINDOW_RUNS, Layer, check_layer, layer_geometry,
@@ -159,15 +159,15 @@ def params_vectors(cfg, layer, g):
 
 
 def shift_vectors(cfg, layer, g):
-    """SHIFT vectors, one per channel tile: ``rows`` entries of ``SHIFT_ENTRY_BITS`` bits,
+    """SHIFT vectors, one per channel tile: ``rows`` entries of ``cfg.shift_entry_bits`` bits,
     channels beyond ``in_c`` not shifted."""
-    r = cfg.engine.rows
+    r, eb = cfg.engine.rows, cfg.shift_entry_bits
+    half = eb // 2
     table = np.zeros((g["CT"] * r, 2), dtype=np.int64)
     table[:g["in_c"]] = layer.shifts
-    # One 4-bit entry per channel: dy in the low 2 bits, dx in the high 2 bits.
-    entries = (table[:, 0] & 3) | (table[:, 1] & 3) << 2
-    return [pack_vector(entries[ct * r:(ct + 1) * r], SHIFT_ENTRY_BITS)
-            for ct in range(g["CT"])]
+    # One entry per channel: dy in the low half, dx in the high half, each signed.
+    entries = (table[:, 0] & bit_mask(half)) | (table[:, 1] & bit_mask(half)) << half
+    return [pack_vector(entries[ct * r:(ct + 1) * r], eb) for ct in range(g["CT"])]
 
 
 def weight_rows(cfg, w_codes, g):
@@ -229,7 +229,16 @@ def shortcut_vectors(cfg, layer, g):
 
 
 def first_block_acts(layer, g):
-    """ACTS vectors up to the last pixel the first block reads (0 if it reads none)."""
+    """ACTS vectors up to the last pixel the first block reads (0 if it reads none).
+
+    A taps run (interface 2.4) has one block, the whole map, but its walk reads the map in
+    raster order and its first output pixel needs only the first ``kernel_h - pad_h`` rows:
+    the ACTS up to that pixel's last read of tile 0 come before the weights, the rest after,
+    so the first tile's weights are in when its first vector is."""
+    if g.get("taps"):
+        iy = min(g["kernel_h"] - 1 - g["pad_h"], g["in_h"] - 1)
+        ix = min(g["kernel_w"] - 1 - g["pad_w"], g["in_w"] - 1)
+        return (iy * g["in_w"] + ix) * g["CT"] + 1
     pixels = np.arange(min(g["m_block"], g["M"]))
     oy, ox = pixels // g["out_w"], pixels % g["out_w"]
     iy = (oy[:, None] * g["stride_h"] - g["pad_h"] + np.arange(g["kernel_h"]))[:, :, None]
