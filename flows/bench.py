@@ -215,6 +215,10 @@ def add_bench_options(parser):
                    help="images run on the simulated board per network and form (default: 8)")
     g.add_argument("--seed", type=int, default=0, metavar="S",
                    help="seed of weights, calibration and images (default: 0)")
+    g.add_argument("--taps", type=int, default=None, metavar="N",
+                   help="rows of the default core's tap window (depthwise convolutions on "
+                        "the array, interface 2.4): 0 runs them on the lane unit (default: "
+                        "the core's, 9 on a square array of 9 rows or more)")
 
 
 def _print_checks(checks):
@@ -282,6 +286,10 @@ def check_bench_options(args, which):
             for pe in ("shift", "adder", "mult"):
                 CoreConfig(engine=ArrayConfig(pe=pe, rows=args.rows, cols=args.cols,
                                               act_bits=args.act_bits, max_k=args.max_k))
+        if "networks" in which and args.taps is not None:
+            from ..params.core_config import CoreConfig
+            CoreConfig(engine=ArrayConfig(pe="shift", rows=args.rows, cols=args.cols),
+                       taps=args.taps)
         if "board" in which:
             from ..params.core_config import CoreConfig
             CoreConfig(engine=ArrayConfig(pe="shift", rows=args.rows, cols=args.cols,
@@ -419,7 +427,7 @@ def command(args):
               "bit-exact ==")
         results["networks"] = bench_networks(args.networks, args.forms, images=args.images,
                                              rows=args.rows, cols=args.cols, seed=args.seed,
-                                             say=stderr_progress)
+                                             taps=args.taps, say=stderr_progress)
         print(format_networks(results["networks"]))
         _print_checks(results["networks"]["checks"])
         print()

@@ -73,7 +73,7 @@ def _kinds(core):
 
 
 def bench_networks(networks=("resnet20",), forms=FORMS, *, images=8, rows=16, cols=16,
-                   seed=0, say=None):
+                   seed=0, taps=None, say=None):
     """Run the benchmark; a JSON-ready dict with ``rows`` (one per network and form) and
     ``checks``.
 
@@ -89,6 +89,9 @@ def bench_networks(networks=("resnet20",), forms=FORMS, *, images=8, rows=16, co
         The core's array.
     seed : int
         Seeds the weights, the calibration and the images.
+    taps : int or None
+        The core's tap window (``CoreConfig.taps``; 0: depthwise runs on the lane unit);
+        None: the core's default.
     say : callable or None
         Progress lines.
     """
@@ -115,7 +118,8 @@ def bench_networks(networks=("resnet20",), forms=FORMS, *, images=8, rows=16, co
                     int_model = quantize(model, torch.as_tensor(calib))
                     write_export(int_model, tmp)
                     loaded = load_export(tmp)
-                    core = core_for_model(loaded, rows=rows, cols=cols)
+                    core = core_for_model(loaded, rows=rows, cols=cols,
+                                          **({} if taps is None else {"taps": taps}))
                     program = compile_model(loaded, core, host_fallback=True)
                     seconds = time.perf_counter() - t0
                     plain = compile_model(loaded, core, host_fallback=True, chain="off")
@@ -132,6 +136,7 @@ def bench_networks(networks=("resnet20",), forms=FORMS, *, images=8, rows=16, co
                 device.load(program)
                 result = device.run(x)
                 run_seconds = time.perf_counter() - t1
+            dw = _depthwise(program, result, rows * cols)
             placements = {}
             for node in result.nodes:
                 placements[node.placement] = placements.get(node.placement, 0) + 1
@@ -149,7 +154,11 @@ def bench_networks(networks=("resnet20",), forms=FORMS, *, images=8, rows=16, co
                    "bytes_per_image_unchained": _bytes(plain),
                    "golden_equal": bool(np.array_equal(result.outputs, golden)),
                    "torch_equal": bool(np.array_equal(result.outputs, torch_int)),
-                   "outputs_compared": int(np.size(golden))}
+                   "outputs_compared": int(np.size(golden)),
+                   "taps": core.taps,
+                   "depthwise_runs": dw["runs"],
+                   "depthwise_cycles_per_image": round(dw["cycles"] / images, 1),
+                   "depthwise_useful_utilization": round(dw["utilization"], 4)}
             out.append(row)
             if name == "resnet20":
                 checks.append({"name": f"{name} {form}: export + compile (s)", "value": seconds,
@@ -163,15 +172,32 @@ def bench_networks(networks=("resnet20",), forms=FORMS, *, images=8, rows=16, co
             "machine": os.uname().machine, "cpus": os.cpu_count()}
 
 
+def _depthwise(program, result, pes):
+    """The depthwise nodes' share of a run: ``runs`` ("taps" on the array, "lanes" on the
+    lane unit, or "none"), their measured busy ``cycles`` over the batch and their useful
+    ``utilization`` (their terms of real channels and pixels over ``cycles x pes``)."""
+    steps = {s.name: s for s in program.steps
+             if getattr(s, "window", None) == "depthwise"}
+    nodes = [n for n in result.nodes if n.name in steps]
+    cycles = sum(n.busy_cycles for n in nodes)
+    terms = sum(n.useful_terms for n in nodes)
+    kinds = {"taps" if s.taps else "lanes" for s in steps.values()}
+    return {"runs": "+".join(sorted(kinds)) or "none", "cycles": cycles,
+            "utilization": terms / (cycles * pes) if cycles else 0.0}
+
+
 def format_networks(result):
     """The benchmark's table."""
     head = ["network", "form", "core PE", "nodes (core/host)", "export+compile s", "images",
-            "cycles/image", "useful util", "bytes/image (unchained)", "== golden",
-            "== torch"]
+            "cycles/image", "useful util", "depthwise cycles/image (util)",
+            "bytes/image (unchained)", "== golden", "== torch"]
     rows = [[r["network"], r["form"], r["core_pe"],
              f"{r['nodes']} ({r['core_nodes']}/{r['host_nodes']})",
              f"{r['export_compile_seconds']:.2f}", r["images"],
              f"{r['busy_cycles_per_image']:.0f}", f"{100 * r['useful_utilization']:.1f} %",
+             "-" if r["depthwise_runs"] == "none" else
+             f"{r['depthwise_cycles_per_image']:.0f} ({100 * r['depthwise_useful_utilization']:.1f}"
+             f" %, {r['depthwise_runs']})",
              f"{r['bytes_per_image']:,} ({r['bytes_per_image_unchained']:,})",
              "yes" if r["golden_equal"] else "NO",
              "yes" if r["torch_equal"] else "NO"] for r in result["rows"]]

@@ -122,8 +122,8 @@ def command(args):
 
 
 def add_default_core_options(p):
-    """The options of the default core (``--rows``, ``--cols``, ``--engines``) and of
-    chaining (``--chain``), shared by ``mulfree run`` and ``mulfree compile``."""
+    """The options of the default core (``--rows``, ``--cols``, ``--engines``, ``--taps``) and
+    of chaining (``--chain``), shared by ``mulfree run`` and ``mulfree compile``."""
     p.add_argument("--rows", type=int, default=16, metavar="N",
                    help="rows of the default core (default: 16)")
     p.add_argument("--cols", type=int, default=16, metavar="N",
@@ -133,6 +133,10 @@ def add_default_core_options(p):
                         "model's layers (a multi-engine core; a kind with few terms gets a "
                         "folded, narrower engine); one: the most-used kind only, the other "
                         "layers need --host-fallback")
+    p.add_argument("--taps", type=int, default=None, metavar="N",
+                   help="rows of the default core's tap window (depthwise convolutions on the "
+                        "array, interface 2.4): 0 runs them on the lane unit (default: the "
+                        "core's, 9 on a square array of 9 rows or more)")
     p.add_argument("--chain", default="auto", choices=["auto", "on", "off"],
                    help="layer chaining on a core with two feature-map banks: keep a layer's "
                         "output on-chip as the next layer's input and a later residual's "
@@ -367,11 +371,16 @@ def _core(args, model):
     try:
         if args.config is not None:
             return load_manifest(args.config)
+        taps = getattr(args, "taps", None)
         return core_for_model(model, rows=args.rows, cols=args.cols,
-                              engines=getattr(args, "engines", "all"))
+                              engines=getattr(args, "engines", "all"),
+                              **({} if taps is None else {"taps": taps}))
     except CompileError as exc:
+        text = str(exc)
+        if args.config is None and exc.param == "core.taps" and text.startswith("taps"):
+            raise RunUsageError(f"--taps{text[len('taps'):]}") from None   # the option given
         option = "--config" if args.config is not None else "the default core"
-        raise RunUsageError(f"{option}: {exc}") from None
+        raise RunUsageError(f"{option}: {text}") from None
     except ConfigError as exc:
         # The model asks for a core the generator cannot make (or --rows/--cols do).
         raise RunUsageError(core_error_message(exc, f"the default core for MODEL "

@@ -4,10 +4,12 @@ The benchmark's own comparison is checked here against the golden model computed
 its options are refused in one line before any work.
 """
 
+from types import SimpleNamespace
+
 import pytest
 
 from mulfree.flows import cli
-from mulfree.flows.bench_networks import bench_networks, format_networks
+from mulfree.flows.bench_networks import _depthwise, bench_networks, format_networks
 
 
 def test_resnet8_runs_bit_exact_on_the_simulated_board():
@@ -25,6 +27,7 @@ def test_resnet8_runs_bit_exact_on_the_simulated_board():
         assert 2 * r["bytes_per_image"] <= r["bytes_per_image_unchained"]
         assert r["golden_equal"] and r["torch_equal"] and r["outputs_compared"] == 2 * 10
         assert r["busy_cycles_per_image"] > 0 and 0 < r["useful_utilization"] <= 1
+        assert r["taps"] == 9 and r["depthwise_runs"] == "none"      # no depthwise node
     assert all(c["pass"] for c in result["checks"])
     assert "resnet8" in format_networks(result)
 
@@ -33,6 +36,8 @@ def test_resnet8_runs_bit_exact_on_the_simulated_board():
     (["bench", "networks", "--networks", "resnet21"], "networks must be among"),
     (["bench", "networks", "--forms", "shift,fft"], "forms must be among"),
     (["bench", "networks", "--images", "0"], "--images"),
+    (["bench", "networks", "--taps", "5"], "--taps must be one of 0, 4, 9, 16"),
+    (["bench", "networks", "--rows", "8", "--cols", "8", "--taps", "9"], "--taps must be one"),
 ])
 def test_bad_options_are_one_line(argv, fragment, capsys):
     try:
@@ -42,3 +47,21 @@ def test_bad_options_are_one_line(argv, fragment, capsys):
     assert status == 2
     err = capsys.readouterr().err
     assert fragment in err and err.count("\n") == 1
+
+
+def test_the_depthwise_share_counts_measured_cycles_and_useful_terms():
+    """``_depthwise`` sums the depthwise nodes' measured busy cycles and useful terms (a clamp
+    fused into one carries no counters of its own), over cycles x PEs."""
+    steps = [SimpleNamespace(name="dw1", window="depthwise", taps=True),
+             SimpleNamespace(name="dw2", window="depthwise", taps=False),
+             SimpleNamespace(name="pool", window="max", taps=False),
+             SimpleNamespace(name="conv", window=None, taps=False)]
+    nodes = [SimpleNamespace(name="dw1", busy_cycles=100, useful_terms=6_400),
+             SimpleNamespace(name="dw2", busy_cycles=300, useful_terms=3_200),
+             SimpleNamespace(name="pool", busy_cycles=50, useful_terms=0),
+             SimpleNamespace(name="conv", busy_cycles=1_000, useful_terms=200_000)]
+    share = _depthwise(SimpleNamespace(steps=steps), SimpleNamespace(nodes=nodes), 256)
+    assert share == {"runs": "lanes+taps", "cycles": 400,
+                     "utilization": (6_400 + 3_200) / (400 * 256)}
+    none = _depthwise(SimpleNamespace(steps=steps[2:]), SimpleNamespace(nodes=nodes), 256)
+    assert none == {"runs": "none", "cycles": 0, "utilization": 0.0}

@@ -165,6 +165,8 @@ CASES = [
       for value in ("0", "-1", HUGE, HUGER)],
     *[R(["compile", "{m}", "--max-packet-bytes", value], "--max-packet-bytes")
       for value in ("0", "-1", HUGER)],
+    *[R(["compile", "{m}", "--taps", value], "--taps") for value in ("5", "-1", HUGE)],
+    R(run_(*GOOD, "--taps", "5"), "--taps"),
     R(["compile", "{m}", "--config", "{t}/deep.json"], "--config"),
     R(["compile", "{t}/missing"], "MODEL"),
     # demo: refused before anything is trained or compiled
