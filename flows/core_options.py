@@ -134,7 +134,7 @@ CORE_OPTIONS = {"stream_width": "--stream-width", "fmap_vectors": "--fmap-vector
                 "max_channels": "--max-channels", "out_vectors": "--out-vectors",
                 "shortcut_vectors": "--shortcut-vectors", "pool_pixels": "--pool-pixels",
                 "fmap_banks": "--fmap-banks", "window_ops": "--window-ops",
-                "taps": "--taps", "tap_line": "--tap-line",
+                "taps": "--taps", "tap_line": "--tap-line", "shift_reach": "--shift-reach",
                 "axil_addr_width": "--axil-addr-width"}
 #: Core options that are switches (``--window-ops`` / ``--no-window-ops``), not integers.
 _SWITCHES = ("window_ops",)
@@ -169,6 +169,8 @@ def add_core_options(parser):
                 "up to rows, or 0 (none); needs --window-ops",
         "tap_line": "pixels of the tap window's line buffers: a taps run's padded line, "
                     "(out_w-1)*stride_w + kernel_w, must fit",
+        "shift_reach": "largest |dy| and |dx| of a shift-table entry: a Shift2d of kernel "
+                       "2N+1 folded into the convolution after it runs on the core",
     }
     # Options whose default the config derives from the others (None).
     derived = {"fmap_banks": "2 when rows == cols, else 1",

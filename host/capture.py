@@ -18,8 +18,9 @@ Folding (a node merged into the op it reads, when that op has no other reader):
 * a clamp (ReLU6, Hardtanh, ``torch.clamp``) stays a ``clamp`` op, and the op that sets its
   input's scale (found the same way) calibrates on the clamped values (``clip``) and, for a
   lower bound ``>= 0``, takes the ReLU;
-* ``Shift2d`` with offsets in {-1, 0, 1} into the convolution that is its only reader (the
-  convolution's ``shifts`` table).
+* ``Shift2d`` of any odd kernel the format holds (offsets up to ``MAX_SHIFT2D``) into the
+  convolution that is its only reader (the convolution's ``shifts`` table; the compiler runs
+  it on a core whose ``shift_reach`` covers the offsets).
 
 Identities, dropout, ``contiguous`` and shape arithmetic (``x.size(0)``, ``x.shape``) are
 skipped. Anything else raises :class:`~mulfree.host.quant_parse.QuantizeError` naming the fx

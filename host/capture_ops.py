@@ -156,8 +156,11 @@ class OpBuilder:
                                    f"strides up to {MAX_STRIDE} and padding below the kernel "
                                    f"and up to {MAX_PADDING}")
             src = self.ops.get(name)
+            # Any Shift2d the format holds folds (offsets up to MAX_SHIFT2D: the convolution's
+            # shift table); the compiler runs it on the core when the core's shift_reach covers
+            # it, else on the host.
             if src is not None and src["kind"] == "shift2d" and src.get("module") is not None \
-                    and src["readers"] == 1 and np.abs(src["offsets"]).max(initial=0) <= 1:
+                    and src["readers"] == 1:
                 item["shift2d"] = (src["path"], src["module"])
                 name = src["inputs"][0]
                 del self.ops[src["name"]]

@@ -45,7 +45,8 @@ from .export_format import ExportError, IntModel
 from .fusion import (Fusion, execution_order, plan_fusion, pool_pixels_needed,
                      shortcut_vectors_needed)
 from .program import Program, run_steps
-from .schedule import core_step_cycles, last_uses, node_label, place_nodes, weight_terms
+from .schedule import (core_step_cycles, last_uses, node_label, place_nodes, shift_reach_needed,
+                       weight_terms)
 from .step_packets import decode_run, encode_run, weight_packets
 from .steps import (CompileError, CoreStep, FusedStep, HostStep, chained_input, run_x_shape,
                     step_layer)
@@ -108,8 +109,9 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, engine
     engines at the widest activations and weight codes of their nodes, with ``max_k`` the
     smallest power of two covering the longest reduction, and buffers (feature map, weights,
     channels, the shortcuts of the residual adds it can fuse) the smallest powers of two they
-    need, at least the defaults of :class:`CoreConfig`. ``core_options`` override any
-    :class:`CoreConfig` field.
+    need, at least the defaults of :class:`CoreConfig`; ``shift_reach`` the largest offset of
+    their convolutions' shift tables (a folded Shift2d of kernel ``2*reach + 1``).
+    ``core_options`` override any :class:`CoreConfig` field.
 
     Raises
     ------
@@ -167,9 +169,12 @@ def core_for_model(model: IntModel, *, rows=16, cols=16, stream_width=64, engine
                                   _pow2_at_least(-(-out_c // cols) * kt * rows))
         need["max_channels"] = max(need["max_channels"], _pow2_at_least(max(out_c,
                                                                              in_shape[0])))
+    # The shift table reaches as far as the farthest shift of a convolution the core runs.
+    need["shift_reach"] = max([1] + [shift_reach_needed(layer) for _, layer in layers])
     window_ops = core_options.get("window_ops")
     window_ops = rows == cols if window_ops is None else bool(window_ops)
-    places = place_nodes(model, infos, pes, host_fallback=True, window_ops=window_ops)
+    places = place_nodes(model, infos, pes, host_fallback=True, window_ops=window_ops,
+                         shift_reach=core_options.get("shift_reach", need["shift_reach"]))
     for info in infos:
         layer = model.layers[info.index]
         if places[info.index][0] != "core" or window_op(info, layer) is None:
@@ -364,7 +369,7 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
                                              f"activations; this core's are {e.act_bits} bits")
     pes = tuple(x.pe for x in cfg.engines)
     places = place_nodes(model, infos, pes, host_fallback=host_fallback,
-                         window_ops=cfg.window_ops)
+                         window_ops=cfg.window_ops, shift_reach=cfg.shift_reach)
     plans = plan_fusion(cfg, model, infos, places)
     fused = {n: (i, prev) for i, f in plans.items()
              for prev, n in zip((i,) + f.nodes, f.nodes)}

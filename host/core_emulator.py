@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..params.core_config import (CoreConfig, CORE_ERRORS, DESC_BITS, DESC_FIELDS, DESC_FLAGS,
-                                  DESC_SIGNED, PACKET_TYPES, RES_MAX_SHIFT, SHIFT_ENTRY_BITS,
+                                  DESC_SIGNED, PACKET_TYPES, RES_MAX_SHIFT,
                                   TAP_FLAG, WINDOW_FLAGS, pool_shift_range, res_shift_range)
 from ..params.config import int_range
 from ..params.post_config import shift_width
@@ -332,13 +332,24 @@ def _left_counts(cfg, d):
             "SHORTCUT": d["scv"] if d["residual"] and not d["short_resident"] else 0}
 
 
+def _shift_entries(cfg, vectors):
+    """``(dy, dx)`` of every entry of the SHIFT ``vectors``: the low and high signed halves of
+    each ``cfg.shift_entry_bits``-bit entry."""
+    half = cfg.shift_entry_bits // 2
+    entries = np.concatenate([unpack_vector(v, cfg.engine.rows, cfg.shift_entry_bits, False)
+                              for v in vectors])
+    dy, dx = entries & bit_mask(half), entries >> half
+    sign = 1 << (half - 1)
+    return (dy ^ sign) - sign, (dx ^ sign) - sign
+
+
 def _check_shift_vector(cfg, vector, index):
-    for j in range(cfg.engine.rows):
-        entry = vector >> (SHIFT_ENTRY_BITS * j) & bit_mask(SHIFT_ENTRY_BITS)
-        for name, value in (("dy", entry & 3), ("dx", entry >> 2)):
-            if value == 2:
-                raise CoreError("SHIFT_VALUE", f"SHIFT vector {index}, channel "
-                                               f"{index * cfg.engine.rows + j}: {name} = -2")
+    r, halves = cfg.shift_reach, np.stack(_shift_entries(cfg, [vector]), axis=1)
+    for j, h in zip(*np.nonzero(np.abs(halves) > r)):
+        channel = index * cfg.engine.rows + j
+        raise CoreError("SHIFT_VALUE", f"SHIFT vector {index}, channel {channel}: "
+                                       f"{'dx' if h else 'dy'} = {halves[j, h]}, outside "
+                                       f"[-{r}, {r}]")
 
 
 def _parse_run(cfg, beats, state):
@@ -413,11 +424,7 @@ def _decode_buffers(cfg, d, data, state):
         "shift": None,
     }
     if d["shift"]:
-        entries = np.concatenate([unpack_vector(v, e.rows, SHIFT_ENTRY_BITS, False)
-                                  for v in data["SHIFT"]])
-        dy = np.where(entries & 2, (entries & 3) - 4, entries & 3)
-        dx = np.where(entries & 8, (entries >> 2) - 4, entries >> 2)
-        loaded["shift"] = (dy, dx)
+        loaded["shift"] = _shift_entries(cfg, data["SHIFT"])
     return (fmap, shortcut), loaded
 
 

@@ -458,7 +458,9 @@ def _check_contents(cfg, layer, g):
         raise LayerError("post.relu", f"post.relu must be a bool or {n[0]} bools, "
                                       f"not {layer.post.relu!r}")
     if layer.shifts is not None:
-        _check_values("shifts", layer.shifts, -1, 1, (g["in_c"], 2))
+        r = cfg.shift_reach
+        _check_values("shifts", layer.shifts, -r, r, (g["in_c"], 2),
+                      range_why=f" (the core's shift_reach {r})")
     if not isinstance(layer.reuse_weights, (bool, np.bool_)):
         raise LayerError("reuse_weights", f"reuse_weights must be a bool, "
                                           f"not {layer.reuse_weights!r}")

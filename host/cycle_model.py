@@ -35,7 +35,8 @@ ResNet costs microseconds to milliseconds to estimate. The model:
      is in use (an array frees its shadow ``rows - 1`` cycles after a tile is taken into use,
      a tree the cycle after);
    * the activations: every vector of the pass is issued only once the farthest activation
-     its lanes read (with a shift table: one row and one pixel further) has arrived;
+     its lanes read (with a shift table: ``shift_reach`` rows and pixels further) has
+     arrived;
    * a short block (fewer pixels than ``hazard_window``) whose pass reads partial sums
      (``kt > 0``) waits until the previous pass has left the engine: its first vector is
      issued ``latency + 4`` cycles after the previous pass's last;
@@ -364,7 +365,7 @@ def run_cycles(cfg: CoreConfig, g, *, reuse=False, shift=False, first_acts=None,
     queue = cfg.out_vectors + post + 1
     free_delay = rows - 1 if e.arch != "tree" or f > 1 else 1
     row = g["in_w"] * ct
-    extra = row + ct if shift else 0
+    extra = cfg.shift_reach * (row + ct) if shift else 0
     # Per pass of a block: the kernel offset of its reads; a convolution's passes read the
     # same offsets for every nt (kt: ky, kx, ct), a window run's pass (nt, ky, kx) lane j
     # reads channel tile nt.

@@ -188,7 +188,7 @@ def _tensor_ranges(layer):
     if layer.kind == "shift2d":
         return {"offsets": (-MAX_SHIFT2D, MAX_SHIFT2D)}
     if layer.kind == "address_shift":
-        return {"offsets": SHIFT_OFFSETS}
+        return {"offsets": (-1, 1)}
     return {}
 
 

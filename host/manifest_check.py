@@ -37,9 +37,11 @@ and describes a core without the lane unit (``window_ops = False``), and so do t
 ones. Interface 2.4 (taps runs: depthwise convolutions on an array engine) added
 ``parameters.taps`` and ``parameters.tap_line``, ``core.taps``, ``core.tap_side``,
 ``core.tap_line``, ``core.tap_engines``, the register ``TAPS``, the descriptor's ``taps`` flag
-and the setup's ``ntr`` step; a 2.3 manifest (none of them) is compared with
-:func:`as_interface_2_3` of the regenerated one and describes a core without the tap window
-(``taps = 0``), and so do the older ones. Every refusal is a
+and the setup's ``ntr`` step, and the shift table's reach (``parameters.shift_reach``,
+``core.shift_reach``, the register ``SHIFT_TABLE``; ``stream.shift_entry_bits`` follows it); a
+2.3 manifest (none of them) is compared with :func:`as_interface_2_3` of the regenerated one
+and describes a core without the tap window (``taps = 0``) whose shift entries reach 1, and so
+do the older ones. Every refusal is a
 :class:`ManifestError`: one line naming the file (or the parameter), the field, its value and
 what the parameters say.
 """
@@ -82,9 +84,10 @@ _CORE_FIELDS_2_2 = {"fmap_banks": int}
 #: ``parameters`` field of interface 2.3 (an older manifest has none: no lane unit).
 _CORE_FIELDS_2_3 = {"window_ops": bool}
 #: ``parameters`` fields of interface 2.4 (an older manifest has neither: no tap window).
-_CORE_FIELDS_2_4 = {"taps": int, "tap_line": int}
-#: ``core`` fields of interface 2.4 (:func:`mulfree.params.manifest.taps_fields`).
-TAPS_FIELDS = ("taps", "tap_side", "tap_line", "tap_engines")
+_CORE_FIELDS_2_4 = {"taps": int, "tap_line": int, "shift_reach": int}
+#: ``core`` fields of interface 2.4 (:func:`mulfree.params.manifest.taps_fields`, the shift
+#: table's reach).
+TAPS_FIELDS = ("taps", "tap_side", "tap_line", "tap_engines", "shift_reach")
 #: Descriptor flags interface 2.2 added (layer chaining).
 CHAIN_FLAG_NAMES = ("in_bank", "acts_resident", "keep", "quiet", "short_resident")
 #: Registers interface 2.1 added.
@@ -148,7 +151,8 @@ def config_from_parameters(params, *, where="manifest", param="manifest", name=N
     ``extra_engines`` and ``engine_cols``, any other value (None: unknown) requires both; 0
     and 1 have no ``fmap_banks`` (the core has one feature-map bank), 2 and later and None
     require it; 0 to 2 have no ``window_ops`` (no lane unit), 3 and later and None require
-    it; 0 to 3 have no ``taps`` and ``tap_line`` (no tap window), 4 and None require them.
+    it; 0 to 3 have no ``taps``, ``tap_line`` and ``shift_reach`` (no tap window, shift
+    entries of -1..1), 4 and None require them.
 
     Raises
     ------
@@ -195,7 +199,8 @@ def config_from_parameters(params, *, where="manifest", param="manifest", name=N
     if not lanes:
         params = {**params, "window_ops": False}    # before 2.3: no lane unit
     if not taps:
-        params = {**params, "taps": 0}              # before 2.4: no tap window
+        # Before 2.4: no tap window, shift entries of -1..1.
+        params = {**params, "taps": 0, "shift_reach": 1}
     try:
         cfg = CoreConfig.from_params(params)
         if name is not None and name != cfg.top_name:
@@ -261,12 +266,13 @@ def _set_minor(regs, minor):
 
 def as_interface_2_3(doc, meanings=None):
     """The manifest a 2.3 generator wrote for the core without a tap window whose 2.4 manifest
-    is ``doc`` (JSON-ready; a new dict): no ``parameters.taps`` and ``tap_line``, no
-    ``core.taps``, ``tap_side``, ``tap_line``, ``tap_engines``, no register ``TAPS`` (the map's
-    ``size`` ends at the last register before it), no ``taps`` flag in the descriptor, the
+    is ``doc`` (JSON-ready; a new dict): no ``parameters.taps``, ``tap_line`` and
+    ``shift_reach``, no ``core.taps``, ``tap_side``, ``tap_line``, ``tap_engines``,
+    ``shift_reach``, no registers ``TAPS`` and ``SHIFT_TABLE`` (the map's ``size`` ends at the
+    last register before them), no ``taps`` flag in the descriptor, the
     setup without its ``ntr`` step (``core.setup_cycles`` 18 fewer), ``VERSION`` 2.3.
-    ``meanings``: as :func:`as_interface_2_0` (DESCRIPTOR's, TOO_BIG's and WINDOW's were
-    reworded in 2.4)."""
+    ``meanings``: as :func:`as_interface_2_0` (DESCRIPTOR's, TOO_BIG's, WINDOW's and
+    SHIFT_VALUE's were reworded in 2.4)."""
     doc = json.loads(json.dumps(doc))
     for name in _CORE_FIELDS_2_4:
         doc["parameters"].pop(name, None)
@@ -278,7 +284,8 @@ def as_interface_2_3(doc, meanings=None):
             core["setup_cycles"] -= 18            # one step: at most 16 bits, store, issue
     regs = doc["registers"]
     _old_meanings(regs, meanings)
-    regs["registers"] = [r for r in regs["registers"] if r["name"] != "TAPS"]
+    regs["registers"] = [r for r in regs["registers"] if r["name"] not in ("TAPS",
+                                                                           "SHIFT_TABLE")]
     regs["size"] = max(r["offset"] for r in regs["registers"]) + 4
     _set_minor(regs, 3)
     flags = doc["stream"]["descriptor"].get("flags")

@@ -15,6 +15,7 @@ re-exports it.
 
 from torch import nn
 
+from ..params.int_layers import MAX_SHIFT2D
 from .adder_layers import AdderConv2d, AdderLinear
 from .shift_layers import ShiftConv2d, ShiftLinear
 from .zero_flop_layers import Shift2d
@@ -134,9 +135,10 @@ def parse_model(model):
                                                        f"convolution, not {type(m).__name__} "
                                                        f"({path})")
         if isinstance(m, Shift2d):
-            if m.kernel not in (1, 3):
+            if m.kernel > 2 * MAX_SHIFT2D + 1:
                 raise unsupported(path, m, f"has kernel {m.kernel}; the format shifts a "
-                                            f"channel by at most one pixel (kernel 1 or 3)")
+                                            f"channel by at most {MAX_SHIFT2D} pixels (an odd "
+                                            f"kernel up to {2 * MAX_SHIFT2D + 1})")
             pending = (path, m)
         elif isinstance(m, LINEAR_TYPES + CONV_TYPES):
             pe = weight_pe(m)

@@ -6,7 +6,8 @@
   runs on the host as an exact
   integer step (:class:`~mulfree.host.steps.HostStep`). A weight node of another PE kind
   runs on the host only when the caller allows it (``host_fallback``): otherwise one
-  :class:`~mulfree.host.steps.CompileError` names every such node.
+  :class:`~mulfree.host.steps.CompileError` names every such node. A convolution whose shift
+  table moves a channel further than the core's ``shift_reach`` runs on the host, saying so.
 * **Lifetimes** (:func:`last_uses`): a tensor is kept until its last reader has run.
 * **Costs** (:func:`node_costs`): per node, the core's estimated busy cycles
   (:func:`mulfree.host.cycle_model.run_cycles`, per run, summed over the runs of a batch: the
@@ -35,7 +36,7 @@ from .window_steps import window_placement
 
 __all__ = ["NodeCost", "place_nodes", "node_label", "last_uses", "weight_terms",
            "core_step_cycles", "run_traffic", "core_step_traffic", "node_costs",
-           "describe_program"]
+           "describe_program", "shift_reach_needed"]
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,14 @@ def node_label(info, layer):
     return f"layers.{info.index} ({info.name}, {what})"
 
 
-def place_nodes(model, infos, pes, *, host_fallback=False, window_ops=False):
+def shift_reach_needed(layer):
+    """The largest ``|dy|`` or ``|dx|`` of a weight node's shift table (0 without one): the
+    ``shift_reach`` a core needs to run it."""
+    shifts = getattr(layer, "shifts", None)
+    return 0 if shifts is None else int(np.abs(np.asarray(shifts)).max(initial=0))
+
+
+def place_nodes(model, infos, pes, *, host_fallback=False, window_ops=False, shift_reach=1):
     """Where each node runs: ``{index: (placement, reason)}``.
 
     Parameters
@@ -101,6 +109,9 @@ def place_nodes(model, infos, pes, *, host_fallback=False, window_ops=False):
         The core has the lane unit (interface 2.3): max and power-of-two average pooling and
         depthwise convolutions of its PE kinds run on the core
         (:func:`mulfree.host.window_steps.window_placement`).
+    shift_reach : int
+        The core's ``shift_reach``: a convolution whose shift table moves a channel further
+        (a folded Shift2d of a wider kernel) runs on the host, saying so.
 
     Raises
     ------
@@ -123,6 +134,9 @@ def place_nodes(model, infos, pes, *, host_fallback=False, window_ops=False):
             places[info.index] = ("host", f"{layer.pe} PEs, host fallback")
         elif info.kind == "conv2d" and layer.groups != 1:
             places[info.index] = ("host", "depthwise")
+        elif shift_reach_needed(layer) > shift_reach:
+            places[info.index] = ("host", f"shift table reaches {shift_reach_needed(layer)} "
+                                          f"pixels, the core's shift_reach is {shift_reach}")
         else:
             places[info.index] = ("core", "")
     if foreign and not host_fallback:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from .config import ArrayConfig, ConfigError, check_name, check_int_range
+from .int_layers import MAX_SHIFT2D
 from .post_config import check_post_config
 from .core_regmap import (CORE_MAGIC, CORE_VERSION, MAX_ENGINES, core_register_map,
                           engine_register_value)
@@ -19,7 +20,7 @@ __all__ = ["SETUP_STEPS", "CoreConfig", "CORE_MAGIC", "CORE_VERSION", "STREAM_WI
            "DESC_BITS", "SHIFT_ENTRY_BITS", "ISSUE_FIFO_DEPTH", "DESC_SIGNED", "RES_MAX_SHIFT",
            "res_sum_width", "res_shift_range", "pool_sum_width", "pool_shift_range",
            "MAX_ENGINES", "engine_register_value", "WINDOW_FLAGS", "WINDOW_LATENCY",
-           "TAP_FLAG"]
+           "TAP_FLAG", "shift_entry_bits"]
 
 STREAM_WIDTHS = (32, 64, 128, 256, 512, 1024)
 #: Allowed ranges of the integer parameters, inclusive.
@@ -33,6 +34,7 @@ CORE_LIMITS = {
     "pool_pixels": (0, 1 << 16),
     "fmap_banks": (1, 2),
     "tap_line": (2, 4095),
+    "shift_reach": (1, MAX_SHIFT2D),
     "axil_addr_width": (8, 32),
 }
 
@@ -73,7 +75,8 @@ CORE_ERRORS = (
                  "layer's"),
     (8, "DESC_IN_RUN", "a descriptor packet in the middle of a run (one descriptor per "
                        "start)"),
-    (9, "SHIFT_VALUE", "a shift-table entry of -2 (dy and dx must be -1, 0 or 1)"),
+    (9, "SHIFT_VALUE", "a shift-table entry with dy or dx outside [-reach, reach] "
+                       "(SHIFT_TABLE.reach)"),
     (10, "ENGINE", "the descriptor's engine field names an engine the core does not have "
                    "(engine >= ENGINES.count)"),
     (11, "RESIDENT", "a chaining flag the core cannot honour: in_bank, keep, acts_resident "
@@ -152,8 +155,17 @@ DESC_SIGNED = ("clamp_lo", "clamp_hi", "res_shift", "pool_shift")
 RES_MAX_SHIFT = 15
 #: Bits of the descriptor vector.
 DESC_BITS = 8 * 32
-#: Bits per channel of a shift-table vector: dy in [1:0], dx in [3:2], both signed.
+#: Bits per channel of a shift-table vector of a reach-1 core (:func:`shift_entry_bits`):
+#: dy in [1:0], dx in [3:2], both signed.
 SHIFT_ENTRY_BITS = 4
+
+
+def shift_entry_bits(reach):
+    """Bits per channel of a shift-table vector of a core of reach ``reach``: dy in the low
+    half, dx in the high half, each signed in ``reach.bit_length() + 1`` bits (4 for reach
+    1, 6 for 2 and 3, 8 for 4 to 7)."""
+    return 2 * (reach.bit_length() + 1)
+
 
 #: The layer setup program (:class:`~mulfree.rtl.layer_setup.LayerSetup`): ``(result, op, a, b)`` with ``a`` up to 48 bits and ``b`` up to 16 bits
 #: (the multiplier iterates over ``b``). Operands name descriptor fields, earlier results, or
@@ -266,6 +278,11 @@ class CoreConfig:
     tap_line : int
         Pixels of the tap window's line buffers: a taps run's padded line
         ``(out_w-1)*stride_w + kernel_w`` must fit.
+    shift_reach : int
+        Largest ``|dy|`` and ``|dx|`` of a shift-table entry (1 to ``MAX_SHIFT2D`` = 7): a
+        Shift2d of kernel ``2*shift_reach + 1`` folds into the convolution after it. Each
+        entry is :attr:`shift_entry_bits` wide; an entry beyond the reach is error
+        ``SHIFT_VALUE``. The lanes' offsets ``dy*row + dx*CT`` are shifts and adds.
     pool_pixels : int
         Largest map (``out_h * out_w``) a layer with ``flags.global_pool`` may average: the
         width of the pool unit's per-channel sums (:func:`pool_sum_width`). 0 builds no pool
@@ -289,6 +306,7 @@ class CoreConfig:
     window_ops: bool | None = None
     taps: int | None = None
     tap_line: int = 64
+    shift_reach: int = 1
     axil_addr_width: int = 12
     name: str | None = field(default=None, compare=False)
 
@@ -343,6 +361,12 @@ class CoreConfig:
         if t and not can:
             raise ConfigError("taps", f"taps={t} (depthwise runs on the array) needs "
                               f"window_ops and an array engine that is not folded; use taps=0")
+
+    @property
+    def shift_entry_bits(self):
+        """Bits per channel of a SHIFT vector: ``2*(shift_reach.bit_length() + 1)``
+        (:func:`shift_entry_bits`)."""
+        return shift_entry_bits(self.shift_reach)
 
     @property
     def tap_side(self):
@@ -457,7 +481,7 @@ class CoreConfig:
                 "out_vectors": self.out_vectors, "shortcut_vectors": self.shortcut_vectors,
                 "pool_pixels": self.pool_pixels, "fmap_banks": self.fmap_banks,
                 "window_ops": self.window_ops, "taps": self.taps, "tap_line": self.tap_line,
-                "axil_addr_width": self.axil_addr_width}
+                "shift_reach": self.shift_reach, "axil_addr_width": self.axil_addr_width}
 
     @property
     def hazard_window(self):
@@ -498,7 +522,7 @@ class CoreConfig:
         e, p = self.engine, self.post_engine
         from .post_config import shift_width
         return {"DESC": DESC_BITS, "PARAMS": p.acc_width + shift_width(p) + 1,
-                "SHIFT": e.rows * SHIFT_ENTRY_BITS, "WEIGHTS": e.cols * self.code_width,
+                "SHIFT": e.rows * self.shift_entry_bits, "WEIGHTS": e.cols * self.code_width,
                 "ACTS": e.rows * e.act_bits, "SHORTCUT": e.cols * e.act_bits,
                 "OUT": e.cols * e.act_bits}
 

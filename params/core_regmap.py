@@ -171,6 +171,14 @@ def core_register_map(cfg, *, addr_width=None):
         _ro("line", 16, 16, (cfg.tap_line if cfg.taps else 0) if cfg else 0,
             "pixels of the line buffers: a taps run's (out_w-1)*stride_w + kernel_w limit"),
     ], "the tap window of taps runs (depthwise convolutions on an array engine)"))
+    rmap.add(Register("SHIFT_TABLE", [
+        _ro("reach", 0, 4, cfg.shift_reach if cfg else 0,
+            "largest magnitude of a shift-table entry's dy and dx (a Shift2d of kernel "
+            "2*reach+1); an entry beyond it is error SHIFT_VALUE"),
+        _ro("entry_bits", 8, 8, cfg.shift_entry_bits if cfg else 0,
+            "bits per channel of a SHIFT vector: dy in the low half, dx in the high half, "
+            "each signed"),
+    ], "the shift table's entries (flags.shift)"))
     return rmap
 
 

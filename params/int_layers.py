@@ -40,8 +40,12 @@ __all__ = [
 
 #: The dtypes a tensor may be stored in; the writer picks the narrowest holding its range.
 DTYPES = ("int8", "int16", "int32", "int64")
-#: The table shift of a convolution's input moves each channel by at most one pixel.
-SHIFT_OFFSETS = (-1, 1)
+#: Largest offset of a :class:`IntShift2d` (a kernel of up to 15).
+MAX_SHIFT2D = 7
+#: The table shift of a convolution's input moves each channel by at most ``MAX_SHIFT2D``
+#: pixels (a Shift2d of any odd kernel up to 15 folded into it; a core's ``shift_reach``
+#: says how far its shift table goes).
+SHIFT_OFFSETS = (-MAX_SHIFT2D, MAX_SHIFT2D)
 #: ``input.scale_exp`` and ``out_scale_exp``: ``q * 2^exp`` is an exact finite float64 for
 #: every ``|q| <= 2^15`` (``2^-1074`` is the smallest subnormal, ``2^15 * 2^1008 = 2^1023``).
 SCALE_EXP_LIMITS = (-1074, 1008)
@@ -55,8 +59,6 @@ MAX_NAME_LENGTH = 128
 INPUT_NAME = "input"
 #: Most tensors an add or a concat reads.
 MAX_INPUTS = 8
-#: Largest offset of a :class:`IntShift2d` (a kernel of up to 15).
-MAX_SHIFT2D = 7
 #: An add's ``in_shifts`` and ``shift``; a concat's ``shifts``; a pooling's ``shift``: every
 #: intermediate stays far inside int64 (numerics.md, "Graphs").
 ADD_SHIFT_LIMITS = (0, 32)
@@ -200,7 +202,7 @@ class IntConv2d(_PostLayer):
     ``codes`` is ``[O, C / groups, kh, kw]``; ``groups`` is 1 or ``C`` (depthwise: output
     channel ``o`` reads input channel ``o // (O / C)``). ``stride`` and ``padding`` are
     integers or ``(y, x)`` pairs (zero padding; AdderNet: a padded pixel adds ``-|w|``).
-    ``shifts``, if given, is an int array ``[C, 2]`` of ``(dy, dx)`` in ``{-1, 0, 1}``: the
+    ``shifts``, if given, is an int array ``[C, 2]`` of ``(dy, dx)`` in ``SHIFT_OFFSETS``: the
     input map is first read as ``in[c, y + dy[c], x + dx[c]]`` with zero fill
     (``shift_golden.table_shift``). The other fields are those of :class:`IntLinear`, per
     output channel ``O``.

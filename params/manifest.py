@@ -11,7 +11,7 @@ generator writes the very same document next to the Verilog (:mod:`mulfree.gen.m
 from .config import ArrayConfig
 from .core_config import (CoreConfig, CORE_ERRORS, PACKET_TYPES, DESC_FIELDS, DESC_FLAGS,
                           DESC_BITS, DESC_SIGNED, ISSUE_FIFO_DEPTH, RES_MAX_SHIFT, SETUP_STEPS,
-                          SHIFT_ENTRY_BITS, WINDOW_LATENCY, pool_shift_range, pool_sum_width,
+                          WINDOW_LATENCY, pool_shift_range, pool_sum_width,
                           res_shift_range, res_sum_width)
 from .ports import array_ports, core_ports
 from .post_config import shift_width
@@ -208,7 +208,7 @@ def stream_section(cfg: CoreConfig):
         "params_vector": {"bias": [p.acc_width - 1, 0],
                           "shift": [p.acc_width + shift_width(p) - 1, p.acc_width],
                           "relu": p.acc_width + shift_width(p)},
-        "shift_entry_bits": SHIFT_ENTRY_BITS,
+        "shift_entry_bits": cfg.shift_entry_bits,
         "order": "docs/interface.md, 'Stream formats'",
     }
 
@@ -280,7 +280,7 @@ def core_manifest(cfg: CoreConfig):
                 "acc": {"depth": cfg.acc_entries, "width": e.cols * cfg.acc_width},
                 "post_table": {"channels": cfg.max_channels},
                 "shift_table": {"depth": -(-cfg.max_channels // e.rows),
-                                "width": e.rows * SHIFT_ENTRY_BITS},
+                                "width": e.rows * cfg.shift_entry_bits},
                 "out": {"depth": cfg.out_vectors, "width": e.cols * e.act_bits},
                 "shortcut": {"depth": cfg.shortcut_vectors, "width": e.cols * e.act_bits},
                 "pool": pool_buffer(cfg),
@@ -288,7 +288,9 @@ def core_manifest(cfg: CoreConfig):
             "pool_latency": pool_latency(cfg),
             # Interface 2.3: the lane unit of window runs (lanes 0: none).
             "window": window_section(cfg),
-            # Interface 2.4: the tap window of taps runs (taps 0: none).
+            # Interface 2.4: the tap window of taps runs (taps 0: none), the shift table's
+            # reach (register SHIFT_TABLE; entries of stream.shift_entry_bits).
             **taps_fields(cfg),
+            "shift_reach": cfg.shift_reach,
         },
     }

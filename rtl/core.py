@@ -64,7 +64,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..params.core_config import CoreConfig, DESC_FLAGS, SHIFT_ENTRY_BITS
+from ..params.core_config import CoreConfig, DESC_FLAGS
 from .engines import build_engine, column_modules, route_engines
 from .lanes import LaneUnit
 from .layer_setup import (LayerSetup, SIZE_BITS, REUSE_FLAG_BITS, desc_layout, shape_layout,
@@ -276,7 +276,7 @@ class LayerDatapath(wiring.Component):
                      wwr.data.eq(loader.w_data),
                      wrd.addr.eq(feeder.rd_addr), feeder.rd_data.eq(wrd.data)]
 
-        m.submodules.shift_table = smem = Memory(shape=unsigned(R * SHIFT_ENTRY_BITS),
+        m.submodules.shift_table = smem = Memory(shape=unsigned(R * cfg.shift_entry_bits),
                                                  depth=-(-cfg.max_channels // R), init=[])
         swr, srd = smem.write_port(), smem.read_port()
         m.d.comb += [swr.addr.eq(loader.shift_ptr), swr.en.eq(loader.sh_we),

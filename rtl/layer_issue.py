@@ -17,8 +17,9 @@ pass restarts from a snapshot taken at the block's start, plus the kernel offset
 activations are read ``NT*KT`` times from the buffer and sent once by the host.
 
 The feature-map buffer is one memory per lane, so lane ``j`` may read its own address: the
-shift table's ``(dy_j, dx_j)`` of ``{-1, 0, 1}`` adds ``±row`` and ``±CT`` (Shift and
-AddressNet shifts, done by moving read pointers). A lane reads 0 when the pixel ``(iy, ix)``
+shift table's ``(dy_j, dx_j)``, each in ``[-reach, reach]`` (``cfg.shift_reach``), adds
+``dy_j*row + dx_j*CT`` (Shift and AddressNet shifts, done by moving read pointers), a sum of
+``row`` and ``CT`` shifted by the entry's bits (:func:`shift_offset`: no multiplier). A lane reads 0 when the pixel ``(iy, ix)``
 is outside the map (padding) or its shifted read ``(iy + dy_j, ix + dx_j)`` is.
 
 A window run (interface 2.3, one of ``win_max``, ``win_sum``, ``depthwise``) has no ``ct``
@@ -47,14 +48,15 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-from ..params.core_config import CoreConfig, DESC_FLAGS, SHIFT_ENTRY_BITS, ISSUE_FIFO_DEPTH
+from ..params.core_config import CoreConfig, DESC_FLAGS, ISSUE_FIFO_DEPTH
 from .array import input_layout
 from .layer_setup import SIZE_BITS, desc_layout, sizes_layout, window_flags
 from .tap_issue import TapWalk
 from .tap_window import TapWindow
 
 
-__all__ = ["IssueUnit", "WeightFeeder", "tag_layout", "X_FIFO_DEPTH", "hazard_window"]
+__all__ = ["IssueUnit", "WeightFeeder", "tag_layout", "X_FIFO_DEPTH", "hazard_window",
+           "shift_offset", "times_const"]
 
 #: Entries of the FIFO between the buffers and the engine's input (see ISSUE_FIFO_DEPTH).
 X_FIFO_DEPTH = ISSUE_FIFO_DEPTH
@@ -66,13 +68,43 @@ COORD_BITS = 18
 def addr_bits(cfg: CoreConfig):
     """Bits of a signed feature-map address of the walk.
 
-    Every address is ``iy*row + ix*CT + ct`` with ``-16 <= iy < in_h + 32`` and likewise ``ix``
-    (padding < 16; kernel and stride overshoot bounded by the descriptor's checks), so its
-    magnitude stays below ``37 * acts <= 37 * fmap_vectors``: 6 bits above the buffer's address
-    and a sign. (Padded pixels' addresses are never read; they only need not wrap onto a
-    real pixel in the watermark check.)
+    Every address is ``iy*row + ix*CT + ct`` with ``-15 <= iy <= in_h + 14`` and likewise
+    ``ix`` (padding < 16, and the descriptor's checks make ``out_h`` the convolution's output
+    size, so ``(out_h-1)*stride_h - pad_h + kernel_h - 1 <= in_h + pad_h - 1``); a lane's
+    shifted read and the watermark add at most ``reach*row + reach*CT`` with ``reach <=
+    MAX_SHIFT2D = 7``. With ``CT <= row <= acts`` its magnitude stays below ``(31 + 2*7) *
+    acts < 64 * fmap_vectors``: 6 bits above the buffer's address and a sign, at every reach.
+    (Padded pixels' addresses are never read; they only need not wrap onto a real pixel in
+    the watermark check.)
     """
     return max(1, (cfg.fmap_vectors - 1).bit_length()) + 7
+
+
+def times_const(n, value):
+    """``n * value`` for a constant ``n >= 1``: ``value`` shifted by each set bit of ``n``,
+    added (``value`` itself for ``n = 1``)."""
+    terms = [value << b if b else value for b in range(n.bit_length()) if n >> b & 1]
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+def shift_offset(v, stride, reach):
+    """``v * stride`` for a shift-table value ``v`` (signed, ``|v| <= reach``, checked by the
+    loader) and an unsigned ``stride`` (``row`` or ``CT``), without a multiplier.
+
+    Reach 1: ``±stride`` or 0 by two comparisons. Wider: the bits of ``|v|`` select ``stride
+    << i``, and the sum is negated for a negative ``v``.
+    """
+    s = stride.as_signed()
+    if reach == 1:
+        return Mux(v == 1, s, Mux(v == -1, -s, 0))
+    mag = Mux(v < 0, -v, v).as_unsigned()
+    total = 0
+    for b in range(reach.bit_length()):
+        total = total + Mux(mag[b], stride << b if b else stride, 0)
+    return Mux(v < 0, -total, total)
 
 
 def hazard_window(cfg: CoreConfig):
@@ -141,7 +173,7 @@ class IssueUnit(wiring.Component):
             "fmap_en": Out(1),
             "fmap_data": In(e.rows * e.act_bits),
             "sh_addr": Out(sa),
-            "sh_data": In(e.rows * SHIFT_ENTRY_BITS),
+            "sh_data": In(e.rows * cfg.shift_entry_bits),
             "acc_addr": Out(max(1, (cfg.acc_entries - 1).bit_length())),
             # Core-wide widths: a multi-engine core's widest accumulator (cfg.post_engine).
             "acc_data": In(e.cols * cfg.acc_width),
@@ -203,7 +235,8 @@ class IssueUnit(wiring.Component):
         hazard = Signal()
         m.d.comb += hazard.eq(~first_kt & (i == 0) & (blen < window) & (inflight != 0))
         # The farthest vector this pixel's lanes may read must have arrived.
-        far = addr + Mux(d.flags[0], sz.row + sz.ct, 0)
+        reach = cfg.shift_reach
+        far = addr + Mux(d.flags[0], times_const(reach, sz.row) + times_const(reach, sz.ct), 0)
         arrived = self.act_complete | (far < self.act_ptr.as_signed())
         can = active & credit & room & ~hazard & self.shift_ready & self.tag.ready
         issue = Signal()
@@ -331,14 +364,15 @@ class IssueUnit(wiring.Component):
         # leaves the map.
         base_ok = (iy1 >= 0) & (iy1 < d.in_h) & (ix1 >= 0) & (ix1 < d.in_w)
         lane_ok = []
+        eb = cfg.shift_entry_bits
         for j in range(R):
-            entry = self.sh_data[SHIFT_ENTRY_BITS * j:SHIFT_ENTRY_BITS * (j + 1)]
-            dy = Mux(d.flags[0], entry[0:2].as_signed(), 0)
-            dx = Mux(d.flags[0], entry[2:4].as_signed(), 0)
+            entry = self.sh_data[eb * j:eb * (j + 1)]
+            dy = Mux(d.flags[0], entry[:eb // 2].as_signed(), 0)
+            dx = Mux(d.flags[0], entry[eb // 2:].as_signed(), 0)
             ly, lx = iy1 + dy, ix1 + dx
             lane_ok.append(base_ok & (ly >= 0) & (ly < d.in_h) & (lx >= 0) & (lx < d.in_w))
-            off_y = Mux(dy == 1, sz.row.as_signed(), Mux(dy == -1, -sz.row.as_signed(), 0))
-            off_x = Mux(dx == 1, sz.ct.as_signed(), Mux(dx == -1, -sz.ct.as_signed(), 0))
+            off_y = shift_offset(dy, sz.row, reach)
+            off_x = shift_offset(dx, sz.ct, reach)
             m.d.comb += self.fmap_addr.word_select(j, fa).eq(addr1 + off_y + off_x)
         m.d.comb += [self.fmap_en.eq(1), self.acc_addr.eq(index1)]
 

@@ -20,7 +20,7 @@ from amaranth.hdl import Signal, Module, Cat, Const, Mux, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..params.core_config import CoreConfig, PACKET_TYPES, SHIFT_ENTRY_BITS
+from ..params.core_config import CoreConfig, PACKET_TYPES
 from .layer_setup import SIZE_BITS, error_code, desc_layout
 from .postproc import param_layout
 
@@ -145,9 +145,7 @@ class StreamLoader(wiring.Component):
             self.sh_data.eq(vec[:vb["SHIFT"]]), self.sc_data.eq(vec[:vb["SHORTCUT"]]),
             self.desc.eq(vec[:vb["DESC"]]),
         ]
-        # A shift entry (dy, dx) in {-1, 0, 1}: the 2-bit pattern 0b10 (-2) is refused.
-        bad_shift = Cat(vec[SHIFT_ENTRY_BITS * j + 2 * h + 1] & ~vec[SHIFT_ENTRY_BITS * j + 2 * h]
-                        for j in range(e.rows) for h in range(2)).any()
+        bad_shift = self._bad_shift(vec)
 
         with m.FSM():
             with m.State("HEADER"):
@@ -190,6 +188,19 @@ class StreamLoader(wiring.Component):
                         with m.Else():
                             m.d.sync += beat.eq(beat + 1)
         return m
+
+    def _bad_shift(self, vec):
+        """A SHIFT vector holds an entry with ``dy`` or ``dx`` outside ``[-reach, reach]``
+        (``cfg.shift_reach``; each half of an entry is signed). Reach 1: the 2-bit pattern
+        0b10 (-2) is the only one refused."""
+        cfg = self._cfg
+        eb, half, reach = cfg.shift_entry_bits, cfg.shift_entry_bits // 2, cfg.shift_reach
+        if reach == 1:
+            return Cat(vec[eb * j + 2 * h + 1] & ~vec[eb * j + 2 * h]
+                       for j in range(cfg.engine.rows) for h in range(2)).any()
+        values = [vec[eb * j + half * h:eb * j + half * (h + 1)].as_signed()
+                  for j in range(cfg.engine.rows) for h in range(2)]
+        return Cat((v > reach) | (v < -reach) for v in values).any()
 
     def _store(self, m, typ, ptrs, p_group, p_lane):
         """Write the completed vector of type ``typ`` and advance its pointer."""

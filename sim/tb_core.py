@@ -235,6 +235,13 @@ def _layers(cfg, rng):
     # The shifted map is zero-padded like any map: padding reads 0 whatever the shift.
     yield "shift + 3x3 p1", random_layer(cfg, rng, kind="shift", in_c=R + 1, h=4, w=5,
                                          out_c=C + 1, kh=3, kw=3, padding=(1, 1))
+    if cfg.shift_reach > 1:
+        # Shifts beyond one pixel: the map wider than the reach, so most reads stay inside;
+        # blocks of 5 pixels start mid-row.
+        r = cfg.shift_reach
+        yield "shift reach + 3x3 s2 p1", random_layer(
+            cfg, rng, kind="shift", in_c=2 * R + 1, h=2 * r + 3, w=2 * r + 4, out_c=C + 1,
+            kh=3, kw=3, stride=(2, 2), padding=(1, 1), m_block=5)
 
 
 @cocotb.test()
@@ -394,12 +401,14 @@ async def malformed_input(dut):
                         "REUSE", "reuse after an error")
     await then_good("a refused reuse")
 
-    # A shift-table entry of -2.
+    # A shift-table entry beyond the reach: channel 0's dy = -(reach + 1) (-2 at reach 1).
     sl = random_layer(cfg, rng, kind="shift", in_c=R, h=3, w=3, out_c=2)
     sp = pack_layer(cfg, sl)
     sh = next(p for p in sp if p.type == "SHIFT")
-    sh.beats[1] = (sh.beats[1] & ~0b11) | 0b10       # channel 0: dy = -2
-    await _expect_error(tb, sp, "SHIFT_VALUE", "dy = -2")
+    half, bad = cfg.shift_entry_bits // 2, -(cfg.shift_reach + 1)
+    mask = (1 << half) - 1
+    sh.beats[1] = (sh.beats[1] & ~mask) | (bad & mask)
+    await _expect_error(tb, sp, "SHIFT_VALUE", f"dy = {bad}")
     await then_good("a bad shift entry")
 
     # start while busy: refused with the register error BUSY, the run goes on.

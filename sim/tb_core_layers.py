@@ -31,7 +31,8 @@ def random_pauses(seed, busy=0.3, hold=0):
 
 def random_layer(cfg, rng, *, kind, **over):
     """A random layer of ``kind``: matmul, conv (k x k, stride, padding), or shift (a conv
-    after random per-channel shifts; 1x1 unless ``kh``/``kw`` say otherwise)."""
+    after random per-channel shifts within the core's ``shift_reach``; 1x1 unless
+    ``kh``/``kw`` say otherwise)."""
     e = cfg.engine
     lo, hi = e.act_range
     if kind == "matmul":
@@ -54,7 +55,7 @@ def random_layer(cfg, rng, *, kind, **over):
                       relu=rng.integers(0, 2, n).astype(bool))
     shifts = None
     if kind == "shift":
-        shifts = rng.integers(-1, 2, (geom["in_c"], 2))
+        shifts = rng.integers(-cfg.shift_reach, cfg.shift_reach + 1, (geom["in_c"], 2))
     return Layer(x=x, w_codes=w, post=post, stride=over.get("stride", (1, 1)),
                  padding=over.get("padding", (0, 0)), shifts=shifts,
                  m_block=over.get("m_block"), reuse_weights=over.get("reuse", False))

@@ -10,6 +10,10 @@ from mulfree.params.manifest import core_manifest
 from mulfree.host.manifest_check import ManifestError, check_manifest
 
 
+#: Error SHIFT_VALUE's meaning before 2.4 (2.4's shift table has a reach).
+SHIFT_VALUE_2_3 = {"meaning": "a shift-table entry of -2 (dy and dx must be -1, 0 or 1)"}
+
+
 def manifest(cfg):
     """``cfg``'s manifest as a JSON round trip (what a file holds)."""
     return json.loads(json.dumps(core_manifest(cfg)))

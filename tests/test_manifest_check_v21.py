@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from manifest_docs import SHIFT_VALUE_2_3
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CORE_VERSION, CoreConfig
 from mulfree.params.manifest import core_manifest
@@ -188,12 +189,16 @@ TOO_BIG_2_0 = ("the layer does not fit the core: K = in_c*kernel_h*kernel_w > ma
 def written_by_2_0(cfg):
     """The 2.0 generator's manifest of single-engine ``cfg``, by this file's own edits."""
     doc = manifest(cfg)
-    # Interface 2.4's additions (taps runs) first: none of them in a 2.0 manifest.
+    # Interface 2.4's additions (taps runs, the shift table's reach) first: none of them in
+    # a 2.0 manifest.
     del doc["parameters"]["taps"], doc["parameters"]["tap_line"]
-    for name in ("taps", "tap_side", "tap_line", "tap_engines"):
+    del doc["parameters"]["shift_reach"]
+    for name in ("taps", "tap_side", "tap_line", "tap_engines", "shift_reach"):
         del doc["core"][name]
     doc["core"]["setup_cycles"] -= 18                          # the ntr step
     doc["registers"]["registers"].remove(_reg(doc, "TAPS"))
+    doc["registers"]["registers"].remove(_reg(doc, "SHIFT_TABLE"))
+    doc["registers"]["core_errors"]["SHIFT_VALUE"].update(SHIFT_VALUE_2_3)
     del doc["stream"]["descriptor"]["flags"]["taps"]
     # Interface 2.3's additions (window runs): none of them in a 2.0 manifest.
     del doc["parameters"]["window_ops"], doc["core"]["window"]

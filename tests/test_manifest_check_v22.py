@@ -11,7 +11,7 @@ import copy
 
 import pytest
 
-from manifest_docs import digest as _digest, manifest, refused, reg as _reg
+from manifest_docs import SHIFT_VALUE_2_3, digest as _digest, manifest, refused, reg as _reg
 
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CORE_VERSION, CoreConfig
@@ -34,6 +34,7 @@ DIGESTS_2_1 = ["b69efb699b62545926498d269c1b88134fa251fe310c11708850e461f2c38cad
 #: Errors REUSE's and TOO_BIG's meanings before 2.2 (2.2 added the engine to REUSE and the
 #: chaining sizes to TOO_BIG), DESCRIPTOR's before 2.3 (the window rules).
 OLD_MEANINGS = {"core_errors": {
+    "SHIFT_VALUE": SHIFT_VALUE_2_3,
     "DESCRIPTOR": {"meaning": (
         "the descriptor is inconsistent: a zero size, reserved bits set, padding >= kernel, "
         "out_h/out_w not the convolution's output size, clamp_lo > clamp_hi or either "

@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from manifest_docs import digest as _digest, manifest, refused, reg as _reg
+from manifest_docs import SHIFT_VALUE_2_3, digest as _digest, manifest, refused, reg as _reg
 
 from mulfree.flows import cli
 from mulfree.params.config import ArrayConfig
@@ -40,6 +40,7 @@ DIGESTS_2_2 = ["66202e49c95c86047d6d2a1b3f091c264e32d2b6e14e108f0c42d235e6bb0212
                "0aa5d7d7c47cabe9ca23dd4650008a62329f163b3f99276edc61027bd04a146c"]
 #: Errors DESCRIPTOR's, TOO_BIG's and REUSE's meanings in 2.2 (2.3 added the window rules).
 MEANINGS_2_2 = {"core_errors": {
+    "SHIFT_VALUE": SHIFT_VALUE_2_3,
     "DESCRIPTOR": {"meaning": (
         "the descriptor is inconsistent: a zero size, reserved bits set, padding >= kernel, "
         "out_h/out_w not the convolution's output size, clamp_lo > clamp_hi or either "

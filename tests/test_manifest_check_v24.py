@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from manifest_docs import digest as _digest, manifest, refused, reg as _reg
+from manifest_docs import SHIFT_VALUE_2_3, digest as _digest, manifest, refused, reg as _reg
 
 from mulfree.flows import cli
 from mulfree.params.config import ArrayConfig
@@ -39,8 +39,10 @@ CONFIGS_2_3 = [
 DIGESTS_2_3 = ["8ffc5d4fd86e351cc3afb280412a3c28cf6cd8749948643e2a008437a67cee0a",
                "62c49ad1e055be66198299340794e1c0518e480ccad044a6ab6e17bd3591483a",
                "0e6e90565a5fe779ab73d3bc18458381ecffb54b7f4f84af52a2a5a7430b33d4"]
-#: Errors DESCRIPTOR's, TOO_BIG's and WINDOW's meanings in 2.3 (2.4 added the taps rules).
+#: Errors DESCRIPTOR's, TOO_BIG's, WINDOW's and SHIFT_VALUE's meanings in 2.3 (2.4 added the
+#: taps rules and the shift table's reach).
 MEANINGS_2_3 = {"core_errors": {
+    "SHIFT_VALUE": SHIFT_VALUE_2_3,
     "DESCRIPTOR": {"meaning": (
         "the descriptor is inconsistent: a zero size, reserved bits set, padding >= kernel, "
         "out_h/out_w not the convolution's output size, clamp_lo > clamp_hi or either "
@@ -75,7 +77,7 @@ def test_a_2_4_manifest_names_its_tap_window():
         {"taps": 9, "tap_side": 3, "tap_line": 80, "tap_engines": [0]}
     taps = _reg(doc, "TAPS")
     assert taps["offset"] == 0xA4 and taps["reset"] == 9 | 3 << 8 | 1 << 12 | 80 << 16
-    assert doc["registers"]["size"] == 0xA8
+    assert doc["registers"]["size"] == 0xAC             # SHIFT_TABLE follows TAPS
     assert doc["stream"]["descriptor"]["flags"]["taps"] == DESC_FLAGS["taps"] == 14
     assert SETUP_STEPS[-1][0] == "ntr"
     assert doc["core"]["setup_cycles"] == 18 * len(SETUP_STEPS) + 2

@@ -452,7 +452,6 @@ def test_unsupported_modules_name_their_path(model, path, words):
 @pytest.mark.parametrize("model, channels", [
     (lambda: nn.Sequential(Shift2d(1), nn.ReLU(), nn.Conv2d(1, 2, 1)), 1),
     (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), Shift2d(2)), 1),
-    (lambda: nn.Sequential(Shift2d(2, 5), nn.Conv2d(2, 2, 1)), 2),
     (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), nn.MaxPool2d(3)), 1),
     (lambda: nn.Sequential(nn.Conv2d(1, 2, 1), nn.AvgPool2d(2)), 1),
     (lambda: nn.Sequential(nn.Conv2d(2, 2, 1, groups=2)), 2),
