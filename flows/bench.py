@@ -68,8 +68,6 @@ def check_plot_path(path, option):
     from .options import UsageError
     from ..params.safe_io import check_output_file
     try:
-        import matplotlib
-        matplotlib.use("Agg")
         from matplotlib.figure import Figure
     except ImportError:
         raise UsageError(f"{option} needs matplotlib: pip install 'mulfree[bench]'"

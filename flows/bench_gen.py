@@ -185,14 +185,13 @@ def plot_gen(result, path):
     pathlib.Path
         The file written.
     """
-    import matplotlib
-    matplotlib.use("Agg")               # no display; a file is all that is wanted
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     runs = result["runs"]
     pes = [r["pes"] for r in runs]
     secs = [r["seconds"] for r in runs]
-    fig, ax = plt.subplots(figsize=(6, 4.2))
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.subplots()
     ax.plot(pes, secs, "o-", label="convert_verilog (shift array)")
     for r in runs:
         ax.annotate(f"{r['rows']}x{r['cols']}", (r["pes"], r["seconds"]),

@@ -149,9 +149,7 @@ def format_core(result):
 
 def plot_core(result, path):
     """A stacked bar per workload: engine cycles and lost cycles by cause."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     names = list(result["runs"])
     runs = [result["runs"][n] for n in names]
     parts = [("engine", [r["engine_cycles"] / r["busy_cycles"] for r in runs], "tab:green"),
@@ -160,7 +158,8 @@ def plot_core(result, path):
              ("output wait", [r["lost"]["output_wait"] / r["busy_cycles"] for r in runs],
               "tab:red"),
              ("other", [r["lost"]["other"] / r["busy_cycles"] for r in runs], "tab:gray")]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     bottom = [0.0] * len(runs)
     for label, values, color in parts:
         ax.bar(names, values, bottom=bottom, label=label, color=color)

@@ -97,31 +97,28 @@ def write_json(path, doc):
 
 
 def save_figure(fig, path):
-    """Lay out ``fig``, write it to ``path`` (120 dpi, the format of its suffix, PNG without
-    one; folders created), close it, return the path.
+    """Lay out ``fig`` (a :class:`matplotlib.figure.Figure`, never pyplot's: the caller's
+    backend is left alone), write it to ``path`` (120 dpi, the format of its suffix, PNG
+    without one; folders created), return the path.
 
     Written to a temporary file renamed over ``path``: an interrupted run leaves the old
     figure or none, never half of one.
     """
     import os
     import tempfile
-    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = path.suffix.lstrip(".").lower() or "png"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fmt = path.suffix.lstrip(".").lower() or "png"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=120, format=fmt)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)     # mkstemp's 0600 is for the temporary only
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    finally:
-        plt.close(fig)
+        fig.savefig(tmp, dpi=120, format=fmt)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)     # mkstemp's 0600 is for the temporary only
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

@@ -35,7 +35,11 @@ def kind_config(cfg: CoreConfig, pe, rows=None, cols=None):
                      name=None if e.name is None else f"{e.name}_{pe}")
     name = None if cfg.name is None or (pe == e.pe and (rows, cols) == (e.rows, e.cols)) \
         else f"{cfg.name}_{pe}_{rows}x{cols}"
-    return replace(cfg, engine=engine, name=name)
+    # The tap window is kept (or left out) as asked while the new array can hold it; else the
+    # new size's default.
+    fits = cfg.taps <= rows and rows == cols and engine.arch == "array"
+    return replace(cfg, engine=engine, name=name,
+                   taps=cfg.taps if cfg.taps == 0 or fits else None)
 
 
 def run_all(configs, *, jobs, cache_dir, progress, timeout):

@@ -15,13 +15,11 @@ _KIND_COLORS = {"shift": "tab:blue", "adder": "tab:green", "mult": "tab:red"}
 
 def plot_compare(result, path):
     """Grouped bars: each resource's share of the device per PE kind, and the energy."""
-    import matplotlib
-    matplotlib.use("Agg")               # no display; a file is all that is wanted
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     kinds = list(result["kinds"])
     labels = [label for _, label, _ in RESOURCES]
-    fig, (ax, ax_e) = plt.subplots(1, 2, figsize=(10, 4.2),
-                                   gridspec_kw={"width_ratios": [3, 1.2]})
+    fig = Figure(figsize=(10, 4.2))
+    ax, ax_e = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1.2]})
     width = 0.8 / len(kinds)
     for i, pe in enumerate(kinds):
         share = result["kinds"][pe]["share"]
@@ -46,12 +44,11 @@ def plot_compare(result, path):
 
 def plot_max_fit(result, path, device: Device):
     """Binding resources against PE count per kind: measured points, fit, limits, largest n."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     fields = {key: field for key, _, field in RESOURCES}
     shown = ("lut", "dsp", "bram36", "carry4")
-    fig, axes = plt.subplots(1, len(shown), figsize=(13, 3.8))
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, len(shown))
     for ax, key in zip(axes, shown):
         limit = result["limits"][key] * 100
         largest = 1

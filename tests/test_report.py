@@ -249,6 +249,16 @@ def test_max_fit_pipeline_with_a_stand_in(monkeypatch, tmp_path):
     assert comp["kinds"]["mult"]["energy"]["energy_pj"] == pytest.approx(90.21)
     assert comp["kinds"]["mult"]["share"]["dsp"] == pytest.approx(256 / 900)
     assert report_plots.plot_compare(comp, tmp_path / "cmp.png").stat().st_size > 10_000
+    # Plots are drawn on Figures: the caller's matplotlib backend stays what it was.
+    import matplotlib
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    try:
+        report_plots.plot_compare(comp, tmp_path / "again.png")
+        report_plots.plot_max_fit(result, tmp_path / "again_fit.png", dev)
+        assert matplotlib.get_backend() == "pdf"
+    finally:
+        matplotlib.use(before)
 
 
 def test_kind_config_keeps_the_array():
