@@ -8,7 +8,11 @@ descriptor, setup, weight loading, every stall and the drain of the last result.
 * ``matmul``: ``[256x256] . [256x256]`` (the target: at least 95 %);
 * ``conv3x3``: 32x32 input, 32 -> 32 channels, 3x3, stride 1, padding 1;
 * ``shift1x1``: the same map through a per-channel shift then a 1x1 convolution (ShiftNet /
-  AddressNet block), and the same block with 64 channels on 16x16.
+  AddressNet block), and the same block with 64 channels on 16x16;
+* ``dw3x3_lanes``, ``dw3x3_taps``: a depthwise 3x3 convolution (stride 1, padding 1) of 64
+  channels on 32x32, on the lane unit (interface 2.3: one channel per column, ``cols`` terms
+  per cycle) and as a taps run on the array (interface 2.4: kernel taps on rows, an output
+  pixel per cycle); useful terms are ``M x 9 x 64``, so at most ``9 / rows`` of the array.
 
 Each run's results are compared bit for bit with the golden model as well. Lost cycles are
 split into input wait (``STALL_IN_CYCLES``: no vector entered the engine because data had not
@@ -41,6 +45,10 @@ WORKLOADS = {
                      "shift": True},
     "shift1x1_c64": {"kind": "conv", "in_c": 64, "h": 16, "w": 16, "out_c": 64, "kernel": 1,
                      "shift": True},
+    "dw3x3_lanes": {"kind": "depthwise", "in_c": 64, "h": 32, "w": 32, "out_c": 64,
+                    "kernel": 3, "padding": 1, "taps": False},
+    "dw3x3_taps": {"kind": "depthwise", "in_c": 64, "h": 32, "w": 32, "out_c": 64,
+                   "kernel": 3, "padding": 1, "taps": True},
 }
 
 
@@ -103,7 +111,8 @@ def _bench_core(cfg, workloads, work, progress):
         c, g = r["counters"], r["geometry"]
         busy = c["busy_cycles"]
         ideal = c["terms"] // pes           # cycles the engine computed
-        useful = g["M"] * g["kernel_h"] * g["kernel_w"] * g["in_c"] * g["out_c"]
+        useful = g["M"] * g["kernel_h"] * g["kernel_w"] * g["out_c"] * (
+            1 if r["spec"]["kind"] == "depthwise" else g["in_c"])
         runs[r["spec"]["name"]] = {
             "spec": r["spec"], "m_block": g["m_block"],
             "busy_cycles": busy, "terms": c["terms"], "engine_cycles": ideal,

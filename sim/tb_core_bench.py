@@ -32,7 +32,8 @@ def make_layer(cfg, spec, rng):
         shape_w = (spec["n"], spec["k"], 1, 1)
     else:
         shape_x = (spec["in_c"], spec["h"], spec["w"])
-        shape_w = (spec["out_c"], spec["in_c"], spec["kernel"], spec["kernel"])
+        per_group = 1 if spec["kind"] == "depthwise" else spec["in_c"]
+        shape_w = (spec["out_c"], per_group, spec["kernel"], spec["kernel"])
     x = rng.integers(lo, hi + 1, shape_x)
     if e.pe == "shift":
         w = rng.integers(0, 1 << e.weight_bits, shape_w)
@@ -43,8 +44,10 @@ def make_layer(cfg, spec, rng):
     post = PostParams(bias=rng.integers(-100, 100, n), shift=np.full(n, 6), relu=True)
     shifts = rng.integers(-1, 2, (shape_x[0], 2)) if spec.get("shift") else None
     pad = spec.get("padding", 0)
+    window = {"window": "depthwise", "taps": spec["taps"]} if spec["kind"] == "depthwise" \
+        else {}
     return Layer(x=x, w_codes=w, post=post, stride=(spec.get("stride", 1),) * 2,
-                 padding=(pad, pad), shifts=shifts, m_block=spec.get("m_block"))
+                 padding=(pad, pad), shifts=shifts, m_block=spec.get("m_block"), **window)
 
 
 @cocotb.test()
