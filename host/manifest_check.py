@@ -85,9 +85,8 @@ _CORE_FIELDS_2_2 = {"fmap_banks": int}
 _CORE_FIELDS_2_3 = {"window_ops": bool}
 #: ``parameters`` fields of interface 2.4 (an older manifest has neither: no tap window).
 _CORE_FIELDS_2_4 = {"taps": int, "tap_line": int, "shift_reach": int}
-#: ``core`` fields of interface 2.4 (:func:`mulfree.params.manifest.taps_fields`, the shift
-#: table's reach).
-TAPS_FIELDS = ("taps", "tap_side", "tap_line", "tap_engines", "shift_reach")
+#: ``core`` fields of interface 2.4 (:func:`mulfree.params.manifest.taps_fields`).
+TAPS_FIELDS = ("taps", "tap_side", "tap_line", "tap_engines")
 #: Descriptor flags interface 2.2 added (layer chaining).
 CHAIN_FLAG_NAMES = ("in_bank", "acts_resident", "keep", "quiet", "short_resident")
 #: Registers interface 2.1 added.
@@ -278,7 +277,7 @@ def as_interface_2_3(doc, meanings=None):
         doc["parameters"].pop(name, None)
     core = doc.get("core")
     if isinstance(core, dict):
-        for name in TAPS_FIELDS:
+        for name in TAPS_FIELDS + ("shift_reach",):
             core.pop(name, None)
         if isinstance(core.get("setup_cycles"), int):
             core["setup_cycles"] -= 18            # one step: at most 16 bits, store, issue

@@ -19,8 +19,9 @@ activations are read ``NT*KT`` times from the buffer and sent once by the host.
 The feature-map buffer is one memory per lane, so lane ``j`` may read its own address: the
 shift table's ``(dy_j, dx_j)``, each in ``[-reach, reach]`` (``cfg.shift_reach``), adds
 ``dy_j*row + dx_j*CT`` (Shift and AddressNet shifts, done by moving read pointers), a sum of
-``row`` and ``CT`` shifted by the entry's bits (:func:`shift_offset`: no multiplier). A lane reads 0 when the pixel ``(iy, ix)``
-is outside the map (padding) or its shifted read ``(iy + dy_j, ix + dx_j)`` is.
+``row`` and ``CT`` shifted by the entry's bits (:func:`shift_offset`: no multiplier). A lane
+reads 0 when the pixel ``(iy, ix)`` is outside the map (padding) or its shifted read
+``(iy + dy_j, ix + dx_j)`` is.
 
 A window run (interface 2.3, one of ``win_max``, ``win_sum``, ``depthwise``) has no ``ct``
 loop: channel tile ``ct`` is tied to ``nt`` (lane ``j`` of tile ``nt`` is channel ``nt*C + j``,
