@@ -13,6 +13,9 @@ descriptor, setup, weight loading, every stall and the drain of the last result.
   channels on 32x32, on the lane unit (interface 2.3: one channel per column, ``cols`` terms
   per cycle) and as a taps run on the array (interface 2.4: kernel taps on rows, an output
   pixel per cycle); useful terms are ``M x 9 x 64``, so at most ``9 / rows`` of the array.
+  ``dw3x3_taps_resident`` is the taps run on an input already in the feature-map bank (a
+  first run keeps its output there, the measured second run reads it: a layer inside a
+  chained network), the others stream their input at ``stream_width`` bits per cycle.
 
 Each run's results are compared bit for bit with the golden model as well. Lost cycles are
 split into input wait (``STALL_IN_CYCLES``: no vector entered the engine because data had not
@@ -49,6 +52,8 @@ WORKLOADS = {
                     "kernel": 3, "padding": 1, "taps": False},
     "dw3x3_taps": {"kind": "depthwise", "in_c": 64, "h": 32, "w": 32, "out_c": 64,
                    "kernel": 3, "padding": 1, "taps": True},
+    "dw3x3_taps_resident": {"kind": "depthwise", "in_c": 64, "h": 32, "w": 32, "out_c": 64,
+                            "kernel": 3, "padding": 1, "taps": True, "resident": True},
 }
 
 
