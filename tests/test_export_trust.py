@@ -302,8 +302,8 @@ TENSORS = [
      "= 20 is outside the allowed [-6, 19]"),
     ("relu 2", element("layers.4.relu", 2), "layers.4.relu",
      "model.safetensors: layers.4.relu must hold 0 or 1 only, not 2"),
-    ("table shift 2", element("layers.0.shifts", 2), "layers.0.shifts",
-     "layers.0.shifts[0, 0] = 2 is outside the allowed [-1, 1]"),
+    ("table shift 8", element("layers.0.shifts", 8), "layers.0.shifts",
+     "layers.0.shifts[0, 0] = 8 is outside the allowed [-7, 7]"),
     ("float tensor", ts(lambda a, g: a.update({"layers.4.codes": a["layers.4.codes"]
                                                .astype(np.float32)})), "layers.4.codes",
      "model.safetensors: tensor \"layers.4.codes\" has dtype \"F32\"; an export holds signed "

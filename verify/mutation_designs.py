@@ -25,7 +25,7 @@ RTL_FILES = ("rtl/pe.py", "rtl/tree.py", "rtl/tiles.py", "rtl/array.py", "rtl/ve
              "rtl/shift_layouts.py", "rtl/shift_unit.py", "rtl/block.py", "rtl/regs.py",
              "rtl/postproc.py", "rtl/pool.py", "rtl/layer_setup.py", "rtl/layer_issue.py",
              "rtl/stream_loader.py", "rtl/core.py", "rtl/fold.py", "rtl/fmap_banks.py",
-             "rtl/lanes.py", "rtl/engines.py")
+             "rtl/lanes.py", "rtl/engines.py", "rtl/tap_window.py", "rtl/tap_issue.py")
 
 _SMALL_CORE = dict(fmap_vectors=512, weight_rows=512, acc_entries=64, max_channels=32,
                    out_vectors=8)
@@ -62,6 +62,11 @@ DESIGNS = {
     "core-shift-chain": ("core", dict(engine=dict(pe="shift", rows=4, cols=4, max_k=256),
                                       **dict(_SMALL_CORE, fmap_vectors=128, shortcut_vectors=128,
                                              pool_pixels=16))),
+    # Interface 2.4: a square core with a 2x2 tap window (taps runs).
+    "core-shift-taps": ("core", dict(engine=dict(pe="shift", rows=4, cols=4, max_k=256),
+                                     taps=4, tap_line=16,
+                                     **dict(_SMALL_CORE, fmap_vectors=128, shortcut_vectors=128,
+                                            pool_pixels=16))),
     "fold-mult": ("fold", dict(pe="mult", rows=3, cols=4, act_bits=4, weight_bits=4, max_k=9)),
     "fold-shift": ("fold", dict(pe="shift", rows=2, cols=3, act_bits=4, weight_bits=3,
                                 max_k=8)),
@@ -84,7 +89,7 @@ _UNITS = ["shift-unit-default", "shift-unit-odd"]
 FILE_DESIGNS = {
     "rtl/pe.py": ["pe-shift", "pe-adder", "pe-mult"] + _ARRAYS + _TREES,
     "rtl/tiles.py": _ARRAYS + _TREES,
-    "rtl/array.py": _ARRAYS + _BLOCKS,
+    "rtl/array.py": _ARRAYS + _BLOCKS + ["core-shift-taps"],
     "rtl/tree.py": _TREES,
     "rtl/vectorize.py": ["vectorizer"] + _BLOCKS,
     "rtl/shift_layouts.py": _UNITS + _BLOCKS,
@@ -93,14 +98,16 @@ FILE_DESIGNS = {
     "rtl/regs.py": ["regs-default"] + _CORES,
     "rtl/postproc.py": ["postproc"] + _CORES,
     "rtl/pool.py": _CORES,
-    "rtl/layer_setup.py": _CORES + ["core-shift-multc1", "core-shift-chain"],
-    "rtl/layer_issue.py": _CORES + ["core-shift-chain"],
+    "rtl/layer_setup.py": _CORES + ["core-shift-multc1", "core-shift-chain", "core-shift-taps"],
+    "rtl/layer_issue.py": _CORES + ["core-shift-chain", "core-shift-taps"],
     "rtl/stream_loader.py": _CORES,
-    "rtl/core.py": _CORES + ["core-shift-multc1", "core-shift-chain"],
+    "rtl/core.py": _CORES + ["core-shift-multc1", "core-shift-chain", "core-shift-taps"],
     "rtl/fold.py": ["fold-mult", "fold-shift", "core-shift-multc1"],
     "rtl/fmap_banks.py": ["fmap-banks", "core-shift-chain"],
     "rtl/lanes.py": ["core-shift-chain"],
-    "rtl/engines.py": _CORES + ["core-shift-multc1", "core-shift-chain"],
+    "rtl/engines.py": _CORES + ["core-shift-multc1", "core-shift-chain", "core-shift-taps"],
+    "rtl/tap_window.py": ["core-shift-taps"],
+    "rtl/tap_issue.py": ["core-shift-taps"],
 }
 
 # The cocotb tests on Icarus, trimmed to their smallest design of each kind (a surviving mutant
@@ -122,6 +129,8 @@ _CORE_CHAIN = ["tests/test_core_chain_sim.py::test_core_chain[shift_4x4_s64-icar
 # Window runs (interface 2.3): the fast datapath run, then the 4x4 shift core on Icarus.
 _CORE_WINDOW = ["tests/test_core_window_sim.py::test_datapath_window_runs",
                 "tests/test_core_window_sim.py::test_core_window[shift_4x4_s64-icarus]"]
+_CORE_TAPS = ["tests/test_core_taps_sim.py::test_datapath_taps_runs",
+              "tests/test_core_taps_sim.py::test_core_taps[shift_4x4_taps4_tree_s64-icarus]"]
 _BLOCK = ["tests/test_shift_block.py", "tests/test_shift_block_sim.py"]
 # The directed corner scenarios (the Icarus design) and the formal proofs of each block.
 _CORE_CORNERS = ["tests/test_core_corners.py::test_core_corners[adder_tree_5x4_s32-icarus]"]
@@ -134,7 +143,7 @@ def _proofs(*names):
 TEST_MAP = {
     "rtl/pe.py": ["tests/test_pe.py"] + _TREE_SIM + _ARRAY_SIM,
     "rtl/tiles.py": _TREE_SIM + _ARRAY_SIM,
-    "rtl/array.py": _ARRAY_SIM + _BLOCK,
+    "rtl/array.py": _ARRAY_SIM + _BLOCK + _CORE_TAPS,
     "rtl/tree.py": _TREE_SIM + ["tests/test_tree.py"],
     "rtl/vectorize.py": _BLOCK,
     "rtl/shift_layouts.py": ["tests/test_shift_unit.py"] + _UNIT_SIM + _BLOCK + _UNIT_CORNERS,
@@ -153,10 +162,11 @@ TEST_MAP = {
     "rtl/pool.py": ["tests/test_core_datapath.py"] + _proofs("pool")
                    + ["tests/test_core_pool_sim.py::test_core_pool[adder_tree_5x4_s32-icarus]"],
     "rtl/layer_setup.py": ["tests/test_layer_setup.py", "tests/test_layer_setup_tail.py",
-                           "tests/test_layer_setup_chain.py", "tests/test_layer_setup_window.py"]
+                           "tests/test_layer_setup_chain.py", "tests/test_layer_setup_window.py",
+                           "tests/test_layer_setup_taps.py"]
                           + _CORE_SIM + _CORE_CORNERS + _CORE_CHAIN,
     "rtl/layer_issue.py": ["tests/test_core_datapath.py"] + _CORE_SIM + _CORE_CORNERS
-                          + _CORE_WINDOW,
+                          + _CORE_WINDOW + _CORE_TAPS,
     "rtl/stream_loader.py": ["tests/test_stream_loader.py", "tests/test_core_datapath.py"]
                             + _CORE_SIM + _CORE_CORNERS + _CORE_SHORTCUT,
     "rtl/core.py": ["tests/test_core_datapath.py"] + _CORE_SIM + _CORE_CORNERS + _CORE_SHORTCUT
@@ -165,7 +175,9 @@ TEST_MAP = {
     "rtl/fmap_banks.py": ["tests/test_fmap_banks.py"] + _CORE_CHAIN,
     "rtl/lanes.py": ["tests/test_lanes.py"] + _CORE_WINDOW,
     "rtl/engines.py": ["tests/test_core_datapath.py"] + _CORE_SIM + _CORE_ENGINES + _CORE_CHAIN
-                      + _CORE_WINDOW,
+                      + _CORE_WINDOW + _CORE_TAPS,
+    "rtl/tap_window.py": ["tests/test_tap_window.py"] + _CORE_TAPS,
+    "rtl/tap_issue.py": _CORE_TAPS,
 }
 
 
