@@ -43,7 +43,8 @@ from mulfree.sim.tb_core import TB
 from mulfree.sim.tb_core_layers import random_layer, random_pauses
 
 
-__all__ = ["SCENARIOS", "engine_view", "pack_engine_layer", "engine_layer", "run_on_engine"]
+__all__ = ["SCENARIOS", "engine_view", "pack_engine_layer", "engine_layer", "run_on_engine",
+           "soft_reset_mid_run"]
 
 #: The cocotb tests of this module.
 SCENARIOS = ("engines_in_turn", "engine_refused")
@@ -129,6 +130,25 @@ def engine_layer(cfg, rng, index, kind, **over):
     """A random layer (:func:`~mulfree.sim.tb_core_layers.random_layer`) for engine
     ``index``: its weight codes of that engine's kind and width."""
     return random_layer(engine_view(cfg, index), rng, kind=kind, **over)
+
+
+async def soft_reset_mid_run(tb, packets):
+    """Start a run, send ``packets`` (a run's first packets) with its results held back, check
+    it is busy, soft-reset it and check the core is idle again; the streams and their checkers
+    are then cleared for the next run."""
+    assert await tb.control("start") == 0
+    tb.pause_streams(None, [1])
+    await tb.send_packets(packets)
+    await tb.source.wait()
+    await ClockCycles(tb.dut.clk, 40)
+    assert await tb.get("STATUS", "busy") == 1, "the held-back run is not busy"
+    await tb.control("soft_reset")
+    await ClockCycles(tb.dut.clk, 4)
+    assert await tb.get("STATUS", "idle") == 1, "not idle after the soft reset"
+    tb.pause_streams(None, None)
+    tb.sink.clear()
+    tb.in_check.take()
+    tb.out_check.take()
 
 
 async def run_packets(tb, packets, want, what, leftover="beats after the result packet"):
@@ -281,19 +301,7 @@ async def engine_refused(dut):
     last = n - 1
     layer = engine_layer(cfg, rng, last, "conv", in_c=3, h=6, w=6, out_c=cfg.engine.cols + 1,
                          padding=(1, 1))
-    await tb.control("start")
-    tb.pause_streams(None, [1])
-    await tb.send_packets(pack_engine_layer(cfg, layer, last)[:3])
-    await tb.source.wait()
-    await ClockCycles(dut.clk, 40)
-    assert await tb.get("STATUS", "busy") == 1, "the held-back run is not busy"
-    await tb.control("soft_reset")
-    await ClockCycles(dut.clk, 4)
-    assert await tb.get("STATUS", "idle") == 1, "not idle after the soft reset"
-    tb.pause_streams(None, None)
-    tb.sink.clear()
-    tb.in_check.take()
-    tb.out_check.take()
+    await soft_reset_mid_run(tb, pack_engine_layer(cfg, layer, last)[:3])
     await run_on_engine(tb, engine_layer(cfg, rng, 0, "conv", in_c=3, h=4, w=5, out_c=4,
                                          padding=(1, 1)), 0, what="engine 0 after a soft reset")
     await run_on_engine(tb, engine_layer(cfg, rng, last, "matmul", m=5, k=4, n=3), last,

@@ -36,12 +36,12 @@ import dataclasses
 import numpy as np
 
 import cocotb
-from cocotb.triggers import ClockCycles
 
 from mulfree.params.tap_walk import tap_span, tap_weight_tiles
 from mulfree.host.stream_format import bit_mask, pack_vector
 from mulfree.sim.tb_core import TB
-from mulfree.sim.tb_core_engines import engine_layer, engine_view, pack_engine_layer, run_packets
+from mulfree.sim.tb_core_engines import (engine_layer, engine_view, pack_engine_layer,
+                                         run_packets, soft_reset_mid_run)
 from mulfree.sim.tb_core_layers import random_pauses
 from mulfree.sim.tb_core_window import (expect_refused, make_run, pack_window, run_window,
                                         window_beats, window_output)
@@ -229,18 +229,6 @@ async def taps_refused(dut):
     lane = dataclasses.replace(run, reuse_weights=True)
     await expect_refused(tb, pack_window(cfg, lane), "REUSE", "lane unit reusing taps weights")
     # A soft reset in the middle of a taps run (results held back), then a good run.
-    assert await tb.control("start") == 0
-    tb.pause_streams(None, [1])
-    await tb.send_packets(pack_taps(cfg, good())[:4])     # DESC, PARAMS, WEIGHTS, ACTS
-    await tb.source.wait()
-    await ClockCycles(dut.clk, 40)
-    assert await tb.get("STATUS", "busy") == 1, "the held-back run is not busy"
-    await tb.control("soft_reset")
-    await ClockCycles(dut.clk, 4)
-    assert await tb.get("STATUS", "idle") == 1, "not idle after the soft reset"
-    tb.pause_streams(None, None)
-    tb.sink.clear()
-    tb.in_check.take()
-    tb.out_check.take()
+    await soft_reset_mid_run(tb, pack_taps(cfg, good())[:4])  # DESC, PARAMS, WEIGHTS, ACTS
     await run_taps(tb, good(), what="after a soft reset")
     tb.check_protocol()

@@ -48,7 +48,7 @@ from mulfree.host.layer_stream import Packet, expected_beats
 from mulfree.host.stream_format import bit_mask, pack_vector, vector_beats
 from mulfree.sim.tb_core import TB
 from mulfree.sim.tb_core_engines import (engine_layer, engine_view, pack_engine_layer,
-                                         run_packets)
+                                         run_packets, soft_reset_mid_run)
 from mulfree.sim.tb_core_layers import random_pauses
 
 
@@ -412,20 +412,7 @@ async def window_refused(dut):
         await expect_refused(tb, packets, name, what)
         await run_window(tb, good(), what=f"after {what}")
     # A soft reset in the middle of a window run (results held back), then a good run.
-    run = good()
-    assert await tb.control("start") == 0
-    tb.pause_streams(None, [1])
-    await tb.send_packets(pack_window(cfg, run)[:4])     # DESC, PARAMS, WEIGHTS, ACTS
-    await tb.source.wait()
-    await ClockCycles(dut.clk, 40)
-    assert await tb.get("STATUS", "busy") == 1, "the held-back run is not busy"
-    await tb.control("soft_reset")
-    await ClockCycles(dut.clk, 4)
-    assert await tb.get("STATUS", "idle") == 1, "not idle after the soft reset"
-    tb.pause_streams(None, None)
-    tb.sink.clear()
-    tb.in_check.take()
-    tb.out_check.take()
+    await soft_reset_mid_run(tb, pack_window(cfg, good())[:4])  # DESC, PARAMS, WEIGHTS, ACTS
     await run_window(tb, good(), what="after a soft reset")
     await run_window(tb, mx, what="max after a soft reset")
     tb.check_protocol()

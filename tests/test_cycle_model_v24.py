@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from cores import SMALL_BUFFERS
+from test_cycle_model_v23 import run
 from test_taps_layer import taps
 from test_window_layer import gold
 
@@ -121,20 +122,6 @@ def device(tmp_path_factory, board_cache):
     assert cfg.taps == 4 and cfg.tap_side == 2 and cfg.fmap_banks == 2
     with _open(cfg, tmp_path_factory.mktemp("v24-taps"), board_cache) as dev:
         yield cfg, dev
-
-
-def run(cfg, dev, layer):
-    """Execute ``layer``; its result beats, ``BUSY_CYCLES`` and ``TERMS`` deltas."""
-    bb = cfg.stream_width // 8
-    g = ls.layer_geometry(cfg, layer)
-    packets = stream_pack.layer_packets(cfg, layer, dev.max_packet_bytes)
-    nbytes = 0 if layer.quiet else g["results"] * cfg.beats(cfg.vector_bits["OUT"]) * bb
-    before = dev.counters()
-    data = np.asarray(dev.execute(packets, nbytes), np.uint8)
-    after = dev.counters()
-    return ([int.from_bytes(data[k:k + bb].tobytes(), "little")
-             for k in range(0, len(data), bb)],
-            after["BUSY_CYCLES"] - before["BUSY_CYCLES"], after["TERMS"] - before["TERMS"])
 
 
 def _check_runs(cfg, dev, layers):
