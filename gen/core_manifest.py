@@ -11,7 +11,7 @@ from amaranth.back import rtlil, verilog
 from ..params.core_config import CoreConfig, CORE_ERRORS
 from ..params.manifest import MANIFEST_VERSION, core_manifest as spec_core_manifest, registers_section
 from ..params.regmap import REG_ERRORS
-from ..rtl.array import PEColumn
+from ..rtl.array import column_components
 from ..rtl.core import Core, column_modules, core_signature
 from ..rtl.regs import AxiLiteRegisters
 from .emit import write_outputs
@@ -97,7 +97,8 @@ def core_modules(cfg: CoreConfig):
     engine (:func:`column_module_names`)."""
     names = column_module_names(cfg)
     modules = [(Core(cfg, column_module=names), cfg.top_name)]
-    modules += [(PEColumn(e), name) for e, name in zip(cfg.engines, names) if name is not None]
+    modules += [(column, module) for e, name in zip(cfg.engines, names) if name is not None
+                for column, _, module in column_components(e, name)]
     return modules
 
 

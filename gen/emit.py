@@ -13,7 +13,7 @@ from ..params.config import ArrayConfig
 from .manifest import manifest
 from ..params import safe_io
 from ..params.safe_io import write_atomic
-from ..rtl.array import PEArray, PEColumn
+from ..rtl.array import PEArray, column_components
 from ..rtl.tree import TreeEngine
 
 
@@ -30,17 +30,22 @@ class OutputError(ValueError):
 
 
 def build_array(cfg: ArrayConfig):
-    """The top component and the column component it instantiates by name."""
+    """The top component and the column components it instantiates by name.
+
+    Returns ``(top, [(column component, module name), ...])``: one column module, or one per
+    column variant of a mult array with packed or LUT columns (:func:`column_components`).
+    """
     column_name = f"{cfg.top_name}_column"
-    return PEArray(cfg, column_module=column_name), PEColumn(cfg), column_name
+    columns = [(c, name) for c, _, name in column_components(cfg, column_name)]
+    return PEArray(cfg, column_module=column_name), columns
 
 
 def design_modules(cfg: ArrayConfig):
     """The design's modules as ``[(component, module name), ...]``, the top first."""
     if cfg.arch == "tree":
         return [(TreeEngine(cfg), cfg.top_name)]
-    top, column, column_name = build_array(cfg)
-    return [(top, cfg.top_name), (column, column_name)]
+    top, columns = build_array(cfg)
+    return [(top, cfg.top_name), *columns]
 
 
 def convert_verilog(cfg: ArrayConfig):

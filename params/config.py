@@ -14,7 +14,8 @@ from .safe_io import FileCheckError, check_verilog_name
 
 __all__ = [
     "ConfigError", "PE_KINDS", "ARCHS", "ArrayConfig", "signed_width", "unsigned_width",
-    "int_range", "tree_level_counts", "check_name", "check_int_range",
+    "int_range", "tree_level_counts", "check_name", "check_int_range", "MULT_PACKS",
+    "DSP_A_BITS", "DSP_B_BITS",
 ]
 
 
@@ -32,6 +33,11 @@ LIMITS = {
     "tree_levels_per_stage": (1, 64),
 }
 WEIGHT_BITS_LIMITS = {"shift": (2, 6), "mult": (2, 16)}
+#: Products per DSP block a mult array may pack: 1, or 2 (two weights sharing one activation).
+MULT_PACKS = (1, 2)
+#: The DSP48E1 multiplier's operand widths (signed): the packed weight on A, the activation
+#: on B (7 series; docs/numerics.md, "Packed multipliers").
+DSP_A_BITS, DSP_B_BITS = 25, 18
 DEFAULT_WEIGHT_BITS = {"shift": 4, "mult": 8}
 #: Widest accumulator the golden model (int64) and the generated RTL support.
 MAX_ACC_WIDTH = 64
@@ -131,6 +137,14 @@ class ArrayConfig:
     tree_levels_per_stage : int
         Tree only: how many combinational levels (term, adder levels, root) lie between two
         pipeline registers; 1 registers every level. Must stay 1 for ``arch="array"``.
+    mult_pack : int
+        Mult arrays only: products per DSP block. 2 packs columns ``2j`` and ``2j + 1`` (which
+        share row ``r``'s activation) into one multiplication ``x * (w_lo + w_hi 2^k)``
+        (:attr:`pack_shift`); weights then lie in ``[-(2^(b-1) - 1), 2^(b-1) - 1]``, so that
+        the lower field cannot reach the upper one (docs/numerics.md, "Packed multipliers").
+    dsp_cols : int or None
+        Mult arrays only: columns ``0 .. dsp_cols - 1`` multiply on DSP blocks, the rest on a
+        LUT multiplier; ``None`` (all columns on DSPs) is the default.
     """
 
     pe: str = "shift"
@@ -142,6 +156,8 @@ class ArrayConfig:
     name: str | None = field(default=None, compare=False)
     arch: str = "array"
     tree_levels_per_stage: int = 1
+    mult_pack: int = 1
+    dsp_cols: int | None = None
 
     def __post_init__(self):
         if self.pe not in PE_KINDS:
@@ -177,8 +193,34 @@ class ArrayConfig:
                 f"max_k={self.max_k} needs a {self.acc_width}-bit accumulator with these "
                 f"widths; at most {MAX_ACC_WIDTH} bits are supported, so max_k must be in "
                 f"[{self.rows}, {self._max_k_for_width(MAX_ACC_WIDTH)}]")
+        self._check_mult_mapping()
         if self.name is not None:
             check_name(self.name)
+
+    def _check_mult_mapping(self):
+        """``mult_pack`` and ``dsp_cols``: mult arrays only, within the DSP's operand widths."""
+        if type(self.mult_pack) is not int or self.mult_pack not in MULT_PACKS:
+            raise ConfigError("mult_pack", f"mult_pack must be one of "
+                                           f"{', '.join(map(str, MULT_PACKS))}, "
+                                           f"not {self.mult_pack!r}")
+        plain = self.pe != "mult" or self.arch != "array"
+        if plain and self.mult_pack != 1:
+            raise ConfigError("mult_pack", f"mult_pack applies to pe='mult' arch='array' only, "
+                                           f"so it must be 1 here, not {self.mult_pack!r}")
+        if self.dsp_cols is not None:
+            if plain:
+                raise ConfigError("dsp_cols", f"dsp_cols applies to pe='mult' arch='array' "
+                                              f"only; leave it unset, not {self.dsp_cols!r}")
+            check_int_range("dsp_cols", self.dsp_cols, 0, self.cols)
+        if self.mult_pack == 2:
+            if self.act_bits > DSP_B_BITS:
+                raise ConfigError("mult_pack", f"mult_pack=2 needs act_bits <= {DSP_B_BITS} "
+                                               f"(the DSP's B port), not {self.act_bits!r}")
+            if self.pack_width > DSP_A_BITS:
+                raise ConfigError(
+                    "mult_pack", f"mult_pack=2 needs weight_bits + pack_shift <= {DSP_A_BITS} "
+                                 f"(the DSP's A port), not {self.weight_bits} + "
+                                 f"{self.pack_shift}; narrow act_bits or weight_bits")
 
     # Operands -------------------------------------------------------------------------------
 
@@ -204,7 +246,62 @@ class ArrayConfig:
         """Inclusive range of the integer a weight code stands for."""
         if self.pe == "shift":
             return -(1 << self.max_shift), 1 << self.max_shift
-        return int_range(self.weight_bits)
+        lo, hi = int_range(self.weight_bits)
+        # Packed: symmetric, so that x * w_lo fits pack_shift bits (docs/numerics.md).
+        return (-hi if self.mult_pack == 2 else lo), hi
+
+    # Multiplier mapping (pe="mult") ------------------------------------------------------------
+
+    @property
+    def pack_shift(self):
+        """``k``: the upper weight's offset in a packed DSP operand ``w_lo + w_hi 2^k``.
+
+        The lower product ``x * w_lo`` must fit a signed ``k``-bit field: ``k`` is the width
+        of the term range. With weights in ``[-127, 127]`` and ``x`` in ``[-128, 127]`` the
+        products lie in ``[-16256, 16256]``: ``k = 15``; a weight of -128 would allow
+        ``(-128)(-128) = 16384``, which needs 16 bits and would carry into the upper field.
+        ``None`` unless ``mult_pack == 2``.
+        """
+        return self.term_width if self.mult_pack == 2 else None
+
+    @property
+    def pack_width(self):
+        """Width of a packed DSP operand ``w_lo + w_hi 2^k`` (``None`` unless packed)."""
+        if self.mult_pack != 2:
+            return None
+        _, hi = self.weight_range
+        bound = hi * ((1 << self.pack_shift) + 1)
+        return signed_width(-bound, bound)
+
+    @property
+    def dsp_columns(self):
+        """Columns whose products use DSP blocks (mult arrays; 0 for other kinds)."""
+        if self.pe != "mult":
+            return 0
+        return self.cols if self.dsp_cols is None else self.dsp_cols
+
+    @property
+    def column_groups(self):
+        """The columns as ``(variant, first column, count)``, left to right.
+
+        ``"dsp"``: one column, one DSP per PE (every column of a non-mult array is one of
+        these); ``"pair"``: two packed columns, one DSP per two PEs; ``"lut"``: one column
+        whose products are built from LUTs.
+        """
+        groups, c, d = [], 0, self.dsp_columns if self.pe == "mult" else self.cols
+        while c < d:
+            n = 2 if self.mult_pack == 2 and c + 1 < d else 1
+            groups.append(("pair" if n == 2 else "dsp", c, n))
+            c += n
+        groups += [("lut", c, 1) for c in range(c, self.cols)]
+        return groups
+
+    @property
+    def dsp_count(self):
+        """DSP blocks the array's products need (mult arrays)."""
+        if self.pe != "mult":
+            return 0
+        return self.rows * sum(1 for v, _, _ in self.column_groups if v != "lut")
 
     # Terms and accumulators -----------------------------------------------------------------
 
@@ -352,8 +449,10 @@ class ArrayConfig:
         if self.name is not None:
             return self.name
         stages = f"_l{self.tree_levels_per_stage}" if self.tree_levels_per_stage != 1 else ""
+        mapping = (f"_p{self.mult_pack}" if self.mult_pack != 1 else "") + (
+            f"_d{self.dsp_cols}" if self.dsp_cols is not None else "")
         return (f"mulfree_{self.arch}_{self.pe}_{self.rows}x{self.cols}"
-                f"_a{self.act_bits}w{self.weight_bits}k{self.max_k}{stages}")
+                f"_a{self.act_bits}w{self.weight_bits}k{self.max_k}{stages}{mapping}")
 
     def params(self):
         """The user-set parameters, as a JSON-ready dict.
@@ -365,4 +464,9 @@ class ArrayConfig:
         params = {k: v for k, v in asdict(self).items() if k != "name"}
         if self.arch == "array":
             del params["arch"], params["tree_levels_per_stage"]
+        # The multiplier mapping appears only when set, so other designs keep their params.
+        if self.mult_pack == 1:
+            del params["mult_pack"]
+        if self.dsp_cols is None:
+            del params["dsp_cols"]
         return params

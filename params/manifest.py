@@ -118,7 +118,23 @@ def engine_manifest(cfg: ArrayConfig):
     }
     if cfg.arch == "tree":
         doc["tree"] = _tree(cfg)
+    if cfg.mult_pack != 1 or cfg.dsp_cols is not None:
+        doc["multipliers"] = _multipliers(cfg)
     return doc
+
+
+def _multipliers(cfg: ArrayConfig):
+    """How a best-effort mult array maps its products (docs/numerics.md, "Packed multipliers")."""
+    return {
+        "mult_pack": cfg.mult_pack,
+        "pack_shift": cfg.pack_shift,
+        "dsp_columns": cfg.dsp_columns,
+        "dsp_count": cfg.dsp_count,
+        "lut_columns": cfg.cols - cfg.dsp_columns,
+        "weight_rule": ("weights in [-(2^(b-1) - 1), 2^(b-1) - 1]: two products share one "
+                        "DSP as x * (w_lo + w_hi * 2^pack_shift)" if cfg.mult_pack == 2 else
+                        "two's complement weights"),
+    }
 
 
 def _tree(cfg: ArrayConfig):

@@ -37,11 +37,13 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..params.config import ArrayConfig
+from .mult_pack import PairColumn, lut_accumulate
 from .pe import PE, pe_class
 from .tiles import tile_sequencer
 
 
-__all__ = ["PEColumn", "PEArray", "array_signature", "input_layout", "output_layout"]
+__all__ = ["PEColumn", "PEArray", "array_signature", "input_layout", "output_layout",
+           "column_components"]
 
 
 def input_layout(cfg: ArrayConfig):
@@ -91,10 +93,18 @@ class PEColumn(wiring.Component):
         Advance the partial-sum pipeline.
     sum : Out(signed(...))
         The column's sum of ``rows`` terms, ``rows`` advances after row 0 saw its input.
+
+    Parameters
+    ----------
+    cfg : ArrayConfig
+    lut : bool
+        Mult only: build the products from LUTs (:func:`~mulfree.rtl.mult_pack.lut_accumulate`,
+        the columns past ``cfg.dsp_cols``), not with ``*``.
     """
 
-    def __init__(self, cfg: ArrayConfig):
+    def __init__(self, cfg: ArrayConfig, *, lut=False):
         self._cfg = cfg
+        self._lut = lut
         super().__init__({
             "x": In(cfg.rows * cfg.act_bits),
             "w_in": In(cfg.code_width),
@@ -118,7 +128,7 @@ class PEColumn(wiring.Component):
             with m.If(self.load[r]):
                 m.d.sync += active[r].eq(shadow[r])
 
-        accumulate = pe_class(cfg.pe).accumulate
+        accumulate = lut_accumulate if self._lut else pe_class(cfg.pe).accumulate
         psum = 0
         with m.If(self.en):
             for r in range(rows):
@@ -149,7 +159,9 @@ class PEArray(wiring.Component):
     cfg : ArrayConfig
     column_module : str, optional
         Instantiate the columns as ``Instance(column_module)`` (emitted separately from a
-        :class:`PEColumn`) instead of as submodules; the generator does this for speed.
+        :class:`PEColumn`) instead of as submodules; the generator does this for speed. A mult
+        array with packed or LUT columns instantiates one module per column variant, named as
+        :func:`column_components` names them.
     taps : int, optional
         Rows that take per-column activations on a taps run (a core's ``CoreConfig.taps``);
         adds the ports ``taps: In(cols * taps * act_bits)`` (tap ``r`` of column ``c`` at
@@ -224,22 +236,30 @@ class PEArray(wiring.Component):
         # The columns: identical, so emitted once and instantiated cols times (see
         # PEColumn) unless a flat netlist is asked for.
         column_sums = []
+        if self._taps and cfg.mult_pack == 2:
+            raise ValueError("taps runs give every column its own activations; a packed mult "
+                             "array (mult_pack=2) cannot take them")
         x_cols = self._tap_inputs(m, advance, x_rows) if self._taps else [x_rows] * cols
-        for c in range(cols):
-            ports = dict(x=x_cols[c], w_in=self.w.payload[c * cw:(c + 1) * cw],
+        names = (None if self._column_module is None else
+                 _variant_names(cfg, self._column_module))
+        for variant, c, n in cfg.column_groups:
+            ports = dict(x=x_cols[c], w_in=self.w.payload[c * cw:(c + n) * cw],
                          w_shift=w_shift, load=load, en=advance)
-            total = Signal(PE.sum_shape(cfg, rows), name=f"column_sum_{c}")
-            if self._column_module is None:
-                column = m.submodules[f"column_{c}"] = PEColumn(cfg)
+            totals = [Signal(PE.sum_shape(cfg, rows), name=f"column_sum_{c + i}")
+                      for i in range(n)]
+            outs = dict(zip(("sum_lo", "sum_hi") if n == 2 else ("sum",), totals))
+            if names is None:
+                column = m.submodules[f"column_{c}"] = _column(cfg, variant)
                 m.d.comb += [getattr(column, k).eq(v) for k, v in ports.items()]
-                m.d.comb += total.eq(column.sum)
+                m.d.comb += [v.eq(getattr(column, k)) for k, v in outs.items()]
             else:
                 # An Instance gets no implicit clock or reset: the column's sync domain must
                 # be wired by hand, or its registers have no clock.
                 m.submodules[f"column_{c}"] = Instance(
-                    self._column_module, **{f"i_{k}": v for k, v in ports.items()},
-                    i_clk=ClockSignal(), i_rst=ResetSignal(), o_sum=total)
-            column_sums.append(total)
+                    names[variant], **{f"i_{k}": v for k, v in ports.items()},
+                    **{f"o_{k}": v for k, v in outs.items()},
+                    i_clk=ClockSignal(), i_rst=ResetSignal())
+            column_sums += totals
 
         # Incoming partial sums wait in a memory until their vector reaches the bottom.
         depth = 1 << rows.bit_length()          # a power of two > rows
@@ -287,3 +307,21 @@ class PEArray(wiring.Component):
             m.d.comb += x.eq(Mux(self.taps_on, Cat(*rows), x_rows))
             out.append(x)
         return out
+
+
+def _column(cfg, variant):
+    return PairColumn(cfg) if variant == "pair" else PEColumn(cfg, lut=variant == "lut")
+
+
+def column_components(cfg: ArrayConfig, name):
+    """The column modules an array of ``cfg`` instantiates: ``[(component, variant, name)]``.
+
+    ``name`` names the plain column (``"dsp"``, every column of a shift or adder array);
+    packed pairs and LUT columns (``cfg.column_groups``) are ``name + "_pair"`` / ``"_lut"``.
+    """
+    return [(_column(cfg, v), v, module) for v, module in _variant_names(cfg, name).items()]
+
+
+def _variant_names(cfg, name):
+    variants = dict.fromkeys(v for v, _, _ in cfg.column_groups)
+    return {v: name if v == "dsp" else f"{name}_{v}" for v in variants}

@@ -26,6 +26,15 @@ DESIGNS = [
     ("mult", 1, 1, 2, 2, 1),
     ("mult", 4, 6, 16, 16, 1 << 20),
 ]
+# The best-effort multiplier (issue 17): two products per DSP (mult_pack=2, weights in
+# [-127, 127], x = -128 among the corners), LUT multipliers past dsp_cols (every weight code,
+# -128 included), and a mix of packed pairs, a lone DSP column and LUT columns.
+MULT_MAPPINGS = [
+    ("mult", 4, 6, 8, 8, 1024, {"mult_pack": 2}),
+    ("mult", 3, 5, 8, 8, 64, {"mult_pack": 2, "dsp_cols": 3}),
+    ("mult", 4, 3, 8, 8, 1024, {"dsp_cols": 0}),
+    ("mult", 2, 4, 5, 6, 9, {"mult_pack": 2, "dsp_cols": 2}),
+]
 VERILATOR_ONLY = [
     ("shift", 16, 16, 8, 4, 1024),
     ("adder", 16, 5, 8, None, 100000),
@@ -33,13 +42,15 @@ VERILATOR_ONLY = [
 
 
 def _id(design):
-    pe, rows, cols, a, w, k = design
-    return f"{pe}-{rows}x{cols}-a{a}" + (f"w{w}" if w else "") + f"-k{k}"
+    pe, rows, cols, a, w, k, *more = design
+    extra = "".join(f"-{key}{value}" for key, value in (more[0] if more else {}).items())
+    return f"{pe}-{rows}x{cols}-a{a}" + (f"w{w}" if w else "") + f"-k{k}{extra}"
 
 
 def _run(design, simulator, tmp_path_factory, vectors):
-    pe, rows, cols, a, w, k = design
-    cfg = ArrayConfig(pe=pe, rows=rows, cols=cols, act_bits=a, weight_bits=w, max_k=k)
+    pe, rows, cols, a, w, k, *more = design
+    cfg = ArrayConfig(pe=pe, rows=rows, cols=cols, act_bits=a, weight_bits=w, max_k=k,
+                      **(more[0] if more else {}))
     build_dir = tmp_path_factory.mktemp(f"{simulator}-{_id(design)}")
     runner, manifest = build_design(cfg, simulator, build_dir)
     result = run_cocotb(runner, manifest, "mulfree.sim.tb_array", seed=1234,
@@ -48,11 +59,11 @@ def _run(design, simulator, tmp_path_factory, vectors):
     assert len(result.tests) == 5, f"expected 5 scenarios, ran {sorted(result.tests)}"
 
 
-@pytest.mark.parametrize("design", DESIGNS + VERILATOR_ONLY, ids=_id)
+@pytest.mark.parametrize("design", DESIGNS + MULT_MAPPINGS + VERILATOR_ONLY, ids=_id)
 def test_verilator(design, tmp_path_factory):
     _run(design, "verilator", tmp_path_factory, vectors=1000)
 
 
-@pytest.mark.parametrize("design", DESIGNS, ids=_id)
+@pytest.mark.parametrize("design", DESIGNS + MULT_MAPPINGS, ids=_id)
 def test_icarus(design, tmp_path_factory):
     _run(design, "icarus", tmp_path_factory, vectors=200)

@@ -1,0 +1,170 @@
+"""The best-effort multiplier columns: two products per DSP block, and LUT multipliers.
+
+A weight-stationary array broadcasts row ``r``'s activation ``x`` to every column, so columns
+``c`` and ``c + 1`` of a row multiply the same ``x`` by two weights. :class:`PairColumn`
+computes both with one multiplication (Xilinx WP486's packing, on the DSP48E1's 25x18
+multiplier)::
+
+    P = x * (w_lo + w_hi 2^k)  =  x w_lo + (x w_hi) 2^k          k = cfg.pack_shift
+
+and splits ``P``: the lower product is the signed field ``P[0:k]``, the upper one
+``P[k:] + P[k-1]`` (the *sign correction*: a negative lower product borrowed one from the
+upper field). This is exact because every product fits ``k`` signed bits, which is why packed
+weights lie in ``[-(2^(b-1) - 1), 2^(b-1) - 1]`` (``docs/numerics.md``, "Packed multipliers").
+The packed operand costs no adder: ``w_lo + w_hi 2^k`` is the bit vector
+``{w_hi - s, s, ..., s, w_lo}`` (``s`` the sign of ``w_lo``), and ``w_hi - s`` is formed once
+per column pair where the weight stream enters the shadow chain (it fits ``b`` bits since
+``w_hi > -2^(b-1)``). The partial sums stay in fabric adders, one per PE, as in
+:class:`~mulfree.rtl.array.PEColumn`.
+
+:func:`lut_accumulate` is the LUT multiplier of the columns past the DSP budget
+(``cfg.dsp_cols``): radix-4 Booth partial products summed with the partial sum. Yosys'
+``synth_xilinx`` maps every ``$mul`` it can onto a DSP and honours no per-cell attribute to
+keep one off, so the product is written without ``*``.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from ..params.config import ArrayConfig
+from .pe import PE
+
+
+__all__ = ["PairColumn", "pair_terms", "add_with_carry", "booth_digits", "lut_accumulate"]
+
+
+def add_with_carry(a, b, carry):
+    """``a + b + carry`` (signed ``a``, ``b``; 1-bit ``carry``) as one adder.
+
+    ``({a, 1} + {b, carry}) >> 1 = a + b + carry``: the carry enters the chain's first bit
+    instead of a third operand (Yosys maps three operands to a carry-save row and an adder).
+    """
+    a, b = _operand(a), _operand(b)
+    width = max(len(a), len(b)) + 1
+    total = (Cat(Const(1, 1), _sext(a, width)).as_signed() +
+             Cat(carry, _sext(b, width)).as_signed())
+    return total[1:].as_signed()
+
+
+def _operand(value):
+    """A signed value, the integer 0 (a chain's first partial sum) as one bit."""
+    return Const(0, signed(1)) if isinstance(value, int) and value == 0 else Value.cast(value)
+
+
+def _sext(value, width):
+    value = Value.cast(value)
+    return Cat(value, value[-1].replicate(width - len(value))) if len(value) < width else value
+
+
+def pair_terms(cfg: ArrayConfig, x, packed):
+    """``(x * w_lo, P[k:], P[k - 1])`` for a packed operand ``packed = w_lo + w_hi 2^k``.
+
+    The upper product is ``P[k:] + P[k - 1]``; the caller adds the carry where it accumulates.
+    """
+    k = cfg.pack_shift
+    product = x.as_signed() * packed.as_signed()
+    return product[:k].as_signed(), product[k:].as_signed(), product[k - 1]
+
+
+class PairColumn(wiring.Component):
+    """Columns ``c`` and ``c + 1`` of a packed mult array: one multiplier per row.
+
+    Same ports as :class:`~mulfree.rtl.array.PEColumn` but two weight codes in and two sums
+    out.
+
+    Attributes
+    ----------
+    x : In(rows * act_bits)
+        Row ``r``'s activation, already skewed to the cycle row ``r`` computes it.
+    w_in : In(2 * code_width)
+        Column ``c``'s weight code (low bits) and column ``c + 1``'s.
+    w_shift, load, en : In
+        As in :class:`~mulfree.rtl.array.PEColumn`.
+    sum_lo, sum_hi : Out(signed(...))
+        Column ``c``'s and column ``c + 1``'s sums of ``rows`` terms.
+    """
+
+    def __init__(self, cfg: ArrayConfig):
+        if cfg.mult_pack != 2:
+            raise ValueError(f"PairColumn needs a config with mult_pack=2, not "
+                             f"{cfg.mult_pack!r}")
+        self._cfg = cfg
+        super().__init__({
+            "x": In(cfg.rows * cfg.act_bits),
+            "w_in": In(2 * cfg.code_width),
+            "w_shift": In(1),
+            "load": In(cfg.rows),
+            "en": In(1),
+            "sum_lo": Out(PE.sum_shape(cfg, cfg.rows)),
+            "sum_hi": Out(PE.sum_shape(cfg, cfg.rows)),
+        })
+
+    def elaborate(self, platform):
+        cfg = self._cfg
+        rows, a, cw, k = cfg.rows, cfg.act_bits, cfg.code_width, cfg.pack_shift
+        m = Module()
+        lo_in, hi_in = self.w_in[:cw], self.w_in[cw:]
+        # w_hi - s, s = the sign of w_lo: the upper field of the packed operand.
+        hi_field = Signal(cw, name="hi_field")
+        m.d.comb += hi_field.eq(hi_in.as_signed() - lo_in[-1])
+        shadow = [Signal(2 * cw, name=f"shadow_{r}", reset_less=True) for r in range(rows)]
+        active = [Signal(2 * cw, name=f"weight_{r}", reset_less=True) for r in range(rows)]
+        with m.If(self.w_shift):
+            m.d.sync += shadow[rows - 1].eq(Cat(lo_in, hi_field))
+            m.d.sync += [shadow[r].eq(shadow[r + 1]) for r in range(rows - 1)]
+        for r in range(rows):
+            with m.If(self.load[r]):
+                m.d.sync += active[r].eq(shadow[r])
+
+        psum_lo = psum_hi = 0
+        with m.If(self.en):
+            for r in range(rows):
+                lo, hi = active[r][:cw], active[r][cw:]
+                packed = Cat(lo, lo[-1].replicate(k - cw), hi)
+                x = self.x[r * a:(r + 1) * a].as_signed()
+                term_lo, upper, carry = pair_terms(cfg, x, packed)
+                out_lo = Signal(PE.sum_shape(cfg, r + 1), name=f"psum_lo_{r}", reset_less=True)
+                out_hi = Signal(PE.sum_shape(cfg, r + 1), name=f"psum_hi_{r}", reset_less=True)
+                m.d.sync += out_lo.eq(psum_lo + term_lo)
+                m.d.sync += out_hi.eq(add_with_carry(psum_hi, upper, carry))
+                psum_lo, psum_hi = out_lo, out_hi
+        m.d.comb += [self.sum_lo.eq(psum_lo), self.sum_hi.eq(psum_hi)]
+        return m
+
+
+def booth_digits(code):
+    """Radix-4 Booth digits of the signed ``code``: ``(neg, one, two)`` per digit, low first.
+
+    Digit ``j`` is ``-2 c[2j+1] + c[2j] + c[2j-1]`` (``c[-1] = 0``, ``c`` sign-extended to an
+    even width); ``code = sum_j d_j 4^j``, ``d_j`` in ``-2..2``.
+    """
+    code = Value.cast(code)
+    bits = _sext(code, len(code) + len(code) % 2)
+    digits = []
+    for j in range(len(bits) // 2):
+        below = bits[2 * j - 1] if j else Const(0, 1)
+        mid, top = bits[2 * j], bits[2 * j + 1]
+        one = mid ^ below
+        two = (top & ~mid & ~below) | (~top & mid & below)
+        digits.append((top, one, two))
+    return digits
+
+
+def lut_accumulate(cfg: ArrayConfig, psum, x, code):
+    """``psum + x * code`` from LUTs: radix-4 Booth partial products, no ``$mul`` cell.
+
+    Digit ``j``'s partial product is ``±m_j 4^j``, ``m_j`` in ``{0, x, 2x}``; a negative one is
+    ``~m_j + 1``, its ``+1`` added as one bit of a correction word (``neg_j`` at bit ``2j``),
+    so each partial product is a multiplexer and an XOR in front of the adders.
+    """
+    x = Value.cast(x).as_signed()
+    width = cfg.act_bits + 1
+    total = psum
+    correction = []
+    for j, (neg, one, two) in enumerate(booth_digits(code)):
+        mag = Mux(two, x << 1, Mux(one, x, 0))
+        mag = _sext(mag, width)[:width].as_signed()
+        total = total + (Mux(neg, ~mag, mag).as_signed() << (2 * j))
+        correction += [neg, Const(0, 1)]
+    return total + Cat(*correction).as_unsigned()

@@ -1,0 +1,116 @@
+"""The best-effort multiplier's parameters (issue 17): ``mult_pack`` and ``dsp_cols``.
+
+Packing two products into one DSP multiplication is exact only while the lower product fits
+its field: checked here by brute force over every int8 activation and weight, independently of
+the RTL (which ``tests/test_array_sim.py`` and the formal proof check).
+"""
+
+import itertools
+
+import pytest
+
+from mulfree.params.config import ArrayConfig, ConfigError
+
+
+def _one_line(exc, *words):
+    text = str(exc.value)
+    assert "\n" not in text
+    for word in words:
+        assert word in text, text
+
+
+@pytest.mark.parametrize("value", [0, 3, -1, "2", True, 2.0])
+def test_mult_pack_invalid(value):
+    with pytest.raises(ConfigError) as exc:
+        ArrayConfig(pe="mult", mult_pack=value)
+    assert exc.value.param == "mult_pack"
+    _one_line(exc, "mult_pack", repr(value))
+
+
+@pytest.mark.parametrize("pe", ["shift", "adder"])
+def test_mapping_needs_mult(pe):
+    with pytest.raises(ConfigError) as exc:
+        ArrayConfig(pe=pe, mult_pack=2)
+    assert exc.value.param == "mult_pack"
+    with pytest.raises(ConfigError) as exc:
+        ArrayConfig(pe=pe, dsp_cols=1)
+    assert exc.value.param == "dsp_cols"
+    _one_line(exc, "dsp_cols", "pe='mult'")
+
+
+def test_mapping_needs_array():
+    with pytest.raises(ConfigError) as exc:
+        ArrayConfig(pe="mult", arch="tree", mult_pack=2)
+    _one_line(exc, "mult_pack", "arch='array'")
+
+
+@pytest.mark.parametrize("value", [-1, 9, "4", 2.5])
+def test_dsp_cols_invalid(value):
+    with pytest.raises(ConfigError) as exc:
+        ArrayConfig(pe="mult", cols=8, dsp_cols=value)
+    assert exc.value.param == "dsp_cols"
+    _one_line(exc, "dsp_cols", "[0, 8]")
+
+
+@pytest.mark.parametrize("act_bits, weight_bits, param_word", [
+    (16, 16, "A port"), (11, 8, "A port"), (8, 12, "A port")])
+def test_pack_too_wide_for_dsp48e1(act_bits, weight_bits, param_word):
+    with pytest.raises(ConfigError) as exc:
+        ArrayConfig(pe="mult", act_bits=act_bits, weight_bits=weight_bits, mult_pack=2)
+    assert exc.value.param == "mult_pack"
+    _one_line(exc, "mult_pack=2", param_word)
+
+
+def test_widest_pack_fits():
+    assert ArrayConfig(pe="mult", act_bits=10, weight_bits=8, mult_pack=2).pack_width == 25
+
+
+def test_int8_packing_rule():
+    cfg = ArrayConfig(pe="mult", mult_pack=2)
+    assert cfg.weight_range == (-127, 127)
+    assert cfg.pack_shift == 15 and cfg.pack_width == 23
+    assert cfg.term_range == (-16256, 16256)
+    # Without packing, -128 stays a weight.
+    assert ArrayConfig(pe="mult").weight_range == (-128, 127)
+
+
+def test_defaults_unchanged():
+    cfg = ArrayConfig(pe="mult", rows=4, cols=6)
+    assert cfg.params() == {"pe": "mult", "rows": 4, "cols": 6, "act_bits": 8,
+                            "weight_bits": 8, "max_k": 1024}
+    assert cfg.top_name == "mulfree_array_mult_4x6_a8w8k1024"
+    assert cfg.column_groups == [("dsp", c, 1) for c in range(6)]
+    assert cfg.dsp_count == 24
+    assert ArrayConfig(pe="shift").dsp_count == 0
+
+
+def test_column_groups_and_dsps():
+    cfg = ArrayConfig(pe="mult", rows=3, cols=7, mult_pack=2, dsp_cols=5)
+    assert cfg.column_groups == [("pair", 0, 2), ("pair", 2, 2), ("dsp", 4, 1),
+                                 ("lut", 5, 1), ("lut", 6, 1)]
+    assert cfg.dsp_count == 3 * 3
+    assert ArrayConfig(**cfg.params()) == cfg
+    assert cfg.top_name.endswith("_p2_d5")
+    assert ArrayConfig(pe="mult", cols=4, dsp_cols=0).dsp_count == 0
+
+
+def _split(product, k):
+    """The RTL's split of ``product``: the low signed field, and the high part + sign bit."""
+    low = product & ((1 << k) - 1)
+    low -= (low >> (k - 1)) << k
+    return low, (product >> k) + ((product >> (k - 1)) & 1)
+
+
+@pytest.mark.parametrize("act_bits, weight_bits", [(8, 8), (4, 5), (5, 3)])
+def test_packing_exhaustive(act_bits, weight_bits):
+    cfg = ArrayConfig(pe="mult", act_bits=act_bits, weight_bits=weight_bits, mult_pack=2)
+    k, (wlo, whi), (xlo, xhi) = cfg.pack_shift, cfg.weight_range, cfg.act_range
+    for x in range(xlo, xhi + 1):
+        for a, b in itertools.product(range(wlo, whi + 1), repeat=2):
+            assert _split(x * (a + b * (1 << k)), k) == (x * a, x * b), (x, a, b)
+
+
+def test_minus_128_would_collide():
+    """The reason for the rule: with a -128 weight the lower field overflows k bits."""
+    k = ArrayConfig(pe="mult", mult_pack=2).pack_shift
+    assert _split(-128 * (-128 + 0 * (1 << k)), k) != (16384, 0)
