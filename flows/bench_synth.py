@@ -29,12 +29,19 @@ LUT_TARGETS = {"shift": 45, "adder": 35}
 
 @dataclass(frozen=True)
 class SynthVariant:
-    """One synthesis run: a PE kind, its weight width and whether DSP blocks may be used."""
+    """One synthesis run: a PE kind, its weight width and whether DSP blocks may be used.
+
+    ``mult_pack`` and ``dsp_cols`` are the best-effort multiplier's mapping (``ArrayConfig``):
+    ``mult-pack2`` packs two products per DSP48E1, ``mult-lut`` builds every product from
+    LUTs (Booth, ``dsp_cols=0``).
+    """
 
     name: str
     pe: str
     weight_bits: int | None
     nodsp: bool = False
+    mult_pack: int = 1
+    dsp_cols: int | None = None
 
     def config(self, rows, cols, act_bits, max_k):
         """The :class:`ArrayConfig` of this run on a ``rows x cols`` array.
@@ -49,7 +56,8 @@ class SynthVariant:
         ArrayConfig
         """
         return ArrayConfig(pe=self.pe, rows=rows, cols=cols, act_bits=act_bits,
-                           weight_bits=self.weight_bits, max_k=max_k)
+                           weight_bits=self.weight_bits, max_k=max_k, mult_pack=self.mult_pack,
+                           dsp_cols=self.dsp_cols)
 
 
 #: The default synthesis runs, by name.
@@ -58,17 +66,25 @@ SYNTH_VARIANTS = {
     "adder": SynthVariant("adder", "adder", None),
     "mult": SynthVariant("mult", "mult", 8),
     "mult-nodsp": SynthVariant("mult-nodsp", "mult", 8, nodsp=True),
+    "mult-pack2": SynthVariant("mult-pack2", "mult", 8, mult_pack=2),
+    "mult-lut": SynthVariant("mult-lut", "mult", 8, dsp_cols=0),
 }
+
+
+def column_pes(cfg):
+    """PEs of the column module the column-only run synthesizes (a packed pair holds two)."""
+    return cfg.rows * cfg.column_groups[0][2]
 
 
 def _synth_job(variant, cfg, column, work_dir, timeout):
     """Synthesize ``cfg``'s array (or one column of it); its cells and the seconds taken."""
     from amaranth.back import rtlil
     from ..gen.emit import convert_rtlil
-    from ..rtl.array import PEColumn
+    from ..rtl.array import column_components
     if column:
-        name = f"{cfg.top_name}_column"
-        text, top = rtlil.convert(PEColumn(cfg), name=name, emit_src=False), name
+        # The first column variant: the packed pair, the LUT column or the plain column.
+        component, _, name = column_components(cfg, f"{cfg.top_name}_column")[0]
+        text, top = rtlil.convert(component, name=name, emit_src=False), name
     else:
         text, top = convert_rtlil(cfg), cfg.top_name
     sub = None
@@ -160,7 +176,7 @@ def bench_synth(rows=16, cols=16, *, act_bits=8, max_k=1024, variants=tuple(SYNT
             "pe": variant.pe, "weight_bits": cfg.weight_bits, "nodsp": variant.nodsp,
             "acc_width": cfg.acc_width, "term_width": cfg.term_width})
         totals = classify_cells(cells)
-        pes = rows if is_column else rows * cols
+        pes = column_pes(cfg) if is_column else rows * cols
         entry["column" if is_column else "array"] = {
             "cells": cells, "totals": totals, "per_pe": resources_per(totals, pes),
             "pes": pes, "seconds": seconds}
@@ -184,6 +200,14 @@ def _synth_checks(variants, pes):
         dsp = variants["mult"]["array"]["totals"]["dsp"]
         checks.append({"name": "mult PE: one DSP48E1 per PE", "value": dsp / pes,
                        "limit": "== 1", "pass": dsp == pes})
+    if "mult-pack2" in variants:
+        dsp = variants["mult-pack2"]["array"]["totals"]["dsp"]
+        checks.append({"name": "packed mult PE: one DSP48E1 per two PEs", "value": dsp / pes,
+                       "limit": "== 0.5", "pass": 2 * dsp == pes})
+    if "mult-lut" in variants:
+        dsp = variants["mult-lut"]["array"]["totals"]["dsp"]
+        checks.append({"name": "LUT mult PE DSP48E1 count", "value": dsp, "limit": "== 0",
+                       "pass": dsp == 0})
     return checks
 
 

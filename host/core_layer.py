@@ -443,9 +443,11 @@ def _check_contents(cfg, layer, g):
     if layer.window in ("max", "sum"):
         # Only their shape counts (the kernel's size): not sent, never read.
         codes = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
-    _check_values("w_codes", layer.w_codes, *codes, np.shape(layer.w_codes),
-                  range_why=f" ({e.pe} codes of engine {layer.engine})"
-                  if cfg.extra_engines else "")
+    why = f" ({e.pe} codes of engine {layer.engine})" if cfg.extra_engines else ""
+    if e.mult_pack == 2 and layer.window not in ("max", "sum"):
+        why += (f" (mult_pack=2: two weights share one DSP multiplication, so the range is "
+                f"symmetric; docs/numerics.md, 'Packed multipliers')")
+    _check_values("w_codes", layer.w_codes, *codes, np.shape(layer.w_codes), range_why=why)
     if not isinstance(layer.post, PostParams):
         raise LayerError("post", f"post must be a PostParams, not {layer.post!r}")
     n = (g["out_c"],)

