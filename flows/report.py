@@ -28,6 +28,7 @@ from ..gen.energy import ENERGY_SOURCE, energy_estimate, energy_per_terms, load_
 from ..params.config import PE_KINDS
 from .options import UsageError, option_message, write_json
 from .report_compare import compare_kinds, kind_config
+from .report_best_effort import BEST_EFFORT, add_best_effort, best_effort_config, hybrid_config
 from .report_max_fit import FIT_SIZES, FIT_TERMS, HOLDOUT_SIZE, max_fit
 from .report_plots import plot_compare, plot_max_fit
 from .report_text import (ENERGY_NOTE, format_compare, format_energy, format_max_fit,
@@ -72,10 +73,24 @@ def _terms(text):
 def _kinds(text):
     import argparse
     kinds = [part.strip() for part in text.split(",") if part.strip()]
-    if not kinds or any(k not in PE_KINDS for k in kinds):
-        raise argparse.ArgumentTypeError(f"must be PE kinds among {', '.join(PE_KINDS)}, "
+    allowed = (*PE_KINDS, BEST_EFFORT)
+    if not kinds or any(k not in allowed for k in kinds):
+        raise argparse.ArgumentTypeError(f"must be PE kinds among {', '.join(allowed)}, "
                                          f"not {text!r}")
     return kinds
+
+
+def _best_effort_blocked(cfg, sizes):
+    """Why the best-effort multiplier and the hybrid cannot be fitted (``None``: they can):
+    packing needs the DSP's operand widths (``ArrayConfig`` says which)."""
+    from ..params.config import ConfigError
+    try:
+        for n in sizes:
+            best_effort_config(cfg, n, n)
+            hybrid_config(cfg, n)
+    except ConfigError as exc:
+        return f"no best-effort multiplier or hybrid: {exc}"
+    return None
 
 
 def add_report_options(parser):
@@ -104,7 +119,9 @@ def add_report_options(parser):
     g.add_argument("--max-fit", action="store_true",
                    help="find the largest square array of each PE kind within LUT <= 70%%, "
                         "BRAM <= 80%%, DSP/FF/CARRY4 <= 100%% of the device: fit on a few "
-                        "sizes, check a held-out size, confirm by synthesis (max_fit.png/json)")
+                        "sizes, check a held-out size, confirm by synthesis (max_fit.png/json); "
+                        "also the best-effort multiplier (packed DSPs, then LUT multipliers) "
+                        "and the shift + packed-mult hybrid")
     g.add_argument("--fit-sizes", type=_sizes, default=list(FIT_SIZES), metavar="N,N,...",
                    help=f"max-fit: square sizes the model is fitted on (default: "
                         f"{','.join(map(str, FIT_SIZES))})")
@@ -120,7 +137,8 @@ def add_report_options(parser):
                    help="max-fit: confirm only kinds whose (n+1)x(n+1) has at most N PEs "
                         "(a large core takes long to synthesize; default: all)")
     g.add_argument("--confirm-kinds", type=_kinds, default=None, metavar="KIND[,KIND]",
-                   help="max-fit: confirm only these PE kinds (default: all)")
+                   help=f"max-fit: confirm only these PE kinds, {BEST_EFFORT} the best-effort "
+                        f"multiplier (default: all)")
     g.add_argument("-j", "--jobs", type=int, default=2, help="Yosys runs at once (default: 2)")
     g.add_argument("--cache-dir", metavar="DIR",
                    help="synthesis cache (default: $MULFREE_CACHE/synth or "
@@ -367,6 +385,13 @@ def run_report(args):
                       terms=args.fit_terms,
                       confirm=args.confirm, confirm_max_pes=args.confirm_max_pes,
                       confirm_kinds=args.confirm_kinds, **kw)
+        why = _best_effort_blocked(cfg, args.fit_sizes)
+        if why is None:
+            add_best_effort(fit, cfg, device, terms=args.fit_terms, confirm=args.confirm,
+                            confirm_max_pes=args.confirm_max_pes,
+                            confirm_kinds=args.confirm_kinds, **kw)
+        else:
+            fit["best_effort_note"] = why
         doc["max_fit"] = fit
         print(format_max_fit(fit))
         print(f"wrote {plot_max_fit(fit, out / 'max_fit.png', device)}")

@@ -10,7 +10,8 @@ from .options import save_figure
 __all__ = ["plot_compare", "plot_max_fit"]
 
 
-_KIND_COLORS = {"shift": "tab:blue", "adder": "tab:green", "mult": "tab:red"}
+_KIND_COLORS = {"shift": "tab:blue", "adder": "tab:green", "mult": "tab:red",
+                "mult-best": "tab:orange", "hybrid": "tab:purple"}
 
 
 def plot_compare(result, path):
@@ -55,13 +56,20 @@ def plot_max_fit(result, path, device: Device):
         for pe, entry in result["kinds"].items():
             color = _KIND_COLORS.get(pe)
             avail = getattr(device, fields[key])
-            pts = [(p["rows"] * p["cols"], p[key] / avail * 100) for p in entry["points"]]
-            coef = entry["models"][key]["coef"]
-            n_top = max(entry["n"] + 2, max(p["rows"] for p in entry["points"]))
-            largest = max(largest, n_top * n_top)
-            xs = [n * n for n in range(1, n_top + 1)]
-            ys = [(coef.get("fixed", 0) + coef.get("per_pe", 0) * x
-                   + coef.get("per_edge", 0) * 2 * math.sqrt(x)) / avail * 100 for x in xs]
+            pts = [(p.get("pes", p["rows"] * p["cols"]), p[key] / avail * 100)
+                   for p in entry["points"]]
+            if "curve" in entry:
+                # Best effort and hybrid: their own resources against their PEs.
+                xs = [c["pes"] for c in entry["curve"]]
+                ys = [c[key] / avail * 100 for c in entry["curve"]]
+                largest = max(largest, xs[-1], *(x for x, _ in pts))
+            else:
+                coef = entry["models"][key]["coef"]
+                n_top = max(entry["n"] + 2, max(p["rows"] for p in entry["points"]))
+                largest = max(largest, n_top * n_top)
+                xs = [n * n for n in range(1, n_top + 1)]
+                ys = [(coef.get("fixed", 0) + coef.get("per_pe", 0) * x
+                       + coef.get("per_edge", 0) * 2 * math.sqrt(x)) / avail * 100 for x in xs]
             ax.plot(xs, ys, "-", color=color, lw=1, label=f"{pe} fit")
             ax.plot(*zip(*pts), "o", color=color, ms=4)
             held = entry.get("holdout")
@@ -75,7 +83,7 @@ def plot_max_fit(result, path, device: Device):
         ax.axhline(limit, color="k", ls="--", lw=1)
         ax.set_xlim(0, largest * 1.05)
         ax.set_ylim(0, max(105, limit + 5))
-        ax.set_xlabel("PEs (n x n)")
+        ax.set_xlabel("PEs (n x n; hybrid: 2 n x n)")
         ax.set_ylabel(f"% of {result['device']}")
         ax.set_title(f"{dict((k, l) for k, l, _ in RESOURCES)[key]} (limit {limit:.0f} %)")
         ax.grid(alpha=0.3)

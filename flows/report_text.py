@@ -93,8 +93,9 @@ def format_max_fit(result):
                  f"{result['limits']['lut']:.0%}, BRAM <= {result['limits']['bram36']:.0%}, "
                  f"DSP/FF/CARRY4 <= 100%); model: "
                  f"{' + '.join(result['terms'])} fitted on "
-                 f"{', '.join(f'{n}x{n}' for n in result['sizes'])}, held out "
-                 f"{result['holdout_size']}x{result['holdout_size']}")
+                 f"{', '.join(f'{n}x{n}' for n in result['sizes'])}, "
+                 + (f"held out {result['holdout_size']}x{result['holdout_size']}"
+                    if result["holdout_size"] else "no held-out size"))
     lines.append(table(("PE", "largest n x n", "PEs", "stops at", "LUT model",
                          "held-out LUT err", "worst held-out err", "confirmed",
                          "rectangles that fit"), rows))
@@ -118,4 +119,42 @@ def format_max_fit(result):
                else "by the model's prediction, not confirmed by synthesis")
         lines.append(f"largest shift array / largest multiplier array = {ratio:.2f}x PEs "
                      f"(target >= 3x: {'holds' if ratio >= 3 else 'does NOT hold'}, {how})")
+    lines += _best_effort_lines(result)
     return "\n".join(lines)
+
+
+def _best_effort_lines(result):
+    """The best-effort multiplier's split, the hybrid and their ratios (``report --max-fit``,
+    :func:`mulfree.flows.report_best_effort.add_best_effort`)."""
+    from .report_best_effort import BEST_EFFORT, HYBRID
+    if "best_effort_note" in result:
+        return [result["best_effort_note"]]
+    be, hyb = result["kinds"].get(BEST_EFFORT), result["kinds"].get(HYBRID)
+    if be is None:
+        return []
+    delta = be["delta"]
+    n = be["n"]
+    lines = [f"{BEST_EFFORT}: best-effort multiplier {n}x{n} = {be['pes']:,} PEs: "
+             f"{be['pes_dsp']:,} on {be['dsp_cols']} DSP columns (two int8 products per "
+             f"DSP48E1, weights in [-127, 127]) + {be['pes_lut']:,} on LUT multipliers; a LUT "
+             f"PE costs {delta['per_pe']['lut']:+.1f} LUT over a packed one (all-LUT vs "
+             f"all-packed {delta['size']}x{delta['size']} core)"]
+    if hyb is not None:
+        h = result["hybrid"]
+        lines.append(f"{HYBRID}: shift engine + packed mult engine (CoreConfig.extra_engines), "
+                     f"{h['n']}x{h['n']} each: {h['pes_shift']:,} shift + {h['pes_mult']:,} "
+                     f"mult = {h['pes_total']:,} PEs; a run uses one engine, so at most "
+                     f"{h['peak_pes']:,} work at once")
+    confirmed = result["kinds"].get("shift", {}).get("n_confirmed") and be.get("n_confirmed")
+    how = "confirmed by synthesis" if confirmed else "by the models' predictions"
+    ratio = result.get("shift_over_best_effort")
+    if ratio is not None:
+        lines.append(f"largest shift array / best-effort multiplier array = {ratio:.2f}x PEs "
+                     f"(target >= 1.5x: {'holds' if ratio >= 1.5 else 'does NOT hold'}, "
+                     f"{how})")
+    if hyb is not None and result["hybrid"]["total_over_best_effort"] is not None:
+        h = result["hybrid"]
+        lines.append(f"hybrid PEs / best-effort multiplier = {h['total_over_best_effort']:.2f}x "
+                     f"in total, {h['peak_pes'] / be['pes']:.2f}x at once; hybrid / largest "
+                     f"shift = {h['total_over_shift']:.2f}x in total")
+    return lines

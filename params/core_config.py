@@ -465,7 +465,9 @@ class CoreConfig:
         base = self.engine.top_name.removeprefix('mulfree_')
         for k, e in enumerate(self.extra_engines, 1):
             fold = "" if self.physical_cols(k) == e.cols else f"c{self.physical_cols(k)}"
-            base += f"_{e.pe}{fold}"
+            mapping = (f"p{e.mult_pack}" if e.mult_pack != 1 else "") + (
+                f"d{e.dsp_cols}" if e.dsp_cols is not None else "")
+            base += f"_{e.pe}{fold}{mapping}"
         return f"mulfree_core_{base}_s{self.stream_width}"
 
     @cached_property

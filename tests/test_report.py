@@ -333,7 +333,7 @@ def test_cli_energy_of_a_model(run_main, capsys, tmp_path):
                                        "per_pe, per_edge, not 'fixed,per_row'"),
     (["--confirm-max-pes", "0"], "--confirm-max-pes must be a PE count >= 1, not 0"),
     (["--confirm-kinds", "shift,div"], "--confirm-kinds: must be PE kinds among shift, adder, "
-                                       "mult, not 'shift,div'"),
+                                       "mult, mult-best, not 'shift,div'"),
     (["--config", "/nonexistent/core.json"], "--config '/nonexistent/core.json'"),
     (["--model", "/nonexistent/model"], "--model '/nonexistent/model' cannot be loaded"),
     (["--energy-table", "/nonexistent/t.json"],
