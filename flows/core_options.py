@@ -18,7 +18,7 @@ __all__ = ["OPTION", "CORE_OPTIONS", "add_array_options", "config_from_args", "a
 OPTION = {"pe": "--pe", "rows": "--rows", "cols": "--cols", "act_bits": "--act-bits",
           "weight_bits": "--weight-bits", "max_k": "--max-k", "name": "--name",
           "arch": "--arch", "tree_levels_per_stage": "--levels-per-stage",
-          "output": "-o/--output"}
+          "mult_pack": "--mult-pack", "dsp_cols": "--dsp-cols", "output": "-o/--output"}
 
 
 def _range(param):
@@ -66,6 +66,14 @@ def add_array_options(parser):
     g.add_argument("--levels-per-stage", type=int, default=1, metavar="N",
                    help=f"tree only: combinational levels between pipeline registers "
                         f"({_range('tree_levels_per_stage')}, default: 1 = fully pipelined)")
+    g.add_argument("--mult-pack", type=int, default=1, metavar="N",
+                   help="mult PEs: products per DSP48E1, 1 or 2. 2 packs columns 2j and 2j+1 "
+                        "(they share each row's activation) into one multiplication x*(w_lo + "
+                        "w_hi*2^k); weights then lie in [-(2^(b-1)-1), 2^(b-1)-1], e.g. "
+                        "[-127, 127] (docs/numerics.md; default: 1)")
+    g.add_argument("--dsp-cols", type=int, default=None, metavar="N",
+                   help="mult PEs: columns 0..N-1 multiply on DSP48E1s, the others on LUT "
+                        "multipliers (0..cols; default: all on DSPs)")
 
 
 def parse_pe_list(value):
@@ -114,17 +122,26 @@ def parse_pe_list(value):
     return engines
 
 
+def _mult_mapping(args):
+    """``--mult-pack`` and ``--dsp-cols`` as ``ArrayConfig`` parameters."""
+    return {"mult_pack": getattr(args, "mult_pack", 1), "dsp_cols": getattr(args, "dsp_cols", None)}
+
+
 def config_from_args(args, *, core=False):
     """The :class:`ArrayConfig` of parsed options (with ``core``, engine 0 of ``--pe``'s
     list); raises :class:`UsageError`. A list in ``--pe`` is refused unless ``core``."""
     if not core and ("," in str(args.pe) or ":" in str(args.pe)):
         raise UsageError(f"--pe {str(args.pe)!r}: several engines (or KIND:COLS) make a "
                          f"core only (--core); an engine is one of {', '.join(PE_KINDS)}")
-    kind = parse_pe_list(args.pe)[0][0]
+    kinds = [e[0] for e in parse_pe_list(args.pe)]
+    kind = kinds[0]
+    # --mult-pack/--dsp-cols go to the mult engine: engine 0, or a further one (_extra_engines).
+    mapping = {} if kind != "mult" and "mult" in kinds else _mult_mapping(args)
     try:
         return ArrayConfig(pe=kind, rows=args.rows, cols=args.cols, act_bits=args.act_bits,
                            weight_bits=args.weight_bits, max_k=args.max_k, name=args.name,
-                           arch=args.arch, tree_levels_per_stage=args.levels_per_stage)
+                           arch=args.arch, tree_levels_per_stage=args.levels_per_stage,
+                           **mapping)
     except ConfigError as e:
         raise UsageError(option_message(e, OPTION)) from None
 
@@ -199,10 +216,14 @@ def _extra_engines(args, engine):
     extra, cols = [], [engine.cols]
     for k, (kind, c, bits) in enumerate(specs[1:], 1):
         try:
+            mapping = _mult_mapping(args) if kind == "mult" else {}
             extra.append(ArrayConfig(pe=kind, rows=engine.rows, cols=engine.cols,
                                      act_bits=engine.act_bits, max_k=engine.max_k,
-                                     weight_bits=bits))
+                                     weight_bits=bits, **mapping))
         except ConfigError as e:
+            if e.param in ("mult_pack", "dsp_cols"):
+                raise UsageError(f"--pe {str(args.pe)!r}: engine {k} ({kind}): "
+                                 f"{option_message(e, OPTION)}") from None
             raise UsageError(f"--pe {str(args.pe)!r}: engine {k} ({kind}): {e}") from None
         cols.append(engine.cols if c is None else c)
     folded = any(c != engine.cols for c in cols)

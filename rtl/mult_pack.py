@@ -31,7 +31,8 @@ from ..params.config import ArrayConfig
 from .pe import PE
 
 
-__all__ = ["PairColumn", "pair_terms", "add_with_carry", "booth_digits", "lut_accumulate"]
+__all__ = ["PairColumn", "upper_field", "packed_operand", "pair_terms", "pair_accumulate",
+           "add_with_carry", "booth_digits", "lut_accumulate"]
 
 
 def add_with_carry(a, b, carry):
@@ -57,6 +58,20 @@ def _sext(value, width):
     return Cat(value, value[-1].replicate(width - len(value))) if len(value) < width else value
 
 
+def upper_field(cfg: ArrayConfig, w_lo, w_hi):
+    """``w_hi - s`` (``s`` the sign of ``w_lo``) in ``code_width`` bits: the packed operand's
+    upper field. It fits because ``w_hi >= -(2^(b-1) - 1)``."""
+    return (Value.cast(w_hi).as_signed() - Value.cast(w_lo)[-1])[:cfg.code_width]
+
+
+def packed_operand(cfg: ArrayConfig, w_lo, field):
+    """``w_lo + w_hi 2^k`` as the bit vector ``{field, s, ..., s, w_lo}`` (signed, ``b + k``
+    bits), ``field`` = :func:`upper_field`: no adder."""
+    w_lo = Value.cast(w_lo)
+    k = cfg.pack_shift
+    return Cat(w_lo, w_lo[-1].replicate(k - len(w_lo)), field).as_signed()
+
+
 def pair_terms(cfg: ArrayConfig, x, packed):
     """``(x * w_lo, P[k:], P[k - 1])`` for a packed operand ``packed = w_lo + w_hi 2^k``.
 
@@ -65,6 +80,13 @@ def pair_terms(cfg: ArrayConfig, x, packed):
     k = cfg.pack_shift
     product = x.as_signed() * packed.as_signed()
     return product[:k].as_signed(), product[k:].as_signed(), product[k - 1]
+
+
+def pair_accumulate(cfg: ArrayConfig, psum_lo, psum_hi, x, w_lo, field):
+    """``(psum_lo + x * w_lo, psum_hi + x * w_hi)`` with one multiplication (callers truncate
+    to the exact widths); ``field`` is :func:`upper_field` of the two weights."""
+    term_lo, upper, carry = pair_terms(cfg, Value.cast(x), packed_operand(cfg, w_lo, field))
+    return psum_lo + term_lo, add_with_carry(psum_hi, upper, carry)
 
 
 class PairColumn(wiring.Component):
@@ -102,12 +124,12 @@ class PairColumn(wiring.Component):
 
     def elaborate(self, platform):
         cfg = self._cfg
-        rows, a, cw, k = cfg.rows, cfg.act_bits, cfg.code_width, cfg.pack_shift
+        rows, a, cw = cfg.rows, cfg.act_bits, cfg.code_width
         m = Module()
         lo_in, hi_in = self.w_in[:cw], self.w_in[cw:]
         # w_hi - s, s = the sign of w_lo: the upper field of the packed operand.
         hi_field = Signal(cw, name="hi_field")
-        m.d.comb += hi_field.eq(hi_in.as_signed() - lo_in[-1])
+        m.d.comb += hi_field.eq(upper_field(cfg, lo_in, hi_in))
         shadow = [Signal(2 * cw, name=f"shadow_{r}", reset_less=True) for r in range(rows)]
         active = [Signal(2 * cw, name=f"weight_{r}", reset_less=True) for r in range(rows)]
         with m.If(self.w_shift):
@@ -120,14 +142,12 @@ class PairColumn(wiring.Component):
         psum_lo = psum_hi = 0
         with m.If(self.en):
             for r in range(rows):
-                lo, hi = active[r][:cw], active[r][cw:]
-                packed = Cat(lo, lo[-1].replicate(k - cw), hi)
                 x = self.x[r * a:(r + 1) * a].as_signed()
-                term_lo, upper, carry = pair_terms(cfg, x, packed)
+                new_lo, new_hi = pair_accumulate(cfg, psum_lo, psum_hi, x, active[r][:cw],
+                                                 active[r][cw:])
                 out_lo = Signal(PE.sum_shape(cfg, r + 1), name=f"psum_lo_{r}", reset_less=True)
                 out_hi = Signal(PE.sum_shape(cfg, r + 1), name=f"psum_hi_{r}", reset_less=True)
-                m.d.sync += out_lo.eq(psum_lo + term_lo)
-                m.d.sync += out_hi.eq(add_with_carry(psum_hi, upper, carry))
+                m.d.sync += [out_lo.eq(new_lo), out_hi.eq(new_hi)]
                 psum_lo, psum_hi = out_lo, out_hi
         m.d.comb += [self.sum_lo.eq(psum_lo), self.sum_hi.eq(psum_hi)]
         return m

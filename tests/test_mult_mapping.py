@@ -147,3 +147,35 @@ def test_packed_core_has_no_taps():
     with pytest.raises(ConfigError) as exc:
         _packed_core(taps=4)
     _one_line(exc, "taps=4", "packed")
+
+
+# The command line ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, text", [
+    (["--pe", "shift", "--mult-pack", "2"], "--mult-pack applies to pe='mult'"),
+    (["--pe", "mult", "--cols", "8", "--dsp-cols", "9"], "--dsp-cols must be an integer in [0, 8]"),
+    (["--pe", "mult", "--mult-pack", "3"], "--mult-pack must be one of 1, 2, not 3"),
+    (["--pe", "mult", "--act-bits", "16", "--weight-bits", "16", "--mult-pack", "2"],
+     "the DSP's A port"),
+    (["--core", "--pe", "shift,mult", "--mult-pack", "0"],
+     "engine 1 (mult): --mult-pack must be one of 1, 2, not 0"),
+])
+def test_cli_refuses_bad_mapping(argv, text, tmp_path, capsys):
+    from mulfree.flows.cli import main
+    assert main(["gen", *argv, "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and text in err, err
+
+
+def test_cli_builds_the_mapping():
+    from mulfree.flows.core_options import config_from_args, core_config_from_args
+    from mulfree.flows.cli import build_parser
+    args = build_parser().parse_args(["gen", "--pe", "mult", "--cols", "6", "--mult-pack", "2",
+                                      "--dsp-cols", "4"])
+    cfg = config_from_args(args)
+    assert (cfg.mult_pack, cfg.dsp_cols, cfg.dsp_count) == (2, 4, 8 * 2)
+    args = build_parser().parse_args(["gen", "--core", "--pe", "shift,mult", "--rows", "4",
+                                      "--cols", "4", "--mult-pack", "2"])
+    core = core_config_from_args(args)
+    assert core.engine.mult_pack == 1 and core.extra_engines[0].mult_pack == 2
+    assert core.top_name.endswith("_multp2_s64")
