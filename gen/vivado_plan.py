@@ -114,7 +114,8 @@ def _ram18(depth, width):
 def estimate_resources(manifest):
     """DSP48E1 and block RAM of a core, from its manifest (no synthesis).
 
-    DSPs: one per PE for multiplier cores (measured, docs: TOOLCHAIN.md), none otherwise (the
+    DSPs: one per PE for multiplier cores (measured, docs: TOOLCHAIN.md; one per two packed
+    PEs, none for LUT multipliers: ``ArrayConfig.dsp_count``), none otherwise (the
     layer set-up multiplies by shift-and-add). Block RAM: every buffer of the manifest's
     ``core.buffers`` at least :data:`LUTRAM_MAX_DEPTH` deep, each in its cheapest RAMB18
     shape (``count`` copies: the feature-map banks), two RAMB18s per 36 Kb block. An estimate of the core only; ``mulfree report``
@@ -126,7 +127,7 @@ def estimate_resources(manifest):
         ``dsp``, ``ramb18``, ``bram36`` (float) and ``memories``: ``[(name, depth, width,
         ramb18)]``.
     """
-    dsp = sum(e["rows"] * e["cols"] for e in _mult_engines(manifest))
+    dsp = sum(e["dsp"] for e in _mult_engines(manifest))
     buffers = manifest["core"]["buffers"]
     vector_bits = manifest["stream"]["vector_bits"]
     memories = []
@@ -145,14 +146,25 @@ def estimate_resources(manifest):
 
 
 def _mult_engines(manifest):
-    """``[{"rows", "cols"}]`` of the core's mult engines (one DSP48E1 per physical PE): every
-    engine of a 2.1 manifest's ``engines`` section, else the one engine."""
+    """``[{"rows", "cols", "dsp"}]`` of the core's mult engines: every engine of a 2.1
+    manifest's ``engines`` section, else the one engine. ``dsp``: one DSP48E1 per physical PE,
+    one per two with ``mult_pack=2``, none past ``dsp_cols`` (``ArrayConfig.dsp_count``; a
+    folded engine packs nothing)."""
+    from ..params.config import ArrayConfig
     params = manifest["parameters"]["engine"]
     if "engines" not in manifest:
-        return [{"rows": params["rows"], "cols": params["cols"]}] if params["pe"] == "mult" \
-            else []
-    return [{"rows": params["rows"], "cols": e["physical_cols"]}
-            for e in manifest["engines"]["list"] if e["pe"] == "mult"]
+        return [{"rows": params["rows"], "cols": params["cols"],
+                 "dsp": ArrayConfig(**params).dsp_count}] if params["pe"] == "mult" else []
+    every = [params, *manifest["parameters"].get("extra_engines", [])]
+    out = []
+    for e in manifest["engines"]["list"]:
+        if e["pe"] != "mult":
+            continue
+        cfg = ArrayConfig(**every[e["index"]])
+        folded = e["physical_cols"] != cfg.cols
+        out.append({"rows": cfg.rows, "cols": e["physical_cols"],
+                    "dsp": cfg.rows * e["physical_cols"] if folded else cfg.dsp_count})
+    return out
 
 
 def check_fit(manifest, board, resources=None):
@@ -166,9 +178,12 @@ def check_fit(manifest, board, resources=None):
     res = resources if resources is not None else estimate_resources(manifest)
     over = []
     if res["dsp"] > device.dsp:
-        shapes = " + ".join(f"{e['rows']}x{e['cols']}" for e in _mult_engines(manifest))
-        over.append(f"DSP48E1: {res['dsp']} needed ({shapes} mult PEs, one "
-                    f"each), {device.dsp} on the device: {res['dsp'] - device.dsp} too many")
+        engines = _mult_engines(manifest)
+        shapes = " + ".join(f"{e['rows']}x{e['cols']}" for e in engines)
+        each = ("one each" if all(e["dsp"] == e["rows"] * e["cols"] for e in engines) else
+                "one each, one per two packed, none on LUT multipliers")
+        over.append(f"DSP48E1: {res['dsp']} needed ({shapes} mult PEs, {each}), "
+                    f"{device.dsp} on the device: {res['dsp'] - device.dsp} too many")
     bram = -(-res["ramb18"] // 2) + DMA_BRAM36_RESERVE
     if bram > device.bram36:
         biggest = max(res["memories"], key=lambda m: m[3])

@@ -179,3 +179,17 @@ def test_cli_builds_the_mapping():
     core = core_config_from_args(args)
     assert core.engine.mult_pack == 1 and core.extra_engines[0].mult_pack == 2
     assert core.top_name.endswith("_multp2_s64")
+
+
+def test_build_plan_counts_packed_dsps():
+    """The Vivado plan's DSP estimate (no synthesis): one DSP per two packed PEs."""
+    from mulfree.gen.vivado_plan import estimate_resources
+    from mulfree.params.core_config import CoreConfig
+    from mulfree.params.manifest import core_manifest
+    plain = CoreConfig(engine=ArrayConfig(pe="mult", rows=4, cols=6))
+    packed = CoreConfig(engine=ArrayConfig(pe="mult", rows=4, cols=6, mult_pack=2, dsp_cols=5))
+    hybrid = CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=6),
+                        extra_engines=(ArrayConfig(pe="mult", rows=4, cols=6, mult_pack=2),))
+    assert estimate_resources(core_manifest(plain))["dsp"] == 24
+    assert estimate_resources(core_manifest(packed))["dsp"] == 4 * 3   # 2 pairs + 1 lone
+    assert estimate_resources(core_manifest(hybrid))["dsp"] == 4 * 3
