@@ -47,9 +47,9 @@ def random_layer(cfg, rng, *, kind, **over):
         w = rng.integers(0, 1 << e.weight_bits, (geom["out_c"], geom["in_c"], geom["kh"],
                                                  geom["kw"]))
     else:
-        wb = e.weight_bits if e.pe == "mult" else e.act_bits
-        w = rng.integers(-(1 << (wb - 1)), 1 << (wb - 1),
-                         (geom["out_c"], geom["in_c"], geom["kh"], geom["kw"]))
+        # The engine's weight range: [-127, 127] on a packed mult engine (mult_pack=2).
+        wlo, whi = e.weight_range
+        w = rng.integers(wlo, whi + 1, (geom["out_c"], geom["in_c"], geom["kh"], geom["kw"]))
     n = geom["out_c"]
     post = PostParams(bias=rng.integers(-200, 200, n), shift=rng.integers(-1, 7, n),
                       relu=rng.integers(0, 2, n).astype(bool))

@@ -3,7 +3,8 @@
 
 Designs: a shift array with a mult engine folded to one physical column
 (:class:`~mulfree.rtl.fold.FoldedEngine`, three passes per vector), and an adder tree with a
-mult array (different accumulator and code widths: the mult engine's are the core's). Every result is compared with
+mult array (different accumulator and code widths: the mult engine's are the core's), and a
+shift array with a packed-DSP + LUT mult engine. Every result is compared with
 the golden model of the engine the descriptor names. A missing simulator fails the test.
 """
 
@@ -28,13 +29,22 @@ DESIGNS = {
         extra_engines=(ArrayConfig(pe="mult", rows=5, cols=4, act_bits=6, weight_bits=8,
                                    max_k=128),),
         stream_width=32, **_SMALL),
+    # The best-effort multiplier beside a shift array (the max-fit's hybrid, issue 17): one
+    # packed DSP pair (weights in [-127, 127]) and two LUT-multiplier columns.
+    "shift_multp2d2_4x4_s64": CoreConfig(
+        engine=ArrayConfig(pe="shift", rows=4, cols=4, max_k=128),
+        extra_engines=(ArrayConfig(pe="mult", rows=4, cols=4, max_k=128, mult_pack=2,
+                                   dsp_cols=2),),
+        **_SMALL),
 }
 
 
 @pytest.mark.parametrize("design,simulator", [("shift_multc1_4x3_s64", "verilator"),
                                               ("adder_tree_mult_5x4_s32", "verilator"),
+                                              ("shift_multp2d2_4x4_s64", "verilator"),
                                               ("shift_multc1_4x3_s64", "icarus"),
-                                              ("adder_tree_mult_5x4_s32", "icarus")])
+                                              ("adder_tree_mult_5x4_s32", "icarus"),
+                                              ("shift_multp2d2_4x4_s64", "icarus")])
 def test_core_engines(design, simulator, tmp_path_factory):
     cfg = DESIGNS[design]
     build_dir = tmp_path_factory.mktemp(f"engines-{simulator}-{design}")
