@@ -131,10 +131,13 @@ def mux_tree(index, values):
 class ShiftPE(PE):
     """DeepShift: ``term = sign * (x << p)``; code ``{s, e}``, ``e = 0`` is zero, ``p = e - 1``.
 
-    The shift is split on ``e = 2h + l``: ``w = x << 2h`` (a 4-way multiplexer per bit for
-    3-bit ``e``), then ``t = l ? w : (h == 0 ? 0 : w >> 1)``. The sign is folded into the
-    accumulator as one subtractor, ``psum - (s ? t : ~t) - ~s`` (see :func:`_sub_with_borrow`):
-    one carry chain and no separate negator.
+    The shift is split on ``e = 4h + l`` (``l`` the two low bits): ``w = x << l`` (a 4-way
+    multiplexer, one LUT6 per bit), then ``t = h ? w << (4h - 1) : (l == 0 ? 0 : w >> 1)``.
+    The sign is folded into the accumulator as one subtractor, ``psum - (s ? t : ~t) - ~s``
+    (see :func:`_sub_with_borrow`): one carry chain and no separate negator. For 3-bit ``e``
+    each term bit is then a function of six nets (``psum[i]``, ``s``, ``h``, ``l == 0``,
+    ``w[i + 1]``, ``w[i - 3]``), which synthesis packs into the carry chain's propagate LUT:
+    about one multiplexer LUT per term bit plus one LUT per sum bit (``mulfree bench synth``).
     """
 
     kind = "shift"
@@ -143,12 +146,17 @@ class ShiftPE(PE):
     def accumulate(cls, cfg, psum, x, code):
         s = code[-1]
         e = code[:-1]
-        low, high = e[0], e[1:]
-        # x << 2h for every h; the widest one sets the common (signed) width.
-        wide = mux_tree(high, [x << (2 * h) for h in range(1 << len(high))])
-        # e = 2h + 1 shifts by 2h; e = 2h (h > 0) by 2h - 1, which drops only a zero bit of
-        # x << 2h; e = 0 is the zero weight.
-        magnitude = Mux(low, wide, Mux(high == 0, 0, wide >> 1))
+        low, high = e[:2], e[2:]
+        # w = x << e[1:0]: one 4-way multiplexer (a LUT6) per bit, shared by two term bits.
+        wide = mux_tree(low, [x << k for k in range(1 << len(low))])
+        # p = e - 1 = 4h + l - 1: for h = 1 the term is w << 3; for h = 0 it is w >> 1, which
+        # drops only a zero bit of w when l > 0, and l = 0 (e = 0) is the zero weight. Per
+        # term bit this is a 2-way choice of w[i + 1] / w[i - 3] and a zero flag: with the
+        # sign and the partial-sum bit six inputs, one carry-chain LUT.
+        # Wider codes (h > 1) add candidates w << (4h - 1) to the same tree.
+        terms = [Mux(low == 0, 0, wide >> 1)]
+        terms += [wide << (4 * h - 1) for h in range(1, 1 << len(high))]
+        magnitude = mux_tree(high, terms)
         # psum + (s ? -t : t) = psum - (s ? t : ~t) - ~s, since -t = ~t + 1.
         return _sub_with_borrow(psum, Mux(s, magnitude, ~magnitude), ~s)
 
