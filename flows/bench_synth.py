@@ -23,8 +23,8 @@ __all__ = ["LUT_TARGETS", "SynthVariant", "SYNTH_VARIANTS", "resources_per", "be
            "format_synth"]
 
 
-#: Upper bounds on LUTs per PE (whole array / PE count), from the project's goals.
-LUT_TARGETS = {"shift": 45, "adder": 35}
+#: Upper bounds on LUTs per PE (whole array / PE count), from the project's goals (issue 17).
+LUT_TARGETS = {"shift": 33, "adder": 21}
 
 
 @dataclass(frozen=True)
