@@ -196,7 +196,7 @@ class LayerDatapath(wiring.Component):
                 m.d.comb += running.eq(1)
         m.d.comb += [
             setup.start.eq(loader.desc_valid),
-            setup.desc.eq(Mux(loader.desc_valid, loader.desc, desc)),
+            setup.desc.eq(desc),         # registered: setup reads it from the cycle after start
             setup.reuse_valid.eq(self.reuse_valid), setup.reuse_rows.eq(self.reuse_rows),
             setup.reuse_channels.eq(self.reuse_channels),
             setup.reuse_tiles.eq(self.reuse_tiles), setup.reuse_engine.eq(self.reuse_engine),

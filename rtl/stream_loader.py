@@ -97,6 +97,7 @@ class StreamLoader(wiring.Component):
 
         typ = Signal(4)
         remaining = Signal(24)          # vectors left in the packet, counting the current one
+        last_vec = Signal()             # remaining == 1, registered with remaining (timing)
         beat = Signal(range(max(max_beats, 2)))
         buf = Signal(max_beats * S)     # the beats of the current vector received so far
 
@@ -120,7 +121,7 @@ class StreamLoader(wiring.Component):
                     m.d.comb += n_beats.eq(beats[t])
         vec_end = Signal()
         pkt_end = Signal()
-        m.d.comb += [vec_end.eq(beat == n_beats - 1), pkt_end.eq(vec_end & (remaining == 1))]
+        m.d.comb += [vec_end.eq(beat == n_beats - 1), pkt_end.eq(vec_end & last_vec)]
 
         ptrs = {t: getattr(self, f"{t.lower()}_ptr") for t in DATA_TYPES}
         totals = {t: getattr(self, f"{t.lower()}_total") for t in DATA_TYPES}
@@ -150,7 +151,8 @@ class StreamLoader(wiring.Component):
         with m.FSM():
             with m.State("HEADER"):
                 with m.If(take):
-                    m.d.sync += [typ.eq(h_type), remaining.eq(h_count), beat.eq(0)]
+                    m.d.sync += [typ.eq(h_type), remaining.eq(h_count), beat.eq(0),
+                                 last_vec.eq(h_count == 1)]
                     known = Cat(h_type == PACKET_TYPES[t] for t in DATA_TYPES).any()
                     is_desc = h_type == PACKET_TYPES["DESC"]
                     room = Const(0)
@@ -181,7 +183,8 @@ class StreamLoader(wiring.Component):
                     with m.Else():
                         m.d.sync += buf.eq(vec)
                         with m.If(vec_end):
-                            m.d.sync += [beat.eq(0), remaining.eq(remaining - 1)]
+                            m.d.sync += [beat.eq(0), remaining.eq(remaining - 1),
+                                         last_vec.eq(remaining == 2)]
                             self._store(m, typ, ptrs, p_group, p_lane)
                             with m.If(pkt_end):
                                 m.next = "HEADER"
