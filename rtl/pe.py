@@ -164,18 +164,22 @@ class ShiftPE(PE):
 class AdderPE(PE):
     """AdderNet: ``term = -|x - w|``, with ``d = x - w``.
 
-    ``psum - |d|`` is one subtractor, ``psum - (d < 0 ? ~d : d) - (d < 0)`` (see
-    :func:`_sub_with_borrow`): the negation of ``d`` costs no adder of its own.
+    The PE computes ``nd = w - x - 1 = ~d`` (one subtractor with a constant borrow), whose sign
+    bit is ``d >= 0``; then ``psum - |d|`` is one subtractor, ``psum - (d >= 0 ? ~nd : nd) -
+    (d < 0)`` (see :func:`_sub_with_borrow`): the negation of ``d`` costs no adder of its own,
+    and the borrow's complement, which the subtractor's lowest bit needs, is ``nd``'s sign bit
+    itself, so no inverter LUT sits between the two carry chains.
     """
 
     kind = "adder"
 
     @classmethod
     def accumulate(cls, cfg, psum, x, code):
-        d = x - code.as_signed()
-        negative = d[-1]
-        # psum - |d| = psum - (d < 0 ? ~d : d) - (d < 0), since -d = ~d + 1.
-        return _sub_with_borrow(psum, Mux(negative, ~d, d), negative)
+        # nd = w - x - 1 = ~d, so its sign bit is d >= 0 (the complement of d's sign, free).
+        nd = _sub_with_borrow(code.as_signed(), x, Const(1, 1))
+        positive = nd[-1]
+        # psum - |d| = psum - (d >= 0 ? ~nd : nd) - (d < 0), since |d| = ~nd or nd + 1.
+        return _sub_with_borrow(psum, Mux(positive, ~nd, nd), ~positive)
 
 
 class MultPE(PE):
