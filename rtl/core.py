@@ -546,8 +546,17 @@ class Core(wiring.Component):
             regs.status_done.eq(busy & ((dp.error != 0) | dp.finished)),
             regs.error_core_code.eq(code),
             regs.busy_cycles_inc.eq(busy),
-            regs.stall_in_cycles_inc.eq(busy & dp.stall_in),
-            regs.stall_out_cycles_inc.eq(busy & dp.stall_out),
-            regs.terms_inc.eq(Mux(busy, dp.terms, 0)),
+        ]
+        # The datapath's counters take their increments a cycle late (registered): stall_in
+        # and terms come from the array's handshake chain, which then drives no 64-bit adder.
+        # A run's totals are the same, complete one cycle after busy falls.
+        stall_in_inc, stall_out_inc = Signal(), Signal()
+        terms_inc = Signal.like(regs.terms_inc)
+        m.d.sync += [stall_in_inc.eq(busy & dp.stall_in), stall_out_inc.eq(busy & dp.stall_out),
+                     terms_inc.eq(Mux(busy, dp.terms, 0))]
+        m.d.comb += [
+            regs.stall_in_cycles_inc.eq(stall_in_inc),
+            regs.stall_out_cycles_inc.eq(stall_out_inc),
+            regs.terms_inc.eq(terms_inc),
         ]
         return m
