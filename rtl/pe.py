@@ -148,7 +148,11 @@ class ShiftPE(PE):
         e = code[:-1]
         low, high = e[:2], e[2:]
         # w = x << e[1:0]: one 4-way multiplexer (a LUT6) per bit, shared by two term bits.
-        wide = mux_tree(low, [x << k for k in range(1 << len(low))])
+        # Its tree takes e[1] at the leaves: with e[0] there, synthesis shares the 2-way
+        # multiplexers of x[i] / x[i - 1] between w[i] and w[i + 2] and splits most bits
+        # into a LUT3 and a LUT5 (16-row column: 32.9 -> 29.9 LUT per PE).
+        n = len(low)
+        wide = mux_tree(low[::-1], [x << int(f"{k:0{n}b}"[::-1], 2) for k in range(1 << n)])
         # p = e - 1 = 4h + l - 1: for h = 1 the term is w << 3; for h = 0 it is w >> 1, which
         # drops only a zero bit of w when l > 0, and l = 0 (e = 0) is the zero weight. Per
         # term bit this is a 2-way choice of w[i + 1] / w[i - 3] and a zero flag: with the
