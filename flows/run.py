@@ -190,6 +190,8 @@ def add_run_options(p):
                    help="zynq: JSON with the board's addresses and device names "
                         "(mulfree.host.zynq.ZynqConfig fields); default: the built design's")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    from .clock import add_clock_options
+    add_clock_options(p)
 
 
 def _usage(call):
@@ -242,6 +244,8 @@ def check_run_options(args):
         check_output_dir(args.build_dir, "--build-dir")
     if args.zynq_config is not None:
         args.zynq_config_loaded = _zynq_config(args.zynq_config)
+    from .clock import check_clock_options
+    _usage(lambda: check_clock_options(args))
 
 
 #: The data sets read from a folder the user names (``--data-dir``).

@@ -5,11 +5,14 @@ JSON-ready report ``mulfree run --json`` writes: the core, the inputs, the accur
 PE use from the core's counters, and per node of the program (``"nodes"``) its kind, where it
 ran, its runs, busy cycles (measured) and estimated cycles (the cycle model), counters, useful
 terms, the elements and terms the host computed, the bytes sent to the core and received,
-and both utilizations. ``"layers"`` keeps
+and both utilizations. The core's images/s is given at a clock that names its source
+(:mod:`~mulfree.flows.clock`: 100 MHz assumed, ``--clock-mhz``, or a place-and-route result). ``"layers"`` keeps
 the core nodes alone, as before graphs. :func:`format_report` is the text it prints.
 """
 
 import numpy as np
+
+from .clock import clock_note, core_clock
 
 
 __all__ = ["build_report", "format_report", "NODE_FIELDS"]
@@ -67,6 +70,7 @@ def build_report(args, model, program, source, results, outputs, y, open_seconds
                            "cycles_per_image": d["cycles_per_image"],
                            "pe_utilization": d["pe_utilization"]})
     useful = sum(d["useful_terms"] for d in nodes if d["placement"] == "core")
+    clock = core_clock(args, program.core.top_name)
     report = {
         "model": {"path": str(args.model), "name": model.name, "input": list(model.input.shape)},
         "device": args.device,
@@ -80,6 +84,9 @@ def build_report(args, model, program, source, results, outputs, y, open_seconds
         "busy_cycles": busy, "cycles_per_image": round(busy / images, 1) if images else 0,
         "estimated_cycles": sum(d["estimated_cycles"] for d in nodes),
         "images_per_second_at_100mhz": round(100e6 * images / busy, 1) if busy else 0.0,
+        "core_clock": clock,
+        "images_per_second_at_core_clock": round(clock["mhz"] * 1e6 * images / busy, 1)
+        if busy else 0.0,
         "pe_utilization": _ratio(terms, busy * pes),
         "useful_utilization": _ratio(useful, busy * pes),
         "useful_terms": useful,
@@ -147,8 +154,11 @@ def format_report(report):
     if "sim_cycles_per_second" in report:
         speed += f" (simulated at {report['sim_cycles_per_second']:,.0f} cycles/s)"
     lines.append(speed)
-    lines.append(f"            {report['images_per_second_at_100mhz']:,.0f} images/s for the "
-                 f"core alone at 100 MHz")
+    clock = report.get("core_clock") or core_clock(None, c["top"])
+    per_second = report.get("images_per_second_at_core_clock",
+                            report["images_per_second_at_100mhz"])
+    lines.append(f"            {per_second:,.0f} images/s for the core alone at "
+                 f"{clock_note(clock)}")
     pes = c["rows"] * c["cols"]
     lines.append(f"PE use      {100 * report['pe_utilization']:.1f} % of PE-cycles computed "
                  f"a term (TERMS / (BUSY_CYCLES x {pes} PEs)); "

@@ -203,6 +203,7 @@ class RunResult:
                "pe_utilization": round(self.utilization, 4),
                "useful_utilization": round(self.useful_utilization, 4),
                "images_per_second_at_100mhz": round(self.images_per_second_at(100e6), 1),
+               "images_per_second_at_100mhz_clock": "100 MHz assumed, not measured",
                "steps": [{k: getattr(s, k) for k in _STEP_FIELDS}
                          | {"seconds": round(s.seconds, 4)} for s in self.steps],
                "nodes": [self.node_summary(n) for n in self.nodes]}
