@@ -506,7 +506,14 @@ class Core(wiring.Component):
         discard = Signal()          # after an error: drop the rest of the bad layer's beats
         code = Signal(8)
         flush = Signal()
-        m.d.comb += flush.eq(start | soft | (dp.error != 0) | dp.finished)
+        # The end of a run (an error or its finish) resets the datapath one cycle later, from
+        # a register: the datapath's error and finish logic then drives no reset of every
+        # register (timing). The shell still reacts in the same cycle (busy falls); in the
+        # cycle between, busy is low, so the datapath takes and sends nothing. ``busy``
+        # gates it: a start in that cycle is never followed by a second reset.
+        end_q = Signal()
+        m.d.sync += end_q.eq(busy & ((dp.error != 0) | dp.finished))
+        m.d.comb += flush.eq(start | soft | end_q)
         m.submodules.datapath = ResetInserter({"sync": flush})(dp)
 
         reuse_valid = Signal()
