@@ -1,4 +1,5 @@
-"""``mulfree build``: write a Vivado project that puts a core on a Zynq-7000 board.
+"""``mulfree build``: write a Vivado project that puts a core on a Zynq-7000 board, or build an
+ECP5 bitstream with open tools (:mod:`~mulfree.flows.build_ecp5`).
 
 The flow checks every option first (the board, the output folder, ``--config`` or the core
 options, the clock, the fit of the core on the board's device), so nothing is generated for a
@@ -47,7 +48,10 @@ def add_parser(subparsers):
                     ".bit.bin), the device tree overlay, zynq.json for the runtime and a README; "
                     "build.json, written last, marks a finished folder. A core that does not "
                     "fit the board (DSPs, block RAM) is refused before anything is written. "
-                    "--run then runs Vivado if it is on PATH.")
+                    "--run then runs Vivado if it is on PATH. An ECP5 board (ecp5_5g_evn, "
+                    "ulx3s_85f) instead gets a bitstream at once from the open yowasp tools: "
+                    "the core in an on-chip self-test top, its routed Fmax in "
+                    "ecp5_build.json.")
     add_build_options(p)
     add_array_options(p)
     add_core_options(p)
@@ -92,7 +96,9 @@ def add_build_options(parser):
     """Options of ``mulfree build`` (the core options come from
     :mod:`mulfree.flows.core_options`)."""
     parser.add_argument("--board", required=True, metavar="NAME",
-                        help="target board: zc706 or arty_z7_20")
+                        help="target board: zc706 or arty_z7_20 (Vivado project), or "
+                             "ecp5_5g_evn or ulx3s_85f (a bitstream built at once with the "
+                             "yowasp open tools, see mulfree.gen.ecp5_build)")
     parser.add_argument("--config", default=None, metavar="MANIFEST",
                         help="the core's manifest (mulfree gen --core); default: the core the "
                              "options below describe (default: a 16x16 shift core)")
@@ -120,12 +126,20 @@ def run_build(args, parser, core_config_from_args):
     ``core_config_from_args`` the CLI's maker of a :class:`CoreConfig` from core options.
     """
     # The cheap checks of every option come first, so nothing is generated for a bad one.
-    from ..gen.board import BoardError, get_board
-    try:
-        board = get_board(args.board)
-    except BoardError as exc:
-        raise BuildError("board", str(exc)) from None
-    check_build_output(args.output)
+    from ..gen.board import BOARDS, BoardError, get_board
+    from ..gen.ecp5_board import ECP5_BOARDS, is_ecp5_board
+    ecp5 = is_ecp5_board(args.board)
+    if ecp5:
+        from .build_ecp5 import check_ecp5_options
+        check_ecp5_options(args)
+    else:
+        try:
+            board = get_board(args.board)
+        except BoardError:
+            raise BuildError("board", f"board must be one of "
+                                      f"{', '.join(sorted({*BOARDS, *ECP5_BOARDS}))}, not "
+                                      f"{args.board!r}") from None
+        check_build_output(args.output)
     if args.config is not None:
         changed = [a.option_strings[-1] for a in parser._actions
                    if a.dest.startswith("core_") or a.dest in (
@@ -140,6 +154,9 @@ def run_build(args, parser, core_config_from_args):
         cfg, _ = core_config_from_manifest(args.config)
     else:
         cfg = core_config_from_args(args)
+    if ecp5:
+        from .build_ecp5 import run_ecp5_build
+        return run_ecp5_build(args, cfg)
     plan = plan_build(cfg, board, args.clock_mhz)
     folder, plan = write_build(None, None, args.output, plan=plan)
     res = plan.resources

@@ -346,7 +346,8 @@ def _entries(path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--board", "zc7o6"], r"--board must be one of arty_z7_20, zc706, not 'zc7o6'"),
+    (["--board", "zc7o6"],
+     r"--board must be one of arty_z7_20, ecp5_5g_evn, ulx3s_85f, zc706, not 'zc7o6'"),
     (["--board", "zc706", "--pe", "mult", "--rows", "32", "--cols", "32"],
      r"does not fit zc706 \(xc7z045ffg900-2\): DSP48E1: 1024 needed \(32x32 mult PEs, one "
      r"each\), 900 on the device: 124 too many"),
