@@ -211,17 +211,27 @@ class LayerDatapath(wiring.Component):
         totals = {"params": Signal(SIZE_BITS), "shift": Signal(SIZE_BITS),
                   "weights": Signal(SIZE_BITS), "acts": Signal(SIZE_BITS),
                   "shortcut": Signal(SIZE_BITS)}
-        with m.If(go):
-            m.d.sync += [
-                totals["params"].eq(Mux(reuse, 0, desc.out_c)),
-                totals["shift"].eq(Mux(reuse | ~shift, 0, sz.ct)),
-                totals["weights"].eq(Mux(reuse, 0, sz.wrows)),
-                totals["acts"].eq(Mux(chain["acts_resident"], 0, sz.acts)),
-                totals["shortcut"].eq(Mux(residual & ~chain["short_resident"], sz.scv, 0)),
-            ]
+        new_totals = {"params": Mux(reuse, 0, desc.out_c),
+                      "shift": Mux(reuse | ~shift, 0, sz.ct),
+                      "weights": Mux(reuse, 0, sz.wrows),
+                      "acts": Mux(chain["acts_resident"], 0, sz.acts),
+                      "shortcut": Mux(residual & ~chain["short_resident"], sz.scv, 0)}
+        # "pointer == total" of each type, kept in a register (timing: the flags feed the
+        # issue unit's, the feeder's and retire's handshakes): at go every pointer is 0 (the
+        # loader takes no data before), after it a pointer moves only by its strobe's +1.
+        stores = {"params": loader.p.valid, "shift": loader.sh_we, "weights": loader.w_we,
+                  "acts": loader.act_we, "shortcut": loader.sc_we}
+        complete = {}
         for t, v in totals.items():
+            at_total = Signal(name=f"{t}_at_total")
+            before = Signal(SIZE_BITS, name=f"{t}_total_m1")
+            with m.If(go):
+                m.d.sync += [v.eq(new_totals[t]), before.eq(new_totals[t] - 1),
+                             at_total.eq(new_totals[t] == 0)]
+            with m.Elif(stores[t]):
+                m.d.sync += at_total.eq(getattr(loader, f"{t}_ptr") == before)
             m.d.comb += getattr(loader, f"{t}_total").eq(v)
-        complete = {t: running & (getattr(loader, f"{t}_ptr") == v) for t, v in totals.items()}
+            complete[t] = running & at_total
         m.d.comb += [
             self.rows.eq(sz.wrows), self.channels.eq(desc.out_c),
             self.tiles.eq(Mux(shift, sz.ct, 0)), self.engine.eq(desc.engine),

@@ -191,7 +191,21 @@ class LayerSetup(wiring.Component):
                 with m.Case(i):
                     m.d.comb += [a_val.eq(operand(a)), b_val.eq(operand(b))]
 
-        errors = self._checks(m, d, sz, shift, reuse)
+        # The checks are registered (timing: they feed every unit's start): evaluated in the
+        # last STORE, with the size that cycle stores (a taps run's wrows) as it will be,
+        # and read in CHECK, the cycle after. Descriptor, reuse and bank inputs are static.
+        last_store = Signal()
+        taps_flag = d.flags[DESC_FLAGS[TAP_FLAG]]
+        szc = Signal(sizes_layout())
+        m.d.comb += [szc.eq(sz),
+                     szc.wrows.eq(Mux(last_store & window_flags(d.flags)[2] & taps_flag, acc,
+                                      sz.wrows))]
+        errors = self._checks(m, d, szc, shift, reuse)
+        first = Const(0, 8)
+        for name, cond in reversed(errors):     # the first failing check wins
+            first = Mux(cond, error_code(name), first)
+        error_q = Signal(8)
+        m.d.sync += error_q.eq(first)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -242,15 +256,12 @@ class LayerSetup(wiring.Component):
                                     m.d.sync += sz.wrows.eq(acc)
                 m.d.sync += [step.eq(step + 1), bit.eq(0), acc.eq(0), rem.eq(0)]
                 with m.If(step == len(STEPS) - 1):
+                    m.d.comb += last_store.eq(1)
                     m.next = "CHECK"
                 with m.Else():
                     m.next = "RUN"
             with m.State("CHECK"):
-                m.d.comb += self.done.eq(1)
-                first = Const(0, 8)
-                for name, cond in reversed(errors):     # the first failing check wins
-                    first = Mux(cond, error_code(name), first)
-                m.d.comb += self.error.eq(first)
+                m.d.comb += [self.done.eq(1), self.error.eq(error_q)]
                 m.next = "IDLE"
         return m
 

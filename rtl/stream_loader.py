@@ -119,9 +119,12 @@ class StreamLoader(wiring.Component):
             for t in ("DESC",) + DATA_TYPES:
                 with m.Case(PACKET_TYPES[t]):
                     m.d.comb += n_beats.eq(beats[t])
+        # The vector's last beat (beat == n_beats - 1) and the packet's single-beat vectors,
+        # registered with beat (timing: they gate every store).
         vec_end = Signal()
+        single = Signal()
         pkt_end = Signal()
-        m.d.comb += [vec_end.eq(beat == n_beats - 1), pkt_end.eq(vec_end & last_vec)]
+        m.d.comb += pkt_end.eq(vec_end & last_vec)
 
         ptrs = {t: getattr(self, f"{t.lower()}_ptr") for t in DATA_TYPES}
         totals = {t: getattr(self, f"{t.lower()}_total") for t in DATA_TYPES}
@@ -151,8 +154,11 @@ class StreamLoader(wiring.Component):
         with m.FSM():
             with m.State("HEADER"):
                 with m.If(take):
+                    one = Cat(h_type == PACKET_TYPES[t] for t in ("DESC",) + DATA_TYPES
+                              if beats[t] == 1)
                     m.d.sync += [typ.eq(h_type), remaining.eq(h_count), beat.eq(0),
-                                 last_vec.eq(h_count == 1)]
+                                 last_vec.eq(h_count == 1), vec_end.eq(one.any()),
+                                 single.eq(one.any())]
                     known = Cat(h_type == PACKET_TYPES[t] for t in DATA_TYPES).any()
                     is_desc = h_type == PACKET_TYPES["DESC"]
                     room = Const(0)
@@ -184,12 +190,12 @@ class StreamLoader(wiring.Component):
                         m.d.sync += buf.eq(vec)
                         with m.If(vec_end):
                             m.d.sync += [beat.eq(0), remaining.eq(remaining - 1),
-                                         last_vec.eq(remaining == 2)]
+                                         last_vec.eq(remaining == 2), vec_end.eq(single)]
                             self._store(m, typ, ptrs, p_group, p_lane)
                             with m.If(pkt_end):
                                 m.next = "HEADER"
                         with m.Else():
-                            m.d.sync += beat.eq(beat + 1)
+                            m.d.sync += [beat.eq(beat + 1), vec_end.eq(beat == n_beats - 2)]
         return m
 
     def _bad_shift(self, vec):
