@@ -467,19 +467,23 @@ class LayerDatapath(wiring.Component):
         first = tag.index == 0
         m.d.comb += [addr.eq(Mux(first, Mux(tag.group == 0, block_next, pass_next), step_next)),
                      post.i.payload.short_addr.eq(addr)]
+        # addr < done, compared for each of its three sources before the choice (timing:
+        # it gates retire, the engine's handshake).
+        below = Mux(first, Mux(tag.group == 0, block_next < align.done, pass_next < align.done),
+                    step_next < align.done)
         with m.If(post.i.valid & post.i.ready):
             m.d.sync += [block_next.eq(addr + 1), step_next.eq(addr + sz.nt)]
             with m.If(first):
                 m.d.sync += pass_next.eq(addr + 1)
         if banks is None:
             m.d.comb += [align.we.eq(loader.sc_we), align.data.eq(loader.sc_data)]
-            return ~residual | (addr < align.done), Const(1)
+            return ~residual | below, Const(1)
         m.d.comb += [
             align.we.eq(Mux(short_resident, banks.sc_we, loader.sc_we)),
             align.data.eq(Mux(short_resident, banks.sc_data, loader.sc_data)),
             banks.sc_hold.eq(align.hold),
         ]
-        return ~residual | (addr < align.done), ~short_resident | banks.sc_done
+        return ~residual | below, ~short_resident | banks.sc_done
 
 
 class Core(wiring.Component):

@@ -227,7 +227,8 @@ def fork_results(m, cfg, results, out, banks, group, nt, pooled, quiet):
     count = Signal(width)           # vectors consumed: a global pool's addresses
     block_next, pass_next, step_next = Signal(width), Signal(width), Signal(width)
     prev_group = Signal.like(group)
-    first = (count == 0) | (group != prev_group)
+    taken = Signal()                # count != 0 as a flag (timing: it feeds res.ready)
+    first = ~taken | (group != prev_group)
     m.d.comb += [
         addr.eq(Mux(pooled, count,
                     Mux(first, Mux(group == 0, block_next, pass_next), step_next))),
@@ -236,7 +237,7 @@ def fork_results(m, cfg, results, out, banks, group, nt, pooled, quiet):
         banks.res.payload.addr.eq(addr),
     ]
     with m.If(take):
-        m.d.sync += [count.eq(count + 1), prev_group.eq(group),
+        m.d.sync += [count.eq(count + 1), prev_group.eq(group), taken.eq(1),
                      block_next.eq(addr + 1), step_next.eq(addr + nt)]
         with m.If(first):
             m.d.sync += pass_next.eq(addr + 1)
