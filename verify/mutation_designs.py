@@ -25,7 +25,8 @@ RTL_FILES = ("rtl/pe.py", "rtl/tree.py", "rtl/tiles.py", "rtl/array.py", "rtl/ve
              "rtl/shift_layouts.py", "rtl/shift_unit.py", "rtl/block.py", "rtl/regs.py",
              "rtl/postproc.py", "rtl/pool.py", "rtl/layer_setup.py", "rtl/layer_issue.py",
              "rtl/stream_loader.py", "rtl/core.py", "rtl/fold.py", "rtl/fmap_banks.py",
-             "rtl/lanes.py", "rtl/engines.py", "rtl/tap_window.py", "rtl/tap_issue.py")
+             "rtl/lanes.py", "rtl/engines.py", "rtl/tap_window.py", "rtl/tap_issue.py",
+             "rtl/mult_pack.py")
 
 _SMALL_CORE = dict(fmap_vectors=512, weight_rows=512, acc_entries=64, max_channels=32,
                    out_vectors=8)
@@ -42,6 +43,11 @@ DESIGNS = {
     "array-adder": ("array", dict(pe="adder", rows=3, cols=2, act_bits=4, max_k=3)),
     "array-mult": ("array", dict(pe="mult", rows=2, cols=3, act_bits=4, weight_bits=4,
                                  max_k=9)),
+    # The best-effort multiplier (rtl/mult_pack.py): packed DSP pairs, then LUT multipliers.
+    "array-mult-pack": ("array", dict(pe="mult", rows=2, cols=4, act_bits=5, weight_bits=6,
+                                      max_k=9, mult_pack=2, dsp_cols=2)),
+    "array-mult-lut": ("array", dict(pe="mult", rows=2, cols=3, act_bits=4, weight_bits=4,
+                                     max_k=9, dsp_cols=0)),
     "tree-shift": ("array", dict(pe="shift", rows=3, cols=2, act_bits=6, weight_bits=4, max_k=9,
                                  arch="tree", tree_levels_per_stage=1)),
     "tree-adder": ("array", dict(pe="adder", rows=5, cols=2, act_bits=4, max_k=100,
@@ -108,6 +114,7 @@ FILE_DESIGNS = {
     "rtl/engines.py": _CORES + ["core-shift-multc1", "core-shift-chain", "core-shift-taps"],
     "rtl/tap_window.py": ["core-shift-taps"],
     "rtl/tap_issue.py": ["core-shift-taps"],
+    "rtl/mult_pack.py": ["array-mult-pack", "array-mult-lut"],
 }
 
 # The cocotb tests on Icarus, trimmed to their smallest design of each kind (a surviving mutant
@@ -178,6 +185,10 @@ TEST_MAP = {
                       + _CORE_WINDOW + _CORE_TAPS,
     "rtl/tap_window.py": ["tests/test_tap_window.py"] + _CORE_TAPS,
     "rtl/tap_issue.py": _CORE_TAPS,
+    "rtl/mult_pack.py": ["tests/test_mult_mapping.py"]
+                        + [f"tests/test_array_sim.py::test_icarus[{d}]"
+                           for d in ("mult-2x4-a5w6-k9-mult_pack2-dsp_cols2",
+                                     "mult-4x3-a8w8-k1024-dsp_cols0")],
 }
 
 
