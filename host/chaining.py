@@ -103,7 +103,7 @@ def _plan_segment(cfg, steps, seg, keys, readers, outside):
         inp = uses[i][0]
         short = uses[i][1] if s.residual is not None else None
         f = dict.fromkeys(CHAIN_FLAGS, False)
-        if inp in banks:
+        if inp in banks and s.patches is None:      # patches come from the host
             f["in_bank"] = banks.index(inp)
             f["acts_resident"] = True
         elif short is not None and short in banks:
@@ -123,7 +123,7 @@ def _plan_segment(cfg, steps, seg, keys, readers, outside):
             # A size a chained run cannot take: its ACTS are streamed, nothing is kept.
             f = dict.fromkeys(CHAIN_FLAGS, False)
             f["in_bank"] = int(b)
-        banks[b] = inp
+        banks[b] = inp if s.patches is None else ("patches", inp)
         if f["keep"]:
             banks[1 - b] = s.index
         flags.append(f)
