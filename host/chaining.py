@@ -37,7 +37,7 @@ import numpy as np
 
 
 __all__ = ["CHAIN_MODES", "tensor_keys", "segments", "plan_chains", "chain_pays",
-           "CHAIN_FLAGS"]
+           "CHAIN_FLAGS", "without_patches_inside"]
 
 #: ``compile_model(chain=...)``: ``"auto"`` chains a segment when it moves fewer bytes for
 #: the batch (:func:`chain_pays`), ``"on"`` whenever the core can, ``"off"`` never.
@@ -142,6 +142,23 @@ def _plan_segment(cfg, steps, seg, keys, readers, outside):
         f["quiet"] = resident and readers.get(s.index, set()) <= {order[j].index
                                                                   for j in range(i + 1, len(order))}
     return dict(zip(seg, flags))
+
+
+def without_patches_inside(steps, unpatched):
+    """``steps`` for the chaining plan: a step with kernel taps on rows (``patches``, whose
+    input the host expands and streams) whose input another core step of its segment computes
+    is replaced by ``unpatched[position]``, its own convolution, which can read that input
+    from a bank. The first step of a segment, and one reading a tensor from outside it, keep
+    their patches (their input is streamed anyway)."""
+    keys = tensor_keys(steps)
+    out = list(steps)
+    for seg in segments(steps):
+        inside = set()
+        for p in seg:
+            if p in unpatched and keys[steps[p].sources[0]] in inside:
+                out[p] = unpatched[p]
+            inside.add(steps[p].index)
+    return out
 
 
 def plan_chains(cfg, steps, output_node):

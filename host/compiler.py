@@ -39,7 +39,7 @@ from ..params.config import ArrayConfig, ConfigError
 from ..params.core_config import CORE_LIMITS, CoreConfig
 from ..params.int_layers import WEIGHT_KINDS
 from ..params.layer_golden import PostParams
-from .chaining import CHAIN_MODES, chain_pays, plan_chains
+from .chaining import CHAIN_MODES, chain_pays, plan_chains, without_patches_inside
 from .core_layer import LayerError, check_layer
 from .export_format import ExportError, IntModel
 from .fusion import (Fusion, execution_order, plan_fusion, pool_pixels_needed,
@@ -437,7 +437,7 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
     fused = {n: (i, prev) for i, f in plans.items()
              for prev, n in zip((i,) + f.nodes, f.nodes)}
     fused.update({n: (i, None) for i, f in plans.items() for n in f.short_nodes})
-    steps = []
+    steps, unpatched = [], {}
     for index in execution_order(infos, plans):
         info = infos[index]
         layer = model.layers[info.index]
@@ -460,8 +460,14 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
                                       tuple(info.sources), tuple(map(tuple, info.in_shapes)),
                                       f"the lane unit cannot run it: {exc}"))
         elif where == "core":
-            steps.append(_core_step(cfg, info, layer, max_packet_bytes,
-                                    plans.get(info.index), patches))
+            step = _core_step(cfg, info, layer, max_packet_bytes, plans.get(info.index),
+                              patches)
+            if step.patches is not None and chain != "off":
+                # A chained run reads its input from a bank, where the patches are not:
+                # chaining weighs the node's own convolution.
+                unpatched[len(steps)] = _core_step(cfg, info, layer, max_packet_bytes,
+                                                   plans.get(info.index), "off")
+            steps.append(step)
         else:
             steps.append(HostStep(info.index, info.kind, tuple(info.in_shapes[0]),
                                   tuple(info.out_shape), layer, info.name,
@@ -473,7 +479,8 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
                                      f"{'/'.join(pes)} PEs")
     segments = []
     if chain != "off":
-        chained, found = plan_chains(cfg, steps, len(model.layers) - 1)
+        trial = without_patches_inside(steps, unpatched)
+        chained, found = plan_chains(cfg, trial, len(model.layers) - 1)
         for seg in found:
             if chain == "on" or chain_pays(cfg, steps, seg, chained, batch, max_packet_bytes):
                 for p in seg:

@@ -295,6 +295,11 @@ def _core_note(program, step):
             what.append(names[kind])
     if what:
         tail = f"; {' and '.join(what)} in its post-processing"
+    if step.patches is not None:
+        (kh, kw), (sy, sx), (py, px) = step.patches.kernel, step.patches.stride, \
+            step.patches.padding
+        tail += (f"; kernel taps on the rows: {kh}x{kw} patches (stride {sy}x{sx}, padding "
+                 f"{py}x{px}) expanded by the host, run as a 1x1 convolution")
     sent = "with every image" if step.per_image else "once per batch"
     return (f"K {step.k}, {g['CT']}x{g['NT']} tiles (in x out), weights {step.weight_bytes} B "
             f"sent {sent}; {per}{tail}{_chain_note(step)}")

@@ -223,11 +223,13 @@ def test_last_use_keeps_a_residual_input_alive():
 
 
 def _single(model, step):
-    """The model of one weight node alone (its input as the model's input)."""
+    """The model of one weight node alone (its input as the model's input: the node's own
+    input shape, not the patches a step with kernel taps on rows streams)."""
     layer = model.layers[step.index]
     fields = {k: getattr(layer, k) for k in layer.__dataclass_fields__}
     fields.update(name=None, inputs=None)
-    return IntModel(IntInput(step.in_shape, 8, -3), [type(layer)(**fields)], "none")
+    shape = {i.index: i for i in model.graph()}[step.index].in_shapes[0]
+    return IntModel(IntInput(tuple(shape), 8, -3), [type(layer)(**fields)], "none")
 
 
 def test_costs_count_what_the_nodes_compute():
