@@ -37,7 +37,7 @@ import numpy as np
 
 
 __all__ = ["CHAIN_MODES", "tensor_keys", "segments", "plan_chains", "chain_pays",
-           "CHAIN_FLAGS"]
+           "CHAIN_FLAGS", "without_patches_inside"]
 
 #: ``compile_model(chain=...)``: ``"auto"`` chains a segment when it moves fewer bytes for
 #: the batch (:func:`chain_pays`), ``"on"`` whenever the core can, ``"off"`` never.
@@ -103,7 +103,7 @@ def _plan_segment(cfg, steps, seg, keys, readers, outside):
         inp = uses[i][0]
         short = uses[i][1] if s.residual is not None else None
         f = dict.fromkeys(CHAIN_FLAGS, False)
-        if inp in banks:
+        if inp in banks and s.patches is None:      # patches come from the host
             f["in_bank"] = banks.index(inp)
             f["acts_resident"] = True
         elif short is not None and short in banks:
@@ -123,7 +123,7 @@ def _plan_segment(cfg, steps, seg, keys, readers, outside):
             # A size a chained run cannot take: its ACTS are streamed, nothing is kept.
             f = dict.fromkeys(CHAIN_FLAGS, False)
             f["in_bank"] = int(b)
-        banks[b] = inp
+        banks[b] = inp if s.patches is None else ("patches", inp)
         if f["keep"]:
             banks[1 - b] = s.index
         flags.append(f)
@@ -142,6 +142,23 @@ def _plan_segment(cfg, steps, seg, keys, readers, outside):
         f["quiet"] = resident and readers.get(s.index, set()) <= {order[j].index
                                                                   for j in range(i + 1, len(order))}
     return dict(zip(seg, flags))
+
+
+def without_patches_inside(steps, unpatched):
+    """``steps`` for the chaining plan: a step with kernel taps on rows (``patches``, whose
+    input the host expands and streams) whose input another core step of its segment computes
+    is replaced by ``unpatched[position]``, its own convolution, which can read that input
+    from a bank. The first step of a segment, and one reading a tensor from outside it, keep
+    their patches (their input is streamed anyway)."""
+    keys = tensor_keys(steps)
+    out = list(steps)
+    for seg in segments(steps):
+        inside = set()
+        for p in seg:
+            if p in unpatched and keys[steps[p].sources[0]] in inside:
+                out[p] = unpatched[p]
+            inside.add(steps[p].index)
+    return out
 
 
 def plan_chains(cfg, steps, output_node):

@@ -39,7 +39,7 @@ from ..params.config import ArrayConfig, ConfigError
 from ..params.core_config import CORE_LIMITS, CoreConfig
 from ..params.int_layers import WEIGHT_KINDS
 from ..params.layer_golden import PostParams
-from .chaining import CHAIN_MODES, chain_pays, plan_chains
+from .chaining import CHAIN_MODES, chain_pays, plan_chains, without_patches_inside
 from .core_layer import LayerError, check_layer
 from .export_format import ExportError, IntModel
 from .fusion import (Fusion, execution_order, plan_fusion, pool_pixels_needed,
@@ -48,8 +48,10 @@ from .program import Program, run_steps
 from .schedule import (core_step_cycles, last_uses, node_label, place_nodes, shift_reach_needed,
                        weight_terms)
 from .step_packets import decode_run, encode_run, weight_packets
-from .steps import (CompileError, CoreStep, FusedStep, HostStep, chained_input, run_x_shape,
-                    step_layer)
+from .patches import PATCH_MODES, Patches, patch_shape, patch_weights
+from .stacking import MAX_STACK, stack_gap
+from .steps import (CompileError, CoreStep, FusedStep, HostStep, chained_input, run_chunks,
+                    run_images, run_part, run_x_shape, step_layer)
 from .window_steps import tap_line_needed, taps_fit, window_op, window_parts
 
 
@@ -264,9 +266,58 @@ def _linear_images(cfg, k):
     return max(1, min(cfg.fmap_vectors // ct, (1 << 16) - 1))
 
 
-def _core_step(cfg, info, layer, max_packet_bytes, fusion=None):
+def _fits(cfg, step, images):
+    layer = step_layer(step, np.zeros(run_x_shape(step, images), dtype=np.int64), reuse=False)
+    try:
+        check_layer(cfg, layer)
+    except LayerError:
+        return False
+    return True
+
+
+def _stacked_images(cfg, step):
+    """Images one run of a convolution or window ``step`` takes: the most, up to
+    :data:`~mulfree.host.stacking.MAX_STACK`, whose stacked map the core accepts; 1 for a step
+    that cannot be stacked (:func:`~mulfree.host.stacking.stack_gap`)."""
+    if stack_gap(step) is None:
+        return 1
+    lo, hi = 1, MAX_STACK                       # lo fits (checked by _check_step)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        object.__setattr__(step, "images_per_run", mid)
+        if _fits(cfg, step, mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+#: Images a batch is assumed to hold when the compiler weighs patches against the map.
+PATCH_BATCH = MAX_STACK
+
+
+def _patch_step(cfg, step, *, forced):
+    """``step`` as a 1x1 convolution of its patches (:mod:`mulfree.host.patches`) if the core
+    takes it and (unless ``forced``) its estimated cycles over a batch of
+    :data:`PATCH_BATCH` images are fewer; else ``step``."""
+    p = Patches(*step.w_codes.shape[2:], step.stride, step.padding)
+    trial = dataclasses.replace(step, w_codes=patch_weights(step.w_codes), stride=(1, 1),
+                                padding=(0, 0), in_shape=patch_shape(step.in_shape, p),
+                                patches=p, images_per_run=1)
+    if trial.in_shape[1:] != tuple(step.out_shape[1:]) or not _fits(cfg, trial, 1):
+        return step
+    object.__setattr__(trial, "images_per_run", _stacked_images(cfg, trial))
+    if forced:
+        return trial
+    before = core_step_cycles(cfg, step, PATCH_BATCH)[1]
+    return trial if core_step_cycles(cfg, trial, PATCH_BATCH)[1] < before else step
+
+
+def _core_step(cfg, info, layer, max_packet_bytes, fusion=None, patches="auto"):
     """The checked :class:`CoreStep` of a core node, its weights packed, with the tail
-    ``fusion`` (:class:`~mulfree.host.fusion.Fusion`) fused into its runs."""
+    ``fusion`` (:class:`~mulfree.host.fusion.Fusion`) fused into its runs; a convolution's
+    kernel taps on the array's rows when that is faster (``patches``: ``"auto"``, ``"on"``
+    where the core takes it, ``"off"``)."""
     fusion = fusion or Fusion()
     op = window_op(info, layer)
     engine = cfg.engine_index(layer.pe) if op in (None, "depthwise") else 0
@@ -308,6 +359,10 @@ def _core_step(cfg, info, layer, max_packet_bytes, fusion=None):
                         cfg, engine, tuple(w.shape[2:]), stride, info.out_shape[1:],
                         fusion.residual is not None, fusion.pool is not None))
     _check_step(cfg, step, where, describe)
+    if info.kind != "linear":
+        object.__setattr__(step, "images_per_run", _stacked_images(cfg, step))
+    if op is None and info.kind == "conv2d" and shifts is None and patches != "off":
+        step = _patch_step(cfg, step, forced=patches == "on")
     try:
         packets = weight_packets(cfg, step, max_packet_bytes)
     except ValueError as exc:
@@ -318,7 +373,7 @@ def _core_step(cfg, info, layer, max_packet_bytes, fusion=None):
 
 
 def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback=False,
-                  chain="auto", batch=1):
+                  chain="auto", batch=1, patches="auto"):
     """Compile ``model`` (a graph) for ``core``.
 
     Parameters
@@ -340,6 +395,11 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
     batch : int
         The batch size ``"auto"`` weighs for (a chained segment sends its weights with every
         image).
+    patches : str
+        Kernel taps on the array's rows (:mod:`mulfree.host.patches`): ``"auto"`` (default)
+        runs a convolution (no shift table, not a window run) as a 1x1 convolution of its
+        patches, expanded by the host, when its estimated cycles are fewer; ``"on"`` whenever
+        the core takes it; ``"off"`` never.
 
     Returns
     -------
@@ -359,6 +419,9 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
     if chain not in CHAIN_MODES:
         raise CompileError("chain", f"chain must be one of {', '.join(CHAIN_MODES)}, "
                                     f"not {chain!r}")
+    if patches not in PATCH_MODES:
+        raise CompileError("patches", f"patches must be one of {', '.join(PATCH_MODES)}, "
+                                      f"not {patches!r}")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise CompileError("batch", f"batch must be an integer >= 1, not {batch!r}")
     cfg = core if isinstance(core, CoreConfig) else core_from_manifest(core)
@@ -374,7 +437,7 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
     fused = {n: (i, prev) for i, f in plans.items()
              for prev, n in zip((i,) + f.nodes, f.nodes)}
     fused.update({n: (i, None) for i, f in plans.items() for n in f.short_nodes})
-    steps = []
+    steps, unpatched = [], {}
     for index in execution_order(infos, plans):
         info = infos[index]
         layer = model.layers[info.index]
@@ -397,8 +460,14 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
                                       tuple(info.sources), tuple(map(tuple, info.in_shapes)),
                                       f"the lane unit cannot run it: {exc}"))
         elif where == "core":
-            steps.append(_core_step(cfg, info, layer, max_packet_bytes,
-                                    plans.get(info.index)))
+            step = _core_step(cfg, info, layer, max_packet_bytes, plans.get(info.index),
+                              patches)
+            if step.patches is not None and chain != "off":
+                # A chained run reads its input from a bank, where the patches are not:
+                # chaining weighs the node's own convolution.
+                unpatched[len(steps)] = _core_step(cfg, info, layer, max_packet_bytes,
+                                                   plans.get(info.index), "off")
+            steps.append(step)
         else:
             steps.append(HostStep(info.index, info.kind, tuple(info.in_shapes[0]),
                                   tuple(info.out_shape), layer, info.name,
@@ -410,7 +479,8 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
                                      f"{'/'.join(pes)} PEs")
     segments = []
     if chain != "off":
-        chained, found = plan_chains(cfg, steps, len(model.layers) - 1)
+        trial = without_patches_inside(steps, unpatched)
+        chained, found = plan_chains(cfg, trial, len(model.layers) - 1)
         for seg in found:
             if chain == "on" or chain_pays(cfg, steps, seg, chained, batch, max_packet_bytes):
                 for p in seg:
@@ -445,11 +515,11 @@ def emulate_program(program: Program, x, *, records=False):
         x = chained_input(step, x)
         if loaded[0] is step:                   # the core holds this step's weights already
             stats.estimated_cycles = core_step_cycles(cfg, step, len(x), loaded=True)[1]
-        outs = []
-        chunk = 1 if step.kind != "linear" else step.images_per_run
-        for start in range(0, len(x), chunk):
-            part = x[start] if step.kind != "linear" else x[start:start + chunk]
+        outs, start = [], 0
+        for n in run_chunks(step, len(x)):
+            part = run_part(step, x, start, n)
             sc = None if shortcut is None else shortcut[start]
+            start += n
             packets, nbytes, layer = encode_run(program, step, part, reuse=loaded[0] is step,
                                                 shortcut=sc)
             pairs = [(int.from_bytes(beat.tobytes(), "little"), i == len(p) - 1)
@@ -465,7 +535,7 @@ def emulate_program(program: Program, x, *, records=False):
             if step.quiet:
                 continue                        # kept on-chip, not sent
             out = decode_run(program, layer, data)
-            outs.append(out[None] if step.kind != "linear" else out[:, 0, :].T)
+            outs.append(run_images(step, out, n))
         return None if step.quiet else np.concatenate(outs)
 
     y, nodes = run_steps(program, np.asarray(x, dtype=np.int64), run_core)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .bank_state import BankState
 from .compiler import CoreStep, Program, decode_run, encode_run
-from .steps import chained_input
+from .steps import chained_input, run_chunks, run_images, run_part
 from .device_checks import as_array, check_timeout, check_word
 from .device_errors import CoreRunError, DeviceError, DeviceMismatch, DeviceTimeout, InputError
 from .device_lock import DeviceLock
@@ -363,13 +363,12 @@ class Device:
     def _run_step(self, step, x, stats, progress, shortcut=None):
         """Run core step ``step`` over the batch ``x`` (with the batch ``shortcut`` of a
         fused residual add), counting runs into ``stats``."""
-        outputs = []
-        chunk = 1 if step.kind != "linear" else step.images_per_run
-        for start in range(0, x.shape[0], chunk):
-            part = x[start] if step.kind != "linear" else x[start:start + chunk]
+        outputs, start = [], 0
+        for n in run_chunks(step, x.shape[0]):
+            part, start = run_part(step, x, start, n), start + n
             reuse = self._loaded_step is step
             out = self.run_layer(step, part, reuse=reuse,
-                                 shortcut=None if shortcut is None else shortcut[start],
+                                 shortcut=None if shortcut is None else shortcut[start - n],
                                  stats=stats)
             self._loaded_step = step
             stats.runs += 1
@@ -377,7 +376,7 @@ class Device:
                 progress(1)
             if out is None:
                 continue                        # quiet: kept in a bank, not sent
-            outputs.append(out[None] if step.kind != "linear" else out[:, 0, :].T)
+            outputs.append(run_images(step, out, n))
         return np.concatenate(outputs) if outputs else None
 
     def run_layer(self, step: CoreStep, x, *, reuse=False, shortcut=None, stats=None):

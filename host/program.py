@@ -23,7 +23,7 @@ from ..params.core_config import CoreConfig
 from .export_format import IntModel
 from .run_result import NodeStats
 from .schedule import describe_program, node_costs
-from .steps import CoreStep, HostStep
+from .steps import CoreStep, HostStep, run_chunks
 
 
 __all__ = ["Program", "run_steps"]
@@ -83,8 +83,7 @@ class Program:
 
     def runs_for(self, images):
         """Core runs a batch of ``images`` images takes."""
-        return sum(images if s.kind != "linear" or s.per_image
-                   else -(-images // s.images_per_run) for s in self.core_steps)
+        return sum(len(run_chunks(s, images)) for s in self.core_steps)
 
     def costs(self, images=1):
         """One :class:`NodeCost` per node for a batch of ``images`` images."""

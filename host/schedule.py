@@ -28,7 +28,9 @@ import numpy as np
 from ..params.int_layers import WEIGHT_KINDS
 from .core_layer import layer_geometry
 from .cycle_model import run_cycles
-from .steps import CompileError, CoreStep, FusedStep, run_x_shape, step_geometry, step_layer
+from .stacking import stack_gap
+from .steps import (CompileError, CoreStep, FusedStep, run_chunks, run_x_shape, step_geometry,
+                    step_layer)
 from .stream_format import first_block_acts
 from .stream_pack import layer_packets
 from .window_steps import window_placement
@@ -203,10 +205,7 @@ def core_step_cycles(cfg, step: CoreStep, images, *, loaded=False):
 
 
 def _chunks(step, images):
-    if step.kind != "linear" or step.per_image:
-        return [1] * images
-    full, rest = divmod(images, step.images_per_run)
-    return [step.images_per_run] * full + ([rest] if rest else [])
+    return run_chunks(step, images)
 
 
 def run_traffic(cfg, step: CoreStep, max_packet_bytes, *, reuse, images=1):
@@ -275,8 +274,11 @@ def _shapes(step):
 
 def _core_note(program, step):
     g = step_geometry(program.core, step)
-    per = ("one run per image" if step.kind != "linear" or step.per_image
-           else f"one run per {step.images_per_run} images (M = images)")
+    per = ("one run per image" if step.images_per_run == 1 or step.per_image
+           else f"one run per {step.images_per_run} images (M = images)"
+           if step.kind == "linear" else
+           f"one run per {step.images_per_run} images (stacked, {stack_gap(step)} zero rows "
+           f"between)")
     tail = ""
     names = {"add": None, "clamp": "clamp", "global_avgpool": "global average pool",
              "flatten": None}
@@ -293,6 +295,11 @@ def _core_note(program, step):
             what.append(names[kind])
     if what:
         tail = f"; {' and '.join(what)} in its post-processing"
+    if step.patches is not None:
+        (kh, kw), (sy, sx), (py, px) = step.patches.kernel, step.patches.stride, \
+            step.patches.padding
+        tail += (f"; kernel taps on the rows: {kh}x{kw} patches (stride {sy}x{sx}, padding "
+                 f"{py}x{px}) expanded by the host, run as a 1x1 convolution")
     sent = "with every image" if step.per_image else "once per batch"
     return (f"K {step.k}, {g['CT']}x{g['NT']} tiles (in x out), weights {step.weight_bytes} B "
             f"sent {sent}; {per}{tail}{_chain_note(step)}")

@@ -1,9 +1,11 @@
 """The steps of a compiled program: a node the core computes, or one the host computes.
 
 * :class:`CoreStep`: a ``linear`` node, or a ``conv2d`` with ``groups == 1``, of the core's PE
-  kind. A convolution runs once per image; a linear node once per chunk of up to
-  ``images_per_run`` images (the matrix product ``[B, K] . [K, N]``, the images being its
-  ``M`` pixels). The first run of a batch sends the weights, the following runs reuse them.
+  kind (or a window run). A step runs once per chunk of up to ``images_per_run`` images: a
+  linear node's images are the ``M`` pixels of the matrix product ``[B, K] . [K, N]``; a
+  convolution's are stacked along the height with zero rows between them
+  (:mod:`mulfree.host.stacking`), or it runs once per image. The first run of a batch sends
+  the weights, the following runs reuse them.
 * :class:`FusedStep`: an ``add`` or ``clamp`` node the core computes inside the run of the
   core step before it (:mod:`mulfree.host.fusion`): the residual add and the clamp of the
   core's post-processing tail. Its output is that step's.
@@ -22,10 +24,13 @@ import numpy as np
 from ..params.graph_golden import node_forward
 from ..params.layer_golden import PostParams, ResidualParams
 from .core_layer import Layer, layer_geometry
+from .patches import expand_patches
+from .stacking import stack_images, stacked_height, unstack_output
 
 
 __all__ = ["CompileError", "CoreStep", "HostStep", "FusedStep", "step_layer", "run_x_shape",
-           "chained_input", "step_geometry", "PLACEMENTS"]
+           "chained_input", "step_geometry", "run_chunks", "run_part", "run_images",
+           "PLACEMENTS"]
 
 #: Where a node runs.
 PLACEMENTS = ("core", "host")
@@ -105,8 +110,10 @@ class CoreStep:
     in_shape, out_shape : tuple
         Per image: ``(C, H, W)`` for a convolution, ``(K,)`` and ``(N,)`` for a linear node.
     images_per_run : int
-        Images one run takes: 1 for a convolution; for a linear node as many as the
-        feature-map buffer and the descriptor's 16-bit ``in_w`` allow.
+        Images one run takes: for a linear node as many as the feature-map buffer and the
+        descriptor's 16-bit ``in_w`` allow; for a convolution or window run that can be
+        stacked (:func:`~mulfree.host.stacking.stack_gap`) as many as fit the core, up to
+        :data:`~mulfree.host.stacking.MAX_STACK`; else 1.
     weight_packets : list of uint8 arrays
         PARAMS, SHIFT and WEIGHTS packets, ``[beats, beat_bytes]`` each: what the first run of
         a batch sends.
@@ -147,6 +154,11 @@ class CoreStep:
     taps : bool
         A depthwise window run on the engine's array instead of the lane unit (a taps run,
         interface 2.4, :func:`~mulfree.host.window_steps.taps_fit`).
+    patches : Patches or None
+        The node's kernel taps on the array's rows (:mod:`mulfree.host.patches`): the host
+        sends the patches of each image, ``in_shape``, ``w_codes``, ``stride`` and ``padding``
+        are those of the 1x1 convolution over them, ``patches`` the node's own kernel,
+        stride and padding.
     """
 
     index: int
@@ -177,6 +189,7 @@ class CoreStep:
     per_image: bool = False
     window: str | None = None
     taps: bool = False
+    patches: tuple | None = None
 
     placement = "core"
 
@@ -268,27 +281,53 @@ class FusedStep:
 
 
 def chained_input(step, x):
-    """A core step's input batch: ``x``, or one image of zeros for a chained run whose input
-    the host does not hold (it stays in the core's bank: only its shape is needed)."""
+    """A core step's input batch as its runs take it: ``x`` (its patches for a step with
+    ``patches``), or one image of zeros for a chained run whose input the host does not hold
+    (it stays in the core's bank: only its shape is needed)."""
     if x is not None:
-        return x
+        return x if step.patches is None else expand_patches(x, step.patches)
     shape = (step.in_shape[0],) if step.kind == "linear" else tuple(step.in_shape)
     return np.zeros((1,) + shape, dtype=np.int64)
 
 
 def run_x_shape(step, images):
     """Shape of the input of one run of ``step`` taking ``images`` images, as the core sees
-    it: ``(C, H, W)`` for a convolution, ``(K, 1, images)`` for a linear node."""
+    it: ``(C, H, W)`` for a convolution (``H`` of the stacked images), ``(K, 1, images)`` for
+    a linear node."""
     if step.kind == "linear":
         return (step.in_shape[0], 1, images)
-    return step.in_shape
+    c, _, w = step.in_shape
+    return (c, stacked_height(step, images), w)
+
+
+def run_chunks(step, images):
+    """The images each run of ``step`` takes over a batch of ``images``: chunks of
+    ``images_per_run``, the last one shorter; one image per run in a chained segment."""
+    if step.per_image:
+        return [1] * images
+    full, rest = divmod(images, step.images_per_run)
+    return [step.images_per_run] * full + ([rest] if rest else [])
+
+
+def run_part(step, x, start, n):
+    """The input of the run taking images ``start .. start + n - 1`` of the batch ``x``, as
+    :func:`step_layer` takes it: one image ``[C, H, W]``, or ``[n, ...]`` images."""
+    return x[start] if step.kind != "linear" and n == 1 else x[start:start + n]
+
+
+def run_images(step, out, n):
+    """A run's decoded output as its ``n`` images ``[n, *result_shape]``."""
+    if step.kind == "linear":
+        return out[:, 0, :].T
+    return unstack_output(step, out, n)
 
 
 def step_layer(step: CoreStep, x, *, reuse, shortcut=None):
     """The :class:`~mulfree.host.core_layer.Layer` of one run of ``step``.
 
-    ``x`` is one image ``[C, H, W]`` for a convolution, or the run's ``[B, K]`` images for a
-    linear node (or already the ``[K, 1, B]`` map). ``shortcut`` is the image's shortcut
+    ``x`` is one image ``[C, H, W]`` for a convolution (or the run's ``[n, C, H, W]``
+    images, stacked here), or the run's ``[B, K]`` images for a linear node (or already the
+    ``[K, 1, B]`` map). ``shortcut`` is the image's shortcut
     tensor (``short_shape``) of a step with ``residual`` (zeros when ``None``: for checks
     and estimates). ``reuse`` (the core holds this step's weights) sets ``reuse_weights``
     unless the step has none to reuse (:attr:`CoreStep.reuses_weights`).
@@ -296,6 +335,8 @@ def step_layer(step: CoreStep, x, *, reuse, shortcut=None):
     x = np.asarray(x, dtype=np.int64)
     if step.kind == "linear" and x.ndim == 2:
         x = np.ascontiguousarray(x.T[:, None, :])
+    elif step.kind != "linear" and x.ndim == 4:
+        x = stack_images(step, x)
     if step.residual is not None:
         shortcut = np.zeros(step.short_shape or step.out_shape, dtype=np.int64) \
             if shortcut is None else np.asarray(shortcut, dtype=np.int64)

@@ -46,6 +46,9 @@ def test_resnet8_chained_equals_golden(resnet8):
     # steps find their shortcut in the other bank and write in place over it; only the
     # classifier's output is sent.
     assert not core[0].acts_resident and all(s.acts_resident for s in core[1:])
+    # The stem may take its kernel taps on the rows (its input is streamed anyway); a step
+    # reading a bank runs its own convolution (host/patches.py).
+    assert all(s.patches is None for s in core[1:])
     residual = [s for s in core if s.residual is not None]
     assert len(residual) == 3 and all(s.short_resident and s.keep for s in residual)
     assert all(s.keep and s.quiet for s in core[:-1]) and not core[-1].keep

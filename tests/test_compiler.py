@@ -58,9 +58,22 @@ def test_linear_batches_are_chunked_and_packets_limited():
     linear = [s for s in program.steps if isinstance(s, CoreStep) and s.kind == "linear"]
     assert linear[0].images_per_run == 64 // 5
     assert linear[1].images_per_run == 64 // 3                  # K = 9 -> 3 tiles
-    assert program.runs_for(30) == 30 + 30 + 3 + 2
+    # The convolutions stack images along the height while their input fits the 64-vector
+    # buffer: layer 0 (7 channels = 2 tiles, 6x5 pixels, 1 zero row between images) holds one
+    # image (60 vectors; two need 2 * 13 * 5 = 130). Layer 2 (2x1 kernel, stride (2, 1),
+    # padding (1, 0)) runs as a 1x1 convolution of its patches (host/patches.py): 6 * 2 = 12
+    # channels = 3 tiles, 2x2 pixels, no gap, five images (3 * 10 * 2 = 60; six need 72).
+    # Without patches: 6 channels = 2 tiles, 3x2 pixels, 1 zero row between images, four
+    # (2 * 15 * 2 = 60; five need 2 * 19 * 2 = 76).
+    off = compile_model(model, cfg, max_packet_bytes=256, chain="off", patches="off")
+    assert [s.patches is not None for s in program.core_steps[:2]] == [False, True]
+    assert [s.images_per_run for s in program.core_steps[:2]] == [1, 5]
+    assert [s.images_per_run for s in off.core_steps[:2]] == [1, 4]
+    assert program.runs_for(30) == 30 + 6 + 3 + 2
+    assert off.runs_for(30) == 30 + 8 + 3 + 2
     x = _inputs(model, 30)
     assert np.array_equal(emulate_program(program, x), run_int_model(model, x))
+    assert np.array_equal(emulate_program(off, x), run_int_model(model, x))
     step = program.core_steps[0]
     packets, _, _ = encode_run(program, step, x[0], reuse=False)
     assert max(p.nbytes for p in packets) <= 256

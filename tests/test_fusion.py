@@ -86,7 +86,10 @@ def test_basic_block_add_and_clamp_run_in_the_core(pe):
     assert conv2.residual.shift == 1 and conv2.residual.relu
     assert conv2.clamp == (0, (1 << (ab - 1)) // 3)
     assert [s.into for s in program.steps[2:]] == [1, 1]
-    assert program.runs_for(3) == 6
+    # conv1 (no residual) takes the three images stacked in one run (host/stacking.py);
+    # conv2, carrying the residual add, runs once per image.
+    assert program.steps[0].images_per_run >= 3 and program.steps[1].images_per_run == 1
+    assert program.runs_for(3) == 1 + 3
     text = program.describe()
     assert "residual add of layers.0 and clamp in its post-processing" in text
     assert "core: fused into layers.1" in text
@@ -274,15 +277,22 @@ def test_traffic_counts_every_byte_a_device_moves():
     costs = {c.index: c for c in program.costs(3)}
     for step in program.core_steps:
         sent = got = 0
-        for i in range(3):
-            x = np.zeros(step.in_shape, np.int64)
+        # The device's runs: chunks of images_per_run images (a stacked run takes [n, ...]
+        # images, a run of one image [C, H, W]).
+        n = min(3, step.images_per_run)
+        chunks = [n] * (3 // n) + ([3 % n] if 3 % n else [])
+        for i, n in enumerate(chunks):
+            x = np.zeros(((n,) if n > 1 else ()) + step.in_shape, np.int64)
             short = np.zeros(step.short_shape, np.int64) if step.residual else None
             packets, nbytes, _ = encode_run(program, step, x, reuse=i > 0, shortcut=short)
             sent += sum(p.nbytes for p in packets)
             got += nbytes
         assert (costs[step.index].bytes_in, costs[step.index].bytes_out) == (sent, got)
+    # Without the add, conv2 would take its kernel taps on the rows (host/patches.py: it
+    # stacks then, which a residual run cannot); off here, so that the SHORTCUT alone differs.
     plain = compile_model(model, core_for_model(model, rows=4, cols=4, shortcut_vectors=0),
-                          chain="off")
+                          chain="off", patches="off")
+    assert program.core_steps[1].patches is None
     fused, host = program.costs(1)[1], plain.costs(1)[1]
     # 6x6x5 pixels, 2 tiles of 4 lanes: 60 SHORTCUT vectors of 32 bits, one beat each, and
     # a header per extra packet: the SHORTCUT's, and the WEIGHTS' second one (the first
