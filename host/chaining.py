@@ -31,7 +31,7 @@ while an unchained one sends them once per batch and moves every activation thro
 import dataclasses
 
 from .core_layer import LayerError, check_layer
-from .steps import CoreStep, FusedStep, HostStep, run_x_shape, step_layer
+from .steps import CoreStep, FusedStep, HostStep, run_chunks, run_x_shape, step_layer
 
 import numpy as np
 
@@ -194,10 +194,18 @@ def plan_chains(cfg, steps, output_node):
 def chain_pays(cfg, steps, seg, chained_steps, images, max_packet_bytes):
     """Whether the chained segment moves fewer bytes than the unchained one for a batch of
     ``images`` images: chained, every image sends every step's weights; unchained, the
-    weights go once and every run its activations, shortcut and results."""
+    weights go once and every run (of as many images as the step takes, ``run_chunks``:
+    stacked images share a run's packets) its activations, shortcut and results."""
     from .schedule import run_traffic
-    plain = sum(steps[p].weight_bytes for p in seg) + images * sum(
-        sum(run_traffic(cfg, steps[p], max_packet_bytes, reuse=True)) for p in seg)
+    sizes = {}
+
+    def moved(step, n, reuse):
+        if (step.index, n, reuse) not in sizes:
+            sizes[step.index, n, reuse] = sum(run_traffic(cfg, step, max_packet_bytes,
+                                                          reuse=reuse, images=n))
+        return sizes[step.index, n, reuse]
+    plain = sum(moved(steps[p], n, i > 0) for p in seg
+                for i, n in enumerate(run_chunks(steps[p], images)))
     chained = images * sum(sum(run_traffic(cfg, chained_steps[p], max_packet_bytes,
                                            reuse=False)) for p in seg)
     return chained < plain

@@ -98,3 +98,42 @@ def test_bad_options(resnet8, option, value, message):
     with pytest.raises(CompileError, match=message):
         compile_model(model, _core(model), **{option: value})
 
+
+
+def _digits_like():
+    """The digits CNN's shapes (conv 1->16, max pool, conv 16->32, max pool, linear), random
+    codes: its unchained convolutions and pools stack their images."""
+    from random_models import random_codes, random_post
+    from mulfree.host.export_format import (IntConv2d, IntFlatten, IntInput, IntLinear,
+                                            IntMaxPool2d, IntModel)
+    rng = np.random.default_rng(0)
+
+    def conv(o, c):
+        return IntConv2d("shift", random_codes(rng, "shift", 5, 8, (o, c, 3, 3)),
+                         padding=(1, 1), act_bits=8, weight_bits=5, out_scale_exp=-3,
+                         **random_post(rng, "shift", o, c * 9, 8))
+
+    def pool():
+        return IntMaxPool2d(kernel=(2, 2), stride=(2, 2), padding=(0, 0))
+    model = IntModel(IntInput((1, 8, 8), 8, -6), [
+        conv(16, 1), pool(), conv(32, 16), pool(), IntFlatten(),
+        IntLinear("shift", random_codes(rng, "shift", 5, 8, (128, 10)), act_bits=8,
+                  weight_bits=5, **random_post(rng, "shift", 10, 128, 8))], output="none")
+    model.graph()
+    return model
+
+
+@pytest.mark.parametrize("net", ["resnet8", "digits"])
+def test_auto_weighs_the_unchained_runs_as_they_run(resnet8, net):
+    """``chain="auto"`` chains when the chained segment moves fewer bytes than the unchained
+    runs do, counted over the batch as the device runs them (stacked images share a run's
+    packets, weights go once): the same sums as the programs' costs. The digits network
+    chains at batch 1 and 8, not at 128 (per image, chained 7,169 B, unchained 6,997)."""
+    model = resnet8[0] if net == "resnet8" else _digits_like()
+    cfg = core_for_model(model) if net == "digits" else _core(model)
+    for images in (1, 2, 8, 64, 128):
+        moved = {chain: sum(c.bytes_in + c.bytes_out
+                            for c in compile_model(model, cfg, chain=chain).costs(images))
+                 for chain in ("off", "on")}
+        auto = compile_model(model, cfg, chain="auto", batch=images)
+        assert (auto.segments != ()) == (moved["on"] < moved["off"]), (images, moved)
