@@ -14,6 +14,7 @@ Organisation (see ``docs/architecture.md``)::
             ⋮      ⋮      ⋮
             └─(+p_m[c])──┘           the incoming partial sum, delayed in a small memory,
                  y_m                 is added once at the bottom at full accumulator width
+                                 (adder PEs: the chains hold -sum, which is subtracted)
 
 Weights: the weight stream carries one tile row per beat (row 0 first), shifted up a chain of
 shadow registers; after ``rows`` beats the tile is *pending*. An input beat that starts a tile
@@ -38,7 +39,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..params.config import ArrayConfig
 from .mult_pack import PairColumn, lut_accumulate
-from .pe import PE, pe_class
+from .pe import pe_class
 from .tiles import tile_sequencer
 
 
@@ -91,8 +92,9 @@ class PEColumn(wiring.Component):
         Copy shadow row ``r`` into active row ``r``.
     en : In(1)
         Advance the partial-sum pipeline.
-    sum : Out(signed(...))
-        The column's sum of ``rows`` terms, ``rows`` advances after row 0 saw its input.
+    sum : Out(PE.chain_shape(cfg, rows))
+        The column's sum of ``rows`` terms in chain form (an adder column holds its magnitude;
+        :meth:`~mulfree.rtl.pe.PE.chain_shape`), ``rows`` advances after row 0 saw it.
 
     Parameters
     ----------
@@ -111,7 +113,7 @@ class PEColumn(wiring.Component):
             "w_shift": In(1),
             "load": In(cfg.rows),
             "en": In(1),
-            "sum": Out(PE.sum_shape(cfg, cfg.rows)),
+            "sum": Out(pe_class(cfg.pe).chain_shape(cfg, cfg.rows)),
         })
 
     def elaborate(self, platform):
@@ -128,11 +130,12 @@ class PEColumn(wiring.Component):
             with m.If(self.load[r]):
                 m.d.sync += active[r].eq(shadow[r])
 
-        accumulate = lut_accumulate if self._lut else pe_class(cfg.pe).accumulate
+        pe = pe_class(cfg.pe)
+        accumulate = lut_accumulate if self._lut else pe.chain_accumulate
         psum = 0
         with m.If(self.en):
             for r in range(rows):
-                out = Signal(PE.sum_shape(cfg, r + 1), name=f"psum_{r}", reset_less=True)
+                out = Signal(pe.chain_shape(cfg, r + 1), name=f"psum_{r}", reset_less=True)
                 x = self.x[r * a:(r + 1) * a].as_signed()
                 m.d.sync += out.eq(accumulate(cfg, psum, x, active[r]))
                 psum = out
@@ -236,6 +239,7 @@ class PEArray(wiring.Component):
         # The columns: identical, so emitted once and instantiated cols times (see
         # PEColumn) unless a flat netlist is asked for.
         column_sums = []
+        pe = pe_class(cfg.pe)
         if self._taps and cfg.mult_pack == 2:
             raise ValueError("taps runs give every column its own activations; a packed mult "
                              "array (mult_pack=2) cannot take them")
@@ -245,7 +249,7 @@ class PEArray(wiring.Component):
         for variant, c, n in cfg.column_groups:
             ports = dict(x=x_cols[c], w_in=self.w.payload[c * cw:(c + n) * cw],
                          w_shift=w_shift, load=load, en=advance)
-            totals = [Signal(PE.sum_shape(cfg, rows), name=f"column_sum_{c + i}")
+            totals = [Signal(pe.chain_shape(cfg, rows), name=f"column_sum_{c + i}")
                       for i in range(n)]
             outs = dict(zip(("sum_lo", "sum_hi") if n == 2 else ("sum",), totals))
             if names is None:
@@ -278,7 +282,7 @@ class PEArray(wiring.Component):
         result = Signal(cols * acc, reset_less=True)
         with m.If(advance):
             m.d.sync += result.eq(Cat(
-                (column_sums[c] + rd.data[c * acc:(c + 1) * acc].as_signed())[:acc]
+                pe.chain_result(rd.data.word_select(c, acc).as_signed(), column_sums[c])[:acc]
                 for c in range(cols)))
 
         m.d.comb += [

@@ -18,8 +18,9 @@ With ``PC = physical_cols`` and ``P = cols / PC`` passes, pass ``p`` computes ti
     W[r, p*PC + j] ─▶ P-way multiplexer per PE, chosen one stage ahead ─▶[code register]
     psum[p*PC ...] ─▶[delay: rows]──────(+)──▶ output shift register of P slices ──▶ y
 
-Each physical column is a chain of ``rows`` PEs (:meth:`~mulfree.rtl.pe.PE.accumulate`, one
-carry chain each, partial sums exactly as wide as their depth needs), as in the array. Why a
+Each physical column is a chain of ``rows`` PEs (:meth:`~mulfree.rtl.pe.PE.chain_accumulate`,
+one carry chain each, partial sums exactly as wide as their depth needs, an adder chain's as
+the magnitude ``-sum``), as in the array. Why a
 chain and not a registered adder tree per column: the PE functions of :mod:`~mulfree.rtl.pe`
 are ``psum + term`` as one carry chain, which is what a chain needs (a tree would need the
 term and the additions as separate operators, or :mod:`~mulfree.rtl.tree`'s own leaf
@@ -53,7 +54,7 @@ from amaranth.lib.memory import Memory
 from ..params.config import ArrayConfig
 from ..params.fold_config import check_fold, fold_latency
 from .array import array_signature
-from .pe import PE, mux_tree, pe_class
+from .pe import mux_tree, pe_class
 from .tiles import tile_sequencer
 
 
@@ -188,7 +189,7 @@ class FoldedEngine(wiring.Component):
                 m.d.sync += active[r].eq(shadow[r])
 
         # The column chains: physical column j, at row r, uses tile column pass*PC + j.
-        accumulate = pe_class(cfg.pe).accumulate
+        pe = pe_class(cfg.pe)
         column_sums = []
         for j in range(pc):
             psum = 0
@@ -198,9 +199,9 @@ class FoldedEngine(wiring.Component):
                 with m.If(advance):
                     m.d.sync += code.eq(_select(phase if r == 0 else pass_[r - 1], [
                         tile[(p * pc + j) * cw:(p * pc + j + 1) * cw] for p in range(passes)]))
-                out = Signal(PE.sum_shape(cfg, r + 1), name=f"psum_{r}_{j}", reset_less=True)
+                out = Signal(pe.chain_shape(cfg, r + 1), name=f"psum_{r}_{j}", reset_less=True)
                 with m.If(advance):
-                    m.d.sync += out.eq(accumulate(cfg, psum, x_rows[r], code))
+                    m.d.sync += out.eq(pe.chain_accumulate(cfg, psum, x_rows[r], code))
                 psum = out
             column_sums.append(psum)
 
@@ -231,7 +232,7 @@ class FoldedEngine(wiring.Component):
         out_last = Signal(reset_less=True)
         with m.If(advance):
             m.d.sync += slices[passes - 1].eq(Cat(
-                (column_sums[j] + rd.data[j * acc:(j + 1) * acc].as_signed())[:acc]
+                pe.chain_result(rd.data.word_select(j, acc).as_signed(), column_sums[j])[:acc]
                 for j in range(pc)))
             m.d.sync += [slices[p].eq(slices[p + 1]) for p in range(passes - 1)]
             m.d.sync += [out_valid.eq(valid[rows] & (pass_[rows] == passes - 1)),

@@ -9,6 +9,12 @@ specified in ``docs/numerics.md``. Every width is exact: a PE at depth ``depth``
 receives a sum of ``depth`` terms and produces a sum of ``depth + 1`` terms, each held in the
 narrowest two's complement type for its range (see :meth:`ArrayConfig.sum_range`).
 
+A column of the array (and of a folded engine) chains the same arithmetic in *chain* form
+(:meth:`PE.chain_accumulate`, :meth:`PE.chain_shape`, :meth:`PE.chain_result`): the sum itself
+for shift and mult PEs; for adder PEs, whose terms are never positive, its magnitude
+``-sum``, unsigned, one bit narrower than the signed sum at every depth (the adder tree
+sums magnitudes for the same reason).
+
 The arithmetic lives in :meth:`PE.accumulate`, a pure function of Amaranth values, so that an
 array can inline thousands of PEs without a submodule each (Amaranth elaboration cost grows
 faster than linearly with the number of submodules).
@@ -18,7 +24,7 @@ from amaranth.hdl import Cat, Const, Mux, Module, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from ..params.config import ArrayConfig, signed_width
+from ..params.config import ArrayConfig, signed_width, unsigned_width
 
 
 __all__ = ["PE", "ShiftPE", "AdderPE", "MultPE", "pe_class", "mux_tree"]
@@ -49,6 +55,8 @@ class PE(wiring.Component):
     """
 
     kind = None
+    #: Whether a chain holds ``-sum`` (unsigned) instead of the sum (see :meth:`chain_shape`).
+    chain_negated = False
 
     def __init__(self, cfg: ArrayConfig, depth=0):
         if cfg.pe != self.kind:
@@ -81,6 +89,26 @@ class PE(wiring.Component):
     def accumulate(cls, cfg, psum, x, code):
         """``psum + term(x, code)`` as an Amaranth value (callers truncate to the exact width)."""
         raise NotImplementedError
+
+    @classmethod
+    def chain_shape(cls, cfg, n):
+        """Shape of a chain value after ``n`` terms: :meth:`sum_shape`, or for a negated chain
+        the unsigned magnitude ``[0, -sum_range(n)[0]]``."""
+        if cls.chain_negated:
+            return unsigned(unsigned_width(-cfg.sum_range(n)[0]))
+        return cls.sum_shape(cfg, n)
+
+    @classmethod
+    def chain_accumulate(cls, cfg, chain, x, code):
+        """The chain value after one more term: ``chain + term(x, code)``, or ``chain -
+        term(x, code)`` for a negated chain (callers truncate to :meth:`chain_shape`)."""
+        return cls.accumulate(cfg, chain, x, code)
+
+    @classmethod
+    def chain_result(cls, psum, chain):
+        """``psum`` plus the sum a chain value ``chain`` stands for (``psum - chain`` when the
+        chain is negated)."""
+        return psum - chain if cls.chain_negated else psum + chain
 
     def elaborate(self, platform):
         m = Module()
@@ -176,6 +204,7 @@ class AdderPE(PE):
     """
 
     kind = "adder"
+    chain_negated = True
 
     @classmethod
     def accumulate(cls, cfg, psum, x, code):
@@ -184,6 +213,18 @@ class AdderPE(PE):
         positive = nd[-1]
         # psum - |d| = psum - (d >= 0 ? ~nd : nd) - (d < 0), since |d| = ~nd or nd + 1.
         return _sub_with_borrow(psum, Mux(positive, ~nd, nd), ~positive)
+
+    @classmethod
+    def chain_accumulate(cls, cfg, chain, x, code):
+        # The magnitude chain wants the carry-in d < 0, so here d = x - w itself: its sign bit
+        # is that carry (the sum form wants d >= 0, hence nd there). chain + |d| = chain -
+        # (d < 0 ? d : ~d) - (d >= 0): the subtrahend is -|d| or -|d| - 1, whose bits above
+        # d's are all ones, so the chain's upper bits enter the carry chain as they are (the
+        # signed sum's would be inverted, a LUT each).
+        d = x - code.as_signed()
+        negative = d[-1]
+        chain = Cat(Value.cast(chain), Const(0, 1)).as_signed()
+        return _sub_with_borrow(chain, Mux(negative, d, ~d), ~negative)
 
 
 class MultPE(PE):

@@ -3,17 +3,17 @@
 Every PE kind, at a few depths and widths, with random operands and the corners: most negative
 and largest activations, the largest shift, both zero codes of a shift weight (``0`` and the
 negative zero ``1 << (weight_bits - 1)``), extreme weights and the extremes of the incoming
-partial sum.
+partial sum; and the chain form of the array's columns (an adder chain holds ``-sum``).
 """
 
 import itertools
 
 import numpy as np
 import pytest
-from amaranth.hdl import signed
+from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
-from mulfree.params.config import ArrayConfig, int_range, signed_width
+from mulfree.params.config import ArrayConfig, int_range, signed_width, unsigned_width
 from mulfree.rtl.pe import pe_class
 from mulfree.params.golden import terms
 
@@ -94,5 +94,42 @@ def test_pe_matches_golden(cfg, depth):
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize(("cfg", "depth"), CASES,
+                         ids=[f"{c.pe}-a{c.act_bits}w{c.weight_bits}-d{d}" for c, d in CASES])
+def test_chain_matches_golden(cfg, depth):
+    """The chain form the array's columns use (``PE.chain_accumulate``): the sum, or for adder
+    PEs its magnitude ``-sum`` in an unsigned register one bit narrower than the sum's."""
+    pe = pe_class(cfg.pe)
+    sign = -1 if pe.chain_negated else 1
+    lo, hi = cfg.sum_range(depth + 1)
+    assert pe.chain_shape(cfg, depth + 1) == (
+        unsigned(unsigned_width(-lo)) if pe.chain_negated else signed(signed_width(lo, hi)))
+    assert pe.chain_negated == (cfg.pe == "adder")
+    rng = np.random.default_rng(1000 * depth + len(cfg.top_name) + 7)
+    cases = _cases(cfg, depth, rng)
+    m = Module()
+    x = Signal(signed(cfg.act_bits))
+    code = Signal(cfg.code_width)
+    chain_in = Signal(pe.chain_shape(cfg, max(depth, 1)))
+    chain_out = Signal(pe.chain_shape(cfg, depth + 1))
+    m.d.comb += chain_out.eq(pe.chain_accumulate(cfg, chain_in if depth else 0, x, code))
+
+    async def bench(ctx):
+        for i, (xv, c, psum) in enumerate(cases):
+            ctx.set(x, xv)
+            ctx.set(code, c & ((1 << cfg.code_width) - 1))
+            if depth:
+                ctx.set(chain_in, sign * psum)
+            expected = sign * (psum + int(terms(cfg, np.array([xv]), np.array([c]))[0]))
+            got = ctx.get(chain_out)
+            assert got == expected, (
+                f"{cfg.pe} depth {depth} case {i}: x={xv} code={c} chain_in={sign * psum}: "
+                f"got {got}, expected {expected}")
+
+    sim = Simulator(m)
     sim.add_testbench(bench)
     sim.run()

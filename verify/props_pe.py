@@ -8,7 +8,9 @@ and asserts
 * ``psum_out == psum_in + term(x, code)`` with ``term`` computed in unbounded (widened)
   arithmetic from the numerics definition (shift: a case per exponent, ``x * 2^p`` with the
   sign applied; adder: ``-|x - w|``; mult: ``x * w``) — so the exact-width result never wraps;
-* that sum lies in ``sum_range(depth + 1)``, the range the output width was derived from.
+* that sum lies in ``sum_range(depth + 1)``, the range the output width was derived from;
+* the same of the chain form the array's columns use (``PE.chain_accumulate``; an adder chain
+  holds the magnitude ``-sum`` in ``chain_shape``), where a class has its own.
 
 A second harness (mode ``cover``) reaches both ends of ``sum_range(depth + 1)`` at every depth:
 the declared range, and with it the width, is tight.
@@ -77,8 +79,16 @@ def _depths(cfg):
 
 
 def pe_harness(cfg, *, pe=None, cover=False):
-    """The harness of ``cfg``'s PE kind (or of the class ``pe``): asserts, or covers."""
+    """The harness of ``cfg``'s PE kind (or of the class ``pe``): asserts, or covers.
+
+    A class with its own chain form (:meth:`~mulfree.rtl.pe.PE.chain_accumulate`, what the
+    array's and the folded engine's columns use) is proven in that form too, at the same
+    depths: ``chain_out = chain_in + term`` (``chain_in - term`` for a negated chain, which
+    stands for ``-sum``), ``chain_in`` free over :meth:`~mulfree.rtl.pe.PE.chain_shape`'s
+    range, the result exactly in it.
+    """
     pe = pe_class(cfg.pe) if pe is None else pe
+    chained = pe.chain_accumulate.__func__ is not PE.chain_accumulate.__func__
     m = Module()
     ports = []
     for depth in _depths(cfg):
@@ -92,11 +102,29 @@ def pe_harness(cfg, *, pe=None, cover=False):
         psum = psum_in if depth else 0
         m.d.comb += Assume((psum_in >= lo_in) & (psum_in <= hi_in))
         m.d.comb += psum_out.eq(pe.accumulate(cfg, psum, x, code))
-        expected = psum + spec_term(cfg, x, code)
+        term = spec_term(cfg, x, code)
+        expected = psum + term
         if cover:
             m.d.comb += [Cover(psum_out == lo), Cover(psum_out == hi)]
         else:
             m.d.comb += [Assert(psum_out == expected), Assert((expected >= lo) & (expected <= hi))]
+        if not chained:
+            continue
+        sign = -1 if pe.chain_negated else 1
+        chain_in = Signal(pe.chain_shape(cfg, max(depth, 1)), name=f"chain_in_{depth}")
+        chain_out = Signal(pe.chain_shape(cfg, depth + 1), name=f"chain_out_{depth}")
+        ports.append(chain_in)
+        c_lo_in, c_hi_in = sorted((sign * lo_in, sign * hi_in))
+        c_lo, c_hi = sorted((sign * lo, sign * hi))
+        chain = chain_in if depth else 0
+        m.d.comb += Assume((chain_in >= c_lo_in) & (chain_in <= c_hi_in))
+        m.d.comb += chain_out.eq(pe.chain_accumulate(cfg, chain, x, code))
+        expected = chain + sign * term
+        if cover:
+            m.d.comb += [Cover(chain_out == c_lo), Cover(chain_out == c_hi)]
+        else:
+            m.d.comb += [Assert(chain_out == expected),
+                         Assert((expected >= c_lo) & (expected <= c_hi))]
     return m, ports
 
 
