@@ -31,13 +31,14 @@ while an unchained one sends them once per batch and moves every activation thro
 import dataclasses
 
 from .core_layer import LayerError, check_layer
+from .stacking import concatenates
 from .steps import CoreStep, FusedStep, HostStep, run_chunks, run_x_shape, step_layer
 
 import numpy as np
 
 
 __all__ = ["CHAIN_MODES", "tensor_keys", "segments", "plan_chains", "chain_pays",
-           "CHAIN_FLAGS", "without_patches_inside"]
+           "CHAIN_FLAGS", "without_patches_inside", "segment_bytes"]
 
 #: ``compile_model(chain=...)``: ``"auto"`` chains a segment when it moves fewer bytes for
 #: the batch (:func:`chain_pays`), ``"on"`` whenever the core can, ``"off"`` never.
@@ -74,17 +75,18 @@ def segments(steps):
     return out
 
 
-def _fits(cfg, step):
-    """Whether one chained run of ``step`` passes the core's checks that need no state."""
+def _fits(cfg, step, images=1):
+    """Whether one chained run of ``step`` on ``images`` images passes the core's checks that
+    need no state."""
     try:
-        check_layer(cfg, step_layer(step, np.zeros(run_x_shape(step, 1), dtype=np.int64),
+        check_layer(cfg, step_layer(step, np.zeros(run_x_shape(step, images), dtype=np.int64),
                                     reuse=False))
     except LayerError:
         return False
     return True
 
 
-def _plan_segment(cfg, steps, seg, keys, readers, outside):
+def _plan_segment(cfg, steps, seg, keys, readers, outside, images=1):
     """The chaining fields of the core steps at positions ``seg``: ``{position: dict}``."""
     order = [steps[p] for p in seg]
     uses = []                       # per step: the tensors it reads (input, shortcut)
@@ -118,8 +120,9 @@ def _plan_segment(cfg, steps, seg, keys, readers, outside):
         room = other is None or not read_after(i, other)
         f["keep"] = wanted and room
         f["in_bank"] = int(b)
-        trial = dataclasses.replace(s, **f)
-        if (f["acts_resident"] or f["short_resident"] or f["keep"]) and not _fits(cfg, trial):
+        trial = dataclasses.replace(s, per_image=True, chain_images=images, **f)
+        if (f["acts_resident"] or f["short_resident"] or f["keep"]) \
+                and not _fits(cfg, trial, images):
             # A size a chained run cannot take: its ACTS are streamed, nothing is kept.
             f = dict.fromkeys(CHAIN_FLAGS, False)
             f["in_bank"] = int(b)
@@ -161,12 +164,29 @@ def without_patches_inside(steps, unpatched):
     return out
 
 
-def plan_chains(cfg, steps, output_node):
+def _patch_parts(steps, segs):
+    """``segs`` cut before each step with ``patches``: the parts of two steps or more."""
+    out = []
+    for seg in segs:
+        part = []
+        for p in seg:
+            if steps[p].patches is not None and part:
+                out.append(part)
+                part = []
+            part.append(p)
+        out.append(part)
+    return [part for part in out if len(part) > 1]
+
+
+def plan_chains(cfg, steps, output_node, *, stacked=False):
     """The chained steps of a program: ``(steps, segments)``.
 
     ``steps`` with the chaining fields set (new :class:`CoreStep` objects), and the segments
     (positions) that run image by image: those with at least one step reading a resident
-    tensor. A core with one feature-map bank chains nothing.
+    tensor. A core with one feature-map bank chains nothing. ``stacked``: only the segments
+    whose every step :func:`~mulfree.host.stacking.concatenates`, cut before each step with
+    ``patches`` (its input comes from the host), each part running as many images at a time
+    (``chain_images``) as the smallest ``images_per_run`` of its steps, at least 2.
     """
     if getattr(cfg, "fmap_banks", 1) < 2:
         return list(steps), []
@@ -179,14 +199,19 @@ def plan_chains(cfg, steps, output_node):
             readers.setdefault(keys[j], set()).add(step.index)
     out = list(steps)
     chained = []
-    for seg in segments(steps):
+    for seg in (_patch_parts(steps, segments(steps)) if stacked else segments(steps)):
         inside = {steps[p].index for p in seg}
         outside = {t for t, rs in readers.items() if rs - inside} | {keys[output_node]}
-        plan = _plan_segment(cfg, steps, seg, keys, readers, outside)
+        n = 1
+        if stacked:
+            n = min(steps[p].images_per_run for p in seg)
+            if n < 2 or not all(concatenates(steps[p]) for p in seg):
+                continue
+        plan = _plan_segment(cfg, steps, seg, keys, readers, outside, n)
         if not any(f["acts_resident"] or f["short_resident"] for f in plan.values()):
             continue
         for p, f in plan.items():
-            out[p] = dataclasses.replace(steps[p], per_image=True, **f)
+            out[p] = dataclasses.replace(steps[p], per_image=True, chain_images=n, **f)
         chained.append(tuple(seg))
     return out, chained
 
@@ -196,6 +221,14 @@ def chain_pays(cfg, steps, seg, chained_steps, images, max_packet_bytes):
     ``images`` images: chained, every image sends every step's weights; unchained, the
     weights go once and every run (of as many images as the step takes, ``run_chunks``:
     stacked images share a run's packets) its activations, shortcut and results."""
+    return segment_bytes(cfg, chained_steps, seg, images, max_packet_bytes) \
+        < segment_bytes(cfg, steps, seg, images, max_packet_bytes)
+
+
+def segment_bytes(cfg, steps, seg, images, max_packet_bytes):
+    """Bytes the steps at positions ``seg`` move both ways over a batch of ``images``, run as
+    they run (``run_chunks``; weights with the first run, or with every run in a chained
+    segment)."""
     from .schedule import run_traffic
     sizes = {}
 
@@ -204,8 +237,5 @@ def chain_pays(cfg, steps, seg, chained_steps, images, max_packet_bytes):
             sizes[step.index, n, reuse] = sum(run_traffic(cfg, step, max_packet_bytes,
                                                           reuse=reuse, images=n))
         return sizes[step.index, n, reuse]
-    plain = sum(moved(steps[p], n, i > 0) for p in seg
-                for i, n in enumerate(run_chunks(steps[p], images)))
-    chained = images * sum(sum(run_traffic(cfg, chained_steps[p], max_packet_bytes,
-                                           reuse=False)) for p in seg)
-    return chained < plain
+    return sum(moved(steps[p], n, i > 0 and not steps[p].per_image) for p in seg
+               for i, n in enumerate(run_chunks(steps[p], images)))

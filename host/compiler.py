@@ -39,7 +39,8 @@ from ..params.config import ArrayConfig, ConfigError
 from ..params.core_config import CORE_LIMITS, CoreConfig
 from ..params.int_layers import WEIGHT_KINDS
 from ..params.layer_golden import PostParams
-from .chaining import CHAIN_MODES, chain_pays, plan_chains, without_patches_inside
+from .chaining import (CHAIN_MODES, plan_chains, segment_bytes, without_patches_inside,
+                       segments as chain_segments)
 from .core_layer import LayerError, check_layer
 from .export_format import ExportError, IntModel
 from .fusion import (Fusion, execution_order, plan_fusion, pool_pixels_needed,
@@ -479,13 +480,24 @@ def compile_model(model: IntModel, core, *, max_packet_bytes=None, host_fallback
                                      f"{'/'.join(pes)} PEs")
     segments = []
     if chain != "off":
-        trial = without_patches_inside(steps, unpatched)
-        chained, found = plan_chains(cfg, trial, len(model.layers) - 1)
-        for seg in found:
-            if chain == "on" or chain_pays(cfg, steps, seg, chained, batch, max_packet_bytes):
+        # Two plans per segment: image by image (a step reading a bank runs its own
+        # convolution), or stacked (chain_images at a time, the steps as compiled); the one
+        # moving fewer bytes over the batch, and with "auto" only if fewer than unchained.
+        last = len(model.layers) - 1
+        options = [plan_chains(cfg, without_patches_inside(steps, unpatched), last),
+                   plan_chains(cfg, steps, last, stacked=True)]
+        for seg in chain_segments(steps):
+            # A plan's chained parts of this segment (the stacked plan may cut it in parts).
+            parts = [[f for f in found if set(f) <= set(seg)] for _, found in options]
+            moved = [(segment_bytes(cfg, chained, seg, batch, max_packet_bytes), i)
+                     for i, (chained, _) in enumerate(options) if parts[i]]
+            if not moved:
+                continue
+            best, i = min(moved)
+            if chain == "on" or best < segment_bytes(cfg, steps, seg, batch, max_packet_bytes):
                 for p in seg:
-                    steps[p] = chained[p]
-                segments.append(seg)
+                    steps[p] = options[i][0][p]
+                segments.extend(parts[i])
     return Program(cfg, model, steps, max_packet_bytes, last_uses(steps), bool(host_fallback),
                    tuple(segments))
 

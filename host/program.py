@@ -130,14 +130,17 @@ def run_steps(program: Program, x, run_core):
     pos = 0
     while pos < len(program.steps):
         if pos in starts:
-            # A chained segment: its core steps image by image, the fused nodes between them
-            # pass their outputs on; tensors kept on-chip and not sent are None here.
+            # A chained segment: its core steps chunk by chunk (``chain_images`` images, one
+            # or stacked), the fused nodes between them pass their outputs on; tensors kept
+            # on-chip and not sent are None here.
             seg = starts[pos]
             block = program.steps[pos:seg[-1] + 1]
             t0 = time.perf_counter()
-            per_image = [_run_block(block, {j: (None if v is None else v[b:b + 1])
+            n = program.steps[pos].chain_images
+            per_image = [_run_block(block, {j: (None if v is None else v[b:b + n])
                                             for j, v in values.items()},
-                                    stats, run_core) for b in range(images)]
+                                    stats, run_core, min(n, images - b))
+                         for b in range(0, images, n)]
             share = (time.perf_counter() - t0) / len(block)
             for step in block:
                 outs = [o[step.index] for o in per_image]
@@ -165,12 +168,16 @@ def _run_step(step, inputs, stats, run_core):
     return step.apply(*inputs)
 
 
-def _run_block(block, values, stats, run_core):
-    """One image through a chained segment's steps; ``{index: output [1, ...] or None}``."""
+def _run_block(block, values, stats, run_core, n=1):
+    """``n`` images through a chained segment's steps; ``{index: output [n, ...] or None}``.
+    An input the core's bank holds (None here) is given as ``n`` images of zeros."""
     values = dict(values)
     for step in block:
-        values[step.index] = _run_step(step, [values[j] for j in step.sources],
-                                       stats[step.index], run_core)
+        inputs = [values[j] for j in step.sources]
+        if isinstance(step, CoreStep) and inputs[0] is None:
+            shape = (step.in_shape[0],) if step.kind == "linear" else tuple(step.in_shape)
+            inputs[0] = np.zeros((n,) + shape, dtype=np.int64)
+        values[step.index] = _run_step(step, inputs, stats[step.index], run_core)
     return {step.index: values[step.index] for step in block}
 
 

@@ -187,19 +187,19 @@ def core_step_cycles(cfg, step: CoreStep, images, *, loaded=False):
     ``loaded``: the core holds the step's weights already (the previous run was this step's),
     so the first run reuses them too. A linear node runs on chunks of ``images_per_run``
     images, the last one shorter. A step of a chained segment (``per_image``) runs once per
-    image between the segment's other steps: every run sends its weights.
+    ``chain_images`` images between the segment's other steps: every run sends its weights.
     """
     if images < 1:
         return 0, 0
     chunks = _chunks(step, images)
-    if step.per_image:
-        return len(chunks), int(len(chunks) * _run_estimate(cfg, step, 1, False))
     cache = {}
 
     def est(n, reuse):
         if (n, reuse) not in cache:
             cache[n, reuse] = _run_estimate(cfg, step, n, reuse)
         return cache[n, reuse]
+    if step.per_image:
+        return len(chunks), int(sum(est(n, False) for n in chunks))
     cycles = est(chunks[0], bool(loaded)) + sum(est(n, True) for n in chunks[1:])
     return len(chunks), int(cycles)
 
@@ -274,10 +274,11 @@ def _shapes(step):
 
 def _core_note(program, step):
     g = step_geometry(program.core, step)
-    per = ("one run per image" if step.images_per_run == 1 or step.per_image
-           else f"one run per {step.images_per_run} images (M = images)"
+    n = step.chain_images if step.per_image else step.images_per_run
+    per = ("one run per image" if n == 1
+           else f"one run per {n} images (M = images)"
            if step.kind == "linear" else
-           f"one run per {step.images_per_run} images (stacked, {stack_gap(step)} zero rows "
+           f"one run per {n} images (stacked, {stack_gap(step)} zero rows "
            f"between)")
     tail = ""
     names = {"add": None, "clamp": "clamp", "global_avgpool": "global average pool",
@@ -300,7 +301,8 @@ def _core_note(program, step):
             step.patches.padding
         tail += (f"; kernel taps on the rows: {kh}x{kw} patches (stride {sy}x{sx}, padding "
                  f"{py}x{px}) expanded by the host, run as a 1x1 convolution")
-    sent = "with every image" if step.per_image else "once per batch"
+    sent = ("once per batch" if not step.per_image else "with every image"
+            if step.chain_images == 1 else "with every run")
     return (f"K {step.k}, {g['CT']}x{g['NT']} tiles (in x out), weights {step.weight_bytes} B "
             f"sent {sent}; {per}{tail}{_chain_note(step)}")
 

@@ -18,7 +18,8 @@ thrown away (the useful utilization, :mod:`mulfree.host.schedule`, never counts 
 
 Not stacked (``images_per_run`` stays 1): a linear node (its images are already its pixels),
 a run with a fused residual add or global pool (the shortcut and the pool sum see the whole
-map), a run of a chained segment (one image at a time by design), a max pool with padding
+map), a run of a chained segment unless every step of it :func:`concatenates` (then the
+segment runs ``chain_images`` images at a time, its banks holding stacked maps), a max pool with padding
 (its padding is the smallest activation, not zero) and a convolution whose shift table moves
 rows (a shifted read of the gap would see the next image where a single image sees zero).
 NumPy only.
@@ -27,7 +28,8 @@ NumPy only.
 import numpy as np
 
 
-__all__ = ["MAX_STACK", "stack_gap", "stacked_height", "stack_images", "unstack_output"]
+__all__ = ["MAX_STACK", "stack_gap", "stacked_height", "stack_images", "unstack_output",
+           "concatenates"]
 
 #: The most images one run takes: enough that a run's fixed price is a few percent of a small
 #: layer's work, few enough that a batch's last, shorter run wastes little.
@@ -45,7 +47,7 @@ def stack_gap(step):
     """
     if step.kind == "linear" or step.residual is not None or step.pool is not None:
         return None
-    if getattr(step, "per_image", False):
+    if getattr(step, "per_image", False) and getattr(step, "chain_images", 1) == 1:
         return None
     ph = int(step.padding[0])
     if step.window == "max" and ph > 0:
@@ -60,6 +62,17 @@ def stack_gap(step):
     while (h + gap) % s:
         gap += 1
     return gap
+
+
+def concatenates(step):
+    """Whether ``step``'s stacked input and output are the plain concatenations of its images
+    along the height (no gap rows, no rows between images in the output): a run of a chained
+    segment can then read a stacked map another run kept in a bank as its own input.
+    ``step.in_shape[1]`` a multiple of the stride, ``out_shape[1]`` the quotient, no gap."""
+    if step.kind == "linear" or stack_gap(step) != 0:
+        return False
+    h, s = int(step.in_shape[1]), int(step.stride[0])
+    return h % s == 0 and h // s == int(step.out_shape[1])
 
 
 def stacked_height(step, n):

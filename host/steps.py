@@ -146,8 +146,13 @@ class CoreStep:
         other bank, whether it is not sent, whether the residual's shortcut is read from the
         other bank (no SHORTCUT sent).
     per_image : bool
-        The step is part of a chained segment: its runs take one image each, between the
-        runs of the segment's other steps, and send its weights every time.
+        The step is part of a chained segment: its runs take ``chain_images`` images each
+        (one, or stacked), between the runs of the segment's other steps, and send its
+        weights every time.
+    chain_images : int
+        Images one run of a chained segment takes (every step of the segment the same): 1,
+        or several stacked when every step's stacked map is the images' plain concatenation
+        (:func:`~mulfree.host.stacking.concatenates`).
     window : str or None
         A window run on the lane unit (interface 2.3, :mod:`mulfree.host.window_steps`):
         ``"max"``, ``"sum"`` or ``"depthwise"``; ``w_codes`` is then ``[C, 1, kh, kw]``.
@@ -187,6 +192,7 @@ class CoreStep:
     quiet: bool = False
     short_resident: bool = False
     per_image: bool = False
+    chain_images: int = 1
     window: str | None = None
     taps: bool = False
     patches: tuple | None = None
@@ -302,11 +308,10 @@ def run_x_shape(step, images):
 
 def run_chunks(step, images):
     """The images each run of ``step`` takes over a batch of ``images``: chunks of
-    ``images_per_run``, the last one shorter; one image per run in a chained segment."""
-    if step.per_image:
-        return [1] * images
-    full, rest = divmod(images, step.images_per_run)
-    return [step.images_per_run] * full + ([rest] if rest else [])
+    ``images_per_run``, the last one shorter; in a chained segment, of ``chain_images``."""
+    per = step.chain_images if step.per_image else step.images_per_run
+    full, rest = divmod(images, per)
+    return [per] * full + ([rest] if rest else [])
 
 
 def run_part(step, x, start, n):

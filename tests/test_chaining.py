@@ -132,8 +132,50 @@ def test_auto_weighs_the_unchained_runs_as_they_run(resnet8, net):
     model = resnet8[0] if net == "resnet8" else _digits_like()
     cfg = core_for_model(model) if net == "digits" else _core(model)
     for images in (1, 2, 8, 64, 128):
-        moved = {chain: sum(c.bytes_in + c.bytes_out
-                            for c in compile_model(model, cfg, chain=chain).costs(images))
+        moved = {chain: sum(c.bytes_in + c.bytes_out for c in compile_model(
+                     model, cfg, chain=chain, batch=images).costs(images))
                  for chain in ("off", "on")}
         auto = compile_model(model, cfg, chain="auto", batch=images)
         assert (auto.segments != ()) == (moved["on"] < moved["off"]), (images, moved)
+
+
+def test_stacked_segment_equals_golden():
+    """A segment whose steps' stacked maps are plain concatenations (the digits CNN with its
+    convolutions as patches: 1x1, no gap; 2x2 pools of stride 2 on even heights) runs
+    ``chain_images`` images at a time: each pool reads the stacked map its convolution kept
+    in a bank. Equal to the golden model for batches ending in a shorter chunk."""
+    from mulfree.host.stacking import concatenates
+    model = _digits_like()
+    cfg = core_for_model(model)
+    program = compile_model(model, cfg, chain="auto", batch=128)
+    # Cut before the second convolution (patches: its input comes from the host).
+    assert program.segments == ((0, 1), (2, 3))
+    seg = program.core_steps[:4]
+    sizes = [s.chain_images for s in seg]
+    assert sizes[0] == sizes[1] > 1 and sizes[2] == sizes[3] > 1 and all(s.per_image for s in seg)
+    assert [s.patches is not None for s in seg] == [True, False, True, False]
+    assert [s.acts_resident for s in seg] == [False, True, False, True]
+    assert [s.keep and s.quiet for s in seg] == [True, False, True, False]
+    plain = compile_model(model, cfg, chain="off")
+    assert all(concatenates(s) for s in plain.core_steps[:4])
+    # Fewer cycles and bytes than unchained (the pools read no ACTS, the convolutions send
+    # no results).
+    for key in ("cycles", "bytes_in", "bytes_out"):
+        assert sum(getattr(c, key) for c in program.costs(128)) \
+            < sum(getattr(c, key) for c in plain.costs(128)), key
+    assert f"one run per {sizes[2]} images (stacked" in program.describe()
+    rng = np.random.default_rng(5)
+    for images in (sizes[2] + 3, sizes[0] + 1):
+        x = rng.integers(-128, 128, (images, 1, 8, 8))
+        assert np.array_equal(emulate_program(program, x), run_int_model(model, x))
+
+
+def test_segment_that_does_not_concatenate_runs_image_by_image():
+    """Without patches the digits CNN's 3x3 convolutions stack with a gap row: its segment
+    chains image by image only."""
+    model = _digits_like()
+    program = compile_model(model, core_for_model(model), chain="on", batch=128,
+                            patches="off")
+    assert program.segments and all(s.chain_images == 1 for s in program.core_steps)
+    x = np.random.default_rng(6).integers(-128, 128, (5, 1, 8, 8))
+    assert np.array_equal(emulate_program(program, x), run_int_model(model, x))

@@ -13,8 +13,8 @@ import pytest
 from test_compiler_window import mobile_model
 
 from mulfree.host.compiler import compile_model, core_for_model, emulate_program
-from mulfree.host.stacking import (MAX_STACK, stack_gap, stack_images, stacked_height,
-                                   unstack_output)
+from mulfree.host.stacking import (MAX_STACK, concatenates, stack_gap, stack_images,
+                                   stacked_height, unstack_output)
 from mulfree.params.config import ArrayConfig
 from mulfree.params.layer_golden import conv2d_acc, conv_output_size
 from mulfree.params.model_golden import run_int_model
@@ -102,3 +102,13 @@ def test_program_with_stacked_runs_equals_golden(pe):
     y = emulate_program(program, x)
     assert np.array_equal(y, run_int_model(model, x))
     assert program.runs_for(n) < sum(n for s in program.core_steps if s.kind != "linear")
+
+
+def test_concatenating_steps():
+    """A chained segment stacks only steps whose stacked maps are the images' concatenation."""
+    assert concatenates(_step(9, 8, 8, 1, 1, 0))                  # a patch step
+    assert concatenates(_step(16, 8, 8, 2, 2, 0, window="max"))   # 2x2 pool, stride 2
+    assert not concatenates(_step(2, 8, 8, 3, 1, 1))              # one gap row
+    assert not concatenates(_step(2, 8, 8, 3, 1, 0))              # 6 output rows of 8
+    assert not concatenates(_step(16, 7, 7, 2, 2, 0, window="max"))   # gap for the stride
+    assert not concatenates(_step(2, 8, 8, 1, 1, 0, kind="linear"))
