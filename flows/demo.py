@@ -170,6 +170,7 @@ def run_network_demo(args):
     folder = _model_dir(args.model, out, args.retrain)
     run_args = argparse.Namespace(
         model=str(folder), device="sim", config=None, rows=args.rows, cols=args.cols,
+        stream_width="auto",
         input=None, dataset="digits", labels=None, limit=None, batch=512, timeout=60.0,
         no_check=False, json=None, build_dir=None, zynq_config=None, quiet=args.quiet)
     _say(f"generating a {args.rows}x{args.cols} core for it and compiling its Verilog with "

@@ -137,6 +137,11 @@ def add_default_core_options(p):
                    help="rows of the default core's tap window (depthwise convolutions on the "
                         "array, interface 2.4): 0 runs them on the lane unit (default: the "
                         "core's, 9 on a square array of 9 rows or more)")
+    p.add_argument("--stream-width", default="64", metavar="BITS",
+                   help="AXI4-Stream width of the default core: 32, 64 (default), 128, 256, "
+                        "or auto: the narrowest whose cycle-model estimate for --batch images "
+                        "is within 2%% of the fastest's (a width the board's memory port cannot "
+                        "feed at the core clock gives its cycles only with a faster DMA)")
     p.add_argument("--chain", default="auto", choices=["auto", "on", "off"],
                    help="layer chaining on a core with two feature-map banks: keep a layer's "
                         "output on-chip as the next layer's input and a later residual's "
@@ -209,6 +214,12 @@ def _check_core_options(args):
     from ..params.config import LIMITS
     for option, value, param in (("--rows", args.rows, "rows"), ("--cols", args.cols, "cols")):
         _usage(lambda: check_int(option, value, *LIMITS[param]))
+    from ..host.stream_choice import STREAM_CANDIDATES
+    width = getattr(args, "stream_width", "64")
+    allowed = [str(w) for w in STREAM_CANDIDATES] + ["auto"]
+    if str(width) not in allowed:
+        raise RunUsageError(f"--stream-width must be one of {', '.join(allowed)}, not "
+                            f"{width!r}")
 
 
 def check_run_options(args):
@@ -376,9 +387,13 @@ def _core(args, model):
         if args.config is not None:
             return load_manifest(args.config)
         taps = getattr(args, "taps", None)
-        return core_for_model(model, rows=args.rows, cols=args.cols,
-                              engines=getattr(args, "engines", "all"),
-                              **({} if taps is None else {"taps": taps}))
+        options = dict(rows=args.rows, cols=args.cols, engines=getattr(args, "engines", "all"),
+                       **({} if taps is None else {"taps": taps}))
+        width = str(getattr(args, "stream_width", "64"))
+        if width == "auto":
+            from ..host.stream_choice import choose_stream_width
+            width, _ = choose_stream_width(model, batch=getattr(args, "batch", 1), **options)
+        return core_for_model(model, stream_width=int(width), **options)
     except CompileError as exc:
         text = str(exc)
         if args.config is None and exc.param == "core.taps" and text.startswith("taps"):
