@@ -65,7 +65,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..params.core_config import CoreConfig, DESC_FLAGS
-from .engines import build_engine, column_modules, route_engines
+from .array import output_layout
+from .engines import build_engine, column_modules, route_engines, skid_buffer
 from .lanes import LaneUnit
 from .layer_setup import (LayerSetup, SIZE_BITS, REUSE_FLAG_BITS, desc_layout, shape_layout,
                           reuse_flags, window_flags)
@@ -327,6 +328,8 @@ class LayerDatapath(wiring.Component):
             taps_run = desc.flags[DESC_FLAGS["depthwise"]] & desc.flags[DESC_FLAGS["taps"]]
         y = route_engines(m, cfg, self._column_modules, issue.x, feeder.w, desc.engine,
                           lanes, windowed, issue.x_taps if cfg.taps else None, taps_run)
+        # The engines advance on a registered ready: retire's decision stays out of them.
+        y = skid_buffer(m, y, output_layout(cfg.post_engine))
 
         # ---- Retire: partial sums back to the accumulator, final sums to post-processing ----
         window = hazard_window(cfg)

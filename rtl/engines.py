@@ -17,7 +17,7 @@ from .array import PEArray, output_layout
 from .tree import TreeEngine
 
 
-__all__ = ["column_modules", "build_engine", "route_engines", "sext"]
+__all__ = ["column_modules", "build_engine", "route_engines", "sext", "skid_buffer"]
 
 
 def column_modules(cfg: CoreConfig, column_module):
@@ -101,3 +101,31 @@ def route_engines(m, cfg: CoreConfig, names, x, w, sel, lanes=None, windowed=Con
     m.d.comb += [x.ready.eq(x_ready), w.ready.eq(w_ready), y.valid.eq(y_valid),
                  y.payload.data.eq(y_data), y.payload.last.eq(y_last)]
     return y
+
+
+def skid_buffer(m, y, layout, name="skid"):
+    """``y`` behind a one-entry skid buffer whose ``ready`` towards ``y`` is a register.
+
+    The result stream's consumer decides late in a cycle (post-processing, the pool, the
+    output FIFO, the banks), and every register of the engine advances on ``y.ready``: without
+    the buffer that decision would drive the engine's whole pipeline in the same cycle. Here
+    ``y.ready`` is ``~full``; a vector offered while the consumer refuses it is kept, the
+    engine stops the next cycle, and the kept vector goes first. No latency: while the buffer
+    is empty ``y`` passes through unregistered; the consumer sees the same stream.
+
+    Returns the buffered stream (its ``ready`` is the consumer's).
+    """
+    out = stream.Signature(layout).create()
+    full = Signal(name=f"{name}_full")
+    buf = Signal(layout, name=f"{name}_data", reset_less=True)
+    m.d.comb += [
+        y.ready.eq(~full),
+        out.valid.eq(full | y.valid),
+        out.payload.eq(Mux(full, buf.as_value(), y.payload.as_value())),
+    ]
+    with m.If(full):
+        with m.If(out.ready):
+            m.d.sync += full.eq(0)
+    with m.Elif(y.valid & ~out.ready):
+        m.d.sync += [full.eq(1), buf.eq(y.payload)]
+    return out
