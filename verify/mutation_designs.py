@@ -181,7 +181,8 @@ TEST_MAP = {
     "rtl/fold.py": ["tests/test_fold.py"] + _CORE_ENGINES,
     "rtl/fmap_banks.py": ["tests/test_fmap_banks.py"] + _CORE_CHAIN,
     "rtl/lanes.py": ["tests/test_lanes.py"] + _CORE_WINDOW,
-    "rtl/engines.py": ["tests/test_skid_buffer.py", "tests/test_core_datapath.py"] + _CORE_SIM + _CORE_ENGINES + _CORE_CHAIN
+    "rtl/engines.py": ["tests/test_skid_buffer.py", "tests/test_core_datapath.py"] + _CORE_SIM
+                      + _CORE_ENGINES + _CORE_CHAIN
                       + _CORE_WINDOW + _CORE_TAPS,
     "rtl/tap_window.py": ["tests/test_tap_window.py"] + _CORE_TAPS,
     "rtl/tap_issue.py": _CORE_TAPS,
