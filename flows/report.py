@@ -242,7 +242,7 @@ def _load_build(args):
     """The ``--build`` folder (or ``None``), checked against ``--config`` and ``--board``;
     sets ``args.board`` to the folder's board when none was given."""
     if args.build is None:
-        args.board = args.board or "zc706"
+        args.board = "zc706" if args.board is None else args.board
         return None
     if args.config is not None:
         raise ReportError("build", f"build {args.build!r} names the core already; give "
