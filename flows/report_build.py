@@ -19,9 +19,8 @@ from ..gen.vivado_reports import TIMING_REPORT, UTILIZATION_REPORT, read_vivado_
 
 __all__ = ["load_build_folder", "vivado_clock", "format_vivado"]
 
-#: Rows of the side-by-side table: key, label, the Yosys resource key.
-_ROWS = (("lut", "LUT", "lut"), ("ff", "FF", "ff"), ("bram36", "BRAM36", "bram36"),
-         ("dsp", "DSP48E1", "dsp"))
+#: Rows of the side-by-side table: the resource key (Vivado's and Yosys's), its label.
+_ROWS = (("lut", "LUT"), ("ff", "FF"), ("bram36", "BRAM36"), ("dsp", "DSP48E1"))
 
 
 def load_build_folder(folder, param="build"):
@@ -95,11 +94,11 @@ def format_vivado(build, yosys=None):
              f"meets {t.fmax_mhz:.2f} MHz",
              f"  {'':8} {'Vivado (whole design)':>24} {'share':>8}"
              + (f" {'Yosys (core alone)':>20}" if yosys is not None else "")]
-    for key, label, ykey in _ROWS:
+    for key, label in _ROWS:
         used, avail = u.used[key], u.available[key]
         row = f"  {label:8} {used:>12,g} / {avail:<9,g} {u.share(key):>8.2%}"
         if yosys is not None:
-            row += f" {yosys.get(ykey, 0):>20,g}"
+            row += f" {yosys.get(key, 0):>20,g}"
         lines.append(row)
     lines.append("  (Vivado counts the whole design: the core, the DMA, the interconnect and "
                  "the processing system's glue)")
