@@ -44,10 +44,11 @@ def pool_buffer(cfg: CoreConfig):
 
 def pool_latency(cfg: CoreConfig):
     """Cycles from a global pool's last result vector leaving post-processing to its first
-    pooled vector entering the output FIFO, when nothing stalls: 2 (the sum's write, then the
-    output register); the others follow one per cycle. 0 without a pool unit (the results
-    pass through it without a register whether or not a layer pools)."""
-    return 2 if cfg.pool_pixels else 0
+    pooled vector entering the output FIFO, when nothing stalls: 4 (the sum's write, then
+    :attr:`~mulfree.rtl.pool.GlobalPool.STAGES` = 3 registers: the sums' read, the rounding
+    shift, the saturation); the others follow one per cycle. 0 without a pool unit (the
+    results pass through it without a register whether or not a layer pools)."""
+    return 4 if cfg.pool_pixels else 0
 
 
 def _weight_encoding(cfg: ArrayConfig):

@@ -18,8 +18,12 @@ The sums live in a memory of ``groups`` words of ``lanes * pool_sum_width`` bits
 asynchronous read (distributed RAM): a vector's read-add-write takes one cycle, so the unit
 takes one vector per cycle whatever the order of groups; a bit per group (``seen``, reset
 with the run) says whether the word already holds this run's sum, so the memory needs no
-clearing. The results go through one output register (the shift and saturation after the
-memory's read): ``nt`` cycles after the last vector when nothing stalls.
+clearing. The results go through a pipeline of :attr:`GlobalPool.STAGES` registers, each
+with its valid bit, all advancing together when the output is taken or empty (as
+post-processing's): (1) the group's sums (the memory's read, 0 for a group no vector
+reached), (2) each lane's rounding shift, (3) each lane saturated, the output register. The
+first pooled vector leaves ``1 + STAGES`` cycles after the last vector came in when nothing
+stalls (``pool_latency``), then one per cycle; a stalled output holds every stage.
 
 No multiplier: ``lanes`` adders, a barrel shifter, an incrementer and comparators per lane
 (:func:`mulfree.rtl.postproc.rounding_shift`, as post-processing's).
@@ -63,10 +67,14 @@ class GlobalPool(wiring.Component):
         The run's ``flags.global_pool``, ``pool_shift`` (in ``pool_shift_range``) and output
         tiles ``ceil(out_c / lanes)`` (``1..groups``); static during a run.
     stage_sum, stage_group, stage_load : Signal
-        Read-only views: the sums of group ``stage_group`` the output register takes (its
-        rounding and saturation) in a cycle with ``stage_load``, for proofs that check the
-        sums and the rounding one at a time.
+        Read-only views: the sums of group ``stage_group`` the first stage's register takes in
+        a cycle with ``stage_load`` (their rounding and saturation leave ``STAGES - 1``
+        advances later), for proofs that check the sums and the rounding one at a time.
     """
+
+    #: Registers from the sums' read to the output: the sums, the rounding shift, the
+    #: saturation (``params.manifest.pool_latency`` is ``1 + STAGES``: the last sum's write).
+    STAGES = 3
 
     def __init__(self, cfg: ArrayConfig, *, lanes, groups, pool_pixels):
         if (isinstance(pool_pixels, bool) or not isinstance(pool_pixels, int)
@@ -126,22 +134,33 @@ class GlobalPool(wiring.Component):
             with m.If(i.payload.last):
                 m.d.sync += [emit.eq(1), g.eq(0)]
 
-        # Send: each group's sum rounded, shifted and saturated into the output register.
-        o_valid = Signal()
+        # Send: three stages, each a register and its valid bit, advancing together when the
+        # output is taken or empty: (1) the group's sums (0 for a group no vector reached:
+        # none in the core, every pixel has every group), (2) the rounding shift, (3) the
+        # saturation into the output register. A stalled output holds all three.
+        advance = Signal()
+        s1_valid, s2_valid, o_valid = Signal(), Signal(), Signal()
+        s1_last, s2_last, o_last = (Signal(reset_less=True, name=f"pool_last_{n}")
+                                    for n in (1, 2, 3))
+        s1_sum = Signal(lanes * sw, reset_less=True, name="pool_sum")
         o_data = Signal(lanes * a, reset_less=True)
-        o_last = Signal(reset_less=True)
-        # A group no vector reached (none in the core: every pixel has every group) is 0.
         total = Mux(seen.bit_select(g, 1), rd.data, 0)
-        pooled = [clip(rounding_shift(total.word_select(l, sw).as_signed(), self.shift, a),
-                       lo, hi)[:a] for l in range(lanes)]
-        advance = o.ready | ~o_valid
-        m.d.comb += [self.stage_sum.eq(total), self.stage_group.eq(g),
+        shifted = [rounding_shift(s1_sum.word_select(l, sw).as_signed(), self.shift, a)
+                   for l in range(lanes)]
+        s2_shifted = [Signal(v.shape(), reset_less=True, name=f"pool_shifted_{l}")
+                      for l, v in enumerate(shifted)]
+        pooled = [clip(v, lo, hi)[:a] for v in s2_shifted]
+        m.d.comb += [advance.eq(o.ready | ~o_valid),
+                     self.stage_sum.eq(total), self.stage_group.eq(g),
                      self.stage_load.eq(advance & emit)]
         with m.If(advance):
-            m.d.sync += o_valid.eq(emit)
+            done = g == self.nt - 1
+            m.d.sync += [s1_valid.eq(emit), s1_sum.eq(total), s1_last.eq(done),
+                         s2_valid.eq(s1_valid), s2_last.eq(s1_last),
+                         [r.eq(v) for r, v in zip(s2_shifted, shifted)],
+                         o_valid.eq(s2_valid), o_last.eq(s2_last), o_data.eq(Cat(pooled))]
             with m.If(emit):
-                done = g == self.nt - 1
-                m.d.sync += [o_data.eq(Cat(pooled)), o_last.eq(done), g.eq(g + 1)]
+                m.d.sync += g.eq(g + 1)
                 with m.If(done):
                     m.d.sync += emit.eq(0)
 
