@@ -28,9 +28,9 @@ MANIFEST_VERSION = 1
 
 def post_latency(cfg: CoreConfig):
     """Cycles from a final sum entering post-processing to its result vector leaving it, when
-    nothing stalls: 3 (:attr:`~mulfree.rtl.postproc.PostProcess.LATENCY`), 5 with a shortcut
-    buffer (``RESIDUAL_LATENCY``: the residual add's two stages)."""
-    return 5 if cfg.shortcut_vectors else 3
+    nothing stalls: 4 (:attr:`~mulfree.rtl.postproc.PostProcess.LATENCY`), 7 with a shortcut
+    buffer (``RESIDUAL_LATENCY``: the residual add's three stages)."""
+    return 7 if cfg.shortcut_vectors else 4
 
 
 def pool_buffer(cfg: CoreConfig):

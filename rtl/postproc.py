@@ -16,22 +16,24 @@ layer's settings (``tail``) and the beat's shortcut lanes ``s``::
                   v  = clamp(relu? (round_shift(y2, res_shift)), act_range)   as above
     if clamp:     v  = min(max(v, clamp_lo), clamp_hi)
 
-No multiplier: an adder for the bias, barrel shifters whose one extra bit below ``y`` yields
-the rounding bit, incrementers, comparators and multiplexers. The clamp costs no comparator of
-its own: it replaces the saturation's bounds (``[clamp_lo, clamp_hi]`` lies in ``act_range``,
-so saturating and then clamping is clamping).
+No multiplier: an adder for the bias, shifters that keep only the ``a + 1`` bits the result
+needs (``q``'s low bits above the rounding bit) and a flag for a ``q`` out of range
+(:func:`rounding_window`), incrementers, comparators and multiplexers. The clamp costs no
+comparator of its own: it replaces the saturation's bounds (``[clamp_lo, clamp_hi]`` lies in
+``act_range``, so saturating and then clamping is clamping).
 
 Parameters live in a per-channel table (one memory word per group of ``lanes`` channels, one
 write-enable per lane), written one channel per beat on the ``p`` stream. The layer controller
 emits its output vectors for channels ``[n0, n0 + lanes)`` and sends ``group = n0 / lanes``
 with each beat, and, with a shortcut buffer, the address of the beat's shortcut vector: the
-unit reads it through ``s_addr``/``s_en``/``s_data`` (a synchronous read port) two stages
+unit reads it through ``s_addr``/``s_en``/``s_data`` (a synchronous read port) three stages
 later, when the beat's ``v`` is ready.
 
-Pipeline (stall-all, like the PE array): input register + table read, bias add, shift /
-round / ReLU / saturation (and the clamp) into the output register: latency 3. With a shortcut
-buffer (``shortcut_vectors > 0``) two more stages follow the saturation: the residual sum, then
-its shift / round / ReLU / saturation and the clamp: latency 5. One vector per cycle.
+Pipeline (stall-all, like the PE array): input register + table read, bias add (and the
+shift's window amount), the shift's window, round / ReLU / saturation (and the clamp) into the
+output register: latency 4. With a shortcut buffer (``shortcut_vectors > 0``) three more
+stages follow the saturation: the residual sum, its window, then its round / ReLU / saturation
+and the clamp: latency 7. One vector per cycle.
 """
 
 from amaranth.hdl import Signal, Module, Cat, Const, Mux, signed, unsigned
@@ -41,11 +43,12 @@ from amaranth.lib.wiring import In, Out
 
 from ..params.config import ArrayConfig, ConfigError, signed_width
 from ..params.core_config import RES_MAX_SHIFT, res_shift_range, res_sum_width
-from ..params.post_config import check_post_config, shift_width, sum_width
+from ..params.post_config import check_post_config, shift_range, shift_width, sum_width
 
 
 __all__ = ["PostProcess", "param_layout", "acc_layout", "act_layout", "tail_layout",
-           "shortcut_addr_bits", "rounding_shift", "clip"]
+           "shortcut_addr_bits", "rounding_shift", "clip", "window_amount", "rounding_window",
+           "window_value"]
 
 
 def param_layout(cfg: ArrayConfig, lanes, groups):
@@ -127,6 +130,55 @@ def clip(v, lo, hi, empty=0):
     return Mux(empty | (v > hi), hi, Mux(v < lo, lo, v))
 
 
+def window_amount(shift, a, top):
+    """The amount :func:`rounding_window` takes for a signed ``shift`` in ``[-a, top]``:
+    ``shift + a``, unsigned, ``(top + a).bit_length()`` bits (a small adder, meant to be
+    computed a stage ahead of the window)."""
+    return (shift + a)[:max(1, (top + a).bit_length())]
+
+
+def rounding_window(y, amount, a):
+    """What :func:`window_value` needs of ``round_shift(y, amount - a)`` (half up), without
+    shifting all of ``y``: ``(window, over, sign)``.
+
+    With ``q = floor(y * 2^(a - amount))`` (exact for a left shift): ``window`` (``a + 1``
+    bits) is ``q``'s low ``a`` bits above the rounding bit ``y[amount - a - 1]`` (0 for a
+    left shift or none), ``over`` is 1 when ``q`` leaves ``[-2^a, 2^a - 1]`` (a bit of ``y``
+    at or above ``amount`` differs from its sign), ``sign`` is ``y``'s sign. One right shifter
+    of ``{y, 0^(a+1)}`` by ``amount``, largest step first so that each step keeps only the bits
+    the later ones can still reach; a step not taken ORs the bits it leaves above the window
+    into ``over``. No left shifter, no clamp, no full-width result.
+    """
+    y = y.as_signed()
+    sign = y[-1]
+    width = a + 1
+    e = Cat(Const(0, a + 1), y)                 # e[k] = y[k - a - 1], 0 below
+    steps = len(amount)
+    span = width + (1 << steps) - 1
+    bits = [e[k] if k < len(e) else sign for k in range(span)]
+    over = Const(0, 1)
+    for k in range(span, len(e)):               # beyond any amount's reach
+        over = over | (e[k] ^ sign)
+    for k in reversed(range(steps)):
+        step, take = 1 << k, amount[k]
+        keep = width + step - 1
+        left = Const(0, 1)
+        for bit in bits[keep:]:
+            left = left | (bit ^ sign)
+        over = over | (~take & left)
+        bits = [Mux(take, bits[i + step], bits[i]) for i in range(keep)]
+    return Cat(bits), over, sign
+
+
+def window_value(window, over, sign, a):
+    """``clamp(round_shift(y, shift), -2^a, 2^a)`` (``a + 2`` bits, signed) from
+    :func:`rounding_window`'s ``(window, over, sign)``: ``q + rounding bit``, or the bound on
+    ``y``'s side when ``q`` is out of range. Saturating it (after ReLU or not) to any bounds
+    inside ``act_range`` gives what saturating :func:`rounding_shift`'s result gives."""
+    q = Cat(window[1:], sign).as_signed()
+    return Mux(over, Mux(sign, -(1 << a), 1 << a), q + window[0])
+
+
 class PostProcess(wiring.Component):
     """Bias, rounding shift, ReLU, saturation, residual add and clamp of ``lanes``
     accumulators per cycle.
@@ -164,14 +216,14 @@ class PostProcess(wiring.Component):
         The read's data, in the cycle after ``s_en``; held while ``s_en`` is low. Lane ``l``
         in bits ``[l*act_bits, (l+1)*act_bits)``, signed.
     stage_v, stage_sum : Signal
-        With a shortcut buffer, read-only views of the pipeline: the register of stage 3's
-        saturated lanes (``act_bits`` each) and of stage 4's residual sums (``act_bits +
+        With a shortcut buffer, read-only views of the pipeline: the register of stage 4's
+        saturated lanes (``act_bits`` each) and of stage 5's residual sums (``act_bits +
         RES_MAX_SHIFT + 1`` each, signed), for proofs that check one stage at a time.
     """
 
     #: Cycles from a beat accepted to its result on ``o`` without a shortcut buffer, and with.
-    LATENCY = 3
-    RESIDUAL_LATENCY = 5
+    LATENCY = 4
+    RESIDUAL_LATENCY = 7
 
     def __init__(self, cfg: ArrayConfig, *, lanes=None, channels=None, shortcut_vectors=0):
         try:
@@ -300,35 +352,44 @@ class PostProcess(wiring.Component):
         with m.If(advance):
             m.d.sync += acc1.eq(self.i.payload.data)
 
-        # The shortcut's address travels to stage 2; its read lands beside stage 3's v.
+        # The shortcut's address travels to stage 3; its read lands beside stage 4's v.
         if res:
             ab = shortcut_addr_bits(self._shortcut_vectors)
-            addr = [Signal(ab, name=f"short_addr_{s}", reset_less=True) for s in range(2)]
+            addr = [Signal(ab, name=f"short_addr_{s}", reset_less=True) for s in range(3)]
             with m.If(advance):
-                m.d.sync += [addr[0].eq(self.i.payload.short_addr), addr[1].eq(addr[0])]
-            m.d.comb += [self.s_addr.eq(addr[1]), self.s_en.eq(advance)]
+                m.d.sync += [addr[0].eq(self.i.payload.short_addr), addr[1].eq(addr[0]),
+                             addr[2].eq(addr[1])]
+            m.d.comb += [self.s_addr.eq(addr[2]), self.s_en.eq(advance)]
 
         results = []
+        _, top = shift_range(cfg)
         for lane in range(lanes):
             word = rd.data[lane * entry:(lane + 1) * entry]
             bias, shift, relu = word[:acc].as_signed(), word[acc:acc + sw].as_signed(), word[-1]
 
-            # Stage 2: y = acc + bias.
+            # Stage 2: y = acc + bias, and the window's shift amount.
             y = Signal(signed(yw), name=f"y_{lane}", reset_less=True)
-            shift2 = Signal(signed(sw), name=f"shift_{lane}", reset_less=True)
+            amount = window_amount(shift, a, top)
+            amount2 = Signal(len(amount), name=f"amount_{lane}", reset_less=True)
             relu2 = Signal(name=f"relu_{lane}", reset_less=True)
             with m.If(advance):
                 m.d.sync += [
                     y.eq(acc1[lane * acc:(lane + 1) * acc].as_signed() + bias),
-                    shift2.eq(shift), relu2.eq(relu),
+                    amount2.eq(amount), relu2.eq(relu),
                 ]
 
-            # Stage 3 (combinational into its register): shift, round, ReLU, saturation.
-            v = rounding_shift(y, shift2, a)
-            v = Mux(relu2 & (v < 0), 0, v)
+            # Stage 3: the shift, down to the bits the result needs and an out-of-range flag.
+            window, over, sign = self._window(m, f"{lane}", y, amount2, advance)
+            relu3 = Signal(name=f"relu3_{lane}", reset_less=True)
+            with m.If(advance):
+                m.d.sync += relu3.eq(relu2)
+
+            # Stage 4 (into its register): round, ReLU, saturation (v < 0 iff sign, or v = 0).
+            v = window_value(window, over, sign, a)
+            v = Mux(relu3 & sign, 0, v)
             if not res:
                 # Saturation and clamp in one: the clamp's bounds lie in act_range.
-                results.append(Mux(zero[1][lane], 0, clip(v, c_lo, c_hi, c_empty))[:a])
+                results.append(Mux(zero[2][lane], 0, clip(v, c_lo, c_hi, c_empty))[:a])
                 continue
             results.append(clip(v, lo, hi)[:a])
 
@@ -337,7 +398,7 @@ class PostProcess(wiring.Component):
             with m.If(advance):
                 m.d.sync += out.eq(Cat(results))
         else:
-            out = self._residual(m, Cat(results), advance, zero[3], c_lo, c_hi, c_empty)
+            out = self._residual(m, Cat(results), advance, zero[n - 2], c_lo, c_hi, c_empty)
         m.d.comb += [
             self.o.valid.eq(valid[n - 1]),
             self.o.payload.data.eq(out),
@@ -346,37 +407,51 @@ class PostProcess(wiring.Component):
         ]
         return m
 
-    def _residual(self, m, v3, advance, zero4, c_lo, c_hi, c_empty):
-        """Stages 4 and 5: ``v3`` (stage 3's saturated lanes) registered beside the shortcut's
-        read, the residual sum, then its rounding shift, ReLU, saturation and the clamp."""
+    def _window(self, m, name, y, amount, advance):
+        """:func:`rounding_window` of ``y`` by ``amount`` into registers (a stage)."""
+        a = self._cfg.act_bits
+        window, over, sign = rounding_window(y, amount, a)
+        regs = (Signal(a + 1, name=f"window_{name}", reset_less=True),
+                Signal(name=f"over_{name}", reset_less=True),
+                Signal(name=f"sign_{name}", reset_less=True))
+        with m.If(advance):
+            m.d.sync += [r.eq(x) for r, x in zip(regs, (window, over, sign))]
+        return regs
+
+    def _residual(self, m, v4, advance, zero7, c_lo, c_hi, c_empty):
+        """Stages 5 to 7: ``v4`` (stage 4's saturated lanes) registered beside the shortcut's
+        read, the residual sum, its window (as stage 3), then its rounding, ReLU, saturation
+        and the clamp."""
         cfg, lanes, a = self._cfg, self._lanes, self._cfg.act_bits
         t = self.tail
+        _, top = res_shift_range(a)
         on = Signal(name="residual_q", reset_less=True)
         main = Signal.like(t.main_shift, name="main_shift_q", reset_less=True)
         short = Signal.like(t.short_shift, name="short_shift_q", reset_less=True)
-        shift = Signal.like(t.res_shift, name="res_shift_q", reset_less=True)
+        amount = Signal(max(1, (top + a).bit_length()), name="res_amount_q", reset_less=True)
         relu = Signal(name="res_relu_q", reset_less=True)
         m.d.sync += [on.eq(t.residual), main.eq(t.main_shift), short.eq(t.short_shift),
-                     shift.eq(Mux(t.residual, t.res_shift, 0)),
+                     amount.eq(window_amount(Mux(t.residual, t.res_shift, 0), a, top)),
                      relu.eq(t.residual & t.res_relu)]
 
         v = self.stage_v
         with m.If(advance):
-            m.d.sync += v.eq(v3)
+            m.d.sync += v.eq(v4)
         out = Signal(lanes * a, reset_less=True)
         results = []
         for lane in range(lanes):
             vl = v.word_select(lane, a).as_signed()
             sl = self.s_data.word_select(lane, a).as_signed()
-            # Stage 4: the sum, exact in act_bits + RES_MAX_SHIFT + 1 bits.
+            # Stage 5: the sum, exact in act_bits + RES_MAX_SHIFT + 1 bits.
             y = Signal(signed(res_sum_width(a)), name=f"res_y_{lane}", reset_less=True)
             with m.If(advance):
                 m.d.sync += y.eq(Mux(on, (vl << main) + (sl << short), vl))
             m.d.comb += self.stage_sum.word_select(lane, res_sum_width(a)).eq(y)
-            # Stage 5: shift, round, ReLU, saturation and clamp.
-            r = rounding_shift(y, shift, a)
-            r = Mux(relu & (r < 0), 0, r)
-            results.append(Mux(zero4[lane], 0, clip(r, c_lo, c_hi, c_empty))[:a])
+            # Stage 6: its window; stage 7: round, ReLU, saturation and clamp.
+            window, over, sign = self._window(m, f"res_{lane}", y, amount, advance)
+            r = window_value(window, over, sign, a)
+            r = Mux(relu & sign, 0, r)
+            results.append(Mux(zero7[lane], 0, clip(r, c_lo, c_hi, c_empty))[:a])
         with m.If(advance):
             m.d.sync += out.eq(Cat(results))
         return out

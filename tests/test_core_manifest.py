@@ -179,7 +179,7 @@ def test_shortcut_buffer_and_post_latency(shortcut_vectors):
     assert core["buffers"]["shortcut"] == {"depth": shortcut_vectors, "width": 3 * 8}
     post = PostProcess(cfg.engine, channels=cfg.max_channels,
                        shortcut_vectors=cfg.shortcut_vectors)
-    assert core["post_latency"] == post.latency == (5 if shortcut_vectors else 3)
+    assert core["post_latency"] == post.latency == (7 if shortcut_vectors else 4)
     text = rtlil.convert(LayerDatapath(cfg))
     memories = re.findall(r"memory width (\d+) size (\d+) \\shortcut\n", text)
     assert memories == ([("24", str(shortcut_vectors))] if shortcut_vectors else []), memories

@@ -228,7 +228,61 @@ def test_no_multiplier_or_divider_in_netlist(shortcut_vectors):
                                      shortcut_vectors=shortcut_vectors))
     for cell in ("$mul", "$div", "$mod", "$divfloor", "$modfloor"):
         assert f"cell {cell} " not in text, cell
-    assert "cell $sshr " in text or "cell $shr " in text or "cell $shift" in text
+    # The rounding shifts are windows of multiplexers (rounding_window), not full-width
+    # right shifters; only the residual sum shifts left.
+    for cell in ("$sshr", "$shr", "$shift", "$shiftx"):
+        assert f"cell {cell} " not in text, cell
+
+
+def _window_outputs(yw, a, top, cases):
+    """``window_value(rounding_window(y, window_amount(shift)))`` of each ``(y, shift)``,
+    simulated."""
+    from amaranth.hdl import Module, Signal, signed
+    from amaranth.sim import Simulator
+    from mulfree.rtl.postproc import rounding_window, window_amount, window_value
+    m = Module()
+    y = Signal(signed(yw))
+    shift = Signal(signed(max(top, a).bit_length() + 1))
+    out = Signal(signed(a + 2))
+    m.d.comb += out.eq(window_value(*rounding_window(y, window_amount(shift, a, top), a), a))
+    got = []
+
+    async def bench(ctx):
+        for yv, sv in cases:
+            ctx.set(y, yv)
+            ctx.set(shift, sv)
+            got.append(ctx.get(out))
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+def _window_want(a, cases):
+    from mulfree.params.layer_golden import round_shift
+    ys, shifts = (np.array(c, dtype=np.int64) for c in zip(*cases))
+    return np.clip(round_shift(ys, shifts), -(1 << a), 1 << a).tolist()
+
+
+def test_rounding_window_exhaustive_small():
+    """Every 9-bit ``y`` and every shift in ``[-a, 9]`` (a = 3): the window's value is the
+    golden round_shift clamped to ``[-2^a, 2^a]`` (what saturation cannot tell apart)."""
+    cases = [(y, s) for y in range(-256, 256) for s in range(-3, 10)]
+    assert _window_outputs(9, 3, 9, cases) == _window_want(3, cases)
+
+
+@pytest.mark.parametrize("yw,top", [(26, 26), (24, 24)], ids=["main", "residual"])
+def test_rounding_window_random_shipped(yw, top):
+    """The shipped widths (a = 8; the shift core's y of 26 bits, shift in [-8, 26]; the
+    residual sum of 24 bits, res_shift in [-8, 24]): random and edge ``y`` at every shift."""
+    rng = np.random.default_rng(yw)
+    ys = [int(v) for v in rng.integers(-(1 << (yw - 1)), 1 << (yw - 1), 120)]
+    ys += [int(rng.choice([-1, 1])) * (1 << int(k)) + int(d)
+           for k, d in zip(rng.integers(0, yw - 1, 120), rng.integers(-2, 3, 120))]
+    ys += [-(1 << (yw - 1)), (1 << (yw - 1)) - 1, 0, -1, 1, 255, 256, -256, -257, 127, -128]
+    ys = [min(max(v, -(1 << (yw - 1))), (1 << (yw - 1)) - 1) for v in ys]
+    cases = [(y, s) for y in ys for s in range(-8, top + 1)]
+    assert _window_outputs(yw, 8, top, cases) == _window_want(8, cases)
 
 
 # The fused tail: residual add and clamp ------------------------------------------------------
@@ -285,7 +339,7 @@ def test_tail_random_against_golden(cfg, lanes, groups):
     n = 37
     shortcut = random_shortcut(cfg, lanes, n, rng)
     dut = PostProcess(cfg, lanes=lanes, channels=lanes * groups, shortcut_vectors=n)
-    assert dut.latency == PostProcess.RESIDUAL_LATENCY == 5
+    assert dut.latency == PostProcess.RESIDUAL_LATENCY == 7
     params, beats = random_case(cfg, lanes, groups, 60, seed=lanes * 5 + groups)
     tails = [random_tail(cfg, rng, residual=k % 4 != 3) for k in range(8)]
     segments = [(t, with_addrs(beats, n, rng, lanes=lanes)) for t in tails]
@@ -370,7 +424,7 @@ def test_clamp_corners(shortcut_vectors):
             for b in expected_tail(cfg, 3, params, bs, t, shortcut,
                                    residual_built=bool(shortcut_vectors))]
     assert out["beats"] == want
-    assert dut.latency == (5 if shortcut_vectors else 3)
+    assert dut.latency == (7 if shortcut_vectors else 4)
 
 
 def test_clamp_without_shortcut_buffer_random():
@@ -383,4 +437,4 @@ def test_clamp_without_shortcut_buffer_random():
     out = run_segments(dut, params, segments)
     want = [b for t, bs in segments for b in expected_tail(cfg, lanes, params, bs, t, [])]
     assert out["beats"] == want
-    assert out["cycles"][:len(beats)] == list(range(3, 3 + len(beats)))
+    assert out["cycles"][:len(beats)] == list(range(dut.latency, dut.latency + len(beats)))

@@ -20,11 +20,12 @@ or at the wrong time, shows. The definition (``docs/numerics.md``,
 
 is written as one case per shift amount, in widened arithmetic (no barrel shifter, no
 rounding bit trick, no clamp before a left shift), and checked stage by stage, each stage's
-register against the definition applied to the register before it: three cycles after an
-accepted beat stage 3's ``v`` (``PostProcess.stage_v``) is post-processing of its accumulator
-with the parameters in force when it was accepted, a cycle later stage 4's sum
-(``stage_sum``) is ``y2`` of that ``v`` and the beat's shortcut, and a cycle later the output is
-the rest of the tail of that sum (0 in a ``zero`` lane); by composition the output is the
+register against the definition applied to the register before it: four cycles after an
+accepted beat stage 4's ``v`` (``PostProcess.stage_v``) is post-processing of its accumulator
+with the parameters in force when it was accepted, a cycle later stage 5's sum
+(``stage_sum``) is ``y2`` of that ``v`` and the beat's shortcut, and two cycles later the
+output is the rest of the tail of that sum (0 in a ``zero`` lane); by composition the output is
+the
 definition of the beat. (One comparison of the whole composition did not finish in 25
 minutes: the solver would have to match two rounding structures on a sum of two barrel shifts.)
 Checked by bounded model check from reset over ``POST_BMC_DEPTH`` cycles: every value of every
@@ -34,7 +35,7 @@ the table and the pipeline, so that is every input.
 
 ``postproc_<design>_no_shortcut``: the same without a shortcut buffer (``shortcut_vectors =
 0``: the residual is not built, ``residual`` must be ignored; the clamp is the saturation's
-bounds): the output three cycles after a beat against the whole definition.
+bounds): the output four cycles after a beat against the whole definition.
 
 **Streams** (``postproc_stream``): with free inputs and a free ``o.ready``, the output is an
 AXI-Stream-style master: ``valid``, ``data`` and ``last`` held while ``valid`` and not
@@ -68,11 +69,11 @@ DESIGNS = {
     "adder": ArrayConfig(pe="adder", act_bits=8, max_k=1024),
     "mult": ArrayConfig(pe="mult", act_bits=8, weight_bits=8, max_k=1024),
 }
-#: Cycles checked: a write and a beat, then the pipeline (5 stages with the tail).
-POST_BMC_DEPTH = 8
-POST_PLAIN_BMC_DEPTH = 6
+#: Cycles checked: a write and a beat, then the pipeline (7 stages with the tail, 4 without).
+POST_BMC_DEPTH = 10
+POST_PLAIN_BMC_DEPTH = 7
 STREAM_BMC_DEPTH = 12
-STREAM_COVER_DEPTH = 8
+STREAM_COVER_DEPTH = 11
 
 
 def _sat(cfg, v):
@@ -141,11 +142,11 @@ def _pipe(m, value, n, name):
 def post_harness(cfg, *, residual=True):
     """:class:`PostProcess` (with a shortcut buffer if ``residual``) against the spec.
 
-    Without the buffer its output, 3 cycles after a beat, equals :func:`spec_postprocess`
+    Without the buffer its output, 4 cycles after a beat, equals :func:`spec_postprocess`
     then the clamp. With it, stage by stage, each against the spec applied to the stage
-    before it: stage 3's register (``stage_v``) equals :func:`spec_postprocess` of the beat,
-    stage 4's sum (``stage_sum``) :func:`spec_sum` of ``stage_v`` a cycle earlier and the
-    beat's shortcut, the output :func:`spec_final` of ``stage_sum`` a cycle earlier; so the
+    before it: stage 4's register (``stage_v``) equals :func:`spec_postprocess` of the beat,
+    stage 5's sum (``stage_sum``) :func:`spec_sum` of ``stage_v`` a cycle earlier and the
+    beat's shortcut, the output :func:`spec_final` of ``stage_sum`` two cycles earlier; so the
     output is the composition, ``fused_tail`` of post-processing (one comparison of the whole
     composition is beyond the solver: it would have to match two rounding structures on a
     sum of two barrel shifts).
@@ -207,22 +208,22 @@ def post_harness(cfg, *, residual=True):
         want = _pipe(m, Mux(zero, 0, _clamp(m, v, tail)), n, "exp")
         m.d.comb += Assert(~valid[n - 1] | (out == want[n - 1]))
         return m, [acc, bias, shift, relu, p_valid, i_valid, zero, tail.as_value()]
-    fronts = _pipe(m, v, 3, "exp_v")
-    shorts = _pipe(m, short, 3, "exp_short")
+    fronts = _pipe(m, v, 4, "exp_v")
+    shorts = _pipe(m, short, 4, "exp_short")
     stage_v, stage_sum = dut.stage_v.as_signed(), dut.stage_sum.as_signed()
-    want_sum = _pipe(m, spec_sum(cfg, stage_v, shorts[2], tail), 1, "exp_sum")[0]
-    want_out = _pipe(m, spec_final(m, cfg, stage_sum, tail), 1, "exp_out")[0]
+    want_sum = _pipe(m, spec_sum(cfg, stage_v, shorts[3], tail), 1, "exp_sum")[0]
+    want_out = _pipe(m, spec_final(m, cfg, stage_sum, tail), 2, "exp_out")[1]
     m.d.comb += [
-        Assert(~valid[2] | (stage_v == fronts[2])),
-        Assert(~valid[3] | (stage_sum == want_sum)),
-        Assert(~valid[4] | (out == Mux(zeros[4], 0, want_out))),
+        Assert(~valid[3] | (stage_v == fronts[3])),
+        Assert(~valid[4] | (stage_sum == want_sum)),
+        Assert(~valid[6] | (out == Mux(zeros[6], 0, want_out))),
     ]
     return m, [acc, bias, shift, relu, p_valid, i_valid, zero, tail.as_value(), short]
 
 
 def stream_harness(dut=None, *, cover=False):
     """Stream rules of ``dut``'s ``o`` (default: the shift design's :class:`PostProcess`
-    with a shortcut buffer, its five stages)."""
+    with a shortcut buffer, its seven stages)."""
     if dut is None:
         dut = PostProcess(DESIGNS["shift"], lanes=2, channels=2, shortcut_vectors=16)
     m = Module()
