@@ -269,7 +269,8 @@ def as_interface_2_3(doc, meanings=None):
     ``shift_reach``, no ``core.taps``, ``tap_side``, ``tap_line``, ``tap_engines``,
     ``shift_reach``, no registers ``TAPS`` and ``SHIFT_TABLE`` (the map's ``size`` ends at the
     last register before them), no ``taps`` flag in the descriptor, the
-    setup without its ``ntr`` step (``core.setup_cycles`` 18 fewer), ``VERSION`` 2.3.
+    setup without its ``ntr`` step (``core.setup_cycles`` 18 fewer), the global pool's one
+    output register (``core.pool_latency`` 2, not 4, with a pool unit), ``VERSION`` 2.3.
     ``meanings``: as :func:`as_interface_2_0` (DESCRIPTOR's, TOO_BIG's, WINDOW's and
     SHIFT_VALUE's were reworded in 2.4)."""
     doc = json.loads(json.dumps(doc))
@@ -281,6 +282,8 @@ def as_interface_2_3(doc, meanings=None):
             core.pop(name, None)
         if isinstance(core.get("setup_cycles"), int):
             core["setup_cycles"] -= 18            # one step: at most 16 bits, store, issue
+        if core.get("pool_latency"):
+            core["pool_latency"] = 2              # before the pool's emission was pipelined
     regs = doc["registers"]
     _old_meanings(regs, meanings)
     regs["registers"] = [r for r in regs["registers"] if r["name"] not in ("TAPS",

@@ -132,7 +132,7 @@ def test_core_manifest_sections(tmp_path):
     assert doc["parameters"]["shortcut_vectors"] == 1024
     # 16 channels in groups of 5 lanes: 4 words of 5 sums of 18 bits.
     assert doc["core"]["buffers"]["pool"] == {"depth": 4, "width": 90, "sum_width": 18}
-    assert doc["parameters"]["pool_pixels"] == 4096 and doc["core"]["pool_latency"] == 2
+    assert doc["parameters"]["pool_pixels"] == 4096 and doc["core"]["pool_latency"] == 4
     text = v_path.read_text()
     assert f"module {cfg.top_name}(" in text
     assert "MULFREE_CORE_ERROR_SHORT 4u" in c_header(cfg.register_map)
@@ -215,11 +215,12 @@ def test_gen_core_shortcut_vectors_option(tmp_path, capsys):
 def test_pool_buffer_and_latency(pool_pixels):
     """The manifest's pool sums are the RTL's: a memory of ceil(max_channels / cols) words of
     cols sums of pool_sum_width bits exactly when pool_pixels > 0, and the pool's latency is
-    2 cycles (0 without a pool unit)."""
+    4 cycles, the sum's write and the unit's 3 stages (0 without a pool unit)."""
     from amaranth.back import rtlil
     from mulfree.params.core_config import pool_sum_width
     from mulfree.params.manifest import core_manifest
     from mulfree.rtl.core import LayerDatapath
+    from mulfree.rtl.pool import GlobalPool
     cfg = CoreConfig(engine=ArrayConfig(pe="shift", rows=2, cols=3, max_k=16), stream_width=32,
                      fmap_vectors=16, weight_rows=16, acc_entries=4, max_channels=7,
                      out_vectors=2, shortcut_vectors=0, pool_pixels=pool_pixels)
@@ -228,7 +229,8 @@ def test_pool_buffer_and_latency(pool_pixels):
     assert sw == {0: 0, 1: 8, 5: 11, 4096: 20}[pool_pixels]
     assert core["buffers"]["pool"] == {"depth": 3 if pool_pixels else 0, "width": 3 * sw,
                                        "sum_width": sw}
-    assert core["pool_latency"] == (2 if pool_pixels else 0)
+    assert GlobalPool.STAGES == 3
+    assert core["pool_latency"] == (1 + GlobalPool.STAGES if pool_pixels else 0)
     text = rtlil.convert(LayerDatapath(cfg))
     memories = re.findall(r"memory width (\d+) size (\d+) \\sums\n", text)
     assert memories == ([(str(3 * sw), "3")] if pool_pixels else []), memories

@@ -130,7 +130,7 @@ def test_pool_costs(engine):
     for reuse in (False, True):
         a = run_cycles(cfg, g, reuse=reuse, first_acts=first_block_acts(plain, g))
         b = run_cycles(cfg, gp, reuse=reuse, first_acts=first_block_acts(pooled, gp))
-        assert pool_latency(cfg) == 2
+        assert pool_latency(cfg) == 4
         assert b - a == pool_latency(cfg) + (g["NT"] - 1) * nb, (a, b)
     # Results of 8 lanes x 8 bits: two beats each on 32 bits.
     narrow = CoreConfig(ArrayConfig(pe=e.pe, arch=e.arch, rows=4, cols=8, act_bits=8),

@@ -286,7 +286,7 @@ PROPERTIES["postproc_stream_cover"] = _stream_cover
 
 #: The pool harness: 2 channel groups of one lane, sums of up to 3 pixels (a + 2 bits).
 POOL_GROUPS, POOL_PIXELS = 2, 3
-POOL_BMC_DEPTH = 12
+POOL_BMC_DEPTH = 14
 
 
 def pool_harness(cfg):
@@ -345,17 +345,25 @@ def pool_harness(cfg):
     with m.If(o.valid & o.ready):
         m.d.sync += k.eq(k + 1)
     # Stage by stage (as post-processing's: one comparison of the rounding of the reference
-    # sums is beyond the solver): the sums the output register takes are the reference sums
-    # of its group, and the output is the spec's rounding of the sums it took.
+    # sums is beyond the solver): the sums the first stage takes are the reference sums of
+    # its group, and the output is the spec's rounding of the sums taken GlobalPool.STAGES
+    # advances earlier (the unit's stages advance together when the output is taken or
+    # empty), of group k for the k-th output.
     loaded = _named(m, sums[0], "spec_loaded")
     for g in range(1, POOL_GROUPS):
         loaded = Mux(dut.stage_group == g, sums[g], loaded)
     m.d.comb += Assert(~dut.stage_load | (dut.stage_sum.as_signed() == loaded))
-    want = Signal(signed(a), name="spec_pool_out")
-    with m.If(dut.stage_load):
-        m.d.sync += want.eq(_sat(cfg, _shifted(m, dut.stage_sum.as_signed(), shift, s_lo, s_hi,
-                                               "spec_pool")))
-    m.d.comb += Assert(~(on & o.valid) | (dut.stage_group == k + 1) | (k == nt - 1))
+    want = [Signal(signed(a), name=f"spec_pool_out_{n}") for n in range(dut.STAGES)]
+    want_group = [Signal.like(dut.stage_group, name=f"spec_pool_group_{n}")
+                  for n in range(dut.STAGES)]
+    with m.If(~o.valid | o.ready):
+        m.d.sync += [want[0].eq(_sat(cfg, _shifted(m, dut.stage_sum.as_signed(), shift, s_lo,
+                                                   s_hi, "spec_pool"))),
+                     want_group[0].eq(dut.stage_group)]
+        m.d.sync += [w.eq(v) for w, v in zip(want[1:] + want_group[1:],
+                                             want[:-1] + want_group[:-1])]
+    want = want[-1]
+    m.d.comb += Assert(~(on & o.valid) | (want_group[-1] == k))
     out = o.payload.data.as_signed()
     waited = Signal(name="waited")
     past_out = Signal(len(o.payload.as_value()), name="past_out")
