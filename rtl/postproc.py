@@ -26,8 +26,8 @@ Parameters live in a per-channel table (one memory word per group of ``lanes`` c
 write-enable per lane), written one channel per beat on the ``p`` stream. The layer controller
 emits its output vectors for channels ``[n0, n0 + lanes)`` and sends ``group = n0 / lanes``
 with each beat, and, with a shortcut buffer, the address of the beat's shortcut vector: the
-unit reads it through ``s_addr``/``s_en``/``s_data`` (a synchronous read port) three stages
-later, when the beat's ``v`` is ready.
+unit reads it through ``s_addr``/``s_en``/``s_data`` (a synchronous read port) two stages
+later, beside the beat's window, and keeps it one more stage, beside the beat's ``v``.
 
 Pipeline (stall-all, like the PE array): input register + table read, bias add (and the
 shift's window amount), the shift's window, round / ReLU / saturation (and the clamp) into the
@@ -352,14 +352,15 @@ class PostProcess(wiring.Component):
         with m.If(advance):
             m.d.sync += acc1.eq(self.i.payload.data)
 
-        # The shortcut's address travels to stage 3; its read lands beside stage 4's v.
+        # The shortcut's address travels to stage 2; its read lands beside stage 3's window
+        # and is registered beside stage 4's v (the read's timing, which the core's aligner
+        # follows, is the interface's: two registers and the read port).
         if res:
             ab = shortcut_addr_bits(self._shortcut_vectors)
-            addr = [Signal(ab, name=f"short_addr_{s}", reset_less=True) for s in range(3)]
+            addr = [Signal(ab, name=f"short_addr_{s}", reset_less=True) for s in range(2)]
             with m.If(advance):
-                m.d.sync += [addr[0].eq(self.i.payload.short_addr), addr[1].eq(addr[0]),
-                             addr[2].eq(addr[1])]
-            m.d.comb += [self.s_addr.eq(addr[2]), self.s_en.eq(advance)]
+                m.d.sync += [addr[0].eq(self.i.payload.short_addr), addr[1].eq(addr[0])]
+            m.d.comb += [self.s_addr.eq(addr[1]), self.s_en.eq(advance)]
 
         results = []
         _, top = shift_range(cfg)
@@ -435,13 +436,14 @@ class PostProcess(wiring.Component):
                      relu.eq(t.residual & t.res_relu)]
 
         v = self.stage_v
+        s_data = Signal.like(self.s_data, name="s_data_q", reset_less=True)
         with m.If(advance):
-            m.d.sync += v.eq(v4)
+            m.d.sync += [v.eq(v4), s_data.eq(self.s_data)]
         out = Signal(lanes * a, reset_less=True)
         results = []
         for lane in range(lanes):
             vl = v.word_select(lane, a).as_signed()
-            sl = self.s_data.word_select(lane, a).as_signed()
+            sl = s_data.word_select(lane, a).as_signed()
             # Stage 5: the sum, exact in act_bits + RES_MAX_SHIFT + 1 bits.
             y = Signal(signed(res_sum_width(a)), name=f"res_y_{lane}", reset_less=True)
             with m.If(advance):
