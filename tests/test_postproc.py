@@ -428,11 +428,13 @@ def test_clamp_corners(shortcut_vectors):
 
 
 def test_clamp_without_shortcut_buffer_random():
-    """A unit without a shortcut buffer: random parameters and clamps, full rate at LATENCY."""
+    """A unit without a shortcut buffer: random parameters and clamps, some lanes flagged
+    ``zero`` (the flag travels beside the beat), full rate at LATENCY."""
     cfg, lanes, groups = CONFIGS[0]
     rng = np.random.default_rng(17)
     dut = PostProcess(cfg, lanes=lanes, channels=lanes * groups)
     params, beats = random_case(cfg, lanes, groups, 80, seed=4)
+    beats = with_addrs(beats, 1, rng, zero_every=4, lanes=lanes)
     segments = [(random_tail(cfg, rng, residual=False), beats) for _ in range(6)]
     out = run_segments(dut, params, segments)
     want = [b for t, bs in segments for b in expected_tail(cfg, lanes, params, bs, t, [])]
