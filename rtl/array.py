@@ -23,7 +23,13 @@ token down the rows with the data; each row copies its shadow row into its activ
 token arrives, so vectors of the old and new tile can be in flight together. The next tile may
 start loading as soon as the token has left the shadow chain.
 
-Backpressure stalls the whole pipeline: every register advances when the output is free.
+Backpressure stalls the whole pipeline: every register advances when the output is free. That
+enable is not one net: each group of registers (a column, a column's tap rows, a few skew rows;
+:func:`enable_plan`, at most about ``ENABLE_FANOUT`` flip-flops each) has its own copy,
+``ready | ~valid_out`` from its own duplicate of the output-valid register (and, with
+``ready_copies``, its own copy of ``ready``, which a core drives from duplicates of its skid
+buffer's register), so every copy is the same value in the same cycle and none drives the whole
+array.
 
 Taps runs (interface 2.4, an array built with ``taps``): while ``taps_on``, column ``c`` row
 ``r`` takes its own activation, tap ``r`` of column ``c`` from the ``taps`` input (sampled with
@@ -31,8 +37,8 @@ the ``x`` handshake and skewed like ``x``), instead of ``x[r]`` broadcast along 
 from ``taps`` on see 0. The columns then get per-column inputs.
 """
 
-from amaranth.hdl import (Signal, Module, Cat, Mux, Instance, ClockSignal, ResetSignal, signed,
-                          unsigned)
+from amaranth.hdl import (Signal, Module, Cat, Mux, Instance, ClockSignal, ResetSignal, Shape,
+                          signed, unsigned)
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -44,7 +50,11 @@ from .tiles import tile_sequencer
 
 
 __all__ = ["PEColumn", "PEArray", "array_signature", "input_layout", "output_layout",
-           "column_components"]
+           "column_components", "enable_plan", "ENABLE_FANOUT"]
+
+#: Flip-flops one copy of the array's enable drives, about, at most (a group larger than this
+#: alone, e.g. a 53-row column, gets a copy of its own).
+ENABLE_FANOUT = 256
 
 
 def input_layout(cfg: ArrayConfig):
@@ -62,6 +72,31 @@ def output_layout(cfg: ArrayConfig):
         "data": unsigned(cfg.cols * cfg.acc_width),
         "last": unsigned(1),
     })
+
+
+def enable_plan(cfg: ArrayConfig, taps=0):
+    """The copies of the array's enable: ``({group: copy}, copies)``.
+
+    Groups are ``("x", r)`` (row ``r``'s skew registers), ``("column", c)`` (the column group
+    starting at column ``c`` of ``cfg.column_groups``: its partial-sum registers, its share of
+    the output register and of the partial-sum memory) and ``("tap", c, r)`` (column ``c``'s
+    tap ``r`` skew registers). Consecutive groups share a copy while their flip-flops add up to
+    at most ``ENABLE_FANOUT``.
+    """
+    pe = pe_class(cfg.pe)
+    a, acc = cfg.act_bits, cfg.acc_width
+    column = sum(Shape.cast(pe.chain_shape(cfg, r + 1)).width for r in range(cfg.rows))
+    groups = [(("x", r), (r + 1) * a) for r in range(cfg.rows)]
+    for _, c, n in cfg.column_groups:
+        groups.append((("column", c), n * (column + 2 * acc)))
+        groups += [(("tap", c + i, r), (r + 1) * a) for i in range(n) for r in range(taps)]
+    plan, copy, loads = {}, -1, ENABLE_FANOUT
+    for group, n in groups:
+        if loads + n > ENABLE_FANOUT:
+            copy, loads = copy + 1, 0
+        plan[group] = copy
+        loads += n
+    return plan, copy + 1
 
 
 def array_signature(cfg: ArrayConfig):
@@ -170,20 +205,44 @@ class PEArray(wiring.Component):
         adds the ports ``taps: In(cols * taps * act_bits)`` (tap ``r`` of column ``c`` at
         bits ``[(c*taps + r)*act_bits, ...)``, with the ``x`` payload) and ``taps_on: In(1)``
         (held for the run). 0: neither.
+    ready_copies : bool
+        Add ``y_ready_copies: In(enable_copies)``: copy ``k`` of the enable takes bit ``k``
+        instead of ``y.ready``. The driver keeps every bit equal to ``y.ready`` in every cycle
+        (a core drives them from duplicated registers, so ``y.ready`` itself fans out to none
+        of the copies).
     """
 
-    def __init__(self, cfg: ArrayConfig, *, column_module=None, taps=0):
+    def __init__(self, cfg: ArrayConfig, *, column_module=None, taps=0, ready_copies=False):
         if not 0 <= taps <= cfg.rows:
             raise ValueError(f"taps must be 0 .. rows={cfg.rows}, not {taps!r}")
         self._cfg = cfg
         self._column_module = column_module
         self._taps = taps
+        self._plan, copies = enable_plan(cfg, taps)
+        self._ready_copies = ready_copies
+        # The control logic's enable, then one per copy (enable_plan); made here so that tests
+        # can watch them.
+        self._enables = [Signal(name="advance")] + [Signal(name=f"advance_{k}")
+                                                     for k in range(copies)]
         signature = array_signature(cfg)
         if taps:
             signature = wiring.Signature({**dict(signature.members),
                                           "taps": In(cfg.cols * taps * cfg.act_bits),
                                           "taps_on": In(1)})
+        if ready_copies:
+            signature = wiring.Signature({**dict(signature.members),
+                                          "y_ready_copies": In(copies)})
         super().__init__(signature)
+
+    @property
+    def enable_copies(self):
+        """How many copies of the enable drive the array's registers (:func:`enable_plan`)."""
+        return len(self._enables) - 1
+
+    @property
+    def enables(self):
+        """The control logic's enable, then each copy's: equal in every cycle."""
+        return list(self._enables)
 
     @property
     def cfg(self):
@@ -201,11 +260,21 @@ class PEArray(wiring.Component):
 
         # Pipeline control. Stage s holds what was accepted s advances ago; stage rows + 1 is
         # the output register.
-        advance = Signal()
+        advance = self._enables[0]
         valid = [Signal(name=f"valid_{s}") for s in range(rows + 2)]
         last = [Signal(name=f"last_{s}", reset_less=True) for s in range(rows + 2)]
         token = [Signal(name=f"token_{s}") for s in range(rows)]
         m.d.comb += advance.eq(self.y.ready | ~self.y.valid)
+        # Each copy of the enable: its own duplicate of the output-valid register (kept apart
+        # by synthesis) and its own ready, so no one net drives the array's registers.
+        copies = self._enables[1:]
+        for k, enable in enumerate(copies):
+            valid_out = Signal(name=f"valid_out_{k}", attrs={"keep": 1})
+            with m.If(enable):
+                m.d.sync += valid_out.eq(valid[rows])
+            ready = self.y_ready_copies[k] if self._ready_copies else self.y.ready
+            m.d.comb += enable.eq(ready | ~valid_out)
+        plan = {group: copies[k] for group, k in self._plan.items()}
 
         # Tile bookkeeping; the shadow chains (in the columns) shift a row in on w_shift.
         # Loading waits while a token still needs the shadow rows below it.
@@ -217,7 +286,7 @@ class PEArray(wiring.Component):
         x_rows = Signal(rows * a)
         for r in range(rows):
             chain = [Signal(signed(a), name=f"x_{r}_{s}", reset_less=True) for s in range(r + 1)]
-            with m.If(advance):
+            with m.If(plan["x", r]):
                 m.d.sync += chain[0].eq(self.x.payload.data[r * a:(r + 1) * a])
                 m.d.sync += [chain[s].eq(chain[s - 1]) for s in range(1, r + 1)]
             m.d.comb += x_rows[r * a:(r + 1) * a].eq(chain[-1])
@@ -243,12 +312,12 @@ class PEArray(wiring.Component):
         if self._taps and cfg.mult_pack == 2:
             raise ValueError("taps runs give every column its own activations; a packed mult "
                              "array (mult_pack=2) cannot take them")
-        x_cols = self._tap_inputs(m, advance, x_rows) if self._taps else [x_rows] * cols
+        x_cols = self._tap_inputs(m, plan, x_rows) if self._taps else [x_rows] * cols
         names = (None if self._column_module is None else
                  _variant_names(cfg, self._column_module))
         for variant, c, n in cfg.column_groups:
             ports = dict(x=x_cols[c], w_in=self.w.payload[c * cw:(c + n) * cw],
-                         w_shift=w_shift, load=load, en=advance)
+                         w_shift=w_shift, load=load, en=plan["column", c])
             totals = [Signal(pe.chain_shape(cfg, rows), name=f"column_sum_{c + i}")
                       for i in range(n)]
             outs = dict(zip(("sum_lo", "sum_hi") if n == 2 else ("sum",), totals))
@@ -265,25 +334,35 @@ class PEArray(wiring.Component):
                     i_clk=ClockSignal(), i_rst=ResetSignal())
             column_sums += totals
 
-        # Incoming partial sums wait in a memory until their vector reaches the bottom.
+        # Incoming partial sums wait in a memory until their vector reaches the bottom: one
+        # memory per copy of the enable, for the columns it drives.
         depth = 1 << rows.bit_length()          # a power of two > rows
-        m.submodules.psum_delay = delay = Memory(shape=unsigned(cols * acc), depth=depth, init=[])
-        wr = delay.write_port()
-        rd = delay.read_port()
         wr_addr = Signal(range(depth))
         rd_addr = Signal(range(depth), init=(-rows) % depth)
-        m.d.comb += [
-            wr.addr.eq(wr_addr), wr.data.eq(self.x.payload.psum), wr.en.eq(advance),
-            rd.addr.eq(rd_addr), rd.en.eq(advance),
-        ]
         with m.If(advance):
             m.d.sync += [wr_addr.eq(wr_addr + 1), rd_addr.eq(rd_addr + 1)]
+        parts = {}
+        for _, c, n in cfg.column_groups:
+            parts.setdefault(self._plan["column", c], []).append((c, n))
+        psum = [None] * cols
+        for k, groups in sorted(parts.items()):
+            first, end = groups[0][0], groups[-1][0] + groups[-1][1]
+            delay = Memory(shape=unsigned((end - first) * acc), depth=depth, init=[])
+            m.submodules[f"psum_delay_{k}" if len(parts) > 1 else "psum_delay"] = delay
+            wr = delay.write_port()
+            rd = delay.read_port()
+            m.d.comb += [
+                wr.addr.eq(wr_addr), wr.data.eq(self.x.payload.psum[first * acc:end * acc]),
+                wr.en.eq(copies[k]), rd.addr.eq(rd_addr), rd.en.eq(copies[k]),
+            ]
+            for c in range(first, end):
+                psum[c] = rd.data.word_select(c - first, acc).as_signed()
 
         result = Signal(cols * acc, reset_less=True)
-        with m.If(advance):
-            m.d.sync += result.eq(Cat(
-                pe.chain_result(rd.data.word_select(c, acc).as_signed(), column_sums[c])[:acc]
-                for c in range(cols)))
+        for _, c, n in cfg.column_groups:
+            with m.If(plan["column", c]):
+                m.d.sync += result[c * acc:(c + n) * acc].eq(Cat(
+                    pe.chain_result(psum[j], column_sums[j])[:acc] for j in range(c, c + n)))
 
         m.d.comb += [
             self.y.valid.eq(valid[rows + 1]),
@@ -292,9 +371,10 @@ class PEArray(wiring.Component):
         ]
         return m
 
-    def _tap_inputs(self, m, advance, x_rows):
+    def _tap_inputs(self, m, plan, x_rows):
         """Each column's activations: ``x_rows`` (the rows' broadcast), or with ``taps_on``
-        the column's taps, tap ``r`` through ``r + 1`` registers as ``x[r]``."""
+        the column's taps, tap ``r`` through ``r + 1`` registers as ``x[r]`` (enabled by
+        ``plan["tap", c, r]``)."""
         cfg, T = self._cfg, self._taps
         a = cfg.act_bits
         out = []
@@ -303,7 +383,7 @@ class PEArray(wiring.Component):
             for r in range(T):
                 chain = [Signal(signed(a), name=f"tap_{c}_{r}_{s}", reset_less=True)
                          for s in range(r + 1)]
-                with m.If(advance):
+                with m.If(plan["tap", c, r]):
                     m.d.sync += chain[0].eq(self.taps.word_select(c * T + r, a))
                     m.d.sync += [chain[s].eq(chain[s - 1]) for s in range(1, r + 1)]
                 rows.append(chain[-1])

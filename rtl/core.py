@@ -66,7 +66,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..params.core_config import CoreConfig, DESC_FLAGS
 from .array import output_layout
-from .engines import build_engine, column_modules, route_engines, skid_buffer
+from .engines import (build_engine, column_modules, ready_copy_count, route_engines,
+                      skid_buffer)
 from .lanes import LaneUnit
 from .layer_setup import (LayerSetup, SIZE_BITS, REUSE_FLAG_BITS, desc_layout, shape_layout,
                           reuse_flags, window_flags)
@@ -326,10 +327,12 @@ class LayerDatapath(wiring.Component):
             m.d.comb += [lanes.op.eq(window_flags(desc.flags)), lanes.engine.eq(desc.engine)]
         if cfg.taps:
             taps_run = desc.flags[DESC_FLAGS["depthwise"]] & desc.flags[DESC_FLAGS["taps"]]
+        # The engines advance on a registered ready: retire's decision stays out of them; each
+        # copy of an array's enable has its own copy of that register.
+        ready = Signal(ready_copy_count(cfg), name="engine_ready")
         y = route_engines(m, cfg, self._column_modules, issue.x, feeder.w, desc.engine,
-                          lanes, windowed, issue.x_taps if cfg.taps else None, taps_run)
-        # The engines advance on a registered ready: retire's decision stays out of them.
-        y = skid_buffer(m, y, output_layout(cfg.post_engine))
+                          lanes, windowed, issue.x_taps if cfg.taps else None, taps_run, ready)
+        y = skid_buffer(m, y, output_layout(cfg.post_engine), ready_copies=ready)
 
         # ---- Retire: partial sums back to the accumulator, final sums to post-processing ----
         window = hazard_window(cfg)

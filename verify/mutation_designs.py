@@ -139,6 +139,8 @@ _CORE_WINDOW = ["tests/test_core_window_sim.py::test_datapath_window_runs",
 _CORE_TAPS = ["tests/test_core_taps_sim.py::test_datapath_taps_runs",
               "tests/test_core_taps_sim.py::test_core_taps[shift_4x4_taps4_tree_s64-icarus]"]
 _BLOCK = ["tests/test_shift_block.py", "tests/test_shift_block_sim.py"]
+# The copies of the array's enable (and the skid's ready copies) in step, in amaranth.sim.
+_ENABLES = ["tests/test_array_enables.py::test_copies_stay_in_step_under_backpressure"]
 # The directed corner scenarios (the Icarus design) and the formal proofs of each block.
 _CORE_CORNERS = ["tests/test_core_corners.py::test_core_corners[adder_tree_5x4_s32-icarus]"]
 _UNIT_CORNERS = ["tests/test_shift_corners.py::test_shift_corners[c11h3w5a4d200k5s2]"]
@@ -150,7 +152,7 @@ def _proofs(*names):
 TEST_MAP = {
     "rtl/pe.py": ["tests/test_pe.py"] + _TREE_SIM + _ARRAY_SIM,
     "rtl/tiles.py": _TREE_SIM + _ARRAY_SIM,
-    "rtl/array.py": _ARRAY_SIM + _BLOCK + _CORE_TAPS,
+    "rtl/array.py": _ENABLES + _ARRAY_SIM + _BLOCK + _CORE_TAPS,
     "rtl/tree.py": _TREE_SIM + ["tests/test_tree.py"],
     "rtl/vectorize.py": _BLOCK,
     "rtl/shift_layouts.py": ["tests/test_shift_unit.py"] + _UNIT_SIM + _BLOCK + _UNIT_CORNERS,
@@ -181,7 +183,8 @@ TEST_MAP = {
     "rtl/fold.py": ["tests/test_fold.py"] + _CORE_ENGINES,
     "rtl/fmap_banks.py": ["tests/test_fmap_banks.py"] + _CORE_CHAIN,
     "rtl/lanes.py": ["tests/test_lanes.py"] + _CORE_WINDOW,
-    "rtl/engines.py": ["tests/test_skid_buffer.py", "tests/test_core_datapath.py"] + _CORE_SIM
+    "rtl/engines.py": ["tests/test_skid_buffer.py"] + _ENABLES + ["tests/test_core_datapath.py"]
+                      + _CORE_SIM
                       + _CORE_ENGINES + _CORE_CHAIN
                       + _CORE_WINDOW + _CORE_TAPS,
     "rtl/tap_window.py": ["tests/test_tap_window.py"] + _CORE_TAPS,
