@@ -196,6 +196,8 @@ def written_by_2_0(cfg):
     for name in ("taps", "tap_side", "tap_line", "tap_engines", "shift_reach"):
         del doc["core"][name]
     doc["core"]["setup_cycles"] -= 18                          # the ntr step
+    if doc["core"]["pool_latency"]:
+        doc["core"]["pool_latency"] = 2                        # the pool's one output register
     doc["registers"]["registers"].remove(_reg(doc, "TAPS"))
     doc["registers"]["registers"].remove(_reg(doc, "SHIFT_TABLE"))
     doc["registers"]["core_errors"]["SHIFT_VALUE"].update(SHIFT_VALUE_2_3)
