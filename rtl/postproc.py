@@ -217,8 +217,9 @@ class PostProcess(wiring.Component):
         in bits ``[l*act_bits, (l+1)*act_bits)``, signed.
     stage_v, stage_sum : Signal
         With a shortcut buffer, read-only views of the pipeline: the register of stage 4's
-        saturated lanes (``act_bits`` each) and of stage 5's residual sums (``act_bits +
-        RES_MAX_SHIFT + 1`` each, signed), for proofs that check one stage at a time.
+        saturated lanes (``act_bits`` each) and of stage 5's residual sums divided by
+        ``2^min(main_shift, short_shift)`` (``act_bits + RES_MAX_SHIFT + 1`` each, signed),
+        for proofs that check one stage at a time.
     """
 
     #: Cycles from a beat accepted to its result on ``o`` without a shortcut buffer, and with.
@@ -422,17 +423,30 @@ class PostProcess(wiring.Component):
     def _residual(self, m, v4, advance, zero7, c_lo, c_hi, c_empty):
         """Stages 5 to 7: ``v4`` (stage 4's saturated lanes) registered beside the shortcut's
         read, the residual sum, its window (as stage 3), then its rounding, ReLU, saturation
-        and the clamp."""
+        and the clamp.
+
+        The sum is kept divided by ``2^m``, ``m = min(main_shift, short_shift)``: ``y' = (v <<
+        main - m) + (s << short - m)`` shifts one operand only (one shifter per lane), and
+        ``round_shift(y' * 2^m, res_shift) = round_shift(y', res_shift - m)`` (exact: the bits
+        below ``2^m`` are 0, so the rounding bit is the same). A left shift past ``a``
+        saturates every nonzero value as a shift by ``a`` does, so the amount is clamped at
+        ``-a``."""
         cfg, lanes, a = self._cfg, self._lanes, self._cfg.act_bits
         t = self.tail
         _, top = res_shift_range(a)
         on = Signal(name="residual_q", reset_less=True)
-        main = Signal.like(t.main_shift, name="main_shift_q", reset_less=True)
-        short = Signal.like(t.short_shift, name="short_shift_q", reset_less=True)
+        v_first = Signal(name="main_ge_short_q", reset_less=True)     # v is the one shifted
+        apart = Signal.like(t.main_shift, name="res_apart_q", reset_less=True)
         amount = Signal(max(1, (top + a).bit_length()), name="res_amount_q", reset_less=True)
         relu = Signal(name="res_relu_q", reset_less=True)
-        m.d.sync += [on.eq(t.residual), main.eq(t.main_shift), short.eq(t.short_shift),
-                     amount.eq(window_amount(Mux(t.residual, t.res_shift, 0), a, top)),
+        ge = t.main_shift >= t.short_shift
+        low = Mux(ge, t.short_shift, t.main_shift)
+        res_shift = t.res_shift - low
+        res_shift = Mux(res_shift < -a, -a, res_shift)
+        m.d.sync += [on.eq(t.residual), v_first.eq(ge),
+                     apart.eq(Mux(ge, t.main_shift - t.short_shift,
+                                  t.short_shift - t.main_shift)),
+                     amount.eq(window_amount(Mux(t.residual, res_shift, 0), a, top)),
                      relu.eq(t.residual & t.res_relu)]
 
         v = self.stage_v
@@ -444,10 +458,11 @@ class PostProcess(wiring.Component):
         for lane in range(lanes):
             vl = v.word_select(lane, a).as_signed()
             sl = s_data.word_select(lane, a).as_signed()
-            # Stage 5: the sum, exact in act_bits + RES_MAX_SHIFT + 1 bits.
+            # Stage 5: the sum over 2^m, exact in act_bits + RES_MAX_SHIFT + 1 bits.
             y = Signal(signed(res_sum_width(a)), name=f"res_y_{lane}", reset_less=True)
+            far, near = Mux(v_first, vl, sl), Mux(v_first, sl, vl)
             with m.If(advance):
-                m.d.sync += y.eq(Mux(on, (vl << main) + (sl << short), vl))
+                m.d.sync += y.eq(Mux(on, (far << apart) + near, vl))
             m.d.comb += self.stage_sum.word_select(lane, res_sum_width(a)).eq(y)
             # Stage 6: its window; stage 7: round, ReLU, saturation and clamp.
             window, over, sign = self._window(m, f"res_{lane}", y, amount, advance)

@@ -22,12 +22,12 @@ is written as one case per shift amount, in widened arithmetic (no barrel shifte
 rounding bit trick, no clamp before a left shift), and checked stage by stage, each stage's
 register against the definition applied to the register before it: four cycles after an
 accepted beat stage 4's ``v`` (``PostProcess.stage_v``) is post-processing of its accumulator
-with the parameters in force when it was accepted, a cycle later stage 5's sum
-(``stage_sum``) is ``y2`` of that ``v`` and the beat's shortcut, and two cycles later the
-output is the rest of the tail of that sum (0 in a ``zero`` lane); by composition the output is
-the
-definition of the beat. (One comparison of the whole composition did not finish in 25
-minutes: the solver would have to match two rounding structures on a sum of two barrel shifts.)
+with the parameters in force when it was accepted, a cycle later stage 5's sum (``stage_sum``,
+kept divided by ``2^min(main, short)``, scaled back) is ``y2`` of that ``v`` and the beat's
+shortcut, and two cycles later the output is the rest of the tail of that sum (0 in a ``zero``
+lane); by composition the output is the definition of the beat. (One comparison of the whole
+composition did not finish in 25 minutes: the solver would have to match two rounding
+structures on a sum of two barrel shifts.)
 Checked by bounded model check from reset over ``POST_BMC_DEPTH`` cycles: every value of every
 input in each of those cycles, so a parameter write followed by a beat (or both in one cycle)
 with every accumulator, bias, shift, relu, tail and shortcut. The arithmetic holds no state but
@@ -211,6 +211,12 @@ def post_harness(cfg, *, residual=True):
     fronts = _pipe(m, v, 4, "exp_v")
     shorts = _pipe(m, short, 4, "exp_short")
     stage_v, stage_sum = dut.stage_v.as_signed(), dut.stage_sum.as_signed()
+    # The unit keeps the sum divided by 2^min(main_shift, short_shift): scaled back here.
+    least = Mux(tail.main_shift < tail.short_shift, tail.main_shift, tail.short_shift)
+    scaled = stage_sum
+    for k in range(1, RES_MAX_SHIFT + 1):
+        scaled = Mux(tail.residual & (least == k), stage_sum * (1 << k), scaled)
+    stage_sum = _named(m, scaled, "stage_sum_scaled")
     want_sum = _pipe(m, spec_sum(cfg, stage_v, shorts[3], tail), 1, "exp_sum")[0]
     want_out = _pipe(m, spec_final(m, cfg, stage_sum, tail), 2, "exp_out")[1]
     m.d.comb += [
