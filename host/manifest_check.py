@@ -270,7 +270,9 @@ def as_interface_2_3(doc, meanings=None):
     ``shift_reach``, no registers ``TAPS`` and ``SHIFT_TABLE`` (the map's ``size`` ends at the
     last register before them), no ``taps`` flag in the descriptor, the
     setup without its ``ntr`` step (``core.setup_cycles`` 18 fewer), the global pool's one
-    output register (``core.pool_latency`` 2, not 4, with a pool unit), ``VERSION`` 2.3.
+    output register (``core.pool_latency`` 2, not 4, with a pool unit), post-processing
+    without its window stages (``core.post_latency`` 3, not 4; 5, not 7, with a shortcut
+    buffer), ``VERSION`` 2.3.
     ``meanings``: as :func:`as_interface_2_0` (DESCRIPTOR's, TOO_BIG's, WINDOW's and
     SHIFT_VALUE's were reworded in 2.4)."""
     doc = json.loads(json.dumps(doc))
@@ -284,6 +286,8 @@ def as_interface_2_3(doc, meanings=None):
             core["setup_cycles"] -= 18            # one step: at most 16 bits, store, issue
         if core.get("pool_latency"):
             core["pool_latency"] = 2              # before the pool's emission was pipelined
+        if core.get("post_latency") in (4, 7):    # before post-processing's window stages
+            core["post_latency"] = {4: 3, 7: 5}[core["post_latency"]]
     regs = doc["registers"]
     _old_meanings(regs, meanings)
     regs["registers"] = [r for r in regs["registers"] if r["name"] not in ("TAPS",

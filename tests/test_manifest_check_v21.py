@@ -198,6 +198,7 @@ def written_by_2_0(cfg):
     doc["core"]["setup_cycles"] -= 18                          # the ntr step
     if doc["core"]["pool_latency"]:
         doc["core"]["pool_latency"] = 2                        # the pool's one output register
+    doc["core"]["post_latency"] = {4: 3, 7: 5}[doc["core"]["post_latency"]]  # no window stages
     doc["registers"]["registers"].remove(_reg(doc, "TAPS"))
     doc["registers"]["registers"].remove(_reg(doc, "SHIFT_TABLE"))
     doc["registers"]["core_errors"]["SHIFT_VALUE"].update(SHIFT_VALUE_2_3)
