@@ -46,7 +46,7 @@ ResNet costs microseconds to milliseconds to estimate. The model:
      engine waits, so the vectors behind it follow ``f`` cycles apart. The shadow tile of a
      folded engine is freed as an array's (it is a column chain, whatever its ``arch``);
    * the output: a final pass (``kt = KT - 1``) sends its vectors through the
-     post-processing (:func:`~mulfree.params.manifest.post_latency` stages: 3, 5 on a core
+     post-processing (:func:`~mulfree.params.manifest.post_latency` stages: 4, 7 on a core
      with a shortcut buffer), the output FIFO (``out_vectors``) and a serializer of
      ``ceil(C a / S)`` beats per vector. When the serializer is slower than one vector per
      cycle the FIFO fills and the engine, whose pipeline stalls as a whole, waits until the
@@ -146,16 +146,13 @@ from ..params.manifest import pool_latency, post_latency
 from .stream_format import stream_order
 
 
-__all__ = ["setup_cycles", "run_cycles", "run_terms", "ISSUE_TO_ENGINE", "POST_STAGES",
+__all__ = ["setup_cycles", "run_cycles", "run_terms", "ISSUE_TO_ENGINE",
            "END_CYCLES", "START_CYCLES", "SHORTCUT_TO_RETIRE", "SHORTCUT_HOLD_CYCLES", "RESIDENT_SHORTCUT_START",
            "QUIET_END_CYCLES", "QUIET_POOL_END_CYCLES",
            "stream_layout", "shortcut_needs", "shortcut_holds", "taps_cycles"]
 
 #: Cycles from a vector's issue to its handshake with the engine (S1, S2, the FIFO).
 ISSUE_TO_ENGINE = 3
-#: Pipeline stages of the post-processing on a core without a shortcut buffer (with one:
-#: :func:`~mulfree.params.manifest.post_latency`, 5).
-POST_STAGES = 3
 #: Cycles after the last result beat's stage until ``STATUS.busy`` falls (output FIFO,
 #: serializer register, the end of the run).
 END_CYCLES = 3
