@@ -213,14 +213,24 @@ class IssueUnit(wiring.Component):
         # (Setup refuses window flags on a core without the lane unit: no window logic there.)
         win = window_flags(d.flags) if cfg.window_ops else Const(0, 3)
         windowed = win.any()
-        last_ct = (ct == sz.ct - 1) | windowed
-        last_kx = kx == d.kernel_w - 1
-        last_ky = ky == d.kernel_h - 1
-        first_kt = (ct == 0) & (kx == 0) & (ky == 0)
+        # The walk's conditions are registered flags, each updated with its register from the
+        # register's next value (the sizes are held for the run and S0 issues at the earliest
+        # the cycle after go), so S0's decision to issue compares no register with a run
+        # constant:
+        #   last_ct = (ct == sz.ct - 1) | windowed, last_kx = kx == kernel_w - 1,
+        #   last_ky = ky == kernel_h - 1, first_kt = ct == kx == ky == 0,
+        #   last_nt = nt == sz.nt - 1, end_pass = i == blen - 1, last_block = rem == blen,
+        #   i0 = i == 0, short = blen < hazard window.
+        last_ct, last_kx, last_ky, first_kt = Signal(), Signal(), Signal(), Signal()
+        last_nt, end_pass, last_block, i0, short = (Signal(), Signal(), Signal(), Signal(),
+                                                    Signal())
         final_kt = last_ct & last_kx & last_ky
-        last_nt = nt == sz.nt - 1
-        end_pass = i == blen - 1
-        last_block = rem == blen
+        # The run constants the flags compare with (registered at go).
+        ct_m1 = Signal((sz.ct - 1).shape())
+        nt_m1 = Signal((sz.nt - 1).shape())
+        kw_m1 = Signal((d.kernel_w - 1).shape())
+        kh_m1 = Signal((d.kernel_h - 1).shape())
+        blen_m1 = Signal((blen - 1).shape())        # blen - 1, updated with blen
 
         # Credit: FIFO entries plus S1 and S2 never exceed the FIFO's depth.
         x_bits = len(self.x.payload.as_value())
@@ -234,11 +244,20 @@ class IssueUnit(wiring.Component):
         room = inflight < window
         # A short block waits for the previous pass to leave the engine before reading sums.
         hazard = Signal()
-        m.d.comb += hazard.eq(~first_kt & (i == 0) & (blen < window) & (inflight != 0))
-        # The farthest vector this pixel's lanes may read must have arrived.
+        m.d.comb += hazard.eq(~first_kt & i0 & short & (inflight != 0))
+        # The farthest vector this pixel's lanes may read must have arrived (the offset
+        # reach*row + reach*CT of a shifted run is registered at go).
         reach = cfg.shift_reach
-        far = addr + Mux(d.flags[0], times_const(reach, sz.row) + times_const(reach, sz.ct), 0)
-        arrived = self.act_complete | (far < self.act_ptr.as_signed())
+        far_off_v = Mux(d.flags[0], times_const(reach, sz.row) + times_const(reach, sz.ct), 0)
+        # Both fit A (addr_bits: an address plus the watermark's reach stays within it).
+        far_off = Signal(A)
+        far = Signal(A)                             # addr + far_off, updated with addr
+        # far < act_ptr (signed, SIZE_BITS) on A bits: act_ptr beyond A's range decides alone.
+        ptr = self.act_ptr.as_signed()
+        hi = self.act_ptr[A.width - 1:]
+        ptr_above = ~ptr[-1] & hi.any()
+        ptr_below = ptr[-1] & ~hi.all()
+        arrived = self.act_complete | ptr_above | (~ptr_below & (far < ptr[:A.width].as_signed()))
         can = active & credit & room & ~hazard & self.shift_ready & self.tag.ready
         issue = Signal()
         m.d.comb += issue.eq(can & arrived)
@@ -284,15 +303,45 @@ class IssueUnit(wiring.Component):
             m.d.comb += [n_koff.eq(koff + Mux(windowed, sz.ct, 1)), n_koff_row.eq(koff_row),
                          n_kx.eq(Mux(last_ct, kx + 1, kx)), n_ky.eq(ky)]
 
+        def set_addr(m, value, off):
+            # addr and far = addr + far_off (from addr's truncated value).
+            v = Signal(A)
+            m.d.comb += v.eq(value)
+            m.d.sync += [addr.eq(v), far.eq(v + off)]
+
         def start_pass(m, base_ox, base_iy, base_ix, base_addr, base_row, koff_v, kx_v, ky_v):
             m.d.sync += [
                 i.eq(0), ox.eq(base_ox), iy.eq(base_iy + ky_v), ix.eq(base_ix + kx_v),
-                addr.eq(base_addr + koff_v), rowaddr.eq(base_row + koff_v),
+                rowaddr.eq(base_row + koff_v),
             ]
+            set_addr(m, base_addr + koff_v, far_off)
+
+        # Next values of the flagged registers (comb, truncated as the registers are).
+        i_inc, ct_adv = Signal(16), Signal(16)
+        m.d.comb += [i_inc.eq(i + 1), ct_adv.eq(Mux(last_ct, 0, ct + 1))]
+        g_blen, g_rem = Signal(17), Signal(SIZE_BITS)   # at go
+        m.d.comb += [g_blen.eq(Mux(sz.m < d.m_block, sz.m, d.m_block)), g_rem.eq(sz.m)]
+        n_rem, n_blen = Signal(SIZE_BITS), Signal(17)   # at the next block
+        nrem = rem - blen
+        m.d.comb += [n_rem.eq(nrem), n_blen.eq(Mux(nrem < d.m_block, nrem, d.m_block))]
+        n_nt = Signal(16)
+        m.d.comb += n_nt.eq(nt + 1)
+
+        def blen_flags(m, blen_v, rem_v):
+            # blen and rem take new values; the pass restarts at pixel 0.
+            m.d.sync += [blen_m1.eq(blen_v - 1), end_pass.eq(0 == blen_v - 1),
+                         short.eq(blen_v < window), last_block.eq(rem_v == blen_v)]
 
         with m.If(self.go):
             top = (-d.pad_h).as_signed()
             left = (-d.pad_w).as_signed()
+            m.d.sync += [ct_m1.eq(sz.ct - 1), nt_m1.eq(sz.nt - 1), kw_m1.eq(d.kernel_w - 1),
+                         kh_m1.eq(d.kernel_h - 1),
+                         far_off.eq(far_off_v),
+                         last_ct.eq((0 == sz.ct - 1) | windowed), last_kx.eq(0 == d.kernel_w - 1),
+                         last_ky.eq(0 == d.kernel_h - 1), first_kt.eq(1),
+                         last_nt.eq(0 == sz.nt - 1), i0.eq(1)]
+            blen_flags(m, g_blen, g_rem)
             # A taps run leaves this walk to the tap walk.
             m.d.sync += [active.eq(~taps_run if cfg.taps else 1), nt.eq(0), ky.eq(0),
                          kx.eq(0), ct.eq(0), koff.eq(0), koff_row.eq(0), i.eq(0), rem.eq(sz.m),
@@ -300,29 +349,40 @@ class IssueUnit(wiring.Component):
             m.d.sync += [blen.eq(Mux(sz.m < d.m_block, sz.m, d.m_block))]
             m.d.sync += [b_ox.eq(0), ox.eq(0), b_iy.eq(top), iy.eq(top), b_ix.eq(left),
                          ix.eq(left)]
-            m.d.sync += [b_addr.eq(self._corner), addr.eq(self._corner),
-                         b_rowaddr.eq(self._corner), rowaddr.eq(self._corner)]
+            m.d.sync += [b_addr.eq(self._corner), b_rowaddr.eq(self._corner),
+                         rowaddr.eq(self._corner)]
+            set_addr(m, self._corner, far_off_v)
         with m.Elif(issue):
             with m.If(~end_pass):
-                m.d.sync += [i.eq(i + 1), ox.eq(s_ox), iy.eq(s_iy), ix.eq(s_ix),
-                             rowaddr.eq(s_row), addr.eq(s_addr)]
+                set_addr(m, s_addr, far_off)
+                m.d.sync += [i.eq(i_inc), ox.eq(s_ox), iy.eq(s_iy), ix.eq(s_ix),
+                             rowaddr.eq(s_row),
+                             end_pass.eq(i_inc == blen_m1), i0.eq(i_inc == 0)]
             with m.Else():
-                m.d.sync += [ct.eq(Mux(last_ct, 0, ct + 1)), kx.eq(n_kx), ky.eq(n_ky),
-                             koff.eq(n_koff), koff_row.eq(n_koff_row)]
+                m.d.sync += [ct.eq(ct_adv), kx.eq(n_kx), ky.eq(n_ky),
+                             koff.eq(n_koff), koff_row.eq(n_koff_row),
+                             last_ct.eq((ct_adv == ct_m1) | windowed),
+                             last_kx.eq(n_kx == kw_m1), last_ky.eq(n_ky == kh_m1),
+                             first_kt.eq((ct_adv == 0) & (n_kx == 0) & (n_ky == 0))]
                 with m.If(~final_kt):
                     start_pass(m, b_ox, b_iy, b_ix, b_addr, b_rowaddr, n_koff, n_kx, n_ky)
+                    m.d.sync += [end_pass.eq(0 == blen_m1), i0.eq(1)]
                 with m.Elif(~last_nt):
-                    m.d.sync += [nt.eq(nt + 1), out_left.eq(out_left - C)]
+                    m.d.sync += [nt.eq(n_nt), out_left.eq(out_left - C),
+                                 last_nt.eq(n_nt == nt_m1)]
                     start_pass(m, b_ox, b_iy, b_ix, b_addr, b_rowaddr, n_koff, 0, 0)
+                    m.d.sync += [end_pass.eq(0 == blen_m1), i0.eq(1)]
                 with m.Elif(~last_block):
                     # The next block starts where this pass's walk stops, without its offset.
                     nb = [s_ox, s_iy - ky, s_ix - kx, s_addr - koff, s_row - koff]
-                    m.d.sync += [nt.eq(0), out_left.eq(d.out_c), rem.eq(rem - blen)]
+                    m.d.sync += [nt.eq(0), out_left.eq(d.out_c), rem.eq(n_rem),
+                                 last_nt.eq(0 == nt_m1)]
                     m.d.sync += [b_ox.eq(nb[0]), b_iy.eq(nb[1]), b_ix.eq(nb[2]),
                                  b_addr.eq(nb[3]), b_rowaddr.eq(nb[4])]
-                    nrem = rem - blen
-                    m.d.sync += blen.eq(Mux(nrem < d.m_block, nrem, d.m_block))
+                    m.d.sync += blen.eq(n_blen)
                     start_pass(m, *nb, 0, 0, 0)
+                    m.d.sync += i0.eq(1)
+                    blen_flags(m, n_blen, n_rem)
                 with m.Else():
                     m.d.sync += active.eq(0)
         m.d.comb += self.done.eq(~active & ~tw.active if cfg.taps else ~active)
