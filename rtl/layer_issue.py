@@ -33,7 +33,10 @@ partial sums are ``act_min`` in every lane on a max run, 0 otherwise.
 Pipeline: S0 walks and issues (checking the activation watermark and the credit), S1 computes
 the lanes' addresses from the shift table, S2 has the buffer data and enters a small FIFO in
 front of the engine. The credit counts FIFO entries and S1/S2, so a read is never lost when
-the engine stalls.
+the engine stalls. S0's decision to issue compares no register with a run constant (timing):
+the walk's conditions (last ``ct``/``kx``/``ky``/``nt``, a pass's end, the last block) are
+flags registered with their counters, and the watermark check's farthest address is a
+register kept beside ``addr``.
 
 A taps run (interface 2.4, ``flags.depthwise | flags.taps`` on a core with ``cfg.taps``) walks
 differently (:class:`~.tap_issue.TapWalk` in S0): per output tile, every padded pixel once, one
