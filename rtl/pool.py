@@ -25,8 +25,8 @@ reached), (2) each lane's rounding shift, (3) each lane saturated, the output re
 first pooled vector leaves ``1 + STAGES`` cycles after the last vector came in when nothing
 stalls (``pool_latency``), then one per cycle; a stalled output holds every stage.
 
-No multiplier: ``lanes`` adders, a barrel shifter, an incrementer and comparators per lane
-(:func:`mulfree.rtl.postproc.rounding_shift`, as post-processing's).
+No multiplier: ``lanes`` adders, a narrow rounding window, an incrementer and comparators per
+lane (:func:`mulfree.rtl.postproc.rounding_window`, as post-processing's).
 """
 
 from amaranth.hdl import Signal, Module, Mux, Cat, signed, unsigned
@@ -36,7 +36,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..params.config import ArrayConfig, ConfigError, signed_width
 from ..params.core_config import pool_shift_range, pool_sum_width
-from .postproc import act_layout, clip, rounding_shift
+from .postproc import act_layout, clip, rounding_window, window_amount, window_value
 
 
 __all__ = ["GlobalPool"]
@@ -145,11 +145,14 @@ class GlobalPool(wiring.Component):
         s1_sum = Signal(lanes * sw, reset_less=True, name="pool_sum")
         o_data = Signal(lanes * a, reset_less=True)
         total = Mux(seen.bit_select(g, 1), rd.data, 0)
-        shifted = [rounding_shift(s1_sum.word_select(l, sw).as_signed(), self.shift, a)
+        # Post-processing's narrow rounding window (pool_shift_range is its [-a, top]).
+        amount = window_amount(self.shift, a, pool_shift_range(a, self._pixels)[1])
+        shifted = [Cat(*rounding_window(s1_sum.word_select(l, sw), amount, a))
                    for l in range(lanes)]
-        s2_shifted = [Signal(v.shape(), reset_less=True, name=f"pool_shifted_{l}")
+        s2_shifted = [Signal(len(v), reset_less=True, name=f"pool_shifted_{l}")
                       for l, v in enumerate(shifted)]
-        pooled = [clip(v, lo, hi)[:a] for v in s2_shifted]
+        pooled = [clip(window_value(v[:a + 1], v[a + 1], v[a + 2], a), lo, hi)[:a]
+                  for v in s2_shifted]
         m.d.comb += [advance.eq(o.ready | ~o_valid),
                      self.stage_sum.eq(total), self.stage_group.eq(g),
                      self.stage_load.eq(advance & emit)]

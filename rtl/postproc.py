@@ -47,7 +47,7 @@ from ..params.post_config import check_post_config, shift_range, shift_width, su
 
 
 __all__ = ["PostProcess", "param_layout", "acc_layout", "act_layout", "tail_layout",
-           "shortcut_addr_bits", "rounding_shift", "clip", "window_amount", "rounding_window",
+           "shortcut_addr_bits", "clip", "window_amount", "rounding_window",
            "window_value"]
 
 
@@ -109,22 +109,6 @@ def tail_layout(cfg: ArrayConfig):
     })
 
 
-def rounding_shift(y, shift, a):
-    """``round_shift(y, shift)`` (half up) of a signed ``y``; a left shift clamps ``y`` to
-    ``[-2^a, 2^a]`` first (every larger value saturates ``act_bits`` anyway), so the shifter
-    is ``2a + 2`` bits wide whatever ``y``'s width.
-
-    Right: shifting ``{y, 0}`` leaves ``y``'s bit ``shift-1`` as the lowest bit, the rounding
-    increment (0 for ``shift = 0``).
-    """
-    z = Cat(Const(0, 1), y).as_signed() >> shift.as_unsigned()
-    right = z[1:].as_signed() + z[0]
-    clamped = Mux(y > (1 << a), 1 << a, Mux(y < -(1 << a), -(1 << a), y))
-    clamped = clamped.as_signed()[:a + 2].as_signed()
-    amount = (-shift)[:max(1, a.bit_length())]
-    return Mux(shift < 0, clamped << amount, right)
-
-
 def clip(v, lo, hi, empty=0):
     """``min(max(v, lo), hi)``; ``empty``: ``lo > hi``, whose answer is ``hi``."""
     return Mux(empty | (v > hi), hi, Mux(v < lo, lo, v))
@@ -174,7 +158,7 @@ def window_value(window, over, sign, a):
     """``clamp(round_shift(y, shift), -2^a, 2^a)`` (``a + 2`` bits, signed) from
     :func:`rounding_window`'s ``(window, over, sign)``: ``q + rounding bit``, or the bound on
     ``y``'s side when ``q`` is out of range. Saturating it (after ReLU or not) to any bounds
-    inside ``act_range`` gives what saturating :func:`rounding_shift`'s result gives."""
+    inside ``act_range`` gives what saturating ``round_shift(y, shift)`` gives."""
     q = Cat(window[1:], sign).as_signed()
     return Mux(over, Mux(sign, -(1 << a), 1 << a), q + window[0])
 
