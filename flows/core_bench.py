@@ -94,7 +94,8 @@ def _bench_core(cfg, workloads, work, progress):
     progress("compiling with Verilator (a few minutes for a 16x16 core)")
     t0 = time.perf_counter()
     runner = build_verilog(v_path, cfg.top_name, "verilator", work,
-                           verilator_args=["-Wno-CASEINCOMPLETE"], log_file=work / "build.log")
+                           verilator_args=["-Wno-CASEINCOMPLETE"], log_file=work / "build.log",
+                           optimize=True)
     build_s = time.perf_counter() - t0
     spec_path, out_path = work / "workloads.json", work / "results.json"
     spec_path.write_text(json.dumps([dict(WORKLOADS[w], name=w) for w in workloads]))

@@ -46,6 +46,26 @@ def run_main():
 
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_sim_builds(tmp_path_factory):
+    """One cocotb build folder for the session's xdist workers (``$MULFREE_SIM_BUILDS``,
+    :func:`mulfree.sim.runner.build_verilog`): a design that several testbenches run is
+    compiled once. A folder already named in the environment (a developer's persistent one)
+    is kept."""
+    from mulfree.sim.runner import BUILDS_ENV
+    if os.environ.get(BUILDS_ENV):
+        yield Path(os.environ[BUILDS_ENV])
+        return
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    path = base / "sim-builds"
+    path.mkdir(exist_ok=True)
+    os.environ[BUILDS_ENV] = str(path)
+    yield path
+    os.environ.pop(BUILDS_ENV, None)
+
+
 @pytest.fixture(scope="session")
 def board_cache(tmp_path_factory):
     """A Verilator build cache shared by the xdist workers of this session (builds lock per

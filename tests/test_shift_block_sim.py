@@ -14,7 +14,7 @@ from mulfree.params.shift_config import ShiftUnitConfig, MODES
 from mulfree.rtl.array import output_layout
 from mulfree.rtl.block import block_command_layout
 from mulfree.rtl.shift_layouts import table_layout, write_layout
-from mulfree.sim.runner import check_simulator, run_cocotb
+from mulfree.sim.runner import build_verilog, check_simulator, run_cocotb
 from mulfree.params.golden import encode_shift
 from mulfree.params.shift_golden import shift_block_forward
 
@@ -39,7 +39,6 @@ def pack(layout, **values):
 @pytest.mark.parametrize("pe", ["shift", "adder"])
 def test_block_icarus(pe, tmp_path):
     check_simulator("icarus")
-    from cocotb_tools.runner import get_runner
     shift_cfg = ShiftUnitConfig(channels=4, height=3, width=3, act_bits=6, depth=60, kernel=3,
                                 max_shift=1)
     array_cfg = ArrayConfig(pe=pe, rows=4, cols=3, act_bits=6, max_k=4)
@@ -80,8 +79,6 @@ def test_block_icarus(pe, tmp_path):
     v_path.write_text(convert_shift_block_verilog(shift_cfg, array_cfg, name="shift_block"))
     manifest = tmp_path / "spec.json"
     manifest.write_text(json.dumps(spec))
-    runner = get_runner("icarus")
-    runner.build(sources=[v_path], hdl_toplevel="shift_block", build_dir=tmp_path / "icarus",
-                 build_args=["-g2005"], timescale=("1ns", "1ps"), always=True)
+    runner = build_verilog(v_path, "shift_block", "icarus", tmp_path)
     result = run_cocotb(runner, manifest, "mulfree.sim.tb_shift_block", seed=1)
     assert result.ok, result.summary()

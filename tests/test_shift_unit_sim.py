@@ -10,7 +10,7 @@ import pytest
 
 from mulfree.params.shift_config import ShiftUnitConfig
 from mulfree.gen.shift_emit import write_shift_unit
-from mulfree.sim.runner import _VERILATOR_ARGS, check_simulator, run_cocotb
+from mulfree.sim.runner import build_verilog, run_cocotb
 
 
 # (channels, height, width, act_bits, depth, kernel, max_shift): the default; an odd geometry
@@ -33,15 +33,8 @@ def _id(design):
 
 
 def _build(cfg, simulator, build_dir):
-    check_simulator(simulator)
-    from cocotb_tools.runner import get_runner
-    build_dir = build_dir.resolve()
-    v_path, j_path = write_shift_unit(cfg, build_dir)
-    runner = get_runner(simulator)
-    build_args = _VERILATOR_ARGS if simulator == "verilator" else ["-g2005"]
-    runner.build(sources=[v_path], hdl_toplevel=cfg.top_name, build_dir=build_dir / simulator,
-                 build_args=build_args, timescale=("1ns", "1ps"), always=True)
-    return runner, j_path
+    v_path, j_path = write_shift_unit(cfg, build_dir.resolve())
+    return build_verilog(v_path, cfg.top_name, simulator, build_dir), j_path
 
 
 def _run(design, simulator, tmp_path_factory, reads):
