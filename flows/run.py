@@ -479,7 +479,7 @@ def _progress(total, quiet):
     if quiet:
         return None
     try:
-        from tqdm import tqdm
+        from tqdm.auto import tqdm
     except ImportError:
         return None
     return tqdm(total=total, unit="run", desc="core runs", file=sys.stderr, leave=False,

@@ -1,7 +1,8 @@
 """Where mulfree keeps what it builds, and the key that says when a build is stale.
 
 Generated cores, simulator libraries and synthesis results are cached under one root,
-``$MULFREE_CACHE`` or ``~/.cache/mulfree`` (``designs/``, ``sim/``, ``synth/``). Caches keyed
+``$MULFREE_CACHE``, else ``$XDG_CACHE_HOME/mulfree``, else ``~/.cache/mulfree`` (``designs/``,
+``sim/``, ``synth/``). Caches keyed
 on a core's parameters also take :func:`generator_digest`, so a new generator makes new
 entries.
 """
@@ -18,7 +19,9 @@ GENERATOR_FILES = ("core_manifest.py", "emit.py", "manifest.py", "block_emit.py"
 
 
 def cache_root():
-    """``$MULFREE_CACHE``, else ``~/.cache/mulfree``: a folder that can be written.
+    """``$MULFREE_CACHE``, else ``$XDG_CACHE_HOME/mulfree`` (when set to an absolute path, as
+    the XDG base directory specification says), else ``~/.cache/mulfree``: a folder that can
+    be written.
 
     Raises
     ------
@@ -29,6 +32,10 @@ def cache_root():
     from ..params.safe_io import check_output_dir
     if os.environ.get("MULFREE_CACHE"):
         return check_output_dir(os.environ["MULFREE_CACHE"], "MULFREE_CACHE")
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return check_output_dir(Path(xdg) / "mulfree",
+                                "$XDG_CACHE_HOME/mulfree (set MULFREE_CACHE to choose another)")
     return check_output_dir(Path.home() / ".cache" / "mulfree",
                             "the cache folder (set MULFREE_CACHE to choose another)")
 

@@ -187,7 +187,7 @@ def train_model(name, *, epochs=None, seed=0, progress=True, data=None):
         The trained model in eval mode, and metrics: ``model``, ``seed``, ``epochs``,
         ``float_train_accuracy``, ``float_accuracy`` (test), ``seconds`` (training time).
     """
-    from tqdm import tqdm
+    from tqdm.auto import tqdm
     check_model_name(name)
     epochs = DEFAULT_EPOCHS[name] if epochs is None else _check_count("epochs", epochs, 1)
     seed = _check_count("seed", seed, 0)

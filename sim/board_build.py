@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 
 from ..gen.cache import cache_root
-from .runner import SimulatorMissing, object_cache, simulator_env
+from .runner import SimulatorMissing, compiler_id, object_cache, simulator_env
 
 
 __all__ = ["HARNESS_SOURCE", "VERILATOR_FLAGS", "MARKER", "MAX_VERILOG_BYTES", "BuildError",
-           "default_build_dir", "verilator_version", "harness_config", "build_key",
+           "default_build_dir", "verilator_version", "toolchain", "harness_config", "build_key",
            "build_sim_core"]
 
 #: The C++ harness compiled with every core.
@@ -173,9 +173,16 @@ def harness_config(manifest):
     ])
 
 
+def toolchain(exe=None, env=None):
+    """What a library depends on besides its sources and flags: Verilator's version, the C++
+    compiler's and the machine (a library built by another compiler or for another CPU, in a
+    cache shared between machines, is not this build)."""
+    return f"{verilator_version(exe, env)}; {compiler_id()}"
+
+
 def build_key(verilog_text, harness_text, version, flags):
-    """The SHA-256 (hex) that names a build: Verilog, harness (with its config), Verilator
-    version and flags."""
+    """The SHA-256 (hex) that names a build: Verilog, harness (with its config), toolchain
+    (Verilator's version, the C++ compiler's and the machine) and flags."""
     h = hashlib.sha256()
     for part in (verilog_text, harness_text, version, "\0".join(flags)):
         data = part.encode()
@@ -233,7 +240,7 @@ def build_sim_core(design_dir_or_manifest_path, *, build_dir=None, jobs=2, progr
     config = harness_config(manifest)
     verilog_text = v_path.read_text(errors="replace")
     harness_text = HARNESS_SOURCE.read_text()
-    version = verilator_version(exe, env)
+    version = toolchain(exe, env)
     key = build_key(verilog_text, harness_text + config, version, VERILATOR_FLAGS)
     root = Path(build_dir) if build_dir is not None else default_build_dir()
     final = root / f"{top}-{key[:20]}"

@@ -35,7 +35,7 @@ from ..params.config import ArrayConfig
 
 __all__ = ["SIMULATORS", "BUILDS_ENV", "TEST_MAKEFLAGS", "FAST_MAKEFLAGS", "SimulatorMissing",
            "SimBuild", "SimResult", "simulator_env", "check_simulator", "object_cache",
-           "build_verilog",
+           "compiler_id", "build_verilog",
            "build_design", "run_cocotb"]
 
 SIMULATORS = ("verilator", "icarus")
@@ -249,19 +249,26 @@ def _tool_versions(simulator):
     """The simulator's, cocotb's and the C++ compiler's versions and the machine: a build is
     reused only where it would come out the same."""
     import cocotb
+    tool = _first_line(["verilator", "--version"] if simulator == "verilator"
+                       else ["iverilog", "-V"])
+    return (tool, compiler_id(), f"cocotb {cocotb.__version__}")
 
-    def first_line(cmd):
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
-        except (OSError, subprocess.TimeoutExpired):
-            return f"{cmd[0]}: unavailable"
-        return ((out.stdout or out.stderr).strip().splitlines() or [""])[0]
 
-    tool = first_line(["verilator", "--version"] if simulator == "verilator"
-                      else ["iverilog", "-V"])
-    compiler = first_line([os.environ.get("CXX", "c++"), "--version"])
-    return (tool, compiler, f"cocotb {cocotb.__version__}", platform.machine(),
-            platform.processor())
+@functools.cache
+def compiler_id():
+    """The C++ compiler's ``--version`` line (``$CXX``, else ``c++``) and the machine: what a
+    compiled model depends on besides its sources and flags."""
+    line = _first_line([os.environ.get("CXX", "c++"), "--version"])
+    return f"{line}; {platform.machine()} {platform.processor()}".strip()
+
+
+def _first_line(cmd):
+    """The first line ``cmd`` prints (or says that it cannot run)."""
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return f"{cmd[0]}: unavailable"
+    return ((out.stdout or out.stderr).strip().splitlines() or [""])[0]
 
 
 def build_design(cfg: ArrayConfig, simulator, build_dir, *, log_file=None):
