@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (scripts/setup.sh).
-.PHONY: setup demo test bench formal mutation
+.PHONY: setup demo test test-quick bench formal mutation
 
 setup:
 	./scripts/setup.sh
@@ -9,6 +9,13 @@ demo: setup
 
 test: setup
 	.venv/bin/python -m pytest -n 2 --durations=10 -q
+
+# The inner loop: the same suite, stopping at the first failure (last run's failures first),
+# with cocotb builds kept between runs (a design whose Verilog did not change is not compiled
+# again). CI runs `make test`.
+test-quick: setup
+	MULFREE_SIM_BUILDS=$${MULFREE_SIM_BUILDS:-$${XDG_CACHE_HOME:-$$HOME/.cache}/mulfree/cocotb} \
+	    .venv/bin/python -m pytest -n 2 -q -x --ff
 
 bench: setup
 	.venv/bin/mulfree bench
