@@ -147,12 +147,16 @@ def build_verilog(v_path, top, simulator, build_dir, *, verilator_args=(), log_f
     build_args = ([*_VERILATOR_ARGS, *verilator_args] if simulator == "verilator"
                   else ["-g2005"])
     runner = get_runner(simulator)
-    builds = builds if builds is not None else os.environ.get(BUILDS_ENV) or None
+    param = "builds"
+    if builds is None and os.environ.get(BUILDS_ENV):
+        builds, param = os.environ[BUILDS_ENV], BUILDS_ENV
     if builds is None:
         _compile(runner, v_path, top, simulator, test_dir, build_args, makeflags, log_file)
         return SimBuild(runner, test_dir, test_dir)
 
-    root = Path(builds).resolve()
+    from ..params.safe_io import check_output_dir
+    # A folder that can be written, or one line naming the parameter (before compiling).
+    root = check_output_dir(builds, param).resolve()
     root.mkdir(parents=True, exist_ok=True)
     key = _build_key(v_path, top, simulator, build_args, makeflags)
     final = root / f"{simulator}-{key[:24]}"

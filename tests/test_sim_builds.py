@@ -7,8 +7,11 @@ its cocotb testbench against the golden model. A missing simulator fails the tes
 
 import json
 
+import pytest
+
 from mulfree.gen.emit import write_design
 from mulfree.params.config import ArrayConfig
+from mulfree.params.safe_io import FileCheckError
 from mulfree.sim import runner as sim_runner
 from mulfree.sim.runner import build_verilog, run_cocotb
 
@@ -109,3 +112,16 @@ def test_shared_verilator_builds_compile_the_runtime_once(tmp_path):
     # Verilator's runtime: verilated.cpp, verilated_dpi.cpp, verilated_vpi.cpp,
     # verilated_threads.cpp and cocotb's verilator.cpp, the same in both builds.
     assert int(counts["direct_cache_hit"]) + int(counts["preprocessed_cache_hit"]) >= 5, stats
+
+
+def test_build_folder_that_is_a_file_is_refused(tmp_path, monkeypatch):
+    """``$MULFREE_SIM_BUILDS`` naming a file: one line naming the variable, nothing built."""
+    (tmp_path / "afile").write_text("mine")
+    monkeypatch.setenv(sim_runner.BUILDS_ENV, str(tmp_path / "afile"))
+    v_path, _ = write_design(TINY, tmp_path / "a")
+    with pytest.raises(FileCheckError) as info:
+        build_verilog(v_path, TINY.top_name, "icarus", tmp_path / "a")
+    message = str(info.value)
+    assert sim_runner.BUILDS_ENV in message and len(message.splitlines()) == 1
+    assert (tmp_path / "afile").read_text() == "mine"
+    assert not (tmp_path / "a" / "icarus").exists()
