@@ -35,8 +35,7 @@ from ..params.config import ArrayConfig
 
 __all__ = ["SIMULATORS", "BUILDS_ENV", "TEST_MAKEFLAGS", "FAST_MAKEFLAGS", "SimulatorMissing",
            "SimBuild", "SimResult", "simulator_env", "check_simulator", "object_cache",
-           "compiler_id", "build_verilog",
-           "build_design", "run_cocotb"]
+           "compiler_id", "build_verilog", "build_design", "run_cocotb"]
 
 SIMULATORS = ("verilator", "icarus")
 
