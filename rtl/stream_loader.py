@@ -149,7 +149,11 @@ class StreamLoader(wiring.Component):
             self.sh_data.eq(vec[:vb["SHIFT"]]), self.sc_data.eq(vec[:vb["SHORTCUT"]]),
             self.desc.eq(vec[:vb["DESC"]]),
         ]
-        bad_shift = self._bad_shift(vec)
+        # A SHIFT vector is checked on its last beat, where ``beat`` is known: its words are the
+        # beats held in ``buf`` and this beat's data, with no multiplexer on ``beat`` (timing:
+        # the check feeds ``error``, which gates the shell's registers).
+        n_sh = beats["SHIFT"]
+        bad_shift = self._bad_shift(Cat(buf[:(n_sh - 1) * S], s.payload.data))
 
         with m.FSM():
             with m.State("HEADER"):

@@ -28,6 +28,28 @@ def test_core_corners(design, simulator, tmp_path_factory):
     assert sorted(result.tests) == sorted(SCENARIOS), f"ran {sorted(result.tests)}"
 
 
+def test_stream_errors_two_beat_shift_vector(tmp_path_factory):
+    """A SHIFT vector of two beats (9 rows x 4 bits on a 32-bit stream): the loader checks it
+    on its last beat from the beat held and the beat arriving (``StreamLoader._bad_shift``),
+    so an entry beyond the reach is refused in either beat, in the first and the last lane
+    (``stream_errors``, Verilator)."""
+    from mulfree.params.config import ArrayConfig
+    from mulfree.params.core_config import CoreConfig
+    from test_core_sim import _SMALL
+
+    cfg = CoreConfig(engine=ArrayConfig(pe="shift", rows=9, cols=2, max_k=256),
+                     stream_width=32, **_SMALL)
+    assert cfg.beats(cfg.vector_bits["SHIFT"]) == 2
+    build_dir = tmp_path_factory.mktemp("corners-two-beat-shift")
+    v_path, j_path = write_core_design(cfg, build_dir)
+    runner = build_verilog(v_path, cfg.top_name, "verilator", build_dir,
+                           verilator_args=["-Wno-CASEINCOMPLETE"])
+    result = run_cocotb(runner, j_path, "mulfree.sim.tb_core_corners", testcase="stream_errors",
+                        seed=1234)
+    assert result.ok, result.summary()
+    assert list(result.tests) == ["stream_errors"], f"ran {result.tests}"
+
+
 def test_post_table_written_and_read_in_one_cycle():
     """A PostProcess table write and a beat reading the same entry in the same cycle: the
     beat sees the new parameters (``PostProcess.p``: a write takes effect for beats read in
