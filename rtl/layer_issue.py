@@ -47,7 +47,9 @@ read emits, with the window's taps on the sideband ``x_taps``. Tags, ``inflight`
 no partial sums), ``x.last`` on a tile's last (the array swaps weight tiles there).
 """
 
-from amaranth.hdl import Signal, Module, Cat, Const, Mux, signed, unsigned
+from types import SimpleNamespace
+
+from amaranth.hdl import Array, Signal, Module, Cat, Const, Mux, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
@@ -413,15 +415,20 @@ class IssueUnit(wiring.Component):
         iy1, ix1, addr1 = Signal(P), Signal(P), Signal(A)
         index1, first1, last1 = Signal(16), Signal(), Signal()
         m.d.sync += valid1.eq(read)
+        near = self._near_reads(m, reach, A, sz) if reach == 1 else None
         with m.If(issue):
             m.d.sync += [iy1.eq(iy), ix1.eq(ix), addr1.eq(addr), index1.eq(i),
                          first1.eq(first_kt), last1.eq(end_pass)]
+            if near:
+                near.load(m, iy, ix, addr)
         if cfg.taps:
             px1, emit1 = Signal(16), Signal()
             with m.If(t_read):
                 # x.last on the tile's last read (its last emit): the array swaps tiles.
                 m.d.sync += [iy1.eq(tw.iy), ix1.eq(tw.ix), addr1.eq(tw.addr), px1.eq(tw.px),
                              emit1.eq(tw.emit), last1.eq(tw.tile_end)]
+                if near:
+                    near.load(m, tw.iy, tw.ix, tw.addr)
         fa = len(self.fmap_addr) // R
         # The shifted map xs[c, y, x] = x[c, y + dy, x + dx] is itself zero-padded: a pixel
         # outside the map reads 0 whatever the lane's shift, and so does a shifted read that
@@ -431,6 +438,12 @@ class IssueUnit(wiring.Component):
         eb = cfg.shift_entry_bits
         for j in range(R):
             entry = self.sh_data[eb * j:eb * (j + 1)]
+            if near:
+                # Reach 1: S1 selects among S0's registered sums and flags by the entry.
+                code = entry & Mux(d.flags[0], 0b1111, 0)
+                lane_ok.append(near.ok(code))
+                m.d.comb += self.fmap_addr.word_select(j, fa).eq(near.addr(code))
+                continue
             dy = Mux(d.flags[0], entry[:eb // 2].as_signed(), 0)
             dx = Mux(d.flags[0], entry[eb // 2:].as_signed(), 0)
             ly, lx = iy1 + dy, ix1 + dx
@@ -464,6 +477,34 @@ class IssueUnit(wiring.Component):
         if cfg.taps:
             self._tap_window(m, x, fifo, taps_run, valid1, valid2, px1, emit1)
         return m
+
+    def _near_reads(self, m, reach, A, sz):
+        """Reach 1: S1 without adders between the shift table's read and the banks' addresses
+        (timing). S0 registers with the read the nine sums ``addr + dy*row + dx*CT`` and the
+        in-map flags of ``iy + dy``, ``ix + dx`` (``dy, dx`` in ``{-1, 0, 1}``); S1 selects by
+        a lane's entry. ``-2`` never reaches the table (the loader refuses it): it selects 0."""
+        d = self.desc
+        offs = {(dy, dx): Signal(A, name=f"near_off_{dy + 1}{dx + 1}")
+                for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+        with m.If(self.go):                 # run constants: the sizes are held for the run
+            signs = {-1: lambda v: -v, 0: lambda v: 0, 1: lambda v: v}
+            m.d.sync += [o.eq(signs[dy](sz.row.as_signed()) + signs[dx](sz.ct.as_signed()))
+                         for (dy, dx), o in offs.items()]
+        sums = {k: Signal(A, name=f"near_addr_{k[0] + 1}{k[1] + 1}") for k in offs}
+        y_ok = {k: Signal(name=f"near_y_ok_{k + 1}") for k in (-1, 0, 1)}
+        x_ok = {k: Signal(name=f"near_x_ok_{k + 1}") for k in (-1, 0, 1)}
+        value = {0: 0, 1: 1, 2: 0, 3: -1}   # a 2-bit signed half of an entry; -2 -> 0
+
+        def load(m, iy, ix, addr):
+            m.d.sync += [sums[k].eq(addr + offs[k]) for k in offs]
+            m.d.sync += [y_ok[k].eq((iy + k >= 0) & (iy + k < d.in_h)) for k in y_ok]
+            m.d.sync += [x_ok[k].eq((ix + k >= 0) & (ix + k < d.in_w)) for k in x_ok]
+
+        def ok(code):
+            ys, xs = (Array(flags[value[c]] for c in range(4)) for flags in (y_ok, x_ok))
+            return y_ok[0] & x_ok[0] & ys[code[:2]] & xs[code[2:]]
+        return SimpleNamespace(load=load, ok=ok, addr=lambda code: Array(
+            sums[value[c & 3], value[c >> 2]] for c in range(16))[code])
 
     def _tap_window(self, m, x, fifo, taps_run, valid1, valid2, px1, emit1):
         """S1 and S2 of a taps run: the tap window reads its lines at the read's column in
