@@ -10,6 +10,7 @@ module says what it holds) and, with ``--run``, runs Vivado on it
 :mod:`~mulfree.gen.overlay`, :mod:`~mulfree.gen.build_record`); this module is the command.
 """
 
+import logging
 import shlex
 import sys
 
@@ -18,10 +19,21 @@ from ..gen.build_folder import check_build_output, write_build
 from ..gen.vivado_plan import CLOCK_MHZ_RANGE, BuildError, core_config_from_manifest, plan_build
 from ..gen.vivado_project import format_mhz, hex_address, vivado_command, vivado_range
 from ..gen.vivado_run import VivadoFailed, VivadoMissing, run_vivado
-from .options import UsageError, option_message
+from .options import UsageError, add_json_option, option_message, write_json_document
 
 
-__all__ = ["add_parser", "command", "add_build_options", "run_build", "BUILD_OPTIONS"]
+__all__ = ["add_parser", "command", "add_build_options", "run_build", "BUILD_OPTIONS",
+           "BUILD_JSON"]
+
+
+log = logging.getLogger(__name__)
+
+#: What ``mulfree build --json`` adds to the common keys (its help text says it).
+BUILD_JSON = ("build: kind (zynq or ecp5), board, part or device, top (the core's), and for "
+              "zynq clock_mhz, resources_estimate, addresses (core_base, core_range, "
+              "dma_base, dma_range), products (with --run); for ecp5 the numbers of "
+              "ecp5_build.json (fmax_mhz, constraint_mhz, critical_path, utilization, seed, "
+              "versions)")
 
 
 def add_parser(subparsers):
@@ -111,6 +123,7 @@ def add_build_options(parser):
     parser.add_argument("-o", "--output", default="build", metavar="DIR",
                         help="build folder (default: build); an earlier build folder there is "
                              "replaced, any other non-empty folder refused")
+    add_json_option(parser, BUILD_JSON)
 
 
 #: Parameter of a :class:`~mulfree.gen.vivado_plan.BuildError` -> the option that set it.
@@ -159,6 +172,16 @@ def run_build(args, parser, core_config_from_args):
         return run_ecp5_build(args, cfg)
     plan = plan_build(cfg, board, args.clock_mhz)
     folder, plan = write_build(None, None, args.output, plan=plan)
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    for path in files:
+        log.debug(f"wrote {path}")
+    figures = {"kind": "zynq", "board": board.name, "part": board.part, "top": plan.top,
+               "clock_mhz": plan.clock_mhz, "resources_estimate": plan.resources,
+               "addresses": {"core_base": plan.zynq.core_base, "core_range": plan.core_range,
+                             "dma_base": plan.zynq.dma_base, "dma_range": plan.dma_range},
+               "products": None}
+    from .build_ecp5 import build_parameters
+    parameters = build_parameters(args, cfg, plan.clock_mhz)
     res = plan.resources
     print(f"build folder {folder} for {board.name} ({board.part}): core {plan.top}, "
           f"FCLK_CLK0 {format_mhz(plan.clock_mhz)} MHz; estimate {res['dsp']} DSP48E1, "
@@ -171,6 +194,7 @@ def run_build(args, parser, core_config_from_args):
     if not args.run:
         print(f"next: cd {shown} && {vivado_command()}  (or mulfree build ... --run), then "
               f"mulfree deploy {shown}")
+        write_json_document(args, parameters, files, build=figures)
         return 0
     try:
         products = run_vivado(folder)
@@ -180,6 +204,8 @@ def run_build(args, parser, core_config_from_args):
         print(f"mulfree build: {exc}", file=sys.stderr)
         return 1
     for path in products.values():
-        print(f"wrote {path}")
+        log.info(f"wrote {path}")
     print(f"next: mulfree deploy {shown} --host root@BOARD")
+    figures["products"] = {k: str(v) for k, v in products.items()}
+    write_json_document(args, parameters, [*files, *products.values()], build=figures)
     return 0

@@ -7,6 +7,7 @@ with the board's LPF, yowasp-ecppack). Unlike a Zynq build, the tools run at onc
 changes nothing, and ``--clock-mhz`` is refused (the core runs on the board's oscillator).
 """
 
+import logging
 import sys
 
 from ..gen.ecp5_board import get_ecp5_board
@@ -15,7 +16,10 @@ from ..gen.pnr import PnrError
 from ..gen.vivado_plan import BuildError
 
 
-__all__ = ["check_ecp5_options", "run_ecp5_build"]
+__all__ = ["check_ecp5_options", "run_ecp5_build", "build_parameters"]
+
+
+log = logging.getLogger(__name__)
 
 
 def check_ecp5_options(args):
@@ -39,7 +43,7 @@ def run_ecp5_build(args, cfg):
     board = get_ecp5_board(args.board)
 
     def say(line):
-        print(f"[ecp5] {line}", file=sys.stderr, flush=True)
+        log.info(f"[ecp5] {line}")
     try:
         folder, record = build_ecp5(cfg, board, args.output, progress=say)
     except PnrError as exc:
@@ -53,4 +57,19 @@ def run_ecp5_build(args, cfg):
           f"{record['constraint_mhz']:g} MHz, nextpnr-ecp5 {board.device}, seed "
           f"{record['seed']}); {lut[0]} LUT4 ({lut[2]} %), {ff[0]} FF, {ebr[0]} EBR; "
           f"record {folder / ECP5_RECORD}")
+    from .options import write_json_document
+    figures = {"kind": "ecp5", "board": board.name, "device": board.device,
+               "top": cfg.top_name, **{k: v for k, v in record.items()
+                                       if k not in ("files", "board", "top", "core", "kind")}}
+    write_json_document(args, build_parameters(args, cfg, board.clock_hz / 1e6),
+                        [*(folder / name for name in record["files"]), folder / ECP5_RECORD],
+                        build=figures)
     return 0
+
+
+def build_parameters(args, cfg, clock_mhz):
+    """The ``parameters`` of ``mulfree build --json`` (Zynq and ECP5): the options as
+    resolved, the core's parameters (from ``--config`` or the core options) among them."""
+    return {"board": args.board, "config": args.config, "clock_mhz": clock_mhz,
+            "run": bool(getattr(args, "run", False)), "output": str(args.output),
+            "core": cfg.params()}

@@ -8,12 +8,14 @@ Every error a user can cause ends in one line naming the parameter, the value an
 allowed, and exit status 2.
 """
 
+import logging
 import os
 import sys
 
 from ..params.version import __version__
 from . import bench, build, demo, deploy, formal, generate, mutate, report, run, train
-from .options import UsageError, Parser
+from .options import (UsageError, Parser, add_output_options, check_json_option,
+                      configure_logging)
 
 
 __all__ = ["main", "build_parser", "FLOWS"]
@@ -40,6 +42,9 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for flow in FLOWS:
         flow.add_parser(sub)
+    # -v/-q on every command, the same way (an alias shares its command's parser).
+    for command in {id(p): p for p in sub.choices.values()}.values():
+        add_output_options(command)
     return parser
 
 
@@ -69,7 +74,13 @@ def main(argv=None):
         print("mulfree: interrupted", file=sys.stderr)
         return 130
     command = f"mulfree {args.command}"
+    configure_logging(args)
+    logging.getLogger(__name__).debug(
+        f"mulfree {__version__} (Python {sys.version.split()[0]}): mulfree "
+        f"{' '.join(map(str, sys.argv[1:] if argv is None else argv))}")
     try:
+        # --json is probed before the command starts its work (whatever that costs).
+        check_json_option(args)
         return args.func(args)
     except (UsageError, FileCheckError) as e:
         print(f"{command}: error: {_one_line(e)}", file=sys.stderr)

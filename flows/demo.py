@@ -52,7 +52,6 @@ def add_parser(subparsers):
                    help=f"network: the demo network (default: {DEMO_MODELS[0]})")
     p.add_argument("--retrain", action="store_true",
                    help="network: train the network again even if the output folder has it")
-    p.add_argument("-q", "--quiet", action="store_true", help="network: no progress bar")
     add_array_options(p)
     p.set_defaults(rows=None, cols=None)
     p.add_argument("--simulator", default="verilator", choices=["verilator", "icarus"],

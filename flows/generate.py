@@ -6,16 +6,27 @@ their errors spelt as options. Nothing is elaborated before every option and the
 folder are checked.
 """
 
+import json
+import logging
+
 from ..params.config import ConfigError
 from ..params.safe_io import check_output_dir
 from ..params.shift_config import MAX_CAPACITY, MAX_OFFSET, SHIFT_LIMITS, ShiftUnitConfig
 from .core_options import (OPTION, add_array_options, add_core_options, config_from_args,
                            core_config_from_args)
-from .options import UsageError, option_message
+from .options import UsageError, add_json_option, option_message, write_json_document
 
 
 __all__ = ["add_parser", "command", "SHIFT_OPTION", "add_shift_unit_options",
-           "shift_unit_config_from_args"]
+           "shift_unit_config_from_args", "GEN_JSON", "manifest_summary"]
+
+
+log = logging.getLogger(__name__)
+
+#: What ``mulfree gen --json`` adds to the common keys (its help text says it).
+GEN_JSON = ("manifest (kind, top, manifest_version, parameters, derived, timing, engines "
+            "where the manifest has them, ports: count, input_bits, output_bits), summary "
+            "(the line printed)")
 
 
 #: Python parameter name -> command-line option of the shift unit, for error messages.
@@ -124,6 +135,7 @@ def add_parser(subparsers):
     add_shift_unit_options(p)
     p.add_argument("-o", "--output", default="out", metavar="DIR",
                    help="output folder, created if missing (default: out)")
+    add_json_option(p, GEN_JSON)
     p.set_defaults(func=command)
     return p
 
@@ -154,33 +166,60 @@ def command(args):
     if args.unit == "core":
         return _gen_core(args)
     cfg = config_from_args(args)
-    _write(write_design, cfg, args.output)
+    paths = _write(write_design, cfg, args.output)
     shape = (f"{cfg.rows}x{cfg.cols} {cfg.pe} array" if cfg.arch == "array" else
              f"{cfg.cols} adder trees of {cfg.rows} {cfg.pe} terms "
              f"({cfg.tree_levels_per_stage} level(s) per stage)")
-    print(f"{shape}, act {cfg.act_bits} bits, weights "
-          f"{cfg.weight_bits} bits, accumulator {cfg.acc_width} bits (max_k={cfg.max_k}), "
-          f"latency {cfg.latency} cycles")
+    _done(args, cfg, paths, [f"{shape}, act {cfg.act_bits} bits, weights "
+                             f"{cfg.weight_bits} bits, accumulator {cfg.acc_width} bits "
+                             f"(max_k={cfg.max_k}), latency {cfg.latency} cycles"])
     return 0
+
+
+def manifest_summary(path):
+    """The ``manifest`` figures of ``mulfree gen --json``, read back from the manifest
+    ``path`` the command wrote."""
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
+    summary = {k: doc[k] for k in ("kind", "top", "manifest_version", "parameters",
+                                   "derived", "timing", "engines") if k in doc}
+    ports = doc.get("ports", [])
+    summary["ports"] = {
+        "count": len(ports),
+        **{f"{d}_bits": sum(p["width"] for p in ports if p["direction"] == d)
+           for d in ("input", "output")}}
+    return summary
+
+
+def _done(args, cfg, paths, lines):
+    """Print the summary ``lines``; write the ``--json`` document."""
+    for line in lines:
+        print(line)
+    log.debug(f"parameters: {cfg.params()}")
+    manifest = next(p for p in paths if str(p).endswith(".json"))
+    write_json_document(args, {"unit": args.unit, "output": str(args.output),
+                               "config": cfg.params()},
+                        paths, manifest=manifest_summary(manifest), summary=lines)
 
 
 def _gen_core(args):
     from ..gen.core_manifest import write_core_design
     cfg = core_config_from_args(args)
-    _write(write_core_design, cfg, args.output)
+    paths = _write(write_core_design, cfg, args.output)
     e = cfg.engine
-    print(f"core: {e.rows}x{e.cols} {e.pe} {e.arch}, act {e.act_bits} bits, weights "
-          f"{e.weight_bits} bits, accumulator {e.acc_width} bits; AXI4-Stream "
-          f"{cfg.stream_width} bits; buffers: fmap {cfg.fmap_vectors} vectors, weights "
-          f"{cfg.weight_rows} rows, accumulator {cfg.acc_entries} entries, "
-          f"{cfg.max_channels} channels")
+    lines = [f"core: {e.rows}x{e.cols} {e.pe} {e.arch}, act {e.act_bits} bits, weights "
+             f"{e.weight_bits} bits, accumulator {e.acc_width} bits; AXI4-Stream "
+             f"{cfg.stream_width} bits; buffers: fmap {cfg.fmap_vectors} vectors, weights "
+             f"{cfg.weight_rows} rows, accumulator {cfg.acc_entries} entries, "
+             f"{cfg.max_channels} channels"]
     for k, x in enumerate(cfg.extra_engines, 1):
         cols = "" if cfg.folds(k) == 1 else f", folded to {cfg.physical_cols(k)} columns"
-        print(f"engine {k}: {x.pe} {x.arch}, weights {x.weight_bits} bits, accumulator "
-              f"{x.acc_width} bits{cols}")
+        lines.append(f"engine {k}: {x.pe} {x.arch}, weights {x.weight_bits} bits, "
+                     f"accumulator {x.acc_width} bits{cols}")
     if cfg.extra_engines:
-        print(f"engines share WEIGHTS slots of {cfg.code_width} bits and accumulators of "
-              f"{cfg.acc_width} bits")
+        lines.append(f"engines share WEIGHTS slots of {cfg.code_width} bits and accumulators "
+                     f"of {cfg.acc_width} bits")
+    _done(args, cfg, paths, lines)
     return 0
 
 
@@ -190,15 +229,17 @@ def _gen_shift_unit(args):
         cfg = shift_unit_config_from_args(args)
     except ConfigError as e:
         raise UsageError(option_message(e, OPTION)) from None
-    _write(write_shift_unit, cfg, args.output)
-    print(f"address-shift unit: buffer of {cfg.depth} x {cfg.act_bits}-bit words for maps up "
-          f"to {cfg.channels}x{cfg.height}x{cfg.width}, Shift kernel up to {cfg.kernel}, "
-          f"table shifts within +-{cfg.max_shift}")
+    paths = _write(write_shift_unit, cfg, args.output)
+    _done(args, cfg, paths, [
+        f"address-shift unit: buffer of {cfg.depth} x {cfg.act_bits}-bit words for maps up "
+        f"to {cfg.channels}x{cfg.height}x{cfg.width}, Shift kernel up to {cfg.kernel}, "
+        f"table shifts within +-{cfg.max_shift}"])
     return 0
 
 
 def _write(write, cfg, output):
-    """``write(cfg, output)`` with its errors as one-line usage errors; print what it wrote."""
+    """``write(cfg, output)`` with its errors as one-line usage errors; log what it wrote and
+    return the paths."""
     from ..gen.emit import OutputError
     try:
         paths = write(cfg, output)
@@ -208,4 +249,5 @@ def _write(write, cfg, output):
         raise UsageError(f"{OPTION['output']} {str(output)!r} cannot be written: "
                          f"{e.strerror or e}") from None
     for path in paths:
-        print(f"wrote {path}")
+        log.info(f"wrote {path}")
+    return paths

@@ -21,6 +21,7 @@ The energy is of the arithmetic only: no memory access or data movement is count
 a lower bound of a real inference's energy and a fair comparison of the PE kinds only.
 """
 
+import logging
 import sys
 from pathlib import Path
 
@@ -29,7 +30,8 @@ from ..gen.devices import (DEVICES, FIT_LIMITS, FitError, ReportError, check_fit
                            device_for, device_share)
 from ..gen.energy import ENERGY_SOURCE, energy_estimate, energy_per_terms, load_energy_table
 from ..params.config import PE_KINDS
-from .options import UsageError, option_message, write_json
+from .options import (UsageError, add_json_option, option_message, write_json,
+                      write_json_document)
 from .report_compare import compare_kinds, kind_config
 from .report_build import format_vivado, load_build_folder
 from .report_best_effort import BEST_EFFORT, add_best_effort, best_effort_config, hybrid_config
@@ -39,7 +41,16 @@ from .report_text import (ENERGY_NOTE, format_compare, format_energy, format_max
                           format_resources)
 
 
-__all__ = ["OPTIONS", "add_report_options", "add_parser", "command", "run_report"]
+__all__ = ["OPTIONS", "add_report_options", "add_parser", "command", "run_report",
+           "REPORT_JSON"]
+
+
+log = logging.getLogger(__name__)
+
+#: What ``mulfree report --json`` adds to the common keys (its help text says it).
+REPORT_JSON = ("report: what report.json holds (board, device, core, top, resources, share, "
+               "fits, overflow, energy, energy_table, energy_source, and build, compare, "
+               "max_fit when asked for)")
 
 
 #: Report parameter -> command-line option, for error messages.
@@ -156,6 +167,7 @@ def add_report_options(parser):
                    help="seconds one synthesis may take (default: 7200)")
     g.add_argument("-o", "--output", default="out/report", metavar="DIR",
                    help="folder of report.json and the plots (default: out/report)")
+    add_json_option(g, REPORT_JSON)
     add_array_options(parser)
     add_core_options(parser)
     parser.set_defaults(rows=16, cols=16)
@@ -214,8 +226,7 @@ def command(args):
 
 
 def _progress(message):
-    sys.stderr.write(message + "\n")
-    sys.stderr.flush()
+    log.info(message)
 
 
 def _load_model(path):
@@ -383,6 +394,7 @@ def run_report(args):
         print()
         print(format_vivado(build, res))
     status = 0
+    written = []
     try:
         check_fit(res, device, what=cfg.top_name)
         doc["fits"] = True
@@ -416,8 +428,8 @@ def run_report(args):
         comp = compare_kinds(cfg, device, model=model, table=table, **kw)
         doc["compare"] = comp
         print(format_compare(comp, device))
-        print(f"wrote {plot_compare(comp, out / 'compare.png')}")
-        print(f"wrote {write_json(out / 'compare.json', _plain(comp))}")
+        written += [plot_compare(comp, out / 'compare.png'),
+                    write_json(out / 'compare.json', _plain(comp))]
     if status == 0 and args.max_fit:
         print()
         fit = max_fit(cfg, device, sizes=args.fit_sizes, holdout=args.holdout or None,
@@ -433,8 +445,16 @@ def run_report(args):
             fit["best_effort_note"] = why
         doc["max_fit"] = fit
         print(format_max_fit(fit))
-        print(f"wrote {plot_max_fit(fit, out / 'max_fit.png', device)}")
-        print(f"wrote {write_json(out / 'max_fit.json', _plain(fit))}")
-    print(f"wrote {write_json(out / 'report.json', _plain(doc))}")
+        written += [plot_max_fit(fit, out / 'max_fit.png', device),
+                    write_json(out / 'max_fit.json', _plain(fit))]
+    written.append(write_json(out / 'report.json', _plain(doc)))
+    for path in written:
+        log.info(f"wrote {path}")
+    parameters = {k: getattr(args, k, None) for k in (
+        "board", "device", "config", "build", "model", "energy_table", "compare", "max_fit",
+        "fit_sizes", "fit_terms", "holdout", "confirm", "confirm_max_pes", "confirm_kinds",
+        "jobs", "timeout")}
+    parameters.update(cache_dir=str(cache), output=str(args.output), core=cfg.params())
+    write_json_document(args, parameters, written, report=_plain(doc))
     return status
 

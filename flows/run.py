@@ -11,6 +11,7 @@ prints the placement table (:meth:`mulfree.host.program.Program.describe`).
 """
 
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,9 @@ import numpy as np
 
 from ..host.datasets import DATASETS
 from .run_report import format_report
+
+
+log = logging.getLogger(__name__)
 
 
 __all__ = ["add_parser", "command", "add_run_options", "add_compile_options", "run_model",
@@ -194,7 +198,6 @@ def add_run_options(p):
     p.add_argument("--zynq-config", metavar="FILE",
                    help="zynq: JSON with the board's addresses and device names "
                         "(mulfree.host.zynq.ZynqConfig fields); default: the built design's")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     from .clock import add_clock_options
     add_clock_options(p)
 
@@ -436,7 +439,7 @@ def run_model(args, *, say=None):
     """Everything ``mulfree run`` does; returns the report dict (see :func:`format_report`)."""
     from ..params.model_golden import run_int_model
     from .run_report import build_report
-    say = say or (lambda line: print(line, file=sys.stderr, flush=True))
+    say = say or log.info
     check_run_options(args)
     model = _load_model(args.model)
     x, y, source = _load_inputs(args, model)
@@ -450,7 +453,7 @@ def run_model(args, *, say=None):
     with device:
         program = _compile(args, model, device.core, device.max_packet_bytes)
         device.load(program)
-        bar = _progress(program.runs_for(len(xq)), args.quiet)
+        bar = _progress(program.runs_for(len(xq)), getattr(args, "quiet", False))
         results = []
         try:
             for start in range(0, len(xq), args.batch):
@@ -537,6 +540,9 @@ def add_compile_options(p):
                         "it a model that mixes PE kinds is refused")
     p.add_argument("--batch", type=int, default=1, metavar="N",
                    help="list the costs of a batch of N images (default: 1)")
+    from .options import add_json_option
+    from .run_report import COMPILE_JSON
+    add_json_option(p, COMPILE_JSON)
 
 
 def check_compile_options(args):
@@ -557,4 +563,10 @@ def compile_command(args):
     core = _core(args, model)
     program = _compile(args, model, core, args.max_packet_bytes)
     print(program.describe(args.batch))
+    from .options import write_json_document
+    from .run_report import compile_document
+    parameters = {k: getattr(args, k, None) for k in (
+        "model", "config", "rows", "cols", "engines", "taps", "stream_width", "chain",
+        "max_packet_bytes", "host_fallback", "batch")}
+    write_json_document(args, parameters, **compile_document(program, args.batch))
     return 0

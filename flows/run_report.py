@@ -15,7 +15,7 @@ import numpy as np
 from .clock import clock_note, core_clock
 
 
-__all__ = ["build_report", "format_report", "NODE_FIELDS"]
+__all__ = ["build_report", "format_report", "NODE_FIELDS", "compile_document", "COMPILE_JSON"]
 
 #: Per node, the fields summed over the batches.
 NODE_FIELDS = ("runs", "busy_cycles", "estimated_cycles", "terms", "useful_terms",
@@ -181,3 +181,27 @@ def format_report(report):
     for d in nodes:
         lines.append(_node_line(d, report["images"]))
     return "\n".join(lines)
+
+
+#: What ``mulfree compile --json`` adds to the common keys (its help text says it).
+COMPILE_JSON = ("core (top, parameters: the core's, as resolved), program (batch, runs: core "
+                "runs of the batch, nodes: per node index, name, kind, placement, runs, "
+                "cycles, useful_terms, host_elements, host_terms, bytes_in, bytes_out as "
+                "Program.costs gives them, totals: their sums per placement)")
+
+
+def compile_document(program, batch):
+    """The figures of ``mulfree compile --json``: the core and the program's costs for a batch
+    of ``batch`` images (:meth:`~mulfree.host.program.Program.costs`)."""
+    from dataclasses import asdict
+    nodes = [asdict(c) for c in program.costs(batch)]
+    sums = ("runs", "cycles", "useful_terms", "host_elements", "host_terms", "bytes_in",
+            "bytes_out")
+    totals = {where: {"nodes": sum(n["placement"] == where for n in nodes),
+                      **{k: sum(n[k] for n in nodes if n["placement"] == where)
+                         for k in sums}}
+              for where in ("core", "host")}
+    cfg = program.core
+    return {"core": {"top": cfg.top_name, "parameters": cfg.params()},
+            "program": {"batch": batch, "runs": program.runs_for(batch), "nodes": nodes,
+                        "totals": totals}}

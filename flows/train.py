@@ -6,20 +6,30 @@ Both flows check every option before torch is imported, then call
 their errors as options.
 """
 
+import os
 import sys
 
+from ..params.int_model import MODEL_JSON, MODEL_TENSORS
 from ..params.safe_io import check_output_dir
-from .options import UsageError, check_input_file, check_int
+from .options import (UsageError, add_json_option, check_input_file, check_int, show_progress,
+                      write_json_document)
 
 
 __all__ = ["add_parser", "command", "train_command", "export_command", "TRAIN_MODELS",
-           "MAX_EPOCHS", "MAX_SEED"]
+           "MAX_EPOCHS", "MAX_SEED", "TRAIN_JSON", "EXPORT_JSON"]
 
 
 #: The networks ``mulfree train`` and ``mulfree export`` know (``mulfree.host.train.MODELS``;
 #: named here so that a bad name is refused before torch is imported).
 TRAIN_MODELS = ("deepshift_mlp", "deepshift_cnn", "adder_cnn", "shiftadd_cnn",
                 "resnet8_shift", "resnet8_adder", "resnet8_shiftadd")
+#: What ``mulfree train --json`` adds to the common keys (its help text says it).
+TRAIN_JSON = ("models: per model the numbers of its metrics.json (model, seed, epochs, "
+              "float_train_accuracy, float_accuracy, int_accuracy, golden_accuracy, "
+              "int_golden_agreement, seconds, ...)")
+#: What ``mulfree export --json`` adds to the common keys.
+EXPORT_JSON = ("accuracies on the test split (float_accuracy, int_accuracy, golden_accuracy, "
+               "int_golden_agreement)")
 #: Most training epochs accepted (the demo networks converge in 15-20).
 MAX_EPOCHS = 10_000
 #: Largest seed: torch and NumPy both take 32-bit seeds.
@@ -58,6 +68,7 @@ def add_parser(subparsers):
                        help="seed of initialisation and minibatch order (>= 0, default: 0)")
     train.add_argument("-o", "--output", default="out/train", metavar="DIR",
                        help="output folder, created if missing (default: out/train)")
+    add_json_option(train, TRAIN_JSON)
     train.set_defaults(func=command)
 
     export = subparsers.add_parser(
@@ -76,6 +87,7 @@ def add_parser(subparsers):
                         help="signed activation width (2..16, default: 8)")
     export.add_argument("-o", "--output", required=True, metavar="DIR",
                         help="export folder, created if missing")
+    add_json_option(export, EXPORT_JSON)
     export.set_defaults(func=command)
     return train, export
 
@@ -129,13 +141,23 @@ def train_command(args):
     try:
         # The progress bar only on a terminal: in a log it is noise around the one line an
         # interruption or an error leaves.
-        run_train(args.model, epochs=args.epochs, seed=args.seed, output=args.output,
-                  progress=sys.stderr.isatty())
+        results = run_train(args.model, epochs=args.epochs, seed=args.seed,
+                            output=args.output,
+                            progress=sys.stderr.isatty() and show_progress(args))
     except ValueError as e:
         raise UsageError(_with_train_option(str(e))) from None
     except OSError as e:
         raise UsageError(f"-o/--output {str(args.output)!r} cannot be written: "
                          f"{e.strerror or e}") from None
+    files = [os.path.join(args.output, m["model"], name) for m in results
+             for name in (m["float_weights"], "metrics.json", MODEL_JSON, MODEL_TENSORS)
+             if os.path.isfile(os.path.join(args.output, m["model"], name))]
+    write_json_document(args, {"model": args.model, "models": [m["model"] for m in results],
+                               "epochs": args.epochs,
+                               "epochs_per_model": {m["model"]: m["epochs"] for m in results},
+                               "seed": args.seed,
+                               "output": str(args.output)},
+                        files, models=results)
     return 0
 
 
@@ -165,7 +187,8 @@ def export_command(args):
     # Imported here: torch loads only for this command.
     from ..host.export import FloatWeightsError, run_export
     try:
-        run_export(args.model, args.float_path, args.output, act_bits=args.act_bits)
+        result = run_export(args.model, args.float_path, args.output,
+                            act_bits=args.act_bits)
     except FloatWeightsError as e:
         raise UsageError(f"--float {e.path!r}: {e.reason}") from None
     except ValueError as e:
@@ -177,6 +200,10 @@ def export_command(args):
     except OSError as e:
         raise UsageError(f"-o/--output {str(args.output)!r} cannot be written: "
                          f"{e.strerror or e}") from None
+    keys = ("float_accuracy", "int_accuracy", "golden_accuracy", "int_golden_agreement")
+    write_json_document(args, {"model": args.model, "float": str(args.float_path),
+                               "act_bits": args.act_bits, "output": str(args.output)},
+                        result["paths"], accuracies={k: result[k] for k in keys})
     return 0
 
 

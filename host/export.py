@@ -17,6 +17,7 @@ module was imported before, and ``mulfree.host.export.save_float`` works too.
 """
 
 import inspect
+import logging
 import os
 import sys
 import tempfile
@@ -31,6 +32,8 @@ from .export_format import MODEL_JSON, MODEL_TENSORS, load_export, write_export
 __all__ = ["FLOAT_FORMAT", "FLOAT_FILE", "FloatWeightsError", "export", "save_float",
            "load_float", "identify_model", "measure_accuracies", "run_export"]
 
+
+log = logging.getLogger(__name__)
 
 #: ``format`` metadata of a float-weights file.
 FLOAT_FORMAT = "mulfree-float"
@@ -290,7 +293,7 @@ def run_export(name, float_path, output, *, act_bits=8, echo=print):
          f"{100 * result['float_accuracy']:.2f}%, integer {100 * result['int_accuracy']:.2f}%, "
          f"golden {100 * result['golden_accuracy']:.2f}%")
     for p in result["paths"]:
-        echo(f"wrote {p}")
+        log.info(f"wrote {p}")
     return result
 
 

@@ -32,6 +32,7 @@ accuracies.
 """
 
 import json
+import logging
 import math
 import os
 import time
@@ -52,6 +53,8 @@ __all__ = ["MODELS", "DEFAULT_EPOCHS", "DIGITS_SCALE", "digits_split", "build_mo
            "train_model", "snap_bn_scales", "weight_bn_pairs", "evaluate", "run_train",
            "TRAIN_THREADS"]
 
+
+log = logging.getLogger(__name__)
 
 #: Epochs ``mulfree train`` uses when ``--epochs`` is not given.
 DEFAULT_EPOCHS = {"deepshift_mlp": 20, "deepshift_cnn": 15, "adder_cnn": 15,
@@ -389,7 +392,7 @@ def run_train(models="all", *, epochs=None, seed=0, output="out/train", progress
         path = os.path.join(out_dir, "metrics.json")
         write_atomic(path, json.dumps(metrics, indent=2) + "\n")
         echo(line)
-        echo(f"wrote {os.path.join(out_dir, FLOAT_FILE)}")
-        echo(f"wrote {path}")
+        log.info(f"wrote {os.path.join(out_dir, FLOAT_FILE)}")
+        log.info(f"wrote {path}")
         results.append(metrics)
     return results

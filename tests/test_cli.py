@@ -49,6 +49,11 @@ def listing(folder):
     return sorted(p.name for p in Path(folder).iterdir())
 
 
+def wrote(out, top):
+    """What ``mulfree gen`` logs on stderr: the two files it wrote."""
+    return "".join(f"wrote {Path(out) / top}{suffix}\n" for suffix in (".v", ".json"))
+
+
 def gen_args(cfg, out):
     args = ["gen", "--pe", cfg.pe, "--rows", str(cfg.rows), "--cols", str(cfg.cols),
             "--act-bits", str(cfg.act_bits), "--max-k", str(cfg.max_k), "-o", str(out)]
@@ -103,7 +108,8 @@ def check_design(cfg, folder):
 def test_gen_in_process(cfg, tmp_path, capsys, run_main):
     out = tmp_path / "new" / "folder"
     status, stdout, stderr = run_main(gen_args(cfg, out), capsys)
-    assert (status, stderr) == (0, "")
+    # stderr holds the status lines only (logging, INFO): the files written
+    assert (status, stderr) == (0, wrote(out, cfg.top_name))
     assert f"accumulator {cfg.acc_width} bits" in stdout
     check_design(cfg, out)
 
@@ -111,7 +117,7 @@ def test_gen_in_process(cfg, tmp_path, capsys, run_main):
 def test_gen_command(tmp_path):
     cfg = ArrayConfig(pe="shift", rows=2, cols=3, act_bits=4, weight_bits=3, max_k=16)
     status, stdout, stderr = run_command(gen_args(cfg, "out"), cwd=tmp_path)
-    assert (status, stderr) == (0, ""), stderr
+    assert (status, stderr) == (0, wrote("out", cfg.top_name)), stderr
     check_design(cfg, tmp_path / "out")
 
 
@@ -119,7 +125,7 @@ def test_gen_name_and_default_output(tmp_path, capsys, monkeypatch, run_main):
     monkeypatch.chdir(tmp_path)
     status, _, stderr = run_main(["gen", "--rows", "2", "--cols", "2", "--max-k", "4",
                                   "--name", "my_top"], capsys)
-    assert (status, stderr) == (0, "")
+    assert (status, stderr) == (0, wrote("out", "my_top"))
     cfg = ArrayConfig(rows=2, cols=2, max_k=4, name="my_top")
     assert check_design(cfg, tmp_path / "out")["top"] == "my_top"
 

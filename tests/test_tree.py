@@ -168,8 +168,10 @@ def test_cli_gen_tree(tmp_path, capsys):
     status = main(["gen", "--arch", "tree", "--pe", "adder", "--rows", "5", "--cols", "3",
                    "--levels-per-stage", "2", "-o", str(tmp_path)])
     out = capsys.readouterr()
-    assert (status, out.err) == (0, "")
     cfg = ArrayConfig(pe="adder", rows=5, cols=3, arch="tree", tree_levels_per_stage=2)
+    # stderr holds the status lines only (logging, INFO): the files written
+    assert (status, out.err.splitlines()) == (0, [f"wrote {tmp_path / cfg.top_name}{s}"
+                                                  for s in (".v", ".json")])
     doc = json.loads((tmp_path / f"{cfg.top_name}.json").read_text())
     assert doc["parameters"] == cfg.params()
     assert f"latency {cfg.latency} cycles" in out.out
