@@ -6,6 +6,10 @@ together and turns whatever a command raises into one line on stderr.
 
 Every error a user can cause ends in one line naming the parameter, the value and what is
 allowed, and exit status 2.
+
+Every command takes ``-v/--verbose`` and ``-q/--quiet`` (:func:`~mulfree.flows.options.
+add_output_options`); ``main`` sets the ``mulfree`` loggers from them once, after parsing, and
+probes a ``--json`` path before the command starts (:mod:`mulfree.flows.options`).
 """
 
 import logging
