@@ -36,7 +36,8 @@ front of the engine. The credit counts FIFO entries and S1/S2, so a read is neve
 the engine stalls. S0's decision to issue compares no register with a run constant (timing):
 the walk's conditions (last ``ct``/``kx``/``ky``/``nt``, a pass's end, the last block) are
 flags registered with their counters, and the watermark check's farthest address is a
-register kept beside ``addr``.
+register kept beside ``addr``, compared with the loader's pointer a cycle ahead
+(:func:`~.watermark.watermark_ahead`).
 
 A taps run (interface 2.4, ``flags.depthwise | flags.taps`` on a core with ``cfg.taps``) walks
 differently (:class:`~.tap_issue.TapWalk` in S0): per output tile, every padded pixel once, one
@@ -59,6 +60,7 @@ from .array import input_layout
 from .layer_setup import SIZE_BITS, desc_layout, sizes_layout, window_flags
 from .tap_issue import TapWalk
 from .tap_window import TapWindow
+from .watermark import watermark_ahead
 
 
 __all__ = ["IssueUnit", "WeightFeeder", "tag_layout", "X_FIFO_DEPTH", "hazard_window",
@@ -136,8 +138,9 @@ class IssueUnit(wiring.Component):
     ----------
     go : In(1)
         Pulse: start a layer with ``desc`` and ``sizes`` (held for the run).
-    act_ptr, act_complete : In
-        Feature-map vectors loaded (the watermark), and all of them.
+    act_ptr, act_we, act_complete : In
+        Feature-map vectors loaded (the watermark), its strobe (``act_ptr`` moves by +1 in a
+        cycle it is high, and only then), and all of them loaded.
     shift_ready : In(1)
         The shift table is loaded (or not used).
     fmap_addr, fmap_en, fmap_data : per-lane read ports of the feature-map buffer.
@@ -173,6 +176,7 @@ class IssueUnit(wiring.Component):
             "desc": In(desc_layout()),
             "sizes": In(sizes_layout()),
             "act_ptr": In(SIZE_BITS),
+            "act_we": In(1),
             "act_complete": In(1),
             "shift_ready": In(1),
             "fmap_addr": Out(e.rows * fa),
@@ -255,16 +259,13 @@ class IssueUnit(wiring.Component):
         reach = cfg.shift_reach
         far_off_v = Mux(d.flags[0], times_const(reach, sz.row) + times_const(reach, sz.ct), 0)
         # Both fit A (addr_bits: an address plus the watermark's reach stays within it).
-        far_off = Signal(A)
-        far = Signal(A)                             # addr + far_off, updated with addr
-        # far < act_ptr (signed, SIZE_BITS) on A bits: act_ptr beyond A's range decides alone.
-        ptr = self.act_ptr.as_signed()
-        hi = self.act_ptr[A.width - 1:]
-        ptr_above = ~ptr[-1] & hi.any()
-        ptr_below = ptr[-1] & ~hi.all()
-        arrived = self.act_complete | ptr_above | (~ptr_below & (far < ptr[:A.width].as_signed()))
-        can = active & credit & room & ~hazard & self.shift_ready & self.tag.ready
+        far_off, far = Signal(A), Signal(A)         # far = addr + far_off, updated with addr
+        go_far, iss_far = Signal(A), Signal(A)      # far's next value at go, on issue
+        # far < act_ptr, compared a cycle ahead for each value far may take (timing).
         issue = Signal()
+        arrived = self.act_complete | watermark_ahead(
+            m, far, self.act_ptr, self.act_we, [(self.go, go_far), (issue, iss_far)])
+        can = active & credit & room & ~hazard & self.shift_ready & self.tag.ready
         m.d.comb += issue.eq(can & arrived)
         # S0's read (issue or a taps run's read) and whether it sends a vector and a tag.
         read, tagged, waiting = issue, issue, can & ~arrived
@@ -308,18 +309,21 @@ class IssueUnit(wiring.Component):
             m.d.comb += [n_koff.eq(koff + Mux(windowed, sz.ct, 1)), n_koff_row.eq(koff_row),
                          n_kx.eq(Mux(last_ct, kx + 1, kx)), n_ky.eq(ky)]
 
-        def set_addr(m, value, off):
-            # addr and far = addr + far_off (from addr's truncated value).
-            v = Signal(A)
-            m.d.comb += v.eq(value)
-            m.d.sync += [addr.eq(v), far.eq(v + off)]
+        # addr and far = addr + far_off at go and on issue, from registers alone (the
+        # watermark compares far's next values a cycle ahead). On issue: the next pixel within
+        # a pass, else the block's start plus the next pass's kernel offset, else the next
+        # block's start (where this pass's walk stops, without its offset).
+        go_addr, iss_addr = Signal(A), Signal(A)
+        m.d.comb += [
+            go_addr.eq(self._corner), go_far.eq(go_addr + far_off_v),
+            iss_addr.eq(Mux(~end_pass, s_addr,
+                            Mux(~final_kt | ~last_nt, b_addr + n_koff, s_addr - koff))),
+            iss_far.eq(iss_addr + far_off),
+        ]
 
-        def start_pass(m, base_ox, base_iy, base_ix, base_addr, base_row, koff_v, kx_v, ky_v):
-            m.d.sync += [
-                i.eq(0), ox.eq(base_ox), iy.eq(base_iy + ky_v), ix.eq(base_ix + kx_v),
-                rowaddr.eq(base_row + koff_v),
-            ]
-            set_addr(m, base_addr + koff_v, far_off)
+        def start_pass(m, base_ox, base_iy, base_ix, base_row, koff_v, kx_v, ky_v):
+            m.d.sync += [i.eq(0), ox.eq(base_ox), iy.eq(base_iy + ky_v), ix.eq(base_ix + kx_v),
+                         rowaddr.eq(base_row + koff_v)]
 
         # Next values of the flagged registers (comb, truncated as the registers are).
         i_inc, ct_adv = Signal(16), Signal(16)
@@ -356,10 +360,10 @@ class IssueUnit(wiring.Component):
                          ix.eq(left)]
             m.d.sync += [b_addr.eq(self._corner), b_rowaddr.eq(self._corner),
                          rowaddr.eq(self._corner)]
-            set_addr(m, self._corner, far_off_v)
+            m.d.sync += [addr.eq(go_addr), far.eq(go_far)]
         with m.Elif(issue):
+            m.d.sync += [addr.eq(iss_addr), far.eq(iss_far)]
             with m.If(~end_pass):
-                set_addr(m, s_addr, far_off)
                 m.d.sync += [i.eq(i_inc), ox.eq(s_ox), iy.eq(s_iy), ix.eq(s_ix),
                              rowaddr.eq(s_row),
                              end_pass.eq(i_inc == blen_m1), i0.eq(i_inc == 0)]
@@ -370,12 +374,12 @@ class IssueUnit(wiring.Component):
                              last_kx.eq(n_kx == kw_m1), last_ky.eq(n_ky == kh_m1),
                              first_kt.eq((ct_adv == 0) & (n_kx == 0) & (n_ky == 0))]
                 with m.If(~final_kt):
-                    start_pass(m, b_ox, b_iy, b_ix, b_addr, b_rowaddr, n_koff, n_kx, n_ky)
+                    start_pass(m, b_ox, b_iy, b_ix, b_rowaddr, n_koff, n_kx, n_ky)
                     m.d.sync += [end_pass.eq(0 == blen_m1), i0.eq(1)]
                 with m.Elif(~last_nt):
                     m.d.sync += [nt.eq(n_nt), out_left.eq(out_left - C),
                                  last_nt.eq(n_nt == nt_m1)]
-                    start_pass(m, b_ox, b_iy, b_ix, b_addr, b_rowaddr, n_koff, 0, 0)
+                    start_pass(m, b_ox, b_iy, b_ix, b_rowaddr, n_koff, 0, 0)
                     m.d.sync += [end_pass.eq(0 == blen_m1), i0.eq(1)]
                 with m.Elif(~last_block):
                     # The next block starts where this pass's walk stops, without its offset.
@@ -385,7 +389,7 @@ class IssueUnit(wiring.Component):
                     m.d.sync += [b_ox.eq(nb[0]), b_iy.eq(nb[1]), b_ix.eq(nb[2]),
                                  b_addr.eq(nb[3]), b_rowaddr.eq(nb[4])]
                     m.d.sync += blen.eq(n_blen)
-                    start_pass(m, *nb, 0, 0, 0)
+                    start_pass(m, nb[0], nb[1], nb[2], nb[4], 0, 0, 0)
                     m.d.sync += i0.eq(1)
                     blen_flags(m, n_blen, n_rem)
                 with m.Else():

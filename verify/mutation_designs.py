@@ -26,7 +26,7 @@ RTL_FILES = ("rtl/pe.py", "rtl/tree.py", "rtl/tiles.py", "rtl/array.py", "rtl/ve
              "rtl/postproc.py", "rtl/pool.py", "rtl/layer_setup.py", "rtl/layer_issue.py",
              "rtl/stream_loader.py", "rtl/core.py", "rtl/fold.py", "rtl/fmap_banks.py",
              "rtl/lanes.py", "rtl/engines.py", "rtl/tap_window.py", "rtl/tap_issue.py",
-             "rtl/mult_pack.py")
+             "rtl/mult_pack.py", "rtl/watermark.py")
 
 _SMALL_CORE = dict(fmap_vectors=512, weight_rows=512, acc_entries=64, max_channels=32,
                    out_vectors=8)
@@ -115,6 +115,7 @@ FILE_DESIGNS = {
     "rtl/tap_window.py": ["core-shift-taps"],
     "rtl/tap_issue.py": ["core-shift-taps"],
     "rtl/mult_pack.py": ["array-mult-pack", "array-mult-lut"],
+    "rtl/watermark.py": _CORES + ["core-shift-chain", "core-shift-taps"],
 }
 
 # The cocotb tests on Icarus, trimmed to their smallest design of each kind (a surviving mutant
@@ -189,6 +190,8 @@ TEST_MAP = {
                       + _CORE_WINDOW + _CORE_TAPS,
     "rtl/tap_window.py": ["tests/test_tap_window.py"] + _CORE_TAPS,
     "rtl/tap_issue.py": _CORE_TAPS,
+    "rtl/watermark.py": ["tests/test_watermark.py", "tests/test_core_datapath.py"] + _CORE_SIM
+                        + _CORE_CORNERS,
     "rtl/mult_pack.py": ["tests/test_mult_mapping.py"]
                         + [f"tests/test_array_sim.py::test_icarus[{d}]"
                            for d in ("mult-2x4-a5w6-k9-mult_pack2-dsp_cols2",
