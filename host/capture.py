@@ -4,7 +4,8 @@
 standard ``torch.nn`` modules stay whole: ``call_module`` nodes), runs
 :class:`torch.fx.passes.shape_prop.ShapeProp` on a sample of the calibration input, and maps
 every fx node to an *op* of the integer graph (:class:`CapturedGraph`), the nodes of
-:mod:`mulfree.params.int_layers` before their scales are chosen. What maps to what is in
+:mod:`mulfree.params.int_layers` before their scales are chosen. Which module, function or
+method goes to which builder is :mod:`mulfree.host.capture_registry`'s; what is supported, in
 :data:`~mulfree.host.quant_parse.SUPPORTED`; the propagated shapes recognise flattening
 (``nn.Flatten``, ``torch.flatten(x, 1)``, ``x.view(x.size(0), -1)``, ``x.reshape(B, -1)``),
 ``x[:, :, ::s, ::s]`` (a subsample: max pooling with kernel 1, stride ``s``) and identities.
@@ -42,7 +43,10 @@ from torch.nn import functional as F
 from ..params.int_layers import INPUT_NAME
 from .adder_layers import AdderConv2d, AdderLinear
 from .capture_ops import MOVES, RESCALING, OpBuilder, supported
-from .quant_parse import CONV_TYPES, LINEAR_TYPES, SKIPPED, QuantizeError
+from .capture_registry import (ALIAS_METHODS, CAT_FNS, DROPOUT_FNS, RESHAPE_FNS,
+                               RESHAPE_METHODS, SHAPE_ATTRS, SHAPE_METHODS, function_rule,
+                               method_rule, module_rule)
+from .quant_parse import SKIPPED, QuantizeError
 from .shift_layers import ShiftConv2d, ShiftLinear
 from .zero_flop_layers import AddressShift2d, ChannelShift, Shift2d
 
@@ -55,14 +59,6 @@ __all__ = ["LEAF_TYPES", "MOVES", "RESCALING", "CaptureTracer", "CapturedGraph",
 LEAF_TYPES = (ShiftConv2d, ShiftLinear, AdderConv2d, AdderLinear, Shift2d, AddressShift2d,
               ChannelShift)
 
-_DROPOUT_FNS = (F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout,
-                F.feature_alpha_dropout)
-_ALIAS_METHODS = ("contiguous", "clone", "detach")
-_SHAPE_METHODS = ("size", "dim", "numel", "ndimension")
-_SHAPE_ATTRS = ("shape", "ndim", "dtype", "device")
-_RESHAPE_FNS = (torch.flatten, torch.reshape, torch.squeeze)
-_RESHAPE_METHODS = ("view", "reshape", "flatten", "squeeze")
-_CAT_FNS = (torch.cat, torch.concat, torch.concatenate)
 _POOL = ("input", "kernel_size", "stride", "padding")
 #: Parameter names of the functions and methods the capture reads (``input`` first).
 _FN_PARAMS = {
@@ -78,13 +74,13 @@ _FN_PARAMS = {
     F.adaptive_avg_pool2d: ("input", "output_size"), torch.mean: ("input", "dim", "keepdim"),
     F.pad: ("input", "pad", "mode", "value"), operator.getitem: ("input", "index"),
 }
-_FN_PARAMS.update({f: ("tensors", "dim") for f in _CAT_FNS})
-_FN_PARAMS.update({f: ("input",) for f in _RESHAPE_FNS})
+_FN_PARAMS.update({f: ("tensors", "dim") for f in CAT_FNS})
+_FN_PARAMS.update({f: ("input",) for f in RESHAPE_FNS})
 _METHOD_PARAMS = {"relu": ("input",), "relu_": ("input",), "add": ("input", "other"),
                   "add_": ("input", "other"), "mean": ("input", "dim", "keepdim")}
 _METHOD_PARAMS.update({m: ("input", "min", "max") for m in ("clamp", "clamp_", "clip",
                                                              "clip_")})
-_METHOD_PARAMS.update({m: ("input",) for m in _RESHAPE_METHODS})
+_METHOD_PARAMS.update({m: ("input",) for m in RESHAPE_METHODS})
 _FN_NAMES = {F.max_pool2d: "F.max_pool2d", F.avg_pool2d: "F.avg_pool2d", F.pad: "F.pad",
              getattr: "getattr"}
 
@@ -268,21 +264,21 @@ class _Capture(OpBuilder):
         m = self.module(n)
         if m is not None and isinstance(m, SKIPPED):
             return "skip"
-        if n.op == "call_function" and n.target in _DROPOUT_FNS:
+        if n.op == "call_function" and n.target in DROPOUT_FNS:
             return "skip"
-        if n.op == "call_method" and n.target in _ALIAS_METHODS:
+        if n.op == "call_method" and n.target in ALIAS_METHODS:
             return "skip"
         src = n.args[0] if n.args else None
         same = isinstance(src, torch.fx.Node) and self.shape(src) == self.shape(n)
         reshape = (isinstance(m, nn.Flatten) or
-                   (n.op == "call_function" and n.target in _RESHAPE_FNS) or
-                   (n.op == "call_method" and n.target in _RESHAPE_METHODS))
+                   (n.op == "call_function" and n.target in RESHAPE_FNS) or
+                   (n.op == "call_method" and n.target in RESHAPE_METHODS))
         if reshape and same:
             return "skip"
         if n.op == "call_function" and n.target is operator.getitem and same and \
                 self.subsample_steps(n) == (1, 1):
             return "skip"
-        if n.op == "call_function" and n.target in _CAT_FNS:
+        if n.op == "call_function" and n.target in CAT_FNS:
             tensors = self.bound(n).get("tensors")
             if isinstance(tensors, (list, tuple)) and len(tensors) == 1:
                 return "skip"
@@ -378,9 +374,9 @@ class _Capture(OpBuilder):
     def meta(self, n):
         """Shape arithmetic may read a tensor's shape, never its values."""
         reads_tensor = any(self.shape(a) is not None for a in n.all_input_nodes)
-        shape_only = (n.op == "call_method" and n.target in _SHAPE_METHODS) or (
+        shape_only = (n.op == "call_method" and n.target in SHAPE_METHODS) or (
             n.op == "call_function" and n.target is getattr and len(n.args) > 1
-            and n.args[1] in _SHAPE_ATTRS)
+            and n.args[1] in SHAPE_ATTRS)
         if reads_tensor and not shape_only:
             raise self.fail(n, "turns a tensor's values into a Python value")
 
@@ -390,82 +386,66 @@ class _Capture(OpBuilder):
                                "F.conv2d...); use the layer modules")
         m = self.module(n)
         if m is not None:
-            return self.visit_module(n, m)
-        target = n.target
-        b = self.bound(n)
-        if n.op == "call_function":
-            if target in (F.relu, torch.relu, torch.relu_, F.relu_):
-                return self.relu(n, b["input"])
-            if target is F.relu6:
-                return self.clamp(n, b["input"], 0.0, 6.0)
-            if target is F.hardtanh:
-                return self.clamp(n, b["input"], b.get("min_val", -1.0), b.get("max_val", 1.0))
-            if target in (torch.clamp, torch.clip):
-                return self.clamp(n, b["input"], b.get("min"), b.get("max"))
-            if target in (operator.add, operator.iadd, torch.add):
-                return self.add(n, b)
-            if target in _CAT_FNS:
-                return self.concat(n, b)
-            if target in (F.max_pool2d, torch.max_pool2d):
-                return self.maxpool(n, b["input"], b.get("kernel_size"), b.get("stride"),
-                                    b.get("padding", 0), b.get("dilation", 1),
-                                    b.get("ceil_mode", False), b.get("return_indices", False))
-            if target is F.avg_pool2d:
-                return self.avgpool(n, b["input"], b.get("kernel_size"), b.get("stride"),
-                                    b.get("padding", 0), b.get("ceil_mode", False),
-                                    b.get("count_include_pad", True),
-                                    b.get("divisor_override"))
-            if target is F.adaptive_avg_pool2d:
-                return self.adaptive(n, b["input"], b.get("output_size"))
-            if target is torch.mean:
-                return self.mean(n, b)
-            if target in _RESHAPE_FNS:
-                return self.reshape(n, b["input"])
-            if target is F.pad:
-                return self.pad(n, b["input"], b.get("pad"), b.get("mode", "constant"),
-                                b.get("value"))
-            if target is operator.getitem and self.shape(b["input"]) is not None:
-                return self.subsample(n, b["input"])
-        elif n.op == "call_method":
-            if target in ("relu", "relu_"):
-                return self.relu(n, b["input"])
-            if target in ("clamp", "clamp_", "clip", "clip_"):
-                return self.clamp(n, b["input"], b.get("min"), b.get("max"))
-            if target in ("add", "add_"):
-                return self.add(n, b)
-            if target == "mean":
-                return self.mean(n, b)
-            if target in _RESHAPE_METHODS:
-                return self.reshape(n, b["input"])
-        raise self.fail(n)
+            rule = module_rule(m)
+            if rule is None:
+                raise self.fail(n)
+            return _MODULE_CALLS[rule](self, n, m, n.args[0] if n.args
+                                       else n.kwargs.get("input"))
+        rule = function_rule(n.target) if n.op == "call_function" else \
+            method_rule(n.target) if n.op == "call_method" else None
+        if rule is None or rule not in _CALLS:
+            raise self.fail(n)
+        return _CALLS[rule](self, n, self.bound(n))
 
-    def visit_module(self, n, m):
-        x = n.args[0] if n.args else n.kwargs.get("input")
-        if isinstance(m, LINEAR_TYPES + CONV_TYPES):
-            return self.weight(n, m, x)
-        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-            return self.batchnorm(n, m, x)
-        if type(m) is nn.ReLU:
-            return self.relu(n, x)
-        if isinstance(m, nn.Hardtanh):                     # nn.ReLU6 is one
-            return self.clamp(n, x, m.min_val, m.max_val)
-        if type(m) is nn.MaxPool2d:
-            return self.maxpool(n, x, m.kernel_size, m.stride, m.padding, m.dilation,
-                                m.ceil_mode, m.return_indices)
-        if type(m) is nn.AvgPool2d:
-            return self.avgpool(n, x, m.kernel_size, m.stride, m.padding, m.ceil_mode,
-                                m.count_include_pad, m.divisor_override)
-        if type(m) is nn.AdaptiveAvgPool2d:
-            return self.adaptive(n, x, m.output_size)
-        if isinstance(m, nn.Flatten):
-            return self.reshape(n, x)
-        if isinstance(m, nn.ConstantPad2d):                # nn.ZeroPad2d is one
-            return self.pad(n, x, m.padding, "constant", m.value)
-        if isinstance(m, (Shift2d, AddressShift2d, ChannelShift)):
-            return self.shift_op(n, m, x)
-        raise self.fail(n)
+    def index(self, n, x):
+        """``x[...]``: a subsample of a tensor (:meth:`subsample`); indexing anything else
+        (a tuple of tensors) is refused."""
+        if self.shape(x) is None:
+            raise self.fail(n)
+        return self.subsample(n, x)
 
-    # One handler per kind ------------------------------------------------------------------
+
+# The registries' rules (mulfree.host.capture_registry) as calls of the builders: a function
+# or method with its bound arguments, a module with its attributes.
+_CALLS = {
+    "relu": lambda c, n, b: c.relu(n, b["input"]),
+    "relu6": lambda c, n, b: c.clamp(n, b["input"], 0.0, 6.0),
+    "hardtanh": lambda c, n, b: c.clamp(n, b["input"], b.get("min_val", -1.0),
+                                        b.get("max_val", 1.0)),
+    "clamp": lambda c, n, b: c.clamp(n, b["input"], b.get("min"), b.get("max")),
+    "add": lambda c, n, b: c.add(n, b),
+    "concat": lambda c, n, b: c.concat(n, b),
+    "maxpool": lambda c, n, b: c.maxpool(n, b["input"], b.get("kernel_size"), b.get("stride"),
+                                         b.get("padding", 0), b.get("dilation", 1),
+                                         b.get("ceil_mode", False),
+                                         b.get("return_indices", False)),
+    "avgpool": lambda c, n, b: c.avgpool(n, b["input"], b.get("kernel_size"), b.get("stride"),
+                                         b.get("padding", 0), b.get("ceil_mode", False),
+                                         b.get("count_include_pad", True),
+                                         b.get("divisor_override")),
+    "adaptive": lambda c, n, b: c.adaptive(n, b["input"], b.get("output_size")),
+    "mean": lambda c, n, b: c.mean(n, b),
+    "reshape": lambda c, n, b: c.reshape(n, b["input"]),
+    "pad": lambda c, n, b: c.pad(n, b["input"], b.get("pad"), b.get("mode", "constant"),
+                                 b.get("value")),
+    "subsample": lambda c, n, b: c.index(n, b["input"]),
+}
+_MODULE_CALLS = {
+    "weight": lambda c, n, m, x: c.weight(n, m, x),
+    "batchnorm": lambda c, n, m, x: c.batchnorm(n, m, x),
+    "relu": lambda c, n, m, x: c.relu(n, x),
+    "hardtanh": lambda c, n, m, x: c.clamp(n, x, m.min_val, m.max_val),
+    "maxpool": lambda c, n, m, x: c.maxpool(n, x, m.kernel_size, m.stride, m.padding,
+                                            m.dilation, m.ceil_mode, m.return_indices),
+    "avgpool": lambda c, n, m, x: c.avgpool(n, x, m.kernel_size, m.stride, m.padding,
+                                            m.ceil_mode, m.count_include_pad,
+                                            m.divisor_override),
+    "adaptive": lambda c, n, m, x: c.adaptive(n, x, m.output_size),
+    "reshape": lambda c, n, m, x: c.reshape(n, x),
+    "pad": lambda c, n, m, x: c.pad(n, x, m.padding, "constant", m.value),
+    "shift": lambda c, n, m, x: c.shift_op(n, m, x),
+}
+
 
 def _model_dtype(model):
     for t in list(model.parameters()) + list(model.buffers()):
