@@ -44,8 +44,8 @@ from ..params.int_layers import INPUT_NAME
 from .adder_layers import AdderConv2d, AdderLinear
 from .capture_ops import MOVES, RESCALING, OpBuilder, supported
 from .capture_registry import (ALIAS_METHODS, CAT_FNS, DROPOUT_FNS, RESHAPE_FNS,
-                               RESHAPE_METHODS, SHAPE_ATTRS, SHAPE_METHODS, function_rule,
-                               method_rule, module_rule)
+                               RESHAPE_METHODS, SHAPE_ATTRS, SHAPE_METHODS, function_name,
+                               function_rule, method_rule, module_rule)
 from .quant_parse import SKIPPED, QuantizeError
 from .shift_layers import ShiftConv2d, ShiftLinear
 from .zero_flop_layers import AddressShift2d, ChannelShift, Shift2d
@@ -81,9 +81,6 @@ _METHOD_PARAMS = {"relu": ("input",), "relu_": ("input",), "add": ("input", "oth
 _METHOD_PARAMS.update({m: ("input", "min", "max") for m in ("clamp", "clamp_", "clip",
                                                              "clip_")})
 _METHOD_PARAMS.update({m: ("input",) for m in RESHAPE_METHODS})
-_FN_NAMES = {F.max_pool2d: "F.max_pool2d", F.avg_pool2d: "F.avg_pool2d", F.pad: "F.pad",
-             getattr: "getattr"}
-
 
 class CaptureTracer(torch.fx.Tracer):
     """A :class:`torch.fx.Tracer` that keeps the mulfree layers (:data:`LEAF_TYPES`) whole.
@@ -191,20 +188,6 @@ class _Shapes(ShapeProp):
         return result
 
 
-def _fn_name(f):
-    if f in _FN_NAMES:
-        return _FN_NAMES[f]
-    mod = getattr(f, "__module__", None) or ""
-    name = getattr(f, "__name__", repr(f))
-    if mod in ("_operator", "operator"):
-        return f"operator.{name}"
-    if mod.startswith("torch.nn.functional") or mod.startswith("torch._C._nn"):
-        return f"F.{name}"
-    if mod.startswith("torch"):
-        return f"torch.{name}"
-    return f"{mod}.{name}" if mod else name
-
-
 class _Capture(OpBuilder):
     """The walk over the fx graph that builds the ops (see the module docstring)."""
 
@@ -226,7 +209,7 @@ class _Capture(OpBuilder):
         if n.op == "call_method":
             return f"{n.name} (Tensor.{n.target})"
         if n.op == "call_function":
-            return f"{n.name} ({_fn_name(n.target)})"
+            return f"{n.name} ({function_name(n.target)})"
         return f"{n.name} ({n.op} {n.target})"
 
     def shape(self, n):

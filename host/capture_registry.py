@@ -23,7 +23,8 @@ from .zero_flop_layers import AddressShift2d, ChannelShift, Shift2d
 
 __all__ = ["DROPOUT_FNS", "ALIAS_METHODS", "SHAPE_METHODS", "SHAPE_ATTRS", "RESHAPE_FNS",
            "RESHAPE_METHODS", "CAT_FNS", "FUNCTION_OPS", "METHOD_OPS", "MODULE_OPS", "RULES",
-           "module_rule", "function_rule", "method_rule"]
+           "module_rule", "function_rule", "method_rule", "function_name",
+           "module_name"]
 
 
 #: Functions skipped at inference (identities).
@@ -98,3 +99,28 @@ def function_rule(f):
 def method_rule(name):
     """The rule of the ``Tensor`` method ``name`` (:data:`METHOD_OPS`), or None."""
     return METHOD_OPS.get(name) if isinstance(name, str) else None
+
+
+_FN_NAMES = {F.max_pool2d: "F.max_pool2d", F.avg_pool2d: "F.avg_pool2d", F.pad: "F.pad",
+             getattr: "getattr"}
+
+
+def function_name(f):
+    """How a message or the table names function ``f``: ``F.relu``, ``torch.cat``,
+    ``operator.add``."""
+    if f in _FN_NAMES:
+        return _FN_NAMES[f]
+    mod = getattr(f, "__module__", None) or ""
+    name = getattr(f, "__name__", repr(f))
+    if mod in ("_operator", "operator"):
+        return f"operator.{name}"
+    if mod.startswith("torch.nn.functional") or mod.startswith("torch._C._nn"):
+        return f"F.{name}"
+    if mod.startswith("torch"):
+        return f"torch.{name}"
+    return f"{mod}.{name}" if mod else name
+
+
+def module_name(t):
+    """How the table names module type ``t``: ``nn.Conv2d``, or the mulfree layer's name."""
+    return f"nn.{t.__name__}" if t.__module__.startswith("torch.nn") else t.__name__
