@@ -87,7 +87,7 @@ _CAPTURE = (
      "folded into the linear / convolution it directly follows (a per-channel power-of-two "
      "scale and bias); REFUSED elsewhere (\"must directly follow a weight layer that nothing "
      "else reads\") or without running statistics"),
-    ("relu", "relu", None, "", "folded, else `clamp`", "CORE (folded); HOST",
+    ("relu", "relu", None, "", "folded, else `clamp`", "CORE (folded or fused); HOST",
      f"folded into the weight layer or add it follows, also through {_FOLD_MOVES} (they "
      f"commute with it); otherwise a `clamp` node (lo 0)"),
     ("relu6", "relu6", None, "", "`clamp`", "CORE (fused); HOST",

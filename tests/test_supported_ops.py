@@ -62,6 +62,7 @@ def test_every_rule_target_and_node_kind_has_a_row():
         + [registry.function_name(f) for f in registry.FUNCTION_OPS] \
         + [f"x.{m}()" for m in registry.METHOD_OPS]
     assert [n for n in names if f"`{n}`" not in text] == []
+    assert [r.key for r in ops_table.capture_rows() if not r.what] == []
     kinds = {r.node for r in ops_table.node_rows()}
     assert kinds == set(LAYER_KINDS)
 
