@@ -28,6 +28,7 @@ from .capture_ops import MOVES
 from .capture_registry import (ALIAS_METHODS, DROPOUT_FNS, FUNCTION_OPS, METHOD_OPS,
                                MODULE_OPS, RULES, SHAPE_ATTRS, SHAPE_METHODS, function_name,
                                module_name)
+from .compiler import FOLD, FOLD_SHARE
 from .quant_parse import CONV_TYPES, LINEAR_TYPES, SKIPPED
 from .stacking import MAX_STACK
 from .window_steps import WINDOW_KINDS
@@ -264,8 +265,8 @@ def numeric_rows():
               f"{reach[0]}..{reach[1]} (the default core's covers the widest table)"),
         OpRow("num:pe", "PE kind", "-", "HOST with `--host-fallback`, else REFUSED",
               f"{_PES}: each weight layer runs on the engine of its kind (`--engines all` "
-              f"gives the default core one per kind; a kind with under 10 % of the terms gets "
-              f"a folded engine)"),
+              f"gives the default core one per kind; a kind with under {FOLD_SHARE:.0%} of the "
+              f"terms gets an engine folded to cols/{FOLD})"),
         OpRow("num:sizes", "buffers", "-", "REFUSED if larger",
               "max_channels, fmap_vectors, weight_rows, shortcut_vectors, pool_pixels, "
               "acc_entries: \"<node> does not fit the core: <param> ... must be at most ...\" "
