@@ -315,8 +315,7 @@ class LayerDatapath(wiring.Component):
         for unit in (issue, feeder):
             m.d.comb += [unit.go.eq(go), unit.desc.eq(desc), unit.sizes.eq(sz)]
         m.d.comb += [
-            issue.act_ptr.eq(loader.acts_ptr), issue.act_we.eq(loader.act_we),
-            issue.act_complete.eq(complete["acts"]),
+            issue.act_ptr.eq(loader.acts_ptr), issue.act_complete.eq(complete["acts"]),
             issue.shift_ready.eq(reuse | ~shift | complete["shift"]),
             feeder.w_ptr.eq(loader.weights_ptr),
             feeder.w_complete.eq(reuse | complete["weights"]),

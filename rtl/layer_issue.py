@@ -31,13 +31,11 @@ padded lane reads ``act_min`` on a max run (so it never wins) and 0 otherwise; t
 partial sums are ``act_min`` in every lane on a max run, 0 otherwise.
 
 Pipeline: S0 walks and issues (checking the activation watermark and the credit), S1 computes
-the lanes' addresses from the shift table, S2 has the buffer data and enters a small FIFO in
-front of the engine. The credit counts FIFO entries and S1/S2, so a read is never lost when
-the engine stalls. S0's decision to issue compares no register with a run constant (timing):
-the walk's conditions (last ``ct``/``kx``/``ky``/``nt``, a pass's end, the last block) are
-flags registered with their counters, and the watermark check's farthest address is a
-register kept beside ``addr``, compared with the loader's pointer a cycle ahead
-(:func:`~.watermark.watermark_ahead`).
+the lanes' addresses from the shift table (read a cycle ahead, registered), S2 has the buffer
+data and enters a small FIFO in front of the engine. The credit counts FIFO entries and S1/S2,
+so a read is never lost when the engine stalls. Timing: S0 compares no register with a run
+constant (the walk's conditions are flags registered with their counters), and ``addr`` and
+the watermark's farthest address ``far`` move to values computed from registers alone.
 
 A taps run (interface 2.4, ``flags.depthwise | flags.taps`` on a core with ``cfg.taps``) walks
 differently (:class:`~.tap_issue.TapWalk` in S0): per output tile, every padded pixel once, one
@@ -60,7 +58,7 @@ from .array import input_layout
 from .layer_setup import SIZE_BITS, desc_layout, sizes_layout, window_flags
 from .tap_issue import TapWalk
 from .tap_window import TapWindow
-from .watermark import watermark_ahead
+from .watermark import below
 
 
 __all__ = ["IssueUnit", "WeightFeeder", "tag_layout", "X_FIFO_DEPTH", "hazard_window",
@@ -138,13 +136,13 @@ class IssueUnit(wiring.Component):
     ----------
     go : In(1)
         Pulse: start a layer with ``desc`` and ``sizes`` (held for the run).
-    act_ptr, act_we, act_complete : In
-        Feature-map vectors loaded (the watermark), its strobe (``act_ptr`` moves by +1 in a
-        cycle it is high, and only then), and all of them loaded.
+    act_ptr, act_complete : In
+        Feature-map vectors loaded (the watermark), and all of them.
     shift_ready : In(1)
         The shift table is loaded (or not used).
     fmap_addr, fmap_en, fmap_data : per-lane read ports of the feature-map buffer.
-    sh_addr, sh_data : read port of the shift table.
+    sh_addr, sh_data : read port of the shift table (read at ``ct``'s next value, the data
+        registered here: S1 selects from a register, not from the memory's output).
     acc_addr, acc_data : read port of the accumulator buffer.
     x : Out(stream.Signature(input_layout(cfg.post_engine)))
         To the engine (the core routes it to the run's engine); partial sums at the core's
@@ -176,7 +174,6 @@ class IssueUnit(wiring.Component):
             "desc": In(desc_layout()),
             "sizes": In(sizes_layout()),
             "act_ptr": In(SIZE_BITS),
-            "act_we": In(1),
             "act_complete": In(1),
             "shift_ready": In(1),
             "fmap_addr": Out(e.rows * fa),
@@ -260,12 +257,13 @@ class IssueUnit(wiring.Component):
         far_off_v = Mux(d.flags[0], times_const(reach, sz.row) + times_const(reach, sz.ct), 0)
         # Both fit A (addr_bits: an address plus the watermark's reach stays within it).
         far_off, far = Signal(A), Signal(A)         # far = addr + far_off, updated with addr
-        go_far, iss_far = Signal(A), Signal(A)      # far's next value at go, on issue
-        # far < act_ptr, compared a cycle ahead for each value far may take (timing).
         issue = Signal()
-        arrived = self.act_complete | watermark_ahead(
-            m, far, self.act_ptr, self.act_we, [(self.go, go_far), (issue, iss_far)])
-        can = active & credit & room & ~hazard & self.shift_ready & self.tag.ready
+        arrived = self.act_complete | below(far, self.act_ptr)
+        # The table's last write precedes the read S1's register takes: shift_ready a cycle
+        # late (the stream sends SHIFT long before ACTS and WEIGHTS).
+        shift_ok = Signal()
+        m.d.sync += shift_ok.eq(self.shift_ready)
+        can = active & credit & room & ~hazard & shift_ok & self.tag.ready
         m.d.comb += issue.eq(can & arrived)
         # S0's read (issue or a taps run's read) and whether it sends a vector and a tag.
         read, tagged, waiting = issue, issue, can & ~arrived
@@ -287,7 +285,7 @@ class IssueUnit(wiring.Component):
             m.d.sync += inflight.eq(inflight - 1)
 
         # Next pixel of the raster walk.
-        wrap = ox == d.out_w - 1
+        wrap, ow_m1 = Signal(), Signal(16)          # ox == out_w - 1 (with ox), out_w - 1
         s_ox = Mux(wrap, 0, ox + 1)
         s_iy = Mux(wrap, iy + d.stride_h, iy)
         s_ix = Mux(wrap, kx - d.pad_w, ix + d.stride_w)
@@ -313,9 +311,9 @@ class IssueUnit(wiring.Component):
         # watermark compares far's next values a cycle ahead). On issue: the next pixel within
         # a pass, else the block's start plus the next pass's kernel offset, else the next
         # block's start (where this pass's walk stops, without its offset).
-        go_addr, iss_addr = Signal(A), Signal(A)
+        go_addr, iss_addr, iss_far = Signal(A), Signal(A), Signal(A)
         m.d.comb += [
-            go_addr.eq(self._corner), go_far.eq(go_addr + far_off_v),
+            go_addr.eq(self._corner),
             iss_addr.eq(Mux(~end_pass, s_addr,
                             Mux(~final_kt | ~last_nt, b_addr + n_koff, s_addr - koff))),
             iss_far.eq(iss_addr + far_off),
@@ -323,7 +321,7 @@ class IssueUnit(wiring.Component):
 
         def start_pass(m, base_ox, base_iy, base_ix, base_row, koff_v, kx_v, ky_v):
             m.d.sync += [i.eq(0), ox.eq(base_ox), iy.eq(base_iy + ky_v), ix.eq(base_ix + kx_v),
-                         rowaddr.eq(base_row + koff_v)]
+                         rowaddr.eq(base_row + koff_v), wrap.eq(base_ox == ow_m1)]
 
         # Next values of the flagged registers (comb, truncated as the registers are).
         i_inc, ct_adv = Signal(16), Signal(16)
@@ -356,16 +354,16 @@ class IssueUnit(wiring.Component):
                          kx.eq(0), ct.eq(0), koff.eq(0), koff_row.eq(0), i.eq(0), rem.eq(sz.m),
                          out_left.eq(d.out_c)]
             m.d.sync += [blen.eq(Mux(sz.m < d.m_block, sz.m, d.m_block))]
-            m.d.sync += [b_ox.eq(0), ox.eq(0), b_iy.eq(top), iy.eq(top), b_ix.eq(left),
-                         ix.eq(left)]
+            m.d.sync += [b_ox.eq(0), ox.eq(0), ow_m1.eq(d.out_w - 1), wrap.eq(d.out_w == 1),
+                         b_iy.eq(top), iy.eq(top), b_ix.eq(left), ix.eq(left)]
             m.d.sync += [b_addr.eq(self._corner), b_rowaddr.eq(self._corner),
                          rowaddr.eq(self._corner)]
-            m.d.sync += [addr.eq(go_addr), far.eq(go_far)]
+            m.d.sync += [addr.eq(go_addr), far.eq(go_addr + far_off_v)]
         with m.Elif(issue):
             m.d.sync += [addr.eq(iss_addr), far.eq(iss_far)]
             with m.If(~end_pass):
-                m.d.sync += [i.eq(i_inc), ox.eq(s_ox), iy.eq(s_iy), ix.eq(s_ix),
-                             rowaddr.eq(s_row),
+                m.d.sync += [i.eq(i_inc), ox.eq(s_ox), wrap.eq(s_ox == ow_m1), iy.eq(s_iy),
+                             ix.eq(s_ix), rowaddr.eq(s_row),
                              end_pass.eq(i_inc == blen_m1), i0.eq(i_inc == 0)]
             with m.Else():
                 m.d.sync += [ct.eq(ct_adv), kx.eq(n_kx), ky.eq(n_ky),
@@ -415,7 +413,9 @@ class IssueUnit(wiring.Component):
                 ]
 
         # ---- S1: the lanes' addresses -------------------------------------------------------
-        m.d.comb += self.sh_addr.eq(ct)
+        # The read takes ct's next value, so the registered entry is ct's in S1.
+        m.d.comb += self.sh_addr.eq(Mux(self.go, 0, Mux(issue & end_pass, ct_adv, ct)))
+        m.d.sync += (sh_entry := Signal.like(self.sh_data)).eq(self.sh_data)
         iy1, ix1, addr1 = Signal(P), Signal(P), Signal(A)
         index1, first1, last1 = Signal(16), Signal(), Signal()
         m.d.sync += valid1.eq(read)
@@ -441,7 +441,7 @@ class IssueUnit(wiring.Component):
         lane_ok = []
         eb = cfg.shift_entry_bits
         for j in range(R):
-            entry = self.sh_data[eb * j:eb * (j + 1)]
+            entry = sh_entry[eb * j:eb * (j + 1)]
             if near:
                 # Reach 1: S1 selects among S0's registered sums and flags by the entry.
                 code = entry & Mux(d.flags[0], 0b1111, 0)

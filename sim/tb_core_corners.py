@@ -5,8 +5,8 @@ down the corners of ``docs/interface.md`` one by one, each result bit-exact agai
 model (:func:`mulfree.host.layer_stream.expected_beats`):
 
 * ``packet_orders``: every order of the four data packets after the descriptor (PARAMS last
-  included), each layer with new post-processing parameters, so a result that retires before
-  its PARAMS arrived reads the previous layer's table;
+  included; SHIFT last on one tile), each layer with new post-processing parameters, so a
+  result that retires before its PARAMS arrived reads the previous layer's table;
 * ``chunkings``: every data packet cut into one-vector packets, interleaved; packet cuts at
   the first block's last activation and one vector either side; tensors exactly filling the
   feature-map and weight buffers, cut at block and tile boundaries; results exactly filling
@@ -181,18 +181,18 @@ async def start(dut):
 
 @cocotb.test()
 async def packet_orders(dut):
-    """All 24 orders of PARAMS, SHIFT, WEIGHTS, ACTS after the descriptor; PARAMS last in 6.
-
-    Every layer has new post-processing parameters, so a result retired before the PARAMS
-    packet is complete reads the previous layer's table and differs.
-    """
+    """All 24 orders of PARAMS, SHIFT, WEIGHTS, ACTS after the descriptor (PARAMS last in 6:
+    each layer's new post-processing table shows a result retired before it is complete)."""
     tb, rng = await start(dut)
     R, C = tb.cfg.engine.rows, tb.cfg.engine.cols
-    for order in itertools.permutations(DATA):
-        layer = random_layer(tb.cfg, rng, kind="shift", in_c=R + 1, h=3, w=3, out_c=C + 1)
+    # Then one channel tile with SHIFT last: the table's only row is written in the cycle
+    # before the first read may use it (the issue unit reads the table a cycle ahead).
+    for order, in_c in ([(o, R + 1) for o in itertools.permutations(DATA)]
+                        + [(o, R) for o in itertools.permutations(DATA) if o[-1] == "SHIFT"]):
+        layer = random_layer(tb.cfg, rng, kind="shift", in_c=in_c, h=3, w=3, out_c=C + 1)
         layer = Layer(x=layer.x, w_codes=layer.w_codes, post=new_post(rng, C + 1),
                       shifts=layer.shifts)
-        await run_in_order(tb, layer, order, what=f"order {'/'.join(order)}")
+        await run_in_order(tb, layer, order, what=f"order {'/'.join(order)}, in_c {in_c}")
     # PARAMS cut: all but the last channel early, the last one after everything else.
     layer = matmul(tb.cfg, rng, 6, R + 1, C)
     vs = layer_vectors(tb.cfg, layer)
