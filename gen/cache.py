@@ -5,6 +5,11 @@ Generated cores, simulator libraries and synthesis results are cached under one 
 ``sim/``, ``synth/``). Caches keyed
 on a core's parameters also take :func:`generator_digest`, so a new generator makes new
 entries.
+
+Entries are the user's alone (folders ``0700``, files ``0600``: a build log holds the Verilog's
+paths) unless the folder they go into is group-writable: a cache a team shares (``chgrp team
+DIR; chmod 2770 DIR``: setgid, so entries take the folder's group) gives the group what the
+owner has (:func:`entry_modes`).
 """
 
 import hashlib
@@ -12,7 +17,8 @@ import os
 from pathlib import Path
 
 
-__all__ = ["cache_root", "generator_digest", "GENERATOR_FILES"]
+__all__ = ["cache_root", "generator_digest", "entry_modes", "make_folder", "open_lock",
+           "GENERATOR_FILES"]
 
 #: The ``gen/`` modules a core's RTL depends on (with every module of ``params/`` and ``rtl/``).
 GENERATOR_FILES = ("core_manifest.py", "emit.py", "manifest.py", "block_emit.py")
@@ -53,3 +59,47 @@ def generator_digest():
         if path.exists():
             digest.update(name.encode() + path.read_bytes())
     return digest.hexdigest()
+
+
+def entry_modes(folder):
+    """``(folder mode, file mode)`` for what is created in ``folder`` (a cache's subfolder):
+    ``0770``/``0660`` when ``folder`` (or, before it exists, the nearest folder above it) is
+    group-writable, else ``0700``/``0600``. Created entries are ``chmod``-ed to them, not
+    left to the umask (``tempfile.mkdtemp`` makes ``0700`` whatever the umask)."""
+    p = Path(folder)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        shared = bool(p.stat().st_mode & 0o020)
+    except OSError:
+        shared = False
+    return (0o770, 0o660) if shared else (0o700, 0o600)
+
+
+def make_folder(folder, mode):
+    """Create ``folder`` (and its parents) if missing, with ``mode`` exactly (not the umask's
+    cut of it); an existing folder is left as it is."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            os.chmod(folder, mode)
+        except OSError:
+            pass                        # made by someone else meanwhile: theirs to set
+
+
+def open_lock(path, mode):
+    """A descriptor of the lock file ``path`` for ``flock`` (created ``mode`` if missing,
+    never through a symbolic link, nothing truncated); read-only when another user's lock
+    cannot be opened for writing (``flock`` needs no write access)."""
+    flags = os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, os.O_RDWR | flags, mode)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if os.fstat(fd).st_uid == os.getuid():
+            os.fchmod(fd, mode)
+    except OSError:
+        pass
+    return fd

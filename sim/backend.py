@@ -12,13 +12,14 @@ A simulated device belongs to the process that opened it, so it takes no lock.
 """
 
 import hashlib
+import os
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..gen.cache import cache_root, generator_digest
+from ..gen.cache import cache_root, entry_modes, generator_digest, make_folder
 from ..params.core_config import CoreConfig
 from ..params.safe_io import check_output_dir
 from ..host.compiler import core_from_manifest
@@ -141,12 +142,14 @@ def design_for(cfg: CoreConfig, cache_dir=None, progress=None):
     final = root / f"{cfg.top_name}-{key}"
     if (final / f"{cfg.top_name}.json").is_file():
         return final
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    dmode, _ = entry_modes(root)        # the user's alone, or the group's in a shared cache
+    make_folder(root, dmode)
     if progress:
         progress(f"generating {cfg.top_name} into {final}")
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
     try:
         write_core_design(cfg, tmp)
+        os.chmod(tmp, dmode)
         tmp.rename(final)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)

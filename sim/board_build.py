@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..gen.cache import cache_root
+from ..gen.cache import cache_root, entry_modes, make_folder, open_lock
 from .runner import SimulatorMissing, compiler_id, object_cache, simulator_env
 
 
@@ -248,33 +248,34 @@ def build_sim_core(design_dir_or_manifest_path, *, build_dir=None, jobs=2, progr
     if (final / MARKER).is_file() and lib.is_file():
         return lib
 
-    # Build folders and logs are the user's alone: a log holds the Verilog's paths and
-    # Verilator's messages about its text.
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Build folders and logs are the user's alone (a log holds the Verilog's paths and
+    # Verilator's messages about its text), or the group's too in a shared cache.
+    dmode, fmode = entry_modes(root)
+    make_folder(root, dmode)
     # One builder per key at a time (pytest-xdist workers, two shells): the others wait, then
     # find the finished build. The OS drops the lock of a killed builder. Opened without
     # following a planted link and without truncating anything.
-    fd = os.open(root / f".{final.name}.lock",
-                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    fd = open_lock(root / f".{final.name}.lock", fmode)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         if (final / MARKER).is_file() and lib.is_file():
             return lib
         return _build(manifest, v_path, verilog_text, harness_text, config, version, key,
-                      exe, env, root, final, jobs, progress)
+                      exe, env, root, final, jobs, progress, (dmode, fmode))
     finally:
         os.close(fd)
 
 
-def _private_file(path):
-    """``path`` opened for writing, created ``0600`` (never through a symbolic link)."""
+def _private_file(path, mode=0o600):
+    """``path`` opened for writing, created ``mode`` (never through a symbolic link)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 0o600)
+                 mode)
+    os.fchmod(fd, mode)
     return os.fdopen(fd, "w")
 
 
 def _build(manifest, v_path, verilog_text, harness_text, config, version, key, exe, env, root,
-           final, jobs, progress):
+           final, jobs, progress, modes):
     """Build into a temporary folder of ``root``, then rename it to ``final``."""
     top = manifest["top"]
     lib = final / _lib_name(top)
@@ -307,7 +308,7 @@ def _build(manifest, v_path, verilog_text, harness_text, config, version, key, e
             kept = root / f"{top}-{key[:20]}.failed.log"
             if os.path.lexists(kept):
                 os.unlink(kept)
-            with _private_file(kept) as out:
+            with _private_file(kept, modes[1]) as out:
                 out.write(log_path.read_text(errors="replace"))
             errors = "\n  ".join(_first_errors(log_path.read_text()))
             raise BuildError(f"building the simulated core {top} failed (exit "
@@ -323,6 +324,7 @@ def _build(manifest, v_path, verilog_text, harness_text, config, version, key, e
             if (final / MARKER).is_file() and lib.is_file():
                 return lib              # another process finished the same build first
             shutil.rmtree(final)        # an unfinished leftover
+        os.chmod(tmp, modes[0])
         os.rename(tmp, final)
     finally:
         if tmp.exists():

@@ -153,10 +153,12 @@ def build_verilog(v_path, top, simulator, build_dir, *, verilator_args=(), log_f
         _compile(runner, v_path, top, simulator, test_dir, build_args, makeflags, log_file)
         return SimBuild(runner, test_dir, test_dir)
 
+    from ..gen.cache import entry_modes, make_folder, open_lock
     from ..params.safe_io import check_output_dir
     # A folder that can be written, or one line naming the parameter (before compiling).
     root = check_output_dir(builds, param).resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    dmode, fmode = entry_modes(root)    # the user's alone, or the group's in a shared folder
+    make_folder(root, dmode)
     key = _build_key(v_path, top, simulator, build_args, makeflags)
     final = root / f"{simulator}-{key[:24]}"
     if (final / _MARKER).is_file():
@@ -164,8 +166,7 @@ def build_verilog(v_path, top, simulator, build_dir, *, verilator_args=(), log_f
     # One builder per key (pytest-xdist workers): the others wait, then find the build. The
     # OS drops the lock of a killed builder; a build lands under its final name only when
     # complete.
-    fd = os.open(root / f".{final.name}.lock",
-                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    fd = open_lock(root / f".{final.name}.lock", fmode)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         if (final / _MARKER).is_file():
@@ -179,6 +180,7 @@ def build_verilog(v_path, top, simulator, build_dir, *, verilator_args=(), log_f
                 "makeflags": makeflags, "verilog": str(v_path)}, indent=2) + "\n")
             if final.exists():
                 shutil.rmtree(final)        # an unfinished leftover
+            os.chmod(tmp, dmode)
             os.rename(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

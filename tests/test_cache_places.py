@@ -2,6 +2,7 @@
 ``$XDG_CACHE_HOME/mulfree``, else ``~/.cache/mulfree``; the simulated board's key names the
 C++ compiler and the machine besides Verilator."""
 
+import os
 import platform
 import subprocess
 
@@ -41,3 +42,54 @@ def test_board_key_names_compiler_and_machine():
     assert line in compiler_id() and platform.machine() in compiler_id()
     chain = board_build.toolchain()
     assert chain.startswith(board_build.verilator_version()) and compiler_id() in chain
+
+
+# Shared caches: entries are the user's alone unless the folder they go into is group-writable.
+
+def _mode(path):
+    return path.stat().st_mode & 0o777
+
+
+def test_entry_modes_follow_the_folder(tmp_path):
+    from mulfree.gen.cache import entry_modes
+    private, shared = tmp_path / "private", tmp_path / "shared"
+    private.mkdir(mode=0o700)
+    shared.mkdir()
+    shared.chmod(0o2770)
+    assert entry_modes(private) == (0o700, 0o600)
+    assert entry_modes(shared) == (0o770, 0o660)
+    # A folder not made yet: the nearest one above it decides.
+    assert entry_modes(shared / "sim" / "deeper") == (0o770, 0o660)
+    assert entry_modes(private / "sim") == (0o700, 0o600)
+
+
+def test_a_shared_cache_gives_the_group_its_entries(tmp_path, monkeypatch):
+    """A generated design (designs/) and a test build with its lock (a builds folder) in a
+    group-writable cache are the group's too, whatever the umask; in a private one the
+    user's alone."""
+    from mulfree.gen.emit import write_design
+    from mulfree.params.config import ArrayConfig
+    from mulfree.params.core_config import CoreConfig
+    from mulfree.sim.backend import design_for
+    from mulfree.sim.runner import build_verilog
+    monkeypatch.delenv("MULFREE_SIM_BUILDS", raising=False)
+    old = os.umask(0o022)
+    try:
+        tiny = ArrayConfig(pe="shift", rows=1, cols=1, act_bits=2, weight_bits=2, max_k=1)
+        core = CoreConfig(engine=ArrayConfig(pe="shift", rows=2, cols=2, max_k=16),
+                          fmap_vectors=64, weight_rows=64, acc_entries=16, max_channels=8,
+                          out_vectors=4)
+        for name, (dmode, fmode) in (("shared", (0o770, 0o660)), ("private", (0o700, 0o600))):
+            root = tmp_path / name
+            root.mkdir()
+            root.chmod(0o2770 if name == "shared" else 0o700)
+            design = design_for(core, cache_dir=root)
+            assert _mode(root / "designs") == dmode and _mode(design) == dmode, name
+            v_path, _ = write_design(tiny, tmp_path / f"{name}-design")
+            build = build_verilog(v_path, tiny.top_name, "icarus", tmp_path / f"{name}-run",
+                                  builds=root / "builds")
+            assert _mode(root / "builds") == dmode and _mode(build.build_dir) == dmode, name
+            (lock,) = (root / "builds").glob(".*.lock")
+            assert _mode(lock) == fmode, name
+    finally:
+        os.umask(old)
