@@ -24,20 +24,9 @@ from mulfree.params.int_layers import LAYER_KINDS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+from test_capture import Fn  # noqa: E402 -- the capture tests' one-function model
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "supported_ops.md"
-
-
-class Fn(nn.Module):
-    """A model whose forward is ``f(self, x)``, holding the modules ``mods``."""
-
-    def __init__(self, f, **mods):
-        super().__init__()
-        for name, m in mods.items():
-            setattr(self, name, m)
-        self.f = f
-
-    def forward(self, x):
-        return self.f(self, x)
 
 
 def _rows():
