@@ -242,7 +242,8 @@ def build_sim_core(design_dir_or_manifest_path, *, build_dir=None, jobs=2, progr
     harness_text = HARNESS_SOURCE.read_text()
     version = toolchain(exe, env)
     key = build_key(verilog_text, harness_text + config, version, VERILATOR_FLAGS)
-    root = Path(build_dir) if build_dir is not None else default_build_dir()
+    # Absolute: Verilator runs in the build folder, and the paths it is given must hold there.
+    root = (Path(build_dir) if build_dir is not None else default_build_dir()).absolute()
     final = root / f"{top}-{key[:20]}"
     lib = final / _lib_name(top)
     if (final / MARKER).is_file() and lib.is_file():
