@@ -1,5 +1,5 @@
 # The two commands of the README. Both set everything up first (scripts/setup.sh).
-.PHONY: setup demo test test-quick bench formal mutation
+.PHONY: setup demo test test-quick bench formal mutation readme-figures
 
 setup:
 	./scripts/setup.sh
@@ -25,3 +25,7 @@ formal: setup
 
 mutation: setup
 	.venv/bin/mulfree mutate
+
+# The README's training table, measured here (machine, load and commit in its caption).
+readme-figures: setup
+	.venv/bin/python scripts/readme_figures.py --write

@@ -13,33 +13,45 @@
 :mod:`mulfree.host.train` trains them and :mod:`mulfree.host.export` saves and exports them.
 """
 
+from functools import partial
+
 import torch
 from torch import nn
 
+from ..params.config import DEFAULT_WEIGHT_BITS
 from .layers import AdderConv2d, AdderLinear, ShiftConv2d, ShiftLinear
 
 
-__all__ = ["MODELS", "MODEL_DATASETS", "check_model_name", "build_model", "model_data",
-           "evaluate"]
+__all__ = ["MODELS", "MODEL_DATASETS", "SHIFT_WEIGHT_BITS", "check_model_name", "build_model",
+           "model_data", "evaluate"]
+
+
+#: The weight width of every DeepShift layer here: the default shift core's (4 bits: a sign and
+#: shifts 0..6), so that what ``mulfree train`` makes runs on what ``mulfree gen --core`` and
+#: ``mulfree build`` make with their defaults. The paper's default (and the layers') is 5.
+SHIFT_WEIGHT_BITS = DEFAULT_WEIGHT_BITS["shift"]
+
+_shift_conv = partial(ShiftConv2d, weight_bits=SHIFT_WEIGHT_BITS)
+_shift_linear = partial(ShiftLinear, weight_bits=SHIFT_WEIGHT_BITS)
 
 
 def _deepshift_mlp():
     return nn.Sequential(
         nn.Flatten(),
-        ShiftLinear(64, 64, bias=False, mode="q"), nn.BatchNorm1d(64), nn.ReLU(),
+        _shift_linear(64, 64, bias=False, mode="q"), nn.BatchNorm1d(64), nn.ReLU(),
         nn.Dropout(0.1),
-        ShiftLinear(64, 10, mode="q"),
+        _shift_linear(64, 10, mode="q"),
     )
 
 
 def _deepshift_cnn():
     return nn.Sequential(
-        ShiftConv2d(1, 16, 3, padding=1, bias=False, mode="q"), nn.BatchNorm2d(16), nn.ReLU(),
+        _shift_conv(1, 16, 3, padding=1, bias=False, mode="q"), nn.BatchNorm2d(16), nn.ReLU(),
         nn.MaxPool2d(2),                                                    # 16 x 4 x 4
-        ShiftConv2d(16, 32, 3, padding=1, bias=False, mode="q"), nn.BatchNorm2d(32), nn.ReLU(),
+        _shift_conv(16, 32, 3, padding=1, bias=False, mode="q"), nn.BatchNorm2d(32), nn.ReLU(),
         nn.MaxPool2d(2),                                                    # 32 x 2 x 2
         nn.Flatten(),
-        ShiftLinear(128, 10, mode="q"),
+        _shift_linear(128, 10, mode="q"),
     )
 
 
@@ -59,14 +71,14 @@ def _adder_cnn():
 def _shiftadd_cnn():
     # ShiftAddNet: every convolution is a DeepShift-PS layer followed by an adder layer.
     return nn.Sequential(
-        ShiftConv2d(1, 8, 3, padding=1, bias=False, mode="ps"), nn.BatchNorm2d(8), nn.ReLU(),
+        _shift_conv(1, 8, 3, padding=1, bias=False, mode="ps"), nn.BatchNorm2d(8), nn.ReLU(),
         AdderConv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
         nn.MaxPool2d(2),                                                    # 8 x 4 x 4
-        ShiftConv2d(8, 16, 3, padding=1, bias=False, mode="ps"), nn.BatchNorm2d(16), nn.ReLU(),
+        _shift_conv(8, 16, 3, padding=1, bias=False, mode="ps"), nn.BatchNorm2d(16), nn.ReLU(),
         AdderConv2d(16, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
         nn.MaxPool2d(2),                                                    # 16 x 2 x 2
         nn.Flatten(),
-        ShiftLinear(64, 10, mode="ps"),
+        _shift_linear(64, 10, mode="ps"),
     )
 
 
@@ -79,7 +91,7 @@ def _resnet8(form, **options):
     def build():
         from .zoo import resnet8, to_form
         return to_form(resnet8(num_classes=10, in_channels=1, widths=RESNET8_WIDTHS), form,
-                       **options)
+                       weight_bits=SHIFT_WEIGHT_BITS, **options)
     return build
 
 
