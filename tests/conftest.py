@@ -66,15 +66,45 @@ def shared_sim_builds(tmp_path_factory):
     os.environ.pop(BUILDS_ENV, None)
 
 
-@pytest.fixture(scope="session")
-def board_cache(tmp_path_factory):
-    """A Verilator build cache shared by the xdist workers of this session (builds lock per
-    key, so each simulated core is compiled once)."""
+def _session_folder(tmp_path_factory, name):
+    """``name`` under the session's temporary folder, shared by its xdist workers."""
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent
-    path = base / "board-cache"
-    path.mkdir(exist_ok=True)
+    path = base / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory):
+    """``$MULFREE_CACHE`` for the session (unless the environment names one): generated
+    designs and simulated boards that tests build through the default cache land in one
+    folder the xdist workers share (with :func:`board_cache` as its ``sim``), never in the
+    user's ``~/.cache``. ``$MULFREE_SIM_QUICK=1``: the simulated boards are built with the
+    per-cycle code at -O1 (``sim/board_build.py``), about half the build time of -O2; tests
+    run a few images."""
+    from mulfree.sim.board_build import QUICK_ENV
+    saved = {name: os.environ.get(name) for name in ("MULFREE_CACHE", QUICK_ENV)}
+    if not saved["MULFREE_CACHE"]:
+        os.environ["MULFREE_CACHE"] = str(_session_folder(tmp_path_factory, "cache"))
+    if saved[QUICK_ENV] is None:
+        os.environ[QUICK_ENV] = "1"
+    yield Path(os.environ["MULFREE_CACHE"])
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def board_cache(session_cache):
+    """A Verilator build cache shared by the xdist workers of this session (builds lock per
+    key, so each simulated core is compiled once): the session cache's ``sim``, where the
+    default cache puts them too."""
+    path = session_cache / "sim"
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

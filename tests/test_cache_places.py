@@ -93,3 +93,17 @@ def test_a_shared_cache_gives_the_group_its_entries(tmp_path, monkeypatch):
             assert _mode(lock) == fmode, name
     finally:
         os.umask(old)
+
+
+def test_quick_board_builds_have_their_own_flags_and_key(monkeypatch):
+    """$MULFREE_SIM_QUICK=1 (the suite's) builds the per-cycle code at -O1, under another key
+    than a full (-O2) build of the same core."""
+    from mulfree.sim.board_build import QUICK_ENV, VERILATOR_FLAGS, build_key, verilator_flags
+    monkeypatch.delenv(QUICK_ENV, raising=False)
+    assert verilator_flags() == VERILATOR_FLAGS
+    assert "OPT_FAST=-O2 OPT_SLOW=-O0 OPT_GLOBAL=-O1" in VERILATOR_FLAGS
+    monkeypatch.setenv(QUICK_ENV, "1")
+    quick = verilator_flags()
+    assert "OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1" in quick
+    assert [f for f in quick if "OPT_" not in f] == [f for f in VERILATOR_FLAGS if "OPT_" not in f]
+    assert build_key("v", "h", "t", quick) != build_key("v", "h", "t", VERILATOR_FLAGS)

@@ -3,8 +3,8 @@
 The notebook runs in a temporary working folder on ipykernel's ``python3`` kernel, which
 jupyter_client starts as this very interpreter (the spec's ``python`` is replaced by
 ``sys.executable``), so it sees the same ``mulfree`` install as the tests. ``$MULFREE_CACHE``
-points at the session's ``board_cache``: the notebook's core is generated and built with
-Verilator there (about a minute; the cell timeout allows for a loaded machine). A cell that
+is the session's cache (``board_cache`` is its ``sim``): the notebook's core is generated and
+built with Verilator there (about a minute; the cell timeout allows for a loaded machine). A cell that
 raises (the notebook asserts its board outputs are bit-exact) fails the test with the cell and
 its traceback. Missing nbclient, nbformat or ipykernel fail the test; they are in the ``dev``
 extra.
@@ -69,7 +69,7 @@ def test_python3_kernel_is_this_interpreter():
 def test_quickstart_runs_bit_exact_on_the_simulated_board(tmp_path, board_cache,
                                                           monkeypatch):
     nbclient, nbformat = _notebook_tools()
-    monkeypatch.setenv("MULFREE_CACHE", str(board_cache))      # the kernel inherits it
+    monkeypatch.setenv("MULFREE_CACHE", str(board_cache.parent))   # the kernel inherits it
     nb = nbformat.read(NOTEBOOK, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=CELL_TIMEOUT,
                                      startup_timeout=120,
@@ -81,7 +81,7 @@ def test_quickstart_runs_bit_exact_on_the_simulated_board(tmp_path, board_cache,
         in text, text
     assert "core cycles per image" in text
     # The core was generated and built in the shared cache, the export and plots in tmp_path.
-    assert any((board_cache / "sim").iterdir()) and any((board_cache / "designs").iterdir())
+    assert any(board_cache.iterdir()) and any((board_cache.parent / "designs").iterdir())
     work = tmp_path / "out" / "quickstart"
     assert (work / "export" / "model.json").is_file()
     for name in ("training", "cycles", "predictions"):

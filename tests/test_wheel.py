@@ -158,7 +158,7 @@ def test_the_wheel_installs_into_a_clean_venv_and_runs_gen_and_the_board(tmp_pat
     python, site_packages = _make_venv(venv, wheel)
     work = tmp_path / "work"
     work.mkdir()
-    env = _venv_env(venv, board_cache)
+    env = _venv_env(venv, board_cache.parent)
     mulfree = venv / "bin" / "mulfree"
 
     where = _run([python, "-c", "import mulfree; print(mulfree.__file__)"], cwd=work, env=env)
