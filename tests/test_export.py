@@ -24,6 +24,8 @@ from mulfree.host.export import (FLOAT_FILE, FLOAT_FORMAT, FloatWeightsError, ex
                                  identify_model, load_float, save_float)
 from mulfree.host.export_format import MODEL_JSON, MODEL_TENSORS, load_export
 from mulfree.host.layers import ShiftLinear
+from mulfree.host.models import SHIFT_WEIGHT_BITS
+from mulfree.host.shift_layers import max_shift
 from mulfree.host.quant import QuantizeError, int_forward
 from mulfree.params.model_golden import predict, quantize_input
 
@@ -227,17 +229,26 @@ def test_cli_export_end_to_end(trained, tmp_path, capsys, run_main):
     assert load_export(tmp_path / "e8") == load_export(trained)
 
 
+#: layers.1's accumulator width with 6-bit weights (shifts up to 30), and as trained
+#: (:data:`SHIFT_WEIGHT_BITS`): each bit of shift widens it by one.
+_ACC_6 = 45
+_ACC_TRAINED = _ACC_6 - (max_shift(6) - max_shift(SHIFT_WEIGHT_BITS))
+
+
 def _weight_bits_6(graph):
-    """weight_bits 5 -> 6 with the JSON fields it derives (the biases would need int64)."""
+    """The trained weight_bits -> 6 with the JSON fields it derives (the biases would need
+    int64)."""
     for layer in graph["layers"]:
         if layer["kind"] == "linear":
-            layer.update(weight_bits=6, acc_width=layer["acc_width"] + 16)
-            layer["weight_encoding"]["scale_log2"] = -30
+            layer.update(weight_bits=6, acc_width=layer["acc_width"]
+                         + max_shift(6) - max_shift(layer["weight_bits"]))
+            layer["weight_encoding"]["scale_log2"] = -max_shift(6)
 
 
 @pytest.mark.parametrize("edit, message", [
     (lambda g: g["layers"][1].update(weight_bits=6),
-     "model.json: layers.1.acc_width is 29, but the rest of the export makes it 45"),
+     f"model.json: layers.1.acc_width is {_ACC_TRAINED}, but the rest of the export makes "
+     f"it {_ACC_6}"),
     (_weight_bits_6, "model.json: layers.1.tensors.bias.dtype is \"int32\", but the rest of "
                      "the export makes it \"int64\""),
     (lambda g: g["layers"][2].update(out_scale_exp=g["layers"][2]["out_scale_exp"] + 1),
