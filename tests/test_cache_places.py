@@ -107,3 +107,27 @@ def test_quick_board_builds_have_their_own_flags_and_key(monkeypatch):
     assert "OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1" in quick
     assert [f for f in quick if "OPT_" not in f] == [f for f in VERILATOR_FLAGS if "OPT_" not in f]
     assert build_key("v", "h", "t", quick) != build_key("v", "h", "t", VERILATOR_FLAGS)
+
+
+def test_a_relative_build_folder_is_made_absolute(tmp_path, monkeypatch):
+    """``mulfree run --build-dir cache``: the simulated board is built into the absolute
+    folder (Verilator runs inside the build folder; a relative path given to it pointed
+    nowhere). ``_build`` is replaced by a recorder: nothing is compiled."""
+    from mulfree.params.config import ArrayConfig
+    from mulfree.params.core_config import CoreConfig
+    from mulfree.sim.backend import design_for
+    core = CoreConfig(engine=ArrayConfig(pe="shift", rows=2, cols=2, max_k=16),
+                      fmap_vectors=64, weight_rows=64, acc_entries=16, max_channels=8,
+                      out_vectors=4)
+    design = design_for(core, cache_dir=tmp_path / "designs")
+    seen = {}
+
+    def record(*args):
+        seen["root"], seen["final"] = args[-6], args[-5]
+        return seen["final"] / "lib.so"
+
+    monkeypatch.setattr(board_build, "_build", record)
+    monkeypatch.chdir(tmp_path)
+    board_build.build_sim_core(design, build_dir="cache")
+    assert seen["root"] == tmp_path / "cache" and seen["final"].is_absolute()
+    assert seen["final"].parent == tmp_path / "cache"
