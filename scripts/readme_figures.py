@@ -117,10 +117,9 @@ def main(argv=None):
         if args.models != "all":
             print("readme_figures: --write needs every model (--models all)", file=sys.stderr)
             return 2
-        text = readme[:match.start(1)] + measured + "\n" + caption + readme[match.end(1):]
-        tmp = readme_path.with_name(".README.md.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, readme_path)
+        from mulfree.params.safe_io import write_atomic
+        write_atomic(readme_path,
+                     readme[:match.start(1)] + measured + "\n" + caption + readme[match.end(1):])
     return 0
 
 
