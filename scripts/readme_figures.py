@@ -75,7 +75,8 @@ def readme_block(readme):
     """The text between the README's markers (the table and its caption line)."""
     match = re.search(re.escape(BEGIN) + r"\n(.*?)" + re.escape(END), readme, re.S)
     if match is None:
-        raise SystemExit(f"README.md has no {BEGIN} ... {END} block")
+        print(f"readme_figures: README.md has no {BEGIN} ... {END} block", file=sys.stderr)
+        raise SystemExit(2)
     return match
 
 
@@ -94,6 +95,12 @@ def main(argv=None):
         print(f"readme_figures: --models must be among {', '.join(MODELS)}, not "
               f"{', '.join(bad)}", file=sys.stderr)
         return 2
+    if args.write and args.models != "all":
+        print("readme_figures: --write needs every model (--models all), not "
+              f"{args.models!r}", file=sys.stderr)
+        return 2
+    readme_path = ROOT / "README.md"
+    readme_block(readme_path.read_text())          # the markers are there, before training
     from mulfree.host.train import run_train
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as out:
@@ -104,8 +111,7 @@ def main(argv=None):
                f"{load_before:.2f} before, {load_after:.2f} after.\n")
     measured = table(results)
     print(caption + "\n" + measured, end="")
-    readme_path = ROOT / "README.md"
-    readme = readme_path.read_text()
+    readme = readme_path.read_text()                # as it is now, edits made meanwhile kept
     match = readme_block(readme)
     if args.check:
         have, want = accuracy_rows(match.group(1)), accuracy_rows(measured)
@@ -114,9 +120,6 @@ def main(argv=None):
             print(f"README.md {m}: {h}, measured {w}", file=sys.stderr)
         return 1 if wrong else 0
     if args.write:
-        if args.models != "all":
-            print("readme_figures: --write needs every model (--models all)", file=sys.stderr)
-            return 2
         from mulfree.params.safe_io import write_atomic
         write_atomic(readme_path,
                      readme[:match.start(1)] + measured + "\n" + caption + readme[match.end(1):])
