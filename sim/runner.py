@@ -40,7 +40,14 @@ __all__ = ["SIMULATORS", "BUILDS_ENV", "TEST_MAKEFLAGS", "FAST_MAKEFLAGS", "Simu
 SIMULATORS = ("verilator", "icarus")
 
 # Amaranth's Verilog widens and narrows freely; these warnings say nothing about real bugs.
-_VERILATOR_ARGS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3"]
+# cocotb's runner marks every signal of every module public (``--public-flat-rw``): Verilator
+# then keeps each one as a variable of its own and cocotb's loop looks at all of them after
+# every evaluation. Testbenches drive and watch the top module's ports only, so only the top
+# module's signals are made public (``--public-depth 1``). Measured on a 4x3 core (2 cores,
+# otherwise idle): 3.6 MB of C++ instead of 16.3 MB, built in 15 s instead of 25 s, its seven
+# scenarios in 1.6 s of simulation instead of 7.9 s.
+_VERILATOR_ARGS = ["-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-O3", "--no-public-flat-rw",
+                   "--public-depth", "1"]
 
 #: C++ optimisation of a test build (Verilator's make variables). Measured on this machine
 #: class (2 cores, idle): a 4x3 core (15.7 MB of C++) builds in 18 s instead of 47 s at
