@@ -12,13 +12,16 @@ DIR; chmod 2770 DIR``: setgid, so entries take the folder's group) gives the gro
 owner has (:func:`entry_modes`).
 """
 
+import fcntl
 import hashlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 
 __all__ = ["cache_root", "generator_digest", "entry_modes", "make_folder", "open_lock",
-           "GENERATOR_FILES"]
+           "build_once", "GENERATOR_FILES"]
 
 #: The ``gen/`` modules a core's RTL depends on (with every module of ``params/`` and ``rtl/``).
 GENERATOR_FILES = ("core_manifest.py", "emit.py", "manifest.py", "block_emit.py")
@@ -103,3 +106,42 @@ def open_lock(path, mode):
     except OSError:
         pass
     return fd
+
+
+def build_once(root, name, done, build):
+    """The cache entry ``root/name``: an existing one when ``done(path)`` says it is finished,
+    else built by ``build(tmp, (folder mode, file mode))`` into a temporary folder of ``root``
+    and renamed to ``name`` once ``build`` returns. Returns ``(path, built)``.
+
+    One builder per entry at a time (pytest-xdist workers, two shells): the others wait on a
+    lock (``root/.<name>.lock``), then find the finished entry; the OS drops the lock of a
+    killed builder. A half-built entry never has the final name; an unfinished leftover under
+    it is replaced. ``root`` is created with :func:`entry_modes`; when ``build`` raises, its
+    temporary folder is removed and the exception passes on.
+    """
+    root = Path(root)
+    final = root / name
+    if done(final):
+        return final, False
+    modes = entry_modes(root)       # the user's alone, or the group's in a shared cache
+    make_folder(root, modes[0])
+    fd = open_lock(root / f".{name}.lock", modes[1])
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if done(final):
+            return final, False
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=root))
+        try:
+            build(tmp, modes)
+            if os.path.lexists(final):
+                if final.is_dir() and not final.is_symlink():
+                    shutil.rmtree(final)
+                else:
+                    final.unlink()
+            os.chmod(tmp, modes[0])
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        os.close(fd)
+    return final, True

@@ -12,14 +12,13 @@ A simulated device belongs to the process that opened it, so it takes no lock.
 """
 
 import hashlib
-import os
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ..gen.cache import cache_root, entry_modes, generator_digest, make_folder
+from ..gen.cache import build_once, cache_root, generator_digest
 from ..params.core_config import CoreConfig
 from ..params.safe_io import check_output_dir
 from ..host.compiler import core_from_manifest
@@ -128,33 +127,25 @@ class SimBackend:
 def design_for(cfg: CoreConfig, cache_dir=None, progress=None):
     """The folder holding ``cfg``'s generated core (written on first use, then reused).
 
-    Keyed by the config's parameters and the generator's sources; written to a temporary
-    folder and renamed, so a half written design is never taken for a finished one. Its
+    Keyed by the config's parameters and the generator's sources; written once
+    (:func:`mulfree.gen.cache.build_once`: to a temporary folder, renamed when complete, one
+    writer at a time), so a half written design is never taken for a finished one. Its
     manifest is checked again whenever it is loaded (a cache can be edited too).
     """
     from ..gen.core_manifest import write_core_design
-    import shutil
-    import tempfile
     digest = hashlib.sha256(json.dumps(cfg.params(), sort_keys=True).encode())
     digest.update(generator_digest().encode())
     key = digest.hexdigest()[:16]
     root = Path(cache_dir or default_cache_dir()) / "designs"
-    final = root / f"{cfg.top_name}-{key}"
-    if (final / f"{cfg.top_name}.json").is_file():
-        return final
-    dmode, _ = entry_modes(root)        # the user's alone, or the group's in a shared cache
-    make_folder(root, dmode)
-    if progress:
-        progress(f"generating {cfg.top_name} into {final}")
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
-    try:
+    manifest = f"{cfg.top_name}.json"
+
+    def generate(tmp, _modes):
+        if progress:
+            progress(f"generating {cfg.top_name} into {root / name}")
         write_core_design(cfg, tmp)
-        os.chmod(tmp, dmode)
-        tmp.rename(final)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (final / f"{cfg.top_name}.json").is_file():
-            raise
+
+    name = f"{cfg.top_name}-{key}"
+    final, _ = build_once(root, name, lambda path: (path / manifest).is_file(), generate)
     return final
 
 

@@ -11,7 +11,7 @@ the Verilator version and the flags, and it is complete only once its marker fil
 finished, so a killed build is never mistaken for a finished one.
 """
 
-import fcntl
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -20,11 +20,10 @@ import re
 import shutil
 import stat
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from ..gen.cache import cache_root, entry_modes, make_folder, open_lock
+from ..gen.cache import build_once, cache_root
 from .runner import SimulatorMissing, compiler_id, object_cache, simulator_env
 
 
@@ -261,27 +260,21 @@ def build_sim_core(design_dir_or_manifest_path, *, build_dir=None, jobs=2, progr
     key = build_key(verilog_text, harness_text + config, version, flags)
     # Absolute: Verilator runs in the build folder, and the paths it is given must hold there.
     root = (Path(build_dir) if build_dir is not None else default_build_dir()).absolute()
-    final = root / f"{top}-{key[:20]}"
-    lib = final / _lib_name(top)
-    if (final / MARKER).is_file() and lib.is_file():
-        return lib
+    lib_name = _lib_name(top)
+
+    def done(path):
+        return (path / MARKER).is_file() and (path / lib_name).is_file()
 
     # Build folders and logs are the user's alone (a log holds the Verilog's paths and
-    # Verilator's messages about its text), or the group's too in a shared cache.
-    dmode, fmode = entry_modes(root)
-    make_folder(root, dmode)
-    # One builder per key at a time (pytest-xdist workers, two shells): the others wait, then
-    # find the finished build. The OS drops the lock of a killed builder. Opened without
-    # following a planted link and without truncating anything.
-    fd = open_lock(root / f".{final.name}.lock", fmode)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if (final / MARKER).is_file() and lib.is_file():
-            return lib
-        return _build(manifest, v_path, verilog_text, harness_text, config, version, key,
-                      exe, env, root, final, jobs, progress, (dmode, fmode), flags)
-    finally:
-        os.close(fd)
+    # Verilator's messages about its text), or the group's too in a shared cache. One builder
+    # per key at a time; a build lands under its final name only when complete.
+    final, built = build_once(root, f"{top}-{key[:20]}", done, functools.partial(
+        _build, manifest, v_path, verilog_text, harness_text, config, version, key, exe, env,
+        root, jobs, progress, flags))
+    lib = final / lib_name
+    if built and progress:
+        progress(f"built {lib} in {json.loads((final / MARKER).read_text())['seconds']:.1f} s")
+    return lib
 
 
 def _private_file(path, mode=0o600):
@@ -293,60 +286,45 @@ def _private_file(path, mode=0o600):
 
 
 def _build(manifest, v_path, verilog_text, harness_text, config, version, key, exe, env, root,
-           final, jobs, progress, modes, flags):
-    """Build into a temporary folder of ``root``, then rename it to ``final``."""
+           jobs, progress, flags, tmp, modes):
+    """Build into ``tmp`` (a temporary folder of ``root``, renamed by the caller)."""
     top = manifest["top"]
-    lib = final / _lib_name(top)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{top}-{key[:20]}.", suffix=".tmp", dir=root))
-    try:
-        (tmp / "harness.cpp").write_text(harness_text)
-        (tmp / "harness_config.h").write_text(config)
-        (tmp / v_path.name).write_text(verilog_text)
-        obj = tmp / "obj"
-        # Verilator's runtime through ccache (root/.ccache): not part of the key, the
-        # objects come out the same.
-        objcache_flags, objcache_env = object_cache(root / ".ccache")
-        env = {**env, **objcache_env}
-        cmd = [exe, "--cc", "--exe", "--build", "-j", str(jobs), "--build-jobs", str(jobs),
-               *flags, *(arg for flag in objcache_flags for arg in ("-MAKEFLAGS", flag)),
-               "--top-module", top, "--Mdir", str(obj),
-               "-o", _lib_name(top), str(tmp / v_path.name), str(tmp / "harness.cpp")]
-        log_path = tmp / "build.log"
-        if progress:
-            progress(f"building {_lib_name(top)} with Verilator in {root}")
-        t0 = time.perf_counter()
-        with _private_file(log_path) as log:
-            log.write(" ".join(cmd) + "\n\n")
-            log.flush()
-            proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                  cwd=tmp, check=False)
-        seconds = time.perf_counter() - t0
-        built = obj / _lib_name(top)
-        if proc.returncode != 0 or not built.is_file():
-            kept = root / f"{top}-{key[:20]}.failed.log"
-            if os.path.lexists(kept):
-                os.unlink(kept)
-            with _private_file(kept, modes[1]) as out:
-                out.write(log_path.read_text(errors="replace"))
-            errors = "\n  ".join(_first_errors(log_path.read_text()))
-            raise BuildError(f"building the simulated core {top} failed (exit "
-                             f"{proc.returncode}):\n  {errors}\nfull log: {kept}", kept)
-        shutil.move(built, tmp / _lib_name(top))
-        shutil.rmtree(obj)
-        (tmp / v_path.name).unlink()
-        (tmp / MARKER).write_text(json.dumps({
-            "top": top, "key": key, "verilator": version, "flags": list(flags),
-            "jobs": jobs, "seconds": round(seconds, 3), "verilog": str(v_path.resolve()),
-        }, indent=2) + "\n")
-        if final.exists():
-            if (final / MARKER).is_file() and lib.is_file():
-                return lib              # another process finished the same build first
-            shutil.rmtree(final)        # an unfinished leftover
-        os.chmod(tmp, modes[0])
-        os.rename(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "harness.cpp").write_text(harness_text)
+    (tmp / "harness_config.h").write_text(config)
+    (tmp / v_path.name).write_text(verilog_text)
+    obj = tmp / "obj"
+    # Verilator's runtime through ccache (root/.ccache): not part of the key, the objects
+    # come out the same.
+    objcache_flags, objcache_env = object_cache(root / ".ccache")
+    env = {**env, **objcache_env}
+    cmd = [exe, "--cc", "--exe", "--build", "-j", str(jobs), "--build-jobs", str(jobs),
+           *flags, *(arg for flag in objcache_flags for arg in ("-MAKEFLAGS", flag)),
+           "--top-module", top, "--Mdir", str(obj),
+           "-o", _lib_name(top), str(tmp / v_path.name), str(tmp / "harness.cpp")]
+    log_path = tmp / "build.log"
     if progress:
-        progress(f"built {lib} in {seconds:.1f} s")
-    return lib
+        progress(f"building {_lib_name(top)} with Verilator in {root}")
+    t0 = time.perf_counter()
+    with _private_file(log_path) as log:
+        log.write(" ".join(cmd) + "\n\n")
+        log.flush()
+        proc = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                              cwd=tmp, check=False)
+    seconds = time.perf_counter() - t0
+    built = obj / _lib_name(top)
+    if proc.returncode != 0 or not built.is_file():
+        kept = root / f"{top}-{key[:20]}.failed.log"
+        if os.path.lexists(kept):
+            os.unlink(kept)
+        with _private_file(kept, modes[1]) as out:
+            out.write(log_path.read_text(errors="replace"))
+        errors = "\n  ".join(_first_errors(log_path.read_text()))
+        raise BuildError(f"building the simulated core {top} failed (exit "
+                         f"{proc.returncode}):\n  {errors}\nfull log: {kept}", kept)
+    shutil.move(built, tmp / _lib_name(top))
+    shutil.rmtree(obj)
+    (tmp / v_path.name).unlink()
+    (tmp / MARKER).write_text(json.dumps({
+        "top": top, "key": key, "verilator": version, "flags": list(flags),
+        "jobs": jobs, "seconds": round(seconds, 3), "verilog": str(v_path.resolve()),
+    }, indent=2) + "\n")

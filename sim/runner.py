@@ -15,7 +15,6 @@ are keyed by a SHA-256 of the Verilog, the top, the arguments, the simulator's, 
 the C++ compiler's versions and the machine, and builds lock per key.
 """
 
-import fcntl
 import functools
 import hashlib
 import json
@@ -24,7 +23,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 import xml.etree.ElementTree as ET
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -160,40 +158,24 @@ def build_verilog(v_path, top, simulator, build_dir, *, verilator_args=(), log_f
         _compile(runner, v_path, top, simulator, test_dir, build_args, makeflags, log_file)
         return SimBuild(runner, test_dir, test_dir)
 
-    from ..gen.cache import entry_modes, make_folder, open_lock
+    from ..gen.cache import build_once
     from ..params.safe_io import check_output_dir
     # A folder that can be written, or one line naming the parameter (before compiling).
     root = check_output_dir(builds, param).resolve()
-    dmode, fmode = entry_modes(root)    # the user's alone, or the group's in a shared folder
-    make_folder(root, dmode)
     key = _build_key(v_path, top, simulator, build_args, makeflags)
-    final = root / f"{simulator}-{key[:24]}"
-    if (final / _MARKER).is_file():
-        return SimBuild(runner, final, test_dir, cached=True)
-    # One builder per key (pytest-xdist workers): the others wait, then find the build. The
-    # OS drops the lock of a killed builder; a build lands under its final name only when
-    # complete.
-    fd = open_lock(root / f".{final.name}.lock", fmode)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        if (final / _MARKER).is_file():
-            return SimBuild(runner, final, test_dir, cached=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=root))
-        try:
-            _compile(runner, v_path, top, simulator, tmp, build_args, makeflags, log_file,
-                     objcache=root / ".ccache")
-            (tmp / _MARKER).write_text(json.dumps({
-                "top": top, "simulator": simulator, "key": key, "args": build_args,
-                "makeflags": makeflags, "verilog": str(v_path)}, indent=2) + "\n")
-            if final.exists():
-                shutil.rmtree(final)        # an unfinished leftover
-            os.chmod(tmp, dmode)
-            os.rename(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        os.close(fd)
-    return SimBuild(runner, final, test_dir)
+
+    def compile_into(tmp, _modes):
+        _compile(runner, v_path, top, simulator, tmp, build_args, makeflags, log_file,
+                 objcache=root / ".ccache")
+        (tmp / _MARKER).write_text(json.dumps({
+            "top": top, "simulator": simulator, "key": key, "args": build_args,
+            "makeflags": makeflags, "verilog": str(v_path)}, indent=2) + "\n")
+
+    # Compiled once per key (xdist workers wait for each other), under its final name only
+    # when complete.
+    final, built = build_once(root, f"{simulator}-{key[:24]}",
+                              lambda path: (path / _MARKER).is_file(), compile_into)
+    return SimBuild(runner, final, test_dir, cached=not built)
 
 
 def _compile(runner, v_path, top, simulator, out, build_args, makeflags, log_file,

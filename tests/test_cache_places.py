@@ -1,10 +1,15 @@
 """Where builds are cached and what their keys name: ``$MULFREE_CACHE``, else
 ``$XDG_CACHE_HOME/mulfree``, else ``~/.cache/mulfree``; the simulated board's key names the
-C++ compiler and the machine besides Verilator."""
+C++ compiler and the machine besides Verilator; entries are built once, whole or not at all
+(``gen/cache.build_once``)."""
 
+import multiprocessing
 import os
 import platform
 import subprocess
+import time
+
+import pytest
 
 from mulfree.gen.cache import cache_root
 from mulfree.sim import board_build
@@ -123,11 +128,65 @@ def test_a_relative_build_folder_is_made_absolute(tmp_path, monkeypatch):
     seen = {}
 
     def record(*args):
-        seen["root"], seen["final"] = args[-6], args[-5]
-        return seen["final"] / "lib.so"
+        seen["root"], seen["tmp"] = args[9], args[-2]
 
     monkeypatch.setattr(board_build, "_build", record)
     monkeypatch.chdir(tmp_path)
-    board_build.build_sim_core(design, build_dir="cache")
-    assert seen["root"] == tmp_path / "cache" and seen["final"].is_absolute()
-    assert seen["final"].parent == tmp_path / "cache"
+    lib = board_build.build_sim_core(design, build_dir="cache")
+    assert seen["root"] == tmp_path / "cache" and seen["tmp"].is_absolute()
+    assert seen["tmp"].parent == tmp_path / "cache"
+    assert lib.is_absolute() and lib.parent.parent == tmp_path / "cache"
+
+
+def _slow_build(counter):
+    def build(tmp, modes):
+        with open(counter, "a") as f:
+            f.write("built\n")
+        time.sleep(0.5)
+        (tmp / "done").write_text("ok")
+    return build
+
+
+def _builder(root, counter, queue):
+    from mulfree.gen.cache import build_once
+    path, built = build_once(root, "entry", lambda p: (p / "done").is_file(),
+                             _slow_build(counter))
+    queue.put((str(path), built))
+
+
+def test_build_once_builds_an_entry_once_for_concurrent_builders(tmp_path):
+    # The helper behind cocotb builds, simulated boards and generated cores: two processes
+    # asking for one entry at once get the same folder, built by one of them.
+    ctx = multiprocessing.get_context("fork")
+    queue, counter = ctx.Queue(), tmp_path / "count"
+    procs = [ctx.Process(target=_builder, args=(tmp_path / "cache", counter, queue))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(queue.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert counter.read_text() == "built\n"
+    assert [r[0] for r in results] == [str(tmp_path / "cache" / "entry")] * 2
+    assert sorted(r[1] for r in results) == [False, True]
+    assert (tmp_path / "cache" / "entry" / "done").read_text() == "ok"
+
+
+def test_build_once_leaves_nothing_of_a_failed_build_and_replaces_a_leftover(tmp_path):
+    from mulfree.gen.cache import build_once
+    root = tmp_path / "cache"
+
+    def fail(tmp, modes):
+        (tmp / "half").write_text("half")
+        raise RuntimeError("compiler failed")
+
+    with pytest.raises(RuntimeError, match="compiler failed"):
+        build_once(root, "entry", lambda p: (p / "done").is_file(), fail)
+    assert sorted(p.name for p in root.iterdir()) == [".entry.lock"]
+    (root / "entry").mkdir()
+    (root / "entry" / "stale").write_text("from a killed build")
+    path, built = build_once(root, "entry", lambda p: (p / "done").is_file(),
+                             _slow_build(tmp_path / "count"))
+    assert built and sorted(p.name for p in path.iterdir()) == ["done"]
+    assert oct(path.stat().st_mode & 0o777) == oct(0o700)
+    assert build_once(root, "entry", lambda p: (p / "done").is_file(), fail) == (path, False)
