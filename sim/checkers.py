@@ -1,11 +1,13 @@
 """Protocol checkers: cocotb monitors that assert the bus rules on every cycle of a simulation.
 
-Each checker runs in its own coroutine from the moment it is built: after every rising edge it
-samples its signals in the read-only phase (the values the next edge will see) and checks them,
-ignoring cycles in reset. The first violation raises :class:`ProtocolViolation` inside that
-coroutine, which fails the running cocotb test with a one-line message naming the bus, the
-cycle and the rule; it is also kept in ``violations``, so a scenario can ``checker.check()``
-at its end (which also checks what can only be judged at the end, such as a missing response).
+Each checker samples from the moment it is built: after every rising edge of its clock it
+reads its signals in the read-only phase (the values the next edge will see) and checks them,
+ignoring cycles in reset. The checkers on one clock share one coroutine (one wake-up per cycle,
+not one per checker: most of a testbench's Python time per cycle on a fast simulator). The
+first violation raises :class:`ProtocolViolation` inside that coroutine, which fails the
+running cocotb test with a one-line message naming the bus, the cycle and the rule; it is also
+kept in ``violations``, so a scenario can ``checker.check()`` at its end (which also checks
+what can only be judged at the end, such as a missing response).
 
 * :class:`StreamChecker`: a ready/valid stream (AXI4-Stream or ``amaranth.lib.stream``).
   Once ``valid`` is high it stays high with the same payload until ``ready``; every accepted
@@ -61,7 +63,8 @@ class Monitor:
         self.clk, self.rst, self.name = clk, rst, name
         self.cycle = 0
         self.violations = []
-        self._task = cocotb.start_soon(self._watch())
+        self._sampler = _Sampler.of(clk)
+        self._sampler.monitors.append(self)
 
     @property
     def ok(self):
@@ -80,23 +83,49 @@ class Monitor:
 
     def stop(self):
         """Stop watching (the checker keeps what it recorded)."""
-        self._task.cancel()
+        if self in self._sampler.monitors:
+            self._sampler.monitors.remove(self)
 
-    async def _watch(self):
-        while True:
-            await RisingEdge(self.clk)
-            await ReadOnly()
-            self.cycle += 1
-            if self.rst is not None and str(self.rst.value) != "0":
-                self._reset()
-            else:
-                self._sample()
+    def _tick(self):
+        """One cycle, in the read-only phase after a rising edge."""
+        self.cycle += 1
+        if self.rst is not None and str(self.rst.value) != "0":
+            self._reset()
+        else:
+            self._sample()
 
     def _reset(self):
         raise NotImplementedError
 
     def _sample(self):
         raise NotImplementedError
+
+
+class _Sampler:
+    """The coroutine that samples every checker on one clock, once per cycle, in the order
+    they were built. One per clock and cocotb test: a test's end cancels it, and the next
+    checker on that clock starts a new one."""
+
+    _running = {}                   # clock handle -> its sampler (of the running test)
+
+    @classmethod
+    def of(cls, clk):
+        sampler = cls._running.get(clk)
+        if sampler is None or sampler.task.done():
+            sampler = cls._running[clk] = cls(clk)
+        return sampler
+
+    def __init__(self, clk):
+        self.clk = clk
+        self.monitors = []
+        self.task = cocotb.start_soon(self._run())
+
+    async def _run(self):
+        while True:
+            await RisingEdge(self.clk)
+            await ReadOnly()
+            for monitor in tuple(self.monitors):
+                monitor._tick()
 
 
 class _Channel:
