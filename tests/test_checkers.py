@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from mulfree.gen.core_manifest import core_manifest, write_core_design
+from mulfree.gen.core_manifest import core_manifest
 from mulfree.host.layer_stream import Layer, expected_beats, pack_layer, stream_beats
 from mulfree.params.layer_golden import PostParams
 from mulfree.sim.board import SimCore, beats_to_bytes, build_sim_core, bytes_to_beats
@@ -21,7 +21,7 @@ from mulfree.sim.runner import build_verilog, run_cocotb
 from mulfree.sim.sim_core import ProtocolError
 from mulfree.sim.tb_checkers import MODES, PACKET
 
-from cores import SHIFT_4X4
+from cores import SHIFT_4X4, generated
 
 
 DUT = """
@@ -136,7 +136,7 @@ def test_board_harness_checks(board_cache, tmp_path):
     """The simulated board's C++ checks: a correct run passes them; a result packet length
     other than the core's makes the run raise ProtocolError naming the beat."""
     cfg = SHIFT_4X4
-    _, j_path = write_core_design(cfg, tmp_path)
+    _, j_path = generated(cfg)
     core = SimCore(build_sim_core(j_path, build_dir=board_cache), core_manifest(cfg))
     rng = np.random.default_rng(5)
     e = cfg.engine

@@ -8,10 +8,10 @@ field it covers. A missing simulator fails the test.
 
 import pytest
 
-from mulfree.gen.core_manifest import write_core_design
 from mulfree.sim.runner import build_verilog, run_cocotb
 from mulfree.sim.tb_core_corners import SCENARIOS
 
+from cores import generated
 from test_core_sim import DESIGNS
 
 
@@ -20,7 +20,7 @@ from test_core_sim import DESIGNS
 def test_core_corners(design, simulator, tmp_path_factory):
     cfg = DESIGNS[design]
     build_dir = tmp_path_factory.mktemp(f"corners-{simulator}-{design}")
-    v_path, j_path = write_core_design(cfg, build_dir)
+    v_path, j_path = generated(cfg)
     runner = build_verilog(v_path, cfg.top_name, simulator, build_dir,
                            verilator_args=["-Wno-CASEINCOMPLETE"])
     result = run_cocotb(runner, j_path, "mulfree.sim.tb_core_corners", seed=1234)
@@ -41,7 +41,7 @@ def test_stream_errors_two_beat_shift_vector(tmp_path_factory):
                      stream_width=32, **_SMALL)
     assert cfg.beats(cfg.vector_bits["SHIFT"]) == 2
     build_dir = tmp_path_factory.mktemp("corners-two-beat-shift")
-    v_path, j_path = write_core_design(cfg, build_dir)
+    v_path, j_path = generated(cfg)
     runner = build_verilog(v_path, cfg.top_name, "verilator", build_dir,
                            verilator_args=["-Wno-CASEINCOMPLETE"])
     result = run_cocotb(runner, j_path, "mulfree.sim.tb_core_corners", testcase="stream_errors",

@@ -12,9 +12,10 @@ import pytest
 
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CoreConfig
-from mulfree.gen.core_manifest import write_core_design
 from mulfree.sim.runner import build_verilog, run_cocotb
 from mulfree.sim.tb_core_engines import SCENARIOS
+
+from cores import generated
 
 
 _SMALL = dict(fmap_vectors=128, weight_rows=256, acc_entries=16, max_channels=16,
@@ -48,7 +49,7 @@ DESIGNS = {
 def test_core_engines(design, simulator, tmp_path_factory):
     cfg = DESIGNS[design]
     build_dir = tmp_path_factory.mktemp(f"engines-{simulator}-{design}")
-    v_path, j_path = write_core_design(cfg, build_dir)
+    v_path, j_path = generated(cfg)
     runner = build_verilog(v_path, cfg.top_name, simulator, build_dir,
                            verilator_args=["-Wno-CASEINCOMPLETE"])
     result = run_cocotb(runner, j_path, "mulfree.sim.tb_core_engines", seed=1234)

@@ -186,10 +186,13 @@ def test_shortcut_buffer_and_post_latency(shortcut_vectors):
     assert ("s_addr" in rtlil.convert(post)) == bool(shortcut_vectors)
 
 
-def test_gen_core_shortcut_vectors_option(tmp_path, capsys):
+def test_gen_core_shortcut_vectors_option(tmp_path, capsys, monkeypatch):
     """``mulfree gen --core --shortcut-vectors N`` builds the core with that buffer (0: none);
-    a value out of range is one line naming the option."""
+    a value out of range is one line naming the option. The manifest is checked (the Verilog
+    is not converted here: the shortcut buffer's runs in tests/test_core_shortcut_sim.py)."""
     from mulfree.flows import cli
+    from mulfree.gen import core_manifest
+    monkeypatch.setattr(core_manifest, "convert_core_verilog", lambda cfg: "// not converted\n")
     base = ["gen", "--core", "--pe", "adder", "--rows", "3", "--cols", "2", "--stream-width",
             "32", "--fmap-vectors", "64", "--weight-rows", "16", "--acc-entries", "8",
             "--max-channels", "8", "--out-vectors", "4"]

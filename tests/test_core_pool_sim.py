@@ -7,10 +7,10 @@ simulator fails the test.
 
 import pytest
 
-from mulfree.gen.core_manifest import write_core_design
 from mulfree.sim.runner import build_verilog, run_cocotb
 from mulfree.sim.tb_core_pool import SCENARIOS
 
+from cores import generated
 from test_core_sim import DESIGNS
 
 
@@ -20,7 +20,7 @@ from test_core_sim import DESIGNS
 def test_core_pool(design, simulator, tmp_path_factory):
     cfg = DESIGNS[design]
     build_dir = tmp_path_factory.mktemp(f"pool-{simulator}-{design}")
-    v_path, j_path = write_core_design(cfg, build_dir)
+    v_path, j_path = generated(cfg)
     runner = build_verilog(v_path, cfg.top_name, simulator, build_dir,
                            verilator_args=["-Wno-CASEINCOMPLETE"])
     result = run_cocotb(runner, j_path, "mulfree.sim.tb_core_pool", seed=1234)

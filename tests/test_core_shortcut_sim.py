@@ -11,10 +11,10 @@ import pytest
 
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CoreConfig
-from mulfree.gen.core_manifest import write_core_design
 from mulfree.sim.runner import build_verilog, run_cocotb
 from mulfree.sim.tb_core_shortcut import SCENARIOS
 
+from cores import generated
 from test_core_sim import DESIGNS
 
 
@@ -35,7 +35,7 @@ def test_core_aligned_shortcut(design, simulator, tmp_path_factory):
     cfg = SHORTCUT_DESIGNS[design]
     assert isinstance(cfg, CoreConfig) and cfg.shortcut_vectors
     build_dir = tmp_path_factory.mktemp(f"shortcut-{simulator}-{design}")
-    v_path, j_path = write_core_design(cfg, build_dir)
+    v_path, j_path = generated(cfg)
     runner = build_verilog(v_path, cfg.top_name, simulator, build_dir,
                            verilator_args=["-Wno-CASEINCOMPLETE"])
     result = run_cocotb(runner, j_path, "mulfree.sim.tb_core_shortcut", seed=1234)

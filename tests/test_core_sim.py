@@ -12,8 +12,9 @@ import pytest
 
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CoreConfig
-from mulfree.gen.core_manifest import write_core_design
 from mulfree.sim.runner import build_verilog, run_cocotb
+
+from cores import generated
 
 
 _SMALL = dict(fmap_vectors=512, weight_rows=512, acc_entries=64, max_channels=32,
@@ -38,7 +39,7 @@ ICARUS = ("shift_4x3_s64", "adder_tree_5x4_s32")
 def test_core(design, simulator, tmp_path_factory):
     cfg = DESIGNS[design]
     build_dir = tmp_path_factory.mktemp(f"core-{simulator}-{design}")
-    v_path, j_path = write_core_design(cfg, build_dir)
+    v_path, j_path = generated(cfg)
     runner = build_verilog(v_path, cfg.top_name, simulator, build_dir,
                            verilator_args=["-Wno-CASEINCOMPLETE"])
     result = run_cocotb(runner, j_path, "mulfree.sim.tb_core", seed=1234)

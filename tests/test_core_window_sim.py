@@ -13,9 +13,10 @@ import pytest
 
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CoreConfig
-from mulfree.gen.core_manifest import write_core_design
 from mulfree.sim.runner import build_verilog, run_cocotb
 from mulfree.sim.tb_core_window import SCENARIOS
+
+from cores import generated
 
 
 _SMALL = dict(fmap_vectors=128, weight_rows=1024, acc_entries=32, max_channels=32,
@@ -35,7 +36,7 @@ NO_LANES = CoreConfig(engine=ArrayConfig(pe="shift", rows=4, cols=4, max_k=256),
 
 def _build(cfg, simulator, tmp_path_factory, name):
     build_dir = tmp_path_factory.mktemp(f"window-{simulator}-{name}")
-    v_path, j_path = write_core_design(cfg, build_dir)
+    v_path, j_path = generated(cfg)
     runner = build_verilog(v_path, cfg.top_name, simulator, build_dir,
                            verilator_args=["-Wno-CASEINCOMPLETE"])
     return runner, j_path

@@ -17,10 +17,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cores import SMALL_BUFFERS
+from cores import SMALL_BUFFERS, generated
 from test_bank_state import chain
 
-from mulfree.gen.core_manifest import core_manifest, write_core_design
+from mulfree.gen.core_manifest import core_manifest
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CoreConfig
 from mulfree.host import layer_stream as ls
@@ -79,7 +79,7 @@ def test_quiet_has_no_serializer():
 def device(tmp_path_factory, board_cache):
     cfg = CHAIN_CORE
     assert cfg.fmap_banks == 2
-    _, j_path = write_core_design(cfg, tmp_path_factory.mktemp("v22-chain"))
+    _, j_path = generated(cfg)
     lib = build_sim_core(j_path, build_dir=board_cache)
     core = SimCore(lib, core_manifest(cfg))
     core.reset()

@@ -19,10 +19,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cores import SMALL_BUFFERS
+from cores import SMALL_BUFFERS, generated
 from test_window_layer import gold, window
 
-from mulfree.gen.core_manifest import core_manifest, write_core_design
+from mulfree.gen.core_manifest import core_manifest
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import WINDOW_LATENCY, CoreConfig
 from mulfree.params.layer_golden import PostParams, ResidualParams
@@ -95,7 +95,7 @@ def test_the_lane_units_latency():
 def device(tmp_path_factory, board_cache):
     cfg = LANE_CORE
     assert cfg.window_ops and cfg.fmap_banks == 2
-    _, j_path = write_core_design(cfg, tmp_path_factory.mktemp("v23-lanes"))
+    _, j_path = generated(cfg)
     lib = build_sim_core(j_path, build_dir=board_cache)
     core = SimCore(lib, core_manifest(cfg))
     core.reset()
@@ -215,7 +215,7 @@ def test_depthwise_on_every_engine_on_the_board(tmp_path_factory, board_cache):
     (REUSE) on another."""
     cfg = MULTI_LANES
     assert cfg.window_ops
-    _, j_path = write_core_design(cfg, tmp_path_factory.mktemp("v23-multi"))
+    _, j_path = generated(cfg)
     core = SimCore(build_sim_core(j_path, build_dir=board_cache), core_manifest(cfg))
     core.reset()
     manifest = json.loads(j_path.read_text())
@@ -252,7 +252,7 @@ def test_serializer_bound_window_runs_on_the_board(tmp_path_factory, board_cache
                                  max_k=64), stream_width=32, shortcut_vectors=64,
                      pool_pixels=64, **SMALL_BUFFERS)
     assert cfg.beats(cfg.vector_bits["OUT"]) == 2
-    _, j_path = write_core_design(cfg, tmp_path_factory.mktemp("v23-8x8"))
+    _, j_path = generated(cfg)
     core = SimCore(build_sim_core(j_path, build_dir=board_cache), core_manifest(cfg))
     core.reset()
     manifest = json.loads(j_path.read_text())

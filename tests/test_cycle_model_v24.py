@@ -22,12 +22,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cores import SMALL_BUFFERS
+from cores import SMALL_BUFFERS, generated
 from test_cycle_model_v23 import run
 from test_taps_layer import taps
 from test_window_layer import gold
 
-from mulfree.gen.core_manifest import core_manifest, write_core_design
+from mulfree.gen.core_manifest import core_manifest
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CoreConfig
 from mulfree.params.layer_golden import PostParams
@@ -108,8 +108,8 @@ def test_terms_of_a_taps_run():
 
 # On the board -----------------------------------------------------------------------------------
 
-def _open(cfg, folder, board_cache):
-    _, j_path = write_core_design(cfg, folder)
+def _open(cfg, board_cache):
+    _, j_path = generated(cfg)
     core = SimCore(build_sim_core(j_path, build_dir=board_cache), core_manifest(cfg))
     core.reset()
     manifest = json.loads(j_path.read_text())
@@ -120,7 +120,7 @@ def _open(cfg, folder, board_cache):
 def device(tmp_path_factory, board_cache):
     cfg = TAP_CORE
     assert cfg.taps == 4 and cfg.tap_side == 2 and cfg.fmap_banks == 2
-    with _open(cfg, tmp_path_factory.mktemp("v24-taps"), board_cache) as dev:
+    with _open(cfg, board_cache) as dev:
         yield cfg, dev
 
 
@@ -208,7 +208,7 @@ def test_serializer_bound_taps_runs_on_the_board(tmp_path_factory, board_cache):
               taps(rng, cfg, c=20, h=7, w=6, kernel=(3, 2), stride=2, padding=(1, 0)),
               taps(rng, cfg, c=18, h=3, w=3, padding=0)]
     from mulfree.host.runtime import CoreRunError
-    with _open(cfg, tmp_path_factory.mktemp("v24-nine"), board_cache) as dev:
+    with _open(cfg, board_cache) as dev:
         assert dev.read("TAPS") == 9 | 3 << 8 | 1 << 12 | cfg.tap_line << 16
         _check_runs(cfg, dev, layers)
         long_line = taps(rng, cfg, c=9, h=3, w=cfg.tap_line)

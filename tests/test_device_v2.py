@@ -12,11 +12,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cores import ADDER_3X5_S128, SHIFT_4X4
+from cores import ADDER_3X5_S128, SHIFT_4X4, generated
 from test_layer_stream import random_layer
 from test_layer_stream_v2 import with_tail
 
-from mulfree.gen.core_manifest import core_manifest, write_core_design
+from mulfree.gen.core_manifest import core_manifest
 from mulfree.host import layer_stream as ls
 from mulfree.host import stream_pack
 from mulfree.host.cycle_model import run_cycles
@@ -35,7 +35,7 @@ TOLERANCE = 0.05
 def design(request, tmp_path_factory, board_cache):
     """``(config, manifest path, library)`` of a board core, built on first use."""
     cfg = CORES[request.param]
-    _, j_path = write_core_design(cfg, tmp_path_factory.mktemp(f"v2-{request.param}"))
+    _, j_path = generated(cfg)
     return cfg, j_path, build_sim_core(j_path, build_dir=board_cache)
 
 

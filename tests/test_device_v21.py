@@ -18,11 +18,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cores import SMALL_BUFFERS
+from cores import SMALL_BUFFERS, generated
 from test_layer_stream import random_layer
 from test_layer_stream_v2 import with_tail
 
-from mulfree.gen.core_manifest import core_manifest, write_core_design
+from mulfree.gen.core_manifest import core_manifest
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CoreConfig, pool_shift_range
 from mulfree.params.manifest import core_manifest as spec_manifest
@@ -61,7 +61,7 @@ CORES = {"shift_addertree_multc2": CORE, "s32_adderc6_multtreec3": WIDE}
 def design(request, tmp_path_factory, board_cache):
     """``(config, manifest path, library)`` of a multi-engine core, built on first use."""
     cfg = CORES[request.param]
-    _, j_path = write_core_design(cfg, tmp_path_factory.mktemp(f"v21-{request.param}"))
+    _, j_path = generated(cfg)
     return cfg, j_path, build_sim_core(j_path, build_dir=board_cache)
 
 

@@ -12,11 +12,11 @@ import json
 import numpy as np
 import pytest
 
-from cores import ADDER_3X5_S128, SHIFT_4X4
+from cores import ADDER_3X5_S128, SHIFT_4X4, generated
 from random_models import random_codes, random_post
 from test_compiler_graph import PLACES, WINDOW_PLACES, graph_model, inputs
 
-from mulfree.gen.core_manifest import core_manifest, write_core_design
+from mulfree.gen.core_manifest import core_manifest
 from mulfree.host.compiler import compile_model
 from mulfree.host.export_format import IntConv2d, IntInput, IntLinear, IntModel, write_export
 from mulfree.host.runtime import Device
@@ -36,7 +36,7 @@ STEP_KEYS = {"index", "kind", "runs", "busy_cycles", "stall_in_cycles", "stall_o
 
 
 def _design(cfg, tmp_path_factory, board_cache):
-    _, j_path = write_core_design(cfg, tmp_path_factory.mktemp("graph-design"))
+    _, j_path = generated(cfg)
     return j_path, build_sim_core(j_path, build_dir=board_cache)
 
 

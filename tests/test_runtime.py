@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from cores import SHIFT_4X4, SMALL_BUFFERS
+from cores import SHIFT_4X4, SMALL_BUFFERS, generated
 from random_models import conv_model
 
 from mulfree.params.config import ArrayConfig
@@ -40,7 +40,7 @@ CORE = SHIFT_4X4
 @pytest.fixture(scope="session")
 def design(tmp_path_factory, board_cache):
     """``(manifest path, library)`` of the 4x4 shift core, built on first use."""
-    _, j_path = write_core_design(CORE, tmp_path_factory.mktemp("runtime-design"))
+    _, j_path = generated(CORE)
     return j_path, build_sim_core(j_path, build_dir=board_cache)
 
 

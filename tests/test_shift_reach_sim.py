@@ -19,9 +19,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from cores import SMALL_BUFFERS
+from cores import SMALL_BUFFERS, generated
 
-from mulfree.gen.core_manifest import core_manifest, write_core_design
+from mulfree.gen.core_manifest import core_manifest
 from mulfree.params.config import ArrayConfig
 from mulfree.params.core_config import CoreConfig
 from mulfree.params.layer_golden import PostParams
@@ -48,7 +48,7 @@ REACH2 = CoreConfig(ArrayConfig(pe="shift", rows=4, cols=4, act_bits=6, weight_b
 def test_tb_core_with_reach_3(simulator, tmp_path_factory):
     cfg = REACH3
     build_dir = tmp_path_factory.mktemp(f"reach3-{simulator}")
-    v_path, j_path = write_core_design(cfg, build_dir)
+    v_path, j_path = generated(cfg)
     runner = build_verilog(v_path, cfg.top_name, simulator, build_dir,
                            verilator_args=["-Wno-CASEINCOMPLETE"])
     result = run_cocotb(runner, j_path, "mulfree.sim.tb_core", seed=4321)
@@ -59,7 +59,7 @@ def test_tb_core_with_reach_3(simulator, tmp_path_factory):
 @pytest.fixture(scope="module")
 def device(tmp_path_factory, board_cache):
     cfg = REACH2
-    _, j_path = write_core_design(cfg, tmp_path_factory.mktemp("reach2"))
+    _, j_path = generated(cfg)
     core = SimCore(build_sim_core(j_path, build_dir=board_cache), core_manifest(cfg))
     core.reset()
     manifest = json.loads(j_path.read_text())
