@@ -38,6 +38,30 @@ def test_property_passes(prop, tmp_path):
         f"trace {result.trace}, log {result.log}")
 
 
+@pytest.mark.parametrize("late", [False, True])
+def test_a_vacuous_bounded_proof_fails(late, tmp_path):
+    """A bmc runs without smtbmc's per-step check of the assumptions; the check afterwards
+    (``check_not_vacuous``) fails a proof whose assumptions cannot all hold, from the first
+    step or (``late``) from step 3 on, where every assertion, even a false one, would hold."""
+    from amaranth.hdl import Assert, Assume, ResetSignal
+
+    def build():
+        m = Module()
+        x, count = Signal(4, name="x"), Signal(4, name="count")
+        m.d.sync += count.eq(count + 1)
+        m.d.comb += Assert((count < 3) | (x == 7))      # false whenever x is free
+        if late:
+            m.d.comb += [Assume(~ResetSignal()), Assume(count < 3)]
+        else:
+            m.d.comb += [Assume(x == 0), Assume(x == 1)]
+        return m, [x], "bmc", 6, "vacuous"
+
+    result = _run("vacuous", build, tmp_path)
+    assert result.status == "FAIL", result
+    text = Path(result.log).read_text()
+    assert "the proof is vacuous" in text and "Status: PASSED" not in text
+
+
 def test_broken_pe_fails(tmp_path):
     """An adder PE whose operator is off by one for the most negative activation."""
     class OffByOne(AdderPE):
