@@ -137,14 +137,13 @@ def design_for(cfg: CoreConfig, cache_dir=None, progress=None):
     digest.update(generator_digest().encode())
     key = digest.hexdigest()[:16]
     root = Path(cache_dir or default_cache_dir()) / "designs"
-    manifest = f"{cfg.top_name}.json"
+    name, manifest = f"{cfg.top_name}-{key}", f"{cfg.top_name}.json"
 
     def generate(tmp, _modes):
         if progress:
             progress(f"generating {cfg.top_name} into {root / name}")
         write_core_design(cfg, tmp)
 
-    name = f"{cfg.top_name}-{key}"
     final, _ = build_once(root, name, lambda path: (path / manifest).is_file(), generate)
     return final
 

@@ -268,13 +268,10 @@ def build_sim_core(design_dir_or_manifest_path, *, build_dir=None, jobs=2, progr
     # Build folders and logs are the user's alone (a log holds the Verilog's paths and
     # Verilator's messages about its text), or the group's too in a shared cache. One builder
     # per key at a time; a build lands under its final name only when complete.
-    final, built = build_once(root, f"{top}-{key[:20]}", done, functools.partial(
+    final, _ = build_once(root, f"{top}-{key[:20]}", done, functools.partial(
         _build, manifest, v_path, verilog_text, harness_text, config, version, key, exe, env,
         root, jobs, progress, flags))
-    lib = final / lib_name
-    if built and progress:
-        progress(f"built {lib} in {json.loads((final / MARKER).read_text())['seconds']:.1f} s")
-    return lib
+    return final / lib_name
 
 
 def _private_file(path, mode=0o600):
@@ -328,3 +325,5 @@ def _build(manifest, v_path, verilog_text, harness_text, config, version, key, e
         "top": top, "key": key, "verilator": version, "flags": list(flags),
         "jobs": jobs, "seconds": round(seconds, 3), "verilog": str(v_path.resolve()),
     }, indent=2) + "\n")
+    if progress:
+        progress(f"built {root / f'{top}-{key[:20]}' / _lib_name(top)} in {seconds:.1f} s")

@@ -76,7 +76,7 @@ def test_quiet_has_no_serializer():
 # On the board -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def device(tmp_path_factory, board_cache):
+def device(board_cache):
     cfg = CHAIN_CORE
     assert cfg.fmap_banks == 2
     _, j_path = generated(cfg)

@@ -92,7 +92,7 @@ def test_the_lane_units_latency():
 # On the board -----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def device(tmp_path_factory, board_cache):
+def device(board_cache):
     cfg = LANE_CORE
     assert cfg.window_ops and cfg.fmap_banks == 2
     _, j_path = generated(cfg)
@@ -207,7 +207,7 @@ MULTI_LANES = CoreConfig(ArrayConfig(pe="shift", rows=4, cols=4, act_bits=6, wei
                          pool_pixels=64, **SMALL_BUFFERS)
 
 
-def test_depthwise_on_every_engine_on_the_board(tmp_path_factory, board_cache):
+def test_depthwise_on_every_engine_on_the_board(board_cache):
     """Shift, adder (padding adds -|w|) and a mult engine folded to 2 columns (the lane unit
     has its own term circuits: one vector per cycle whatever the engine's folding), a 32-bit
     stream (two beats per weight row): the golden results, ``BUSY_CYCLES`` exactly the model's;
@@ -244,7 +244,7 @@ def test_depthwise_on_every_engine_on_the_board(tmp_path_factory, board_cache):
     assert all(r[2] == r[3] for r in report), report
 
 
-def test_serializer_bound_window_runs_on_the_board(tmp_path_factory, board_cache):
+def test_serializer_bound_window_runs_on_the_board(board_cache):
     """An 8x8 core on a 32-bit stream: a result vector takes two beats, so 1x1 windows and
     short passes are bound by the serializer (the output FIFO fills and stalls the lane unit):
     golden results, ``BUSY_CYCLES`` exactly the model's."""

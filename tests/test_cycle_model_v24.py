@@ -117,7 +117,7 @@ def _open(cfg, board_cache):
 
 
 @pytest.fixture(scope="module")
-def device(tmp_path_factory, board_cache):
+def device(board_cache):
     cfg = TAP_CORE
     assert cfg.taps == 4 and cfg.tap_side == 2 and cfg.fmap_banks == 2
     with _open(cfg, board_cache) as dev:
@@ -195,7 +195,7 @@ def test_taps_is_an_identity_register(device):
     assert dev.field("VERSION", "minor", dev.read("VERSION")) == 4
 
 
-def test_serializer_bound_taps_runs_on_the_board(tmp_path_factory, board_cache):
+def test_serializer_bound_taps_runs_on_the_board(board_cache):
     """A 9x9 mult core with a 3x3 tap window on a 32-bit stream: a result vector takes two
     beats, so 1x1 kernels are bound by the serializer (the output FIFO fills and stalls the
     array), weight rows take two beats each; golden results, ``BUSY_CYCLES`` exactly the

@@ -32,7 +32,7 @@ TOLERANCE = 0.05
 
 
 @pytest.fixture(scope="module", params=list(CORES))
-def design(request, tmp_path_factory, board_cache):
+def design(request, board_cache):
     """``(config, manifest path, library)`` of a board core, built on first use."""
     cfg = CORES[request.param]
     _, j_path = generated(cfg)

@@ -58,7 +58,7 @@ CORES = {"shift_addertree_multc2": CORE, "s32_adderc6_multtreec3": WIDE}
 
 
 @pytest.fixture(scope="module", params=list(CORES))
-def design(request, tmp_path_factory, board_cache):
+def design(request, board_cache):
     """``(config, manifest path, library)`` of a multi-engine core, built on first use."""
     cfg = CORES[request.param]
     _, j_path = generated(cfg)

@@ -35,21 +35,21 @@ STEP_KEYS = {"index", "kind", "runs", "busy_cycles", "stall_in_cycles", "stall_o
              "terms", "seconds"}
 
 
-def _design(cfg, tmp_path_factory, board_cache):
+def _design(cfg, board_cache):
     _, j_path = generated(cfg)
     return j_path, build_sim_core(j_path, build_dir=board_cache)
 
 
 @pytest.fixture(scope="session")
-def shift_design(tmp_path_factory, board_cache):
+def shift_design(board_cache):
     """``(manifest path, library)`` of the 4x4 shift core."""
-    return _design(SHIFT_4X4, tmp_path_factory, board_cache)
+    return _design(SHIFT_4X4, board_cache)
 
 
 @pytest.fixture(scope="session")
-def adder_design(tmp_path_factory, board_cache):
+def adder_design(board_cache):
     """``(manifest path, library)`` of the 3x5 adder core (128-bit stream)."""
-    return _design(ADDER_3X5_S128, tmp_path_factory, board_cache)
+    return _design(ADDER_3X5_S128, board_cache)
 
 
 def _device(design, cfg):

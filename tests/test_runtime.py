@@ -38,7 +38,7 @@ CORE = SHIFT_4X4
 
 
 @pytest.fixture(scope="session")
-def design(tmp_path_factory, board_cache):
+def design(board_cache):
     """``(manifest path, library)`` of the 4x4 shift core, built on first use."""
     _, j_path = generated(CORE)
     return j_path, build_sim_core(j_path, build_dir=board_cache)

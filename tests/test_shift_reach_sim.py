@@ -57,7 +57,7 @@ def test_tb_core_with_reach_3(simulator, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def device(tmp_path_factory, board_cache):
+def device(board_cache):
     cfg = REACH2
     _, j_path = generated(cfg)
     core = SimCore(build_sim_core(j_path, build_dir=board_cache), core_manifest(cfg))
