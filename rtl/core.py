@@ -256,7 +256,7 @@ class LayerDatapath(wiring.Component):
         # ports need not be transparent.
         banks = None
         if cfg.fmap_banks == 2:
-            banks = m.submodules.banks = FmapBanks(cfg)
+            banks = m.submodules.banks = FmapBanks(cfg, res_below=True)
             m.d.comb += [
                 banks.in_bank.eq(chain["in_bank"]), banks.keep.eq(chain["keep"]),
                 banks.short_resident.eq(chain["short_resident"]),
@@ -365,8 +365,17 @@ class LayerDatapath(wiring.Component):
         # ---- Output: a FIFO of result vectors, each sent as whole beats ---------------------
         out_bits = C * a
         m.submodules.out = out = SyncFIFOBuffered(width=out_bits + 1, depth=cfg.out_vectors)
-        results = self._pool(m, post, desc, sz)
-        written_last = fork_results(m, cfg, results, out, banks, post.o.payload.group, sz.nt,
+        # The fork decides late (the output FIFO, the banks' write address): behind a skid
+        # buffer the pool's, post-processing's and retire's enables do not wait for it.
+        pooled_o = self._pool(m, post, desc, sz)
+        layout = post.o.payload.shape()
+        results = stream.Signature(layout).create()
+        m.d.comb += [results.valid.eq(pooled_o.valid), pooled_o.ready.eq(results.ready),
+                     results.payload.data.eq(pooled_o.payload.data),
+                     results.payload.last.eq(pooled_o.payload.last),
+                     results.payload.group.eq(post.o.payload.group)]
+        results = skid_buffer(m, results, layout, name="results_skid")
+        written_last = fork_results(m, cfg, results, out, banks, results.payload.group, sz.nt,
                                     pooled, chain["quiet"])
         nbeats = cfg.beats(out_bits)
         beat = Signal(range(max(nbeats, 2)))

@@ -104,9 +104,12 @@ class FmapBanks(wiring.Component):
         Every one of the ``short_vectors`` has been delivered (``short_resident`` runs).
     rd_ptr : Out
         Addresses of bank ``1 - b`` the reader has read (the interlock's watermark).
+    res_below : In(1)
+        Only with ``res_below=True``: ``res.addr < rd_ptr``, compared by the caller (each
+        candidate address before its choice: timing), instead of here.
     """
 
-    def __init__(self, cfg: CoreConfig):
+    def __init__(self, cfg: CoreConfig, *, res_below=False):
         e = cfg.engine
         if e.rows != e.cols:
             self._MustUse__silence = True       # refused: no "created but never used" warning
@@ -114,10 +117,11 @@ class FmapBanks(wiring.Component):
                               f"is the next layer's activation vector), not rows={e.rows}, "
                               f"cols={e.cols}")
         self._cfg = cfg
+        self._res_below = res_below
         fa = fmap_addr_bits(cfg)
         vbits = e.rows * e.act_bits
         pbits = cfg.fmap_vectors.bit_length()     # a count of 0..fmap_vectors vectors
-        super().__init__({
+        super().__init__({**({"res_below": In(1)} if res_below else {}),
             "in_bank": In(1), "keep": In(1), "short_resident": In(1),
             "short_vectors": In(SIZE_BITS), "start": In(1),
             "acts_we": In(1), "acts_addr": In(fa), "acts_data": In(vbits),
@@ -164,7 +168,8 @@ class FmapBanks(wiring.Component):
         # before: never a read and a write of one address on the same edge), or all of them.
         res = self.res
         read_all = active & (rd_ptr == total)
-        safe = ~self.short_resident | read_all | (res.payload.addr < rd_ptr)
+        below = self.res_below if self._res_below else res.payload.addr < rd_ptr
+        safe = ~self.short_resident | read_all | below
         m.d.comb += res.ready.eq(~self.keep | safe)
         res_we = Signal()
         m.d.comb += res_we.eq(self.keep & res.valid & res.ready)
@@ -229,9 +234,16 @@ def fork_results(m, cfg, results, out, banks, group, nt, pooled, quiet):
     prev_group = Signal.like(group)
     taken = Signal()                # count != 0 as a flag (timing: it feeds res.ready)
     first = ~taken | (group != prev_group)
+
+    def choose(count, block_next, pass_next, step_next):
+        return Mux(pooled, count, Mux(first, Mux(group == 0, block_next, pass_next), step_next))
+
+    # The interlock's addr < rd_ptr, compared for each candidate (registers) before the choice:
+    # it decides the fork's ready.
+    below = [v < banks.rd_ptr for v in (count, block_next, pass_next, step_next)]
     m.d.comb += [
-        addr.eq(Mux(pooled, count,
-                    Mux(first, Mux(group == 0, block_next, pass_next), step_next))),
+        banks.res_below.eq(choose(*below)),
+        addr.eq(choose(count, block_next, pass_next, step_next)),
         banks.res.valid.eq(results.valid & out_ok),
         banks.res.payload.data.eq(results.payload.data),
         banks.res.payload.addr.eq(addr),

@@ -54,7 +54,8 @@ class StreamLoader(wiring.Component):
     desc, desc_valid : Out
         The descriptor vector and its one-cycle strobe.
     error : Out(8)
-        A protocol error's code, for one cycle (0: none).
+        The first protocol error's code (0: none), from a register: it appears the cycle
+        after the beat that caused it and stays until reset; from then on ``s.ready`` is 0.
     <type>_ptr : Out(SIZE_BITS)
         Vectors of each type loaded; the write address of the next one.
     act_we/act_data, w_we/w_data, sh_we/sh_data, sc_we/sc_data : Out
@@ -104,7 +105,13 @@ class StreamLoader(wiring.Component):
         s = self.s
         take = Signal()
         held = Signal()                 # a SHORTCUT vector's last beat waits for the aligner
-        m.d.comb += [s.ready.eq(self.accept & ~held), take.eq(s.valid & s.ready)]
+        # The error is registered (timing: it gates the shell's registers); once it is
+        # reported the loader takes nothing more.
+        err = Signal.like(self.error, name="error_now")
+        with m.If((err != 0) & (self.error == 0)):
+            m.d.sync += self.error.eq(err)
+        m.d.comb += [s.ready.eq(self.accept & ~held & (self.error == 0)),
+                     take.eq(s.valid & s.ready)]
 
         # The current vector with this beat in place: complete on the vector's last beat.
         vec = Signal(max_beats * S)
@@ -128,7 +135,6 @@ class StreamLoader(wiring.Component):
 
         ptrs = {t: getattr(self, f"{t.lower()}_ptr") for t in DATA_TYPES}
         totals = {t: getattr(self, f"{t.lower()}_total") for t in DATA_TYPES}
-        err = self.error
 
         hdr = s.payload.data
         h_type, h_count = hdr[0:4], hdr[8:32]

@@ -43,15 +43,18 @@ def run(frames, shortcut_total):
         ctx.set(dut.expect_desc, 1)
         ctx.set(dut.shortcut_total, shortcut_total)
         ctx.set(dut.acts_total, 1)
-        for data, last in beats:
+        for data, last in beats + [(None, None)]:
+            if ctx.get(dut.error):              # registered: the cycle after the bad beat
+                out["error"] = ctx.get(dut.error)
+                assert not ctx.get(dut.s.ready)
+                break
+            if data is None:
+                break
             ctx.set(dut.s.payload, {"data": data, "last": last})
             ctx.set(dut.s.valid, 1)
             assert ctx.get(dut.s.ready)
             if ctx.get(dut.sc_we):
                 out["writes"].append((ctx.get(dut.shortcut_ptr), ctx.get(dut.sc_data)))
-            if ctx.get(dut.error):
-                out["error"] = ctx.get(dut.error)
-                break
             if ctx.get(dut.desc_valid):
                 ctx.set(dut.expect_desc, 0)
             await ctx.tick()
