@@ -123,7 +123,8 @@ class LayerDatapath(wiring.Component):
     finished : Out(1)
         Pulse: the run ended well.
     error : Out(8)
-        An error's code, for one cycle.
+        An error's code (0: none); the shell takes it in the first cycle it is not 0 (the
+        loader's stays until the reset that follows).
     stall_in, stall_out, terms : Out
         Counter increments.
     """
