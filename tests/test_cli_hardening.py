@@ -198,6 +198,7 @@ CASES = [
         "0", "-1", "", ",", "4x0", HUGE, f"4x{HUGER}", "x", "4x", "1" * 5000)],
     *[R(["bench", "gen", "--repeat", value], "--repeat") for value in ("0", "-1", HUGE)],
     *[R(["bench", "synth", "--jobs", value], "--jobs") for value in ("0", "-1", HUGE)],
+    *[R(["bench", "pnr", "--pnr-seed", value], "--pnr-seed") for value in ("0", "-1", HUGE, "x")],
     *[R(["bench", "gen", "--time-limit", value], "--time-limit")
       for value in ("0", "-1", "nan", "inf", "1e300")],
     *[R(["bench", "synth", option, value], option) for option, value in (
