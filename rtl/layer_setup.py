@@ -161,35 +161,41 @@ class LayerSetup(wiring.Component):
         flags = d.flags
         shift, reuse = flags[DESC_FLAGS["shift"]], flags[DESC_FLAGS["reuse_weights"]]
 
-        def operand(name):
+        def operand(name, stored=None):
+            """Operand ``name``; ``stored``: ``(size, value)`` being stored this cycle."""
             if name == "R":
                 return Const(e.rows, 16)
             if name == "C":
                 return Const(e.cols, 16)
             if name.endswith("+R-1"):
-                return operand(name[:-4]) + (e.rows - 1)
+                return operand(name[:-4], stored) + (e.rows - 1)
             if name.endswith("+C-1"):
-                return operand(name[:-4]) + (e.cols - 1)
+                return operand(name[:-4], stored) + (e.cols - 1)
             if name.endswith("-1"):
-                return operand(name[:-2]) - 1
+                return operand(name[:-2], stored) - 1
             if name in SIZES:
-                return getattr(sz, name)
+                return stored[1] if stored and stored[0] == name else getattr(sz, name)
             return getattr(d, name)
 
         def divisor(i):
             return {"R": e.rows, "C": e.cols}[STEPS[i][3]]
 
         # The sequential unit: mul accumulates a << i for every set bit i of b (LSB first);
-        # div is restoring division of a (< 2^17) by b, MSB first, quotient in acc.
+        # div is restoring division of a (< 2^17) by b, MSB first, quotient in acc. The
+        # operands are registers, loaded in the STORE before their step (the size stored in
+        # that cycle forwarded) and shifted as the step runs: no multiplexer over the steps
+        # and no barrel shifter before the adder (timing). Step 0's come from the descriptor,
+        # registered in the cycle after start, so its first cycle reads them directly.
+        assert all(n not in SIZES for n in STEPS[0][2:]), "step 0 reads the descriptor only"
         step = Signal(range(len(STEPS) + 1))
         bit = Signal(range(_B_BITS + 1))
         acc = Signal(SIZE_BITS)
         rem = Signal(18)
-        a_val, b_val = Signal(SIZE_BITS), Signal(_B_BITS)
-        with m.Switch(step):
-            for i, (_, _, a, b) in enumerate(STEPS):
-                with m.Case(i):
-                    m.d.comb += [a_val.eq(operand(a)), b_val.eq(operand(b))]
+        a_reg, b_reg = Signal(SIZE_BITS), Signal(_B_BITS)
+        loaded = Signal()               # a_reg/b_reg hold the step's operands
+        a_val, b_val = Signal(SIZE_BITS), Signal(_B_BITS)   # a << bit, b >> bit
+        m.d.comb += [a_val.eq(Mux(loaded, a_reg, operand(STEPS[0][2]))),
+                     b_val.eq(Mux(loaded, b_reg, operand(STEPS[0][3])))]
 
         # The checks are registered (timing: they feed every unit's start): evaluated in the
         # last STORE, with the size that cycle stores (a taps run's wrows) as it will be,
@@ -209,17 +215,19 @@ class LayerSetup(wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [step.eq(0), bit.eq(0), acc.eq(0), rem.eq(0)]
+                    m.d.sync += [step.eq(0), bit.eq(0), acc.eq(0), rem.eq(0), loaded.eq(0)]
                     m.next = "RUN"
             with m.State("RUN"):
+                m.d.sync += loaded.eq(1)
                 with m.Switch(step):
                     for i, (result, op, _, _) in enumerate(STEPS):
                         with m.Case(i):
                             if op == "mul":
                                 # Done after b's highest set bit: most operands are small.
-                                with m.If(b_val.bit_select(bit, 1)):
-                                    m.d.sync += acc.eq(acc + (a_val << bit))
-                                done = (bit == _B_BITS - 1) | ((b_val >> bit) <= 1)
+                                with m.If(b_val[0]):
+                                    m.d.sync += acc.eq(acc + a_val)
+                                m.d.sync += [a_reg.eq(a_val << 1), b_reg.eq(b_val >> 1)]
+                                done = (bit == _B_BITS - 1) | (b_val <= 1)
                             elif divisor(i) & (divisor(i) - 1) == 0:
                                 # A power-of-two divisor is a shift.
                                 m.d.sync += acc.eq(a_val >> (divisor(i).bit_length() - 1))
@@ -227,7 +235,8 @@ class LayerSetup(wiring.Component):
                             else:
                                 # Shift the next numerator bit (MSB first) into the remainder.
                                 nbits = 17
-                                r = Cat(a_val.bit_select((nbits - 1 - bit).as_unsigned(), 1), rem)
+                                r = Cat(a_val[nbits - 1], rem)
+                                m.d.sync += a_reg.eq(a_val << 1)
                                 with m.If(r >= b_val):
                                     m.d.sync += [rem.eq(r - b_val), acc.eq((acc << 1) | 1)]
                                 with m.Else():
@@ -244,6 +253,10 @@ class LayerSetup(wiring.Component):
                     for i, (result, _, _, _) in enumerate(STEPS):
                         with m.Case(i):
                             m.d.sync += getattr(sz, result).eq(acc)
+                            if i + 1 < len(STEPS):
+                                a, b = STEPS[i + 1][2:]
+                                m.d.sync += [a_reg.eq(operand(a, (result, acc))),
+                                             b_reg.eq(operand(b, (result, acc)))]
                             # A window run's weight rows: nkk (depthwise), 0 (max, sum), ntr
                             # (a taps run, a later step); a convolution keeps nkt * rows.
                             if result == "nkk":
