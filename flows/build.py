@@ -65,12 +65,9 @@ def add_parser(subparsers):
                     "the core in an on-chip self-test top, its routed Fmax in "
                     "ecp5_build.json.")
     add_build_options(p)
-    add_array_options(p)
+    add_array_options(p, size=16)
     add_core_options(p)
-    p.set_defaults(func=command, rows=16, cols=16)
-    for action in p._actions:
-        if action.dest in ("rows", "cols"):
-            action.help = action.help.replace("default: 8", "default: 16")
+    p.set_defaults(func=command)
     p.set_defaults(build_parser=p)
     return p
 

@@ -26,8 +26,11 @@ def _range(param):
     return f"{lo}..{hi}"
 
 
-def add_array_options(parser):
-    """The options that make an :class:`ArrayConfig`, shared by every command that builds one."""
+def add_array_options(parser, size=8, size_text=None):
+    """The options that make an :class:`ArrayConfig`, shared by every command that builds one.
+    ``size``: the default of ``--rows`` and ``--cols`` (None: the command chooses it, as
+    ``size_text`` says in the help)."""
+    shown = size_text or size
     g = parser.add_argument_group("design")
     g.add_argument("--pe", default="shift", metavar="KIND",
                    help=f"operator of every PE: {', '.join(PE_KINDS)} (default: shift). "
@@ -39,11 +42,12 @@ def add_array_options(parser):
                         "--cols; empty or --cols: not folded) folds it to that many physical "
                         "columns, BITS sets its weight bits (default: the kind's); engine 0 "
                         "takes --arch and --weight-bits and is never folded")
-    g.add_argument("--rows", type=int, default=8,
+    g.add_argument("--rows", type=int, default=size,
                    help=f"PE rows = input vector length = reduction length of one tile "
-                        f"({_range('rows')}, default: 8)")
-    g.add_argument("--cols", type=int, default=8,
-                   help=f"PE columns = output vector length ({_range('cols')}, default: 8)")
+                        f"({_range('rows')}, default: {shown})")
+    g.add_argument("--cols", type=int, default=size,
+                   help=f"PE columns = output vector length ({_range('cols')}, default: "
+                        f"{shown})")
     g.add_argument("--act-bits", type=int, default=8,
                    help=f"signed activation width ({_range('act_bits')}, default: 8)")
     shift_lo, shift_hi = WEIGHT_BITS_LIMITS["shift"]

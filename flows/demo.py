@@ -52,8 +52,7 @@ def add_parser(subparsers):
                    help=f"network: the demo network (default: {DEMO_MODELS[0]})")
     p.add_argument("--retrain", action="store_true",
                    help="network: train the network again even if the output folder has it")
-    add_array_options(p)
-    p.set_defaults(rows=None, cols=None)
+    add_array_options(p, size=None, size_text="16 for network, 8 for engine")
     p.add_argument("--simulator", default="verilator", choices=["verilator", "icarus"],
                    help="engine: HDL simulator (default: verilator)")
     p.add_argument("--vectors", type=int, default=2000,
@@ -62,6 +61,13 @@ def add_parser(subparsers):
                    help="output folder (default: out/demo, engine: out/demo-engine)")
     p.set_defaults(func=command)
     return p
+
+
+def array_size(args):
+    """``(rows, cols)`` of the demo's core: the options, else 16x16 for the network (the
+    digits CNN's core) and 8x8 for an engine (what ``--help`` says)."""
+    size = 8 if args.what == "engine" else 16
+    return (size if args.rows is None else args.rows, size if args.cols is None else args.cols)
 
 
 def command(args):
@@ -87,9 +93,7 @@ def command(args):
     mulfree.flows.options.UsageError, mulfree.params.safe_io.FileCheckError
         A bad option; one line naming it.
     """
-    size = 8 if args.what == "engine" else 16
-    args.rows = size if args.rows is None else args.rows
-    args.cols = size if args.cols is None else args.cols
+    args.rows, args.cols = array_size(args)
     if args.output is None:
         args.output = "out/demo-engine" if args.what == "engine" else "out/demo"
     check_int("--rows", args.rows, *LIMITS["rows"])

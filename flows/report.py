@@ -168,9 +168,8 @@ def add_report_options(parser):
     g.add_argument("-o", "--output", default="out/report", metavar="DIR",
                    help="folder of report.json and the plots (default: out/report)")
     add_json_option(g, REPORT_JSON)
-    add_array_options(parser)
+    add_array_options(parser, size=16)
     add_core_options(parser)
-    parser.set_defaults(rows=16, cols=16)
 
 
 def add_parser(subparsers):

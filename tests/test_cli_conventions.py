@@ -376,3 +376,27 @@ def test_library_code_does_not_configure_logging():
                  and p.relative_to(root).as_posix() != "flows/options.py"
                  and any(c in p.read_text(encoding="utf-8") for c in calls)]
     assert offenders == []
+
+
+def test_help_states_the_array_size_each_command_uses():
+    """``--rows`` / ``--cols`` help gives the default the command really takes: the parser's
+    default where it has one (gen 8, build and report 16), the demo's choice (16 for a
+    network, 8 for an engine) where the command decides."""
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    seen = {}
+    for name, sub in commands.items():
+        for action in sub._actions:
+            if action.dest in ("rows", "cols"):
+                seen.setdefault(name, {})[action.dest] = action
+                if action.default is not None:
+                    assert f"default: {action.default})" in " ".join(action.help.split()), \
+                        (name, action.dest, action.help)
+    assert {n: seen[n]["rows"].default for n in ("gen", "build", "report")} == \
+        {"gen": 8, "build": 16, "report": 16}
+    demo = seen["demo"]["rows"]
+    assert demo.default is None and "16 for network, 8 for engine" in demo.help
+    from mulfree.flows.demo import array_size
+    for argv, size in ((["demo"], (16, 16)), (["demo", "engine"], (8, 8)),
+                       (["demo", "engine", "--rows", "4"], (4, 8))):
+        assert array_size(parser.parse_args(argv)) == size, argv
